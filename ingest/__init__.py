@@ -1,0 +1,1 @@
+"""Tickerdash's ground floor: the event bus on Redis Streams (settings, schemas, codecs, I/O)."""

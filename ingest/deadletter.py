@@ -1,0 +1,24 @@
+"""Dead-letter stream: every rejected input, with its original fields, the reason and the source."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import redis
+
+from ingest.codecs import Rejected
+
+DEADLETTER_MAXLEN = 100_000
+
+
+def add_rejected(pipe: redis.client.Pipeline, stream: str, rejected: Iterable[Rejected], source: str) -> int:
+    """Queue one dead-letter entry per rejected input on `pipe`; returns how many."""
+    count = 0
+    for item in rejected:
+        fields: dict[str, bytes | str] = dict(item.fields)
+        fields["reason"] = item.reason
+        fields["source"] = source
+        fields["entry_id"] = item.entry_id
+        pipe.xadd(stream, fields, maxlen=DEADLETTER_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        count += 1
+    return count

@@ -1,0 +1,56 @@
+"""One settings object, built once at start-up from the environment (prefix TICKERDASH_) and flags."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tickerdash"
+
+
+class Settings(BaseSettings):
+    """Everything a Tickerdash process needs to know; every field has a working default."""
+
+    model_config = SettingsConfigDict(env_prefix="TICKERDASH_", env_file=".env", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis to use (redis://, rediss://, password in the URL). Unset: an embedded "
+        "redis-server whose data lives in data_dir.",
+    )
+    prefix: str = Field(default="tickerdash", description="Prefix of every Redis key.")
+    partitions: int = Field(default=1, ge=1, le=1024, description="Number of tick stream partitions.")
+    stream_maxlen: int = Field(
+        default=1_000_000, ge=0, description="Approximate cap on entries per tick stream (0: no cap)."
+    )
+    retention_s: float | None = Field(
+        default=None, gt=0, description="Trim tick streams to entries newer than this many seconds (MINID)."
+    )
+    group: str = Field(default="analytics", description="Consumer group of the analytics workers.")
+    consumer: str = Field(default_factory=_default_consumer, description="This process's consumer name.")
+    read_count: int = Field(default=2_000, ge=1, description="Entries per XREADGROUP.")
+    block_ms: int = Field(default=500, ge=1, description="How long XREADGROUP blocks when idle.")
+    claim_idle_ms: int = Field(
+        default=30_000, ge=0, description="Pending entries idle this long are reclaimed (XAUTOCLAIM)."
+    )
+    batch_rows: int = Field(default=2_000, ge=1, description="Ticks per columnar batch entry.")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Embedded Redis data, archive.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_has_no_colon_at_end(cls, value: str) -> str:
+        value = value.rstrip(":")
+        if not value:
+            raise ValueError("prefix must not be empty")
+        return value

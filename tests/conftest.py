@@ -1,0 +1,65 @@
+"""Shared fixtures: a real redis-server started by the tests on a free loopback port, and paths."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from ingest.redis_server import EmbeddedRedis
+from ingest.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """One real redis-server for the test session (never the one that may run on 6379)."""
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    """A client on the session's server, with the database flushed before the test."""
+    client = redis.Redis(port=redis_server.port)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(redis_client: redis.Redis, redis_server: EmbeddedRedis, tmp_path: Path) -> Settings:
+    """Settings that point at the test server, with small batches and a private data dir."""
+    return Settings(redis_url=redis_server.url, data_dir=tmp_path / "data", consumer="test-consumer",
+                    block_ms=50)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real trade data beside the repo (../shared/data), or skip where it is absent."""
+    path = SHARED / "data"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent (real trade data is only beside the repo on CI and dev machines)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_schemas() -> Path:
+    """The schemas beside the repo (../shared/schemas), or skip where they are absent."""
+    path = SHARED / "schemas"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_tickerdash_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep a developer's TICKERDASH_* environment from leaking into tests."""
+    for name in list(os.environ):
+        if name.startswith("TICKERDASH_"):
+            monkeypatch.delenv(name)
