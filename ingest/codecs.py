@@ -126,13 +126,15 @@ def _decode_batch_entry(entry_id: bytes, fields: dict[bytes, bytes], rejected: l
     return batch
 
 
-def _parse_numbers(values: list[bytes], dtype: type, field: str, reason: np.ndarray, missing: bytes = b"") -> np.ndarray:
+def _parse_numbers(
+    values: list[bytes], dtype: type, field: str, reason: np.ndarray, missing: bytes = b""
+) -> np.ndarray:
     """Vectorised parse; only when that fails, find the bad rows one by one and give each a reason."""
     try:
         return np.array(values, dtype=np.bytes_).astype(dtype)
     except ValueError:
         pass
-    out = np.zeros(len(values), dtype=dtype)
+    out: np.ndarray = np.zeros(len(values), dtype=dtype)
     convert = float if dtype is np.float64 else int
     kind = "a number" if dtype is np.float64 else "an integer (epoch ms)"
     for i, raw in enumerate(values):
@@ -169,17 +171,17 @@ def _decode_tick_run(run: list[tuple[bytes, dict[bytes, bytes]]], rejected: list
             reason[(symbol_idx == code) & (reason == "")] = why
     # upper-casing can merge names ('aapl' and 'AAPL'): re-index onto the distinct clean names
     symbols, remap = np.unique(np.array(clean_names, dtype=object).astype(str), return_inverse=True)
-    symbol_idx = remap.astype(np.int32)[symbol_idx]
+    row_symbol = remap.astype(np.int32)[symbol_idx]
 
     side_raw = np.array([f.get(b"side", b"") for _, f in run], dtype=np.bytes_)
     side = np.zeros(n, np.int8)
     for value in np.unique(side_raw).tolist():
         rows = side_raw == value
-        code = {b"": 0, b"B": 1, b"S": -1}.get(value.upper())
-        if code is None:
+        side_code = {b"": 0, b"B": 1, b"S": -1}.get(value.upper())
+        if side_code is None:
             reason[rows & (reason == "")] = f"side: {value[:20]!r} must be B or S"
         else:
-            side[rows] = code
+            side[rows] = side_code
 
     texts: dict[str, pa.Array | None] = {}
     for name in OPTIONAL_TEXT_FIELDS:
@@ -203,7 +205,7 @@ def _decode_tick_run(run: list[tuple[bytes, dict[bytes, bytes]]], rejected: list
 
     batch = TickBatch(
         symbols=tuple(str(s) for s in symbols),
-        symbol_idx=symbol_idx,
+        symbol_idx=row_symbol,
         price=price,
         size=size,
         ts=ts,

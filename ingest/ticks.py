@@ -178,9 +178,9 @@ class TickBatch:
             side = _numeric(table, "side", pa.int8()) if "side" in names else np.zeros(len(price), np.int8)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
             raise TickError(f"batch column has the wrong type: {exc}") from exc
-        texts = {}
-        for name in OPTIONAL_TEXT_FIELDS:
-            texts[name] = table.column(name).combine_chunks().cast(pa.string()) if name in names else None
+        def text(name: str) -> pa.Array | None:
+            return table.column(name).combine_chunks().cast(pa.string()) if name in names else None
+
         return cls(
             symbols=tuple(dictionary),
             symbol_idx=symbol.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False),
@@ -188,7 +188,9 @@ class TickBatch:
             size=size,
             ts=ts,
             side=side,
-            **texts,
+            trade_id=text("trade_id"),
+            buyer=text("buyer"),
+            seller=text("seller"),
         )
 
 

@@ -1,0 +1,245 @@
+"""Consumer-group runner: reads tick streams in batches, hands them to a processing function, and
+acknowledges each batch in the same MULTI/EXEC transaction as its effects, so that a consumer killed
+at any point leaves either all of a batch's effects or none (and the entries stay pending).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import redis
+
+from ingest.codecs import Decoded, RawEntry, Rejected, decode_entries
+from ingest.deadletter import add_rejected
+from ingest.keys import Keys
+from ingest.settings import Settings
+from ingest.ticks import TickBatch
+
+log = logging.getLogger(__name__)
+
+# process(stream, ticks, pipe): queue the batch's effects on `pipe` (a MULTI/EXEC transaction).
+ProcessFn = Callable[[str, TickBatch, redis.client.Pipeline], None]
+TARGET_ROWS_PER_READ = 50_000  # bounds memory when entries are batches of thousands of ticks
+MAX_BACKOFF_S = 5.0
+
+
+@dataclass(slots=True)
+class RunnerStats:
+    """Running totals, for logs, `status` and benchmarks."""
+
+    entries: int = 0
+    ticks: int = 0
+    rejected: int = 0
+    batches: int = 0
+    reclaimed: int = 0
+    reconnects: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def _raw(response: Any, **_: Any) -> Any:
+    return response
+
+
+def raw_client(client: redis.Redis) -> redis.Redis:
+    """A client on the same pool that returns stream replies unparsed (flat field lists: faster)."""
+    raw = redis.Redis(connection_pool=client.connection_pool)
+    for command in ("XREADGROUP", "XAUTOCLAIM", "XRANGE"):
+        raw.set_response_callback(command, _raw)
+    return raw
+
+
+def _stream_items(response: Any) -> Iterator[tuple[str, Sequence[RawEntry]]]:
+    if not response:
+        return
+    pairs = response.items() if isinstance(response, dict) else response  # RESP3 map or RESP2 array
+    for stream, entries in pairs:
+        yield stream.decode() if isinstance(stream, bytes) else stream, entries
+
+
+def ensure_groups(client: redis.Redis, streams: Sequence[str], group: str) -> None:
+    """Create the consumer group on every stream (and the stream itself) unless it exists."""
+    for stream in streams:
+        try:
+            client.xgroup_create(stream, group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT (or by code); the loop drains the batch in hand and exits."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self, *_: object) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        return self._event.wait(seconds)
+
+    def install(self) -> StopFlag:
+        """Route SIGTERM and SIGINT here (main thread only)."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %s: draining the batch in hand, then stopping", signal.Signals(signum).name)
+            self.set()
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
+            signal.signal(signal.SIGINT, handler)
+        return self
+
+
+class StreamRunner:
+    """Reads `streams` as one consumer of `settings.group` and applies `process` exactly once per entry."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        streams: Sequence[str],
+        process: ProcessFn,
+        *,
+        source: str = "analytics",
+        housekeeping: Callable[[], None] | None = None,
+        stop: StopFlag | None = None,
+    ) -> None:
+        self.client = client
+        self.raw = raw_client(client)
+        self.settings = settings
+        self.keys = Keys(settings.prefix, settings.partitions)
+        self.streams = list(streams)
+        self.process = process
+        self.source = source
+        self.housekeeping = housekeeping
+        self.stop = stop or StopFlag()
+        self.stats = RunnerStats()
+        self._count = settings.read_count
+        self._last_claim = 0.0
+
+    # --- one step ---------------------------------------------------------------------------
+
+    def handle(self, stream: str, entries: Sequence[RawEntry]) -> None:
+        """Decode, process and acknowledge one batch of entries of one stream, atomically."""
+        alive = [(eid, fields) for eid, fields in entries if fields is not None]
+        gone = [eid for eid, fields in entries if fields is None]  # trimmed while pending (Redis 6.2)
+        decoded: Decoded = decode_entries(alive)
+        rejected = list(decoded.rejected)
+        rejected += [Rejected(eid.decode(), {}, "trimmed: entry deleted before it was processed") for eid in gone]
+        pipe = self.client.pipeline(transaction=True)
+        if len(decoded.ticks):
+            self.process(stream, decoded.ticks, pipe)
+        if rejected:
+            add_rejected(pipe, self.keys.deadletter, rejected, f"{self.source}:{stream}")
+        pipe.xack(stream, self.settings.group, *[eid for eid, _ in entries])
+        pipe.execute()
+        self.stats.entries += len(entries)
+        self.stats.ticks += len(decoded.ticks)
+        self.stats.rejected += len(rejected)
+        self.stats.batches += 1
+        if alive:
+            rows_per_entry = max(1, (len(decoded.ticks) + len(rejected)) // len(alive))
+            self._count = max(1, min(self.settings.read_count, TARGET_ROWS_PER_READ // rows_per_entry))
+
+    def read_pending(self) -> int:
+        """Process this consumer's own pending entries (left by an earlier life under the same name)."""
+        done = 0
+        for stream in self.streams:
+            start = "0-0"
+            while not self.stop.is_set():
+                response = self.raw.execute_command(
+                    "XREADGROUP", "GROUP", self.settings.group, self.settings.consumer,
+                    "COUNT", self._count, "STREAMS", stream, start,
+                )  # fmt: skip
+                entries = [e for _, es in _stream_items(response) for e in es]
+                if not entries:
+                    break
+                self.handle(stream, entries)
+                done += len(entries)
+                start = entries[-1][0].decode()
+        return done
+
+    def claim_stale(self) -> int:
+        """Take over and process entries other consumers left pending for longer than claim_idle_ms."""
+        self._last_claim = time.monotonic()
+        done = 0
+        for stream in self.streams:
+            cursor = "0-0"
+            while not self.stop.is_set():
+                next_cursor, entries, *deleted = self.raw.execute_command(
+                    "XAUTOCLAIM", stream, self.settings.group, self.settings.consumer,
+                    self.settings.claim_idle_ms, cursor, "COUNT", self._count,
+                )  # fmt: skip
+                if deleted and deleted[0]:  # Redis 7 drops trimmed ids from the PEL itself: record them
+                    lost = [Rejected(d.decode(), {}, "trimmed: entry deleted before it was processed")
+                            for d in deleted[0]]  # fmt: skip
+                    pipe = self.client.pipeline(transaction=True)
+                    add_rejected(pipe, self.keys.deadletter, lost, f"{self.source}:{stream}")
+                    pipe.execute()
+                if entries:
+                    log.warning("reclaimed %d stale pending entries of %s", len(entries), stream)
+                    self.handle(stream, entries)
+                    done += len(entries)
+                cursor = next_cursor.decode() if isinstance(next_cursor, bytes) else str(next_cursor)
+                if cursor == "0-0":
+                    break
+        self.stats.reclaimed += done
+        return done
+
+    def read_new(self) -> int:
+        """Block for new entries on every stream, and process what arrives; returns entries handled."""
+        response = self.raw.execute_command(
+            "XREADGROUP", "GROUP", self.settings.group, self.settings.consumer,
+            "COUNT", self._count, "BLOCK", self.settings.block_ms,
+            "STREAMS", *self.streams, *([">"] * len(self.streams)),
+        )  # fmt: skip
+        done = 0
+        for stream, entries in _stream_items(response):
+            if entries:
+                self.handle(stream, entries)
+                done += len(entries)
+        return done
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self, max_idle_reads: int | None = None) -> RunnerStats:
+        """Run until stopped (or, for tests and benchmarks, until `max_idle_reads` empty reads in a row)."""
+        backoff = 0.1
+        recovering = True
+        idle = 0
+        while not self.stop.is_set():
+            try:
+                if recovering:
+                    ensure_groups(self.client, self.streams, self.settings.group)
+                    self.read_pending()
+                    self.claim_stale()
+                    recovering = False
+                elif time.monotonic() - self._last_claim > max(self.settings.claim_idle_ms / 2000, 0.05):
+                    self.claim_stale()
+                if self.housekeeping:
+                    self.housekeeping()
+                handled = self.read_new()
+                backoff = 0.1
+                idle = 0 if handled else idle + 1
+                if max_idle_reads is not None and idle >= max_idle_reads:
+                    break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.stats.reconnects += 1
+                log.warning("redis unavailable (%s): retrying in %.1fs", exc, backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                recovering = True  # whatever was read but not acknowledged is still pending for us
+        log.info("stopped: %d ticks from %d entries, %d rejected", self.stats.ticks, self.stats.entries,
+                 self.stats.rejected)  # fmt: skip
+        return self.stats

@@ -1,0 +1,199 @@
+"""The consumer-group runner: batches in, effects and acknowledgements atomically out."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ingest.keys import Keys
+from ingest.producer import Producer
+from ingest.redis_server import EmbeddedRedis
+from ingest.runner import StopFlag, StreamRunner
+from ingest.settings import Settings
+from ingest.ticks import TickBatch
+
+HERE = Path(__file__).parent
+
+
+def make_ticks(n: int, symbols: int = 5, seed: int = 0) -> TickBatch:
+    """n random but valid trades over a few symbols."""
+    rng = np.random.default_rng(seed)
+    return TickBatch.from_columns(
+        symbol=[f"S{i}" for i in rng.integers(0, symbols, n)],
+        price=rng.uniform(10, 20, n).round(2),
+        size=rng.integers(1, 500, n),
+        ts=1_700_000_000_000 + np.arange(n),
+        trade_id=[f"t{i}" for i in range(n)],
+    )
+
+
+def collect(settings: Settings, client: redis.Redis, streams: list[str] | None = None) -> list[str]:
+    """Run a runner until the streams are drained; return the trade ids it processed, in order."""
+    seen: list[str] = []
+
+    def process(stream: str, ticks: TickBatch, pipe: redis.client.Pipeline) -> None:
+        assert ticks.trade_id is not None
+        seen.extend(ticks.trade_id.to_pylist())
+
+    streams = streams or Keys(settings.prefix, settings.partitions).tick_streams
+    StreamRunner(client, settings, streams, process).run(max_idle_reads=2)
+    return seen
+
+
+class TestRunner:
+    def test_reads_per_tick_and_batch_entries_alike(self, settings: Settings, redis_client: redis.Redis) -> None:
+        """Trades published as per-tick entries and as batch entries reach the processor identically."""
+        ticks = make_ticks(300)
+        producer = Producer(redis_client, settings.model_copy(update={"batch_rows": 64}))
+        producer.publish(ticks.take(np.arange(150)), per_tick=True)
+        producer.publish(ticks.take(np.arange(150, 300)))
+        assert collect(settings, redis_client) == [f"t{i}" for i in range(300)]
+
+    def test_malformed_tick_goes_to_deadletter_and_its_neighbours_are_processed(
+        self, settings: Settings, redis_client: redis.Redis
+    ) -> None:
+        """A negative price is dead-lettered with a reason naming the field; valid ticks around it go on."""
+        stream = "tickerdash:ticks"
+        redis_client.xadd(stream, {"symbol": "AAPL", "price": "187.2", "size": "100", "trade_id": "a"})
+        redis_client.xadd(stream, {"symbol": "AAPL", "price": "-3", "size": "10", "trade_id": "bad"})
+        redis_client.xadd(stream, {"symbol": "aapl", "price": "187.3", "size": "5", "trade_id": "b"})
+        assert collect(settings, redis_client) == ["a", "b"]
+        dead = redis_client.xrange("tickerdash:deadletter")
+        assert len(dead) == 1
+        fields = dead[0][1]
+        assert fields[b"price"] == b"-3" and fields[b"trade_id"] == b"bad"
+        assert fields[b"reason"].startswith(b"price:")
+        assert fields[b"source"] == b"analytics:tickerdash:ticks"
+        assert redis_client.xpending(stream, "analytics")["pending"] == 0
+
+    def test_undecodable_batch_entry_is_dead_lettered_and_acknowledged(
+        self, settings: Settings, redis_client: redis.Redis
+    ) -> None:
+        """Garbage in a batch entry does not stop the consumer; the entry is recorded with its reason."""
+        redis_client.xadd("tickerdash:ticks", {"batch": b"\x00garbage", "rows": 3})
+        Producer(redis_client, settings).publish(make_ticks(10))
+        assert len(collect(settings, redis_client)) == 10
+        (entry,) = redis_client.xrange("tickerdash:deadletter")
+        assert entry[1][b"reason"].startswith(b"batch: undecodable")
+        assert entry[1][b"batch"] == b"\x00garbage"
+
+    def test_partitions_route_each_symbol_to_one_stream(self, settings: Settings, redis_client: redis.Redis) -> None:
+        """With 4 partitions every symbol lands in crc32(symbol) % 4, and a runner over all reads everything."""
+        settings = settings.model_copy(update={"partitions": 4})
+        keys = Keys(settings.prefix, 4)
+        Producer(redis_client, settings).publish(make_ticks(400, symbols=20), per_tick=True)
+        for p, stream in enumerate(keys.tick_streams):
+            assert stream == f"tickerdash:ticks:{{{p}}}"
+            for _, fields in redis_client.xrange(stream):
+                assert keys.partition_of(fields[b"symbol"].decode()) == p
+        assert sorted(collect(settings, redis_client)) == sorted(f"t{i}" for i in range(400))
+
+    def test_group_creation_is_idempotent_and_other_groups_read_independently(
+        self, settings: Settings, redis_client: redis.Redis
+    ) -> None:
+        """Two runs of the analytics group do not re-read; another group still sees every trade."""
+        Producer(redis_client, settings).publish(make_ticks(50))
+        assert len(collect(settings, redis_client)) == 50
+        assert collect(settings, redis_client) == []
+        archive = settings.model_copy(update={"group": "archiver"})
+        assert len(collect(archive, redis_client)) == 50
+
+    def test_retention_caps_the_stream(self, settings: Settings, redis_client: redis.Redis) -> None:
+        """MAXLEN ~ keeps the tick stream near its configured size."""
+        capped = settings.model_copy(update={"stream_maxlen": 100})
+        Producer(redis_client, capped).publish(make_ticks(2000), per_tick=True)
+        assert 100 <= redis_client.xlen("tickerdash:ticks") < 400
+
+
+def _spawn(url: str, consumer: str, claim_idle_ms: int, stall_after: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "consumer_proc.py"), url, consumer, str(claim_idle_ms), str(stall_after)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+class TestCrashes:
+    def test_sigkill_mid_batch_then_successor_finishes_exactly_once(
+        self, settings: Settings, redis_client: redis.Redis, redis_server: EmbeddedRedis
+    ) -> None:
+        """A consumer killed inside a batch leaves it pending; another consumer claims it; each effect once."""
+        Producer(redis_client, settings).publish(make_ticks(2000), per_tick=True)
+        victim = _spawn(redis_server.url, "victim", 60_000, stall_after=5)
+        _wait_for(lambda: redis_client.get("stalled") == b"victim")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        pending = redis_client.xpending("tickerdash:ticks", "analytics")
+        assert pending["pending"] > 0 and pending["consumers"][0]["name"] == b"victim"
+        successor = _spawn(redis_server.url, "successor", 200, stall_after=-1)
+        _out, err = successor.communicate(timeout=60)
+        assert successor.returncode == 0, err
+        effects = redis_client.hgetall("effects")
+        assert len(effects) == 2000
+        assert set(effects.values()) == {b"1"}
+        assert redis_client.xpending("tickerdash:ticks", "analytics")["pending"] == 0
+
+    def test_sigterm_drains_and_exits_cleanly(
+        self, settings: Settings, redis_client: redis.Redis, redis_server: EmbeddedRedis
+    ) -> None:
+        """SIGTERM makes the consumer finish its batch, acknowledge it, and exit 0."""
+        proc = _spawn(redis_server.url, "polite", 60_000, stall_after=10**9)
+        time.sleep(1.0)  # let it start up and block on XREADGROUP
+        Producer(redis_client, settings).publish(make_ticks(500), per_tick=True)
+        _wait_for(lambda: len(redis_client.hgetall("effects")) == 500)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert "ticks=500" in out
+        assert redis_client.xpending("tickerdash:ticks", "analytics")["pending"] == 0
+
+    def test_reconnects_with_backoff_when_redis_restarts(self, tmp_path: Path) -> None:
+        """The runner survives its Redis going away and coming back, losing nothing."""
+        server = EmbeddedRedis(tmp_path, appendonly=True).start()
+        port = server.port
+        settings = Settings(redis_url=server.url, block_ms=50, read_count=10)
+        # no client-side retries: the outage must be ridden out by the runner's own backoff
+        client = redis.Redis(port=port, retry=Retry(NoBackoff(), 0))
+        seen: list[str] = []
+
+        def process(stream: str, ticks: TickBatch, pipe: redis.client.Pipeline) -> None:
+            assert ticks.trade_id is not None
+            seen.extend(ticks.trade_id.to_pylist())
+
+        stop = StopFlag()
+        runner = StreamRunner(client, settings, ["tickerdash:ticks"], process, stop=stop)
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        try:
+            Producer(client, settings).publish(make_ticks(100), per_tick=True)
+            _wait_for(lambda: len(seen) == 100)
+            server.stop()
+            time.sleep(3.0)  # longer than redis-py's own quick retries, so the runner's backoff runs
+            server = EmbeddedRedis(tmp_path, port=port, appendonly=True).start()
+            more = make_ticks(200)
+            Producer(client, settings).publish(more.take(np.arange(100, 200)), per_tick=True)
+            _wait_for(lambda: len(seen) == 200)
+            assert runner.stats.reconnects >= 1
+            assert seen == [f"t{i}" for i in range(200)]
+        finally:
+            stop.set()
+            thread.join(5)
+            server.stop()
