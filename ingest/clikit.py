@@ -1,0 +1,44 @@
+"""What every command shares: settings from the environment plus flags, logging, clean errors."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
+
+from ingest.settings import Settings
+
+console = Console(stderr=True)
+USAGE_ERROR = 2
+
+
+def fail(message: str) -> NoReturn:
+    """Print what to fix and exit with code 2 (a usage error)."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(USAGE_ERROR)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from TICKERDASH_* (and .env), with the flags that were given on top."""
+    try:
+        settings = Settings()
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return Settings.model_validate({**settings.model_dump(), **given}) if given else settings
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        fail(f"invalid setting: {problems}")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Readable logs on stderr: INFO by default, DEBUG with --verbose."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
+        force=True,
+    )

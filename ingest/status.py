@@ -1,0 +1,77 @@
+"""`tickerdash status`: every stream with its length, each group's lag and pending, dead letters."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import redis
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ingest.clikit import load_settings
+from ingest.keys import Keys
+from ingest.redis_server import redis_connection
+
+DEADLETTER_SAMPLE = 1_000
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
+    """A plain-data picture of the pipeline's streams, groups and dead letters."""
+    streams = []
+    for name in sorted(_text(k) for k in client.scan_iter(match=f"{keys.prefix}:*", _type="stream", count=1000)):
+        info = client.xinfo_stream(name)
+        groups = []
+        for group in client.xinfo_groups(name):
+            g = {_text(k): _text(v) for k, v in group.items()}
+            groups.append({"name": g["name"], "consumers": g["consumers"], "pending": g["pending"],
+                           "lag": g.get("lag"), "last_delivered": g.get("last-delivered-id")})  # fmt: skip
+        streams.append({"stream": name, "length": info["length"],
+                        "last_entry": _text(info["last-generated-id"]), "groups": groups})  # fmt: skip
+    reasons = Counter(
+        _text(fields.get(b"reason", b"?")).split(":", 1)[0]
+        for _, fields in client.xrevrange(keys.deadletter, count=DEADLETTER_SAMPLE)
+    )
+    return {
+        "streams": streams,
+        "deadletter": {"count": client.xlen(keys.deadletter), "recent_reasons": dict(reasons.most_common())},
+        "rules": client.hlen(keys.rules),
+    }
+
+
+def render(report: dict[str, Any], console: Console) -> None:
+    """Print the report as tables."""
+    table = Table(title="Streams", title_justify="left")
+    for column in ("stream", "length", "group", "consumers", "pending", "lag"):
+        table.add_column(column, justify="left" if column in ("stream", "group") else "right")
+    for s in report["streams"]:
+        if not s["groups"]:
+            table.add_row(s["stream"], f"{s['length']:,}", "-", "", "", "")
+        for i, g in enumerate(s["groups"]):
+            lag = "?" if g["lag"] is None else f"{g['lag']:,}"
+            table.add_row(s["stream"] if i == 0 else "", f"{s['length']:,}" if i == 0 else "", g["name"],
+                          str(g["consumers"]), f"{g['pending']:,}", lag)  # fmt: skip
+    console.print(table)
+    dead = report["deadletter"]
+    why = ", ".join(f"{k}: {v}" for k, v in dead["recent_reasons"].items()) or "none"
+    console.print(f"Dead letters: {dead['count']:,} (recent reasons: {why})")
+    console.print(f"Alert rules: {report['rules']}")
+
+
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
+) -> None:
+    """Show every stream with its length, each consumer group's lag and pending entries, and dead letters."""
+    settings = load_settings()
+    with redis_connection(settings) as client:
+        report = gather(client, Keys(settings.prefix, settings.partitions))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        render(report, Console())

@@ -1,0 +1,3 @@
+from tickerdash.cli import main
+
+main()

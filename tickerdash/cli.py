@@ -1,0 +1,33 @@
+"""The `tickerdash` console script: every package's commands under one roof."""
+
+from __future__ import annotations
+
+import typer
+
+from ingest.clikit import setup_logging
+from ingest.status import status
+
+app = typer.Typer(
+    name="tickerdash",
+    help="Real-time stock-ticker analytics on Redis Streams. Start with `tickerdash up`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def _common(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    setup_logging(verbose)
+
+
+app.command("status")(status)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
