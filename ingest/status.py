@@ -34,10 +34,8 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
                            "lag": g.get("lag"), "last_delivered": g.get("last-delivered-id")})  # fmt: skip
         streams.append({"stream": name, "length": info["length"],
                         "last_entry": _text(info["last-generated-id"]), "groups": groups})  # fmt: skip
-    reasons = Counter(
-        _text(fields.get(b"reason", b"?")).split(":", 1)[0]
-        for _, fields in client.xrevrange(keys.deadletter, count=DEADLETTER_SAMPLE)
-    )
+    recent = client.xrevrange(keys.deadletter, count=DEADLETTER_SAMPLE) or []
+    reasons = Counter(_text((fields or {}).get(b"reason", b"?")).split(":", 1)[0] for _, fields in recent)
     return {
         "streams": streams,
         "deadletter": {"count": client.xlen(keys.deadletter), "recent_reasons": dict(reasons.most_common())},

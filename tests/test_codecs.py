@@ -37,7 +37,8 @@ def as_wire(fields: dict[str, object]) -> list[bytes]:
     flat: list[bytes] = []
     for key, value in fields.items():
         flat.append(key.encode())
-        flat.append(value if isinstance(value, bytes) else (repr(value) if isinstance(value, float) else str(value)).encode())
+        text = repr(value) if isinstance(value, float) else str(value)
+        flat.append(value if isinstance(value, bytes) else text.encode())
     return flat
 
 
