@@ -21,7 +21,9 @@ from ingest.redis_server import EmbeddedRedis, find_redis_server, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-APP_SERVICES = sorted(name for name, svc in COMPOSE["services"].items() if svc.get("image", "").startswith("tickerdash"))
+APP_SERVICES = sorted(
+    name for name, svc in COMPOSE["services"].items() if svc.get("image", "").startswith("tickerdash")
+)
 
 
 def test_compose_file_matches_the_compose_spec(shared_schemas: Path) -> None:
@@ -80,7 +82,7 @@ def test_each_app_service_command_runs_against_a_test_redis(name: str, redis_ser
     env = {**os.environ, **{k: str(v) for k, v in svc.get("environment", {}).items()}}
     env["TICKERDASH_REDIS_URL"] = redis_server.url
     env["TICKERDASH_DATA_DIR"] = str(tmp_path)
-    for key, value in list(env.items()):  # a service that listens must do so on a free loopback port here
+    for key in list(env):  # a service that listens must do so on a free loopback port here
         if key.endswith("_PORT") and key.startswith("TICKERDASH_"):
             env[key] = str(free_port())
     env["TICKERDASH_HOST"] = "127.0.0.1"
@@ -91,5 +93,5 @@ def test_each_app_service_command_runs_against_a_test_redis(name: str, redis_ser
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, f"{name} did not stop cleanly ({proc.returncode}): {err[-2000:]}"
