@@ -1,0 +1,1 @@
+"""Analytics: pure stages (indicators, bars, ...) over columnar tick batches, and the worker around them."""
