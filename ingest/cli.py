@@ -1,0 +1,182 @@
+"""`tickerdash ingest FILE|-`: validate trades from a CSV, NDJSON or Parquet file and publish them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import numpy as np
+import pyarrow as pa
+import redis
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from ingest.clikit import console as err_console
+from ingest.clikit import fail, load_settings
+from ingest.deadletter import add_rejected
+from ingest.importers import DEFAULT_CHUNK_ROWS, ColumnMapping, ImportOptionError, TradeReader
+from ingest.producer import Producer
+from ingest.redis_server import redis_connection
+from ingest.replay import ReplayPacer
+
+REASONS_SHOWN = 10  # the summary lists the most common reasons; the dead-letter stream has them all
+
+
+@dataclass(slots=True)
+class IngestSummary:
+    """What an ingest run did: trades published, stream entries written, rejected rows per reason."""
+
+    published: int = 0
+    entries: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+def publish_trades(
+    reader: TradeReader,
+    producer: Producer,
+    *,
+    source: str,
+    per_tick: bool = False,
+    pacer: ReplayPacer | None = None,
+    summary: IngestSummary | None = None,
+    on_progress: Callable[[IngestSummary], None] | None = None,
+) -> IngestSummary:
+    """Publish every valid trade the reader yields; rejected rows go to the dead-letter stream as `source`."""
+    summary = summary if summary is not None else IngestSummary()
+    pacer = pacer or ReplayPacer(None)
+    for ticks, rejected in reader:
+        if rejected:
+            pipe = producer.client.pipeline(transaction=False)
+            add_rejected(pipe, producer.keys.deadletter, rejected, source)
+            pipe.execute()
+            summary.rejected.update(r.reason for r in rejected)
+        for run in pacer.pace(ticks.ts):
+            part = ticks if run == slice(0, len(ticks)) else ticks.take(np.arange(run.start, run.stop))
+            result = producer.publish(part, per_tick=per_tick)
+            summary.published += result.ticks
+            summary.entries += result.entries
+            if on_progress is not None:
+                on_progress(summary)
+        if on_progress is not None:
+            on_progress(summary)
+    return summary
+
+
+def _progress_bar(unit: str) -> Progress:
+    amount = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(bar_width=30),
+        amount,
+        TextColumn("{task.fields[published]:,} published"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+def _print_summary(summary: IngestSummary, reader: TradeReader, source: str, deadletter: str,
+                   per_tick: bool, interrupted: bool) -> None:  # fmt: skip
+    out = Console(highlight=False, soft_wrap=True)
+    form = "per-tick" if per_tick else "batch"
+    unit = f", ts unit {reader.ts_unit}" if reader.ts_unit else ""
+    head = "interrupted after publishing" if interrupted else "published"
+    out.print(f"{head} {summary.published:,} trades from {reader.name} "
+              f"in {summary.entries:,} {form} entries{unit}")  # fmt: skip
+    total = sum(summary.rejected.values())
+    if not total:
+        out.print("rejected 0")
+        return
+    out.print(f"rejected {total:,} rows, sent to {deadletter} with source {source}:")
+    for reason, count in summary.rejected.most_common(REASONS_SHOWN):
+        out.print(f"  {count:>9,}  {reason}")
+    hidden = len(summary.rejected) - REASONS_SHOWN
+    if hidden > 0:
+        out.print(f"  ... and {hidden:,} more reasons")
+
+
+def ingest(
+    file: Annotated[str, typer.Argument(help="Trade file (CSV, NDJSON or Parquet), or - to read stdin.")],
+    symbol_col: Annotated[str | None, typer.Option(help="Column of the ticker (auto: symbol, ticker, sym).")] = None,
+    price_col: Annotated[str | None, typer.Option(help="Column of the trade price (auto: price, px).")] = None,
+    size_col: Annotated[
+        str | None, typer.Option(help="Column of the quantity (auto: size, qty, quantity, amount, volume).")
+    ] = None,
+    ts_col: Annotated[
+        str | None, typer.Option(help="Column of the event time (auto: ts, timestamp, time, ts_ns, ...).")
+    ] = None,
+    ts_unit: Annotated[
+        str, typer.Option(help="Unit of --ts-col: s, ms, us, ns, iso, or auto (by magnitude; ISO-8601 text).")
+    ] = "auto",
+    symbol: Annotated[str | None, typer.Option(help="Ticker of every trade, for a single-symbol file.")] = None,
+    side_col: Annotated[str | None, typer.Option(help="Column of the aggressor side: buy/sell/B/S.")] = None,
+    trade_id_col: Annotated[str | None, typer.Option(help="Column of the trade id (auto: trade_id, id).")] = None,
+    buyer_col: Annotated[str | None, typer.Option(help="Column of the buyer's account id.")] = None,
+    seller_col: Annotated[str | None, typer.Option(help="Column of the seller's account id.")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="csv, ndjson or parquet (default: from the extension, or sniffed).")
+    ] = None,
+    speed: Annotated[
+        float | None,
+        typer.Option(help="Replay at N x the file's own pace in event time (default: as fast as possible)."),
+    ] = None,
+    per_tick: Annotated[
+        bool, typer.Option("--per-tick", help="Publish one stream entry per trade instead of columnar batches.")
+    ] = False,
+    chunk_rows: Annotated[int, typer.Option(help="Rows read, validated and published at a time.")] = DEFAULT_CHUNK_ROWS,
+) -> None:
+    """Validate trades from a CSV, NDJSON or Parquet file (or stdin) and publish them onto the tick streams."""
+    if speed is not None and not speed > 0:
+        fail(f"--speed {speed} must be > 0 (leave it out to publish as fast as possible)")
+    settings = load_settings()
+    try:
+        mapping = ColumnMapping(
+            symbol_col=symbol_col, price_col=price_col, size_col=size_col, ts_col=ts_col, side_col=side_col,
+            trade_id_col=trade_id_col, buyer_col=buyer_col, seller_col=seller_col, symbol=symbol, ts_unit=ts_unit,
+        )  # fmt: skip
+        reader = TradeReader(file, mapping, fmt=fmt, chunk_rows=chunk_rows)
+    except ImportOptionError as exc:
+        fail(str(exc))
+    source = f"ingest:{reader.name}"
+    summary = IngestSummary()
+    interrupted = False
+    with reader, redis_connection(settings) as client:
+        producer = Producer(client, settings)
+        _, total, unit = reader.progress
+        with _progress_bar(unit) as bar:
+            task = bar.add_task(reader.name, total=total, published=0)
+
+            def show(progress: IngestSummary) -> None:
+                bar.update(task, completed=reader.progress[0], published=progress.published)
+
+            try:
+                publish_trades(reader, producer, source=source, per_tick=per_tick,
+                               pacer=ReplayPacer(speed), summary=summary, on_progress=show)  # fmt: skip
+            except KeyboardInterrupt:
+                interrupted = True
+            except pa.ArrowInvalid as exc:
+                err_console.print(f"[bold red]error:[/] cannot parse {reader.name}: {exc}", highlight=False)
+                raise typer.Exit(1) from exc
+            except redis.RedisError as exc:
+                err_console.print(f"[bold red]error:[/] Redis failed: {exc}", highlight=False)
+                raise typer.Exit(1) from exc
+        _print_summary(summary, reader, source, producer.keys.deadletter, per_tick, interrupted)
+    if interrupted:
+        raise typer.Exit(130)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `ingest` command to a typer app."""
+    app.command("ingest")(ingest)

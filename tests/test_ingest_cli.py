@@ -1,0 +1,141 @@
+"""`tickerdash ingest`: trade files published onto a real Redis, bad rows into the dead-letter stream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+import typer
+from click.testing import Result
+from typer.testing import CliRunner
+
+from ingest.cli import register
+from ingest.codecs import decode_entries
+from ingest.keys import Keys
+from ingest.runner import raw_client
+from ingest.settings import Settings
+from ingest.ticks import TickBatch
+
+KEYS = Keys()
+
+
+@pytest.fixture
+def run_ingest(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+    """Invoke the ingest command of a typer app against the test Redis; returns the CliRunner result."""
+    monkeypatch.setenv("TICKERDASH_REDIS_URL", str(settings.redis_url))
+    monkeypatch.setenv("TICKERDASH_DATA_DIR", str(settings.data_dir))
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def _group() -> None:
+        """Keep `ingest` a sub-command, as under the `tickerdash` front door."""
+
+    def invoke(*args: str, stdin: bytes | None = None) -> Result:
+        return CliRunner().invoke(app, ["ingest", *args], input=stdin)
+
+    return invoke
+
+
+def published(client: redis.Redis) -> TickBatch:
+    """Every trade on the tick stream, decoded from either entry form."""
+    decoded = decode_entries(raw_client(client).xrange(KEYS.ticks()))
+    assert decoded.rejected == []
+    return decoded.ticks
+
+
+def dead_letters(client: redis.Redis) -> list[dict[str, str]]:
+    """The dead-letter entries as text fields."""
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange(KEYS.deadletter)]
+
+
+@pytest.mark.realdata
+def test_lobster_file_publishes_all_trades_in_file_order(run_ingest, redis_client: redis.Redis,
+                                                          shared_data: Path) -> None:  # fmt: skip
+    """The LOBSTER sample with --ts-col ts_ns publishes all 58,087 trades, ms timestamps, file order kept."""
+    result = run_ingest(str(shared_data / "lobster" / "lobster_trades_2012-06-21.csv"), "--ts-col", "ts_ns")
+    assert result.exit_code == 0, result.output
+    assert "published 58,087 trades" in result.stdout and "rejected 0" in result.stdout
+    ticks = published(redis_client)
+    assert len(ticks) == 58_087
+    assert set(ticks.symbols) == {"AAPL", "AMZN", "GOOG"}
+    assert ticks.ts[0] == 1_340_285_400_015 and (ticks.ts[1:] >= ticks.ts[:-1]).all()
+    assert redis_client.xlen(KEYS.deadletter) == 0
+
+
+@pytest.mark.realdata
+def test_binance_file_ingests_with_its_own_columns(run_ingest, redis_client: redis.Redis, shared_data: Path) -> None:
+    """Binance columns (price, amount, µs timestamp, id, side) map onto ticks with their trade ids."""
+    path = shared_data / "binance" / "binance-futures_BTCUSDT_trades_2020-02-22.csv"
+    result = run_ingest(str(path), "--size-col", "amount", "--ts-col", "timestamp", "--trade-id-col", "id")
+    assert result.exit_code == 0, result.output
+    ticks = published(redis_client)
+    assert len(ticks) == 9_999 and ticks.symbols == ("BTCUSDT",)
+    assert ticks.trade_id is not None and ticks.trade_id[0].as_py() == "42377944"
+    assert (ticks.ts[0], ticks.size[0], ticks.side[0]) == (1_582_329_602_111, 0.132, 1)
+
+
+def test_bad_rows_go_to_the_dead_letter_stream_with_reasons(run_ingest, redis_client: redis.Redis,
+                                                            tmp_path: Path) -> None:  # fmt: skip
+    """Rows that break the tick rules are dead-lettered with their field, line and source; the rest publish."""
+    path = tmp_path / "mixed.csv"
+    path.write_text("symbol,price,size,ts\n"
+                    "AAPL,187.2,10,1700000000000\n"
+                    "AAPL,-3,10,1700000000001\n"
+                    "AAPL,187.3,abc,1700000000002\n"
+                    "AAPL,187.4,5,1700000000003\n")  # fmt: skip
+    result = run_ingest(str(path))
+    assert result.exit_code == 0, result.output
+    assert published(redis_client).price.tolist() == [187.2, 187.4]
+    letters = dead_letters(redis_client)
+    assert [(d["entry_id"], d["reason"], d["source"]) for d in letters] == [
+        ("line:3", "price: must be a finite number > 0", "ingest:mixed.csv"),
+        ("line:4", "size: not a number", "ingest:mixed.csv"),
+    ]
+    assert letters[0]["price"] == "-3"
+    assert "rejected 2 rows" in result.stdout and "size: not a number" in result.stdout
+
+
+def test_per_tick_publishes_one_entry_per_trade(run_ingest, redis_client: redis.Redis, tmp_path: Path) -> None:
+    """--per-tick writes the public one-entry-per-trade form, readable by any client."""
+    path = tmp_path / "t.ndjson"
+    path.write_text("".join(f'{{"sym": "A", "px": {i + 1}, "qty": 1, "time": {1_700_000_000 + i}}}\n'
+                            for i in range(3)))  # fmt: skip
+    result = run_ingest(str(path), "--per-tick")
+    assert result.exit_code == 0, result.output
+    entries = redis_client.xrange(KEYS.ticks())
+    assert len(entries) == 3 and entries[0][1][b"symbol"] == b"A" and entries[0][1][b"ts"] == b"1700000000000"
+
+
+def test_stdin_with_a_fixed_symbol(run_ingest, redis_client: redis.Redis) -> None:
+    """`-` reads trades from stdin; --symbol names the ticker of a single-symbol file."""
+    result = run_ingest("-", "--symbol", "btcusdt", stdin=b"price,amount,timestamp\n9682,0.5,1582329602111000\n")
+    assert result.exit_code == 0, result.output
+    ticks = published(redis_client)
+    assert ticks.symbols == ("BTCUSDT",) and ticks.ts.tolist() == [1_582_329_602_111]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--price-col", "last"], "--price-col 'last' is not a column"),
+     (["--format", "xlsx"], "unknown format 'xlsx'"),
+     (["--ts-unit", "hours"], "--ts-unit 'hours'"),
+     (["--speed", "0"], "--speed")],
+)  # fmt: skip
+def test_bad_options_say_what_to_fix_and_exit_2(run_ingest, redis_client: redis.Redis, tmp_path: Path,
+                                                args: list[str], message: str) -> None:  # fmt: skip
+    """A wrong option stops before publishing, with a message naming it, and exit code 2."""
+    path = tmp_path / "t.csv"
+    path.write_text("symbol,price,size,ts\nA,1,1,1700000000000\n")
+    result = run_ingest(str(path), *args)
+    assert result.exit_code == 2
+    assert message in " ".join(result.stderr.split())
+    assert redis_client.xlen(KEYS.ticks()) == 0
+
+
+def test_unreadable_file_exits_2(run_ingest, tmp_path: Path) -> None:
+    """A file that does not exist is a usage error that names it."""
+    result = run_ingest(str(tmp_path / "nope.csv"))
+    assert result.exit_code == 2 and "cannot read" in result.stderr
