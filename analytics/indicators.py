@@ -140,7 +140,8 @@ class Indicators:
         config = self.config
         n = len(batch)
         if n == 0:
-            return IndicatorFrame({name: np.zeros(0) for name in config.columns()}, (), np.zeros(0, np.int64))
+            empty = {name: np.zeros(0, np.int64 if name == "trades" else np.float64) for name in config.columns()}
+            return IndicatorFrame(empty, (), np.zeros(0, np.int64))
         if int(batch.ts.max()) >= 2**TS_BITS or int(batch.ts.min()) < 0:
             raise ValueError("ts must be epoch milliseconds in [0, 2**42)")
         slot_of_local = self.slots.slots_for(batch.symbols)
