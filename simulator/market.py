@@ -345,9 +345,9 @@ class Market:
         self.business_time = 0.0
         self.sequence = 0
         self.episodes = 0
-        self.last_ts = config.start_ms
         self.pending = _Rows()
         self.regimes: list[tuple[int, int, int, float]] = []  # (symbol, start ms, end ms, vol multiple)
+        self._chunk_ts, self._chunk_sym = np.zeros(0, np.int64), np.zeros(0, np.int32)
         self._overlays = self._build_overlays()
 
     # --- set-up ---------------------------------------------------------------------------------
@@ -460,10 +460,9 @@ class Market:
         buyer, seller = self._counterparties(n, side)
         # 5. scripted episodes due in this chunk's event-time window
         window_end = int(ts[-1])
-        self._plan_episodes(n, self.last_ts, window_end)
+        self._plan_episodes(ts, sym)
         due = int(np.searchsorted(self.pending.ts, window_end, side="right"))
         injected, self.pending = self.pending.take(slice(0, due)), self.pending.take(slice(due, None))
-        self.last_ts = window_end
         return self._assemble(ts, sym, innovation, size, side, buyer, seller, injected)
 
     def _counterparties(self, n: int, side: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -572,39 +571,41 @@ class Market:
 
     # --- scripted episodes ----------------------------------------------------------------------
 
-    def _plan_episodes(self, n: int, t_lo: int, t_hi: int) -> None:
-        """Start this chunk's episodes at random times in (t_lo, t_hi]; rows past t_hi wait in `pending`."""
+    def _plan_episodes(self, ts: np.ndarray, sym: np.ndarray) -> None:
+        """Start this chunk's episodes beside random background trades (so they follow activity over the
+        day and across symbols); rows later than the chunk wait in `pending`."""
+        self._chunk_ts, self._chunk_sym = ts, sym
+        n = len(ts)
         parts = [self.pending]
         suspicious, negatives = self.scenario.suspicious, self.scenario.hard_negatives
         if suspicious is not None and suspicious.rate > 0:
-            parts += self._suspicious(suspicious, n, t_lo, t_hi)
+            parts += self._suspicious(suspicious, n)
         if negatives is not None:
-            parts += self._hard_negatives(negatives, n, t_lo, t_hi)
+            parts += self._hard_negatives(negatives, n)
         self.pending = _Rows.concat(parts)
 
     def _episode_count(self, rate: float, n: int, share: float, rows_each: float) -> int:
         return int(self.episode_rng.poisson(rate * n * share / rows_each))
 
-    def _new_episodes(self, count: int, t_lo: int, t_hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _new_episodes(self, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(episode numbers, start times, symbols) of `count` new episodes."""
         rng = self.episode_rng
         ids = np.arange(self.episodes, self.episodes + count, dtype=np.int64)
         self.episodes += count
-        starts = rng.integers(t_lo + 1, max(t_hi, t_lo + 1) + 1, count)
-        symbols = np.searchsorted(self.activity_cdf, rng.random(count), side="right").astype(np.int32)
-        return ids, starts, np.minimum(symbols, len(self.symbols) - 1)
+        beside = rng.integers(0, len(self._chunk_ts), count)
+        return ids, self._chunk_ts[beside], self._chunk_sym[beside].astype(np.int32)
 
     def _market_sizes(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.maximum(np.rint(rng.lognormal(np.log(3.0), 0.6, n)), 1.0) * 100.0
 
-    def _suspicious(self, spec: Suspicious, n: int, t_lo: int, t_hi: int) -> list[_Rows]:
+    def _suspicious(self, spec: Suspicious, n: int) -> list[_Rows]:
         rng, total = self.episode_rng, sum(spec.kinds.values())
         share = {kind: spec.kinds.get(kind, 0.0) / total for kind in SUSPICIOUS_KINDS}
         legs_mean = (spec.wash_legs.low + spec.wash_legs.high) / 2
         buys_mean = (spec.ramp_buys.low + spec.ramp_buys.high) / 2
         rows = []
         # fat-finger / off-market print: one trade far from the market; the market does not follow
-        ids, starts, symbols = self._new_episodes(self._episode_count(spec.rate, n, share["spike"], 1), t_lo, t_hi)
+        ids, starts, symbols = self._new_episodes(self._episode_count(spec.rate, n, share["spike"], 1))
         pct = rng.uniform(spec.spike_pct.low, spec.spike_pct.high, len(ids)) / 100
         direction = np.where(rng.random(len(ids)) < 0.5, 1.0, -1.0)
         buyer, seller = self._traders(rng, len(ids)), self._traders(rng, len(ids))
@@ -614,7 +615,7 @@ class Market:
             buyer=buyer, seller=np.where(seller == buyer, seller + 1, seller), magnitude=pct, labelled=True,
         ))  # fmt: skip
         # size spike: one trade many times the usual size, at the market price
-        ids, starts, symbols = self._new_episodes(self._episode_count(spec.rate, n, share["size"], 1), t_lo, t_hi)
+        ids, starts, symbols = self._new_episodes(self._episode_count(spec.rate, n, share["size"], 1))
         multiple = rng.uniform(spec.size_multiple.low, spec.size_multiple.high, len(ids))
         buyer, seller = self._traders(rng, len(ids)), self._traders(rng, len(ids))
         rows.append(_Rows.build(
@@ -625,11 +626,11 @@ class Market:
         ))  # fmt: skip
         # wash trades and ramps have several legs each: one small loop per episode (not per trade)
         ids, starts, symbols = self._new_episodes(
-            self._episode_count(spec.rate, n, share["wash"], legs_mean), t_lo, t_hi)  # fmt: skip
+            self._episode_count(spec.rate, n, share["wash"], legs_mean))  # fmt: skip
         for episode, start, symbol in zip(ids.tolist(), starts.tolist(), symbols.tolist(), strict=True):
             rows.append(self._wash(spec, episode, start, symbol))
         ids, starts, symbols = self._new_episodes(
-            self._episode_count(spec.rate, n, share["ramp"], buys_mean * 1.5), t_lo, t_hi)  # fmt: skip
+            self._episode_count(spec.rate, n, share["ramp"], buys_mean + max(2.0, buys_mean / 3)))  # fmt: skip
         for episode, start, symbol in zip(ids.tolist(), starts.tolist(), symbols.tolist(), strict=True):
             rows.append(self._ramp(spec, episode, start, symbol))
         return rows
@@ -675,12 +676,12 @@ class Market:
             seller=np.where(is_buy, others, pumper), magnitude=rise, labelled=True,
         )  # fmt: skip
 
-    def _hard_negatives(self, spec: HardNegatives, n: int, t_lo: int, t_hi: int) -> list[_Rows]:
+    def _hard_negatives(self, spec: HardNegatives, n: int) -> list[_Rows]:
         rng, total = self.episode_rng, sum(spec.kinds.values()) or 1.0
         rows = []
         # legitimate block trades: big, at the market, a market maker on one side
         share = spec.kinds.get("block", 0.0) / total
-        ids, starts, symbols = self._new_episodes(self._episode_count(spec.rate, n, share, 1), t_lo, t_hi)
+        ids, starts, symbols = self._new_episodes(self._episode_count(spec.rate, n, share, 1))
         multiple = np.rint(rng.uniform(spec.block_size_multiple.low, spec.block_size_multiple.high, len(ids)))
         maker = rng.integers(0, self.config.market_makers, len(ids)).astype(np.int32)
         client = self._traders(rng, len(ids))
@@ -692,7 +693,7 @@ class Market:
         ))  # fmt: skip
         # news: a permanent jump, then a burst of ordinary, more volatile trading
         share = spec.kinds.get("news", 0.0) / total
-        ids, starts, symbols = self._new_episodes(self._episode_count(spec.rate, n, share, 40), t_lo, t_hi)
+        ids, starts, symbols = self._new_episodes(self._episode_count(spec.rate, n, share, 40))
         for episode, start, symbol in zip(ids.tolist(), starts.tolist(), symbols.tolist(), strict=True):
             burst = int(rng.integers(20, 60))
             jump = rng.uniform(spec.news_jump_pct.low, spec.news_jump_pct.high) / 100 * rng.choice([-1.0, 1.0])
@@ -707,11 +708,11 @@ class Market:
             ))  # fmt: skip
         # volatility regimes: no rows of their own, they scale background returns for a while
         for _ in range(int(rng.poisson(spec.regimes_per_million * n / 1e6))):
-            symbol = int(self.symbol_sampler.draw(rng, 1)[0])
-            begin = int(rng.integers(t_lo, t_hi + 1))
+            _, starts, symbols = self._new_episodes(1)
+            symbol, begin = int(symbols[0]), int(starts[0])
             length_ms = int(rng.uniform(spec.regime_duration_s.low, spec.regime_duration_s.high) * 1000)
-            multiple = float(rng.uniform(spec.regime_vol_multiple.low, spec.regime_vol_multiple.high))
-            self.regimes.append((symbol, begin, begin + length_ms, multiple))
+            vol_multiple = float(rng.uniform(spec.regime_vol_multiple.low, spec.regime_vol_multiple.high))
+            self.regimes.append((symbol, begin, begin + length_ms, vol_multiple))
         return rows
 
     def chunks(self) -> Iterator[tuple[TickBatch, LabelBatch]]:
