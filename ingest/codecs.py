@@ -7,6 +7,7 @@ with the `TickBatch.to_arrow` columns), `rows` (its row count) and `format` (`ar
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -84,44 +85,104 @@ def decode_entries(entries: Sequence[RawEntry]) -> Decoded:
     """Decode stream entries of either form, in stream order, rejecting what breaks the rules."""
     pieces: list[TickBatch] = []
     rejected: list[Rejected] = []
-    run: list[tuple[bytes, dict[bytes, bytes]]] = []
-    for entry_id, flat in entries:
-        fields = dict(zip(flat[0::2], flat[1::2], strict=False))
-        if b"batch" in fields:
-            if run:
-                pieces.append(_decode_tick_run(run, rejected))
-                run = []
-            pieces.append(_decode_batch_entry(entry_id, fields, rejected))
+    ticks: list[RawEntry] = []
+    batches: list[tuple[bytes, dict[bytes, bytes]]] = []
+    for entry in entries:
+        flat = entry[1]
+        if flat and (flat[0] == b"batch" or b"batch" in flat[2::2]):
+            if ticks:
+                pieces.append(_decode_tick_run(ticks, rejected))
+                ticks = []
+            batches.append((entry[0], dict(zip(flat[0::2], flat[1::2], strict=False))))
         else:
-            run.append((entry_id, fields))
-    if run:
-        pieces.append(_decode_tick_run(run, rejected))
+            if batches:
+                pieces.append(_decode_batch_run(batches, rejected))
+                batches = []
+            ticks.append(entry)
+    if ticks:
+        pieces.append(_decode_tick_run(ticks, rejected))
+    if batches:
+        pieces.append(_decode_batch_run(batches, rejected))
     return Decoded(concat(pieces), rejected)
+
+
+def _columns(flats: Sequence[Sequence[bytes]]) -> dict[bytes, Sequence[bytes | None]]:
+    """Field columns of per-tick entries; fast when every entry has the same fields in the same order."""
+    widths = set(map(len, flats))
+    if len(widths) == 1 and (width := widths.pop()) % 2 == 0:
+        cols = list(zip(*flats, strict=True))
+        names = [cols[j][0] for j in range(0, width, 2)]
+        if len(set(names)) == len(names) and all(cols[j].count(cols[j][0]) == len(flats) for j in range(0, width, 2)):
+            return {name: cols[2 * k + 1] for k, name in enumerate(names)}
+    dicts = [dict(zip(f[0::2], f[1::2], strict=False)) for f in flats]  # mixed layouts: the slow, general way
+    names = list(dict.fromkeys(name for d in dicts for name in d))
+    return {name: [d.get(name) for d in dicts] for name in names}
 
 
 def _text_fields(fields: dict[bytes, bytes]) -> dict[str, bytes | str]:
     return {k.decode(errors="replace"): v for k, v in fields.items()}
 
 
-def _decode_batch_entry(entry_id: bytes, fields: dict[bytes, bytes], rejected: list[Rejected]) -> TickBatch:
-    eid = entry_id.decode()
-    try:
-        if fields.get(b"format", BATCH_FORMAT) != BATCH_FORMAT:
-            raise TickError(f"format: unknown batch format {fields[b'format'][:40]!r}")
-        table = pa.ipc.open_stream(pa.py_buffer(fields[b"batch"])).read_all()
-        batch = TickBatch.from_arrow(table)
-        if b"rows" in fields and int(fields[b"rows"]) != len(batch):
-            raise TickError(f"rows: says {int(fields[b'rows'])} but the batch holds {len(batch)}")
-    except (TickError, pa.ArrowException, ValueError, OSError, KeyError) as exc:
-        reason = str(exc) if isinstance(exc, TickError) else f"batch: undecodable ({type(exc).__name__}: {exc})"
-        rejected.append(Rejected(eid, _text_fields(fields), reason[:500]))
+_CANONICAL = {
+    "symbol": pa.dictionary(pa.int32(), pa.string()),
+    "price": pa.float64(),
+    "size": pa.float64(),
+    "ts": pa.int64(),
+    "side": pa.int8(),
+    **{name: pa.string() for name in OPTIONAL_TEXT_FIELDS},
+}
+
+
+def _read_batch_payload(fields: dict[bytes, bytes]) -> pa.Table:
+    """One batch entry's Arrow table, with every known column in its canonical type."""
+    if fields.get(b"format", BATCH_FORMAT) != BATCH_FORMAT:
+        raise TickError(f"format: unknown batch format {fields[b'format'][:40]!r}")
+    table = pa.ipc.open_stream(pa.py_buffer(fields[b"batch"])).read_all()
+    for required in ("symbol", "price", "size", "ts"):
+        if required not in table.column_names:
+            raise TickError(f"{required}: column missing from batch")
+    if b"rows" in fields and int(fields[b"rows"]) != table.num_rows:
+        raise TickError(f"rows: says {int(fields[b'rows'])} but the batch holds {table.num_rows}")
+    keep = [name for name in table.column_names if name in _CANONICAL]
+    table = table.select(keep)
+    if any(table.schema.field(name).type != _CANONICAL[name] for name in keep):
+        try:
+            table = table.cast(pa.schema([(name, _CANONICAL[name]) for name in keep]))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise TickError(f"batch: a column has the wrong type ({exc})") from exc
+    return table
+
+
+def _decode_batch_run(run: list[tuple[bytes, dict[bytes, bytes]]], rejected: list[Rejected]) -> TickBatch:
+    """Consecutive batch entries, decoded as one Arrow table (per-entry work is only reading the payload)."""
+    tables: list[pa.Table] = []
+    ids: list[str] = []
+    for entry_id, fields in run:
+        eid = entry_id.decode()
+        try:
+            tables.append(_read_batch_payload(fields))
+            ids.append(eid)
+        except (TickError, pa.ArrowException, ValueError, OSError, KeyError) as exc:
+            reason = str(exc) if isinstance(exc, TickError) else f"batch: undecodable ({type(exc).__name__}: {exc})"
+            rejected.append(Rejected(eid, _text_fields(fields), reason[:500]))
+    if not tables:
         return TickBatch.empty()
-    n = len(batch)
-    batch = batch.with_origin((eid,), np.zeros(n, np.int32), np.arange(n, dtype=np.int32))
+    try:
+        batch = TickBatch.from_arrow(pa.concat_tables(tables, promote_options="default"))
+    except TickError:  # a null somewhere: find its entry by decoding one at a time
+        if len(tables) == 1:
+            rejected.append(Rejected(ids[0], _text_fields(dict(run)[ids[0].encode()]), "batch: null values"))
+            return TickBatch.empty()
+        return concat([_decode_batch_run([item], rejected) for item in run])
+    counts = np.array([t.num_rows for t in tables], dtype=np.int64)
+    entry_of = np.repeat(np.arange(len(tables), dtype=np.int32), counts)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    row_in_entry = (np.arange(len(batch), dtype=np.int64) - starts).astype(np.int32)
+    batch = batch.with_origin(tuple(ids), entry_of, row_in_entry)
     keep, reasons = check_rows(batch)
     if not keep.all():
         for row, reason in zip(np.flatnonzero(~keep).tolist(), reasons, strict=True):
-            rejected.append(Rejected(f"{eid}#{row}", dict(row_fields(batch, row)), reason))
+            rejected.append(Rejected(batch.tick_id(row), dict(row_fields(batch, row)), reason))
         batch = batch.take(keep)
     return batch
 
@@ -146,34 +207,50 @@ def _parse_numbers(
     return out
 
 
-def _decode_tick_run(run: list[tuple[bytes, dict[bytes, bytes]]], rejected: list[Rejected]) -> TickBatch:
+@functools.lru_cache(maxsize=65_536)
+def _clean_symbol(raw: bytes) -> tuple[str, str | None]:
+    """(normalised symbol, None) or ("", what is wrong with it); cached, as the same tickers recur."""
+    if not raw:
+        return "", "symbol: missing"
+    try:
+        return normalise_symbol(raw.decode()), None
+    except UnicodeDecodeError:
+        return "", "symbol: not UTF-8"
+    except TickError as exc:
+        return "", str(exc)
+
+
+def _decode_tick_run(run: list[RawEntry], rejected: list[Rejected]) -> TickBatch:
     n = len(run)
     reason = np.full(n, "", dtype=object)
     ids = [eid for eid, _ in run]
-    raw_symbol = [f.get(b"symbol", b"") for _, f in run]
-    price = _parse_numbers([f.get(b"price", b"") for _, f in run], np.float64, "price", reason)
-    size = _parse_numbers([f.get(b"size", b"") for _, f in run], np.float64, "size", reason)
-    raw_ts = [f.get(b"ts") for _, f in run]
-    if any(t is None for t in raw_ts):  # missing ts: the entry ID's time
+    columns = _columns([flat for _, flat in run])
+    blank: Sequence[bytes | None] = [b""] * n
+
+    def column(name: bytes) -> list[bytes]:
+        values = columns.get(name, blank)
+        return [b"" if v is None else v for v in values] if None in values else list(values)  # type: ignore[arg-type]
+
+    raw_symbol = column(b"symbol")
+    price = _parse_numbers(column(b"price"), np.float64, "price", reason)
+    size = _parse_numbers(column(b"size"), np.float64, "size", reason)
+    raw_ts = list(columns.get(b"ts", [None] * n))
+    if None in raw_ts:  # missing ts: the entry ID's time
         raw_ts = [eid.split(b"-", 1)[0] if t is None else t for eid, t in zip(ids, raw_ts, strict=True)]
     ts = _parse_numbers(raw_ts, np.int64, "ts", reason)  # type: ignore[arg-type]
 
     names, symbol_idx = np.unique(np.array(raw_symbol, dtype=np.bytes_), return_inverse=True)
     clean_names: list[str] = []
     for code, raw in enumerate(names.tolist()):
-        try:
-            clean_names.append(normalise_symbol(raw.decode()) if raw else "")
-            if not raw:
-                reason[(symbol_idx == code) & (reason == "")] = "symbol: missing"
-        except (TickError, UnicodeDecodeError) as exc:
-            clean_names.append("")
-            why = str(exc) if isinstance(exc, TickError) else "symbol: not UTF-8"
-            reason[(symbol_idx == code) & (reason == "")] = why
+        name, problem = _clean_symbol(raw)
+        clean_names.append(name)
+        if problem:
+            reason[(symbol_idx == code) & (reason == "")] = problem
     # upper-casing can merge names ('aapl' and 'AAPL'): re-index onto the distinct clean names
     symbols, remap = np.unique(np.array(clean_names, dtype=object).astype(str), return_inverse=True)
     row_symbol = remap.astype(np.int32)[symbol_idx]
 
-    side_raw = np.array([f.get(b"side", b"") for _, f in run], dtype=np.bytes_)
+    side_raw = np.array(column(b"side"), dtype=np.bytes_)
     side = np.zeros(n, np.int8)
     for value in np.unique(side_raw).tolist():
         rows = side_raw == value
@@ -185,9 +262,8 @@ def _decode_tick_run(run: list[tuple[bytes, dict[bytes, bytes]]], rejected: list
 
     texts: dict[str, pa.Array | None] = {}
     for name in OPTIONAL_TEXT_FIELDS:
-        key = name.encode()
-        values = [f.get(key) for _, f in run]
-        if all(v is None for v in values):
+        values = list(columns.get(name.encode(), [None] * n))
+        if values.count(None) == n:
             texts[name] = None
             continue
         try:
@@ -210,7 +286,7 @@ def _decode_tick_run(run: list[tuple[bytes, dict[bytes, bytes]]], rejected: list
         size=size,
         ts=ts,
         side=side,
-        entry_ids=tuple(i.decode() for i in ids),
+        entry_ids=tuple(b"\n".join(ids).decode().split("\n")),
         entry_of=np.arange(n, dtype=np.int32),
         row_in_entry=np.full(n, -1, np.int32),
         **texts,
@@ -219,7 +295,9 @@ def _decode_tick_run(run: list[tuple[bytes, dict[bytes, bytes]]], rejected: list
     if keep.all():
         return batch
     for row, why in zip(np.flatnonzero(~keep).tolist(), reasons, strict=True):
-        rejected.append(Rejected(batch.entry_ids[row], _text_fields(run[row][1]), why))
+        flat = run[row][1]
+        original = dict(zip(flat[0::2], flat[1::2], strict=False))
+        rejected.append(Rejected(batch.entry_ids[row], _text_fields(original), why))
     return batch.take(keep)
 
 

@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 # process(stream, ticks, pipe): queue the batch's effects on `pipe` (a MULTI/EXEC transaction).
 ProcessFn = Callable[[str, TickBatch, redis.client.Pipeline], None]
-TARGET_ROWS_PER_READ = 50_000  # bounds memory when entries are batches of thousands of ticks
+TARGET_ROWS_PER_READ = 100_000  # bounds memory when entries are batches of thousands of ticks
 MAX_BACKOFF_S = 5.0
+FIRST_READ_COUNT = 16
 
 
 @dataclass(slots=True)
@@ -125,7 +126,7 @@ class StreamRunner:
         self.housekeeping = housekeeping
         self.stop = stop or StopFlag()
         self.stats = RunnerStats()
-        self._count = settings.read_count
+        self._count = min(settings.read_count, FIRST_READ_COUNT)  # grows once rows per entry are known
         self._last_claim = 0.0
 
     # --- one step ---------------------------------------------------------------------------

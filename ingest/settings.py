@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     claim_idle_ms: int = Field(
         default=30_000, ge=0, description="Pending entries idle this long are reclaimed (XAUTOCLAIM)."
     )
-    batch_rows: int = Field(default=2_000, ge=1, description="Ticks per columnar batch entry.")
+    batch_rows: int = Field(default=10_000, ge=1, description="Ticks per columnar batch entry.")
     data_dir: Path = Field(default_factory=_default_data_dir, description="Embedded Redis data, archive.")
 
     @field_validator("prefix")

@@ -7,6 +7,7 @@ columnar micro-batch per entry) decode to it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ SYMBOL_RE = re.compile(r"^[A-Z0-9./_-]{1,16}$")
 MAX_ID_LEN = 64
 MAX_TS_MS = 2**53  # beyond what a float64 holds exactly; no real trade is that late
 
-SIDE_NONE, SIDE_BUY, SIDE_SELL = 0, 1, -1
+SIDE_BUY, SIDE_SELL = 1, -1
 SIDE_CODES = {b"B": SIDE_BUY, b"S": SIDE_SELL}
 SIDE_NAMES = {SIDE_BUY: "B", SIDE_SELL: "S"}
 
@@ -35,6 +36,17 @@ def normalise_symbol(raw: str) -> str:
     if not SYMBOL_RE.match(symbol):
         raise TickError(f"symbol: {raw[:40]!r} must be 1-16 chars of A-Z 0-9 . - / _")
     return symbol
+
+
+@functools.lru_cache(maxsize=65_536)
+def symbol_problem(name: str) -> str | None:
+    """Why a symbol in the columnar form is invalid (it must already be normalised), or None; cached."""
+    try:
+        if normalise_symbol(name) != name:
+            return f"symbol: {name[:40]!r} must be upper case"
+    except TickError as exc:
+        return str(exc)
+    return None
 
 
 def _empty_text() -> pa.Array:
@@ -257,36 +269,30 @@ def check_rows(batch: TickBatch, reason: np.ndarray | None = None) -> tuple[np.n
     `reason` may carry reasons found earlier (while parsing); the first reason of a row wins.
     """
     n = len(batch)
-    if reason is None:
-        reason = np.full(n, "", dtype=object)
+    reasons = np.full(n, "", dtype=object) if reason is None else reason
+    rejected = np.zeros(n, bool) if reason is None else reason != ""
 
     def flag(bad: np.ndarray, why: str) -> None:
-        fresh = bad & (reason == "")
-        reason[fresh] = why
+        fresh = bad & ~rejected
+        if fresh.any():
+            reasons[fresh] = why
+            rejected[fresh] = True
 
-    bad_symbols = np.zeros(len(batch.symbols), bool)
-    symbol_reasons = []
     for i, name in enumerate(batch.symbols):
-        try:
-            if normalise_symbol(name) != name:
-                raise TickError(f"symbol: {name[:40]!r} must be upper case")
-        except TickError as exc:
-            bad_symbols[i] = True
-            symbol_reasons.append((i, str(exc)))
-    for i, why in symbol_reasons:
-        flag(batch.symbol_idx == i, why)
+        problem = symbol_problem(name)
+        if problem:
+            flag(batch.symbol_idx == i, problem)
     if n:
-        flag(~np.isfinite(batch.price) | ~(batch.price > 0), "price: must be a finite number > 0")
-        flag(~np.isfinite(batch.size) | ~(batch.size > 0), "size: must be a finite number > 0")
+        flag(~(np.isfinite(batch.price) & (batch.price > 0)), "price: must be a finite number > 0")
+        flag(~(np.isfinite(batch.size) & (batch.size > 0)), "size: must be a finite number > 0")
         flag((batch.ts < 0) | (batch.ts >= MAX_TS_MS), "ts: must be epoch milliseconds >= 0")
-        flag(~np.isin(batch.side, (SIDE_NONE, SIDE_BUY, SIDE_SELL)), "side: must be B or S")
+        flag((batch.side < SIDE_SELL) | (batch.side > SIDE_BUY), "side: must be B or S")
         for name in OPTIONAL_TEXT_FIELDS:
             column = getattr(batch, name)
             if column is not None:
                 lengths = pa.compute.utf8_length(column).fill_null(0).to_numpy(zero_copy_only=False)
                 flag(lengths > MAX_ID_LEN, f"{name}: longer than {MAX_ID_LEN} characters")
-    keep = reason == ""
-    return keep, [str(r) for r in reason[~keep]]
+    return ~rejected, [str(r) for r in reasons[rejected]]
 
 
 def row_fields(batch: TickBatch, row: int) -> dict[str, str]:

@@ -1,0 +1,66 @@
+"""Shared benchmark helpers: a private Redis, the redis-benchmark reference, synthetic trades, timing."""
+
+from __future__ import annotations
+
+import re
+import resource
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from ingest.redis_server import EmbeddedRedis
+from ingest.ticks import TickBatch
+
+
+def redis_benchmark_xadd(server: EmbeddedRedis, requests: int = 300_000, pipeline: int = 256) -> float:
+    """The reference: redis-benchmark's XADD rate (requests/s) against the same server, pipelined."""
+    binary = shutil.which("redis-benchmark") or str(__import__("pathlib").Path(server.binary).with_name("redis-benchmark"))
+    out = subprocess.run(
+        [binary, "-h", "127.0.0.1", "-p", str(server.port), "-n", str(requests), "-P", str(pipeline), "-q",
+         "XADD", "bench:ref", "*", "symbol", "AAPL", "price", "187.2", "size", "100"],
+        capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    rates = re.findall(r"([\d.]+) requests per second", out)
+    if not rates:
+        raise RuntimeError(f"redis-benchmark printed no rate: {out!r}")
+    import redis
+
+    redis.Redis(port=server.port).delete("bench:ref")
+    return float(rates[-1])
+
+
+def synthetic_ticks(n: int, symbols: int = 500, seed: int = 1, start_ms: int = 1_767_225_600_000) -> TickBatch:
+    """n trades over `symbols` tickers with a random walk per symbol, one trade per ms."""
+    rng = np.random.default_rng(seed)
+    names = tuple(f"SYM{i:04d}" for i in range(symbols))
+    idx = rng.integers(0, symbols, n).astype(np.int32)
+    base = rng.uniform(10, 500, symbols)
+    price = np.round(base[idx] * np.exp(rng.normal(0, 1e-3, n).cumsum() / 50), 2)
+    return TickBatch(
+        symbols=names, symbol_idx=idx, price=np.maximum(price, 0.01), size=rng.integers(1, 20, n) * 100.0,
+        ts=start_ms + np.arange(n, dtype=np.int64), side=rng.choice(np.array([-1, 1], np.int8), n),
+    )  # fmt: skip
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def timed() -> Iterator[list[float]]:
+    """Measure wall time of a block: `with timed() as t: ...; t[0]` is seconds."""
+    box = [0.0]
+    start = time.perf_counter()
+    yield box
+    box[0] = time.perf_counter() - start
+
+
+def row(label: str, value: float, unit: str = "ticks/s", ref: float | None = None) -> None:
+    """Print one figure, with its ratio to the reference when given."""
+    ratio = f"  ({value / ref:5.2f}x reference)" if ref else ""
+    print(f"  {label:<58} {value:>14,.0f} {unit}{ratio}", flush=True)

@@ -1,0 +1,68 @@
+"""Event-bus throughput: per-tick and batch entries, written by the producer and read back through the
+consumer-group runner, beside redis-benchmark's XADD rate on the same server in the same run.
+
+    python benchmarks/ingest.py [--per-tick N] [--batch N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis  # noqa: E402
+
+from benchmarks._common import redis_benchmark_xadd, row, synthetic_ticks, timed  # noqa: E402
+from ingest.producer import Producer  # noqa: E402
+from ingest.redis_server import EmbeddedRedis  # noqa: E402
+from ingest.runner import StreamRunner  # noqa: E402
+from ingest.settings import Settings  # noqa: E402
+from ingest.ticks import TickBatch  # noqa: E402
+
+
+def write_then_read(client: redis.Redis, settings: Settings, ticks: TickBatch, per_tick: bool) -> tuple[float, float]:
+    """Publish `ticks`, then drain them through a runner; returns (write s, read s)."""
+    client.flushall()
+    with timed() as write:
+        Producer(client, settings).publish(ticks, per_tick=per_tick)
+    seen = 0
+
+    def count(stream: str, batch: TickBatch, pipe: redis.client.Pipeline) -> None:
+        nonlocal seen
+        seen += len(batch)
+
+    runner = StreamRunner(client, settings, [f"{settings.prefix}:ticks"], count)
+    with timed() as read:
+        runner.run(max_idle_reads=1)
+    assert seen == len(ticks), (seen, len(ticks))
+    return write[0], read[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-tick", type=int, default=300_000, help="ticks for the per-tick run")
+    parser.add_argument("--batch", type=int, default=5_000_000, help="ticks for the batch run")
+    args = parser.parse_args()
+    with EmbeddedRedis(appendonly=False) as server:
+        client = redis.Redis(port=server.port)
+        settings = Settings(redis_url=server.url, stream_maxlen=0, block_ms=10, read_count=5_000)
+        ref = redis_benchmark_xadd(server)
+        print(f"Redis {server.binary} on port {server.port} (appendonly no); 500 symbols")
+        row("reference: redis-benchmark XADD, pipeline 256", ref, "req/s")
+        ticks = synthetic_ticks(args.per_tick)
+        w, r = write_then_read(client, settings, ticks, per_tick=True)
+        row(f"per-tick entries: producer write ({len(ticks):,} ticks)", len(ticks) / w, ref=ref)
+        row("per-tick entries: read through the runner (decode+ack)", len(ticks) / r, ref=ref)
+        row("per-tick entries: end to end", len(ticks) / (w + r), ref=ref)
+        ticks = synthetic_ticks(args.batch)
+        w, r = write_then_read(client, settings, ticks, per_tick=False)
+        row(f"batch entries ({settings.batch_rows} rows): producer write ({len(ticks):,} ticks)", len(ticks) / w,
+            ref=ref)  # fmt: skip
+        row("batch entries: read through the runner (decode+ack)", len(ticks) / r, ref=ref)
+        row("batch entries: end to end", len(ticks) / (w + r), ref=ref)
+
+
+if __name__ == "__main__":
+    main()
