@@ -41,6 +41,8 @@ TS_UNITS = ("auto", "s", "ms", "us", "ns", "iso")
 DEFAULT_CHUNK_ROWS = 50_000
 MIN_BLOCK_BYTES = 64 * 1024
 BYTES_PER_ROW_GUESS = 64  # sizes a read block so one block holds about one chunk of rows
+TS_SAMPLE_ROWS = 1_000  # values looked at to tell epoch numbers from ISO-8601 text
+MAX_REJECTED_TEXT = 1_000  # a malformed line is kept in the dead-letter stream up to this many characters
 
 # Column names recognised when no explicit column is given, in order of preference (case-insensitive).
 AUTO_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -369,7 +371,7 @@ class _MalformedRows:
     def __call__(self, row: pa_csv.InvalidRow) -> str:
         number = self.first_line + (row.number or 1) - 1  # Arrow counts from 1 within the block
         reason = f"csv: expected {row.expected_columns} values, got {row.actual_columns}"
-        self.rejected.append(Rejected(f"line:{number}", {"line": row.text}, reason))
+        self.rejected.append(Rejected(f"line:{number}", {"line": row.text[:MAX_REJECTED_TEXT]}, reason))
         return "skip"
 
 
@@ -587,7 +589,8 @@ class TradeReader:
             except (ValueError, UnicodeDecodeError):
                 record = None
             if not isinstance(record, dict):
-                rejected.append(Rejected(f"line:{number}", {"line": text[:1000]}, "json: not a JSON object"))
+                line: dict[str, bytes | str] = {"line": text[:MAX_REJECTED_TEXT]}
+                rejected.append(Rejected(f"line:{number}", line, "json: not a JSON object"))
                 continue
             kept.append(number)
             for c in wanted:
@@ -660,10 +663,9 @@ class TradeReader:
         text_column = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
         missing = _missing(column)
         reasons.flag(missing, "ts: missing")
-        if self._ts_unit is None and text_column:
-            numbers, bad_numbers = _parse_numbers(column)
-            iso_ms, bad_iso = _iso_to_ms(_clean_text(column))
-            if (~bad_iso).sum() > (~bad_numbers).sum():
+        if self._ts_unit is None and text_column:  # numbers or ISO-8601 text? a sample of the first values tells
+            sample = _clean_text(column).drop_null().slice(0, TS_SAMPLE_ROWS)
+            if len(sample) and (~_iso_to_ms(sample)[1]).sum() > (~_parse_numbers(sample)[1]).sum():
                 self._ts_unit = "iso"
         if self._ts_unit == "iso":
             if not text_column:
