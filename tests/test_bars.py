@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ def batch(symbols: list[str], prices: list[float], sizes: list[float], ts: list[
 def pieces(whole: TickBatch, cuts: list[int]) -> list[TickBatch]:
     """The batch cut into consecutive pieces at these row positions."""
     bounds = [0, *cuts, len(whole)]
-    return [whole.take(np.arange(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [whole.take(np.arange(a, b)) for a, b in itertools.pairwise(bounds)]
 
 
 def read_lobster(shared_data: Path) -> pd.DataFrame:
