@@ -1,4 +1,4 @@
-"""`python -m ingest FILE|-`: the ingest command on its own (for containers and scripts)."""
+"""`python -m ingest ingest FILE|-` and `python -m ingest status`: the ground floor's commands on their own."""
 
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ from ingest.importers import DEFAULT_CHUNK_ROWS, ColumnMapping, ImportOptionErro
 from ingest.producer import Producer
 from ingest.redis_server import redis_connection
 from ingest.replay import ReplayPacer
+from ingest.status import status
 
 REASONS_SHOWN = 10  # the summary lists the most common reasons; the dead-letter stream has them all
 
@@ -178,5 +179,6 @@ def ingest(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `ingest` command to a typer app."""
+    """Add the `ingest` and `status` commands to a typer app."""
     app.command("ingest")(ingest)
+    app.command("status")(status)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
+import ingest.cli
+import simulator.cli
 from ingest.clikit import setup_logging
-from ingest.status import status
 
 app = typer.Typer(
     name="tickerdash",
@@ -21,7 +22,8 @@ def _common(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug l
     setup_logging(verbose)
 
 
-app.command("status")(status)
+for package_cli in (ingest.cli, simulator.cli):
+    package_cli.register(app)
 
 
 def main() -> None:
