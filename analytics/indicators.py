@@ -10,6 +10,11 @@ only keeps, per symbol, the running sums of its last max(N) trades and of the tr
 longest time window. Because additions happen in the same order however the trades were batched,
 results are bit-for-bit independent of batch boundaries and of checkpoint/restore.
 
+Known cost: the kept running sums live in one array laid out by symbol, rebuilt (copied) on every
+batch, so a batch costs O(batch + kept history). With a 5-minute window at a high event-time rate
+the history dwarfs the batch and dominates (see benchmarks/analytics_core.py); the fix is to search
+the kept sums in place and append to them in pages instead of rebuilding the array.
+
 Event time per symbol is the largest `ts` seen so far: an out-of-order trade counts in the time
 windows as if it happened at that time (windows need a clock that never goes back).
 
