@@ -84,7 +84,7 @@ def simulate(
                                           help="Stop after this many seconds of event time."),
     market_rate: float | None = typer.Option(None, "--market-rate", min=0.001,
                                              help="Mean trades per event-time second, market-wide (default: "
-                                             "--rate, so event time keeps pace with the wall clock; else 1000)."),
+                                             "--rate, so event time keeps pace with the wall clock; else the preset's or 1000)."),
     session_s: float = typer.Option(23_400.0, "--session-s", min=60, max=86_400,
                                     help="Trading session length; sessions start every 24 h (86400: no close)."),
     scenario: str | None = typer.Option(None, "--scenario",
@@ -126,7 +126,7 @@ def simulate(
             universe=universe or (preset.universe if preset else 10),
             seed=seed,
             start_ms=start_ms,
-            trades_per_s=market_rate or rate or DEFAULT_RATE_MARKET,
+            trades_per_s=market_rate or rate or (preset.trades_per_s if preset else DEFAULT_RATE_MARKET),
             session_s=session_s,
         )
     except ValidationError as exc:

@@ -354,7 +354,7 @@ class Market:
 
     def _set_symbol_parameters(self, rng: np.random.Generator) -> None:
         n = len(self.symbols)
-        self.price0 = np.exp(rng.normal(np.log(60.0), 1.1, n)).clip(0.2, 3_000.0)
+        self.price0 = np.exp(rng.normal(np.log(80.0), 0.8, n)).clip(0.5, 3_000.0)
         self.tick = np.where(self.price0 < 1.0, 0.0001, np.where(self.price0 > 1_000, 0.05, 0.01))
         rank = rng.permutation(n) + 1.0
         weights = rank**-0.8 * rng.uniform(0.7, 1.3, n)
@@ -734,7 +734,8 @@ def preset_config(name: str, seed: int = 0, start_ms: int = 1_700_000_000_000) -
     """The market a preset was designed for (e.g. `evaluation`: 20 symbols), at a fixed start."""
     if name not in PRESETS:
         raise ScenarioError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    return MarketConfig(universe=PRESETS[name].universe, seed=seed, start_ms=start_ms)
+    preset = PRESETS[name]
+    return MarketConfig(universe=preset.universe, trades_per_s=preset.trades_per_s, seed=seed, start_ms=start_ms)
 
 
 def generate(config: MarketConfig, scenario: Scenario | str | None = None) -> Iterator[tuple[TickBatch, LabelBatch]]:

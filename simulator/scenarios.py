@@ -174,6 +174,7 @@ class Preset(_Strict):
     description: str
     universe: int
     count: int
+    trades_per_s: float  # market-wide, event time: sets how many minutes of market the count spans
     scenario: Scenario
 
 
@@ -184,6 +185,7 @@ PRESETS: dict[str, Preset] = {
         "spike/size/wash/ramp trades, plus unlabelled news jumps, block trades and volatility regimes.",
         universe=20,
         count=250_000,
+        trades_per_s=50.0,
         scenario=Scenario(suspicious=Suspicious(rate=0.005), hard_negatives=HardNegatives(rate=0.005)),
     ),
     "calm": Preset(
@@ -191,6 +193,7 @@ PRESETS: dict[str, Preset] = {
         description="Background market only: no injected episodes.",
         universe=10,
         count=100_000,
+        trades_per_s=1_000.0,
         scenario=Scenario(),
     ),
 }
