@@ -84,7 +84,8 @@ def simulate(
                                           help="Stop after this many seconds of event time."),
     market_rate: float | None = typer.Option(None, "--market-rate", min=0.001,
                                              help="Mean trades per event-time second, market-wide (default: "
-                                             "--rate, so event time keeps pace with the wall clock; else the preset's or 1000)."),
+                                             "--rate, so event time keeps pace with the wall clock; else "
+                                             "the preset's, or 1000)."),
     session_s: float = typer.Option(23_400.0, "--session-s", min=60, max=86_400,
                                     help="Trading session length; sessions start every 24 h (86400: no close)."),
     scenario: str | None = typer.Option(None, "--scenario",

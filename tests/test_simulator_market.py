@@ -14,17 +14,21 @@ from simulator.scenarios import PRESETS, Halt, Scenario, ScenarioError, Slump, S
 START = 1_700_000_000_000
 
 
-def tape(config: MarketConfig, scenario: Scenario | str | None = None, count: int = 50_000) -> tuple[TickBatch, list[LabelBatch]]:
+def tape(
+    config: MarketConfig, scenario: Scenario | str | None = None, count: int = 50_000
+) -> tuple[TickBatch, list[LabelBatch]]:
     """The first `count` trades of a market and the labels of each piece."""
     pieces = list(limited(generate(config, scenario), Limits(count=count), config.start_ms))
     return concat([t for t, _ in pieces]), [lab for _, lab in pieces]
 
 
 def all_labels(pieces: list[LabelBatch]) -> pa.Table:
+    """Every label of a run as one table."""
     return pa.Table.from_batches([p.to_arrow() for p in pieces])
 
 
 def small(**overrides: object) -> MarketConfig:
+    """A small, slow market (5 symbols, 20 trades/s) whose episodes finish within a short run."""
     values: dict[str, object] = {"universe": 5, "seed": 11, "start_ms": START, "chunk_size": 4_096,
                                  "trades_per_s": 20.0}  # fmt: skip
     values.update(overrides)
