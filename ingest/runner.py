@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 
 # process(stream, ticks, pipe): queue the batch's effects on `pipe` (a MULTI/EXEC transaction).
 ProcessFn = Callable[[str, TickBatch, redis.client.Pipeline], None]
+# guard(stream, pipe): before MULTI, WATCH whatever fences the batch (e.g. a partition lease) and raise
+# OwnershipLost if the stream is no longer ours; a WATCHed key that changes aborts the transaction.
+GuardFn = Callable[[str, redis.client.Pipeline], None]
+
+
+class OwnershipLost(Exception):  # noqa: N818 - a signal, not an error: another consumer now owns the stream
+    """The stream (partition) now belongs to another consumer: drop it, leave its entries pending."""
 TARGET_ROWS_PER_READ = 100_000  # bounds memory when entries are batches of thousands of ticks
 MAX_BACKOFF_S = 5.0
 FIRST_READ_COUNT = 16
@@ -115,6 +122,8 @@ class StreamRunner:
         source: str = "analytics",
         housekeeping: Callable[[], None] | None = None,
         stop: StopFlag | None = None,
+        guard: GuardFn | None = None,
+        on_lost: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.raw = raw_client(client)
@@ -124,6 +133,8 @@ class StreamRunner:
         self.process = process
         self.source = source
         self.housekeeping = housekeeping
+        self.guard = guard
+        self.on_lost = on_lost
         self.stop = stop or StopFlag()
         self.stats = RunnerStats()
         self._count = min(settings.read_count, FIRST_READ_COUNT)  # grows once rows per entry are known
@@ -138,13 +149,22 @@ class StreamRunner:
         decoded: Decoded = decode_entries(alive)
         rejected = list(decoded.rejected)
         rejected += [Rejected(eid.decode(), {}, "trimmed: entry deleted before it was processed") for eid in gone]
-        pipe = self.client.pipeline(transaction=True)
-        if len(decoded.ticks):
-            self.process(stream, decoded.ticks, pipe)
-        if rejected:
-            add_rejected(pipe, self.keys.deadletter, rejected, f"{self.source}:{stream}")
-        pipe.xack(stream, self.settings.group, *[eid for eid, _ in entries])
-        pipe.execute()
+        with self.client.pipeline(transaction=True) as pipe:
+            try:
+                if self.guard:
+                    self.guard(stream, pipe)
+                pipe.multi()
+                if len(decoded.ticks):
+                    self.process(stream, decoded.ticks, pipe)
+                if rejected:
+                    add_rejected(pipe, self.keys.deadletter, rejected, f"{self.source}:{stream}")
+                pipe.xack(stream, self.settings.group, *[eid for eid, _ in entries])
+                pipe.execute()
+            except (redis.WatchError, OwnershipLost):
+                log.warning("lost ownership of %s: its %d entries stay pending for the new owner", stream,
+                            len(entries))  # fmt: skip
+                self.drop_stream(stream)
+                return
         self.stats.entries += len(entries)
         self.stats.ticks += len(decoded.ticks)
         self.stats.rejected += len(rejected)
@@ -153,12 +173,24 @@ class StreamRunner:
             rows_per_entry = max(1, (len(decoded.ticks) + len(rejected)) // len(alive))
             self._count = max(1, min(self.settings.read_count, TARGET_ROWS_PER_READ // rows_per_entry))
 
+    def drop_stream(self, stream: str) -> None:
+        """Stop reading a stream (its ownership moved elsewhere)."""
+        if stream in self.streams:
+            self.streams.remove(stream)
+        if self.on_lost:
+            self.on_lost(stream)
+
+    def add_stream(self, stream: str) -> None:
+        """Start reading a stream (after its ownership was acquired and its state restored)."""
+        if stream not in self.streams:
+            self.streams.append(stream)
+
     def read_pending(self) -> int:
         """Process this consumer's own pending entries (left by an earlier life under the same name)."""
         done = 0
-        for stream in self.streams:
+        for stream in list(self.streams):
             start = "0-0"
-            while not self.stop.is_set():
+            while not self.stop.is_set() and stream in self.streams:
                 response = self.raw.execute_command(
                     "XREADGROUP", "GROUP", self.settings.group, self.settings.consumer,
                     "COUNT", self._count, "STREAMS", stream, start,
@@ -171,16 +203,17 @@ class StreamRunner:
                 start = entries[-1][0].decode()
         return done
 
-    def claim_stale(self) -> int:
+    def claim_stale(self, streams: Sequence[str] | None = None, min_idle_ms: int | None = None) -> int:
         """Take over and process entries other consumers left pending for longer than claim_idle_ms."""
         self._last_claim = time.monotonic()
+        idle = self.settings.claim_idle_ms if min_idle_ms is None else min_idle_ms
         done = 0
-        for stream in self.streams:
+        for stream in list(self.streams if streams is None else streams):
             cursor = "0-0"
             while not self.stop.is_set():
                 next_cursor, entries, *deleted = self.raw.execute_command(
                     "XAUTOCLAIM", stream, self.settings.group, self.settings.consumer,
-                    self.settings.claim_idle_ms, cursor, "COUNT", self._count,
+                    idle, cursor, "COUNT", self._count,
                 )  # fmt: skip
                 if deleted and deleted[0]:  # Redis 7 drops trimmed ids from the PEL itself: record them
                     lost = [Rejected(d.decode(), {}, "trimmed: entry deleted before it was processed")
@@ -189,8 +222,10 @@ class StreamRunner:
                     add_rejected(pipe, self.keys.deadletter, lost, f"{self.source}:{stream}")
                     pipe.execute()
                 if entries:
-                    log.warning("reclaimed %d stale pending entries of %s", len(entries), stream)
+                    log.warning("reclaimed %d pending entries of %s", len(entries), stream)
                     self.handle(stream, entries)
+                    if stream not in self.streams:
+                        break
                     done += len(entries)
                 cursor = next_cursor.decode() if isinstance(next_cursor, bytes) else str(next_cursor)
                 if cursor == "0-0":
@@ -200,6 +235,9 @@ class StreamRunner:
 
     def read_new(self) -> int:
         """Block for new entries on every stream, and process what arrives; returns entries handled."""
+        if not self.streams:  # nothing owned right now (a standby worker): wait, then let housekeeping retry
+            self.stop.wait(self.settings.block_ms / 1000)
+            return 0
         response = self.raw.execute_command(
             "XREADGROUP", "GROUP", self.settings.group, self.settings.consumer,
             "COUNT", self._count, "BLOCK", self.settings.block_ms,
@@ -207,7 +245,7 @@ class StreamRunner:
         )  # fmt: skip
         done = 0
         for stream, entries in _stream_items(response):
-            if entries:
+            if entries and stream in self.streams:
                 self.handle(stream, entries)
                 done += len(entries)
         return done

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9./_-]{1,16}$")
 MAX_ID_LEN = 64
-MAX_TS_MS = 2**53  # beyond what a float64 holds exactly; no real trade is that late
+MAX_TS_MS = 2**42  # epoch ms before the year 2109: the analytics stages pack ts into 42 bits
 
 SIDE_BUY, SIDE_SELL = 1, -1
 SIDE_CODES = {b"B": SIDE_BUY, b"S": SIDE_SELL}
@@ -285,7 +285,7 @@ def check_rows(batch: TickBatch, reason: np.ndarray | None = None) -> tuple[np.n
     if n:
         flag(~(np.isfinite(batch.price) & (batch.price > 0)), "price: must be a finite number > 0")
         flag(~(np.isfinite(batch.size) & (batch.size > 0)), "size: must be a finite number > 0")
-        flag((batch.ts < 0) | (batch.ts >= MAX_TS_MS), "ts: must be epoch milliseconds >= 0")
+        flag((batch.ts < 0) | (batch.ts >= MAX_TS_MS), "ts: must be epoch milliseconds in [0, 2^42)")
         flag((batch.side < SIDE_SELL) | (batch.side > SIDE_BUY), "side: must be B or S")
         for name in OPTIONAL_TEXT_FIELDS:
             column = getattr(batch, name)

@@ -25,7 +25,7 @@ def tick_batches(draw: st.DrawFn) -> TickBatch:
         symbol=draw(st.lists(symbols, min_size=n, max_size=n)),
         price=draw(st.lists(prices, min_size=n, max_size=n)),
         size=draw(st.lists(prices, min_size=n, max_size=n)),
-        ts=draw(st.lists(st.integers(0, 2**53 - 1), min_size=n, max_size=n)),
+        ts=draw(st.lists(st.integers(0, 2**42 - 1), min_size=n, max_size=n)),
         side=draw(st.lists(st.sampled_from([-1, 0, 1]), min_size=n, max_size=n)),
         trade_id=draw(st.lists(texts, min_size=n, max_size=n)) if with_ids else None,
         buyer=draw(st.lists(texts, min_size=n, max_size=n)) if with_ids else None,
