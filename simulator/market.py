@@ -51,12 +51,12 @@ KIND_NAMES = (*SUSPICIOUS_KINDS, *HARD_NEGATIVE_KINDS)
 KIND_CODE = {name: code for code, name in enumerate(KIND_NAMES)}
 
 # Latent state: (standard deviation, half-life in event seconds) of its two AR(1) components.
-SLOW_STD, SLOW_HALF_LIFE_S = 0.55, 900.0
-FAST_STD, FAST_HALF_LIFE_S = 0.45, 20.0
+SLOW_STD, SLOW_HALF_LIFE_S = 0.45, 900.0
+FAST_STD, FAST_HALF_LIFE_S = 0.35, 20.0
 ACTIVITY_LOADS = (1.0, 1.0)  # how much each component speeds up trading
 VOLATILITY_LOADS = (1.0, 0.6)  # how much each component raises per-trade volatility
 T_DF = 4.0  # Student-t degrees of freedom of per-trade innovations
-JUMP_PROB, JUMP_SCALE = 2e-4, 12.0  # rare background jumps, in units of the per-trade volatility
+JUMP_PROB, JUMP_SCALE = 1e-4, 10.0  # rare background jumps, in units of the per-trade volatility
 SIDE_FOLLOWS_RETURN = 0.7  # probability the aggressor side has the sign of the trade's return
 SIZE_TAIL = 1.45  # Pareto exponent of trade sizes
 STATE_STEP = 16  # trades per step of the latent state
