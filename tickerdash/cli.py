@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+import analytics.cli
 import ingest.cli
 import simulator.cli
 from ingest.clikit import setup_logging
@@ -22,7 +23,7 @@ def _common(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug l
     setup_logging(verbose)
 
 
-for package_cli in (ingest.cli, simulator.cli):
+for package_cli in (ingest.cli, simulator.cli, analytics.cli):
     package_cli.register(app)
 
 

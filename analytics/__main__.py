@@ -1,0 +1,16 @@
+"""`python -m analytics`: run an analytics worker (for containers)."""
+
+import typer
+
+from analytics.cli import analytics
+from ingest.clikit import setup_logging
+
+
+def main() -> None:
+    """Run one analytics worker."""
+    setup_logging()
+    typer.run(analytics)
+
+
+if __name__ == "__main__":
+    main()

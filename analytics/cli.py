@@ -1,0 +1,99 @@
+"""`tickerdash analytics`: run an analytics worker on some or all tick partitions."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from analytics.bars import BarConfig
+from analytics.indicators import IndicatorConfig
+from analytics.worker import AnalyticsWorker, StageFactory, WorkerConfig
+from ingest.clikit import fail, load_settings
+from ingest.redis_server import redis_connection
+from ingest.runner import StopFlag
+
+log = logging.getLogger(__name__)
+
+
+def parse_partitions(text: str, total: int) -> list[int]:
+    """'all', '0,1' or '0-3' -> partition numbers, checked against the partition count."""
+    if text.strip().lower() == "all":
+        return list(range(total))
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise ValueError(f"--partitions: {part!r} is not a number or range (use e.g. 0,1 or 0-3 or all)") from None
+        out.extend(range(first, last + 1))
+    bad = [p for p in out if not 0 <= p < total]
+    if bad:
+        raise ValueError(f"--partitions: {bad} out of range; TICKERDASH_PARTITIONS={total} gives 0-{total - 1}")
+    return sorted(set(out))
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        fail(f"{flag}: {text!r} must be comma-separated whole numbers")
+    return values
+
+
+def _durations_ms(text: str, flag: str) -> tuple[int, ...]:
+    units = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+    out = []
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        number = item.rstrip("smhd")
+        unit = item[len(number):] or "s"
+        if item.endswith("ms"):
+            number, unit = item[:-2], "ms"
+        try:
+            out.append(int(float(number) * units[unit]))
+        except (ValueError, KeyError):
+            fail(f"{flag}: {item!r} is not a duration like 1s, 1m, 5m, 1h")
+    return tuple(out)
+
+
+def analytics(
+    partitions: str = typer.Option("all", help="Partitions to own: all, 0,1 or 0-3."),
+    consumer: str = typer.Option(None, help="Consumer name in group 'analytics' (default: host-pid). "
+                                 "Restarting with the same name resumes its pending entries."),
+    sma: str = typer.Option("20,50", help="SMA periods in trades."),
+    ema: str = typer.Option("12,26", help="EMA periods in trades (alpha = 2/(N+1))."),
+    vwap: str = typer.Option("1m,5m", help="Rolling VWAP windows in event time."),
+    bars: str = typer.Option("1s,1m", help="OHLCV bar intervals (multiples of the finest)."),
+    grace: float = typer.Option(2.0, help="Seconds a bar waits for late trades before it closes."),
+    checkpoint_every: float = typer.Option(5.0, help="Seconds between full state checkpoints."),
+    lease: float = typer.Option(10.0, help="Seconds a partition stays ours without renewal (failover time)."),
+) -> None:
+    """Run an analytics worker: indicators, bars, alerts and anomaly scores on the tick stream."""
+    settings = load_settings(consumer=consumer)
+    try:
+        owned = parse_partitions(partitions, settings.partitions)
+        config = WorkerConfig(
+            indicators=IndicatorConfig(_ints(sma, "--sma"), _ints(ema, "--ema"), _durations_ms(vwap, "--vwap")),
+            bars=BarConfig(_durations_ms(bars, "--bars"), int(grace * 1000)),
+            checkpoint_every_s=checkpoint_every,
+            lease_ms=int(lease * 1000),
+            stages=default_stages(),
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    stop = StopFlag().install()
+    with redis_connection(settings) as client:
+        log.info("analytics worker %s starting on partitions %s", settings.consumer, owned)
+        AnalyticsWorker(client, settings, owned, config, stop=stop).run()
+    log.info("analytics worker %s stopped", settings.consumer)
+
+
+def default_stages() -> tuple[StageFactory, ...]:
+    """The plug-in stages every worker runs (slump alerts, anomaly scores) when they are installed."""
+    return ()
+
+
+def register(app: typer.Typer) -> None:
+    """Add the analytics commands to a typer app."""
+    app.command("analytics")(analytics)

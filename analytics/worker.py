@@ -1,0 +1,436 @@
+"""The analytics worker: the thin loop that runs the pure stages on the tick stream, exactly once.
+
+One worker owns some partitions (a lease per partition, so each symbol's trades are processed in
+order by one worker at a time). For every batch read from a partition it runs the stage chain
+(bars, indicators, then plug-in stages such as slump alerts and anomaly scores) and writes, in ONE
+MULTI/EXEC transaction fenced by a WATCH on the partition's lease: the batch's effects (closed bars,
+alerts, anomalies, late trades to the dead-letter stream, the live view), a progress marker (the last
+entry ID applied) and the XACK of the batch.
+
+The full stage state is large (a rolling VWAP window holds every trade of its window), so it is not
+written with every batch: a checkpoint of the whole partition state goes into the same kind of
+transaction every few seconds. A restarted worker restores the checkpoint and replays the entries
+between the checkpoint and the progress marker from the stream with their effects suppressed (they
+were written already); the stages are deterministic, so it stands exactly where the old worker stood,
+and neither loses nor double-counts a trade.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import redis
+
+from analytics.bars import BarConfig, Bars, BarTable
+from analytics.indicators import IndicatorConfig, IndicatorFrame, Indicators, window_name
+from analytics.live import LIVE_HZ, LIVE_MAXLEN, SymbolUpdate, encode_updates, live_key, snapshot_key
+from analytics.segments import pack_state, unpack_state
+from ingest.codecs import Rejected, decode_entries
+from ingest.deadletter import add_rejected
+from ingest.keys import Keys
+from ingest.runner import OwnershipLost, StopFlag, StreamRunner, ensure_groups, raw_client
+from ingest.settings import Settings
+from ingest.ticks import TickBatch, row_fields
+
+log = logging.getLogger(__name__)
+
+OUTPUT_MAXLEN = 100_000  # alerts and anomalies streams
+DEFAULT_BAR_RETENTION = {"1s": 21_600, "1m": 10_080, "1h": 8_760, "1d": 3_650}  # 6 h, 7 d, 1 y, 10 y
+
+# Renew the lease if we hold it, take it if it is free; 1 when we hold it afterwards.
+_LEASE_SCRIPT = """
+local owner = redis.call('GET', KEYS[1])
+if owner == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1
+elseif owner == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1
+end
+return 0
+"""
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass
+class Effects:
+    """What the stages made of one batch, for the worker to write (nothing here touches Redis)."""
+
+    batch: TickBatch
+    frame: IndicatorFrame | None = None
+    closed_bars: BarTable | None = None
+    alerts: list[dict[str, str]] = field(default_factory=list)
+    anomalies: list[dict[str, str]] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+class Stage(Protocol):
+    """A plug-in stage: pure `process` on the batch, and a checkpointable state."""
+
+    name: str
+
+    def process(self, batch: TickBatch, effects: Effects) -> None:
+        """Add this stage's outputs for `batch` to `effects`."""
+
+    def to_bytes(self) -> bytes:
+        """The stage's whole state."""
+
+    def load(self, data: bytes) -> None:
+        """Replace the state with one from `to_bytes`."""
+
+    def refresh(self, client: redis.Redis, keys: Keys) -> None:
+        """Pick up outside changes (e.g. rules); called often, must be cheap when nothing changed."""
+
+
+StageFactory = Callable[[], Stage]
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What the worker computes and how often it checkpoints."""
+
+    indicators: IndicatorConfig = field(default_factory=IndicatorConfig)
+    bars: BarConfig = field(default_factory=BarConfig)
+    bar_retention: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BAR_RETENTION))
+    checkpoint_every_s: float = 5.0
+    checkpoint_every_ticks: int = 1_000_000
+    lease_ms: int = 10_000
+    live_hz: float = LIVE_HZ
+    snapshot_hz: float = 40.0
+    stages: tuple[StageFactory, ...] = ()
+
+
+class PartitionState:
+    """Everything one partition's computation depends on, and its (de)serialisation."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.bars = Bars(config.bars)
+        self.indicators = Indicators(config.indicators)
+        self.stages: list[Stage] = [make() for make in config.stages]
+        self.session_open: dict[str, float] = {}  # first price seen per symbol, for change %
+        self.last_id = "0-0"
+
+    def apply(self, batch: TickBatch) -> Effects:
+        """Run the stage chain on one batch (pure: no I/O)."""
+        effects = Effects(batch)
+        bars_out = self.bars.process(batch)
+        effects.closed_bars = bars_out.closed
+        if len(bars_out.late_rows):
+            late = bars_out.late_rows
+            for row in late.tolist():
+                effects.rejected.append(Rejected(batch.tick_id(row) if len(batch.entry_ids) else "?",
+                                                 dict(row_fields(batch, row)),
+                                                 "late: its bar closed more than the grace period ago"))  # fmt: skip
+            keep = np.ones(len(batch), bool)
+            keep[late] = False
+            batch = batch.take(keep)
+            effects.batch = batch
+        if len(batch):
+            effects.frame = self.indicators.process(batch)
+            for stage in self.stages:
+                stage.process(batch, effects)
+            if effects.frame is not None:
+                frame = effects.frame
+                prices = frame.columns["price"]
+                for symbol, row in zip(frame.latest_symbols, frame.latest_rows.tolist(), strict=True):
+                    self.session_open.setdefault(symbol, float(prices[row]))
+        return effects
+
+    def to_bytes(self) -> bytes:
+        """The whole partition state as one checkpoint."""
+        meta = {"kind": "partition", "last_id": self.last_id, "session_open": self.session_open,
+                "stages": [s.name for s in self.stages]}  # fmt: skip
+        blobs = {"bars": self.bars.to_bytes(), "indicators": self.indicators.to_bytes()}
+        blobs.update({f"stage:{s.name}": s.to_bytes() for s in self.stages})
+        return pack_state(meta, {k: np.frombuffer(v, np.uint8) for k, v in blobs.items()})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, config: WorkerConfig) -> PartitionState:
+        """A partition state restored from `to_bytes`."""
+        meta, arrays = unpack_state(data)
+        if meta.get("kind") != "partition":
+            raise ValueError("checkpoint is not a partition state")
+        state = cls(config)
+        state.bars = Bars.from_bytes(arrays["bars"].tobytes())
+        state.indicators = Indicators.from_bytes(arrays["indicators"].tobytes())
+        for stage in state.stages:
+            blob = arrays.get(f"stage:{stage.name}")
+            if blob is not None:
+                stage.load(blob.tobytes())
+        state.session_open = {k: float(v) for k, v in meta["session_open"].items()}
+        state.last_id = str(meta["last_id"])
+        return state
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def bar_fields(bars: BarTable, k: int) -> list[Any]:
+    """The stream fields of bar k, as XADD arguments (floats as repr, so rewrites are byte-identical)."""
+    return [
+        "open", repr(float(bars.open[k])), "high", repr(float(bars.high[k])), "low", repr(float(bars.low[k])),
+        "close", repr(float(bars.close[k])), "volume", repr(float(bars.volume[k])),
+        "vwap", repr(float(bars.vwap[k])), "trades", int(bars.trades[k]),
+    ]  # fmt: skip
+
+
+class AnalyticsWorker:
+    """Owns partitions, runs the stages on their ticks, and writes effects exactly once."""
+
+    def __init__(self, client: redis.Redis, settings: Settings, partitions: Sequence[int] | None = None,
+                 config: WorkerConfig | None = None, stop: StopFlag | None = None) -> None:  # fmt: skip
+        self.client = client
+        self.raw = raw_client(client)
+        self.settings = settings
+        self.keys = Keys(settings.prefix, settings.partitions)
+        self.config = config or WorkerConfig()
+        wanted = range(settings.partitions) if partitions is None else partitions
+        bad = [p for p in wanted if not 0 <= p < settings.partitions]
+        if bad:
+            raise ValueError(f"partitions {bad} do not exist: TICKERDASH_PARTITIONS={settings.partitions}")
+        self.wanted = list(wanted)
+        self.stream_of = {p: self.keys.ticks(p) for p in self.wanted}
+        self.partition_of = {s: p for p, s in self.stream_of.items()}
+        self.states: dict[int, PartitionState] = {}
+        self.stop = stop or StopFlag()
+        self.runner = StreamRunner(client, settings, [], self._process, source="analytics",
+                                   housekeeping=self._housekeeping, stop=self.stop, guard=self._guard,
+                                   on_lost=self._lost)  # fmt: skip
+        self._lease = client.register_script(_LEASE_SCRIPT)
+        self._release = client.register_script(_RELEASE_SCRIPT)
+        self._last_lease_check = 0.0
+        self._last_checkpoint: dict[int, tuple[float, int]] = {}
+        self._pending_live: dict[int, list[tuple[IndicatorFrame, np.ndarray]]] = {}
+        self._last_live = 0.0
+        self._last_snapshot = 0.0
+        self._last_refresh = 0.0
+        self._ticks_since_log = 0
+        self._last_log = time.monotonic()
+
+    # --- keys ------------------------------------------------------------------------------
+
+    def lease_key(self, partition: int) -> str:
+        """Who owns a partition of the analytics group right now."""
+        return self.keys.internal("lease", self.settings.group, str(partition))
+
+    def checkpoint_key(self, partition: int) -> str:
+        """A partition's checkpoint: `state` (blob), `state_id`, `last_id` (progress marker)."""
+        return self.keys.internal("checkpoint", self.settings.group, str(partition))
+
+    # --- ownership -------------------------------------------------------------------------
+
+    def _guard(self, stream: str, pipe: redis.client.Pipeline) -> None:
+        partition = self.partition_of[stream]
+        lease = self.lease_key(partition)
+        pipe.watch(lease)
+        owner = pipe.get(lease)
+        if owner is None or (owner.decode() if isinstance(owner, bytes) else owner) != self.settings.consumer:
+            raise OwnershipLost(stream)
+
+    def _lost(self, stream: str) -> None:
+        partition = self.partition_of[stream]
+        self.states.pop(partition, None)  # its in-memory state ran ahead of Redis: rebuild on reacquire
+        self._pending_live.pop(partition, None)
+
+    def _check_leases(self) -> None:
+        """Renew the leases we hold, and take (restore, then read) any wanted partition that is free."""
+        self._last_lease_check = time.monotonic()
+        for partition in self.wanted:
+            held = bool(self._lease(keys=[self.lease_key(partition)],
+                                    args=[self.settings.consumer, self.config.lease_ms]))  # fmt: skip
+            stream = self.stream_of[partition]
+            if held and partition not in self.states:
+                self.restore(partition)
+                self.runner.add_stream(stream)
+                self.runner.claim_stale([stream], min_idle_ms=0)  # the old owner's pending entries are ours now
+            elif not held and partition in self.states:
+                log.warning("partition %d is owned by another worker now", partition)
+                self.runner.drop_stream(stream)
+
+    def release(self) -> None:
+        """Checkpoint and give up every partition (clean shutdown), so a standby takes over at once."""
+        for partition in list(self.states):
+            self.checkpoint(partition)
+            self._release(keys=[self.lease_key(partition)], args=[self.settings.consumer])
+            self.states.pop(partition)
+
+    # --- state -----------------------------------------------------------------------------
+
+    def restore(self, partition: int) -> PartitionState:
+        """Load the partition's checkpoint and replay what was applied after it, effects suppressed."""
+        saved: dict[bytes, bytes] = self.client.hgetall(self.checkpoint_key(partition))  # type: ignore[assignment]
+        if saved.get(b"state"):
+            state = PartitionState.from_bytes(saved[b"state"], self.config)
+        else:
+            state = PartitionState(self.config)
+        applied = saved.get(b"last_id", b"0-0").decode()
+        replayed = 0
+        if _id_tuple(applied) > _id_tuple(state.last_id):
+            stream = self.stream_of[partition]
+            start = state.last_id
+            while True:
+                entries = self.raw.execute_command("XRANGE", stream, f"({start}", applied, "COUNT",
+                                                   self.settings.read_count)  # fmt: skip
+                if not entries:
+                    break
+                decoded = decode_entries(entries)
+                if len(decoded.ticks):
+                    state.apply(decoded.ticks)
+                    replayed += len(decoded.ticks)
+                start = entries[-1][0].decode()
+            if _id_tuple(start) < _id_tuple(applied):
+                log.error("partition %d: entries up to %s were trimmed before replay; state may miss trades",
+                          partition, applied)  # fmt: skip
+            state.last_id = applied
+        self.states[partition] = state
+        self._last_checkpoint[partition] = (time.monotonic(), 0)
+        log.info("partition %d: restored at %s (replayed %d ticks after the checkpoint)", partition, applied, replayed)
+        return state
+
+    def checkpoint(self, partition: int, pipe: redis.client.Pipeline | None = None) -> None:
+        """Write the partition's whole state (in `pipe`'s transaction when given)."""
+        state = self.states[partition]
+        target = pipe if pipe is not None else self.client
+        snapshot = {"state": state.to_bytes(), "state_id": state.last_id, "last_id": state.last_id}
+        target.hset(self.checkpoint_key(partition), mapping=snapshot)  # type: ignore[arg-type]
+        self._last_checkpoint[partition] = (time.monotonic(), 0)
+
+    # --- the batch -------------------------------------------------------------------------
+
+    def _process(self, stream: str, ticks: TickBatch, pipe: redis.client.Pipeline) -> None:
+        partition = self.partition_of[stream]
+        state = self.states[partition]
+        # Entries at or before the progress marker were applied already (possible only after an
+        # ownership change raced a claim): skip them rather than count them twice.
+        applied = _id_tuple(state.last_id)
+        fresh = np.array([_id_tuple(e) > applied for e in ticks.entry_ids], dtype=bool)
+        if not fresh.all():
+            ticks = ticks.take(fresh[ticks.entry_of])
+            if not len(ticks):
+                return
+        effects = state.apply(ticks)
+        state.last_id = ticks.entry_ids[-1]
+        self.write_effects(pipe, effects)
+        pipe.hset(self.checkpoint_key(partition), "last_id", state.last_id)
+        pipe.pexpire(self.lease_key(partition), self.config.lease_ms)
+        since, count = self._last_checkpoint.get(partition, (0.0, 0))
+        count += len(ticks)
+        due = time.monotonic() - since >= self.config.checkpoint_every_s
+        if due or count >= self.config.checkpoint_every_ticks:
+            self.checkpoint(partition, pipe)
+        else:
+            self._last_checkpoint[partition] = (since, count)
+        if effects.frame is not None:
+            self._pending_live.setdefault(partition, []).append((effects.frame, effects.batch.ts))
+        self._publish_live(pipe)
+        self._ticks_since_log += len(ticks)
+
+    def write_effects(self, pipe: redis.client.Pipeline, effects: Effects) -> None:
+        """Queue the writes of one batch's effects on the transaction."""
+        bars = effects.closed_bars
+        if bars is not None and len(bars):
+            names = bars.symbols
+            for k in range(len(bars)):
+                interval = window_name(int(bars.interval_ms[k]))
+                key = self.keys.bars(interval, names[int(bars.symbol_idx[k])])
+                maxlen = self.config.bar_retention.get(interval, 10_000)
+                pipe.execute_command("XADD", key, "MAXLEN", "~", maxlen, f"{int(bars.start_ms[k])}-0",
+                                     *bar_fields(bars, k))  # fmt: skip
+        for fields in effects.alerts:
+            pipe.xadd(self.keys.alerts, fields, maxlen=OUTPUT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        for fields in effects.anomalies:
+            pipe.xadd(self.keys.anomalies, fields, maxlen=OUTPUT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        if effects.rejected:
+            add_rejected(pipe, self.keys.deadletter, effects.rejected, "analytics")
+
+    # --- live view -------------------------------------------------------------------------
+
+    def _publish_live(self, pipe: redis.client.Pipeline | None = None) -> None:
+        """Write the snapshot (at most snapshot_hz) and the live feed (at most live_hz) of changed symbols."""
+        now = time.monotonic()
+        if not self._pending_live or now - self._last_snapshot < 1 / self.config.snapshot_hz:
+            return
+        updates: list[SymbolUpdate] = []
+        for partition, frames in self._pending_live.items():
+            state = self.states.get(partition)
+            if state is not None:
+                updates.extend(self._updates(state, frames))
+        self._pending_live.clear()
+        self._last_snapshot = now
+        if not updates:
+            return
+        target = pipe if pipe is not None else self.client.pipeline(transaction=False)
+        target.hset(snapshot_key(self.keys), mapping={u.symbol: json.dumps(u.to_dict()) for u in updates})
+        if now - self._last_live >= 1 / self.config.live_hz:
+            self._last_live = now
+            target.xadd(live_key(self.keys), {"u": encode_updates(updates)}, maxlen=LIVE_MAXLEN, approximate=True)
+        if pipe is None:
+            target.execute()
+
+    def _updates(self, state: PartitionState,
+                 frames: list[tuple[IndicatorFrame, np.ndarray]]) -> list[SymbolUpdate]:  # fmt: skip
+        latest: dict[str, dict[str, float]] = {}
+        latest_ts: dict[str, int] = {}
+        for frame, ts in frames:  # later frames override earlier ones
+            latest.update(frame.latest())
+            latest_ts.update(zip(frame.latest_symbols, ts[frame.latest_rows].tolist(), strict=True))
+        opened = state.bars.open_view()
+        bars: dict[str, dict[str, list[float]]] = {}
+        for k in range(len(opened)):
+            symbol = opened.symbols[int(opened.symbol_idx[k])]
+            if symbol in latest:
+                bars.setdefault(symbol, {})[window_name(int(opened.interval_ms[k]))] = [
+                    float(opened.start_ms[k]), float(opened.open[k]), float(opened.high[k]),
+                    float(opened.low[k]), float(opened.close[k]), float(opened.volume[k])]  # fmt: skip
+        out = []
+        for symbol, values in latest.items():
+            price = values["price"]
+            first = state.session_open.get(symbol, price)
+            indicators = {k: v for k, v in values.items() if k not in ("price", "trades", "volume")}
+            out.append(SymbolUpdate(symbol=symbol, ts=latest_ts[symbol], price=price,
+                                    change_pct=(price / first - 1) * 100 if first else 0.0,
+                                    trades=int(values["trades"]), volume=values["volume"],
+                                    indicators=indicators, bars=bars.get(symbol, {})))  # fmt: skip
+        return out
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lease_check >= self.config.lease_ms / 3000:
+            self._check_leases()
+        if now - self._last_refresh >= 0.25:
+            self._last_refresh = now
+            for state in self.states.values():
+                for stage in state.stages:
+                    stage.refresh(self.client, self.keys)
+        self._publish_live()
+        if now - self._last_log >= 10:
+            rate = self._ticks_since_log / (now - self._last_log)
+            log.info("%s: %.0f ticks/s over partitions %s", self.settings.consumer, rate, sorted(self.states))
+            self._ticks_since_log = 0
+            self._last_log = now
+
+    def run(self, max_idle_reads: int | None = None) -> None:
+        """Run until stopped (SIGTERM/SIGINT), then checkpoint and release the partitions."""
+        try:
+            ensure_groups(self.client, list(self.stream_of.values()), self.settings.group)
+            self._check_leases()
+            self.runner.run(max_idle_reads=max_idle_reads)
+        finally:
+            try:
+                self._last_snapshot = self._last_live = 0.0  # publish what is pending, whatever the rate limit
+                self._publish_live()
+                self.release()
+            except redis.RedisError as exc:  # shutting down with Redis gone: the progress markers suffice
+                log.warning("could not checkpoint at shutdown (%s); a restart will replay from the last one", exc)
