@@ -127,8 +127,9 @@ class TestWorker:
         assert [int(f[b"trades"]) for _, f in bars] == [1] * 10  # the late trade counted nowhere
         assert redis_client.hget(snapshot_key(Keys()), "AAPL") is not None
 
-    def test_four_partitions_over_two_workers_give_the_same_bars_as_one(self, redis_client: redis.Redis,
-                                                                         redis_server: EmbeddedRedis) -> None:  # fmt: skip
+    def test_four_partitions_over_two_workers_give_the_same_bars_as_one(
+        self, redis_client: redis.Redis, redis_server: EmbeddedRedis
+    ) -> None:
         """Scale-out does not change results: each partition is owned by one worker, per-symbol order holds."""
         ticks = market(40_000, symbols=40)
         one = Settings(redis_url=redis_server.url, prefix="one", partitions=4, consumer="solo", block_ms=20)
@@ -230,7 +231,8 @@ def _crash_run(client: redis.Redis, server: EmbeddedRedis, n: int, kills: int, s
             client.delete(lease)  # as if the lease had expired
         else:
             while not drained(client, crashy):
-                assert worker.poll() is None and time.monotonic() < deadline, worker.stderr.read() if worker.stderr else ""
+                assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+                assert time.monotonic() < deadline
                 time.sleep(0.1)
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(30) == 0
