@@ -1,0 +1,511 @@
+"""The push server: one Redis reader fans the analytics feeds out to every browser over websockets.
+
+One task reads the live-update stream, the alerts stream and the anomalies stream (XREAD, one
+connection for the whole process, never one per browser). What it reads goes into the gateway's
+state (each symbol's latest update, the recent alerts and anomalies) and into the pending frame.
+A pump sends the pending frame to every client at most `max_fps` times a second, encoded once.
+
+A client that cannot keep up is not allowed to grow memory: frames queue per client up to
+`client_backlog`, then merge into one (updates are states, so the latest per symbol wins; alerts
+and anomalies are events, so they are concatenated up to `recent_events`). A send that takes longer
+than `send_timeout_s`, or a ping unanswered for `ping_timeout_s`, closes the connection.
+
+Messages (JSON text):
+- to the page on connect: `{"type": "hello", "seq", "ids", "snapshot": [update...], "alerts": [...],
+  "anomalies": [...], "health": {...}}`;
+- then `{"type": "frame", "seq", "ids", "updates": [...], "alerts": [...], "anomalies": [...],
+  "health": {...} | null, "coalesced": n}`; `seq` grows by one per frame the gateway makes, `ids` are
+  the last stream IDs read, `coalesced > 1` says this client missed intermediate states;
+- on request `{"type": "bars", "symbol", "interval", "since"}` (a page filling the gap after a
+  reconnect) the reply `{"type": "bars", "symbol", "interval", "bars": [[start, o, h, l, c, v, vwap,
+  trades], ...], "open": [start, o, h, l, c, v] | null}` read from the bar stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+import redis.asyncio as aioredis
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from analytics.live import decode_updates, live_key, snapshot_key
+from dashboard.auth import presented_token, token_accepted
+from ingest.keys import Keys
+
+log = logging.getLogger(__name__)
+
+INTERVALS = ("1s", "1m")
+SYMBOL_PATTERN = re.compile(r"^[A-Z0-9./_\-]{1,16}$")
+ALERT_NUMBERS = {"ts": int, "price": float, "reference_price": float, "drop_pct": float, "window_s": float}
+ANOMALY_NUMBERS = {"ts": int, "price": float, "size": float, "score": float}
+MAX_REQUEST_BYTES = 4_096
+MAX_BARS_REPLY = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """How the gateway binds, paces and protects itself; every field has a working default."""
+
+    host: str = "127.0.0.1"
+    port: int = 8051
+    token: str | None = None  # enforced on every handshake when set (see dashboard.auth)
+    max_fps: float = 10.0
+    client_backlog: int = 20  # frames queued per client before they are merged into one
+    recent_events: int = 200  # alerts and anomalies kept for pages that connect later
+    send_timeout_s: float = 10.0
+    ping_interval_s: float = 10.0
+    ping_timeout_s: float = 10.0
+    read_block_ms: int = 200
+    read_count: int = 1_000
+    health_every_s: float = 1.0
+    analytics_group: str = "analytics"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _stream_id_ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+def event_from_fields(entry_id: str, fields: dict[Any, Any], numbers: dict[str, type]) -> dict[str, Any]:
+    """An alert or anomaly entry as plain data: its stream ID plus its fields, numbers parsed."""
+    event: dict[str, Any] = {"id": entry_id}
+    for raw_key, raw_value in fields.items():
+        key, value = _text(raw_key), _text(raw_value)
+        kind = numbers.get(key)
+        if kind is not None:
+            try:
+                event[key] = kind(float(value)) if kind is int else kind(value)
+                continue
+            except ValueError:
+                pass  # keep the text: the page shows what was written rather than nothing
+        event[key] = value
+    return event
+
+
+@dataclass(slots=True)
+class Frame:
+    """One push to the pages: the symbols that changed, new alerts and anomalies, fresh health."""
+
+    seq: int
+    ids: dict[str, str]
+    updates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
+    health: dict[str, Any] | None = None
+    coalesced: int = 1
+    _payload: str | None = None
+
+    def payload(self) -> str:
+        """The JSON text of the frame, encoded once however many clients get it."""
+        if self._payload is None:
+            self._payload = json.dumps(
+                {"type": "frame", "seq": self.seq, "ids": self.ids, "updates": list(self.updates.values()),
+                 "alerts": self.alerts, "anomalies": self.anomalies, "health": self.health,
+                 "coalesced": self.coalesced},
+                separators=(",", ":"),
+            )  # fmt: skip
+        return self._payload
+
+    def merged(self, later: Frame, keep_events: int) -> Frame:
+        """This frame followed by a later one, as one frame (latest state wins, events add up)."""
+        return Frame(
+            seq=later.seq, ids=later.ids, updates={**self.updates, **later.updates},
+            alerts=(self.alerts + later.alerts)[-keep_events:],
+            anomalies=(self.anomalies + later.anomalies)[-keep_events:],
+            health=later.health or self.health, coalesced=self.coalesced + later.coalesced,
+        )  # fmt: skip
+
+
+class _Client:
+    """One browser connection: its frame backlog and the task that drains it."""
+
+    def __init__(self, connection: ServerConnection, config: GatewayConfig) -> None:
+        self.connection = connection
+        self.config = config
+        self.backlog: deque[Frame] = deque()
+        self.replies: deque[str] = deque()
+        self.wake = asyncio.Event()
+        self.sent = 0
+
+    def offer(self, frame: Frame) -> None:
+        """Queue a frame; past the backlog limit everything queued becomes one merged frame."""
+        self.backlog.append(frame)
+        if len(self.backlog) > self.config.client_backlog:
+            self.backlog = deque([self._merge_all()])
+        self.wake.set()
+
+    def reply(self, message: str) -> None:
+        """Queue an answer to this client's own request (sent before the next frame)."""
+        self.replies.append(message)
+        self.wake.set()
+
+    def _merge_all(self) -> Frame:
+        merged = self.backlog.popleft()
+        while self.backlog:
+            merged = merged.merged(self.backlog.popleft(), self.config.recent_events)
+        return merged
+
+    async def send_forever(self) -> None:
+        """Send replies and frames as they come; a send slower than the timeout drops the client."""
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.replies or self.backlog:
+                message = self.replies.popleft() if self.replies else self._merge_all().payload()
+                try:
+                    await asyncio.wait_for(self.connection.send(message), self.config.send_timeout_s)
+                except TimeoutError:
+                    log.info("closing slow client %s", self.connection.remote_address)
+                    await self.connection.close(1013, "too slow")
+                    return
+                self.sent += 1
+
+
+class Gateway:
+    """The websocket push server over one Redis reader; `start()` binds, `stop()` closes everything."""
+
+    def __init__(self, redis_url: str, keys: Keys, config: GatewayConfig | None = None) -> None:
+        self.redis_url = redis_url
+        self.keys = keys
+        self.config = config or GatewayConfig()
+        self.symbols: dict[str, dict[str, Any]] = {}
+        self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=self.config.recent_events)
+        self.recent_anomalies: deque[dict[str, Any]] = deque(maxlen=self.config.recent_events)
+        self.health: dict[str, Any] = {"redis": "connecting", "clients": 0}
+        self.seq = 0
+        self.frames_made = 0
+        self._clients: set[_Client] = set()
+        self._cursor: dict[str, str] = {}
+        self._pending: Frame | None = None
+        self._dirty = asyncio.Event()
+        self._redis: aioredis.Redis | None = None
+        self._server: Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._trades_seen: tuple[float, int] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (the real one when the config asked for port 0)."""
+        if self._server is None:
+            raise RuntimeError("the gateway is not started")
+        return int(next(iter(self._server.sockets)).getsockname()[1])
+
+    @property
+    def client_count(self) -> int:
+        """Browsers connected right now."""
+        return len(self._clients)
+
+    async def start(self) -> None:
+        """Bind the websocket server and start the reader, the pump and the health probe."""
+        self._redis = aioredis.Redis.from_url(self.redis_url, socket_keepalive=True)
+        self._server = await serve(
+            self._handle, self.config.host, self.config.port,
+            compression=None,  # per-message deflate tripled gateway CPU at 200 clients (issue 7)
+            ping_interval=self.config.ping_interval_s, ping_timeout=self.config.ping_timeout_s,
+            max_size=MAX_REQUEST_BYTES, process_request=self._check_request,
+        )  # fmt: skip
+        for job in (self._read_feeds, self._pump, self._probe_health):
+            self._tasks.append(asyncio.create_task(job(), name=f"gateway{job.__name__}"))
+        log.info("gateway on ws://%s:%d", self.config.host, self.port)
+
+    async def stop(self) -> None:
+        """Close every connection and the server, cancel the tasks, close Redis."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    # -- handshake and connections ---------------------------------------------------------------
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Refuse handshakes without the token, and cross-site pages (another host's Origin)."""
+        url = urlsplit(request.path)
+        token = presented_token(url.query, request.headers.get("Cookie"), request.headers.get("Authorization"))
+        if not token_accepted(self.config.token, token):
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "a valid token is required\n")
+        origin = request.headers.get("Origin")
+        host = request.headers.get("Host", "")
+        if origin and urlsplit(origin).hostname != urlsplit(f"//{host}").hostname:
+            return connection.respond(HTTPStatus.FORBIDDEN, "cross-origin websocket refused\n")
+        return None
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        client = _Client(connection, self.config)
+        client.reply(self._hello())
+        self._clients.add(client)
+        self.health["clients"] = len(self._clients)
+        sender = asyncio.create_task(client.send_forever())
+        try:
+            async for message in connection:
+                await self._answer(client, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._clients.discard(client)
+            self.health["clients"] = len(self._clients)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await sender
+
+    def _hello(self) -> str:
+        return json.dumps(
+            {"type": "hello", "seq": self.seq, "ids": dict(self._cursor), "snapshot": list(self.symbols.values()),
+             "alerts": list(self.recent_alerts), "anomalies": list(self.recent_anomalies),
+             "health": {**self.health, "clients": len(self._clients) + 1}},
+            separators=(",", ":"),
+        )  # fmt: skip
+
+    async def _answer(self, client: _Client, message: str | bytes) -> None:
+        """Serve a page's request; a malformed one is answered with an error, never raised."""
+        try:
+            request = json.loads(message)
+            if not isinstance(request, dict) or request.get("type") != "bars":
+                raise ValueError("unknown request")
+            symbol, interval = str(request["symbol"]), str(request["interval"])
+            since = int(request.get("since") or 0)
+            if not SYMBOL_PATTERN.match(symbol) or interval not in INTERVALS:
+                raise ValueError("bad symbol or interval")
+        except (ValueError, KeyError, TypeError):
+            client.reply(json.dumps({"type": "error", "error": "bad request"}))
+            return
+        client.reply(json.dumps(await self.bars_since(symbol, interval, since), separators=(",", ":")))
+
+    async def bars_since(self, symbol: str, interval: str, since_ms: int) -> dict[str, Any]:
+        """Closed bars of a symbol that start at or after `since_ms`, and its open bar (gap filling)."""
+        assert self._redis is not None
+        entries: Any = await self._redis.xrange(self.keys.bars(interval, symbol), min=str(max(since_ms, 0)),
+                                                max="+", count=MAX_BARS_REPLY)  # fmt: skip
+        bars = []
+        for entry_id, fields in entries:
+            f = {_text(k): _text(v) for k, v in fields.items()}
+            bars.append([_stream_id_ms(_text(entry_id)), *(float(f[k]) for k in ("open", "high", "low", "close",
+                         "volume", "vwap")), int(f.get("trades", 0))])  # fmt: skip
+        open_bar = self.symbols.get(symbol, {}).get("bars", {}).get(interval)
+        return {"type": "bars", "symbol": symbol, "interval": interval, "bars": bars, "open": open_bar}
+
+    # -- reading Redis ---------------------------------------------------------------------------
+
+    def _pending_frame(self) -> Frame:
+        if self._pending is None:
+            self._pending = Frame(seq=0, ids={})
+        self._dirty.set()
+        return self._pending
+
+    async def _load_initial(self) -> None:
+        """Start from the snapshot and the recent events, with cursors just past what was loaded."""
+        assert self._redis is not None
+        live = live_key(self.keys)
+        # The live cursor is taken before the snapshot: updates in between are read twice, which is
+        # harmless (an older update never replaces a newer state), whereas the other order loses them.
+        last_live: Any = await self._redis.xrevrange(live, count=1)
+        self._cursor[live] = _text(last_live[0][0]) if last_live else "0-0"
+        snapshot: Any = await self._redis.hgetall(snapshot_key(self.keys))
+        for raw in snapshot.values():
+            for update in decode_updates(f"[{_text(raw)}]"):
+                self.symbols[update.symbol] = update.to_dict()
+        for stream, recent, numbers in ((self.keys.alerts, self.recent_alerts, ALERT_NUMBERS),
+                                        (self.keys.anomalies, self.recent_anomalies, ANOMALY_NUMBERS)):  # fmt: skip
+            entries: Any = await self._redis.xrevrange(stream, count=self.config.recent_events)
+            recent.extend(event_from_fields(_text(i), f, numbers) for i, f in reversed(entries))
+            self._cursor[stream] = recent[-1]["id"] if recent else "0-0"
+
+    def _apply_updates(self, entry_id: str, fields: dict[Any, Any]) -> None:
+        payload = fields.get(b"u") or fields.get("u")
+        if payload is None:
+            return
+        try:
+            updates = decode_updates(payload)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("skipping undecodable live entry %s: %s", entry_id, exc)
+            return
+        frame = self._pending_frame()
+        for update in updates:
+            known = self.symbols.get(update.symbol)
+            if known is not None and known["ts"] > update.ts:
+                continue
+            state = update.to_dict()
+            self.symbols[update.symbol] = state
+            frame.updates[update.symbol] = state
+
+    def _apply_event(self, stream: str, entry_id: str, fields: dict[Any, Any]) -> None:
+        frame = self._pending_frame()
+        if stream == self.keys.alerts:
+            alert = event_from_fields(entry_id, fields, ALERT_NUMBERS)
+            self.recent_alerts.append(alert)
+            frame.alerts.append(alert)
+        else:
+            anomaly = event_from_fields(entry_id, fields, ANOMALY_NUMBERS)
+            self.recent_anomalies.append(anomaly)
+            frame.anomalies.append(anomaly)
+
+    async def _read_feeds(self) -> None:
+        """The one Redis reader: XREAD on the live, alerts and anomalies streams, forever."""
+        assert self._redis is not None
+        loaded, backoff = False, 0.1
+        live = live_key(self.keys)
+        while True:
+            try:
+                if not loaded:
+                    await self._load_initial()
+                    loaded = True
+                    self.health["redis"] = "ok"
+                streams: Any = self._cursor
+                reply: Any = await self._redis.xread(streams, count=self.config.read_count,
+                                                     block=self.config.read_block_ms)  # fmt: skip
+                backoff = 0.1
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.health["redis"] = "down"
+                log.warning("gateway lost Redis (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for raw_stream, entries in reply or []:
+                stream = _text(raw_stream)
+                for raw_id, fields in entries:
+                    entry_id = _text(raw_id)
+                    self._cursor[stream] = entry_id
+                    if stream == live:
+                        self._apply_updates(entry_id, fields)
+                    else:
+                        self._apply_event(stream, entry_id, fields)
+
+    # -- pushing ---------------------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        """Send the pending frame to every client as soon as there is one, at most max_fps a second."""
+        loop = asyncio.get_running_loop()
+        min_gap = 1.0 / self.config.max_fps
+        next_at = 0.0
+        while True:
+            await self._dirty.wait()
+            delay = next_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._dirty.clear()
+            frame, self._pending = self._pending, None
+            if frame is None:
+                continue
+            self.seq += 1
+            frame.seq, frame.ids = self.seq, dict(self._cursor)
+            next_at = loop.time() + min_gap
+            self.frames_made += 1
+            for client in list(self._clients):
+                client.offer(frame)
+
+    async def _probe_health(self) -> None:
+        """Once a second: ticks/s through the worker, the analytics group's lag and pending, dead letters."""
+        assert self._redis is not None
+        while True:
+            await asyncio.sleep(self.config.health_every_s)
+            try:
+                health = await self._measure_health()
+            except (redis.ConnectionError, redis.TimeoutError):
+                health = {"redis": "down"}
+            self.health.update(health, clients=len(self._clients))
+            self._pending_frame().health = dict(self.health)
+
+    async def _measure_health(self) -> dict[str, Any]:
+        assert self._redis is not None
+        lag, pending, consumers = 0, 0, 0
+        for stream in self.keys.tick_streams:
+            try:
+                groups: Any = await self._redis.xinfo_groups(stream)
+            except redis.ResponseError:  # the stream does not exist yet
+                continue
+            for group in groups:
+                if _text(group["name"]) == self.config.analytics_group:
+                    lag += int(group.get("lag") or 0)
+                    pending += int(group["pending"])
+                    consumers += int(group["consumers"])
+        now = time.time()
+        trades = sum(int(s.get("trades", 0)) for s in self.symbols.values())
+        rate = 0.0
+        if self._trades_seen is not None:
+            then, before = self._trades_seen
+            rate = max(trades - before, 0) / max(now - then, 1e-3)
+        self._trades_seen = (now, trades)
+        live_cursor = self._cursor.get(live_key(self.keys), "0-0")
+        age_ms = int(now * 1000) - _stream_id_ms(live_cursor) if live_cursor != "0-0" else None
+        return {"redis": "ok", "ticks_per_s": round(rate, 1), "lag": lag, "pending": pending,
+                "workers": consumers, "deadletters": await self._redis.xlen(self.keys.deadletter),
+                "update_age_ms": age_ms}  # fmt: skip
+
+
+class GatewayThread:
+    """Runs a `Gateway` on its own event loop in a daemon thread, beside the WSGI server's threads."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="tickerdash-gateway", daemon=True)
+        self._started = threading.Event()
+        self._stopped: asyncio.Event | None = None
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stopped = asyncio.Event()
+        try:
+            await self.gateway.start()
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            await self._stopped.wait()
+        finally:
+            await self.gateway.stop()
+
+    def start(self, timeout: float = 10.0) -> GatewayThread:
+        """Start the thread and wait until the gateway listens (re-raising a failure to bind)."""
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise TimeoutError("the gateway did not start")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close the gateway and wait for its thread to end."""
+        if self._thread.is_alive() and self._stopped is not None:
+            self._loop.call_soon_threadsafe(self._stopped.set)
+        self._thread.join(timeout)
+
+    def __enter__(self) -> GatewayThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
