@@ -1,0 +1,478 @@
+/* Tickerdash live page: one websocket to the gateway, Plotly.extendTraces on the price chart.
+ *
+ * Why this lives outside Dash's callbacks: routing streamed points through Dash's store duplicated
+ * or re-applied points and froze the page at 100 msg/s (issue 7). So frames land here, are merged
+ * into pending state, and a render tick (at most ~5/s, since every extendTraces redraws the whole
+ * plot) applies them. Everything that came from the wire is shown with textContent, never as HTML.
+ */
+(function () {
+  "use strict";
+
+  var REDRAW_GAP_MS = 200;          // ~5 redraws/s at most
+  var MAX_POINTS = 3000;            // bars kept on the chart before the oldest are dropped
+  var SPARK_POINTS = 60;
+  var MAX_FEED = 100;
+  var FRESH_MS = 60000;             // a symbol is flagged this long after an alert or anomaly
+  var BACKOFF_MIN_MS = 500, BACKOFF_MAX_MS = 8000;
+
+  var state = {
+    ws: null, attempts: 0, everConnected: false, status: "connecting",
+    seq: 0, frames: 0, redraws: 0, extends: 0, reconnects: 0,
+    symbols: new Map(),             // symbol -> {update, spark: [], flaggedAt, row}
+    selected: null,
+    lastAlertId: "0-0", lastAnomalyId: "0-0",
+    alerts: [], anomalies: [],
+    chart: null,                    // {gd, generation, symbol, interval, roles, sma, ema, cumPV, cumV}
+    pendingBars: [],                // bars (open or closed) for the chart, in arrival order
+    pendingMarkers: [],             // [role, ts, price, text]
+    health: {},
+    dirty: {watchlist: false, alerts: false, anomalies: false, health: false},
+    pendingZoom: null,
+  };
+
+  // ---- small helpers ---------------------------------------------------------------------------
+
+  function el(tag, text, className) {
+    var node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (className) node.className = className;
+    return node;
+  }
+
+  function idAfter(a, b) {  // stream IDs "ms-seq": is a after b?
+    var pa = String(a).split("-"), pb = String(b).split("-");
+    var ma = Number(pa[0]), mb = Number(pb[0]);
+    return ma !== mb ? ma > mb : Number(pa[1] || 0) > Number(pb[1] || 0);
+  }
+
+  function clock(ts) {
+    var d = new Date(Number(ts));
+    return isNaN(d.getTime()) ? "" : d.toISOString().substring(11, 19);
+  }
+
+  function fmt(value, digits) {
+    return (typeof value === "number" && isFinite(value)) ? value.toFixed(digits) : "–";
+  }
+
+  function selectSymbol(symbol) {
+    if (!symbol || symbol === state.selected) return;
+    state.selected = symbol;
+    state.dirty.watchlist = true;
+    if (window.dash_clientside && window.dash_clientside.set_props) {
+      window.dash_clientside.set_props("selected-symbol", {data: symbol});
+    }
+  }
+
+  // ---- websocket -------------------------------------------------------------------------------
+
+  function socketUrl() {
+    var config = document.getElementById("td-config");
+    if (!config) return null;
+    if (config.dataset.wsUrl) return config.dataset.wsUrl;
+    var scheme = location.protocol === "https:" ? "wss" : "ws";
+    return scheme + "://" + location.hostname + ":" + config.dataset.wsPort + "/ws";
+  }
+
+  function setStatus(status, text) {
+    state.status = status;
+    var node = document.getElementById("connection-status");
+    if (!node) return;
+    node.textContent = text || status;
+    node.className = "td-conn td-conn-" + status;
+  }
+
+  function connect() {
+    var url = socketUrl();
+    if (!url) { setTimeout(connect, 50); return; }  // the layout is not rendered yet
+    setStatus("connecting", state.everConnected ? "reconnecting…" : "connecting…");
+    var ws = new WebSocket(url);
+    state.ws = ws;
+    ws.onopen = function () {
+      state.attempts = 0;
+      if (state.everConnected) state.reconnects += 1;
+      setStatus("live", "live");
+    };
+    ws.onmessage = function (event) {
+      var message;
+      try { message = JSON.parse(event.data); } catch (err) { return; }
+      if (message.type === "hello") onHello(message);
+      else if (message.type === "frame") onFrame(message);
+      else if (message.type === "bars") onBars(message);
+    };
+    ws.onclose = function () {
+      if (state.ws !== ws) return;
+      state.ws = null;
+      var delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, state.attempts));
+      delay = delay * (0.5 + Math.random() / 2);  // jitter: pages do not all come back at once
+      state.attempts += 1;
+      setStatus("down", "disconnected, retrying in " + Math.ceil(delay / 1000) + "s");
+      setTimeout(connect, delay);
+    };
+  }
+
+  function send(message) {
+    if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(message));
+  }
+
+  function requestGapFill() {
+    // Bars that closed while this page was not listening come from the bar stream, via the gateway.
+    var chart = state.chart;
+    if (!chart || !chart.symbol) return;
+    var xs = chart.gd.data[chart.roles.candles].x || [];
+    var since = xs.length ? Number(xs[xs.length - 1]) : 0;
+    send({type: "bars", symbol: chart.symbol, interval: chart.interval, since: since});
+  }
+
+  function onHello(message) {
+    state.seq = message.seq;
+    (message.snapshot || []).forEach(applyUpdate);
+    addEvents(message.alerts || [], message.anomalies || []);
+    if (message.health) { state.health = message.health; state.dirty.health = true; }
+    if (state.everConnected) requestGapFill();
+    state.everConnected = true;
+    if (!state.selected && state.symbols.size) selectSymbol(Array.from(state.symbols.keys()).sort()[0]);
+  }
+
+  function onFrame(message) {
+    state.frames += 1;
+    var missed = message.coalesced > 1 || (state.seq && message.seq > state.seq + 1);
+    state.seq = message.seq;
+    (message.updates || []).forEach(applyUpdate);
+    addEvents(message.alerts || [], message.anomalies || []);
+    if (message.health) { state.health = message.health; state.dirty.health = true; }
+    if (missed) requestGapFill();
+    if (!state.selected && state.symbols.size) selectSymbol(Array.from(state.symbols.keys()).sort()[0]);
+  }
+
+  function onBars(message) {
+    var chart = state.chart;
+    if (!chart || message.symbol !== chart.symbol || message.interval !== chart.interval) return;
+    (message.bars || []).forEach(function (bar) { state.pendingBars.push(bar); });
+    if (message.open) state.pendingBars.push(message.open);
+  }
+
+  function applyUpdate(update) {
+    var entry = state.symbols.get(update.symbol);
+    if (!entry) { entry = {update: update, spark: [], flaggedAt: 0, row: null}; state.symbols.set(update.symbol, entry); }
+    if (entry.update && entry.update.ts > update.ts) return;
+    entry.update = update;
+    entry.spark.push(update.price);
+    if (entry.spark.length > SPARK_POINTS) entry.spark.shift();
+    state.dirty.watchlist = true;
+    var chart = state.chart;
+    if (chart && update.symbol === chart.symbol && update.bars && update.bars[chart.interval]) {
+      state.pendingBars.push(update.bars[chart.interval]);
+    }
+  }
+
+  function addEvents(alerts, anomalies) {
+    alerts.forEach(function (alert) {
+      if (!idAfter(alert.id, state.lastAlertId)) return;
+      state.lastAlertId = alert.id;
+      state.alerts.unshift(alert);
+      flag(alert.symbol);
+      mark("alerts", alert.symbol, alert.ts, alert.price, alert.message || "alert");
+      state.dirty.alerts = true;
+    });
+    anomalies.forEach(function (anomaly) {
+      if (!idAfter(anomaly.id, state.lastAnomalyId)) return;
+      state.lastAnomalyId = anomaly.id;
+      state.anomalies.unshift(anomaly);
+      flag(anomaly.symbol);
+      mark("anomalies", anomaly.symbol, anomaly.ts, anomaly.price,
+           "score " + fmt(anomaly.score, 2) + ": " + reasonsText(anomaly.reasons));
+      state.dirty.anomalies = true;
+    });
+    if (state.alerts.length > MAX_FEED) state.alerts.length = MAX_FEED;
+    if (state.anomalies.length > MAX_FEED) state.anomalies.length = MAX_FEED;
+  }
+
+  function reasonsText(reasons) {
+    if (Array.isArray(reasons)) return reasons.join(", ");
+    var text = String(reasons === undefined ? "" : reasons);
+    if (text.charAt(0) === "[") { try { return JSON.parse(text).join(", "); } catch (err) { return text; } }
+    return text;
+  }
+
+  function flag(symbol) {
+    var entry = state.symbols.get(symbol);
+    if (entry) { entry.flaggedAt = Date.now(); state.dirty.watchlist = true; }
+  }
+
+  function mark(role, symbol, ts, price, text) {
+    var chart = state.chart;
+    if (chart && symbol === chart.symbol) state.pendingMarkers.push([role, ts, price, text]);
+  }
+
+  // ---- the chart -------------------------------------------------------------------------------
+
+  function graphDiv() {
+    return document.querySelector("#price-chart .js-plotly-plot");
+  }
+
+  function attachChart(gd) {
+    // A new figure came from the server (symbol or interval change): start streaming onto it.
+    var meta = gd.layout.meta;
+    var roles = meta.roles;
+    var volume = gd.data[roles.volume];
+    var cumPV = [], cumV = [], pv = 0, v = 0;
+    (volume.y || []).forEach(function (vol, i) {
+      pv += Number(volume.customdata[i]) * Number(vol); v += Number(vol);
+      cumPV.push(pv); cumV.push(v);
+    });
+    state.chart = {gd: gd, generation: meta.generation, symbol: meta.symbol, interval: meta.interval,
+                   roles: roles, smaPeriod: meta.sma_period, emaPeriod: meta.ema_period, cumPV: cumPV, cumV: cumV};
+    state.pendingBars = [];
+    state.pendingMarkers = [];
+    if (meta.symbol) {
+      var entry = state.symbols.get(meta.symbol);
+      if (entry && entry.update.bars && entry.update.bars[meta.interval]) state.pendingBars.push(entry.update.bars[meta.interval]);
+      requestGapFill();
+    }
+    if (state.pendingZoom && state.pendingZoom.symbol === meta.symbol) { zoomTo(state.pendingZoom.ts); state.pendingZoom = null; }
+  }
+
+  function indexOfStart(xs, start) {
+    for (var i = xs.length - 1; i >= 0 && Number(xs[i]) >= start; i--) if (Number(xs[i]) === start) return i;
+    return -1;
+  }
+
+  function setAt(array, index, value) {
+    if (index === array.length) array.push(value); else array[index] = value;
+  }
+
+  function recomputeOverlays(chart, closes, from) {
+    // The same formulas as dashboard/figures.py, for bars from index `from` to the last one.
+    var data = chart.gd.data, r = chart.roles, n = chart.smaPeriod, alpha = 2 / (chart.emaPeriod + 1);
+    var volume = data[r.volume], sma = data[r.sma].y, ema = data[r.ema].y, vwap = data[r.vwap].y;
+    for (var i = from; i < closes.length; i++) {
+      var pv = (i > 0 ? chart.cumPV[i - 1] : 0) + Number(volume.customdata[i]) * Number(volume.y[i]);
+      var v = (i > 0 ? chart.cumV[i - 1] : 0) + Number(volume.y[i]);
+      chart.cumPV[i] = pv; chart.cumV[i] = v;
+      setAt(vwap, i, v > 0 ? pv / v : null);
+      var mean = null;
+      if (i >= n - 1) { var s = 0; for (var k = i - n + 1; k <= i; k++) s += closes[k]; mean = s / n; }
+      setAt(sma, i, mean);
+      setAt(ema, i, i === 0 ? closes[0] : alpha * closes[i] + (1 - alpha) * ema[i - 1]);
+    }
+    chart.cumPV.length = closes.length; chart.cumV.length = closes.length;
+  }
+
+  function redrawChart() {
+    var chart = state.chart;
+    if (!chart || (!state.pendingBars.length && !state.pendingMarkers.length)) return;
+    trimChart(chart);
+    var gd = chart.gd, data = gd.data, r = chart.roles, candles = data[r.candles];
+    // Latest state per bar start wins, except that a closed bar (with its VWAP) is final.
+    var byStart = new Map();
+    state.pendingBars.forEach(function (bar) {
+      var start = Number(bar[0]), known = byStart.get(start);
+      if (!(known && known.length > 6 && bar.length <= 6)) byStart.set(start, bar);
+    });
+    state.pendingBars = [];
+    var starts = Array.from(byStart.keys()).sort(function (a, b) { return a - b; });
+    var lastX = candles.x.length ? Number(candles.x[candles.x.length - 1]) : -Infinity;
+    var closes = candles.close.slice(), appended = [], from = Infinity;
+    starts.forEach(function (start) {
+      var bar = byStart.get(start), index;
+      if (start > lastX) {
+        index = closes.length;       // new bar: the candlestick gets it through extendTraces below
+        appended.push(bar);
+        closes.push(bar[4]);
+        [r.line, r.sma, r.ema, r.vwap, r.volume].forEach(function (t) { data[t].x.push(start); });
+      } else {
+        index = indexOfStart(candles.x, start);
+        if (index < 0) return;       // between or before the chart's bars: nothing to put it on
+        candles.open[index] = bar[1]; candles.high[index] = bar[2]; candles.low[index] = bar[3];
+        candles.close[index] = bar[4]; closes[index] = bar[4];
+      }
+      setAt(data[r.line].y, index, bar[4]);
+      setAt(data[r.volume].y, index, bar[5]);
+      setAt(data[r.volume].customdata, index, bar.length > 6 ? bar[6] : (bar[2] + bar[3] + bar[4]) / 3);
+      from = Math.min(from, index);
+    });
+    if (from !== Infinity) recomputeOverlays(chart, closes, from);
+    var marked = state.pendingMarkers.length > 0;
+    state.pendingMarkers.forEach(function (m) {
+      var trace = data[r[m[0]]];
+      trace.x.push(m[1]); trace.y.push(m[2]);
+      trace.hovertext.push(String(m[3]).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;"));
+    });
+    state.pendingMarkers = [];
+    if (appended.length) {
+      state.extends += 1;
+      Plotly.extendTraces(gd, {
+        x: [appended.map(function (b) { return Number(b[0]); })],
+        open: [appended.map(function (b) { return b[1]; })], high: [appended.map(function (b) { return b[2]; })],
+        low: [appended.map(function (b) { return b[3]; })], close: [appended.map(function (b) { return b[4]; })],
+      }, [r.candles]);
+      state.redraws += 1;
+    } else if (from !== Infinity || marked) {
+      Plotly.redraw(gd);
+      state.redraws += 1;
+    }
+  }
+
+  function trimChart(chart) {
+    var data = chart.gd.data, r = chart.roles;
+    var extra = data[r.candles].x.length - MAX_POINTS;
+    if (extra <= 0) return;
+    [r.line, r.sma, r.ema, r.vwap, r.volume].forEach(function (t) { data[t].x.splice(0, extra); data[t].y.splice(0, extra); });
+    data[r.volume].customdata.splice(0, extra);
+    ["x", "open", "high", "low", "close"].forEach(function (k) { data[r.candles][k].splice(0, extra); });
+    chart.cumPV.splice(0, extra); chart.cumV.splice(0, extra);
+  }
+
+  function zoomTo(ts) {
+    var chart = state.chart;
+    if (!chart) return;
+    var half = chart.interval === "1m" ? 30 * 60000 : 60000;
+    Plotly.relayout(chart.gd, {"xaxis.range": [Number(ts) - half, Number(ts) + half], "xaxis.autorange": false});
+  }
+
+  // ---- the other live panels -------------------------------------------------------------------
+
+  function sparkline(values) {
+    var svgNS = "http://www.w3.org/2000/svg";
+    var svg = document.createElementNS(svgNS, "svg");
+    svg.setAttribute("width", "70"); svg.setAttribute("height", "20"); svg.setAttribute("class", "td-spark");
+    if (values.length > 1) {
+      var lo = Math.min.apply(null, values), hi = Math.max.apply(null, values), span = (hi - lo) || 1;
+      var points = values.map(function (v, i) {
+        return (i * 70 / (values.length - 1)).toFixed(1) + "," + (19 - (v - lo) * 18 / span).toFixed(1);
+      }).join(" ");
+      var line = document.createElementNS(svgNS, "polyline");
+      line.setAttribute("points", points);
+      line.setAttribute("fill", "none");
+      line.setAttribute("stroke", values[values.length - 1] >= values[0] ? "#26a69a" : "#ef5350");
+      svg.appendChild(line);
+    }
+    return svg;
+  }
+
+  function renderWatchlist() {
+    var host = document.getElementById("watchlist");
+    if (!host) return;
+    var table = host.querySelector("table");
+    if (!table) {
+      table = el("table", null, "td-table td-watchlist");
+      var head = el("tr");
+      ["", "symbol", "last", "chg %", ""].forEach(function (h) { head.appendChild(el("th", h)); });
+      table.appendChild(head);
+      host.appendChild(table);
+    }
+    var now = Date.now();
+    Array.from(state.symbols.keys()).sort().forEach(function (symbol) {
+      var entry = state.symbols.get(symbol);
+      if (!entry.row) {
+        entry.row = el("tr", null, "td-watch-row");
+        entry.row.dataset.symbol = symbol;
+        for (var i = 0; i < 5; i++) entry.row.appendChild(el("td"));
+        entry.row.addEventListener("click", function () { selectSymbol(symbol); });
+        table.appendChild(entry.row);
+      }
+      var cells = entry.row.children, u = entry.update;
+      cells[0].textContent = now - entry.flaggedAt < FRESH_MS ? "●" : "";
+      cells[0].className = "td-flag";
+      cells[1].textContent = symbol;
+      cells[2].textContent = fmt(u.price, 2);
+      cells[3].textContent = (u.change_pct >= 0 ? "+" : "") + fmt(u.change_pct, 2);
+      cells[3].className = u.change_pct >= 0 ? "td-up" : "td-down";
+      cells[4].replaceChildren(sparkline(entry.spark));
+      entry.row.classList.toggle("td-selected", symbol === state.selected);
+    });
+    // keep rows in symbol order (new symbols may arrive at any time)
+    Array.from(state.symbols.keys()).sort().forEach(function (symbol) { table.appendChild(state.symbols.get(symbol).row); });
+  }
+
+  function renderAlerts() {
+    var feed = document.getElementById("alerts-feed");
+    if (!feed) return;
+    feed.replaceChildren.apply(feed, state.alerts.map(function (alert) {
+      var item = el("li", null, "td-alert");
+      item.appendChild(el("span", clock(alert.ts), "td-time"));
+      item.appendChild(el("span", alert.symbol, "td-symbol"));
+      item.appendChild(el("span", alert.message || ("-" + fmt(alert.drop_pct, 1) + "%"), "td-message"));
+      return item;
+    }));
+  }
+
+  function renderAnomalies() {
+    var host = document.getElementById("anomalies-table");
+    if (!host) return;
+    var table = el("table", null, "td-table td-anomalies");
+    var head = el("tr");
+    ["time", "symbol", "price", "score", "reasons"].forEach(function (h) { head.appendChild(el("th", h)); });
+    table.appendChild(head);
+    state.anomalies.forEach(function (anomaly) {
+      var row = el("tr", null, "td-anomaly-row");
+      [clock(anomaly.ts), anomaly.symbol, fmt(anomaly.price, 2), fmt(anomaly.score, 2), reasonsText(anomaly.reasons)]
+        .forEach(function (text) { row.appendChild(el("td", text)); });
+      row.addEventListener("click", function () { focusEvent(anomaly.symbol, anomaly.ts); });
+      table.appendChild(row);
+    });
+    host.replaceChildren(table);
+  }
+
+  function focusEvent(symbol, ts) {
+    if (state.chart && state.chart.symbol === symbol) { zoomTo(ts); return; }
+    state.pendingZoom = {symbol: symbol, ts: ts};  // applied once the symbol's chart has loaded
+    selectSymbol(symbol);
+  }
+
+  function renderHealth() {
+    var host = document.getElementById("health-strip");
+    if (!host) return;
+    var h = state.health;
+    var age = h.update_age_ms === null || h.update_age_ms === undefined ? "–" : (h.update_age_ms / 1000).toFixed(1) + "s";
+    var items = [
+      ["ticks/s", fmt(h.ticks_per_s, 0)], ["worker lag", (h.lag === undefined ? "–" : h.lag) + " entries"],
+      ["last update", age], ["pending", h.pending === undefined ? "–" : h.pending],
+      ["dead letters", h.deadletters === undefined ? "–" : h.deadletters], ["clients", h.clients === undefined ? "–" : h.clients],
+      ["redis", h.redis || "–"],
+    ];
+    host.replaceChildren.apply(host, items.map(function (item) {
+      var span = el("span", null, "td-health-item");
+      span.appendChild(el("b", item[0] + " "));
+      span.appendChild(document.createTextNode(String(item[1])));
+      return span;
+    }));
+  }
+
+  function renderTick() {
+    try {
+      var gd = graphDiv();
+      if (gd && gd.layout && gd.layout.meta && gd.data && (!state.chart || state.chart.generation !== gd.layout.meta.generation)) {
+        attachChart(gd);
+      }
+      if (state.chart && state.chart.gd !== gd) state.chart = null;  // the graph was re-mounted
+      redrawChart();
+      if (state.dirty.watchlist) { state.dirty.watchlist = false; renderWatchlist(); }
+      if (state.dirty.alerts) { state.dirty.alerts = false; renderAlerts(); }
+      if (state.dirty.anomalies) { state.dirty.anomalies = false; renderAnomalies(); }
+      if (state.dirty.health) { state.dirty.health = false; renderHealth(); }
+    } finally {
+      setTimeout(renderTick, REDRAW_GAP_MS);
+    }
+  }
+
+  // ---- Dash clientside callbacks ----------------------------------------------------------------
+
+  window.dash_clientside = Object.assign({}, window.dash_clientside, {
+    tickerdash: {
+      applyStyle: function (style, overlays) {
+        var gd = graphDiv();
+        if (!gd || !gd.layout || !gd.layout.meta) return window.dash_clientside.no_update;
+        var r = gd.layout.meta.roles, shown = overlays || [];
+        Plotly.restyle(gd, {visible: [style === "candles", style === "line", shown.indexOf("sma") >= 0,
+                                      shown.indexOf("ema") >= 0, shown.indexOf("vwap") >= 0]},
+                       [r.candles, r.line, r.sma, r.ema, r.vwap]);
+        return style + ":" + shown.join(",");
+      },
+    },
+  });
+
+  window.tickerdash = {state: state, selectSymbol: selectSymbol, focusEvent: focusEvent};
+  connect();
+  setTimeout(renderTick, REDRAW_GAP_MS);
+})();

@@ -1,0 +1,143 @@
+"""What reacts on the page: the chart on symbol or interval change, chart style, the rule editor.
+
+Live data never passes through here (it streams over the gateway's websocket into the page's script).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+import redis
+from dash import ALL, ClientsideFunction, Input, Output, State, ctx, html, no_update
+
+from dashboard import figures, history
+from dashboard.layout import RULE_FIELDS
+from dashboard.rules_panel import RuleEditor, RuleFormError
+from ingest.keys import Keys
+
+FIELD_NAMES = tuple(f for f, *_ in RULE_FIELDS)
+
+
+def register(app: dash.Dash, client: redis.Redis, keys: Keys) -> None:
+    """Attach every callback of the page to the app, reading and writing through this Redis client."""
+    editor = RuleEditor(client, keys)
+
+    @app.callback(
+        Output("price-chart", "figure"),
+        Input("selected-symbol", "data"),
+        Input("chart-interval", "value"),
+        State("chart-style", "value"),
+        State("chart-overlays", "value"),
+    )
+    def load_chart(symbol: str | None, interval: str, style: str, overlays: list[str]) -> Any:
+        """Back-fill the chart from the bar streams when the symbol or interval changes."""
+        if not symbol:
+            return figures.price_figure(figures.BarHistory(), symbol=None, interval=interval, style=style,
+                                        overlays=overlays)  # fmt: skip
+        bars = history.read_bars(client, keys, symbol, interval)
+        bars = bars.with_open_bar(history.read_open_bar(client, keys, symbol, interval))
+        return figures.price_figure(
+            bars, symbol=symbol, interval=interval, style=style, overlays=overlays,
+            alerts=history.read_alert_markers(client, keys, symbol),
+            anomalies=history.read_anomaly_markers(client, keys, symbol),
+        )  # fmt: skip
+
+    # Style and overlays change trace visibility in the browser (Plotly.restyle): a new figure from
+    # the server would drop the points streamed since the chart was loaded.
+    app.clientside_callback(
+        ClientsideFunction(namespace="tickerdash", function_name="applyStyle"),
+        Output("style-applied", "data"),
+        Input("chart-style", "value"),
+        Input("chart-overlays", "value"),
+    )
+
+    @app.callback(Output("rules-list", "children"), Input("rules-version", "data"))
+    def list_rules(_version: int) -> Any:
+        """The rules table, re-read whenever the editor changed something."""
+        return rules_table(editor.list())
+
+    @app.callback(
+        *(Output(f"rule-{name}-error", "children") for name in FIELD_NAMES),
+        Output("rule-form-error", "children"),
+        Output("rule-form-status", "children"),
+        Output("rules-version", "data"),
+        Input("rule-save", "n_clicks"),
+        *(State(f"rule-{name}", "value") for name in FIELD_NAMES),
+        State("rule-enabled", "value"),
+        State("rules-version", "data"),
+        prevent_initial_call=True,
+    )
+    def save_rule(_clicks: int, *values: Any) -> tuple[Any, ...]:
+        """Validate the form with the CLI's rules and save it; an error goes next to its field."""
+        *fields, enabled, version = values
+        form = dict(zip(FIELD_NAMES, fields, strict=True))
+        errors = dict.fromkeys(FIELD_NAMES, "")
+        try:
+            rule = editor.save(form, enabled=bool(enabled))
+        except RuleFormError as exc:
+            errors_out = {**errors, **({exc.field: exc.message} if exc.field in errors else {})}
+            general = "" if exc.field in errors else exc.message
+            return (*errors_out.values(), general, "", no_update)
+        return (*errors.values(), "", f"saved rule {rule.id}", (version or 0) + 1)
+
+    @app.callback(
+        *(Output(f"rule-{name}", "value") for name in FIELD_NAMES),
+        Output("rule-enabled", "value"),
+        Input({"type": "rule-edit", "rule": ALL}, "n_clicks"),
+        Input("rule-clear", "n_clicks"),
+        prevent_initial_call=True,
+    )
+    def fill_form(_edits: list[int | None], _clear: int) -> tuple[Any, ...]:
+        """Put a rule into the form for editing (or empty the form)."""
+        trigger = ctx.triggered_id
+        if isinstance(trigger, dict) and ctx.triggered and ctx.triggered[0]["value"]:
+            form = editor.form_values(str(trigger["rule"]))
+            if form is not None:
+                return (*(form.get(name, "") for name in FIELD_NAMES), ["on"] if form["enabled"] else [])
+        if trigger == "rule-clear":
+            return (*("" for _ in FIELD_NAMES), ["on"])
+        return tuple(no_update for _ in range(len(FIELD_NAMES) + 1))
+
+    @app.callback(
+        Output("rules-version", "data", allow_duplicate=True),
+        Output("rule-form-status", "children", allow_duplicate=True),
+        Input({"type": "rule-toggle", "rule": ALL}, "n_clicks"),
+        Input({"type": "rule-delete", "rule": ALL}, "n_clicks"),
+        State("rules-version", "data"),
+        prevent_initial_call=True,
+    )
+    def change_rule(_toggles: list[int | None], _deletes: list[int | None], version: int) -> tuple[Any, Any]:
+        """Enable, disable or delete the rule whose button was pressed."""
+        trigger = ctx.triggered_id
+        if not isinstance(trigger, dict) or not (ctx.triggered and ctx.triggered[0]["value"]):
+            return no_update, no_update  # the buttons were (re)drawn, not pressed
+        rule_id = str(trigger["rule"])
+        if trigger["type"] == "rule-delete":
+            message = f"deleted rule {rule_id}" if editor.remove(rule_id) else f"rule {rule_id} was already gone"
+        else:
+            message = editor.toggle(rule_id)
+        return (version or 0) + 1, message
+
+
+def rules_table(rules: list[dict[str, Any]]) -> html.Table | html.P:
+    """The rules as a table of text cells with edit, enable/disable and delete buttons."""
+    if not rules:
+        return html.P("No rules yet: add one below.", className="td-muted")
+    header = html.Tr([html.Th(h) for h in ("id", "symbol", "drop %", "window", "cooldown", "name", "state", "")])
+    rows = []
+    for rule in rules:
+        rule_id = rule["id"]
+        rows.append(html.Tr([
+            html.Td(rule_id), html.Td(rule["symbol"]), html.Td(rule["drop_pct"]), html.Td(rule["window"]),
+            html.Td(rule["cooldown"]), html.Td(rule["name"]),
+            html.Td("enabled" if rule["enabled"] else "disabled"),
+            html.Td([
+                html.Button("edit", id={"type": "rule-edit", "rule": rule_id}, className="td-button td-small"),
+                html.Button("disable" if rule["enabled"] else "enable", id={"type": "rule-toggle", "rule": rule_id},
+                            className="td-button td-small"),
+                html.Button("delete", id={"type": "rule-delete", "rule": rule_id},
+                            className="td-button td-small td-danger"),
+            ]),
+        ], id=f"rule-row-{rule_id}", className="td-rule-row"))  # fmt: skip
+    return html.Table([html.Thead(header), html.Tbody(rows)], className="td-table", id="rules-table")

@@ -1,0 +1,59 @@
+"""`tickerdash dashboard`: the web app and the websocket push server in one process."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from dashboard.auth import TokenRequiredError
+from dashboard.server import DashboardServer
+from ingest.clikit import fail, load_settings
+from ingest.keys import Keys
+from ingest.redis_server import redis_url
+
+log = logging.getLogger(__name__)
+
+
+def dashboard(
+    host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback needs --token."),
+    port: int = typer.Option(8050, min=0, max=65535, help="HTTP port of the web app."),
+    ws_port: int = typer.Option(8051, min=0, max=65535, help="Port of the websocket push server."),
+    ws_url: str | None = typer.Option(None, help="Websocket URL the page should use (behind a proxy)."),
+    token: str | None = typer.Option(
+        None,
+        envvar="TICKERDASH_TOKEN",
+        show_default=False,
+        help="Token checked on every request and websocket (env TICKERDASH_TOKEN).",
+    ),
+) -> None:
+    """Serve the live dashboard: charts pushed over websockets, alerts, anomalies, rule editor, health."""
+    settings = load_settings()
+    with redis_url(settings) as url:
+        try:
+            server = DashboardServer(
+                url,
+                Keys(settings.prefix, settings.partitions),
+                host=host,
+                port=port,
+                ws_port=ws_port,
+                token=token,
+                ws_url=ws_url,
+                analytics_group=settings.group,
+            )
+        except TokenRequiredError as exc:
+            fail(str(exc))
+        try:
+            server.start(background=False)
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}/{ws_port}: {exc}")
+        typer.echo(f"Tickerdash dashboard: {server.url}")
+        try:
+            server.serve_forever()
+        finally:
+            server.stop()
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `dashboard` command to a typer app."""
+    app.command("dashboard")(dashboard)

@@ -1,0 +1,79 @@
+"""What a chart needs when it (re)loads, read from Redis: bars, the open bar, the symbol's markers.
+
+The Dash callbacks call these when the symbol or interval changes; live data then arrives over
+the gateway's websocket, never through here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from analytics.live import SymbolUpdate, snapshot_key
+from dashboard.figures import BarHistory, Marker
+from ingest.keys import Keys
+
+BACKFILL_BARS = 600
+EVENTS_SCANNED = 2_000
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def read_bars(client: redis.Redis, keys: Keys, symbol: str, interval: str, limit: int = BACKFILL_BARS) -> BarHistory:
+    """The last `limit` closed bars of a symbol at an interval, oldest first."""
+    entries: Any = client.xrevrange(keys.bars(interval, symbol), count=limit) or []
+    history = BarHistory()
+    for entry_id, raw in reversed(entries):
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        history.start.append(int(_text(entry_id).split("-", 1)[0]))
+        for column in ("open", "high", "low", "close", "volume", "vwap"):
+            getattr(history, column).append(float(fields[column]))
+    return history
+
+
+def read_snapshot(client: redis.Redis, keys: Keys) -> dict[str, SymbolUpdate]:
+    """Every symbol's latest update, by symbol."""
+    raw: Any = client.hgetall(snapshot_key(keys)) or {}
+    return {_text(symbol): SymbolUpdate.from_dict(json.loads(value)) for symbol, value in raw.items()}
+
+
+def read_open_bar(client: redis.Redis, keys: Keys, symbol: str, interval: str) -> list[float] | None:
+    """The symbol's open bar at the interval from the snapshot, if it has one."""
+    raw: Any = client.hget(snapshot_key(keys), symbol)
+    if raw is None:
+        return None
+    return SymbolUpdate.from_dict(json.loads(raw)).bars.get(interval)
+
+
+def _recent_for_symbol(client: redis.Redis, stream: str, symbol: str) -> list[tuple[str, dict[str, str]]]:
+    entries: Any = client.xrevrange(stream, count=EVENTS_SCANNED) or []
+    out = []
+    for entry_id, raw in reversed(entries):
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        if fields.get("symbol") == symbol:
+            out.append((_text(entry_id), fields))
+    return out
+
+
+def _float(fields: dict[str, Any], name: str) -> float:
+    try:
+        return float(fields[name])
+    except (KeyError, ValueError):
+        return float("nan")
+
+
+def read_alert_markers(client: redis.Redis, keys: Keys, symbol: str) -> list[Marker]:
+    """Markers for the symbol's recent alerts (from the last EVENTS_SCANNED entries of the stream)."""
+    return [Marker(int(_float(f, "ts")), _float(f, "price"), f.get("message", "alert"))
+            for _, f in _recent_for_symbol(client, keys.alerts, symbol) if f.get("ts", "").isdigit()]  # fmt: skip
+
+
+def read_anomaly_markers(client: redis.Redis, keys: Keys, symbol: str) -> list[Marker]:
+    """Markers for the symbol's recent anomalies, with score and reasons as hover text."""
+    return [Marker(int(_float(f, "ts")), _float(f, "price"),
+                   f"score {_float(f, 'score'):.2f}: {f.get('reasons', '')}")
+            for _, f in _recent_for_symbol(client, keys.anomalies, symbol) if f.get("ts", "").isdigit()]  # fmt: skip

@@ -1,0 +1,133 @@
+"""What is on the page. Live parts (watchlist, feeds, health, status) are empty containers here:
+assets/tickerdash.js fills them from the gateway's websocket, as text nodes, never as HTML.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import dcc, html
+
+from dashboard.figures import OVERLAYS, BarHistory, price_figure
+
+RULE_FIELDS = (
+    ("id", "id", "leave empty for a random id"),
+    ("symbol", "symbol", "AAPL, or * for every symbol"),
+    ("drop_pct", "drop %", "e.g. 5"),
+    ("window_s", "window", "e.g. 60s, 5m"),
+    ("cooldown_s", "cooldown", "empty: the window"),
+    ("name", "name", "optional"),
+)
+
+
+def _panel(title: str, *children: Any, panel_id: str) -> html.Section:
+    return html.Section([html.H3(title), *children], className="td-panel", id=panel_id)
+
+
+def _rule_form() -> html.Div:
+    rows = []
+    for field, label, hint in RULE_FIELDS:
+        rows.append(
+            html.Div(
+                [
+                    html.Label(label, htmlFor=f"rule-{field}"),
+                    dcc.Input(id=f"rule-{field}", type="text", placeholder=hint, debounce=False, className="td-input"),
+                    html.Span(id=f"rule-{field}-error", className="td-field-error"),
+                ],
+                className="td-form-row",
+            )
+        )
+    rows.append(
+        html.Div(
+            [
+                dcc.Checklist(id="rule-enabled", options=[{"label": " enabled", "value": "on"}], value=["on"]),
+                html.Button("Save rule", id="rule-save", n_clicks=0, className="td-button"),
+                html.Button("Clear", id="rule-clear", n_clicks=0, className="td-button td-secondary"),
+                html.Span(id="rule-form-error", className="td-field-error"),
+                html.Span(id="rule-form-status", className="td-status-text"),
+            ],
+            className="td-form-row",
+        )
+    )
+    return html.Div(rows, id="rule-form")
+
+
+def build_layout(ws_port: int, ws_url: str | None = None) -> html.Div:
+    """The whole page; `ws_port` (or an explicit `ws_url`, e.g. behind a proxy) tells the script where to connect."""
+    config = {"data-ws-port": str(ws_port), "data-ws-url": ws_url or ""}
+    return html.Div(
+        [
+            html.Div(id="td-config", style={"display": "none"}, **config),  # type: ignore[arg-type]
+            dcc.Store(id="selected-symbol", storage_type="memory"),
+            dcc.Store(id="style-applied"),
+            dcc.Store(id="rules-version", data=0),
+            html.Header(
+                [
+                    html.H1("Tickerdash"),
+                    html.Span("connecting…", id="connection-status", className="td-conn td-conn-connecting"),
+                    html.Div(id="health-strip", className="td-health"),
+                ],
+                className="td-header",
+            ),
+            html.Div(
+                [
+                    _panel("Watchlist", html.Div(id="watchlist"), panel_id="watchlist-panel"),
+                    html.Div(
+                        [
+                            html.Div(
+                                [
+                                    dcc.RadioItems(id="chart-interval", options=["1s", "1m"], value="1s", inline=True),
+                                    dcc.RadioItems(
+                                        id="chart-style",
+                                        options=[
+                                            {"label": " candles", "value": "candles"},
+                                            {"label": " line", "value": "line"},
+                                        ],
+                                        value="candles",
+                                        inline=True,
+                                    ),
+                                    dcc.Checklist(
+                                        id="chart-overlays",
+                                        options=[{"label": f" {o.upper()}", "value": o} for o in OVERLAYS],
+                                        value=list(OVERLAYS),
+                                        inline=True,
+                                    ),
+                                ],
+                                className="td-chart-controls",
+                            ),
+                            # The figure is set by a callback only when the symbol or interval changes; between
+                            # those, the script extends its traces in place (a callback would wipe those points).
+                            dcc.Graph(
+                                id="price-chart",
+                                figure=price_figure(BarHistory(), symbol=None, interval="1s"),
+                                config={"displaylogo": False, "responsive": True},
+                                style={"height": "540px"},
+                            ),
+                        ],
+                        className="td-main",
+                    ),
+                    html.Div(
+                        [
+                            _panel("Alerts", html.Ol(id="alerts-feed", className="td-feed"), panel_id="alerts-panel"),
+                            _panel("Anomalies", html.Div(id="anomalies-table"), panel_id="anomalies-panel"),
+                        ],
+                        className="td-side",
+                    ),
+                ],
+                className="td-body",
+            ),
+            html.Div(
+                [
+                    _panel("Alert rules", html.Div(id="rules-list"), _rule_form(), panel_id="rules-panel"),
+                    # Downloads (export of bars, alerts, anomalies) land here with their own issue.
+                    _panel(
+                        "Downloads",
+                        html.P("Exports are not available yet.", className="td-muted"),
+                        panel_id="downloads-panel",
+                    ),
+                ],
+                className="td-lower",
+            ),
+        ],
+        className="td-page",
+    )

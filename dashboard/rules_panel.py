@@ -1,0 +1,95 @@
+"""The rule editor's model: form text in, validated rules out, through the same code as the CLI.
+
+Validation is `analytics.rules` (the CLI's `make_rule`); storage is `analytics.rule_store`, so a
+rule saved here is exactly what `tickerdash alerts add` would have saved. A `RuleError` names its
+field at the start of its message ("drop_pct: ..."); the editor uses that to show it beside the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from analytics.rules import Rule, RuleError, format_duration, make_rule
+from ingest.keys import Keys
+
+FORM_FIELDS = ("id", "symbol", "drop_pct", "window_s", "cooldown_s", "name")
+
+
+class RuleFormError(ValueError):
+    """A form value was refused; `field` is the form field to show `message` beside ('' for the form)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def field_of(error: RuleError) -> str:
+    """The form field a rule error is about (from its 'field: ...' prefix), or '' when it names none."""
+    head = str(error).split(":", 1)[0].strip()
+    return head if head in FORM_FIELDS else ""
+
+
+def _blank_to_none(value: Any) -> str | None:
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
+class RuleEditor:
+    """List, save, toggle and remove rules in Redis for the dashboard's editor."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        from analytics import rule_store  # TEMP: lands with the alerts issue
+
+        self.store: Any = rule_store.RuleStore(client, keys)
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every rule as the table shows it (text for durations), ordered by id."""
+        return [
+            {"id": r.id, "symbol": r.symbol, "drop_pct": f"{r.drop_pct:g}", "window": format_duration(r.window_s),
+             "cooldown": "= window" if r.cooldown_s is None else format_duration(r.cooldown_s), "name": r.name,
+             "enabled": r.enabled}
+            for r in sorted(self.store.list(), key=lambda rule: rule.id)
+        ]  # fmt: skip
+
+    def form_values(self, rule_id: str) -> dict[str, Any] | None:
+        """A stored rule as form text, for editing; None when it is gone."""
+        rule = self.store.get(rule_id)
+        if rule is None:
+            return None
+        return {"id": rule.id, "symbol": rule.symbol, "drop_pct": f"{rule.drop_pct:g}",
+                "window_s": format_duration(rule.window_s),
+                "cooldown_s": "" if rule.cooldown_s is None else format_duration(rule.cooldown_s),
+                "name": rule.name, "enabled": rule.enabled}  # fmt: skip
+
+    def save(self, form: dict[str, Any], *, enabled: bool) -> Rule:
+        """Validate the form and add the rule (or update it when its id exists); RuleFormError if refused."""
+        rule_id = _blank_to_none(form.get("id"))
+        try:
+            rule = make_rule(
+                symbol=_blank_to_none(form.get("symbol")) or "", drop=_blank_to_none(form.get("drop_pct")) or "",
+                window=_blank_to_none(form.get("window_s")) or "", cooldown=_blank_to_none(form.get("cooldown_s")),
+                name=_blank_to_none(form.get("name")) or "", rule_id=rule_id, enabled=enabled,
+            )  # fmt: skip
+            if rule_id is not None and self.store.get(rule_id) is not None:
+                return self.store.update(rule)
+            return self.store.add(rule)
+        except RuleError as exc:
+            raise RuleFormError(field_of(exc), str(exc)) from None
+
+    def toggle(self, rule_id: str) -> str:
+        """Enable a disabled rule or disable an enabled one; says what it did."""
+        rule = self.store.get(rule_id)
+        if rule is None:
+            return f"rule {rule_id} is gone"
+        if rule.enabled:
+            self.store.disable(rule_id)
+            return f"disabled rule {rule_id}"
+        self.store.enable(rule_id)
+        return f"enabled rule {rule_id}"
+
+    def remove(self, rule_id: str) -> bool:
+        """Delete a rule; False when it was already gone."""
+        return bool(self.store.remove(rule_id))
