@@ -1,0 +1,313 @@
+"""The slump-alert stage: fire, cooldown and re-arm per (rule, symbol), checked against a brute-force oracle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analytics.alerts import Alert, RangeMax, SlumpAlerts, actual_drop_pct, backtest, prefix_counts
+from analytics.rules import Rule
+from ingest.ticks import TickBatch
+
+DESIGN_ALERT_FIELDS = {"rule_id", "symbol", "ts", "price", "reference_price", "drop_pct", "window_s", "message"}
+
+
+@dataclass(frozen=True)
+class Firing:
+    """What an alert says, comparable between the stage and the oracle."""
+
+    row: int
+    rule_id: str
+    symbol: str
+    ts: int
+    price: float
+    reference_price: float
+    drop_pct: float
+
+
+def oracle(rules: list[Rule], symbols: list[str], prices: list[float], ts: list[int],
+           active_from: dict[str, int] | None = None) -> list[Firing]:  # fmt: skip
+    """DESIGN.md semantics the slow, obvious way: O(n^2), one trade and one rule at a time.
+
+    `active_from[rule_id]` is the row from which a rule is evaluated (it starts armed there), while
+    every trade counts in every window.
+    """
+    active_from = active_from or {}
+    clock: dict[str, int] = {}
+    history: dict[str, list[tuple[int, float]]] = {}
+    waiting_since: dict[tuple[str, str], int] = {}
+    firings = []
+    for i, (symbol, price, t_raw) in enumerate(zip(symbols, prices, ts, strict=True)):
+        t = clock[symbol] = max(clock.get(symbol, -1), t_raw)
+        history.setdefault(symbol, []).append((t, price))
+        for rule in sorted(rules, key=lambda r: r.id):
+            if not rule.enabled or rule.symbol not in ("*", symbol) or i < active_from.get(rule.id, 0):
+                continue
+            window_ms = round(rule.window_s * 1000)
+            cooldown_ms = round((rule.window_s if rule.cooldown_s is None else rule.cooldown_s) * 1000)
+            reference = max(p for (tj, p) in history[symbol] if tj > t - window_ms)
+            below = price <= reference * (1 - rule.drop_pct / 100)
+            key = (rule.id, symbol)
+            if key not in waiting_since:
+                if below:
+                    waiting_since[key] = t
+                    drop = 100.0 * (1.0 - price / reference)
+                    firings.append(Firing(i, rule.id, symbol, t_raw, price, reference, drop))
+            elif t >= waiting_since[key] + cooldown_ms and not below:
+                del waiting_since[key]
+    return firings
+
+
+def firings_of(alerts: list[Alert], row_offset: int = 0) -> list[Firing]:
+    """The stage's alerts as Firings (rows shifted by where their batch started)."""
+    return [Firing(a.row + row_offset, a.rule_id, a.symbol, a.ts, a.price, a.reference_price, a.drop_pct)
+            for a in alerts]  # fmt: skip
+
+
+def run_stage(rules: list[Rule], symbols: list[str], prices: list[float], ts: list[int],
+              cuts: list[int] = (), restores: set[int] = frozenset()) -> list[Firing]:  # type: ignore[assignment]  # fmt: skip
+    """Feed the trades in batches split at `cuts`, checkpointing and restoring at `restores`."""
+    stage = SlumpAlerts(rules)
+    bounds = [0, *sorted(set(cuts)), len(prices)]
+    out: list[Firing] = []
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        if lo in restores:
+            stage = SlumpAlerts.from_bytes(stage.to_bytes())
+        if hi > lo:
+            out += firings_of(stage.process(TickBatch.from_columns(symbols[lo:hi], prices[lo:hi],
+                                                                   [1.0] * (hi - lo), ts[lo:hi])), lo)  # fmt: skip
+    return out
+
+
+def rule(rule_id: str = "r1", symbol: str = "AAPL", drop: float = 5.0, window_s: float = 60.0,
+         cooldown_s: float | None = None, **more: object) -> Rule:  # fmt: skip
+    """A rule with readable defaults."""
+    return Rule(id=rule_id, symbol=symbol, drop_pct=drop, window_s=window_s, cooldown_s=cooldown_s, **more)  # type: ignore[arg-type]
+
+
+def one_symbol(prices: list[float], seconds: list[float], symbol: str = "AAPL") -> TickBatch:
+    """Trades of one symbol at these event times (seconds from an arbitrary epoch start)."""
+    start = 1_700_000_000_000
+    return TickBatch.from_columns([symbol] * len(prices), prices, [100.0] * len(prices),
+                                  [start + round(s * 1000) for s in seconds])  # fmt: skip
+
+
+# -- random price paths -------------------------------------------------------------------------
+
+SYMBOLS = ["A", "B", "C"]
+
+
+@st.composite
+def price_paths(draw: st.DrawFn) -> tuple[list[str], list[float], list[int]]:
+    """Trades of a few symbols on a coarse price grid (ties and slumps are common), mostly in time order."""
+    n = draw(st.integers(1, 90))
+    symbols = draw(st.lists(st.sampled_from(SYMBOLS), min_size=n, max_size=n))
+    prices = draw(st.lists(st.sampled_from([5.0, 8.0, 9.0, 9.5, 10.0, 10.5, 12.0, 0.1 * 97]),
+                           min_size=n, max_size=n))  # fmt: skip
+    steps = draw(st.lists(st.integers(-2, 4), min_size=n, max_size=n))  # negative: an out-of-order trade
+    ts, t = [], 1_000
+    for step in steps:
+        t = max(0, t + step)
+        ts.append(t)
+    return symbols, prices, ts
+
+
+@st.composite
+def rule_sets(draw: st.DrawFn, max_rules: int = 5) -> list[Rule]:
+    """A few rules on one symbol or `*`, windows and cooldowns of a few ms."""
+    count = draw(st.integers(1, max_rules))
+    return [
+        Rule(id=f"r{i}", symbol=draw(st.sampled_from([*SYMBOLS, "*"])),
+             drop_pct=draw(st.sampled_from([1.0, 5.0, 10.0, 20.0, 50.0, 0.1 * 3])),
+             window_s=draw(st.integers(1, 12)) / 1000,
+             cooldown_s=draw(st.one_of(st.none(), st.integers(0, 15).map(lambda ms: ms / 1000))),
+             enabled=draw(st.booleans()) or i == 0)  # fmt: skip
+        for i in range(count)
+    ]
+
+
+class TestAgainstOracle:
+    @settings(max_examples=400, deadline=None)
+    @given(path=price_paths(), rules=rule_sets(), data=st.data())
+    def test_firings_match_brute_force_for_any_batching_and_restores(self, path, rules, data) -> None:
+        """Rows, reference prices and drops equal the oracle's for any batch split and checkpoint/restore points."""
+        symbols, prices, ts = path
+        cuts = data.draw(st.lists(st.integers(0, len(prices)), max_size=6))
+        restores = set(data.draw(st.lists(st.sampled_from([0, *cuts]), max_size=3)))
+        assert run_stage(rules, symbols, prices, ts, cuts, restores) == oracle(rules, symbols, prices, ts)
+
+    @settings(max_examples=200, deadline=None)
+    @given(path=price_paths(), rules=rule_sets(max_rules=3), data=st.data())
+    def test_set_rules_keeps_unchanged_rules_and_restarts_changed_ones(self, path, rules, data) -> None:
+        """Mid-stream rule changes: unchanged rules go on as before; added and edited rules start armed there."""
+        symbols, prices, ts = path
+        at = data.draw(st.integers(0, len(prices)))
+        watcher = Rule(id="zz-watch-all", symbol="*", drop_pct=99.0, window_s=0.012)  # keeps every symbol's history
+        edited = data.draw(st.sampled_from(rules))
+        edited_later = edited.evolve(drop_pct=edited.drop_pct / 2, version=edited.version + 1, enabled=True)
+        added = Rule(id="r-added", symbol=data.draw(st.sampled_from([*SYMBOLS, "*"])), drop_pct=5.0, window_s=0.004)
+        before = [watcher, *rules]
+        after = [watcher, *(edited_later if r.id == edited.id else r for r in rules), added]
+
+        stage = SlumpAlerts(before)
+        got = firings_of(stage.process(TickBatch.from_columns(symbols[:at], prices[:at], [1.0] * at, ts[:at])))
+        stage.set_rules(after)
+        rest = len(prices) - at
+        got += firings_of(stage.process(TickBatch.from_columns(symbols[at:], prices[at:], [1.0] * rest, ts[at:])), at)
+
+        expected = [f for f in oracle(before, symbols, prices, ts) if f.row < at]
+        expected += [f for f in oracle(after, symbols, prices, ts, {edited.id: at, added.id: at}) if f.row >= at]
+        # an unchanged rule's state carries across the change; the oracle for `after` must agree on it
+        assert sorted(got, key=lambda f: (f.row, f.rule_id)) == expected
+
+
+class TestHandMade:
+    def test_scripted_slump_of_8_percent_in_60s_fires_a_5_percent_rule_once_at_the_first_trade_5_percent_down(
+        self,
+    ) -> None:
+        """A steady 8% slide over 60 s fires a 5%/60 s rule exactly once, on the first trade at or below 95%."""
+        seconds = list(range(0, 61))
+        prices = [100.0 * (1 - 0.08 * s / 60) for s in seconds] + [92.0] * 30
+        seconds += list(range(61, 91))
+        alerts = SlumpAlerts([rule()]).process(one_symbol(prices, seconds))
+        first_down = next(i for i, p in enumerate(prices) if p <= 100.0 * (1 - 5 / 100))
+        assert [a.row for a in alerts] == [first_down]
+        assert alerts[0].reference_price == 100.0
+        assert alerts[0].drop_pct == pytest.approx(100 * (1 - prices[first_down] / 100.0))
+
+    def test_a_trade_is_its_own_reference_so_a_lone_trade_never_fires(self) -> None:
+        """The window includes the trade itself: a first trade (or a new high) cannot be below its reference."""
+        assert SlumpAlerts([rule(drop=0.001)]).process(one_symbol([50.0, 60.0, 70.0], [0, 1, 2])) == []
+
+    def test_window_is_open_at_its_start(self) -> None:
+        """A trade exactly window_s earlier is out of the window (t - W, t]."""
+        stage = SlumpAlerts([rule(window_s=10)])
+        assert stage.process(one_symbol([100.0, 90.0], [0, 10])) == []
+        fired = SlumpAlerts([rule(window_s=10)]).process(one_symbol([100.0, 90.0], [0, 9.999]))
+        assert [a.row for a in fired] == [1]
+
+    def test_a_slump_that_lasts_through_the_cooldown_fires_once(self) -> None:
+        """While every trade stays below the threshold the rule stays silent, however long that is."""
+        seconds = list(range(0, 300, 5))
+        prices = [100.0] + [90.0 - 0.01 * s for s in seconds[1:]]
+        alerts = SlumpAlerts([rule(window_s=600, cooldown_s=30)]).process(one_symbol(prices, seconds))
+        assert [a.row for a in alerts] == [1]
+
+    def test_recovery_during_the_cooldown_does_not_rearm(self) -> None:
+        """A bounce inside the cooldown does not count: re-arming needs a trade above the threshold after it."""
+        # fire at 1 s, bounce at 2 s (inside a 30 s cooldown), fall again and stay down past the cooldown
+        prices = [100.0, 90.0, 99.0, 90.0, 90.0, 89.0]
+        seconds = [0, 1, 2, 3, 40, 45]
+        alerts = SlumpAlerts([rule(window_s=600, cooldown_s=30)]).process(one_symbol(prices, seconds))
+        assert [a.row for a in alerts] == [1]
+
+    def test_recovery_after_the_cooldown_rearms_and_the_next_slump_fires(self) -> None:
+        """After the cooldown a trade above the threshold re-arms the rule; the next slump fires again."""
+        prices = [100.0, 90.0, 99.0, 90.0]
+        seconds = [0, 1, 40, 41]
+        alerts = SlumpAlerts([rule(window_s=600, cooldown_s=30)]).process(one_symbol(prices, seconds))
+        assert [a.row for a in alerts] == [1, 3]
+
+    def test_a_price_that_settles_lower_rearms_once_the_old_high_leaves_the_window(self) -> None:
+        """A fresh window without the old high has a lower reference, so a flat price re-arms, then a new fall fires."""
+        prices = [100.0, 90.0, 90.0, 90.0, 84.0]
+        seconds = [0, 1, 30, 61, 62]
+        alerts = SlumpAlerts([rule(window_s=60, cooldown_s=0)]).process(one_symbol(prices, seconds))
+        assert [a.row for a in alerts] == [1, 4]
+        assert alerts[1].reference_price == 90.0
+
+    def test_star_rule_fires_for_each_symbol_on_its_own(self) -> None:
+        """A `*` rule keeps one state per symbol: a slump in each fires once for each."""
+        batch = TickBatch.from_columns(["A", "B", "A", "B"], [10.0, 20.0, 9.0, 18.0], [1.0] * 4, [0, 0, 1, 1])
+        alerts = SlumpAlerts([rule(symbol="*")]).process(batch)
+        assert [(a.symbol, a.row) for a in alerts] == [("A", 2), ("B", 3)]
+
+    def test_disabled_rule_stays_silent(self) -> None:
+        """A disabled rule is not evaluated at all."""
+        alerts = SlumpAlerts([rule(enabled=False)]).process(one_symbol([100.0, 50.0], [0, 1]))
+        assert alerts == []
+
+    def test_out_of_order_trade_counts_at_the_symbols_clock(self) -> None:
+        """A late trade lives at the symbol's latest time, so an old high it carries stays in later windows."""
+        prices = [100.0, 100.0, 120.0, 100.0]
+        seconds = [0, 100, 50, 150]  # the 120 arrives late: it counts as at 100 s
+        alerts = SlumpAlerts([rule(window_s=60, drop=10)]).process(one_symbol(prices, seconds))
+        assert [(a.row, a.reference_price) for a in alerts] == [(3, 120.0)]
+
+    def test_rules_with_the_same_window_fire_on_the_same_trade_in_id_order(self) -> None:
+        """Several rules firing on one trade come out in rule id order, each with its own threshold."""
+        rules = [rule("b", drop=5), rule("a", drop=8), rule("c", drop=20)]
+        alerts = SlumpAlerts(rules).process(one_symbol([100.0, 91.0], [0, 1]))
+        assert [(a.rule_id, a.row) for a in alerts] == [("a", 1), ("b", 1)]
+
+    def test_rows_of_unwatched_symbols_are_skipped(self) -> None:
+        """A rule on one symbol never fires for another symbol's slump."""
+        batch = TickBatch.from_columns(["MSFT", "AAPL", "MSFT"], [100.0, 100.0, 10.0], [1.0] * 3, [0, 0, 1])
+        assert SlumpAlerts([rule(symbol="AAPL")]).process(batch) == []
+
+
+class TestStage:
+    def test_alert_fields_are_the_design_fields_plus_tick_id(self) -> None:
+        """`to_fields` gives the DESIGN.md fields as strings, and reads back to the same alert."""
+        alert = SlumpAlerts([rule()]).process(one_symbol([100.0, 94.0], [0, 1]))[0]
+        fields = alert.to_fields()
+        assert set(fields) == DESIGN_ALERT_FIELDS
+        assert all(isinstance(v, str) for v in fields.values())
+        assert Alert.from_fields(fields) == replace(alert, row=-1, tick_id="")
+        assert "AAPL" in alert.message and "6.00%" in alert.message
+
+    def test_checkpoint_round_trip_is_bit_identical(self) -> None:
+        """from_bytes(to_bytes()) restores a stage whose own checkpoint is the same bytes."""
+        stage = SlumpAlerts([rule(), rule("r2", symbol="*", window_s=5)])
+        fired = stage.process(TickBatch.from_columns(["AAPL", "X", "AAPL"], [100.0, 5.0, 90.0], [1.0] * 3, [0, 1, 2]))
+        data = stage.to_bytes()
+        assert SlumpAlerts.from_bytes(data).to_bytes() == data
+        assert len(stage.waiting_rule) == len(fired) == 2  # both firings wait to re-arm, in the checkpoint
+
+    def test_removing_and_readding_a_rule_restarts_it_armed(self) -> None:
+        """set_rules without a rule forgets its state; adding it back lets the ongoing slump fire again."""
+        stage = SlumpAlerts([rule()])
+        assert len(stage.process(one_symbol([100.0, 90.0], [0, 1]))) == 1
+        stage.set_rules([])
+        stage.set_rules([rule()])
+        assert [a.row for a in stage.process(one_symbol([89.0], [2]))] == [0]
+
+    def test_backtest_equals_the_stage_over_the_same_batches(self) -> None:
+        """`backtest` is the live stage run over batches (a disabled rule is tested as if enabled)."""
+        batch = one_symbol([100.0, 90.0, 100.0, 80.0], [0, 1, 100, 101])
+        assert [a.row for a in backtest(rule(enabled=False), [batch])] == [1, 3]
+
+    def test_alerts_carry_the_stream_id_of_their_trade(self) -> None:
+        """An alert on a trade read from the stream names that trade's tick id."""
+        batch = one_symbol([100.0, 90.0], [0, 1]).with_origin(
+            ("5-0",), np.zeros(2, np.int32), np.arange(2, dtype=np.int32))
+        assert SlumpAlerts([rule()]).process(batch)[0].tick_id == "5-0#1"
+
+
+class TestHelpers:
+    @settings(max_examples=200, deadline=None)
+    @given(values=st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=200), data=st.data())
+    def test_range_max_equals_max_of_the_slice(self, values, data) -> None:
+        """RangeMax.query(lo, hi) is max(values[lo:hi+1]) for any ranges."""
+        n = len(values)
+        lo = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=20)))
+        hi = np.array([data.draw(st.integers(int(a), n - 1)) for a in lo])
+        expected = [max(values[a : b + 1]) for a, b in zip(lo, hi, strict=True)]
+        assert RangeMax(np.array(values)).query(lo, hi).tolist() == expected
+
+    @settings(max_examples=200, deadline=None)
+    @given(factors=st.lists(st.floats(0.01, 0.999), min_size=0, max_size=30), ref=st.floats(1, 1000),
+           price=st.floats(0.5, 1000))  # fmt: skip
+    def test_prefix_counts_counts_rules_the_price_is_below(self, factors, ref, price) -> None:
+        """The binary search counts exactly the rules with price <= ref * factor (rules loosest first)."""
+        ordered = np.sort(np.array(factors, np.float64))[::-1]
+        count = prefix_counts(np.array([ref]), np.array([price]), ordered, np.array([0]), np.array([len(ordered)]))
+        assert count[0] == sum(price <= ref * f for f in ordered)
+
+    def test_actual_drop_is_percent_below_reference(self) -> None:
+        """drop_pct of an alert is 100 * (1 - price / reference)."""
+        assert actual_drop_pct(95.0, 100.0) == pytest.approx(5.0)
