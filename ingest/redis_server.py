@@ -86,7 +86,8 @@ class EmbeddedRedis:
             "--appendonly", "yes" if self.appendonly else "no", "--save", "", "--daemonize", "no",
             "--protected-mode", "yes", "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # own session: a Ctrl-C at the terminal must not kill Redis before its clients have checkpointed
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:

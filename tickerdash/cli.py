@@ -8,6 +8,7 @@ import analytics.cli
 import ingest.cli
 import simulator.cli
 from ingest.clikit import setup_logging
+from tickerdash.up import up
 
 app = typer.Typer(
     name="tickerdash",
@@ -23,6 +24,7 @@ def _common(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug l
     setup_logging(verbose)
 
 
+app.command("up")(up)
 for package_cli in (ingest.cli, simulator.cli, analytics.cli):
     package_cli.register(app)
 

@@ -1,0 +1,131 @@
+"""`tickerdash up`: the whole system on one machine, as child processes of one supervisor.
+
+Redis (embedded unless TICKERDASH_REDIS_URL is set), a live-rate simulator with a scripted slump and
+some suspicious episodes, analytics workers and the dashboard each run as the same commands a user
+or docker-compose would run, so `up` exercises exactly what production runs. Ctrl-C (or SIGTERM)
+stops them all, in reverse order, and then the embedded Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import typer
+
+from ingest.clikit import console, fail, load_settings
+from ingest.redis_server import redis_url
+from ingest.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEMO_SYMBOLS = "AAPL,MSFT,GOOG,AMZN,NVDA,TSLA,META,NFLX"
+STOP_TIMEOUT_S = 15.0
+
+
+@dataclass
+class Service:
+    """One child process of `up`."""
+
+    name: str
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = None
+
+
+def _tickerdash(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tickerdash", *args]
+
+
+def plan(settings: Settings, *, rate: float, symbols: str, workers: int, port: int, ws_port: int,
+         simulator: bool, dashboard: bool, slump_after_s: float) -> list[Service]:  # fmt: skip
+    """The services to start, in start order."""
+    services: list[Service] = []
+    partitions = settings.partitions
+    for i in range(workers):
+        mine = [p for p in range(partitions) if p % workers == i] if workers > 1 else None
+        args = ["analytics", "--consumer", f"up-analytics-{i}"]
+        if mine is not None:
+            args += ["--partitions", ",".join(map(str, mine))]
+        services.append(Service(f"analytics-{i}", _tickerdash(*args)))
+    if dashboard:
+        services.append(Service("dashboard", _tickerdash("dashboard", "--port", str(port), "--ws-port", str(ws_port))))
+    if simulator:
+        first = symbols.split(",")[0]
+        services.append(Service("simulator", _tickerdash(
+            "simulate", "--rate", str(rate), "--symbols", symbols, "--quiet",
+            "--slump", f"{first}:{slump_after_s:g}:8:60:300", "--suspicious-rate", "0.005",
+        )))  # fmt: skip
+    return services
+
+
+@contextlib.contextmanager
+def running(services: list[Service], env: dict[str, str]) -> Iterator[list[Service]]:
+    """Start the services; stop them (reverse order, SIGTERM then SIGKILL) however the block ends."""
+    try:
+        for service in services:
+            # own session: the supervisor alone gets Ctrl-C and stops the services in order
+            service.process = subprocess.Popen(service.args, env=env, start_new_session=True)
+            log.info("started %s (pid %d)", service.name, service.process.pid)
+        yield services
+    finally:
+        for service in reversed(services):
+            if service.process and service.process.poll() is None:
+                service.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for service in reversed(services):
+            if service.process is None:
+                continue
+            try:
+                service.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0fs: killing it", service.name, STOP_TIMEOUT_S)
+                service.process.kill()
+                service.process.wait()
+
+
+def up(
+    rate: float = typer.Option(200.0, min=1, help="Simulated trades per second (wall clock)."),
+    symbols: str = typer.Option(DEMO_SYMBOLS, help="Tickers the simulator trades."),
+    workers: int = typer.Option(1, min=1, max=64, help="Analytics workers (split the partitions)."),
+    port: int = typer.Option(8050, help="Dashboard HTTP port."),
+    ws_port: int = typer.Option(8051, help="Dashboard websocket port."),
+    slump_after: float = typer.Option(120.0, help="Seconds until the scripted 8% slump of the first symbol."),
+    no_simulator: bool = typer.Option(False, "--no-simulator", help="Do not run the simulator (bring your own ticks)."),
+    no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Headless: no web app."),
+) -> None:
+    """Run everything on this machine: Redis, simulator, analytics and dashboard. Ctrl-C stops it all."""
+    settings = load_settings()
+    if workers > settings.partitions and workers > 1:
+        fail(f"--workers {workers} exceeds TICKERDASH_PARTITIONS={settings.partitions}: set more partitions")
+    stop_requested = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with redis_url(settings) as url:
+        env = {**os.environ, "TICKERDASH_REDIS_URL": url}
+        services = plan(settings, rate=rate, symbols=symbols, workers=workers, port=port, ws_port=ws_port,
+                        simulator=not no_simulator, dashboard=not no_dashboard, slump_after_s=slump_after)  # fmt: skip
+        with running(services, env):
+            console.print(f"[bold green]Tickerdash is up.[/] Redis: {url}")
+            if not no_dashboard:
+                console.print(f"Dashboard: [bold]http://127.0.0.1:{port}/[/]  (Ctrl-C stops everything)")
+            while not stop_requested:
+                for service in services:
+                    code = service.process.poll() if service.process else None
+                    if code is not None:
+                        log.error("%s exited with code %s: stopping everything", service.name, code)
+                        stop_requested = True
+                time.sleep(0.2)
+            console.print("stopping ...")
+    console.print("stopped.")
