@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from ingest.ticks import TickBatch
 
 def redis_benchmark_xadd(server: EmbeddedRedis, requests: int = 300_000, pipeline: int = 256) -> float:
     """The reference: redis-benchmark's XADD rate (requests/s) against the same server, pipelined."""
-    binary = shutil.which("redis-benchmark") or str(__import__("pathlib").Path(server.binary).with_name("redis-benchmark"))
+    binary = shutil.which("redis-benchmark") or str(Path(server.binary).with_name("redis-benchmark"))
     out = subprocess.run(
         [binary, "-h", "127.0.0.1", "-p", str(server.port), "-n", str(requests), "-P", str(pipeline), "-q",
          "XADD", "bench:ref", "*", "symbol", "AAPL", "price", "187.2", "size", "100"],

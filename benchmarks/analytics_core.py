@@ -4,13 +4,23 @@ Synthetic market: 500 symbols with Zipf-like activity, 20k-tick batches, event t
 an assumed market rate (ticks per second of event time), all default indicators and 1s/1m/1h bars.
 Prints ticks/s per stage and together, and a checkpoint's size and round-trip time.
 
+A fresh stage only ever holds a short history, which flatters it. `--steady` first replays more event
+time than the longest VWAP window (in large batches, untimed), so the window history is full, then
+times many batches; it prints ticks/s, the kept history and the process's peak RSS, and reruns
+itself with 10,000 symbols for the RSS figure the worker must meet.
+
     .venv/bin/python -m benchmarks.analytics_core [--symbols 500] [--batch 20000] [--batches 100]
+    .venv/bin/python -m benchmarks.analytics_core --steady [--batches 200] [--rss-symbols 10000]
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -39,6 +49,62 @@ def synthetic_batches(n_symbols: int, batch_size: int, n_batches: int, event_rat
     return batches
 
 
+def synthetic_stream(n_symbols: int, batch_size: int, event_rate: float, seed: int = 7) -> Iterator[TickBatch]:
+    """Endless batches like `synthetic_batches`, made one at a time so a long run holds only one."""
+    while True:
+        yield from synthetic_batches(n_symbols, batch_size, 1, event_rate, seed)
+        seed += 1
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def steady(args: argparse.Namespace, config: IndicatorConfig) -> None:
+    """Time batches once the longest window's history is full; print ticks/s and memory."""
+    longest_ms = max(config.vwap_windows_ms, default=0)
+    warm_ticks = int(args.event_rate * (longest_ms / 1000 + 30))  # a full window plus 30 s of event time
+    warm_batch = max(args.batch, 200_000)  # results do not depend on batching, so warm up in big steps
+    indicators, bars = Indicators(config), Bars(BarConfig(intervals_ms=(1_000, 60_000, 3_600_000)))
+    start = time.perf_counter()
+    stream = synthetic_stream(args.symbols, warm_batch, args.event_rate)
+    for _ in range(-(-warm_ticks // warm_batch)):
+        batch = next(stream)
+        indicators.process(batch)
+        bars.process(batch)
+    warm_seconds = time.perf_counter() - start
+    # continue event time where the warm-up stopped: shift the fresh stream past its last trade
+    shift = int(batch.ts[-1]) - 1_700_000_000_000 + 1
+    stream = synthetic_stream(args.symbols, args.batch, args.event_rate, seed=1_000)
+    indicator_seconds = bar_seconds = 0.0
+    for _ in range(args.batches):
+        raw = next(stream)
+        batch = TickBatch(raw.symbols, raw.symbol_idx, raw.price, raw.size, raw.ts + shift, raw.side)
+        start = time.perf_counter()
+        indicators.process(batch)
+        middle = time.perf_counter()
+        bars.process(batch)
+        bar_seconds += time.perf_counter() - middle
+        indicator_seconds += middle - start
+    ticks = args.batch * args.batches
+    print(
+        f"steady state: {args.symbols} symbols, warmed with {warm_ticks:,} ticks ({warm_seconds:.1f} s), then "
+        f"{args.batches} batches x {args.batch} ticks, event rate {args.event_rate:,.0f}/s, "
+        f"VWAP windows {config.vwap_windows_ms} ms"
+    )
+    for which, seconds in (("indicators", indicator_seconds), ("bars", bar_seconds),
+                           ("both", indicator_seconds + bar_seconds)):  # fmt: skip
+        print(f"  {which:<11} {ticks / seconds:>14,.0f} ticks/s  ({seconds * 1e3 / args.batches:.2f} ms/batch)")
+    print(f"  kept window history: {kept_history(indicators):,} points")
+    print(f"  peak RSS {peak_rss_mib():,.0f} MiB")
+
+
+def kept_history(indicators: Indicators) -> int:
+    """How many window-history entries the indicator stage holds (live ones, as checkpointed)."""
+    return int(indicators.history_offsets[-1]) if hasattr(indicators, "history_offsets") else indicators.kept_points()
+
+
 def run(batches: list[TickBatch], which: str, config: IndicatorConfig) -> float:
     """Seconds to push every batch through the chosen stages (fresh state)."""
     indicators, bars = Indicators(config), Bars(BarConfig(intervals_ms=(1_000, 60_000, 3_600_000)))
@@ -59,8 +125,20 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--event-rate", type=float, default=50_000.0, help="ticks per second of event time")
     parser.add_argument("--windows", default="60000,300000", help="VWAP windows in ms ('' for none)")
+    parser.add_argument("--steady", action="store_true", help="time batches after a full window of warm-up")
+    parser.add_argument("--rss-symbols", type=int, default=10_000,
+                        help="with --steady, rerun with this many symbols for a peak-RSS figure (0: skip)")  # fmt: skip
     args = parser.parse_args()
     config = IndicatorConfig(vwap_windows_ms=tuple(int(w) for w in args.windows.split(",") if w))
+    if args.steady:
+        steady(args, config)
+        if args.rss_symbols:
+            # a separate process, so its peak RSS is that of a 10,000-symbol stage alone
+            command = [sys.executable, "-m", "benchmarks.analytics_core", "--steady", "--rss-symbols", "0",
+                       "--symbols", str(args.rss_symbols), "--batch", str(args.batch), "--batches", "20",
+                       "--event-rate", str(args.event_rate), "--windows", args.windows]  # fmt: skip
+            subprocess.run(command, check=True)
+        return
     batches = synthetic_batches(args.symbols, args.batch, args.batches, args.event_rate)
     ticks = args.batch * args.batches
     run(batches[:3], "both", config)  # warm caches and imports
@@ -80,7 +158,7 @@ def main() -> None:
     Indicators.from_bytes(indicators.to_bytes())
     Bars.from_bytes(bars.to_bytes())
     elapsed = time.perf_counter() - start
-    print(f"  kept history after the run: {len(indicators.history_ts):,} trades")
+    print(f"  kept history after the run: {kept_history(indicators):,} points")
     print(f"  checkpoint  {len(state) / 1e6:.1f} MB, save+restore {elapsed * 1e3:.1f} ms")
 
 
