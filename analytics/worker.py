@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import pyarrow as pa
 import redis
 
 from analytics.bars import BarConfig, Bars, BarTable
@@ -173,6 +174,30 @@ class PartitionState:
 def _id_tuple(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+BARS_FEED_MAXLEN = 100_000
+
+
+def bars_feed_key(keys: Keys) -> str:
+    """Stream of every batch of closed bars (one Arrow IPC entry per batch), for archivers' consumer groups."""
+    return keys.internal("closed_bars")
+
+
+def encode_bar_table(bars: BarTable) -> bytes:
+    """Closed bars as an Arrow IPC stream (columns symbol, interval_ms, start_ms, open ... trades)."""
+    columns = bars.to_dict()
+    table = pa.table({"symbol": pa.array(list(columns.pop("symbol")), pa.string()),
+                      **{name: pa.array(values) for name, values in columns.items()}})  # fmt: skip
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def decode_bar_table(payload: bytes) -> pa.Table:
+    """The inverse of `encode_bar_table`, as an Arrow table."""
+    return pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
 
 
 def bar_fields(bars: BarTable, k: int) -> list[Any]:
@@ -346,6 +371,8 @@ class AnalyticsWorker:
                 maxlen = self.config.bar_retention.get(interval, 10_000)
                 pipe.execute_command("XADD", key, "MAXLEN", "~", maxlen, f"{int(bars.start_ms[k])}-0",
                                      *bar_fields(bars, k))  # fmt: skip
+            pipe.xadd(bars_feed_key(self.keys), {"bars": encode_bar_table(bars), "rows": len(bars)},
+                      maxlen=BARS_FEED_MAXLEN, approximate=True)  # fmt: skip
         for fields in effects.alerts:
             pipe.xadd(self.keys.alerts, fields, maxlen=OUTPUT_MAXLEN, approximate=True)  # type: ignore[arg-type]
         for fields in effects.anomalies:

@@ -19,7 +19,14 @@ import redis
 from analytics.bars import Bars
 from analytics.indicators import window_name
 from analytics.live import decode_updates, live_key, snapshot_key
-from analytics.worker import AnalyticsWorker, PartitionState, WorkerConfig, bar_fields
+from analytics.worker import (
+    AnalyticsWorker,
+    PartitionState,
+    WorkerConfig,
+    bar_fields,
+    bars_feed_key,
+    decode_bar_table,
+)
 from ingest.keys import Keys
 from ingest.producer import Producer
 from ingest.redis_server import EmbeddedRedis
@@ -93,6 +100,8 @@ class TestWorker:
         run_inline(redis_client, settings)
         got = bar_streams(redis_client, "tickerdash")
         assert got == expected_bars(ticks, WorkerConfig())
+        feed = [decode_bar_table(f[b"bars"]) for _, f in redis_client.xrange(bars_feed_key(Keys()))]
+        assert sum(t.num_rows for t in feed) == sum(len(v) for v in got.values())  # the archivers' feed has them all
         assert any(k.startswith(":bars:1m:") for k in got) and any(k.startswith(":bars:1s:") for k in got)
 
     def test_live_view_has_every_symbol_and_its_indicators(self, settings: Settings, redis_client: redis.Redis) -> None:
