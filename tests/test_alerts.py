@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -69,12 +71,12 @@ def firings_of(alerts: list[Alert], row_offset: int = 0) -> list[Firing]:
 
 
 def run_stage(rules: list[Rule], symbols: list[str], prices: list[float], ts: list[int],
-              cuts: list[int] = (), restores: set[int] = frozenset()) -> list[Firing]:  # type: ignore[assignment]  # fmt: skip
+              cuts: Sequence[int] = (), restores: Collection[int] = ()) -> list[Firing]:  # fmt: skip
     """Feed the trades in batches split at `cuts`, checkpointing and restoring at `restores`."""
     stage = SlumpAlerts(rules)
     bounds = [0, *sorted(set(cuts)), len(prices)]
     out: list[Firing] = []
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         if lo in restores:
             stage = SlumpAlerts.from_bytes(stage.to_bytes())
         if hi > lo:
@@ -125,7 +127,7 @@ def rule_sets(draw: st.DrawFn, max_rules: int = 5) -> list[Rule]:
              drop_pct=draw(st.sampled_from([1.0, 5.0, 10.0, 20.0, 50.0, 0.1 * 3])),
              window_s=draw(st.integers(1, 12)) / 1000,
              cooldown_s=draw(st.one_of(st.none(), st.integers(0, 15).map(lambda ms: ms / 1000))),
-             enabled=draw(st.booleans()) or i == 0)  # fmt: skip
+             enabled=draw(st.booleans()) or i == 0)
         for i in range(count)
     ]
 
