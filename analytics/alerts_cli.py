@@ -1,0 +1,312 @@
+"""`tickerdash alerts ...`: manage slump-alert rules, follow fired alerts, backtest a rule on history."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import redis
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from analytics.alerts import Alert, backtest
+from analytics.rule_store import RuleStore
+from analytics.rules import Rule, RuleError, format_duration, make_rule, parse_duration
+from analytics.webhooks import recent_failures
+from ingest.clikit import fail, load_settings
+from ingest.codecs import decode_entries
+from ingest.importers import ColumnMapping, ImportOptionError, TradeReader
+from ingest.keys import Keys
+from ingest.redis_server import redis_connection
+from ingest.runner import raw_client
+from ingest.ticks import TickBatch
+
+XRANGE_COUNT = 1_000  # stream entries per read while backtesting (a batch entry holds many trades)
+
+alerts_app = typer.Typer(
+    name="alerts",
+    no_args_is_help=True,
+    help="Slump-alert rules: add, list, remove, enable, disable; tail fired alerts; backtest a rule.",
+)
+
+SymbolOpt = Annotated[str | None, typer.Option("--symbol", help="Ticker to watch, or * for every symbol.")]
+DropOpt = Annotated[str | None, typer.Option("--drop", help="Drop in percent below the window's high (0-100).")]
+WindowOpt = Annotated[str | None, typer.Option("--window", help="Trailing event-time window: 60s, 5m, 1h.")]
+CooldownOpt = Annotated[str | None, typer.Option("--cooldown", help="Quiet time after a firing (default: window).")]
+FileOpt = Annotated[str | None, typer.Option(help="Trade file (CSV, NDJSON, Parquet) instead of the tick streams.")]
+SINCE_HELP = "Start: $ (new alerts only), a stream ID (0: all), or a duration back from now such as 10m."
+
+
+def _store(client: redis.Redis) -> RuleStore:
+    settings = load_settings()
+    return RuleStore(client, Keys(settings.prefix, settings.partitions))
+
+
+def _iso(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _rule_from_flags(symbol: str | None, drop: str | None, window: str | None, cooldown: str | None,
+                     webhook: str | None = None, name: str = "", rule_id: str | None = None,
+                     enabled: bool = True) -> Rule:  # fmt: skip
+    missing = [flag for flag, value in (("--symbol", symbol), ("--drop", drop), ("--window", window)) if value is None]
+    if missing:
+        fail(f"give {', '.join(missing)} (e.g. --symbol AAPL --drop 5 --window 60s)")
+    assert symbol is not None and drop is not None and window is not None
+    try:
+        return make_rule(symbol, drop.strip().rstrip("%"), window, cooldown=cooldown, webhook=webhook, name=name,
+                         rule_id=rule_id, enabled=enabled)  # fmt: skip
+    except RuleError as exc:
+        fail(str(exc))
+
+
+def _rule_row(rule: Rule) -> dict[str, Any]:
+    return {**rule.to_dict(), "window": format_duration(rule.window_s),
+            "cooldown": format_duration(rule.window_s if rule.cooldown_s is None else rule.cooldown_s)}  # fmt: skip
+
+
+@alerts_app.command("add")
+def add(
+    symbol: SymbolOpt = None,
+    drop: DropOpt = None,
+    window: WindowOpt = None,
+    cooldown: CooldownOpt = None,
+    webhook: Annotated[str | None, typer.Option(help="http(s) URL that receives each alert as a JSON POST.")] = None,
+    name: Annotated[str, typer.Option(help="A name to recognise the rule by.")] = "",
+    rule_id: Annotated[str | None, typer.Option("--id", help="Rule id (default: random).")] = None,
+    disabled: Annotated[bool, typer.Option("--disabled", help="Store the rule switched off.")] = False,
+) -> None:
+    """Add a rule: alert when SYMBOL trades DROP % below its highest price of the last WINDOW."""
+    rule = _rule_from_flags(symbol, drop, window, cooldown, webhook, name, rule_id, not disabled)
+    with redis_connection(load_settings()) as client:
+        try:
+            stored = _store(client).add(rule)
+        except RuleError as exc:
+            fail(str(exc))
+    typer.echo(f"added rule {stored.id}: {stored.title} (cooldown {_rule_row(stored)['cooldown']}"
+               f"{', disabled' if not stored.enabled else ''})")  # fmt: skip
+
+
+@alerts_app.command("list")
+def list_rules(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
+    """List the stored rules."""
+    with redis_connection(load_settings()) as client:
+        snapshot = _store(client).snapshot()
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in snapshot.rules], indent=2))
+        return
+    table = Table(title=f"Alert rules (version {snapshot.version})", title_justify="left")
+    for column in ("id", "symbol", "drop", "window", "cooldown", "enabled", "name", "webhook"):
+        table.add_column(column, justify="right" if column == "drop" else "left")
+    for rule in snapshot.rules:
+        row = _rule_row(rule)
+        table.add_row(rule.id, rule.symbol, f"{rule.drop_pct:g}%", row["window"], row["cooldown"],
+                      "yes" if rule.enabled else "no", rule.name, rule.webhook or "")  # fmt: skip
+    Console(soft_wrap=True).print(table)
+    for rule_id, reason in snapshot.invalid.items():
+        Console(stderr=True).print(f"[yellow]ignored invalid stored rule {rule_id}:[/] {reason}", highlight=False)
+
+
+@alerts_app.command("remove")
+def remove(rule_id: Annotated[str, typer.Argument(help="Id of the rule to delete.")]) -> None:
+    """Delete a rule."""
+    with redis_connection(load_settings()) as client:
+        store = _store(client)
+        if not client.hexists(store.keys.rules, rule_id):
+            fail(f"no rule with id {rule_id!r}: see `tickerdash alerts list`")
+        store.remove(rule_id)
+    typer.echo(f"removed rule {rule_id}")
+
+
+def _set_enabled(rule_id: str, enabled: bool) -> None:
+    with redis_connection(load_settings()) as client:
+        try:
+            _store(client).set_enabled(rule_id, enabled)
+        except RuleError as exc:
+            fail(str(exc))
+    typer.echo(f"{'enabled' if enabled else 'disabled'} rule {rule_id}")
+
+
+@alerts_app.command("enable")
+def enable(rule_id: Annotated[str, typer.Argument(help="Id of the rule to switch on.")]) -> None:
+    """Switch a rule on."""
+    _set_enabled(rule_id, True)
+
+
+@alerts_app.command("disable")
+def disable(rule_id: Annotated[str, typer.Argument(help="Id of the rule to switch off.")]) -> None:
+    """Switch a rule off (it stays stored)."""
+    _set_enabled(rule_id, False)
+
+
+def _start_id(since: str) -> str:
+    """A stream ID to read after: '$' (new only), a stream ID, or a duration back from now."""
+    if since == "$" or since.replace("-", "").isdigit():
+        return since
+    try:
+        back_ms = round(parse_duration(since, "--since") * 1000)
+    except RuleError as exc:
+        fail(f"{exc} (or $ for new alerts only, or a stream ID such as 0)")
+    return f"{max(0, time.time_ns() // 1_000_000 - back_ms)}-0"
+
+
+def _alert_line(entry_id: str, alert: Alert) -> str:
+    return (f"{_iso(alert.ts)}  {alert.symbol:<8} -{alert.drop_pct:.2f}%  {alert.price:.10g} "
+            f"(high {alert.reference_price:.10g} in {format_duration(alert.window_s)})  rule {alert.rule_id}  "
+            f"[{entry_id}]")  # fmt: skip
+
+
+@alerts_app.command("tail")
+def tail(
+    count: Annotated[int | None, typer.Option(help="Stop after this many alerts (default: follow forever).")] = None,
+    since: Annotated[str, typer.Option(help=SINCE_HELP)] = "$",
+    rule_id: Annotated[str | None, typer.Option("--rule", help="Only alerts of this rule.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Follow fired alerts live from the alerts stream."""
+    if count is not None and count < 1:
+        fail("--count must be at least 1")
+    settings = load_settings()
+    keys = Keys(settings.prefix, settings.partitions)
+    last = _start_id(since)
+    shown = 0
+    with redis_connection(settings) as client:
+        if last == "$":  # resolve now, so alerts between two reads are never skipped
+            info: Any = client.xinfo_stream(keys.alerts) if client.exists(keys.alerts) else None
+            last = info["last-generated-id"].decode() if info else "0-0"
+        try:
+            while count is None or shown < count:
+                reply: Any = client.xread({keys.alerts: last}, count=100, block=1000)
+                for _, entries in reply or []:
+                    for raw_id, fields in entries:
+                        last = raw_id.decode()
+                        alert = Alert.from_fields(fields)
+                        if rule_id is not None and alert.rule_id != rule_id:
+                            continue
+                        typer.echo(json.dumps({"id": last, **alert.to_json_dict()}) if as_json
+                                   else _alert_line(last, alert))  # fmt: skip
+                        shown += 1
+                        if count is not None and shown >= count:
+                            return
+        except KeyboardInterrupt:
+            return
+
+
+def stream_batches(client: redis.Redis, keys: Keys, symbol: str | None = None) -> Iterator[TickBatch]:
+    """Every trade stored on the tick streams (one partition when a symbol is given), in stream order."""
+    raw = raw_client(client)
+    streams = [keys.ticks(keys.partition_of(symbol))] if symbol else keys.tick_streams
+    for stream in streams:
+        start = "-"
+        while True:
+            entries: Any = raw.xrange(stream, min=start, count=XRANGE_COUNT)
+            if not entries:
+                break
+            decoded = decode_entries(entries)
+            if len(decoded.ticks):
+                yield decoded.ticks
+            start = "(" + (entries[-1][0].decode() if isinstance(entries[-1][0], bytes) else entries[-1][0])
+
+
+def file_batches(reader: TradeReader) -> Iterator[TickBatch]:
+    """Every valid trade of a trade file, chunk by chunk (rejected rows are skipped)."""
+    for ticks, _rejected in reader:
+        if len(ticks):
+            yield ticks
+
+
+@alerts_app.command("backtest")
+def backtest_command(
+    rule_id: Annotated[str | None, typer.Argument(help="Id of a stored rule (or give the rule by flags).")] = None,
+    symbol: SymbolOpt = None,
+    drop: DropOpt = None,
+    window: WindowOpt = None,
+    cooldown: CooldownOpt = None,
+    file: FileOpt = None,
+    ts_col: Annotated[str | None, typer.Option(help="Event-time column of --file (auto: ts, timestamp, ...).")] = None,
+    ts_unit: Annotated[str, typer.Option(help="Unit of --ts-col: s, ms, us, ns, iso or auto.")] = "auto",
+    symbol_col: Annotated[str | None, typer.Option(help="Ticker column of --file (auto: symbol, ticker).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the firings as JSON.")] = False,
+) -> None:
+    """List when a rule would have fired over stored history (tick streams or a trade file)."""
+    settings = load_settings()
+    keys = Keys(settings.prefix, settings.partitions)
+    by_flags = any(v is not None for v in (symbol, drop, window, cooldown))
+    if rule_id is not None and by_flags:
+        fail("give either a rule id or --symbol/--drop/--window, not both")
+    rule = None if rule_id is not None else _rule_from_flags(symbol, drop, window, cooldown, rule_id="backtest")
+    started = time.perf_counter()
+    trades = 0
+
+    def counted(batches: Iterator[TickBatch]) -> Iterator[TickBatch]:
+        nonlocal trades
+        for batch in batches:
+            trades += len(batch)
+            yield batch
+
+    need_redis = rule is None or file is None
+    connection: AbstractContextManager[redis.Redis | None] = (
+        redis_connection(settings) if need_redis else contextlib.nullcontext()
+    )
+    with connection as client:
+        if rule is None:
+            assert rule_id is not None and client is not None
+            try:
+                rule = _store(client).require(rule_id)
+            except RuleError as exc:
+                fail(str(exc))
+        watch = None if rule.symbol == "*" else rule.symbol
+        if file is not None:
+            try:
+                reader = TradeReader(file, ColumnMapping(ts_col=ts_col, ts_unit=ts_unit, symbol_col=symbol_col))
+            except ImportOptionError as exc:
+                fail(str(exc))
+            with reader:
+                fired = backtest(rule, counted(file_batches(reader)))
+        else:
+            assert client is not None
+            fired = backtest(rule, counted(stream_batches(client, keys, watch)))
+    if as_json:
+        typer.echo(json.dumps({"rule": rule.to_dict(), "trades": trades,
+                               "firings": [a.to_json_dict() for a in fired]}, indent=2))  # fmt: skip
+        return
+    table = Table(title=f"Backtest of rule {rule.id}: {rule.title}", title_justify="left")
+    for column in ("time (UTC)", "symbol", "price", "window high", "drop", "tick"):
+        table.add_column(column, justify="left" if column in ("time (UTC)", "symbol", "tick") else "right")
+    for alert in fired:
+        table.add_row(_iso(alert.ts), alert.symbol, f"{alert.price:.10g}", f"{alert.reference_price:.10g}",
+                      f"{alert.drop_pct:.2f}%", alert.tick_id)  # fmt: skip
+    out = Console(soft_wrap=True, highlight=False)
+    out.print(table)
+    out.print(f"{len(fired)} firings over {trades:,} trades in {time.perf_counter() - started:.2f}s")
+
+
+@alerts_app.command("failures")
+def failures(
+    count: Annotated[int, typer.Option(help="How many of the latest failures to show.")] = 20,
+) -> None:
+    """Show the latest webhook deliveries that failed after every retry."""
+    settings = load_settings()
+    with redis_connection(settings) as client:
+        rows = recent_failures(client, Keys(settings.prefix, settings.partitions), count)
+    if not rows:
+        typer.echo("no failed webhook deliveries")
+        return
+    table = Table(title="Failed webhook deliveries", title_justify="left")
+    for column in ("when (UTC)", "rule", "symbol", "url", "attempts", "error"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(_iso(int(row.get("ts", "0"))), row.get("rule_id", ""), row.get("symbol", ""),
+                      row.get("url", ""), row.get("attempts", ""), row.get("error", ""))  # fmt: skip
+    Console(soft_wrap=True).print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `alerts` command group to a typer app."""
+    app.add_typer(alerts_app, name="alerts")
