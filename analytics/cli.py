@@ -6,6 +6,7 @@ import logging
 
 import typer
 
+from analytics import alerts_cli
 from analytics.bars import BarConfig
 from analytics.indicators import IndicatorConfig
 from analytics.worker import AnalyticsWorker, StageFactory, WorkerConfig
@@ -91,9 +92,12 @@ def analytics(
 
 def default_stages() -> tuple[StageFactory, ...]:
     """The plug-in stages every worker runs (slump alerts, anomaly scores) when they are installed."""
-    return ()
+    from analytics.alert_stage import SlumpAlertStage
+
+    return (SlumpAlertStage,)
 
 
 def register(app: typer.Typer) -> None:
     """Add the analytics commands to a typer app."""
     app.command("analytics")(analytics)
+    alerts_cli.register(app)

@@ -198,3 +198,23 @@ class TestTailAndBacktest:
         assert len(live) >= 3  # the rule does fire on this day
         assert key(from_file["firings"]) == key(from_streams["firings"]) == key(live)  # type: ignore[arg-type]
         assert from_file["trades"] == from_streams["trades"] == len(trades)
+
+
+class TestWorker:
+    def test_worker_writes_the_scripted_slump_alert_once_to_the_alerts_stream(
+        self, settings: Settings, redis_client: redis.Redis
+    ) -> None:
+        """The analytics worker with the alert stage turns the 8%/60 s slump into one `tickerdash:alerts` entry."""
+        from analytics.worker import AnalyticsWorker, WorkerConfig
+
+        RuleStore(redis_client).add(Rule(id="five", symbol="AAPL", drop_pct=5, window_s=60))
+        batch = slump()
+        publish(settings, redis_client, batch)
+        config = WorkerConfig(checkpoint_every_s=0.2, stages=(SlumpAlertStage,))
+        AnalyticsWorker(redis_client, settings, None, config).run(max_idle_reads=3)
+        entries = redis_client.xrange(KEYS.alerts)
+        first = int(np.flatnonzero(batch.price <= 95.0)[0])
+        assert [(f[b"rule_id"], int(f[b"ts"]), float(f[b"price"])) for _, f in entries] == [
+            (b"five", int(batch.ts[first]), float(batch.price[first]))
+        ]
+        assert entries[0][1][b"tick_id"]
