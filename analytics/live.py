@@ -11,7 +11,7 @@ Alerts and anomalies are read by the gateway from their public streams.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.keys import Keys
@@ -49,9 +49,12 @@ class SymbolUpdate:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, NaN replaced by None (JSON has no NaN)."""
-        data = asdict(self)
-        data["indicators"] = {k: (None if v != v else v) for k, v in self.indicators.items()}
-        return data
+        return {
+            "symbol": self.symbol, "ts": self.ts, "price": self.price, "change_pct": self.change_pct,
+            "trades": self.trades, "volume": self.volume,
+            "indicators": {k: (None if v != v else v) for k, v in self.indicators.items()},
+            "bars": self.bars,
+        }  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SymbolUpdate:
@@ -67,6 +70,11 @@ class SymbolUpdate:
 def encode_updates(updates: list[SymbolUpdate]) -> str:
     """The `u` field of one live entry."""
     return json.dumps([u.to_dict() for u in updates], separators=(",", ":"), allow_nan=False)
+
+
+def encode_update_dicts(updates: list[dict[str, Any]]) -> str:
+    """The `u` field from updates already in `to_dict` form (saves converting twice)."""
+    return json.dumps(updates, separators=(",", ":"), allow_nan=False)
 
 
 def decode_updates(payload: bytes | str) -> list[SymbolUpdate]:

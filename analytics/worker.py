@@ -30,7 +30,7 @@ import redis
 
 from analytics.bars import BarConfig, Bars, BarTable
 from analytics.indicators import IndicatorConfig, IndicatorFrame, Indicators, window_name
-from analytics.live import LIVE_HZ, LIVE_MAXLEN, SymbolUpdate, encode_updates, live_key, snapshot_key
+from analytics.live import LIVE_HZ, LIVE_MAXLEN, SymbolUpdate, encode_update_dicts, live_key, snapshot_key
 from analytics.segments import pack_state, unpack_state
 from ingest.codecs import Rejected, decode_entries
 from ingest.deadletter import add_rejected
@@ -104,7 +104,7 @@ class WorkerConfig:
     checkpoint_every_ticks: int = 1_000_000
     lease_ms: int = 10_000
     live_hz: float = LIVE_HZ
-    snapshot_hz: float = 40.0
+    snapshot_hz: float = 20.0
     stages: tuple[StageFactory, ...] = ()
 
 
@@ -365,12 +365,14 @@ class AnalyticsWorker:
         bars = effects.closed_bars
         if bars is not None and len(bars):
             names = bars.symbols
-            for k in range(len(bars)):
-                interval = window_name(int(bars.interval_ms[k]))
-                key = self.keys.bars(interval, names[int(bars.symbol_idx[k])])
+            interval_names = {ms: window_name(ms) for ms in set(bars.interval_ms.tolist())}
+            for k, (interval_ms, code, start) in enumerate(
+                zip(bars.interval_ms.tolist(), bars.symbol_idx.tolist(), bars.start_ms.tolist(), strict=True)
+            ):
+                interval = interval_names[interval_ms]
                 maxlen = self.config.bar_retention.get(interval, 10_000)
-                pipe.execute_command("XADD", key, "MAXLEN", "~", maxlen, f"{int(bars.start_ms[k])}-0",
-                                     *bar_fields(bars, k))  # fmt: skip
+                pipe.execute_command("XADD", self.keys.bars(interval, names[code]), "MAXLEN", "~", maxlen,
+                                     f"{start}-0", *bar_fields(bars, k))  # fmt: skip
             pipe.xadd(bars_feed_key(self.keys), {"bars": encode_bar_table(bars), "rows": len(bars)},
                       maxlen=BARS_FEED_MAXLEN, approximate=True)  # fmt: skip
         for fields in effects.alerts:
@@ -397,10 +399,12 @@ class AnalyticsWorker:
         if not updates:
             return
         target = pipe if pipe is not None else self.client.pipeline(transaction=False)
-        target.hset(snapshot_key(self.keys), mapping={u.symbol: json.dumps(u.to_dict()) for u in updates})
+        plain = [u.to_dict() for u in updates]
+        target.hset(snapshot_key(self.keys),
+                    mapping={d["symbol"]: json.dumps(d, separators=(",", ":")) for d in plain})  # fmt: skip
         if now - self._last_live >= 1 / self.config.live_hz:
             self._last_live = now
-            target.xadd(live_key(self.keys), {"u": encode_updates(updates)}, maxlen=LIVE_MAXLEN, approximate=True)
+            target.xadd(live_key(self.keys), {"u": encode_update_dicts(plain)}, maxlen=LIVE_MAXLEN, approximate=True)
         if pipe is None:
             target.execute()
 

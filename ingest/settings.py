@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     )
     group: str = Field(default="analytics", description="Consumer group of the analytics workers.")
     consumer: str = Field(default_factory=_default_consumer, description="This process's consumer name.")
-    read_count: int = Field(default=2_000, ge=1, description="Entries per XREADGROUP.")
+    read_count: int = Field(default=10_000, ge=1, description="Most entries per XREADGROUP.")
     block_ms: int = Field(default=500, ge=1, description="How long XREADGROUP blocks when idle.")
     claim_idle_ms: int = Field(
         default=30_000, ge=0, description="Pending entries idle this long are reclaimed (XAUTOCLAIM)."

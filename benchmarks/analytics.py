@@ -1,0 +1,165 @@
+"""Analytics worker throughput and latency, beside redis-benchmark's XADD rate on the same server.
+
+    python -m benchmarks.analytics [--batch-ticks N] [--per-tick-ticks N] [--latency-seconds S]
+
+1. ticks/s through one worker (all indicators and 1s/1m bars, 500 symbols) from batch entries and
+   from per-tick entries (the worker drains a pre-filled stream);
+2. p50/p99 latency from a trade's XADD to the snapshot showing it, with a producer at 100k ticks/s;
+3. the worker's peak RSS (a separate process) after trades of 10,000 symbols.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import redis
+
+from analytics.live import snapshot_key
+from analytics.worker import AnalyticsWorker, WorkerConfig
+from benchmarks._common import redis_benchmark_xadd, row, synthetic_ticks, timed
+from ingest.keys import Keys
+from ingest.producer import Producer
+from ingest.redis_server import EmbeddedRedis
+from ingest.settings import Settings
+from ingest.ticks import TickBatch, concat
+
+EVENT_RATE = 50_000  # trades per second of event time: a busy market, so bars are far fewer than trades
+
+
+def market(n: int, symbols: int, seed: int = 3, start_ms: int = 1_767_225_600_000) -> TickBatch:
+    """Synthetic trades at EVENT_RATE per event-time second."""
+    ticks = synthetic_ticks(n, symbols=symbols, seed=seed, start_ms=start_ms)
+    ts = start_ms + (np.arange(n, dtype=np.int64) * 1000) // EVENT_RATE
+    return TickBatch(ticks.symbols, ticks.symbol_idx, ticks.price, ticks.size, ts, ticks.side)
+
+
+def drain_rate(client: redis.Redis, settings: Settings, ticks: TickBatch, per_tick: bool) -> float:
+    """Pre-fill the stream, then time one worker draining it; ticks/s."""
+    client.flushall()
+    Producer(client, settings).publish(ticks, per_tick=per_tick)
+    worker = AnalyticsWorker(client, settings, None, WorkerConfig(checkpoint_every_s=5.0))
+    with timed() as t:
+        worker.run(max_idle_reads=1)
+    processed = worker.runner.stats.ticks
+    assert processed == len(ticks), (processed, len(ticks))
+    return processed / t[0]
+
+
+def latency(client: redis.Redis, settings: Settings, seconds: float, rate: int = 100_000) -> tuple[float, float, int]:
+    """p50/p99 ms from XADD to the snapshot showing the trade, at `rate` ticks/s in 10 ms batches."""
+    client.flushall()
+    stop = threading.Event()
+    worker = AnalyticsWorker(client, settings.model_copy(update={"block_ms": 5}), None, WorkerConfig())
+    worker_thread = threading.Thread(target=worker.run, daemon=True)
+    worker_thread.start()
+    time.sleep(0.5)
+    sent: dict[int, float] = {}
+    seen: dict[int, float] = {}
+    background = market(rate, 500, seed=9)
+    key = snapshot_key(Keys(settings.prefix))
+
+    def produce() -> None:
+        producer = Producer(redis.Redis(port=client.connection_pool.connection_kwargs["port"]), settings)
+        per_batch = rate // 100
+        seq = 0
+        start_ms = int(time.time() * 1000)
+        next_at = time.perf_counter()
+        while not stop.is_set():
+            seq += 1
+            first = (seq * per_batch) % (len(background) - per_batch)
+            chunk = background.take(np.arange(first, first + per_batch - 1))
+            probe = TickBatch.from_columns(["PROBE"], [1000.0 + seq], [1.0], [start_ms + seq * 10])
+            now_ms = start_ms + seq * 10
+            chunk = TickBatch(chunk.symbols, chunk.symbol_idx, chunk.price, chunk.size,
+                              np.full(len(chunk), now_ms, np.int64), chunk.side)  # fmt: skip
+            sent[seq] = time.perf_counter()
+            producer.publish(concat([chunk, probe]))
+            next_at += 0.01
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+
+    def watch() -> None:
+        watcher = redis.Redis(port=client.connection_pool.connection_kwargs["port"])
+        while not stop.is_set():
+            raw = watcher.hget(key, "PROBE")
+            if raw:
+                seq = round(json.loads(raw)["price"] - 1000)
+                seen.setdefault(seq, time.perf_counter())
+            time.sleep(0.0005)
+
+    threads = [threading.Thread(target=produce), threading.Thread(target=watch)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    worker.stop.set()
+    worker_thread.join(10)
+    # A probe that was overtaken before the watcher saw it shows up via a later seq: charge it that time.
+    delays = []
+    first_seen_after = sorted(seen.items())
+    for seq, t_sent in sent.items():
+        later = [t for s, t in first_seen_after if s >= seq]
+        if later:
+            delays.append((min(later) - t_sent) * 1000)
+    arr = np.array(delays)
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), len(arr)
+
+
+def peak_rss_10k_symbols(server: EmbeddedRedis, settings: Settings, n: int) -> float:
+    """Peak RSS (MiB) of a separate worker process after trades of 10,000 symbols."""
+    client = redis.Redis(port=server.port)
+    client.flushall()
+    Producer(client, settings).publish(market(n, 10_000, seed=5))
+    env = {**os.environ, "TICKERDASH_REDIS_URL": server.url, "TICKERDASH_BLOCK_MS": "50"}
+    proc = subprocess.Popen([sys.executable, "-m", "tickerdash", "analytics", "--consumer", "rss"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            stream = settings.prefix + ":ticks"
+            groups = client.xinfo_groups(stream) if client.exists(stream) else []
+            if groups and groups[0]["pending"] == 0 and groups[0].get("lag") == 0:
+                break
+            time.sleep(0.2)
+        with open(f"/proc/{proc.pid}/status") as status:
+            hwm = next(line for line in status if line.startswith("VmHWM"))
+        return int(hwm.split()[1]) / 1024
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-ticks", type=int, default=2_000_000)
+    parser.add_argument("--per-tick-ticks", type=int, default=200_000)
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--rss-ticks", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with EmbeddedRedis(appendonly=False) as server:
+        client = redis.Redis(port=server.port)
+        settings = Settings(redis_url=server.url, stream_maxlen=0, block_ms=20, consumer="bench")
+        ref = redis_benchmark_xadd(server)
+        print(f"Redis {server.binary} (appendonly no); indicators SMA 20,50 EMA 12,26 VWAP 1m,5m; bars 1s,1m")
+        row("reference: redis-benchmark XADD, pipeline 256", ref, "req/s")
+        rate = drain_rate(client, settings, market(args.batch_ticks, 500), per_tick=False)
+        row(f"worker, batch entries, 500 symbols ({args.batch_ticks:,} ticks)", rate, ref=ref)
+        rate = drain_rate(client, settings, market(args.per_tick_ticks, 500), per_tick=True)
+        row(f"worker, per-tick entries, 500 symbols ({args.per_tick_ticks:,} ticks)", rate, ref=ref)
+        p50, p99, samples = latency(client, settings, args.latency_seconds)
+        print(f"  XADD -> snapshot latency at 100k ticks/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({samples} probes)")
+        rss = peak_rss_10k_symbols(server, settings, args.rss_ticks)
+        print(f"  worker peak RSS after {args.rss_ticks:,} ticks of 10,000 symbols: {rss:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
