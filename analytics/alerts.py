@@ -45,6 +45,7 @@ from analytics.segments import (
     TS_BITS,
     Grouping,
     SymbolSlots,
+    exclusive_cumsum,
     grow,
     pack_state,
     ragged_arange,
@@ -120,8 +121,15 @@ def _text(value: bytes | str) -> str:
 
 def alert_message(rule: Rule, symbol: str, price: float, reference: float, drop_pct: float) -> str:
     """A readable sentence for an alert."""
-    return (f"{symbol} fell {drop_pct:.2f}% to {price:.10g} from {reference:.10g} within "
-            f"{format_duration(rule.window_s)} (rule {rule.title}: -{rule.drop_pct:g}%)")  # fmt: skip
+    return _message(symbol, price, reference, drop_pct, _message_tail(rule))
+
+
+def _message_tail(rule: Rule) -> str:
+    return f"within {format_duration(rule.window_s)} (rule {rule.title}: -{rule.drop_pct:g}%)"
+
+
+def _message(symbol: str, price: float, reference: float, drop_pct: float, tail: str) -> str:
+    return f"{symbol} fell {drop_pct:.2f}% to {price:.10g} from {reference:.10g} {tail}"
 
 
 def actual_drop_pct(price: float, reference: float) -> float:
@@ -198,8 +206,10 @@ class _RuleTable:
     slot_offsets: tuple[np.ndarray, ...]  # per window: CSR offsets over slots into slot_rules
     slot_rules: tuple[np.ndarray, ...]  # per window: single-symbol rules by slot, loosest first
     slot_fmax: tuple[np.ndarray, ...]  # per window: loosest factor per slot (-inf when none)
+    slot_fmax_any: np.ndarray  # loosest factor per slot over every window
     watched: np.ndarray  # per slot: some rule watches it
     watch_all: bool
+    message_tails: tuple[str, ...]  # per rule: the end of its alert messages (built once)
 
     @classmethod
     def compile(cls, rules: Sequence[Rule], slots: SymbolSlots) -> _RuleTable:
@@ -234,7 +244,8 @@ class _RuleTable:
             factor=factor, cooldown_ms=np.array([r.cooldown_ms for r in rules], np.int64),
             star=tuple(star), star_fmax=np.array(star_fmax, np.float64), slot_offsets=tuple(offsets),
             slot_rules=tuple(by_slot), slot_fmax=tuple(slot_fmax), watched=watched,
-            watch_all=bool((rule_slot < 0).any()),
+            slot_fmax_any=np.max(slot_fmax, axis=0) if slot_fmax else np.full(n_slots, -np.inf),
+            watch_all=bool((rule_slot < 0).any()), message_tails=tuple(_message_tail(r) for r in rules),
         )  # fmt: skip
 
 
@@ -339,26 +350,35 @@ class SlumpAlerts:
         row_key = row_seg * span + (clock - base)
         carried_key = carried_seg * span + (carried_ts - base)
 
-        refs = np.empty((len(table.windows_ms), n))
+        refs = np.full((len(table.windows_ms), n), np.nan)  # filled where a rule could fire
         event_rule, event_row = [], []
-        positions = np.arange(n)
         row_slot = seg_slot[row_seg]
-        for w, window in enumerate(table.windows_ms.tolist()):
-            query = row_seg * span + (clock - window - base)
+        # Every window's reference is at most the highest price remembered or seen so far in the batch, so
+        # rows above that bound's loosest threshold cannot fire: most rows stop here, at O(1) each.
+        carried_top = np.full(len(seg_slot), -np.inf)
+        has_deque = deque_len > 0
+        carried_top[has_deque] = carried_price[exclusive_cumsum(deque_len)[has_deque]]
+        bound = np.maximum(rows_max.query(group.starts[row_seg], np.arange(n)), carried_top[row_seg])
+        loosest_any = np.maximum(table.star_fmax.max(), _pad(table.slot_fmax_any, row_slot, -np.inf))
+        maybe = np.flatnonzero(price <= bound * loosest_any)
+        m_seg, m_clock, m_price, m_slot = row_seg[maybe], clock[maybe], price[maybe], row_slot[maybe]
+        for w, window in enumerate(table.windows_ms.tolist() if len(maybe) else ()):
+            query = m_seg * span + (m_clock - window - base)
             first = np.searchsorted(row_key, query, side="right")
-            ref = rows_max.query(first, positions)
+            ref = rows_max.query(first, maybe)
             if len(carried_key):
                 at = np.searchsorted(carried_key, query, side="right")
                 inside = at < len(carried_key)
                 at = np.minimum(at, len(carried_key) - 1)
-                inside &= carried_seg[at] == row_seg
+                inside &= carried_seg[at] == m_seg
                 ref = np.maximum(ref, np.where(inside, carried_price[at], -np.inf))
-            refs[w] = ref
-            loosest = np.maximum(table.star_fmax[w], _pad(table.slot_fmax[w], row_slot, -np.inf))
-            cand = np.flatnonzero(price <= ref * loosest)
-            if len(cand) == 0:
+            refs[w, maybe] = ref
+            loosest = np.maximum(table.star_fmax[w], _pad(table.slot_fmax[w], m_slot, -np.inf))
+            below_loosest = np.flatnonzero(m_price <= ref * loosest)
+            if len(below_loosest) == 0:
                 continue
-            c_ref, c_price = ref[cand], price[cand]
+            cand = maybe[below_loosest]
+            c_ref, c_price = ref[below_loosest], m_price[below_loosest]
             stars = table.star[w]
             if len(stars):
                 count = prefix_counts(c_ref, c_price, table.factor[stars], np.zeros(len(cand), np.int64),
@@ -395,9 +415,13 @@ class SlumpAlerts:
         row_slot = np.repeat(seg_slot, seg_end - seg_start)
         touched = seg_of_slot[self.waiting_slot] >= 0
         waiting_keys = self.waiting_rule[touched] * n_slots + self.waiting_slot[touched]
-        event_keys = event_rule * n_slots + row_slot[event_row]
-        pair_keys, inverse = np.unique(np.concatenate([event_keys, waiting_keys]), return_inverse=True)
-        inverse = inverse.reshape(-1)
+        # one sort puts the below events in (pair, row) order; pair ids then follow the sorted pair keys
+        stride = len(clock) + 1
+        ordered = np.sort((event_rule * n_slots + row_slot[event_row]) * stride + event_row)
+        event_pair_key, event_row = ordered // stride, ordered % stride
+        first_of_pair = np.flatnonzero(np.diff(event_pair_key, prepend=-1) != 0)
+        event_pairs = event_pair_key[first_of_pair]  # sorted, distinct
+        pair_keys = np.union1d(event_pairs, waiting_keys)
         if len(pair_keys) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         n_pairs = len(pair_keys)
@@ -407,14 +431,14 @@ class SlumpAlerts:
         pos = seg_start[pair_seg].copy()
         waiting = np.zeros(n_pairs, bool)
         since = np.full(n_pairs, NO_TIME, np.int64)
-        waiting_pairs = inverse[len(event_keys):]
+        waiting_pairs = np.searchsorted(pair_keys, waiting_keys)
         waiting[waiting_pairs] = True
         since[waiting_pairs] = self.waiting_since[touched]
         cooldown = self._table.cooldown_ms[pair_rule]
 
-        # below events of each pair sorted by row; and where each run of consecutive below rows ends
-        stride = len(clock) + 1
-        events = np.sort(inverse[: len(event_keys)] * stride + event_row)
+        # below events keyed (pair id, row), sorted; and where each run of consecutive below rows ends
+        per_pair = np.diff(np.append(first_of_pair, len(ordered)))
+        events = np.repeat(np.searchsorted(pair_keys, event_pairs), per_pair) * stride + event_row
         n_events = len(events)
         run_breaks = np.flatnonzero(np.diff(events) != 1)
         run_last = np.concatenate([run_breaks, [n_events - 1]]) if n_events else np.zeros(0, np.int64)
@@ -519,7 +543,8 @@ class SlumpAlerts:
             drop = actual_drop_pct(price, reference)
             alerts.append(Alert(
                 rule_id=rule.id, symbol=symbol, ts=int(batch.ts[row]), price=price, reference_price=reference,
-                drop_pct=drop, window_s=rule.window_s, message=alert_message(rule, symbol, price, reference, drop),
+                drop_pct=drop, window_s=rule.window_s,
+                message=_message(symbol, price, reference, drop, table.message_tails[r]),
                 tick_id=batch.tick_id(row) if has_origin else "", row=row,
             ))  # fmt: skip
         return alerts
