@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -30,7 +31,7 @@ def make_rules(count: int, symbols: tuple[str, ...], seed: int = 3) -> list[Rule
     rng = np.random.default_rng(seed)
     return [
         Rule(id=f"b{i:05d}", symbol="*" if rng.random() < 0.1 else str(rng.choice(symbols)),
-             drop_pct=float(rng.choice(DROPS)), window_s=float(rng.choice(WINDOWS_S)))  # fmt: skip
+             drop_pct=float(rng.choice(DROPS)), window_s=float(rng.choice(WINDOWS_S)))
         for i in range(count)
     ]
 
@@ -46,7 +47,13 @@ def volatile(ticks: TickBatch, scale: float = 40.0) -> TickBatch:
     return dataclasses.replace(ticks, price=np.round(out, 4))
 
 
-def rate(stage_process, batches: list[TickBatch]) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+def core_stages() -> Callable[[TickBatch], object]:
+    """The worker's own stages (indicators and bars) as one call per batch, for scale."""
+    indicators, bars = Indicators(), Bars()
+    return lambda batch: (indicators.process(batch), bars.process(batch))
+
+
+def rate(stage_process: Callable[[TickBatch], object], batches: list[TickBatch]) -> tuple[float, int]:
     """Ticks/s of calling `stage_process` on every batch, and how many alerts it returned."""
     fired = 0
     with timed() as t:
@@ -66,8 +73,7 @@ def main() -> None:
     for label, ticks in (("synthetic random walk", calm), ("volatile (returns x40)", volatile(calm))):
         batches = list(iter_chunks(ticks, BATCH_ROWS))
         print(f"{label}: {len(ticks):,} trades, {args.symbols} symbols, batches of {BATCH_ROWS:,}")
-        indicators, bars = Indicators(), Bars()
-        core, _ = rate(lambda b: (indicators.process(b), bars.process(b)), batches)
+        core, _ = rate(core_stages(), batches)
         row("worker core stages (indicators + bars), for scale", core)
         for count in (0, 100, 1_000):
             stage = SlumpAlerts(make_rules(count, ticks.symbols))
