@@ -1,0 +1,319 @@
+"""The archiver: closed bars from Redis into a hive-partitioned Parquet dataset, exactly once per bar.
+
+Redis keeps recent bars (each bar stream is capped by MAXLEN); the archive keeps the rest. The
+archiver is consumer group `archive` on the closed-bars feed (`bars_feed_key`), which the analytics
+worker writes in the same transaction as the bar streams, so every closed bar reaches the feed.
+
+Layout: `<data_dir>/archive/interval=<1s|1m|1h>/date=<YYYY-MM-DD>/part-<first id>-<last id>.parquet`
+(date of the bar start in UTC), each file sorted by symbol and start. A batch of feed entries is
+written to a hidden temporary file, renamed into place, and only then acknowledged. The file name
+comes from the batch's first and last entry IDs: a batch re-read after a crash between the rename
+and the XACK gets the same name and overwrites the file with identical content, so no bar is
+archived twice. `compact` merges a day's part files into one file whose row groups are symbol
+ranges (fast symbol-filtered reads), again by temporary file and rename.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import redis
+
+from analytics.indicators import window_name
+from analytics.worker import bars_feed_key, decode_bar_table
+from ingest.keys import Keys
+from ingest.runner import StopFlag, _stream_items, ensure_groups, raw_client
+from ingest.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_GROUP = "archive"
+READ_COUNT = 500  # feed entries per read
+MAX_BATCH_ROWS = 500_000  # bars gathered (still pending) before they are written: bounds memory
+ROW_GROUP_ROWS = 100_000
+DAY_MS = 86_400_000
+
+PRICE_UNIT = {b"unit": b"quote currency per share/unit"}
+ARCHIVE_SCHEMA = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False, metadata={b"description": b"ticker, upper case"}),
+        pa.field("start", pa.timestamp("ms", tz="UTC"), nullable=False,
+                 metadata={b"unit": b"ms since the epoch, UTC",
+                           b"description": b"bar covers [start, start + interval)"}),
+        pa.field("open", pa.float64(), nullable=False, metadata=PRICE_UNIT),
+        pa.field("high", pa.float64(), nullable=False, metadata=PRICE_UNIT),
+        pa.field("low", pa.float64(), nullable=False, metadata=PRICE_UNIT),
+        pa.field("close", pa.float64(), nullable=False, metadata=PRICE_UNIT),
+        pa.field("volume", pa.float64(), nullable=False, metadata={b"unit": b"shares/units traded"}),
+        pa.field("vwap", pa.float64(), nullable=False, metadata=PRICE_UNIT),
+        pa.field("trades", pa.int64(), nullable=False, metadata={b"unit": b"count of trades"}),
+    ],
+    metadata={b"tickerdash.units": b"prices in quote currency, volume in shares/units, start in ms UTC"},
+)  # fmt: skip
+PARTITIONING = ds.partitioning(pa.schema([("interval", pa.string()), ("date", pa.string())]), flavor="hive")
+
+
+def archive_root(settings: Settings) -> Path:
+    """Where the archive dataset lives: `<data_dir>/archive`."""
+    return Path(settings.data_dir) / "archive"
+
+
+def partition_dir(root: Path, interval: str, date: str) -> Path:
+    """The directory of one (interval, UTC date) partition."""
+    return root / f"interval={interval}" / f"date={date}"
+
+
+def utc_date(ms: int) -> str:
+    """The UTC calendar date of an epoch-ms instant, as YYYY-MM-DD."""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d")
+
+
+def to_archive_table(feed: pa.Table) -> pa.Table:
+    """Feed columns (symbol, interval_ms, start_ms, open ... trades) as archive rows, sorted by symbol and start."""
+    columns: dict[str, Any] = {
+        "symbol": feed["symbol"].cast(pa.string()),
+        "start": feed["start_ms"].cast(pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+    }
+    for name in ("open", "high", "low", "close", "volume", "vwap"):
+        columns[name] = feed[name].cast(pa.float64())
+    columns["trades"] = feed["trades"].cast(pa.int64())
+    table = pa.table(columns).cast(ARCHIVE_SCHEMA)
+    return table.sort_by([("symbol", "ascending"), ("start", "ascending")])
+
+
+def write_atomically(table: pa.Table, path: Path, **options: Any) -> None:
+    """Write a Parquet file under a hidden temporary name, fsync it, and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # '.' prefix: dataset discovery skips it
+    try:
+        pq.write_table(table, tmp, row_group_size=options.pop("row_group_size", ROW_GROUP_ROWS), **options)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def split_partitions(feed: pa.Table) -> Iterator[tuple[str, str, pa.Table]]:
+    """(interval name, UTC date, archive rows) for every partition the feed rows fall in."""
+    interval_ms = feed["interval_ms"].to_numpy()
+    day = feed["start_ms"].to_numpy() // DAY_MS
+    for interval in np.unique(interval_ms).tolist():
+        for day_number in np.unique(day[interval_ms == interval]).tolist():
+            rows = np.flatnonzero((interval_ms == interval) & (day == day_number))
+            yield window_name(int(interval)), utc_date(int(day_number) * DAY_MS), to_archive_table(feed.take(rows))
+
+
+def file_metadata(interval: str) -> dict[bytes, bytes]:
+    """Schema metadata of an archive file: the units and the interval (a file read alone still says it)."""
+    return {**(ARCHIVE_SCHEMA.metadata or {}), b"tickerdash.interval": interval.encode()}
+
+
+@dataclass(slots=True)
+class ArchiveStats:
+    """Running totals, for logs and tests."""
+
+    entries: int = 0
+    bars: int = 0
+    files: int = 0
+    trimmed: int = 0
+
+
+class Archiver:
+    """Consumer `consumer` of group `archive` on the closed-bars feed; writes each bar to Parquet once."""
+
+    def __init__(self, client: redis.Redis, settings: Settings, *, root: Path | None = None,
+                 stop: StopFlag | None = None, max_batch_rows: int = MAX_BATCH_ROWS) -> None:  # fmt: skip
+        self.client = client
+        self.raw = raw_client(client)
+        self.settings = settings
+        self.feed = bars_feed_key(Keys(settings.prefix, settings.partitions))
+        self.root = root or archive_root(settings)
+        self.stop = stop or StopFlag()
+        self.max_batch_rows = max_batch_rows
+        self.stats = ArchiveStats()
+
+    def write_batch(self, entries: Sequence[tuple[bytes, dict[bytes, bytes] | list[bytes] | None]]) -> list[Path]:
+        """Write the bars of these feed entries (one file per partition), then XACK them; the files written."""
+        ids = [eid.decode() if isinstance(eid, bytes) else str(eid) for eid, _ in entries]
+        tables = []
+        for eid, fields in entries:
+            if fields is None:  # trimmed from the feed while pending: those bars exist only in the bar streams
+                log.error("feed entry %s was trimmed before it was archived", eid)
+                self.stats.trimmed += 1
+                continue
+            mapping = fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
+            tables.append(decode_bar_table(mapping[b"bars"]))
+        written: list[Path] = []
+        if tables:
+            feed = pa.concat_tables(tables, promote_options="permissive")
+            name = f"part-{ids[0]}-{ids[-1]}.parquet"
+            for interval, date, table in split_partitions(feed):
+                path = partition_dir(self.root, interval, date) / name
+                write_atomically(table.replace_schema_metadata(file_metadata(interval)), path)
+                written.append(path)
+                self.stats.bars += table.num_rows
+        self.client.xack(self.feed, ARCHIVE_GROUP, *ids)  # only after every rename: a crash re-reads the batch
+        self.stats.entries += len(ids)
+        self.stats.files += len(written)
+        return written
+
+    def _read(self, start: str, block_ms: int | None) -> list[Any]:
+        args: list[Any] = ["XREADGROUP", "GROUP", ARCHIVE_GROUP, self.settings.consumer, "COUNT", READ_COUNT]
+        if block_ms is not None:
+            args += ["BLOCK", block_ms]
+        response = self.raw.execute_command(*args, "STREAMS", self.feed, start)
+        return [entry for _, entries in _stream_items(response) for entry in entries]
+
+    def _gather(self, first: list[Any], start: str) -> list[Any]:
+        """Add entries after `first` (without blocking) until the batch holds max_batch_rows bars."""
+        batch = list(first)
+        rows = sum(_rows(fields) for _, fields in batch)
+        while rows < self.max_batch_rows and not self.stop.is_set():
+            more = self._read(batch[-1][0].decode() if start != ">" else ">", None)
+            if not more:
+                break
+            batch.extend(more)
+            rows += sum(_rows(fields) for _, fields in more)
+        return batch
+
+    def drain_pending(self) -> int:
+        """Archive the entries this consumer read but never acknowledged (an earlier life's crash)."""
+        done = 0
+        while not self.stop.is_set():
+            first = self._read("0-0", None)
+            if not first:
+                break
+            batch = self._gather(first, "0-0")
+            self.write_batch(batch)
+            done += len(batch)
+        return done
+
+    def run(self, once: bool = False) -> ArchiveStats:
+        """Archive until stopped; with `once`, stop when the feed has nothing new (tests, cron)."""
+        ensure_groups(self.client, [self.feed], ARCHIVE_GROUP)
+        self.drain_pending()
+        while not self.stop.is_set():
+            first = self._read(">", None if once else self.settings.block_ms)
+            if not first:
+                if once:
+                    break
+                continue
+            self.write_batch(self._gather(first, ">"))
+        log.info("archived %d bars from %d feed entries into %d files", self.stats.bars, self.stats.entries,
+                 self.stats.files)  # fmt: skip
+        return self.stats
+
+
+def _rows(fields: Any) -> int:
+    if fields is None:
+        return 0
+    mapping = fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
+    return int(mapping.get(b"rows", 0))
+
+
+# --- reading and compaction ----------------------------------------------------------------
+
+
+def partition_files(root: Path, interval: str, dates: Sequence[str]) -> list[Path]:
+    """The visible Parquet files of these (interval, date) partitions, in name order."""
+    files: list[Path] = []
+    for date in dates:
+        folder = partition_dir(root, interval, date)
+        if folder.is_dir():
+            files.extend(sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_"))))
+    return files
+
+
+def archived_intervals(root: Path) -> list[str]:
+    """The intervals that have an archive partition."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name.split("=", 1)[1] for p in root.glob("interval=*") if p.is_dir())
+
+
+def dates_between(lo_ms: int, hi_ms: int) -> list[str]:
+    """Every UTC date that [lo_ms, hi_ms) touches."""
+    if hi_ms <= lo_ms:
+        return []
+    return [utc_date(day * DAY_MS) for day in range(lo_ms // DAY_MS, (hi_ms - 1) // DAY_MS + 1)]
+
+
+def read_bars(root: Path, interval: str, lo_ms: int, hi_ms: int, symbols: Sequence[str] | None = None,
+              columns: Sequence[str] | None = None) -> pa.Table:  # fmt: skip
+    """Archived bars of one interval with start in [lo_ms, hi_ms) (and of these symbols), in file order."""
+    files = partition_files(root, interval, dates_between(lo_ms, hi_ms))
+    if not files:
+        return ARCHIVE_SCHEMA.empty_table() if columns is None else ARCHIVE_SCHEMA.empty_table().select(columns)
+    dataset = ds.dataset([str(f) for f in files], schema=ARCHIVE_SCHEMA, format="parquet")
+    start = ds.field("start")
+    condition = (start >= pa.scalar(lo_ms, pa.timestamp("ms", tz="UTC"))) & (
+        start < pa.scalar(hi_ms, pa.timestamp("ms", tz="UTC"))
+    )
+    if symbols is not None:
+        wanted = sorted(symbols)
+        # the range lets row-group statistics skip other symbols; is_in keeps only the wanted ones
+        condition &= (ds.field("symbol") >= wanted[0]) & (ds.field("symbol") <= wanted[-1])
+        condition &= ds.field("symbol").isin(wanted)
+    return dataset.to_table(columns=list(columns) if columns is not None else None, filter=condition)
+
+
+def archived_symbols(root: Path, interval: str, lo_ms: int, hi_ms: int) -> set[str]:
+    """Symbols with archived bars of this interval in [lo_ms, hi_ms)."""
+    table = read_bars(root, interval, lo_ms, hi_ms, columns=["symbol"])
+    return set(pc.unique(table["symbol"]).to_pylist()) if table.num_rows else set()
+
+
+def compact(root: Path, interval: str, date: str, group_symbols: int = 64) -> Path | None:
+    """Merge one partition's files into one, deduplicated, with row groups by symbol range; the new file.
+
+    Reads the partition symbol group by symbol group (bounded memory), writes a temporary file,
+    renames it, then deletes the merged files. A crash before the deletes leaves the same bars in two
+    files; readers deduplicate by (symbol, start), and the next compaction merges them again.
+    """
+    files = partition_files(root, interval, [date])
+    if len(files) <= 1:
+        return files[0] if files else None
+    dataset = ds.dataset([str(f) for f in files], schema=ARCHIVE_SCHEMA, format="parquet")
+    symbols = sorted(pc.unique(dataset.to_table(columns=["symbol"])["symbol"]).to_pylist())
+    target = files[0].with_name(f"compact-{files[0].stem.split('-', 1)[1]}-{len(files)}.parquet")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    schema = ARCHIVE_SCHEMA.with_metadata(file_metadata(interval))
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for at in range(0, len(symbols), group_symbols):
+                group = symbols[at : at + group_symbols]
+                part = dataset.to_table(filter=ds.field("symbol").isin(group))
+                writer.write_table(dedupe_sorted(part).cast(schema), row_group_size=ROW_GROUP_ROWS)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for f in files:
+        if f != target:
+            f.unlink()
+    return target
+
+
+def dedupe_sorted(table: pa.Table) -> pa.Table:
+    """Rows sorted by (symbol, start), one per (symbol, start): the first of any duplicates."""
+    if table.num_rows == 0:
+        return table
+    ordered = table.sort_by([("symbol", "ascending"), ("start", "ascending")])
+    symbol = ordered["symbol"].to_numpy(zero_copy_only=False)
+    start = ordered["start"].cast(pa.int64()).to_numpy()
+    keep = np.ones(len(start), bool)
+    keep[1:] = (symbol[1:] != symbol[:-1]) | (start[1:] != start[:-1])
+    return ordered if keep.all() else ordered.filter(pa.array(keep))

@@ -1,0 +1,110 @@
+"""`tickerdash export` and `tickerdash archive`: history out of Redis and the archive, and into the archive."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from analytics.archive import ARCHIVE_GROUP, Archiver, archive_root, archived_intervals, compact, utc_date
+from analytics.export import INCLUDES, INTERVAL_MS, ExportError, ExportRequest, export_bars, parse_time
+from ingest.clikit import console, fail, load_settings
+from ingest.redis_server import redis_connection
+from ingest.runner import StopFlag
+from ingest.ticks import TickError, normalise_symbol
+
+log = logging.getLogger(__name__)
+
+
+def _symbols(text: str | None, everything: bool) -> tuple[str, ...] | None:
+    if everything == (text is not None):
+        fail("give either --symbols AAPL,MSFT or --all")
+    if everything:
+        return None
+    try:
+        return tuple(dict.fromkeys(normalise_symbol(s) for s in (text or "").split(",") if s.strip()))
+    except TickError as exc:
+        fail(f"--symbols: {exc}")
+
+
+def export(
+    out: Path = typer.Option(..., "--out", help="File to write (.parquet or .csv); replaced only when complete."),
+    symbols: str | None = typer.Option(None, "--symbols", help="Comma-separated tickers, e.g. AAPL,MSFT."),
+    everything: bool = typer.Option(False, "--all", help="Every symbol with bars in the range."),
+    interval: str = typer.Option("1m", "--interval", help=f"Bar interval: {', '.join(INTERVAL_MS)} (1d: trend rows)."),
+    start: str | None = typer.Option(None, "--start", help="First instant: date, ISO timestamp or epoch ms "
+                                     "(default: the oldest bar)."),
+    end: str | None = typer.Option(None, "--end", help="End (exclusive; a date means through that day). "
+                                   "Default: the newest bar."),
+    tz: str = typer.Option("UTC", "--tz", help="Zone of --start/--end without offset, of the day boundaries for "
+                           "1d, and of the timestamps written."),
+    fmt: str | None = typer.Option(None, "--format", help="parquet or csv (default: from --out's suffix)."),
+    include: str = typer.Option("", "--include", help=f"Also write {', '.join(INCLUDES)} beside --out "
+                                "(NAME.alerts.EXT ...), from Redis."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Export bars for symbols and a time range, from Redis and the archive together, to Parquet or CSV."""
+    chosen = _symbols(symbols, everything)
+    fmt = fmt or ("csv" if out.suffix.lower() == ".csv" else "parquet")
+    try:
+        request = ExportRequest(
+            symbols=chosen, interval=interval,
+            start_ms=parse_time(start, tz) if start else None,
+            end_ms=parse_time(end, tz, end=True) if end else None,
+            tz=tz, format=fmt,  # type: ignore[arg-type]
+            include=tuple(x.strip() for x in include.split(",") if x.strip()),
+        )  # fmt: skip
+    except ExportError as exc:
+        fail(str(exc))
+    settings = load_settings()
+    progress = Progress(TextColumn("[bold]export"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rows]} rows"), TimeElapsedColumn(), console=console,
+                        disable=quiet)  # fmt: skip
+    with redis_connection(settings) as client, progress:
+        task = progress.add_task("export", total=None, rows="0")
+
+        def advance(done: int, total: int, rows: int) -> None:
+            progress.update(task, completed=done, total=total, rows=f"{rows:,}")
+
+        try:
+            result = export_bars(client, settings, request, out, on_progress=advance)
+        except ExportError as exc:
+            progress.stop()
+            fail(str(exc))
+    extra = "".join(f", {name}: {path}" for name, path in result.extra.items())
+    console.print(f"wrote {result.rows:,} {interval} rows of {len(result.symbols)} symbols "
+                  f"(from {result.source_interval} bars) to {result.path}{extra} in {result.seconds:.2f} s")
+
+
+def archive(
+    once: bool = typer.Option(False, "--once", help="Archive what the feed holds now, then exit."),
+    consumer: str | None = typer.Option(None, "--consumer", help=f"Consumer name in group '{ARCHIVE_GROUP}' "
+                                        "(default host-pid); restarting with the same name resumes its pending bars."),
+    compact_days: bool = typer.Option(False, "--compact", help="Before archiving, merge each finished day's "
+                                      "files (older than today, UTC) into one file per interval."),
+) -> None:
+    """Archive closed bars into the Parquet dataset <data_dir>/archive, exactly once per bar."""
+    settings = load_settings(consumer=consumer)
+    root = archive_root(settings)
+    if compact_days:
+        today = utc_date(int(time.time() * 1000))
+        for interval in archived_intervals(root):
+            for folder in sorted((root / f"interval={interval}").glob("date=*")):
+                date = folder.name.split("=", 1)[1]
+                if date < today:
+                    compact(root, interval, date)
+    stop = StopFlag().install()
+    with redis_connection(settings) as client:
+        log.info("archiver %s writing to %s", settings.consumer, root)
+        stats = Archiver(client, settings, stop=stop).run(once=once)
+    console.print(f"archived {stats.bars:,} bars from {stats.entries:,} feed entries into {stats.files:,} files "
+                  f"under {root}")  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `export` and `archive` commands to a typer app."""
+    app.command("export")(export)
+    app.command("archive")(archive)
