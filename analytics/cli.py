@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import typer
@@ -9,8 +10,10 @@ import typer
 from analytics import alerts_cli
 from analytics.bars import BarConfig
 from analytics.indicators import IndicatorConfig
+from analytics.webhooks import WebhookDelivery
 from analytics.worker import AnalyticsWorker, StageFactory, WorkerConfig
 from ingest.clikit import fail, load_settings
+from ingest.keys import Keys
 from ingest.redis_server import redis_connection
 from ingest.runner import StopFlag
 
@@ -69,6 +72,7 @@ def analytics(
     grace: float = typer.Option(2.0, help="Seconds a bar waits for late trades before it closes."),
     checkpoint_every: float = typer.Option(5.0, help="Seconds between full state checkpoints."),
     lease: float = typer.Option(10.0, help="Seconds a partition stays ours without renewal (failover time)."),
+    webhooks: bool = typer.Option(True, help="Also deliver alert webhooks (a background thread; group 'webhooks')."),
 ) -> None:
     """Run an analytics worker: indicators, bars, alerts and anomaly scores on the tick stream."""
     settings = load_settings(consumer=consumer)
@@ -86,7 +90,9 @@ def analytics(
     stop = StopFlag().install()
     with redis_connection(settings) as client:
         log.info("analytics worker %s starting on partitions %s", settings.consumer, owned)
-        AnalyticsWorker(client, settings, owned, config, stop=stop).run()
+        delivery = WebhookDelivery(client, Keys(settings.prefix, settings.partitions), consumer=settings.consumer)
+        with delivery if webhooks else contextlib.nullcontext():
+            AnalyticsWorker(client, settings, owned, config, stop=stop).run()
     log.info("analytics worker %s stopped", settings.consumer)
 
 

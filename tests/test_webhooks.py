@@ -138,3 +138,39 @@ def test_a_restart_redelivers_what_was_in_flight(redis_client: redis.Redis, endp
     with WebhookDelivery(redis_client, policy=patient, block_ms=50) as second:
         assert wait_until(lambda: second.stats.delivered == 1)
     assert [b["alert_id"] for b in hook.bodies] == [entry_id]
+
+
+@pytest.mark.slow
+def test_the_analytics_command_delivers_webhooks_of_the_alerts_it_fires(
+    endpoint: Callable[[int], Endpoint], redis_client: redis.Redis, redis_server: object
+) -> None:
+    """`tickerdash analytics` runs the delivery task beside the worker: a slump fires and its rule's URL hears it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from analytics.rules import make_rule
+
+    hook = endpoint(0)
+    RuleStore(redis_client, KEYS).add(make_rule("AAPL", 5, "60s", webhook=hook.url, rule_id="aapl-5"))
+    env = {**os.environ, "TICKERDASH_REDIS_URL": redis_server.url, "TICKERDASH_BLOCK_MS": "50"}  # type: ignore[attr-defined]
+    worker = subprocess.Popen([sys.executable, "-m", "tickerdash", "analytics", "--consumer", "hooked"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while redis_client.get(KEYS.internal("lease", "analytics", "0")) != b"hooked":
+            assert worker.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        for i, price in enumerate((100.0, 101.0, 94.0)):
+            redis_client.xadd(KEYS.ticks(), {"symbol": "AAPL", "price": price, "size": 10, "ts": 1_767_225_600_000 + i})
+        while not hook.bodies:
+            assert worker.poll() is None and time.monotonic() < deadline, "no webhook within 30 s"
+            time.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err[-2000:]
+    (body,) = hook.bodies
+    assert body["rule_id"] == "aapl-5" and body["symbol"] == "AAPL"
+    assert float(body["price"]) == 94.0 and float(body["reference_price"]) == 101.0
