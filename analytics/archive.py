@@ -143,6 +143,8 @@ class Archiver:
         self.stop = stop or StopFlag()
         self.max_batch_rows = max_batch_rows
         self.stats = ArchiveStats()
+        self._carry: list[Any] = []  # entries read but not yet in a written batch
+        self._cursor = "0-0"  # the last pending entry read back
 
     def write_batch(self, entries: Sequence[tuple[bytes, dict[bytes, bytes] | list[bytes] | None]]) -> list[Path]:
         """Write the bars of these feed entries (one file per partition), then XACK them; the files written."""
@@ -176,41 +178,43 @@ class Archiver:
         response = self.raw.execute_command(*args, "STREAMS", self.feed, start)
         return [entry for _, entries in _stream_items(response) for entry in entries]
 
-    def _gather(self, first: list[Any], start: str) -> list[Any]:
-        """Add entries after `first` (without blocking) until the batch holds max_batch_rows bars."""
-        batch = list(first)
-        rows = sum(_rows(fields) for _, fields in batch)
-        while rows < self.max_batch_rows and not self.stop.is_set():
-            more = self._read(batch[-1][0].decode() if start != ">" else ">", None)
+    def _next_batch(self, pending: bool, block_ms: int | None) -> list[Any]:
+        """Entries from the first unwritten one until they hold max_batch_rows bars (or nothing more is there).
+
+        Where a batch ends depends only on the entries, counted from the first unacknowledged one, so
+        the batch re-read after a crash is the same batch and its files get the same names.
+        """
+        batch, self._carry = self._carry, []
+        while sum(_rows(fields) for _, fields in batch) < self.max_batch_rows and not self.stop.is_set():
+            more = self._read(self._cursor if pending else ">", None if batch else block_ms)
             if not more:
                 break
             batch.extend(more)
-            rows += sum(_rows(fields) for _, fields in more)
+            if pending:
+                self._cursor = more[-1][0].decode()
+        rows = np.cumsum([_rows(fields) for _, fields in batch])
+        cut = int(np.searchsorted(rows, self.max_batch_rows)) + 1 if len(rows) else 0
+        batch, self._carry = batch[:cut], batch[cut:]  # the rest is read (pending) and goes first next time
         return batch
 
-    def drain_pending(self) -> int:
-        """Archive the entries this consumer read but never acknowledged (an earlier life's crash)."""
-        done = 0
-        while not self.stop.is_set():
-            first = self._read("0-0", None)
-            if not first:
-                break
-            batch = self._gather(first, "0-0")
-            self.write_batch(batch)
-            done += len(batch)
-        return done
-
     def run(self, once: bool = False) -> ArchiveStats:
-        """Archive until stopped; with `once`, stop when the feed has nothing new (tests, cron)."""
+        """Archive until stopped; with `once`, stop when the feed has nothing new (tests, cron).
+
+        First the entries an earlier life of this consumer read but never acknowledged, then new ones.
+        """
         ensure_groups(self.client, [self.feed], ARCHIVE_GROUP)
-        self.drain_pending()
+        self._carry, self._cursor = [], "0-0"
         while not self.stop.is_set():
-            first = self._read(">", None if once else self.settings.block_ms)
-            if not first:
-                if once:
-                    break
-                continue
-            self.write_batch(self._gather(first, ">"))
+            batch = self._next_batch(pending=True, block_ms=None)
+            if not batch:
+                break
+            self.write_batch(batch)
+        while not self.stop.is_set():
+            batch = self._next_batch(pending=False, block_ms=None if once else self.settings.block_ms)
+            if batch:
+                self.write_batch(batch)
+            elif once:
+                break
         log.info("archived %d bars from %d feed entries into %d files", self.stats.bars, self.stats.entries,
                  self.stats.files)  # fmt: skip
         return self.stats
