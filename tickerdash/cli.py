@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 import analytics.cli
+import analytics.export_cli
 import ingest.cli
 import simulator.cli
 from ingest.clikit import setup_logging
@@ -25,7 +26,7 @@ def _common(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug l
 
 
 app.command("up")(up)
-for package_cli in (ingest.cli, simulator.cli, analytics.cli):
+for package_cli in (ingest.cli, simulator.cli, analytics.cli, analytics.export_cli):
     package_cli.register(app)
 
 
