@@ -70,7 +70,9 @@ def analytics(
     vwap: str = typer.Option("1m,5m", help="Rolling VWAP windows in event time."),
     bars: str = typer.Option("1s,1m", help="OHLCV bar intervals (multiples of the finest)."),
     grace: float = typer.Option(2.0, help="Seconds a bar waits for late trades before it closes."),
-    checkpoint_every: float = typer.Option(5.0, help="Seconds between full state checkpoints."),
+    checkpoint_every: float = typer.Option(
+        30.0, help="Seconds between full state checkpoints (a restart replays at most this much)."
+    ),
     lease: float = typer.Option(10.0, help="Seconds a partition stays ours without renewal (failover time)."),
     webhooks: bool = typer.Option(True, help="Also deliver alert webhooks (a background thread; group 'webhooks')."),
 ) -> None:
@@ -99,8 +101,9 @@ def analytics(
 def default_stages() -> tuple[StageFactory, ...]:
     """The plug-in stages every worker runs (slump alerts, anomaly scores) when they are installed."""
     from analytics.alert_stage import SlumpAlertStage
+    from analytics.anomaly import AnomalyStage
 
-    return (SlumpAlertStage,)
+    return (SlumpAlertStage, AnomalyStage)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,587 @@
+"""Anomaly scores for every trade: rules, per-feature tail probabilities and an IsolationForest, fused.
+
+Scorers (each gives a *surprise*, minus log10 of how rare a normal trade that extreme is, plus reasons):
+
+- rules: an off-market print (price beyond `offmarket_sigma` robust sigmas from both the weighted VWAP
+  and the previous trade, in the same direction); the wash pattern (the same account pair trading the
+  opposite legs at the same size within the window); a self-trade (buyer == seller).
+- tail: every feature's empirical tail probability against the recent history of that feature
+  (a decayed histogram per feature); the strongest counts fully, the second half.
+- forest: scikit-learn's IsolationForest on the (sign-log compressed) feature vector, refitted on a
+  recent window of unflagged trades, with its anomaly score calibrated by the same kind of histogram.
+
+Fusion: the largest surprise plus a quarter of the others (corroboration). A trade is flagged when
+its fused surprise passes the (1 - budget) quantile of recent fused surprises (never below
+`min_surprise`), so about `budget` of trades are flagged: 5 per 1,000 by default. The published score
+is `fused / (fused + 3)`, in [0, 1): a 1-in-1,000 surprise scores 0.5.
+
+Determinism (exactly-once): the output depends only on the checkpointed state and the input. Rows
+are taken in stream order in blocks of `block` trades of the stage's own trade count. Within a block,
+every calibration, the threshold and the forest are frozen (each trade is scored against the state
+before its block, and the block is learnt once it is complete); a block cut by a batch boundary waits
+in the state. The forest is refitted in a background thread, on a copy of the training window, when
+the trade count crosses a multiple of `refit_every`, with a seed derived from that count, and is swapped
+in exactly `swap_after` trades later. Only if the fit is still running then (a replay or catch-up far
+faster than real time) does the stream wait for it. `to_bytes` waits for a running fit too, and
+stores the pending forest, so a restored stage swaps the same forest at the same trade.
+
+Limits: the first `2 * block` trades are never flagged (nothing to calibrate against); a symbol is
+`warming_up` (statistical scorers silent, account rules active) for its first `warmup` trades; a
+causal scorer cannot tell an off-market print from the first trade after real news (both are far
+from everything before them); the tail and forest scorers learn from a window that includes any
+unlabelled manipulation, so a manipulation that persists for the whole window becomes normal.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from analytics.features import FEATURES, F, FeatureConfig, FeatureFrame, Features
+from analytics.segments import pack_state, unpack_state
+from ingest.ticks import TickBatch
+
+if TYPE_CHECKING:  # the pure core never imports the worker (and so never Redis) at run time
+    import redis
+
+    from analytics.worker import Effects
+    from ingest.keys import Keys
+
+HALF_SCORE_SURPRISE = 3.0  # a trade this surprising (1 in 1,000) gets score 0.5
+RULE_SURPRISE = 6.0  # a broken rule is strong evidence on its own: above any budget threshold seen in tuning
+
+# how each feature's extremeness is read for its tail probability (one-sided where only one side matters)
+TAIL_FEATURES = ("price_z", "jump_z", "momentum_z", "size_z", "burst", "aggressor_share")
+# pair counts are left to the wash rule: they are small integers, and a count of one is common by chance
+TWO_SIDED = {"price_z", "jump_z", "momentum_z"}
+# how much each feature's surprise counts, tuned on seeds 0-4: a rare size says more about intent
+# than an equally rare burst of activity, which whole markets have for innocent reasons
+TAIL_WEIGHTS = np.array([1.0, 1.0, 0.8, 1.4, 0.5, 1.0])
+TAIL_SECOND_WEIGHT = 1.0  # corroboration: the second most surprising feature counts this much
+SHARE_SCALE = 20.0  # shares are multiplied by this before the log1p, so their bins are not all at 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerConfig:
+    """Budget, rule thresholds, calibration and forest settings."""
+
+    budget: float = 0.005  # share of trades flagged (5 per 1,000)
+    min_surprise: float = 2.0  # never flag a trade less surprising than 1 in 100
+    offmarket_sigma: float = 8.0
+    block: int = 1024
+    calibration_half_life: float = 200_000.0  # trades
+    bins: int = 600
+    forest_trees: int = 50
+    forest_samples: int = 256
+    train_window: int = 4096
+    train_stride: int = 4
+    refit_every: int = 32_768
+    swap_after: int = 4_096
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.budget < 1:
+            raise ValueError(f"budget must be a share of trades in (0, 1), got {self.budget}")
+        if self.refit_every % self.block or self.swap_after % self.block or self.swap_after >= self.refit_every:
+            raise ValueError("refit_every and swap_after must be multiples of block, swap_after < refit_every")
+
+
+class Calibrator:
+    """Empirical tail surprise of a value against a decayed histogram of recent values.
+
+    `surprise(u)` is -log10 P(U >= u) with linear interpolation inside a bin; past the largest value
+    seen it goes on rising one decade per unit of u (the raw values are log-scaled, so this is a
+    power-law tail), which keeps the most extreme trades ordered instead of tied at the floor.
+    """
+
+    __slots__ = ("counts", "decay_per_trade", "high", "width")
+
+    def __init__(self, bins: int, high: float, half_life: float) -> None:
+        self.counts = np.zeros(bins, np.float64)
+        self.high = high
+        self.width = high / bins
+        self.decay_per_trade = 0.5 ** (1.0 / half_life)
+
+    @property
+    def total(self) -> float:
+        """Decayed number of values learnt."""
+        return float(self.counts.sum())
+
+    def learn(self, u: np.ndarray) -> None:
+        """Age the histogram by len(u) trades, then add the values."""
+        self.counts *= self.decay_per_trade ** len(u)
+        self.counts += np.bincount(self._bin(u), minlength=len(self.counts))
+
+    def _bin(self, u: np.ndarray) -> np.ndarray:
+        return np.clip((u / self.width).astype(np.int64), 0, len(self.counts) - 1)
+
+    def surprise(self, u: np.ndarray) -> np.ndarray:
+        """-log10 of the share of learnt values at or above each u (0 before anything was learnt)."""
+        total = self.total
+        if total <= 0:
+            return np.zeros(len(u))
+        above = np.concatenate([np.cumsum(self.counts[::-1])[::-1][1:], [0.0]])  # strictly higher bins
+        b = self._bin(u)
+        inside = np.clip(u / self.width - b, 0.0, 1.0)
+        tail = above[b] + self.counts[b] * (1.0 - inside)
+        top_bin = int(np.flatnonzero(self.counts)[-1])
+        top = (top_bin + 1) * self.width
+        floor = 0.5
+        surprise = -np.log10((tail + floor) / (total + 1.0))
+        beyond = u > top
+        surprise[beyond] = np.log10((total + 1.0) / floor) + (u[beyond] - top)
+        return np.maximum(surprise, 0.0)
+
+    def quantile(self, q: float) -> float:
+        """The value below which a share q of the learnt values lies (bin resolution)."""
+        total = self.total
+        if total <= 0:
+            return float("inf")
+        below = np.cumsum(self.counts)
+        return float((np.searchsorted(below, q * total) + 1) * self.width)
+
+
+# --- the forest, scored from its arrays ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ForestArrays:
+    """An isolation forest as complete binary trees of depth `depth` in flat arrays.
+
+    Node i of tree t is at t * nodes + i with children 2i+1 (x <= threshold) and 2i+2; a leaf above the
+    last level is padded with always-left nodes, so every sample takes exactly `depth` steps and the
+    path length (depth of the leaf plus the expected depth of its unsplit samples) sits at the bottom.
+    """
+
+    feature: np.ndarray  # int64 (trees * nodes,)
+    threshold: np.ndarray  # float64
+    path_length: np.ndarray  # float64 (trees, 2**depth): per bottom slot
+    depth: int
+    normaliser: float  # trees * c(max_samples)
+
+    @property
+    def trees(self) -> int:
+        """Number of trees."""
+        return int(self.path_length.shape[0])
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """The forest as named arrays for a checkpoint."""
+        return {f"{prefix}feature": self.feature, f"{prefix}threshold": self.threshold,
+                f"{prefix}path_length": self.path_length,
+                f"{prefix}shape": np.array([self.depth], np.int64),
+                f"{prefix}normaliser": np.array([self.normaliser])}  # fmt: skip
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> ForestArrays | None:
+        """The forest stored under `prefix`, or None if there is none."""
+        if f"{prefix}feature" not in arrays:
+            return None
+        return cls(arrays[f"{prefix}feature"], arrays[f"{prefix}threshold"], arrays[f"{prefix}path_length"],
+                   int(arrays[f"{prefix}shape"][0]), float(arrays[f"{prefix}normaliser"][0]))  # fmt: skip
+
+    @classmethod
+    def from_sklearn(cls, forest: object) -> ForestArrays:
+        """Lay out a fitted sklearn IsolationForest (all features per tree) as complete trees."""
+        from sklearn.ensemble._iforest import _average_path_length
+
+        estimators = forest.estimators_  # type: ignore[attr-defined]
+        depth = max(int(e.tree_.max_depth) for e in estimators)
+        nodes = 2 ** (depth + 1) - 1
+        feature = np.zeros((len(estimators), nodes), np.int64)
+        threshold = np.full((len(estimators), nodes), np.inf)
+        bottom = np.zeros((len(estimators), 2**depth), np.float64)
+        for t, estimator in enumerate(estimators):
+            tree = estimator.tree_
+            leaf_value = tree.compute_node_depths() + _average_path_length(tree.n_node_samples) - 1.0
+            stack = [(0, 0, 0)]  # (sklearn node, complete-tree position, level)
+            while stack:
+                node, at, level = stack.pop()
+                left, right = int(tree.children_left[node]), int(tree.children_right[node])
+                if left == -1:
+                    # a leaf: every bottom slot under `at` carries its value (padding goes left)
+                    first = at
+                    for _ in range(depth - level):
+                        first = 2 * first + 1
+                    span = 2 ** (depth - level)
+                    bottom[t, first - (2**depth - 1) : first - (2**depth - 1) + span] = leaf_value[node]
+                    continue
+                feature[t, at] = int(tree.feature[node])
+                threshold[t, at] = float(tree.threshold[node])
+                stack.append((left, 2 * at + 1, level + 1))
+                stack.append((right, 2 * at + 2, level + 1))
+        normaliser = len(estimators) * float(_average_path_length([forest.max_samples_])[0])  # type: ignore[attr-defined]
+        return cls(feature.reshape(-1), threshold.reshape(-1), bottom, depth, normaliser)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Anomaly score 2**(-mean path length / c(max_samples)) of each row, as sklearn's -score_samples."""
+        n = len(x)
+        if n == 0:
+            return np.zeros(0)
+        x32 = np.ascontiguousarray(x, dtype=np.float32)  # sklearn compares float32 features to the thresholds
+        n_features = x32.shape[1]
+        flat = x32.reshape(-1)
+        nodes = 2 ** (self.depth + 1) - 1
+        tree_base = (np.arange(self.trees, dtype=np.int64) * nodes)[None, :]
+        row_base = (np.arange(n, dtype=np.int64) * n_features)[:, None]
+        at = np.zeros((n, self.trees), np.int64)
+        for _ in range(self.depth):
+            index = at + tree_base
+            goes_right = flat[row_base + self.feature[index]] > self.threshold[index]
+            at *= 2
+            at += 1
+            at += goes_right
+        leaf = at - (2**self.depth - 1)
+        lengths = self.path_length[np.arange(self.trees)[None, :], leaf]
+        return np.asarray(2.0 ** (-lengths.sum(axis=1) / self.normaliser))
+
+
+def forest_inputs(values: np.ndarray) -> np.ndarray:
+    """The feature vector as the forest sees it: sign * log1p|x|, so heavy tails do not eat every split."""
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+def fit_forest(train: np.ndarray, config: ScorerConfig, seed: int) -> ForestArrays:
+    """Fit an IsolationForest on the training rows (single-threaded, seeded: the same data gives the same forest)."""
+    from sklearn.ensemble import IsolationForest
+
+    forest = IsolationForest(n_estimators=config.forest_trees, max_samples=min(config.forest_samples, len(train)),
+                             random_state=seed, n_jobs=1)  # fmt: skip
+    forest.fit(train)
+    return ForestArrays.from_sklearn(forest)
+
+
+# --- the scorer ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """What the scorer made of each row (batch row order)."""
+
+    fused: np.ndarray  # surprise, -log10 scale
+    flagged: np.ndarray  # bool
+    parts: np.ndarray  # (n, 3): rules, tail, forest surprises
+    tail_parts: np.ndarray  # (n, len(TAIL_FEATURES)) per-feature surprises
+    rule_hits: np.ndarray  # (n, 3) bool: off-market, wash, self-trade
+
+    @property
+    def score(self) -> np.ndarray:
+        """The published score in [0, 1): fused / (fused + 3)."""
+        return self.fused / (self.fused + HALF_SCORE_SURPRISE)
+
+
+PART_NAMES = ("rules", "tail", "forest")
+RULE_NAMES = ("off-market", "wash", "self-trade")
+
+
+@dataclass
+class _Pending:
+    """Rows of the current, incomplete block: learnt when the block completes."""
+
+    tail_u: list[np.ndarray] = field(default_factory=list)
+    forest_u: list[np.ndarray] = field(default_factory=list)
+    fused: list[np.ndarray] = field(default_factory=list)
+    train: list[np.ndarray] = field(default_factory=list)
+
+
+class AnomalyScorer:
+    """Scores feature frames and learns from them, block by block (see the module docstring)."""
+
+    def __init__(self, config: ScorerConfig | None = None) -> None:
+        self.config = config or ScorerConfig()
+        c = self.config
+        self.seen = 0  # trades taken, all symbols, in stream order
+        self.eligible = 0  # trades offered to the training window so far
+        self.tail = [Calibrator(c.bins, 8.0, c.calibration_half_life) for _ in TAIL_FEATURES]
+        self.forest_calibrator = Calibrator(c.bins, 1.0, c.calibration_half_life)
+        self.fused_calibrator = Calibrator(c.bins, 30.0, c.calibration_half_life)
+        self.threshold = float("inf")
+        self.train = np.zeros((0, len(FEATURES)), np.float64)  # ring, oldest first once full
+        self.forest: ForestArrays | None = None
+        self.pending_forest: ForestArrays | None = None
+        self.swap_at = -1  # trade count at which the pending forest takes over
+        self._fit_thread: threading.Thread | None = None
+        self._fit_result: list[ForestArrays] = []
+        self._pending = _Pending()
+
+    # -- scoring --
+
+    def process(self, frame: FeatureFrame) -> Scores:
+        """Score every row against the state before its block, then learn each completed block."""
+        n = len(frame)
+        out_fused = np.zeros(n)
+        out_flag = np.zeros(n, bool)
+        out_parts = np.zeros((n, 3))
+        out_tail = np.zeros((n, len(TAIL_FEATURES)))
+        out_rules = np.zeros((n, 3), bool)
+        start = 0
+        block = self.config.block
+        while start < n:
+            if self.seen == self.swap_at:
+                self._swap_forest()
+            stop = min(n, start + block - self.seen % block)
+            rows = slice(start, stop)
+            values = frame.values[rows]
+            warming = frame.warming_up[rows]
+            tail_u = self._tail_inputs(values)
+            forest_u = self.forest.score(forest_inputs(values)) if self.forest is not None else None
+            rules, hits = self._rules(values, frame.self_trade[rows], warming)
+            tail_parts = np.stack([cal.surprise(tail_u[:, k]) for k, cal in enumerate(self.tail)], axis=1)
+            tail_parts *= TAIL_WEIGHTS
+            tail_parts[warming] = 0.0
+            ranked = np.sort(tail_parts, axis=1)
+            tail = ranked[:, -1] + TAIL_SECOND_WEIGHT * ranked[:, -2]
+            forest = np.zeros(len(values)) if forest_u is None else self.forest_calibrator.surprise(forest_u)
+            forest[warming] = 0.0
+            parts = np.stack([rules, tail, forest], axis=1)
+            strongest = parts.max(axis=1)
+            fused = strongest + 0.25 * (parts.sum(axis=1) - strongest)
+            flagged = fused > max(self.threshold, self.config.min_surprise)
+            out_fused[rows], out_flag[rows], out_parts[rows] = fused, flagged, parts
+            out_tail[rows], out_rules[rows] = tail_parts, hits
+            self._remember(values, warming, flagged, tail_u, forest_u, fused)
+            self.seen += stop - start
+            if self.seen % block == 0:
+                self._learn_block()
+            start = stop
+        return Scores(out_fused, out_flag, out_parts, out_tail, out_rules)
+
+    def _tail_inputs(self, values: np.ndarray) -> np.ndarray:
+        """Each tail feature's extremeness on a log scale: log1p(|z|), log1p(max(z, 0)), log1p(20 * share)."""
+        columns = []
+        for name in TAIL_FEATURES:
+            x = values[:, F[name]]
+            if name in TWO_SIDED:
+                x = np.abs(x)
+            elif name == "aggressor_share":
+                x = SHARE_SCALE * x
+            columns.append(np.log1p(np.maximum(x, 0.0)))
+        return np.stack(columns, axis=1)
+
+    def _rules(self, values: np.ndarray, self_trade: np.ndarray,
+               warming: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Rule surprise (RULE_SURPRISE plus how far past the rule) and which rules hit, per row."""
+        price_z, jump_z = values[:, F["price_z"]], values[:, F["jump_z"]]
+        same_way = np.sign(price_z) == np.sign(jump_z)
+        offmarket_z = np.where(same_way, np.minimum(np.abs(price_z), np.abs(jump_z)), 0.0)
+        offmarket = (offmarket_z >= self.config.offmarket_sigma) & ~warming
+        round_trips = values[:, F["round_trips"]]
+        # one reversed leg at a common size happens by chance (a busy trader and a market maker); a
+        # third trade of the pair, or a match at an uncommon size, rarely does
+        wash = (round_trips >= 1) & ((values[:, F["same_pair"]] >= 2) | (values[:, F["size_z"]] >= 1.5))
+        past = np.log2(np.maximum(offmarket_z, 1.0) / self.config.offmarket_sigma)
+        surprise = np.where(offmarket, RULE_SURPRISE + past, 0.0)
+        surprise = np.maximum(surprise, np.where(wash, RULE_SURPRISE + 0.5 * round_trips, 0.0))
+        surprise = np.maximum(surprise, np.where(self_trade, RULE_SURPRISE + 2.0, 0.0))
+        return surprise, np.stack([offmarket, wash, self_trade], axis=1)
+
+    # -- learning --
+
+    def _remember(self, values: np.ndarray, warming: np.ndarray, flagged: np.ndarray, tail_u: np.ndarray,
+                  forest_u: np.ndarray | None, fused: np.ndarray) -> None:  # fmt: skip
+        learnt = ~warming
+        pending = self._pending
+        pending.tail_u.append(tail_u[learnt])
+        if forest_u is not None:
+            pending.forest_u.append(forest_u[learnt & ~flagged])
+        pending.fused.append(fused)
+        eligible = np.flatnonzero(learnt & ~flagged)
+        pick = eligible[(self.eligible + np.arange(len(eligible))) % self.config.train_stride == 0]
+        self.eligible += len(eligible)
+        pending.train.append(values[pick])
+
+    def _learn_block(self) -> None:
+        """Fold the completed block into the calibrations, the threshold and the training window."""
+        pending, self._pending = self._pending, _Pending()
+        if pending.tail_u:
+            tail_u = np.concatenate(pending.tail_u)
+            for k, cal in enumerate(self.tail):
+                cal.learn(tail_u[:, k])
+        if pending.forest_u:
+            self.forest_calibrator.learn(np.concatenate(pending.forest_u))
+        self.fused_calibrator.learn(np.concatenate(pending.fused))
+        if self.seen >= 2 * self.config.block:
+            self.threshold = self.fused_calibrator.quantile(1.0 - self.config.budget)
+        if pending.train:
+            self.train = np.concatenate([self.train, *pending.train])[-self.config.train_window :]
+        if self.seen % self.config.refit_every == 0 and len(self.train) >= self.config.forest_samples:
+            self._start_fit()
+
+    def _start_fit(self) -> None:
+        self._join_fit()
+        data = forest_inputs(self.train)
+        seed = (self.config.seed * 1_000_003 + self.seen // self.config.refit_every) % 2**32
+        result: list[ForestArrays] = []
+
+        def fit() -> None:
+            result.append(fit_forest(data, self.config, seed))
+
+        self._fit_result = result
+        self._fit_thread = threading.Thread(target=fit, name="anomaly-forest-fit", daemon=True)
+        self._fit_thread.start()
+        self.swap_at = self.seen + self.config.swap_after
+
+    def _join_fit(self) -> None:
+        """Wait for a running fit (rare: only when the stream outruns it) and keep its forest as pending."""
+        if self._fit_thread is not None:
+            self._fit_thread.join()
+            self._fit_thread = None
+            if not self._fit_result:
+                raise RuntimeError("the background IsolationForest fit failed; see the log")
+            self.pending_forest = self._fit_result[0]
+
+    def _swap_forest(self) -> None:
+        self._join_fit()
+        if self.pending_forest is not None:
+            self.forest, self.pending_forest = self.pending_forest, None
+            self.forest_calibrator = Calibrator(self.config.bins, 1.0, self.config.calibration_half_life)
+        self.swap_at = -1
+
+    # -- checkpoint --
+
+    def to_bytes(self) -> bytes:
+        """The whole scorer as a checkpoint (waits for a running fit, so its forest is included)."""
+        self._join_fit()
+        c = self.config
+        meta = {"kind": "anomaly-scorer", "config": {k: getattr(c, k) for k in ScorerConfig.__dataclass_fields__},
+                "seen": self.seen, "eligible": self.eligible, "threshold": self.threshold, "swap_at": self.swap_at,
+                "pending_rows": [len(x) for x in self._pending.fused]}  # fmt: skip
+        arrays: dict[str, np.ndarray] = {"train": self.train, "forest_counts": self.forest_calibrator.counts,
+                                         "fused_counts": self.fused_calibrator.counts}  # fmt: skip
+        for k, cal in enumerate(self.tail):
+            arrays[f"tail_counts_{k}"] = cal.counts
+        pending = self._pending
+        width = len(TAIL_FEATURES)
+        arrays["pending_tail_u"] = np.concatenate(pending.tail_u) if pending.tail_u else np.zeros((0, width))
+        arrays["pending_forest_u"] = np.concatenate(pending.forest_u) if pending.forest_u else np.zeros(0)
+        arrays["pending_has_forest"] = np.array([bool(pending.forest_u)])
+        arrays["pending_fused"] = np.concatenate(pending.fused) if pending.fused else np.zeros(0)
+        arrays["pending_train"] = (np.concatenate(pending.train) if pending.train
+                                   else np.zeros((0, len(FEATURES))))  # fmt: skip
+        if self.forest is not None:
+            arrays |= self.forest.to_arrays("forest_")
+        if self.pending_forest is not None:
+            arrays |= self.pending_forest.to_arrays("next_forest_")
+        return pack_state(meta, arrays)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AnomalyScorer:
+        """A scorer restored from `to_bytes`, continuing exactly where the original stood."""
+        meta, arrays = unpack_state(data)
+        if meta.get("kind") != "anomaly-scorer":
+            raise ValueError("checkpoint is not an anomaly scorer")
+        scorer = cls(ScorerConfig(**meta["config"]))
+        scorer.seen, scorer.eligible = int(meta["seen"]), int(meta["eligible"])
+        scorer.threshold, scorer.swap_at = float(meta["threshold"]), int(meta["swap_at"])
+        scorer.train = arrays["train"]
+        scorer.forest_calibrator.counts = arrays["forest_counts"]
+        scorer.fused_calibrator.counts = arrays["fused_counts"]
+        for k, cal in enumerate(scorer.tail):
+            cal.counts = arrays[f"tail_counts_{k}"]
+        scorer.forest = ForestArrays.from_arrays(arrays, "forest_")
+        scorer.pending_forest = ForestArrays.from_arrays(arrays, "next_forest_")
+        pending = scorer._pending
+        if len(arrays["pending_fused"]):
+            pending.tail_u = [arrays["pending_tail_u"]]
+            pending.fused = [arrays["pending_fused"]]
+            pending.train = [arrays["pending_train"]]
+            if bool(arrays["pending_has_forest"][0]):
+                pending.forest_u = [arrays["pending_forest_u"]]
+        return scorer
+
+
+def reasons_of(scores: Scores, frame: FeatureFrame, row: int) -> str:
+    """Why one row scored as it did: the rules it broke, then its most surprising features."""
+    out = []
+    values = frame.values[row]
+    hits = scores.rule_hits[row]
+    if hits[0]:
+        out.append(f"off-market print {values[F['price_z']]:+.1f} sigma from VWAP")
+    if hits[1]:
+        out.append(f"wash: {int(values[F['round_trips']])} opposite legs, same pair and size")
+    if hits[2]:
+        out.append("self-trade: buyer is seller")
+    tail = scores.tail_parts[row]
+    for k in np.argsort(-tail)[:2].tolist():
+        if tail[k] >= 2.0:
+            name = TAIL_FEATURES[k]
+            out.append(f"{name} {values[F[name]]:+.2f} (1 in {10 ** min(tail[k], 9.0):,.0f})")
+    forest = scores.parts[row, 2]
+    if forest >= 2.0:
+        out.append(f"isolation forest (1 in {10 ** min(forest, 9.0):,.0f})")
+    return "; ".join(out) or "fused evidence"
+
+
+# --- features and scorer together, and the worker stage ------------------------------------------
+
+
+class AnomalyDetector:
+    """Features then scores for a batch of trades (pure): what the stage and `tickerdash evaluate` run."""
+
+    def __init__(self, features: FeatureConfig | None = None, scorer: ScorerConfig | None = None) -> None:
+        self.features = Features(features)
+        self.scorer = AnomalyScorer(scorer)
+
+    def process(self, batch: TickBatch) -> tuple[FeatureFrame, Scores]:
+        """Score every trade of the batch (each before it is learnt), then learn the batch."""
+        frame = self.features.process(batch)
+        return frame, self.scorer.process(frame)
+
+    def to_bytes(self) -> bytes:
+        """Both states as one checkpoint."""
+        blobs = {"features": self.features.to_bytes(), "scorer": self.scorer.to_bytes()}
+        return pack_state({"kind": "anomaly"}, {k: np.frombuffer(v, np.uint8) for k, v in blobs.items()})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AnomalyDetector:
+        """A detector restored from `to_bytes`."""
+        meta, arrays = unpack_state(data)
+        if meta.get("kind") != "anomaly":
+            raise ValueError("checkpoint is not an anomaly detector")
+        detector = cls()
+        detector.features = Features.from_bytes(arrays["features"].tobytes())
+        detector.scorer = AnomalyScorer.from_bytes(arrays["scorer"].tobytes())
+        return detector
+
+
+def anomaly_fields(batch: TickBatch, frame: FeatureFrame, scores: Scores) -> list[dict[str, str]]:
+    """One `tickerdash:anomalies` entry (DESIGN.md fields, strings) per flagged trade, in batch order."""
+    out = []
+    has_origin = len(batch.entry_ids) > 0 and batch.entry_of.shape[0] == len(batch)
+    score = scores.score
+    for row in np.flatnonzero(scores.flagged).tolist():
+        trade_id = batch.trade_id[row].as_py() if batch.trade_id is not None else None
+        out.append({
+            "symbol": batch.symbols[int(batch.symbol_idx[row])], "ts": str(int(batch.ts[row])),
+            "price": repr(float(batch.price[row])), "size": repr(float(batch.size[row])),
+            "trade_id": trade_id or "", "tick_id": batch.tick_id(row) if has_origin else "",
+            "score": f"{float(score[row]):.6f}", "reasons": reasons_of(scores, frame, row),
+        })  # fmt: skip
+    return out
+
+
+class AnomalyStage:
+    """Worker stage `anomaly`: scores every trade and adds an anomalies entry per flagged one."""
+
+    name = "anomaly"
+
+    def __init__(self, features: FeatureConfig | None = None, scorer: ScorerConfig | None = None) -> None:
+        self.detector = AnomalyDetector(features, scorer)
+
+    def process(self, batch: TickBatch, effects: Effects) -> None:
+        """Add one `tickerdash:anomalies` entry per flagged trade of the batch."""
+        frame, scores = self.detector.process(batch)
+        effects.anomalies.extend(anomaly_fields(batch, frame, scores))
+
+    def to_bytes(self) -> bytes:
+        """The stage's checkpoint (features, calibrations, training window, forests)."""
+        return self.detector.to_bytes()
+
+    def load(self, data: bytes) -> None:
+        """Restore a checkpoint."""
+        self.detector = AnomalyDetector.from_bytes(data)
+
+    def refresh(self, client: redis.Redis, keys: Keys) -> None:
+        """Nothing outside the stream changes the scores."""

@@ -1,0 +1,319 @@
+"""Per-trade features for anomaly scoring: causal per symbol, O(1) per trade, vectorised over a batch.
+
+Every feature of a trade is computed from the symbol's state *before* that trade (score before learn),
+then the trade updates the state. The state is a handful of exponentially weighted averages per symbol
+(in trade time, started at zero and bias-corrected like Adam's moments, so a new symbol needs no special
+first value) and, where accounts are present, a ring of the symbol's last `ring` trades.
+
+Features (columns of `FeatureFrame.values`, in `FEATURES` order):
+
+- `price_z`: log price minus log of the exponentially weighted VWAP, in robust sigmas (the scale is
+  the weighted mean absolute deviation, times sqrt(pi/2), which is sigma for a normal and is moved
+  far less than a variance by one wild print).
+- `jump_z`: log return from the symbol's previous trade, in robust sigmas of its returns.
+- `momentum_z`: a short exponentially weighted sum of returns, in the sigmas a random walk would give it.
+- `size_z`: robust z of log size against the symbol's history.
+- `log_gap`: log1p of the inter-arrival time in ms.
+- `burst`: log of (long-run mean gap / recent mean gap): how much faster than usual the symbol trades.
+- `aggressor_share`: share of the symbol's recent volume (last `ring` trades) that the aggressor
+  account traded as aggressor; `passive_share`: share in which the passive account took part.
+- `round_trips`: earlier trades in the ring, within `wash_window_ms`, of the same pair on the opposite
+  legs at the same size (the wash pattern); `same_pair`: earlier trades of the same pair, any leg or size.
+
+Account features are 0 where the batch has no buyer/seller (a public tape). `self_trade` (buyer ==
+seller) and `warming_up` (fewer than `warmup` earlier trades of the symbol) are boolean columns.
+
+The scans are the same sequential additions and `lfilter` recursions whatever the batch boundaries, so
+results (and the `to_bytes` checkpoint) are bit-for-bit independent of how the stream was batched.
+Limits: the ring sees only the symbol's last `ring` trades, so a wash leg that comes back after more
+than that many other trades is not matched; ranges of weights are set in trades, not seconds, so a
+quiet symbol's "recent" spans more event time than a busy one's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from analytics.segments import Grouping, RaggedScan, SymbolSlots, grow, pack_state, unpack_state
+from ingest.ticks import SIDE_SELL, TickBatch
+
+FEATURES = (
+    "price_z", "jump_z", "momentum_z", "size_z", "log_gap", "burst",
+    "aggressor_share", "passive_share", "round_trips", "same_pair",
+)  # fmt: skip
+F = {name: k for k, name in enumerate(FEATURES)}
+MAD_TO_SIGMA = float(np.sqrt(np.pi / 2))  # E|x| = sigma * sqrt(2/pi) for a normal
+NO_ACCOUNT = 0  # the code of a missing account: never matches anything
+NO_TIME = -(2**62)
+TINY = 1e-12
+
+# the exponentially weighted averages each symbol carries (one column of `Features.ema` each)
+EMAS = ("notional", "volume", "dev_abs", "ret_abs", "momentum", "size_mean", "size_abs", "gap_short", "gap_long")
+E = {name: k for k, name in enumerate(EMAS)}
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    """Half-lives (in the symbol's trades) of the averages, warm-up length, account ring and wash window."""
+
+    vwap_half_life: float = 50.0
+    scale_half_life: float = 200.0
+    momentum_half_life: float = 8.0
+    size_half_life: float = 500.0
+    gap_short_half_life: float = 8.0
+    gap_long_half_life: float = 500.0
+    warmup: int = 32
+    ring: int = 32
+    wash_window_ms: int = 60_000
+
+    def alpha(self, ema: str) -> float:
+        """Weight of the newest value in one of the EMAS."""
+        half_life = {
+            "notional": self.vwap_half_life, "volume": self.vwap_half_life, "dev_abs": self.scale_half_life,
+            "ret_abs": self.scale_half_life, "momentum": self.momentum_half_life,
+            "size_mean": self.size_half_life, "size_abs": self.size_half_life,
+            "gap_short": self.gap_short_half_life, "gap_long": self.gap_long_half_life,
+        }[ema]  # fmt: skip
+        return float(1.0 - 0.5 ** (1.0 / half_life))
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureFrame:
+    """Features of every row of one batch (batch row order)."""
+
+    values: np.ndarray  # float64 (n, len(FEATURES))
+    warming_up: np.ndarray  # bool
+    self_trade: np.ndarray  # bool
+    has_accounts: bool = False
+    names: tuple[str, ...] = field(default=FEATURES)
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def column(self, name: str) -> np.ndarray:
+        """One feature for every row."""
+        return self.values[:, F[name]]
+
+
+_CODE_CACHE: dict[str, int] = {}
+
+
+def account_code(name: str) -> int:
+    """A stable nonzero 63-bit code of an account id (so state and checkpoints never hold the strings)."""
+    code = _CODE_CACHE.get(name)
+    if code is None:
+        code = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little") >> 1 or 1
+        if len(_CODE_CACHE) > 200_000:  # bounded: a long tail of accounts must not grow memory forever
+            _CODE_CACHE.clear()
+        _CODE_CACHE[name] = code
+    return code
+
+
+def account_codes(column: pa.Array | None, n: int) -> np.ndarray:
+    """int64 code of every row's account (NO_ACCOUNT where missing); hashes each distinct name once."""
+    if column is None:
+        return np.zeros(n, np.int64)
+    encoded = column.dictionary_encode()
+    names = encoded.dictionary.to_pylist()
+    table = np.array([account_code(s) for s in names] + [NO_ACCOUNT], np.int64)
+    indices = encoded.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)
+    return table[indices]
+
+
+class Features:
+    """The feature extractor: `process(batch)` returns each trade's features, then learns the batch."""
+
+    def __init__(self, config: FeatureConfig | None = None) -> None:
+        self.config = config or FeatureConfig()
+        self.slots = SymbolSlots()
+        k = self.config.ring
+        self.count = np.zeros(0, np.int64)
+        self.last_log_price = np.zeros(0, np.float64)
+        self.last_ts = np.zeros(0, np.int64)
+        self.ema = np.zeros((0, len(EMAS)), np.float64)
+        self.ring_buyer = np.zeros((0, k), np.int64)
+        self.ring_seller = np.zeros((0, k), np.int64)
+        self.ring_aggressor = np.zeros((0, k), np.int64)
+        self.ring_size = np.zeros((0, k), np.float64)
+        self.ring_ts = np.zeros((0, k), np.int64)
+        self.decay = np.array([1.0 - self.config.alpha(name) for name in EMAS])
+
+    _STATE = ("count", "last_log_price", "last_ts", "ema", "ring_buyer", "ring_seller", "ring_aggressor",
+              "ring_size", "ring_ts")  # fmt: skip
+
+    def _add_slots(self, n: int) -> None:
+        for name, fill in (("count", 0), ("last_log_price", 0.0), ("last_ts", NO_TIME), ("ema", 0.0),
+                           ("ring_buyer", NO_ACCOUNT), ("ring_seller", NO_ACCOUNT),
+                           ("ring_aggressor", NO_ACCOUNT), ("ring_size", 0.0), ("ring_ts", NO_TIME)):  # fmt: skip
+            setattr(self, name, grow(getattr(self, name), n, fill))
+
+    def process(self, batch: TickBatch) -> FeatureFrame:
+        """Features of every trade from the state before it, then the state after the whole batch."""
+        n = len(batch)
+        values = np.zeros((n, len(FEATURES)), np.float64)
+        has_accounts = batch.buyer is not None or batch.seller is not None
+        if n == 0:
+            return FeatureFrame(values, np.zeros(0, bool), np.zeros(0, bool), has_accounts)
+        slot_of_local = self.slots.slots_for(batch.symbols)
+        if len(self.slots) > len(self.count):
+            self._add_slots(len(self.slots))
+        group = Grouping.of(batch.symbol_idx, len(batch.symbols))
+        slot = slot_of_local[group.local_symbol]
+        seg = group.segment
+        first = group.starts
+        last = group.starts + group.lengths - 1
+        is_first = np.zeros(n, bool)
+        is_first[first] = True
+        scan = RaggedScan(group.lengths)
+        rows = np.arange(n)
+        count_before = self.count[slot][seg] + (rows - first[seg])  # symbol trades before this one
+
+        price = batch.price[group.order]
+        size = batch.size[group.order]
+        ts = batch.ts[group.order]
+        log_price = np.log(price)
+        log_size = np.log(size)
+
+        def previous(after: np.ndarray, before_batch: np.ndarray) -> np.ndarray:
+            """Each row's value of a per-row series at the previous trade of its symbol."""
+            out = np.empty_like(after)
+            out[1:] = after[:-1]
+            out[first] = before_batch
+            return out
+
+        def ema(name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """(bias-corrected average before each row, after each row) of one of the EMAS."""
+            k = E[name]
+            state = self.ema[slot, k]
+            after, self.ema[slot, k] = scan.ema(x, 1.0 - float(self.decay[k]), state)
+            before = previous(after, state)
+            decay = float(self.decay[k])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                before_corr = before / (1.0 - decay**count_before)
+                after_corr = after / (1.0 - decay ** (count_before + 1))
+            return before_corr, after_corr
+
+        # price against the weighted VWAP, and against the previous trade
+        notional_before, _ = ema("notional", price * size)
+        volume_before, _ = ema("volume", size)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            deviation = np.where(count_before > 0, log_price - np.log(notional_before / volume_before), 0.0)
+        last_log = previous(log_price, self.last_log_price[slot])
+        ret = np.where(count_before > 0, log_price - last_log, 0.0)
+        dev_scale, _ = ema("dev_abs", np.abs(deviation))
+        ret_scale, _ = ema("ret_abs", np.abs(ret))
+        _, momentum = ema("momentum", ret)
+        alpha_m = 1.0 - float(self.decay[E["momentum"]])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values[:, F["price_z"]] = deviation / (MAD_TO_SIGMA * dev_scale + TINY)
+            ret_sigma = MAD_TO_SIGMA * ret_scale + TINY
+            values[:, F["jump_z"]] = ret / ret_sigma
+            values[:, F["momentum_z"]] = momentum / (ret_sigma * np.sqrt(alpha_m / (2.0 - alpha_m)))
+        # size against the symbol's own history, on the log scale
+        size_mean, _ = ema("size_mean", log_size)
+        size_dev = np.where(count_before > 0, log_size - size_mean, 0.0)
+        size_scale, _ = ema("size_abs", np.abs(size_dev))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values[:, F["size_z"]] = size_dev / (MAD_TO_SIGMA * size_scale + TINY)
+        # arrivals: the gap to the previous trade, and recent gaps against the long-run mean gap
+        last_ts = previous(ts, self.last_ts[slot])
+        gap = np.where(count_before > 0, np.maximum(ts - last_ts, 0), 0).astype(np.float64)
+        values[:, F["log_gap"]] = np.log1p(gap)
+        _, gap_short = ema("gap_short", gap)
+        gap_long, _ = ema("gap_long", gap)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values[:, F["burst"]] = np.log((gap_long + 1.0) / (gap_short + 1.0))
+
+        buyer = account_codes(batch.buyer, n)[group.order]
+        seller = account_codes(batch.seller, n)[group.order]
+        self_trade = (buyer == seller) & (buyer != NO_ACCOUNT)
+        if has_accounts:
+            self._account_features(values, batch.side[group.order], buyer, seller, size, ts, slot, group)
+
+        warming = count_before < self.config.warmup
+        values[~np.isfinite(values)] = 0.0
+        values[warming, : F["burst"] + 1] = 0.0  # averages of too few trades say nothing yet
+        self.count[slot] += group.lengths
+        self.last_log_price[slot] = log_price[last]
+        self.last_ts[slot] = np.maximum(self.last_ts[slot], ts[last])
+
+        out = np.empty_like(values)
+        out[group.order] = values
+        warming_out = np.empty(n, bool)
+        warming_out[group.order] = warming
+        self_out = np.empty(n, bool)
+        self_out[group.order] = self_trade
+        return FeatureFrame(out, warming_out, self_out, has_accounts)
+
+    def _account_features(self, values: np.ndarray, side: np.ndarray, buyer: np.ndarray, seller: np.ndarray,
+                          size: np.ndarray, ts: np.ndarray, slot: np.ndarray, group: Grouping) -> None:  # fmt: skip
+        """Aggressor/passive shares and pair counts against each symbol's ring of its last trades."""
+        k, n = self.config.ring, len(size)
+        sells = side == SIDE_SELL
+        aggressor = np.where(sells, seller, buyer)
+        passive = np.where(sells, buyer, seller)
+        # lay each symbol's ring in front of its rows: [ring of segment 0 | rows of 0 | ring of 1 | ...]
+        n_seg = len(slot)
+        ring_at = (np.arange(n_seg) * k + group.starts)[:, None] + np.arange(k)[None, :]
+        row_at = k * (group.segment + 1) + np.arange(n)
+        total = n + n_seg * k
+
+        def extended(ring: np.ndarray, column: np.ndarray) -> np.ndarray:
+            ext = np.empty(total, column.dtype)
+            ext[ring_at] = ring[slot]
+            ext[row_at] = column
+            return ext
+
+        ext = {
+            "buyer": extended(self.ring_buyer, buyer), "seller": extended(self.ring_seller, seller),
+            "aggressor": extended(self.ring_aggressor, aggressor), "size": extended(self.ring_size, size),
+            "ts": extended(self.ring_ts, ts),
+        }  # fmt: skip
+        earlier = row_at[:, None] - np.arange(1, k + 1)[None, :]  # (n, k): the k trades before each row
+        w_size = ext["size"][earlier]
+        w_buyer, w_seller = ext["buyer"][earlier], ext["seller"][earlier]
+        recent_volume = w_size.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            own = np.where(ext["aggressor"][earlier] == aggressor[:, None], w_size, 0.0).sum(axis=1)
+            took_part = (w_buyer == passive[:, None]) | (w_seller == passive[:, None])
+            theirs = np.where(took_part, w_size, 0.0).sum(axis=1)
+            values[:, F["aggressor_share"]] = np.where(aggressor != NO_ACCOUNT, own / recent_volume, 0.0)
+            values[:, F["passive_share"]] = np.where(passive != NO_ACCOUNT, theirs / recent_volume, 0.0)
+        in_window = (ts[:, None] - ext["ts"][earlier]) <= self.config.wash_window_ms
+        known = (buyer != NO_ACCOUNT)[:, None] & (seller != NO_ACCOUNT)[:, None] & in_window
+        reversed_legs = (w_buyer == seller[:, None]) & (w_seller == buyer[:, None]) & known
+        same_legs = (w_buyer == buyer[:, None]) & (w_seller == seller[:, None]) & known
+        values[:, F["round_trips"]] = (reversed_legs & (w_size == size[:, None])).sum(axis=1)
+        values[:, F["same_pair"]] = (reversed_legs | same_legs).sum(axis=1)
+        # the new ring of each symbol: the last k entries of its stretch of the extended columns
+        tail = (group.starts + group.lengths + np.arange(1, n_seg + 1) * k)[:, None] - np.arange(k, 0, -1)[None, :]
+        self.ring_buyer[slot] = ext["buyer"][tail]
+        self.ring_seller[slot] = ext["seller"][tail]
+        self.ring_aggressor[slot] = ext["aggressor"][tail]
+        self.ring_size[slot] = ext["size"][tail]
+        self.ring_ts[slot] = ext["ts"][tail]
+
+    def to_bytes(self) -> bytes:
+        """The whole extractor (config and state) as one checkpoint byte string."""
+        meta = {"kind": "features", "config": _config_dict(self.config), "symbols": self.slots.names}
+        return pack_state(meta, {name: getattr(self, name) for name in self._STATE})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Features:
+        """An extractor restored from `to_bytes`, continuing exactly where the original stood."""
+        meta, arrays = unpack_state(data)
+        if meta.get("kind") != "features":
+            raise ValueError("checkpoint is not a feature extractor")
+        features = cls(FeatureConfig(**meta["config"]))
+        features.slots = SymbolSlots(tuple(meta["symbols"]))
+        for name in cls._STATE:
+            setattr(features, name, arrays[name])
+        return features
+
+
+def _config_dict(config: FeatureConfig) -> dict[str, float | int]:
+    return {name: getattr(config, name) for name in FeatureConfig.__dataclass_fields__}
