@@ -100,7 +100,7 @@ class WorkerConfig:
     indicators: IndicatorConfig = field(default_factory=IndicatorConfig)
     bars: BarConfig = field(default_factory=BarConfig)
     bar_retention: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BAR_RETENTION))
-    checkpoint_every_s: float = 5.0
+    checkpoint_every_s: float = 30.0
     checkpoint_every_ticks: int = 1_000_000
     lease_ms: int = 10_000
     live_hz: float = LIVE_HZ
