@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,12 +30,14 @@ def test_plan_splits_partitions_between_workers() -> None:
 
 @pytest.mark.slow
 def test_up_runs_the_pipeline_and_stops_on_ctrl_c(redis_server: EmbeddedRedis, tmp_path: Path) -> None:
-    """Ticks flow from the simulator through analytics into bars; SIGINT stops every child, exit code 0."""
+    """Ticks flow from the simulator through analytics into bars, the dashboard serves its page, and SIGINT
+    stops every child with exit code 0."""
     client = redis.Redis(port=redis_server.port)
     client.flushall()
     env = {**os.environ, "TICKERDASH_REDIS_URL": redis_server.url, "TICKERDASH_DATA_DIR": str(tmp_path)}
+    port = free_port()
     args = [sys.executable, "-m", "tickerdash", "up", "--rate", "500", "--symbols", "AAA,BBB",
-            "--port", str(free_port()), "--ws-port", str(free_port()), "--no-dashboard"]  # fmt: skip
+            "--port", str(port), "--ws-port", str(free_port())]  # fmt: skip
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -42,6 +45,8 @@ def test_up_runs_the_pipeline_and_stops_on_ctrl_c(redis_server: EmbeddedRedis, t
             assert proc.poll() is None, proc.communicate()[0][-3000:]
             assert time.monotonic() < deadline, "no bars within 60 s"
             time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+            assert page.status == 200 and b"Tickerdash" in page.read()
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)

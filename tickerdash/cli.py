@@ -6,6 +6,7 @@ import typer
 
 import analytics.cli
 import analytics.export_cli
+import dashboard.cli
 import ingest.cli
 import simulator.cli
 from ingest.clikit import setup_logging
@@ -26,7 +27,7 @@ def _common(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug l
 
 
 app.command("up")(up)
-for package_cli in (ingest.cli, simulator.cli, analytics.cli, analytics.export_cli):
+for package_cli in (ingest.cli, simulator.cli, analytics.cli, analytics.export_cli, dashboard.cli):
     package_cli.register(app)
 
 
