@@ -201,7 +201,13 @@ def _seeds(text: str) -> list[int]:
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+    """Mean of each figure over the seeds that have it (NaN where none has: e.g. no ramp ever detected)."""
+    out = {}
+    for k in rows[0]:
+        values = np.array([r[k] for r in rows])
+        known = values[np.isfinite(values)]
+        out[k] = float(known.mean()) if len(known) else float("nan")
+    return out
 
 
 SHOWN = ("pr_auc", "roc_auc", "flag_rate", "recall_spike", "recall_spike_10sigma", "recall_size", "recall_wash",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -138,7 +140,7 @@ def split_run(batch: TickBatch, cuts: list[int], restore_at: set[int]) -> tuple[
     features = Features()
     bounds = [0, *sorted(set(cuts)), len(batch)]
     out = []
-    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+    for k, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         out.append(features.process(batch.take(np.arange(lo, hi))).values)
         if k in restore_at:
             features = Features.from_bytes(features.to_bytes())

@@ -1,0 +1,156 @@
+"""Anomaly scorers: calibration, rules, the numpy forest against sklearn, the budget, determinism, the stage."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.ensemble import IsolationForest
+from test_features import START, jitter, single, tape
+
+from analytics.anomaly import AnomalyDetector, AnomalyStage, Calibrator, ForestArrays, ScorerConfig
+from analytics.features import FEATURES, F, FeatureFrame
+from analytics.worker import Effects
+from ingest.ticks import SIDE_BUY, TickBatch
+
+SMALL = ScorerConfig(block=64, refit_every=512, swap_after=128, forest_samples=64, train_window=256,
+                     train_stride=2, forest_trees=10)  # fmt: skip
+
+
+def frame_of(rows: list[dict[str, float]], warming: bool = False, self_trade: bool = False) -> FeatureFrame:
+    """A feature frame from rows of named feature values (the rest zero)."""
+    values = np.zeros((len(rows), len(FEATURES)))
+    for i, row in enumerate(rows):
+        for name, value in row.items():
+            values[i, F[name]] = value
+    n = len(rows)
+    return FeatureFrame(values, np.full(n, warming), np.full(n, self_trade), True)
+
+
+class TestCalibrator:
+    def test_surprise_is_minus_log10_of_the_share_at_or_above(self) -> None:
+        """With 1,000 values spread evenly, the value at the 99th percentile is about 1 in 100 (surprise 2)."""
+        calibrator = Calibrator(bins=1000, high=1.0, half_life=1e9)
+        calibrator.learn((np.arange(1000) + 0.5) / 1000)
+        assert abs(calibrator.surprise(np.array([0.99]))[0] - 2.0) < 0.05
+        assert calibrator.surprise(np.array([0.0]))[0] < 0.01
+
+    def test_beyond_anything_seen_the_surprise_keeps_rising(self) -> None:
+        """Values past the largest learnt value stay ordered instead of tying at the floor."""
+        calibrator = Calibrator(bins=100, high=10.0, half_life=1e9)
+        calibrator.learn(np.random.default_rng(0).uniform(0, 2, 500))
+        s = calibrator.surprise(np.array([3.0, 4.0, 5.0]))
+        assert s[0] < s[1] < s[2]
+
+    def test_quantile_splits_the_learnt_values(self) -> None:
+        """The 0.9 quantile of 0..1 uniform values is 0.9 to bin resolution."""
+        calibrator = Calibrator(bins=100, high=1.0, half_life=1e9)
+        calibrator.learn(np.random.default_rng(1).uniform(0, 1, 100_000))
+        assert abs(calibrator.quantile(0.9) - 0.9) <= 0.02
+
+
+class TestRules:
+    def test_off_market_print_breaks_the_rule_only_when_far_from_vwap_and_last_trade(self) -> None:
+        """12 sigma from both references breaks the off-market rule; 12 from VWAP alone (news drift) does not."""
+        detector = AnomalyDetector(scorer=SMALL)
+        scores = detector.scorer.process(frame_of([{"price_z": 12, "jump_z": 12}, {"price_z": 12, "jump_z": 1}]))
+        assert scores.rule_hits[:, 0].tolist() == [True, False]
+
+    def test_wash_rule_needs_a_third_trade_or_an_uncommon_size(self) -> None:
+        """One reversed leg at a common size is chance; with a third trade of the pair it is the wash pattern."""
+        detector = AnomalyDetector(scorer=SMALL)
+        scores = detector.scorer.process(frame_of([
+            {"round_trips": 1, "same_pair": 1}, {"round_trips": 1, "same_pair": 2},
+            {"round_trips": 1, "same_pair": 1, "size_z": 3},
+        ]))  # fmt: skip
+        assert scores.rule_hits[:, 1].tolist() == [False, True, True]
+
+    def test_self_trade_breaks_its_rule_even_while_warming_up(self) -> None:
+        """A self-trade is a rule hit with a high surprise, whatever the symbol's history."""
+        scores = AnomalyDetector(scorer=SMALL).scorer.process(frame_of([{}], warming=True, self_trade=True))
+        assert scores.rule_hits[0, 2] and scores.parts[0, 0] >= 6
+
+
+class TestForestArrays:
+    def test_numpy_scoring_equals_sklearn(self) -> None:
+        """The complete-tree numpy traversal gives sklearn's -score_samples on fresh data."""
+        rng = np.random.default_rng(4)
+        train = rng.standard_t(3, (2000, len(FEATURES)))
+        forest = IsolationForest(n_estimators=30, max_samples=256, random_state=3).fit(train)
+        test = np.vstack([rng.standard_t(3, (3000, len(FEATURES))), rng.normal(0, 20, (50, len(FEATURES)))])
+        ours = ForestArrays.from_sklearn(forest).score(test)
+        assert np.allclose(ours, -forest.score_samples(test), rtol=1e-12, atol=0)
+
+    def test_checkpointed_forest_scores_the_same(self) -> None:
+        """A forest written to arrays and read back scores bit for bit the same."""
+        train = np.random.default_rng(5).normal(size=(500, 4))
+        forest = ForestArrays.from_sklearn(IsolationForest(n_estimators=5, random_state=0).fit(train))
+        again = ForestArrays.from_arrays(forest.to_arrays("f_"), "f_")
+        assert again is not None and np.array_equal(again.score(train), forest.score(train))
+
+
+class TestScorer:
+    def test_flags_stay_near_the_budget_on_an_ordinary_tape(self) -> None:
+        """On a tape with nothing injected, about `budget` of trades (never more than twice) are flagged."""
+        detector = AnomalyDetector(scorer=ScorerConfig(budget=0.01, block=256))
+        _, scores = detector.process(tape(30_000, seed=8, symbols=5))
+        assert 0 < scores.flagged.mean() <= 0.02
+
+    def test_an_off_market_print_is_flagged_with_its_reason(self) -> None:
+        """A 5% print in a calm symbol is flagged, and its reasons name the off-market rule."""
+        stage = AnomalyStage(scorer=ScorerConfig(block=64))
+        prices = [*jitter(400), 105.0, *jitter(20)]
+        batch = single(prices, buyers=["A"] * 421, sellers=["B"] * 421)
+        effects = Effects(batch)
+        stage.process(batch, effects)
+        flagged = [e for e in effects.anomalies if e["price"] == "105.0"]
+        assert flagged and "off-market" in flagged[0]["reasons"]
+        assert 0.5 < float(flagged[0]["score"]) < 1
+        assert set(flagged[0]) == {"symbol", "ts", "price", "size", "trade_id", "tick_id", "score", "reasons"}
+
+    def test_the_forest_is_refitted_and_swapped_at_a_fixed_trade_count(self) -> None:
+        """With refits every 512 trades, the forest scores trades from number 512 + 128 on (0-based)."""
+        detector = AnomalyDetector(scorer=SMALL)
+        detector.process(tape(640, seed=9))
+        assert detector.scorer.forest is None
+        detector.process(tape(1, seed=10))
+        assert detector.scorer.forest is not None
+
+
+def scored_in_pieces(batch: TickBatch, cuts: list[int], restore_at: set[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Fused surprises and flags of a tape fed in pieces, restoring from a checkpoint after chosen pieces."""
+    stage = AnomalyStage(scorer=SMALL)
+    bounds = [0, *sorted(set(cuts)), len(batch)]
+    fused, flagged = [], []
+    for k, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        _, scores = stage.detector.process(batch.take(np.arange(lo, hi)))
+        fused.append(scores.fused)
+        flagged.append(scores.flagged)
+        if k in restore_at:
+            restored = AnomalyStage(scorer=SMALL)
+            restored.load(stage.to_bytes())
+            stage = restored
+    return np.concatenate(fused), np.concatenate(flagged)
+
+
+@settings(max_examples=10, deadline=None)
+@given(cuts=st.lists(st.integers(1, 1999), max_size=5), restore=st.sets(st.integers(0, 5), max_size=3))
+def test_scores_do_not_depend_on_batches_or_restores(cuts: list[int], restore: set[int]) -> None:
+    """Any split of the stream, with checkpoint/restore (forest refits included), gives the same scores."""
+    batch = tape(2000, seed=11, symbols=3)
+    whole = scored_in_pieces(batch, [], set())
+    pieces = scored_in_pieces(batch, cuts, restore)
+    assert np.array_equal(whole[0], pieces[0]) and np.array_equal(whole[1], pieces[1])
+
+
+def test_stage_without_stream_origin_leaves_tick_id_empty() -> None:
+    """A batch that was never on a stream (no entry ids) still gives entries, with an empty tick_id."""
+    stage = AnomalyStage(scorer=ScorerConfig(block=64))
+    n = 300
+    batch = TickBatch.from_columns(["X"] * n, [100.0] * (n - 1) + [150.0], [100.0] * n, START + np.arange(n) * 100,
+                                   [SIDE_BUY] * n, buyer=["A"] * n, seller=["A"] * n)  # fmt: skip
+    effects = Effects(batch)
+    stage.process(batch, effects)
+    assert effects.anomalies and all(e["tick_id"] == "" for e in effects.anomalies)
