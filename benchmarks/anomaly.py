@@ -1,0 +1,92 @@
+"""Anomaly scoring throughput: feature extraction, scoring, and the worker with scoring on beside off.
+
+Prints figures, asserts nothing. Targets on the 2-core dev machine: scoring (rules, tail, forest and
+fusion, from features) >= 500k trades/s; the worker with the anomaly stage >= 50% of its speed without.
+
+    .venv/bin/python -m benchmarks.anomaly
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from analytics.anomaly import AnomalyDetector, AnomalyStage, ScorerConfig
+from analytics.worker import AnalyticsWorker, WorkerConfig
+from benchmarks._common import row, synthetic_ticks, timed
+from ingest.producer import Producer
+from ingest.redis_server import EmbeddedRedis
+from ingest.settings import Settings
+from ingest.ticks import TickBatch
+from simulator.market import generate, preset_config
+
+CHUNK = 10_000
+
+
+def market(n: int, symbols: int, seed: int = 3) -> TickBatch:
+    """n simulated trades (with accounts) over `symbols` tickers."""
+    config = preset_config("evaluation", seed).model_copy(update={"universe": symbols})
+    chunks, total = [], 0
+    for ticks, _ in generate(config, "evaluation"):
+        chunks.append(ticks)
+        total += len(ticks)
+        if total >= n:
+            break
+    from ingest.ticks import concat
+
+    return concat(chunks)
+
+
+def core(ticks: TickBatch) -> None:
+    """Feature extraction and scoring, timed separately, in chunks of CHUNK trades (forest in use)."""
+    detector = AnomalyDetector(scorer=ScorerConfig(refit_every=32_768, swap_after=4_096))
+    pieces = [ticks.take(np.arange(i, min(i + CHUNK, len(ticks)))) for i in range(0, len(ticks), CHUNK)]
+    warm = 6  # past the first refit and swap, so the forest is scoring
+    for piece in pieces[:warm]:
+        detector.process(piece)
+    features_s = scoring_s = 0.0
+    n = 0
+    for piece in pieces[warm:]:
+        with timed() as t:
+            frame = detector.features.process(piece)
+        features_s += t[0]
+        with timed() as t:
+            detector.scorer.process(frame)
+        scoring_s += t[0]
+        n += len(piece)
+    assert detector.scorer.forest is not None
+    row("feature extraction (20 symbols, accounts)", n / features_s, "trades/s")
+    row("scoring: rules + tail + forest + fusion", n / scoring_s, "trades/s")
+    row("features + scoring", n / (features_s + scoring_s), "trades/s")
+
+
+def worker_rate(server: EmbeddedRedis, ticks: TickBatch, stages: tuple, prefix: str) -> float:  # type: ignore[type-arg]
+    """Trades/s of one inline worker draining the published ticks."""
+    client = redis.Redis(port=server.port)
+    settings = Settings(redis_url=server.url, prefix=prefix, consumer="bench", block_ms=20,
+                        data_dir=Path(tempfile.mkdtemp()))  # fmt: skip
+    Producer(client, settings).publish(ticks)
+    worker = AnalyticsWorker(client, settings, None, WorkerConfig(checkpoint_every_s=5.0, stages=stages))
+    with timed() as t:
+        worker.run(max_idle_reads=2)
+    client.close()
+    return len(ticks) / t[0]
+
+
+def main() -> None:
+    """Print the figures."""
+    print("anomaly scoring")
+    core(market(200_000, 20))
+    ticks = synthetic_ticks(300_000, symbols=500)
+    with EmbeddedRedis(Path(tempfile.mkdtemp()), appendonly=False) as server:
+        off = worker_rate(server, ticks, (), "off")
+        on = worker_rate(server, ticks, (AnomalyStage,), "on")
+    row("worker, 500 symbols, scoring off", off, "ticks/s")
+    row("worker, 500 symbols, scoring on", on, "ticks/s", ref=off)
+
+
+if __name__ == "__main__":
+    main()
