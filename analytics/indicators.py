@@ -6,14 +6,11 @@ event-time windows (t - W, t], session VWAP since the stage started, trade count
 
 How it stays O(1) per trade: each symbol carries lifetime running sums (price, size, price*size)
 added strictly in trade order. A window sum is the difference of two running sums, so the stage
-only keeps, per symbol, the running sums of its last max(N) trades and of the trades inside its
-longest time window. Because additions happen in the same order however the trades were batched,
-results are bit-for-bit independent of batch boundaries and of checkpoint/restore.
-
-Known cost: the kept running sums live in one array laid out by symbol, rebuilt (copied) on every
-batch, so a batch costs O(batch + kept history). With a 5-minute window at a high event-time rate
-the history dwarfs the batch and dominates (see benchmarks/analytics_core.py); the fix is to search
-the kept sums in place and append to them in pages instead of rebuilding the array.
+only keeps, per symbol, the price sums of its last max(N) trades (a ring indexed by trade count)
+and, for the time windows, the size and price*size sums at its last trade of every distinct ms
+inside its longest window (see WindowHistory). Because additions happen in the same order however
+the trades were batched, results are bit-for-bit independent of batch boundaries and of
+checkpoint/restore.
 
 Event time per symbol is the largest `ts` seen so far: an out-of-order trade counts in the time
 windows as if it happened at that time (windows need a clock that never goes back).
@@ -38,6 +35,7 @@ from analytics.segments import (
     grow,
     pack_state,
     ragged_arange,
+    segment_of_row,
     segmented_cummax,
     unpack_state,
 )
@@ -45,6 +43,11 @@ from ingest.ticks import TickBatch
 
 NO_TIME = -1  # the clock of a symbol before its first trade (every real ts is >= 0)
 PRICE, VOLUME, NOTIONAL = 0, 1, 2  # columns of the running-sum arrays
+MIN_RING = 16  # points in a new symbol's window ring: quiet symbols stay small, busy ones grow
+RING_GROWTH = 1.25  # a full ring moves to one this much larger than it needs (amortised O(1) moves)
+POOL_GROWTH = 1.25  # the ring pool grows by this factor when full and holes are under HOLES_TO_COMPACT
+COMPACT_BLOCK = 1 << 20  # pool positions slid per step of a compaction (bounds its temporaries)
+HOLES_TO_COMPACT = 1 / 8  # share of the pool left as holes by moved rings that makes a full pool compact
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,200 @@ class IndicatorFrame:
         }
 
 
+class WindowHistory:
+    """Per-symbol running size and price*size sums for the VWAP windows, one point per distinct ms.
+
+    A point (ts, volume, notional) holds the running sums at the symbol's last trade of that ms.
+    The window (t - W, t] starts right after the last trade with ts <= t - W, and the running sums
+    there are those of the last trade of the latest ms <= t - W, so one point per ms answers every
+    query exactly: a symbol keeps at most one point per ms of its longest window, whatever its rate.
+
+    Each symbol (slot) keeps its points in a ring inside one shared pool: logical point i (numbered
+    from 0, never reused) sits at pool[base + i % capacity]. Live points are head <= i < tail and
+    their times strictly increase. The head point is the floor, the last point at or before the
+    longest window's start as of the symbol's clock: every later query lands on it or after it.
+    `window_start[s, k]` is where window k's last query landed, so the next batch only searches
+    from there. A ring that overflows moves to the end of the pool, larger, keeping its logical
+    numbers; the holes that moves leave are squeezed out when the pool is full.
+    """
+
+    def __init__(self, n_windows: int) -> None:
+        self.ts = np.zeros(0, np.int64)
+        self.volume = np.zeros(0, np.float64)
+        self.notional = np.zeros(0, np.float64)
+        self.used = 0  # pool positions handed out to rings (holes included)
+        self.holes = 0  # pool positions of rings that have moved away
+        self.base = np.zeros(0, np.int64)
+        self.capacity = np.zeros(0, np.int64)
+        self.head = np.zeros(0, np.int64)
+        self.tail = np.zeros(0, np.int64)
+        self.window_start = np.zeros((0, n_windows), np.int64)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def live_points(self) -> int:
+        """How many points all symbols keep (what a checkpoint holds)."""
+        return int((self.tail - self.head).sum())
+
+    def add_slots(self, n: int) -> None:
+        """Give slots up to n a ring holding just the floor: zero sums, before any time."""
+        fresh = n - len(self)
+        if fresh <= 0:
+            return
+        capacity = np.full(fresh, MIN_RING, np.int64)
+        base = self._allocate(capacity)
+        self.ts[base], self.volume[base], self.notional[base] = NO_TIME, 0.0, 0.0
+        self.base = np.concatenate([self.base, base])
+        self.capacity = np.concatenate([self.capacity, capacity])
+        self.head = np.concatenate([self.head, np.zeros(fresh, np.int64)])
+        self.tail = np.concatenate([self.tail, np.ones(fresh, np.int64)])
+        self.window_start = np.concatenate([self.window_start, np.zeros((fresh, self.window_start.shape[1]), np.int64)])
+
+    def _where(self, slot: np.ndarray, logical: np.ndarray) -> np.ndarray:
+        """Pool position of logical point numbers of these slots."""
+        return self.base[slot] + logical % self.capacity[slot]
+
+    def _allocate(self, capacity: np.ndarray) -> np.ndarray:
+        """Bases of new rings of these capacities at the end of the pool (compacting or growing it)."""
+        needed = int(capacity.sum())
+        if self.used + needed > len(self.ts) and self.holes >= self.used * HOLES_TO_COMPACT:
+            self._compact()
+        if self.used + needed > len(self.ts):
+            size = max(self.used + needed, int(len(self.ts) * POOL_GROWTH) + 4 * MIN_RING)
+            for array in (self.ts, self.volume, self.notional):
+                # in place (realloc, which remaps large blocks rather than copying them), so growing
+                # never holds the old and new pool at once; no views of the pool are ever kept
+                array.resize(size, refcheck=False)
+        base = self.used + exclusive_cumsum(capacity)
+        self.used += needed
+        return base
+
+    def _compact(self) -> None:
+        """Close the holes: slide every ring, in pool order, down to the start of the pool."""
+        by_base = np.argsort(self.base, kind="stable")
+        capacity = self.capacity[by_base]
+        old_base = self.base[by_base]
+        new_base = exclusive_cumsum(capacity)
+        total = int(capacity.sum())
+        # rings keep their capacity, so a ring copied whole keeps every point at base + i % capacity.
+        # Copy in blocks of target positions, lowest first: a ring only ever slides down, so a block
+        # reads nothing an earlier block wrote, and the index temporaries stay small.
+        for first in range(0, total, COMPACT_BLOCK):
+            target = np.arange(first, min(first + COMPACT_BLOCK, total), dtype=np.int64)
+            ring = np.searchsorted(new_base, target, side="right") - 1
+            source = old_base[ring] + (target - new_base[ring])
+            for array in (self.ts, self.volume, self.notional):
+                array[target[0] : target[-1] + 1] = array[source]
+        self.base[by_base] = new_base
+        self.used, self.holes = total, 0
+
+    def _reserve(self, slot: np.ndarray, needed: np.ndarray) -> None:
+        """Move the rings of slots that need more than their capacity to larger ones, points kept."""
+        short = needed > self.capacity[slot]
+        if not short.any():
+            return
+        moving = slot[short]
+        capacity = np.maximum(np.ceil(needed[short] * RING_GROWTH).astype(np.int64), MIN_RING)
+        base = self._allocate(capacity)  # may compact first, which moves the old rings
+        live = self.tail[moving] - self.head[moving]
+        logical = ragged_arange(self.head[moving], live)
+        owner = np.repeat(np.arange(len(moving)), live)
+        source = self._where(moving[owner], logical)
+        target = base[owner] + logical % capacity[owner]
+        for array in (self.ts, self.volume, self.notional):
+            array[target] = array[source]
+        self.holes += int(self.capacity[moving].sum())
+        self.base[moving], self.capacity[moving] = base, capacity
+
+    def append(self, slot: np.ndarray, lengths: np.ndarray, ts: np.ndarray, volume: np.ndarray,
+               notional: np.ndarray) -> None:  # fmt: skip
+        """Add each segment's points (`lengths[k]` of them for `slot[k]`, times strictly increasing)."""
+        first = exclusive_cumsum(lengths)
+        last_ts = self.ts[self._where(slot, self.tail[slot] - 1)]
+        # a batch that goes on in the ms of the symbol's last point updates that point in place
+        start = self.tail[slot] - (ts[first] == last_ts)
+        tail = start + lengths
+        self._reserve(slot, tail - self.head[slot])
+        owner = segment_of_row(lengths)
+        logical = start[owner] + np.arange(len(ts)) - first[owner]
+        at = self._where(slot[owner], logical)
+        self.ts[at], self.volume[at], self.notional[at] = ts, volume, notional
+        self.tail[slot] = tail
+
+    def _last_at_or_before(self, slot: np.ndarray, low: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """Per slot, the last logical point with ts <= query, given that point `low` is one."""
+        # times strictly increase by >= 1 ms per point, so the answer is within query - ts[low] of low
+        high = np.minimum(self.tail[slot], low + (query - self.ts[self._where(slot, low)]) + 1)
+        while True:  # vectorised binary search, answer in [low, high)
+            gap = high - low
+            if not (gap > 1).any():
+                return low
+            middle = low + gap // 2
+            fits = self.ts[self._where(slot, middle)] <= query
+            low = np.where(fits, middle, low)
+            high = np.where(fits, high, middle)
+
+    def sums_before(self, k: int, slot: np.ndarray, row_segment: np.ndarray, last_row: np.ndarray,
+                    query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Running volume and notional at the last point with ts <= query, for window k.
+
+        Rows come as contiguous segments (rows of segment j belong to `slot[j]` and end at
+        `last_row[j]`) whose queries never decrease, nor go below the segment's previous query
+        for this window.
+        """
+        last_query = query[last_row]
+        low = self.window_start[slot, k]
+        high = self._last_at_or_before(slot, low, last_query)
+        # only the points the window's start passes over in this batch can answer its queries
+        count = high - low + 1
+        owner = segment_of_row(count)
+        at = self._where(slot[owner], ragged_arange(low, count))
+        span = int(last_query.max()) + 2  # every candidate and query time + 1 lies in [0, span)
+        key = owner * span + (self.ts[at] + 1)
+        found = np.searchsorted(key, row_segment * span + (query + 1), side="right") - 1
+        self.window_start[slot, k] = high
+        at = at[found]
+        return self.volume[at], self.notional[at]
+
+    def evict(self, slot: np.ndarray, k_longest: int) -> None:
+        """Drop points before the longest window's start (its floor): no later query reaches them."""
+        self.head[slot] = self.window_start[slot, k_longest]
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The live points only, laid out per slot, with window starts relative to each head."""
+        live = self.tail - self.head
+        owner = segment_of_row(live)
+        at = self._where(owner, ragged_arange(self.head, live))
+        offsets = np.zeros(len(live) + 1, np.int64)
+        np.cumsum(live, out=offsets[1:])
+        return {
+            "history_offsets": offsets,
+            "history_ts": self.ts[at],
+            "history_volume": self.volume[at],
+            "history_notional": self.notional[at],
+            "history_window_start": self.window_start - self.head[:, None],
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> WindowHistory:
+        """A history restored from `to_arrays`, each ring sized for its points plus room to grow."""
+        window_start = arrays["history_window_start"]
+        history = cls(window_start.shape[1])
+        live = np.diff(arrays["history_offsets"])
+        capacity = np.maximum(np.ceil(live * RING_GROWTH).astype(np.int64), MIN_RING)
+        history.base = history._allocate(capacity)
+        history.capacity = capacity
+        history.head = np.zeros(len(live), np.int64)
+        history.tail = live.astype(np.int64)
+        history.window_start = window_start.astype(np.int64)
+        at = history._where(segment_of_row(live), ragged_arange(history.head, live))
+        history.ts[at] = arrays["history_ts"]
+        history.volume[at] = arrays["history_volume"]
+        history.notional[at] = arrays["history_notional"]
+        return history
+
+
 class Indicators:
     """The indicator stage: `process(batch)` updates per-symbol state and returns an IndicatorFrame."""
 
@@ -115,30 +312,24 @@ class Indicators:
         self.clock = np.zeros(0, np.int64)  # largest ts seen per slot
         self.last_price = np.zeros(0, np.float64)
         self.ema = np.zeros((0, len(self.config.ema_periods)), np.float64)
-        # Recent running sums per slot, laid end to end (slot s owns history[offsets[s]:offsets[s+1]]).
-        # Each slot's history starts with a "floor": the sums before its oldest kept trade.
-        self.history_offsets = np.zeros(1, np.int64)
-        self.history_ts = np.zeros(0, np.int64)
-        self.history_sums = np.zeros((0, 3), np.float64)
+        # running price sum after trade c of slot s, at [s, c % keep_trades], for the last keep_trades
+        # trades; [s, 0] starts as the sum before any trade (zero)
+        self.recent_price_sums = np.zeros((0, self.keep_trades), np.float64)
+        self.history = WindowHistory(len(self.config.vwap_windows_ms))
 
     @property
     def keep_trades(self) -> int:
-        """How many running sums each symbol keeps for its SMAs (the floor counts as one)."""
+        """How many running price sums each symbol keeps for its SMAs."""
         return max(self.config.sma_periods, default=1)
 
     def _add_slots(self, n: int) -> None:
-        old = len(self.trades)
         self.sums = grow(self.sums, n, 0.0)
         self.trades = grow(self.trades, n, 0)
         self.clock = grow(self.clock, n, NO_TIME)
         self.last_price = grow(self.last_price, n, np.nan)
         self.ema = grow(self.ema, n, np.nan)
-        # a new symbol's history is just its floor: zero sums, before any time
-        fresh = n - old
-        self.history_offsets = np.concatenate([self.history_offsets,
-                                               self.history_offsets[-1] + np.arange(1, fresh + 1)])  # fmt: skip
-        self.history_ts = np.concatenate([self.history_ts, np.full(fresh, NO_TIME, np.int64)])
-        self.history_sums = np.concatenate([self.history_sums, np.zeros((fresh, 3))])
+        self.recent_price_sums = grow(self.recent_price_sums, n, 0.0)
+        self.history.add_slots(n)
 
     def process(self, batch: TickBatch) -> IndicatorFrame:
         """Update every symbol with the batch's trades (in row order) and return per-row values."""
@@ -159,60 +350,53 @@ class Indicators:
         clock = segmented_cummax(batch.ts[group.order], group.lengths, self.clock[slot])
 
         scan = RaggedScan(group.lengths)
-        sums = np.empty((n, 3))
-        sums[:, PRICE], self.sums[slot, PRICE] = scan.cumsum(price, self.sums[slot, PRICE])
-        sums[:, VOLUME], self.sums[slot, VOLUME] = scan.cumsum(size, self.sums[slot, VOLUME])
-        sums[:, NOTIONAL], self.sums[slot, NOTIONAL] = scan.cumsum(price * size, self.sums[slot, NOTIONAL])
-        position_in_segment = np.arange(n) - group.starts[group.segment]
-        trades = self.trades[slot][group.segment] + position_in_segment + 1
-
-        # extended view per segment: [kept history of the symbol, this batch's trades]
-        hist_start = self.history_offsets[slot]
-        hist_len = self.history_offsets[slot + 1] - hist_start
-        ext_len = hist_len + group.lengths
-        ext_start = exclusive_cumsum(ext_len)
-        hist_rows = ragged_arange(hist_start, hist_len)
-        new_at = ext_start[group.segment] + hist_len[group.segment] + position_in_segment
-        is_new = np.zeros(int(ext_len.sum()), bool)
-        is_new[new_at] = True
-        ext_ts = np.empty(len(is_new), np.int64)
-        ext_ts[~is_new] = self.history_ts[hist_rows]
-        ext_ts[new_at] = clock
-        ext_sums = np.empty((len(is_new), 3))
-        ext_sums[~is_new] = self.history_sums[hist_rows]
-        ext_sums[new_at] = sums
+        price_sums, self.sums[slot, PRICE] = scan.cumsum(price, self.sums[slot, PRICE])
+        volume_sums, self.sums[slot, VOLUME] = scan.cumsum(size, self.sums[slot, VOLUME])
+        notional_sums, self.sums[slot, NOTIONAL] = scan.cumsum(price * size, self.sums[slot, NOTIONAL])
+        rows = np.arange(n)
+        trades_before = self.trades[slot]
+        trades = trades_before[group.segment] + (rows - group.starts[group.segment]) + 1
+        last = group.starts + group.lengths - 1
 
         columns: dict[str, np.ndarray] = {"price": price}
+        keep = self.keep_trades
+        recent = self.recent_price_sums.reshape(-1)  # a view: slot s, trade c at s * keep + c % keep
+        ring_row = slot[group.segment] * keep
         for period in config.sma_periods:
-            enough = trades >= period
-            back = np.where(enough, new_at - period, new_at)
-            columns[f"sma_{period}"] = np.where(
-                enough, (ext_sums[new_at, PRICE] - ext_sums[back, PRICE]) / period, np.nan
-            )
+            back = trades - period  # the trade whose running sum is subtracted
+            in_batch = back > trades_before[group.segment]
+            earlier = np.where(in_batch, price_sums[np.maximum(rows - period, 0)],
+                               recent[ring_row + np.maximum(back, 0) % keep])  # fmt: skip
+            columns[f"sma_{period}"] = np.where(back >= 0, (price_sums - earlier) / period, np.nan)
+        newest = trades > (trades[last] - keep)[group.segment]
+        recent[ring_row[newest] + trades[newest] % keep] = price_sums[newest]
+
         decay_prev = np.where(np.isnan(self.ema[slot]), price[group.starts][:, None], self.ema[slot])
         for k, period in enumerate(config.ema_periods):
             columns[f"ema_{period}"], self.ema[slot, k] = scan.ema(price, 2.0 / (period + 1), decay_prev[:, k])
 
-        # window starts by binary search in one int64 key that is sorted across all segments
-        ext_segment = np.repeat(np.arange(len(slot)), ext_len)
-        base = NO_TIME - 1
-        span = int(ext_ts.max()) - base + 1
-        key = ext_segment * span + (ext_ts - base)
-        for window in config.vwap_windows_ms:
-            query = group.segment * span + (np.maximum(clock - window, NO_TIME) - base)
-            before = np.searchsorted(key, query, side="right") - 1
-            notional = ext_sums[new_at, NOTIONAL] - ext_sums[before, NOTIONAL]
-            volume = ext_sums[new_at, VOLUME] - ext_sums[before, VOLUME]
-            columns[f"vwap_{window_name(window)}"] = notional / volume
-        columns["session_vwap"] = sums[:, NOTIONAL] / sums[:, VOLUME]
+        if config.vwap_windows_ms:
+            # the sums at the last trade of each distinct ms of each symbol become history points
+            last_of_ms = np.empty(n, bool)
+            last_of_ms[:-1] = clock[1:] != clock[:-1]
+            last_of_ms[last] = True
+            points = np.flatnonzero(last_of_ms)
+            self.history.append(slot, np.bincount(group.segment[points], minlength=len(slot)), clock[points],
+                                volume_sums[points], notional_sums[points])  # fmt: skip
+            for k, window in enumerate(config.vwap_windows_ms):
+                volume_before, notional_before = self.history.sums_before(
+                    k, slot, group.segment, last, np.maximum(clock - window, NO_TIME)
+                )
+                window_notional = notional_sums - notional_before
+                columns[f"vwap_{window_name(window)}"] = window_notional / (volume_sums - volume_before)
+            self.history.evict(slot, int(np.argmax(config.vwap_windows_ms)))
+        columns["session_vwap"] = notional_sums / volume_sums
         columns["trades"] = trades
-        columns["volume"] = sums[:, VOLUME]
+        columns["volume"] = volume_sums
 
-        last = group.starts + group.lengths - 1
         self.trades[slot] = trades[last]
         self.clock[slot] = clock[last]
         self.last_price[slot] = price[last]
-        self._keep_history(slot, ext_start, ext_len, ext_ts, ext_sums, key, span, base)
 
         unsorted = {name: np.empty_like(values) for name, values in columns.items()}
         for name, values in columns.items():
@@ -220,47 +404,21 @@ class Indicators:
         symbols = tuple(batch.symbols[i] for i in group.local_symbol.tolist())
         return IndicatorFrame(unsorted, symbols, group.order[last])
 
-    def _keep_history(self, slot: np.ndarray, ext_start: np.ndarray, ext_len: np.ndarray,
-                      ext_ts: np.ndarray, ext_sums: np.ndarray, key: np.ndarray, span: int,
-                      base: int) -> None:  # fmt: skip
-        """Keep per touched symbol the floor plus the trades its SMAs and windows can still reach."""
-        segments = np.arange(len(slot))
-        longest = max(self.config.vwap_windows_ms, default=0)
-        horizon = np.maximum(self.clock[slot] - longest, NO_TIME)
-        floor_at = np.searchsorted(key, segments * span + (horizon - base), side="right") - 1
-        ext_end = ext_start + ext_len
-        keep_from = np.maximum(np.minimum(floor_at, ext_end - self.keep_trades), ext_start)
-        lengths = np.diff(self.history_offsets)
-        old_start = self.history_offsets[:-1].copy()
-        new_lengths = lengths.copy()
-        new_lengths[slot] = ext_end - keep_from
-        offsets = np.zeros(len(lengths) + 1, np.int64)
-        np.cumsum(new_lengths, out=offsets[1:])
-        untouched = np.ones(len(lengths), bool)
-        untouched[slot] = False
-        untouched_slots = np.flatnonzero(untouched)
-        dest_old = ragged_arange(offsets[untouched_slots], lengths[untouched_slots])
-        src_old = ragged_arange(old_start[untouched_slots], lengths[untouched_slots])
-        dest_new = ragged_arange(offsets[slot], new_lengths[slot])
-        src_new = ragged_arange(keep_from, new_lengths[slot])
-        history_ts = np.empty(int(offsets[-1]), np.int64)
-        history_sums = np.empty((int(offsets[-1]), 3))
-        history_ts[dest_old] = self.history_ts[src_old]
-        history_sums[dest_old] = self.history_sums[src_old]
-        history_ts[dest_new] = ext_ts[src_new]
-        history_sums[dest_new] = ext_sums[src_new]
-        self.history_offsets, self.history_ts, self.history_sums = offsets, history_ts, history_sums
+    def kept_points(self) -> int:
+        """How many window-history points the stage keeps over all symbols (for memory figures)."""
+        return self.history.live_points()
 
     def to_bytes(self) -> bytes:
         """The whole stage (config and state) as one checkpoint byte string."""
         meta = {
             "kind": "indicators",
+            "layout": LAYOUT,
             "sma_periods": list(self.config.sma_periods),
             "ema_periods": list(self.config.ema_periods),
             "vwap_windows_ms": list(self.config.vwap_windows_ms),
             "symbols": self.slots.names,
         }
-        arrays = {name: getattr(self, name) for name in self._STATE}
+        arrays = {name: getattr(self, name) for name in self._STATE} | self.history.to_arrays()
         return pack_state(meta, arrays)
 
     @classmethod
@@ -269,11 +427,17 @@ class Indicators:
         meta, arrays = unpack_state(data)
         if meta.get("kind") != "indicators":
             raise ValueError("checkpoint is not an indicator stage")
+        if meta.get("layout") != LAYOUT:
+            raise ValueError("indicator checkpoint from an older state layout; replay instead of restoring")
         config = IndicatorConfig(tuple(meta["sma_periods"]), tuple(meta["ema_periods"]), tuple(meta["vwap_windows_ms"]))
         stage = cls(config)
         stage.slots = SymbolSlots(tuple(meta["symbols"]))
         for name in cls._STATE:
             setattr(stage, name, arrays[name])
+        stage.history = WindowHistory.from_arrays(arrays)
         return stage
 
-    _STATE = ("sums", "trades", "clock", "last_price", "ema", "history_offsets", "history_ts", "history_sums")
+    _STATE = ("sums", "trades", "clock", "last_price", "ema", "recent_price_sums")
+
+
+LAYOUT = "ms-points-v2"  # checkpoints keep one window-history point per distinct ms (not per trade)

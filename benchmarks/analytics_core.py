@@ -104,8 +104,8 @@ def steady(args: argparse.Namespace, config: IndicatorConfig) -> None:
 
 
 def kept_history(indicators: Indicators) -> int:
-    """How many window-history entries the indicator stage holds."""
-    return int(indicators.history_offsets[-1])
+    """How many window-history points the indicator stage keeps (as a checkpoint holds them)."""
+    return indicators.kept_points()
 
 
 def run(batches: list[TickBatch], which: str, config: IndicatorConfig) -> float:

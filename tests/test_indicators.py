@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.indicators import IndicatorConfig, Indicators
+from analytics.indicators import IndicatorConfig, Indicators, WindowHistory, window_name
+from analytics.segments import pack_state, unpack_state
 from ingest.ticks import TickBatch
 
 SMALL = IndicatorConfig(sma_periods=(2, 3), ema_periods=(3,), vwap_windows_ms=(1_000,))
@@ -129,6 +131,123 @@ class TestBatchIndependence:
         restored = Indicators.from_bytes(stage.to_bytes())
         assert restored.config == SMALL
         assert restored.to_bytes() == stage.to_bytes()
+
+
+def reference_sma_vwap(whole: TickBatch, config: IndicatorConfig) -> dict[str, np.ndarray]:
+    """Trade by trade in plain Python: running sums added in order, window starts found by bisection.
+
+    Bit-for-bit the arithmetic the stage must do: an SMA or window sum is a difference of two
+    running sums, the earlier one taken at the last trade with clock <= t - W (zero before any).
+    """
+    out = {name: np.full(len(whole), np.nan) for name in config.columns() if name.startswith(("sma_", "vwap_"))}
+    clocks: dict[int, list[int]] = {}
+    sums: dict[int, list[tuple[float, float, float]]] = {}
+    for row, (sym, price, size, ts) in enumerate(zip(whole.symbol_idx.tolist(), whole.price.tolist(),
+                                                     whole.size.tolist(), whole.ts.tolist(), strict=True)):  # fmt: skip
+        times = clocks.setdefault(sym, [-1])
+        kept = sums.setdefault(sym, [(0.0, 0.0, 0.0)])
+        p, v, n = kept[-1]
+        kept.append((p + price, v + size, n + price * size))
+        times.append(max(times[-1], ts))
+        p, v, n = kept[-1]
+        for period in config.sma_periods:
+            if len(kept) - 1 >= period:
+                out[f"sma_{period}"][row] = (p - kept[-1 - period][0]) / period
+        for window in config.vwap_windows_ms:
+            _, v0, n0 = kept[bisect.bisect_right(times, max(times[-1] - window, -1)) - 1]
+            out[f"vwap_{window_name(window)}"][row] = (n - n0) / (v - v0)
+    return out
+
+
+RINGS = IndicatorConfig(sma_periods=(1, 4), ema_periods=(2,), vwap_windows_ms=(37, 400))
+
+
+@st.composite
+def busy_sequences(draw: st.DrawFn) -> tuple[TickBatch, list[int]]:
+    """Many trades on few ms (so rings overflow and move), quiet spells, clocks going back, splits."""
+    n = draw(st.integers(1, 600))
+    symbols = draw(st.lists(st.sampled_from(["A", "B", "C"]), min_size=n, max_size=n))
+    prices = draw(st.lists(st.floats(0.01, 1e4), min_size=n, max_size=n))
+    sizes = draw(st.lists(st.floats(1e-3, 1e3), min_size=n, max_size=n))
+    steps = draw(st.lists(st.sampled_from([0, 0, 1, 2, 3, 5, 8, -4, 40, 500]), min_size=n, max_size=n))
+    ts = np.maximum(np.cumsum(steps) + 100, 0)
+    cuts = sorted(set(draw(st.lists(st.integers(0, n), max_size=8))))
+    return batch(symbols, prices, sizes, ts.tolist()), cuts
+
+
+class TestWindowHistory:
+    @settings(max_examples=100, deadline=None)
+    @given(busy_sequences())
+    def test_sma_and_vwap_equal_a_trade_by_trade_reference_bit_for_bit(self, case: tuple[TickBatch, list[int]]) -> None:
+        """Split, checkpointed runs whose rings move and evict give the reference's exact bits."""
+        whole, cuts = case
+        want = reference_sma_vwap(whole, RINGS)
+        stage = Indicators(RINGS)
+        parts = []
+        for piece in pieces(whole, cuts):
+            parts.append(stage.process(piece).columns)
+            stage = Indicators.from_bytes(stage.to_bytes())
+        for name, values in want.items():
+            assert np.concatenate([p[name] for p in parts]).tobytes() == values.tobytes(), name
+
+    def test_long_run_moves_rings_and_compacts_the_pool_without_changing_a_bit(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Thousands of batches without restore: rings grow and move, the pool compacts, values stay exact."""
+        calls = {"_compact": 0, "_reserve": 0}
+        for name in calls:
+            original = getattr(WindowHistory, name)
+
+            def counted(*args: object, _original: object = original, _name: str = name) -> None:
+                calls[_name] += 1
+                _original(*args)  # type: ignore[operator]
+
+            monkeypatch.setattr(WindowHistory, name, counted)
+        rng = np.random.default_rng(5)
+        n = 30_000
+        # symbol 0 trades a few times per ms, the others ever more rarely; time jumps now and then
+        symbols = [f"S{i}" for i in np.minimum(rng.geometric(0.3, n) - 1, 11)]
+        steps = rng.choice([0, 0, 1, 1, 2, 7, -3, 300], n, p=[0.3, 0.2, 0.2, 0.1, 0.1, 0.05, 0.04, 0.01])
+        ts = np.maximum(np.cumsum(steps) + 1_000, 0)
+        whole = batch(symbols, rng.uniform(1, 100, n).tolist(), rng.uniform(1, 10, n).tolist(), ts.tolist())
+        want = reference_sma_vwap(whole, RINGS)
+        stage = Indicators(RINGS)
+        cuts = sorted(set(rng.integers(0, n, 3_000).tolist()))
+        parts = [stage.process(piece).columns for piece in pieces(whole, cuts)]
+        for name, values in want.items():
+            assert np.concatenate([p[name] for p in parts]).tobytes() == values.tobytes(), name
+        assert calls["_compact"] > 0
+        assert (stage.history.capacity > 16).any()
+
+    def test_trades_in_one_ms_keep_one_point_and_a_checkpoint_only_the_live_window(self) -> None:
+        """Three trades per ms for 10 s keep 1,001 points under a 1 s window: the floor and 1,000 ms."""
+        config = IndicatorConfig(sma_periods=(2,), ema_periods=(2,), vwap_windows_ms=(500, 1_000))
+        stage = Indicators(config)
+        ms = np.repeat(np.arange(10_000), 3)
+        for chunk in np.array_split(np.arange(len(ms)), 7):  # batch edges fall inside a ms, too
+            stage.process(batch(["A"] * len(chunk), [10.0] * len(chunk), [1.0] * len(chunk), ms[chunk].tolist()))
+        _, arrays = unpack_state(stage.to_bytes())
+        assert arrays["history_offsets"].tolist() == [0, 1_001]
+        assert arrays["history_ts"].tolist() == list(range(8_999, 10_000))
+        assert arrays["history_volume"][-1] == 30_000.0
+
+    def test_quiet_symbol_window_holds_only_its_new_trade(self) -> None:
+        """A symbol silent for longer than the window starts again from its new trade alone."""
+        stage = Indicators(SMALL)
+        stage.process(batch(["Q", "Q"], [10.0, 20.0], [1.0, 1.0], [0, 10]))
+        stage.process(batch(["A"] * 500, [1.0] * 500, [1.0] * 500, list(range(0, 50_000, 100))))
+        frame = stage.process(batch(["Q"], [40.0], [2.0], [60_000]))
+        assert frame.columns["vwap_1s"][0] == 40.0
+        assert frame.columns["sma_2"][0] == (20.0 + 40.0) / 2
+
+    def test_restoring_an_older_checkpoint_layout_is_refused(self) -> None:
+        """A checkpoint without the ms-point history layout is rejected rather than misread."""
+        stage = Indicators(SMALL)
+        stage.process(batch(["A"], [1.0], [1.0], [0]))
+        meta, arrays = unpack_state(stage.to_bytes())
+        del meta["layout"]
+        with pytest.raises(ValueError, match="older state layout"):
+            Indicators.from_bytes(pack_state(meta, arrays))
 
 
 def pandas_indicators(frame: pd.DataFrame, config: IndicatorConfig) -> dict[str, np.ndarray]:
