@@ -247,17 +247,20 @@ def archived_intervals(root: Path) -> list[str]:
     return sorted(p.name.split("=", 1)[1] for p in root.glob("interval=*") if p.is_dir())
 
 
-def dates_between(lo_ms: int, hi_ms: int) -> list[str]:
-    """Every UTC date that [lo_ms, hi_ms) touches."""
-    if hi_ms <= lo_ms:
+def dates_between(root: Path, interval: str, lo_ms: int, hi_ms: int) -> list[str]:
+    """The archived UTC dates of an interval that [lo_ms, hi_ms) touches (from the directories present)."""
+    folder = root / f"interval={interval}"
+    if hi_ms <= lo_ms or not folder.is_dir():
         return []
-    return [utc_date(day * DAY_MS) for day in range(lo_ms // DAY_MS, (hi_ms - 1) // DAY_MS + 1)]
+    first, last = utc_date(lo_ms), utc_date(min(hi_ms - 1, 253_402_300_799_000))  # at most 9999-12-31
+    present = (p.name.split("=", 1)[1] for p in folder.glob("date=*"))
+    return sorted(d for d in present if first <= d <= last)
 
 
 def read_bars(root: Path, interval: str, lo_ms: int, hi_ms: int, symbols: Sequence[str] | None = None,
               columns: Sequence[str] | None = None) -> pa.Table:  # fmt: skip
     """Archived bars of one interval with start in [lo_ms, hi_ms) (and of these symbols), in file order."""
-    files = partition_files(root, interval, dates_between(lo_ms, hi_ms))
+    files = partition_files(root, interval, dates_between(root, interval, lo_ms, hi_ms))
     if not files:
         return ARCHIVE_SCHEMA.empty_table() if columns is None else ARCHIVE_SCHEMA.empty_table().select(columns)
     dataset = ds.dataset([str(f) for f in files], schema=ARCHIVE_SCHEMA, format="parquet")

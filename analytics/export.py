@@ -126,7 +126,7 @@ def parse_time(text: str, tz: str = "UTC", *, end: bool = False) -> int:
     is_date = len(raw) == 10 and raw[4] == "-" and raw[7] == "-"
     if end and is_date:  # a date as the end means "through that day"
         stamp = (stamp.tz_localize(None) + pd.Timedelta(days=1)).tz_localize(zone(tz))
-    return int(stamp.value // 1_000_000)
+    return int(stamp.as_unit("ns").value // 1_000_000)
 
 
 def check_output(path: Path) -> None:
@@ -316,7 +316,7 @@ def day_starts(lo_ms: int, hi_ms: int, tz: str) -> list[int]:
     first = pd.Timestamp(lo_ms, unit="ms", tz="UTC").tz_convert(z).normalize()
     last = pd.Timestamp(hi_ms - 1, unit="ms", tz="UTC").tz_convert(z).normalize()
     days = pd.date_range(first.tz_localize(None), last.tz_localize(None), freq="D").tz_localize(z)
-    return [int(v) // 1_000_000 for v in days.asi8]
+    return [int(v) for v in days.as_unit("ms").asi8]
 
 
 def plan(lo_ms: int, hi_ms: int, symbols: Sequence[str], source: str, tz: str) -> list[Chunk]:
@@ -350,7 +350,7 @@ def ceil_bucket(ms: int, interval: str, tz: str) -> int:
         return floor + INTERVAL_MS[interval]
     z = zone(tz)
     midnight = pd.Timestamp(floor, unit="ms", tz="UTC").tz_convert(z).tz_localize(None)
-    return int((midnight + pd.Timedelta(days=1)).tz_localize(z).value // 1_000_000)
+    return int((midnight + pd.Timedelta(days=1)).tz_localize(z).as_unit("ns").value // 1_000_000)
 
 
 def aligned_range(request: ExportRequest) -> tuple[int, int]:
