@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ingest.clikit import Terminated
 from ingest.settings import Settings
 from simulator.market import MarketConfig, generate
 from simulator.run import FILE_SUFFIXES, Chunk, FileSink, Limits, RedisSink, RunSummary, run
@@ -163,7 +164,10 @@ def simulate(
 def _run_with_progress(chunks: Iterable[Chunk], sink: FileSink | RedisSink, start_ms: int, limits: Limits,
                        rate: float | None, console: Console, quiet: bool) -> RunSummary:  # fmt: skip
     if quiet:
-        return run(chunks, sink, start_ms=start_ms, limits=limits, rate=rate)
+        try:
+            return run(chunks, sink, start_ms=start_ms, limits=limits, rate=rate)
+        except KeyboardInterrupt as stop:
+            raise typer.Exit(0 if isinstance(stop, Terminated) else 130) from None
     with _progress(console) as progress:
         task = progress.add_task("simulate", total=limits.count, rate="-", labels=0)
         began = time.perf_counter()
@@ -177,10 +181,10 @@ def _run_with_progress(chunks: Iterable[Chunk], sink: FileSink | RedisSink, star
 
         try:
             return run(chunks, sink, start_ms=start_ms, limits=limits, rate=rate, on_progress=advance)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             progress.stop()
             console.print(f"stopped after {done['ticks']:,} ticks")
-            raise typer.Exit(130) from None
+            raise typer.Exit(0 if isinstance(stop, Terminated) else 130) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -66,11 +67,26 @@ def test_app_services_use_the_app_image_and_reach_redis_by_url() -> None:
         assert svc["environment"]["TICKERDASH_REDIS_URL"].startswith("redis://redis:")
 
 
-def _local_command(service: dict[str, Any]) -> list[str]:
+def _local_command(service: dict[str, Any], tmp_path: Path) -> list[str]:
+    """The service's command as it would run in the container, with listening addresses moved to free
+    loopback ports (tests open nothing else)."""
     command = service.get("command", [])
     command = command.split() if isinstance(command, str) else list(command)
+    for flag in ("--port", "--ws-port"):
+        if flag in command:
+            command[command.index(flag) + 1] = str(free_port())
+    if "--host" in command:
+        command[command.index("--host") + 1] = "127.0.0.1"
     exe = shutil.which("tickerdash", path=str(Path(sys.executable).parent)) or "tickerdash"
     return [exe, *command]
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    # ${VAR:-default} is compose's interpolation: take the default, as compose does with VAR unset
+    return {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()}
 
 
 @pytest.mark.slow
@@ -79,19 +95,22 @@ def test_each_app_service_command_runs_against_a_test_redis(name: str, redis_ser
                                                             tmp_path: Path) -> None:  # fmt: skip
     """The service's command starts here against a test Redis, stays up, and stops cleanly on SIGTERM."""
     svc = COMPOSE["services"][name]
-    env = {**os.environ, **{k: str(v) for k, v in svc.get("environment", {}).items()}}
+    env = {**os.environ, **_environment(svc)}
     env["TICKERDASH_REDIS_URL"] = redis_server.url
     env["TICKERDASH_DATA_DIR"] = str(tmp_path)
-    for key in list(env):  # a service that listens must do so on a free loopback port here
-        if key.endswith("_PORT") and key.startswith("TICKERDASH_"):
-            env[key] = str(free_port())
-    env["TICKERDASH_HOST"] = "127.0.0.1"
-    proc = subprocess.Popen(_local_command(svc), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_local_command(svc, tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
     try:
-        time.sleep(4)
+        time.sleep(5)
         assert proc.poll() is None, f"{name} exited early: {proc.communicate()[1][-2000:]}"
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=45)
     assert proc.returncode == 0, f"{name} did not stop cleanly ({proc.returncode}): {err[-2000:]}"
+
+
+def test_every_service_of_the_design_is_there() -> None:
+    """redis, simulator, analytics and dashboard (DESIGN.md), plus the archiver."""
+    assert {"redis", "simulator", "analytics", "dashboard", "archive"} <= set(COMPOSE["services"])
+    assert APP_SERVICES == ["analytics", "archive", "dashboard", "simulator"]

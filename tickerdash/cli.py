@@ -5,11 +5,12 @@ from __future__ import annotations
 import typer
 
 import analytics.cli
+import analytics.evaluate
 import analytics.export_cli
 import dashboard.cli
 import ingest.cli
 import simulator.cli
-from ingest.clikit import setup_logging
+from ingest.clikit import setup_logging, sigterm_stops_like_ctrl_c
 from tickerdash.up import up
 
 app = typer.Typer(
@@ -27,12 +28,13 @@ def _common(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug l
 
 
 app.command("up")(up)
-for package_cli in (ingest.cli, simulator.cli, analytics.cli, analytics.export_cli, dashboard.cli):
+for package_cli in (ingest.cli, simulator.cli, analytics.cli, analytics.export_cli, analytics.evaluate, dashboard.cli):
     package_cli.register(app)
 
 
 def main() -> None:
     """Entry point of the console script."""
+    sigterm_stops_like_ctrl_c()
     app()
 
 
