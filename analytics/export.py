@@ -390,7 +390,7 @@ def output_schema(interval: str, tz: str, meta: dict[str, Any]) -> pa.Schema:
     """Columns of an export (daily trend columns with `1d`), with units, and the export's metadata."""
     fields = [
         pa.field("symbol", pa.string(), nullable=False),
-        pa.field("interval", pa.string(), nullable=False),
+        pa.field("interval", pa.dictionary(pa.int8(), pa.string()), nullable=False),
         pa.field("start", pa.timestamp("ms", tz=tz), nullable=False,
                  metadata={b"description": b"bar covers [start, start + interval)"}),
         *(pa.field(name, pa.float64(), nullable=False, metadata=PRICE) for name in ("open", "high", "low", "close")),
@@ -521,7 +521,8 @@ def export_chunks(reader: BarReader, request: ExportRequest, source: str, chunks
 
 
 def _with_interval(table: pa.Table, interval: str, schema: pa.Schema) -> pa.Table:
-    table = table.add_column(1, "interval", pa.array(np.full(table.num_rows, interval, dtype=object), pa.string()))
+    constant = pa.DictionaryArray.from_arrays(pa.array(np.zeros(table.num_rows, np.int8)), pa.array([interval]))
+    table = table.add_column(1, "interval", constant)
     return table.select(schema.names).cast(schema)
 
 
