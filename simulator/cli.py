@@ -155,6 +155,7 @@ def simulate(
 
             client = stack.enter_context(redis_connection(settings))
             sink = RedisSink(client, settings, per_tick=per_tick)
+            sink.record_run(config, scenario or "flags")
             target = f"{sink.producer.keys.ticks()} ({'per-tick' if per_tick else 'batch'} entries)"
         summary = _run_with_progress(chunks, sink, start_ms, limits, rate, console, quiet)
     console.print(f"wrote {summary.ticks:,} ticks and {summary.labels:,} labels to {target} "

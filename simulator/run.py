@@ -22,7 +22,7 @@ from ingest.keys import Keys
 from ingest.producer import Producer
 from ingest.settings import Settings
 from ingest.ticks import TickBatch
-from simulator.market import LabelBatch
+from simulator.market import LabelBatch, MarketConfig
 
 Chunk = tuple[TickBatch, LabelBatch]
 FILE_SUFFIXES = (".parquet", ".csv")
@@ -114,7 +114,9 @@ class RedisSink:
     def __init__(self, client: redis.Redis, settings: Settings, *, per_tick: bool = False) -> None:
         self.client = client
         self.producer = Producer(client, settings)
-        self.labels_key = Keys(settings.prefix, settings.partitions).labels
+        keys = Keys(settings.prefix, settings.partitions)
+        self.labels_key = keys.labels
+        self.run_key = keys.internal("simulator")
         self.per_tick = per_tick
 
     def write(self, ticks: TickBatch, labels: LabelBatch) -> None:
@@ -127,6 +129,13 @@ class RedisSink:
                 if len(pipe) >= LABEL_PIPELINE:
                     pipe.execute()
             pipe.execute()
+
+    def record_run(self, config: MarketConfig, scenario: str) -> None:
+        """Note this run's seed and setup under `<prefix>:_:simulator`, so exports can say where data came from."""
+        self.client.hset(self.run_key, mapping={
+            "seed": config.seed, "start_ms": config.start_ms, "scenario": scenario,
+            "symbols": ",".join(config.symbols or ()) or f"universe:{config.universe}",
+        })  # fmt: skip
 
     def close(self) -> None:
         """Nothing buffered: every write is already on the server."""

@@ -1,7 +1,7 @@
 """`tickerdash up`: the whole system on one machine, as child processes of one supervisor.
 
 Redis (embedded unless TICKERDASH_REDIS_URL is set), a live-rate simulator with a scripted slump and
-some suspicious episodes, analytics workers and the dashboard each run as the same commands a user
+some suspicious episodes, analytics workers, the Parquet archiver and the dashboard each run as the same commands a user
 or docker-compose would run, so `up` exercises exactly what production runs. Ctrl-C (or SIGTERM)
 stops them all, in reverse order, and then the embedded Redis.
 """
@@ -54,6 +54,7 @@ def plan(settings: Settings, *, rate: float, symbols: str, workers: int, port: i
         if mine is not None:
             args += ["--partitions", ",".join(map(str, mine))]
         services.append(Service(f"analytics-{i}", _tickerdash(*args)))
+    services.append(Service("archive", _tickerdash("archive", "--consumer", "up-archive")))
     if dashboard:
         services.append(Service("dashboard", _tickerdash("dashboard", "--port", str(port), "--ws-port", str(ws_port))))
     if simulator:
@@ -100,7 +101,7 @@ def up(
     no_simulator: bool = typer.Option(False, "--no-simulator", help="Do not run the simulator (bring your own ticks)."),
     no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Headless: no web app."),
 ) -> None:
-    """Run everything on this machine: Redis, simulator, analytics and dashboard. Ctrl-C stops it all."""
+    """Run everything on this machine: Redis, simulator, analytics, archive and dashboard. Ctrl-C stops it all."""
     settings = load_settings()
     if workers > settings.partitions and workers > 1:
         fail(f"--workers {workers} exceeds TICKERDASH_PARTITIONS={settings.partitions}: set more partitions")
