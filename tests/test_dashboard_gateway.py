@@ -1,0 +1,264 @@
+"""The websocket gateway against a real Redis: one reader, coalesced frames, gap filling, the token."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from analytics.live import SymbolUpdate, encode_updates, live_key, snapshot_key
+from dashboard.auth import TokenRequiredError, required_token
+from dashboard.gateway import Frame, Gateway, GatewayConfig, GatewayThread, _Client
+from dashboard.server import DashboardServer
+from ingest.keys import Keys
+from ingest.redis_server import EmbeddedRedis
+from ingest.settings import Settings
+
+KEYS = Keys()
+
+
+def update(symbol: str, ts: int, price: float) -> SymbolUpdate:
+    """A SymbolUpdate as the worker writes it, with open 1s and 1m bars."""
+    return SymbolUpdate(symbol=symbol, ts=ts, price=price, change_pct=0.5, trades=ts % 1000, volume=10.0,
+                        bars={"1s": [float(ts // 1000 * 1000), price, price, price, price, 1.0],
+                              "1m": [float(ts // 60_000 * 60_000), price, price, price, price, 1.0]})  # fmt: skip
+
+
+def receive(ws: ClientConnection, kind: str, until: Callable[[dict[str, Any]], Any] = bool,
+            timeout: float = 5.0) -> dict[str, Any]:  # fmt: skip
+    """The next message of a kind for which `until` holds (others are skipped); TimeoutError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = json.loads(ws.recv(timeout=max(deadline - time.monotonic(), 0.01)))
+        if message["type"] == kind and until(message):
+            return message
+
+
+@pytest.fixture
+def gateway(settings: Settings, redis_client: redis.Redis) -> Iterator[Gateway]:
+    """A gateway on a free loopback port over the test Redis (with a little history already there)."""
+    redis_client.hset(snapshot_key(KEYS), "AAPL", json.dumps(update("AAPL", 1_000, 10.0).to_dict()))
+    redis_client.xadd(
+        KEYS.alerts,
+        {
+            "rule_id": "r1",
+            "symbol": "AAPL",
+            "ts": 900,
+            "price": 9.5,
+            "reference_price": 10,
+            "drop_pct": 5,
+            "window_s": 60,
+            "message": "AAPL -5%",
+        },
+    )
+    assert settings.redis_url is not None
+    with GatewayThread(Gateway(settings.redis_url, KEYS, GatewayConfig(port=0, health_every_s=0.2))) as thread:
+        yield thread.gateway
+
+
+def url(gateway: Gateway, query: str = "") -> str:
+    """The gateway's websocket URL."""
+    return f"ws://127.0.0.1:{gateway.port}/ws{query}"
+
+
+class TestFrames:
+    def test_hello_carries_the_snapshot_and_recent_alerts(self, gateway: Gateway) -> None:
+        """A page that connects first gets every symbol's latest state and the recent alerts."""
+        with connect(url(gateway)) as ws:
+            hello = receive(ws, "hello")
+        assert [u["symbol"] for u in hello["snapshot"]] == ["AAPL"]
+        assert [a["message"] for a in hello["alerts"]] == ["AAPL -5%"]
+        assert hello["alerts"][0]["price"] == 9.5
+
+    def test_live_entries_reach_the_page_as_frames_with_sequence_and_stream_ids(
+        self, gateway: Gateway, redis_client: redis.Redis
+    ) -> None:
+        """A live entry written to Redis arrives in a frame that names the last stream ID read."""
+        with connect(url(gateway)) as ws:
+            receive(ws, "hello")
+            entry_id = redis_client.xadd(live_key(KEYS), {"u": encode_updates([update("MSFT", 2_000, 300.0)])})
+            frame = receive(ws, "frame", until=lambda f: f["updates"])
+        assert frame["updates"][0]["symbol"] == "MSFT"
+        assert frame["ids"][live_key(KEYS)] == entry_id.decode()
+        assert frame["seq"] >= 1
+
+    def test_a_burst_is_coalesced_into_at_most_ten_frames_a_second_latest_state_winning(
+        self, gateway: Gateway, redis_client: redis.Redis
+    ) -> None:
+        """200 live entries in under a second become few frames, and the last price is what the page ends with."""
+        with connect(url(gateway)) as ws:
+            receive(ws, "hello")
+            started = time.monotonic()
+            for i in range(200):
+                redis_client.xadd(live_key(KEYS), {"u": encode_updates([update("AAPL", 10_000 + i, 10.0 + i)])})
+            frames: list[dict[str, Any]] = []
+
+            def has_last_price(frame: dict[str, Any]) -> bool:
+                frames.append(frame)
+                return any(u["price"] == 209.0 for u in frame["updates"])
+
+            receive(ws, "frame", until=has_last_price)
+            elapsed = time.monotonic() - started
+        assert len(frames) <= 10 * elapsed + 2
+
+    def test_alerts_and_anomalies_are_pushed_with_parsed_numbers(
+        self, gateway: Gateway, redis_client: redis.Redis
+    ) -> None:
+        """New alert and anomaly entries arrive in frames with their fields, numbers as numbers."""
+        with connect(url(gateway)) as ws:
+            receive(ws, "hello")
+            redis_client.xadd(
+                KEYS.anomalies,
+                {
+                    "symbol": "AAPL",
+                    "ts": 5_000,
+                    "price": 11.0,
+                    "size": 1e6,
+                    "trade_id": "t9",
+                    "tick_id": "5-0",
+                    "score": 0.97,
+                    "reasons": "size",
+                },
+            )
+            frame = receive(ws, "frame", until=lambda f: f["anomalies"])
+        assert frame["anomalies"][0]["score"] == 0.97
+        assert frame["anomalies"][0]["reasons"] == "size"
+
+    def test_every_page_shares_one_redis_reader(self, gateway: Gateway, redis_client: redis.Redis) -> None:
+        """Twenty pages connected add no Redis connections: the gateway reads once and fans out."""
+        with connect(url(gateway)) as first:
+            receive(first, "hello")
+            time.sleep(0.5)  # the health probe has taken its pool connection too
+            before = len(redis_client.client_list())
+            with contextlib.ExitStack() as stack:
+                pages = [stack.enter_context(connect(url(gateway))) for _ in range(20)]
+                for page in pages:
+                    receive(page, "hello")
+                redis_client.xadd(live_key(KEYS), {"u": encode_updates([update("AAPL", 50_000, 12.0)])})
+                for page in pages:
+                    assert receive(page, "frame")["type"] == "frame"
+                after = len(redis_client.client_list())
+                assert gateway.client_count == 21
+        assert after == before
+
+    def test_health_reports_clients_and_dead_letters(self, gateway: Gateway, redis_client: redis.Redis) -> None:
+        """The health part of frames counts the connected pages and the dead-letter stream."""
+        redis_client.xadd(KEYS.deadletter, {"reason": "symbol: bad", "source": "test"})
+        with connect(url(gateway)) as ws:
+            receive(ws, "hello")
+            frame = receive(ws, "frame", until=lambda f: (f["health"] or {}).get("deadletters") == 1)
+        assert frame["health"]["clients"] == 1
+        assert frame["health"]["redis"] == "ok"
+
+
+class TestGapFilling:
+    def test_bars_since_a_start_come_from_the_bar_stream_with_the_open_bar(
+        self, gateway: Gateway, redis_client: redis.Redis
+    ) -> None:
+        """A reconnecting page asking for bars since a start gets the closed bars from then and the open bar."""
+        for start in (1_000, 2_000, 3_000):
+            redis_client.xadd(
+                KEYS.bars("1s", "AAPL"),
+                {"open": 1, "high": 2, "low": 0.5, "close": 1.5, "volume": 7, "vwap": 1.2, "trades": 3},
+                id=f"{start}-0",
+            )
+        with connect(url(gateway)) as ws:
+            receive(ws, "hello")
+            ws.send(json.dumps({"type": "bars", "symbol": "AAPL", "interval": "1s", "since": 2_000}))
+            reply = receive(ws, "bars")
+        assert [bar[0] for bar in reply["bars"]] == [2_000, 3_000]
+        assert reply["bars"][0][1:] == [1.0, 2.0, 0.5, 1.5, 7.0, 1.2, 3]
+        assert reply["open"] == [1_000.0, 10.0, 10.0, 10.0, 10.0, 1.0]
+
+    def test_a_malformed_request_is_answered_with_an_error(self, gateway: Gateway) -> None:
+        """A request for a symbol outside the tick alphabet gets an error reply and the connection stays up."""
+        with connect(url(gateway)) as ws:
+            receive(ws, "hello")
+            ws.send(json.dumps({"type": "bars", "symbol": "<img src=x>", "interval": "1s"}))
+            assert receive(ws, "error")["error"] == "bad request"
+            ws.send(json.dumps({"type": "bars", "symbol": "AAPL", "interval": "1s"}))
+            assert receive(ws, "bars")["symbol"] == "AAPL"
+
+
+class TestSlowClients:
+    class _Silent:
+        remote_address = ("127.0.0.1", 0)
+
+    def test_a_client_that_does_not_drain_keeps_a_bounded_backlog_with_latest_states_and_all_events(self) -> None:
+        """Frames past the backlog limit merge into one: latest update per symbol, events concatenated."""
+        client = _Client(self._Silent(), GatewayConfig(client_backlog=5, recent_events=100))  # type: ignore[arg-type]
+        for seq in range(1, 51):
+            client.offer(Frame(seq=seq, ids={"live": f"{seq}-0"}, updates={"AAPL": {"price": seq}},
+                               alerts=[{"id": f"{seq}-0"}]))  # fmt: skip
+        assert len(client.backlog) <= 6
+        merged = client._merge_all()
+        assert merged.seq == 50
+        assert merged.updates["AAPL"]["price"] == 50
+        assert len(merged.alerts) == 50
+        assert merged.coalesced == 50
+
+
+class TestAccess:
+    def test_a_non_loopback_bind_without_a_token_is_refused(self) -> None:
+        """Binding 0.0.0.0 needs a token; loopback does not."""
+        with pytest.raises(TokenRequiredError):
+            required_token("0.0.0.0", None)
+        assert required_token("127.0.0.1", None) is None
+        assert required_token("::1", None) is None
+
+    def test_the_gateway_refuses_a_handshake_without_the_token(self, settings: Settings) -> None:
+        """With a token set, only handshakes carrying it (query, cookie or bearer) are accepted."""
+        assert settings.redis_url is not None
+        config = GatewayConfig(port=0, token="s3cret")
+        with GatewayThread(Gateway(settings.redis_url, KEYS, config)) as thread:
+            base = f"ws://127.0.0.1:{thread.gateway.port}/ws"
+            with pytest.raises(InvalidStatus) as refused, connect(base):
+                pass
+            assert refused.value.response.status_code == 401
+            with pytest.raises(InvalidStatus), connect(base + "?token=wrong"):
+                pass
+            with connect(base + "?token=s3cret") as ws:
+                assert receive(ws, "hello")["type"] == "hello"
+            with connect(base, additional_headers={"Cookie": "tickerdash_token=s3cret"}) as ws:
+                assert receive(ws, "hello")["type"] == "hello"
+
+    def test_a_page_from_another_site_cannot_open_the_websocket(self, gateway: Gateway) -> None:
+        """A handshake whose Origin is another host is refused (cross-site websocket hijacking)."""
+        with pytest.raises(InvalidStatus) as refused, connect(url(gateway), origin="http://evil.example"):  # type: ignore[arg-type]
+            pass
+        assert refused.value.response.status_code == 403
+        with connect(url(gateway), origin="http://127.0.0.1:8050") as ws:  # type: ignore[arg-type]
+            assert receive(ws, "hello")["type"] == "hello"
+
+    def test_every_http_request_needs_the_token_which_becomes_a_cookie(self, redis_server: EmbeddedRedis,
+                                                                       redis_client: redis.Redis) -> None:  # fmt: skip
+        """Without the token the app answers 401; ?token= sets an HttpOnly cookie that then admits requests."""
+        with DashboardServer(redis_server.url, KEYS, port=0, ws_port=0, token="s3cret") as server:
+            base = server.url.split("?")[0]
+            for path in ("", "_dash-layout", "assets/tickerdash.js"):
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(base + path, timeout=5)
+                assert refused.value.code == 401
+
+            class NoRedirect(urllib.request.HTTPRedirectHandler):
+                def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+                    return None
+
+            opener = urllib.request.build_opener(NoRedirect)
+            with pytest.raises(urllib.error.HTTPError) as redirected:
+                opener.open(base + "?token=s3cret", timeout=5)
+            assert redirected.value.code == 303
+            cookie = redirected.value.headers["Set-Cookie"]
+            assert "tickerdash_token=s3cret" in cookie and "HttpOnly" in cookie
+            request = urllib.request.Request(base + "_dash-layout", headers={"Cookie": "tickerdash_token=s3cret"})
+            with urllib.request.urlopen(request, timeout=5) as ok:
+                assert ok.status == 200
