@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from analytics.rule_store import RuleStore
 from analytics.rules import Rule, RuleError, format_duration, make_rule
 from ingest.keys import Keys
 
@@ -41,9 +42,7 @@ class RuleEditor:
     """List, save, toggle and remove rules in Redis for the dashboard's editor."""
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        from analytics import rule_store  # TEMP: lands with the alerts issue
-
-        self.store: Any = rule_store.RuleStore(client, keys)
+        self.store = RuleStore(client, keys)
 
     def list(self) -> list[dict[str, Any]]:
         """Every rule as the table shows it (text for durations), ordered by id."""
@@ -84,12 +83,12 @@ class RuleEditor:
         rule = self.store.get(rule_id)
         if rule is None:
             return f"rule {rule_id} is gone"
-        if rule.enabled:
-            self.store.disable(rule_id)
-            return f"disabled rule {rule_id}"
-        self.store.enable(rule_id)
-        return f"enabled rule {rule_id}"
+        try:
+            self.store.set_enabled(rule_id, not rule.enabled)
+        except RuleError as exc:  # removed by someone else in between
+            return str(exc)
+        return f"{'disabled' if rule.enabled else 'enabled'} rule {rule_id}"
 
     def remove(self, rule_id: str) -> bool:
         """Delete a rule; False when it was already gone."""
-        return bool(self.store.remove(rule_id))
+        return self.store.remove(rule_id) is not None
