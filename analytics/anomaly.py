@@ -34,6 +34,7 @@ unlabelled manipulation, so a manipulation that persists for the whole window be
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from analytics.features import FEATURES, F, FeatureConfig, FeatureFrame, Features
-from analytics.segments import pack_state, unpack_state
+from analytics.segments import exclusive_cumsum, pack_state, unpack_state
 from ingest.ticks import TickBatch
 
 if TYPE_CHECKING:  # the pure core never imports the worker (and so never Redis) at run time
@@ -89,62 +90,91 @@ class ScorerConfig:
             raise ValueError("refit_every and swap_after must be multiples of block, swap_after < refit_every")
 
 
+def histogram_surprise(counts: np.ndarray, width: float, u: np.ndarray, table: np.ndarray | int) -> np.ndarray:
+    """-log10 of the share of learnt values at or above each u, against histogram `counts[table]`.
+
+    `counts` is (tables, bins); `table` picks each value's histogram, so the per-feature calibrations
+    of every block of a batch are read in one pass instead of a Python call per block and feature.
+    Past a histogram's largest value the surprise goes on rising one decade per unit of u.
+    """
+    bins = counts.shape[1]
+    total = counts.sum(axis=1)
+    above = np.zeros_like(counts)  # the weight of the strictly higher bins
+    np.cumsum(counts[:, :0:-1], axis=1, out=above[:, -2::-1])
+    seen = counts != 0
+    top = (bins - np.argmax(seen[:, ::-1], axis=1)) * width  # the upper edge of the highest bin in use
+    scaled = u / width
+    b = np.clip(scaled.astype(np.int64), 0, bins - 1)
+    inside = np.clip(scaled - b, 0.0, 1.0)
+    at = b + np.asarray(table, np.int64) * bins
+    tail = above.reshape(-1)[at] + counts.reshape(-1)[at] * (1.0 - inside)
+    row_total = total[table] + 1.0
+    floor = 0.5
+    surprise = -np.log10((tail + floor) / row_total)
+    row_top = top[table]
+    beyond = u > row_top
+    surprise[beyond] = (np.log10(row_total / floor) + (u - row_top))[beyond]
+    surprise = np.maximum(surprise, 0.0)
+    surprise[total[table] <= 0] = 0.0  # nothing learnt yet: no evidence either way
+    return surprise
+
+
 class Calibrator:
     """Empirical tail surprise of a value against a decayed histogram of recent values.
 
     `surprise(u)` is -log10 P(U >= u) with linear interpolation inside a bin; past the largest value
     seen it goes on rising one decade per unit of u (the raw values are log-scaled, so this is a
     power-law tail), which keeps the most extreme trades ordered instead of tied at the floor.
+    `counts` may hold several histograms of the same bins as rows (one per feature).
     """
 
     __slots__ = ("counts", "decay_per_trade", "high", "width")
 
-    def __init__(self, bins: int, high: float, half_life: float) -> None:
-        self.counts = np.zeros(bins, np.float64)
+    def __init__(self, bins: int, high: float, half_life: float, histograms: int = 1) -> None:
+        self.counts = np.zeros((histograms, bins), np.float64)
         self.high = high
         self.width = high / bins
         self.decay_per_trade = 0.5 ** (1.0 / half_life)
 
     @property
     def total(self) -> float:
-        """Decayed number of values learnt."""
-        return float(self.counts.sum())
+        """Decayed number of values learnt (by the first histogram)."""
+        return float(self.counts[0].sum())
 
     def learn(self, u: np.ndarray) -> None:
-        """Age the histogram by len(u) trades, then add the values."""
+        """Age the histograms by len(u) trades, then add the values (u is (m,) or (m, histograms))."""
+        bins = self.counts.shape[1]
         self.counts *= self.decay_per_trade ** len(u)
-        self.counts += np.bincount(self._bin(u), minlength=len(self.counts))
+        at = self._bin(u.reshape(len(u), len(self.counts))) + np.arange(len(self.counts)) * bins
+        self.counts += np.bincount(at.reshape(-1), minlength=self.counts.size).reshape(self.counts.shape)
 
     def _bin(self, u: np.ndarray) -> np.ndarray:
-        return np.clip((u / self.width).astype(np.int64), 0, len(self.counts) - 1)
+        return np.clip((u / self.width).astype(np.int64), 0, self.counts.shape[1] - 1)
 
     def surprise(self, u: np.ndarray) -> np.ndarray:
-        """-log10 of the share of learnt values at or above each u (0 before anything was learnt)."""
-        total = self.total
-        if total <= 0:
-            return np.zeros(len(u))
-        above = np.concatenate([np.cumsum(self.counts[::-1])[::-1][1:], [0.0]])  # strictly higher bins
-        b = self._bin(u)
-        inside = np.clip(u / self.width - b, 0.0, 1.0)
-        tail = above[b] + self.counts[b] * (1.0 - inside)
-        top_bin = int(np.flatnonzero(self.counts)[-1])
-        top = (top_bin + 1) * self.width
-        floor = 0.5
-        surprise = -np.log10((tail + floor) / (total + 1.0))
-        beyond = u > top
-        surprise[beyond] = np.log10((total + 1.0) / floor) + (u[beyond] - top)
-        return np.maximum(surprise, 0.0)
+        """-log10 of the share of learnt values at or above each u (first histogram; 0 before any learning)."""
+        return histogram_surprise(self.counts[:1], self.width, u, 0)
 
     def quantile(self, q: float) -> float:
-        """The value below which a share q of the learnt values lies (bin resolution)."""
+        """The value below which a share q of the learnt values lies (first histogram, bin resolution)."""
         total = self.total
         if total <= 0:
             return float("inf")
-        below = np.cumsum(self.counts)
+        below = np.cumsum(self.counts[0])
         return float((np.searchsorted(below, q * total) + 1) * self.width)
 
 
 # --- the forest, scored from its arrays ----------------------------------------------------------
+
+SCORE_CHUNK = 2048  # rows per forest pass: the (rows, trees) index arrays stay in the CPU cache
+
+
+def float32_at_or_below(x: np.ndarray) -> np.ndarray:
+    """The largest float32 <= each float64, so `x32 > it` is exactly `float64(x32) > x` (sklearn's test)."""
+    out = x.astype(np.float32)
+    rounded_up = out.astype(np.float64) > x
+    out[rounded_up] = np.nextafter(out[rounded_up], np.float32(-np.inf))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +191,24 @@ class ForestArrays:
     path_length: np.ndarray  # float64 (trees, 2**depth): per bottom slot
     depth: int
     normaliser: float  # trees * c(max_samples)
+    # per level, one int64 per node (tree-major) packing its float32 threshold and int32 feature, so a
+    # step of the traversal reads each node with one gather: derived, not checkpointed
+    levels: tuple[np.ndarray, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        trees = self.trees
+        nodes = 2 ** (self.depth + 1) - 1
+        feature = self.feature.reshape(trees, nodes)
+        threshold = float32_at_or_below(self.threshold.reshape(trees, nodes))
+        levels = []
+        for level in range(self.depth):
+            at = slice(2**level - 1, 2 ** (level + 1) - 1)
+            packed = np.empty(trees * 2**level, np.int64)
+            halves = packed.view(np.int32).reshape(-1, 2)
+            halves[:, 0] = threshold[:, at].reshape(-1).view(np.int32)
+            halves[:, 1] = feature[:, at].reshape(-1)
+            levels.append(packed)
+        object.__setattr__(self, "levels", tuple(levels))
 
     @property
     def trees(self) -> int:
@@ -187,55 +235,69 @@ class ForestArrays:
         """Lay out a fitted sklearn IsolationForest (all features per tree) as complete trees."""
         from sklearn.ensemble._iforest import _average_path_length
 
-        estimators = forest.estimators_  # type: ignore[attr-defined]
-        depth = max(int(e.tree_.max_depth) for e in estimators)
+        trees = [e.tree_ for e in forest.estimators_]  # type: ignore[attr-defined]
+        depth = max(int(tree.max_depth) for tree in trees)
         nodes = 2 ** (depth + 1) - 1
-        feature = np.zeros((len(estimators), nodes), np.int64)
-        threshold = np.full((len(estimators), nodes), np.inf)
-        bottom = np.zeros((len(estimators), 2**depth), np.float64)
-        for t, estimator in enumerate(estimators):
-            tree = estimator.tree_
-            leaf_value = tree.compute_node_depths() + _average_path_length(tree.n_node_samples) - 1.0
-            stack = [(0, 0, 0)]  # (sklearn node, complete-tree position, level)
-            while stack:
-                node, at, level = stack.pop()
-                left, right = int(tree.children_left[node]), int(tree.children_right[node])
-                if left == -1:
-                    # a leaf: every bottom slot under `at` carries its value (padding goes left)
-                    first = at
-                    for _ in range(depth - level):
-                        first = 2 * first + 1
-                    span = 2 ** (depth - level)
-                    bottom[t, first - (2**depth - 1) : first - (2**depth - 1) + span] = leaf_value[node]
-                    continue
-                feature[t, at] = int(tree.feature[node])
-                threshold[t, at] = float(tree.threshold[node])
-                stack.append((left, 2 * at + 1, level + 1))
-                stack.append((right, 2 * at + 2, level + 1))
-        normaliser = len(estimators) * float(_average_path_length([forest.max_samples_])[0])  # type: ignore[attr-defined]
+        feature = np.zeros((len(trees), nodes), np.int64)
+        threshold = np.full((len(trees), nodes), np.inf)
+        bottom = np.zeros((len(trees), 2**depth), np.float64)
+        # every tree's nodes in one array (ids offset per tree), walked level by level for all trees at once
+        first_node = exclusive_cumsum(np.array([tree.node_count for tree in trees]))
+
+        def global_ids(children: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate([c + (c >= 0) * k for c, k in zip(children, first_node, strict=True)])
+
+        left = global_ids([tree.children_left for tree in trees])
+        right = global_ids([tree.children_right for tree in trees])
+        split_feature = np.concatenate([tree.feature for tree in trees]).astype(np.int64)
+        split_threshold = np.concatenate([tree.threshold for tree in trees])
+        leaf_value = np.concatenate([tree.compute_node_depths() + _average_path_length(tree.n_node_samples) - 1.0
+                                     for tree in trees])  # fmt: skip
+        node = first_node.astype(np.int64)  # the roots
+        tree_of = np.arange(len(trees))
+        position = np.zeros(len(trees), np.int64)  # place within the level of the complete tree
+        for level in range(depth + 1):
+            split = left[node] >= 0
+            at = 2**level - 1 + position[split]
+            feature[tree_of[split], at] = split_feature[node[split]]
+            threshold[tree_of[split], at] = split_threshold[node[split]]
+            # a leaf: every bottom slot under it carries its value (the padding below it goes left)
+            span = 2 ** (depth - level)
+            leaf = ~split
+            slots = (position[leaf] * span)[:, None] + np.arange(span)[None, :]
+            bottom[tree_of[leaf][:, None], slots] = leaf_value[node[leaf]][:, None]
+            node = np.concatenate([left[node[split]], right[node[split]]])
+            tree_of = np.concatenate([tree_of[split], tree_of[split]])
+            position = np.concatenate([2 * position[split], 2 * position[split] + 1])
+        normaliser = len(trees) * float(_average_path_length([forest.max_samples_])[0])  # type: ignore[attr-defined]
         return cls(feature.reshape(-1), threshold.reshape(-1), bottom, depth, normaliser)
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        """Anomaly score 2**(-mean path length / c(max_samples)) of each row, as sklearn's -score_samples."""
+        """Anomaly score 2**(-mean path length / c(max_samples)) of each row, as sklearn's -score_samples.
+
+        All trees step together, one level at a time, over chunks of rows: the position of a sample in
+        level L of tree t is t * 2**L + p, and its child is twice that plus (x > threshold).
+        """
         n = len(x)
-        if n == 0:
-            return np.zeros(0)
         x32 = np.ascontiguousarray(x, dtype=np.float32)  # sklearn compares float32 features to the thresholds
-        n_features = x32.shape[1]
-        flat = x32.reshape(-1)
-        nodes = 2 ** (self.depth + 1) - 1
-        tree_base = (np.arange(self.trees, dtype=np.int64) * nodes)[None, :]
-        row_base = (np.arange(n, dtype=np.int64) * n_features)[:, None]
-        at = np.zeros((n, self.trees), np.int64)
-        for _ in range(self.depth):
-            index = at + tree_base
-            goes_right = flat[row_base + self.feature[index]] > self.threshold[index]
-            at *= 2
-            at += 1
-            at += goes_right
-        leaf = at - (2**self.depth - 1)
-        lengths = self.path_length[np.arange(self.trees)[None, :], leaf]
-        return np.asarray(2.0 ** (-lengths.sum(axis=1) / self.normaliser))
+        n_features = x32.shape[1] if x32.ndim == 2 else 0
+        bottom = self.path_length.reshape(-1)
+        lengths = np.empty(n)
+        start_positions = np.arange(self.trees, dtype=np.int64)
+        for lo in range(0, n, SCORE_CHUNK):
+            chunk = x32[lo : lo + SCORE_CHUNK]
+            flat = chunk.reshape(-1)
+            row_base = (np.arange(len(chunk), dtype=np.int64) * n_features)[:, None]
+            at = np.empty((len(chunk), self.trees), np.int64)
+            at[:] = start_positions
+            for packed in self.levels:
+                node = np.take(packed, at)
+                halves = node.view(np.int32)
+                goes_right = np.take(flat, halves[..., 1::2] + row_base) > halves[..., ::2].view(np.float32)
+                at += at
+                at += goes_right
+            lengths[lo : lo + len(chunk)] = np.take(bottom, at).sum(axis=1)
+        return np.asarray(2.0 ** (-lengths / self.normaliser))
 
 
 def forest_inputs(values: np.ndarray) -> np.ndarray:
@@ -280,7 +342,6 @@ RULE_NAMES = ("off-market", "wash", "self-trade")
 class _Pending:
     """Rows of the current, incomplete block: learnt when the block completes."""
 
-    tail_u: list[np.ndarray] = field(default_factory=list)
     forest_u: list[np.ndarray] = field(default_factory=list)
     fused: list[np.ndarray] = field(default_factory=list)
     train: list[np.ndarray] = field(default_factory=list)
@@ -294,7 +355,7 @@ class AnomalyScorer:
         c = self.config
         self.seen = 0  # trades taken, all symbols, in stream order
         self.eligible = 0  # trades offered to the training window so far
-        self.tail = [Calibrator(c.bins, 8.0, c.calibration_half_life) for _ in TAIL_FEATURES]
+        self.tail = Calibrator(c.bins, 8.0, c.calibration_half_life, histograms=len(TAIL_FEATURES))
         self.forest_calibrator = Calibrator(c.bins, 1.0, c.calibration_half_life)
         self.fused_calibrator = Calibrator(c.bins, 30.0, c.calibration_half_life)
         self.threshold = float("inf")
@@ -305,48 +366,85 @@ class AnomalyScorer:
         self._fit_thread: threading.Thread | None = None
         self._fit_result: list[ForestArrays] = []
         self._pending = _Pending()
+        self._pending_tail: list[np.ndarray] = []  # tail inputs of the incomplete block's learnt rows
 
     # -- scoring --
 
     def process(self, frame: FeatureFrame) -> Scores:
-        """Score every row against the state before its block, then learn each completed block."""
+        """Score every row against the state before its block, then learn each completed block.
+
+        What a row's block learns never depends on the row's score for the tail calibrations, so those
+        are read for the whole batch at once; only the forest calibration, the fused threshold and the
+        training window follow the flags, and they take a few small numpy calls per block.
+        """
         n = len(frame)
-        out_fused = np.zeros(n)
-        out_flag = np.zeros(n, bool)
-        out_parts = np.zeros((n, 3))
-        out_tail = np.zeros((n, len(TAIL_FEATURES)))
-        out_rules = np.zeros((n, 3), bool)
-        start = 0
-        block = self.config.block
-        while start < n:
+        c = self.config
+        values, warming = frame.values, frame.warming_up
+        if n == 0:
+            return Scores(np.zeros(0), np.zeros(0, bool), np.zeros((0, 3)), np.zeros((0, len(TAIL_FEATURES))),
+                          np.zeros((0, 3), bool))  # fmt: skip
+        learnt = ~warming
+        # rows bounds[k]:bounds[k + 1] are the batch's part of one block (the first may finish a cut block)
+        bounds = np.r_[0, np.arange(c.block - self.seen % c.block, n, c.block), n].tolist()
+        tail_u = self._tail_inputs(values)
+        tail_parts = self._tail_surprises(tail_u, learnt, bounds)
+        tail_parts *= TAIL_WEIGHTS
+        tail_parts[warming] = 0.0
+        ranked = np.sort(tail_parts, axis=1)
+        tail = ranked[:, -1] + TAIL_SECOND_WEIGHT * ranked[:, -2]
+        rules, hits = self._rules(values, frame.self_trade, warming)
+        # the fused score is max + a quarter of the rest over (rules, tail, forest): the first two are known
+        known_max = np.maximum(rules, tail)
+        known_sum = rules + tail
+        fused = np.zeros(n)
+        flagged = np.zeros(n, bool)
+        forest = np.zeros(n)
+        forest_u = np.zeros(n)
+        scored_by: ForestArrays | None = None
+        scored_until = 0  # forest_u[lo:scored_until] holds the scores of `scored_by`
+        for lo, hi in itertools.pairwise(bounds):
             if self.seen == self.swap_at:
                 self._swap_forest()
-            stop = min(n, start + block - self.seen % block)
-            rows = slice(start, stop)
-            values = frame.values[rows]
-            warming = frame.warming_up[rows]
-            tail_u = self._tail_inputs(values)
-            forest_u = self.forest.score(forest_inputs(values)) if self.forest is not None else None
-            rules, hits = self._rules(values, frame.self_trade[rows], warming)
-            tail_parts = np.stack([cal.surprise(tail_u[:, k]) for k, cal in enumerate(self.tail)], axis=1)
-            tail_parts *= TAIL_WEIGHTS
-            tail_parts[warming] = 0.0
-            ranked = np.sort(tail_parts, axis=1)
-            tail = ranked[:, -1] + TAIL_SECOND_WEIGHT * ranked[:, -2]
-            forest = np.zeros(len(values)) if forest_u is None else self.forest_calibrator.surprise(forest_u)
-            forest[warming] = 0.0
-            parts = np.stack([rules, tail, forest], axis=1)
-            strongest = parts.max(axis=1)
-            fused = strongest + 0.25 * (parts.sum(axis=1) - strongest)
-            flagged = fused > max(self.threshold, self.config.min_surprise)
-            out_fused[rows], out_flag[rows], out_parts[rows] = fused, flagged, parts
-            out_tail[rows], out_rules[rows] = tail_parts, hits
-            self._remember(values, warming, flagged, tail_u, forest_u, fused)
-            self.seen += stop - start
-            if self.seen % block == 0:
+            if self.forest is not None:
+                if self.forest is not scored_by or hi > scored_until:
+                    scored_by, scored_until = self.forest, min(n, lo + self._trades_to_next_swap())
+                    rows = lo + np.flatnonzero(learnt[lo:scored_until])  # warming rows never use the forest
+                    forest_u[rows] = self.forest.score(forest_inputs(values[rows]))
+                forest[lo:hi] = self.forest_calibrator.surprise(forest_u[lo:hi])
+                forest[lo:hi][warming[lo:hi]] = 0.0
+            strongest = np.maximum(known_max[lo:hi], forest[lo:hi])
+            fused[lo:hi] = strongest + 0.25 * ((known_sum[lo:hi] + forest[lo:hi]) - strongest)
+            flagged[lo:hi] = fused[lo:hi] > max(self.threshold, c.min_surprise)
+            self._remember(lo, hi, values, learnt & ~flagged, forest_u, fused)
+            self.seen += hi - lo
+            if self.seen % c.block == 0:
                 self._learn_block()
-            start = stop
-        return Scores(out_fused, out_flag, out_parts, out_tail, out_rules)
+        return Scores(fused, flagged, np.stack([rules, tail, forest], axis=1), tail_parts, hits)
+
+    def _trades_to_next_swap(self) -> int:
+        """Trades until the forest can next change: a pending swap, or the swap after the next refit."""
+        c = self.config
+        next_swap = (self.seen // c.refit_every + 1) * c.refit_every + c.swap_after
+        if self.swap_at > self.seen:
+            next_swap = min(next_swap, self.swap_at)
+        return next_swap - self.seen
+
+    def _tail_surprises(self, tail_u: np.ndarray, learnt: np.ndarray, bounds: list[int]) -> np.ndarray:
+        """Each row's per-feature tail surprise against the calibration before its block; learns completed blocks."""
+        histograms = len(TAIL_FEATURES)
+        before_block = []
+        seen = self.seen
+        for lo, hi in itertools.pairwise(bounds):
+            before_block.append(self.tail.counts.copy())
+            self._pending_tail.append(tail_u[lo:hi][learnt[lo:hi]])
+            seen += hi - lo
+            if seen % self.config.block == 0:
+                self.tail.learn(np.concatenate(self._pending_tail))
+                self._pending_tail = []
+        block_of_row = np.repeat(np.arange(len(before_block)), np.diff(bounds))
+        table = block_of_row[:, None] * histograms + np.arange(histograms)[None, :]
+        counts = np.concatenate(before_block)  # (blocks * histograms, bins)
+        return histogram_surprise(counts, self.tail.width, tail_u, table)
 
     def _tail_inputs(self, values: np.ndarray) -> np.ndarray:
         """Each tail feature's extremeness on a log scale: log1p(|z|), log1p(max(z, 0)), log1p(20 * share)."""
@@ -379,26 +477,22 @@ class AnomalyScorer:
 
     # -- learning --
 
-    def _remember(self, values: np.ndarray, warming: np.ndarray, flagged: np.ndarray, tail_u: np.ndarray,
-                  forest_u: np.ndarray | None, fused: np.ndarray) -> None:  # fmt: skip
-        learnt = ~warming
+    def _remember(self, lo: int, hi: int, values: np.ndarray, usable: np.ndarray, forest_u: np.ndarray,
+                  fused: np.ndarray) -> None:  # fmt: skip
+        """Keep a block part's unflagged learnt rows for the forest calibration and training window, and its scores."""
         pending = self._pending
-        pending.tail_u.append(tail_u[learnt])
-        if forest_u is not None:
-            pending.forest_u.append(forest_u[learnt & ~flagged])
-        pending.fused.append(fused)
-        eligible = np.flatnonzero(learnt & ~flagged)
+        usable = usable[lo:hi]
+        if self.forest is not None:
+            pending.forest_u.append(forest_u[lo:hi][usable])
+        pending.fused.append(fused[lo:hi])
+        eligible = np.flatnonzero(usable)
         pick = eligible[(self.eligible + np.arange(len(eligible))) % self.config.train_stride == 0]
         self.eligible += len(eligible)
-        pending.train.append(values[pick])
+        pending.train.append(values[lo + pick])
 
     def _learn_block(self) -> None:
-        """Fold the completed block into the calibrations, the threshold and the training window."""
+        """Fold the completed block into the forest calibration, the threshold and the training window."""
         pending, self._pending = self._pending, _Pending()
-        if pending.tail_u:
-            tail_u = np.concatenate(pending.tail_u)
-            for k, cal in enumerate(self.tail):
-                cal.learn(tail_u[:, k])
         if pending.forest_u:
             self.forest_calibrator.learn(np.concatenate(pending.forest_u))
         self.fused_calibrator.learn(np.concatenate(pending.fused))
@@ -448,13 +542,13 @@ class AnomalyScorer:
         meta = {"kind": "anomaly-scorer", "config": {k: getattr(c, k) for k in ScorerConfig.__dataclass_fields__},
                 "seen": self.seen, "eligible": self.eligible, "threshold": self.threshold, "swap_at": self.swap_at,
                 "pending_rows": [len(x) for x in self._pending.fused]}  # fmt: skip
-        arrays: dict[str, np.ndarray] = {"train": self.train, "forest_counts": self.forest_calibrator.counts,
-                                         "fused_counts": self.fused_calibrator.counts}  # fmt: skip
-        for k, cal in enumerate(self.tail):
-            arrays[f"tail_counts_{k}"] = cal.counts
+        arrays: dict[str, np.ndarray] = {"train": self.train, "forest_counts": self.forest_calibrator.counts[0],
+                                         "fused_counts": self.fused_calibrator.counts[0]}  # fmt: skip
+        for k, counts in enumerate(self.tail.counts):
+            arrays[f"tail_counts_{k}"] = counts
         pending = self._pending
         width = len(TAIL_FEATURES)
-        arrays["pending_tail_u"] = np.concatenate(pending.tail_u) if pending.tail_u else np.zeros((0, width))
+        arrays["pending_tail_u"] = np.concatenate(self._pending_tail) if self._pending_tail else np.zeros((0, width))
         arrays["pending_forest_u"] = np.concatenate(pending.forest_u) if pending.forest_u else np.zeros(0)
         arrays["pending_has_forest"] = np.array([bool(pending.forest_u)])
         arrays["pending_fused"] = np.concatenate(pending.fused) if pending.fused else np.zeros(0)
@@ -476,15 +570,14 @@ class AnomalyScorer:
         scorer.seen, scorer.eligible = int(meta["seen"]), int(meta["eligible"])
         scorer.threshold, scorer.swap_at = float(meta["threshold"]), int(meta["swap_at"])
         scorer.train = arrays["train"]
-        scorer.forest_calibrator.counts = arrays["forest_counts"]
-        scorer.fused_calibrator.counts = arrays["fused_counts"]
-        for k, cal in enumerate(scorer.tail):
-            cal.counts = arrays[f"tail_counts_{k}"]
+        scorer.forest_calibrator.counts = arrays["forest_counts"][None, :]
+        scorer.fused_calibrator.counts = arrays["fused_counts"][None, :]
+        scorer.tail.counts = np.stack([arrays[f"tail_counts_{k}"] for k in range(len(TAIL_FEATURES))])
         scorer.forest = ForestArrays.from_arrays(arrays, "forest_")
         scorer.pending_forest = ForestArrays.from_arrays(arrays, "next_forest_")
         pending = scorer._pending
         if len(arrays["pending_fused"]):
-            pending.tail_u = [arrays["pending_tail_u"]]
+            scorer._pending_tail = [arrays["pending_tail_u"]]
             pending.fused = [arrays["pending_fused"]]
             pending.train = [arrays["pending_train"]]
             if bool(arrays["pending_has_forest"][0]):
