@@ -103,19 +103,32 @@ def histogram_surprise(counts: np.ndarray, width: float, u: np.ndarray, table: n
     np.cumsum(counts[:, :0:-1], axis=1, out=above[:, -2::-1])
     seen = counts != 0
     top = (bins - np.argmax(seen[:, ::-1], axis=1)) * width  # the upper edge of the highest bin in use
+    table = np.asarray(table, np.int64)
     scaled = u / width
-    b = np.clip(scaled.astype(np.int64), 0, bins - 1)
-    inside = np.clip(scaled - b, 0.0, 1.0)
-    at = b + np.asarray(table, np.int64) * bins
-    tail = above.reshape(-1)[at] + counts.reshape(-1)[at] * (1.0 - inside)
-    row_total = total[table] + 1.0
+    b = scaled.astype(np.int64)
+    np.clip(b, 0, bins - 1, out=b)
+    inside = scaled - b
+    np.clip(inside, 0.0, 1.0, out=inside)
+    at = b
+    at += table * bins
     floor = 0.5
-    surprise = -np.log10((tail + floor) / row_total)
-    row_top = top[table]
-    beyond = u > row_top
-    surprise[beyond] = (np.log10(row_total / floor) + (u - row_top))[beyond]
-    surprise = np.maximum(surprise, 0.0)
-    surprise[total[table] <= 0] = 0.0  # nothing learnt yet: no evidence either way
+    tail = np.take(counts, at)
+    tail *= 1.0 - inside
+    tail += np.take(above, at)
+    tail += floor
+    row_total = np.take(total, table) + 1.0
+    tail /= row_total
+    surprise = np.log10(tail, out=tail)
+    np.negative(surprise, out=surprise)
+    # past the highest bin in use (rare): one more decade per unit of u
+    beyond = np.flatnonzero(u > np.take(top, table))
+    if len(beyond):
+        beyond_top = np.take(top, np.take(table, beyond) if table.ndim else table)
+        beyond_total = np.take(row_total, beyond) if row_total.ndim else row_total
+        surprise.reshape(-1)[beyond] = np.log10(beyond_total / floor) + (np.take(u, beyond) - beyond_top)
+    np.maximum(surprise, 0.0, out=surprise)
+    if (total <= 0).any():  # nothing learnt yet: no evidence either way
+        surprise[np.take(total, table) <= 0] = 0.0
     return surprise
 
 
