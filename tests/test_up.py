@@ -52,6 +52,7 @@ def test_up_runs_the_pipeline_and_stops_on_ctrl_c(redis_server: EmbeddedRedis, t
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out[-3000:]
     assert "Tickerdash is up" in out and "stopped." in out
+    assert client.hexists("tickerdash:rules", "demo-slump")  # a first run has a rule the scripted slump fires
     assert client.xlen("tickerdash:ticks") > 0
     groups = client.xinfo_groups("tickerdash:ticks")
     assert groups[0]["consumers"] >= 1

@@ -20,8 +20,11 @@ from dataclasses import dataclass
 
 import typer
 
+from analytics.rule_store import RuleStore
+from analytics.rules import Rule, make_rule
 from ingest.clikit import console, fail, load_settings
-from ingest.redis_server import redis_url
+from ingest.keys import Keys
+from ingest.redis_server import client_for, redis_url
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,15 @@ class Service:
     name: str
     args: list[str]
     process: subprocess.Popen[bytes] | None = None
+
+
+def seed_demo_rule(url: str, settings: Settings, symbol: str) -> Rule | None:
+    """With no rules stored yet, add one that the scripted slump will fire, so a first run shows an alert."""
+    with contextlib.closing(client_for(url)) as client:
+        store = RuleStore(client, Keys(settings.prefix, settings.partitions))
+        if store.list():
+            return None
+        return store.add(make_rule(symbol, 5, "60s", name="demo: the scripted slump", rule_id="demo-slump"))
 
 
 def _tickerdash(*args: str) -> list[str]:
@@ -115,6 +127,11 @@ def up(
     signal.signal(signal.SIGINT, on_signal)
     with redis_url(settings) as url:
         env = {**os.environ, "TICKERDASH_REDIS_URL": url}
+        if not no_simulator:
+            demo = seed_demo_rule(url, settings, symbols.split(",")[0])
+            if demo:
+                console.print(f"added demo rule [bold]{demo.id}[/]: alert when {demo.symbol} drops {demo.drop_pct:g}% "
+                              f"within {demo.window_s:g}s (remove: tickerdash alerts remove {demo.id})")  # fmt: skip
         services = plan(settings, rate=rate, symbols=symbols, workers=workers, port=port, ws_port=ws_port,
                         simulator=not no_simulator, dashboard=not no_dashboard, slump_after_s=slump_after)  # fmt: skip
         with running(services, env):
