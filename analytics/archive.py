@@ -276,6 +276,25 @@ def read_bars(root: Path, interval: str, lo_ms: int, hi_ms: int, symbols: Sequen
     return dataset.to_table(columns=list(columns) if columns is not None else None, filter=condition)
 
 
+def archived_starts(root: Path, interval: str, lo_ms: int, hi_ms: int,
+                    symbols: Sequence[str] | None = None) -> pa.Table:  # fmt: skip
+    """`symbol` (dictionary-encoded) and `start` of every archived bar of an interval in [lo_ms, hi_ms): one pass."""
+    files = partition_files(root, interval, dates_between(root, interval, lo_ms, hi_ms))
+    schema = pa.schema([("symbol", pa.dictionary(pa.int32(), pa.string())), ARCHIVE_SCHEMA.field("start")])
+    if not files:
+        return schema.empty_table()
+    # reading the symbols as a dictionary skips building a string per row: the grouping wants codes anyway
+    fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns={"symbol"}))
+    dataset = ds.dataset([str(f) for f in files], schema=schema, format=fmt)
+    start = ds.field("start")
+    condition = (start >= pa.scalar(lo_ms, pa.timestamp("ms", tz="UTC"))) & (
+        start < pa.scalar(hi_ms, pa.timestamp("ms", tz="UTC"))
+    )
+    if symbols is not None:
+        condition &= ds.field("symbol").isin(sorted(symbols))
+    return dataset.to_table(filter=condition).unify_dictionaries()
+
+
 def archived_symbols(root: Path, interval: str, lo_ms: int, hi_ms: int) -> set[str]:
     """Symbols with archived bars of this interval in [lo_ms, hi_ms)."""
     table = read_bars(root, interval, lo_ms, hi_ms, columns=["symbol"])

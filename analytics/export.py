@@ -35,7 +35,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import redis
 
-from analytics.archive import ARCHIVE_SCHEMA, archive_root, archived_symbols, read_bars
+from analytics.archive import ARCHIVE_SCHEMA, archive_root, archived_starts, archived_symbols, read_bars
 from analytics.segments import TS_BITS
 from ingest.codecs import decode_entries
 from ingest.keys import Keys
@@ -50,6 +50,7 @@ INCLUDES = ("alerts", "anomalies", "trades")
 FORMATS = ("parquet", "csv")
 CHUNK_ROWS = 1_000_000  # source bars per chunk: about 100 MB of columns, whatever the range
 REDIS_PAGE = 10_000
+PROBE_COST_BARS = 4  # a gap probe costs about as much as parsing this many bars: sparse overlaps are just read
 DAY_MS = 86_400_000
 NO_END_MS = 2**TS_BITS
 Format = Literal["parquet", "csv"]
@@ -171,6 +172,9 @@ class BarReader:
         self.raw = raw_client(client) if client is not None else None
         self.keys = Keys(settings.prefix, settings.partitions)
         self.root = root or archive_root(settings)
+        # (interval, symbol) -> first bar start to read from Redis; set by `survey` where the archive
+        # provably holds every earlier Redis bar. Absent: read Redis over the whole range asked.
+        self.redis_from: dict[tuple[str, str], int] = {}
 
     def redis_symbols(self, interval: str) -> set[str]:
         """Symbols that have a Redis bar stream of this interval."""
@@ -195,7 +199,10 @@ class BarReader:
             return ARCHIVE_SCHEMA.empty_table()
         parts: list[pa.Table] = []
         for symbol in symbols:
-            key, start = self.keys.bars(interval, symbol), f"{lo_ms}-0"
+            first = max(lo_ms, self.redis_from.get((interval, symbol), lo_ms))
+            if first >= hi_ms:
+                continue
+            key, start = self.keys.bars(interval, symbol), f"{first}-0"
             while True:
                 entries = self.raw.execute_command("XRANGE", key, start, f"{hi_ms - 1}-0", "COUNT", REDIS_PAGE)
                 if not entries:
@@ -211,6 +218,98 @@ class BarReader:
         archived = read_bars(self.root, interval, lo_ms, hi_ms, symbols)
         recent = self.redis_bars(interval, symbols, lo_ms, hi_ms)
         return sort_unique(pa.concat_tables([archived, recent]), sorted(symbols))
+
+    def survey(self, interval: str, symbols: Sequence[str] | None, lo_ms: int, hi_ms: int) -> Survey:
+        """One pass over both stores: which symbols have bars in [lo_ms, hi_ms), their span, where Redis must be read.
+
+        Redis bars the archive already holds are not read again (parsing them was the export's largest
+        cost), but only where the archive provably has no hole: for each symbol, every Redis bar from
+        the first one in range up to the archive's last is in the archive. Bar starts are multiples of
+        the interval, so Redis can hold an extra bar only where two consecutive archived starts are
+        more than an interval apart; one XRANGE ... COUNT 1 per such gap settles it. The bar streams
+        and the archive's feed are written in one transaction and Redis trims only the oldest bars,
+        so the archive cannot hold a bar that Redis, from its first bar on, lacks.
+        """
+        step = INTERVAL_MS[interval]
+        wanted = None if symbols is None else set(symbols)
+        in_redis = sorted(s for s in self.redis_symbols(interval) if wanted is None or s in wanted)
+        heads, tails = self._redis_ends(interval, in_redis, lo_ms, hi_ms)
+        starts = archived_starts(self.root, interval, lo_ms, hi_ms, symbols)
+        symbol_codes = starts["symbol"].combine_chunks()
+        names = symbol_codes.dictionary.to_pylist()
+        codes = symbol_codes.indices.to_numpy(zero_copy_only=False)
+        start_ms = starts["start"].cast(pa.int64()).to_numpy()
+        first_ms = np.full(len(names), np.iinfo(np.int64).max)
+        last_ms = np.full(len(names), np.iinfo(np.int64).min)
+        np.minimum.at(first_ms, codes, start_ms)
+        np.maximum.at(last_ms, codes, start_ms)
+        archived = {name: (int(first_ms[i]), int(last_ms[i])) for i, name in enumerate(names) if last_ms[i] >= lo_ms}
+        # only the archived bars Redis also has are needed for the continuity check: a bounded slice
+        in_overlap = start_ms >= min(heads.values(), default=hi_ms)
+        order = np.lexsort((start_ms[in_overlap], codes[in_overlap]))
+        overlap_codes, overlap_ms = codes[in_overlap][order], start_ms[in_overlap][order]
+        code_of = {name: i for i, name in enumerate(names)}
+        redis_from = {(interval, s): hi_ms for s in set(names) - set(heads)}  # no Redis bars in range: skip
+        gap_probes: dict[str, list[tuple[int, int]]] = {}
+        for symbol, head in heads.items():
+            redis_from[(interval, symbol)] = lo_ms  # unless the archive is shown to cover the overlap
+            if symbol not in archived or archived[symbol][1] < head:
+                continue
+            last = archived[symbol][1]
+            code = code_of[symbol]
+            lo_at, hi_at = np.searchsorted(overlap_codes, [code, code + 1])
+            held = np.unique(overlap_ms[lo_at:hi_at])
+            held = held[held >= head]  # the slice starts at the earliest head of any symbol
+            if held[0] != head or bool((held % step).any()):
+                continue
+            gaps = np.flatnonzero(np.diff(held) > step)
+            if len(gaps) * PROBE_COST_BARS > len(held):
+                continue
+            gap_probes[symbol] = [(int(held[g]), int(held[g + 1])) for g in gaps]
+            redis_from[(interval, symbol)] = last + 1
+        for symbol in self._holed(interval, gap_probes):
+            redis_from[(interval, symbol)] = lo_ms
+        self.redis_from.update(redis_from)
+        lows = [first for first, _ in archived.values()] + list(heads.values())
+        highs = [last for _, last in archived.values()] + list(tails.values())
+        span = (max(lo_ms, min(lows)), min(hi_ms, max(highs) + step)) if lows else (lo_ms, lo_ms)
+        return Survey(set(archived) | set(heads), span)
+
+    def _redis_ends(self, interval: str, symbols: Sequence[str], lo_ms: int,
+                    hi_ms: int) -> tuple[dict[str, int], dict[str, int]]:  # fmt: skip
+        """The first and last Redis bar start in [lo_ms, hi_ms) of each symbol that has one (one round trip)."""
+        if self.client is None or not symbols:
+            return {}, {}
+        pipe = self.client.pipeline(transaction=False)
+        for symbol in symbols:
+            key = self.keys.bars(interval, symbol)
+            pipe.xrange(key, f"{lo_ms}-0", f"{hi_ms - 1}-0", count=1)
+            pipe.xrevrange(key, f"{hi_ms - 1}-0", f"{lo_ms}-0", count=1)
+        replies: list[Any] = pipe.execute()
+        heads, tails = {}, {}
+        for symbol, head, tail in zip(symbols, replies[0::2], replies[1::2], strict=True):
+            if head and tail:
+                heads[symbol] = int(head[0][0].split(b"-")[0])
+                tails[symbol] = int(tail[0][0].split(b"-")[0])
+        return heads, tails
+
+    def _holed(self, interval: str, gap_probes: dict[str, list[tuple[int, int]]]) -> set[str]:
+        """Symbols with a Redis bar strictly inside one of their (archived start, next archived start) gaps."""
+        asked = [(symbol, lo, hi) for symbol, gaps in gap_probes.items() for lo, hi in gaps]
+        if self.client is None or not asked:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for symbol, lo, hi in asked:
+            pipe.xrange(self.keys.bars(interval, symbol), f"({lo}-0", f"({hi}-0", count=1)
+        return {symbol for (symbol, _, _), found in zip(asked, pipe.execute(), strict=True) if found}
+
+
+@dataclass(frozen=True, slots=True)
+class Survey:
+    """What `BarReader.survey` found: symbols with bars in the range, and the narrowest [lo, hi) holding them."""
+
+    symbols: set[str]
+    span: tuple[int, int]
 
 
 def parse_bar_entries(symbol: str, entries: Sequence[Any]) -> pa.Table:
@@ -362,25 +461,6 @@ def aligned_range(request: ExportRequest) -> tuple[int, int]:
     return lo, hi
 
 
-def data_span(reader: BarReader, interval: str, symbols: Sequence[str], lo_ms: int, hi_ms: int) -> tuple[int, int]:
-    """The narrowest [lo, hi) inside [lo_ms, hi_ms) that holds every bar (so open ranges do not plan empty days)."""
-    table = read_bars(reader.root, interval, lo_ms, hi_ms, symbols, columns=["start"])
-    starts = [pc.min_max(table["start"].cast(pa.int64()))] if table.num_rows else []
-    lows = [s["min"].as_py() for s in starts]
-    highs = [s["max"].as_py() for s in starts]
-    if reader.client is not None:
-        for symbol in symbols:
-            key = reader.keys.bars(interval, symbol)
-            head: Any = reader.client.xrange(key, f"{lo_ms}-0", f"{hi_ms - 1}-0", count=1)
-            tail: Any = reader.client.xrevrange(key, f"{hi_ms - 1}-0", f"{lo_ms}-0", count=1)
-            if head and tail:
-                lows.append(int(head[0][0].split(b"-")[0]))
-                highs.append(int(tail[0][0].split(b"-")[0]))
-    if not lows:
-        return lo_ms, lo_ms
-    return max(lo_ms, min(lows)), min(hi_ms, max(highs) + INTERVAL_MS[interval])
-
-
 # --- output ----------------------------------------------------------------------------------
 
 PRICE = {b"unit": b"quote currency per share/unit"}
@@ -464,21 +544,25 @@ class TableWriter:
 # --- the export --------------------------------------------------------------------------------
 
 
-def choose_source(reader: BarReader, request: ExportRequest, lo_ms: int, hi_ms: int) -> tuple[str, list[str]]:
-    """The stored interval to build from (the first in SOURCES with data), and the symbols to export."""
+def choose_source(reader: BarReader, request: ExportRequest, lo_ms: int,
+                  hi_ms: int) -> tuple[str, list[str], tuple[int, int]]:  # fmt: skip
+    """The stored interval to build from (the first in SOURCES with data), the symbols to export, and their span."""
     for source in SOURCES[request.interval]:
-        available = reader.symbols(source, lo_ms, hi_ms)
-        if not available:
+        survey = reader.survey(source, request.symbols, lo_ms, hi_ms)
+        if not survey.symbols and request.symbols is None:
             continue
         if request.symbols is None:
-            return source, sorted(available)
-        missing = sorted(set(request.symbols) - available)
+            return source, sorted(survey.symbols), survey.span
+        missing = sorted(set(request.symbols) - survey.symbols)
         if missing:
+            available = reader.symbols(source, lo_ms, hi_ms)  # all of them, to say what could be asked
+            if not available:
+                continue
             shown = ", ".join(sorted(available)[:20]) + (" ..." if len(available) > 20 else "")
             raise ExportError(f"--symbols: no {source} bars for {', '.join(missing)} in {_span(lo_ms, hi_ms)} "
                               "(unknown symbol, or no data in this range); "
                               f"symbols with data there: {shown}")  # fmt: skip
-        return source, sorted(set(request.symbols))
+        return source, sorted(set(request.symbols)), survey.span
     raise NoDataError(f"no bars in {_span(lo_ms, hi_ms)} at {'/'.join(SOURCES[request.interval])} in Redis or "
                       f"the archive; widen --start/--end (nothing was written)")  # fmt: skip
 
@@ -541,9 +625,8 @@ def export_bars(client: redis.Redis | None, settings: Settings, request: ExportR
     lo_ms, hi_ms = aligned_range(request)
     if lo_ms >= hi_ms:
         raise ExportError(f"{_span(lo_ms, hi_ms)} holds no whole {request.interval} bar; widen --start/--end")
-    source, symbols = choose_source(reader, request, lo_ms, hi_ms)
     # plan only the days that hold data (an open range would otherwise plan every day since 1970)
-    span_lo, span_hi = data_span(reader, source, symbols, lo_ms, hi_ms)
+    source, symbols, (span_lo, span_hi) = choose_source(reader, request, lo_ms, hi_ms)
     span_lo = max(lo_ms, floor_bucket(span_lo, request.interval, request.tz))
     span_hi = min(hi_ms, ceil_bucket(span_hi, request.interval, request.tz))
     chunks = plan(span_lo, span_hi, symbols, source, request.tz)

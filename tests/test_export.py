@@ -184,6 +184,46 @@ class TestRetentionBoundary:
         assert not got.duplicated(["symbol", "start"]).any()
         pd.testing.assert_frame_equal(got, everything, check_dtype=False)
 
+    def test_redis_bars_the_archive_holds_are_not_read_again(
+        self, history: pd.DataFrame, settings: Settings, redis_client: redis.Redis, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:  # fmt: skip
+        """The archive complete, its gaps empty in Redis too: no Redis bar is parsed, and every bar is there once."""
+        parsed = _count_parsed_bars(monkeypatch)
+        out = tmp_path / "bars.parquet"
+        export_bars(redis_client, settings, ExportRequest(interval="1s"), out)
+        assert parsed == [0]
+        pd.testing.assert_frame_equal(read(out), history, check_dtype=False)
+
+    def test_a_hole_in_the_archive_is_filled_from_redis(
+        self, history: pd.DataFrame, settings: Settings, redis_client: redis.Redis, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:  # fmt: skip
+        """A lost archive file in the middle of the Redis overlap: its bars come from Redis, none twice."""
+        files = sorted((settings.data_dir / "archive" / "interval=1s").rglob("part-*.parquet"))
+        files[len(files) // 2].unlink()
+        parsed = _count_parsed_bars(monkeypatch)
+        out = tmp_path / "bars.parquet"
+        export_bars(redis_client, settings, ExportRequest(interval="1s"), out)
+        assert parsed[0] > 0
+        got = read(out)
+        assert not got.duplicated(["symbol", "start"]).any()
+        pd.testing.assert_frame_equal(got, history, check_dtype=False)
+
+
+def _count_parsed_bars(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the export count the Redis bars it parses (the list's one item), probing every archive gap."""
+    monkeypatch.setattr(export_module, "PROBE_COST_BARS", 0)  # the test's trades are sparse: many gaps
+    parsed = [0]
+    real_parse = export_module.parse_bar_entries
+
+    def counting(symbol: str, entries: list[object]) -> pa.Table:
+        parsed[0] += len(entries)
+        return real_parse(symbol, entries)
+
+    monkeypatch.setattr(export_module, "parse_bar_entries", counting)
+    return parsed
+
 
 class TestAtomicWrite:
     def test_a_failure_mid_export_leaves_no_file_and_no_temporary(
