@@ -20,9 +20,10 @@ are taken in stream order in blocks of `block` trades of the stage's own trade c
 every calibration, the threshold and the forest are frozen (each trade is scored against the state
 before its block, and the block is learnt once it is complete); a block cut by a batch boundary waits
 in the state. The forest is refitted in a background thread, on a copy of the training window, when
-the trade count crosses a multiple of `refit_every`, with a seed derived from that count, and is swapped
-in exactly `swap_after` trades later. Only if the fit is still running then (a replay or catch-up far
-faster than real time) does the stream wait for it. `to_bytes` waits for a running fit too, and
+the trade count crosses a multiple of `refit_every` and at least `refit_min_ms` of event time has passed
+since the last refit (both read off the stream, so a replay decides alike), with a seed derived from the
+count, and is swapped in exactly `swap_after` trades later. Only if the fit is still running then (a
+replay or catch-up far faster than real time) does the stream wait for it. `to_bytes` waits for a running fit too, and
 stores the pending forest, so a restored stage swaps the same forest at the same trade.
 
 Limits: the first `2 * block` trades are never flagged (nothing to calibrate against); a symbol is
@@ -63,6 +64,7 @@ TWO_SIDED = {"price_z", "jump_z", "momentum_z"}
 TAIL_WEIGHTS = np.array([1.0, 1.0, 0.8, 1.4, 0.5, 1.0])
 TAIL_SECOND_WEIGHT = 1.0  # corroboration: the second most surprising feature counts this much
 SHARE_SCALE = 20.0  # shares are multiplied by this before the log1p, so their bins are not all at 0
+NEVER_MS = -(2**62)  # an event time before any trade: the first refit is never held back
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,9 @@ class ScorerConfig:
     train_window: int = 4096
     train_stride: int = 4
     refit_every: int = 32_768
+    # ... and at least this much event time since the last refit: a fit costs ~30 ms of the stream's
+    # time, so at a million trades a second a count-only cadence would refit 30 times a second.
+    refit_min_ms: int = 300_000
     swap_after: int = 4_096
     seed: int = 0
 
@@ -378,6 +383,8 @@ class AnomalyScorer:
         self.forest: ForestArrays | None = None
         self.pending_forest: ForestArrays | None = None
         self.swap_at = -1  # trade count at which the pending forest takes over
+        self.clock_ms = NEVER_MS  # the latest event time taken
+        self.last_refit_ms = NEVER_MS  # event time of the last refit
         self._fit_thread: threading.Thread | None = None
         self._fit_result: list[ForestArrays] = []
         self._pending = _Pending()
@@ -385,7 +392,7 @@ class AnomalyScorer:
 
     # -- scoring --
 
-    def process(self, frame: FeatureFrame) -> Scores:
+    def process(self, frame: FeatureFrame, ts: np.ndarray | None = None) -> Scores:
         """Score every row against the state before its block, then learn each completed block.
 
         What a row's block learns never depends on the row's score for the tail calibrations, so those
@@ -432,6 +439,8 @@ class AnomalyScorer:
             flagged[lo:hi] = fused[lo:hi] > max(self.threshold, c.min_surprise)
             self._remember(lo, hi, values, learnt & ~flagged, forest_u, fused)
             self.seen += hi - lo
+            if ts is not None and hi > lo:
+                self.clock_ms = max(self.clock_ms, int(ts[lo:hi].max()))
             if self.seen % c.block == 0:
                 self._learn_block()
         return Scores(fused, flagged, np.stack([rules, tail, forest], axis=1), tail_parts, hits)
@@ -515,7 +524,8 @@ class AnomalyScorer:
             self.threshold = self.fused_calibrator.quantile(1.0 - self.config.budget)
         if pending.train:
             self.train = np.concatenate([self.train, *pending.train])[-self.config.train_window :]
-        if self.seen % self.config.refit_every == 0 and len(self.train) >= self.config.forest_samples:
+        if (self.seen % self.config.refit_every == 0 and len(self.train) >= self.config.forest_samples
+                and self.clock_ms - self.last_refit_ms >= self.config.refit_min_ms):  # fmt: skip
             self._start_fit()
 
     def _start_fit(self) -> None:
@@ -531,6 +541,7 @@ class AnomalyScorer:
         self._fit_thread = threading.Thread(target=fit, name="anomaly-forest-fit", daemon=True)
         self._fit_thread.start()
         self.swap_at = self.seen + self.config.swap_after
+        self.last_refit_ms = self.clock_ms
 
     def _join_fit(self) -> None:
         """Wait for a running fit (rare: only when the stream outruns it) and keep its forest as pending."""
@@ -556,6 +567,7 @@ class AnomalyScorer:
         c = self.config
         meta = {"kind": "anomaly-scorer", "config": {k: getattr(c, k) for k in ScorerConfig.__dataclass_fields__},
                 "seen": self.seen, "eligible": self.eligible, "threshold": self.threshold, "swap_at": self.swap_at,
+                "clock_ms": self.clock_ms, "last_refit_ms": self.last_refit_ms,
                 "pending_rows": [len(x) for x in self._pending.fused]}  # fmt: skip
         arrays: dict[str, np.ndarray] = {"train": self.train, "forest_counts": self.forest_calibrator.counts[0],
                                          "fused_counts": self.fused_calibrator.counts[0]}  # fmt: skip
@@ -584,6 +596,7 @@ class AnomalyScorer:
         scorer = cls(ScorerConfig(**meta["config"]))
         scorer.seen, scorer.eligible = int(meta["seen"]), int(meta["eligible"])
         scorer.threshold, scorer.swap_at = float(meta["threshold"]), int(meta["swap_at"])
+        scorer.clock_ms, scorer.last_refit_ms = int(meta["clock_ms"]), int(meta["last_refit_ms"])
         scorer.train = arrays["train"]
         scorer.forest_calibrator.counts = arrays["forest_counts"][None, :]
         scorer.fused_calibrator.counts = arrays["fused_counts"][None, :]
@@ -635,7 +648,7 @@ class AnomalyDetector:
     def process(self, batch: TickBatch) -> tuple[FeatureFrame, Scores]:
         """Score every trade of the batch (each before it is learnt), then learn the batch."""
         frame = self.features.process(batch)
-        return frame, self.scorer.process(frame)
+        return frame, self.scorer.process(frame, batch.ts)
 
     def to_bytes(self) -> bytes:
         """Both states as one checkpoint."""
