@@ -33,7 +33,7 @@ import redis
 from analytics.indicators import window_name
 from analytics.worker import bars_feed_key, decode_bar_table
 from ingest.keys import Keys
-from ingest.runner import StopFlag, _stream_items, ensure_groups, raw_client
+from ingest.runner import MAX_BACKOFF_S, StopFlag, _stream_items, ensure_groups, raw_client
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -197,12 +197,45 @@ class Archiver:
         batch, self._carry = batch[:cut], batch[cut:]  # the rest is read (pending) and goes first next time
         return batch
 
+    def adopt_orphans(self) -> int:
+        """Take over entries another archiver consumer read but never acknowledged (say, a container that
+        was replaced and came back under a new name), once they are idle for claim_idle_ms."""
+        cursor, adopted = "0-0", 0
+        while True:
+            reply = self.raw.execute_command("XAUTOCLAIM", self.feed, ARCHIVE_GROUP, self.settings.consumer,
+                                             self.settings.claim_idle_ms, cursor, "COUNT", 1000, "JUSTID")  # fmt: skip
+            next_cursor, ids = reply[0], reply[1]
+            adopted += len(ids)
+            cursor = next_cursor.decode() if isinstance(next_cursor, bytes) else str(next_cursor)
+            if cursor == "0-0":
+                break
+        if adopted:
+            log.warning("adopted %d feed entries another archiver left unacknowledged", adopted)
+        return adopted
+
     def run(self, once: bool = False) -> ArchiveStats:
         """Archive until stopped; with `once`, stop when the feed has nothing new (tests, cron).
 
-        First the entries an earlier life of this consumer read but never acknowledged, then new ones.
+        First the entries an earlier life of this consumer (or an abandoned one) read but never
+        acknowledged, then new ones. A lost Redis connection is retried with backoff: whatever was read
+        and not yet acknowledged is pending and is read again first.
         """
+        backoff = 0.1
+        while not self.stop.is_set():
+            try:
+                self._archive(once)
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("redis unavailable (%s): retrying in %.1fs", exc, backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        log.info("archived %d bars from %d feed entries into %d files", self.stats.bars, self.stats.entries,
+                 self.stats.files)  # fmt: skip
+        return self.stats
+
+    def _archive(self, once: bool) -> None:
         ensure_groups(self.client, [self.feed], ARCHIVE_GROUP)
+        self.adopt_orphans()
         self._carry, self._cursor = [], "0-0"
         while not self.stop.is_set():
             batch = self._next_batch(pending=True, block_ms=None)
@@ -215,9 +248,6 @@ class Archiver:
                 self.write_batch(batch)
             elif once:
                 break
-        log.info("archived %d bars from %d feed entries into %d files", self.stats.bars, self.stats.entries,
-                 self.stats.files)  # fmt: skip
-        return self.stats
 
 
 def _rows(fields: Any) -> int:

@@ -120,3 +120,59 @@ class TestArchive:
         expected = before.sort_values(["symbol", "start"], ignore_index=True)
         pd.testing.assert_frame_equal(after, expected)
         assert int(after["start"].min().value // 1_000_000) >= START_MS
+
+
+class TestRobustness:
+    def test_entries_an_abandoned_archiver_left_pending_are_adopted_and_archived(
+        self, settings: Settings, redis_client: redis.Redis
+    ) -> None:
+        """A replaced archiver (new consumer name) archives what its predecessor read but never acknowledged."""
+        analyse(redis_client, settings, trades(8_000))
+        feed = bars_feed_key(Keys())
+        redis_client.xgroup_create(feed, ARCHIVE_GROUP, id="0")
+        redis_client.xreadgroup(ARCHIVE_GROUP, "gone", {feed: ">"}, count=3)  # read, then the container vanished
+        assert redis_client.xpending(feed, ARCHIVE_GROUP)["pending"] == 3
+        successor = Archiver(redis_client, settings.model_copy(update={"consumer": "new", "claim_idle_ms": 0}))
+        successor.run(once=True)
+        assert redis_client.xpending(feed, ARCHIVE_GROUP)["pending"] == 0
+        for interval in ("1s", "1m"):
+            pd.testing.assert_frame_equal(_frame(archived(settings), interval), redis_bars(redis_client, interval),
+                                          check_dtype=False)  # fmt: skip
+
+    def test_the_archiver_rides_out_a_redis_restart(self, tmp_path: Path) -> None:
+        """With Redis gone for a while and back, the archiver retries with backoff and archives everything."""
+        import threading
+        import time
+
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        from ingest.redis_server import EmbeddedRedis
+        from ingest.runner import StopFlag
+
+        server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
+        port = server.port
+        client = redis.Redis(port=port, retry=Retry(NoBackoff(), 0))
+        settings = Settings(redis_url=server.url, data_dir=tmp_path / "data", block_ms=50, consumer="steady")
+        stop = StopFlag()
+        archiver = Archiver(client, settings, stop=stop)
+        thread = threading.Thread(target=archiver.run, daemon=True)
+        try:
+            analyse(client, settings, trades(4_000, seed=3))
+            thread.start()
+            time.sleep(0.5)
+            server.stop()
+            time.sleep(1.5)
+            server = EmbeddedRedis(tmp_path / "redis", port=port, appendonly=True).start()
+            deadline = time.monotonic() + 20
+            while client.xpending(bars_feed_key(Keys()), ARCHIVE_GROUP)["pending"] or not archiver.stats.bars:
+                assert thread.is_alive() and time.monotonic() < deadline
+                time.sleep(0.05)
+            for interval in ("1s", "1m"):
+                pd.testing.assert_frame_equal(_frame(archived(settings), interval), redis_bars(client, interval),
+                                              check_dtype=False)  # fmt: skip
+        finally:
+            stop.set()
+            thread.join(10)
+            server.stop()
+        assert not thread.is_alive()
