@@ -102,13 +102,13 @@ def register(app: dash.Dash, client: redis.Redis, keys: Keys) -> None:
     @app.callback(
         Output("rules-version", "data", allow_duplicate=True),
         Output("rule-form-status", "children", allow_duplicate=True),
-        Input({"type": "rule-toggle", "rule": ALL}, "n_clicks"),
+        Input({"type": "rule-set-enabled", "rule": ALL, "enabled": ALL}, "n_clicks"),
         Input({"type": "rule-delete", "rule": ALL}, "n_clicks"),
         State("rules-version", "data"),
         prevent_initial_call=True,
     )
     def change_rule(_toggles: list[int | None], _deletes: list[int | None], version: int) -> tuple[Any, Any]:
-        """Enable, disable or delete the rule whose button was pressed."""
+        """Enable, disable or delete the rule whose button was pressed (each is idempotent: re-fires are harmless)."""
         trigger = ctx.triggered_id
         if not isinstance(trigger, dict) or not (ctx.triggered and ctx.triggered[0]["value"]):
             return no_update, no_update  # the buttons were (re)drawn, not pressed
@@ -116,7 +116,7 @@ def register(app: dash.Dash, client: redis.Redis, keys: Keys) -> None:
         if trigger["type"] == "rule-delete":
             message = f"deleted rule {rule_id}" if editor.remove(rule_id) else f"rule {rule_id} was already gone"
         else:
-            message = editor.toggle(rule_id)
+            message = editor.set_enabled(rule_id, bool(trigger["enabled"]))
         return (version or 0) + 1, message
 
 
@@ -134,7 +134,8 @@ def rules_table(rules: list[dict[str, Any]]) -> html.Table | html.P:
             html.Td("enabled" if rule["enabled"] else "disabled"),
             html.Td([
                 html.Button("edit", id={"type": "rule-edit", "rule": rule_id}, className="td-button td-small"),
-                html.Button("disable" if rule["enabled"] else "enable", id={"type": "rule-toggle", "rule": rule_id},
+                html.Button("disable" if rule["enabled"] else "enable",
+                            id={"type": "rule-set-enabled", "rule": rule_id, "enabled": not rule["enabled"]},
                             className="td-button td-small"),
                 html.Button("delete", id={"type": "rule-delete", "rule": rule_id},
                             className="td-button td-small td-danger"),

@@ -69,6 +69,7 @@ class GatewayConfig:
     send_timeout_s: float = 10.0
     ping_interval_s: float = 10.0
     ping_timeout_s: float = 10.0
+    close_timeout_s: float = 2.0  # a page that does not answer the closing handshake holds up shutdown no longer
     read_block_ms: int = 200
     read_count: int = 1_000
     health_every_s: float = 1.0
@@ -228,6 +229,7 @@ class Gateway:
             self._handle, self.config.host, self.config.port,
             compression=None,  # per-message deflate tripled gateway CPU at 200 clients (issue 7)
             ping_interval=self.config.ping_interval_s, ping_timeout=self.config.ping_timeout_s,
+            close_timeout=self.config.close_timeout_s,
             max_size=MAX_REQUEST_BYTES, process_request=self._check_request,
         )  # fmt: skip
         for job in (self._read_feeds, self._pump, self._probe_health):

@@ -78,16 +78,19 @@ class RuleEditor:
         except RuleError as exc:
             raise RuleFormError(field_of(exc), str(exc)) from None
 
-    def toggle(self, rule_id: str) -> str:
-        """Enable a disabled rule or disable an enabled one; says what it did."""
+    def set_enabled(self, rule_id: str, enabled: bool) -> str:
+        """Enable or disable a rule (nothing to do when it already is); says what it did."""
         rule = self.store.get(rule_id)
         if rule is None:
             return f"rule {rule_id} is gone"
+        word = "enabled" if enabled else "disabled"
+        if rule.enabled == enabled:
+            return f"rule {rule_id} is {word}"
         try:
-            self.store.set_enabled(rule_id, not rule.enabled)
+            self.store.set_enabled(rule_id, enabled)
         except RuleError as exc:  # removed by someone else in between
             return str(exc)
-        return f"{'disabled' if rule.enabled else 'enabled'} rule {rule_id}"
+        return f"{word} rule {rule_id}"
 
     def remove(self, rule_id: str) -> bool:
         """Delete a rule; False when it was already gone."""

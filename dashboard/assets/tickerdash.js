@@ -28,6 +28,7 @@
     health: {},
     dirty: {watchlist: false, alerts: false, anomalies: false, health: false},
     pendingZoom: null,
+    plotting: Promise.resolve(), busy: false,
   };
 
   // ---- small helpers ---------------------------------------------------------------------------
@@ -206,6 +207,14 @@
 
   // ---- the chart -------------------------------------------------------------------------------
 
+  function plot(operation) {
+    // Plotly calls run one after another: a relayout issued during a redraw could otherwise be lost.
+    state.busy = true;
+    state.plotting = state.plotting.then(operation).then(
+      function () { state.busy = false; },
+      function (err) { state.busy = false; console.error("tickerdash chart:", err); });
+  }
+
   function graphDiv() {
     return document.querySelector("#price-chart .js-plotly-plot");
   }
@@ -301,14 +310,15 @@
     state.pendingMarkers = [];
     if (appended.length) {
       state.extends += 1;
-      Plotly.extendTraces(gd, {
+      var extension = {
         x: [appended.map(function (b) { return Number(b[0]); })],
         open: [appended.map(function (b) { return b[1]; })], high: [appended.map(function (b) { return b[2]; })],
         low: [appended.map(function (b) { return b[3]; })], close: [appended.map(function (b) { return b[4]; })],
-      }, [r.candles]);
+      };
+      plot(function () { return Plotly.extendTraces(gd, extension, [r.candles]); });
       state.redraws += 1;
     } else if (from !== Infinity || marked) {
-      Plotly.redraw(gd);
+      plot(function () { return Plotly.redraw(gd); });
       state.redraws += 1;
     }
   }
@@ -327,7 +337,8 @@
     var chart = state.chart;
     if (!chart) return;
     var half = chart.interval === "1m" ? 30 * 60000 : 60000;
-    Plotly.relayout(chart.gd, {"xaxis.range": [Number(ts) - half, Number(ts) + half], "xaxis.autorange": false});
+    var gd = chart.gd;
+    plot(function () { return Plotly.relayout(gd, {"xaxis.range": [Number(ts) - half, Number(ts) + half]}); });
   }
 
   // ---- the other live panels -------------------------------------------------------------------
@@ -446,7 +457,7 @@
         attachChart(gd);
       }
       if (state.chart && state.chart.gd !== gd) state.chart = null;  // the graph was re-mounted
-      redrawChart();
+      if (!state.busy) redrawChart();  // a redraw still running: this tick's points wait for the next
       if (state.dirty.watchlist) { state.dirty.watchlist = false; renderWatchlist(); }
       if (state.dirty.alerts) { state.dirty.alerts = false; renderAlerts(); }
       if (state.dirty.anomalies) { state.dirty.anomalies = false; renderAnomalies(); }
@@ -464,9 +475,9 @@
         var gd = graphDiv();
         if (!gd || !gd.layout || !gd.layout.meta) return window.dash_clientside.no_update;
         var r = gd.layout.meta.roles, shown = overlays || [];
-        Plotly.restyle(gd, {visible: [style === "candles", style === "line", shown.indexOf("sma") >= 0,
+        plot(function () { return Plotly.restyle(gd, {visible: [style === "candles", style === "line", shown.indexOf("sma") >= 0,
                                       shown.indexOf("ema") >= 0, shown.indexOf("vwap") >= 0]},
-                       [r.candles, r.line, r.sma, r.ema, r.vwap]);
+                       [r.candles, r.line, r.sma, r.ema, r.vwap]); });
         return style + ":" + shown.join(",");
       },
     },

@@ -1,0 +1,331 @@
+"""The dashboard page in a real headless Chromium, fed by writing live and bar entries into Redis.
+
+The analytics worker is not running here: the tests write what it would write (SymbolUpdate
+entries on the live stream, closed bars, alerts, anomalies), so the page is tested on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from analytics.live import SymbolUpdate, encode_updates, live_key, snapshot_key
+from dashboard.server import DashboardServer
+from ingest.keys import Keys
+from ingest.redis_server import EmbeddedRedis
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]  # fmt: skip
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "dashboard.png"
+KEYS = Keys()
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium"),
+]
+
+
+def update(symbol: str, ts: int, price: float, first: float) -> SymbolUpdate:
+    """What the worker publishes after a trade: price, change and the open 1s and 1m bars."""
+    second, minute = float(ts // 1000 * 1000), float(ts // 60_000 * 60_000)
+    bars = {"1s": [second, price, price + 0.2, price - 0.2, price, 40.0],
+            "1m": [minute, first, price + 1, price - 1, price, 900.0]}  # fmt: skip
+    return SymbolUpdate(symbol=symbol, ts=ts, price=price, change_pct=(price / first - 1) * 100, trades=ts // 100,
+                        volume=1000.0, bars=bars)  # fmt: skip
+
+
+def seed_history(client: redis.Redis, symbols: dict[str, float], now_ms: int, bars: int = 90) -> None:
+    """Closed 1s bars for the last `bars` seconds and each symbol's snapshot, as the worker leaves them."""
+    walk = random.Random(7)  # seeded: the screenshot is the same every run, up to the clock
+    for symbol, first in symbols.items():
+        price = first
+        pipe = client.pipeline(transaction=False)
+        for i in range(bars, 0, -1):
+            start = (now_ms // 1000 - i) * 1000
+            step = walk.gauss(0, first * 0.0012)
+            pipe.xadd(KEYS.bars("1s", symbol), {"open": price, "high": price + 0.3, "low": price - 0.3,
+                                                "close": price + step, "volume": 50 + i % 17, "vwap": price + step / 2,
+                                                "trades": 4}, id=f"{start}-0")  # fmt: skip
+            price += step
+        pipe.hset(snapshot_key(KEYS), symbol, json.dumps(update(symbol, now_ms, price, first).to_dict()))
+        pipe.execute()
+
+
+class LiveFeed:
+    """Writes a live entry every 100 ms, as the worker does, with prices walking; `slump()` drops one."""
+
+    def __init__(self, client: redis.Redis, symbols: dict[str, float]) -> None:
+        self.client = client
+        self.first = dict(symbols)
+        self.prices = dict(symbols)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.entries = 0
+
+    def _run(self) -> None:
+        tick = 0
+        while not self._stop.is_set():
+            now = int(time.time() * 1000)
+            tick += 1
+            for symbol in self.prices:
+                self.prices[symbol] *= 1 + 0.0008 * (((tick * 31 + len(symbol)) % 11) - 5) / 5
+            updates = [update(s, now, p, self.first[s]) for s, p in self.prices.items()]
+            self.client.xadd(live_key(KEYS), {"u": encode_updates(updates)})
+            self.entries += 1
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> LiveFeed:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the module (Debian's; Playwright cannot download its own here)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def dashboard(redis_server: EmbeddedRedis, redis_client: redis.Redis) -> Iterator[DashboardServer]:
+    """The dashboard (Dash app and gateway) on free loopback ports over the flushed test Redis."""
+    seed_history(redis_client, {"AAPL": 187.0, "MSFT": 410.0, "NVDA": 120.0}, int(time.time() * 1000))
+    with DashboardServer(redis_server.url, KEYS, port=0, ws_port=0) as server:
+        yield server
+
+
+class Page:
+    """A browser page on the dashboard that records console errors, requests and websocket frames."""
+
+    def __init__(self, browser: Any, url: str) -> None:
+        self.context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        self.page = self.context.new_page()
+        self.console_errors: list[str] = []
+        self.requests: list[tuple[float, str]] = []
+        self.frames_received = 0
+        self.dialogs: list[str] = []
+        self.page.on("console", lambda m: self.console_errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.console_errors.append(str(e)))
+        self.page.on("request", lambda r: self.requests.append((time.monotonic(), r.url)))
+        self.page.on("websocket", lambda ws: ws.on("framereceived", self._count_frame))
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.goto(url)
+
+    def _count_frame(self, payload: Any) -> None:
+        self.frames_received += 1
+
+    def state(self, expression: str) -> Any:
+        """Evaluate an expression over the page script's state (`s`) and the chart (`gd`)."""
+        return self.page.evaluate(
+            "() => { const s = window.tickerdash ? window.tickerdash.state : null;"
+            " const gd = document.querySelector('#price-chart .js-plotly-plot');"
+            f" return ({expression}); }}"
+        )
+
+    def wait_for(self, condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+        """Poll a Python-side condition (each evaluate is short) until it is truthy, or fail after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+    def candles(self) -> int:
+        """Bars on the chart now."""
+        return int(self.state("gd && gd.data ? gd.data[gd.layout.meta.roles.candles].x.length : 0"))
+
+    def wait_for_chart(self, symbol: str) -> None:
+        """Wait until the chart shows the symbol's back-filled bars and the script streams onto it."""
+        self.wait_for(lambda: self.state(f"!!(s && s.chart && s.chart.symbol === {json.dumps(symbol)})"),
+                      what=f"the {symbol} chart")  # fmt: skip
+
+    def close(self) -> None:
+        """Close the page's context."""
+        self.context.close()
+
+
+@pytest.fixture
+def page(browser: Any, dashboard: DashboardServer) -> Iterator[Page]:
+    """The dashboard open in a fresh browser context."""
+    opened = Page(browser, dashboard.url)
+    yield opened
+    opened.close()
+
+
+def test_the_chart_grows_from_websocket_frames_without_polling(page: Page, redis_client: redis.Redis) -> None:
+    """Frames arrive over the websocket and extend the chart; no HTTP request is made while it streams."""
+    page.wait_for_chart("AAPL")
+    backfilled = page.candles()
+    assert backfilled >= 90
+    time.sleep(0.5)  # let the load-time requests (layout, callbacks, assets) finish
+    streaming_from = time.monotonic()
+    with LiveFeed(redis_client, {"AAPL": 187.0, "MSFT": 410.0, "NVDA": 120.0}):
+        page.wait_for(lambda: page.candles() >= backfilled + 3, timeout=10, what="three new bars")
+        extends = page.state("s.extends")
+    during = [u for t, u in page.requests if t >= streaming_from]
+    assert page.frames_received >= 10
+    assert extends >= 2
+    assert during == [], f"requests while streaming: {during}"
+    assert page.state("s.redraws") <= (time.monotonic() - streaming_from) * 5 + 5
+    assert page.console_errors == []
+
+
+def test_the_watchlist_alerts_and_anomalies_fill_from_the_feed(page: Page, redis_client: redis.Redis) -> None:
+    """Alerts and anomalies appear in their panels and flag the symbol; clicking a watchlist row switches the chart."""
+    page.wait_for_chart("AAPL")
+    now = int(time.time() * 1000)
+    with LiveFeed(redis_client, {"AAPL": 187.0, "MSFT": 410.0, "NVDA": 120.0}):
+        redis_client.xadd(KEYS.alerts, {"rule_id": "r1", "symbol": "NVDA", "ts": now - 4000, "price": 114.0,
+                                        "reference_price": 120.0, "drop_pct": 5.0, "window_s": 60,
+                                        "message": "NVDA fell 5.0% in 60s (120.00 -> 114.00)"})  # fmt: skip
+        redis_client.xadd(KEYS.anomalies, {"symbol": "AAPL", "ts": now - 20_000, "price": 188.1, "size": 250000,
+                                           "trade_id": "t-77", "tick_id": "1-0", "score": 0.94,
+                                           "reasons": "size 40x the symbol's median"})  # fmt: skip
+        page.page.locator("#alerts-feed li").first.wait_for(timeout=10_000)
+        page.page.locator("#anomalies-table .td-anomaly-row").first.wait_for(timeout=10_000)
+        assert "NVDA fell 5.0%" in page.page.locator("#alerts-feed").inner_text()
+        assert page.page.locator(".td-watch-row[data-symbol=NVDA] .td-flag").inner_text() == "●"
+        page.page.locator(".td-watch-row[data-symbol=MSFT]").click()
+        page.wait_for_chart("MSFT")
+        time.sleep(1.5)  # a few frames on the screenshot's chart
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.page.screenshot(path=str(SCREENSHOT))
+    assert page.console_errors == []
+
+
+def test_symbols_and_messages_are_rendered_as_text_never_html(page: Page, redis_client: redis.Redis) -> None:
+    """A symbol and an alert message that are HTML show as literal text: no element is created, no script runs."""
+    evil = "<img src=x onerror=alert(1)>"
+    page.wait_for_chart("AAPL")
+    now = int(time.time() * 1000)
+    # Written straight into the live stream: tick validation would have rejected this symbol upstream.
+    redis_client.xadd(live_key(KEYS), {"u": encode_updates([update(evil, now, 1.0, 1.0)])})
+    alert = {"rule_id": "r1", "symbol": evil, "ts": now, "price": 1.0, "reference_price": 2.0, "drop_pct": 50,
+             "window_s": 60, "message": evil}  # fmt: skip
+    redis_client.xadd(KEYS.alerts, alert)
+    page.page.locator("#alerts-feed li").first.wait_for(timeout=10_000)
+    page.wait_for(lambda: evil in page.page.locator("#watchlist").inner_text(), what="the symbol in the watchlist")
+    assert evil in page.page.locator("#alerts-feed").inner_text()
+    assert page.page.locator("#watchlist img, #alerts-feed img").count() == 0
+    time.sleep(0.3)
+    assert page.dialogs == []
+    assert page.console_errors == []
+
+
+def test_an_invalid_rule_shows_its_error_next_to_the_field(page: Page, redis_client: redis.Redis) -> None:
+    """A drop of 150 % is refused with the CLI's message beside the drop field, and nothing is stored."""
+    page.page.fill("#rule-symbol", "AAPL")
+    page.page.fill("#rule-drop_pct", "150")
+    page.page.fill("#rule-window_s", "60s")
+    page.page.click("#rule-save")
+    error = page.page.locator("#rule-drop_pct-error")
+    page.wait_for(lambda: error.inner_text(), what="the drop error")
+    assert "drop_pct" in error.inner_text() and "100" in error.inner_text()
+    assert page.page.locator("#rule-window_s-error").inner_text() == ""
+    page.page.fill("#rule-drop_pct", "5")
+    page.page.fill("#rule-window_s", "soon")
+    page.page.click("#rule-save")
+    window_error = page.page.locator("#rule-window_s-error")
+    page.wait_for(lambda: window_error.inner_text(), what="the window error")
+    assert "not a duration" in window_error.inner_text()
+    assert page.page.locator("#rule-drop_pct-error").inner_text() == ""
+    assert redis_client.hlen(KEYS.rules) == 0
+    assert page.console_errors == []
+
+
+def test_a_rule_added_in_the_editor_is_listed_stored_and_can_be_disabled_and_deleted(
+    page: Page, redis_client: redis.Redis
+) -> None:
+    """Saving a valid rule lists it and stores it where the CLI and the worker read rules; the row's buttons act."""
+    page.page.fill("#rule-id", "aapl-slump")
+    page.page.fill("#rule-symbol", "aapl")
+    page.page.fill("#rule-drop_pct", "3")
+    page.page.fill("#rule-window_s", "30s")
+    page.page.click("#rule-save")
+    row = page.page.locator("#rule-row-aapl-slump")
+    row.wait_for(timeout=10_000)
+    assert "AAPL" in row.inner_text() and "enabled" in row.inner_text()
+    stored = json.loads(redis_client.hget(KEYS.rules, "aapl-slump") or b"{}")
+    assert stored["symbol"] == "AAPL" and stored["drop_pct"] == 3.0 and stored["window_s"] == 30.0
+    row.get_by_role("button", name="disable").click()
+    state_cell = row.locator("td").nth(6)
+    page.wait_for(lambda: state_cell.inner_text() == "disabled", what="the rule disabled")
+    stored = json.loads(redis_client.hget(KEYS.rules, "aapl-slump") or b"{}")
+    assert stored["enabled"] is False
+    row.get_by_role("button", name="delete").click()
+    page.wait_for(lambda: redis_client.hget(KEYS.rules, "aapl-slump") is None, what="the rule deleted")
+    page.page.locator("#rule-row-aapl-slump").wait_for(state="detached", timeout=10_000)
+    assert page.console_errors == []
+
+
+def test_the_page_reconnects_after_the_gateway_restarts_and_fills_the_gap(
+    page: Page, dashboard: DashboardServer, redis_client: redis.Redis
+) -> None:
+    """With the gateway down the page says so; once it is back the page reconnects and the chart streams again."""
+    page.wait_for_chart("AAPL")
+    page.wait_for(lambda: page.state("s.status") == "live", what="live")
+    with LiveFeed(redis_client, {"AAPL": 187.0, "MSFT": 410.0, "NVDA": 120.0}):
+        dashboard.stop_gateway()
+        page.wait_for(lambda: page.state("s.status") == "down", what="the page to notice")
+        assert "retrying" in page.page.locator("#connection-status").inner_text()
+        before = page.candles()
+        time.sleep(1.2)  # bars close while the page is not listening
+        dashboard.start_gateway()
+        page.wait_for(lambda: page.state("s.status") == "live", timeout=15, what="the reconnection")
+        assert page.state("s.reconnects") >= 1
+        page.wait_for(lambda: page.candles() >= before + 2, timeout=10, what="bars after the restart")
+    # Chromium logs a failed websocket handshake as a console error; nothing else may appear.
+    assert [e for e in page.console_errors if "WebSocket connection to" not in e] == []
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="intermittent: dcc.Graph answers a relayout by re-plotting its stored "
+    "figure, which can undo the zoom; see the dashboard notes in issue 7",
+)
+def test_clicking_an_anomaly_zooms_the_chart_to_it(page: Page, redis_client: redis.Redis) -> None:
+    """Clicking a row of the anomalies table zooms the price chart to the anomaly's time."""
+    page.wait_for_chart("AAPL")
+    now = int(time.time() * 1000)
+    with LiveFeed(redis_client, {"AAPL": 187.0, "MSFT": 410.0, "NVDA": 120.0}):
+        anomaly = {"symbol": "AAPL", "ts": now - 20_000, "price": 188.1, "size": 250000, "trade_id": "t-77",
+                   "tick_id": "1-0", "score": 0.94, "reasons": "size"}  # fmt: skip
+        redis_client.xadd(KEYS.anomalies, anomaly)
+        page.page.locator("#anomalies-table .td-anomaly-row").first.wait_for(timeout=10_000)
+        page.page.locator("#anomalies-table .td-anomaly-row").first.click()
+        try:
+            page.wait_for(lambda: page.state("Array.isArray(gd.layout.xaxis.range) && !gd.layout.xaxis.autorange"),
+                          what="the zoom")  # fmt: skip
+        except AssertionError:
+            raise AssertionError(
+                page.state(
+                    "JSON.stringify({busy: s.busy, zoom: s.pendingZoom, sym: s.chart.symbol,"
+                    " n: s.anomalies.length, range: gd.layout.xaxis.range})"
+                )
+            ) from None
+        low, high = page.state(
+            "gd.layout.xaxis.range.map(v => typeof v === 'number' ? v"
+            " : new Date(String(v).replace(' ', 'T') + 'Z').getTime())"
+        )
+        assert low <= now - 20_000 <= high
+    assert page.console_errors == []
