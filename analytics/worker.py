@@ -236,6 +236,7 @@ class AnalyticsWorker:
         self._last_lease_check = 0.0
         self._last_checkpoint: dict[int, tuple[float, int]] = {}
         self._pending_live: dict[int, list[tuple[IndicatorFrame, np.ndarray]]] = {}
+        self._feed_pending: dict[str, dict[str, Any]] = {}  # symbol -> latest update not yet in the feed
         self._last_live = 0.0
         self._last_snapshot = 0.0
         self._last_refresh = 0.0
@@ -385,27 +386,35 @@ class AnalyticsWorker:
     # --- live view -------------------------------------------------------------------------
 
     def _publish_live(self, pipe: redis.client.Pipeline | None = None) -> None:
-        """Write the snapshot (at most snapshot_hz) and the live feed (at most live_hz) of changed symbols."""
+        """Write the snapshot (at most snapshot_hz) and the live feed (at most live_hz) of changed symbols.
+
+        Snapshot rounds are more frequent than feed entries, so each round's updates wait in
+        `_feed_pending` (latest per symbol) until the next feed entry: no symbol's move is skipped.
+        """
         now = time.monotonic()
-        if not self._pending_live or now - self._last_snapshot < 1 / self.config.snapshot_hz:
-            return
-        updates: list[SymbolUpdate] = []
-        for partition, frames in self._pending_live.items():
-            state = self.states.get(partition)
-            if state is not None:
-                updates.extend(self._updates(state, frames))
-        self._pending_live.clear()
-        self._last_snapshot = now
-        if not updates:
-            return
-        target = pipe if pipe is not None else self.client.pipeline(transaction=False)
-        plain = [u.to_dict() for u in updates]
-        target.hset(snapshot_key(self.keys),
-                    mapping={d["symbol"]: json.dumps(d, separators=(",", ":")) for d in plain})  # fmt: skip
-        if now - self._last_live >= 1 / self.config.live_hz:
+        target: redis.client.Pipeline | None = None
+        if self._pending_live and now - self._last_snapshot >= 1 / self.config.snapshot_hz:
+            updates: list[SymbolUpdate] = []
+            for partition, frames in self._pending_live.items():
+                state = self.states.get(partition)
+                if state is not None:
+                    updates.extend(self._updates(state, frames))
+            self._pending_live.clear()
+            self._last_snapshot = now
+            if updates:
+                plain = [u.to_dict() for u in updates]
+                target = pipe if pipe is not None else self.client.pipeline(transaction=False)
+                target.hset(snapshot_key(self.keys),
+                            mapping={d["symbol"]: json.dumps(d, separators=(",", ":")) for d in plain})  # fmt: skip
+                self._feed_pending.update((d["symbol"], d) for d in plain)
+        if self._feed_pending and now - self._last_live >= 1 / self.config.live_hz:
+            if target is None:
+                target = pipe if pipe is not None else self.client.pipeline(transaction=False)
+            target.xadd(live_key(self.keys), {"u": encode_update_dicts(list(self._feed_pending.values()))},
+                        maxlen=LIVE_MAXLEN, approximate=True)  # fmt: skip
+            self._feed_pending.clear()
             self._last_live = now
-            target.xadd(live_key(self.keys), {"u": encode_update_dicts(plain)}, maxlen=LIVE_MAXLEN, approximate=True)
-        if pipe is None:
+        if target is not None and pipe is None:
             target.execute()
 
     def _updates(self, state: PartitionState,

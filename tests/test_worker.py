@@ -299,3 +299,22 @@ def test_replayed_lobster_bars_on_redis_equal_pandas(settings: Settings, redis_c
         assert got["trades"].astype(int).tolist() == want["trades"].tolist()
         for column in ("open", "high", "low", "close", "volume", "vwap"):
             np.testing.assert_allclose(got[column], want[column], rtol=1e-9, err_msg=f"{name} {column}")
+
+
+def test_every_symbol_that_trades_reaches_the_live_feed(settings: Settings, redis_client: redis.Redis) -> None:
+    """Snapshot rounds outpace feed entries; a symbol that traded only between two feed entries still
+    reaches the feed, and each symbol's last feed update equals its snapshot."""
+    config = WorkerConfig(snapshot_hz=1_000.0, live_hz=1.0)
+    small_reads = settings.model_copy(update={"read_count": 5})
+    stream = "tickerdash:ticks"
+    worker = AnalyticsWorker(redis_client, small_reads, None, config)
+    for i in range(60):  # one symbol per entry: most trade only in rounds without a feed entry
+        redis_client.xadd(stream, {"symbol": f"S{i:02d}", "price": 10 + i, "size": 1, "ts": START_MS + i})
+    worker.run(max_idle_reads=3)
+    last: dict[str, dict[str, object]] = {}
+    for _, fields in redis_client.xrange(live_key(Keys())):
+        for update in decode_updates(fields[b"u"]):
+            last[update.symbol] = update.to_dict()
+    snapshot = {k.decode(): json.loads(v) for k, v in redis_client.hgetall(snapshot_key(Keys())).items()}
+    assert set(last) == {f"S{i:02d}" for i in range(60)} == set(snapshot)
+    assert all(last[s]["price"] == snapshot[s]["price"] for s in snapshot)
