@@ -339,8 +339,10 @@ class AnalyticsWorker:
         # Entries at or before the progress marker were applied already (possible only after an
         # ownership change raced a claim): skip them rather than count them twice.
         applied = _id_tuple(state.last_id)
-        fresh = np.array([_id_tuple(e) > applied for e in ticks.entry_ids], dtype=bool)
-        if not fresh.all():
+        fresh = None
+        if _id_tuple(ticks.entry_ids[0]) <= applied:  # entries come in ID order: only then look at each
+            fresh = np.array([_id_tuple(e) > applied for e in ticks.entry_ids], dtype=bool)
+        if fresh is not None and not fresh.all():
             ticks = ticks.take(fresh[ticks.entry_of])
             if not len(ticks):
                 return

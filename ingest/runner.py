@@ -144,8 +144,9 @@ class StreamRunner:
 
     def handle(self, stream: str, entries: Sequence[RawEntry]) -> None:
         """Decode, process and acknowledge one batch of entries of one stream, atomically."""
-        alive = [(eid, fields) for eid, fields in entries if fields is not None]
+        ids = [eid for eid, _ in entries]
         gone = [eid for eid, fields in entries if fields is None]  # trimmed while pending (Redis 6.2)
+        alive = [(eid, fields) for eid, fields in entries if fields is not None] if gone else entries
         decoded: Decoded = decode_entries(alive)
         rejected = list(decoded.rejected)
         rejected += [Rejected(eid.decode(), {}, "trimmed: entry deleted before it was processed") for eid in gone]
@@ -158,7 +159,7 @@ class StreamRunner:
                     self.process(stream, decoded.ticks, pipe)
                 if rejected:
                     add_rejected(pipe, self.keys.deadletter, rejected, f"{self.source}:{stream}")
-                pipe.xack(stream, self.settings.group, *[eid for eid, _ in entries])
+                pipe.xack(stream, self.settings.group, *ids)
                 pipe.execute()
             except (redis.WatchError, OwnershipLost):
                 log.warning("lost ownership of %s: its %d entries stay pending for the new owner", stream,
