@@ -1,7 +1,8 @@
-"""The dashboard page in a real headless Chromium, fed by writing live and bar entries into Redis.
+"""The dashboard page in a real headless Chromium over a real Redis.
 
-The analytics worker is not running here: the tests write what it would write (SymbolUpdate
-entries on the live stream, closed bars, alerts, anomalies), so the page is tested on its own.
+Most tests write what the analytics worker would write (SymbolUpdate entries on the live stream,
+closed bars, alerts, anomalies), so the page is tested on its own; the end-to-end test runs a real
+worker on published trades, from a rule typed into the editor to the alert on the page.
 """
 
 from __future__ import annotations
@@ -17,10 +18,16 @@ from typing import Any
 import pytest
 import redis
 
+from analytics.cli import default_stages
 from analytics.live import SymbolUpdate, encode_updates, live_key, snapshot_key
+from analytics.worker import AnalyticsWorker, WorkerConfig
 from dashboard.server import DashboardServer
 from ingest.keys import Keys
+from ingest.producer import Producer
 from ingest.redis_server import EmbeddedRedis
+from ingest.runner import StopFlag
+from ingest.settings import Settings
+from ingest.ticks import TickBatch
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -328,4 +335,129 @@ def test_clicking_an_anomaly_zooms_the_chart_to_it(page: Page, redis_client: red
             " : new Date(String(v).replace(' ', 'T') + 'Z').getTime())"
         )
         assert low <= now - 20_000 <= high
+    assert page.console_errors == []
+
+
+# -- end to end: a real worker between the published trades and the page ----------------------------
+
+ALERT_DEADLINE_S = 2.0  # issue 7: the alert is in the feed and on the chart within 2 s of the trade
+
+
+class Worker:
+    """The analytics worker with its default stages (slump alerts, anomalies) on a background thread."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.stop_flag = StopFlag()
+        self.worker = AnalyticsWorker(client, settings, None, WorkerConfig(stages=default_stages()),
+                                      stop=self.stop_flag)  # fmt: skip
+        self.thread = threading.Thread(target=self.worker.run, name="analytics-worker", daemon=True)
+
+    def __enter__(self) -> Worker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_flag.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the worker did not stop"
+
+
+class Trades:
+    """Publishes one trade per symbol at a time, at the wall clock's event time, and notes when each was XADDed."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.producer = Producer(client, settings)
+        self.published_at: dict[int, float] = {}  # event time (ms) -> wall time (s) just before its XADD
+
+    def publish(self, prices: dict[str, float]) -> None:
+        """One trade of each symbol at these prices, now."""
+        ts = int(time.time() * 1000)
+        while ts in self.published_at:  # one event time per XADD, so the firing trade's XADD is known
+            ts += 1
+        symbols = list(prices)
+        batch = TickBatch.from_columns(symbols, [prices[s] for s in symbols], [100.0] * len(symbols),
+                                       [ts] * len(symbols))  # fmt: skip
+        self.published_at[ts] = time.time()
+        self.producer.publish(batch)
+
+
+@pytest.fixture
+def live_system(redis_server: EmbeddedRedis, redis_client: redis.Redis, settings: Settings,
+                browser: Any) -> Iterator[tuple[Page, Trades]]:  # fmt: skip
+    """An empty Redis, a real analytics worker on it, the dashboard, and a page open on it."""
+    keys = Keys(settings.prefix, settings.partitions)
+    with Worker(redis_client, settings), DashboardServer(redis_server.url, keys, port=0, ws_port=0) as server:
+        opened = Page(browser, server.url)
+        try:
+            yield opened, Trades(redis_client, settings)
+        finally:
+            opened.close()
+
+
+def add_rule_in_editor(page: Page, rule_id: str, symbol: str, *, enabled: bool) -> None:
+    """Type a 5 % in 60 s slump rule into the editor, save it, and wait for its row."""
+    page.page.fill("#rule-id", rule_id)
+    page.page.fill("#rule-symbol", symbol)
+    page.page.fill("#rule-drop_pct", "5")
+    page.page.fill("#rule-window_s", "60s")
+    checkbox = page.page.locator("#rule-enabled input")
+    checkbox.set_checked(enabled)
+    page.page.click("#rule-save")
+    page.page.locator(f"#rule-row-{rule_id}").wait_for(timeout=10_000)
+
+
+# Installed in the page before the slump: notes (page clock = this machine's clock) when the first
+# alert is in the feed, and when an alert marker is drawn on the chart (an SVG point of its trace).
+WATCH_ALERT = """() => {
+  window.tdSeen = {};
+  const timer = setInterval(() => {
+    const seen = window.tdSeen, chart = window.tickerdash.state.chart;
+    if (!seen.feed && document.querySelector('#alerts-feed li')) seen.feed = Date.now();
+    if (!seen.marker && chart && chart.gd._fullData) {
+      const trace = chart.gd._fullData[chart.roles.alerts];
+      if (trace && chart.gd.querySelector('g.trace' + trace.uid + ' path.point')) seen.marker = Date.now();
+    }
+    if (seen.feed && seen.marker) clearInterval(timer);
+  }, 10);
+}"""
+
+
+def test_a_rule_added_in_the_editor_fires_on_a_slump_and_shows_within_two_seconds(
+    live_system: tuple[Page, Trades], redis_client: redis.Redis
+) -> None:
+    """A slump rule typed into the editor fires on a real 8 % slump through the real worker; the alert is in the
+    feed and marked on the chart within 2 s of the firing trade's XADD, and a disabled rule stays silent."""
+    page, trades = live_system
+    add_rule_in_editor(page, "aapl-slump", "AAPL", enabled=True)
+    add_rule_in_editor(page, "msft-quiet", "MSFT", enabled=False)
+    assert "disabled" in page.page.locator("#rule-row-msft-quiet").inner_text()
+    prices = {"AAPL": 100.0, "MSFT": 400.0}
+    # A steady market first, until the page charts AAPL (and the worker has long since read the rules).
+    steady_until = time.monotonic() + 1.5
+    deadline = time.monotonic() + 15
+    while time.monotonic() < steady_until or not page.state("!!(s.chart && s.chart.symbol === 'AAPL')"):
+        assert time.monotonic() < deadline, "the page never charted AAPL from the worker's live feed"
+        trades.publish(prices)
+        time.sleep(0.1)
+    page.page.evaluate(WATCH_ALERT)
+    for step in range(1, 31):  # both fall 8 % over 3 s: the 5 % rule fires about two thirds of the way
+        trades.publish({symbol: first * (1 - 0.08 * step / 30) for symbol, first in prices.items()})
+        time.sleep(0.1)
+    seen = page.wait_for(lambda: page.page.evaluate("() => window.tdSeen.feed && window.tdSeen.marker ? "
+                                                    "window.tdSeen : null"),
+                         timeout=10, what="the alert in the feed and on the chart")  # fmt: skip
+    alerts = redis_client.xrange(KEYS.alerts)
+    assert len(alerts) == 1, f"exactly one alert expected, got {alerts}"
+    fired = {k.decode(): v.decode() for k, v in alerts[0][1].items()}
+    assert fired["rule_id"] == "aapl-slump" and fired["symbol"] == "AAPL"
+    xadd_at = trades.published_at[int(fired["ts"])]
+    to_feed, to_marker = seen["feed"] / 1000 - xadd_at, seen["marker"] / 1000 - xadd_at
+    print(f"alert latency from the firing trade's XADD: feed {to_feed * 1000:.0f} ms, "
+          f"chart marker {to_marker * 1000:.0f} ms")  # fmt: skip
+    assert 0 < to_feed <= ALERT_DEADLINE_S
+    assert 0 < to_marker <= ALERT_DEADLINE_S
+    assert "AAPL" in page.page.locator("#alerts-feed").inner_text()
+    time.sleep(1.0)  # the disabled rule had every chance: MSFT fell as far, and the worker is caught up
+    assert [a for a in redis_client.xrange(KEYS.alerts) if a[1][b"symbol"] == b"MSFT"] == []
+    assert "MSFT" not in page.page.locator("#alerts-feed").inner_text()
     assert page.console_errors == []
