@@ -14,18 +14,19 @@ from dashboard import callbacks
 from dashboard.auth import TOKEN_COOKIE, TOKEN_QUERY, presented_token, token_accepted
 from dashboard.layout import build_layout
 from ingest.keys import Keys
+from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).parent / "assets"
 
 
-def create_app(client: redis.Redis, keys: Keys, *, ws_port: int, ws_url: str | None = None,
+def create_app(client: redis.Redis, keys: Keys, settings: Settings, *, ws_port: int, ws_url: str | None = None,
                token: str | None = None) -> dash.Dash:  # fmt: skip
     """The dashboard as a Dash app whose Flask server checks the token (when set) on every request."""
     app = dash.Dash(__name__, title="Tickerdash", assets_folder=str(ASSETS), serve_locally=True,
                     update_title="")  # fmt: skip
     app.layout = build_layout(ws_port, ws_url)
-    callbacks.register(app, client, keys)
+    callbacks.register(app, client, keys, settings)
     if token is not None:
         _guard(app.server, token)
     return app

@@ -9,19 +9,42 @@ from typing import Any
 
 import dash
 import redis
-from dash import ALL, ClientsideFunction, Input, Output, State, ctx, html, no_update
+from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
-from dashboard import figures, history
+from analytics.export import ExportError
+from dashboard import downloads, figures, history
 from dashboard.layout import RULE_FIELDS
 from dashboard.rules_panel import RuleEditor, RuleFormError
 from ingest.keys import Keys
+from ingest.settings import Settings
 
 FIELD_NAMES = tuple(f for f, *_ in RULE_FIELDS)
 
 
-def register(app: dash.Dash, client: redis.Redis, keys: Keys) -> None:
+def register(app: dash.Dash, client: redis.Redis, keys: Keys, settings: Settings) -> None:
     """Attach every callback of the page to the app, reading and writing through this Redis client."""
     editor = RuleEditor(client, keys)
+
+    @app.callback(
+        Output("export-download", "data"),
+        Output("export-error", "children"),
+        Output("export-status", "children"),
+        Input("export-button", "n_clicks"),
+        State("export-symbols", "value"),
+        State("export-interval", "value"),
+        State("export-start", "value"),
+        State("export-end", "value"),
+        State("export-format", "value"),
+        State("export-include", "value"),
+        prevent_initial_call=True,
+    )
+    def download(_clicks: int, *form: Any) -> tuple[Any, str, str]:
+        """Export what the form asks for with the CLI's code and hand the file to the browser; else say why not."""
+        try:
+            file = downloads.export_download(client, settings, downloads.request_from_form(*form))
+        except ExportError as exc:  # NoDataError too: a range without bars writes nothing and says so
+            return no_update, str(exc), ""
+        return dcc.send_bytes(file.content, file.filename), "", f"downloaded {file.filename}"
 
     @app.callback(
         Output("price-chart", "figure"),

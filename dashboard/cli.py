@@ -40,6 +40,7 @@ def dashboard(
                 token=token,
                 ws_url=ws_url,
                 analytics_group=settings.group,
+                settings=settings,
             )
         except TokenRequiredError as exc:
             fail(str(exc))

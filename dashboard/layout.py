@@ -8,6 +8,9 @@ from typing import Any
 
 from dash import dcc, html
 
+from dashboard.downloads import FORMATS as EXPORT_FORMATS
+from dashboard.downloads import INCLUDES as EXPORT_INCLUDES
+from dashboard.downloads import INTERVALS as EXPORT_INTERVALS
 from dashboard.figures import OVERLAYS, BarHistory, price_figure
 
 RULE_FIELDS = (
@@ -50,6 +53,38 @@ def _rule_form() -> html.Div:
         )
     )
     return html.Div(rows, id="rule-form")
+
+
+def _download_form() -> html.Div:
+    def row(label: str, control: Any) -> html.Div:
+        return html.Div([html.Label(label, htmlFor=control.id), control], className="td-form-row")
+
+    return html.Div(
+        [
+            row("symbols", dcc.Input(id="export-symbols", type="text", placeholder="AAPL,MSFT (empty: all)",
+                                     className="td-input")),
+            row("interval", dcc.RadioItems(id="export-interval", options=list(EXPORT_INTERVALS), value="1m",
+                                           inline=True)),
+            row("start", dcc.Input(id="export-start", type="text", placeholder="2026-11-26 or 2026-11-26T14:30",
+                                   className="td-input")),
+            row("end", dcc.Input(id="export-end", type="text", placeholder="empty: up to now (UTC)",
+                                 className="td-input")),
+            row("format", dcc.RadioItems(id="export-format", options=list(EXPORT_FORMATS), value="parquet",
+                                         inline=True)),
+            row("include", dcc.Checklist(id="export-include", options=list(EXPORT_INCLUDES), value=[],
+                                         inline=True)),
+            html.Div(
+                [
+                    html.Button("Download", id="export-button", n_clicks=0, className="td-button"),
+                    html.Span(id="export-error", className="td-field-error"),
+                    html.Span(id="export-status", className="td-status-text"),
+                ],
+                className="td-form-row",
+            ),
+            dcc.Download(id="export-download"),
+        ],
+        id="export-form",
+    )  # fmt: skip
 
 
 def build_layout(ws_port: int, ws_url: str | None = None) -> html.Div:
@@ -119,10 +154,13 @@ def build_layout(ws_port: int, ws_url: str | None = None) -> html.Div:
             html.Div(
                 [
                     _panel("Alert rules", html.Div(id="rules-list"), _rule_form(), panel_id="rules-panel"),
-                    # Downloads (export of bars, alerts, anomalies) land here with their own issue.
                     _panel(
                         "Downloads",
-                        html.P("Exports are not available yet.", className="td-muted"),
+                        html.P(
+                            "Bars from Redis and the archive, as `tickerdash export` writes them (UTC).",
+                            className="td-muted",
+                        ),
+                        _download_form(),
                         panel_id="downloads-panel",
                     ),
                 ],

@@ -16,6 +16,7 @@ from dashboard.auth import required_token
 from dashboard.gateway import Gateway, GatewayConfig, GatewayThread
 from ingest.keys import Keys
 from ingest.redis_server import client_for
+from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 HTTP_THREADS = 8
@@ -54,11 +55,14 @@ class DashboardServer:
 
     def __init__(self, redis_url: str, keys: Keys, *, host: str = "127.0.0.1", port: int = 8050,
                  ws_port: int = 8051, token: str | None = None, ws_url: str | None = None,
-                 analytics_group: str = "analytics") -> None:  # fmt: skip
+                 analytics_group: str = "analytics", settings: Settings | None = None) -> None:  # fmt: skip
         self.token = required_token(host, token)
         self.host = host
         self.keys = keys
         self.redis_url = redis_url
+        # Downloads read the archive too: its place (data_dir) comes from the settings.
+        self.settings = settings or Settings(redis_url=redis_url, prefix=keys.prefix, partitions=keys.partitions,
+                                             group=analytics_group)  # fmt: skip
         self.gateway_config = GatewayConfig(host=host, port=ws_port, token=self.token, analytics_group=analytics_group)
         self.gateway_thread: GatewayThread | None = None
         self._client: redis.Redis | None = None
@@ -96,7 +100,9 @@ class DashboardServer:
         """Start the gateway, then the HTTP server (on a thread when `background`; see `serve_forever`)."""
         self.start_gateway()
         self._client = client_for(self.redis_url)
-        app = create_app(self._client, self.keys, ws_port=self.gateway.port, ws_url=self._ws_url, token=self.token)
+        app = create_app(
+            self._client, self.keys, self.settings, ws_port=self.gateway.port, ws_url=self._ws_url, token=self.token
+        )
         self._http = HttpServer(app.server, self.host, self._port)
         if background:
             self._http.start()

@@ -338,6 +338,59 @@ def test_clicking_an_anomaly_zooms_the_chart_to_it(page: Page, redis_client: red
     assert page.console_errors == []
 
 
+# -- downloads ----------------------------------------------------------------------------------------
+
+
+def fill_download_form(page: Page, *, symbols: str, interval: str, start: str = "", end: str = "") -> None:
+    """Fill the downloads form (Parquet, nothing included)."""
+    page.page.fill("#export-symbols", symbols)
+    page.page.locator("#export-interval").get_by_label(interval, exact=True).check()
+    page.page.fill("#export-start", start)
+    page.page.fill("#export-end", end)
+
+
+def test_a_download_is_the_parquet_export_of_the_bars_in_redis(
+    page: Page, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """The downloads form hands the browser a Parquet file whose rows are exactly AAPL's 1s bars in Redis."""
+    import pyarrow.parquet as pq
+
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 600))
+    fill_download_form(page, symbols="aapl", interval="1s", start=since)
+    with page.page.expect_download(timeout=20_000) as started:
+        page.page.click("#export-button")
+    saved = tmp_path / started.value.suggested_filename
+    started.value.save_as(saved)
+    assert saved.suffix == ".parquet"
+    table = pq.read_table(saved)
+    stored = redis_client.xrange(KEYS.bars("1s", "AAPL"))
+    assert len(stored) == 90
+    assert set(table.column("symbol").to_pylist()) == {"AAPL"}
+    assert [int(t.timestamp() * 1000) for t in table.column("start").to_pylist()] == [
+        int(entry_id.split(b"-")[0]) for entry_id, _ in stored
+    ]
+    for column in ("open", "high", "low", "close", "volume", "vwap", "trades"):
+        assert table.column(column).to_pylist() == [float(fields[column.encode()]) for _, fields in stored], column
+    assert page.page.locator("#export-error").inner_text() == ""
+    assert page.console_errors == []
+
+
+def test_a_bad_download_request_shows_what_to_fix_beside_the_form(page: Page) -> None:
+    """A start after the end, then an unknown symbol, are refused with the export's own message and no file."""
+    downloads: list[Any] = []
+    page.page.on("download", lambda download: downloads.append(download))
+    error = page.page.locator("#export-error")
+    fill_download_form(page, symbols="AAPL", interval="1m", start="2026-01-02", end="2026-01-01")
+    page.page.click("#export-button")
+    page.wait_for(lambda: "must be before" in error.inner_text(), what="the start/end message")
+    fill_download_form(page, symbols="ZZZZ", interval="1s")
+    page.page.click("#export-button")
+    page.wait_for(lambda: "ZZZZ" in error.inner_text(), what="the unknown symbol message")
+    assert "unknown symbol" in error.inner_text() and "AAPL" in error.inner_text()
+    assert downloads == []
+    assert page.console_errors == []
+
+
 # -- end to end: a real worker between the published trades and the page ----------------------------
 
 ALERT_DEADLINE_S = 2.0  # issue 7: the alert is in the feed and on the chart within 2 s of the trade
