@@ -33,7 +33,7 @@ import redis
 from analytics.indicators import window_name
 from analytics.worker import bars_feed_key, decode_bar_table
 from ingest.keys import Keys
-from ingest.runner import MAX_BACKOFF_S, StopFlag, _stream_items, ensure_groups, raw_client
+from ingest.runner import MAX_BACKOFF_S, StopFlag, stream_items, ensure_groups, raw_client
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ class Archiver:
         if block_ms is not None:
             args += ["BLOCK", block_ms]
         response = self.raw.execute_command(*args, "STREAMS", self.feed, start)
-        return [entry for _, entries in _stream_items(response) for entry in entries]
+        return [entry for _, entries in stream_items(response) for entry in entries]
 
     def _next_batch(self, pending: bool, block_ms: int | None) -> list[Any]:
         """Entries from the first unwritten one until they hold max_batch_rows bars (or nothing more is there).

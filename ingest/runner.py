@@ -63,7 +63,8 @@ def raw_client(client: redis.Redis) -> redis.Redis:
     return raw
 
 
-def _stream_items(response: Any) -> Iterator[tuple[str, Sequence[RawEntry]]]:
+def stream_items(response: Any) -> Iterator[tuple[str, Sequence[RawEntry]]]:
+    """(stream, entries) pairs of a raw XREAD/XREADGROUP reply, RESP2 array or RESP3 map alike."""
     if not response:
         return
     pairs = response.items() if isinstance(response, dict) else response  # RESP3 map or RESP2 array
@@ -196,7 +197,7 @@ class StreamRunner:
                     "XREADGROUP", "GROUP", self.settings.group, self.settings.consumer,
                     "COUNT", self._count, "STREAMS", stream, start,
                 )  # fmt: skip
-                entries = [e for _, es in _stream_items(response) for e in es]
+                entries = [e for _, es in stream_items(response) for e in es]
                 if not entries:
                     break
                 self.handle(stream, entries)
@@ -245,7 +246,7 @@ class StreamRunner:
             "STREAMS", *self.streams, *([">"] * len(self.streams)),
         )  # fmt: skip
         done = 0
-        for stream, entries in _stream_items(response):
+        for stream, entries in stream_items(response):
             if entries and stream in self.streams:
                 self.handle(stream, entries)
                 done += len(entries)
