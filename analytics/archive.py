@@ -33,7 +33,7 @@ import redis
 from analytics.indicators import window_name
 from analytics.worker import bars_feed_key, decode_bar_table
 from ingest.keys import Keys
-from ingest.runner import MAX_BACKOFF_S, StopFlag, stream_items, ensure_groups, raw_client
+from ingest.runner import MAX_BACKOFF_S, StopFlag, ensure_groups, raw_client, stream_items
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
