@@ -1,7 +1,15 @@
-"""The Dash app: layout, callbacks and the token guard on its Flask server."""
+"""The Dash app: layout, callbacks, the price chart's data route and the token guard on its Flask server.
+
+The price chart is not a `dcc.Graph`: the page's script draws it with Plotly into a plain div that
+Dash never re-renders (a dcc.Graph re-plots its stored figure after a relayout, undoing a zoom the
+script made, and would wipe the streamed points). So the script fetches each chart's back-fill as a
+Plotly figure from `CHART_PATH` and Plotly itself from `PLOTLY_PATH`; live data still comes only
+over the gateway's websocket.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,26 +18,72 @@ import dash
 import flask
 import redis
 
-from dashboard import callbacks
+from dashboard import callbacks, figures, history
 from dashboard.auth import TOKEN_COOKIE, TOKEN_QUERY, presented_token, token_accepted
+from dashboard.gateway import INTERVALS
 from dashboard.layout import build_layout
 from ingest.keys import Keys
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).parent / "assets"
+PLOTLY_PATH = "/tickerdash/plotly.min.js"
+CHART_PATH = "/tickerdash/chart"
+MAX_SYMBOL_CHARS = 64
 
 
 def create_app(client: redis.Redis, keys: Keys, settings: Settings, *, ws_port: int, ws_url: str | None = None,
                token: str | None = None) -> dash.Dash:  # fmt: skip
     """The dashboard as a Dash app whose Flask server checks the token (when set) on every request."""
     app = dash.Dash(__name__, title="Tickerdash", assets_folder=str(ASSETS), serve_locally=True,
-                    update_title="")  # fmt: skip
+                    update_title="", external_scripts=[PLOTLY_PATH])  # fmt: skip
     app.layout = build_layout(ws_port, ws_url)
     callbacks.register(app, client, keys, settings)
+    _chart_routes(app.server, client, keys)
     if token is not None:
         _guard(app.server, token)
     return app
+
+
+def _chart_routes(server: flask.Flask, client: redis.Redis, keys: Keys) -> None:
+    @server.route(PLOTLY_PATH)
+    def plotly_js() -> flask.Response:
+        response = flask.Response(_plotly_js(), mimetype="text/javascript")
+        response.cache_control.max_age = 86_400  # versioned with the installed plotly package
+        return response
+
+    @server.route(CHART_PATH)
+    def chart() -> flask.Response:
+        """A symbol's back-filled price chart (bars, open bar, alert and anomaly markers) as Plotly JSON."""
+        args = flask.request.args
+        symbol, interval = args.get("symbol") or None, args.get("interval", "1s")
+        style = args.get("style", "candles")
+        overlays = [o for o in args.get("overlays", ",".join(figures.OVERLAYS)).split(",") if o in figures.OVERLAYS]
+        if interval not in INTERVALS or style not in figures.STYLES or len(symbol or "") > MAX_SYMBOL_CHARS:
+            return flask.Response(f"interval must be one of {', '.join(INTERVALS)}, style one of "
+                                  f"{', '.join(figures.STYLES)}, symbol at most {MAX_SYMBOL_CHARS} characters\n",
+                                  status=400, mimetype="text/plain")  # fmt: skip
+        if symbol is None:
+            figure = figures.price_figure(figures.BarHistory(), symbol=None, interval=interval, style=style,
+                                          overlays=overlays)  # fmt: skip
+        else:
+            bars = history.read_bars(client, keys, symbol, interval)
+            bars = bars.with_open_bar(history.read_open_bar(client, keys, symbol, interval))
+            figure = figures.price_figure(
+                bars, symbol=symbol, interval=interval, style=style, overlays=overlays,
+                alerts=history.read_alert_markers(client, keys, symbol),
+                anomalies=history.read_anomaly_markers(client, keys, symbol),
+            )  # fmt: skip
+        response = flask.Response(figure.to_json(), mimetype="application/json")
+        response.cache_control.no_store = True
+        return response
+
+
+@functools.cache
+def _plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
 
 
 def _guard(server: flask.Flask, token: str) -> None:

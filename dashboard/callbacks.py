@@ -1,4 +1,4 @@
-"""What reacts on the page: the chart on symbol or interval change, chart style, the rule editor.
+"""What reacts on the page: the chart controls, the rule editor, downloads.
 
 Live data never passes through here (it streams over the gateway's websocket into the page's script).
 """
@@ -12,7 +12,7 @@ import redis
 from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
 from analytics.export import ExportError
-from dashboard import downloads, figures, history
+from dashboard import downloads
 from dashboard.layout import RULE_FIELDS
 from dashboard.rules_panel import RuleEditor, RuleFormError
 from ingest.keys import Keys
@@ -46,33 +46,19 @@ def register(app: dash.Dash, client: redis.Redis, keys: Keys, settings: Settings
             return no_update, str(exc), ""
         return dcc.send_bytes(file.content, file.filename), "", f"downloaded {file.filename}"
 
-    @app.callback(
-        Output("price-chart", "figure"),
-        Input("selected-symbol", "data"),
-        Input("chart-interval", "value"),
-        State("chart-style", "value"),
-        State("chart-overlays", "value"),
-    )
-    def load_chart(symbol: str | None, interval: str, style: str, overlays: list[str]) -> Any:
-        """Back-fill the chart from the bar streams when the symbol or interval changes."""
-        if not symbol:
-            return figures.price_figure(figures.BarHistory(), symbol=None, interval=interval, style=style,
-                                        overlays=overlays)  # fmt: skip
-        bars = history.read_bars(client, keys, symbol, interval)
-        bars = bars.with_open_bar(history.read_open_bar(client, keys, symbol, interval))
-        return figures.price_figure(
-            bars, symbol=symbol, interval=interval, style=style, overlays=overlays,
-            alerts=history.read_alert_markers(client, keys, symbol),
-            anomalies=history.read_anomaly_markers(client, keys, symbol),
-        )  # fmt: skip
-
-    # Style and overlays change trace visibility in the browser (Plotly.restyle): a new figure from
-    # the server would drop the points streamed since the chart was loaded.
+    # The chart belongs to the page's script (see dashboard.app): these controls only tell it what to
+    # show. Style and overlays change trace visibility in place (Plotly.restyle), keeping the streamed
+    # points; a new interval makes the script fetch that interval's back-fill.
     app.clientside_callback(
         ClientsideFunction(namespace="tickerdash", function_name="applyStyle"),
         Output("style-applied", "data"),
         Input("chart-style", "value"),
         Input("chart-overlays", "value"),
+    )
+    app.clientside_callback(
+        ClientsideFunction(namespace="tickerdash", function_name="applyInterval"),
+        Output("interval-applied", "data"),
+        Input("chart-interval", "value"),
     )
 
     @app.callback(Output("rules-list", "children"), Input("rules-version", "data"))

@@ -11,7 +11,7 @@ from dash import dcc, html
 from dashboard.downloads import FORMATS as EXPORT_FORMATS
 from dashboard.downloads import INCLUDES as EXPORT_INCLUDES
 from dashboard.downloads import INTERVALS as EXPORT_INTERVALS
-from dashboard.figures import OVERLAYS, BarHistory, price_figure
+from dashboard.figures import OVERLAYS
 
 RULE_FIELDS = (
     ("id", "id", "leave empty for a random id"),
@@ -93,8 +93,8 @@ def build_layout(ws_port: int, ws_url: str | None = None) -> html.Div:
     return html.Div(
         [
             html.Div(id="td-config", style={"display": "none"}, **config),  # type: ignore[arg-type]
-            dcc.Store(id="selected-symbol", storage_type="memory"),
             dcc.Store(id="style-applied"),
+            dcc.Store(id="interval-applied"),
             dcc.Store(id="rules-version", data=0),
             html.Header(
                 [
@@ -130,14 +130,9 @@ def build_layout(ws_port: int, ws_url: str | None = None) -> html.Div:
                                 ],
                                 className="td-chart-controls",
                             ),
-                            # The figure is set by a callback only when the symbol or interval changes; between
-                            # those, the script extends its traces in place (a callback would wipe those points).
-                            dcc.Graph(
-                                id="price-chart",
-                                figure=price_figure(BarHistory(), symbol=None, interval="1s"),
-                                config={"displaylogo": False, "responsive": True},
-                                style={"height": "540px"},
-                            ),
+                            # A plain div that no callback writes: the script plots into it and extends the
+                            # traces in place, so neither a zoom nor the streamed points are redrawn away.
+                            html.Div(id="price-chart", className="td-chart"),
                         ],
                         className="td-main",
                     ),

@@ -305,13 +305,10 @@ def test_the_page_reconnects_after_the_gateway_restarts_and_fills_the_gap(
     assert [e for e in page.console_errors if "WebSocket connection to" not in e] == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent: dcc.Graph answers a relayout by re-plotting its stored "
-    "figure, which can undo the zoom; see the dashboard notes in issue 7",
-)
-def test_clicking_an_anomaly_zooms_the_chart_to_it(page: Page, redis_client: redis.Redis) -> None:
-    """Clicking a row of the anomalies table zooms the price chart to the anomaly's time."""
+def test_clicking_an_anomaly_zooms_the_chart_to_it_and_the_zoom_holds_while_bars_stream(
+    page: Page, redis_client: redis.Redis
+) -> None:
+    """Clicking a row of the anomalies table zooms the price chart to the anomaly's time, and it stays zoomed."""
     page.wait_for_chart("AAPL")
     now = int(time.time() * 1000)
     with LiveFeed(redis_client, {"AAPL": 187.0, "MSFT": 410.0, "NVDA": 120.0}):
@@ -320,21 +317,37 @@ def test_clicking_an_anomaly_zooms_the_chart_to_it(page: Page, redis_client: red
         redis_client.xadd(KEYS.anomalies, anomaly)
         page.page.locator("#anomalies-table .td-anomaly-row").first.wait_for(timeout=10_000)
         page.page.locator("#anomalies-table .td-anomaly-row").first.click()
-        try:
-            page.wait_for(lambda: page.state("Array.isArray(gd.layout.xaxis.range) && !gd.layout.xaxis.autorange"),
-                          what="the zoom")  # fmt: skip
-        except AssertionError:
-            raise AssertionError(
-                page.state(
-                    "JSON.stringify({busy: s.busy, zoom: s.pendingZoom, sym: s.chart.symbol,"
-                    " n: s.anomalies.length, range: gd.layout.xaxis.range})"
-                )
-            ) from None
+        zoomed = "Array.isArray(gd.layout.xaxis.range) && gd.layout.xaxis.autorange === false"
+        page.wait_for(lambda: page.state(zoomed), what="the zoom")
+        redraws = page.state("s.redraws")
+        page.wait_for(lambda: page.state("s.redraws") >= redraws + 5, what="five redraws from streamed bars")
+        assert page.state(zoomed), "a streamed redraw undid the zoom"
         low, high = page.state(
             "gd.layout.xaxis.range.map(v => typeof v === 'number' ? v"
             " : new Date(String(v).replace(' ', 'T') + 'Z').getTime())"
         )
         assert low <= now - 20_000 <= high
+        assert high - low == pytest.approx(120_000, abs=1)  # one minute either side, at 1s bars
+    assert page.console_errors == []
+
+
+def test_the_line_style_and_the_1m_interval_redraw_the_chart_the_script_owns(
+    page: Page, redis_client: redis.Redis
+) -> None:
+    """'line' hides the candles in place; '1m' fetches the 1m back-fill once, and frames extend that chart."""
+    page.wait_for_chart("AAPL")
+    page.page.locator("#chart-style").get_by_label("line").check()
+    visible = "[gd.data[gd.layout.meta.roles.candles].visible, gd.data[gd.layout.meta.roles.line].visible]"
+    page.wait_for(lambda: page.state(visible) == [False, True], what="the line style")
+    page.page.locator("#chart-interval").get_by_label("1m").check()
+    page.wait_for(lambda: page.state("!!(s.chart && s.chart.interval === '1m')"), what="the 1m chart")
+    assert page.state(visible) == [False, True]  # the new chart starts in the chosen style
+    chart_fetches = [u for _, u in page.requests if "/tickerdash/chart?" in u]
+    assert [u for u in chart_fetches if "interval=1m" in u and "style=line" in u and "symbol=AAPL" in u]
+    with LiveFeed(redis_client, {"AAPL": 187.0, "MSFT": 410.0, "NVDA": 120.0}):
+        redraws = page.state("s.redraws")
+        page.wait_for(lambda: page.state("s.redraws") > redraws, what="a streamed redraw of the 1m chart")
+    assert page.state("s.chart.interval") == "1m"
     assert page.console_errors == []
 
 

@@ -4,6 +4,11 @@
  * or re-applied points and froze the page at 100 msg/s (issue 7). So frames land here, are merged
  * into pending state, and a render tick (at most ~5/s, since every extendTraces redraws the whole
  * plot) applies them. Everything that came from the wire is shown with textContent, never as HTML.
+ *
+ * The price chart is this script's own Plotly plot in a div Dash never re-renders: a dcc.Graph
+ * re-plots its stored figure after a relayout, which undid zooms made here. Each symbol/interval's
+ * back-fill is fetched once (CHART_URL, a Plotly figure built by dashboard/figures.py); after that
+ * only websocket frames change it.
  */
 (function () {
   "use strict";
@@ -14,6 +19,8 @@
   var MAX_FEED = 100;
   var FRESH_MS = 60000;             // a symbol is flagged this long after an alert or anomaly
   var BACKOFF_MIN_MS = 500, BACKOFF_MAX_MS = 8000;
+  var CHART_URL = "/tickerdash/chart";
+  var PLOT_CONFIG = {displaylogo: false, responsive: true};
 
   var state = {
     ws: null, attempts: 0, everConnected: false, status: "connecting",
@@ -22,7 +29,9 @@
     selected: null,
     lastAlertId: "0-0", lastAnomalyId: "0-0",
     alerts: [], anomalies: [],
-    chart: null,                    // {gd, generation, symbol, interval, roles, sma, ema, cumPV, cumV}
+    chart: null,                    // {gd, symbol, interval, roles, smaPeriod, emaPeriod, cumPV, cumV}
+    interval: "1s", style: "candles", overlays: ["sma", "ema", "vwap"],
+    chartRequests: 0,               // bumped per back-fill fetch: a late answer for an old request is dropped
     pendingBars: [],                // bars (open or closed) for the chart, in arrival order
     pendingMarkers: [],             // [role, ts, price, text]
     health: {},
@@ -59,9 +68,7 @@
     if (!symbol || symbol === state.selected) return;
     state.selected = symbol;
     state.dirty.watchlist = true;
-    if (window.dash_clientside && window.dash_clientside.set_props) {
-      window.dash_clientside.set_props("selected-symbol", {data: symbol});
-    }
+    loadChart();
   }
 
   // ---- websocket -------------------------------------------------------------------------------
@@ -215,12 +222,40 @@
       function (err) { state.busy = false; console.error("tickerdash chart:", err); });
   }
 
-  function graphDiv() {
-    return document.querySelector("#price-chart .js-plotly-plot");
+  function chartHost() {
+    var host = document.getElementById("price-chart");
+    if (!host) return null;
+    var plotDiv = host.querySelector(".td-plot");
+    if (!plotDiv) { plotDiv = el("div", null, "td-plot"); host.appendChild(plotDiv); }
+    return plotDiv;
+  }
+
+  function loadChart() {
+    // Back-fill the selected symbol at the chosen interval, then stream onto it (attachChart).
+    var request = ++state.chartRequests;
+    var query = "?interval=" + encodeURIComponent(state.interval) + "&style=" + encodeURIComponent(state.style) +
+                "&overlays=" + encodeURIComponent(state.overlays.join(",")) +
+                (state.selected ? "&symbol=" + encodeURIComponent(state.selected) : "");
+    fetch(CHART_URL + query, {credentials: "same-origin", cache: "no-store"})
+      .then(function (response) {
+        if (!response.ok) throw new Error("chart back-fill: HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (figure) {
+        if (request !== state.chartRequests) return;  // the symbol or interval changed meanwhile
+        plot(function () {
+          var plotDiv = chartHost();
+          if (!plotDiv) { setTimeout(loadChart, 100); return null; }  // the layout is not rendered yet
+          if (request !== state.chartRequests) return null;
+          state.chart = null;  // no bars go onto the old traces while the new ones are drawn
+          return Plotly.newPlot(plotDiv, figure.data, figure.layout, PLOT_CONFIG).then(attachChart);
+        });
+      })
+      .catch(function (err) { console.error("tickerdash chart:", err); });
   }
 
   function attachChart(gd) {
-    // A new figure came from the server (symbol or interval change): start streaming onto it.
+    // A back-filled chart is drawn: start streaming onto it.
     var meta = gd.layout.meta;
     var roles = meta.roles;
     var volume = gd.data[roles.volume];
@@ -229,7 +264,7 @@
       pv += Number(volume.customdata[i]) * Number(vol); v += Number(vol);
       cumPV.push(pv); cumV.push(v);
     });
-    state.chart = {gd: gd, generation: meta.generation, symbol: meta.symbol, interval: meta.interval,
+    state.chart = {gd: gd, symbol: meta.symbol, interval: meta.interval,
                    roles: roles, smaPeriod: meta.sma_period, emaPeriod: meta.ema_period, cumPV: cumPV, cumV: cumV};
     state.pendingBars = [];
     state.pendingMarkers = [];
@@ -337,8 +372,10 @@
     var chart = state.chart;
     if (!chart) return;
     var half = chart.interval === "1m" ? 30 * 60000 : 60000;
-    var gd = chart.gd;
-    plot(function () { return Plotly.relayout(gd, {"xaxis.range": [Number(ts) - half, Number(ts) + half]}); });
+    var gd = chart.gd, range = [Number(ts) - half, Number(ts) + half];
+    // Both x axes: the price axis `matches` the volume axis (shared x), and a range set on the price
+    // axis alone was back to autorange after the next streamed redraw (caught by the zoom test).
+    plot(function () { return Plotly.relayout(gd, {"xaxis.range": range, "xaxis2.range": range}); });
   }
 
   // ---- the other live panels -------------------------------------------------------------------
@@ -452,11 +489,10 @@
 
   function renderTick() {
     try {
-      var gd = graphDiv();
-      if (gd && gd.layout && gd.layout.meta && gd.data && (!state.chart || state.chart.generation !== gd.layout.meta.generation)) {
-        attachChart(gd);
+      if (state.chart && !document.body.contains(state.chart.gd)) {  // the page was re-rendered around it
+        state.chart = null;
+        loadChart();
       }
-      if (state.chart && state.chart.gd !== gd) state.chart = null;  // the graph was re-mounted
       if (!state.busy) redrawChart();  // a redraw still running: this tick's points wait for the next
       if (state.dirty.watchlist) { state.dirty.watchlist = false; renderWatchlist(); }
       if (state.dirty.alerts) { state.dirty.alerts = false; renderAlerts(); }
@@ -472,18 +508,29 @@
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     tickerdash: {
       applyStyle: function (style, overlays) {
-        var gd = graphDiv();
-        if (!gd || !gd.layout || !gd.layout.meta) return window.dash_clientside.no_update;
-        var r = gd.layout.meta.roles, shown = overlays || [];
-        plot(function () { return Plotly.restyle(gd, {visible: [style === "candles", style === "line", shown.indexOf("sma") >= 0,
-                                      shown.indexOf("ema") >= 0, shown.indexOf("vwap") >= 0]},
-                       [r.candles, r.line, r.sma, r.ema, r.vwap]); });
+        // Remembered for charts loaded later; the chart shown now is restyled in place.
+        var shown = overlays || [];
+        state.style = style; state.overlays = shown;
+        var chart = state.chart;
+        if (chart) {
+          var r = chart.roles;
+          plot(function () {
+            return Plotly.restyle(chart.gd, {visible: [style === "candles", style === "line", shown.indexOf("sma") >= 0,
+                                                       shown.indexOf("ema") >= 0, shown.indexOf("vwap") >= 0]},
+                                  [r.candles, r.line, r.sma, r.ema, r.vwap]);
+          });
+        }
         return style + ":" + shown.join(",");
+      },
+      applyInterval: function (interval) {
+        if (interval && interval !== state.interval) { state.interval = interval; loadChart(); }
+        return interval;
       },
     },
   });
 
   window.tickerdash = {state: state, selectSymbol: selectSymbol, focusEvent: focusEvent};
+  loadChart();  // the empty "waiting for the first trades" chart until a symbol is selected
   connect();
   setTimeout(renderTick, REDRAW_GAP_MS);
 })();
