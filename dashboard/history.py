@@ -1,7 +1,7 @@
 """What a chart needs when it (re)loads, read from Redis: bars, the open bar, the symbol's markers.
 
-The Dash callbacks call these when the symbol or interval changes; live data then arrives over
-the gateway's websocket, never through here.
+The chart route (dashboard.app) calls these when the page picks a symbol or interval; live data
+then arrives over the gateway's websocket, never through here.
 """
 
 from __future__ import annotations

@@ -197,23 +197,50 @@ def test_the_chart_grows_from_websocket_frames_without_polling(page: Page, redis
     assert page.console_errors == []
 
 
+def bar_close(client: redis.Redis, symbol: str, ts: int) -> float:
+    """The close of the symbol's 1s bar holding `ts` (so a marker sits on the price line)."""
+    second = ts // 1000 * 1000
+    entries = client.xrange(KEYS.bars("1s", symbol), f"{second}-0", f"{second}-0")
+    return float(entries[0][1][b"close"])
+
+
+def last_closes(client: redis.Redis, symbols: tuple[str, ...]) -> dict[str, float]:
+    """Each symbol's last closed 1s bar close (so live prices carry on from the history)."""
+    return {s: float(client.xrevrange(KEYS.bars("1s", s), count=1)[0][1][b"close"]) for s in symbols}
+
+
+def markers_drawn(page: Page, role: str) -> int:
+    """Points of the chart's alerts or anomalies trace that Plotly has drawn (SVG paths, not just data)."""
+    return int(page.state(f"gd && gd._fullData ? gd.querySelectorAll('g.trace' + "
+                          f"gd._fullData[gd.layout.meta.roles.{role}].uid + ' path.point').length : 0"))  # fmt: skip
+
+
 def test_the_watchlist_alerts_and_anomalies_fill_from_the_feed(page: Page, redis_client: redis.Redis) -> None:
-    """Alerts and anomalies appear in their panels and flag the symbol; clicking a watchlist row switches the chart."""
+    """Alerts and anomalies appear in their panels, flag the symbol and mark its chart; a watchlist row switches it."""
     page.wait_for_chart("AAPL")
     now = int(time.time() * 1000)
-    with LiveFeed(redis_client, {"AAPL": 187.0, "MSFT": 410.0, "NVDA": 120.0}):
-        redis_client.xadd(KEYS.alerts, {"rule_id": "r1", "symbol": "NVDA", "ts": now - 4000, "price": 114.0,
-                                        "reference_price": 120.0, "drop_pct": 5.0, "window_s": 60,
-                                        "message": "NVDA fell 5.0% in 60s (120.00 -> 114.00)"})  # fmt: skip
-        redis_client.xadd(KEYS.anomalies, {"symbol": "AAPL", "ts": now - 20_000, "price": 188.1, "size": 250000,
-                                           "trade_id": "t-77", "tick_id": "1-0", "score": 0.94,
-                                           "reasons": "size 40x the symbol's median"})  # fmt: skip
+    with LiveFeed(redis_client, last_closes(redis_client, ("AAPL", "MSFT", "NVDA"))):
+        alert_ts = now - 4000
+        alert_price = bar_close(redis_client, "NVDA", alert_ts)
+        redis_client.xadd(KEYS.alerts, {"rule_id": "r1", "symbol": "NVDA", "ts": alert_ts, "price": alert_price,
+                                        "reference_price": alert_price / 0.95, "drop_pct": 5.0, "window_s": 60,
+                                        "message": f"NVDA fell 5.0% in 60s ({alert_price / 0.95:.2f} -> "
+                                                   f"{alert_price:.2f})"})  # fmt: skip
+        for symbol, ago, score, reasons in (("AAPL", 20_000, 0.94, "size 40x the symbol's median"),
+                                            ("NVDA", 31_000, 0.91, "price 6 sigma from the 1m VWAP"),
+                                            ("NVDA", 52_000, 0.88, "size 25x the symbol's median")):  # fmt: skip
+            redis_client.xadd(KEYS.anomalies, {"symbol": symbol, "ts": now - ago,
+                                               "price": bar_close(redis_client, symbol, now - ago), "size": 250000,
+                                               "trade_id": f"t-{ago}", "tick_id": "1-0", "score": score,
+                                               "reasons": reasons})  # fmt: skip
         page.page.locator("#alerts-feed li").first.wait_for(timeout=10_000)
-        page.page.locator("#anomalies-table .td-anomaly-row").first.wait_for(timeout=10_000)
+        page.page.locator("#anomalies-table .td-anomaly-row").nth(2).wait_for(timeout=10_000)
         assert "NVDA fell 5.0%" in page.page.locator("#alerts-feed").inner_text()
         assert page.page.locator(".td-watch-row[data-symbol=NVDA] .td-flag").inner_text() == "●"
-        page.page.locator(".td-watch-row[data-symbol=MSFT]").click()
-        page.wait_for_chart("MSFT")
+        page.page.locator(".td-watch-row[data-symbol=NVDA]").click()
+        page.wait_for_chart("NVDA")
+        page.wait_for(lambda: markers_drawn(page, "alerts") == 1 and markers_drawn(page, "anomalies") == 2,
+                      what="NVDA's alert and anomaly markers on its chart")  # fmt: skip
         time.sleep(1.5)  # a few frames on the screenshot's chart
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.page.screenshot(path=str(SCREENSHOT))
