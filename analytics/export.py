@@ -725,7 +725,9 @@ def _events_table(entries: Sequence[Any]) -> pa.Table:
     frame["entry_id"] = [eid.decode() for eid, _ in entries]
     for column in frame.columns:
         if column not in ("symbol", "entry_id", "message", "reasons", "rule_id", "trade_id", "tick_id"):
-            frame[column] = pd.to_numeric(frame[column], errors="ignore")
+            numbers = pd.to_numeric(frame[column], errors="coerce")
+            if numbers.notna().sum() == frame[column].notna().sum():  # numeric throughout: keep as numbers
+                frame[column] = numbers
     frame["ts_ms"] = pd.to_numeric(frame.get("ts", frame["entry_id"].str.split("-").str[0]), errors="coerce")
     frame = frame.dropna(subset=["ts_ms"]).drop(columns=["ts"], errors="ignore")
     frame["ts_ms"] = frame["ts_ms"].astype("int64")

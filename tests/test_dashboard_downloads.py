@@ -55,10 +55,6 @@ class TestDownload:
         assert pq.read_table(io.BytesIO(file.content)).column("close").to_pylist() == [100.0, 101.0, 102.0, 103.0,
                                                                                        104.0]  # fmt: skip
 
-    # Strict: this starts failing (and must be unmarked) as soon as analytics/export.py is fixed.
-    @pytest.mark.xfail(raises=ValueError, strict=True,
-                       reason="analytics.export._events_table calls pd.to_numeric(errors='ignore'), which pandas 3 "
-                       "removed, so --include alerts/anomalies fails in the CLI as well")  # fmt: skip
     def test_included_alerts_come_zipped_beside_the_bars(self, redis_client: redis.Redis, settings: Settings) -> None:
         """With alerts included, one zip holds the bars and the alerts of those symbols in the range."""
         seed_bars(redis_client, "AAPL", 5)

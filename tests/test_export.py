@@ -309,12 +309,18 @@ class TestCommand:
     ) -> None:
         """--include trades adds NAME.trades.parquet with the symbols' trades in the range."""
         out = tmp_path / "bars.parquet"
+        alert = {"rule_id": "r1", "symbol": "DDD", "ts": START_MS + 60_000, "price": 95.5, "reference_price": 100,
+                 "drop_pct": 4.5, "window_s": 60, "message": "DDD fell 4.5% in 60s"}  # fmt: skip
+        redis_client.xadd(Keys().alerts, alert)  # type: ignore[arg-type]
         result = export_bars(redis_client, settings, ExportRequest(symbols=("DDD",), interval="1m",
                                                                    include=("trades", "alerts")), out)  # fmt: skip
         got = pd.read_parquet(result.extra["trades"])
         assert set(got["symbol"]) == {"DDD"} and len(got) == int((trades().symbol == "DDD").sum())
         assert got["ts"].max() < pd.Timestamp(FLUSH_MS, unit="ms", tz="UTC") + pd.Timedelta(days=1)
-        assert result.extra["alerts"].exists()
+        alerts = pd.read_parquet(result.extra["alerts"])
+        assert alerts["message"].tolist() == ["DDD fell 4.5% in 60s"]
+        assert alerts["price"].tolist() == [95.5]
+        assert alerts["ts"].tolist() == [pd.Timestamp(START_MS + 60_000, unit="ms", tz="UTC")]
 
 
 class TestRequests:
