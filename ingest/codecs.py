@@ -304,4 +304,4 @@ def _decode_tick_run(run: list[RawEntry], rejected: list[Rejected]) -> TickBatch
 def iter_chunks(batch: TickBatch, rows: int) -> Iterable[TickBatch]:
     """Split a batch into pieces of at most `rows` trades."""
     for start in range(0, len(batch), rows):
-        yield batch.take(np.arange(start, min(start + rows, len(batch))))
+        yield batch.slice(start, start + rows)

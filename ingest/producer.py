@@ -70,7 +70,7 @@ class Producer:
             else:
                 rows = self.settings.batch_rows
                 for start in range(0, len(part), rows):
-                    chunk = part.take(np.arange(start, min(start + rows, len(part))))
+                    chunk = part.slice(start, start + rows)
                     pipe.xadd(stream, encode_batch(chunk), **trim)  # type: ignore[arg-type]
                     entries += 1
                     if len(pipe) >= PIPELINE_DEPTH // 10:

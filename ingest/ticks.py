@@ -135,6 +135,25 @@ class TickBatch:
             row_in_entry=self.row_in_entry[rows] if has_origin else self.row_in_entry,
         )
 
+    def slice(self, start: int, stop: int) -> TickBatch:
+        """Rows start..stop-1 as views of this batch's arrays (no copy: for chunking on hot paths)."""
+        length = max(0, min(stop, len(self)) - start)
+        has_origin = self.entry_of.shape[0] == len(self)
+        return TickBatch(
+            symbols=self.symbols,
+            symbol_idx=self.symbol_idx[start:stop],
+            price=self.price[start:stop],
+            size=self.size[start:stop],
+            ts=self.ts[start:stop],
+            side=self.side[start:stop],
+            trade_id=None if self.trade_id is None else self.trade_id.slice(start, length),
+            buyer=None if self.buyer is None else self.buyer.slice(start, length),
+            seller=None if self.seller is None else self.seller.slice(start, length),
+            entry_ids=self.entry_ids,
+            entry_of=self.entry_of[start:stop] if has_origin else self.entry_of,
+            row_in_entry=self.row_in_entry[start:stop] if has_origin else self.row_in_entry,
+        )
+
     def tick_id(self, row: int) -> str:
         """Stream ID of one trade: the entry ID, plus `#<row>` inside a batch entry."""
         entry = self.entry_ids[int(self.entry_of[row])]

@@ -152,3 +152,12 @@ class TestRules:
         record = TickBatch.from_columns(["AAPL"] * 1000, np.ones(1000), np.ones(1000), np.arange(1000)).to_arrow()
         assert pa.types.is_dictionary(record.schema.field("symbol").type)
         assert len(record.column(0).dictionary) == 1
+
+
+class TestSlice:
+    @settings(max_examples=50, deadline=None)
+    @given(tick_batches(), st.integers(0, 45), st.integers(0, 45))
+    def test_slice_equals_take_of_the_same_rows(self, batch: TickBatch, start: int, stop: int) -> None:
+        """A zero-copy slice holds exactly the rows that take() of that range copies."""
+        rows = np.arange(min(start, len(batch)), min(max(start, stop), len(batch)))
+        same_trades(batch.slice(start, max(start, stop)), batch.take(rows))
