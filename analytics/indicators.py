@@ -22,6 +22,7 @@ window. A worker that runs for weeks should start a new stage per trading sessio
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,6 +80,7 @@ class IndicatorConfig:
         )
 
 
+@functools.lru_cache(maxsize=256)
 def window_name(ms: int) -> str:
     """A window or interval length as it appears in names: 60000 -> '1m', 1500 -> '1500ms'."""
     for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1_000)):

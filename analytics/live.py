@@ -72,11 +72,6 @@ def encode_updates(updates: list[SymbolUpdate]) -> str:
     return json.dumps([u.to_dict() for u in updates], separators=(",", ":"), allow_nan=False)
 
 
-def encode_update_dicts(updates: list[dict[str, Any]]) -> str:
-    """The `u` field from updates already in `to_dict` form (saves converting twice)."""
-    return json.dumps(updates, separators=(",", ":"), allow_nan=False)
-
-
 def decode_updates(payload: bytes | str) -> list[SymbolUpdate]:
     """The updates of one live entry."""
     return [SymbolUpdate.from_dict(item) for item in json.loads(payload)]

@@ -30,7 +30,7 @@ import redis
 
 from analytics.bars import BarConfig, Bars, BarTable
 from analytics.indicators import IndicatorConfig, IndicatorFrame, Indicators, window_name
-from analytics.live import LIVE_HZ, LIVE_MAXLEN, SymbolUpdate, encode_update_dicts, live_key, snapshot_key
+from analytics.live import LIVE_HZ, LIVE_MAXLEN, SymbolUpdate, live_key, snapshot_key
 from analytics.segments import pack_state, unpack_state
 from ingest.codecs import Rejected, decode_entries
 from ingest.deadletter import add_rejected
@@ -104,7 +104,7 @@ class WorkerConfig:
     checkpoint_every_ticks: int = 1_000_000
     lease_ms: int = 10_000
     live_hz: float = LIVE_HZ
-    snapshot_hz: float = 20.0
+    snapshot_hz: float = 50.0
     stages: tuple[StageFactory, ...] = ()
 
 
@@ -236,7 +236,7 @@ class AnalyticsWorker:
         self._last_lease_check = 0.0
         self._last_checkpoint: dict[int, tuple[float, int]] = {}
         self._pending_live: dict[int, list[tuple[IndicatorFrame, np.ndarray]]] = {}
-        self._feed_pending: dict[str, dict[str, Any]] = {}  # symbol -> latest update not yet in the feed
+        self._feed_pending: dict[str, str] = {}  # symbol -> JSON of its latest update not yet in the feed
         self._last_live = 0.0
         self._last_snapshot = 0.0
         self._last_refresh = 0.0
@@ -404,15 +404,15 @@ class AnalyticsWorker:
             self._pending_live.clear()
             self._last_snapshot = now
             if updates:
-                plain = [u.to_dict() for u in updates]
+                # each update is encoded once: the snapshot field, and later a piece of a feed entry
+                encoded = {u.symbol: json.dumps(u.to_dict(), separators=(",", ":"), allow_nan=False) for u in updates}
                 target = pipe if pipe is not None else self.client.pipeline(transaction=False)
-                target.hset(snapshot_key(self.keys),
-                            mapping={d["symbol"]: json.dumps(d, separators=(",", ":")) for d in plain})  # fmt: skip
-                self._feed_pending.update((d["symbol"], d) for d in plain)
+                target.hset(snapshot_key(self.keys), mapping=encoded)  # type: ignore[arg-type]
+                self._feed_pending.update(encoded)
         if self._feed_pending and now - self._last_live >= 1 / self.config.live_hz:
             if target is None:
                 target = pipe if pipe is not None else self.client.pipeline(transaction=False)
-            target.xadd(live_key(self.keys), {"u": encode_update_dicts(list(self._feed_pending.values()))},
+            target.xadd(live_key(self.keys), {"u": "[" + ",".join(self._feed_pending.values()) + "]"},
                         maxlen=LIVE_MAXLEN, approximate=True)  # fmt: skip
             self._feed_pending.clear()
             self._last_live = now
@@ -421,29 +421,49 @@ class AnalyticsWorker:
 
     def _updates(self, state: PartitionState,
                  frames: list[tuple[IndicatorFrame, np.ndarray]]) -> list[SymbolUpdate]:  # fmt: skip
-        latest: dict[str, dict[str, float]] = {}
-        latest_ts: dict[str, int] = {}
-        for frame, ts in frames:  # later frames override earlier ones
-            latest.update(frame.latest())
-            latest_ts.update(zip(frame.latest_symbols, ts[frame.latest_rows].tolist(), strict=True))
-        opened = state.bars.open_view()
-        bars: dict[str, dict[str, list[float]]] = {}
-        for k in range(len(opened)):
-            symbol = opened.symbols[int(opened.symbol_idx[k])]
-            if symbol in latest:
-                bars.setdefault(symbol, {})[window_name(int(opened.interval_ms[k]))] = [
-                    float(opened.start_ms[k]), float(opened.open[k]), float(opened.high[k]),
-                    float(opened.low[k]), float(opened.close[k]), float(opened.volume[k])]  # fmt: skip
+        """Each symbol's state after its latest trade in `frames`, with its open bars."""
+        chosen: dict[str, tuple[int, int]] = {}  # symbol -> (frame, row) of its latest trade
+        for index in range(len(frames) - 1, -1, -1):  # newest first: the first sighting is the latest
+            frame = frames[index][0]
+            for symbol, row in zip(frame.latest_symbols, frame.latest_rows.tolist(), strict=True):
+                chosen.setdefault(symbol, (index, row))
+        values: dict[str, dict[str, float]] = {}
+        stamps: dict[str, int] = {}
+        for index, (frame, ts) in enumerate(frames):
+            mine = [(symbol, row) for symbol, (i, row) in chosen.items() if i == index]
+            if not mine:
+                continue
+            rows = np.fromiter((row for _, row in mine), np.int64, len(mine))
+            picked = {name: column[rows].tolist() for name, column in frame.columns.items()}
+            for k, (symbol, _) in enumerate(mine):
+                values[symbol] = {name: column[k] for name, column in picked.items()}
+            stamps.update(zip((symbol for symbol, _ in mine), ts[rows].tolist(), strict=True))
+        bars = self._open_bars(state.bars.open_view(), chosen)
         out = []
-        for symbol, values in latest.items():
-            price = values["price"]
+        for symbol, latest in values.items():
+            price = latest["price"]
             first = state.session_open.get(symbol, price)
-            indicators = {k: v for k, v in values.items() if k not in ("price", "trades", "volume")}
-            out.append(SymbolUpdate(symbol=symbol, ts=latest_ts[symbol], price=price,
+            indicators = {k: v for k, v in latest.items() if k not in ("price", "trades", "volume")}
+            out.append(SymbolUpdate(symbol=symbol, ts=stamps[symbol], price=price,
                                     change_pct=(price / first - 1) * 100 if first else 0.0,
-                                    trades=int(values["trades"]), volume=values["volume"],
+                                    trades=int(latest["trades"]), volume=latest["volume"],
                                     indicators=indicators, bars=bars.get(symbol, {})))  # fmt: skip
         return out
+
+    @staticmethod
+    def _open_bars(opened: BarTable, wanted: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+        """symbol -> interval name -> [start, open, high, low, close, volume] of its open bars."""
+        codes = [i for i, symbol in enumerate(opened.symbols) if symbol in wanted]
+        keep = np.isin(opened.symbol_idx, codes)
+        names = {ms: window_name(ms) for ms in set(opened.interval_ms[keep].tolist())}
+        columns = zip(opened.symbol_idx[keep].tolist(), opened.interval_ms[keep].tolist(),
+                      opened.start_ms[keep].tolist(), opened.open[keep].tolist(), opened.high[keep].tolist(),
+                      opened.low[keep].tolist(), opened.close[keep].tolist(), opened.volume[keep].tolist(),
+                      strict=True)  # fmt: skip
+        bars: dict[str, dict[str, list[float]]] = {}
+        for code, interval_ms, start, o, h, low, c, v in columns:
+            bars.setdefault(opened.symbols[code], {})[names[interval_ms]] = [float(start), o, h, low, c, v]
+        return bars
 
     # --- the loop --------------------------------------------------------------------------
 

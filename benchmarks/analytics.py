@@ -4,7 +4,8 @@
 
 1. ticks/s through one worker (all indicators and 1s/1m bars, 500 symbols) from batch entries and
    from per-tick entries (the worker drains a pre-filled stream);
-2. p50/p99 latency from a trade's XADD to the snapshot showing it, with a producer at 100k ticks/s;
+2. p50/p99 latency from a trade's XADD to the snapshot showing it, with a producer at 100k ticks/s
+   (the worker runs as `tickerdash analytics` in its own process, with its default stages);
 3. the worker's peak RSS (a separate process) after trades of 10,000 symbols.
 """
 
@@ -57,10 +58,14 @@ def latency(client: redis.Redis, settings: Settings, seconds: float, rate: int =
     """p50/p99 ms from XADD to the snapshot showing the trade, at `rate` ticks/s in 10 ms batches."""
     client.flushall()
     stop = threading.Event()
-    worker = AnalyticsWorker(client, settings.model_copy(update={"block_ms": 5}), None, WorkerConfig())
-    worker_thread = threading.Thread(target=worker.run, daemon=True)
-    worker_thread.start()
-    time.sleep(0.5)
+    # the worker in its own process, as deployed: threads here would fight it for the GIL
+    env = {**os.environ, "TICKERDASH_REDIS_URL": settings.redis_url or "", "TICKERDASH_BLOCK_MS": "5",
+           "TICKERDASH_PREFIX": settings.prefix}  # fmt: skip
+    command = [sys.executable, "-m", "tickerdash", "analytics", "--consumer", "latency", "--no-webhooks"]
+    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lease = Keys(settings.prefix).internal("lease", "analytics", "0")
+    while client.get(lease) != b"latency":
+        time.sleep(0.05)
     sent: dict[int, float] = {}
     seen: dict[int, float] = {}
     background = market(rate, 500, seed=9)
@@ -101,8 +106,8 @@ def latency(client: redis.Redis, settings: Settings, seconds: float, rate: int =
     stop.set()
     for t in threads:
         t.join()
-    worker.stop.set()
-    worker_thread.join(10)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(60)
     # A probe that was overtaken before the watcher saw it shows up via a later seq: charge it that time.
     delays = []
     first_seen_after = sorted(seen.items())
@@ -111,6 +116,11 @@ def latency(client: redis.Redis, settings: Settings, seconds: float, rate: int =
         if later:
             delays.append((min(later) - t_sent) * 1000)
     arr = np.array(delays)
+    if os.environ.get("TICKERDASH_BENCH_TRACE"):
+        for second in range(int(seconds)):
+            part = arr[second * 100 : (second + 1) * 100]
+            if len(part):
+                print(f"    second {second}: p50 {np.percentile(part, 50):.1f} ms, max {part.max():.1f} ms")
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), len(arr)
 
 

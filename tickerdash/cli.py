@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import typer
 
 import analytics.cli
@@ -35,6 +37,10 @@ for package_cli in (ingest.cli, simulator.cli, analytics.cli, analytics.export_c
 def main() -> None:
     """Entry point of the console script."""
     sigterm_stops_like_ctrl_c()
+    # Everything is imported by now: keep those long-lived objects out of every later full GC pass,
+    # which otherwise stalls long-running services for ~0.1 s every second or two.
+    gc.collect()
+    gc.freeze()
     app()
 
 
