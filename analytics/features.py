@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+from numpy.lib.stride_tricks import sliding_window_view
 
 from analytics.segments import Grouping, RaggedScan, SymbolSlots, grow, pack_state, unpack_state
 from ingest.ticks import SIDE_SELL, TickBatch
@@ -185,28 +186,36 @@ class Features:
             out[first] = before_batch
             return out
 
-        def ema(name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            """(bias-corrected average before each row, after each row) of one of the EMAS."""
+        bias_by_power: dict[tuple[float, int], np.ndarray] = {}
+
+        def bias(decay: float, ahead: int) -> np.ndarray:
+            """1 - decay**(trades averaged), once per half-life: pow over every row is the costly part."""
+            key = (decay, ahead)
+            if key not in bias_by_power:
+                bias_by_power[key] = 1.0 - decay ** (count_before + ahead)
+            return bias_by_power[key]
+
+        def ema(name: str, x: np.ndarray, *, including_row: bool = False) -> np.ndarray:
+            """Bias-corrected average of one of the EMAS before each row (or after it, `including_row`)."""
             k = E[name]
             state = self.ema[slot, k]
             after, self.ema[slot, k] = scan.ema(x, 1.0 - float(self.decay[k]), state)
-            before = previous(after, state)
             decay = float(self.decay[k])
             with np.errstate(divide="ignore", invalid="ignore"):
-                before_corr = before / (1.0 - decay**count_before)
-                after_corr = after / (1.0 - decay ** (count_before + 1))
-            return before_corr, after_corr
+                if including_row:
+                    return after / bias(decay, 1)
+                return previous(after, state) / bias(decay, 0)
 
         # price against the weighted VWAP, and against the previous trade
-        notional_before, _ = ema("notional", price * size)
-        volume_before, _ = ema("volume", size)
+        notional_before = ema("notional", price * size)
+        volume_before = ema("volume", size)
         with np.errstate(divide="ignore", invalid="ignore"):
             deviation = np.where(count_before > 0, log_price - np.log(notional_before / volume_before), 0.0)
         last_log = previous(log_price, self.last_log_price[slot])
         ret = np.where(count_before > 0, log_price - last_log, 0.0)
-        dev_scale, _ = ema("dev_abs", np.abs(deviation))
-        ret_scale, _ = ema("ret_abs", np.abs(ret))
-        _, momentum = ema("momentum", ret)
+        dev_scale = ema("dev_abs", np.abs(deviation))
+        ret_scale = ema("ret_abs", np.abs(ret))
+        momentum = ema("momentum", ret, including_row=True)
         alpha_m = 1.0 - float(self.decay[E["momentum"]])
         with np.errstate(divide="ignore", invalid="ignore"):
             values[:, F["price_z"]] = deviation / (MAD_TO_SIGMA * dev_scale + TINY)
@@ -214,17 +223,17 @@ class Features:
             values[:, F["jump_z"]] = ret / ret_sigma
             values[:, F["momentum_z"]] = momentum / (ret_sigma * np.sqrt(alpha_m / (2.0 - alpha_m)))
         # size against the symbol's own history, on the log scale
-        size_mean, _ = ema("size_mean", log_size)
+        size_mean = ema("size_mean", log_size)
         size_dev = np.where(count_before > 0, log_size - size_mean, 0.0)
-        size_scale, _ = ema("size_abs", np.abs(size_dev))
+        size_scale = ema("size_abs", np.abs(size_dev))
         with np.errstate(divide="ignore", invalid="ignore"):
             values[:, F["size_z"]] = size_dev / (MAD_TO_SIGMA * size_scale + TINY)
         # arrivals: the gap to the previous trade, and recent gaps against the long-run mean gap
         last_ts = previous(ts, self.last_ts[slot])
         gap = np.where(count_before > 0, np.maximum(ts - last_ts, 0), 0).astype(np.float64)
         values[:, F["log_gap"]] = np.log1p(gap)
-        _, gap_short = ema("gap_short", gap)
-        gap_long, _ = ema("gap_long", gap)
+        gap_short = ema("gap_short", gap, including_row=True)
+        gap_long = ema("gap_long", gap)
         with np.errstate(divide="ignore", invalid="ignore"):
             values[:, F["burst"]] = np.log((gap_long + 1.0) / (gap_short + 1.0))
 
@@ -235,7 +244,7 @@ class Features:
             self._account_features(values, batch.side[group.order], buyer, seller, size, ts, slot, group)
 
         warming = count_before < self.config.warmup
-        values[~np.isfinite(values)] = 0.0
+        np.copyto(values, 0.0, where=~np.isfinite(values))
         values[warming, : F["burst"] + 1] = 0.0  # averages of too few trades say nothing yet
         self.count[slot] += group.lengths
         self.last_log_price[slot] = log_price[last]
@@ -256,11 +265,14 @@ class Features:
         sells = side == SIDE_SELL
         aggressor = np.where(sells, seller, buyer)
         passive = np.where(sells, buyer, seller)
-        # lay each symbol's ring in front of its rows: [ring of segment 0 | rows of 0 | ring of 1 | ...]
+        # lay each symbol's ring in front of its rows, [ring of segment 0 | rows of 0 | ring of 1 | ...],
+        # stored newest first: the k trades before a row are then the k entries just after it, one
+        # contiguous window per row (a row copy), where an (n, k) index matrix would gather element by element
         n_seg = len(slot)
-        ring_at = (np.arange(n_seg) * k + group.starts)[:, None] + np.arange(k)[None, :]
-        row_at = k * (group.segment + 1) + np.arange(n)
         total = n + n_seg * k
+        ring_at = total - 1 - ((np.arange(n_seg) * k + group.starts)[:, None] + np.arange(k)[None, :])
+        row_at = total - 1 - (k * (group.segment + 1) + np.arange(n))
+        window_of_row = row_at + 1
 
         def extended(ring: np.ndarray, column: np.ndarray) -> np.ndarray:
             ext = np.empty(total, column.dtype)
@@ -268,29 +280,33 @@ class Features:
             ext[row_at] = column
             return ext
 
+        def before(ext: np.ndarray) -> np.ndarray:
+            """(n, k): the extended column at the k trades before each row, newest first."""
+            return sliding_window_view(ext, k)[window_of_row]
+
         ext = {
             "buyer": extended(self.ring_buyer, buyer), "seller": extended(self.ring_seller, seller),
             "aggressor": extended(self.ring_aggressor, aggressor), "size": extended(self.ring_size, size),
             "ts": extended(self.ring_ts, ts),
         }  # fmt: skip
-        earlier = row_at[:, None] - np.arange(1, k + 1)[None, :]  # (n, k): the k trades before each row
-        w_size = ext["size"][earlier]
-        w_buyer, w_seller = ext["buyer"][earlier], ext["seller"][earlier]
+        w_size = before(ext["size"])
+        w_buyer, w_seller = before(ext["buyer"]), before(ext["seller"])
         recent_volume = w_size.sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            own = np.where(ext["aggressor"][earlier] == aggressor[:, None], w_size, 0.0).sum(axis=1)
+            own = np.where(before(ext["aggressor"]) == aggressor[:, None], w_size, 0.0).sum(axis=1)
             took_part = (w_buyer == passive[:, None]) | (w_seller == passive[:, None])
             theirs = np.where(took_part, w_size, 0.0).sum(axis=1)
             values[:, F["aggressor_share"]] = np.where(aggressor != NO_ACCOUNT, own / recent_volume, 0.0)
             values[:, F["passive_share"]] = np.where(passive != NO_ACCOUNT, theirs / recent_volume, 0.0)
-        in_window = (ts[:, None] - ext["ts"][earlier]) <= self.config.wash_window_ms
+        in_window = (ts[:, None] - before(ext["ts"])) <= self.config.wash_window_ms
         known = (buyer != NO_ACCOUNT)[:, None] & (seller != NO_ACCOUNT)[:, None] & in_window
         reversed_legs = (w_buyer == seller[:, None]) & (w_seller == buyer[:, None]) & known
         same_legs = (w_buyer == buyer[:, None]) & (w_seller == seller[:, None]) & known
         values[:, F["round_trips"]] = (reversed_legs & (w_size == size[:, None])).sum(axis=1)
         values[:, F["same_pair"]] = (reversed_legs | same_legs).sum(axis=1)
-        # the new ring of each symbol: the last k entries of its stretch of the extended columns
-        tail = (group.starts + group.lengths + np.arange(1, n_seg + 1) * k)[:, None] - np.arange(k, 0, -1)[None, :]
+        # the new ring of each symbol, oldest first: the last k entries of its stretch of the extended columns
+        tail = total - 1 - ((group.starts + group.lengths + np.arange(1, n_seg + 1) * k)[:, None]
+                            - np.arange(k, 0, -1)[None, :])  # fmt: skip
         self.ring_buyer[slot] = ext["buyer"][tail]
         self.ring_seller[slot] = ext["seller"][tail]
         self.ring_aggressor[slot] = ext["aggressor"][tail]
