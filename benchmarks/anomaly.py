@@ -87,7 +87,9 @@ def main() -> None:
         off = worker_rate(server, ticks, (), "off")
         on = worker_rate(server, ticks, (AnomalyStage,), "on")
     row("worker, 500 symbols, batch entries, scoring off", off, "ticks/s")
-    row("worker, 500 symbols, batch entries, scoring on", on, "ticks/s", ref=off)
+    row("worker, 500 symbols, batch entries, scoring on", on, "ticks/s")
+    # the target is a ratio to the scoring-off run of this same process, not to redis-benchmark
+    print(f"  {'worker, scoring on / scoring off (target >= 0.50)':<58} {on / off:>14.2f}x", flush=True)
 
 
 if __name__ == "__main__":
