@@ -250,13 +250,11 @@ class Features:
         self.last_log_price[slot] = log_price[last]
         self.last_ts[slot] = np.maximum(self.last_ts[slot], ts[last])
 
-        out = np.empty_like(values)
-        out[group.order] = values
-        warming_out = np.empty(n, bool)
-        warming_out[group.order] = warming
-        self_out = np.empty(n, bool)
-        self_out[group.order] = self_trade
-        return FeatureFrame(out, warming_out, self_out, has_accounts)
+        # back to batch order by gathering rows: twice as fast as scattering them through group.order
+        sorted_row = np.empty(n, np.int64)
+        sorted_row[group.order] = rows
+        return FeatureFrame(values.take(sorted_row, axis=0), warming.take(sorted_row), self_trade.take(sorted_row),
+                            has_accounts)  # fmt: skip
 
     def _account_features(self, values: np.ndarray, side: np.ndarray, buyer: np.ndarray, seller: np.ndarray,
                           size: np.ndarray, ts: np.ndarray, slot: np.ndarray, group: Grouping) -> None:  # fmt: skip
