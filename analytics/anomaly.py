@@ -108,31 +108,37 @@ def histogram_surprise(counts: np.ndarray, width: float, u: np.ndarray, table: n
     total = counts.sum(axis=1)
     above = np.zeros_like(counts)  # the weight of the strictly higher bins
     np.cumsum(counts[:, :0:-1], axis=1, out=above[:, -2::-1])
-    seen = counts != 0
-    top = (bins - np.argmax(seen[:, ::-1], axis=1)) * width  # the upper edge of the highest bin in use
     table = np.asarray(table, np.int64)
     scaled = u / width
     b = scaled.astype(np.int64)
     np.clip(b, 0, bins - 1, out=b)
-    inside = scaled - b
+    inside = np.subtract(scaled, b, out=scaled)
     np.clip(inside, 0.0, 1.0, out=inside)
     at = b
-    at += table * bins
+    if table.ndim or int(table):
+        at += table * bins
     floor = 0.5
     tail = np.take(counts, at)
-    tail *= 1.0 - inside
-    tail += np.take(above, at)
+    tail *= np.subtract(1.0, inside, out=inside)
+    above_at = np.take(above, at)
+    tail += above_at
     tail += floor
     row_total = np.take(total, table) + 1.0
     tail /= row_total
     surprise = np.log10(tail, out=tail)
     np.negative(surprise, out=surprise)
-    # past the highest bin in use (rare): one more decade per unit of u
-    beyond = np.flatnonzero(u > np.take(top, table))
-    if len(beyond):
-        beyond_top = np.take(top, np.take(table, beyond) if table.ndim else table)
-        beyond_total = np.take(row_total, beyond) if row_total.ndim else row_total
-        surprise.reshape(-1)[beyond] = np.log10(beyond_total / floor) + (np.take(u, beyond) - beyond_top)
+    # past the highest bin in use (rare): one more decade per unit of u. Such a u is in that bin or
+    # above it, where no weight lies higher, so only values with none above their bin are checked
+    maybe = np.flatnonzero(above_at == 0.0)
+    if len(maybe):
+        top = (bins - np.argmax(counts[:, ::-1] != 0, axis=1)) * width  # the upper edge of the highest bin in use
+        flat_u = u.reshape(-1)
+        maybe_table = np.take(table, maybe) if table.ndim else table
+        beyond = maybe[np.take(flat_u, maybe) > np.take(top, maybe_table)]
+        if len(beyond):
+            beyond_top = np.take(top, np.take(table, beyond) if table.ndim else table)
+            beyond_total = np.take(row_total, beyond) if row_total.ndim else row_total
+            surprise.reshape(-1)[beyond] = np.log10(beyond_total / floor) + (np.take(flat_u, beyond) - beyond_top)
     np.maximum(surprise, 0.0, out=surprise)
     if (total <= 0).any():  # nothing learnt yet: no evidence either way
         surprise[np.take(total, table) <= 0] = 0.0
@@ -454,21 +460,81 @@ class AnomalyScorer:
         return next_swap - self.seen
 
     def _tail_surprises(self, tail_u: np.ndarray, learnt: np.ndarray, bounds: list[int]) -> np.ndarray:
-        """Each row's per-feature tail surprise against the calibration before its block; learns completed blocks."""
+        """Each row's per-feature tail surprise against the calibration before its block; learns completed blocks.
+
+        As `histogram_surprise` on the calibrations before each block stacked as tables, with the bins
+        found once for both the lookup and the learning: every learnt row is counted per block with
+        one bincount, and only the decay and the addition of a block's (integer) counts run per block.
+        """
         histograms = len(TAIL_FEATURES)
-        before_block = []
+        calibrator = self.tail
+        bins, width = calibrator.counts.shape[1], calibrator.width
+        blocks = len(bounds) - 1
+        sizes = np.diff(bounds)
+        block_of_row = np.repeat(np.arange(blocks), sizes)
+        scaled = tail_u / width
+        at = scaled.astype(np.int64)  # the bin, then its place in the stack of tables
+        np.clip(at, 0, bins - 1, out=at)
+        inside = np.subtract(scaled, at, out=scaled)
+        np.clip(inside, 0.0, 1.0, out=inside)
+        at += np.arange(histograms) * bins
+        at += (block_of_row * (histograms * bins))[:, None]
+        learnt_at = at if learnt.all() else at[learnt]
+        added = np.bincount(learnt_at.reshape(-1), minlength=blocks * histograms * bins)
+        added = added.reshape(blocks, histograms, bins)
+        learnt_per_block = np.add.reduceat(learnt, bounds[:-1], dtype=np.int64)  # process() never passes 0 rows
+        counts = np.empty((blocks, histograms, bins))  # the calibrations before each block
         seen = self.seen
-        for lo, hi in itertools.pairwise(bounds):
-            before_block.append(self.tail.counts.copy())
-            self._pending_tail.append(tail_u[lo:hi][learnt[lo:hi]])
-            seen += hi - lo
+        for k in range(blocks):
+            counts[k] = calibrator.counts
+            seen += int(sizes[k])
             if seen % self.config.block == 0:
-                self.tail.learn(np.concatenate(self._pending_tail))
-                self._pending_tail = []
-        block_of_row = np.repeat(np.arange(len(before_block)), np.diff(bounds))
-        table = block_of_row[:, None] * histograms + np.arange(histograms)[None, :]
-        counts = np.concatenate(before_block)  # (blocks * histograms, bins)
-        return histogram_surprise(counts, self.tail.width, tail_u, table)
+                learnt_count = int(learnt_per_block[k])
+                block_counts = added[k]
+                if self._pending_tail:  # the rows of this block taken in earlier batches
+                    earlier = np.concatenate(self._pending_tail)
+                    learnt_count += len(earlier)
+                    earlier_at = calibrator._bin(earlier) + np.arange(histograms) * bins
+                    block_counts = block_counts + np.bincount(earlier_at.reshape(-1), minlength=histograms * bins
+                                                              ).reshape(histograms, bins)  # fmt: skip
+                    self._pending_tail = []
+                calibrator.counts *= calibrator.decay_per_trade**learnt_count
+                calibrator.counts += block_counts
+            else:
+                lo, hi = bounds[k], bounds[k + 1]
+                self._pending_tail.append(tail_u[lo:hi][learnt[lo:hi]])
+        tables = counts.reshape(blocks * histograms, bins)
+        above = np.empty_like(tables)  # the weight of the strictly higher bins
+        above[:, -1] = 0.0
+        np.cumsum(tables[:, :0:-1], axis=1, out=above[:, -2::-1])
+        total = tables.sum(axis=1)
+        floor = 0.5
+        tail = np.take(tables, at)
+        tail *= np.subtract(1.0, inside, out=inside)
+        above_at = np.take(above, at)
+        tail += above_at
+        tail += floor
+        row_total = (total + 1.0).reshape(blocks, histograms)[block_of_row]
+        tail /= row_total
+        surprise = np.log10(tail, out=tail)
+        np.negative(surprise, out=surprise)
+        # past the highest bin in use (rare): one more decade per unit of u; such a u is in that bin or
+        # above it, where no weight lies higher, so only the values with none above their bin are checked
+        maybe = np.flatnonzero(above_at == 0.0)
+        if len(maybe):
+            top = (bins - np.argmax(tables[:, ::-1] != 0, axis=1)) * width  # the upper edge of the highest bin in use
+            flat_u = tail_u.reshape(-1)
+            maybe_table = np.take(at, maybe) // bins
+            beyond_in_maybe = np.take(flat_u, maybe) > np.take(top, maybe_table)
+            beyond = maybe[beyond_in_maybe]
+            if len(beyond):
+                beyond_top = np.take(top, maybe_table[beyond_in_maybe])
+                beyond_total = np.take(row_total, beyond)
+                surprise.reshape(-1)[beyond] = np.log10(beyond_total / floor) + (np.take(flat_u, beyond) - beyond_top)
+        np.maximum(surprise, 0.0, out=surprise)
+        if (total <= 0).any():  # nothing learnt yet: no evidence either way
+            surprise[(total <= 0).reshape(blocks, histograms)[block_of_row]] = 0.0
+        return surprise
 
     def _tail_inputs(self, values: np.ndarray) -> np.ndarray:
         """Each tail feature's extremeness on a log scale: log1p(|z|), log1p(max(z, 0)), log1p(20 * share)."""
