@@ -318,3 +318,30 @@ def test_every_symbol_that_trades_reaches_the_live_feed(settings: Settings, redi
     snapshot = {k.decode(): json.loads(v) for k, v in redis_client.hgetall(snapshot_key(Keys())).items()}
     assert set(last) == {f"S{i:02d}" for i in range(60)} == set(snapshot)
     assert all(last[s]["price"] == snapshot[s]["price"] for s in snapshot)
+
+
+def test_a_batch_firing_many_alerts_writes_exactly_what_the_stage_fired(settings: Settings,
+                                                                          redis_client: redis.Redis) -> None:  # fmt: skip
+    """Many alerts of one batch go out in one command; the stream holds the stage's alerts, fields and order."""
+    from analytics.alert_stage import SlumpAlertStage
+    from analytics.alerts import SlumpAlerts
+    from analytics.rule_store import RuleStore
+    from analytics.rules import Rule
+
+    symbols = [f"S{i}" for i in range(30)]
+    rules = [Rule(id="any-2", symbol="*", drop_pct=2, window_s=60),
+             Rule(id="s1-1", symbol="S1", drop_pct=1, window_s=30)]
+    store = RuleStore(redis_client, Keys())
+    for rule in rules:
+        store.add(rule)
+    n = len(symbols) * 4
+    prices = np.tile([100.0, 101.0, 97.0, 102.0], len(symbols)) * np.repeat(np.linspace(1, 2, len(symbols)), 4)
+    ticks = TickBatch.from_columns(np.repeat(symbols, 4), prices, np.ones(n), START_MS + np.arange(n))
+    Producer(redis_client, settings).publish(ticks)
+    AnalyticsWorker(redis_client, settings, None, WorkerConfig(stages=(SlumpAlertStage,))).run(max_idle_reads=3)
+    expected = [a.to_fields() for a in SlumpAlerts(store.list()).process(ticks)]
+    written = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in redis_client.xrange(Keys().alerts)]
+    assert len(expected) >= 30
+    assert [{k: v for k, v in e.items() if k != "tick_id"} for e in written] == \
+        [{k: v for k, v in e.items() if k != "tick_id"} for e in expected]  # fmt: skip
+    assert all(e["tick_id"].endswith(f"#{int(e['ts']) - START_MS}") for e in written)
