@@ -320,8 +320,9 @@ def test_every_symbol_that_trades_reaches_the_live_feed(settings: Settings, redi
     assert all(last[s]["price"] == snapshot[s]["price"] for s in snapshot)
 
 
-def test_a_batch_firing_many_alerts_writes_exactly_what_the_stage_fired(settings: Settings,
-                                                                          redis_client: redis.Redis) -> None:  # fmt: skip
+def test_a_batch_firing_many_alerts_writes_exactly_what_the_stage_fired(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
     """Many alerts of one batch go out in one command; the stream holds the stage's alerts, fields and order."""
     from analytics.alert_stage import SlumpAlertStage
     from analytics.alerts import SlumpAlerts
