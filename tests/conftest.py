@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+import typer
+from click.testing import Result
+from typer.testing import CliRunner
 
 from ingest.redis_server import EmbeddedRedis
 from ingest.settings import Settings
@@ -37,6 +40,26 @@ def settings(redis_client: redis.Redis, redis_server: EmbeddedRedis, tmp_path: P
     """Settings that point at the test server, with small batches and a private data dir."""
     return Settings(redis_url=redis_server.url, data_dir=tmp_path / "data", consumer="test-consumer",
                     block_ms=50)  # fmt: skip
+
+
+@pytest.fixture
+def run_cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+    """Invoke commands of a package's `register` (on a typer app, as under the front door) against the
+    test Redis and data dir: `run_cli(register, "ingest", "file.csv", stdin=b"...")`."""
+    monkeypatch.setenv("TICKERDASH_REDIS_URL", str(settings.redis_url))
+    monkeypatch.setenv("TICKERDASH_DATA_DIR", str(settings.data_dir))
+
+    def invoke(register: Callable[[typer.Typer], None], *args: str, stdin: bytes | str | None = None) -> Result:
+        app = typer.Typer()
+        register(app)
+
+        @app.callback()
+        def _group() -> None:
+            """Keep every command a sub-command, as under the `tickerdash` front door."""
+
+        return CliRunner().invoke(app, list(args), input=stdin)
+
+    return invoke
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-import typer
 from click.testing import Result
-from typer.testing import CliRunner
 
 from analytics.alert_stage import SlumpAlertStage
 from analytics.alerts import SlumpAlerts
@@ -31,21 +29,9 @@ LOBSTER = ("lobster", "lobster_trades_2012-06-21.csv")
 
 
 @pytest.fixture
-def alerts_cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
-    """Invoke `alerts ...` of a typer app (as under the front door) against the test Redis."""
-    monkeypatch.setenv("TICKERDASH_REDIS_URL", str(settings.redis_url))
-    monkeypatch.setenv("TICKERDASH_DATA_DIR", str(settings.data_dir))
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def _group() -> None:
-        """Keep `alerts` a sub-command group."""
-
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(app, ["alerts", *args])
-
-    return invoke
+def alerts_cli(run_cli: Callable[..., Result]) -> Callable[..., Result]:
+    """Invoke `alerts ...` (as under the front door) against the test Redis."""
+    return lambda *args: run_cli(register, "alerts", *args)
 
 
 def slump(symbol: str = "AAPL", start_ms: int = 1_700_000_000_000) -> TickBatch:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from real_trades import read_binance, read_lobster
 
 from analytics.bars import BarConfig, Bars, BarTable
 from ingest.ticks import TickBatch
@@ -27,20 +28,6 @@ def pieces(whole: TickBatch, cuts: list[int]) -> list[TickBatch]:
     """The batch cut into consecutive pieces at these row positions."""
     bounds = [0, *cuts, len(whole)]
     return [whole.take(np.arange(a, b)) for a, b in itertools.pairwise(bounds)]
-
-
-def read_lobster(shared_data: Path) -> pd.DataFrame:
-    """All LOBSTER trades in file order, ts in epoch ms."""
-    raw = pd.read_csv(shared_data / "lobster" / "lobster_trades_2012-06-21.csv")
-    return pd.DataFrame({"symbol": raw["symbol"], "price": raw["price"], "size": raw["size"].astype(float),
-                         "ts": raw["ts_ns"] // 1_000_000})  # fmt: skip
-
-
-def read_binance(shared_data: Path) -> pd.DataFrame:
-    """The Binance BTCUSDT trades in file order, ts in epoch ms, size = amount."""
-    raw = pd.read_csv(shared_data / "binance" / "binance-futures_BTCUSDT_trades_2020-02-22.csv")
-    return pd.DataFrame({"symbol": raw["symbol"], "price": raw["price"].astype(float), "size": raw["amount"],
-                         "ts": raw["timestamp"] // 1000})  # fmt: skip
 
 
 def concat_tables(tables: list[BarTable]) -> pd.DataFrame:

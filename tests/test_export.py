@@ -12,10 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import redis
-import typer
 from click.testing import Result
 from history_data import FLUSH_MS, START_MS, SYMBOLS, analyse, archive_once, archived, redis_bars, trades
-from typer.testing import CliRunner
 
 import analytics.export as export_module
 from analytics.export import ExportError, ExportRequest, NoDataError, export_bars, export_bytes
@@ -48,17 +46,9 @@ def said(result: Result) -> str:
 
 
 @pytest.fixture
-def run_export(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
-    """Invoke `export` of a typer app against the test Redis and data dir."""
-    monkeypatch.setenv("TICKERDASH_REDIS_URL", str(settings.redis_url))
-    monkeypatch.setenv("TICKERDASH_DATA_DIR", str(settings.data_dir))
-    app = typer.Typer()
-    register(app)
-
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(app, ["export", *args])
-
-    return invoke
+def run_export(run_cli: Callable[..., Result]) -> Callable[..., Result]:
+    """Invoke `export` against the test Redis and data dir."""
+    return lambda *args: run_cli(register, "export", *args)
 
 
 def resample(bars: pd.DataFrame, rule: str) -> pd.DataFrame:

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from real_trades import read_binance, read_lobster
 
 from analytics.indicators import IndicatorConfig, Indicators, WindowHistory, window_name
 from analytics.segments import pack_state, unpack_state
@@ -279,20 +280,6 @@ def assert_matches_pandas(frame: pd.DataFrame) -> None:
     for name in compared:
         np.testing.assert_array_equal(np.isnan(got.columns[name]), np.isnan(want[name]), err_msg=name)
         np.testing.assert_allclose(got.columns[name], want[name], rtol=1e-9, err_msg=name)
-
-
-def read_lobster(shared_data: Path) -> pd.DataFrame:
-    """All LOBSTER trades in file order, ts in epoch ms."""
-    raw = pd.read_csv(shared_data / "lobster" / "lobster_trades_2012-06-21.csv")
-    return pd.DataFrame({"symbol": raw["symbol"], "price": raw["price"], "size": raw["size"].astype(float),
-                         "ts": raw["ts_ns"] // 1_000_000})  # fmt: skip
-
-
-def read_binance(shared_data: Path) -> pd.DataFrame:
-    """The Binance BTCUSDT trades in file order, ts in epoch ms, size = amount."""
-    raw = pd.read_csv(shared_data / "binance" / "binance-futures_BTCUSDT_trades_2020-02-22.csv")
-    return pd.DataFrame({"symbol": raw["symbol"], "price": raw["price"].astype(float), "size": raw["amount"],
-                         "ts": raw["timestamp"] // 1000})  # fmt: skip
 
 
 @pytest.mark.realdata

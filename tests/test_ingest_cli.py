@@ -7,36 +7,21 @@ from pathlib import Path
 
 import pytest
 import redis
-import typer
 from click.testing import Result
-from typer.testing import CliRunner
 
 from ingest.cli import register
 from ingest.codecs import decode_entries
 from ingest.keys import Keys
 from ingest.runner import raw_client
-from ingest.settings import Settings
 from ingest.ticks import TickBatch
 
 KEYS = Keys()
 
 
 @pytest.fixture
-def run_ingest(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
-    """Invoke the ingest command of a typer app against the test Redis; returns the CliRunner result."""
-    monkeypatch.setenv("TICKERDASH_REDIS_URL", str(settings.redis_url))
-    monkeypatch.setenv("TICKERDASH_DATA_DIR", str(settings.data_dir))
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def _group() -> None:
-        """Keep `ingest` a sub-command, as under the `tickerdash` front door."""
-
-    def invoke(*args: str, stdin: bytes | None = None) -> Result:
-        return CliRunner().invoke(app, ["ingest", *args], input=stdin)
-
-    return invoke
+def run_ingest(run_cli: Callable[..., Result]) -> Callable[..., Result]:
+    """Invoke the ingest command against the test Redis; returns the CliRunner result."""
+    return lambda *args, stdin=None: run_cli(register, "ingest", *args, stdin=stdin)
 
 
 def published(client: redis.Redis) -> TickBatch:

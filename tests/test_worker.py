@@ -272,7 +272,8 @@ def test_replayed_lobster_bars_on_redis_equal_pandas(settings: Settings, redis_c
     """All 58,087 NASDAQ trades through importer, producer, stream and worker: every closed 1s and 1m bar
     in Redis equals a pandas groupby of the raw file to 1e-9 relative, and none is missing."""
     import pandas as pd
-    from test_bars import pandas_bars, read_lobster
+    from real_trades import read_lobster
+    from test_bars import pandas_bars
 
     from ingest.importers import ColumnMapping, TradeReader
 
