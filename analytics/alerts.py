@@ -53,6 +53,7 @@ from analytics.segments import (
     segmented_cummax,
     unpack_state,
 )
+from ingest.codecs import as_text
 from ingest.ticks import TickBatch
 
 NO_TIME = -1  # a symbol's clock before its first trade (every real ts is >= 0)
@@ -93,7 +94,7 @@ class Alert:
     @classmethod
     def from_fields(cls, fields: Mapping[bytes, bytes] | Mapping[str, str]) -> Alert:
         """An alert read back from a stream entry (bytes or text fields)."""
-        text = {_text(k): _text(v) for k, v in fields.items()}
+        text = {as_text(k): as_text(v) for k, v in fields.items()}
         return cls(
             rule_id=text["rule_id"],
             symbol=text["symbol"],
@@ -114,9 +115,6 @@ class Alert:
             "message": self.message, "tick_id": self.tick_id,
         }  # fmt: skip
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def alert_message(rule: Rule, symbol: str, price: float, reference: float, drop_pct: float) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import redis
 
 from analytics.rules import Rule, RuleError, now_ms
+from ingest.codecs import as_text
 from ingest.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -29,15 +30,12 @@ class RuleSnapshot:
     invalid: dict[str, str]
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
 
 def parse_rules(raw: dict[bytes, bytes] | dict[str, str]) -> tuple[tuple[Rule, ...], dict[str, str]]:
     """Rules from the hash's fields (sorted by id), and the reason for each entry that is not a valid rule."""
     rules, invalid = [], {}
     for key, value in raw.items():
-        rule_id = _text(key)
+        rule_id = as_text(key)
         try:
             rule = Rule.from_json(value)
         except RuleError as exc:

@@ -30,6 +30,7 @@ import redis
 from analytics.alerts import Alert
 from analytics.rule_store import RuleStore
 from analytics.rules import Rule, now_ms
+from ingest.codecs import as_text
 from ingest.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,6 @@ class DeliveryStats:
     failed: int = 0
     skipped: int = 0  # alerts whose rule has no webhook (or no longer exists)
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(order=True, slots=True)
@@ -157,11 +155,11 @@ class WebhookDelivery:
                                        block=None if start != ">" or wait_ms == 0 else wait_ms)  # fmt: skip
         entries = [e for _, batch in (reply or []) for e in batch]
         if start != ">":
-            self._pending_from = _text(entries[-1][0]) if entries else None
+            self._pending_from = as_text(entries[-1][0]) if entries else None
         scheduled = {d.delivery.entry_id for d in self._due} | {d.entry_id for _, d in self._inflight}
         to_ack = []
         for raw_id, fields in entries:
-            entry_id = _text(raw_id)
+            entry_id = as_text(raw_id)
             if entry_id in scheduled:
                 continue
             if not fields:  # trimmed from the stream while pending: nothing left to deliver
@@ -264,5 +262,5 @@ def recent_failures(client: redis.Redis, keys: Keys | None = None, count: int = 
     """The latest recorded delivery failures, newest first, as text fields plus `id`."""
     keys = keys or Keys()
     entries: Any = client.xrevrange(keys.internal("webhook_failures"), count=count)
-    return [{"id": _text(entry_id), **{_text(k): _text(v) for k, v in fields.items()}}
+    return [{"id": as_text(entry_id), **{as_text(k): as_text(v) for k, v in fields.items()}}
             for entry_id, fields in entries]  # fmt: skip

@@ -44,6 +44,7 @@ from websockets.http11 import Request, Response
 
 from analytics.live import decode_updates, live_key, snapshot_key
 from dashboard.auth import presented_token, token_accepted
+from ingest.codecs import as_text
 from ingest.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,6 @@ class GatewayConfig:
     analytics_group: str = "analytics"
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
 
 def _stream_id_ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
@@ -88,7 +86,7 @@ def event_from_fields(entry_id: str, fields: dict[Any, Any], numbers: dict[str, 
     """An alert or anomaly entry as plain data: its stream ID plus its fields, numbers parsed."""
     event: dict[str, Any] = {"id": entry_id}
     for raw_key, raw_value in fields.items():
-        key, value = _text(raw_key), _text(raw_value)
+        key, value = as_text(raw_key), as_text(raw_value)
         kind = numbers.get(key)
         if kind is not None:
             try:
@@ -312,8 +310,8 @@ class Gateway:
                                                 max="+", count=MAX_BARS_REPLY)  # fmt: skip
         bars = []
         for entry_id, fields in entries:
-            f = {_text(k): _text(v) for k, v in fields.items()}
-            bars.append([_stream_id_ms(_text(entry_id)), *(float(f[k]) for k in ("open", "high", "low", "close",
+            f = {as_text(k): as_text(v) for k, v in fields.items()}
+            bars.append([_stream_id_ms(as_text(entry_id)), *(float(f[k]) for k in ("open", "high", "low", "close",
                          "volume", "vwap")), int(f.get("trades", 0))])  # fmt: skip
         open_bar = self.symbols.get(symbol, {}).get("bars", {}).get(interval)
         return {"type": "bars", "symbol": symbol, "interval": interval, "bars": bars, "open": open_bar}
@@ -333,15 +331,15 @@ class Gateway:
         # The live cursor is taken before the snapshot: updates in between are read twice, which is
         # harmless (an older update never replaces a newer state), whereas the other order loses them.
         last_live: Any = await self._redis.xrevrange(live, count=1)
-        self._cursor[live] = _text(last_live[0][0]) if last_live else "0-0"
+        self._cursor[live] = as_text(last_live[0][0]) if last_live else "0-0"
         snapshot: Any = await self._redis.hgetall(snapshot_key(self.keys))
         for raw in snapshot.values():
-            for update in decode_updates(f"[{_text(raw)}]"):
+            for update in decode_updates(f"[{as_text(raw)}]"):
                 self.symbols[update.symbol] = update.to_dict()
         for stream, recent, numbers in ((self.keys.alerts, self.recent_alerts, ALERT_NUMBERS),
                                         (self.keys.anomalies, self.recent_anomalies, ANOMALY_NUMBERS)):  # fmt: skip
             entries: Any = await self._redis.xrevrange(stream, count=self.config.recent_events)
-            recent.extend(event_from_fields(_text(i), f, numbers) for i, f in reversed(entries))
+            recent.extend(event_from_fields(as_text(i), f, numbers) for i, f in reversed(entries))
             self._cursor[stream] = recent[-1]["id"] if recent else "0-0"
 
     def _apply_updates(self, entry_id: str, fields: dict[Any, Any]) -> None:
@@ -395,9 +393,9 @@ class Gateway:
                 backoff = min(backoff * 2, 5.0)
                 continue
             for raw_stream, entries in reply or []:
-                stream = _text(raw_stream)
+                stream = as_text(raw_stream)
                 for raw_id, fields in entries:
-                    entry_id = _text(raw_id)
+                    entry_id = as_text(raw_id)
                     self._cursor[stream] = entry_id
                     if stream == live:
                         self._apply_updates(entry_id, fields)
@@ -448,7 +446,7 @@ class Gateway:
             except redis.ResponseError:  # the stream does not exist yet
                 continue
             for group in groups:
-                if _text(group["name"]) == self.config.analytics_group:
+                if as_text(group["name"]) == self.config.analytics_group:
                     lag += int(group.get("lag") or 0)
                     pending += int(group["pending"])
                     consumers += int(group["consumers"])

@@ -13,14 +13,12 @@ import redis
 
 from analytics.live import SymbolUpdate, snapshot_key
 from dashboard.figures import BarHistory, Marker
+from ingest.codecs import as_text
 from ingest.keys import Keys
 
 BACKFILL_BARS = 600
 EVENTS_SCANNED = 2_000
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def read_bars(client: redis.Redis, keys: Keys, symbol: str, interval: str, limit: int = BACKFILL_BARS) -> BarHistory:
@@ -28,8 +26,8 @@ def read_bars(client: redis.Redis, keys: Keys, symbol: str, interval: str, limit
     entries: Any = client.xrevrange(keys.bars(interval, symbol), count=limit) or []
     history = BarHistory()
     for entry_id, raw in reversed(entries):
-        fields = {_text(k): _text(v) for k, v in raw.items()}
-        history.start.append(int(_text(entry_id).split("-", 1)[0]))
+        fields = {as_text(k): as_text(v) for k, v in raw.items()}
+        history.start.append(int(as_text(entry_id).split("-", 1)[0]))
         for column in ("open", "high", "low", "close", "volume", "vwap"):
             getattr(history, column).append(float(fields[column]))
     return history
@@ -38,7 +36,7 @@ def read_bars(client: redis.Redis, keys: Keys, symbol: str, interval: str, limit
 def read_snapshot(client: redis.Redis, keys: Keys) -> dict[str, SymbolUpdate]:
     """Every symbol's latest update, by symbol."""
     raw: Any = client.hgetall(snapshot_key(keys)) or {}
-    return {_text(symbol): SymbolUpdate.from_dict(json.loads(value)) for symbol, value in raw.items()}
+    return {as_text(symbol): SymbolUpdate.from_dict(json.loads(value)) for symbol, value in raw.items()}
 
 
 def read_open_bar(client: redis.Redis, keys: Keys, symbol: str, interval: str) -> list[float] | None:
@@ -53,9 +51,9 @@ def _recent_for_symbol(client: redis.Redis, stream: str, symbol: str) -> list[tu
     entries: Any = client.xrevrange(stream, count=EVENTS_SCANNED) or []
     out = []
     for entry_id, raw in reversed(entries):
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = {as_text(k): as_text(v) for k, v in raw.items()}
         if fields.get("symbol") == symbol:
-            out.append((_text(entry_id), fields))
+            out.append((as_text(entry_id), fields))
     return out
 
 

@@ -46,6 +46,11 @@ class Decoded:
     rejected: list[Rejected]
 
 
+def as_text(value: bytes | str) -> str:
+    """A Redis reply value as str (replies are bytes unless the client decodes them)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 # --- encoding -----------------------------------------------------------------------------------
 
 

@@ -12,30 +12,28 @@ from rich.console import Console
 from rich.table import Table
 
 from ingest.clikit import load_settings
+from ingest.codecs import as_text
 from ingest.keys import Keys
 from ingest.redis_server import redis_connection
 
 DEADLETTER_SAMPLE = 1_000
 
 
-def _text(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
-
 
 def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     """A plain-data picture of the pipeline's streams, groups and dead letters."""
     streams = []
-    for name in sorted(_text(k) for k in client.scan_iter(match=f"{keys.prefix}:*", _type="stream", count=1000)):
+    for name in sorted(as_text(k) for k in client.scan_iter(match=f"{keys.prefix}:*", _type="stream", count=1000)):
         info = client.xinfo_stream(name)
         groups = []
         for group in client.xinfo_groups(name):
-            g = {_text(k): _text(v) for k, v in group.items()}
+            g = {as_text(k): as_text(v) for k, v in group.items()}
             groups.append({"name": g["name"], "consumers": g["consumers"], "pending": g["pending"],
                            "lag": g.get("lag"), "last_delivered": g.get("last-delivered-id")})  # fmt: skip
         streams.append({"stream": name, "length": info["length"],
-                        "last_entry": _text(info["last-generated-id"]), "groups": groups})  # fmt: skip
+                        "last_entry": as_text(info["last-generated-id"]), "groups": groups})  # fmt: skip
     recent = client.xrevrange(keys.deadletter, count=DEADLETTER_SAMPLE) or []
-    reasons = Counter(_text((fields or {}).get(b"reason", b"?")).split(":", 1)[0] for _, fields in recent)
+    reasons = Counter(as_text((fields or {}).get(b"reason", b"?")).split(":", 1)[0] for _, fields in recent)
     return {
         "streams": streams,
         "deadletter": {"count": client.xlen(keys.deadletter), "recent_reasons": dict(reasons.most_common())},
