@@ -3,12 +3,13 @@
 import typer
 
 from analytics.cli import analytics
-from ingest.clikit import setup_logging
+from ingest.clikit import freeze_import_objects, setup_logging
 
 
 def main() -> None:
     """Run one analytics worker."""
     setup_logging()
+    freeze_import_objects()
     typer.run(analytics)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 
 import typer
@@ -91,10 +90,6 @@ def analytics(
     except ValueError as exc:
         fail(str(exc))
     stop = StopFlag().install()
-    # Imports (numpy, pandas, scikit-learn, ...) leave ~10^6 long-lived objects; a full collection walks
-    # them all (~0.1 s, a latency spike every second or two at 100k ticks/s). Freeze them out of the GC.
-    gc.collect()
-    gc.freeze()
     with redis_connection(settings) as client:
         log.info("analytics worker %s starting on partitions %s", settings.consumer, owned)
         delivery = WebhookDelivery(client, Keys(settings.prefix, settings.partitions), consumer=settings.consumer)

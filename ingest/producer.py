@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import redis
 
-from ingest.codecs import encode_batch, encode_ticks
+from ingest.codecs import encode_batch, encode_ticks, iter_chunks
 from ingest.keys import Keys
 from ingest.settings import Settings
 from ingest.ticks import TickBatch
@@ -68,9 +68,7 @@ class Producer:
                     if len(pipe) >= PIPELINE_DEPTH:
                         pipe.execute()
             else:
-                rows = self.settings.batch_rows
-                for start in range(0, len(part), rows):
-                    chunk = part.slice(start, start + rows)
+                for chunk in iter_chunks(part, self.settings.batch_rows):
                     pipe.xadd(stream, encode_batch(chunk), **trim)  # type: ignore[arg-type]
                     entries += 1
                     if len(pipe) >= PIPELINE_DEPTH // 10:

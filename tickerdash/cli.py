@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-
 import typer
 
 import analytics.cli
@@ -12,7 +10,7 @@ import analytics.export_cli
 import dashboard.cli
 import ingest.cli
 import simulator.cli
-from ingest.clikit import setup_logging, sigterm_stops_like_ctrl_c
+from ingest.clikit import freeze_import_objects, setup_logging, sigterm_stops_like_ctrl_c
 from tickerdash.up import up
 
 app = typer.Typer(
@@ -37,10 +35,7 @@ for package_cli in (ingest.cli, simulator.cli, analytics.cli, analytics.export_c
 def main() -> None:
     """Entry point of the console script."""
     sigterm_stops_like_ctrl_c()
-    # Everything is imported by now: keep those long-lived objects out of every later full GC pass,
-    # which otherwise stalls long-running services for ~0.1 s every second or two.
-    gc.collect()
-    gc.freeze()
+    freeze_import_objects()  # everything is imported by now
     app()
 
 
