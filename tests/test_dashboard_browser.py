@@ -204,6 +204,12 @@ def bar_close(client: redis.Redis, symbol: str, ts: int) -> float:
     return float(entries[0][1][b"close"])
 
 
+def history_end(client: redis.Redis, symbol: str) -> int:
+    """Just after the newest seeded 1s bar: a busy machine may start the page seconds after seeding."""
+    newest = client.xrevrange(KEYS.bars("1s", symbol), count=1)[0][0]
+    return int(newest.split(b"-")[0]) + 1000
+
+
 def last_closes(client: redis.Redis, symbols: tuple[str, ...]) -> dict[str, float]:
     """Each symbol's last closed 1s bar close (so live prices carry on from the history)."""
     return {s: float(client.xrevrange(KEYS.bars("1s", s), count=1)[0][1][b"close"]) for s in symbols}
@@ -218,7 +224,7 @@ def markers_drawn(page: Page, role: str) -> int:
 def test_the_watchlist_alerts_and_anomalies_fill_from_the_feed(page: Page, redis_client: redis.Redis) -> None:
     """Alerts and anomalies appear in their panels, flag the symbol and mark its chart; a watchlist row switches it."""
     page.wait_for_chart("AAPL")
-    now = int(time.time() * 1000)
+    now = history_end(redis_client, "NVDA")
     with LiveFeed(redis_client, last_closes(redis_client, ("AAPL", "MSFT", "NVDA"))):
         alert_ts = now - 4000
         alert_price = bar_close(redis_client, "NVDA", alert_ts)
