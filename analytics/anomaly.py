@@ -64,6 +64,9 @@ TWO_SIDED = {"price_z", "jump_z", "momentum_z"}
 TAIL_WEIGHTS = np.array([1.0, 1.0, 0.8, 1.4, 0.5, 1.0])
 TAIL_SECOND_WEIGHT = 1.0  # corroboration: the second most surprising feature counts this much
 SHARE_SCALE = 20.0  # shares are multiplied by this before the log1p, so their bins are not all at 0
+TAIL_COLUMNS = [F[name] for name in TAIL_FEATURES]
+TAIL_TWO_SIDED = [k for k, name in enumerate(TAIL_FEATURES) if name in TWO_SIDED]
+TAIL_SHARE = TAIL_FEATURES.index("aggressor_share")
 NEVER_MS = -(2**62)  # an event time before any trade: the first refit is never held back
 
 
@@ -327,8 +330,17 @@ class ForestArrays:
 
 
 def forest_inputs(values: np.ndarray) -> np.ndarray:
-    """The feature vector as the forest sees it: sign * log1p|x|, so heavy tails do not eat every split."""
-    return np.sign(values) * np.log1p(np.abs(values))
+    """The feature vector as the forest sees it: sign * log(1 + |x|), so heavy tails do not eat every split.
+
+    In float32, which is what sklearn's trees compare anyway, and with `log(1 + x)` rather than
+    `log1p`: numpy vectorises float32 `log` and not `log1p` (5x faster here), and the two differ only far
+    below any split's resolution. Fitting and scoring both go through here, so they see the same values.
+    """
+    x = np.asarray(values, dtype=np.float32)
+    out = np.abs(x)
+    out += np.float32(1.0)
+    np.log(out, out=out)
+    return np.copysign(out, x, out=out)
 
 
 def fit_forest(train: np.ndarray, config: ScorerConfig, seed: int) -> ForestArrays:
@@ -537,16 +549,16 @@ class AnomalyScorer:
         return surprise
 
     def _tail_inputs(self, values: np.ndarray) -> np.ndarray:
-        """Each tail feature's extremeness on a log scale: log1p(|z|), log1p(max(z, 0)), log1p(20 * share)."""
-        columns = []
-        for name in TAIL_FEATURES:
-            x = values[:, F[name]]
-            if name in TWO_SIDED:
-                x = np.abs(x)
-            elif name == "aggressor_share":
-                x = SHARE_SCALE * x
-            columns.append(np.log1p(np.maximum(x, 0.0)))
-        return np.stack(columns, axis=1)
+        """Each tail feature's extremeness on a log scale: log(1 + |z|), log(1 + max(z, 0)), log(1 + 20 * share).
+
+        `log(1 + x)`, not `log1p`: numpy vectorises `log` only, and a histogram bin (0.013 wide) cannot tell them apart.
+        """
+        x = values[:, TAIL_COLUMNS]
+        x[:, TAIL_TWO_SIDED] = np.abs(x[:, TAIL_TWO_SIDED])
+        x[:, TAIL_SHARE] *= SHARE_SCALE
+        np.maximum(x, 0.0, out=x)
+        x += 1.0
+        return np.log(x, out=x)
 
     def _rules(self, values: np.ndarray, self_trade: np.ndarray,
                warming: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
@@ -679,26 +691,39 @@ class AnomalyScorer:
         return scorer
 
 
-def reasons_of(scores: Scores, frame: FeatureFrame, row: int) -> str:
-    """Why one row scored as it did: the rules it broke, then its most surprising features."""
+def reasons(scores: Scores, frame: FeatureFrame, rows: np.ndarray) -> list[str]:
+    """Why each of `rows` scored as it did: the rules it broke, then its most surprising features.
+
+    Columns are pulled out for all rows at once, so a flagged trade costs a few string formats.
+    """
+    rows = np.asarray(rows, np.int64)
+    values = frame.values[rows]
+    price_z = values[:, F["price_z"]].tolist()
+    round_trips = values[:, F["round_trips"]].tolist()
+    hits = scores.rule_hits[rows].tolist()
+    tail = scores.tail_parts[rows]
+    top_two = np.argsort(-tail, axis=1)[:, :2].tolist()
+    tail_rows, value_rows = tail.tolist(), values.tolist()
+    forest = scores.parts[rows, 2].tolist()
     out = []
-    values = frame.values[row]
-    hits = scores.rule_hits[row]
-    if hits[0]:
-        out.append(f"off-market print {values[F['price_z']]:+.1f} sigma from VWAP")
-    if hits[1]:
-        out.append(f"wash: {int(values[F['round_trips']])} opposite legs, same pair and size")
-    if hits[2]:
-        out.append("self-trade: buyer is seller")
-    tail = scores.tail_parts[row]
-    for k in np.argsort(-tail)[:2].tolist():
-        if tail[k] >= 2.0:
-            name = TAIL_FEATURES[k]
-            out.append(f"{name} {values[F[name]]:+.2f} (1 in {10 ** min(tail[k], 9.0):,.0f})")
-    forest = scores.parts[row, 2]
-    if forest >= 2.0:
-        out.append(f"isolation forest (1 in {10 ** min(forest, 9.0):,.0f})")
-    return "; ".join(out) or "fused evidence"
+    for k in range(len(rows)):
+        parts = []
+        offmarket, wash, self_trade = hits[k]
+        if offmarket:
+            parts.append(f"off-market print {price_z[k]:+.1f} sigma from VWAP")
+        if wash:
+            parts.append(f"wash: {int(round_trips[k])} opposite legs, same pair and size")
+        if self_trade:
+            parts.append("self-trade: buyer is seller")
+        for j in top_two[k]:
+            surprise = tail_rows[k][j]
+            if surprise >= 2.0:
+                name = TAIL_FEATURES[j]
+                parts.append(f"{name} {value_rows[k][F[name]]:+.2f} (1 in {10 ** min(surprise, 9.0):,.0f})")
+        if forest[k] >= 2.0:
+            parts.append(f"isolation forest (1 in {10 ** min(forest[k], 9.0):,.0f})")
+        out.append("; ".join(parts) or "fused evidence")
+    return out
 
 
 # --- features and scorer together, and the worker stage ------------------------------------------
@@ -735,18 +760,18 @@ class AnomalyDetector:
 
 def anomaly_fields(batch: TickBatch, frame: FeatureFrame, scores: Scores) -> list[dict[str, str]]:
     """One `tickerdash:anomalies` entry (DESIGN.md fields, strings) per flagged trade, in batch order."""
-    out = []
+    rows = np.flatnonzero(scores.flagged)
+    if not len(rows):
+        return []
     has_origin = len(batch.entry_ids) > 0 and batch.entry_of.shape[0] == len(batch)
-    score = scores.score
-    for row in np.flatnonzero(scores.flagged).tolist():
-        trade_id = batch.trade_id[row].as_py() if batch.trade_id is not None else None
-        out.append({
-            "symbol": batch.symbols[int(batch.symbol_idx[row])], "ts": str(int(batch.ts[row])),
-            "price": repr(float(batch.price[row])), "size": repr(float(batch.size[row])),
-            "trade_id": trade_id or "", "tick_id": batch.tick_id(row) if has_origin else "",
-            "score": f"{float(score[row]):.6f}", "reasons": reasons_of(scores, frame, row),
-        })  # fmt: skip
-    return out
+    trade_ids = batch.trade_id.take(rows).to_pylist() if batch.trade_id is not None else [None] * len(rows)
+    columns = zip(rows.tolist(), batch.symbol_idx[rows].tolist(), batch.ts[rows].tolist(),
+                  batch.price[rows].tolist(), batch.size[rows].tolist(), scores.score[rows].tolist(), trade_ids,
+                  reasons(scores, frame, rows), strict=True)  # fmt: skip
+    return [{"symbol": batch.symbols[code], "ts": str(ts), "price": repr(price), "size": repr(size),
+             "trade_id": trade_id or "", "tick_id": batch.tick_id(row) if has_origin else "",
+             "score": f"{score:.6f}", "reasons": why}
+            for row, code, ts, price, size, score, trade_id, why in columns]  # fmt: skip
 
 
 class AnomalyStage:
