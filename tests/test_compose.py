@@ -89,6 +89,13 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
     return {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()}
 
 
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM now (the SigCgt mask of /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as status:
+        caught = next(line for line in status if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_each_app_service_command_runs_against_a_test_redis(name: str, redis_server: EmbeddedRedis,
@@ -101,8 +108,13 @@ def test_each_app_service_command_runs_against_a_test_redis(name: str, redis_ser
     proc = subprocess.Popen(_local_command(svc, tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
     try:
-        time.sleep(5)
+        # a loaded machine can take seconds to import; a SIGTERM before the handler is set would kill it
+        deadline = time.monotonic() + 90
+        while proc.poll() is None and not catches_sigterm(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(3)  # then it must stay up, doing its work
         assert proc.poll() is None, f"{name} exited early: {proc.communicate()[1][-2000:]}"
+        assert catches_sigterm(proc.pid), f"{name} never installed a SIGTERM handler"
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
