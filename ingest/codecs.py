@@ -54,13 +54,13 @@ def as_text(value: bytes | str) -> str:
 # --- encoding -----------------------------------------------------------------------------------
 
 
-def encode_batch(batch: TickBatch) -> dict[str, bytes | int]:
-    """Fields of one batch entry holding every trade of `batch`."""
+def encode_batch(batch: TickBatch) -> dict[str, memoryview | int | bytes]:
+    """Fields of one batch entry holding every trade of `batch` (the payload as a view: no copy to bytes)."""
     record = batch.to_arrow()
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, record.schema) as writer:
         writer.write_batch(record)
-    return {"batch": sink.getvalue().to_pybytes(), "rows": len(batch), "format": BATCH_FORMAT}
+    return {"batch": memoryview(sink.getvalue()), "rows": len(batch), "format": BATCH_FORMAT}
 
 
 def encode_ticks(batch: TickBatch) -> Iterator[dict[str, str | float | int]]:
@@ -181,8 +181,8 @@ def _decode_batch_run(run: list[tuple[bytes, dict[bytes, bytes]]], rejected: lis
         return concat([_decode_batch_run([item], rejected) for item in run])
     counts = np.array([t.num_rows for t in tables], dtype=np.int64)
     entry_of = np.repeat(np.arange(len(tables), dtype=np.int32), counts)
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    row_in_entry = (np.arange(len(batch), dtype=np.int64) - starts).astype(np.int32)
+    row_in_entry = np.arange(len(batch), dtype=np.int32)
+    row_in_entry -= (np.cumsum(counts) - counts).astype(np.int32)[entry_of]
     batch = batch.with_origin(tuple(ids), entry_of, row_in_entry)
     keep, reasons = check_rows(batch)
     if not keep.all():

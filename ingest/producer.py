@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import redis
+from redis.connection import Encoder, PythonRespSerializer
 
 from ingest.codecs import encode_batch, encode_ticks, iter_chunks
 from ingest.keys import Keys
@@ -14,6 +15,20 @@ from ingest.settings import Settings
 from ingest.ticks import TickBatch
 
 PIPELINE_DEPTH = 1_000  # commands per round trip: big enough to hide latency, small enough for memory
+BUFFER_CUTOFF = 6_000  # redis-py's own: values longer than this go to the socket as they are
+
+
+def bulk_client(client: redis.Redis) -> redis.Redis:
+    """A client to the same server whose commands send large values without copying them.
+
+    hiredis packs each command into one new bytes object, so a 300 kB batch entry is copied once more
+    before the socket copies it; redis-py's Python packer hands memoryviews and long values to
+    `sendall` as they are. Replies are still parsed by hiredis.
+    """
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs["command_packer"] = PythonRespSerializer(BUFFER_CUTOFF, Encoder("utf-8", "strict", False).encode)
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +44,7 @@ class Producer:
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
+        self.bulk = bulk_client(client)
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
 
@@ -58,7 +74,7 @@ class Producer:
         """Write every trade of `batch`; entries per partition keep the batch's order."""
         trim = self._trim_args()
         entries = 0
-        pipe = self.client.pipeline(transaction=False)
+        pipe = (self.client if per_tick else self.bulk).pipeline(transaction=False)
         for partition, part in self.split_by_partition(batch):
             stream = self.keys.ticks(partition)
             if per_tick:

@@ -285,16 +285,18 @@ def concat(batches: Sequence[TickBatch]) -> TickBatch:
 def check_rows(batch: TickBatch, reason: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """Validate every row at once: returns a keep mask and, for each rejected row in order, its reason.
 
-    `reason` may carry reasons found earlier (while parsing); the first reason of a row wins.
+    `reason` may carry reasons found earlier (while parsing, an object array, "" where none); the first
+    reason of a row wins. Reasons are only materialised when a row fails: valid batches (the hot path)
+    cost a few vectorised comparisons.
     """
     n = len(batch)
-    reasons = np.full(n, "", dtype=object) if reason is None else reason
     rejected = np.zeros(n, bool) if reason is None else reason != ""
+    found: list[tuple[np.ndarray, str]] = []
 
     def flag(bad: np.ndarray, why: str) -> None:
         fresh = bad & ~rejected
         if fresh.any():
-            reasons[fresh] = why
+            found.append((fresh, why))
             rejected[fresh] = True
 
     for i, name in enumerate(batch.symbols):
@@ -302,8 +304,9 @@ def check_rows(batch: TickBatch, reason: np.ndarray | None = None) -> tuple[np.n
         if problem:
             flag(batch.symbol_idx == i, problem)
     if n:
-        flag(~(np.isfinite(batch.price) & (batch.price > 0)), "price: must be a finite number > 0")
-        flag(~(np.isfinite(batch.size) & (batch.size > 0)), "size: must be a finite number > 0")
+        # `0 < x < inf` is False for NaN and for both infinities: one test instead of isfinite and > 0
+        flag(~((batch.price > 0) & (batch.price < np.inf)), "price: must be a finite number > 0")
+        flag(~((batch.size > 0) & (batch.size < np.inf)), "size: must be a finite number > 0")
         flag((batch.ts < 0) | (batch.ts >= MAX_TS_MS), "ts: must be epoch milliseconds in [0, 2^42)")
         flag((batch.side < SIDE_SELL) | (batch.side > SIDE_BUY), "side: must be B or S")
         for name in OPTIONAL_TEXT_FIELDS:
@@ -311,6 +314,11 @@ def check_rows(batch: TickBatch, reason: np.ndarray | None = None) -> tuple[np.n
             if column is not None:
                 lengths = pa.compute.utf8_length(column).fill_null(0).to_numpy(zero_copy_only=False)
                 flag(lengths > MAX_ID_LEN, f"{name}: longer than {MAX_ID_LEN} characters")
+    if not found:
+        return ~rejected, [] if reason is None else [str(r) for r in reason[rejected]]
+    reasons = np.full(n, "", dtype=object) if reason is None else reason
+    for fresh, why in found:
+        reasons[fresh] = why
     return ~rejected, [str(r) for r in reasons[rejected]]
 
 

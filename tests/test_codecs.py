@@ -38,7 +38,7 @@ def as_wire(fields: dict[str, object]) -> list[bytes]:
     for key, value in fields.items():
         flat.append(key.encode())
         text = repr(value) if isinstance(value, float) else str(value)
-        flat.append(value if isinstance(value, bytes) else text.encode())
+        flat.append(bytes(value) if isinstance(value, bytes | memoryview) else text.encode())
     return flat
 
 
