@@ -23,8 +23,19 @@ from ingest.settings import Settings
 from ingest.ticks import TickBatch
 
 
+def redis_read_cost_us(client: redis.Redis, entries: int) -> dict[str, float]:
+    """Redis's own time per entry (microseconds) in each read-side command since the last CONFIG RESETSTAT."""
+    stats = client.info("commandstats")
+    return {name: stats[f"cmdstat_{name}"]["usec"] / entries
+            for name in ("xreadgroup", "xack") if f"cmdstat_{name}" in stats}  # fmt: skip
+
+
 def write_then_read(client: redis.Redis, settings: Settings, ticks: TickBatch, per_tick: bool) -> tuple[float, float]:
-    """Publish `ticks`, then drain them through a runner; returns (write s, read s)."""
+    """Publish `ticks`, then drain them through a runner; returns (write s, read s).
+
+    Redis's command statistics are reset before the read, so `redis_read_cost_us` then gives the
+    server's own share of it.
+    """
     client.flushall()
     warmup = ticks.take(np.arange(min(len(ticks), 20_000)))
     Producer(client, settings.model_copy(update={"prefix": "warmup"})).publish(warmup, per_tick=per_tick)
@@ -38,6 +49,7 @@ def write_then_read(client: redis.Redis, settings: Settings, ticks: TickBatch, p
         seen += len(batch)
 
     runner = StreamRunner(client, settings, [f"{settings.prefix}:ticks"], count)
+    client.config_resetstat()
     with timed() as read:
         runner.run(max_idle_reads=1)
     assert seen == len(ticks), (seen, len(ticks))
@@ -60,6 +72,12 @@ def main() -> None:
         row(f"per-tick entries: producer write ({len(ticks):,} ticks)", len(ticks) / w, ref=ref)
         row("per-tick entries: read through the runner (decode+ack)", len(ticks) / r, ref=ref)
         row("per-tick entries: end to end", len(ticks) / (w + r), ref=ref)
+        cost = redis_read_cost_us(client, len(ticks))
+        server_us = sum(cost.values())
+        print("  Redis's own time per per-tick entry read: "
+              + ", ".join(f"{name.upper()} {us:.2f} us" for name, us in cost.items())
+              + f"; so no consumer that reads and acknowledges can exceed {1e6 / server_us:,.0f} entries/s"
+              f" ({1e6 / server_us / ref:.2f}x reference) on this server, in any language")  # fmt: skip
         ticks = synthetic_ticks(args.batch)
         w, r = write_then_read(client, settings, ticks, per_tick=False)
         row(f"batch entries ({settings.batch_rows} rows): producer write ({len(ticks):,} ticks)", len(ticks) / w,
