@@ -15,7 +15,10 @@ ranges (fast symbol-filtered reads), again by temporary file and rename.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import itertools
+import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -287,48 +290,168 @@ def dates_between(root: Path, interval: str, lo_ms: int, hi_ms: int) -> list[str
     return sorted(d for d in present if first <= d <= last)
 
 
-def read_bars(root: Path, interval: str, lo_ms: int, hi_ms: int, symbols: Sequence[str] | None = None,
-              columns: Sequence[str] | None = None) -> pa.Table:  # fmt: skip
-    """Archived bars of one interval with start in [lo_ms, hi_ms) (and of these symbols), in file order."""
-    files = partition_files(root, interval, dates_between(root, interval, lo_ms, hi_ms))
-    if not files:
-        return ARCHIVE_SCHEMA.empty_table() if columns is None else ARCHIVE_SCHEMA.empty_table().select(columns)
-    dataset = ds.dataset([str(f) for f in files], schema=ARCHIVE_SCHEMA, format="parquet")
-    start = ds.field("start")
-    condition = (start >= pa.scalar(lo_ms, pa.timestamp("ms", tz="UTC"))) & (
-        start < pa.scalar(hi_ms, pa.timestamp("ms", tz="UTC"))
-    )
-    if symbols is not None:
-        wanted = sorted(symbols)
-        # the range lets row-group statistics skip other symbols; is_in keeps only the wanted ones
-        condition &= (ds.field("symbol") >= wanted[0]) & (ds.field("symbol") <= wanted[-1])
-        condition &= ds.field("symbol").isin(wanted)
-    return dataset.to_table(columns=list(columns) if columns is not None else None, filter=condition)
+# archive rows as read: the symbol as dictionary codes, not a string per row
+CODED_SCHEMA = pa.schema([pa.field("symbol", pa.dictionary(pa.int32(), pa.string())),
+                          *(f for f in ARCHIVE_SCHEMA if f.name != "symbol")])  # fmt: skip
 
 
-def archived_starts(root: Path, interval: str, lo_ms: int, hi_ms: int,
-                    symbols: Sequence[str] | None = None) -> pa.Table:  # fmt: skip
-    """`symbol` (dictionary-encoded) and `start` of every archived bar of an interval in [lo_ms, hi_ms): one pass."""
-    files = partition_files(root, interval, dates_between(root, interval, lo_ms, hi_ms))
-    schema = pa.schema([("symbol", pa.dictionary(pa.int32(), pa.string())), ARCHIVE_SCHEMA.field("start")])
-    if not files:
-        return schema.empty_table()
-    # reading the symbols as a dictionary skips building a string per row: the grouping wants codes anyway
-    fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns={"symbol"}))
-    dataset = ds.dataset([str(f) for f in files], schema=schema, format=fmt)
-    start = ds.field("start")
-    condition = (start >= pa.scalar(lo_ms, pa.timestamp("ms", tz="UTC"))) & (
-        start < pa.scalar(hi_ms, pa.timestamp("ms", tz="UTC"))
-    )
-    if symbols is not None:
-        condition &= ds.field("symbol").isin(sorted(symbols))
-    return dataset.to_table(filter=condition).unify_dictionaries()
+@dataclass(frozen=True, slots=True)
+class RowGroup:
+    """One row group of an archive file, with what its footer statistics prove (None: no usable statistics)."""
+
+    path: Path
+    index: int
+    rows: int
+    symbols: tuple[str, str] | None  # the least and the greatest symbol
+    starts: tuple[int, int] | None  # the least and the greatest bar start, epoch ms
+
+    def may_hold(self, lo_ms: int, hi_ms: int, names: Sequence[str] | None = None) -> bool:
+        """False where the statistics prove no row has start in [lo_ms, hi_ms) and a symbol of `names` (sorted)."""
+        if self.rows == 0 or (self.starts is not None and (self.starts[1] < lo_ms or self.starts[0] >= hi_ms)):
+            return False
+        if names is None or self.symbols is None:
+            return True
+        at = bisect.bisect_left(names, self.symbols[0])
+        return at < len(names) and names[at] <= self.symbols[1]
+
+    def one_symbol(self, lo_ms: int, hi_ms: int) -> str | None:
+        """The symbol of every row where the statistics prove there is one and every start lies in [lo_ms, hi_ms)."""
+        if self.symbols is None or self.starts is None or self.symbols[0] != self.symbols[1]:
+            return None
+        return self.symbols[0] if lo_ms <= self.starts[0] and self.starts[1] < hi_ms else None
 
 
-def archived_symbols(root: Path, interval: str, lo_ms: int, hi_ms: int) -> set[str]:
-    """Symbols with archived bars of this interval in [lo_ms, hi_ms)."""
-    table = read_bars(root, interval, lo_ms, hi_ms, columns=["symbol"])
-    return set(pc.unique(table["symbol"]).to_pylist()) if table.num_rows else set()
+def row_groups(root: Path, interval: str, lo_ms: int, hi_ms: int) -> list[RowGroup]:
+    """The row groups of the archive files that [lo_ms, hi_ms) touches, in file order, from the footers alone."""
+    groups = []
+    for path in partition_files(root, interval, dates_between(root, interval, lo_ms, hi_ms)):
+        meta = pq.read_metadata(path)
+        at = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+        for index in range(meta.num_row_groups):
+            group = meta.row_group(index)
+            symbol, start = group.column(at["symbol"]).statistics, group.column(at["start"]).statistics
+            groups.append(RowGroup(path, index, group.num_rows, _text_range(symbol), _ms_range(start)))
+    return groups
+
+
+def _text_range(stats: pq.Statistics | None) -> tuple[str, str] | None:
+    # pyarrow writes string min/max whole (a value too long for statistics gets none): symbols are <= 16 chars
+    if stats is None or not stats.has_min_max or stats.physical_type != "BYTE_ARRAY":
+        return None
+    return str(stats.min), str(stats.max)
+
+
+def _ms_range(stats: pq.Statistics | None) -> tuple[int, int] | None:
+    if stats is None or not stats.has_min_max or stats.physical_type != "INT64":
+        return None
+    if json.loads(stats.logical_type.to_json()).get("timeUnit") != "milliseconds":
+        return None
+    return int(stats.min_raw), int(stats.max_raw)
+
+
+def _read_groups(groups: Sequence[RowGroup], columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+    """The rows of these row groups, file by file in order, cast to the archive's types, `symbol` as a dictionary."""
+    for path, same_file in itertools.groupby(groups, key=lambda g: g.path):
+        file = pq.ParquetFile(path, read_dictionary=["symbol"])
+        table = file.read_row_groups([g.index for g in same_file], columns=columns)
+        names = CODED_SCHEMA.names if columns is None else list(columns)
+        yield table.select(names).cast(pa.schema([CODED_SCHEMA.field(name) for name in names]))
+
+
+def symbol_codes(column: pa.ChunkedArray, names: Sequence[str]) -> np.ndarray:
+    """Each row's symbol as its index in `names` (-1 for others), from a dictionary column without a string per row."""
+    value_set = pa.array(names, pa.string())
+    parts = [np.empty(0, np.int32)]
+    for chunk in column.chunks:
+        lookup = pc.index_in(chunk.dictionary, value_set=value_set).fill_null(-1).to_numpy().astype(np.int32)
+        parts.append(lookup[chunk.indices.to_numpy()])
+    return np.concatenate(parts)
+
+
+def symbol_column(names: Sequence[str], codes: np.ndarray) -> pa.Array:
+    """The strings `names[codes]` as one Arrow string array (the inverse of `symbol_codes`).
+
+    Rows come grouped by symbol, so the column is built run by run: one copy of each name per row
+    straight into the buffers. Codes that change often (no long runs) go through a dictionary take.
+    """
+    if len(codes) == 0:
+        return pa.array([], pa.string())
+    run_starts = np.flatnonzero(np.diff(codes, prepend=codes[0] - 1))
+    encoded = [name.encode() for name in names]
+    if len(run_starts) * 64 > len(codes):
+        dictionary = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(names, pa.string()))
+        return dictionary.cast(pa.string())
+    runs = codes[run_starts]
+    lengths = np.diff(np.append(run_starts, len(codes)))
+    data = b"".join(encoded[code] * length for code, length in zip(runs.tolist(), lengths.tolist(), strict=True))
+    widths = np.fromiter((len(e) for e in encoded), np.int32, len(encoded))[runs]
+    if (widths == widths[0]).all():  # tickers of one length: the offsets are a plain range
+        offsets = np.arange(len(codes) + 1, dtype=np.int32) * widths[0]
+    else:
+        offsets = np.zeros(len(codes) + 1, np.int32)
+        np.cumsum(np.repeat(widths, lengths), out=offsets[1:])
+    return pa.StringArray.from_buffers(len(codes), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def read_coded(root: Path, interval: str, lo_ms: int, hi_ms: int, names: Sequence[str]) -> tuple[pa.Table, np.ndarray]:
+    """Archived bars of the symbols `names` (sorted) with start in [lo_ms, hi_ms), in file order: the columns after
+    `symbol` (archive schema), and each row's symbol as its index in `names`.
+
+    Only the row groups whose statistics allow a match are read, and the symbols as dictionary codes:
+    no string is made per row (the caller builds the column it writes from the codes).
+    """
+    tables, codes = [], []
+    wanted = [g for g in row_groups(root, interval, lo_ms, hi_ms) if g.may_hold(lo_ms, hi_ms, names)]
+    for table in _read_groups(wanted):
+        code = symbol_codes(table["symbol"], names)
+        start = table["start"].cast(pa.int64()).to_numpy()
+        keep = (code >= 0) & (start >= lo_ms) & (start < hi_ms)
+        table = table.drop_columns(["symbol"])
+        if not keep.all():
+            table, code = table.filter(pa.array(keep)), code[keep]
+        tables.append(table)
+        codes.append(code)
+    if not tables:
+        return CODED_SCHEMA.empty_table().drop_columns(["symbol"]), np.empty(0, np.int32)
+    return pa.concat_tables(tables), np.concatenate(codes)
+
+
+def archived_span(root: Path, interval: str, lo_ms: int, hi_ms: int,
+                  symbols: Sequence[str] | None = None) -> tuple[set[str], tuple[int, int] | None]:  # fmt: skip
+    """The symbols with archived bars of this interval in [lo_ms, hi_ms) (of `symbols`, if given), and the first and
+    last start of those bars (None: no bar).
+
+    The footers settle a row group that holds one symbol with every start in range; only the others
+    that may match are read (symbol codes and starts), so a compacted day of one-symbol row groups
+    costs no data read at all.
+    """
+    names = sorted(symbols) if symbols is not None else None
+    found: set[str] = set()
+    firsts: list[int] = []
+    lasts: list[int] = []
+    unsettled = []
+    for group in row_groups(root, interval, lo_ms, hi_ms):
+        if not group.may_hold(lo_ms, hi_ms, names):
+            continue
+        symbol = group.one_symbol(lo_ms, hi_ms)
+        if symbol is None:  # (a one-symbol group that may_hold passed holds a wanted symbol)
+            unsettled.append(group)
+            continue
+        assert group.starts is not None
+        found.add(symbol)
+        firsts.append(group.starts[0])
+        lasts.append(group.starts[1])
+    for table in _read_groups(unsettled, ["symbol", "start"]):
+        symbol = table["symbol"].unify_dictionaries().combine_chunks()
+        present = symbol.dictionary.to_pylist()
+        code = symbol_codes(pa.chunked_array([symbol]), names if names is not None else present)
+        start = table["start"].cast(pa.int64()).to_numpy()
+        keep = (code >= 0) & (start >= lo_ms) & (start < hi_ms)
+        if keep.any():
+            found.update(np.asarray(names if names is not None else present, dtype=object)[np.unique(code[keep])])
+            firsts.append(int(start[keep].min()))
+            lasts.append(int(start[keep].max()))
+    return found, ((min(firsts), max(lasts)) if firsts else None)
 
 
 def compact(root: Path, interval: str, date: str, group_symbols: int = 64) -> Path | None:

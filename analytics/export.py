@@ -35,7 +35,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import redis
 
-from analytics.archive import ARCHIVE_SCHEMA, archive_root, archived_starts, archived_symbols, read_bars
+from analytics.archive import ARCHIVE_SCHEMA, archive_root, archived_span, read_coded, symbol_column
 from analytics.segments import TS_BITS
 from ingest.codecs import decode_entries
 from ingest.keys import Keys
@@ -173,9 +173,6 @@ class BarReader:
         self.raw = raw_client(client) if client is not None else None
         self.keys = Keys(settings.prefix, settings.partitions)
         self.root = root or archive_root(settings)
-        # (interval, symbol) -> first bar start to read from Redis; set by `survey` where the archive
-        # provably holds every earlier Redis bar. Absent: read Redis over the whole range asked.
-        self.redis_from: dict[tuple[str, str], int] = {}
 
     def redis_symbols(self, interval: str) -> set[str]:
         """Symbols that have a Redis bar stream of this interval."""
@@ -188,93 +185,98 @@ class BarReader:
     def symbols(self, interval: str, lo_ms: int, hi_ms: int) -> set[str]:
         """Symbols with bars of this interval in [lo_ms, hi_ms), in either store."""
         in_redis = {s for s in self.redis_symbols(interval) if self._redis_has(interval, s, lo_ms, hi_ms)}
-        return in_redis | archived_symbols(self.root, interval, lo_ms, hi_ms)
+        return in_redis | archived_span(self.root, interval, lo_ms, hi_ms)[0]
 
     def _redis_has(self, interval: str, symbol: str, lo_ms: int, hi_ms: int) -> bool:
         assert self.client is not None
         return bool(self.client.xrange(self.keys.bars(interval, symbol), f"{lo_ms}-0", f"{hi_ms - 1}-0", count=1))
 
-    def redis_bars(self, interval: str, symbols: Sequence[str], lo_ms: int, hi_ms: int) -> pa.Table:
-        """Redis bars of these symbols with start in [lo_ms, hi_ms), as archive-schema rows."""
-        if self.raw is None:
-            return ARCHIVE_SCHEMA.empty_table()
-        parts: list[pa.Table] = []
-        for symbol in symbols:
-            first = max(lo_ms, self.redis_from.get((interval, symbol), lo_ms))
-            if first >= hi_ms:
-                continue
-            key, start = self.keys.bars(interval, symbol), f"{first}-0"
-            while True:
-                entries = self.raw.execute_command("XRANGE", key, start, f"{hi_ms - 1}-0", "COUNT", REDIS_PAGE)
-                if not entries:
-                    break
-                parts.append(parse_bar_entries(symbol, entries))
-                if len(entries) < REDIS_PAGE:
-                    break
-                start = "(" + entries[-1][0].decode()
-        return pa.concat_tables(parts) if parts else ARCHIVE_SCHEMA.empty_table()
-
     def read(self, interval: str, symbols: Sequence[str], lo_ms: int, hi_ms: int) -> pa.Table:
-        """Bars of these symbols from both stores, sorted by (symbol, start), one row per bar."""
-        archived = read_bars(self.root, interval, lo_ms, hi_ms, symbols)
-        recent = self.redis_bars(interval, symbols, lo_ms, hi_ms)
-        return sort_unique(pa.concat_tables([archived, recent]), sorted(symbols))
+        """Bars of these symbols from both stores, sorted by (symbol, start), one row per bar (the archive's first).
+
+        The archive is read first; Redis is asked only for the bars the archive lacks (`missing_ranges`),
+        so the recent bars both stores hold (the usual overlap) are neither fetched nor parsed. Rows are
+        keyed by (symbol code, start) as one int64: when the archive's rows are already in order without
+        duplicates (one compacted file) and Redis adds none, they go out as read, without a sort or a copy.
+        """
+        names = sorted(symbols)
+        table, codes = read_coded(self.root, interval, lo_ms, hi_ms, names)
+        key = bar_keys(codes, table["start"])
+        order = first_in_order(key)
+        recent, recent_codes = self.redis_missing(interval, names, lo_ms, hi_ms, key if order is None else key[order])
+        if recent.num_rows:
+            table = pa.concat_tables([table, recent])
+            codes = np.concatenate([codes, recent_codes])
+            order = first_in_order(np.concatenate([key, bar_keys(recent_codes, recent["start"])]))
+        if order is not None:
+            table, codes = table.take(pa.array(order)), codes[order]
+        return table.add_column(0, ARCHIVE_SCHEMA.field("symbol"), symbol_column(names, codes))
+
+    def redis_missing(self, interval: str, names: Sequence[str], lo_ms: int, hi_ms: int,
+                      held: np.ndarray) -> tuple[pa.Table, np.ndarray]:  # fmt: skip
+        """The Redis bars of `names` (sorted) in [lo_ms, hi_ms) whose keys are not in `held` (the archive's, sorted
+        and unique; see `bar_keys`), without the symbol column, and each one's index in `names`.
+
+        Two pipelined round trips: the first and last Redis bar of each symbol, then every range
+        between them that the archive leaves open (further pages only where a range is long).
+        """
+        empty = ARCHIVE_SCHEMA.empty_table().drop_columns(["symbol"]), np.empty(0, np.int32)
+        if self.raw is None:
+            return empty
+        step = INTERVAL_MS[interval]
+        heads, tails = self._redis_ends(interval, names, lo_ms, hi_ms)
+        bounds = np.searchsorted(held, np.arange(len(names) + 1, dtype=np.int64) << TS_BITS)
+        asked: list[tuple[int, int, int]] = []  # (symbol code, first ms, last ms)
+        for code, symbol in enumerate(names):
+            if symbol not in heads:
+                continue
+            starts = held[bounds[code] : bounds[code + 1]] & START_MASK
+            starts = starts[(starts >= heads[symbol]) & (starts <= tails[symbol])]
+            asked += [(code, lo, hi) for lo, hi in missing_ranges(starts, heads[symbol], tails[symbol], step)]
+        replies = self._xrange_all([(self.keys.bars(interval, names[code]), lo, hi) for code, lo, hi in asked])
+        entries: dict[int, list[Any]] = {}
+        for (code, _, _), reply in zip(asked, replies, strict=True):
+            entries.setdefault(code, []).extend(reply)
+        parts = [(parse_bar_entries(names[code], found), code) for code, found in entries.items() if found]
+        if not parts:
+            return empty
+        codes = np.concatenate([np.full(table.num_rows, code, np.int32) for table, code in parts])
+        return pa.concat_tables([table for table, _ in parts]).drop_columns(["symbol"]), codes
+
+    def _xrange_all(self, ranges: Sequence[tuple[str, int, int]]) -> list[list[Any]]:
+        """Every entry of each (stream, first ms, last ms): one pipelined round trip, then one per further page."""
+        assert self.raw is not None
+        found: list[list[Any]] = [[] for _ in ranges]
+        pending = [(i, f"{first}-0") for i, (_, first, _) in enumerate(ranges)]
+        while pending:
+            pipe = self.raw.pipeline(transaction=False)
+            for i, start in pending:
+                key, _, last = ranges[i]
+                pipe.execute_command("XRANGE", key, start, f"{last}-0", "COUNT", REDIS_PAGE)
+            more = []
+            for (i, _), page in zip(pending, pipe.execute(), strict=True):
+                found[i].extend(page)
+                if len(page) == REDIS_PAGE:
+                    more.append((i, "(" + page[-1][0].decode()))
+            pending = more
+        return found
 
     def survey(self, interval: str, symbols: Sequence[str] | None, lo_ms: int, hi_ms: int) -> Survey:
-        """One pass over both stores: which symbols have bars in [lo_ms, hi_ms), their span, where Redis must be read.
+        """Which symbols have bars in [lo_ms, hi_ms) in either store, and the narrowest [lo, hi) holding them.
 
-        Redis bars the archive already holds are not read again (parsing them was the export's largest
-        cost), but only where the archive provably has no hole: for each symbol, every Redis bar from
-        the first one in range up to the archive's last is in the archive. Bar starts are multiples of
-        the interval, so Redis can hold an extra bar only where two consecutive archived starts are
-        more than an interval apart; one XRANGE ... COUNT 1 per such gap settles it. The bar streams
-        and the archive's feed are written in one transaction and Redis trims only the oldest bars,
-        so the archive cannot hold a bar that Redis, from its first bar on, lacks.
+        The archive's side comes from its files' footers where their statistics settle it (see
+        `archived_span`), Redis's from the first and last bar of each stream (one round trip): no bar
+        is read to plan the export.
         """
         step = INTERVAL_MS[interval]
         wanted = None if symbols is None else set(symbols)
         in_redis = sorted(s for s in self.redis_symbols(interval) if wanted is None or s in wanted)
         heads, tails = self._redis_ends(interval, in_redis, lo_ms, hi_ms)
-        starts = archived_starts(self.root, interval, lo_ms, hi_ms, symbols)
-        symbol_codes = starts["symbol"].combine_chunks()
-        names = symbol_codes.dictionary.to_pylist()
-        codes = symbol_codes.indices.to_numpy(zero_copy_only=False)
-        start_ms = starts["start"].cast(pa.int64()).to_numpy()
-        first_ms = np.full(len(names), np.iinfo(np.int64).max)
-        last_ms = np.full(len(names), np.iinfo(np.int64).min)
-        np.minimum.at(first_ms, codes, start_ms)
-        np.maximum.at(last_ms, codes, start_ms)
-        archived = {name: (int(first_ms[i]), int(last_ms[i])) for i, name in enumerate(names) if last_ms[i] >= lo_ms}
-        # only the archived bars Redis also has are needed for the continuity check: a bounded slice
-        in_overlap = start_ms >= min(heads.values(), default=hi_ms)
-        order = np.lexsort((start_ms[in_overlap], codes[in_overlap]))
-        overlap_codes, overlap_ms = codes[in_overlap][order], start_ms[in_overlap][order]
-        code_of = {name: i for i, name in enumerate(names)}
-        redis_from = {(interval, s): hi_ms for s in set(names) - set(heads)}  # no Redis bars in range: skip
-        gap_probes: dict[str, list[tuple[int, int]]] = {}
-        for symbol, head in heads.items():
-            redis_from[(interval, symbol)] = lo_ms  # unless the archive is shown to cover the overlap
-            if symbol not in archived or archived[symbol][1] < head:
-                continue
-            last = archived[symbol][1]
-            code = code_of[symbol]
-            lo_at, hi_at = np.searchsorted(overlap_codes, [code, code + 1])
-            held = np.unique(overlap_ms[lo_at:hi_at])
-            held = held[held >= head]  # the slice starts at the earliest head of any symbol
-            if held[0] != head or bool((held % step).any()):
-                continue
-            gaps = np.flatnonzero(np.diff(held) > step)
-            if len(gaps) * PROBE_COST_BARS > len(held):
-                continue
-            gap_probes[symbol] = [(int(held[g]), int(held[g + 1])) for g in gaps]
-            redis_from[(interval, symbol)] = last + 1
-        for symbol in self._holed(interval, gap_probes):
-            redis_from[(interval, symbol)] = lo_ms
-        self.redis_from.update(redis_from)
-        lows = [first for first, _ in archived.values()] + list(heads.values())
-        highs = [last for _, last in archived.values()] + list(tails.values())
-        span = (max(lo_ms, min(lows)), min(hi_ms, max(highs) + step)) if lows else (lo_ms, lo_ms)
-        return Survey(set(archived) | set(heads), span)
+        archived, span = archived_span(self.root, interval, lo_ms, hi_ms, symbols)
+        lows = [*heads.values(), *(span[:1] if span else ())]
+        highs = [*tails.values(), *(span[1:] if span else ())]
+        bounds = (max(lo_ms, min(lows)), min(hi_ms, max(highs) + step)) if lows else (lo_ms, lo_ms)
+        return Survey(archived | set(heads), bounds)
 
     def _redis_ends(self, interval: str, symbols: Sequence[str], lo_ms: int,
                     hi_ms: int) -> tuple[dict[str, int], dict[str, int]]:  # fmt: skip
@@ -294,16 +296,6 @@ class BarReader:
                 tails[symbol] = int(tail[0][0].split(b"-")[0])
         return heads, tails
 
-    def _holed(self, interval: str, gap_probes: dict[str, list[tuple[int, int]]]) -> set[str]:
-        """Symbols with a Redis bar strictly inside one of their (archived start, next archived start) gaps."""
-        asked = [(symbol, lo, hi) for symbol, gaps in gap_probes.items() for lo, hi in gaps]
-        if self.client is None or not asked:
-            return set()
-        pipe = self.client.pipeline(transaction=False)
-        for symbol, lo, hi in asked:
-            pipe.xrange(self.keys.bars(interval, symbol), f"({lo}-0", f"({hi}-0", count=1)
-        return {symbol for (symbol, _, _), found in zip(asked, pipe.execute(), strict=True) if found}
-
 
 @dataclass(frozen=True, slots=True)
 class Survey:
@@ -311,6 +303,45 @@ class Survey:
 
     symbols: set[str]
     span: tuple[int, int]
+
+
+START_MASK = (1 << TS_BITS) - 1
+
+
+def bar_keys(codes: np.ndarray, start: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """One int64 per row ordering like (symbol code, start): the code above the start's TS_BITS bits."""
+    return (codes.astype(np.int64) << TS_BITS) | start.cast(pa.int64()).to_numpy()
+
+
+def first_in_order(key: np.ndarray) -> np.ndarray | None:
+    """Row indices that sort `key` and keep the first row of equal keys; None when `key` is strictly increasing
+    already (sorted, no duplicates: the rows can be used as they are)."""
+    if len(key) < 2 or bool((key[1:] > key[:-1]).all()):
+        return None
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    keep = np.ones(len(order), bool)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    return order[keep]
+
+
+def missing_ranges(held: np.ndarray, head: int, tail: int, step: int) -> list[tuple[int, int]]:
+    """[first, last] ms ranges where Redis bars of one symbol from `head` to `tail` (its first and last there) may be
+    that the archive lacks; `held` are the archive's starts of that symbol in [head, tail], sorted and unique.
+
+    Bar starts are multiples of `step`, so apart from the two ends only a gap wider than one step
+    between consecutive archived starts can hide a bar. Where the ranges would cost more round trips
+    than reading every Redis bar there costs parsing (PROBE_COST_BARS), or the archive's starts are
+    off the grid, the answer is the whole [head, tail] (the merge then drops the bars read twice).
+    """
+    if len(held) == 0 or bool((held % step).any()):
+        return [(head, tail)]
+    ranges = [(head, int(held[0]) - 1)] if held[0] > head else []
+    gaps = np.flatnonzero(np.diff(held) > step)
+    ranges += zip((held[gaps] + 1).tolist(), (held[gaps + 1] - 1).tolist(), strict=True)
+    if held[-1] < tail:
+        ranges.append((int(held[-1]) + 1, tail))
+    return ranges if len(ranges) * PROBE_COST_BARS <= len(held) else [(head, tail)]
 
 
 def parse_bar_entries(symbol: str, entries: Sequence[Any]) -> pa.Table:
@@ -338,21 +369,6 @@ def parse_bar_entries(symbol: str, entries: Sequence[Any]) -> pa.Table:
         columns[name] = pa.array(values[name].astype(np.float64))
     columns["trades"] = pa.array(values["trades"].astype(np.float64).astype(np.int64))
     return pa.table(columns, schema=ARCHIVE_SCHEMA)
-
-
-def sort_unique(table: pa.Table, symbols: Sequence[str]) -> pa.Table:
-    """Rows ordered by (symbol, start) with one row per (symbol, start); `symbols` sorted, all present ones."""
-    if table.num_rows == 0:
-        return table
-    codes = pc.index_in(table["symbol"], value_set=pa.array(symbols, pa.string())).to_numpy()
-    key = (codes.astype(np.int64) << TS_BITS) | table["start"].cast(pa.int64()).to_numpy()
-    if len(key) < 2 or bool((key[1:] > key[:-1]).all()):
-        return table  # already in order without duplicates: the common case of one compacted file
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    keep = np.ones(len(key), bool)
-    keep[1:] = key[1:] != key[:-1]
-    return table.take(pa.array(order[keep]))
 
 
 # --- rolling up -------------------------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""Reading the archive by its footers: the row groups read, the symbols as codes, the same rows as a plain scan."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import analytics.archive as archive_module
+from analytics.archive import (
+    ARCHIVE_SCHEMA,
+    archived_span,
+    file_metadata,
+    partition_dir,
+    read_coded,
+    row_groups,
+    symbol_column,
+    write_atomically,
+)
+
+DAY_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
+SECONDS = 600
+NAMES = ("AAA", "BB", "CCCC", "DDD")
+EVERYTHING = (0, 2**42)
+
+
+def day_of_bars(symbols: Sequence[str] = NAMES, seconds: int = SECONDS, seed: int = 5) -> pa.Table:
+    """One 1s bar per symbol per second from DAY_MS, sorted by symbol and start (archive schema)."""
+    rng = np.random.default_rng(seed)
+    n = len(symbols) * seconds
+    close = 100 + np.cumsum(rng.normal(0, 0.01, n))
+    return pa.table({
+        "symbol": pa.array(np.repeat(np.array(symbols, dtype=object), seconds), pa.string()),
+        "start": pa.array(np.tile(DAY_MS + np.arange(seconds, dtype=np.int64) * 1000, len(symbols)),
+                          pa.timestamp("ms", tz="UTC")),
+        "open": close - 0.01, "high": close + 0.02, "low": close - 0.02, "close": close,
+        "volume": rng.integers(1, 9, n) * 10.0, "vwap": close, "trades": rng.integers(1, 9, n),
+    }, schema=ARCHIVE_SCHEMA)  # fmt: skip
+
+
+def put(root: Path, table: pa.Table, name: str, row_group_size: int) -> Path:
+    """Write `table` as one archive file of the 1s partition of 2026-01-01."""
+    path = partition_dir(root, "1s", "2026-01-01") / name
+    write_atomically(table.replace_schema_metadata(file_metadata("1s")), path, row_group_size=row_group_size)
+    return path
+
+
+def scanned(root: Path, names: Sequence[str] | None, lo_ms: int, hi_ms: int) -> pa.Table:
+    """The plain answer: every file read whole, in name order, filtered by symbol and start."""
+    files = sorted(p for p in (root / "interval=1s").rglob("*.parquet") if not p.name.startswith("."))
+    table = pa.concat_tables([pq.read_table(f, schema=ARCHIVE_SCHEMA) for f in files])
+    start = table["start"].cast(pa.int64())
+    keep = pc.and_(pc.greater_equal(start, lo_ms), pc.less(start, hi_ms))
+    if names is not None:
+        keep = pc.and_(keep, pc.is_in(table["symbol"], value_set=pa.array(list(names), pa.string())))
+    return table.filter(keep).replace_schema_metadata(None)
+
+
+@pytest.fixture(params=["one symbol per row group", "row groups across symbols", "parts with a duplicate file"])
+def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """An archive day in one of the layouts the export meets: compacted as the benchmark writes it, compacted with
+    row groups that cut across symbols, and part files left beside a copy (a crash during compaction)."""
+    root = tmp_path / "archive"
+    table = day_of_bars()
+    if request.param == "one symbol per row group":
+        put(root, table, "compact-0-0.parquet", SECONDS)
+    elif request.param == "row groups across symbols":
+        put(root, table, "compact-0-0.parquet", 250)
+    else:
+        put(root, table.slice(0, 1000), "part-1-0-1-9.parquet", 300)
+        put(root, table.slice(1000), "part-2-0-2-9.parquet", 300)
+        put(root, table.slice(500, 900), "part-3-0-3-9.parquet", 300)
+    return root
+
+
+RANGES = [EVERYTHING, (DAY_MS + 100_000, DAY_MS + 200_000), (DAY_MS + 599_000, DAY_MS + 700_000), (0, DAY_MS)]
+WANTED = [list(NAMES), ["BB"], ["AAA", "DDD"], ["BB", "ZZZ"], ["ZZZ"]]
+
+
+class TestReadCoded:
+    @pytest.mark.parametrize(("lo_ms", "hi_ms"), RANGES)
+    @pytest.mark.parametrize("names", WANTED)
+    def test_rows_and_codes_equal_a_plain_scan(self, archive: Path, names: list[str], lo_ms: int,
+                                               hi_ms: int) -> None:  # fmt: skip
+        """Whatever the layout, range and symbols, the rows are the plain scan's, in file order, codes into names."""
+        table, codes = read_coded(archive, "1s", lo_ms, hi_ms, names)
+        got = table.add_column(0, ARCHIVE_SCHEMA.field("symbol"), symbol_column(names, codes))
+        assert got.equals(scanned(archive, names, lo_ms, hi_ms).cast(ARCHIVE_SCHEMA))
+        assert codes.dtype == np.int32 and (codes >= 0).all()
+
+    def test_row_groups_of_other_symbols_and_days_are_not_read(self, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+        """The footers' statistics pick the row groups: asking for one symbol reads only its row group."""
+        root = tmp_path / "archive"
+        put(root, day_of_bars(), "compact-0-0.parquet", SECONDS)
+        read: list[int] = []
+        real = pq.ParquetFile.read_row_groups
+
+        def counting(self: pq.ParquetFile, indices: list[int], *args: object, **kwargs: object) -> pa.Table:
+            read.extend(indices)
+            return real(self, indices, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(pq.ParquetFile, "read_row_groups", counting)
+        table, _ = read_coded(root, "1s", *EVERYTHING, ["CCCC"])
+        assert read == [2] and table.num_rows == SECONDS
+        read.clear()
+        assert read_coded(root, "1s", DAY_MS + SECONDS * 1000, 2**42, list(NAMES))[0].num_rows == 0
+        assert read == []
+
+
+class TestArchivedSpan:
+    @pytest.mark.parametrize(("lo_ms", "hi_ms"), RANGES)
+    @pytest.mark.parametrize("names", [None, *WANTED])
+    def test_symbols_and_span_equal_a_plain_scan(self, archive: Path, names: list[str] | None, lo_ms: int,
+                                                 hi_ms: int) -> None:  # fmt: skip
+        """The symbols with bars in the range and their first and last start are what scanning every row finds."""
+        rows = scanned(archive, names, lo_ms, hi_ms)
+        start = rows["start"].cast(pa.int64())
+        expected = (set(rows["symbol"].to_pylist()),
+                    (pc.min(start).as_py(), pc.max(start).as_py()) if rows.num_rows else None)  # fmt: skip
+        assert archived_span(archive, "1s", lo_ms, hi_ms, names) == expected
+
+    def test_a_compacted_day_of_one_symbol_row_groups_is_surveyed_from_its_footer(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Row groups of one symbol wholly inside the range are settled by their statistics; only a cut one is read."""
+        root = tmp_path / "archive"
+        put(root, day_of_bars(), "compact-0-0.parquet", SECONDS)
+        assert all(g.symbols is not None and g.starts is not None for g in row_groups(root, "1s", *EVERYTHING))
+        read: list[list[int]] = []
+        real = archive_module._read_groups
+
+        def spy(groups: Sequence[archive_module.RowGroup], columns: Sequence[str] | None = None) -> object:
+            read.append([g.index for g in groups])
+            return real(groups, columns)
+
+        monkeypatch.setattr(archive_module, "_read_groups", spy)
+        assert archived_span(root, "1s", *EVERYTHING) == (set(NAMES), (DAY_MS, DAY_MS + (SECONDS - 1) * 1000))
+        assert read == [[]]
+        read.clear()
+        archived_span(root, "1s", DAY_MS + 1000, 2**42, ["AAA"])  # the range cuts AAA's row group: it is read
+        assert read == [[0]]
