@@ -25,16 +25,22 @@ How it stays fast: the rolling maxima are shared by every rule with the same win
 the stage carries a monotonic deque (trades not dominated by a later, higher-or-equal price, within
 the longest window); within a batch a sparse table answers "highest price of rows [a, b]" in O(1)
 after O(n log n) set-up, and the carried deque's maximum inside a window is its first entry in the
-window. Per window, a row is a candidate only when it is below the loosest rule watching its
-symbol; for candidates a vectorised binary search over the rules (sorted loosest first) finds which
-are below. The fire/re-arm state machine then runs over (rule, symbol) pairs that have below rows
-or are waiting, in vectorised rounds (one round per state change, so usually one or two).
+window. The state of every (rule, symbol) pair is one dense array of "due" times (armed, or when a
+waiting pair may re-arm), so the pairs that can change state in a batch - armed ones, and waiting
+ones whose cooldown ends in it - are found with a gather. A row is a candidate only when it is
+below the loosest threshold of those pairs on its symbol (during an alert storm most pairs wait, so
+few rows are); for candidates a vectorised binary search over the rules (sorted loosest first)
+finds which they are below. The fire/re-arm state machine then runs over the pairs with such
+events or a due cooldown, in vectorised rounds (one round per state change, so usually one or two).
+Alerts come out as columns (`FiredAlerts`) whose entry fields are formatted in bulk, once per
+(trade, window) however many rules fire on it.
 Everything is a function of each symbol's trade sequence only: batch boundaries and checkpoints do
 not change a single alert.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -57,6 +63,8 @@ from ingest.codecs import as_text
 from ingest.ticks import TickBatch
 
 NO_TIME = -1  # a symbol's clock before its first trade (every real ts is >= 0)
+ARMED = -1  # the due time of a pair that may fire: below every clock, so an armed pair is always "due"
+MAX_COOLDOWN_MS = 2**60  # longer cooldowns (millions of years) all mean "never"; keeps due times in int64
 KIND = "slump_alerts"
 
 
@@ -126,8 +134,11 @@ def _message_tail(rule: Rule) -> str:
     return f"within {format_duration(rule.window_s)} (rule {rule.title}: -{rule.drop_pct:g}%)"
 
 
+_MESSAGE_HEAD = "{} fell {:.2f}% to {:.10g} from {:.10g} "  # symbol, drop, price, reference
+
+
 def _message(symbol: str, price: float, reference: float, drop_pct: float, tail: str) -> str:
-    return f"{symbol} fell {drop_pct:.2f}% to {price:.10g} from {reference:.10g} {tail}"
+    return _MESSAGE_HEAD.format(symbol, drop_pct, price, reference) + tail
 
 
 def actual_drop_pct(price: float, reference: float) -> float:
@@ -192,22 +203,34 @@ def _pad(values: np.ndarray, index: np.ndarray, fill: float | int | bool) -> np.
 
 @dataclass(frozen=True, slots=True)
 class _RuleTable:
-    """Enabled rules (sorted by id) as arrays, grouped by window and by the symbol slot they watch."""
+    """Enabled rules (sorted by id) as arrays, grouped by window and by the symbol slot they watch.
+
+    A (rule, symbol) *pair* has a number: a `*` rule at position j of `star_rules` and slot s is
+    pair j * n_slots + s; single-symbol rule k of `single_rules` is pair n_star * n_slots + k.
+    """
 
     rules: tuple[Rule, ...]
     windows_ms: np.ndarray  # distinct windows
     rule_window: np.ndarray  # index into windows_ms, per rule
     factor: np.ndarray  # 1 - drop/100, per rule
     cooldown_ms: np.ndarray
-    star: tuple[np.ndarray, ...]  # per window: `*` rules, loosest (largest factor) first
-    star_fmax: np.ndarray  # per window: loosest factor of its `*` rules (-inf when none)
-    slot_offsets: tuple[np.ndarray, ...]  # per window: CSR offsets over slots into slot_rules
-    slot_rules: tuple[np.ndarray, ...]  # per window: single-symbol rules by slot, loosest first
-    slot_fmax: tuple[np.ndarray, ...]  # per window: loosest factor per slot (-inf when none)
-    slot_fmax_any: np.ndarray  # loosest factor per slot over every window
+    star_rules: np.ndarray  # `*` rules by window, loosest (largest factor) first within a window
+    star_bounds: np.ndarray  # window w's `*` rules are star_rules[star_bounds[w]:star_bounds[w + 1]]
+    star_factor: np.ndarray
+    single_rules: np.ndarray  # single-symbol rules by window, then slot, loosest first within a slot
+    single_slot: np.ndarray
+    single_window: np.ndarray
+    single_factor: np.ndarray
+    slot_offsets: tuple[np.ndarray, ...]  # per window: CSR offsets over slots into single_rules
+    rule_is_star: np.ndarray
+    rule_position: np.ndarray  # per rule: its index in star_rules or in single_rules
+    loosest_of_slot: np.ndarray  # per slot: loosest factor of any rule watching it (-inf when none)
+    loosest_star: float
     watched: np.ndarray  # per slot: some rule watches it
     watch_all: bool
-    message_tails: tuple[str, ...]  # per rule: the end of its alert messages (built once)
+    ids: np.ndarray  # per rule, as objects (gathered per alert)
+    window_texts: np.ndarray  # per rule: window_s as the alert field
+    message_tails: np.ndarray  # per rule: the end of its alert messages (built once)
 
     @classmethod
     def compile(cls, rules: Sequence[Rule], slots: SymbolSlots) -> _RuleTable:
@@ -220,35 +243,165 @@ class _RuleTable:
         n_slots = len(slots)
         window_of = np.array([r.window_ms for r in rules], np.int64)
         windows_ms, rule_window = np.unique(window_of, return_inverse=True)
+        rule_window = rule_window.astype(np.int64).reshape(n_rules)
         factor = np.array([r.factor for r in rules], np.float64)
-        star, star_fmax, offsets, by_slot, slot_fmax = [], [], [], [], []
-        for w in range(len(windows_ms)):
-            mine = rule_window == w
-            stars = np.flatnonzero(mine & (rule_slot < 0))
-            star.append(stars[np.argsort(-factor[stars], kind="stable")])
-            star_fmax.append(factor[stars].max() if len(stars) else -np.inf)
-            single = np.flatnonzero(mine & (rule_slot >= 0))
-            single = single[np.lexsort((-factor[single], rule_slot[single]))]
-            counts = np.bincount(rule_slot[single], minlength=n_slots)
-            offsets.append(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-            by_slot.append(single)
-            fmax = np.full(n_slots, -np.inf)
-            np.maximum.at(fmax, rule_slot[single], factor[single])
-            slot_fmax.append(fmax)
+        is_star = rule_slot < 0
+        star = np.flatnonzero(is_star)
+        star = star[np.lexsort((-factor[star], rule_window[star]))]
+        single = np.flatnonzero(~is_star)
+        single = single[np.lexsort((-factor[single], rule_slot[single], rule_window[single]))]
+        single_window = rule_window[single]
+        window_ids = np.arange(len(windows_ms) + 1)
+        star_bounds = np.searchsorted(rule_window[star], window_ids)
+        single_bounds = np.searchsorted(single_window, window_ids)
+        offsets = tuple(
+            np.concatenate([[0], np.cumsum(np.bincount(rule_slot[single[lo:hi]], minlength=n_slots))]).astype(np.int64)
+            + lo
+            for lo, hi in itertools.pairwise(single_bounds.tolist())
+        )
+        position = np.zeros(n_rules, np.int64)
+        position[star] = np.arange(len(star))
+        position[single] = np.arange(len(single))
+        loosest = np.full(n_slots, -np.inf)
+        np.maximum.at(loosest, rule_slot[single], factor[single])
         watched = np.zeros(n_slots, bool)
-        watched[rule_slot[rule_slot >= 0]] = True
+        watched[rule_slot[single]] = True
         return cls(
-            rules=tuple(rules), windows_ms=windows_ms, rule_window=rule_window.astype(np.int64).reshape(n_rules),
-            factor=factor, cooldown_ms=np.array([r.cooldown_ms for r in rules], np.int64),
-            star=tuple(star), star_fmax=np.array(star_fmax, np.float64), slot_offsets=tuple(offsets),
-            slot_rules=tuple(by_slot), slot_fmax=tuple(slot_fmax), watched=watched,
-            slot_fmax_any=np.max(slot_fmax, axis=0) if slot_fmax else np.full(n_slots, -np.inf),
-            watch_all=bool((rule_slot < 0).any()), message_tails=tuple(_message_tail(r) for r in rules),
+            rules=tuple(rules), windows_ms=windows_ms, rule_window=rule_window, factor=factor,
+            cooldown_ms=np.array([min(r.cooldown_ms, MAX_COOLDOWN_MS) for r in rules], np.int64),
+            star_rules=star, star_bounds=star_bounds, star_factor=factor[star],
+            single_rules=single, single_slot=rule_slot[single], single_window=single_window,
+            single_factor=factor[single], slot_offsets=offsets, rule_is_star=is_star, rule_position=position,
+            loosest_of_slot=loosest, loosest_star=float(factor[star].max()) if len(star) else -np.inf,
+            watched=watched, watch_all=bool(len(star)),
+            ids=_objects(r.id for r in rules), window_texts=_objects(f"{r.window_s:g}" for r in rules),
+            message_tails=_objects(_message_tail(r) for r in rules),
         )  # fmt: skip
 
 
+def _objects(items: Iterable[str]) -> np.ndarray:
+    """Strings as a 1-D object array (fancy indexing gathers them without a Python loop)."""
+    values = list(items)
+    out = np.empty(len(values), object)
+    out[:] = values
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class FiredAlerts:
+    """One batch's alerts as columns, in batch-row order, then rule id order.
+
+    In an alert storm many rules fire on one trade against the same reference (one per window at
+    most), so everything that depends only on (trade, window) - the numbers as text, the head of the
+    message - is held and formatted once per such *group* and shared by its alerts.
+    """
+
+    table: _RuleTable
+    rule: np.ndarray  # per alert: index into table.rules
+    group: np.ndarray  # per alert: its (trade, window) group
+    row: np.ndarray  # per group: the trade's row in the batch
+    symbol: np.ndarray  # per group (objects)
+    ts: np.ndarray
+    price: np.ndarray
+    reference: np.ndarray
+    drop: np.ndarray
+    tick_id: np.ndarray | None  # per group (objects); None when the batch has no stream origin
+
+    def __len__(self) -> int:
+        return len(self.rule)
+
+    def messages(self) -> np.ndarray:
+        """The readable sentence of every alert (objects)."""
+        heads = _objects(map(_MESSAGE_HEAD.format, self.symbol.tolist(), self.drop.tolist(), self.price.tolist(),
+                             self.reference.tolist()))  # fmt: skip
+        return heads[self.group] + self.table.message_tails[self.rule]
+
+    def to_fields(self) -> list[dict[str, str]]:
+        """Every alert's `tickerdash:alerts` entry, equal to `Alert.to_fields` of `to_alerts()`, built in bulk."""
+        if not len(self):
+            return []
+        g, r = self.group, self.rule
+        columns = [self.table.ids[r], self.symbol[g], _objects(map(str, self.ts.tolist()))[g],
+                   _objects(map(repr, self.price.tolist()))[g], _objects(map(repr, self.reference.tolist()))[g],
+                   _objects(map(repr, self.drop.tolist()))[g], self.table.window_texts[r], self.messages()]  # fmt: skip
+        values = [column.tolist() for column in columns]
+        if self.tick_id is None:
+            return [
+                {"rule_id": a, "symbol": b, "ts": c, "price": d, "reference_price": e, "drop_pct": f, "window_s": w,
+                 "message": m}
+                for a, b, c, d, e, f, w, m in zip(*values, strict=True)
+            ]  # fmt: skip
+        return [
+            {"rule_id": a, "symbol": b, "ts": c, "price": d, "reference_price": e, "drop_pct": f, "window_s": w,
+             "message": m, "tick_id": t}
+            for a, b, c, d, e, f, w, m, t in zip(*values, self.tick_id[g].tolist(), strict=True)
+        ]  # fmt: skip
+
+    def to_alerts(self) -> list[Alert]:
+        """The alerts as `Alert` objects."""
+        if not len(self):
+            return []
+        g, rules = self.group, self.table.rules
+        tick_ids = self.tick_id[g].tolist() if self.tick_id is not None else [""] * len(self)
+        return [
+            Alert(rule_id=rules[r].id, symbol=symbol, ts=ts, price=price, reference_price=reference, drop_pct=drop,
+                  window_s=rules[r].window_s, message=message, tick_id=tick_id, row=row)
+            for r, symbol, ts, price, reference, drop, message, tick_id, row in zip(
+                self.rule.tolist(), self.symbol[g].tolist(), self.ts[g].tolist(), self.price[g].tolist(),
+                self.reference[g].tolist(), self.drop[g].tolist(), self.messages().tolist(), tick_ids,
+                self.row[g].tolist(), strict=True)
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Segments:
+    """The batch's watched trades grouped by symbol (arrival order kept), with each symbol's clock."""
+
+    batch_row: np.ndarray  # batch row of each sorted row
+    slot: np.ndarray  # per segment: symbol slot
+    start: np.ndarray
+    end: np.ndarray
+    row_seg: np.ndarray  # per sorted row: its segment
+    price: np.ndarray
+    clock: np.ndarray
+
+    @property
+    def last_clock(self) -> np.ndarray:
+        """Per segment: the symbol's clock after the batch."""
+        return self.clock[self.end - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class _History:
+    """The carried deques of a batch's symbols in segment order, and the batch's (segment, time) keys.
+
+    A (segment, time) pair packed into one int64 key sorts across segments, so window starts are
+    one binary search.
+    """
+
+    ts: np.ndarray
+    price: np.ndarray
+    seg: np.ndarray
+    top: np.ndarray  # per segment: highest remembered price (-inf when none)
+    base: int
+    span: int
+    row_key: np.ndarray
+    key: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class _Below:
+    """One window's rows below the loosest live threshold, and how many rules of each list they are below."""
+
+    rows: np.ndarray  # sorted rows, so grouped by segment
+    seg: np.ndarray
+    star: np.ndarray  # how many of the window's `*` rules (loosest first) the row is below
+    single_lo: np.ndarray  # where the window's rules of the row's symbol start in single_rules
+    single: np.ndarray  # how many of those (loosest first) the row is below
+
+
 class SlumpAlerts:
-    """The alert stage: `process(batch)` returns the alerts the batch fires, in row order."""
+    """The alert stage: `evaluate(batch)` gives the alerts the batch fires as columns, `process` as objects."""
 
     def __init__(self, rules: Sequence[Rule] = ()) -> None:
         self.slots = SymbolSlots()
@@ -259,10 +412,9 @@ class SlumpAlerts:
         self.deque_offsets = np.zeros(1, np.int64)
         self.deque_ts = np.zeros(0, np.int64)
         self.deque_price = np.zeros(0, np.float64)
-        # Waiting (rule, symbol) pairs: rule index into the table, slot, time of the firing trade.
-        self.waiting_rule = np.zeros(0, np.int64)
-        self.waiting_slot = np.zeros(0, np.int64)
-        self.waiting_since = np.zeros(0, np.int64)
+        # Per (rule, symbol) pair (numbered as in _RuleTable): ARMED, or the event time from which the
+        # waiting pair may re-arm (its firing trade's time + cooldown). Dense, so that state is one gather.
+        self.pair_due = np.zeros(0, np.int64)
         self._table = _RuleTable.compile((), self.slots)
         self.set_rules(rules)
 
@@ -270,6 +422,21 @@ class SlumpAlerts:
     def rules(self) -> tuple[Rule, ...]:
         """The enabled rules being evaluated, sorted by id."""
         return self._table.rules
+
+    @property
+    def waiting_rule(self) -> np.ndarray:
+        """Rule index (into `rules`) of every waiting (rule, symbol) pair, in checkpoint order."""
+        return self._waiting()[0]
+
+    @property
+    def waiting_slot(self) -> np.ndarray:
+        """Symbol slot of every waiting pair."""
+        return self._waiting()[1]
+
+    @property
+    def waiting_since(self) -> np.ndarray:
+        """Event time of every waiting pair's firing trade."""
+        return self._waiting()[2]
 
     def set_rules(self, rules: Sequence[Rule]) -> None:
         """Evaluate these rules from now on; unchanged rules keep their state, changed ones restart armed."""
@@ -283,23 +450,57 @@ class SlumpAlerts:
             old_index = old.get(rule.id)
             if old_index is not None and self._table.rules[old_index] == rule:
                 remap[old_index] = new_index
-        new_rule = remap[self.waiting_rule]
+        waiting_rule, waiting_slot, waiting_since = self._waiting()
+        new_rule = remap[waiting_rule]
         keep = new_rule >= 0
-        self._set_waiting(new_rule[keep], self.waiting_slot[keep], self.waiting_since[keep])
         self.history_ms = max([self.history_ms, *(r.window_ms for r in enabled)])
         self._table = _RuleTable.compile(enabled, self.slots)
-        self._add_slots(len(self.slots))
+        self._grow_symbols(len(self.slots))
+        self._set_waiting(new_rule[keep], waiting_slot[keep], waiting_since[keep])
+
+    def _pair_rule_slot(self, pair: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rule index and slot of these pairs."""
+        table, n_slots = self._table, max(len(self.clock), 1)
+        star_pairs = len(table.star_rules) * len(self.clock)
+        star = pair < star_pairs
+        single = pair[~star] - star_pairs
+        rule = np.empty(len(pair), np.int64)
+        slot = np.empty(len(pair), np.int64)
+        rule[star], slot[star] = table.star_rules[pair[star] // n_slots], pair[star] % n_slots
+        rule[~star], slot[~star] = table.single_rules[single], table.single_slot[single]
+        return rule, slot
+
+    def _waiting(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Waiting pairs as (rule index, slot, time of the firing trade), in a canonical order."""
+        pair = np.flatnonzero(self.pair_due != ARMED)
+        rule, slot = self._pair_rule_slot(pair)
+        since = self.pair_due[pair] - self._table.cooldown_ms[rule]
+        order = np.lexsort((slot, rule))  # canonical order, so checkpoints do not depend on history
+        return rule[order], slot[order], since[order]
 
     def _set_waiting(self, rule: np.ndarray, slot: np.ndarray, since: np.ndarray) -> None:
-        order = np.lexsort((slot, rule))  # canonical order, so checkpoints do not depend on history
-        self.waiting_rule, self.waiting_slot, self.waiting_since = rule[order], slot[order], since[order]
+        """Every pair armed but these, which wait (rule indices of the current table)."""
+        table, n_slots = self._table, len(self.clock)
+        star_pairs = len(table.star_rules) * n_slots
+        self.pair_due = np.full(star_pairs + len(table.single_rules), ARMED, np.int64)
+        position = table.rule_position[rule]
+        pair = np.where(table.rule_is_star[rule], position * n_slots + slot, star_pairs + position)
+        self.pair_due[pair] = since + table.cooldown_ms[rule]
 
-    def _add_slots(self, n: int) -> None:
+    def _grow_symbols(self, n: int) -> None:
         fresh = n - len(self.clock)
         if fresh <= 0:
             return
         self.clock = grow(self.clock, n, NO_TIME)
         self.deque_offsets = np.concatenate([self.deque_offsets, np.full(fresh, self.deque_offsets[-1])])
+
+    def _add_slots(self, n: int) -> None:
+        """Room for symbols seen for the first time: their pairs start armed."""
+        if n <= len(self.clock):
+            return
+        waiting = self._waiting()
+        self._grow_symbols(n)
+        self._set_waiting(*waiting)
 
     def _watched_rows(self, row_slot: np.ndarray) -> np.ndarray | None:
         """Rows of watched symbols (None: every row)."""
@@ -311,9 +512,13 @@ class SlumpAlerts:
 
     def process(self, batch: TickBatch) -> list[Alert]:
         """Update every watched symbol with the batch's trades and return the alerts they fire, in row order."""
+        return self.evaluate(batch).to_alerts()
+
+    def evaluate(self, batch: TickBatch) -> FiredAlerts:
+        """Update every watched symbol with the batch's trades; the alerts they fire, as columns."""
         table = self._table
         if len(batch) == 0 or not table.rules:
-            return []
+            return self._fired(batch, None, _NO_FIRES)
         if int(batch.ts.max()) >= 2**TS_BITS or int(batch.ts.min()) < 0:
             raise ValueError("ts must be epoch milliseconds in [0, 2**42)")
         slot_of_local = self.slots.slots_for(batch.symbols)
@@ -321,122 +526,214 @@ class SlumpAlerts:
         rows = self._watched_rows(slot_of_local[batch.symbol_idx])
         symbol_idx = batch.symbol_idx if rows is None else batch.symbol_idx[rows]
         if len(symbol_idx) == 0:
-            return []
+            return self._fired(batch, None, _NO_FIRES)
         group = Grouping.of(symbol_idx, len(batch.symbols))
-        batch_row = group.order if rows is None else rows[group.order]  # batch row of each sorted row
-        seg_slot = slot_of_local[group.local_symbol]
-        seg_end = group.starts + group.lengths
-        row_seg = group.segment
+        batch_row = group.order if rows is None else rows[group.order]
         price = batch.price[batch_row]
-        clock = segmented_cummax(batch.ts[batch_row], group.lengths, self.clock[seg_slot])
-        n = len(price)
-        rows_max = RangeMax(price)
+        seg_slot = slot_of_local[group.local_symbol]
+        segs = _Segments(batch_row=batch_row, slot=seg_slot, start=group.starts, end=group.starts + group.lengths,
+                         row_seg=group.segment, price=price,
+                         clock=segmented_cummax(batch.ts[batch_row], group.lengths, self.clock[seg_slot]))  # fmt: skip
+        history = self._history(segs)
+        seg_max = np.maximum.reduceat(price, segs.start)
+        fires = self._fire(segs, history, np.maximum(seg_max, history.top))
+        self._keep_history(segs, history, seg_max)
+        self.clock[segs.slot] = segs.last_clock
+        return self._fired(batch, segs, fires)
 
-        # carried deques of the touched symbols, in segment order
-        deque_start = self.deque_offsets[seg_slot]
-        deque_len = self.deque_offsets[seg_slot + 1] - deque_start
+    def _history(self, segs: _Segments) -> _History:
+        """The remembered trades of the batch's symbols, and the keys that find window starts."""
+        deque_start = self.deque_offsets[segs.slot]
+        deque_len = self.deque_offsets[segs.slot + 1] - deque_start
         carried = ragged_arange(deque_start, deque_len)
-        carried_ts, carried_price = self.deque_ts[carried], self.deque_price[carried]
-        carried_seg = segment_of_row(deque_len)
-
-        # (segment, time) packed into one int64 key sorted across segments: window starts by binary search
-        lowest = min(int(clock.min()), int(carried_ts.min()) if len(carried_ts) else int(clock.min()))
+        ts, price, seg = self.deque_ts[carried], self.deque_price[carried], segment_of_row(deque_len)
+        top = np.full(len(segs.slot), -np.inf)
+        has_deque = deque_len > 0
+        top[has_deque] = price[exclusive_cumsum(deque_len)[has_deque]]
+        clock = segs.clock
+        lowest = min(int(clock.min()), int(ts.min()) if len(ts) else int(clock.min()))
         base = lowest - self.history_ms - 1
         span = int(clock.max()) - base + 2  # one spare value: a key beyond every row of its segment
-        if span * (len(seg_slot) + 1) >= 2**62:
+        if span * (len(segs.slot) + 1) >= 2**62:
             raise ValueError("event times span too wide to scan segments in one int64 key")
-        row_key = row_seg * span + (clock - base)
-        carried_key = carried_seg * span + (carried_ts - base)
+        return _History(ts=ts, price=price, seg=seg, top=top, base=base, span=span,
+                        row_key=segs.row_seg * span + (clock - base), key=seg * span + (ts - base))  # fmt: skip
 
-        refs = np.full((len(table.windows_ms), n), np.nan)  # filled where a rule could fire
-        event_rule, event_row = [], []
-        row_slot = seg_slot[row_seg]
-        # Every window's reference is at most the highest price remembered or seen so far in the batch, so
-        # rows above that bound's loosest threshold cannot fire: most rows stop here, at O(1) each.
-        carried_top = np.full(len(seg_slot), -np.inf)
-        has_deque = deque_len > 0
-        carried_top[has_deque] = carried_price[exclusive_cumsum(deque_len)[has_deque]]
-        bound = np.maximum(rows_max.query(group.starts[row_seg], np.arange(n)), carried_top[row_seg])
-        loosest_any = np.maximum(table.star_fmax.max(), _pad(table.slot_fmax_any, row_slot, -np.inf))
-        maybe = np.flatnonzero(price <= bound * loosest_any)
-        m_seg, m_clock, m_price, m_slot = row_seg[maybe], clock[maybe], price[maybe], row_slot[maybe]
-        for w, window in enumerate(table.windows_ms.tolist() if len(maybe) else ()):
-            query = m_seg * span + (m_clock - window - base)
-            first = np.searchsorted(row_key, query, side="right")
-            ref = rows_max.query(first, maybe)
-            if len(carried_key):
-                at = np.searchsorted(carried_key, query, side="right")
-                inside = at < len(carried_key)
-                at = np.minimum(at, len(carried_key) - 1)
-                inside &= carried_seg[at] == m_seg
-                ref = np.maximum(ref, np.where(inside, carried_price[at], -np.inf))
-            refs[w, maybe] = ref
-            loosest = np.maximum(table.star_fmax[w], _pad(table.slot_fmax[w], m_slot, -np.inf))
-            below_loosest = np.flatnonzero(m_price <= ref * loosest)
-            if len(below_loosest) == 0:
-                continue
-            cand = maybe[below_loosest]
-            c_ref, c_price = ref[below_loosest], m_price[below_loosest]
-            stars = table.star[w]
-            if len(stars):
-                count = prefix_counts(c_ref, c_price, table.factor[stars], np.zeros(len(cand), np.int64),
-                                      np.full(len(cand), len(stars), np.int64))  # fmt: skip
-                event_rule.append(stars[ragged_arange(np.zeros(len(cand), np.int64), count)])
-                event_row.append(np.repeat(cand, count))
-            offsets = table.slot_offsets[w]
-            if len(table.slot_rules[w]):
-                c_slot = np.minimum(row_slot[cand], len(offsets) - 2)
-                known = row_slot[cand] < len(offsets) - 1
-                lo = np.where(known, offsets[c_slot], 0)
-                hi = np.where(known, offsets[c_slot + 1], 0)
-                count = prefix_counts(c_ref, c_price, table.factor[table.slot_rules[w]], lo, hi)
-                event_rule.append(table.slot_rules[w][ragged_arange(lo, count)])
-                event_row.append(np.repeat(cand, count))
+    def _live_loosest(self, segs: _Segments, star_due: np.ndarray, seg_of_slot: np.ndarray) -> np.ndarray:
+        """Per window and segment: the loosest factor of the pairs that may fire in this batch (-inf: none).
 
-        fires = self._run_state_machine(
-            np.concatenate(event_rule) if event_rule else np.zeros(0, np.int64),
-            np.concatenate(event_row) if event_row else np.zeros(0, np.int64),
-            clock, row_key, span, base, seg_slot, group.starts, seg_end,
-        )  # fmt: skip
-        self._keep_history(rows_max, price, clock, seg_slot, group.starts, seg_end, row_seg,
-                           carried_ts, carried_price, carried_seg)
-        self.clock[seg_slot] = clock[seg_end - 1]
-        return self._alerts(batch, fires, batch_row, refs, seg_slot[row_seg])
+        A pair may fire when it is armed or due (its cooldown ends by the symbol's last trade here).
+        """
+        table = self._table
+        last = segs.last_clock
+        loosest = np.full((len(table.windows_ms), len(segs.slot)), -np.inf)
+        has_star = np.flatnonzero(np.diff(table.star_bounds) > 0)
+        if len(has_star):
+            live_factor = np.where(star_due <= last, table.star_factor[:, None], -np.inf)
+            loosest[has_star] = np.maximum.reduceat(live_factor, table.star_bounds[has_star], axis=0)
+        single_seg = seg_of_slot[table.single_slot]
+        live = single_seg >= 0
+        live[live] = self.pair_due[len(self.pair_due) - len(table.single_rules) :][live] <= last[single_seg[live]]
+        np.maximum.at(loosest, (table.single_window[live], single_seg[live]), table.single_factor[live])
+        return loosest
 
-    def _run_state_machine(self, event_rule: np.ndarray, event_row: np.ndarray, clock: np.ndarray,
-                           row_key: np.ndarray, span: int, base: int, seg_slot: np.ndarray,
-                           seg_start: np.ndarray, seg_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """Fire and re-arm every involved (rule, symbol) pair; returns fired (rule, sorted row) arrays."""
-        n_slots = len(self.slots)
+    def _fire(self, segs: _Segments, history: _History, seg_top: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Run every pair that may change state in this batch; fired (rule, sorted row, reference) arrays.
+
+        Every window's reference is at most the highest price remembered or seen in the batch, so a
+        symbol none of whose trades is below that bound's loosest threshold cannot fire, and a row
+        above the loosest threshold of the pairs that may fire cannot either: most rows stop there.
+        A pair armed at the start whose cooldown after its first below trade outlasts the batch
+        (the usual case: cooldowns are minutes, batches a fraction of a second) fires on that trade
+        and is done, so it needs only that trade, which a running maximum per symbol finds for all
+        such pairs at once. Only the others (due to re-arm in this batch, or able to re-arm after
+        firing) go through the state machine with every below trade.
+        """
+        table = self._table
+        n_slots, n_star = len(self.clock), len(table.star_rules)
+        price, row_seg, seg_slot = segs.price, segs.row_seg, segs.slot
+        # a waiting pair's due time as unsigned: ARMED (-1) is the largest, so min() is the first re-arm
+        due_any = int(self.pair_due.view(np.uint64).min(initial=2**64 - 1)) <= int(segs.clock.max())
+        seg_low = np.minimum.reduceat(price, segs.start)
+        loosest_static = np.maximum(table.loosest_star, _pad(table.loosest_of_slot, seg_slot, -np.inf))
+        if not due_any and not (seg_low <= seg_top * loosest_static).any():
+            return _NO_FIRES
         seg_of_slot = np.full(n_slots, -1, np.int64)
         seg_of_slot[seg_slot] = np.arange(len(seg_slot))
-        row_slot = np.repeat(seg_slot, seg_end - seg_start)
-        touched = seg_of_slot[self.waiting_slot] >= 0
-        waiting_keys = self.waiting_rule[touched] * n_slots + self.waiting_slot[touched]
-        # one sort puts the below events in (pair, row) order; pair ids then follow the sorted pair keys
-        stride = len(clock) + 1
-        ordered = np.sort((event_rule * n_slots + row_slot[event_row]) * stride + event_row)
-        event_pair_key, event_row = ordered // stride, ordered % stride
-        first_of_pair = np.flatnonzero(np.diff(event_pair_key, prepend=-1) != 0)
-        event_pairs = event_pair_key[first_of_pair]  # sorted, distinct
-        pair_keys = np.union1d(event_pairs, waiting_keys)
-        if len(pair_keys) == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        star_due = self.pair_due[: n_star * n_slots].reshape(n_star, n_slots)[:, seg_slot]
+        loosest = self._live_loosest(segs, star_due, seg_of_slot)
+        maybe = np.flatnonzero(price <= (seg_top * loosest.max(axis=0))[row_seg])
+
+        refs = np.full((len(table.windows_ms), len(price)), np.nan)  # filled where a rule could fire
+        rows_max = RangeMax(price) if len(maybe) else None
+        below: dict[int, _Below] = {}
+        first_pair, first_row = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for w, window in enumerate(table.windows_ms.tolist()):
+            rows = maybe[loosest[w, row_seg[maybe]] > -np.inf]
+            if rows_max is None or len(rows) == 0:
+                continue
+            ref = self._reference(rows, window, segs, history, rows_max)
+            refs[w, rows] = ref
+            hit = np.flatnonzero(price[rows] <= ref * loosest[w, row_seg[rows]])
+            below[w] = found = self._below(w, rows[hit], ref[hit], segs)
+            at, rank = first_of_ranks(found.seg, found.star)
+            first_pair.append((table.star_bounds[w] + rank) * n_slots + seg_slot[found.seg[at]])
+            first_row.append(found.rows[at])
+            at, rank = first_of_ranks(found.seg, found.single)
+            first_pair.append(n_star * n_slots + found.single_lo[at] + rank)
+            first_row.append(found.rows[at])
+        due_pairs = self._due_pairs(segs, star_due, seg_of_slot) if due_any else np.zeros(0, np.int64)
+        pair, row = np.concatenate(first_pair), np.concatenate(first_row)
+        rule, _ = self._pair_rule_slot(pair)
+        armed = self.pair_due[pair] == ARMED
+        due = segs.clock[row] + table.cooldown_ms[rule]
+        done = armed & (due > segs.last_clock[row_seg[row]])
+        self.pair_due[pair[done]] = due[done]
+        more_rule, more_row = self._run_state_machine(np.concatenate([pair[armed & ~done], due_pairs]), below, segs,
+                                                      history, seg_of_slot)  # fmt: skip
+        rule, row = np.concatenate([rule[done], more_rule]), np.concatenate([row[done], more_row])
+        return rule, row, refs[table.rule_window[rule], row]
+
+    def _below(self, w: int, rows: np.ndarray, ref: np.ndarray, segs: _Segments) -> _Below:
+        """How many rules of window w each of these rows is below, per list (`*` rules, its symbol's rules)."""
+        table = self._table
+        seg = segs.row_seg[rows]
+        price = segs.price[rows]
+        none = np.zeros(len(rows), np.int64)
+        lo, hi = table.star_bounds[w], table.star_bounds[w + 1]
+        star = prefix_counts(ref, price, table.star_factor, none + lo, none + hi) if hi > lo else none
+        offsets = table.slot_offsets[w]
+        slot = segs.slot[seg]
+        known = slot < len(offsets) - 1
+        slot = np.minimum(slot, len(offsets) - 2)
+        single_lo = np.where(known, offsets[slot], 0)
+        single = none
+        if offsets[-1] > offsets[0]:
+            single = prefix_counts(ref, price, table.single_factor, single_lo, np.where(known, offsets[slot + 1], 0))
+        return _Below(rows=rows, seg=seg, star=star, single_lo=single_lo, single=single)
+
+    def _due_pairs(self, segs: _Segments, star_due: np.ndarray, seg_of_slot: np.ndarray) -> np.ndarray:
+        """Waiting pairs of the batch's symbols whose cooldown ends by their symbol's last trade here."""
+        table, n_slots = self._table, len(self.clock)
+        last = segs.last_clock
+        j, seg = np.nonzero((star_due >= 0) & (star_due <= last))
+        single = self.pair_due[len(self.pair_due) - len(table.single_rules) :]
+        single_seg = seg_of_slot[table.single_slot]
+        due = (single >= 0) & (single_seg >= 0)
+        due[due] = single[due] <= last[single_seg[due]]
+        return np.concatenate([j * n_slots + segs.slot[seg], len(table.star_rules) * n_slots + np.flatnonzero(due)])
+
+    def _events(self, pairs: np.ndarray, below: dict[int, _Below], segs: _Segments,
+                seg_of_slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Every below trade of these pairs that can matter, as (pair, sorted row) arrays.
+
+        A waiting pair's below trades before its due time cannot matter: they are left out.
+        """
+        table, n_slots = self._table, len(self.clock)
+        star_pairs = len(table.star_rules) * n_slots
+        rule, slot = self._pair_rule_slot(pairs)
+        window, seg = table.rule_window[rule], seg_of_slot[slot]
+        event_pair, event_row = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for w, found in below.items():
+            mine = np.flatnonzero(window == w)
+            pair, star = pairs[mine], pairs[mine] < star_pairs
+            rank = np.empty(len(pair), np.int64)  # the pair's place in its list: below where count > rank
+            rank[star] = pair[star] // n_slots - table.star_bounds[w]
+            single = pair[~star] - star_pairs
+            rank[~star] = single - table.slot_offsets[w][table.single_slot[single]]
+            lo = np.searchsorted(found.seg, seg[mine], side="left")
+            hi = np.searchsorted(found.seg, seg[mine], side="right")
+            at = ragged_arange(lo, hi - lo)  # the window's below rows of each pair's symbol
+            of = np.repeat(np.arange(len(pair)), hi - lo)
+            hit = np.where(star[of], found.star[at], found.single[at]) > rank[of]
+            event_pair.append(pair[of[hit]])
+            event_row.append(found.rows[at[hit]])
+        pair, row = np.concatenate(event_pair), np.concatenate(event_row)
+        keep = self.pair_due[pair] <= segs.clock[row]
+        return pair[keep], row[keep]
+
+    def _reference(self, rows: np.ndarray, window: int, segs: _Segments, history: _History,
+                   rows_max: RangeMax) -> np.ndarray:  # fmt: skip
+        """The exact reference of these (sorted) rows for one window: the highest price in (t - W, t]."""
+        seg = segs.row_seg[rows]
+        query = seg * history.span + (segs.clock[rows] - window - history.base)
+        ref = rows_max.query(np.searchsorted(history.row_key, query, side="right"), rows)
+        if len(history.key):
+            at = np.searchsorted(history.key, query, side="right")
+            inside = at < len(history.key)
+            at = np.minimum(at, len(history.key) - 1)
+            inside &= history.seg[at] == seg
+            ref = np.maximum(ref, np.where(inside, history.price[at], -np.inf))
+        return ref
+
+    def _run_state_machine(self, pairs: np.ndarray, below: dict[int, _Below], segs: _Segments, history: _History,
+                           seg_of_slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Fire and re-arm these pairs over every below trade of theirs; fired (rule, sorted row) arrays.
+
+        Each round moves every pair still in play by one state change, vectorised: usually one or two rounds.
+        """
+        if len(pairs) == 0:
+            return _NO_FIRES[:2]
+        event_pair, event_row = self._events(pairs, below, segs, seg_of_slot)
+        stride = len(segs.price) + 1
+        events = np.sort(event_pair * stride + event_row)
+        event_pair = events // stride
+        first_of_pair = np.flatnonzero(np.diff(event_pair, prepend=-1) != 0)
+        event_pairs = event_pair[first_of_pair]  # sorted, distinct
+        pair_keys = np.unique(pairs)  # every pair with events is one of these
         n_pairs = len(pair_keys)
-        pair_rule, pair_slot = pair_keys // n_slots, pair_keys % n_slots
+        pair_rule, pair_slot = self._pair_rule_slot(pair_keys)
         pair_seg = seg_of_slot[pair_slot]
-        pair_end = seg_end[pair_seg]
-        pos = seg_start[pair_seg].copy()
-        waiting = np.zeros(n_pairs, bool)
-        since = np.full(n_pairs, NO_TIME, np.int64)
-        waiting_pairs = np.searchsorted(pair_keys, waiting_keys)
-        waiting[waiting_pairs] = True
-        since[waiting_pairs] = self.waiting_since[touched]
+        pair_end = segs.end[pair_seg]
+        pos = segs.start[pair_seg].copy()
+        due = self.pair_due[pair_keys].copy()
+        waiting = due != ARMED
         cooldown = self._table.cooldown_ms[pair_rule]
+        clock, span, base = segs.clock, history.span, history.base
 
         # below events keyed (pair id, row), sorted; and where each run of consecutive below rows ends
-        per_pair = np.diff(np.append(first_of_pair, len(ordered)))
-        events = np.repeat(np.searchsorted(pair_keys, event_pairs), per_pair) * stride + event_row
+        per_pair = np.diff(np.append(first_of_pair, len(events)))
+        events = np.repeat(np.searchsorted(pair_keys, event_pairs), per_pair) * stride + events % stride
         n_events = len(events)
         run_breaks = np.flatnonzero(np.diff(events) != 1)
         run_last = np.concatenate([run_breaks, [n_events - 1]]) if n_events else np.zeros(0, np.int64)
@@ -453,8 +750,8 @@ class SlumpAlerts:
         while alive.any():
             wait = np.flatnonzero(alive & waiting)
             if len(wait):
-                due = np.clip(since[wait] + cooldown[wait] - base, 0, span - 1)
-                start = np.maximum(pos[wait], np.searchsorted(row_key, pair_seg[wait] * span + due, side="left"))
+                at_due = np.clip(due[wait] - base, 0, span - 1)
+                start = np.maximum(pos[wait], np.searchsorted(history.row_key, pair_seg[wait] * span + at_due))
                 probe = wait * stride + start
                 at, clamped = lookup(probe)
                 hit = (at < n_events) & (events[clamped] == probe) if n_events else np.zeros(len(wait), bool)
@@ -473,34 +770,24 @@ class SlumpAlerts:
                 fire, row = armed[found], events[clamped[found]] - armed[found] * stride
                 fired_pair.append(fire)
                 fired_row.append(row)
-                waiting[fire], since[fire], pos[fire] = True, clock[row], row + 1
+                waiting[fire], due[fire], pos[fire] = True, clock[row] + cooldown[fire], row + 1
                 alive[armed[~found]] = False
 
-        # waiting pairs of untouched symbols stay; the involved ones are replaced by their new state
-        self._set_waiting(np.concatenate([self.waiting_rule[~touched], pair_rule[waiting]]),
-                          np.concatenate([self.waiting_slot[~touched], pair_slot[waiting]]),
-                          np.concatenate([self.waiting_since[~touched], since[waiting]]))  # fmt: skip
+        self.pair_due[pair_keys] = np.where(waiting, due, ARMED)
         if not fired_pair:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        pairs = np.concatenate(fired_pair)
-        return pair_rule[pairs], np.concatenate(fired_row)
+            return _NO_FIRES[:2]
+        return pair_rule[np.concatenate(fired_pair)], np.concatenate(fired_row)
 
-    def _keep_history(self, rows_max: RangeMax, price: np.ndarray, clock: np.ndarray, seg_slot: np.ndarray,
-                      seg_start: np.ndarray, seg_end: np.ndarray, row_seg: np.ndarray, carried_ts: np.ndarray,
-                      carried_price: np.ndarray, carried_seg: np.ndarray) -> None:  # fmt: skip
+    def _keep_history(self, segs: _Segments, history: _History, seg_max: np.ndarray) -> None:
         """Replace the deques of touched symbols: trades not dominated by a later one, inside the history."""
-        n = len(price)
-        horizon = clock[seg_end - 1] - self.history_ms  # keep times > horizon
-        seg_max = rows_max.query(seg_start, seg_end - 1)
-        keep_carried = (carried_price > seg_max[carried_seg]) & (carried_ts > horizon[carried_seg])
-        positions = np.arange(n)
-        last = seg_end[row_seg] - 1
-        later = np.where(positions < last, rows_max.query(np.minimum(positions + 1, last), last), -np.inf)
-        keep_new = (price > later) & (clock > horizon[row_seg])
-        seg = np.concatenate([carried_seg[keep_carried], row_seg[keep_new]])
+        price, clock, row_seg, seg_slot = segs.price, segs.clock, segs.row_seg, segs.slot
+        horizon = segs.last_clock - self.history_ms  # keep times > horizon
+        keep_carried = (history.price > seg_max[history.seg]) & (history.ts > horizon[history.seg])
+        keep_new = (price > max_after(price, segs.end[row_seg])) & (clock > horizon[row_seg])
+        seg = np.concatenate([history.seg[keep_carried], row_seg[keep_new]])
         order = np.argsort(seg, kind="stable")  # carried entries come before new ones of the same symbol
-        new_ts = np.concatenate([carried_ts[keep_carried], clock[keep_new]])[order]
-        new_price = np.concatenate([carried_price[keep_carried], price[keep_new]])[order]
+        new_ts = np.concatenate([history.ts[keep_carried], clock[keep_new]])[order]
+        new_price = np.concatenate([history.price[keep_carried], price[keep_new]])[order]
         new_len = np.bincount(seg, minlength=len(seg_slot))
 
         lengths = np.diff(self.deque_offsets)
@@ -521,31 +808,33 @@ class SlumpAlerts:
         deque_ts[dest], deque_price[dest] = new_ts, new_price
         self.deque_offsets, self.deque_ts, self.deque_price = offsets, deque_ts, deque_price
 
-    def _alerts(self, batch: TickBatch, fires: tuple[np.ndarray, np.ndarray], batch_row: np.ndarray,
-                refs: np.ndarray, row_slot: np.ndarray) -> list[Alert]:  # fmt: skip
-        """Alert objects for the fired (rule, sorted row) pairs, in batch-row order then rule id order."""
-        rule_index, sorted_row = fires
-        if len(rule_index) == 0:
-            return []
+    def _fired(self, batch: TickBatch, segs: _Segments | None, fires: tuple[np.ndarray, ...]) -> FiredAlerts:
+        """The fired (rule, sorted row, reference) triples as columns, in batch-row order then rule id order."""
+        rule, sorted_row, reference = fires
         table = self._table
-        rows = batch_row[sorted_row]
-        order = np.lexsort((rule_index, rows))
-        has_origin = batch.entry_of.shape[0] == len(batch)
-        alerts = []
-        for r, s, row in zip(rule_index[order].tolist(), sorted_row[order].tolist(), rows[order].tolist(),
-                             strict=True):  # fmt: skip
-            rule = table.rules[r]
-            symbol = self.slots.names[int(row_slot[s])]
-            price = float(batch.price[row])
-            reference = float(refs[table.rule_window[r], s])
-            drop = actual_drop_pct(price, reference)
-            alerts.append(Alert(
-                rule_id=rule.id, symbol=symbol, ts=int(batch.ts[row]), price=price, reference_price=reference,
-                drop_pct=drop, window_s=rule.window_s,
-                message=_message(symbol, price, reference, drop, table.message_tails[r]),
-                tick_id=batch.tick_id(row) if has_origin else "", row=row,
-            ))  # fmt: skip
-        return alerts
+        if segs is None or len(rule) == 0:
+            empty = np.zeros(0, np.int64)
+            return FiredAlerts(table, empty, empty, empty, _objects(()), empty, np.zeros(0), np.zeros(0),
+                               np.zeros(0), None)  # fmt: skip
+        row = segs.batch_row[sorted_row]
+        order = np.lexsort((rule, row))
+        rule, sorted_row, reference, row = rule[order], sorted_row[order], reference[order], row[order]
+        # one group per (trade, window): alerts of a group share the reference and so every number
+        _, first, group = np.unique(sorted_row * len(table.windows_ms) + table.rule_window[rule], return_index=True,
+                                    return_inverse=True)  # fmt: skip
+        row, reference = row[first], reference[first]
+        price = batch.price[row]
+        tick_id = None
+        if batch.entry_of.shape[0] == len(batch):
+            entries = _objects(batch.entry_ids)[batch.entry_of[row]].tolist()
+            offsets = batch.row_in_entry[row].tolist()
+            tick_id = _objects(entry if offset < 0 else f"{entry}#{offset}"
+                               for entry, offset in zip(entries, offsets, strict=True))  # fmt: skip
+        return FiredAlerts(
+            table=table, rule=rule, group=group.reshape(-1), row=row,
+            symbol=_objects(self.slots.names)[segs.slot[segs.row_seg[sorted_row[first]]]],
+            ts=batch.ts[row], price=price, reference=reference, drop=100.0 * (1.0 - price / reference), tick_id=tick_id,
+        )  # fmt: skip
 
     # -- checkpoint --
 
@@ -557,7 +846,9 @@ class SlumpAlerts:
             "symbols": self.slots.names,
             "history_ms": self.history_ms,
         }
-        return pack_state(meta, {name: getattr(self, name) for name in self._STATE})
+        arrays = {name: getattr(self, name) for name in self._SYMBOL_STATE}
+        arrays.update(zip(self._WAITING_STATE, self._waiting(), strict=True))
+        return pack_state(meta, arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SlumpAlerts:
@@ -569,11 +860,53 @@ class SlumpAlerts:
         stage.slots = SymbolSlots(tuple(meta["symbols"]))
         stage.history_ms = int(meta["history_ms"])
         stage._table = _RuleTable.compile([Rule.from_dict(r) for r in meta["rules"]], stage.slots)
-        for name in cls._STATE:
+        for name in cls._SYMBOL_STATE:
             setattr(stage, name, arrays[name])
+        stage._set_waiting(*(arrays[name] for name in cls._WAITING_STATE))
         return stage
 
-    _STATE = ("clock", "deque_offsets", "deque_ts", "deque_price", "waiting_rule", "waiting_slot", "waiting_since")
+    _SYMBOL_STATE = ("clock", "deque_offsets", "deque_ts", "deque_price")
+    _WAITING_STATE = ("waiting_rule", "waiting_slot", "waiting_since")
+
+
+_NO_FIRES = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+
+
+def first_of_ranks(seg: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each rank is first reached: rows grouped by segment, row i below the first count[i] rules of a list.
+
+    Returns (row index, rank) pairs: for every rank q some row of a segment reaches (count > q), the
+    first such row of that segment. A running maximum per segment does it: the ranks a row adds are
+    those between the segment's maximum before it and its own count.
+    """
+    if len(count) == 0:
+        return count, count
+    width = int(count.max()) + 1
+    offset = seg * width  # segments ascend, so the running maximum never leaks into the next one
+    before = np.zeros(len(count), np.int64)
+    before[1:] = np.maximum.accumulate(offset + count)[:-1] - offset[1:]
+    before = np.maximum(before, 0)  # a segment's first row: nothing before it
+    new = np.maximum(count - before, 0)
+    at = np.flatnonzero(new)
+    return np.repeat(at, new[at]), ragged_arange(before[at], new[at])
+
+
+def max_after(values: np.ndarray, segment_end: np.ndarray) -> np.ndarray:
+    """For each row, the highest value of the later rows of its contiguous segment (-inf for a last row).
+
+    `segment_end[i]` is the end (exclusive) of row i's segment. Doubling: after the step with stride d
+    each row covers the next min(2d, remaining) rows, so it takes log2(longest segment) vectorised steps.
+    """
+    n = len(values)
+    later = np.full(n, -np.inf)
+    later[:-1] = values[1:]
+    remaining = segment_end - np.arange(n) - 1  # rows after this one in its segment
+    later[remaining == 0] = -np.inf
+    stride, longest = 1, int(remaining.max(initial=0))
+    while stride < longest:
+        np.maximum(later[:-stride], later[stride:], out=later[:-stride], where=remaining[:-stride] > stride)
+        stride *= 2
+    return later
 
 
 def backtest(rules: Rule | Sequence[Rule], batches: Iterable[TickBatch]) -> list[Alert]:
