@@ -535,18 +535,22 @@ class TableWriter:
             self._writer = pq.ParquetWriter(self.tmp, schema, compression=PARQUET_COMPRESSION)
         else:
             self._writer = pacsv.CSVWriter(self.tmp, schema)
+        self._fd = os.open(self.tmp, os.O_RDONLY)  # for the early writeback and the fsync
 
     def write(self, table: pa.Table) -> None:
-        """Append rows (already in the schema's columns)."""
+        """Append rows (already in the schema's columns), and start writing them to disk in the background."""
         if table.num_rows:
             self._writer.write_table(table.cast(self.schema))
             self.rows += table.num_rows
+            start_writeback(self._fd)
 
     def commit(self) -> Path:
         """Close, flush to disk and rename into place."""
         self._writer.close()
-        with open(self.tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        try:
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
         os.replace(self.tmp, self.path)
         return self.path
 
@@ -555,7 +559,19 @@ class TableWriter:
         try:
             self._writer.close()
         finally:
+            os.close(self._fd)
             self.tmp.unlink(missing_ok=True)
+
+
+def start_writeback(fd: int) -> None:
+    """Have the kernel start writing the file's dirty pages to disk now, without waiting for it.
+
+    On Linux, POSIX_FADV_DONTNEED starts the writeback of dirty pages (and drops only pages already
+    clean), so while the next chunk is encoded the disk takes this one, and the fsync at `commit`
+    waits for the last chunk only, not for the whole file. Durability is the fsync's, as before.
+    """
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 # --- the export --------------------------------------------------------------------------------

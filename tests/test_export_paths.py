@@ -4,6 +4,7 @@ is sorted and deduplicated; Redis is asked only for the bars the archive lacks. 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from test_archive_read import DAY_MS, NAMES, SECONDS, day_of_bars, put
 
 import analytics.export as export_module
 from analytics.archive import ARCHIVE_SCHEMA, archive_root
-from analytics.export import ExportRequest, export_bars, first_in_order, missing_ranges
+from analytics.export import ExportRequest, TableWriter, export_bars, first_in_order, missing_ranges
 from ingest.keys import Keys
 from ingest.settings import Settings
 
@@ -162,3 +163,35 @@ class TestFastPath:
         expected = pa.concat_tables([day, tail(only_redis)])
         assert bars_of(got).equals(expected)
         assert set(NAMES) < set(got["symbol"].to_pylist())
+
+
+class TestTableWriter:
+    def test_each_chunk_starts_its_writeback_and_commit_fsyncs_before_the_rename(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Writeback is started after every chunk; at commit the file is fsynced, then renamed, and reads back whole."""
+        calls: list[str] = []
+        real_fsync, real_replace = os.fsync, os.replace
+        monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: calls.append(f"fadvise {advice}"))
+        monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+        monkeypatch.setattr(os, "replace", lambda src, dst: (calls.append("replace"), real_replace(src, dst))[1])
+        day = day_of_bars()
+        out = tmp_path / "bars.parquet"
+        writer = TableWriter(out, ARCHIVE_SCHEMA, "parquet")
+        writer.write(day.slice(0, 1000))
+        writer.write(day.slice(1000))
+        assert not out.exists()
+        writer.commit()
+        advice = f"fadvise {os.POSIX_FADV_DONTNEED}"
+        assert calls == [advice, advice, "fsync", "replace"]
+        assert pq.read_table(out).equals(day) and [p.name for p in tmp_path.iterdir()] == ["bars.parquet"]
+
+    def test_abort_closes_and_deletes_the_temporary_file(self, tmp_path: Path) -> None:
+        """An aborted export leaves nothing beside the target and no open descriptor."""
+        writer = TableWriter(tmp_path / "bars.parquet", ARCHIVE_SCHEMA, "parquet")
+        writer.write(day_of_bars())
+        fd = writer._fd
+        writer.abort()
+        assert list(tmp_path.iterdir()) == []
+        with pytest.raises(OSError):
+            os.fstat(fd)
