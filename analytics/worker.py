@@ -30,7 +30,7 @@ import redis
 
 from analytics.bars import BarConfig, Bars, BarTable
 from analytics.indicators import IndicatorConfig, IndicatorFrame, Indicators, window_name
-from analytics.live import LIVE_HZ, LIVE_MAXLEN, SymbolUpdate, live_key, snapshot_key
+from analytics.live import LIVE_HZ, LIVE_MAXLEN, json_numbers, live_key, snapshot_key, update_template
 from analytics.segments import pack_state, unpack_state
 from ingest.codecs import Rejected, decode_entries
 from ingest.deadletter import add_rejected
@@ -247,6 +247,8 @@ class AnalyticsWorker:
         self._last_lease_check = 0.0
         self._last_checkpoint: dict[int, tuple[float, int]] = {}
         self._pending_live: dict[int, list[tuple[IndicatorFrame, np.ndarray]]] = {}
+        self._templates: dict[tuple[str, ...], str] = {}  # indicator names -> their update's JSON template
+        self._symbol_texts: dict[str, str] = {}  # symbol -> its JSON string
         self._feed_pending: dict[str, str] = {}  # symbol -> JSON of its latest update not yet in the feed
         self._last_live = 0.0
         self._last_snapshot = 0.0
@@ -409,16 +411,15 @@ class AnalyticsWorker:
         now = time.monotonic()
         target: redis.client.Pipeline | None = None
         if self._pending_live and now - self._last_snapshot >= 1 / self.config.snapshot_hz:
-            updates: list[SymbolUpdate] = []
+            # each update is encoded once: the snapshot field, and later a piece of a feed entry
+            encoded: dict[str, str] = {}
             for partition, frames in self._pending_live.items():
                 state = self.states.get(partition)
                 if state is not None:
-                    updates.extend(self._updates(state, frames))
+                    encoded.update(self._encoded_updates(state, frames))
             self._pending_live.clear()
             self._last_snapshot = now
-            if updates:
-                # each update is encoded once: the snapshot field, and later a piece of a feed entry
-                encoded = {u.symbol: json.dumps(u.to_dict(), separators=(",", ":"), allow_nan=False) for u in updates}
+            if encoded:
                 target = pipe if pipe is not None else self.client.pipeline(transaction=False)
                 target.hset(snapshot_key(self.keys), mapping=encoded)  # type: ignore[arg-type]
                 self._feed_pending.update(encoded)
@@ -432,51 +433,68 @@ class AnalyticsWorker:
         if target is not None and pipe is None:
             target.execute()
 
-    def _updates(self, state: PartitionState,
-                 frames: list[tuple[IndicatorFrame, np.ndarray]]) -> list[SymbolUpdate]:  # fmt: skip
-        """Each symbol's state after its latest trade in `frames`, with its open bars."""
+    def _encoded_updates(self, state: PartitionState,
+                         frames: list[tuple[IndicatorFrame, np.ndarray]]) -> dict[str, str]:  # fmt: skip
+        """Symbol -> JSON of its `SymbolUpdate` after its latest trade in `frames`, with its open bars.
+
+        Built column by column: every number of the round is formatted in a few vectorised passes,
+        and each symbol's text is one %-format of a template (5x cheaper than dataclass + json.dumps).
+        """
         chosen: dict[str, tuple[int, int]] = {}  # symbol -> (frame, row) of its latest trade
         for index in range(len(frames) - 1, -1, -1):  # newest first: the first sighting is the latest
             frame = frames[index][0]
             for symbol, row in zip(frame.latest_symbols, frame.latest_rows.tolist(), strict=True):
                 chosen.setdefault(symbol, (index, row))
-        values: dict[str, dict[str, float]] = {}
-        stamps: dict[str, int] = {}
+        bars = self._open_bars_json(state.bars.open_view(), chosen)
+        out: dict[str, str] = {}
         for index, (frame, ts) in enumerate(frames):
-            mine = [(symbol, row) for symbol, (i, row) in chosen.items() if i == index]
+            mine = [symbol for symbol, (i, _) in chosen.items() if i == index]
             if not mine:
                 continue
-            rows = np.fromiter((row for _, row in mine), np.int64, len(mine))
-            picked = {name: column[rows].tolist() for name, column in frame.columns.items()}
-            for k, (symbol, _) in enumerate(mine):
-                values[symbol] = {name: column[k] for name, column in picked.items()}
-            stamps.update(zip((symbol for symbol, _ in mine), ts[rows].tolist(), strict=True))
-        bars = self._open_bars(state.bars.open_view(), chosen)
-        out = []
-        for symbol, latest in values.items():
-            price = latest["price"]
-            first = state.session_open.get(symbol, price)
-            indicators = {k: v for k, v in latest.items() if k not in ("price", "trades", "volume")}
-            out.append(SymbolUpdate(symbol=symbol, ts=stamps[symbol], price=price,
-                                    change_pct=(price / first - 1) * 100 if first else 0.0,
-                                    trades=int(latest["trades"]), volume=latest["volume"],
-                                    indicators=indicators, bars=bars.get(symbol, {})))  # fmt: skip
+            rows = np.fromiter((chosen[symbol][1] for symbol in mine), np.int64, len(mine))
+            names = tuple(name for name in frame.columns if name not in ("price", "trades", "volume"))
+            template = self._templates.get(names)
+            if template is None:
+                template = self._templates[names] = update_template(names)
+            price = frame.columns["price"][rows]
+            first = np.fromiter((state.session_open.get(symbol, p) for symbol, p in zip(mine, price.tolist(),
+                                                                                         strict=True)),
+                                np.float64, len(mine))  # fmt: skip
+            change_pct = np.zeros(len(mine))
+            np.divide(price, first, out=change_pct, where=first != 0)
+            change_pct[first != 0] -= 1.0
+            change_pct *= 100.0
+            indicators = [json_numbers(frame.columns[name][rows], nan_as_null=True) for name in names]
+            columns = zip([self._symbol_json(symbol) for symbol in mine], ts[rows].tolist(), json_numbers(price),
+                          json_numbers(change_pct), frame.columns["trades"][rows].astype(np.int64).tolist(),
+                          json_numbers(frame.columns["volume"][rows]), *indicators,
+                          [bars.get(symbol, "{}") for symbol in mine], strict=True)  # fmt: skip
+            for symbol, args in zip(mine, columns, strict=True):
+                out[symbol] = template % args
         return out
 
+    def _symbol_json(self, symbol: str) -> str:
+        text = self._symbol_texts.get(symbol)
+        if text is None:
+            text = self._symbol_texts[symbol] = json.dumps(symbol)
+        return text
+
     @staticmethod
-    def _open_bars(opened: BarTable, wanted: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
-        """symbol -> interval name -> [start, open, high, low, close, volume] of its open bars."""
+    def _open_bars_json(opened: BarTable, wanted: dict[str, Any]) -> dict[str, str]:
+        """symbol -> JSON object of interval name -> [start, open, high, low, close, volume] of its open bars."""
         codes = [i for i, symbol in enumerate(opened.symbols) if symbol in wanted]
         keep = np.isin(opened.symbol_idx, codes)
-        names = {ms: window_name(ms) for ms in set(opened.interval_ms[keep].tolist())}
-        columns = zip(opened.symbol_idx[keep].tolist(), opened.interval_ms[keep].tolist(),
-                      opened.start_ms[keep].tolist(), opened.open[keep].tolist(), opened.high[keep].tolist(),
-                      opened.low[keep].tolist(), opened.close[keep].tolist(), opened.volume[keep].tolist(),
-                      strict=True)  # fmt: skip
-        bars: dict[str, dict[str, list[float]]] = {}
-        for code, interval_ms, start, o, h, low, c, v in columns:
-            bars.setdefault(opened.symbols[code], {})[names[interval_ms]] = [float(start), o, h, low, c, v]
-        return bars
+        names = {ms: json.dumps(window_name(ms)) for ms in set(opened.interval_ms[keep].tolist())}
+        values = np.stack([opened.start_ms[keep].astype(np.float64), opened.open[keep], opened.high[keep],
+                           opened.low[keep], opened.close[keep], opened.volume[keep]], axis=1)  # fmt: skip
+        text = json_numbers(values.reshape(-1))
+        parts: dict[str, dict[str, str]] = {}  # a later open bar of the same interval (in its grace period) wins
+        for k, (code, interval_ms) in enumerate(zip(opened.symbol_idx[keep].tolist(),
+                                                    opened.interval_ms[keep].tolist(), strict=True)):  # fmt: skip
+            bar = "[" + ",".join(text[6 * k : 6 * k + 6]) + "]"
+            parts.setdefault(opened.symbols[code], {})[names[interval_ms]] = bar
+        return {symbol: "{" + ",".join([name + ":" + bar for name, bar in items.items()]) + "}"
+                for symbol, items in parts.items()}  # fmt: skip
 
     # --- the loop --------------------------------------------------------------------------
 
