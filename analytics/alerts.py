@@ -64,6 +64,7 @@ from ingest.ticks import TickBatch
 
 NO_TIME = -1  # a symbol's clock before its first trade (every real ts is >= 0)
 ARMED = -1  # the due time of a pair that may fire: below every clock, so an armed pair is always "due"
+_INF_BITS = 0x7FF0_0000_0000_0000  # bits of +inf: positive finite doubles are the int64s in (0, this)
 MAX_COOLDOWN_MS = 2**60  # longer cooldowns (millions of years) all mean "never"; keeps due times in int64
 KIND = "slump_alerts"
 
@@ -310,31 +311,41 @@ class FiredAlerts:
     def __len__(self) -> int:
         return len(self.rule)
 
-    def messages(self) -> np.ndarray:
-        """The readable sentence of every alert (objects)."""
-        heads = _objects(map(_MESSAGE_HEAD.format, self.symbol.tolist(), self.drop.tolist(), self.price.tolist(),
-                             self.reference.tolist()))  # fmt: skip
-        return heads[self.group] + self.table.message_tails[self.rule]
+    def _heads(self) -> list[str]:
+        """Per group: the message up to the rule's own words."""
+        return list(map(_MESSAGE_HEAD.format, self.symbol.tolist(), self.drop.tolist(), self.price.tolist(),
+                        self.reference.tolist()))  # fmt: skip
+
+    def messages(self) -> list[str]:
+        """The readable sentence of every alert."""
+        heads = self._heads()
+        return [heads[g] + tail for g, tail in zip(self.group.tolist(), self.table.message_tails[self.rule].tolist(),
+                                                   strict=True)]  # fmt: skip
 
     def to_fields(self) -> list[dict[str, str]]:
-        """Every alert's `tickerdash:alerts` entry, equal to `Alert.to_fields` of `to_alerts()`, built in bulk."""
+        """Every alert's `tickerdash:alerts` entry, equal to `Alert.to_fields` of `to_alerts()`, built in bulk.
+
+        The fields of a group are formatted once into a template entry (in `Alert.to_fields` order, the
+        rule's fields left blank); each alert's entry is a copy with its rule's fields filled in.
+        """
         if not len(self):
             return []
-        g, r = self.group, self.rule
-        columns = [self.table.ids[r], self.symbol[g], _objects(map(str, self.ts.tolist()))[g],
-                   _objects(map(repr, self.price.tolist()))[g], _objects(map(repr, self.reference.tolist()))[g],
-                   _objects(map(repr, self.drop.tolist()))[g], self.table.window_texts[r], self.messages()]  # fmt: skip
-        values = [column.tolist() for column in columns]
-        if self.tick_id is None:
-            return [
-                {"rule_id": a, "symbol": b, "ts": c, "price": d, "reference_price": e, "drop_pct": f, "window_s": w,
-                 "message": m}
-                for a, b, c, d, e, f, w, m in zip(*values, strict=True)
-            ]  # fmt: skip
+        templates = [
+            {"rule_id": "", "symbol": symbol, "ts": ts, "price": price, "reference_price": reference, "drop_pct": drop,
+             "window_s": "", "message": ""}
+            for symbol, ts, price, reference, drop in zip(
+                self.symbol.tolist(), map(str, self.ts.tolist()), map(repr, self.price.tolist()),
+                map(repr, self.reference.tolist()), map(repr, self.drop.tolist()), strict=True)
+        ]  # fmt: skip
+        if self.tick_id is not None:
+            for template, tick_id in zip(templates, self.tick_id.tolist(), strict=True):
+                template["tick_id"] = tick_id
+        heads, table, r = self._heads(), self.table, self.rule
         return [
-            {"rule_id": a, "symbol": b, "ts": c, "price": d, "reference_price": e, "drop_pct": f, "window_s": w,
-             "message": m, "tick_id": t}
-            for a, b, c, d, e, f, w, m, t in zip(*values, self.tick_id[g].tolist(), strict=True)
+            {**templates[g], "rule_id": rule_id, "window_s": window, "message": heads[g] + tail}
+            for g, rule_id, window, tail in zip(self.group.tolist(), table.ids[r].tolist(),
+                                                table.window_texts[r].tolist(), table.message_tails[r].tolist(),
+                                                strict=True)
         ]  # fmt: skip
 
     def to_alerts(self) -> list[Alert]:
@@ -348,7 +359,7 @@ class FiredAlerts:
                   window_s=rules[r].window_s, message=message, tick_id=tick_id, row=row)
             for r, symbol, ts, price, reference, drop, message, tick_id, row in zip(
                 self.rule.tolist(), self.symbol[g].tolist(), self.ts[g].tolist(), self.price[g].tolist(),
-                self.reference[g].tolist(), self.drop[g].tolist(), self.messages().tolist(), tick_ids,
+                self.reference[g].tolist(), self.drop[g].tolist(), self.messages(), tick_ids,
                 self.row[g].tolist(), strict=True)
         ]  # fmt: skip
 
@@ -398,6 +409,58 @@ class _Below:
     star: np.ndarray  # how many of the window's `*` rules (loosest first) the row is below
     single_lo: np.ndarray  # where the window's rules of the row's symbol start in single_rules
     single: np.ndarray  # how many of those (loosest first) the row is below
+
+
+class _Scans:
+    """Running maxima of the batch's prices within each symbol's rows, exact and in a few array passes.
+
+    The int64 bit pattern of a positive finite double orders like the double, so within a segment
+    a price becomes a small integer (its bits minus the segment's lowest bits); lifting each segment
+    above the next (or the previous) lets one `maximum.accumulate` scan all segments at once. When a
+    symbol's prices in the batch span too wide a range for that (beyond a factor of ~4 with 500
+    symbols), a sparse table and a doubling scan give the same results more slowly.
+    """
+
+    __slots__ = ("_prefix", "_table", "order", "segs")
+
+    def __init__(self, segs: _Segments) -> None:
+        self.segs = segs
+        self._prefix: np.ndarray | None = None
+        self._table: RangeMax | None = None
+        bits = segs.price.view(np.int64)
+        low, high = np.minimum.reduceat(bits, segs.start), np.maximum.reduceat(bits, segs.start)
+        width = int((high - low).max()) + 1
+        fits = int(low.min()) > 0 and int(high.max()) < _INF_BITS and width * (len(low) + 1) < 2**62
+        low_of_row = low[segs.row_seg] if fits else bits
+        # (rank within the segment, segment lift, lowest bits of the row's segment, rank width)
+        self.order = (bits - low_of_row, segs.row_seg * width, low_of_row, width) if fits else None
+
+    def later_lower(self) -> np.ndarray:
+        """Per row: whether every later price of its segment is lower."""
+        segs = self.segs
+        if self.order is None:
+            return segs.price > max_after(segs.price, segs.end[segs.row_seg])
+        rank, lift, _, width = self.order
+        key = (len(segs.start) - 1) * width - lift + rank  # later segments below earlier ones
+        highest_from = np.maximum.accumulate(key[::-1])[::-1]
+        return key > np.append(highest_from[1:], -1)
+
+    def prefix(self) -> np.ndarray:
+        """Per row: the highest price of its segment's rows up to it."""
+        if self._prefix is None:
+            if self.order is None:
+                segs = self.segs
+                self._prefix = self.table().query(segs.start[segs.row_seg], np.arange(len(segs.price)))
+            else:
+                rank, lift, low_of_row, _ = self.order
+                self._prefix = (np.maximum.accumulate(lift + rank) - lift + low_of_row).view(np.float64)
+        return self._prefix
+
+    def table(self) -> RangeMax:
+        """A sparse table over the batch's prices (for ranges that start inside a segment)."""
+        if self._table is None:
+            self._table = RangeMax(self.segs.price)
+        return self._table
 
 
 class SlumpAlerts:
@@ -536,8 +599,9 @@ class SlumpAlerts:
                          clock=segmented_cummax(batch.ts[batch_row], group.lengths, self.clock[seg_slot]))  # fmt: skip
         history = self._history(segs)
         seg_max = np.maximum.reduceat(price, segs.start)
-        fires = self._fire(segs, history, np.maximum(seg_max, history.top))
-        self._keep_history(segs, history, seg_max)
+        scans = _Scans(segs)
+        fires = self._fire(segs, history, scans, np.maximum(seg_max, history.top))
+        self._keep_history(segs, history, scans, seg_max)
         self.clock[segs.slot] = segs.last_clock
         return self._fired(batch, segs, fires)
 
@@ -577,7 +641,8 @@ class SlumpAlerts:
         np.maximum.at(loosest, (table.single_window[live], single_seg[live]), table.single_factor[live])
         return loosest
 
-    def _fire(self, segs: _Segments, history: _History, seg_top: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _fire(self, segs: _Segments, history: _History, scans: _Scans,
+              seg_top: np.ndarray) -> tuple[np.ndarray, ...]:  # fmt: skip
         """Run every pair that may change state in this batch; fired (rule, sorted row, reference) arrays.
 
         Every window's reference is at most the highest price remembered or seen in the batch, so a
@@ -605,14 +670,13 @@ class SlumpAlerts:
         maybe = np.flatnonzero(price <= (seg_top * loosest.max(axis=0))[row_seg])
 
         refs = np.full((len(table.windows_ms), len(price)), np.nan)  # filled where a rule could fire
-        rows_max = RangeMax(price) if len(maybe) else None
         below: dict[int, _Below] = {}
         first_pair, first_row = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
         for w, window in enumerate(table.windows_ms.tolist()):
             rows = maybe[loosest[w, row_seg[maybe]] > -np.inf]
-            if rows_max is None or len(rows) == 0:
+            if len(rows) == 0:
                 continue
-            ref = self._reference(rows, window, segs, history, rows_max)
+            ref = self._reference(rows, window, segs, history, scans)
             refs[w, rows] = ref
             hit = np.flatnonzero(price[rows] <= ref * loosest[w, row_seg[rows]])
             below[w] = found = self._below(w, rows[hit], ref[hit], segs)
@@ -693,11 +757,17 @@ class SlumpAlerts:
         return pair[keep], row[keep]
 
     def _reference(self, rows: np.ndarray, window: int, segs: _Segments, history: _History,
-                   rows_max: RangeMax) -> np.ndarray:  # fmt: skip
+                   scans: _Scans) -> np.ndarray:  # fmt: skip
         """The exact reference of these (sorted) rows for one window: the highest price in (t - W, t]."""
-        seg = segs.row_seg[rows]
-        query = seg * history.span + (segs.clock[rows] - window - history.base)
-        ref = rows_max.query(np.searchsorted(history.row_key, query, side="right"), rows)
+        seg, clock = segs.row_seg[rows], segs.clock[rows]
+        query = seg * history.span + (clock - window - history.base)
+        # a window reaching back past the symbol's first row in the batch covers a prefix of its rows
+        whole = segs.clock[segs.start[seg]] > clock - window
+        ref = scans.prefix()[rows] if whole.all() else np.empty(len(rows))
+        if not whole.all():
+            part = ~whole
+            ref[whole] = scans.prefix()[rows[whole]]
+            ref[part] = scans.table().query(np.searchsorted(history.row_key, query[part], side="right"), rows[part])
         if len(history.key):
             at = np.searchsorted(history.key, query, side="right")
             inside = at < len(history.key)
@@ -778,12 +848,12 @@ class SlumpAlerts:
             return _NO_FIRES[:2]
         return pair_rule[np.concatenate(fired_pair)], np.concatenate(fired_row)
 
-    def _keep_history(self, segs: _Segments, history: _History, seg_max: np.ndarray) -> None:
+    def _keep_history(self, segs: _Segments, history: _History, scans: _Scans, seg_max: np.ndarray) -> None:
         """Replace the deques of touched symbols: trades not dominated by a later one, inside the history."""
         price, clock, row_seg, seg_slot = segs.price, segs.clock, segs.row_seg, segs.slot
         horizon = segs.last_clock - self.history_ms  # keep times > horizon
         keep_carried = (history.price > seg_max[history.seg]) & (history.ts > horizon[history.seg])
-        keep_new = (price > max_after(price, segs.end[row_seg])) & (clock > horizon[row_seg])
+        keep_new = scans.later_lower() & (clock > horizon[row_seg])
         seg = np.concatenate([history.seg[keep_carried], row_seg[keep_new]])
         order = np.argsort(seg, kind="stable")  # carried entries come before new ones of the same symbol
         new_ts = np.concatenate([history.ts[keep_carried], clock[keep_new]])[order]

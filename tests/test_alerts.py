@@ -11,7 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.alerts import Alert, RangeMax, SlumpAlerts, actual_drop_pct, backtest, prefix_counts
+from analytics.alerts import (
+    Alert,
+    RangeMax,
+    SlumpAlerts,
+    actual_drop_pct,
+    backtest,
+    first_of_ranks,
+    max_after,
+    prefix_counts,
+)
 from analytics.rules import Rule
 from ingest.ticks import TickBatch
 
@@ -101,15 +110,17 @@ def one_symbol(prices: list[float], seconds: list[float], symbol: str = "AAPL") 
 # -- random price paths -------------------------------------------------------------------------
 
 SYMBOLS = ["A", "B", "C"]
+GRID = [5.0, 8.0, 9.0, 9.5, 10.0, 10.5, 12.0, 0.1 * 97]
+# prices a symbol cannot hold in one batch for the stage's integer scans: it falls back to a sparse table
+WIDE_GRID = [*GRID, 1e-60, 1e-60 * 0.95, 2e60, 2e60 * 0.93]
 
 
 @st.composite
-def price_paths(draw: st.DrawFn) -> tuple[list[str], list[float], list[int]]:
+def price_paths(draw: st.DrawFn, grid: Sequence[float] = tuple(GRID)) -> tuple[list[str], list[float], list[int]]:
     """Trades of a few symbols on a coarse price grid (ties and slumps are common), mostly in time order."""
     n = draw(st.integers(1, 90))
     symbols = draw(st.lists(st.sampled_from(SYMBOLS), min_size=n, max_size=n))
-    prices = draw(st.lists(st.sampled_from([5.0, 8.0, 9.0, 9.5, 10.0, 10.5, 12.0, 0.1 * 97]),
-                           min_size=n, max_size=n))  # fmt: skip
+    prices = draw(st.lists(st.sampled_from(grid), min_size=n, max_size=n))
     steps = draw(st.lists(st.integers(-2, 4), min_size=n, max_size=n))  # negative: an out-of-order trade
     ts, t = [], 1_000
     for step in steps:
@@ -132,11 +143,33 @@ def rule_sets(draw: st.DrawFn, max_rules: int = 5) -> list[Rule]:
     ]
 
 
+@st.composite
+def long_cooldown_rule_sets(draw: st.DrawFn, max_rules: int = 5) -> list[Rule]:
+    """Rules whose cooldown often outlasts a whole batch, as in production (minutes against a fraction of a second)."""
+    count = draw(st.integers(1, max_rules))
+    return [
+        Rule(id=f"r{i}", symbol=draw(st.sampled_from([*SYMBOLS, "*"])),
+             drop_pct=draw(st.sampled_from([1.0, 5.0, 10.0, 20.0, 50.0])),
+             window_s=draw(st.integers(1, 120)) / 1000,
+             cooldown_s=draw(st.one_of(st.none(), st.integers(0, 400).map(lambda ms: ms / 1000))))
+        for i in range(count)
+    ]  # fmt: skip
+
+
 class TestAgainstOracle:
     @settings(max_examples=400, deadline=None)
     @given(path=price_paths(), rules=rule_sets(), data=st.data())
     def test_firings_match_brute_force_for_any_batching_and_restores(self, path, rules, data) -> None:
         """Rows, reference prices and drops equal the oracle's for any batch split and checkpoint/restore points."""
+        symbols, prices, ts = path
+        cuts = data.draw(st.lists(st.integers(0, len(prices)), max_size=6))
+        restores = set(data.draw(st.lists(st.sampled_from([0, *cuts]), max_size=3)))
+        assert run_stage(rules, symbols, prices, ts, cuts, restores) == oracle(rules, symbols, prices, ts)
+
+    @settings(max_examples=300, deadline=None)
+    @given(path=price_paths(WIDE_GRID), rules=long_cooldown_rule_sets(), data=st.data())
+    def test_long_cooldowns_and_wide_price_ranges_match_brute_force(self, path, rules, data) -> None:
+        """Pairs that fire once per batch (closed form) and prices too far apart for the integer scans match too."""
         symbols, prices, ts = path
         cuts = data.draw(st.lists(st.integers(0, len(prices)), max_size=6))
         restores = set(data.draw(st.lists(st.sampled_from([0, *cuts]), max_size=3)))
@@ -283,6 +316,19 @@ class TestStage:
         batch = one_symbol([100.0, 90.0, 100.0, 80.0], [0, 1, 100, 101])
         assert [a.row for a in backtest(rule(enabled=False), [batch])] == [1, 3]
 
+    @settings(max_examples=100, deadline=None)
+    @given(path=price_paths(), rules=rule_sets())
+    def test_bulk_entry_fields_are_each_alerts_fields(self, path, rules) -> None:
+        """The worker's `evaluate(batch).to_fields()` is every alert's `to_fields()`, tick ids and order included."""
+        symbols, prices, ts = path
+        n = len(prices)
+        rows = np.arange(n, dtype=np.int32)
+        batch = TickBatch.from_columns(symbols, prices, [1.0] * n, ts).with_origin(
+            tuple(f"{i}-0" for i in range(n)), rows // 2, np.where(rows % 3 == 0, -1, rows % 2).astype(np.int32))
+        fields = SlumpAlerts(rules).evaluate(batch).to_fields()
+        expected = [alert.to_fields() for alert in SlumpAlerts(rules).process(batch)]
+        assert [list(f.items()) for f in fields] == [list(f.items()) for f in expected]
+
     def test_alerts_carry_the_stream_id_of_their_trade(self) -> None:
         """An alert on a trade read from the stream names that trade's tick id."""
         batch = one_symbol([100.0, 90.0], [0, 1]).with_origin(
@@ -309,6 +355,26 @@ class TestHelpers:
         ordered = np.sort(np.array(factors, np.float64))[::-1]
         count = prefix_counts(np.array([ref]), np.array([price]), ordered, np.array([0]), np.array([len(ordered)]))
         assert count[0] == sum(price <= ref * f for f in ordered)
+
+    @settings(max_examples=200, deadline=None)
+    @given(rows=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6)), max_size=40))
+    def test_first_of_ranks_finds_the_first_row_below_each_rank(self, rows) -> None:
+        """Per segment and rank q, the first row below more than q rules, each once."""
+        seg = np.array(sorted(s for s, _ in rows), np.int64)
+        count = np.array([c for _, c in rows], np.int64)
+        at, rank = first_of_ranks(seg, count)
+        expected = {(int(next(i for i in range(len(seg)) if seg[i] == g and count[i] > q)), q)
+                    for g in set(seg.tolist()) for q in range(int(count[seg == g].max()))}  # fmt: skip
+        assert sorted(zip(at.tolist(), rank.tolist(), strict=True)) == sorted(expected)
+
+    @settings(max_examples=200, deadline=None)
+    @given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=6), data=st.data())
+    def test_max_after_is_the_highest_later_value_of_the_segment(self, lengths, data) -> None:
+        """max_after(values, segment end)[i] is max(values[i+1:end]), -inf for a segment's last row."""
+        values = np.array(data.draw(st.lists(st.floats(-1e6, 1e6), min_size=sum(lengths), max_size=sum(lengths))))
+        ends = np.repeat(np.cumsum(lengths), lengths)
+        expected = [max(values[i + 1 : e], default=-np.inf) for i, e in enumerate(ends.tolist())]
+        assert max_after(values, ends).tolist() == expected
 
     def test_actual_drop_is_percent_below_reference(self) -> None:
         """drop_pct of an alert is 100 * (1 - price / reference)."""
