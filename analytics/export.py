@@ -95,9 +95,26 @@ class ExportResult:
     symbols: tuple[str, ...]
     extra: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: plan, read (and build), write, sync
 
 
 ProgressFn = Callable[[int, int, int], None]  # (chunks done, chunks in all, rows written)
+
+
+class Stopwatch:
+    """Seconds spent per phase: `lap(phase)` adds the time since the previous lap to that phase."""
+
+    __slots__ = ("_last", "seconds")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        """Charge the time since the last lap (or the start) to `phase`."""
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
+        self._last = now
 
 
 # --- parsing and validation ----------------------------------------------------------------
@@ -651,6 +668,7 @@ def export_bars(client: redis.Redis | None, settings: Settings, request: ExportR
     (NoDataError). The file appears complete or not at all.
     """
     began = time.perf_counter()
+    watch = Stopwatch()
     validate(request)
     out = Path(out)
     check_output(out)
@@ -667,9 +685,12 @@ def export_bars(client: redis.Redis | None, settings: Settings, request: ExportR
             "row_order": "day, then symbol, then start", "created_at": _iso(int(time.time() * 1000))}  # fmt: skip
     schema = output_schema(request.interval, request.tz, meta)
     writer = TableWriter(out, schema, request.format)
+    watch.lap("plan")
     try:
         for done, table in enumerate(export_chunks(reader, request, source, chunks, schema), start=1):
+            watch.lap("read")
             writer.write(table)
+            watch.lap("write")
             if on_progress:
                 on_progress(done, len(chunks), writer.rows)
         if writer.rows == 0:
@@ -679,9 +700,10 @@ def export_bars(client: redis.Redis | None, settings: Settings, request: ExportR
         writer.abort()
         raise
     writer.commit()
+    watch.lap("sync")
     extra = {name: export_stream(client, reader.keys, name, request, symbols, lo_ms, hi_ms, out)
              for name in request.include}  # fmt: skip
-    return ExportResult(out, writer.rows, source, tuple(symbols), extra, time.perf_counter() - began)
+    return ExportResult(out, writer.rows, source, tuple(symbols), extra, time.perf_counter() - began, watch.seconds)
 
 
 def export_bytes(client: redis.Redis | None, settings: Settings, request: ExportRequest) -> tuple[bytes, str]:

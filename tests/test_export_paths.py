@@ -195,3 +195,15 @@ class TestTableWriter:
         assert list(tmp_path.iterdir()) == []
         with pytest.raises(OSError):
             os.fstat(fd)
+
+
+class TestResult:
+    def test_the_result_says_where_the_time_went(self, settings: Settings, redis_client: redis.Redis,
+                                                 tmp_path: Path) -> None:  # fmt: skip
+        """ExportResult.phases has plan, read, write and sync, together no longer than the whole export."""
+        day = day_of_bars()
+        put(archive_root(settings), day, "compact-0-0.parquet", SECONDS)
+        result = export_bars(redis_client, settings, ExportRequest(interval="1s"), tmp_path / "bars.parquet")
+        assert list(result.phases) == ["plan", "read", "write", "sync"]
+        assert all(seconds >= 0 for seconds in result.phases.values())
+        assert sum(result.phases.values()) <= result.seconds
