@@ -314,11 +314,9 @@ class RowGroup:
         at = bisect.bisect_left(names, self.symbols[0])
         return at < len(names) and names[at] <= self.symbols[1]
 
-    def one_symbol(self, lo_ms: int, hi_ms: int) -> str | None:
-        """The symbol of every row where the statistics prove there is one and every start lies in [lo_ms, hi_ms)."""
-        if self.symbols is None or self.starts is None or self.symbols[0] != self.symbols[1]:
-            return None
-        return self.symbols[0] if lo_ms <= self.starts[0] and self.starts[1] < hi_ms else None
+    def within(self, lo_ms: int, hi_ms: int) -> bool:
+        """True where the statistics prove every row's start lies in [lo_ms, hi_ms)."""
+        return self.starts is not None and lo_ms <= self.starts[0] and self.starts[1] < hi_ms
 
 
 def row_groups(root: Path, interval: str, lo_ms: int, hi_ms: int) -> list[RowGroup]:
@@ -349,13 +347,15 @@ def _ms_range(stats: pq.Statistics | None) -> tuple[int, int] | None:
     return int(stats.min_raw), int(stats.max_raw)
 
 
-def _read_groups(groups: Sequence[RowGroup], columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+def _read_groups(groups: Sequence[RowGroup],
+                 columns: Sequence[str] | None = None) -> Iterator[tuple[list[RowGroup], pa.Table]]:  # fmt: skip
     """The rows of these row groups, file by file in order, cast to the archive's types, `symbol` as a dictionary."""
     for path, same_file in itertools.groupby(groups, key=lambda g: g.path):
-        file = pq.ParquetFile(path, read_dictionary=["symbol"])
-        table = file.read_row_groups([g.index for g in same_file], columns=columns)
+        chosen = list(same_file)
+        table = pq.ParquetFile(path, read_dictionary=["symbol"]).read_row_groups([g.index for g in chosen],
+                                                                                columns=columns)  # fmt: skip
         names = CODED_SCHEMA.names if columns is None else list(columns)
-        yield table.select(names).cast(pa.schema([CODED_SCHEMA.field(name) for name in names]))
+        yield chosen, table.select(names).cast(pa.schema([CODED_SCHEMA.field(name) for name in names]))
 
 
 def symbol_codes(column: pa.ChunkedArray, names: Sequence[str]) -> np.ndarray:
@@ -402,7 +402,7 @@ def read_coded(root: Path, interval: str, lo_ms: int, hi_ms: int, names: Sequenc
     """
     tables, codes = [], []
     wanted = [g for g in row_groups(root, interval, lo_ms, hi_ms) if g.may_hold(lo_ms, hi_ms, names)]
-    for table in _read_groups(wanted):
+    for _, table in _read_groups(wanted):
         code = symbol_codes(table["symbol"], names)
         start = table["start"].cast(pa.int64()).to_numpy()
         keep = (code >= 0) & (start >= lo_ms) & (start < hi_ms)
@@ -421,27 +421,38 @@ def archived_span(root: Path, interval: str, lo_ms: int, hi_ms: int,
     """The symbols with archived bars of this interval in [lo_ms, hi_ms) (of `symbols`, if given), and the first and
     last start of those bars (None: no bar).
 
-    The footers settle a row group that holds one symbol with every start in range; only the others
-    that may match are read (symbol codes and starts), so a compacted day of one-symbol row groups
-    costs no data read at all.
+    The footers settle a row group that holds one symbol with every start in range. One with every
+    start in range but several symbols needs only its symbol codes read (cheap: no string per row)
+    when all its symbols are wanted; only a row group that the range cuts, or that mixes wanted and
+    unwanted symbols, has its starts read. A compacted day asked for whole costs no start read.
     """
     names = sorted(symbols) if symbols is not None else None
     found: set[str] = set()
     firsts: list[int] = []
     lasts: list[int] = []
-    unsettled = []
+    by_symbols: list[RowGroup] = []  # wholly in range, several symbols: which ones?
+    by_rows: list[RowGroup] = []  # cut by the range (or no statistics): which rows?
     for group in row_groups(root, interval, lo_ms, hi_ms):
         if not group.may_hold(lo_ms, hi_ms, names):
             continue
-        symbol = group.one_symbol(lo_ms, hi_ms)
-        if symbol is None:  # (a one-symbol group that may_hold passed holds a wanted symbol)
-            unsettled.append(group)
+        if not group.within(lo_ms, hi_ms) or group.symbols is None or group.starts is None:
+            by_rows.append(group)
+        elif group.symbols[0] != group.symbols[1]:
+            by_symbols.append(group)
+        else:  # one symbol, wanted (may_hold says so), every start in range
+            found.add(group.symbols[0])
+            firsts.append(group.starts[0])
+            lasts.append(group.starts[1])
+    for groups, table in _read_groups(by_symbols, ["symbol"]):
+        present = set(_present(table["symbol"]))
+        if names is not None and not present <= set(names):
+            by_rows.extend(groups)  # unwanted symbols too: the statistics' span may be theirs
             continue
-        assert group.starts is not None
-        found.add(symbol)
-        firsts.append(group.starts[0])
-        lasts.append(group.starts[1])
-    for table in _read_groups(unsettled, ["symbol", "start"]):
+        found |= present
+        spans = [g.starts for g in groups if g.starts is not None]  # every one (within)
+        firsts.append(min(first for first, _ in spans))
+        lasts.append(max(last for _, last in spans))
+    for _, table in _read_groups(by_rows, ["symbol", "start"]):
         symbol = table["symbol"].unify_dictionaries().combine_chunks()
         present = symbol.dictionary.to_pylist()
         code = symbol_codes(pa.chunked_array([symbol]), names if names is not None else present)
@@ -452,6 +463,15 @@ def archived_span(root: Path, interval: str, lo_ms: int, hi_ms: int,
             firsts.append(int(start[keep].min()))
             lasts.append(int(start[keep].max()))
     return found, ((min(firsts), max(lasts)) if firsts else None)
+
+
+def _present(column: pa.ChunkedArray) -> list[str]:
+    """The values that occur in a dictionary column (a dictionary may hold values no row uses)."""
+    found: list[str] = []
+    for chunk in column.chunks:
+        used = np.bincount(chunk.indices.to_numpy(), minlength=len(chunk.dictionary)) > 0
+        found += chunk.dictionary.filter(pa.array(used)).to_pylist()
+    return found
 
 
 def compact(root: Path, interval: str, date: str, group_symbols: int = 64) -> Path | None:

@@ -125,23 +125,41 @@ class TestArchivedSpan:
                     (pc.min(start).as_py(), pc.max(start).as_py()) if rows.num_rows else None)  # fmt: skip
         assert archived_span(archive, "1s", lo_ms, hi_ms, names) == expected
 
+    @pytest.fixture
+    def reads(self, monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[str, ...], list[int]]]:
+        """Record the columns and row groups archived_span reads (nothing recorded: no data read)."""
+        seen: list[tuple[tuple[str, ...], list[int]]] = []
+        real = archive_module._read_groups
+
+        def spy(groups: Sequence[archive_module.RowGroup], columns: Sequence[str] | None = None) -> object:
+            if groups:
+                seen.append((tuple(columns or ()), [g.index for g in groups]))
+            return real(groups, columns)
+
+        monkeypatch.setattr(archive_module, "_read_groups", spy)
+        return seen
+
     def test_a_compacted_day_of_one_symbol_row_groups_is_surveyed_from_its_footer(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        self, tmp_path: Path, reads: list[tuple[tuple[str, ...], list[int]]]
     ) -> None:
         """Row groups of one symbol wholly inside the range are settled by their statistics; only a cut one is read."""
         root = tmp_path / "archive"
         put(root, day_of_bars(), "compact-0-0.parquet", SECONDS)
         assert all(g.symbols is not None and g.starts is not None for g in row_groups(root, "1s", *EVERYTHING))
-        read: list[list[int]] = []
-        real = archive_module._read_groups
-
-        def spy(groups: Sequence[archive_module.RowGroup], columns: Sequence[str] | None = None) -> object:
-            read.append([g.index for g in groups])
-            return real(groups, columns)
-
-        monkeypatch.setattr(archive_module, "_read_groups", spy)
         assert archived_span(root, "1s", *EVERYTHING) == (set(NAMES), (DAY_MS, DAY_MS + (SECONDS - 1) * 1000))
-        assert read == [[]]
-        read.clear()
+        assert reads == []
         archived_span(root, "1s", DAY_MS + 1000, 2**42, ["AAA"])  # the range cuts AAA's row group: it is read
-        assert read == [[0]]
+        assert reads == [(("symbol", "start"), [0])]
+
+    def test_row_groups_across_symbols_need_only_their_symbol_codes_when_all_are_wanted(
+        self, tmp_path: Path, reads: list[tuple[tuple[str, ...], list[int]]]
+    ) -> None:
+        """Compacted with row groups that cut across symbols: the symbols are read, the starts only where
+        a row group mixes wanted and unwanted symbols."""
+        root = tmp_path / "archive"
+        put(root, day_of_bars(), "compact-0-0.parquet", 500)  # AAA, AAA+BB, BB+CCCC, CCCC+DDD, DDD
+        assert archived_span(root, "1s", *EVERYTHING)[0] == set(NAMES)
+        assert reads == [(("symbol",), [1, 2, 3])]
+        reads.clear()
+        assert archived_span(root, "1s", *EVERYTHING, ["DDD"]) == ({"DDD"}, (DAY_MS, DAY_MS + (SECONDS - 1) * 1000))
+        assert reads == [(("symbol",), [3]), (("symbol", "start"), [3])]
