@@ -36,7 +36,9 @@ unlabelled manipulation, so a manipulation that persists for the whole window be
 from __future__ import annotations
 
 import itertools
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -100,54 +102,6 @@ class ScorerConfig:
             raise ValueError("refit_every and swap_after must be multiples of block, swap_after < refit_every")
 
 
-def histogram_surprise(counts: np.ndarray, width: float, u: np.ndarray, table: np.ndarray | int) -> np.ndarray:
-    """-log10 of the share of learnt values at or above each u, against histogram `counts[table]`.
-
-    `counts` is (tables, bins); `table` picks each value's histogram, so the per-feature calibrations
-    of every block of a batch are read in one pass instead of a Python call per block and feature.
-    Past a histogram's largest value the surprise goes on rising one decade per unit of u.
-    """
-    bins = counts.shape[1]
-    total = counts.sum(axis=1)
-    above = np.zeros_like(counts)  # the weight of the strictly higher bins
-    np.cumsum(counts[:, :0:-1], axis=1, out=above[:, -2::-1])
-    table = np.asarray(table, np.int64)
-    scaled = u / width
-    b = scaled.astype(np.int64)
-    np.clip(b, 0, bins - 1, out=b)
-    inside = np.subtract(scaled, b, out=scaled)
-    np.clip(inside, 0.0, 1.0, out=inside)
-    at = b
-    if table.ndim or int(table):
-        at += table * bins
-    floor = 0.5
-    tail = np.take(counts, at)
-    tail *= np.subtract(1.0, inside, out=inside)
-    above_at = np.take(above, at)
-    tail += above_at
-    tail += floor
-    row_total = np.take(total, table) + 1.0
-    tail /= row_total
-    surprise = np.log10(tail, out=tail)
-    np.negative(surprise, out=surprise)
-    # past the highest bin in use (rare): one more decade per unit of u. Such a u is in that bin or
-    # above it, where no weight lies higher, so only values with none above their bin are checked
-    maybe = np.flatnonzero(above_at == 0.0)
-    if len(maybe):
-        top = (bins - np.argmax(counts[:, ::-1] != 0, axis=1)) * width  # the upper edge of the highest bin in use
-        flat_u = u.reshape(-1)
-        maybe_table = np.take(table, maybe) if table.ndim else table
-        beyond = maybe[np.take(flat_u, maybe) > np.take(top, maybe_table)]
-        if len(beyond):
-            beyond_top = np.take(top, np.take(table, beyond) if table.ndim else table)
-            beyond_total = np.take(row_total, beyond) if row_total.ndim else row_total
-            surprise.reshape(-1)[beyond] = np.log10(beyond_total / floor) + (np.take(flat_u, beyond) - beyond_top)
-    np.maximum(surprise, 0.0, out=surprise)
-    if (total <= 0).any():  # nothing learnt yet: no evidence either way
-        surprise[np.take(total, table) <= 0] = 0.0
-    return surprise
-
-
 class Calibrator:
     """Empirical tail surprise of a value against a decayed histogram of recent values.
 
@@ -157,12 +111,13 @@ class Calibrator:
     `counts` may hold several histograms of the same bins as rows (one per feature).
     """
 
-    __slots__ = ("counts", "decay_per_trade", "high", "width")
+    __slots__ = ("counts", "decay_per_trade", "edges", "high", "width")
 
     def __init__(self, bins: int, high: float, half_life: float, histograms: int = 1) -> None:
         self.counts = np.zeros((histograms, bins), np.float64)
         self.high = high
         self.width = high / bins
+        self.edges = np.arange(bins + 1) * self.width
         self.decay_per_trade = 0.5 ** (1.0 / half_life)
 
     @property
@@ -181,8 +136,31 @@ class Calibrator:
         return np.clip((u / self.width).astype(np.int64), 0, self.counts.shape[1] - 1)
 
     def surprise(self, u: np.ndarray) -> np.ndarray:
-        """-log10 of the share of learnt values at or above each u (first histogram; 0 before any learning)."""
-        return histogram_surprise(self.counts[:1], self.width, u, 0)
+        """-log10 of the share of learnt values at or above each u (first histogram; 0 before any learning).
+
+        The weight at or above u is linear inside a bin, so it is one `np.interp` over the bin edges
+        of the running tail sums (the scorer calls this once per block: few numpy calls matter). Half
+        a value is added on top and below (a floor), so an unseen value has a finite surprise; past
+        the largest value seen it goes on rising one decade per unit of u.
+        """
+        counts = self.counts[0]
+        total = counts.sum()
+        if total <= 0:  # nothing learnt yet: no evidence either way
+            return np.zeros(np.shape(u))
+        tail = np.empty(len(counts) + 1)  # tail[b]: the weight of bins b and up
+        tail[-1] = 0.0
+        np.cumsum(counts[::-1], out=tail[-2::-1])
+        floor = 0.5
+        weight = np.interp(u, self.edges, tail)
+        weight += floor
+        weight /= total + 1.0
+        surprise = np.log10(weight, out=weight)
+        np.negative(surprise, out=surprise)
+        top = self.edges[len(counts) - np.argmax(counts[::-1] != 0)]  # the upper edge of the highest bin in use
+        beyond = u > top
+        if beyond.any():
+            surprise[beyond] = np.log10((total + 1.0) / floor) + (u[beyond] - top)
+        return np.maximum(surprise, 0.0, out=surprise)
 
     def quantile(self, q: float) -> float:
         """The value below which a share q of the learnt values lies (first histogram, bin resolution)."""
@@ -196,6 +174,8 @@ class Calibrator:
 # --- the forest, scored from its arrays ----------------------------------------------------------
 
 SCORE_CHUNK = 2048  # rows per forest pass: the (rows, trees) index arrays stay in the CPU cache
+SCORE_THREADS = min(2, os.cpu_count() or 1)  # threads for one large forest walk
+PARALLEL_MIN_ROWS = 4 * SCORE_CHUNK  # smaller walks are not worth a thread hand-off
 
 
 def float32_at_or_below(x: np.ndarray) -> np.ndarray:
@@ -305,16 +285,32 @@ class ForestArrays:
         """Anomaly score 2**(-mean path length / c(max_samples)) of each row, as sklearn's -score_samples.
 
         All trees step together, one level at a time, over chunks of rows: the position of a sample in
-        level L of tree t is t * 2**L + p, and its child is twice that plus (x > threshold).
+        level L of tree t is t * 2**L + p, and its child is twice that plus (x > threshold). numpy
+        releases the GIL in each step, so a large batch is split over `SCORE_THREADS` threads; rows are
+        independent, so the result does not depend on the split.
         """
         n = len(x)
         x32 = np.ascontiguousarray(x, dtype=np.float32)  # sklearn compares float32 features to the thresholds
+        lengths = np.empty(n)
+        parts = min(SCORE_THREADS, n // PARALLEL_MIN_ROWS)
+        if parts > 1:
+            bounds = [n * k // parts for k in range(parts + 1)]
+            futures = [_score_pool().submit(self._path_lengths, x32, lengths, lo, hi)
+                       for lo, hi in itertools.pairwise(bounds[1:])]  # fmt: skip
+            self._path_lengths(x32, lengths, 0, bounds[1])
+            for future in futures:
+                future.result()
+        else:
+            self._path_lengths(x32, lengths, 0, n)
+        return np.asarray(2.0 ** (-lengths / self.normaliser))
+
+    def _path_lengths(self, x32: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
+        """Summed path lengths over all trees of rows lo:hi, into out[lo:hi]."""
         n_features = x32.shape[1] if x32.ndim == 2 else 0
         bottom = self.path_length.reshape(-1)
-        lengths = np.empty(n)
         start_positions = np.arange(self.trees, dtype=np.int64)
-        for lo in range(0, n, SCORE_CHUNK):
-            chunk = x32[lo : lo + SCORE_CHUNK]
+        for first in range(lo, hi, SCORE_CHUNK):
+            chunk = x32[first : min(first + SCORE_CHUNK, hi)]
             flat = chunk.reshape(-1)
             row_base = (np.arange(len(chunk), dtype=np.int64) * n_features)[:, None]
             at = np.empty((len(chunk), self.trees), np.int64)
@@ -325,8 +321,17 @@ class ForestArrays:
                 goes_right = np.take(flat, halves[..., 1::2] + row_base) > halves[..., ::2].view(np.float32)
                 at += at
                 at += goes_right
-            lengths[lo : lo + len(chunk)] = np.take(bottom, at).sum(axis=1)
-        return np.asarray(2.0 ** (-lengths / self.normaliser))
+            out[first : first + len(chunk)] = np.take(bottom, at).sum(axis=1)
+
+
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _score_pool() -> ThreadPoolExecutor:
+    """The threads that share large forest walks with the calling thread (made on first use)."""
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=SCORE_THREADS - 1, thread_name_prefix="anomaly-forest"))
+    return _POOL[0]
 
 
 def forest_inputs(values: np.ndarray) -> np.ndarray:
@@ -397,7 +402,9 @@ class AnomalyScorer:
         self.forest_calibrator = Calibrator(c.bins, 1.0, c.calibration_half_life)
         self.fused_calibrator = Calibrator(c.bins, 30.0, c.calibration_half_life)
         self.threshold = float("inf")
-        self.train = np.zeros((0, len(FEATURES)), np.float64)  # ring, oldest first once full
+        # the training window: the newest `train_window` rows of these parts, oldest first (trimmed lazily)
+        self._train_parts: list[np.ndarray] = [np.zeros((0, len(FEATURES)), np.float64)]
+        self._train_rows = 0
         self.forest: ForestArrays | None = None
         self.pending_forest: ForestArrays | None = None
         self.swap_at = -1  # trade count at which the pending forest takes over
@@ -474,7 +481,7 @@ class AnomalyScorer:
     def _tail_surprises(self, tail_u: np.ndarray, learnt: np.ndarray, bounds: list[int]) -> np.ndarray:
         """Each row's per-feature tail surprise against the calibration before its block; learns completed blocks.
 
-        As `histogram_surprise` on the calibrations before each block stacked as tables, with the bins
+        As `Calibrator.surprise`, on the calibrations before each block stacked as tables, with the bins
         found once for both the lookup and the learning: every learnt row is counted per block with
         one bincount, and only the decay and the addition of a block's (integer) counts run per block.
         """
@@ -601,10 +608,27 @@ class AnomalyScorer:
         if self.seen >= 2 * self.config.block:
             self.threshold = self.fused_calibrator.quantile(1.0 - self.config.budget)
         if pending.train:
-            self.train = np.concatenate([self.train, *pending.train])[-self.config.train_window :]
-        if (self.seen % self.config.refit_every == 0 and len(self.train) >= self.config.forest_samples
+            # appended per block, joined only when the parts hold twice the window (or the window is read):
+            # re-copying the whole window every block cost as much as scoring the block's forest
+            self._train_parts.extend(pending.train)
+            self._train_rows += sum(len(part) for part in pending.train)
+            if self._train_rows > 2 * self.config.train_window:
+                self._train_parts = [self.train]
+                self._train_rows = len(self._train_parts[0])
+        if (self.seen % self.config.refit_every == 0 and self._train_rows >= self.config.forest_samples
                 and self.clock_ms - self.last_refit_ms >= self.config.refit_min_ms):  # fmt: skip
             self._start_fit()
+
+    @property
+    def train(self) -> np.ndarray:
+        """The newest `train_window` unflagged rows taken (every `train_stride`-th), oldest first."""
+        window = np.concatenate(self._train_parts)[-self.config.train_window :]
+        self._train_parts, self._train_rows = [window], len(window)
+        return window
+
+    @train.setter
+    def train(self, rows: np.ndarray) -> None:
+        self._train_parts, self._train_rows = [rows], len(rows)
 
     def _start_fit(self) -> None:
         self._join_fit()
