@@ -5,11 +5,13 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.ensemble import IsolationForest
 from test_features import START, jitter, single, tape
 
+from analytics import anomaly
 from analytics.anomaly import AnomalyDetector, AnomalyStage, Calibrator, ForestArrays, ScorerConfig
 from analytics.features import FEATURES, F, FeatureFrame
 from analytics.worker import Effects
@@ -82,6 +84,21 @@ class TestForestArrays:
         test = np.vstack([rng.standard_t(3, (3000, len(FEATURES))), rng.normal(0, 20, (50, len(FEATURES)))])
         ours = ForestArrays.from_sklearn(forest).score(test)
         assert np.allclose(ours, -forest.score_samples(test), rtol=1e-12, atol=0)
+
+    def test_a_large_batch_split_over_threads_scores_as_one_thread_and_as_sklearn(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Rows are independent: the threaded walk of a big batch equals the single-threaded one, and sklearn."""
+        rng = np.random.default_rng(6)
+        forest = IsolationForest(n_estimators=25, max_samples=128, random_state=1).fit(rng.normal(size=(2000, 5)))
+        arrays = ForestArrays.from_sklearn(forest)
+        rows = rng.standard_t(3, (4 * anomaly.PARALLEL_MIN_ROWS + 17, 5))
+        monkeypatch.setattr(anomaly, "SCORE_THREADS", 1)
+        alone = arrays.score(rows)
+        monkeypatch.setattr(anomaly, "SCORE_THREADS", 2)
+        split = arrays.score(rows)
+        assert np.array_equal(split, alone)
+        assert np.allclose(split, -forest.score_samples(rows), rtol=1e-12, atol=0)
 
     def test_checkpointed_forest_scores_the_same(self) -> None:
         """A forest written to arrays and read back scores bit for bit the same."""
