@@ -7,16 +7,29 @@ run split at any point (and restored from a checkpoint) gives the same bits as o
 
 from __future__ import annotations
 
+import functools
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.signal import lfilter
 
 TS_BITS = 42  # event times below 2**42 ms (year 2109) leave room for a group rank in an int64 key
+
+
+@functools.cache
+def _lfilter() -> Callable[..., Any]:
+    # scipy.signal costs 1-2 s to import: every command that merely imports this module would pay it
+    from scipy.signal import lfilter
+
+    return lfilter
+
+
+def preload() -> None:
+    """Import scipy.signal now, so a service pays for it at start-up rather than in its first batch."""
+    _lfilter()
 
 
 def ragged_arange(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -116,8 +129,8 @@ class RaggedScan:
         for segments, source, valid, flat, last_column in self._blocks:
             padded = self._padded(values, source, valid)
             # lfilter's delay after y is exactly y*decay, so seeding it so continues a run bit for bit
-            smoothed, _ = lfilter([alpha, 0.0], [1.0, -decay], padded, axis=1,
-                                  zi=(previous[segments] * decay)[:, None])  # fmt: skip
+            smoothed, _ = _lfilter()([alpha, 0.0], [1.0, -decay], padded, axis=1,
+                                    zi=(previous[segments] * decay)[:, None])  # fmt: skip
             out[flat] = smoothed[valid]
             finals[segments] = smoothed[np.arange(len(segments)), last_column]
         return out, finals

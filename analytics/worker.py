@@ -31,7 +31,7 @@ import redis
 from analytics.bars import BarConfig, Bars, BarTable
 from analytics.indicators import IndicatorConfig, IndicatorFrame, Indicators, window_name
 from analytics.live import LIVE_HZ, LIVE_MAXLEN, json_numbers, live_key, snapshot_key, update_template
-from analytics.segments import pack_state, unpack_state
+from analytics.segments import pack_state, preload, unpack_state
 from ingest.codecs import Rejected, decode_entries
 from ingest.deadletter import add_rejected
 from ingest.keys import Keys
@@ -229,6 +229,7 @@ class AnalyticsWorker:
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
         self.config = config or WorkerConfig()
+        preload()  # scipy.signal for the EMA scans: imported now, never in the middle of the stream
         wanted = range(settings.partitions) if partitions is None else partitions
         bad = [p for p in wanted if not 0 <= p < settings.partitions]
         if bad:
