@@ -21,15 +21,16 @@ The same `MarketConfig` (seed included) and scenario give the same chunks, byte 
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from scipy.signal import lfilter
 
 from ingest.ticks import SIDE_BUY, SIDE_SELL, TickBatch, TickError, normalise_symbol
 from simulator.scenarios import (
@@ -238,6 +239,7 @@ class _QuantileTable:
         return self.table[rng.integers(0, len(self.table), n, dtype=np.uint32)]
 
 
+@functools.cache
 def _student_t_table(df: float, cells: int = 2**16) -> _QuantileTable:
     """Unit-variance Student-t quantiles: its tails reach the 1/(2 cells) quantile (about 30 sd at df 4)."""
     from scipy.stats import t as student_t
@@ -246,7 +248,18 @@ def _student_t_table(df: float, cells: int = 2**16) -> _QuantileTable:
     return _QuantileTable(quantiles.astype(np.float64))
 
 
-STUDENT_T = _student_t_table(T_DF)
+@functools.cache
+def _lfilter() -> Callable[..., Any]:
+    # scipy.signal and scipy.stats cost 1-2 s to import: built on first use, not when a command imports this
+    from scipy.signal import lfilter
+
+    return lfilter
+
+
+def preload() -> None:
+    """Import scipy and build the Student-t table now, so a simulator pays for them before it generates."""
+    _lfilter()
+    _student_t_table(T_DF)
 
 
 @dataclass(slots=True)
@@ -322,6 +335,7 @@ class Market:
             shown = ", ".join(self.symbols[:10]) + (" ..." if len(self.symbols) > 10 else "")
             raise ScenarioError(f"scenario names symbols that are not simulated: {', '.join(unknown)} "
                                 f"(simulated: {shown})")  # fmt: skip
+        preload()  # before the first chunk: a producer's (or benchmark's) timed loop never imports scipy
         streams = np.random.SeedSequence(config.seed).spawn(4)
         params_rng, self.rng, self.episode_rng, self.account_rng = (np.random.default_rng(s) for s in streams)
         self._set_symbol_parameters(params_rng)
@@ -435,8 +449,8 @@ class Market:
         components = np.empty((2, steps))
         for k in range(2):
             phi, std = self.phi[k], self.state_std[k]
-            components[k], _ = lfilter([std * np.sqrt(1 - phi * phi)], [1.0, -phi], noise[k],
-                                       zi=[phi * self.state[k]])  # fmt: skip
+            components[k], _ = _lfilter()([std * np.sqrt(1 - phi * phi)], [1.0, -phi], noise[k],
+                                         zi=[phi * self.state[k]])  # fmt: skip
             self.state[k] = components[k, -1]
         speed = np.repeat(np.exp(-self.activity_load @ components - self.activity_var / 2), STATE_STEP)[:n]
         volatility = np.repeat(np.exp(self.volatility_load @ components - self.volatility_var), STATE_STEP)[:n]
@@ -446,7 +460,7 @@ class Market:
         ts = self._event_times(business)
         # 3. symbols and returns (Student-t by inverse-CDF table, plus rare jumps)
         sym = self.symbol_sampler.draw(rng, n).astype(self.sym_dtype)
-        z = STUDENT_T.draw(rng, n)
+        z = _student_t_table(T_DF).draw(rng, n)
         jumps = np.flatnonzero(rng.random(n) < JUMP_PROB)
         z[jumps] += rng.laplace(0.0, JUMP_SCALE, len(jumps))
         innovation = self.sigma[sym] * volatility * z
