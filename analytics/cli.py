@@ -12,7 +12,7 @@ from analytics.bars import BarConfig
 from analytics.indicators import IndicatorConfig
 from analytics.webhooks import WebhookDelivery
 from analytics.worker import AnalyticsWorker, StageFactory, WorkerConfig
-from ingest.clikit import fail, load_settings
+from ingest.clikit import fail, freeze_import_objects, load_settings
 from ingest.keys import Keys
 from ingest.redis_server import redis_connection
 from ingest.runner import StopFlag
@@ -94,12 +94,17 @@ def analytics(
         log.info("analytics worker %s starting on partitions %s", settings.consumer, owned)
         delivery = WebhookDelivery(client, Keys(settings.prefix, settings.partitions), consumer=settings.consumer)
         with delivery if webhooks else contextlib.nullcontext():
-            AnalyticsWorker(client, settings, owned, config, stop=stop).run()
+            worker = AnalyticsWorker(client, settings, owned, config, stop=stop)  # preloads what its loop needs
+            freeze_import_objects()
+            worker.run()
     log.info("analytics worker %s stopped", settings.consumer)
 
 
 def default_stages() -> tuple[StageFactory, ...]:
     """The plug-in stages every worker runs (slump alerts, anomaly scores) when they are installed."""
+    # the anomaly stage refits its IsolationForest mid-stream: scikit-learn loads now, not during the first refit
+    import sklearn.ensemble  # noqa: F401
+
     from analytics.alert_stage import SlumpAlertStage
     from analytics.anomaly import AnomalyStage
 

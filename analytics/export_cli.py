@@ -9,14 +9,16 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from analytics.archive import ARCHIVE_GROUP, Archiver, archive_root, archived_intervals, compact, utc_date
-from analytics.export import INCLUDES, INTERVAL_MS, ExportError, ExportRequest, export_bars, parse_time
-from ingest.clikit import console, fail, load_settings
+from ingest.clikit import console, fail, freeze_import_objects, load_settings
 from ingest.redis_server import redis_connection
 from ingest.runner import StopFlag
 from ingest.ticks import TickError, normalise_symbol
 
 log = logging.getLogger(__name__)
+
+# analytics.export and analytics.archive load pandas (pyarrow.dataset does too): ~1 s that every other
+# command would pay, so they are imported by the commands below. The help texts name their choices
+# (INTERVAL_MS, INCLUDES, ARCHIVE_GROUP) as literals; tests/test_startup.py checks that they agree.
 
 
 def _symbols(text: str | None, everything: bool) -> tuple[str, ...] | None:
@@ -34,7 +36,7 @@ def export(
     out: Path = typer.Option(..., "--out", help="File to write (.parquet or .csv); replaced only when complete."),
     symbols: str | None = typer.Option(None, "--symbols", help="Comma-separated tickers, e.g. AAPL,MSFT."),
     everything: bool = typer.Option(False, "--all", help="Every symbol with bars in the range."),
-    interval: str = typer.Option("1m", "--interval", help=f"Bar interval: {', '.join(INTERVAL_MS)} (1d: trend rows)."),
+    interval: str = typer.Option("1m", "--interval", help="Bar interval: 1s, 1m, 1h, 1d (1d: trend rows)."),
     start: str | None = typer.Option(None, "--start", help="First instant: date, ISO timestamp or epoch ms "
                                      "(default: the oldest bar)."),
     end: str | None = typer.Option(None, "--end", help="End (exclusive; a date means through that day). "
@@ -42,11 +44,13 @@ def export(
     tz: str = typer.Option("UTC", "--tz", help="Zone of --start/--end without offset, of the day boundaries for "
                            "1d, and of the timestamps written."),
     fmt: str | None = typer.Option(None, "--format", help="parquet or csv (default: from --out's suffix)."),
-    include: str = typer.Option("", "--include", help=f"Also write {', '.join(INCLUDES)} beside --out "
+    include: str = typer.Option("", "--include", help="Also write alerts, anomalies, trades beside --out "
                                 "(NAME.alerts.EXT ...), from Redis."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Export bars for symbols and a time range, from Redis and the archive together, to Parquet or CSV."""
+    from analytics.export import ExportError, ExportRequest, export_bars, parse_time
+
     chosen = _symbols(symbols, everything)
     fmt = fmt or ("csv" if out.suffix.lower() == ".csv" else "parquet")
     try:
@@ -81,12 +85,14 @@ def export(
 
 def archive(
     once: bool = typer.Option(False, "--once", help="Archive what the feed holds now, then exit."),
-    consumer: str | None = typer.Option(None, "--consumer", help=f"Consumer name in group '{ARCHIVE_GROUP}' "
+    consumer: str | None = typer.Option(None, "--consumer", help="Consumer name in group 'archive' "
                                         "(default host-pid); restarting with the same name resumes its pending bars."),
     compact_days: bool = typer.Option(False, "--compact", help="Before archiving, merge each finished day's "
                                       "files (older than today, UTC) into one file per interval."),
 ) -> None:
     """Archive closed bars into the Parquet dataset <data_dir>/archive, exactly once per bar."""
+    from analytics.archive import Archiver, archive_root, archived_intervals, compact, utc_date
+
     settings = load_settings(consumer=consumer)
     root = archive_root(settings)
     if compact_days:
@@ -99,7 +105,9 @@ def archive(
     stop = StopFlag().install()
     with redis_connection(settings) as client:
         log.info("archiver %s writing to %s", settings.consumer, root)
-        stats = Archiver(client, settings, stop=stop).run(once=once)
+        archiver = Archiver(client, settings, stop=stop)
+        freeze_import_objects()
+        stats = archiver.run(once=once)
     console.print(f"archived {stats.bars:,} bars from {stats.entries:,} feed entries into {stats.files:,} files "
                   f"under {root}")  # fmt: skip
 

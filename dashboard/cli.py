@@ -7,8 +7,7 @@ import logging
 import typer
 
 from dashboard.auth import TokenRequiredError
-from dashboard.server import DashboardServer
-from ingest.clikit import fail, load_settings
+from ingest.clikit import fail, freeze_import_objects, load_settings
 from ingest.keys import Keys
 from ingest.redis_server import redis_url
 
@@ -28,6 +27,8 @@ def dashboard(
     ),
 ) -> None:
     """Serve the live dashboard: charts pushed over websockets, alerts, anomalies, rule editor, health."""
+    from dashboard.server import DashboardServer  # dash, plotly, pandas: only the command that serves loads them
+
     settings = load_settings()
     with redis_url(settings) as url:
         try:
@@ -49,6 +50,7 @@ def dashboard(
         except OSError as exc:
             fail(f"cannot listen on {host}:{port}/{ws_port}: {exc}")
         typer.echo(f"Tickerdash dashboard: {server.url}")
+        freeze_import_objects()  # the app is built: its imports are all loaded
         try:
             server.serve_forever()
         finally:

@@ -23,7 +23,7 @@ from rich.progress import (
 )
 
 from ingest.clikit import console as err_console
-from ingest.clikit import fail, load_settings
+from ingest.clikit import fail, freeze_import_objects, load_settings
 from ingest.deadletter import add_rejected
 from ingest.importers import DEFAULT_CHUNK_ROWS, ColumnMapping, ImportOptionError, TradeReader
 from ingest.producer import Producer
@@ -155,6 +155,7 @@ def ingest(
     interrupted = False
     with reader, redis_connection(settings) as client:
         producer = Producer(client, settings)
+        freeze_import_objects()  # a replay (--speed) or a feed on stdin may run for hours
         _, total, unit = reader.progress
         with _progress_bar(unit) as bar:
             task = bar.add_task(reader.name, total=total, published=0)

@@ -62,6 +62,7 @@ def sigterm_stops_like_ctrl_c() -> None:
 def freeze_import_objects() -> None:
     """Keep the ~10^6 long-lived objects that imports leave (numpy, pandas, scikit-learn ...) out of every
     later full GC pass, which otherwise stalls a long-running service ~0.1 s every second or two.
-    Call once from an entry point, after its imports."""
+    Call from a long-running command once it has started up: after its heavy imports, which load lazily
+    (a service preloads them before its loop), and before the loop. Calling it again freezes only what is new."""
     gc.collect()
     gc.freeze()

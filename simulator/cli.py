@@ -7,17 +7,20 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ingest.clikit import Terminated
+from ingest.clikit import Terminated, freeze_import_objects
 from ingest.settings import Settings
 from simulator.market import MarketConfig, generate
-from simulator.run import FILE_SUFFIXES, Chunk, FileSink, Limits, RedisSink, RunSummary, run
 from simulator.scenarios import PRESETS, HardNegatives, Scenario, ScenarioError, Suspicious, from_flags, resolve
+
+if TYPE_CHECKING:  # simulator.run loads pandas (pyarrow does, on its first array): only `simulate` itself imports it
+    from simulator.run import Chunk, FileSink, Limits, RedisSink, RunSummary
 
 DEFAULT_FAST_COUNT = 1_000_000
 DEFAULT_RATE_MARKET = 1_000.0
@@ -112,6 +115,8 @@ def simulate(
     Writes to Redis (batch entries; --per-tick: one entry per trade), labels on tickerdash:labels;
     or with --out to a Parquet/CSV file, labels beside it in NAME.labels.EXT.
     """
+    from simulator.run import FILE_SUFFIXES, FileSink, Limits, RedisSink
+
     if rate is not None and fast:
         raise typer.BadParameter("--rate and --fast exclude each other: choose one", param_hint="--rate/--fast")
     if out is not None and out.suffix.lower() not in FILE_SUFFIXES:
@@ -135,7 +140,7 @@ def simulate(
         problem = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
         raise typer.BadParameter(problem, param_hint="--symbols") from None
     try:
-        chunks = generate(config, market)  # validates the scenario against the symbols now
+        chunks = generate(config, market)  # validates the scenario against the symbols now, and loads scipy
     except ScenarioError as exc:
         raise typer.BadParameter(str(exc), param_hint="--scenario/--slump/--rally/--halt") from None
     if count is None and duration is None and rate is None:
@@ -157,6 +162,7 @@ def simulate(
             sink = RedisSink(client, settings, per_tick=per_tick)
             sink.record_run(config, scenario or "flags")
             target = f"{sink.producer.keys.ticks()} ({'per-tick' if per_tick else 'batch'} entries)"
+        freeze_import_objects()
         summary = _run_with_progress(chunks, sink, start_ms, limits, rate, console, quiet)
     console.print(f"wrote {summary.ticks:,} ticks and {summary.labels:,} labels to {target} "
                   f"in {summary.elapsed_s:.2f} s ({summary.ticks_per_s:,.0f} ticks/s)")  # fmt: skip
@@ -164,6 +170,8 @@ def simulate(
 
 def _run_with_progress(chunks: Iterable[Chunk], sink: FileSink | RedisSink, start_ms: int, limits: Limits,
                        rate: float | None, console: Console, quiet: bool) -> RunSummary:  # fmt: skip
+    from simulator.run import run
+
     if quiet:
         try:
             return run(chunks, sink, start_ms=start_ms, limits=limits, rate=rate)

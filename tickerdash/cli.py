@@ -10,7 +10,7 @@ import analytics.export_cli
 import dashboard.cli
 import ingest.cli
 import simulator.cli
-from ingest.clikit import freeze_import_objects, setup_logging, sigterm_stops_like_ctrl_c
+from ingest.clikit import setup_logging, sigterm_stops_like_ctrl_c
 from tickerdash.up import up
 
 app = typer.Typer(
@@ -35,7 +35,9 @@ for package_cli in (ingest.cli, simulator.cli, analytics.cli, analytics.export_c
 def main() -> None:
     """Entry point of the console script."""
     sigterm_stops_like_ctrl_c()
-    freeze_import_objects()  # everything is imported by now
+    # Heavy libraries (scipy, scikit-learn, pandas, dash) load inside the commands that use them, so
+    # `--help` and short commands start fast; the long-running ones preload theirs and then call
+    # `freeze_import_objects` themselves before their loops.
     app()
 
 
