@@ -75,6 +75,8 @@ def analytics(
     ),
     lease: float = typer.Option(10.0, help="Seconds a partition stays ours without renewal (failover time)."),
     webhooks: bool = typer.Option(True, help="Also deliver alert webhooks (a background thread; group 'webhooks')."),
+    stages: str = typer.Option("alerts,anomaly", help="Plug-in stages after indicators and bars, comma-separated: "
+                               "alerts (slump rules), anomaly (scores), or none."),
 ) -> None:
     """Run an analytics worker: indicators, bars, alerts and anomaly scores on the tick stream."""
     settings = load_settings(consumer=consumer)
@@ -85,7 +87,7 @@ def analytics(
             bars=BarConfig(_durations_ms(bars, "--bars"), int(grace * 1000)),
             checkpoint_every_s=checkpoint_every,
             lease_ms=int(lease * 1000),
-            stages=default_stages(),
+            stages=chosen_stages(stages),
         )
     except ValueError as exc:
         fail(str(exc))
@@ -98,6 +100,19 @@ def analytics(
             freeze_import_objects()
             worker.run()
     log.info("analytics worker %s stopped", settings.consumer)
+
+
+def chosen_stages(text: str) -> tuple[StageFactory, ...]:
+    """The plug-in stages named in `--stages` (comma-separated; `none` for indicators and bars only)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == ["none"]:
+        return ()
+    unknown = sorted(set(names) - {"alerts", "anomaly"})
+    if unknown or not names:
+        raise ValueError(f"--stages: {', '.join(unknown) or 'nothing'} is not a stage; "
+                         "use alerts, anomaly, alerts,anomaly or none")  # fmt: skip
+    every = dict(zip(("alerts", "anomaly"), default_stages(), strict=True))
+    return tuple(every[name] for name in every if name in names)
 
 
 def default_stages() -> tuple[StageFactory, ...]:

@@ -93,11 +93,16 @@ def json_keys(names: Sequence[str]) -> list[str]:
     return [json.dumps(name) + ":" for name in names]
 
 
-def update_template(indicator_names: Sequence[str]) -> str:
-    """A %-template of one `SymbolUpdate`'s JSON for these indicators, to fill with `update_json`'s texts."""
-    indicators = ",".join(key + "%s" for key in json_keys(indicator_names))
+def update_template(indicator_names: Sequence[str], bar_intervals: Sequence[str] = ()) -> str:
+    """A %-template of one `SymbolUpdate`'s JSON: fill with the symbol's JSON string, ts, price, change_pct,
+    trades, volume, each indicator, then six numbers (start, open, high, low, close, volume) per open bar."""
+    def literal(key: str) -> str:  # a name is template text: a % in it must not read as a placeholder
+        return key.replace("%", "%%")
+
+    indicators = ",".join(literal(key) + "%s" for key in json_keys(indicator_names))
+    bars = ",".join(literal(key) + "[%s,%s,%s,%s,%s,%s]" for key in json_keys(bar_intervals))
     return ('{"symbol":%s,"ts":%d,"price":%s,"change_pct":%s,"trades":%d,"volume":%s,'
-            '"indicators":{' + indicators + '},"bars":%s}')  # fmt: skip
+            '"indicators":{' + indicators + '},"bars":{' + bars + '}}')  # fmt: skip
 
 
 def encode_updates(updates: list[SymbolUpdate]) -> str:

@@ -5,7 +5,8 @@
 1. ticks/s through one worker (all indicators and 1s/1m bars, 500 symbols) from batch entries and
    from per-tick entries (the worker drains a pre-filled stream);
 2. p50/p99 latency from a trade's XADD to the snapshot showing it, with a producer at 100k ticks/s
-   (the worker runs as `tickerdash analytics` in its own process, with its default stages);
+   (the worker runs as `tickerdash analytics` in its own process): with indicators and bars only (this
+   issue's worker), then with its default plug-in stages (slump alerts and anomaly scores) as well;
 3. the worker's peak RSS (a separate process) after trades of 10,000 symbols.
 """
 
@@ -67,14 +68,16 @@ def runner_rate(client: redis.Redis, settings: Settings, ticks: TickBatch) -> fl
     return runner.stats.ticks / t[0]
 
 
-def latency(client: redis.Redis, settings: Settings, seconds: float, rate: int = 100_000) -> np.ndarray:
+def latency(client: redis.Redis, settings: Settings, seconds: float, rate: int = 100_000,
+            stages: str = "alerts,anomaly") -> np.ndarray:  # fmt: skip
     """Milliseconds from XADD to the snapshot showing the trade, one per 10 ms probe, at `rate` ticks/s."""
     client.flushall()
     stop = threading.Event()
     # the worker in its own process, as deployed: threads here would fight it for the GIL
     env = {**os.environ, "TICKERDASH_REDIS_URL": settings.redis_url or "", "TICKERDASH_BLOCK_MS": "5",
            "TICKERDASH_PREFIX": settings.prefix}  # fmt: skip
-    command = [sys.executable, "-m", "tickerdash", "analytics", "--consumer", "latency", "--no-webhooks"]
+    command = [sys.executable, "-m", "tickerdash", "analytics", "--consumer", "latency", "--no-webhooks",
+               "--stages", stages]  # fmt: skip
     worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lease = Keys(settings.prefix).internal("lease", "analytics", "0")
     while client.get(lease) != b"latency":
@@ -186,11 +189,13 @@ def main() -> None:
         row("bare runner on the same per-tick entries (decode + XACK)", bare_rate, ref=ref)
         print(f"  {'worker / bare runner, per-tick (target: as fast, 1.0)':<58} "
               + " ".join(f"{w / b:.2f}" for w, b in rates) + " (each pair back to back)")
-        delays = latency(client, settings, args.latency_seconds)
-        for label, part in (("all probes", delays), (f"after {WARMUP_PROBES // 100} s of start-up",
-                                                      delays[WARMUP_PROBES:])):  # fmt: skip
-            print(f"  XADD -> snapshot latency at 100k ticks/s, {label}: p50 {np.percentile(part, 50):.1f} ms, "
-                  f"p99 {np.percentile(part, 99):.1f} ms, max {part.max():.1f} ms ({len(part)} probes)")
+        # the worker of this issue (indicators and bars), then as `tickerdash analytics` runs by default
+        for stages, what in (("none", "indicators + bars"), ("alerts,anomaly", "+ alerts + anomaly scores")):
+            delays = latency(client, settings, args.latency_seconds, stages=stages)
+            for label, part in (("all probes", delays), (f"after {WARMUP_PROBES // 100} s of start-up",
+                                                          delays[WARMUP_PROBES:])):  # fmt: skip
+                print(f"  XADD -> snapshot at 100k ticks/s ({what}), {label}: p50 {np.percentile(part, 50):.1f} ms, "
+                      f"p99 {np.percentile(part, 99):.1f} ms, max {part.max():.1f} ms ({len(part)} probes)")
         rss = peak_rss_10k_symbols(server, settings, args.rss_ticks)
         print(f"  worker peak RSS after {args.rss_ticks:,} ticks of 10,000 symbols: {rss:,.0f} MiB")
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.live import SymbolUpdate, json_keys, json_numbers, update_template
+from analytics.live import SymbolUpdate, json_numbers, update_template
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 
@@ -46,14 +46,35 @@ def test_the_template_filled_with_formatted_columns_is_the_dataclass_json(
     """Filled as the worker fills it, the text decodes to SymbolUpdate.to_dict(), key order included."""
     names = list(indicators)
     texts = json_numbers(np.array(list(indicators.values()), dtype=np.float64), nan_as_null=True)
-    bars_json = "{" + ",".join(key + "[" + ",".join(json_numbers(np.array(bars[name]))) + "]"
-                               for key, name in zip(json_keys(list(bars)), bars, strict=True)) + "}"  # fmt: skip
+    bar_texts = [text for name in bars for text in json_numbers(np.array(bars[name]))]
     args = (json.dumps(symbol), ts, *json_numbers(np.array([price, change_pct])), trades,
-            *json_numbers(np.array([volume])), *texts, bars_json)  # fmt: skip
-    written = update_template(names) % args
+            *json_numbers(np.array([volume])), *texts, *bar_texts)  # fmt: skip
+    written = update_template(names, list(bars)) % args
     update = SymbolUpdate(symbol=symbol, ts=ts, price=price, change_pct=change_pct, trades=trades, volume=volume,
                           indicators=indicators, bars=bars)  # fmt: skip
     decoded = json.loads(written)
     assert decoded == update.to_dict()
     assert list(decoded) == list(update.to_dict()) and list(decoded["indicators"]) == names
     assert SymbolUpdate.from_dict(decoded).to_dict() == update.to_dict()
+
+
+def test_open_bar_columns_show_the_latest_open_bar_of_each_interval_and_mark_missing_ones() -> None:
+    """Two open 1s bars (one in its grace period): the later shows; a symbol with no open 1m bar has none."""
+    from analytics.bars import BarTable
+    from analytics.worker import open_bar_columns
+
+    def column(*values: float) -> np.ndarray:
+        return np.array(values, dtype=np.float64)
+
+    opened = BarTable(symbols=("AAPL", "MSFT", "IBM"), symbol_idx=np.array([0, 0, 0, 1], np.int64),
+                      interval_ms=np.array([1_000, 60_000, 1_000, 1_000], np.int64),
+                      start_ms=np.array([5_000, 0, 4_000, 5_000], np.int64), open=column(1, 2, 3, 4),
+                      high=column(1, 2, 3, 4), low=column(1, 2, 3, 4), close=column(1, 2, 3, 4),
+                      volume=column(10, 20, 30, 40), vwap=column(1, 2, 3, 4),
+                      trades=np.array([1, 2, 3, 4], np.int64))  # fmt: skip
+    names, values, present = open_bar_columns(opened, ["MSFT", "AAPL", "TSLA"])
+    assert names == ("1s", "1m")
+    assert present.tolist() == [[True, False], [True, True], [False, False]]
+    assert values[1, :6].tolist() == [5_000.0, 1.0, 1.0, 1.0, 1.0, 10.0]  # AAPL's 1s bar at 5 s, not 4 s
+    assert values[1, 6:].tolist() == [0.0, 2.0, 2.0, 2.0, 2.0, 20.0]
+    assert values[0, :6].tolist() == [5_000.0, 4.0, 4.0, 4.0, 4.0, 40.0] and np.isnan(values[0, 6:]).all()
