@@ -81,7 +81,9 @@ def simulate(
     start: str | None = typer.Option(None, "--start", help="Event time of the first open: epoch ms or ISO-8601 "
                                      "(default now; give it for byte-identical reruns)."),
     rate: float | None = typer.Option(None, "--rate", min=0.001,
-                                      help="Ticks per wall-clock second (live demos). Default: --fast."),
+                                      help="Ticks per wall-clock second on average (live demos): the tape is "
+                                      "released on its own event clock, so the open and close come faster. "
+                                      "Default: --fast."),
     fast: bool = typer.Option(False, "--fast", help="As fast as possible (the default unless --rate)."),
     count: int | None = typer.Option(None, "--count", min=1, help="Stop after this many trades."),
     duration: float | None = typer.Option(None, "--duration", min=0.001,
@@ -163,18 +165,22 @@ def simulate(
             sink.record_run(config, scenario or "flags")
             target = f"{sink.producer.keys.ticks()} ({'per-tick' if per_tick else 'batch'} entries)"
         freeze_import_objects()
-        summary = _run_with_progress(chunks, sink, start_ms, limits, rate, console, quiet)
+        # with the market's mean rate at --rate, follow the tape's event clock: event time then keeps pace
+        # with the wall clock through the busier open and close; an explicit --market-rate paces by count
+        summary = _run_with_progress(chunks, sink, start_ms, limits, rate, console, quiet,
+                                     event_time=rate is not None and market_rate is None)
     console.print(f"wrote {summary.ticks:,} ticks and {summary.labels:,} labels to {target} "
                   f"in {summary.elapsed_s:.2f} s ({summary.ticks_per_s:,.0f} ticks/s)")  # fmt: skip
 
 
 def _run_with_progress(chunks: Iterable[Chunk], sink: FileSink | RedisSink, start_ms: int, limits: Limits,
-                       rate: float | None, console: Console, quiet: bool) -> RunSummary:  # fmt: skip
+                       rate: float | None, console: Console, quiet: bool, *,
+                       event_time: bool) -> RunSummary:  # fmt: skip
     from simulator.run import run
 
     if quiet:
         try:
-            return run(chunks, sink, start_ms=start_ms, limits=limits, rate=rate)
+            return run(chunks, sink, start_ms=start_ms, limits=limits, rate=rate, event_time=event_time)
         except KeyboardInterrupt as stop:
             raise typer.Exit(0 if isinstance(stop, Terminated) else 130) from None
     with _progress(console) as progress:
@@ -189,7 +195,8 @@ def _run_with_progress(chunks: Iterable[Chunk], sink: FileSink | RedisSink, star
             progress.update(task, advance=ticks, rate=f"{speed:,.0f}", labels=f"{done['labels']:,}")
 
         try:
-            return run(chunks, sink, start_ms=start_ms, limits=limits, rate=rate, on_progress=advance)
+            return run(chunks, sink, start_ms=start_ms, limits=limits, rate=rate, event_time=event_time,
+                       on_progress=advance)
         except KeyboardInterrupt as stop:
             progress.stop()
             console.print(f"stopped after {done['ticks']:,} ticks")

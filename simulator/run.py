@@ -82,18 +82,31 @@ def limited(chunks: Iterable[Chunk], limits: Limits, start_ms: int) -> Iterator[
             return
 
 
-def paced(chunks: Iterable[Chunk], rate: float, *, clock: Callable[[], float] = time.monotonic,
+def paced(chunks: Iterable[Chunk], rate: float, *, event_time: bool = False,
+          clock: Callable[[], float] = time.monotonic,
           sleep: Callable[[float], None] = time.sleep) -> Iterator[Chunk]:  # fmt: skip
-    """Slices of the chunks, released so that `rate` trades per wall-clock second go out on average."""
+    """Slices of the chunks, released on the wall clock: `rate` trades a second on average, or (with
+    `event_time`) each slice when the wall clock has moved as far as the tape's own event clock.
+
+    Event-time pacing is what keeps a live tape's event time in step with the wall clock: the market's
+    intraday profile makes the open and the close busier than the session's mean rate, so releasing a
+    fixed count per second would let event time fall behind at the open (about 4.5x) and run ahead later.
+    """
     rows_per_slice = max(1, int(rate / PACE_SLICES_PER_S))
     started, released = clock(), 0
+    first_ms: int | None = None
     for chunk in chunks:
         for start in range(0, len(chunk[0]), rows_per_slice):
-            due = started + released / rate
+            piece = slice_chunk(chunk, start, start + rows_per_slice)
+            if event_time:
+                if first_ms is None:
+                    first_ms = int(piece[0].ts[0])
+                due = started + (int(piece[0].ts[0]) - first_ms) / 1000.0
+            else:
+                due = started + released / rate
             wait = due - clock()
             if wait > 0:
                 sleep(wait)
-            piece = slice_chunk(chunk, start, start + rows_per_slice)
             released += len(piece[0])
             yield piece
 
@@ -198,14 +211,15 @@ class FileSink:
 
 
 def run(chunks: Iterable[Chunk], sink: Sink, *, start_ms: int, limits: Limits, rate: float | None = None,
-        on_progress: Callable[[int, int], None] | None = None) -> RunSummary:  # fmt: skip
-    """Drain the market into the sink until the limits; `rate` paces to the wall clock (None: fast).
+        event_time: bool = False, on_progress: Callable[[int, int], None] | None = None) -> RunSummary:  # fmt: skip
+    """Drain the market into the sink until the limits; `rate` paces to the wall clock (None: fast), by
+    count or (`event_time`) by the tape's event clock, as `paced` says.
 
     `on_progress(ticks, labels)` is called after every write with what that write added.
     """
     stream = limited(chunks, limits, start_ms)
     if rate is not None:
-        stream = paced(stream, rate)
+        stream = paced(stream, rate, event_time=event_time)
     began = time.perf_counter()
     ticks_total = labels_total = 0
     first_ts = last_ts = None

@@ -179,3 +179,21 @@ class TestPacing:
         sizes = [len(t) for t, _ in paced(chunks, 1_000.0, clock=lambda: now[0], sleep=sleep)]
         assert sum(sizes) == 5_000 and max(sizes) == 50
         assert now[0] == pytest.approx(4.95, abs=0.06)
+
+    def test_event_time_pacing_keeps_the_tape_in_step_with_the_wall_clock(self) -> None:
+        """Released on its own clock, each slice goes out when the wall clock has moved as far as the tape
+        (at the open the profile is busier than the mean rate, so a count pace would fall behind)."""
+        now = [0.0]
+        released: list[tuple[float, int]] = []
+
+        def sleep(seconds: float) -> None:
+            now[0] += seconds
+
+        config = MarketConfig(universe=3, seed=1, start_ms=int(START), chunk_size=2_048, trades_per_s=200.0)
+        chunks = limited(generate(config), Limits(count=5_000), config.start_ms)
+        for ticks, _ in paced(chunks, 200.0, event_time=True, clock=lambda: now[0], sleep=sleep):
+            released.append((now[0], int(ticks.ts[0])))
+        first_ms = released[0][1]
+        assert all(abs(wall - (ts - first_ms) / 1000) < 1e-9 for wall, ts in released)
+        span_s = (released[-1][1] - first_ms) / 1000
+        assert now[0] == pytest.approx(span_s) and span_s < 5_000 / 200.0  # the open is busier than the mean

@@ -104,7 +104,7 @@ def running(services: list[Service], env: dict[str, str]) -> Iterator[list[Servi
 
 
 def up(
-    rate: float = typer.Option(200.0, min=1, help="Simulated trades per second (wall clock)."),
+    rate: float = typer.Option(200.0, min=1, help="Simulated trades per wall-clock second, on average."),
     symbols: str = typer.Option(DEMO_SYMBOLS, help="Tickers the simulator trades."),
     workers: int = typer.Option(1, min=1, max=64, help="Analytics workers (split the partitions)."),
     port: int = typer.Option(8050, help="Dashboard HTTP port."),
