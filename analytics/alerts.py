@@ -48,6 +48,7 @@ import numpy as np
 
 from analytics.rules import ANY_SYMBOL, Rule, RuleError, format_duration
 from analytics.segments import (
+    NO_TIME,
     TS_BITS,
     Grouping,
     SymbolSlots,
@@ -62,7 +63,6 @@ from analytics.segments import (
 from ingest.codecs import as_text
 from ingest.ticks import TickBatch
 
-NO_TIME = -1  # a symbol's clock before its first trade (every real ts is >= 0)
 ARMED = -1  # the due time of a pair that may fire: below every clock, so an armed pair is always "due"
 _INF_BITS = 0x7FF0_0000_0000_0000  # bits of +inf: positive finite doubles are the int64s in (0, this)
 MAX_COOLDOWN_MS = 2**60  # longer cooldowns (millions of years) all mean "never"; keeps due times in int64

@@ -35,6 +35,7 @@ unlabelled manipulation, so a manipulation that persists for the whole window be
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import threading
@@ -325,14 +326,10 @@ class ForestArrays:
             out[first : first + len(chunk)] = np.take(bottom, at).sum(axis=1)
 
 
-_POOL: list[ThreadPoolExecutor] = []
-
-
+@functools.cache
 def _score_pool() -> ThreadPoolExecutor:
     """The threads that share large forest walks with the calling thread (made on first use)."""
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(max_workers=SCORE_THREADS - 1, thread_name_prefix="anomaly-forest"))
-    return _POOL[0]
+    return ThreadPoolExecutor(max_workers=SCORE_THREADS - 1, thread_name_prefix="anomaly-forest")
 
 
 def forest_inputs(values: np.ndarray) -> np.ndarray:

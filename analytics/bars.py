@@ -21,6 +21,7 @@ import numpy as np
 
 from analytics.indicators import window_name
 from analytics.segments import (
+    NO_TIME,
     TS_BITS,
     Grouping,
     RaggedScan,
@@ -32,7 +33,6 @@ from analytics.segments import (
 )
 from ingest.ticks import TickBatch
 
-NO_TIME = -1
 NEVER_AGAIN = 2**TS_BITS  # a watermark past every possible trade: flushed bars stay closed
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analytics.segments import (
+    NO_TIME,
     TS_BITS,
     Grouping,
     RaggedScan,
@@ -42,7 +43,6 @@ from analytics.segments import (
 )
 from ingest.ticks import TickBatch
 
-NO_TIME = -1  # the clock of a symbol before its first trade (every real ts is >= 0)
 PRICE, VOLUME, NOTIONAL = 0, 1, 2  # columns of the running-sum arrays
 MIN_RING = 16  # points in a new symbol's window ring: quiet symbols stay small, busy ones grow
 RING_GROWTH = 1.25  # a full ring moves to one this much larger than it needs (amortised O(1) moves)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 TS_BITS = 42  # event times below 2**42 ms (year 2109) leave room for a group rank in an int64 key
+NO_TIME = -1  # a symbol's clock before its first trade (every real ts is >= 0)
 
 
 @functools.cache

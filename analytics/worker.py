@@ -484,9 +484,10 @@ class AnalyticsWorker:
             first = np.fromiter((state.session_open.get(symbol, p) for symbol, p in zip(mine, price.tolist(),
                                                                                          strict=True)),
                                 np.float64, len(mine))  # fmt: skip
+            opened_at = first != 0  # a zero first price has no change: 0.0, as before
             change_pct = np.zeros(len(mine))
-            np.divide(price, first, out=change_pct, where=first != 0)
-            change_pct[first != 0] -= 1.0
+            np.divide(price, first, out=change_pct, where=opened_at)
+            change_pct[opened_at] -= 1.0
             change_pct *= 100.0
             intervals, bars, present = open_bar_columns(opened, mine)
             numbers = np.column_stack([price, change_pct, frame.columns["volume"][rows],
