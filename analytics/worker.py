@@ -266,7 +266,7 @@ class AnalyticsWorker:
         self.stop = stop or StopFlag()
         self.runner = StreamRunner(client, settings, [], self._process, source="analytics",
                                    housekeeping=self._housekeeping, stop=self.stop, guard=self._guard,
-                                   on_lost=self._lost)  # fmt: skip
+                                   on_lost=self._lost, on_write_failed=self._write_failed)  # fmt: skip
         self._lease = client.register_script(_LEASE_SCRIPT)
         self._xadd_many = client.register_script(_XADD_MANY_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
@@ -306,6 +306,16 @@ class AnalyticsWorker:
         partition = self.partition_of[stream]
         self.states.pop(partition, None)  # its in-memory state ran ahead of Redis: rebuild on reacquire
         self._pending_live.pop(partition, None)
+
+    def _write_failed(self, stream: str) -> None:
+        """A batch's transaction failed in flight, after its stages ran: rebuild the partition from Redis.
+
+        Whether or not Redis applied it, the checkpoint and progress marker say what was: restoring
+        from them (at the next housekeeping) and re-reading the pending entries loses and repeats nothing.
+        """
+        log.warning("write to Redis failed for %s: its state will be restored from the checkpoint", stream)
+        self.runner.drop_stream(stream)
+        self._last_lease_check = 0.0  # restore and re-read as soon as Redis answers again
 
     def _check_leases(self) -> None:
         """Renew the leases we hold, and take (restore, then read) any wanted partition that is free."""

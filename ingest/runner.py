@@ -125,6 +125,7 @@ class StreamRunner:
         stop: StopFlag | None = None,
         guard: GuardFn | None = None,
         on_lost: Callable[[str], None] | None = None,
+        on_write_failed: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.raw = raw_client(client)
@@ -136,6 +137,9 @@ class StreamRunner:
         self.housekeeping = housekeeping
         self.guard = guard
         self.on_lost = on_lost
+        # called when a batch's transaction may not have been applied (the connection failed under it):
+        # a consumer whose in-memory state already took the batch must rebuild it from Redis
+        self.on_write_failed = on_write_failed
         self.stop = stop or StopFlag()
         self.stats = RunnerStats()
         self._count = min(settings.read_count, FIRST_READ_COUNT)  # grows once rows per entry are known
@@ -167,6 +171,10 @@ class StreamRunner:
                             len(entries))  # fmt: skip
                 self.drop_stream(stream)
                 return
+            except (redis.ConnectionError, redis.TimeoutError):
+                if self.on_write_failed:
+                    self.on_write_failed(stream)
+                raise
         self.stats.entries += len(entries)
         self.stats.ticks += len(decoded.ticks)
         self.stats.rejected += len(rejected)

@@ -347,3 +347,45 @@ def test_a_batch_firing_many_alerts_writes_exactly_what_the_stage_fired(
     assert [{k: v for k, v in e.items() if k != "tick_id"} for e in written] == \
         [{k: v for k, v in e.items() if k != "tick_id"} for e in expected]  # fmt: skip
     assert all(e["tick_id"].endswith(f"#{int(e['ts']) - START_MS}") for e in written)
+
+
+@pytest.mark.parametrize("applied", [False, True], ids=["lost before redis", "reply lost after redis"])
+def test_a_transaction_that_fails_in_flight_loses_and_repeats_nothing(
+    settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, applied: bool
+) -> None:
+    """The connection drops under a batch's EXEC after the stages ran on it: bars and indicators still exact."""
+    ticks = market(30_000, per_second=200)
+    Producer(redis_client, settings.model_copy(update={"batch_rows": 500})).publish(ticks)
+    real_execute = redis.client.Pipeline.execute
+    calls = {"transactions": 0, "failed": 0}
+
+    def flaky_execute(pipe: redis.client.Pipeline, raise_on_error: bool = True) -> list:
+        if not pipe.transaction or not any(args[0] == "XACK" for args, _ in pipe.command_stack):
+            return real_execute(pipe, raise_on_error)
+        calls["transactions"] += 1
+        if calls["transactions"] % 7 != 3:
+            return real_execute(pipe, raise_on_error)
+        calls["failed"] += 1
+        if applied:
+            real_execute(pipe, raise_on_error)
+        else:
+            pipe.reset()
+        raise redis.ConnectionError("connection dropped under EXEC (injected)")
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", flaky_execute)
+    settings = settings.model_copy(update={"read_count": 2})  # two entries per batch: 30 transactions
+    worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig(checkpoint_every_s=0.05))
+    worker.run(max_idle_reads=5)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", real_execute)
+
+    assert calls["failed"] >= 3 and worker.runner.stats.reconnects == calls["failed"]
+    assert drained(redis_client, settings)
+    assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig())
+    reference = PartitionState(WorkerConfig())
+    reference.apply(ticks)
+    assert worker.states == {}  # released at the end: the last checkpoint holds the state
+    saved = redis_client.hget(worker.checkpoint_key(0), "state")
+    assert saved is not None
+    restored = PartitionState.from_bytes(saved, WorkerConfig())
+    for name in ("sums", "trades", "clock", "last_price", "ema"):
+        np.testing.assert_array_equal(getattr(restored.indicators, name), getattr(reference.indicators, name))
