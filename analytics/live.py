@@ -72,12 +72,8 @@ class SymbolUpdate:
         )  # fmt: skip
 
 
-def json_numbers(values: np.ndarray, *, nan_as_null: bool = False) -> list[str]:
-    """Each float as JSON text, formatted in one vectorised pass (Arrow's shortest round-trip form).
-
-    The text may differ from Python's repr (`1.7672256e+12`, `119200`) but parses back to exactly
-    the same double. JSON has no NaN or infinity: NaN becomes null where allowed, anything else raises.
-    """
+def _number_texts(values: np.ndarray, *, nan_as_null: bool) -> pa.StringArray:
+    """Each float as JSON text in one vectorised Arrow pass; NaN as null where allowed, else refused."""
     values = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.all() and (not nan_as_null or np.isinf(values).any()):
@@ -85,7 +81,16 @@ def json_numbers(values: np.ndarray, *, nan_as_null: bool = False) -> list[str]:
     text = pc.cast(pa.array(values), pa.string())
     if not finite.all():
         text = pc.if_else(pa.array(finite), text, "null")
-    return text.to_pylist()
+    return text
+
+
+def json_numbers(values: np.ndarray, *, nan_as_null: bool = False) -> list[str]:
+    """Each float as JSON text, formatted in one vectorised pass (Arrow's shortest round-trip form).
+
+    The text may differ from Python's repr (`1.7672256e+12`, `119200`) but parses back to exactly
+    the same double. JSON has no NaN or infinity: NaN becomes null where allowed, anything else raises.
+    """
+    return _number_texts(values, nan_as_null=nan_as_null).to_pylist()
 
 
 def json_keys(names: Sequence[str]) -> list[str]:
@@ -93,16 +98,51 @@ def json_keys(names: Sequence[str]) -> list[str]:
     return [json.dumps(name) + ":" for name in names]
 
 
-def update_template(indicator_names: Sequence[str], bar_intervals: Sequence[str] = ()) -> str:
-    """A %-template of one `SymbolUpdate`'s JSON: fill with the symbol's JSON string, ts, price, change_pct,
-    trades, volume, each indicator, then six numbers (start, open, high, low, close, volume) per open bar."""
-    def literal(key: str) -> str:  # a name is template text: a % in it must not read as a placeholder
-        return key.replace("%", "%%")
+def encode_update_rows(symbol_json: Sequence[str], ts: np.ndarray, trades: np.ndarray, numbers: np.ndarray,
+                       present: np.ndarray, indicator_names: Sequence[str],
+                       bar_intervals: Sequence[str]) -> list[str]:  # fmt: skip
+    """Each row's `SymbolUpdate` JSON (as `to_dict` gives it, key order included), built column-wise.
 
-    indicators = ",".join(literal(key) + "%s" for key in json_keys(indicator_names))
-    bars = ",".join(literal(key) + "[%s,%s,%s,%s,%s,%s]" for key in json_keys(bar_intervals))
-    return ('{"symbol":%s,"ts":%d,"price":%s,"change_pct":%s,"trades":%d,"volume":%s,'
-            '"indicators":{' + indicators + '},"bars":{' + bars + '}}')  # fmt: skip
+    Row k is a symbol (`symbol_json[k]` its JSON string) with `numbers[k]` = price, change_pct, volume,
+    each indicator (NaN becomes null), then start, open, high, low, close, volume of each open bar of
+    `bar_intervals`; `present[k, j]` says whether it has an open bar of interval j (if not, the interval
+    is left out). Every number goes through one Arrow format and every row through one element-wise
+    join: no per-symbol Python work but the final strings (a busy worker writes hundreds per round,
+    dozens of rounds a second).
+    """
+    rows = len(ts)
+    if rows == 0:
+        return []
+    head = 3 + len(indicator_names)
+    fixed = np.column_stack([numbers[:, :3], np.where(np.repeat(present, 6, axis=1), numbers[:, head:], 0.0)])
+    if not np.isfinite(fixed).all():  # only an indicator may be null; a missing bar's NaNs are left out
+        raise ValueError("Out of range float values are not JSON compliant")
+    text = _number_texts(np.ascontiguousarray(numbers.T).reshape(-1), nan_as_null=True)  # column after column
+
+    def column(j: int) -> pa.StringArray:
+        return text.slice(j * rows, rows)
+
+    def integers(values: np.ndarray) -> pa.StringArray:
+        return pc.cast(pa.array(np.asarray(values, dtype=np.int64)), pa.string())
+
+    parts: list[Any] = ['{"symbol":', pa.array(list(symbol_json), pa.string()), ',"ts":', integers(ts),
+                        ',"price":', column(0), ',"change_pct":', column(1), ',"trades":', integers(trades),
+                        ',"volume":', column(2), ',"indicators":{']  # fmt: skip
+    for k, key in enumerate(json_keys(indicator_names)):
+        parts += [("," if k else "") + key, column(3 + k)]
+    parts.append('},"bars":{')
+    if bar_intervals:
+        pieces = []
+        for j, key in enumerate(json_keys(bar_intervals)):  # each with a leading comma; the first one goes
+            first = head + 6 * j
+            piece: list[Any] = ["," + key + "["]
+            for m in range(6):
+                piece += [column(first + m), "," if m < 5 else "]"]
+            joined = pc.binary_join_element_wise(*piece, "")
+            pieces.append(joined if present[:, j].all() else pc.if_else(pa.array(present[:, j]), joined, ""))
+        parts.append(pc.utf8_ltrim(pc.binary_join_element_wise(*pieces, ""), characters=","))
+    parts.append("}}")
+    return pc.binary_join_element_wise(*parts, "").to_pylist()
 
 
 def encode_updates(updates: list[SymbolUpdate]) -> str:
