@@ -1,23 +1,25 @@
 """The live view: the contract between the analytics worker (writer) and the dashboard gateway (reader).
 
 Two keys, both internal to Tickerdash (not part of DESIGN.md's public contract):
-- `<prefix>:_:snapshot`, a hash: symbol -> JSON of its latest `SymbolUpdate` (what a page shows on load);
-- `<prefix>:_:live`, a stream: each entry has one field `u`, a JSON list of `SymbolUpdate`s, written by a
-  worker at most `LIVE_HZ` times a second, holding each symbol that traded since its last entry once
-  (so no symbol is updated more than `LIVE_HZ` times a second). Capped at about `LIVE_MAXLEN` entries.
+- `<prefix>:_:snapshot`, a hash: symbol -> its latest `SymbolUpdate` (what a page shows on load);
+- `<prefix>:_:live`, a stream: each entry has one field `u`, the `SymbolUpdate`s of every symbol that
+  traded since the worker's previous entry, each once, written at most `LIVE_HZ` times a second (so no
+  symbol is updated more than `LIVE_HZ` times a second). Capped at about `LIVE_MAXLEN` entries.
+Updates travel in a compact binary form (`encode_update_rows`, `decode_updates`): numbers are copied
+as float64, not formatted, by the worker, which writes far more of them than any reader needs.
 Alerts and anomalies are read by the gateway from their public streams.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from ingest.keys import Keys
 
@@ -72,84 +74,103 @@ class SymbolUpdate:
         )  # fmt: skip
 
 
-def _number_texts(values: np.ndarray, *, nan_as_null: bool) -> pa.StringArray:
-    """Each float as JSON text in one vectorised Arrow pass; NaN as null where allowed, else refused."""
-    values = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(values)
-    if not finite.all() and (not nan_as_null or np.isinf(values).any()):
-        raise ValueError("Out of range float values are not JSON compliant")
-    text = pc.cast(pa.array(values), pa.string())
-    if not finite.all():
-        text = pc.if_else(pa.array(finite), text, "null")
-    return text
+@dataclass(frozen=True, slots=True)
+class UpdateLayout:
+    """The columns of a row of updates: ts, price, change_pct, trades, volume, each indicator, then
+    start, open, high, low, close, volume of each bar interval (NaN start: no open bar of it)."""
+
+    indicators: tuple[str, ...]
+    bars: tuple[str, ...]
+
+    @property
+    def columns(self) -> int:
+        """Numbers per row."""
+        return 5 + len(self.indicators) + 6 * len(self.bars)
 
 
-def json_numbers(values: np.ndarray, *, nan_as_null: bool = False) -> list[str]:
-    """Each float as JSON text, formatted in one vectorised pass (Arrow's shortest round-trip form).
+_HEAD = struct.Struct("<4sHH")  # magic, layout length, symbol length
+UPDATE_MAGIC = b"TDu1"
 
-    The text may differ from Python's repr (`1.7672256e+12`, `119200`) but parses back to exactly
-    the same double. JSON has no NaN or infinity: NaN becomes null where allowed, anything else raises.
+
+@functools.lru_cache(maxsize=64)
+def _layout_bytes(layout: UpdateLayout) -> bytes:
+    return json.dumps({"indicators": layout.indicators, "bars": layout.bars}, separators=(",", ":")).encode()
+
+
+@functools.lru_cache(maxsize=64)
+def _layout_of(text: bytes) -> UpdateLayout:
+    data = json.loads(text)
+    return UpdateLayout(tuple(str(x) for x in data["indicators"]), tuple(str(x) for x in data["bars"]))
+
+
+@functools.lru_cache(maxsize=64)
+def _prefixes(layout: UpdateLayout) -> dict[str, bytes]:
+    """Symbol -> the head of its values in this layout (filled as symbols come)."""
+    return {}
+
+
+def encode_update_rows(layout: UpdateLayout, symbols: Sequence[str], rows: np.ndarray) -> list[bytes]:
+    """Each symbol's update (row k of `rows`, columns as `layout` says) as one self-describing binary value.
+
+    A value is magic, layout length, symbol length (little-endian "<4sHH"), the layout as JSON, the
+    symbol in UTF-8, then the row as little-endian float64s; values concatenate into a feed entry. The
+    worker writes hundreds of these per round, dozens of rounds a second, so the numbers are copied,
+    never formatted: the dashboard gateway, which reads each symbol at most `LIVE_HZ` times a second,
+    turns them into JSON for browsers.
     """
-    return _number_texts(values, nan_as_null=nan_as_null).to_pylist()
+    if rows.shape != (len(symbols), layout.columns):
+        raise ValueError(f"rows of shape {rows.shape} do not match {len(symbols)} symbols of {layout.columns} columns")
+    body = np.ascontiguousarray(rows, dtype="<f8").tobytes()
+    width = 8 * layout.columns
+    prefixes = _prefixes(layout)
+    out = []
+    for k, symbol in enumerate(symbols):
+        prefix = prefixes.get(symbol)
+        if prefix is None:
+            layout_text, name = _layout_bytes(layout), symbol.encode()
+            prefix = prefixes[symbol] = _HEAD.pack(UPDATE_MAGIC, len(layout_text), len(name)) + layout_text + name
+        out.append(prefix + body[k * width : (k + 1) * width])
+    return out
 
 
-def json_keys(names: Sequence[str]) -> list[str]:
-    """Each name as a JSON object key with its colon."""
-    return [json.dumps(name) + ":" for name in names]
-
-
-def encode_update_rows(symbol_json: Sequence[str], ts: np.ndarray, trades: np.ndarray, numbers: np.ndarray,
-                       present: np.ndarray, indicator_names: Sequence[str],
-                       bar_intervals: Sequence[str]) -> list[str]:  # fmt: skip
-    """Each row's `SymbolUpdate` JSON (as `to_dict` gives it, key order included), built column-wise.
-
-    Row k is a symbol (`symbol_json[k]` its JSON string) with `numbers[k]` = price, change_pct, volume,
-    each indicator (NaN becomes null), then start, open, high, low, close, volume of each open bar of
-    `bar_intervals`; `present[k, j]` says whether it has an open bar of interval j (if not, the interval
-    is left out). Every number goes through one Arrow format and every row through one element-wise
-    join: no per-symbol Python work but the final strings (a busy worker writes hundreds per round,
-    dozens of rounds a second).
-    """
-    rows = len(ts)
-    if rows == 0:
-        return []
-    head = 3 + len(indicator_names)
-    fixed = np.column_stack([numbers[:, :3], np.where(np.repeat(present, 6, axis=1), numbers[:, head:], 0.0)])
-    if not np.isfinite(fixed).all():  # only an indicator may be null; a missing bar's NaNs are left out
-        raise ValueError("Out of range float values are not JSON compliant")
-    text = _number_texts(np.ascontiguousarray(numbers.T).reshape(-1), nan_as_null=True)  # column after column
-
-    def column(j: int) -> pa.StringArray:
-        return text.slice(j * rows, rows)
-
-    def integers(values: np.ndarray) -> pa.StringArray:
-        return pc.cast(pa.array(np.asarray(values, dtype=np.int64)), pa.string())
-
-    parts: list[Any] = ['{"symbol":', pa.array(list(symbol_json), pa.string()), ',"ts":', integers(ts),
-                        ',"price":', column(0), ',"change_pct":', column(1), ',"trades":', integers(trades),
-                        ',"volume":', column(2), ',"indicators":{']  # fmt: skip
-    for k, key in enumerate(json_keys(indicator_names)):
-        parts += [("," if k else "") + key, column(3 + k)]
-    parts.append('},"bars":{')
-    if bar_intervals:
-        pieces = []
-        for j, key in enumerate(json_keys(bar_intervals)):  # each with a leading comma; the first one goes
-            first = head + 6 * j
-            piece: list[Any] = ["," + key + "["]
-            for m in range(6):
-                piece += [column(first + m), "," if m < 5 else "]"]
-            joined = pc.binary_join_element_wise(*piece, "")
-            pieces.append(joined if present[:, j].all() else pc.if_else(pa.array(present[:, j]), joined, ""))
-        parts.append(pc.utf8_ltrim(pc.binary_join_element_wise(*pieces, ""), characters=","))
-    parts.append("}}")
-    return pc.binary_join_element_wise(*parts, "").to_pylist()
-
-
-def encode_updates(updates: list[SymbolUpdate]) -> str:
-    """The `u` field of one live entry."""
-    return json.dumps([u.to_dict() for u in updates], separators=(",", ":"), allow_nan=False)
+def encode_updates(updates: Sequence[SymbolUpdate]) -> bytes:
+    """The updates as a live feed entry's `u` field (each also a valid snapshot value on its own)."""
+    values = []
+    for update in updates:
+        layout = UpdateLayout(tuple(update.indicators), tuple(update.bars))
+        row = [update.ts, update.price, update.change_pct, update.trades, update.volume, *update.indicators.values()]
+        for name in layout.bars:
+            row += update.bars[name]
+        values += encode_update_rows(layout, [update.symbol], np.array([row], dtype=np.float64))
+    return b"".join(values)
 
 
 def decode_updates(payload: bytes | str) -> list[SymbolUpdate]:
-    """The updates of one live entry."""
-    return [SymbolUpdate.from_dict(item) for item in json.loads(payload)]
+    """The updates of a live feed entry or of a snapshot value (binary; JSON as older workers wrote it)."""
+    if isinstance(payload, str) or payload[:1] in (b"[", b"{"):
+        data = json.loads(payload)
+        return [SymbolUpdate.from_dict(item) for item in (data if isinstance(data, list) else [data])]
+    out = []
+    at = 0
+    try:
+        while at < len(payload):
+            magic, layout_length, name_length = _HEAD.unpack_from(payload, at)
+            if magic != UPDATE_MAGIC:
+                raise ValueError("no update starts here")
+            at += _HEAD.size
+            layout = _layout_of(bytes(payload[at : at + layout_length]))
+            at += layout_length
+            symbol = bytes(payload[at : at + name_length]).decode()
+            at += name_length
+            row = np.frombuffer(payload, "<f8", count=layout.columns, offset=at).tolist()
+            at += 8 * layout.columns
+            first_bar = 5 + len(layout.indicators)
+            bars = {name: row[first_bar + 6 * j : first_bar + 6 * j + 6] for j, name in enumerate(layout.bars)}
+            out.append(SymbolUpdate(
+                symbol=symbol, ts=int(row[0]), price=row[1], change_pct=row[2], trades=int(row[3]), volume=row[4],
+                indicators=dict(zip(layout.indicators, row[5:first_bar], strict=True)),
+                bars={name: bar for name, bar in bars.items() if bar[0] == bar[0]},  # NaN start: none open
+            ))  # fmt: skip
+    except (struct.error, ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ValueError(f"truncated or corrupt live update at byte {at}: {exc}") from exc
+    return out

@@ -30,7 +30,7 @@ import redis
 
 from analytics.bars import BarConfig, Bars, BarTable
 from analytics.indicators import IndicatorConfig, IndicatorFrame, Indicators, window_name
-from analytics.live import LIVE_HZ, LIVE_MAXLEN, encode_update_rows, live_key, snapshot_key
+from analytics.live import LIVE_HZ, LIVE_MAXLEN, UpdateLayout, encode_update_rows, live_key, snapshot_key
 from analytics.segments import pack_state, preload, unpack_state
 from ingest.codecs import Rejected, decode_entries
 from ingest.deadletter import add_rejected
@@ -210,19 +210,21 @@ def decode_bar_table(payload: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
 
 
-def open_bar_columns(opened: BarTable, symbols: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+def open_bar_columns(opened: BarTable, symbols: Sequence[str], intervals_ms: Sequence[int] | None = None,
+                     ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:  # fmt: skip
     """Each symbol's open bars side by side: (interval names, shortest first; (n, 6 * intervals) array of
     start, open, high, low, close, volume per interval, NaN where none is open; (n, intervals) open mask).
 
-    Of two open bars of one interval (the previous one still in its grace period), the later one shows.
+    The intervals are `intervals_ms` (by default those with any open bar). Of two open bars of one
+    interval (the previous one still in its grace period), the later one shows.
     """
-    interval_ms = np.unique(opened.interval_ms)
+    interval_ms = np.unique(opened.interval_ms if intervals_ms is None else np.asarray(intervals_ms, np.int64))
     values = np.full((len(symbols), len(interval_ms), 6), np.nan)
     present = np.zeros((len(symbols), len(interval_ms)), bool)
     position = {symbol: k for k, symbol in enumerate(symbols)}
     where = np.array([position.get(symbol, -1) for symbol in opened.symbols], np.int64)
     at = where[opened.symbol_idx] if len(opened) else np.zeros(0, np.int64)
-    rows = np.flatnonzero(at >= 0)
+    rows = np.flatnonzero((at >= 0) & np.isin(opened.interval_ms, interval_ms)) if len(opened) else at
     if len(rows):
         key = at[rows] * len(interval_ms) + np.searchsorted(interval_ms, opened.interval_ms[rows])
         order = np.lexsort((opened.start_ms[rows], key))  # by key, then start: the last of each key is the latest
@@ -273,8 +275,7 @@ class AnalyticsWorker:
         self._last_lease_check = 0.0
         self._last_checkpoint: dict[int, tuple[float, int]] = {}
         self._pending_live: dict[int, list[tuple[IndicatorFrame, np.ndarray]]] = {}
-        self._symbol_texts: dict[str, str] = {}  # symbol -> its JSON string
-        self._feed_pending: dict[str, str] = {}  # symbol -> JSON of its latest update not yet in the feed
+        self._feed_pending: dict[str, bytes] = {}  # symbol -> its latest update not yet in the feed
         self._last_live = 0.0
         self._last_snapshot = 0.0
         self._last_refresh = 0.0
@@ -447,7 +448,7 @@ class AnalyticsWorker:
         target: redis.client.Pipeline | None = None
         if self._pending_live and now - self._last_snapshot >= 1 / self.config.snapshot_hz:
             # each update is encoded once: the snapshot field, and later a piece of a feed entry
-            encoded: dict[str, str] = {}
+            encoded: dict[str, bytes] = {}
             for partition, frames in self._pending_live.items():
                 state = self.states.get(partition)
                 if state is not None:
@@ -461,7 +462,7 @@ class AnalyticsWorker:
         if self._feed_pending and now - self._last_live >= 1 / self.config.live_hz:
             if target is None:
                 target = pipe if pipe is not None else self.client.pipeline(transaction=False)
-            target.xadd(live_key(self.keys), {"u": "[" + ",".join(self._feed_pending.values()) + "]"},
+            target.xadd(live_key(self.keys), {"u": b"".join(self._feed_pending.values())},
                         maxlen=LIVE_MAXLEN, approximate=True)  # fmt: skip
             self._feed_pending.clear()
             self._last_live = now
@@ -469,12 +470,11 @@ class AnalyticsWorker:
             target.execute()
 
     def _encoded_updates(self, state: PartitionState,
-                         frames: list[tuple[IndicatorFrame, np.ndarray]]) -> dict[str, str]:  # fmt: skip
-        """Symbol -> JSON of its `SymbolUpdate` after its latest trade in `frames`, with its open bars.
+                         frames: list[tuple[IndicatorFrame, np.ndarray]]) -> dict[str, bytes]:  # fmt: skip
+        """Symbol -> its update after its latest trade in `frames`, with its open bars (`encode_update_rows`).
 
-        Built column by column (`encode_update_rows`): with 50 rounds a second over hundreds of
-        symbols, a dataclass and json.dumps per symbol, and later a template fill per symbol, were the
-        largest share of a busy worker's time.
+        Built column by column and copied, not formatted: with 50 rounds a second over hundreds of
+        symbols, formatting every number as JSON here was the largest share of a busy worker's time.
         """
         chosen: dict[str, tuple[int, int]] = {}  # symbol -> (frame, row) of its latest trade
         for index in range(len(frames) - 1, -1, -1):  # newest first: the first sighting is the latest
@@ -482,7 +482,8 @@ class AnalyticsWorker:
             for symbol, row in zip(frame.latest_symbols, frame.latest_rows.tolist(), strict=True):
                 chosen.setdefault(symbol, (index, row))
         opened = state.bars.open_view()
-        out: dict[str, str] = {}
+        intervals_ms = self.config.bars.intervals_ms
+        out: dict[str, bytes] = {}
         for index, (frame, ts) in enumerate(frames):
             mine = [symbol for symbol, (i, _) in chosen.items() if i == index]
             if not mine:
@@ -498,19 +499,12 @@ class AnalyticsWorker:
             np.divide(price, first, out=change_pct, where=opened_at)
             change_pct[opened_at] -= 1.0
             change_pct *= 100.0
-            intervals, bars, present = open_bar_columns(opened, mine)
-            numbers = np.column_stack([price, change_pct, frame.columns["volume"][rows],
-                                       *(frame.columns[name][rows] for name in names), bars])  # fmt: skip
-            texts = encode_update_rows([self._symbol_json(symbol) for symbol in mine], ts[rows],
-                                       frame.columns["trades"][rows], numbers, present, names, intervals)  # fmt: skip
-            out.update(zip(mine, texts, strict=True))
+            intervals, bars, _ = open_bar_columns(opened, mine, intervals_ms)
+            numbers = np.column_stack([ts[rows], price, change_pct, frame.columns["trades"][rows],
+                                       frame.columns["volume"][rows], *(frame.columns[name][rows] for name in names),
+                                       bars])  # fmt: skip
+            out.update(zip(mine, encode_update_rows(UpdateLayout(names, intervals), mine, numbers), strict=True))
         return out
-
-    def _symbol_json(self, symbol: str) -> str:
-        text = self._symbol_texts.get(symbol)
-        if text is None:
-            text = self._symbol_texts[symbol] = json.dumps(symbol)
-        return text
 
     # --- the loop --------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -24,7 +23,7 @@ import time
 import numpy as np
 import redis
 
-from analytics.live import snapshot_key
+from analytics.live import decode_updates, snapshot_key
 from analytics.worker import AnalyticsWorker, WorkerConfig
 from benchmarks._common import redis_benchmark_xadd, row, synthetic_ticks, timed
 from ingest.keys import Keys
@@ -111,7 +110,7 @@ def latency(client: redis.Redis, settings: Settings, seconds: float, rate: int =
         while not stop.is_set():
             raw = watcher.hget(key, "PROBE")
             if raw:
-                seq = round(json.loads(raw)["price"] - 1000)
+                seq = round(decode_updates(raw)[0].price - 1000)
                 seen.setdefault(seq, time.perf_counter())
             time.sleep(0.0005)
 

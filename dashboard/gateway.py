@@ -334,7 +334,7 @@ class Gateway:
         self._cursor[live] = as_text(last_live[0][0]) if last_live else "0-0"
         snapshot: Any = await self._redis.hgetall(snapshot_key(self.keys))
         for raw in snapshot.values():
-            for update in decode_updates(f"[{as_text(raw)}]"):
+            for update in decode_updates(raw):
                 self.symbols[update.symbol] = update.to_dict()
         for stream, recent, numbers in ((self.keys.alerts, self.recent_alerts, ALERT_NUMBERS),
                                         (self.keys.anomalies, self.recent_anomalies, ANOMALY_NUMBERS)):  # fmt: skip

@@ -6,12 +6,11 @@ then arrives over the gateway's websocket, never through here.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import redis
 
-from analytics.live import SymbolUpdate, snapshot_key
+from analytics.live import SymbolUpdate, decode_updates, snapshot_key
 from dashboard.figures import BarHistory, Marker
 from ingest.codecs import as_text
 from ingest.keys import Keys
@@ -36,7 +35,7 @@ def read_bars(client: redis.Redis, keys: Keys, symbol: str, interval: str, limit
 def read_snapshot(client: redis.Redis, keys: Keys) -> dict[str, SymbolUpdate]:
     """Every symbol's latest update, by symbol."""
     raw: Any = client.hgetall(snapshot_key(keys)) or {}
-    return {as_text(symbol): SymbolUpdate.from_dict(json.loads(value)) for symbol, value in raw.items()}
+    return {as_text(symbol): decode_updates(value)[0] for symbol, value in raw.items()}
 
 
 def read_open_bar(client: redis.Redis, keys: Keys, symbol: str, interval: str) -> list[float] | None:
@@ -44,7 +43,7 @@ def read_open_bar(client: redis.Redis, keys: Keys, symbol: str, interval: str) -
     raw: Any = client.hget(snapshot_key(keys), symbol)
     if raw is None:
         return None
-    return SymbolUpdate.from_dict(json.loads(raw)).bars.get(interval)
+    return decode_updates(raw)[0].bars.get(interval)
 
 
 def _recent_for_symbol(client: redis.Redis, stream: str, symbol: str) -> list[tuple[str, dict[str, str]]]:

@@ -64,7 +64,7 @@ def seed_history(client: redis.Redis, symbols: dict[str, float], now_ms: int, ba
                                                 "close": price + step, "volume": 50 + i % 17, "vwap": price + step / 2,
                                                 "trades": 4}, id=f"{start}-0")  # fmt: skip
             price += step
-        pipe.hset(snapshot_key(KEYS), symbol, json.dumps(update(symbol, now_ms, price, first).to_dict()))
+        pipe.hset(snapshot_key(KEYS), symbol, encode_updates([update(symbol, now_ms, price, first)]))
         pipe.execute()
 
 

@@ -46,7 +46,7 @@ def receive(ws: ClientConnection, kind: str, until: Callable[[dict[str, Any]], A
 @pytest.fixture
 def gateway(settings: Settings, redis_client: redis.Redis) -> Iterator[Gateway]:
     """A gateway on a free loopback port over the test Redis (with a little history already there)."""
-    redis_client.hset(snapshot_key(KEYS), "AAPL", json.dumps(update("AAPL", 1_000, 10.0).to_dict()))
+    redis_client.hset(snapshot_key(KEYS), "AAPL", encode_updates([update("AAPL", 1_000, 10.0)]))
     redis_client.xadd(
         KEYS.alerts,
         {

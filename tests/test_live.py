@@ -1,4 +1,4 @@
-"""The live view's column-built JSON says exactly what the generic encoding of a SymbolUpdate says."""
+"""The live view's binary updates carry exactly the SymbolUpdate the worker meant, and refuse garbage."""
 
 from __future__ import annotations
 
@@ -10,75 +10,65 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.live import SymbolUpdate, encode_update_rows, json_numbers
+from analytics.live import SymbolUpdate, UpdateLayout, decode_updates, encode_update_rows, encode_updates
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
+names = st.lists(st.text(min_size=1, max_size=8), max_size=6, unique=True)
 
 
-@settings(deadline=None)  # the first example pays for importing pyarrow.compute
-@given(st.lists(finite, max_size=50))
-def test_numbers_parse_back_to_the_same_doubles(values: list[float]) -> None:
-    """Arrow's shortest form may read differently from repr, but it is the same double, bit for bit."""
-    text = json_numbers(np.array(values, dtype=np.float64))
-    assert len(text) == len(values)
-    for written, value in zip(text, values, strict=True):
-        parsed = json.loads(written)
-        assert float(parsed) == value and math.copysign(1.0, float(written)) == math.copysign(1.0, value)
-
-
-def test_nan_is_null_only_where_allowed_and_infinity_never() -> None:
-    """JSON has no NaN or infinity: NaN indicators are null; anything else non-finite is refused."""
-    assert json_numbers(np.array([1.5, math.nan]), nan_as_null=True) == ["1.5", "null"]
-    for bad, nan_ok in ((math.nan, False), (math.inf, False), (-math.inf, True)):
-        with pytest.raises(ValueError, match="not JSON compliant"):
-            json_numbers(np.array([1.0, bad]), nan_as_null=nan_ok)
+@st.composite
+def updates(draw: st.DrawFn) -> SymbolUpdate:
+    """An update with any indicators (NaN ones too) and any open bars."""
+    indicators = {name: draw(st.one_of(finite, st.just(math.nan))) for name in draw(names)}
+    bars = {name: draw(st.lists(finite, min_size=6, max_size=6)) for name in draw(st.sampled_from([(), ("1s",),
+                                                                                                  ("1s", "1m")]))}
+    return SymbolUpdate(symbol=draw(st.text(min_size=1, max_size=12)), ts=draw(st.integers(0, 2**42)),
+                        price=draw(finite), change_pct=draw(finite), trades=draw(st.integers(0, 2**40)),
+                        volume=draw(finite), indicators=indicators, bars=bars)  # fmt: skip
 
 
 @settings(deadline=None)
-@given(data=st.data(), rows=st.integers(1, 5),
-       names=st.lists(st.text(min_size=1, max_size=8), max_size=6, unique=True),
-       intervals=st.sampled_from([(), ("1s",), ("1s", "1m")]))  # fmt: skip
-def test_rows_encoded_column_wise_are_the_dataclass_json(
-    data: st.DataObject, rows: int, names: list[str], intervals: tuple[str, ...]
-) -> None:
-    """Each row decodes to its SymbolUpdate.to_dict(), key order included; a bar not open is left out."""
-    updates, numbers, present = [], [], []
-    for _ in range(rows):
-        indicators = {name: data.draw(st.one_of(finite, st.just(math.nan))) for name in names}
-        has = [data.draw(st.booleans()) for _ in intervals]
-        is_open = dict(zip(intervals, has, strict=True))
-        bars = {name: data.draw(st.lists(finite, min_size=6, max_size=6)) for name in intervals}
-        update = SymbolUpdate(symbol=data.draw(st.text(min_size=1, max_size=12)), ts=data.draw(st.integers(0, 2**42)),
-                              price=data.draw(finite), change_pct=data.draw(finite),
-                              trades=data.draw(st.integers(0, 2**40)), volume=data.draw(finite), indicators=indicators,
-                              bars={name: bars[name] for name in intervals if is_open[name]})  # fmt: skip
-        updates.append(update)
-        bar_values = [x if is_open[name] else math.nan for name in intervals for x in bars[name]]
-        numbers.append([update.price, update.change_pct, update.volume, *indicators.values(), *bar_values])
-        present.append(has)
-    written = encode_update_rows(
-        [json.dumps(u.symbol) for u in updates], np.array([u.ts for u in updates]),
-        np.array([u.trades for u in updates]), np.array(numbers, dtype=np.float64).reshape(rows, -1),
-        np.array(present, dtype=bool).reshape(rows, len(intervals)), names, intervals,
-    )  # fmt: skip
-    for text, update in zip(written, updates, strict=True):
-        decoded = json.loads(text)
-        assert decoded == update.to_dict()
-        assert list(decoded) == list(update.to_dict()) and list(decoded["indicators"]) == names
-        assert list(decoded["bars"]) == list(update.bars)
-        assert SymbolUpdate.from_dict(decoded).to_dict() == update.to_dict()
+@given(st.lists(updates(), max_size=5))
+def test_updates_round_trip_bit_for_bit(written: list[SymbolUpdate]) -> None:
+    """A feed entry decodes to the same updates, in order, every number the same double, key order kept."""
+    read = decode_updates(encode_updates(written))
+    assert [u.to_dict() for u in read] == [u.to_dict() for u in written]
+    for before, after in zip(written, read, strict=True):
+        assert list(after.indicators) == list(before.indicators) and list(after.bars) == list(before.bars)
+        for x, y in zip(before.indicators.values(), after.indicators.values(), strict=True):
+            assert math.copysign(1.0, x) == math.copysign(1.0, y)  # -0.0 stays -0.0
+        assert json.loads(json.dumps(after.to_dict())) == after.to_dict()  # what the gateway sends browsers
 
 
-def test_a_non_finite_price_or_open_bar_is_refused() -> None:
-    """Only an indicator may be null: a NaN price or open-bar value is a bug upstream, not a null."""
-    ok = np.array([[1.0, 0.0, 2.0, math.nan, 5.0, 1.0, 1.0, 1.0, 1.0, 3.0]])
-    assert json.loads(encode_update_rows(['"A"'], np.array([1]), np.array([1]), ok, np.array([[True]]), ["sma"],
-                                         ["1s"])[0])["indicators"] == {"sma": None}  # fmt: skip
-    for column in (0, 5):
-        bad = ok.copy()
-        bad[0, column] = math.nan
-        with pytest.raises(ValueError, match="not JSON compliant"):
-            encode_update_rows(['"A"'], np.array([1]), np.array([1]), bad, np.array([[True]]), ["sma"], ["1s"])
+def test_rows_as_the_worker_writes_them_leave_out_bars_that_are_not_open() -> None:
+    """A NaN bar start means no open bar of that interval: the update has no entry for it."""
+    layout = UpdateLayout(("sma_20",), ("1s", "1m"))
+    rows = np.array([[1_000, 10.0, 0.5, 3, 30.0, math.nan, 1_000, 10, 11, 9, 10, 30, *[math.nan] * 6],
+                     [2_000, 20.0, -1.0, 1, 5.0, 19.5, *[math.nan] * 6, 0, 20, 20, 20, 20, 5]])  # fmt: skip
+    values = encode_update_rows(layout, ["AAPL", "MSFT"], rows)
+    aapl, msft = (decode_updates(value)[0] for value in values)
+    assert aapl.to_dict() == {"symbol": "AAPL", "ts": 1_000, "price": 10.0, "change_pct": 0.5, "trades": 3,
+                              "volume": 30.0, "indicators": {"sma_20": None},
+                              "bars": {"1s": [1_000.0, 10.0, 11.0, 9.0, 10.0, 30.0]}}  # fmt: skip
+    assert msft.bars == {"1m": [0.0, 20.0, 20.0, 20.0, 20.0, 5.0]} and msft.indicators == {"sma_20": 19.5}
+    assert [u.symbol for u in decode_updates(b"".join(values))] == ["AAPL", "MSFT"]
+    with pytest.raises(ValueError, match="do not match"):
+        encode_update_rows(layout, ["AAPL"], rows)
+
+
+def test_json_written_by_older_workers_still_decodes() -> None:
+    """A Redis that still holds JSON snapshot values and feed entries is read, not refused."""
+    update = SymbolUpdate("AAPL", 1_000, 10.0, 0.5, 3, 30.0, {"sma_20": 9.5}, {"1s": [1_000.0, 10, 11, 9, 10, 30]})
+    assert decode_updates(json.dumps(update.to_dict()).encode()) == [update]
+    assert decode_updates(json.dumps([update.to_dict()] * 2)) == [update, update]
+
+
+def test_garbage_and_truncated_payloads_are_refused_with_a_reason() -> None:
+    """The gateway logs and skips what it cannot read; it never gets half an update."""
+    whole = encode_updates([SymbolUpdate("AAPL", 1_000, 10.0, 0.5, 3, 30.0, {"sma_20": 9.5})])
+    for bad in (b"garbage!", whole[:-3], whole + b"xx", whole[:6]):
+        with pytest.raises(ValueError, match="live update"):
+            decode_updates(bad)
 
 
 def test_open_bar_columns_show_the_latest_open_bar_of_each_interval_and_mark_missing_ones() -> None:

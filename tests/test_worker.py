@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -109,7 +108,8 @@ class TestWorker:
         ticks = market(5_000)
         Producer(redis_client, settings).publish(ticks)
         run_inline(redis_client, settings)
-        snapshot = {k.decode(): json.loads(v) for k, v in redis_client.hgetall(snapshot_key(Keys())).items()}
+        stored = redis_client.hgetall(snapshot_key(Keys()))
+        snapshot = {k.decode(): decode_updates(v)[0].to_dict() for k, v in stored.items()}
         assert set(snapshot) == set(ticks.symbols)
         for symbol, update in snapshot.items():
             rows = np.flatnonzero(ticks.symbol == symbol)
@@ -316,7 +316,8 @@ def test_every_symbol_that_trades_reaches_the_live_feed(settings: Settings, redi
     for _, fields in redis_client.xrange(live_key(Keys())):
         for update in decode_updates(fields[b"u"]):
             last[update.symbol] = update.to_dict()
-    snapshot = {k.decode(): json.loads(v) for k, v in redis_client.hgetall(snapshot_key(Keys())).items()}
+    stored = redis_client.hgetall(snapshot_key(Keys()))
+    snapshot = {k.decode(): decode_updates(v)[0].to_dict() for k, v in stored.items()}
     assert set(last) == {f"S{i:02d}" for i in range(60)} == set(snapshot)
     assert all(last[s]["price"] == snapshot[s]["price"] for s in snapshot)
 
