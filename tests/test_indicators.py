@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from real_trades import read_binance, read_lobster
 
 from analytics.indicators import IndicatorConfig, Indicators, WindowHistory, window_name
-from analytics.segments import pack_state, unpack_state
+from analytics.segments import RaggedScan, pack_state, unpack_state
 from ingest.ticks import TickBatch
 
 SMALL = IndicatorConfig(sma_periods=(2, 3), ema_periods=(3,), vwap_windows_ms=(1_000,))
@@ -303,3 +303,24 @@ class TestAgainstPandasOnRealTrades:
         parts = [stage.process(p).columns for p in pieces(whole, list(range(1_000, len(whole), 1_000)))]
         for name, values in one.items():
             assert np.concatenate([p[name] for p in parts]).tobytes() == values.tobytes(), name
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=30), seed=st.integers(0, 2**32 - 1),
+       period=st.integers(1, 60))  # fmt: skip
+def test_ragged_ema_is_the_plain_recursion_bit_for_bit(lengths: list[int], seed: int, period: int) -> None:
+    """Narrow blocks (a column at a time) and wide ones (lfilter) both give y = alpha*x + decay*y_prev exactly."""
+    rng = np.random.default_rng(seed)
+    values = rng.normal(100, 5, sum(lengths)) * rng.choice([1e-3, 1.0, 1e3])
+    previous = rng.normal(100, 5, len(lengths))
+    alpha = 2.0 / (period + 1)
+    got, finals = RaggedScan(np.array(lengths)).ema(values, alpha, previous)
+    want, want_finals, row = np.empty_like(values), previous.copy(), 0
+    for k, length in enumerate(lengths):
+        y = previous[k]
+        for _ in range(length):
+            y = alpha * values[row] + (1.0 - alpha) * y
+            want[row] = y
+            row += 1
+        want_finals[k] = y
+    assert got.tobytes() == want.tobytes() and finals.tobytes() == want_finals.tobytes()
