@@ -29,7 +29,7 @@ from analytics.worker import (
 from ingest.keys import Keys
 from ingest.producer import Producer
 from ingest.redis_server import EmbeddedRedis
-from ingest.runner import StopFlag
+from ingest.runner import StopFlag, ensure_groups
 from ingest.settings import Settings
 from ingest.ticks import TickBatch
 
@@ -390,3 +390,41 @@ def test_a_transaction_that_fails_in_flight_loses_and_repeats_nothing(
     restored = PartitionState.from_bytes(saved, WorkerConfig())
     for name in ("sums", "trades", "clock", "last_price", "ema"):
         np.testing.assert_array_equal(getattr(restored.indicators, name), getattr(reference.indicators, name))
+
+
+def test_checkpoints_are_written_in_the_background_after_their_batch_commits(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """A forked child writes the committed state: restoring it (plus the replay) gives the same state."""
+    ticks = market(20_000, per_second=200)
+    Producer(redis_client, settings.model_copy(update={"batch_rows": 500})).publish(ticks)
+    settings = settings.model_copy(update={"read_count": 4})
+    worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig(checkpoint_every_s=0.0))
+    assert worker.config.background_checkpoints
+    ensure_groups(redis_client, list(worker.stream_of.values()), settings.group)
+    worker._check_leases()
+    worker.runner.run(max_idle_reads=3)  # the loop only: no release, so no checkpoint at shutdown
+    worker._reap_checkpointer(wait=True)
+    saved = redis_client.hgetall(worker.checkpoint_key(0))
+    state_id, marker = saved[b"state_id"].decode(), saved[b"last_id"].decode()
+    written = PartitionState.from_bytes(saved[b"state"], WorkerConfig())
+    assert written.last_id == state_id and state_id != "0-0" and state_id <= marker == worker.states[0].last_id
+    restored = AnalyticsWorker(redis_client, settings, None, WorkerConfig()).restore(0)
+    for name in ("sums", "trades", "clock", "last_price", "ema"):
+        np.testing.assert_array_equal(getattr(restored.indicators, name), getattr(worker.states[0].indicators, name))
+    assert restored.bars.to_bytes() == worker.states[0].bars.to_bytes()
+
+
+def test_a_background_checkpoint_is_fenced_by_the_lease_and_never_goes_back(redis_client: redis.Redis) -> None:
+    """A child of a worker that lost its lease, or one slower than a newer checkpoint, writes nothing."""
+    from analytics.worker import _CHECKPOINT_SCRIPT
+
+    write = redis_client.register_script(_CHECKPOINT_SCRIPT)
+    lease, checkpoint = "t:lease", "t:checkpoint"
+    redis_client.set(lease, "me")
+    assert write(keys=[lease, checkpoint], args=["me", "1000-5", b"state@1000-5"]) == 1
+    assert write(keys=[lease, checkpoint], args=["me", "999-9", b"older"]) == 0
+    assert write(keys=[lease, checkpoint], args=["me", "1000-5", b"same"]) == 0
+    assert write(keys=[lease, checkpoint], args=["other", "2000-0", b"not ours"]) == 0
+    assert write(keys=[lease, checkpoint], args=["me", "1000-10", b"newer"]) == 1  # seq compared as a number
+    assert redis_client.hmget(checkpoint, "state", "state_id") == [b"newer", b"1000-10"]
