@@ -17,12 +17,14 @@ and neither loses nor double-counts a trade.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +46,9 @@ from ingest.ticks import TickBatch, row_fields
 log = logging.getLogger(__name__)
 
 OUTPUT_MAXLEN = 100_000  # alerts and anomalies streams
+# below this many trades a batch's numpy steps are too small to release the GIL for long: the helper
+# thread would only take turns with the indicators (and add switching delays to small, latency-bound batches)
+CONCURRENT_STAGES_MIN_ROWS = 20_000
 DEFAULT_BAR_RETENTION = {"1s": 21_600, "1m": 10_080, "1h": 8_760, "1d": 3_650}  # 6 h, 7 d, 1 y, 10 y
 
 # Renew the lease if we hold it, take it if it is free; 1 when we hold it afterwards.
@@ -97,6 +102,12 @@ class Effects:
     alerts: list[dict[str, str]] = field(default_factory=list)
     anomalies: list[dict[str, str]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+
+
+@functools.cache
+def _stage_thread() -> ThreadPoolExecutor:
+    """The one thread that runs plug-in stages beside the indicators (made on first use)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="plug-in-stages")
 
 
 class Stage(Protocol):
@@ -165,15 +176,26 @@ class PartitionState:
             batch = batch.take(keep)
             effects.batch = batch
         if len(batch):
+            # the plug-in stages read only the batch and write only their own effects, so on a large
+            # batch (whose numpy steps release the GIL) they run on a helper thread beside the indicators
+            helper = None
+            if self.stages and len(batch) >= CONCURRENT_STAGES_MIN_ROWS:
+                helper = _stage_thread().submit(self._plug_in_stages, batch, effects)
             effects.frame = self.indicators.process(batch)
-            for stage in self.stages:
-                stage.process(batch, effects)
+            if helper is None:
+                self._plug_in_stages(batch, effects)
+            else:
+                helper.result()
             if effects.frame is not None:
                 frame = effects.frame
                 prices = frame.columns["price"]
                 for symbol, row in zip(frame.latest_symbols, frame.latest_rows.tolist(), strict=True):
                     self.session_open.setdefault(symbol, float(prices[row]))
         return effects
+
+    def _plug_in_stages(self, batch: TickBatch, effects: Effects) -> None:
+        for stage in self.stages:
+            stage.process(batch, effects)
 
     def to_bytes(self) -> bytes:
         """The whole partition state as one checkpoint."""

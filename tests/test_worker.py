@@ -428,3 +428,38 @@ def test_a_background_checkpoint_is_fenced_by_the_lease_and_never_goes_back(redi
     assert write(keys=[lease, checkpoint], args=["other", "2000-0", b"not ours"]) == 0
     assert write(keys=[lease, checkpoint], args=["me", "1000-10", b"newer"]) == 1  # seq compared as a number
     assert redis_client.hmget(checkpoint, "state", "state_id") == [b"newer", b"1000-10"]
+
+
+def test_plug_in_stages_beside_the_indicators_give_what_they_give_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On large batches alerts and anomaly scores run on a helper thread: same effects, same state bytes."""
+    from analytics import worker as worker_module
+    from analytics.alert_stage import SlumpAlertStage
+    from analytics.anomaly import AnomalyStage
+    from analytics.rules import Rule
+    from ingest.codecs import iter_chunks
+
+    ticks = market(120_000, symbols=30, per_second=2_000, seed=5)
+    rules = [Rule(id="any-1", symbol="*", drop_pct=0.5, window_s=30), Rule(id="s1", symbol="S01", drop_pct=0.2,
+                                                                          window_s=10)]  # fmt: skip
+
+    def alerts_with_rules() -> SlumpAlertStage:
+        stage = SlumpAlertStage()
+        stage.alerts.set_rules(rules)
+        return stage
+
+    config = WorkerConfig(stages=(alerts_with_rules, AnomalyStage))
+
+    def run(min_rows: int) -> tuple[list[worker_module.Effects], bytes]:
+        monkeypatch.setattr(worker_module, "CONCURRENT_STAGES_MIN_ROWS", min_rows)
+        state = PartitionState(config)
+        return [state.apply(chunk) for chunk in iter_chunks(ticks, 40_000)], state.to_bytes()
+
+    together, together_state = run(20_000)
+    in_turn, in_turn_state = run(10**9)
+    assert sum(len(e.anomalies) for e in together) > 0 and sum(len(e.alerts) for e in together) > 0
+    for a, b in zip(together, in_turn, strict=True):
+        assert a.anomalies == b.anomalies and a.alerts == b.alerts
+        assert a.frame is not None and b.frame is not None
+        for name, values in a.frame.columns.items():
+            assert values.tobytes() == b.frame.columns[name].tobytes(), name
+    assert together_state == in_turn_state
