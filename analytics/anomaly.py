@@ -80,13 +80,17 @@ class ScorerConfig:
     budget: float = 0.005  # share of trades flagged (5 per 1,000)
     min_surprise: float = 2.0  # never flag a trade less surprising than 1 in 100
     offmarket_sigma: float = 8.0
+    # trades scored against one state of the calibrations before they learn. 2048 scores 12% faster (the
+    # per-block work is fixed) and keeps every simulator target, but the scorer warms up over two blocks:
+    # on the RCN pump-and-dump file, whose pump starts with its data, it then flags 4 trades instead of 277
     block: int = 1024
     calibration_half_life: float = 200_000.0  # trades
     bins: int = 600
-    # 16 trees of 128 samples (depth 7): 112 node steps a trade, against 175 for 25 x 128 and 400 for 50 x 256.
+    # 12 trees of 128 samples (depth 7): 84 node steps a trade, against 175 for 25 x 128 and 400 for 50 x 256.
     # On tuning seeds 0-4 the mean PR-AUC was 0.684 with 25 trees, 0.691 with 16 and 0.688 with 12: the
-    # forest corroborates the rules and the tails, and more trees only smooth what the fusion already ranks.
-    forest_trees: int = 16
+    # forest corroborates the rules and the tails, and more trees only smooth what the fusion already ranks;
+    # 12 instead of 16 makes the detector 14% cheaper (2.73 -> 2.34 us a trade in 100k-trade batches).
+    forest_trees: int = 12
     forest_samples: int = 128
     train_window: int = 4096
     train_stride: int = 4

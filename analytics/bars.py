@@ -109,6 +109,18 @@ class BarsOutput:
     late_rows: np.ndarray  # int64 batch row indices, ascending
 
 
+@dataclass(frozen=True, slots=True)
+class Arrived:
+    """A batch's trades that are not late, grouped by symbol (arrival order within one), ready to fold."""
+
+    trade_slot: np.ndarray  # slot of each trade
+    ts: np.ndarray
+    price: np.ndarray
+    size: np.ndarray
+    touched: np.ndarray  # slot of every symbol in the batch (late trades' ones too)
+    late_rows: np.ndarray  # int64 batch row indices, ascending
+
+
 # Open bars are kept as parallel arrays under these names.
 _OPEN_INT = ("slot", "interval_at", "start", "trades")
 _OPEN_FLOAT = ("open", "high", "low", "close", "volume", "notional")
@@ -126,9 +138,19 @@ class Bars:
 
     def process(self, batch: TickBatch) -> BarsOutput:
         """Fold the batch's trades (in row order) into bars; return the bars closed and the late rows."""
+        arrived = self.arrive(batch)
+        return BarsOutput(self.fold(arrived), arrived.late_rows)
+
+    def arrive(self, batch: TickBatch) -> Arrived:
+        """Advance each symbol's watermark over the batch and find its late trades; `fold` does the rest.
+
+        Split from the fold so that a caller can drop the late trades from the batch (and hand it to
+        other stages) while the bars are folded.
+        """
         n = len(batch)
         if n == 0:
-            return BarsOutput(self._table({}, np.zeros(0, bool)), np.zeros(0, np.int64))
+            empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
+            return Arrived(empty_i, empty_i, empty_f, empty_f, empty_i, empty_i)
         if int(batch.ts.max()) >= 2**TS_BITS or int(batch.ts.min()) < 0:
             raise ValueError("ts must be epoch milliseconds in [0, 2**42)")
         slot_of_local = self.slots.slots_for(batch.symbols)
@@ -143,15 +165,17 @@ class Bars:
         finest = min(self.config.intervals_ms)
         late = watermark_before >= ts - ts % finest + finest + self.config.grace_ms
         self.watermark[slot] = seen[group.starts + group.lengths - 1]
-
         keep = ~late
-        trade_slot = slot[group.segment[keep]]
-        price = batch.price[group.order[keep]]
-        size = batch.size[group.order[keep]]
-        trade_ts = ts[keep]
-        closed = [self._fold(i, trade_slot, trade_ts, price, size, slot) for i in range(len(self.config.intervals_ms))]
-        late_rows = np.sort(group.order[late])
-        return BarsOutput(self._concat_closed(closed), late_rows)
+        return Arrived(slot[group.segment[keep]], ts[keep], batch.price[group.order[keep]],
+                       batch.size[group.order[keep]], slot, np.sort(group.order[late]))  # fmt: skip
+
+    def fold(self, arrived: Arrived) -> BarTable:
+        """Fold `arrive`'s trades into the open bars; the bars that closed."""
+        if not len(arrived.touched):
+            return self._table({}, np.zeros(0, bool))
+        closed = [self._fold(i, arrived.trade_slot, arrived.ts, arrived.price, arrived.size, arrived.touched)
+                  for i in range(len(self.config.intervals_ms))]  # fmt: skip
+        return self._concat_closed(closed)
 
     def _fold(self, interval_at: int, trade_slot: np.ndarray, ts: np.ndarray, price: np.ndarray,
               size: np.ndarray, touched: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip

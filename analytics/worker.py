@@ -163,10 +163,9 @@ class PartitionState:
     def apply(self, batch: TickBatch) -> Effects:
         """Run the stage chain on one batch (pure: no I/O)."""
         effects = Effects(batch)
-        bars_out = self.bars.process(batch)
-        effects.closed_bars = bars_out.closed
-        if len(bars_out.late_rows):
-            late = bars_out.late_rows
+        arrived = self.bars.arrive(batch)
+        if len(arrived.late_rows):
+            late = arrived.late_rows
             for row in late.tolist():
                 effects.rejected.append(Rejected(batch.tick_id(row) if len(batch.entry_ids) else "?",
                                                  dict(row_fields(batch, row)),
@@ -175,22 +174,24 @@ class PartitionState:
             keep[late] = False
             batch = batch.take(keep)
             effects.batch = batch
-        if len(batch):
-            # the plug-in stages read only the batch and write only their own effects, so on a large
-            # batch (whose numpy steps release the GIL) they run on a helper thread beside the indicators
-            helper = None
-            if self.stages and len(batch) >= CONCURRENT_STAGES_MIN_ROWS:
-                helper = _stage_thread().submit(self._plug_in_stages, batch, effects)
-            effects.frame = self.indicators.process(batch)
-            if helper is None:
-                self._plug_in_stages(batch, effects)
-            else:
-                helper.result()
-            if effects.frame is not None:
+        # the plug-in stages read only the batch and write only their own effects, so on a large batch
+        # (whose numpy steps release the GIL) they run on a helper thread beside the bars and indicators
+        helper = None
+        if self.stages and len(batch) >= CONCURRENT_STAGES_MIN_ROWS:
+            helper = _stage_thread().submit(self._plug_in_stages, batch, effects)
+        try:
+            effects.closed_bars = self.bars.fold(arrived)
+            if len(batch):
+                effects.frame = self.indicators.process(batch)
+                if helper is None:
+                    self._plug_in_stages(batch, effects)
                 frame = effects.frame
                 prices = frame.columns["price"]
                 for symbol, row in zip(frame.latest_symbols, frame.latest_rows.tolist(), strict=True):
                     self.session_open.setdefault(symbol, float(prices[row]))
+        finally:  # never leave the helper working on this state while the caller goes on
+            if helper is not None:
+                helper.result()
         return effects
 
     def _plug_in_stages(self, batch: TickBatch, effects: Effects) -> None:
