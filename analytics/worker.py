@@ -105,6 +105,20 @@ class Effects:
 
 
 @functools.cache
+def _small_pages_for_fork() -> None:
+    """Stop numpy asking for transparent huge pages (for arrays of 4 MB and more) in this process.
+
+    After the checkpoint fork, every page the loop writes is copied for the child: a 2 MB huge page
+    for each touched one, not 4 kB (Redis gives the same advice for its own forked saves). Measured on
+    2M-trade drains: background checkpoints were 8% slower than in-transaction ones with huge pages,
+    and no slower without them.
+    """
+    set_madvise = getattr(getattr(np, "_core", np).multiarray, "_set_madvise_hugepage", None)
+    if set_madvise is not None:
+        set_madvise(False)
+
+
+@functools.cache
 def _stage_thread() -> ThreadPoolExecutor:
     """The one thread that runs plug-in stages beside the indicators (made on first use)."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="plug-in-stages")
@@ -300,6 +314,8 @@ class AnalyticsWorker:
         self.keys = Keys(settings.prefix, settings.partitions)
         self.config = config or WorkerConfig()
         preload()  # scipy.signal for the EMA scans: imported now, never in the middle of the stream
+        if self.config.background_checkpoints:
+            _small_pages_for_fork()
         wanted = range(settings.partitions) if partitions is None else partitions
         bad = [p for p in wanted if not 0 <= p < settings.partitions]
         if bad:
