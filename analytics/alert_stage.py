@@ -31,8 +31,8 @@ class SlumpAlertStage:
         self.rules_version: int | None = None  # None: load the rules on the next refresh
 
     def process(self, batch: TickBatch, effects: Effects) -> None:
-        """Add one `tickerdash:alerts` entry per alert the batch fires (built in bulk, no Alert objects)."""
-        effects.alerts.extend(self.alerts.evaluate(batch).to_fields())
+        """Add one `tickerdash:alerts` entry per alert the batch fires (built in bulk as JSON, no Alert objects)."""
+        effects.alerts.extend(self.alerts.evaluate(batch).to_entries_json())
 
     def to_bytes(self) -> bytes:
         """The stage's checkpoint (rules in force and per-symbol state)."""

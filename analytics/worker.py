@@ -99,7 +99,7 @@ class Effects:
     batch: TickBatch
     frame: IndicatorFrame | None = None
     closed_bars: BarTable | None = None
-    alerts: list[dict[str, str]] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)  # each entry's fields as a JSON array [field, value, ...]
     anomalies: list[dict[str, str]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
 
@@ -122,6 +122,12 @@ def _small_pages_for_fork() -> None:
 def _stage_thread() -> ThreadPoolExecutor:
     """The one thread that runs plug-in stages beside the indicators (made on first use)."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="plug-in-stages")
+
+
+def entry_fields(entry: str) -> dict[str, str]:
+    """One entry of `Effects.alerts` (a JSON array of field, value, ...) as a field -> value dict."""
+    flat = json.loads(entry)
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class Stage(Protocol):
@@ -532,12 +538,14 @@ class AnalyticsWorker:
                                      f"{start}-0", *bar_fields(bars, k))  # fmt: skip
             pipe.xadd(bars_feed_key(self.keys), {"bars": encode_bar_table(bars), "rows": len(bars)},
                       maxlen=BARS_FEED_MAXLEN, approximate=True)  # fmt: skip
-        for stream, entries in ((self.keys.alerts, effects.alerts), (self.keys.anomalies, effects.anomalies)):
-            if len(entries) == 1:
-                pipe.xadd(stream, entries[0], maxlen=OUTPUT_MAXLEN, approximate=True)  # type: ignore[arg-type]
-            elif entries:
-                flat = json.dumps([[x for pair in fields.items() for x in pair] for fields in entries])
-                self._xadd_many(keys=[stream], args=[OUTPUT_MAXLEN, flat], client=pipe)
+        if effects.alerts:
+            self._xadd_many(keys=[self.keys.alerts], args=[OUTPUT_MAXLEN, "[" + ",".join(effects.alerts) + "]"],
+                            client=pipe)  # fmt: skip
+        if len(effects.anomalies) == 1:
+            pipe.xadd(self.keys.anomalies, effects.anomalies[0], maxlen=OUTPUT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        elif effects.anomalies:
+            flat = json.dumps([[x for pair in fields.items() for x in pair] for fields in effects.anomalies])
+            self._xadd_many(keys=[self.keys.anomalies], args=[OUTPUT_MAXLEN, flat], client=pipe)
         if effects.rejected:
             add_rejected(pipe, self.keys.deadletter, effects.rejected, "analytics")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
@@ -325,9 +326,22 @@ class TestStage:
         rows = np.arange(n, dtype=np.int32)
         batch = TickBatch.from_columns(symbols, prices, [1.0] * n, ts).with_origin(
             tuple(f"{i}-0" for i in range(n)), rows // 2, np.where(rows % 3 == 0, -1, rows % 2).astype(np.int32))
-        fields = SlumpAlerts(rules).evaluate(batch).to_fields()
+        fired = SlumpAlerts(rules).evaluate(batch)
+        fields = fired.to_fields()
         expected = [alert.to_fields() for alert in SlumpAlerts(rules).process(batch)]
         assert [list(f.items()) for f in fields] == [list(f.items()) for f in expected]
+        flat = [[x for pair in f.items() for x in pair] for f in expected]
+        assert [json.loads(entry) for entry in fired.to_entries_json()] == flat  # what the worker writes
+        without_origin = SlumpAlerts(rules).evaluate(TickBatch.from_columns(symbols, prices, [1.0] * n, ts))
+        assert [json.loads(entry) for entry in without_origin.to_entries_json()] == [
+            [x for pair in f.items() for x in pair] for f in without_origin.to_fields()]
+
+    def test_entries_json_escapes_names_and_ids_as_json_does(self) -> None:
+        """Quotes, backslashes, newlines and non-ASCII in a rule's name survive the pieced-together JSON."""
+        tricky = rule(rule_id="r.1-x_2", name='Dip "alert" \\ é ✓\n日本')
+        fired = SlumpAlerts([tricky]).evaluate(one_symbol([100.0, 90.0], [0, 1]))
+        assert len(fired) == 1
+        assert json.loads(fired.to_entries_json()[0]) == [x for pair in fired.to_fields()[0].items() for x in pair]
 
     def test_alerts_carry_the_stream_id_of_their_trade(self) -> None:
         """An alert on a trade read from the stream names that trade's tick id."""

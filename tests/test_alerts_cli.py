@@ -16,7 +16,7 @@ from analytics.alerts import SlumpAlerts
 from analytics.alerts_cli import register, stream_batches
 from analytics.rule_store import RuleStore
 from analytics.rules import Rule
-from analytics.worker import Effects
+from analytics.worker import Effects, entry_fields
 from ingest.codecs import iter_chunks
 from ingest.importers import ColumnMapping, TradeReader
 from ingest.keys import Keys
@@ -95,7 +95,7 @@ class TestLiveStage:
         def run(batch: TickBatch) -> list[str]:
             effects = Effects(batch)
             stage.process(batch, effects)
-            return [f["rule_id"] for f in effects.alerts]
+            return [entry_fields(f)["rule_id"] for f in effects.alerts]
 
         assert run(slump(start_ms=0)) == []  # no rules yet
         store.add(Rule(id="on", symbol="AAPL", drop_pct=5, window_s=60))
@@ -115,7 +115,7 @@ class TestLiveStage:
         effects = Effects(batch)
         stage.process(batch, effects)
         first = int(np.flatnonzero(batch.price <= 95.0)[0])
-        assert [(f["rule_id"], f["ts"], f["price"]) for f in effects.alerts] == [
+        assert [(f["rule_id"], f["ts"], f["price"]) for f in map(entry_fields, effects.alerts)] == [
             ("five", str(batch.ts[first]), repr(float(batch.price[first])))
         ]
 
@@ -175,7 +175,7 @@ class TestTailAndBacktest:
             for chunk in iter_chunks(batch, 777):  # batch boundaries unlike either backtest's
                 effects = Effects(chunk)
                 stage.process(chunk, effects)
-                live.extend(effects.alerts)
+                live.extend(map(entry_fields, effects.alerts))
 
         def key(firings: list[dict[str, object]]) -> list[tuple[str, int, float, float]]:
             return [(str(f["symbol"]), int(f["ts"]), float(f["price"]), float(f["reference_price"]))  # type: ignore[arg-type]
