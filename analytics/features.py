@@ -120,7 +120,10 @@ def account_codes(column: pa.Array | None, n: int) -> np.ndarray:
         return np.zeros(n, np.int64)
     encoded = column.dictionary_encode()
     names = encoded.dictionary.to_pylist()
-    table = np.array([account_code(s) for s in names] + [NO_ACCOUNT], np.int64)
+    codes = list(map(_CODE_CACHE.get, names))  # a batch's accounts are mostly known: one C-level pass
+    if None in codes:
+        codes = [account_code(name) if code is None else code for name, code in zip(names, codes, strict=True)]
+    table = np.array([*codes, NO_ACCOUNT], np.int64)
     indices = encoded.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)
     return table[indices]
 
