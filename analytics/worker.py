@@ -8,11 +8,15 @@ alerts, anomalies, late trades to the dead-letter stream, the live view), a prog
 entry ID applied) and the XACK of the batch.
 
 The full stage state is large (a rolling VWAP window holds every trade of its window), so it is not
-written with every batch: a checkpoint of the whole partition state goes into the same kind of
-transaction every few seconds. A restarted worker restores the checkpoint and replays the entries
-between the checkpoint and the progress marker from the stream with their effects suppressed (they
-were written already); the stages are deterministic, so it stands exactly where the old worker stood,
-and neither loses nor double-counts a trade.
+written with every batch: every 30 s (or 1M trades) a forked child writes a checkpoint of the whole
+partition state as its last committed batch left it, fenced by the lease, while the loop goes on. A
+restarted worker restores the checkpoint and replays the entries between the checkpoint and the
+progress marker from the stream with their effects suppressed (they were written already); the
+stages are deterministic, so it stands exactly where the old worker stood, and neither loses nor
+double-counts a trade.
+
+On large batches the plug-in stages run on a helper thread beside the bars and indicators (they read
+only the batch); the live view is written as float64 rows that the dashboard gateway formats.
 """
 
 from __future__ import annotations
