@@ -53,6 +53,7 @@ OUTPUT_MAXLEN = 100_000  # alerts and anomalies streams
 # below this many trades a batch's numpy steps are too small to release the GIL for long: the helper
 # thread would only take turns with the indicators (and add switching delays to small, latency-bound batches)
 CONCURRENT_STAGES_MIN_ROWS = 20_000
+CHECKPOINT_TIMEOUT_S = 120.0  # a checkpoint child still running after this long is killed (the next one is due)
 DEFAULT_BAR_RETENTION = {"1s": 21_600, "1m": 10_080, "1h": 8_760, "1d": 3_650}  # 6 h, 7 d, 1 y, 10 y
 
 # Renew the lease if we hold it, take it if it is free; 1 when we hold it afterwards.
@@ -344,7 +345,7 @@ class AnalyticsWorker:
         self._last_lease_check = 0.0
         self._last_checkpoint: dict[int, tuple[float, int]] = {}
         self._checkpoint_due: set[int] = set()  # partitions whose next committed state is to be checkpointed
-        self._checkpointer: tuple[int, list[int]] | None = None  # (pid, partitions) of the running child
+        self._checkpointer: tuple[int, list[int], float] | None = None  # the running child: pid, partitions, start
         self._pending_live: dict[int, list[tuple[IndicatorFrame, np.ndarray]]] = {}
         self._feed_pending: dict[str, bytes] = {}  # symbol -> its latest update not yet in the feed
         self._last_live = 0.0
@@ -462,8 +463,8 @@ class AnalyticsWorker:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 pool = self.client.connection_pool
-                client = redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class,
-                                                                **pool.connection_kwargs))  # fmt: skip
+                options = {**pool.connection_kwargs, "socket_timeout": CHECKPOINT_TIMEOUT_S}
+                client = redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **options))
                 script = client.register_script(_CHECKPOINT_SCRIPT)
                 written = [script(keys=[self.lease_key(p), self.checkpoint_key(p)],
                                   args=[self.settings.consumer, self.states[p].last_id, self.states[p].to_bytes()])
@@ -471,18 +472,30 @@ class AnalyticsWorker:
                 code = 0 if all(written) else 2
             finally:
                 os._exit(code)
-        self._checkpointer = (pid, partitions)
+        self._checkpointer = (pid, partitions, time.monotonic())
         now = time.monotonic()
         for partition in partitions:
             self._last_checkpoint[partition] = (now, 0)
 
     def _reap_checkpointer(self, wait: bool = False) -> None:
-        """Collect the checkpoint child if it has finished (or wait for it), and log how it ended."""
+        """Collect the checkpoint child if it has finished (or wait for it), and log how it ended.
+
+        A child that outlives CHECKPOINT_TIMEOUT_S (Redis unreachable, say) is killed: the next
+        checkpoint is due as usual, and shutdown never hangs on it.
+        """
         if self._checkpointer is None:
             return
-        pid, partitions = self._checkpointer
-        done, status = os.waitpid(pid, 0 if wait else os.WNOHANG)
+        pid, partitions, started = self._checkpointer
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done or not wait:
+                break
+            if time.monotonic() - started > CHECKPOINT_TIMEOUT_S:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
         if not done:
+            if time.monotonic() - started > CHECKPOINT_TIMEOUT_S:
+                os.kill(pid, signal.SIGKILL)  # reaped on a later call
             return
         self._checkpointer = None
         code = os.waitstatus_to_exitcode(status)

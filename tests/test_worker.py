@@ -463,3 +463,22 @@ def test_plug_in_stages_beside_the_indicators_give_what_they_give_in_turn(monkey
         for name, values in a.frame.columns.items():
             assert values.tobytes() == b.frame.columns[name].tobytes(), name
     assert together_state == in_turn_state
+
+
+def test_a_checkpoint_child_that_hangs_is_killed_so_shutdown_never_waits_on_it(
+    settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past CHECKPOINT_TIMEOUT_S the child is killed and reaped; the next checkpoint is due as usual."""
+    from analytics import worker as worker_module
+
+    Producer(redis_client, settings).publish(market(2_000))
+    worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig())
+    ensure_groups(redis_client, list(worker.stream_of.values()), settings.group)
+    worker._check_leases()
+    monkeypatch.setattr(worker_module, "CHECKPOINT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(PartitionState, "to_bytes", lambda self: time.sleep(60))  # the child inherits it
+    started = time.monotonic()
+    worker._checkpoint_in_background([0])
+    worker._reap_checkpointer(wait=True)
+    assert worker._checkpointer is None and time.monotonic() - started < 10
+    assert redis_client.hget(worker.checkpoint_key(0), "state") is None  # nothing half-written
