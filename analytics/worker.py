@@ -118,7 +118,8 @@ def _small_pages_for_fork() -> None:
     2M-trade drains: background checkpoints were 8% slower than in-transaction ones with huge pages,
     and no slower without them.
     """
-    set_madvise = getattr(getattr(np, "_core", np).multiarray, "_set_madvise_hugepage", None)
+    core = getattr(np, "_core", None) or getattr(np, "core", None)  # numpy 2 / numpy 1.26
+    set_madvise = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
     if set_madvise is not None:
         set_madvise(False)
 
