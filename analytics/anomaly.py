@@ -39,7 +39,7 @@ import functools
 import itertools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -182,6 +182,7 @@ class Calibrator:
 SCORE_CHUNK = 2048  # rows per forest pass: the (rows, trees) index arrays stay in the CPU cache
 SCORE_THREADS = min(2, os.cpu_count() or 1)  # threads for one large forest walk
 PARALLEL_MIN_ROWS = 4 * SCORE_CHUNK  # smaller walks are not worth a thread hand-off
+WALK_AHEAD_MIN_ROWS = PARALLEL_MIN_ROWS  # batches from which the walk starts before the tails and rules
 
 
 def float32_at_or_below(x: np.ndarray) -> np.ndarray:
@@ -331,6 +332,12 @@ class ForestArrays:
 
 
 @functools.cache
+def _walk_ahead_pool() -> ThreadPoolExecutor:
+    """The thread that starts a batch's forest walk while the scorer computes its tails and rules."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="anomaly-walk-ahead")
+
+
+@functools.cache
 def _score_pool() -> ThreadPoolExecutor:
     """The threads that share large forest walks with the calling thread (made on first use)."""
     return ThreadPoolExecutor(max_workers=SCORE_THREADS - 1, thread_name_prefix="anomaly-forest")
@@ -435,6 +442,13 @@ class AnomalyScorer:
         learnt = ~warming
         # rows bounds[k]:bounds[k + 1] are the batch's part of one block (the first may finish a cut block)
         bounds = np.r_[0, np.arange(c.block - self.seen % c.block, n, c.block), n].tolist()
+        # the forest's walk over the rows up to its next swap does not depend on the tails or the rules:
+        # on a large batch it starts now, on its own thread, and the tails and rules are computed meanwhile
+        ahead: tuple[Future[np.ndarray], np.ndarray, int] | None = None
+        if self.forest is not None and self.seen != self.swap_at and n >= WALK_AHEAD_MIN_ROWS:
+            until = min(n, self._trades_to_next_swap())
+            rows = np.flatnonzero(learnt[:until])
+            ahead = (_walk_ahead_pool().submit(self.forest.score, forest_inputs(values[rows])), rows, until)
         tail_u = self._tail_inputs(values)
         tail_parts = self._tail_surprises(tail_u, learnt, bounds)
         tail_parts *= TAIL_WEIGHTS
@@ -455,6 +469,10 @@ class AnomalyScorer:
             if self.seen == self.swap_at:
                 self._swap_forest()
             if self.forest is not None:
+                if ahead is not None:  # lo == 0, and the forest is the one the walk started with
+                    future, rows, scored_until = ahead
+                    forest_u[rows] = future.result()
+                    scored_by, ahead = self.forest, None
                 if self.forest is not scored_by or hi > scored_until:
                     scored_by, scored_until = self.forest, min(n, lo + self._trades_to_next_swap())
                     rows = lo + np.flatnonzero(learnt[lo:scored_until])  # warming rows never use the forest

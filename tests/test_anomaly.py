@@ -171,3 +171,18 @@ def test_stage_without_stream_origin_leaves_tick_id_empty() -> None:
     effects = Effects(batch)
     stage.process(batch, effects)
     assert effects.anomalies and all(e["tick_id"] == "" for e in effects.anomalies)
+
+
+def test_a_forest_walk_started_ahead_scores_as_one_started_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On large batches the walk starts before the tails and rules, up to the next swap: same scores."""
+    from analytics import anomaly as anomaly_module
+
+    batch = tape(6000, seed=5, symbols=3)
+    cuts = [1500, 3100, 4700]  # pieces that span forest swaps (every 512 trades, 128 after a refit)
+    monkeypatch.setattr(anomaly_module, "PARALLEL_MIN_ROWS", 128)  # walks split over threads too
+    monkeypatch.setattr(anomaly_module, "WALK_AHEAD_MIN_ROWS", 10**9)
+    in_turn = scored_in_pieces(batch, cuts, set())
+    monkeypatch.setattr(anomaly_module, "WALK_AHEAD_MIN_ROWS", 128)
+    ahead = scored_in_pieces(batch, cuts, set())
+    assert np.array_equal(in_turn[0], ahead[0]) and np.array_equal(in_turn[1], ahead[1])
+    assert ahead[1].any()
