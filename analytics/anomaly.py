@@ -446,7 +446,7 @@ class AnomalyScorer:
         # on a large batch it starts now, on its own thread, and the tails and rules are computed meanwhile
         ahead: tuple[Future[np.ndarray], np.ndarray, int] | None = None
         if self.forest is not None and self.seen != self.swap_at and n >= WALK_AHEAD_MIN_ROWS:
-            until = min(n, self._trades_to_next_swap())
+            until = self._rows_this_forest_scores(n, ts)
             rows = np.flatnonzero(learnt[:until])
             ahead = (_walk_ahead_pool().submit(self.forest.score, forest_inputs(values[rows])), rows, until)
         tail_u = self._tail_inputs(values)
@@ -489,6 +489,17 @@ class AnomalyScorer:
             if self.seen % c.block == 0:
                 self._learn_block()
         return Scores(fused, flagged, np.stack([rules, tail, forest], axis=1), tail_parts, hits)
+
+    def _rows_this_forest_scores(self, n: int, ts: np.ndarray | None) -> int:
+        """How many of the batch's first rows the current forest certainly scores: up to a pending swap,
+        and, if a refit could start within the batch (its event time allows one), up to the swap after it."""
+        until = n
+        if self.swap_at > self.seen:
+            until = min(until, self.swap_at - self.seen)
+        clock = self.clock_ms if ts is None or not len(ts) else max(self.clock_ms, int(ts.max()))
+        if ts is None or clock - self.last_refit_ms >= self.config.refit_min_ms:
+            until = min(until, self._trades_to_next_swap())
+        return until
 
     def _trades_to_next_swap(self) -> int:
         """Trades until the forest can next change: a pending swap, or the swap after the next refit."""

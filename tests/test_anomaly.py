@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -136,9 +137,10 @@ class TestScorer:
         assert detector.scorer.forest is not None
 
 
-def scored_in_pieces(batch: TickBatch, cuts: list[int], restore_at: set[int]) -> tuple[np.ndarray, np.ndarray]:
+def scored_in_pieces(batch: TickBatch, cuts: list[int], restore_at: set[int],
+                     config: ScorerConfig = SMALL) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Fused surprises and flags of a tape fed in pieces, restoring from a checkpoint after chosen pieces."""
-    stage = AnomalyStage(scorer=SMALL)
+    stage = AnomalyStage(scorer=config)
     bounds = [0, *sorted(set(cuts)), len(batch)]
     fused, flagged = [], []
     for k, (lo, hi) in enumerate(itertools.pairwise(bounds)):
@@ -146,7 +148,7 @@ def scored_in_pieces(batch: TickBatch, cuts: list[int], restore_at: set[int]) ->
         fused.append(scores.fused)
         flagged.append(scores.flagged)
         if k in restore_at:
-            restored = AnomalyStage(scorer=SMALL)
+            restored = AnomalyStage(scorer=config)
             restored.load(stage.to_bytes())
             stage = restored
     return np.concatenate(fused), np.concatenate(flagged)
@@ -173,16 +175,19 @@ def test_stage_without_stream_origin_leaves_tick_id_empty() -> None:
     assert effects.anomalies and all(e["tick_id"] == "" for e in effects.anomalies)
 
 
-def test_a_forest_walk_started_ahead_scores_as_one_started_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On large batches the walk starts before the tails and rules, up to the next swap: same scores."""
+@pytest.mark.parametrize("refit_min_ms", [0, 60_000, 10**9], ids=["refit every 512", "event-time bound", "once"])
+def test_a_forest_walk_started_ahead_scores_as_one_started_in_turn(monkeypatch: pytest.MonkeyPatch,
+                                                                   refit_min_ms: int) -> None:  # fmt: skip
+    """On large batches the walk starts before the tails and rules, over the rows the current forest is sure
+    to score (up to a swap that is pending, or that a refit in the batch could bring): same scores."""
     from analytics import anomaly as anomaly_module
 
     batch = tape(6000, seed=5, symbols=3)
-    cuts = [1500, 3100, 4700]  # pieces that span forest swaps (every 512 trades, 128 after a refit)
+    cuts = [1500, 3100, 4700]  # pieces that span forest swaps (refits every 512 trades, swaps 128 later)
     monkeypatch.setattr(anomaly_module, "PARALLEL_MIN_ROWS", 128)  # walks split over threads too
     monkeypatch.setattr(anomaly_module, "WALK_AHEAD_MIN_ROWS", 10**9)
-    in_turn = scored_in_pieces(batch, cuts, set())
+    in_turn = scored_in_pieces(batch, cuts, set(), replace(SMALL, refit_min_ms=refit_min_ms))
     monkeypatch.setattr(anomaly_module, "WALK_AHEAD_MIN_ROWS", 128)
-    ahead = scored_in_pieces(batch, cuts, set())
+    ahead = scored_in_pieces(batch, cuts, set(), replace(SMALL, refit_min_ms=refit_min_ms))
     assert np.array_equal(in_turn[0], ahead[0]) and np.array_equal(in_turn[1], ahead[1])
     assert ahead[1].any()
