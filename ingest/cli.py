@@ -153,8 +153,7 @@ def ingest(
     source = f"ingest:{reader.name}"
     summary = IngestSummary()
     interrupted = False
-    with reader, redis_connection(settings) as client:
-        producer = Producer(client, settings)
+    with reader, redis_connection(settings) as client, Producer(client, settings) as producer:
         freeze_import_objects()  # a replay (--speed) or a feed on stdin may run for hours
         _, total, unit = reader.progress
         with _progress_bar(unit) as bar:

@@ -48,6 +48,16 @@ class Producer:
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
 
+    def close(self) -> None:
+        """Close the connections of the bulk client's own pool (the caller's client stays open)."""
+        self.bulk.connection_pool.disconnect()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _trim_args(self) -> dict[str, object]:
         if self.settings.retention_s is not None:
             min_ms = int(time.time() * 1000 - self.settings.retention_s * 1000)

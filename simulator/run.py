@@ -151,7 +151,8 @@ class RedisSink:
         })  # fmt: skip
 
     def close(self) -> None:
-        """Nothing buffered: every write is already on the server."""
+        """Nothing buffered (every write is already on the server): release the producer's connections."""
+        self.producer.close()
 
 
 def labels_path(out: Path) -> Path:

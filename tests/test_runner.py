@@ -197,3 +197,16 @@ class TestCrashes:
             stop.set()
             thread.join(5)
             server.stop()
+
+
+def test_a_closed_producer_leaves_no_connection_of_its_own(settings: Settings, redis_client: redis.Redis) -> None:
+    """The producer's bulk connections close with it; the caller's client stays usable."""
+    def clients() -> int:
+        return len(redis_client.client_list())
+
+    before = clients()
+    with Producer(redis_client, settings) as producer:
+        producer.publish(make_ticks(1_000))
+        assert clients() > before  # the bulk pool opened a connection of its own
+    assert clients() == before
+    assert redis_client.xlen(Keys().ticks()) > 0
