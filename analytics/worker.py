@@ -43,6 +43,7 @@ from analytics.segments import pack_state, preload, unpack_state
 from ingest.codecs import Rejected, decode_entries
 from ingest.deadletter import add_rejected
 from ingest.keys import Keys
+from ingest.producer import client_on_own_pool
 from ingest.runner import OwnershipLost, StopFlag, StreamRunner, ensure_groups, raw_client
 from ingest.settings import Settings
 from ingest.ticks import TickBatch, row_fields
@@ -279,21 +280,19 @@ def decode_bar_table(payload: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
 
 
-def open_bar_columns(opened: BarTable, symbols: Sequence[str], intervals_ms: Sequence[int] | None = None,
-                     ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:  # fmt: skip
+def open_bar_columns(opened: BarTable, symbols: Sequence[str],
+                     intervals_ms: Sequence[int]) -> tuple[tuple[str, ...], np.ndarray]:  # fmt: skip
     """Each symbol's open bars side by side: (interval names, shortest first; (n, 6 * intervals) array of
-    start, open, high, low, close, volume per interval, NaN where none is open; (n, intervals) open mask).
+    start, open, high, low, close, volume per interval, all NaN where none is open).
 
-    The intervals are `intervals_ms` (by default those with any open bar). Of two open bars of one
-    interval (the previous one still in its grace period), the later one shows.
+    Of two open bars of one interval (the previous one still in its grace period), the later one shows.
     """
-    interval_ms = np.unique(opened.interval_ms if intervals_ms is None else np.asarray(intervals_ms, np.int64))
+    interval_ms = np.unique(np.asarray(intervals_ms, np.int64))
     values = np.full((len(symbols), len(interval_ms), 6), np.nan)
-    present = np.zeros((len(symbols), len(interval_ms)), bool)
     position = {symbol: k for k, symbol in enumerate(symbols)}
     where = np.array([position.get(symbol, -1) for symbol in opened.symbols], np.int64)
-    at = where[opened.symbol_idx] if len(opened) else np.zeros(0, np.int64)
-    rows = np.flatnonzero((at >= 0) & np.isin(opened.interval_ms, interval_ms)) if len(opened) else at
+    at = where[opened.symbol_idx]
+    rows = np.flatnonzero((at >= 0) & np.isin(opened.interval_ms, interval_ms))
     if len(rows):
         key = at[rows] * len(interval_ms) + np.searchsorted(interval_ms, opened.interval_ms[rows])
         order = np.lexsort((opened.start_ms[rows], key))  # by key, then start: the last of each key is the latest
@@ -301,9 +300,8 @@ def open_bar_columns(opened: BarTable, symbols: Sequence[str], intervals_ms: Seq
         rows, key = rows[last], key[last]
         columns = (opened.start_ms, opened.open, opened.high, opened.low, opened.close, opened.volume)
         values.reshape(-1, 6)[key] = np.column_stack([column[rows] for column in columns])
-        present.reshape(-1)[key] = True
     names = tuple(window_name(int(ms)) for ms in interval_ms)
-    return names, values.reshape(len(symbols), -1), present
+    return names, values.reshape(len(symbols), -1)
 
 
 def bar_fields(bars: BarTable, k: int) -> list[Any]:
@@ -463,9 +461,7 @@ class AnalyticsWorker:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                pool = self.client.connection_pool
-                options = {**pool.connection_kwargs, "socket_timeout": CHECKPOINT_TIMEOUT_S}
-                client = redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **options))
+                client = client_on_own_pool(self.client, socket_timeout=CHECKPOINT_TIMEOUT_S)
                 script = client.register_script(_CHECKPOINT_SCRIPT)
                 written = [script(keys=[self.lease_key(p), self.checkpoint_key(p)],
                                   args=[self.settings.consumer, self.states[p].last_id, self.states[p].to_bytes()])
@@ -473,8 +469,8 @@ class AnalyticsWorker:
                 code = 0 if all(written) else 2
             finally:
                 os._exit(code)
-        self._checkpointer = (pid, partitions, time.monotonic())
         now = time.monotonic()
+        self._checkpointer = (pid, partitions, now)
         for partition in partitions:
             self._last_checkpoint[partition] = (now, 0)
 
@@ -489,15 +485,13 @@ class AnalyticsWorker:
         pid, partitions, started = self._checkpointer
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
-            if done or not wait:
+            if done:
                 break
             if time.monotonic() - started > CHECKPOINT_TIMEOUT_S:
                 os.kill(pid, signal.SIGKILL)
+            if not wait:
+                return  # reaped on a later call
             time.sleep(0.01)
-        if not done:
-            if time.monotonic() - started > CHECKPOINT_TIMEOUT_S:
-                os.kill(pid, signal.SIGKILL)  # reaped on a later call
-            return
         self._checkpointer = None
         code = os.waitstatus_to_exitcode(status)
         if code == 2:
@@ -528,14 +522,13 @@ class AnalyticsWorker:
         since, count = self._last_checkpoint.get(partition, (0.0, 0))
         count += len(ticks)
         due = time.monotonic() - since >= self.config.checkpoint_every_s
-        if due or count >= self.config.checkpoint_every_ticks:
-            if self.config.background_checkpoints:
-                self._checkpoint_due.add(partition)  # written once this batch has committed
-                self._last_checkpoint[partition] = (since, count)
-            else:
-                self.checkpoint(partition, pipe)
+        checkpoint_now = due or count >= self.config.checkpoint_every_ticks
+        if checkpoint_now and not self.config.background_checkpoints:
+            self.checkpoint(partition, pipe)
         else:
             self._last_checkpoint[partition] = (since, count)
+            if checkpoint_now:
+                self._checkpoint_due.add(partition)  # written once this batch has committed
         if effects.frame is not None:
             self._pending_live.setdefault(partition, []).append((effects.frame, effects.batch.ts))
         self._publish_live(pipe)
@@ -556,14 +549,10 @@ class AnalyticsWorker:
                                      f"{start}-0", *bar_fields(bars, k))  # fmt: skip
             pipe.xadd(bars_feed_key(self.keys), {"bars": encode_bar_table(bars), "rows": len(bars)},
                       maxlen=BARS_FEED_MAXLEN, approximate=True)  # fmt: skip
-        if effects.alerts:
-            self._xadd_many(keys=[self.keys.alerts], args=[OUTPUT_MAXLEN, "[" + ",".join(effects.alerts) + "]"],
-                            client=pipe)  # fmt: skip
-        if len(effects.anomalies) == 1:
-            pipe.xadd(self.keys.anomalies, effects.anomalies[0], maxlen=OUTPUT_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        elif effects.anomalies:
-            flat = json.dumps([[x for pair in fields.items() for x in pair] for fields in effects.anomalies])
-            self._xadd_many(keys=[self.keys.anomalies], args=[OUTPUT_MAXLEN, flat], client=pipe)
+        anomalies = [json.dumps([x for pair in fields.items() for x in pair]) for fields in effects.anomalies]
+        for stream, entries in ((self.keys.alerts, effects.alerts), (self.keys.anomalies, anomalies)):
+            if entries:  # JSON arrays [field, value, ...], appended in order by one script call
+                self._xadd_many(keys=[stream], args=[OUTPUT_MAXLEN, "[" + ",".join(entries) + "]"], client=pipe)
         if effects.rejected:
             add_rejected(pipe, self.keys.deadletter, effects.rejected, "analytics")
 
@@ -630,7 +619,7 @@ class AnalyticsWorker:
             np.divide(price, first, out=change_pct, where=opened_at)
             change_pct[opened_at] -= 1.0
             change_pct *= 100.0
-            intervals, bars, _ = open_bar_columns(opened, mine, intervals_ms)
+            intervals, bars = open_bar_columns(opened, mine, intervals_ms)
             numbers = np.column_stack([ts[rows], price, change_pct, frame.columns["trades"][rows],
                                        frame.columns["volume"][rows], *(frame.columns[name][rows] for name in names),
                                        bars])  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import redis
@@ -18,6 +19,13 @@ PIPELINE_DEPTH = 1_000  # commands per round trip: big enough to hide latency, s
 BUFFER_CUTOFF = 6_000  # redis-py's own: values longer than this go to the socket as they are
 
 
+def client_on_own_pool(client: redis.Redis, **overrides: Any) -> redis.Redis:
+    """A client to the same server on a connection pool of its own, with some connection options changed."""
+    pool = client.connection_pool
+    options = {**pool.connection_kwargs, **overrides}
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options))
+
+
 def bulk_client(client: redis.Redis) -> redis.Redis:
     """A client to the same server whose commands send large values without copying them.
 
@@ -25,10 +33,8 @@ def bulk_client(client: redis.Redis) -> redis.Redis:
     before the socket copies it; redis-py's Python packer hands memoryviews and long values to
     `sendall` as they are. Replies are still parsed by hiredis.
     """
-    pool = client.connection_pool
-    kwargs = dict(pool.connection_kwargs)
-    kwargs["command_packer"] = PythonRespSerializer(BUFFER_CUTOFF, Encoder("utf-8", "strict", False).encode)
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+    packer = PythonRespSerializer(BUFFER_CUTOFF, Encoder("utf-8", "strict", False).encode)
+    return client_on_own_pool(client, command_packer=packer)
 
 
 @dataclass(frozen=True, slots=True)

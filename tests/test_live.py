@@ -85,9 +85,9 @@ def test_open_bar_columns_show_the_latest_open_bar_of_each_interval_and_mark_mis
                       high=column(1, 2, 3, 4), low=column(1, 2, 3, 4), close=column(1, 2, 3, 4),
                       volume=column(10, 20, 30, 40), vwap=column(1, 2, 3, 4),
                       trades=np.array([1, 2, 3, 4], np.int64))  # fmt: skip
-    names, values, present = open_bar_columns(opened, ["MSFT", "AAPL", "TSLA"])
+    names, values = open_bar_columns(opened, ["MSFT", "AAPL", "TSLA"], [60_000, 1_000])
     assert names == ("1s", "1m")
-    assert present.tolist() == [[True, False], [True, True], [False, False]]
+    assert (~np.isnan(values[:, ::6])).tolist() == [[True, False], [True, True], [False, False]]
     assert values[1, :6].tolist() == [5_000.0, 1.0, 1.0, 1.0, 1.0, 10.0]  # AAPL's 1s bar at 5 s, not 4 s
     assert values[1, 6:].tolist() == [0.0, 2.0, 2.0, 2.0, 2.0, 20.0]
     assert values[0, :6].tolist() == [5_000.0, 4.0, 4.0, 4.0, 4.0, 40.0] and np.isnan(values[0, 6:]).all()
