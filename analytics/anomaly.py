@@ -474,7 +474,8 @@ class AnomalyScorer:
                     forest_u[rows] = future.result()
                     scored_by, ahead = self.forest, None
                 if self.forest is not scored_by or hi > scored_until:
-                    scored_by, scored_until = self.forest, min(n, lo + self._trades_to_next_swap())
+                    scored_by = self.forest
+                    scored_until = lo + self._rows_this_forest_scores(n - lo, None if ts is None else ts[lo:])
                     rows = lo + np.flatnonzero(learnt[lo:scored_until])  # warming rows never use the forest
                     forest_u[rows] = self.forest.score(forest_inputs(values[rows]))
                 forest[lo:hi] = self.forest_calibrator.surprise(forest_u[lo:hi])
@@ -491,8 +492,9 @@ class AnomalyScorer:
         return Scores(fused, flagged, np.stack([rules, tail, forest], axis=1), tail_parts, hits)
 
     def _rows_this_forest_scores(self, n: int, ts: np.ndarray | None) -> int:
-        """How many of the batch's first rows the current forest certainly scores: up to a pending swap,
-        and, if a refit could start within the batch (its event time allows one), up to the swap after it."""
+        """How many of the next n rows (event times `ts`) the current forest certainly scores: up to a
+        pending swap, and, if a refit could start within them (their event time allows one), up to the swap
+        after it. The walk started ahead and the walks within a batch both stop there."""
         until = n
         if self.swap_at > self.seen:
             until = min(until, self.swap_at - self.seen)
