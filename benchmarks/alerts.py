@@ -1,7 +1,7 @@
 """Slump-alert stage micro-benchmark: ticks/s of the pure stage with 0, 100 and 1,000 rules over 500 symbols.
 
 Run: .venv/bin/python -m benchmarks.alerts [--ticks N]. Prints figures, asserts nothing. The pure stage
-is timed as the worker runs it: `evaluate` plus the alerts' entry fields. For scale, it also times the
+is timed as the worker runs it: `evaluate` plus the alerts' entries as JSON. For scale, it also times the
 worker's core stages (indicators + bars) on the same trades. Then, end to end on an embedded Redis
 (with redis-benchmark's XADD rate as the reference): the worker's ticks/s with 0, 100 and 1,000 rules
 over 500 symbols, with the extra time split into the alert stage's own work and the rest (writing the
@@ -100,7 +100,7 @@ def main() -> None:
         row("worker core stages (indicators + bars), for scale", core)
         for count in (0, 100, 1_000):
             stage = SlumpAlerts(make_rules(count, ticks.symbols))
-            ticks_per_s, fired = rate(lambda batch, stage=stage: stage.evaluate(batch).to_fields(), batches)
+            ticks_per_s, fired = rate(lambda batch, stage=stage: stage.evaluate(batch).to_entries_json(), batches)
             row(f"SlumpAlerts, {count:>5,} rules ({fired:,} alerts)", ticks_per_s)
             combined = 1 / (1 / core + 1 / ticks_per_s)
             print(f"  {'':<58} core + alerts: {combined:,.0f} ticks/s ({100 * (1 - combined / core):.1f}% slower)")
