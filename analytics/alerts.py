@@ -324,34 +324,12 @@ class FiredAlerts:
                                                    strict=True)]  # fmt: skip
 
     def to_fields(self) -> list[dict[str, str]]:
-        """Every alert's `tickerdash:alerts` entry, equal to `Alert.to_fields` of `to_alerts()`, built in bulk.
-
-        The fields of a group are formatted once into a template entry (in `Alert.to_fields` order, the
-        rule's fields left blank); each alert's entry is a copy with its rule's fields filled in.
-        """
-        if not len(self):
-            return []
-        templates = [
-            {"rule_id": "", "symbol": symbol, "ts": ts, "price": price, "reference_price": reference, "drop_pct": drop,
-             "window_s": "", "message": ""}
-            for symbol, ts, price, reference, drop in zip(
-                self.symbol.tolist(), map(str, self.ts.tolist()), map(repr, self.price.tolist()),
-                map(repr, self.reference.tolist()), map(repr, self.drop.tolist()), strict=True)
-        ]  # fmt: skip
-        if self.tick_id is not None:
-            for template, tick_id in zip(templates, self.tick_id.tolist(), strict=True):
-                template["tick_id"] = tick_id
-        heads, table, r = self._heads(), self.table, self.rule
-        return [
-            {**templates[g], "rule_id": rule_id, "window_s": window, "message": heads[g] + tail}
-            for g, rule_id, window, tail in zip(self.group.tolist(), table.ids[r].tolist(),
-                                                table.window_texts[r].tolist(), table.message_tails[r].tolist(),
-                                                strict=True)
-        ]  # fmt: skip
+        """Every alert's `tickerdash:alerts` entry as a dict, equal to `Alert.to_fields` of `to_alerts()`."""
+        return [entry_fields(entry) for entry in self.to_entries_json()]
 
     def to_entries_json(self) -> list[str]:
-        """Every alert's entry as a JSON array `[field, value, ...]`: `to_fields` flattened, without a dict
-        or list per alert (in an alert storm building those, then encoding them, cost more than the stage).
+        """Every alert's entry as a JSON array `[field, value, ...]` (`Alert.to_fields` flattened), without a
+        dict or list per alert (in an alert storm building those, then encoding them, cost more than the stage).
 
         The pieces are escaped once per group and once per rule, and joined per alert: JSON escapes each
         character on its own, so the escaped head and tail of a message join into the escaped message.
@@ -393,6 +371,12 @@ class FiredAlerts:
                 self.reference[g].tolist(), self.drop[g].tolist(), self.messages(), tick_ids,
                 self.row[g].tolist(), strict=True)
         ]  # fmt: skip
+
+
+def entry_fields(entry: str) -> dict[str, str]:
+    """One alert entry as `to_entries_json` writes it (a JSON array of field, value, ...) as a dict."""
+    flat = json.loads(entry)
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,12 +131,6 @@ def _stage_thread() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="plug-in-stages")
 
 
-def entry_fields(entry: str) -> dict[str, str]:
-    """One entry of `Effects.alerts` (a JSON array of field, value, ...) as a field -> value dict."""
-    flat = json.loads(entry)
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
 class Stage(Protocol):
     """A plug-in stage: pure `process` on the batch, and a checkpointable state."""
 

@@ -12,11 +12,11 @@ import redis
 from click.testing import Result
 
 from analytics.alert_stage import SlumpAlertStage
-from analytics.alerts import SlumpAlerts
+from analytics.alerts import SlumpAlerts, entry_fields
 from analytics.alerts_cli import register, stream_batches
 from analytics.rule_store import RuleStore
 from analytics.rules import Rule
-from analytics.worker import Effects, entry_fields
+from analytics.worker import Effects
 from ingest.codecs import iter_chunks
 from ingest.importers import ColumnMapping, TradeReader
 from ingest.keys import Keys
