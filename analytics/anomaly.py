@@ -838,8 +838,12 @@ class AnomalyStage:
 
     def __init__(self, features: FeatureConfig | None = None, scorer: ScorerConfig | None = None) -> None:
         self.detector = AnomalyDetector(features, scorer)
-        # the first forest fit runs on a thread a few thousand trades in: importing scikit-learn there
-        # (~0.5 s, mostly holding the GIL) would stall the stream, so a worker pays for it at start-up
+        self.preload()
+
+    @staticmethod
+    def preload() -> None:
+        """Import scikit-learn's forest now: the first fit runs on a thread a few thousand trades in, and
+        importing it there (~0.5 s, mostly holding the GIL) would stall the stream."""
         import sklearn.ensemble  # noqa: F401
 
     def process(self, batch: TickBatch, effects: Effects) -> None:

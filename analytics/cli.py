@@ -117,9 +117,6 @@ def chosen_stages(text: str) -> tuple[StageFactory, ...]:
 
 def default_stages() -> tuple[StageFactory, ...]:
     """The plug-in stages every worker runs (slump alerts, anomaly scores) when they are installed."""
-    # the anomaly stage refits its IsolationForest mid-stream: scikit-learn loads now, not during the first refit
-    import sklearn.ensemble  # noqa: F401
-
     from analytics.alert_stage import SlumpAlertStage
     from analytics.anomaly import AnomalyStage
 

@@ -318,6 +318,8 @@ class AnalyticsWorker:
         self.keys = Keys(settings.prefix, settings.partitions)
         self.config = config or WorkerConfig()
         preload()  # scipy.signal for the EMA scans: imported now, never in the middle of the stream
+        for make in self.config.stages:  # and what the plug-in stages load lazily (a stage's `preload`)
+            getattr(make, "preload", lambda: None)()
         if self.config.background_checkpoints:
             _small_pages_for_fork()
         wanted = range(settings.partitions) if partitions is None else partitions
