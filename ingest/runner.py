@@ -5,6 +5,8 @@ at any point leaves either all of a batch's effects or none (and the entries sta
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -70,6 +72,21 @@ def stream_items(response: Any) -> Iterator[tuple[str, Sequence[RawEntry]]]:
     pairs = response.items() if isinstance(response, dict) else response  # RESP3 map or RESP2 array
     for stream, entries in pairs:
         yield stream.decode() if isinstance(stream, bytes) else stream, entries
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic GC inside: for reading and handling a batch, whose many short-lived lists (hiredis builds
+    a list per entry and per field list) would otherwise trigger collections that promote them, and then
+    full passes over every long-lived object; they are freed by reference counting when the batch is done."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def ensure_groups(client: redis.Redis, streams: Sequence[str], group: str) -> None:
@@ -269,16 +286,18 @@ class StreamRunner:
         idle = 0
         while not self.stop.is_set():
             try:
-                if recovering:
-                    ensure_groups(self.client, self.streams, self.settings.group)
-                    self.read_pending()
-                    self.claim_stale()
-                    recovering = False
-                elif time.monotonic() - self._last_claim > max(self.settings.claim_idle_ms / 2000, 0.05):
-                    self.claim_stale()
+                with gc_paused():
+                    if recovering:
+                        ensure_groups(self.client, self.streams, self.settings.group)
+                        self.read_pending()
+                        self.claim_stale()
+                        recovering = False
+                    elif time.monotonic() - self._last_claim > max(self.settings.claim_idle_ms / 2000, 0.05):
+                        self.claim_stale()
                 if self.housekeeping:
-                    self.housekeeping()
-                handled = self.read_new()
+                    self.housekeeping()  # with the GC on: whatever cycles the batches left are collected here
+                with gc_paused():
+                    handled = self.read_new()
                 backoff = 0.1
                 idle = 0 if handled else idle + 1
                 if max_idle_reads is not None and idle >= max_idle_reads:

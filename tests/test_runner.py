@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from redis.retry import Retry
 from ingest.keys import Keys
 from ingest.producer import Producer
 from ingest.redis_server import EmbeddedRedis
-from ingest.runner import StopFlag, StreamRunner
+from ingest.runner import StopFlag, StreamRunner, gc_paused
 from ingest.settings import Settings
 from ingest.ticks import TickBatch
 
@@ -210,3 +211,28 @@ def test_a_closed_producer_leaves_no_connection_of_its_own(settings: Settings, r
         assert clients() > before  # the bulk pool opened a connection of its own
     assert clients() == before
     assert redis_client.xlen(Keys().ticks()) > 0
+
+
+def test_batches_are_handled_with_the_gc_paused_and_housekeeping_runs_with_it_on(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """The cyclic GC is off while a batch is read and handled, on again between batches, and a GC that
+    was off before stays off."""
+    Producer(redis_client, settings).publish(make_ticks(50), per_tick=True)
+    seen = {"process": [], "housekeeping": []}
+    runner = StreamRunner(redis_client, settings, [Keys().ticks()],
+                          lambda stream, batch, pipe: seen["process"].append(gc.isenabled()),
+                          housekeeping=lambda: seen["housekeeping"].append(gc.isenabled()))  # fmt: skip
+    runner.run(max_idle_reads=2)
+    assert seen["process"] and not any(seen["process"])
+    assert seen["housekeeping"] and all(seen["housekeeping"]) and gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError), gc_paused():
+        raise RuntimeError("a failed batch")
+    assert gc.isenabled()
