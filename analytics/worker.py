@@ -414,9 +414,10 @@ class AnalyticsWorker:
         """Load the partition's checkpoint and replay what was applied after it, effects suppressed."""
         saved: dict[bytes, bytes] = self.client.hgetall(self.checkpoint_key(partition))  # type: ignore[assignment]
         if saved.get(b"state"):
-            state = PartitionState.from_bytes(saved[b"state"], self.config)
-        else:
+            state = PartitionState.from_bytes(saved[b"state"], self.config)  # with the rules it had then
+        else:  # never checkpointed: the old owner took the stored rules (say) before its first batch; so do we
             state = PartitionState(self.config)
+            self._refresh_stages(state)
         applied = saved.get(b"last_id", b"0-0").decode()
         replayed = 0
         if _id_tuple(applied) > _id_tuple(state.last_id):
@@ -436,10 +437,15 @@ class AnalyticsWorker:
                 log.error("partition %d: entries up to %s were trimmed before replay; state may miss trades",
                           partition, applied)  # fmt: skip
             state.last_id = applied
+        self._refresh_stages(state)  # what comes after the progress marker meets today's rules, as it would have
         self.states[partition] = state
         self._last_checkpoint[partition] = (time.monotonic(), 0)
         log.info("partition %d: restored at %s (replayed %d ticks after the checkpoint)", partition, applied, replayed)
         return state
+
+    def _refresh_stages(self, state: PartitionState) -> None:
+        for stage in state.stages:
+            stage.refresh(self.client, self.keys)
 
     def checkpoint(self, partition: int, pipe: redis.client.Pipeline | None = None) -> None:
         """Write the partition's whole state (in `pipe`'s transaction when given)."""
@@ -638,8 +644,7 @@ class AnalyticsWorker:
         if now - self._last_refresh >= 0.25:
             self._last_refresh = now
             for state in self.states.values():
-                for stage in state.stages:
-                    stage.refresh(self.client, self.keys)
+                self._refresh_stages(state)
         self._publish_live()
         if now - self._last_log >= 10:
             rate = self._ticks_since_log / (now - self._last_log)
