@@ -236,3 +236,38 @@ def test_batches_are_handled_with_the_gc_paused_and_housekeeping_runs_with_it_on
     with pytest.raises(RuntimeError), gc_paused():
         raise RuntimeError("a failed batch")
     assert gc.isenabled()
+
+
+def test_the_next_read_is_in_flight_while_a_batch_is_handled_and_each_entry_is_handled_once(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Read-ahead: Redis builds the next reply while a batch is handled; order and exactly-once hold, and a
+    runner stopped by an error leaves what it read ahead pending for the next one."""
+    ticks = make_ticks(400)
+    Producer(redis_client, settings).publish(ticks, per_tick=True)
+    small = settings.model_copy(update={"read_count": 7})
+    seen: list[str] = []
+    ahead: list[bool] = []
+
+    def process(stream: str, batch: TickBatch, pipe: redis.client.Pipeline) -> None:
+        assert batch.trade_id is not None
+        if len(seen) >= 200:
+            raise RuntimeError("a bug in the processing function")
+        seen.extend(batch.trade_id.to_pylist())
+        ahead.append(runner._ahead_sent)
+
+    runner = StreamRunner(redis_client, small, [Keys().ticks()], process)
+    with pytest.raises(RuntimeError):
+        runner.run(max_idle_reads=2)
+    assert runner._ahead is None  # the connection with the unread reply is gone: those entries stay pending
+    assert sum(ahead) >= len(ahead) - 2  # all but the first reads (sizes still growing) and the last
+    pending = redis_client.xpending(Keys().ticks(), small.group)["pending"]
+    assert pending > 7  # the failed batch and the one read ahead
+
+    def rest(stream: str, batch: TickBatch, pipe: redis.client.Pipeline) -> None:
+        assert batch.trade_id is not None
+        seen.extend(batch.trade_id.to_pylist())
+
+    StreamRunner(redis_client, small, [Keys().ticks()], rest).run(max_idle_reads=2)
+    assert seen == [f"t{i}" for i in range(400)]
+    assert redis_client.xpending(Keys().ticks(), small.group)["pending"] == 0
