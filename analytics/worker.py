@@ -341,7 +341,8 @@ class AnalyticsWorker:
         self._last_lease_check = 0.0
         self._last_checkpoint: dict[int, tuple[float, int]] = {}
         self._checkpoint_due: set[int] = set()  # partitions whose next committed state is to be checkpointed
-        self._checkpointer: tuple[int, list[int], float] | None = None  # the running child: pid, partitions, start
+        # the running checkpoint child: pid, the partitions it writes and the last_id of each, when it started
+        self._checkpointer: tuple[int, dict[int, str], float] | None = None
         self._pending_live: dict[int, list[tuple[IndicatorFrame, np.ndarray]]] = {}
         self._feed_pending: dict[str, bytes] = {}  # symbol -> its latest update not yet in the feed
         self._last_live = 0.0
@@ -402,9 +403,10 @@ class AnalyticsWorker:
 
     def release(self) -> None:
         """Checkpoint and give up every partition (clean shutdown), so a standby takes over at once."""
-        self._reap_checkpointer(wait=True)
+        written = self._finish_checkpointer()
         for partition in list(self.states):
-            self.checkpoint(partition)
+            if partition not in written:
+                self.checkpoint(partition)
             self._release(keys=[self.lease_key(partition)], args=[self.settings.consumer])
             self.states.pop(partition)
 
@@ -473,34 +475,56 @@ class AnalyticsWorker:
             finally:
                 os._exit(code)
         now = time.monotonic()
-        self._checkpointer = (pid, partitions, now)
+        self._checkpointer = (pid, {p: self.states[p].last_id for p in partitions}, now)
         for partition in partitions:
             self._last_checkpoint[partition] = (now, 0)
 
-    def _reap_checkpointer(self, wait: bool = False) -> None:
+    def _finish_checkpointer(self) -> set[int]:
+        """At shutdown: the partitions whose checkpoint of their current state the running child has written.
+
+        A child that froze the current state is waited for (it is ahead of a checkpoint started now); one
+        whose partitions have moved on since is stopped, as its checkpoints are about to be superseded.
+        """
+        if self._checkpointer is None:
+            return set()
+        pid, ids, _ = self._checkpointer
+        current = all(p in self.states and self.states[p].last_id == last_id for p, last_id in ids.items())
+        if not current:
+            os.kill(pid, signal.SIGKILL)
+        return set(ids) if self._reap_checkpointer(wait=True) == 0 and current else set()
+
+    def _reap_checkpointer(self, wait: bool = False) -> int | None:
         """Collect the checkpoint child if it has finished (or wait for it), and log how it ended.
 
         A child that outlives CHECKPOINT_TIMEOUT_S (Redis unreachable, say) is killed: the next
         checkpoint is due as usual, and shutdown never hangs on it.
         """
         if self._checkpointer is None:
-            return
-        pid, partitions, started = self._checkpointer
+            return None
+        pid, ids, started = self._checkpointer
+        partitions = sorted(ids)
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
             if time.monotonic() - started > CHECKPOINT_TIMEOUT_S:
+                log.warning("checkpoint of partitions %s still running after %.0f s: stopped; the next one is due "
+                            "as usual", partitions, CHECKPOINT_TIMEOUT_S)  # fmt: skip
                 os.kill(pid, signal.SIGKILL)
+                started = float("inf")  # warned once
+                self._checkpointer = (pid, ids, started)
             if not wait:
-                return  # reaped on a later call
+                return None  # reaped on a later call
             time.sleep(0.01)
         self._checkpointer = None
         code = os.waitstatus_to_exitcode(status)
         if code == 2:
             log.info("checkpoint of partitions %s not written: the lease moved or a newer one exists", partitions)
+        elif code == -signal.SIGKILL:
+            log.info("checkpoint of partitions %s stopped before it finished", partitions)
         elif code != 0:
             log.warning("checkpoint of partitions %s failed (exit %d); the next one is due as usual", partitions, code)
+        return code
 
     # --- the batch -------------------------------------------------------------------------
 

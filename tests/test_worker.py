@@ -524,3 +524,38 @@ def test_a_worker_restarted_before_its_first_checkpoint_replays_and_reads_with_t
     assert len(expected) == 1 and expected[0]["price"] == "98.5"
     assert [{k: v for k, v in e.items() if k != "tick_id"} for e in written] == \
         [{k: v for k, v in e.items() if k != "tick_id"} for e in expected]  # fmt: skip
+
+
+def test_shutdown_takes_a_running_checkpoint_of_the_current_state_and_supersedes_an_older_one(
+    settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """release() does not write twice what the background child is writing, and does not wait for a child
+    whose state batches have passed since: it stops it and writes the current state itself."""
+    ticks = market(4_000)
+    producer = Producer(redis_client, settings.model_copy(update={"batch_rows": 1_000}))
+    producer.publish(ticks.take(np.arange(2_000)))
+    worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig())
+    ensure_groups(redis_client, list(worker.stream_of.values()), settings.group)
+    worker._check_leases()
+    worker.runner.run(max_idle_reads=2)
+    worker._checkpoint_in_background([0])  # of the current state
+    foreground: list[int] = []
+    monkeypatch.setattr(AnalyticsWorker, "checkpoint", lambda self, partition, pipe=None: foreground.append(partition))
+    worker.release()
+    assert foreground == [] and worker._checkpointer is None
+    saved = redis_client.hmget(worker.checkpoint_key(0), "state_id", "last_id")
+    assert saved[0] is not None and saved[0] == saved[1]
+    monkeypatch.undo()
+
+    producer.publish(ticks.take(np.arange(2_000, 4_000)))
+    worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig())
+    worker._check_leases()
+    monkeypatch.setattr(PartitionState, "to_bytes", lambda self: time.sleep(60))  # a child that would take long
+    worker._checkpoint_in_background([0])
+    monkeypatch.undo()
+    worker.runner.run(max_idle_reads=2)  # the state moves on past what the child froze
+    started = time.monotonic()
+    worker.release()
+    assert time.monotonic() - started < 10 and worker._checkpointer is None
+    state_id, marker = redis_client.hmget(worker.checkpoint_key(0), "state_id", "last_id")
+    assert state_id == marker == redis_client.xinfo_stream(Keys().ticks())["last-generated-id"]
