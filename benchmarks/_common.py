@@ -7,13 +7,14 @@ import resource
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ingest.redis_server import EmbeddedRedis
+from ingest.runner import RunnerStats
 from ingest.ticks import TickBatch
 
 
@@ -59,6 +60,16 @@ def timed() -> Iterator[list[float]]:
     start = time.perf_counter()
     yield box
     box[0] = time.perf_counter() - start
+
+
+def timed_drain(run: Callable[[], object], stats: RunnerStats) -> tuple[float, float]:
+    """Run a consumer over a pre-filled stream: seconds from the start to its last batch's commit (the drain
+    itself, which rates are computed from), and to its return (with the final idle read and a worker's
+    shutdown checkpoint, which depend on the state's size rather than on the rate)."""
+    start = time.monotonic()
+    run()
+    end = time.monotonic()
+    return stats.last_batch_at - start, end - start
 
 
 def row(label: str, value: float, unit: str = "ticks/s", ref: float | None = None) -> None:

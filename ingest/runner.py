@@ -55,6 +55,7 @@ class RunnerStats:
     reclaimed: int = 0
     reconnects: int = 0
     started: float = field(default_factory=time.monotonic)
+    last_batch_at: float = 0.0  # time.monotonic() when the last batch committed
 
 
 def _raw(response: Any, **_: Any) -> Any:
@@ -204,6 +205,7 @@ class StreamRunner:
         self.stats.ticks += len(decoded.ticks)
         self.stats.rejected += len(rejected)
         self.stats.batches += 1
+        self.stats.last_batch_at = time.monotonic()
         if alive:
             rows_per_entry = max(1, (len(decoded.ticks) + len(rejected)) // len(alive))
             self._count = max(1, min(self.settings.read_count, TARGET_ROWS_PER_READ // rows_per_entry))
