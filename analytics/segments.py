@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import io
 import json
+import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -163,14 +165,36 @@ class Grouping:
 
     @classmethod
     def of(cls, symbol_idx: np.ndarray, n_symbols: int) -> Grouping:
-        """Group rows by their batch-local symbol index with one stable sort."""
+        """Group rows by their batch-local symbol index with one stable sort.
+
+        The stages of one batch (bars, indicators, alerts, features) group the same array: the last few
+        groupings are kept by the array's identity and shared, read-only, so none can change another's.
+        """
+        key = (id(symbol_idx), n_symbols)
+        kept = _RECENT_GROUPINGS.get(key)
+        if kept is not None and kept[0]() is symbol_idx:
+            return kept[1]
         # int16 keys get numpy's O(n) radix sort; wider ones fall back to timsort
         keys = symbol_idx.astype(np.int16) if n_symbols < 2**15 else symbol_idx
         order = np.argsort(keys, kind="stable")
         counts = np.bincount(symbol_idx, minlength=n_symbols)
         local_symbol = np.flatnonzero(counts)
         lengths = counts[local_symbol].astype(np.int64)
-        return cls(order, local_symbol, lengths, exclusive_cumsum(lengths), segment_of_row(lengths))
+        grouping = cls(order, local_symbol, lengths, exclusive_cumsum(lengths), segment_of_row(lengths))
+        for array in (order, local_symbol, lengths, grouping.starts, grouping.segment):
+            array.flags.writeable = False
+        with _RECENT_LOCK:  # the plug-in stages' thread groups batches too
+            while len(_RECENT_GROUPINGS) >= KEPT_GROUPINGS:  # oldest first (dicts keep insertion order)
+                del _RECENT_GROUPINGS[next(iter(_RECENT_GROUPINGS))]
+            _RECENT_GROUPINGS[key] = (weakref.ref(symbol_idx), grouping)
+        return grouping
+
+
+KEPT_GROUPINGS = 4
+# (id of the symbol_idx array, n_symbols) -> (a weak reference to that array, its grouping); the weak
+# reference tells a live array from a new one that took a dead one's id
+_RECENT_GROUPINGS: dict[tuple[int, int], tuple[weakref.ref[np.ndarray], Grouping]] = {}
+_RECENT_LOCK = threading.Lock()
 
 
 class SymbolSlots:

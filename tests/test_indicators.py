@@ -324,3 +324,17 @@ def test_ragged_ema_is_the_plain_recursion_bit_for_bit(lengths: list[int], seed:
             row += 1
         want_finals[k] = y
     assert got.tobytes() == want.tobytes() and finals.tobytes() == want_finals.tobytes()
+
+
+def test_a_batch_is_grouped_once_for_every_stage_and_the_grouping_is_read_only() -> None:
+    """The same symbol_idx array gets the same grouping back; an equal new array is grouped on its own."""
+    from analytics.segments import Grouping
+
+    idx = np.array([2, 0, 2, 1, 0], np.int32)
+    first = Grouping.of(idx, 3)
+    assert Grouping.of(idx, 3) is first
+    assert first.order.tolist() == [1, 4, 3, 0, 2] and first.lengths.tolist() == [2, 1, 2]
+    again = Grouping.of(idx.copy(), 3)
+    assert again is not first and again.order.tolist() == first.order.tolist()
+    with pytest.raises(ValueError, match="read-only"):
+        first.order[0] = 7
