@@ -277,6 +277,7 @@ class StreamRunner:
         prepares it meanwhile (read-ahead); its entries are handled by the next call.
         """
         if not self.streams:  # nothing owned right now (a standby worker): wait, then let housekeeping retry
+            self._take_ahead()  # what was read ahead is no longer ours: pending, for the streams' new owners
             self.stop.wait(self.settings.block_ms / 1000)
             return 0
         response = self._take_ahead()

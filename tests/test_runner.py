@@ -19,7 +19,7 @@ from redis.retry import Retry
 from ingest.keys import Keys
 from ingest.producer import Producer
 from ingest.redis_server import EmbeddedRedis
-from ingest.runner import StopFlag, StreamRunner, gc_paused
+from ingest.runner import StopFlag, StreamRunner, ensure_groups, gc_paused
 from ingest.settings import Settings
 from ingest.ticks import TickBatch
 
@@ -271,3 +271,19 @@ def test_the_next_read_is_in_flight_while_a_batch_is_handled_and_each_entry_is_h
     StreamRunner(redis_client, small, [Keys().ticks()], rest).run(max_idle_reads=2)
     assert seen == [f"t{i}" for i in range(400)]
     assert redis_client.xpending(Keys().ticks(), small.group)["pending"] == 0
+
+
+def test_entries_read_ahead_for_a_stream_given_up_are_left_pending_for_its_new_owner(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """A consumer that drops its only stream with a read in flight takes the reply and handles nothing of it."""
+    Producer(redis_client, settings).publish(make_ticks(40), per_tick=True)
+    handled: list[int] = []
+    runner = StreamRunner(redis_client, settings.model_copy(update={"read_count": 10}), [Keys().ticks()],
+                          lambda stream, batch, pipe: handled.append(len(batch)))  # fmt: skip
+    ensure_groups(redis_client, [Keys().ticks()], settings.group)
+    assert runner.read_new() == 10 and runner._ahead_sent
+    runner.drop_stream(Keys().ticks())
+    assert runner.read_new() == 0 and not runner._ahead_sent
+    assert handled == [10]
+    assert redis_client.xpending(Keys().ticks(), settings.group)["pending"] == 10  # read ahead, not handled
