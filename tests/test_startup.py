@@ -85,10 +85,13 @@ class TestServicesPreload:
         assert loaded == [False, True]
 
     @pytest.mark.slow
-    def test_an_analytics_worker_imports_nothing_heavy_in_its_loop(self, settings: Settings,
-                                                                  redis_client: redis.Redis) -> None:  # fmt: skip
-        """A worker with the stages `tickerdash analytics` runs (alerts, anomaly scores, forest refits)
-        loads every heavy library before its loop: none is first imported while it processes the stream."""
+    @pytest.mark.parametrize("stages", ["default_stages()", "()"], ids=["default stages", "indicators and bars"])
+    def test_an_analytics_worker_imports_nothing_heavy_in_its_loop(
+        self, settings: Settings, redis_client: redis.Redis, stages: str
+    ) -> None:
+        """A worker with the stages `tickerdash analytics` runs (alerts, anomaly scores, forest refits), or
+        with none (`--stages none`), loads every heavy library before its loop: none is first imported
+        while it processes the stream (pyarrow imports pandas on its first array, for instance)."""
         ticks, _ = next(generate(MarketConfig(symbols=("AAPL", "MSFT", "GOOG"), seed=1, start_ms=1_700_000_000_000),
                                  "evaluation"))  # fmt: skip
         Producer(redis_client, settings).publish(ticks)
@@ -100,12 +103,12 @@ class TestServicesPreload:
             from ingest.settings import Settings
             settings = Settings(redis_url=sys.argv[1], data_dir=Path(sys.argv[2]), block_ms=50)
             worker = AnalyticsWorker(redis.Redis.from_url(sys.argv[1]), settings, None,
-                                     WorkerConfig(checkpoint_every_s=0.5, stages=default_stages()))
+                                     WorkerConfig(checkpoint_every_s=0.5, stages=STAGES))
             before = set(sys.modules)
             worker.run(max_idle_reads=3)
             new = set(sys.modules) - before
             print(json.dumps(sorted(m for m in new if any(m == h or m.startswith(h + ".") for h in HEAVY))))
-        """, str(settings.redis_url), str(settings.data_dir))  # fmt: skip
+        """.replace("STAGES", stages), str(settings.redis_url), str(settings.data_dir))  # fmt: skip
         assert during == []
         assert redis_client.xlen(f"{settings.prefix}:bars:1s:AAPL") > 0  # it did process the ticks
 
