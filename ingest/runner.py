@@ -282,12 +282,14 @@ class StreamRunner:
             return 0
         response = self._take_ahead()
         if not any(entries for _, entries in stream_items(response)):
-            response = self.raw.execute_command(
-                "XREADGROUP", "GROUP", self.settings.group, self.settings.consumer,
-                "COUNT", self._count, "BLOCK", self.settings.block_ms,
-                "STREAMS", *self.streams, *([">"] * len(self.streams)),
-            )  # fmt: skip
+            response = self.raw.execute_command(*self._read_new_command(block=True))
         return self._handle_response(response, read_ahead=True)
+
+    def _read_new_command(self, *, block: bool) -> list[Any]:
+        """XREADGROUP of new entries on every stream (blocking up to block_ms for them, or not at all)."""
+        blocking = ["BLOCK", self.settings.block_ms] if block else []
+        return ["XREADGROUP", "GROUP", self.settings.group, self.settings.consumer, "COUNT", self._count,
+                *blocking, "STREAMS", *self.streams, *([">"] * len(self.streams))]  # fmt: skip
 
     def _handle_response(self, response: Any, read_ahead: bool = False) -> int:
         items = [(stream, entries) for stream, entries in stream_items(response) if entries]
@@ -305,10 +307,7 @@ class StreamRunner:
         if self._ahead is None:
             self._ahead = self.raw.connection_pool.get_connection()
         try:
-            self._ahead.send_command(
-                "XREADGROUP", "GROUP", self.settings.group, self.settings.consumer,
-                "COUNT", self._count, "STREAMS", *self.streams, *([">"] * len(self.streams)),
-            )  # fmt: skip
+            self._ahead.send_command(*self._read_new_command(block=False))
         except BaseException:
             self._discard_ahead()
             raise
