@@ -513,8 +513,8 @@ class AnalyticsWorker:
                 log.warning("checkpoint of partitions %s still running after %.0f s: stopped; the next one is due "
                             "as usual", partitions, CHECKPOINT_TIMEOUT_S)  # fmt: skip
                 os.kill(pid, signal.SIGKILL)
-                started = float("inf")  # warned once
-                self._checkpointer = (pid, ids, started)
+                _, status = os.waitpid(pid, 0)  # a killed child ends at once: reap it now
+                break
             if not wait:
                 return None  # reaped on a later call
             time.sleep(0.01)
