@@ -31,7 +31,7 @@ from analytics.indicators import Indicators
 from analytics.rule_store import RuleStore
 from analytics.rules import Rule
 from analytics.worker import AnalyticsWorker, Effects, WorkerConfig
-from benchmarks._common import redis_benchmark_xadd, row, synthetic_ticks, timed, timed_drain
+from benchmarks._common import redis_benchmark_xadd, row, synthetic_ticks, timed, worker_drain
 from benchmarks.analytics import market
 from ingest.codecs import iter_chunks
 from ingest.keys import Keys
@@ -137,9 +137,8 @@ def worker_rate(client: redis.Redis, settings: Settings, ticks: TickBatch, rules
         store.add(rule)
     Producer(client, settings).publish(ticks)
     worker = AnalyticsWorker(client, settings, None, WorkerConfig(stages=(TimedAlertStage,)))
-    worker.acquire()  # started (state restored) before the clock starts
     TimedAlertStage.seconds = 0.0
-    drain_s, _ = timed_drain(lambda: worker.run(max_idle_reads=1), worker.runner.stats)  # shutdown not counted
+    drain_s, _ = worker_drain(worker)  # shutdown not counted
     return WorkerRun(worker.runner.stats.ticks / drain_s, drain_s, TimedAlertStage.seconds,
                      client.xlen(Keys(settings.prefix).alerts))  # fmt: skip
 

@@ -26,7 +26,7 @@ import redis
 
 from analytics.live import decode_updates, snapshot_key
 from analytics.worker import AnalyticsWorker, WorkerConfig
-from benchmarks._common import redis_benchmark_xadd, row, synthetic_ticks, timed_drain
+from benchmarks._common import redis_benchmark_xadd, row, synthetic_ticks, timed_drain, worker_drain
 from ingest.keys import Keys
 from ingest.producer import Producer
 from ingest.redis_server import EmbeddedRedis
@@ -51,8 +51,7 @@ def drain_rate(client: redis.Redis, settings: Settings, ticks: TickBatch, per_ti
     client.flushall()
     Producer(client, settings).publish(ticks, per_tick=per_tick)
     worker = AnalyticsWorker(client, settings, None, WorkerConfig(checkpoint_every_s=5.0))
-    worker.acquire()  # started (state restored) before the clock starts
-    drain_s, total_s = timed_drain(lambda: worker.run(max_idle_reads=1), worker.runner.stats)
+    drain_s, total_s = worker_drain(worker)
     processed = worker.runner.stats.ticks
     assert processed == len(ticks), (processed, len(ticks))
     return processed / drain_s, total_s - drain_s

@@ -17,7 +17,7 @@ import redis
 
 from analytics.anomaly import AnomalyDetector, AnomalyStage, ScorerConfig
 from analytics.worker import AnalyticsWorker, WorkerConfig
-from benchmarks._common import row, timed, timed_drain
+from benchmarks._common import row, timed, worker_drain
 from benchmarks.analytics import market as steady_market
 from ingest.producer import Producer
 from ingest.redis_server import EmbeddedRedis
@@ -74,8 +74,7 @@ def worker_rate(server: EmbeddedRedis, ticks: TickBatch, stages: tuple, prefix: 
     gc.collect()  # and without the previous run's worker state still to collect
     Producer(client, settings).publish(ticks)
     worker = AnalyticsWorker(client, settings, None, WorkerConfig(checkpoint_every_s=5.0, stages=stages))
-    worker.acquire()  # started (state restored) before the clock starts
-    drain_s, _ = timed_drain(lambda: worker.run(max_idle_reads=1), worker.runner.stats)  # shutdown not counted
+    drain_s, _ = worker_drain(worker)  # shutdown not counted
     processed = worker.runner.stats.ticks
     client.close()
     return processed / drain_s
