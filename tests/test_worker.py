@@ -210,9 +210,14 @@ def _probe_outputs(client: redis.Redis, settings: Settings, probe: TickBatch) ->
     return frame.columns
 
 
-def _output_entries(client: redis.Redis, stream: str) -> list[dict[bytes, bytes]]:
-    """A stream's entries' fields, without `tick_id` (stream IDs differ between two prefixes' streams)."""
-    return [{k: v for k, v in fields.items() if k != b"tick_id"} for _, fields in client.xrange(stream)]
+def stream_fields(client: redis.Redis, stream: str) -> list[dict[str, str]]:
+    """Every entry's fields of a stream, decoded."""
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange(stream)]
+
+
+def without_tick_id(entries: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Entries' fields without `tick_id`, which holds a stream ID (one that differs from run to run)."""
+    return [{k: v for k, v in fields.items() if k != "tick_id"} for fields in entries]
 
 
 def _crash_run(client: redis.Redis, server: EmbeddedRedis, n: int, kills: int, seed: int, tmp: Path) -> None:
@@ -258,7 +263,8 @@ def _crash_run(client: redis.Redis, server: EmbeddedRedis, n: int, kills: int, s
     assert bar_streams(client, "calm") == bar_streams(client, "crashy")
     assert sum(len(v) for v in bar_streams(client, "calm").values()) > 0
     for name in ("alerts", "anomalies"):  # the plug-in stages' firings too: each once, none lost
-        calm_entries, crashy_entries = (_output_entries(client, getattr(Keys(p), name)) for p in ("calm", "crashy"))
+        calm_entries, crashy_entries = (without_tick_id(stream_fields(client, getattr(Keys(p), name)))
+                                        for p in ("calm", "crashy"))  # fmt: skip
         assert len(calm_entries) >= 20, name
         assert crashy_entries == calm_entries, name
     probe = TickBatch.from_columns(list(ticks.symbols), np.full(50, 123.0), np.ones(50), np.full(50, int(ticks.ts[-1])))
@@ -355,10 +361,9 @@ def test_a_batch_firing_many_alerts_writes_exactly_what_the_stage_fired(
     Producer(redis_client, settings).publish(ticks)
     AnalyticsWorker(redis_client, settings, None, WorkerConfig(stages=(SlumpAlertStage,))).run(max_idle_reads=3)
     expected = [a.to_fields() for a in SlumpAlerts(store.list()).process(ticks)]
-    written = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in redis_client.xrange(Keys().alerts)]
+    written = stream_fields(redis_client, Keys().alerts)
     assert len(expected) >= 30
-    assert [{k: v for k, v in e.items() if k != "tick_id"} for e in written] == \
-        [{k: v for k, v in e.items() if k != "tick_id"} for e in expected]  # fmt: skip
+    assert without_tick_id(written) == without_tick_id(expected)
     assert all(e["tick_id"].endswith(f"#{int(e['ts']) - START_MS}") for e in written)
 
 
@@ -520,10 +525,9 @@ def test_a_worker_restarted_before_its_first_checkpoint_replays_and_reads_with_t
     AnalyticsWorker(redis_client, settings.model_copy(update={"consumer": "next"}), None, config).run(max_idle_reads=2)
     stage = SlumpAlerts(RuleStore(redis_client, Keys()).list())
     expected = [a.to_fields() for a in stage.process(concat([highs, slump]))]
-    written = [{k.decode(): v.decode() for k, v in f.items()} for _, f in redis_client.xrange(Keys().alerts)]
+    written = stream_fields(redis_client, Keys().alerts)
     assert len(expected) == 1 and expected[0]["price"] == "98.5"
-    assert [{k: v for k, v in e.items() if k != "tick_id"} for e in written] == \
-        [{k: v for k, v in e.items() if k != "tick_id"} for e in expected]  # fmt: skip
+    assert without_tick_id(written) == without_tick_id(expected)
 
 
 def test_shutdown_takes_a_running_checkpoint_of_the_current_state_and_supersedes_an_older_one(
