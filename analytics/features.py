@@ -32,6 +32,7 @@ quiet symbol's "recent" spans more event time than a busy one's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -128,6 +129,23 @@ def account_codes(column: pa.Array | None, n: int) -> np.ndarray:
     return table[indices]
 
 
+@functools.lru_cache(maxsize=64)
+def bias_table(decay: float) -> np.ndarray:
+    """1 - decay**c for c = 0, 1, ... up to the first c where it is exactly 1.0, as it is for every larger c.
+
+    The same `np.power` values as computing it per row, so the bias corrections keep their bits; decay**c
+    falls below 2**-55 after 55 half-lives, where 1 - it rounds to 1.0 (a half-life of 500 trades: 27,500
+    entries).
+    """
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"decay must be in [0, 1), got {decay}")
+    length = int(np.ceil(56.0 / -np.log2(decay))) + 2 if decay > 0.0 else 2
+    powers = decay ** np.arange(length, dtype=np.int64)
+    table = 1.0 - powers
+    done = np.flatnonzero((table == 1.0) & (powers < 2.0**-55))
+    return table[: done[0] + 1]
+
+
 class Features:
     """The feature extractor: `process(batch)` returns each trade's features, then learns the batch."""
 
@@ -192,10 +210,11 @@ class Features:
         bias_by_power: dict[tuple[float, int], np.ndarray] = {}
 
         def bias(decay: float, ahead: int) -> np.ndarray:
-            """1 - decay**(trades averaged), once per half-life: pow over every row is the costly part."""
+            """1 - decay**(trades averaged), once per half-life, looked up rather than a pow per row."""
             key = (decay, ahead)
             if key not in bias_by_power:
-                bias_by_power[key] = 1.0 - decay ** (count_before + ahead)
+                table = bias_table(decay)
+                bias_by_power[key] = table.take(np.minimum(count_before + ahead, len(table) - 1))
             return bias_by_power[key]
 
         def ema(name: str, x: np.ndarray, *, including_row: bool = False) -> np.ndarray:
