@@ -370,6 +370,24 @@ def fit_forest(train: np.ndarray, config: ScorerConfig, seed: int) -> ForestArra
 # --- the scorer ---------------------------------------------------------------------------------
 
 
+def top_two_sum(parts: np.ndarray, second_weight: float) -> np.ndarray:
+    """Each row's largest value plus `second_weight` times its second largest (of at least two columns).
+
+    A running top two over the columns, a few elementwise calls each: a third faster than sorting
+    every row, and the same two values.
+    """
+    columns = np.ascontiguousarray(parts.T)
+    top = np.maximum(columns[0], columns[1])
+    second = np.minimum(columns[0], columns[1])
+    lower = np.empty_like(top)
+    for column in columns[2:]:
+        np.minimum(top, column, out=lower)
+        np.maximum(second, lower, out=second)
+        np.maximum(top, column, out=top)
+    second *= second_weight
+    return np.add(top, second, out=top)
+
+
 @dataclass(frozen=True, slots=True)
 class Scores:
     """What the scorer made of each row (batch row order)."""
@@ -453,8 +471,7 @@ class AnomalyScorer:
         tail_parts = self._tail_surprises(tail_u, learnt, bounds)
         tail_parts *= TAIL_WEIGHTS
         tail_parts[warming] = 0.0
-        ranked = np.sort(tail_parts, axis=1)
-        tail = ranked[:, -1] + TAIL_SECOND_WEIGHT * ranked[:, -2]
+        tail = top_two_sum(tail_parts, TAIL_SECOND_WEIGHT)
         rules, hits = self._rules(values, frame.self_trade, warming)
         # the fused score is max + a quarter of the rest over (rules, tail, forest): the first two are known
         known_max = np.maximum(rules, tail)
@@ -483,7 +500,7 @@ class AnomalyScorer:
             strongest = np.maximum(known_max[lo:hi], forest[lo:hi])
             fused[lo:hi] = strongest + 0.25 * ((known_sum[lo:hi] + forest[lo:hi]) - strongest)
             flagged[lo:hi] = fused[lo:hi] > max(self.threshold, c.min_surprise)
-            self._remember(lo, hi, values, learnt & ~flagged, forest_u, fused)
+            self._remember(lo, hi, values, learnt[lo:hi] & ~flagged[lo:hi], forest_u, fused)
             self.seen += hi - lo
             if ts is not None and hi > lo:
                 self.clock_ms = max(self.clock_ms, int(ts[lo:hi].max()))
@@ -621,9 +638,9 @@ class AnomalyScorer:
 
     def _remember(self, lo: int, hi: int, values: np.ndarray, usable: np.ndarray, forest_u: np.ndarray,
                   fused: np.ndarray) -> None:  # fmt: skip
-        """Keep a block part's unflagged learnt rows for the forest calibration and training window, and its scores."""
+        """Keep a block part's unflagged learnt rows (`usable`, rows lo:hi) for the forest calibration and
+        training window, and its scores."""
         pending = self._pending
-        usable = usable[lo:hi]
         if self.forest is not None:
             pending.forest_u.append(forest_u[lo:hi][usable])
         pending.fused.append(fused[lo:hi])
