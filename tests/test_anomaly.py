@@ -191,3 +191,10 @@ def test_a_forest_walk_started_ahead_scores_as_one_started_in_turn(monkeypatch: 
     ahead = scored_in_pieces(batch, cuts, set(), replace(SMALL, refit_min_ms=refit_min_ms))
     assert np.array_equal(in_turn[0], ahead[0]) and np.array_equal(in_turn[1], ahead[1])
     assert ahead[1].any()
+
+
+@given(st.lists(st.lists(st.floats(0.0, 50.0), min_size=6, max_size=6), min_size=1, max_size=40))
+def test_top_two_sum_is_the_sum_of_the_two_largest_of_each_row(rows: list[list[float]]) -> None:
+    parts = np.array(rows)
+    ranked = np.sort(parts, axis=1)
+    assert np.array_equal(anomaly.top_two_sum(parts, 0.5), ranked[:, -1] + 0.5 * ranked[:, -2])

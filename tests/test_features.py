@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.features import F, FeatureConfig, Features
+from analytics.features import EMAS, F, FeatureConfig, Features, bias_table
 from ingest.ticks import SIDE_BUY, SIDE_SELL, TickBatch, concat
 
 START = 1_767_225_600_000
@@ -156,3 +156,13 @@ def test_batch_boundaries_and_restores_change_nothing(cuts: list[int], restore: 
     values, state = split_run(batch, cuts, restore)
     assert np.array_equal(values, whole_values)
     assert state == whole_state
+
+
+@given(st.sampled_from(EMAS), st.lists(st.integers(0, 10**9), min_size=1, max_size=50))
+def test_bias_table_gives_the_bits_of_a_pow_per_count(ema: str, counts: list[int]) -> None:
+    decay = 1.0 - FeatureConfig().alpha(ema)
+    table = bias_table(decay)
+    at = np.array(counts + list(range(len(table) + 5)), np.int64)
+    looked_up = table.take(np.minimum(at, len(table) - 1))
+    assert np.array_equal(looked_up.view(np.int64), (1.0 - decay**at).view(np.int64))
+    assert table[0] == 0.0 and table[-1] == 1.0 and (np.diff(table) >= 0).all()
