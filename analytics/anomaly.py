@@ -135,11 +135,15 @@ class Calibrator:
         """Age the histograms by len(u) trades, then add the values (u is (m,) or (m, histograms))."""
         bins = self.counts.shape[1]
         self.counts *= self.decay_per_trade ** len(u)
-        at = self._bin(u.reshape(len(u), len(self.counts))) + np.arange(len(self.counts)) * bins
+        at = self._bin(u.reshape(len(u), len(self.counts)))
+        if len(self.counts) > 1:
+            at += np.arange(len(self.counts)) * bins
         self.counts += np.bincount(at.reshape(-1), minlength=self.counts.size).reshape(self.counts.shape)
 
     def _bin(self, u: np.ndarray) -> np.ndarray:
-        return np.clip((u / self.width).astype(np.int64), 0, self.counts.shape[1] - 1)
+        at = (u / self.width).astype(np.int64)
+        np.maximum(at, 0, out=at)  # two ufuncs: np.clip's Python wrapper costs more than both on a block
+        return np.minimum(at, self.counts.shape[1] - 1, out=at)
 
     def surprise(self, u: np.ndarray) -> np.ndarray:
         """-log10 of the share of learnt values at or above each u (first histogram; 0 before any learning).
@@ -316,19 +320,28 @@ class ForestArrays:
         n_features = x32.shape[1] if x32.ndim == 2 else 0
         bottom = self.path_length.reshape(-1)
         start_positions = np.arange(self.trees, dtype=np.int64)
+        # (rows, trees) buffers reused by every step of every chunk: the walk is a few thousand calls
+        shape = (min(SCORE_CHUNK, hi - lo), self.trees)
+        row_bases = (np.arange(shape[0], dtype=np.int64) * n_features)[:, None]
+        at_buffer, node_buffer, index_buffer = (np.empty(shape, np.int64) for _ in range(3))
+        value_buffer, right_buffer = np.empty(shape, np.float32), np.empty(shape, bool)
         for first in range(lo, hi, SCORE_CHUNK):
             chunk = x32[first : min(first + SCORE_CHUNK, hi)]
+            rows = len(chunk)
             flat = chunk.reshape(-1)
-            row_base = (np.arange(len(chunk), dtype=np.int64) * n_features)[:, None]
-            at = np.empty((len(chunk), self.trees), np.int64)
+            at, node, index = at_buffer[:rows], node_buffer[:rows], index_buffer[:rows]
+            value, goes_right = value_buffer[:rows], right_buffer[:rows]
             at[:] = start_positions
+            halves = node.view(np.int32)
+            feature, threshold = halves[..., 1::2], halves[..., ::2].view(np.float32)
             for packed in self.levels:
-                node = np.take(packed, at)
-                halves = node.view(np.int32)
-                goes_right = np.take(flat, halves[..., 1::2] + row_base) > halves[..., ::2].view(np.float32)
+                packed.take(at, out=node, mode="clip")
+                np.add(feature, row_bases[:rows], out=index)
+                flat.take(index, out=value, mode="clip")
+                np.greater(value, threshold, out=goes_right)
                 at += at
                 at += goes_right
-            out[first : first + len(chunk)] = np.take(bottom, at).sum(axis=1)
+            out[first : first + rows] = bottom.take(at).sum(axis=1)
 
 
 @functools.cache
@@ -578,9 +591,9 @@ class AnomalyScorer:
         np.cumsum(tables[:, :0:-1], axis=1, out=above[:, -2::-1])
         total = tables.sum(axis=1)
         floor = 0.5
-        tail = np.take(tables, at)
+        tail = tables.take(at)
         tail *= np.subtract(1.0, inside, out=inside)
-        above_at = np.take(above, at)
+        above_at = above.take(at)
         tail += above_at
         tail += floor
         row_total = (total + 1.0).reshape(blocks, histograms)[block_of_row]
