@@ -117,13 +117,12 @@ class Calibrator:
     `counts` may hold several histograms of the same bins as rows (one per feature).
     """
 
-    __slots__ = ("counts", "decay_per_trade", "edges", "high", "width")
+    __slots__ = ("counts", "decay_per_trade", "high", "width")
 
     def __init__(self, bins: int, high: float, half_life: float, histograms: int = 1) -> None:
         self.counts = np.zeros((histograms, bins), np.float64)
         self.high = high
         self.width = high / bins
-        self.edges = np.arange(bins + 1) * self.width
         self.decay_per_trade = 0.5 ** (1.0 / half_life)
 
     @property
@@ -141,36 +140,25 @@ class Calibrator:
         self.counts += np.bincount(at.reshape(-1), minlength=self.counts.size).reshape(self.counts.shape)
 
     def _bin(self, u: np.ndarray) -> np.ndarray:
-        at = (u / self.width).astype(np.int64)
+        return self._bin_of_scaled(u / self.width)
+
+    def _bin_of_scaled(self, scaled: np.ndarray) -> np.ndarray:
+        at = scaled.astype(np.int64)
         np.maximum(at, 0, out=at)  # two ufuncs: np.clip's Python wrapper costs more than both on a block
         return np.minimum(at, self.counts.shape[1] - 1, out=at)
 
     def surprise(self, u: np.ndarray) -> np.ndarray:
-        """-log10 of the share of learnt values at or above each u (first histogram; 0 before any learning).
+        """-log10 of the share of learnt values at or above each u (first histogram; 0 before any learning)."""
+        at, inside = self.locate(u)
+        return table_surprise(self.counts[:1], at, inside, u, self.width)
 
-        The weight at or above u is linear inside a bin, so it is one `np.interp` over the bin edges
-        of the running tail sums (the scorer calls this once per block: few numpy calls matter). Half
-        a value is added on top and below (a floor), so an unseen value has a finite surprise; past
-        the largest value seen it goes on rising one decade per unit of u.
-        """
-        counts = self.counts[0]
-        total = counts.sum()
-        if total <= 0:  # nothing learnt yet: no evidence either way
-            return np.zeros(np.shape(u))
-        tail = np.empty(len(counts) + 1)  # tail[b]: the weight of bins b and up
-        tail[-1] = 0.0
-        np.cumsum(counts[::-1], out=tail[-2::-1])
-        floor = 0.5
-        weight = np.interp(u, self.edges, tail)
-        weight += floor
-        weight /= total + 1.0
-        surprise = np.log10(weight, out=weight)
-        np.negative(surprise, out=surprise)
-        top = self.edges[len(counts) - np.argmax(counts[::-1] != 0)]  # the upper edge of the highest bin in use
-        beyond = u > top
-        if beyond.any():
-            surprise[beyond] = np.log10((total + 1.0) / floor) + (u[beyond] - top)
-        return np.maximum(surprise, 0.0, out=surprise)
+    def locate(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each value's bin (clipped to the histogram) and its place inside it, in [0, 1]."""
+        scaled = u / self.width
+        at = self._bin_of_scaled(scaled)
+        inside = np.subtract(scaled, at, out=scaled)
+        np.maximum(inside, 0.0, out=inside)
+        return at, np.minimum(inside, 1.0, out=inside)
 
     def quantile(self, q: float) -> float:
         """The value below which a share q of the learnt values lies (first histogram, bin resolution)."""
@@ -179,6 +167,53 @@ class Calibrator:
             return float("inf")
         below = np.cumsum(self.counts[0])
         return float((np.searchsorted(below, q * total) + 1) * self.width)
+
+
+def table_surprise(tables: np.ndarray, at: np.ndarray, inside: np.ndarray, u: np.ndarray, width: float,
+                   row_of_table: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """-log10 of the share of a histogram's weight at or above each value (see `Calibrator`).
+
+    `tables` holds histograms as rows; `at` is each value's place in them, flat (its table's row times
+    the bins plus its bin), `inside` its place within the bin. With `row_of_table`, values are (rows,
+    tables per row) and row r uses tables row_of_table[r] * tables-per-row + its column (the tail
+    scorer's calibrations before each block); without, every value uses the one table. The weight at
+    or above a value is linear inside its bin; half a value is added on top and below (a floor), so an
+    unseen value has a finite surprise; past the highest bin in use it goes on rising one decade per
+    unit of u; a table with nothing learnt gives 0 (no evidence either way).
+    """
+    bins = tables.shape[1]
+    above = np.empty_like(tables)  # the weight of the strictly higher bins
+    above[:, -1] = 0.0
+    np.cumsum(tables[:, :0:-1], axis=1, out=above[:, -2::-1])
+    total = tables.sum(axis=1)
+    floor = 0.5
+    tail = tables.take(at)
+    tail *= np.subtract(1.0, inside, out=inside)
+    above_at = above.take(at)
+    tail += above_at
+    tail += floor
+    value_total = (total + 1.0) if row_of_table is None else (total + 1.0).reshape(-1, at.shape[1])[row_of_table]
+    tail /= value_total
+    surprise = np.log10(tail, out=tail)
+    np.negative(surprise, out=surprise)
+    # past the highest bin in use (rare): one more decade per unit of u; such a u is in that bin or
+    # above it, where no weight lies higher, so only the values with none above their bin are checked
+    maybe = np.flatnonzero(above_at == 0.0)
+    if len(maybe):
+        top = (bins - np.argmax(tables[:, ::-1] != 0, axis=1)) * width  # the upper edge of the highest bin in use
+        flat_u = u.reshape(-1)
+        maybe_table = at.take(maybe) // bins
+        beyond_in_maybe = flat_u.take(maybe) > top.take(maybe_table)
+        beyond = maybe[beyond_in_maybe]
+        if len(beyond):
+            beyond_top = top.take(maybe_table[beyond_in_maybe])
+            beyond_total = np.broadcast_to(value_total, surprise.shape).reshape(-1).take(beyond)
+            surprise.reshape(-1)[beyond] = np.log10(beyond_total / floor) + (flat_u.take(beyond) - beyond_top)
+    np.maximum(surprise, 0.0, out=surprise)
+    if (total <= 0).any():
+        empty = total <= 0
+        surprise[empty.take(at // bins)] = 0.0
+    return surprise
 
 
 # --- the forest, scored from its arrays ----------------------------------------------------------
@@ -554,11 +589,7 @@ class AnomalyScorer:
         blocks = len(bounds) - 1
         sizes = np.diff(bounds)
         block_of_row = np.repeat(np.arange(blocks), sizes)
-        scaled = tail_u / width
-        at = scaled.astype(np.int64)  # the bin, then its place in the stack of tables
-        np.clip(at, 0, bins - 1, out=at)
-        inside = np.subtract(scaled, at, out=scaled)
-        np.clip(inside, 0.0, 1.0, out=inside)
+        at, inside = calibrator.locate(tail_u)  # the bin, then its place in the stack of tables
         at += np.arange(histograms) * bins
         at += (block_of_row * (histograms * bins))[:, None]
         learnt_at = at if learnt.all() else at[learnt]
@@ -586,37 +617,7 @@ class AnomalyScorer:
                 lo, hi = bounds[k], bounds[k + 1]
                 self._pending_tail.append(tail_u[lo:hi][learnt[lo:hi]])
         tables = counts.reshape(blocks * histograms, bins)
-        above = np.empty_like(tables)  # the weight of the strictly higher bins
-        above[:, -1] = 0.0
-        np.cumsum(tables[:, :0:-1], axis=1, out=above[:, -2::-1])
-        total = tables.sum(axis=1)
-        floor = 0.5
-        tail = tables.take(at)
-        tail *= np.subtract(1.0, inside, out=inside)
-        above_at = above.take(at)
-        tail += above_at
-        tail += floor
-        row_total = (total + 1.0).reshape(blocks, histograms)[block_of_row]
-        tail /= row_total
-        surprise = np.log10(tail, out=tail)
-        np.negative(surprise, out=surprise)
-        # past the highest bin in use (rare): one more decade per unit of u; such a u is in that bin or
-        # above it, where no weight lies higher, so only the values with none above their bin are checked
-        maybe = np.flatnonzero(above_at == 0.0)
-        if len(maybe):
-            top = (bins - np.argmax(tables[:, ::-1] != 0, axis=1)) * width  # the upper edge of the highest bin in use
-            flat_u = tail_u.reshape(-1)
-            maybe_table = np.take(at, maybe) // bins
-            beyond_in_maybe = np.take(flat_u, maybe) > np.take(top, maybe_table)
-            beyond = maybe[beyond_in_maybe]
-            if len(beyond):
-                beyond_top = np.take(top, maybe_table[beyond_in_maybe])
-                beyond_total = np.take(row_total, beyond)
-                surprise.reshape(-1)[beyond] = np.log10(beyond_total / floor) + (np.take(flat_u, beyond) - beyond_top)
-        np.maximum(surprise, 0.0, out=surprise)
-        if (total <= 0).any():  # nothing learnt yet: no evidence either way
-            surprise[(total <= 0).reshape(blocks, histograms)[block_of_row]] = 0.0
-        return surprise
+        return table_surprise(tables, at, inside, tail_u, width, row_of_table=block_of_row)
 
     def _tail_inputs(self, values: np.ndarray) -> np.ndarray:
         """Each tail feature's extremeness on a log scale: log(1 + |z|), log(1 + max(z, 0)), log(1 + 20 * share).
