@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # the pure core never imports the worker (and so never Redis)
     from analytics.worker import Effects
     from ingest.keys import Keys
 
+MINUS_LOG10_E = -1.0 / float(np.log(10.0))
 HALF_SCORE_SURPRISE = 3.0  # a trade this surprising (1 in 1,000) gets score 0.5
 RULE_SURPRISE = 6.0  # a broken rule is strong evidence on its own: above any budget threshold seen in tuning
 
@@ -194,8 +195,8 @@ def table_surprise(tables: np.ndarray, at: np.ndarray, inside: np.ndarray, u: np
     tail += floor
     value_total = (total + 1.0) if row_of_table is None else (total + 1.0).reshape(-1, at.shape[1])[row_of_table]
     tail /= value_total
-    surprise = np.log10(tail, out=tail)
-    np.negative(surprise, out=surprise)
+    surprise = np.log(tail, out=tail)  # numpy vectorises log, not log10: -log10 is -log times 1/ln(10)
+    surprise *= MINUS_LOG10_E
     # past the highest bin in use (rare): one more decade per unit of u; such a u is in that bin or
     # above it, where no weight lies higher, so only the values with none above their bin are checked
     maybe = np.flatnonzero(above_at == 0.0)
@@ -659,7 +660,8 @@ class AnomalyScorer:
             pending.forest_u.append(forest_u[lo:hi][usable])
         pending.fused.append(fused[lo:hi])
         eligible = np.flatnonzero(usable)
-        pick = eligible[(self.eligible + np.arange(len(eligible))) % self.config.train_stride == 0]
+        stride = self.config.train_stride  # every stride-th eligible row, counting across blocks
+        pick = eligible[-self.eligible % stride :: stride]
         self.eligible += len(eligible)
         pending.train.append(values[lo + pick])
 
