@@ -185,7 +185,10 @@ def table_surprise(tables: np.ndarray, at: np.ndarray, inside: np.ndarray, u: np
     bins = tables.shape[1]
     above = np.empty_like(tables)  # the weight of the strictly higher bins
     above[:, -1] = 0.0
-    np.cumsum(tables[:, :0:-1], axis=1, out=above[:, -2::-1])
+    if len(tables) == 1:  # a 1-D cumsum: the per-block call is mostly call overhead
+        np.cumsum(tables[0, :0:-1], out=above[0, -2::-1])
+    else:
+        np.cumsum(tables[:, :0:-1], axis=1, out=above[:, -2::-1])
     total = tables.sum(axis=1)
     floor = 0.5
     tail = tables.take(at)
@@ -193,7 +196,8 @@ def table_surprise(tables: np.ndarray, at: np.ndarray, inside: np.ndarray, u: np
     above_at = above.take(at)
     tail += above_at
     tail += floor
-    value_total = (total + 1.0) if row_of_table is None else (total + 1.0).reshape(-1, at.shape[1])[row_of_table]
+    value_total = (float(total[0]) + 1.0 if row_of_table is None
+                   else (total + 1.0).reshape(-1, at.shape[1])[row_of_table])  # fmt: skip
     tail /= value_total
     surprise = np.log(tail, out=tail)  # numpy vectorises log, not log10: -log10 is -log times 1/ln(10)
     surprise *= MINUS_LOG10_E
@@ -211,7 +215,7 @@ def table_surprise(tables: np.ndarray, at: np.ndarray, inside: np.ndarray, u: np
             beyond_total = np.broadcast_to(value_total, surprise.shape).reshape(-1).take(beyond)
             surprise.reshape(-1)[beyond] = np.log10(beyond_total / floor) + (flat_u.take(beyond) - beyond_top)
     np.maximum(surprise, 0.0, out=surprise)
-    if (total <= 0).any():
+    if float(total.min()) <= 0:
         empty = total <= 0
         surprise[empty.take(at // bins)] = 0.0
     return surprise
