@@ -129,9 +129,13 @@ def account_codes(column: pa.Array | None, n: int) -> np.ndarray:
     return table[indices]
 
 
+BIAS_TABLE_MAX = 1 << 20  # entries (8 MiB): half-lives up to ~19,000 trades are looked up, longer ones computed
+
+
 @functools.lru_cache(maxsize=64)
-def bias_table(decay: float) -> np.ndarray:
-    """1 - decay**c for c = 0, 1, ... up to the first c where it is exactly 1.0, as it is for every larger c.
+def bias_table(decay: float) -> np.ndarray | None:
+    """1 - decay**c for c = 0, 1, ... up to the first c where it is exactly 1.0, as it is for every larger c
+    (None if that table would be longer than BIAS_TABLE_MAX).
 
     The same `np.power` values as computing it per row, so the bias corrections keep their bits; decay**c
     falls below 2**-55 after 55 half-lives, where 1 - it rounds to 1.0 (a half-life of 500 trades: 27,500
@@ -140,6 +144,8 @@ def bias_table(decay: float) -> np.ndarray:
     if not 0.0 <= decay < 1.0:
         raise ValueError(f"decay must be in [0, 1), got {decay}")
     length = int(np.ceil(56.0 / -np.log2(decay))) + 2 if decay > 0.0 else 2
+    if length > BIAS_TABLE_MAX:
+        return None
     powers = decay ** np.arange(length, dtype=np.int64)
     table = 1.0 - powers
     done = np.flatnonzero((table == 1.0) & (powers < 2.0**-55))
@@ -214,7 +220,10 @@ class Features:
             key = (decay, ahead)
             if key not in bias_by_power:
                 table = bias_table(decay)
-                bias_by_power[key] = table.take(np.minimum(count_before + ahead, len(table) - 1))
+                if table is None:
+                    bias_by_power[key] = 1.0 - decay ** (count_before + ahead)
+                else:
+                    bias_by_power[key] = table.take(np.minimum(count_before + ahead, len(table) - 1))
             return bias_by_power[key]
 
         def ema(name: str, x: np.ndarray, *, including_row: bool = False) -> np.ndarray:

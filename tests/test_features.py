@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from analytics import features
 from analytics.features import EMAS, F, FeatureConfig, Features, bias_table
 from ingest.ticks import SIDE_BUY, SIDE_SELL, TickBatch, concat
 
@@ -162,7 +164,21 @@ def test_batch_boundaries_and_restores_change_nothing(cuts: list[int], restore: 
 def test_bias_table_gives_the_bits_of_a_pow_per_count(ema: str, counts: list[int]) -> None:
     decay = 1.0 - FeatureConfig().alpha(ema)
     table = bias_table(decay)
+    assert table is not None
     at = np.array(counts + list(range(len(table) + 5)), np.int64)
     looked_up = table.take(np.minimum(at, len(table) - 1))
     assert np.array_equal(looked_up.view(np.int64), (1.0 - decay**at).view(np.int64))
     assert table[0] == 0.0 and table[-1] == 1.0 and (np.diff(table) >= 0).all()
+
+
+def test_a_long_half_life_computed_per_row_gives_the_bits_of_a_bias_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    long = FeatureConfig(size_half_life=25_000.0)  # 55 half-lives: 1.4M entries, past BIAS_TABLE_MAX
+    batch = tape(400, seed=3)
+    bias_table.cache_clear()
+    assert bias_table(1.0 - long.alpha("size_mean")) is None
+    computed = Features(long).process(batch).values
+    monkeypatch.setattr(features, "BIAS_TABLE_MAX", 1 << 21)
+    bias_table.cache_clear()
+    looked_up = Features(long).process(batch).values
+    bias_table.cache_clear()
+    assert np.array_equal(computed.view(np.int64), looked_up.view(np.int64))
