@@ -31,7 +31,7 @@ from analytics.worker import (
 from ingest.keys import Keys
 from ingest.producer import Producer
 from ingest.redis_server import EmbeddedRedis
-from ingest.runner import StopFlag, ensure_groups
+from ingest.runner import StopFlag
 from ingest.settings import Settings
 from ingest.ticks import TickBatch, concat
 
@@ -418,8 +418,7 @@ def test_checkpoints_are_written_in_the_background_after_their_batch_commits(
     settings = settings.model_copy(update={"read_count": 4})
     worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig(checkpoint_every_s=0.0))
     assert worker.config.background_checkpoints
-    ensure_groups(redis_client, list(worker.stream_of.values()), settings.group)
-    worker._check_leases()
+    worker.acquire()
     worker.runner.run(max_idle_reads=3)  # the loop only: no release, so no checkpoint at shutdown
     worker._reap_checkpointer(wait=True)
     saved = redis_client.hgetall(worker.checkpoint_key(0))
@@ -490,8 +489,7 @@ def test_a_checkpoint_child_that_hangs_is_killed_so_shutdown_never_waits_on_it(
 
     Producer(redis_client, settings).publish(market(2_000))
     worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig())
-    ensure_groups(redis_client, list(worker.stream_of.values()), settings.group)
-    worker._check_leases()
+    worker.acquire()
     monkeypatch.setattr(worker_module, "CHECKPOINT_TIMEOUT_S", 0.5)
     monkeypatch.setattr(PartitionState, "to_bytes", lambda self: time.sleep(60))  # the child inherits it
     started = time.monotonic()
@@ -516,8 +514,7 @@ def test_a_worker_restarted_before_its_first_checkpoint_replays_and_reads_with_t
     producer = Producer(redis_client, settings)
     producer.publish(highs)
     first = AnalyticsWorker(redis_client, settings, None, config)
-    ensure_groups(redis_client, [Keys().ticks()], settings.group)
-    first._check_leases()
+    first.acquire()
     first.runner.run(max_idle_reads=2)  # no release: as if killed after its batches committed
     assert redis_client.hget(first.checkpoint_key(0), "state") is None
     redis_client.delete(first.lease_key(0))  # as if the lease had expired
@@ -539,8 +536,7 @@ def test_shutdown_takes_a_running_checkpoint_of_the_current_state_and_supersedes
     producer = Producer(redis_client, settings.model_copy(update={"batch_rows": 1_000}))
     producer.publish(ticks.take(np.arange(2_000)))
     worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig())
-    ensure_groups(redis_client, list(worker.stream_of.values()), settings.group)
-    worker._check_leases()
+    worker.acquire()
     worker.runner.run(max_idle_reads=2)
     worker._checkpoint_in_background([0])  # of the current state
     foreground: list[int] = []
@@ -553,7 +549,7 @@ def test_shutdown_takes_a_running_checkpoint_of_the_current_state_and_supersedes
 
     producer.publish(ticks.take(np.arange(2_000, 4_000)))
     worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig())
-    worker._check_leases()
+    worker.acquire()
     monkeypatch.setattr(PartitionState, "to_bytes", lambda self: time.sleep(60))  # a child that would take long
     worker._checkpoint_in_background([0])
     monkeypatch.undo()
