@@ -55,6 +55,7 @@ ALERT_NUMBERS = {"ts": int, "price": float, "reference_price": float, "drop_pct"
 ANOMALY_NUMBERS = {"ts": int, "price": float, "size": float, "score": float}
 MAX_REQUEST_BYTES = 4_096
 MAX_BARS_REPLY = 5_000
+GATEWAY_CLIENT_NAME = "tickerdash-gateway"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +217,8 @@ class Gateway:
 
     async def start(self) -> None:
         """Bind the websocket server and start the reader, the pump and the health probe."""
-        self._redis = aioredis.Redis.from_url(self.redis_url, socket_keepalive=True)
+        # named, so that CLIENT LIST tells the gateway's connections from the workers'
+        self._redis = aioredis.Redis.from_url(self.redis_url, socket_keepalive=True, client_name=GATEWAY_CLIENT_NAME)
         try:  # so that the first page already gets a full hello; if Redis is down, the reader retries
             await self._load_initial()
             self._loaded = True
