@@ -56,6 +56,7 @@ ANOMALY_NUMBERS = {"ts": int, "price": float, "size": float, "score": float}
 MAX_REQUEST_BYTES = 4_096
 MAX_BARS_REPLY = 5_000
 GATEWAY_CLIENT_NAME = "tickerdash-gateway"
+STOP_ATTEMPTS = 10  # of cancelling the tasks, half a second apart
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +199,7 @@ class Gateway:
         self._redis: aioredis.Redis | None = None
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._trades_seen: tuple[float, int] | None = None
         self._loaded = False
 
@@ -237,16 +239,23 @@ class Gateway:
         log.info("gateway on ws://%s:%d", self.config.host, self.port)
 
     async def stop(self) -> None:
-        """Close every connection and the server, cancel the tasks, close Redis."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        if self._server is not None:
+        """Close the server and every connection, end the tasks, close Redis."""
+        self._stopping = True
+        if self._server is not None:  # first, so that pages learn at once and start retrying
             self._server.close()
             await self._server.wait_closed()
+        # redis-py can turn a cancelled XREAD into a ConnectionError, which the reader would retry
+        # forever; `_stopping` ends the loops then, and cancelling again covers any other await.
+        pending = set(self._tasks)
+        for _ in range(STOP_ATTEMPTS):
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+            if not pending:
+                break
+        else:
+            log.warning("gateway tasks did not end: %s", sorted(task.get_name() for task in pending))
+        self._tasks.clear()
         if self._redis is not None:
             await self._redis.aclose()
 
@@ -378,7 +387,7 @@ class Gateway:
         assert self._redis is not None
         backoff = 0.1
         live = live_key(self.keys)
-        while True:
+        while not self._stopping:
             try:
                 if not self._loaded:
                     await self._load_initial()
@@ -389,6 +398,8 @@ class Gateway:
                                                      block=self.config.read_block_ms)  # fmt: skip
                 backoff = 0.1
             except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if self._stopping:
+                    return
                 self.health["redis"] = "down"
                 log.warning("gateway lost Redis (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
@@ -430,7 +441,7 @@ class Gateway:
     async def _probe_health(self) -> None:
         """Once a second: ticks/s through the worker, the analytics group's lag and pending, dead letters."""
         assert self._redis is not None
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.config.health_every_s)
             try:
                 health = await self._measure_health()

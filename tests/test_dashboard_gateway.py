@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -12,7 +13,8 @@ from typing import Any
 
 import pytest
 import redis
-from websockets.exceptions import InvalidStatus
+import redis.asyncio as aioredis
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from analytics.live import SymbolUpdate, encode_updates, live_key, snapshot_key
@@ -210,6 +212,38 @@ class TestSlowClients:
         assert merged.updates["AAPL"]["price"] == 50
         assert len(merged.alerts) == 50
         assert merged.coalesced == 50
+
+
+class TestShutdown:
+    def test_stop_closes_pages_and_frees_the_port_even_when_the_reader_swallows_its_cancellation(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """redis-py can turn a cancelled XREAD into a ConnectionError; stop must still end, close pages, unbind."""
+        real_xread = aioredis.Redis.xread
+
+        async def xread_as_redis_py_may(self: aioredis.Redis, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await real_xread(self, *args, **kwargs)
+            except asyncio.CancelledError:
+                raise redis.ConnectionError("Connection closed by server.") from None
+
+        monkeypatch.setattr(aioredis.Redis, "xread", xread_as_redis_py_may)
+        assert settings.redis_url is not None
+        thread = GatewayThread(Gateway(settings.redis_url, KEYS, GatewayConfig(port=0))).start()
+        port = thread.gateway.port
+        with connect(url(thread.gateway)) as ws:
+            receive(ws, "hello")
+            time.sleep(0.3)  # the reader is blocked in its XREAD
+            started = time.monotonic()
+            thread.stop(timeout=10)
+            stopped_in = time.monotonic() - started
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    ws.recv(timeout=5)
+        assert stopped_in < 5, f"stop took {stopped_in:.1f}s"
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001  # going away: pages retry
+        with GatewayThread(Gateway(settings.redis_url, KEYS, GatewayConfig(port=port))) as again:
+            assert again.gateway.port == port
 
 
 class TestAccess:
