@@ -167,6 +167,9 @@ class WorkerConfig:
     # write checkpoints from a forked child after their batch commits, so the loop never serialises the
     # whole state (a rolling 5-minute window at 100k trades/s is tens of MB: ~0.1 s a checkpoint)
     background_checkpoints: bool = hasattr(os, "fork")
+    # read a batch's transaction replies once the next batch is computed, so that Redis applies one
+    # batch (its bars, alerts, acknowledgements) while this process computes the next
+    defer_commit: bool = True
     live_hz: float = LIVE_HZ
     snapshot_hz: float = 50.0
     stages: tuple[StageFactory, ...] = ()
@@ -336,7 +339,8 @@ class AnalyticsWorker:
         self.stop = stop or StopFlag()
         self.runner = StreamRunner(client, settings, [], self._process, source="analytics",
                                    housekeeping=self._housekeeping, stop=self.stop, guard=self._guard,
-                                   on_lost=self._lost, on_write_failed=self._write_failed)  # fmt: skip
+                                   on_lost=self._lost, on_write_failed=self._write_failed,
+                                   defer_commit=self.config.defer_commit)  # fmt: skip
         self._lease = client.register_script(_LEASE_SCRIPT)
         self._xadd_many = client.register_script(_XADD_MANY_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
@@ -390,6 +394,7 @@ class AnalyticsWorker:
 
     def _check_leases(self) -> None:
         """Renew the leases we hold, and take (restore, then read) any wanted partition that is free."""
+        self.runner.settle()  # a partition lost by the batch in flight is restored here, not run ahead
         self._last_lease_check = time.monotonic()
         for partition in self.wanted:
             held = bool(self._lease(keys=[self.lease_key(partition)],
@@ -405,6 +410,7 @@ class AnalyticsWorker:
 
     def release(self) -> None:
         """Checkpoint and give up every partition (clean shutdown), so a standby takes over at once."""
+        self.runner.settle()  # only a confirmed state is checkpointed
         written = self._finish_checkpointer()
         for partition in list(self.states):
             if partition not in written:
@@ -661,6 +667,7 @@ class AnalyticsWorker:
         now = time.monotonic()
         self._reap_checkpointer()
         if self._checkpoint_due and self._checkpointer is None:
+            self.runner.settle()  # the fork freezes the states: each must be what its last batch committed
             due = sorted(p for p in self._checkpoint_due if p in self.states)  # a dropped state is not ours
             self._checkpoint_due.clear()
             if due:

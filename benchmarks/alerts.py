@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import redis
@@ -119,28 +119,6 @@ class TimedAlertStage(SlumpAlertStage):
         TimedAlertStage.seconds += time.perf_counter() - start
 
 
-class _TimedPipeline(redis.client.Pipeline):
-    """A pipeline that adds the time of its `execute` (sending, Redis applying, replies) to `TimedClient`."""
-
-    def execute(self, raise_on_error: bool = True) -> list[Any]:
-        """Execute, timed."""
-        start = time.perf_counter()
-        try:
-            return super().execute(raise_on_error)
-        finally:
-            TimedClient.seconds += time.perf_counter() - start
-
-
-class TimedClient(redis.Redis):
-    """A client whose pipelines (the worker's batch transactions) count the time they wait on Redis."""
-
-    seconds: ClassVar[float] = 0.0
-
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> redis.client.Pipeline:
-        """A timed pipeline."""
-        return _TimedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
-
-
 @dataclasses.dataclass(frozen=True)
 class WorkerRun:
     """One worker draining the pre-filled stream."""
@@ -148,7 +126,7 @@ class WorkerRun:
     ticks_per_s: float
     seconds: float
     alert_stage_s: float  # the alert stage's own work, on the helper thread beside the bars and indicators
-    transactions_s: float  # waiting on the batches' transactions (Redis applies the alerts' XADDs there)
+    transactions_s: float  # sending the batches' transactions and waiting for their replies (the alerts' XADDs)
     alerts: int
 
 
@@ -159,11 +137,11 @@ def worker_rate(client: redis.Redis, settings: Settings, ticks: TickBatch, rules
     for rule in rules:
         store.add(rule)
     Producer(client, settings).publish(ticks)
-    timed_client = TimedClient(connection_pool=client.connection_pool)
-    worker = AnalyticsWorker(timed_client, settings, None, WorkerConfig(stages=(TimedAlertStage,)))
-    TimedAlertStage.seconds = TimedClient.seconds = 0.0
+    worker = AnalyticsWorker(client, settings, None, WorkerConfig(stages=(TimedAlertStage,)))
+    TimedAlertStage.seconds = 0.0
     drain_s, _ = worker_drain(worker)  # shutdown not counted
-    return WorkerRun(worker.runner.stats.ticks / drain_s, drain_s, TimedAlertStage.seconds, TimedClient.seconds,
+    stats = worker.runner.stats
+    return WorkerRun(stats.ticks / drain_s, drain_s, TimedAlertStage.seconds, stats.transactions_s,
                      client.xlen(Keys(settings.prefix).alerts))  # fmt: skip
 
 
@@ -250,8 +228,9 @@ def end_to_end(ticks: int, latency_s: float) -> None:
             extra = run.seconds - base.seconds
             # the stage runs on the helper thread beside the bars and indicators, so its time is not all extra
             waited = run.transactions_s - base.transactions_s
-            split = (f": {extra:+.2f} s, of which waiting on the transactions {waited:+.2f} s (Redis applies the "
-                     f"alerts' XADDs); the alert stage ran {run.alert_stage_s:.2f} s on the helper thread"
+            split = (f": {extra:+.2f} s, of which sending the transactions and waiting for their replies "
+                     f"{waited:+.2f} s (Redis applies the alerts' XADDs while the next batch is computed); "
+                     f"the alert stage ran {run.alert_stage_s:.2f} s on the helper thread"
                      if count else "")  # fmt: skip
             print(f"  {'':<58} {100 * (1 - run.ticks_per_s / base.ticks_per_s):.1f}% slower than with no rules{split}")
         rounds = "; ".join(" / ".join(f"{runs[count][k].ticks_per_s / 1000:,.0f}k" for count in counts)

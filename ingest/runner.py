@@ -5,6 +5,13 @@ at any point leaves either all of a batch's effects or none (and the entries sta
 While a batch is handled, the next read is already on its way (Redis spends ~1 us of its thread per
 per-tick entry building a reply), and the cyclic GC is paused (the reply's many short-lived lists
 would otherwise trigger full passes over every long-lived object).
+
+With `defer_commit`, a batch's transaction is sent and its replies are read only once the next batch
+has been processed (or before the runner waits for entries): Redis applies one batch on its core while
+the consumer computes the next on its own. The consumer's in-memory state is then one batch ahead of
+what Redis confirmed, so a failure that the replies report later drops every stream whose state ran
+ahead (`on_lost`, `on_write_failed`), and a consumer that must see only committed state (to
+checkpoint it, say) calls `settle()` first.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from types import FrameType
 from typing import Any
 
 import redis
+from redis.exceptions import ExecAbortError
 
 from ingest.codecs import Decoded, RawEntry, Rejected, decode_entries
 from ingest.deadletter import add_rejected
@@ -45,6 +53,17 @@ FIRST_READ_COUNT = 16
 
 
 @dataclass(slots=True)
+class _Transaction:
+    """One batch's transaction: what it holds, for the stats once Redis confirms it."""
+
+    stream: str
+    pipe: redis.client.Pipeline
+    entries: int
+    ticks: int
+    rejected: int
+
+
+@dataclass(slots=True)
 class RunnerStats:
     """Running totals, for logs, `status` and benchmarks."""
 
@@ -56,6 +75,7 @@ class RunnerStats:
     reconnects: int = 0
     started: float = field(default_factory=time.monotonic)
     last_batch_at: float = 0.0  # time.monotonic() when the last batch committed
+    transactions_s: float = 0.0  # spent sending batch transactions and waiting for their replies
 
 
 def _raw(response: Any, **_: Any) -> Any:
@@ -148,6 +168,7 @@ class StreamRunner:
         guard: GuardFn | None = None,
         on_lost: Callable[[str], None] | None = None,
         on_write_failed: Callable[[str], None] | None = None,
+        defer_commit: bool = False,
     ) -> None:
         self.client = client
         self.raw = raw_client(client)
@@ -170,6 +191,8 @@ class StreamRunner:
         # reply not read yet (Redis builds it meanwhile: ~1 us per entry of its single thread)
         self._ahead: redis.connection.Connection | None = None
         self._ahead_sent = False
+        self.defer_commit = defer_commit
+        self._in_flight: _Transaction | None = None  # sent, its replies not read yet (defer_commit)
 
     # --- one step ---------------------------------------------------------------------------
 
@@ -181,34 +204,135 @@ class StreamRunner:
         decoded: Decoded = decode_entries(alive)
         rejected = list(decoded.rejected)
         rejected += [Rejected(eid.decode(), {}, "trimmed: entry deleted before it was processed") for eid in gone]
-        with self.client.pipeline(transaction=True) as pipe:
-            try:
-                if self.guard:
-                    self.guard(stream, pipe)
-                pipe.multi()
-                if len(decoded.ticks):
-                    self.process(stream, decoded.ticks, pipe)
-                if rejected:
-                    add_rejected(pipe, self.keys.deadletter, rejected, f"{self.source}:{stream}")
-                pipe.xack(stream, self.settings.group, *ids)
-                pipe.execute()
-            except (redis.WatchError, OwnershipLost):
-                log.warning("lost ownership of %s: its %d entries stay pending for the new owner", stream,
-                            len(entries))  # fmt: skip
-                self.drop_stream(stream)
-                return
-            except (redis.ConnectionError, redis.TimeoutError):
-                if self.on_write_failed:
-                    self.on_write_failed(stream)
-                raise
-        self.stats.entries += len(entries)
-        self.stats.ticks += len(decoded.ticks)
-        self.stats.rejected += len(rejected)
-        self.stats.batches += 1
-        self.stats.last_batch_at = time.monotonic()
         if alive:
             rows_per_entry = max(1, (len(decoded.ticks) + len(rejected)) // len(alive))
             self._count = max(1, min(self.settings.read_count, TARGET_ROWS_PER_READ // rows_per_entry))
+        batch = _Transaction(stream, self.client.pipeline(transaction=True), len(entries), len(decoded.ticks),
+                             len(rejected))  # fmt: skip
+        pipe = batch.pipe
+        try:
+            if self.defer_commit:
+                # processed while Redis applies the previous batch; fenced only after that one's replies,
+                # as its PEXPIRE of a lease would otherwise trip this batch's WATCH of it
+                self._queue(batch, decoded.ticks, rejected, ids)
+                self.settle()
+                if stream not in self.streams:  # the previous batch's failure dropped it: this one stays pending
+                    pipe.reset()
+                    return
+                if self.guard:
+                    self.guard(stream, pipe)
+                self._send(batch)
+                self._in_flight = batch
+                return
+            if self.guard:
+                self.guard(stream, pipe)
+            pipe.multi()
+            self._queue(batch, decoded.ticks, rejected, ids)
+            started = time.perf_counter()
+            try:
+                pipe.execute()
+            finally:
+                self.stats.transactions_s += time.perf_counter() - started
+        except (redis.WatchError, OwnershipLost):
+            pipe.reset()
+            self._ownership_lost(batch)
+            return
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._abandon(batch)  # a transaction may be half sent on its connection
+            if self.on_write_failed:
+                self.on_write_failed(stream)
+            raise
+        except BaseException:
+            self._abandon(batch)
+            raise
+        pipe.reset()
+        self._committed(batch)
+
+    def _queue(self, batch: _Transaction, ticks: TickBatch, rejected: list[Rejected], ids: list[bytes]) -> None:
+        """Queue the batch's effects, its dead letters and its acknowledgement on its transaction."""
+        if len(ticks):
+            self.process(batch.stream, ticks, batch.pipe)
+        if rejected:
+            add_rejected(batch.pipe, self.keys.deadletter, rejected, f"{self.source}:{batch.stream}")
+        batch.pipe.xack(batch.stream, self.settings.group, *ids)
+
+    def _send(self, batch: _Transaction) -> None:
+        """Send MULTI, the queued commands and EXEC on the pipeline's connection, without reading the replies."""
+        pipe = batch.pipe
+        started = time.perf_counter()
+        try:
+            if pipe.scripts:
+                pipe.load_scripts()
+            if pipe.connection is None:
+                pipe.connection = pipe.connection_pool.get_connection()
+            commands = [("MULTI",), *(args for args, _ in pipe.command_stack), ("EXEC",)]
+            pipe.connection.send_packed_command(pipe.connection.pack_commands(commands))
+        finally:
+            self.stats.transactions_s += time.perf_counter() - started
+
+    def _confirm(self, batch: _Transaction) -> None:
+        """Read the replies of a sent transaction; raise WatchError if it was not applied, or its first error."""
+        pipe, connection = batch.pipe, batch.pipe.connection
+        assert connection is not None
+        errors: list[redis.ResponseError] = []
+        for _ in range(len(pipe.command_stack) + 1):  # MULTI's OK, then QUEUED for each command
+            try:
+                pipe.parse_response(connection, "_")
+            except redis.ResponseError as exc:
+                errors.append(exc)
+        try:
+            replies = pipe.parse_response(connection, "_")
+        except ExecAbortError:
+            raise errors[0] if errors else ExecAbortError("transaction discarded") from None
+        pipe.watching = False  # EXEC ends the WATCH
+        if replies is None:
+            raise redis.WatchError("Watched variable changed.")
+        failed = [reply for reply in replies if isinstance(reply, redis.ResponseError)]
+        if errors or failed:
+            raise (errors or failed)[0]
+
+    def settle(self) -> None:
+        """Read the replies of the transaction in flight (defer_commit): count it, or drop its stream."""
+        batch, self._in_flight = self._in_flight, None
+        if batch is None:
+            return
+        started = time.perf_counter()
+        try:
+            self._confirm(batch)
+        except redis.WatchError:
+            batch.pipe.reset()
+            self._ownership_lost(batch)
+            return
+        except BaseException:  # the connection failed (or we were interrupted) with the outcome unknown
+            self._abandon(batch)
+            if self.on_write_failed:  # (`handle` rebuilds the stream of a batch processed since, if any)
+                self.on_write_failed(batch.stream)
+            raise
+        finally:
+            self.stats.transactions_s += time.perf_counter() - started
+        batch.pipe.reset()
+        self._committed(batch)
+
+    @staticmethod
+    def _abandon(batch: _Transaction) -> None:
+        """Give back a transaction's connection with its replies unread (closed: they would be read as the next
+        command's)."""
+        if batch.pipe.connection is not None:
+            batch.pipe.connection.disconnect()
+        batch.pipe.watching = False  # a closed connection watches nothing: no UNWATCH to send
+        batch.pipe.reset()
+
+    def _ownership_lost(self, batch: _Transaction) -> None:
+        log.warning("lost ownership of %s: its %d entries stay pending for the new owner", batch.stream,
+                    batch.entries)  # fmt: skip
+        self.drop_stream(batch.stream)
+
+    def _committed(self, batch: _Transaction) -> None:
+        self.stats.entries += batch.entries
+        self.stats.ticks += batch.ticks
+        self.stats.rejected += batch.rejected
+        self.stats.batches += 1
+        self.stats.last_batch_at = time.monotonic()
 
     def drop_stream(self, stream: str) -> None:
         """Stop reading a stream (its ownership moved elsewhere)."""
@@ -282,6 +406,9 @@ class StreamRunner:
             return 0
         response = self._take_ahead()
         if not any(entries for _, entries in stream_items(response)):
+            self.settle()  # nothing to compute meanwhile: confirm the last batch before waiting for entries
+            if not self.streams:
+                return 0
             response = self.raw.execute_command(*self._read_new_command(block=True))
         return self._handle_response(response, read_ahead=True)
 
@@ -338,6 +465,7 @@ class StreamRunner:
         try:
             if self._ahead_sent:
                 self._handle_response(self._take_ahead())
+            self.settle()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("redis unavailable (%s): entries read ahead stay pending", exc)
         finally:
@@ -372,6 +500,8 @@ class StreamRunner:
                     break
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self._discard_ahead()
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                    self.settle()  # a batch in flight is confirmed, or its stream rebuilt
                 self.stats.reconnects += 1
                 log.warning("redis unavailable (%s): retrying in %.1fs", exc, backoff)
                 self.stop.wait(backoff)
@@ -379,6 +509,8 @@ class StreamRunner:
                 recovering = True  # whatever was read but not acknowledged is still pending for us
             except BaseException:  # not ours to handle: leave what was read ahead pending, as after a crash
                 self._discard_ahead()
+                with contextlib.suppress(redis.RedisError):
+                    self.settle()  # what was sent is confirmed (or its stream dropped) before the caller goes on
                 raise
         with gc_paused():
             self._finish_ahead()

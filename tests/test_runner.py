@@ -287,3 +287,81 @@ def test_entries_read_ahead_for_a_stream_given_up_are_left_pending_for_its_new_o
     assert runner.read_new() == 0 and not runner._ahead_sent
     assert handled == [10]
     assert redis_client.xpending(Keys().ticks(), settings.group)["pending"] == 10  # read ahead, not handled
+
+
+def test_with_deferred_commits_a_batch_is_confirmed_once_the_next_is_processed_or_before_waiting(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """defer_commit: batch N's replies are read after batch N+1 is processed (N is applied meanwhile), and the
+    last batch's before the runner waits for more; every entry is acknowledged once, in order."""
+    ticks = make_ticks(60)
+    Producer(redis_client, settings).publish(ticks, per_tick=True)
+    small = settings.model_copy(update={"read_count": 10})
+    seen: list[str] = []
+    confirmed_before: list[int] = []  # batches confirmed when each batch was processed
+
+    def process(stream: str, batch: TickBatch, pipe: redis.client.Pipeline) -> None:
+        assert batch.trade_id is not None
+        confirmed_before.append(runner.stats.batches)
+        seen.extend(batch.trade_id.to_pylist())
+        pipe.incrby("applied", len(batch))
+
+    runner = StreamRunner(redis_client, small, [Keys().ticks()], process, defer_commit=True)
+    ensure_groups(redis_client, [Keys().ticks()], small.group)
+    assert runner.read_new() == 10
+    assert runner.stats.batches == 0 and runner._in_flight is not None  # sent, replies not read
+    runner.settle()
+    assert runner.stats.batches == 1 and runner._in_flight is None
+    assert int(redis_client.get("applied") or 0) == 10
+    while runner.read_new():  # as `run` does; the empty read at the end settles the last batch first
+        pass
+    assert seen == [f"t{i}" for i in range(60)]
+    # batch k >= 2 was processed while batch k - 1 was in flight: k - 1 batches confirmed
+    assert confirmed_before == [0, 1, *range(1, len(confirmed_before) - 1)]
+    assert runner.stats.batches == 6 and runner._in_flight is None
+    assert int(redis_client.get("applied") or 0) == 60
+    assert redis_client.xpending(Keys().ticks(), small.group)["pending"] == 0
+
+
+def test_with_deferred_commits_a_fence_that_trips_in_flight_drops_the_stream_and_leaves_the_batch_pending(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """The fence's key changes between a batch's WATCH and its EXEC: the replies, read a batch later, drop
+    the stream; nothing of that batch or of the one processed meanwhile is applied or acknowledged."""
+    Producer(redis_client, settings).publish(make_ticks(40), per_tick=True)
+    small = settings.model_copy(update={"read_count": 10})
+    stream = Keys().ticks()
+    lost: list[str] = []
+
+    def guard(name: str, pipe: redis.client.Pipeline) -> None:
+        pipe.watch("fence")
+
+    def process(name: str, batch: TickBatch, pipe: redis.client.Pipeline) -> None:
+        pipe.incrby("applied", len(batch))
+
+    runner = StreamRunner(redis_client, small, [stream], process, guard=guard, on_lost=lost.append,
+                          defer_commit=True)  # fmt: skip
+    ensure_groups(redis_client, [stream], small.group)
+    assert runner.read_new() == 10
+    runner.settle()
+    assert runner.stats.batches == 1
+    assert runner.read_new() == 10
+    redis_client.set("fence", "moved")  # after that batch's EXEC was sent: it is applied all the same
+    runner.settle()
+    assert runner.stats.batches == 2 and not lost
+    real_send = StreamRunner._send
+
+    def send_after_the_fence_moves(self: StreamRunner, batch: object) -> None:
+        redis_client.set("fence", "taken")
+        real_send(self, batch)  # type: ignore[arg-type]
+
+    StreamRunner._send = send_after_the_fence_moves  # type: ignore[method-assign]
+    try:
+        assert runner.read_new() == 10
+    finally:
+        StreamRunner._send = real_send  # type: ignore[method-assign]
+    assert runner.stats.batches == 2 and not lost  # not known yet
+    runner.settle()
+    assert lost == [stream] and runner.streams == []
+    assert int(redis_client.get("applied") or 0) == 20
+    assert redis_client.xpending(stream, small.group)["pending"] == 20  # the tripped batch and the one read ahead

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ from analytics.worker import (
 from ingest.keys import Keys
 from ingest.producer import Producer
 from ingest.redis_server import EmbeddedRedis
-from ingest.runner import StopFlag
+from ingest.runner import StopFlag, StreamRunner
 from ingest.settings import Settings
 from ingest.ticks import TickBatch, concat
 
@@ -368,45 +369,82 @@ def test_a_batch_firing_many_alerts_writes_exactly_what_the_stage_fired(
 
 
 @pytest.mark.parametrize("applied", [False, True], ids=["lost before redis", "reply lost after redis"])
+@pytest.mark.parametrize("defer_commit", [False, True], ids=["replies read at once", "replies read a batch later"])
 def test_a_transaction_that_fails_in_flight_loses_and_repeats_nothing(
-    settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, applied: bool
+    settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, applied: bool, defer_commit: bool
 ) -> None:
-    """The connection drops under a batch's EXEC after the stages ran on it: bars and indicators still exact."""
+    """The connection drops under a batch's EXEC after the stages ran on it: bars and indicators still exact.
+
+    With deferred replies the next batch, of either partition, has been computed too when the failure
+    is read: both partitions' states are rebuilt.
+    """
     ticks = market(30_000, per_second=200)
-    Producer(redis_client, settings.model_copy(update={"batch_rows": 500})).publish(ticks)
-    real_execute = redis.client.Pipeline.execute
+    settings = settings.model_copy(update={"partitions": 2})
+    producer = Producer(redis_client, settings.model_copy(update={"batch_rows": 500}))
+    producer.publish(ticks)
     calls = {"transactions": 0, "failed": 0}
+    doomed: set[int] = set()  # the transactions (by pipeline) that fail
 
-    def flaky_execute(pipe: redis.client.Pipeline, raise_on_error: bool = True) -> list:
+    def fails(pipe: redis.client.Pipeline) -> bool:
+        """Every 7th batch transaction (the ones that acknowledge entries) fails."""
         if not pipe.transaction or not any(args[0] == "XACK" for args, _ in pipe.command_stack):
-            return real_execute(pipe, raise_on_error)
+            return False
         calls["transactions"] += 1
-        if calls["transactions"] % 7 != 3:
-            return real_execute(pipe, raise_on_error)
-        calls["failed"] += 1
-        if applied:
-            real_execute(pipe, raise_on_error)
-        else:
-            pipe.reset()
-        raise redis.ConnectionError("connection dropped under EXEC (injected)")
+        return calls["transactions"] % 7 == 3
 
-    monkeypatch.setattr(redis.client.Pipeline, "execute", flaky_execute)
+    if not defer_commit:
+        real_execute = redis.client.Pipeline.execute
+
+        def flaky_execute(pipe: redis.client.Pipeline, raise_on_error: bool = True) -> list:
+            if not fails(pipe):
+                return real_execute(pipe, raise_on_error)
+            calls["failed"] += 1
+            if applied:
+                real_execute(pipe, raise_on_error)
+            else:
+                pipe.reset()
+            raise redis.ConnectionError("connection dropped under EXEC (injected)")
+
+        monkeypatch.setattr(redis.client.Pipeline, "execute", flaky_execute)
+    else:
+        real_send, real_confirm = StreamRunner._send, StreamRunner._confirm
+
+        def flaky_send(runner: StreamRunner, batch: Any) -> None:
+            if fails(batch.pipe):
+                doomed.add(id(batch.pipe))
+                if not applied:  # sent into a connection that is already gone
+                    return
+            real_send(runner, batch)
+
+        def flaky_confirm(runner: StreamRunner, batch: Any) -> None:
+            if id(batch.pipe) in doomed:
+                doomed.discard(id(batch.pipe))
+                calls["failed"] += 1
+                if applied:
+                    real_confirm(runner, batch)
+                raise redis.ConnectionError("connection dropped under EXEC (injected)")
+            real_confirm(runner, batch)
+
+        monkeypatch.setattr(StreamRunner, "_send", flaky_send)
+        monkeypatch.setattr(StreamRunner, "_confirm", flaky_confirm)
     settings = settings.model_copy(update={"read_count": 2})  # two entries per batch: 30 transactions
-    worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig(checkpoint_every_s=0.05))
+    config = WorkerConfig(checkpoint_every_s=0.05, defer_commit=defer_commit)
+    worker = AnalyticsWorker(redis_client, settings, None, config)
     worker.run(max_idle_reads=5)
-    monkeypatch.setattr(redis.client.Pipeline, "execute", real_execute)
+    monkeypatch.undo()
 
     assert calls["failed"] >= 3 and worker.runner.stats.reconnects == calls["failed"]
     assert drained(redis_client, settings)
     assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig())
-    reference = PartitionState(WorkerConfig())
-    reference.apply(ticks)
     assert worker.states == {}  # released at the end: the last checkpoint holds the state
-    saved = redis_client.hget(worker.checkpoint_key(0), "state")
-    assert saved is not None
-    restored = PartitionState.from_bytes(saved, WorkerConfig())
-    for name in ("sums", "trades", "clock", "last_price", "ema"):
-        np.testing.assert_array_equal(getattr(restored.indicators, name), getattr(reference.indicators, name))
+    for partition, part in producer.split_by_partition(ticks):
+        reference = PartitionState(WorkerConfig())
+        reference.apply(part)
+        saved = redis_client.hget(worker.checkpoint_key(partition), "state")
+        assert saved is not None
+        restored = PartitionState.from_bytes(saved, WorkerConfig())
+        for name in ("sums", "trades", "clock", "last_price", "ema"):
+            np.testing.assert_array_equal(getattr(restored.indicators, name), getattr(reference.indicators, name))
 
 
 def test_checkpoints_are_written_in_the_background_after_their_batch_commits(
