@@ -58,10 +58,14 @@ def drain_rate(client: redis.Redis, settings: Settings, ticks: TickBatch, per_ti
 
 
 def runner_rate(client: redis.Redis, settings: Settings, ticks: TickBatch) -> float:
-    """Pre-fill the same per-tick stream, then time the bare consumer runner (decode + XACK only); ticks/s."""
+    """Pre-fill the same per-tick stream, then time the bare consumer runner (decode + XACK only); ticks/s.
+
+    The runner commits as the worker's does (`defer_commit`): the reference gains from it as much as the worker.
+    """
     client.flushall()
     Producer(client, settings).publish(ticks, per_tick=True)
-    runner = StreamRunner(client, settings, [Keys(settings.prefix).ticks()], lambda stream, batch, pipe: None)
+    runner = StreamRunner(client, settings, [Keys(settings.prefix).ticks()], lambda stream, batch, pipe: None,
+                          defer_commit=WorkerConfig().defer_commit)  # fmt: skip
     drain_s, _ = timed_drain(lambda: runner.run(max_idle_reads=1), runner.stats)
     assert runner.stats.ticks == len(ticks), (runner.stats.ticks, len(ticks))
     return runner.stats.ticks / drain_s
