@@ -170,6 +170,9 @@ class Calibrator:
         return float((np.searchsorted(below, q * total) + 1) * self.width)
 
 
+NEAR_UPPER_EDGE = 1e-3  # of a bin's width: a value this close to its bin's upper edge may lie past it
+
+
 def table_surprise(tables: np.ndarray, at: np.ndarray, inside: np.ndarray, u: np.ndarray, width: float,
                    row_of_table: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """-log10 of the share of a histogram's weight at or above each value (see `Calibrator`).
@@ -192,6 +195,7 @@ def table_surprise(tables: np.ndarray, at: np.ndarray, inside: np.ndarray, u: np
     total = tables.sum(axis=1)
     floor = 0.5
     tail = tables.take(at)
+    empty_bin = tail == 0.0
     tail *= np.subtract(1.0, inside, out=inside)
     above_at = above.take(at)
     tail += above_at
@@ -201,17 +205,23 @@ def table_surprise(tables: np.ndarray, at: np.ndarray, inside: np.ndarray, u: np
     tail /= value_total
     surprise = np.log(tail, out=tail)  # numpy vectorises log, not log10: -log10 is -log times 1/ln(10)
     surprise *= MINUS_LOG10_E
-    # past the highest bin in use (rare): one more decade per unit of u; such a u is in that bin or
-    # above it, where no weight lies higher, so only the values with none above their bin are checked
-    maybe = np.flatnonzero(above_at == 0.0)
+    # past the highest bin in use (rare): one more decade per unit of u. Such a u has no weight above
+    # its bin, and either none in it (the highest bin in use is lower) or it is at its bin's upper edge
+    # (the last bin's values beyond the histogram; a rounding of u / width): only those are checked. A
+    # column of zeros (the account share on a public tape) then costs nothing here.
+    np.logical_or(empty_bin, inside < NEAR_UPPER_EDGE, out=empty_bin)  # `inside` holds 1 - the place now
+    maybe = np.flatnonzero(np.logical_and(above_at == 0.0, empty_bin, out=empty_bin))
     if len(maybe):
-        top = (bins - np.argmax(tables[:, ::-1] != 0, axis=1)) * width  # the upper edge of the highest bin in use
-        flat_u = u.reshape(-1)
         maybe_table = at.take(maybe) // bins
-        beyond_in_maybe = flat_u.take(maybe) > top.take(maybe_table)
+        # the upper edge of the highest bin in use, of the tables of the values checked
+        checked = tables.take(maybe_table, axis=0) if len(maybe) < len(tables) else tables
+        top = (bins - np.argmax(checked[:, ::-1] != 0, axis=1)) * width
+        top_of_maybe = top if len(maybe) < len(tables) else top.take(maybe_table)
+        flat_u = u.reshape(-1)
+        beyond_in_maybe = flat_u.take(maybe) > top_of_maybe
         beyond = maybe[beyond_in_maybe]
         if len(beyond):
-            beyond_top = top.take(maybe_table[beyond_in_maybe])
+            beyond_top = top_of_maybe[beyond_in_maybe]
             beyond_total = np.broadcast_to(value_total, surprise.shape).reshape(-1).take(beyond)
             surprise.reshape(-1)[beyond] = np.log10(beyond_total / floor) + (flat_u.take(beyond) - beyond_top)
     np.maximum(surprise, 0.0, out=surprise)

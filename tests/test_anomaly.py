@@ -47,6 +47,36 @@ class TestCalibrator:
         s = calibrator.surprise(np.array([3.0, 4.0, 5.0]))
         assert s[0] < s[1] < s[2]
 
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(st.lists(st.sampled_from([0.0, 0.0, 0.25, 1.0, 3.5]), min_size=8, max_size=8), min_size=1, max_size=3),
+        st.lists(st.one_of(st.floats(-0.5, 3.0), st.integers(0, 12).map(lambda k: k * 0.25)), min_size=1, max_size=12),
+    )
+    def test_table_surprise_equals_a_value_by_value_computation(
+        self, tables: list[list[float]], values: list[float]
+    ) -> None:
+        """Every value against every table, as the docstring says, including values past the highest bin in use,
+        at bin edges, beyond the histogram and against empty tables."""
+        counts, width, bins = np.array(tables), 0.25, 8
+        u = np.array(values)[:, None].repeat(len(tables), axis=1)  # each value against each table
+        calibrator = Calibrator(bins, bins * width, 1e9, histograms=len(tables))
+        at, inside = calibrator.locate(u)
+        at += np.arange(len(tables)) * bins
+        got = anomaly.table_surprise(counts, at, inside, u, width, row_of_table=np.zeros(len(values), np.int64))
+        for (r, t), value in np.ndenumerate(u):
+            table = counts[t]
+            b = min(max(int(value / width), 0), bins - 1)
+            place = min(max(value / width - b, 0.0), 1.0)
+            above = float(table[b + 1 :].sum())
+            total = float(table.sum()) + 1.0
+            expected = -np.log10((table[b] * (1 - place) + above + 0.5) / total)
+            used = np.flatnonzero(table)
+            top = (used[-1] + 1) * width if len(used) else bins * width
+            if above == 0.0 and value > top:
+                expected = np.log10(total / 0.5) + (value - top)
+            expected = 0.0 if total == 1.0 else max(expected, 0.0)
+            assert got[r, t] == pytest.approx(expected, rel=1e-9, abs=1e-12), (r, t, value)
+
     def test_quantile_splits_the_learnt_values(self) -> None:
         """The 0.9 quantile of 0..1 uniform values is 0.9 to bin resolution."""
         calibrator = Calibrator(bins=100, high=1.0, half_life=1e9)
