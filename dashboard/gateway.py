@@ -248,13 +248,16 @@ class Gateway:
         # forever; `_stopping` ends the loops then, and cancelling again covers any other await.
         pending = set(self._tasks)
         for _ in range(STOP_ATTEMPTS):
+            if not pending:
+                break
             for task in pending:
                 task.cancel()
             _, pending = await asyncio.wait(pending, timeout=0.5)
-            if not pending:
-                break
-        else:
+        if pending:
             log.warning("gateway tasks did not end: %s", sorted(task.get_name() for task in pending))
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("gateway task %s had failed: %r", task.get_name(), task.exception())
         self._tasks.clear()
         if self._redis is not None:
             await self._redis.aclose()

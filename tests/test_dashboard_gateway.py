@@ -215,6 +215,18 @@ class TestSlowClients:
 
 
 class TestShutdown:
+    def test_a_gateway_that_never_started_or_already_stopped_stops_quietly(self, settings: Settings) -> None:
+        """stop() before start() and twice in a row is a no-op, as a shutdown path after a failed start needs."""
+        assert settings.redis_url is not None
+        gateway = Gateway(settings.redis_url, KEYS, GatewayConfig(port=0))
+
+        async def stop_twice() -> None:
+            await gateway.stop()
+            await gateway.stop()
+
+        asyncio.run(stop_twice())
+        assert gateway.client_count == 0
+
     def test_stop_closes_pages_and_frees_the_port_even_when_the_reader_swallows_its_cancellation(
         self, settings: Settings, monkeypatch: pytest.MonkeyPatch
     ) -> None:
