@@ -447,6 +447,48 @@ def test_a_transaction_that_fails_in_flight_loses_and_repeats_nothing(
             np.testing.assert_array_equal(getattr(restored.indicators, name), getattr(reference.indicators, name))
 
 
+def test_connections_killed_by_redis_while_the_worker_runs_lose_and_repeat_nothing(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Redis drops every worker connection again and again (CLIENT KILL), whatever is in flight: bars exact."""
+    ticks = market(30_000, per_second=200)
+    settings = settings.model_copy(update={"partitions": 2})
+    producer = Producer(redis_client, settings.model_copy(update={"batch_rows": 250}))
+    producer.publish(ticks)
+    one_entry_a_batch = settings.model_copy(update={"read_count": 1})  # 120 transactions
+    worker = AnalyticsWorker(redis_client, one_entry_a_batch, None, WorkerConfig(checkpoint_every_s=0.05))
+    killer = redis.Redis(port=redis_client.connection_pool.connection_kwargs["port"])
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill_connections() -> None:
+        while not stop.wait(0.02) and len(killed) < 15:
+            if worker.runner.stats.batches:  # once the worker is under way
+                killed.append(int(killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")))
+
+    thread = threading.Thread(target=kill_connections)
+    thread.start()
+    try:
+        worker.run(max_idle_reads=10)
+    finally:
+        stop.set()
+        thread.join()
+        killer.close()
+    assert len(killed) >= 3 and sum(killed) >= 3 and worker.runner.stats.reconnects >= 1
+    if not drained(redis_client, settings):  # killed during its last read: what is left is still pending
+        run_inline(redis_client, settings)
+    assert drained(redis_client, settings)
+    assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig())
+    for partition, part in producer.split_by_partition(ticks):
+        reference = PartitionState(WorkerConfig())
+        reference.apply(part)
+        saved = redis_client.hget(worker.checkpoint_key(partition), "state")
+        assert saved is not None
+        restored = PartitionState.from_bytes(saved, WorkerConfig())
+        for name in ("sums", "trades", "clock", "last_price", "ema"):
+            np.testing.assert_array_equal(getattr(restored.indicators, name), getattr(reference.indicators, name))
+
+
 def test_checkpoints_are_written_in_the_background_after_their_batch_commits(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
