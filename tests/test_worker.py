@@ -90,6 +90,19 @@ def run_inline(client: redis.Redis, settings: Settings, config: WorkerConfig | N
     return worker
 
 
+def assert_checkpoints_hold_every_trade(client: redis.Redis, worker: AnalyticsWorker, producer: Producer,
+                                        ticks: TickBatch) -> None:  # fmt: skip
+    """Each partition's checkpoint holds the indicators of all its trades, each counted once."""
+    for partition, part in producer.split_by_partition(ticks):
+        reference = PartitionState(WorkerConfig())
+        reference.apply(part)
+        saved = client.hget(worker.checkpoint_key(partition), "state")
+        assert saved is not None
+        restored = PartitionState.from_bytes(saved, WorkerConfig())
+        for name in ("sums", "trades", "clock", "last_price", "ema"):
+            np.testing.assert_array_equal(getattr(restored.indicators, name), getattr(reference.indicators, name))
+
+
 class TestWorker:
     def test_bars_on_redis_equal_the_pure_stage_over_the_same_trades(
         self, settings: Settings, redis_client: redis.Redis
@@ -437,14 +450,7 @@ def test_a_transaction_that_fails_in_flight_loses_and_repeats_nothing(
     assert drained(redis_client, settings)
     assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig())
     assert worker.states == {}  # released at the end: the last checkpoint holds the state
-    for partition, part in producer.split_by_partition(ticks):
-        reference = PartitionState(WorkerConfig())
-        reference.apply(part)
-        saved = redis_client.hget(worker.checkpoint_key(partition), "state")
-        assert saved is not None
-        restored = PartitionState.from_bytes(saved, WorkerConfig())
-        for name in ("sums", "trades", "clock", "last_price", "ema"):
-            np.testing.assert_array_equal(getattr(restored.indicators, name), getattr(reference.indicators, name))
+    assert_checkpoints_hold_every_trade(redis_client, worker, producer, ticks)
 
 
 def test_connections_killed_by_redis_while_the_worker_runs_lose_and_repeat_nothing(
@@ -479,14 +485,7 @@ def test_connections_killed_by_redis_while_the_worker_runs_lose_and_repeat_nothi
         run_inline(redis_client, settings)
     assert drained(redis_client, settings)
     assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig())
-    for partition, part in producer.split_by_partition(ticks):
-        reference = PartitionState(WorkerConfig())
-        reference.apply(part)
-        saved = redis_client.hget(worker.checkpoint_key(partition), "state")
-        assert saved is not None
-        restored = PartitionState.from_bytes(saved, WorkerConfig())
-        for name in ("sums", "trades", "clock", "last_price", "ema"):
-            np.testing.assert_array_equal(getattr(restored.indicators, name), getattr(reference.indicators, name))
+    assert_checkpoints_hold_every_trade(redis_client, worker, producer, ticks)
 
 
 def test_checkpoints_are_written_in_the_background_after_their_batch_commits(
