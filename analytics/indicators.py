@@ -52,6 +52,9 @@ COMPACT_BLOCK = 1 << 20  # pool positions slid per step of a compaction (bounds 
 # compaction copies the whole pool in one go: at 1/8, a worker filling 5-minute windows at 100k trades/s
 # compacted 46 times in 15 s, 10-48 ms each (the latency's worst stalls); at 1/2, 10 times.
 HOLES_TO_COMPACT = 1 / 2
+# a ring left holding under 1/RING_SHRINK of its capacity (a burst that has passed) moves to a smaller one,
+# so a quiet symbol gives its memory back; far from RING_GROWTH, so a steady symbol never moves back and forth
+RING_SHRINK = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,10 +206,27 @@ class WindowHistory:
     def _reserve(self, slot: np.ndarray, needed: np.ndarray) -> None:
         """Move the rings of slots that need more than their capacity to larger ones, points kept."""
         short = needed > self.capacity[slot]
-        if not short.any():
+        if short.any():
+            self._move(slot[short], np.maximum(np.ceil(needed[short] * RING_GROWTH).astype(np.int64), MIN_RING))
+
+    def _shrink(self, slot: np.ndarray) -> None:
+        """Move mostly empty rings of these slots to smaller ones; once the pool is half holes, close them
+        and give the pool's unused end back."""
+        live = self.tail[slot] - self.head[slot]
+        capacity = self.capacity[slot]
+        roomy = (live * RING_SHRINK < capacity) & (capacity >= RING_SHRINK * MIN_RING)
+        if not roomy.any():
             return
-        moving = slot[short]
-        capacity = np.maximum(np.ceil(needed[short] * RING_GROWTH).astype(np.int64), MIN_RING)
+        self._move(slot[roomy], np.maximum(np.ceil(live[roomy] * RING_GROWTH).astype(np.int64), MIN_RING))
+        if self.holes >= self.used * HOLES_TO_COMPACT:
+            self._compact()
+            size = int(self.used * POOL_GROWTH) + 4 * MIN_RING
+            if size < len(self.ts):
+                for array in (self.ts, self.volume, self.notional):
+                    array.resize(size, refcheck=False)  # realloc: the end of a large block goes back to the OS
+
+    def _move(self, moving: np.ndarray, capacity: np.ndarray) -> None:
+        """Move the rings of these slots to new ones of these capacities (each above its live points)."""
         base = self._allocate(capacity)  # may compact first, which moves the old rings
         live = self.tail[moving] - self.head[moving]
         logical = ragged_arange(self.head[moving], live)
@@ -271,6 +291,7 @@ class WindowHistory:
     def evict(self, slot: np.ndarray, k_longest: int) -> None:
         """Drop points before the longest window's start (its floor): no later query reaches them."""
         self.head[slot] = self.window_start[slot, k_longest]
+        self._shrink(slot)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The live points only, laid out per slot, with window starts relative to each head."""

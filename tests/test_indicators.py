@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from real_trades import read_binance, read_lobster
 
-from analytics.indicators import IndicatorConfig, Indicators, WindowHistory, window_name
+from analytics.indicators import MIN_RING, RING_SHRINK, IndicatorConfig, Indicators, WindowHistory, window_name
 from analytics.segments import RaggedScan, pack_state, unpack_state
 from ingest.ticks import TickBatch
 
@@ -219,6 +219,32 @@ class TestWindowHistory:
             assert np.concatenate([p[name] for p in parts]).tobytes() == values.tobytes(), name
         assert calls["_compact"] > 0
         assert (stage.history.capacity > 16).any()
+
+    def test_after_a_burst_passes_the_rings_shrink_and_the_pool_gives_memory_back_without_changing_a_bit(
+        self,
+    ) -> None:
+        """A burst of one point per ms fills 1 s windows; once trades are seconds apart, rings and pool shrink."""
+        config = IndicatorConfig(sma_periods=(3,), ema_periods=(2,), vwap_windows_ms=(250, 1_000))
+        n_burst, n_quiet, symbols = 20_000, 2_000, 20
+        rng = np.random.default_rng(9)
+        burst_ts = np.repeat(np.arange(n_burst // symbols), symbols)  # every symbol, every ms
+        quiet_ts = n_burst // symbols + 2_000 * (1 + np.arange(n_quiet) // symbols)  # every symbol, every 2 s
+        ts = np.concatenate([burst_ts, quiet_ts]).tolist()
+        names = [f"S{i % symbols}" for i in range(len(ts))]
+        whole = batch(names, rng.uniform(1, 100, len(ts)).tolist(), rng.uniform(1, 10, len(ts)).tolist(), ts)
+        want = reference_sma_vwap(whole, config)
+        stage = Indicators(config)
+        cuts = list(range(500, len(ts), 500))
+        parts, peak_pool, peak_capacity = [], 0, 0
+        for piece in pieces(whole, cuts):
+            parts.append(stage.process(piece).columns)
+            peak_pool = max(peak_pool, len(stage.history.ts))
+            peak_capacity = max(peak_capacity, int(stage.history.capacity.max()))
+        for name, values in want.items():
+            assert np.concatenate([p[name] for p in parts]).tobytes() == values.tobytes(), name
+        assert peak_capacity >= 1_000  # the burst: a point per ms of a 1 s window
+        assert int(stage.history.capacity.max()) <= RING_SHRINK * MIN_RING  # quiet: rings back near their minimum
+        assert len(stage.history.ts) * 4 < peak_pool  # and the pool returned most of its memory
 
     def test_trades_in_one_ms_keep_one_point_and_a_checkpoint_only_the_live_window(self) -> None:
         """Three trades per ms for 10 s keep 1,001 points under a 1 s window: the floor and 1,000 ms."""
