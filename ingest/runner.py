@@ -228,11 +228,8 @@ class StreamRunner:
                 self.guard(stream, pipe)
             pipe.multi()
             self._queue(batch, decoded.ticks, rejected, ids)
-            started = time.perf_counter()
-            try:
+            with self._timing_transactions():
                 pipe.execute()
-            finally:
-                self.stats.transactions_s += time.perf_counter() - started
         except (redis.WatchError, OwnershipLost):
             pipe.reset()
             self._ownership_lost(batch)
@@ -248,6 +245,15 @@ class StreamRunner:
         pipe.reset()
         self._committed(batch)
 
+    @contextlib.contextmanager
+    def _timing_transactions(self) -> Iterator[None]:
+        """Add the time of the block (sending a transaction, or waiting for its replies) to the stats."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stats.transactions_s += time.perf_counter() - started
+
     def _queue(self, batch: _Transaction, ticks: TickBatch, rejected: list[Rejected], ids: list[bytes]) -> None:
         """Queue the batch's effects, its dead letters and its acknowledgement on its transaction."""
         if len(ticks):
@@ -259,16 +265,13 @@ class StreamRunner:
     def _send(self, batch: _Transaction) -> None:
         """Send MULTI, the queued commands and EXEC on the pipeline's connection, without reading the replies."""
         pipe = batch.pipe
-        started = time.perf_counter()
-        try:
+        with self._timing_transactions():
             if pipe.scripts:
                 pipe.load_scripts()
             if pipe.connection is None:
                 pipe.connection = pipe.connection_pool.get_connection()
             commands = [("MULTI",), *(args for args, _ in pipe.command_stack), ("EXEC",)]
             pipe.connection.send_packed_command(pipe.connection.pack_commands(commands))
-        finally:
-            self.stats.transactions_s += time.perf_counter() - started
 
     def _confirm(self, batch: _Transaction) -> None:
         """Read the replies of a sent transaction; raise WatchError if it was not applied, or its first error."""
@@ -296,9 +299,9 @@ class StreamRunner:
         batch, self._in_flight = self._in_flight, None
         if batch is None:
             return
-        started = time.perf_counter()
         try:
-            self._confirm(batch)
+            with self._timing_transactions():
+                self._confirm(batch)
         except redis.WatchError:
             batch.pipe.reset()
             self._ownership_lost(batch)
@@ -308,8 +311,6 @@ class StreamRunner:
             if self.on_write_failed:  # (`handle` rebuilds the stream of a batch processed since, if any)
                 self.on_write_failed(batch.stream)
             raise
-        finally:
-            self.stats.transactions_s += time.perf_counter() - started
         batch.pipe.reset()
         self._committed(batch)
 
