@@ -213,10 +213,12 @@ def table_surprise(tables: np.ndarray, at: np.ndarray, inside: np.ndarray, u: np
     maybe = np.flatnonzero(np.logical_and(above_at == 0.0, empty_bin, out=empty_bin))
     if len(maybe):
         maybe_table = at.take(maybe) // bins
-        # the upper edge of the highest bin in use, of the tables of the values checked
-        checked = tables.take(maybe_table, axis=0) if len(maybe) < len(tables) else tables
+        # the upper edge of the highest bin in use: of each checked value's table when they are fewer
+        # than the tables, else of every table, then looked up
+        per_value = len(maybe) < len(tables)
+        checked = tables.take(maybe_table, axis=0) if per_value else tables
         top = (bins - np.argmax(checked[:, ::-1] != 0, axis=1)) * width
-        top_of_maybe = top if len(maybe) < len(tables) else top.take(maybe_table)
+        top_of_maybe = top if per_value else top.take(maybe_table)
         flat_u = u.reshape(-1)
         beyond_in_maybe = flat_u.take(maybe) > top_of_maybe
         beyond = maybe[beyond_in_maybe]
