@@ -168,7 +168,8 @@ def ingest(
             except KeyboardInterrupt:
                 interrupted = True
             except pa.ArrowInvalid as exc:
-                err_console.print(f"[bold red]error:[/] cannot parse {reader.name}: {exc}", highlight=False)
+                where = f" at lines {reader.lines_at[0]}-{reader.lines_at[1]}" if reader.lines_at else ""
+                err_console.print(f"[bold red]error:[/] cannot parse {reader.name}{where}: {exc}", highlight=False)
                 raise typer.Exit(1) from exc
             except redis.RedisError as exc:
                 err_console.print(f"[bold red]error:[/] Redis failed: {exc}", highlight=False)

@@ -5,6 +5,13 @@ onto the tick fields with a `ColumnMapping`, converts timestamps to epoch ms and
 the valid trades and the rejected rows with their reasons. Rows keep file order (ties in `ts` are
 common in exchange data). Conversion is columnar (Arrow compute and numpy); a Python loop per row
 only runs on a chunk that holds a value Arrow cannot parse, to find which rows are bad.
+
+A CSV record is one line: no value of a trade spans lines, so a quote left open is an error of its
+own line, never a reason to join the following lines to it. Arrow parses each block of lines; a
+block it cannot parse line for line (an unbalanced quote, bytes that are not UTF-8, a quoted value
+running into the next line) is parsed again line by line with the csv module, so each bad line is
+rejected with its number and the rest of the block is read. A last line without a line end is taken
+as cut off (a truncated file) and rejected, never published.
 """
 
 from __future__ import annotations
@@ -346,31 +353,123 @@ def sniff_format(head: bytes) -> str:
     return "ndjson" if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") else "csv"
 
 
+def _line_bounds(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive, before the newline) of each line of a block's bytes."""
+    ends = np.flatnonzero(data == ord("\n"))
+    if not len(data) or data[-1] != ord("\n"):
+        ends = np.append(ends, len(data))
+    return np.concatenate(([0], ends[:-1] + 1)), ends
+
+
 def _line_numbers(block: bytes, first_line: int) -> tuple[np.ndarray, np.ndarray]:
     """Line number of each line of `block`, and which lines are blank."""
     data = np.frombuffer(block, np.uint8)
-    ends = np.flatnonzero(data == ord("\n"))
-    if not block.endswith(b"\n"):
-        ends = np.append(ends, len(block))
-    starts = np.concatenate(([0], ends[:-1] + 1))
+    starts, ends = _line_bounds(data)
     lengths = ends - starts
     carriage = (lengths == 1) & (data[np.minimum(starts, max(len(data) - 1, 0))] == ord("\r"))
     blank = (lengths == 0) | carriage
     return np.arange(first_line, first_line + len(ends)), blank
 
 
+def _odd_quote_lines(block: bytes) -> np.ndarray:
+    """Which lines of `block` hold an odd number of double quotes: a quoted value that never closes.
+
+    A quote inside a quoted value is written twice, so a well-formed line always holds an even number.
+    """
+    if b'"' not in block:
+        return np.zeros(block.count(b"\n") + (not block.endswith(b"\n")), bool)
+    data = np.frombuffer(block, np.uint8)
+    starts, ends = _line_bounds(data)
+    quotes = np.flatnonzero(data == ord('"'))
+    return (np.searchsorted(quotes, ends) - np.searchsorted(quotes, starts)) % 2 == 1
+
+
+def _split_off_lines(block: bytes, lines: np.ndarray, drop: np.ndarray,
+                     reason: str) -> tuple[bytes, np.ndarray, list[Rejected]]:  # fmt: skip
+    """`block` without the lines marked in `drop`, the numbers of the lines kept, and the dropped ones as rejected."""
+    if not drop.any():
+        return block, lines, []
+    data = np.frombuffer(block, np.uint8)
+    starts, ends = _line_bounds(data)
+    rejected = [
+        Rejected(f"line:{number}", {"line": block[a:b][:MAX_REJECTED_TEXT].decode("utf-8", "replace")}, reason)
+        for number, a, b in zip(lines[drop].tolist(), starts[drop].tolist(), ends[drop].tolist(), strict=True)
+    ]
+    spans = np.diff(np.append(starts, len(data)))  # each line with its newline
+    return data[np.repeat(~drop, spans)].tobytes(), lines[~drop], rejected
+
+
+UNBALANCED_QUOTE = 'csv: unbalanced quote: a value opens with " and the line ends before it closes (write a " inside a value as "")'  # noqa: E501
+CUT_OFF = "csv: the file ends inside this line (no line end after it), so it looks cut off; if the line is whole, end the file with a newline"  # noqa: E501
+
+
+def _count_reason(expected: int, actual: int) -> str:
+    """Why a line with the wrong number of values is rejected, and the likely fix."""
+    hint = "a value is missing or the line is cut short" if actual < expected else "quote a value that holds the delimiter"  # noqa: E501
+    return f"csv: expected {expected} values, got {actual} ({hint})"
+
+
+def _not_utf8(name: str, value: str) -> str | None:
+    """Why a value decoded with surrogateescape is not UTF-8 text (None when it is)."""
+    junk = next((ch for ch in value if "\udc80" <= ch <= "\udcff"), None)
+    if junk is None:
+        return None
+    return f"encoding: {name} is not UTF-8 text (byte 0x{ord(junk) - 0xDC00:02x}); save the file as UTF-8"
+
+
+def _csv_line_by_line(block: bytes, lines: np.ndarray, blank: np.ndarray, columns: Sequence[str],
+                      wanted: Sequence[str], delimiter: str) -> _RawChunk:  # fmt: skip
+    """Slow path for a CSV block Arrow cannot parse line for line: each line parsed on its own with the csv
+    module, bad lines rejected with their numbers and what to fix, the other rows kept as text."""
+    position = {name: columns.index(name) for name in wanted}
+    values: dict[str, list[str]] = {c: [] for c in wanted}
+    kept: list[int] = []
+    rejected: list[Rejected] = []
+    for number, is_blank, raw in zip(lines.tolist(), blank.tolist(), block.split(b"\n"), strict=False):
+        if is_blank:
+            continue
+        text = raw.removesuffix(b"\r").decode("utf-8", "surrogateescape")
+        fields, reason = _split_line(text, delimiter)
+        if reason is None and len(fields) != len(columns):
+            reason = _count_reason(len(columns), len(fields))
+        if reason is None:
+            reason = next((why for c in wanted if (why := _not_utf8(c, fields[position[c]]))), None)
+        if reason is not None:
+            shown = text[:MAX_REJECTED_TEXT].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            rejected.append(Rejected(f"line:{number}", {"line": shown}, reason))
+            continue
+        kept.append(number)
+        for c in wanted:
+            values[c].append(fields[position[c]])
+    table = pa.table({c: pa.array(v, pa.string()) for c, v in values.items()})
+    return _RawChunk(table, np.array(kept, np.int64), rejected)
+
+
+def _split_line(text: str, delimiter: str) -> tuple[list[str], str | None]:
+    """The values of one CSV line, or the reason it cannot be read (a quote left open)."""
+    if text.count('"') % 2:
+        return [], UNBALANCED_QUOTE
+    try:
+        return next(csv.reader([text], delimiter=delimiter, strict=True)), None
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):  # a value opens with a quote that closes nowhere
+            return [], UNBALANCED_QUOTE
+    # stray quotes inside a value ("x"y): read as Arrow reads them
+    return next(csv.reader([text], delimiter=delimiter)), None
+
+
 class _MalformedRows:
     """Arrow's handler of CSV rows with the wrong number of values: notes each as rejected, skips it."""
 
-    __slots__ = ("first_line", "rejected")
+    __slots__ = ("lines", "rejected")
 
-    def __init__(self, first_line: int) -> None:
-        self.first_line = first_line
+    def __init__(self, lines: np.ndarray) -> None:
+        self.lines = lines  # the number of each line of the block Arrow parses
         self.rejected: list[Rejected] = []
 
     def __call__(self, row: pa_csv.InvalidRow) -> str:
-        number = self.first_line + (row.number or 1) - 1  # Arrow counts from 1 within the block
-        reason = f"csv: expected {row.expected_columns} values, got {row.actual_columns}"
+        number = self.lines[(row.number or 1) - 1]  # Arrow counts from 1 within the block
+        reason = _count_reason(row.expected_columns, row.actual_columns)
         self.rejected.append(Rejected(f"line:{number}", {"line": row.text[:MAX_REJECTED_TEXT]}, reason))
         return "skip"
 
@@ -414,6 +513,7 @@ class TradeReader:
         self._parquet: pq.ParquetFile | None = None
         self._delimiter = ","
         self._next_line = 1  # line number of the next line the stream hands out
+        self.lines_at: tuple[int, int] | None = None  # the lines of the text block being read, for errors
         self.name, raw = self._open(source)
         self.stream = _LineStream(raw)
         try:
@@ -534,12 +634,32 @@ class TradeReader:
         wanted = self.resolved.source_columns
         while block := self.stream.read_lines(self.block_bytes):
             first_line = self._next_line
-            malformed = _MalformedRows(first_line)
             lines, blank = _line_numbers(block, first_line)
             self._next_line = first_line + len(lines)
+            self.lines_at = (first_line, self._next_line - 1)
+            # only the end of the input lacks a line end: a truncated last row
+            cut_off = np.zeros(len(lines), bool)
+            cut_off[-1] = not block.endswith(b"\n") and not blank[-1]
+            block, lines, rejected = _split_off_lines(block, lines, cut_off, CUT_OFF)
+            block, lines, more = _split_off_lines(block, lines, _odd_quote_lines(block), UNBALANCED_QUOTE)
+            if rejected or more:
+                rejected += more
+                blank = _line_numbers(block, 0)[1][: len(lines)]
+            chunk = self._csv_block(block, lines, blank, wanted) if len(lines) else None
+            if chunk is None:
+                chunk = _csv_line_by_line(block, lines, blank, self.columns, wanted, self._delimiter)
+            rejected = sorted(chunk.rejected + rejected, key=lambda r: int(r.entry_id.partition(":")[2]))
+            yield dataclasses.replace(chunk, rejected=rejected)
+
+    def _csv_block(self, block: bytes, lines: np.ndarray, blank: np.ndarray, wanted: list[str]) -> _RawChunk | None:
+        """The fast path: Arrow parses the whole block; None when it cannot do so line for line."""
+        malformed = _MalformedRows(lines)
+        try:
             table = pa_csv.read_csv(
                 io.BytesIO(block),
-                read_options=pa_csv.ReadOptions(column_names=self.columns, use_threads=False),
+                read_options=pa_csv.ReadOptions(
+                    column_names=self.columns, use_threads=False, block_size=len(block) + 1
+                ),  # one block: Arrow's own chunker never splits the lines we checked
                 parse_options=pa_csv.ParseOptions(
                     delimiter=self._delimiter, ignore_empty_lines=False, invalid_row_handler=malformed
                 ),
@@ -547,22 +667,24 @@ class TradeReader:
                     include_columns=wanted, column_types={c: pa.string() for c in wanted}, strings_can_be_null=False
                 ),
             )
-            # with empty lines kept, every line is either a row or a malformed row: number them so
-            bad_lines = np.array([m.entry_id.split(":")[1] for m in malformed.rejected], np.int64)
-            keep_line = ~np.isin(lines, bad_lines)
-            row_lines, row_blank = lines[keep_line], blank[keep_line]
-            if len(row_lines) != table.num_rows:  # a quoted value spans lines: count records instead
-                row_lines = np.arange(first_line, first_line + table.num_rows)
-                row_blank = np.zeros(table.num_rows, bool)
-            if row_blank.any():
-                table, row_lines = table.filter(pa.array(~row_blank)), row_lines[~row_blank]
-            yield _RawChunk(table, row_lines, malformed.rejected)
+        except (pa.ArrowInvalid, IndexError):  # a value that is not UTF-8; a quoted value running into the next line
+            return None
+        # with empty lines kept, every line is either a row or a malformed row: number them so
+        bad_lines = np.array([m.entry_id.split(":")[1] for m in malformed.rejected], np.int64)
+        keep_line = ~np.isin(lines, bad_lines)
+        row_lines, row_blank = lines[keep_line], blank[keep_line]
+        if len(row_lines) != table.num_rows:  # a quoted value ran into the next line
+            return None
+        if row_blank.any():
+            table, row_lines = table.filter(pa.array(~row_blank)), row_lines[~row_blank]
+        return _RawChunk(table, row_lines, malformed.rejected)
 
     def _ndjson_chunks(self) -> Iterator[_RawChunk]:
         wanted = self.resolved.source_columns
         while block := self.stream.read_lines(self.block_bytes):
             lines, blank = _line_numbers(block, self._next_line)
             self._next_line += len(lines)
+            self.lines_at = (int(lines[0]), int(lines[-1]))
             row_lines = lines[~blank]
             try:
                 table = pa_json.read_json(io.BytesIO(block), read_options=pa_json.ReadOptions(use_threads=False))

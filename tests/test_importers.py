@@ -169,7 +169,7 @@ class TestRejectedRows:
             "line:6": "ts: not a timestamp",
             "line:7": "side: must be buy, sell, B or S",
             "line:8": reasons["line:8"],
-            "line:9": "csv: expected 5 values, got 2",
+            "line:9": "csv: expected 5 values, got 2 (a value is missing or the line is cut short)",
         }
         assert reasons["line:8"].startswith("symbol:")
 
@@ -198,6 +198,77 @@ class TestRejectedRows:
         text = "symbol,price,size,ts\n" + "".join(f"A,{p},1,1700000000000\n" for p in (3, 1, 2, 5, 4))
         batch, _ = read_all(write_csv(tmp_path / "ties.csv", text), chunk_rows=2)
         assert batch.price.tolist() == [3, 1, 2, 5, 4]
+
+
+def numbered_trades(rows: int) -> list[str]:
+    """A header and `rows` valid trade lines; line n of the file (1-based) is element n - 1."""
+    return ["symbol,price,size,ts,trade_id"] + [f"S{i % 7},{100 + i % 13}.5,{1 + i % 5},{1_700_000_000_000 + i},t{i}"
+                                                 for i in range(rows)]  # fmt: skip
+
+
+class TestMalformedCsv:
+    UNBALANCED = 'csv: unbalanced quote: a value opens with " and the line ends before it closes'
+
+    def test_an_unbalanced_quote_rejects_its_own_line_only_across_blocks(self, tmp_path: Path) -> None:
+        """A quote that never closes, mid-file with blocks of ~2 KB, costs its own line and no other."""
+        lines = numbered_trades(5_000)
+        lines[2_500] = 'S1,"100.5,1,1700000000000,tX'
+        lines[4_000] = 'S2,100.5,1,1700000000000,"tY'
+        path = write_csv(tmp_path / "quote.csv", "\n".join(lines) + "\n")
+        with TradeReader(path, chunk_rows=1_000, block_bytes=2_048) as reader:
+            chunks = list(reader)
+        batch = concat([b for b, _ in chunks])
+        rejected = [r for _, bad in chunks for r in bad]
+        assert len(batch) == 4_998
+        assert [(r.entry_id, r.reason.startswith(self.UNBALANCED)) for r in rejected] == [
+            ("line:2501", True), ("line:4001", True)]  # fmt: skip
+        assert rejected[0].fields == {"line": 'S1,"100.5,1,1700000000000,tX'}
+        ids = batch.trade_id.to_pylist() if batch.trade_id is not None else []
+        assert ids[2_498:2_500] == ["t2498", "t2500"]  # t2499 was on the bad line; the lines after it are read
+
+    def test_a_quote_opened_in_a_value_and_left_open_is_caught_with_an_even_count(self, tmp_path: Path) -> None:
+        """`x"y,"z` holds two quotes, but the second opens a value that never closes: that line alone is out."""
+        lines = numbered_trades(50)
+        lines[20] = 'S1,1"00.5,1,"1700000000000,t'
+        batch, rejected = read_all(write_csv(tmp_path / "even.csv", "\n".join(lines) + "\n"))
+        assert len(batch) == 49
+        assert [r.entry_id for r in rejected] == ["line:21"] and rejected[0].reason.startswith(self.UNBALANCED)
+
+    def test_every_kind_of_bad_line_in_one_block_is_rejected_by_line(self, tmp_path: Path) -> None:
+        """Extra values, missing values, bytes that are not UTF-8 and an open quote in one block: each is
+        rejected with its line and what to fix; every other row of the block is read."""
+        lines = [line.encode() for line in numbered_trades(200)]
+        lines[10] = b"S1,100.5,1,1700000000000,t,extra"
+        lines[20] = b"S1,100.5,1"
+        lines[30] = b"S1,1\xff0.5,1,1700000000000,t"
+        lines[40] = b'S1,100.5,1,1700000000000,"t'
+        path = tmp_path / "junk.csv"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        batch, rejected = read_all(path)
+        assert len(batch) == 196
+        assert [(r.entry_id, r.reason) for r in rejected] == [
+            ("line:11", "csv: expected 5 values, got 6 (quote a value that holds the delimiter)"),
+            ("line:21", "csv: expected 5 values, got 3 (a value is missing or the line is cut short)"),
+            ("line:31", "encoding: price is not UTF-8 text (byte 0xff); save the file as UTF-8"),
+            ("line:41", rejected[3].reason),
+        ]
+        assert rejected[3].reason.startswith(self.UNBALANCED)
+
+    def test_a_truncated_last_row_is_rejected_never_published(self, tmp_path: Path) -> None:
+        """A last line without its line end is a cut-off file: dead-lettered, even when its values look whole."""
+        rows = "".join(f"S1,100.5,1,{1_700_000_000_000 + i}\n" for i in range(98))
+        path = write_csv(tmp_path / "cut.csv", "symbol,price,size,ts\n" + rows + "S1,100.5,1,170")  # ts cut short
+        batch, rejected = read_all(path)
+        assert len(batch) == 98 and batch.ts.min() >= 1_700_000_000_000
+        assert [(r.entry_id, r.fields) for r in rejected] == [("line:100", {"line": "S1,100.5,1,170"})]
+        assert "cut off" in rejected[0].reason
+
+    def test_quoted_values_with_delimiters_and_doubled_quotes_are_read(self, tmp_path: Path) -> None:
+        """Well-formed quoting (a delimiter and a doubled quote inside a value) is data, not an error."""
+        text = 'symbol,price,size,ts,trade_id\n"AAPL",187.5,1,1700000000000,"a,""b"""\nMSFT,1,1,1700000000001,x\n'
+        batch, rejected = read_all(write_csv(tmp_path / "quoted.csv", text))
+        assert rejected == []
+        assert batch.trade_id is not None and batch.trade_id.to_pylist() == ['a,"b"', "x"]
 
 
 class TestFormats:

@@ -83,6 +83,27 @@ def test_bad_rows_go_to_the_dead_letter_stream_with_reasons(run_ingest, redis_cl
     assert "rejected 2 rows" in result.stdout and "size: not a number" in result.stdout
 
 
+def test_malformed_lines_in_a_large_file_are_dead_lettered_one_by_one(run_ingest, redis_client: redis.Redis,
+                                                                     tmp_path: Path) -> None:  # fmt: skip
+    """An open quote in a 120k-row file (read blocks of MBs) and a cut-off last line: each is one dead letter
+    with its line number; every other trade is published."""
+    lines = ["symbol,price,size,ts"] + [f"S{i % 5},{100 + i % 9}.25,{1 + i % 3},{1_700_000_000_000 + i}"
+                                        for i in range(120_000)]  # fmt: skip
+    lines[60_000] = 'S1,"100.25,1,1700000060000'
+    path = tmp_path / "big.csv"
+    path.write_text("\n".join(lines) + "\n" + "S2,100.25,1,17")
+    result = run_ingest(str(path))
+    assert result.exit_code == 0, result.output
+    assert len(published(redis_client)) == 119_999
+    letters = dead_letters(redis_client)
+    assert [(d["entry_id"], d["line"], d["source"]) for d in letters] == [
+        ("line:60001", 'S1,"100.25,1,1700000060000', "ingest:big.csv"),
+        ("line:120002", "S2,100.25,1,17", "ingest:big.csv"),
+    ]
+    assert letters[0]["reason"].startswith("csv: unbalanced quote") and "cut off" in letters[1]["reason"]
+    assert "published 119,999 trades" in result.stdout and "rejected 2 rows" in result.stdout
+
+
 def test_per_tick_publishes_one_entry_per_trade(run_ingest, redis_client: redis.Redis, tmp_path: Path) -> None:
     """--per-tick writes the public one-entry-per-trade form, readable by any client."""
     path = tmp_path / "t.ndjson"
