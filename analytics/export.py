@@ -539,13 +539,44 @@ def describe_run(client: redis.Redis | None, keys: Keys) -> dict[str, Any]:
     return out
 
 
+# A text cell starting with one of these is run as a formula by spreadsheets (OWASP, "CSV Injection").
+FORMULA_START = "^([=+\\-@\t\r])"
+
+
+def neutralise_formulas(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Text cells a spreadsheet would run as a formula, prefixed with a single quote; other columns as given.
+
+    Only text (string, or dictionary of strings) is changed: a negative number stays a number. The
+    CSV writer quotes every text cell, so a prefixed cell cannot be split or unquoted.
+    """
+    typ = column.type
+    if pa.types.is_dictionary(typ) and _is_text(typ.value_type):
+        chunks = [pa.DictionaryArray.from_arrays(chunk.indices, _prefix_formulas(chunk.dictionary), ordered=typ.ordered)
+                  for chunk in column.chunks]  # fmt: skip
+        return pa.chunked_array(chunks, typ)
+    return _prefix_formulas(column) if _is_text(typ) else column
+
+
+def _is_text(typ: pa.DataType) -> bool:
+    return bool(pa.types.is_string(typ) or pa.types.is_large_string(typ))
+
+
+def _prefix_formulas(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    return pc.replace_substring_regex(text, pattern=FORMULA_START, replacement="'\\1", max_replacements=1)
+
+
 class TableWriter:
-    """Streams tables into a hidden temporary file beside `path` and renames it into place on `commit`."""
+    """Streams tables into a hidden temporary file beside `path` and renames it into place on `commit`.
+
+    CSV text cells that would be spreadsheet formulas are prefixed with `'` (`neutralise_formulas`);
+    Parquet keeps every value as it is.
+    """
 
     def __init__(self, path: Path, schema: pa.Schema, fmt: Format) -> None:
         self.path = path
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         self.schema = schema
+        self.format = fmt
         self.rows = 0
         self._writer: pq.ParquetWriter | pacsv.CSVWriter
         if fmt == "parquet":
@@ -557,7 +588,10 @@ class TableWriter:
     def write(self, table: pa.Table) -> None:
         """Append rows (already in the schema's columns), and start writing them to disk in the background."""
         if table.num_rows:
-            self._writer.write_table(table.cast(self.schema))
+            table = table.cast(self.schema)
+            if self.format == "csv":
+                table = pa.table([neutralise_formulas(column) for column in table.columns], schema=self.schema)
+            self._writer.write_table(table)
             self.rows += table.num_rows
             start_writeback(self._fd)
 

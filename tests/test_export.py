@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ from history_data import FLUSH_MS, START_MS, SYMBOLS, analyse, archive_once, arc
 import analytics.export as export_module
 from analytics.export import ExportError, ExportRequest, NoDataError, export_bars, export_bytes
 from analytics.export_cli import register
+from analytics.worker import AnalyticsWorker, WorkerConfig
 from ingest.keys import Keys
 from ingest.settings import Settings
 
@@ -311,6 +314,65 @@ class TestCommand:
         assert alerts["message"].tolist() == ["DDD fell 4.5% in 60s"]
         assert alerts["price"].tolist() == [95.5]
         assert alerts["ts"].tolist() == [pd.Timestamp(START_MS + 60_000, unit="ms", tz="UTC")]
+
+
+HOSTILE_IDS = ('=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1+1")
+HOSTILE_SYMBOL = "-X"  # a valid ticker (A-Z 0-9 . - / _) that a spreadsheet reads as a formula
+
+
+class TestFormulaInjection:
+    @pytest.fixture
+    def hostile(self, settings: Settings, redis_client: redis.Redis) -> None:
+        """Trades of -X and AAA with formula-like trade ids, through a real worker, and an alert whose message
+        reads as a formula and whose drop is negative."""
+        stream = Keys().ticks()
+        for i, trade_id in enumerate(HOSTILE_IDS * 2):
+            symbol = HOSTILE_SYMBOL if i % 2 else "AAA"
+            redis_client.xadd(stream, {"symbol": symbol, "price": 100.5 + i, "size": 10, "ts": START_MS + i * 1_000,
+                                       "trade_id": trade_id})  # fmt: skip
+        for symbol in (HOSTILE_SYMBOL, "AAA"):  # close the first minute's bars
+            redis_client.xadd(stream, {"symbol": symbol, "price": 100, "size": 1, "ts": START_MS + 120_000})
+        AnalyticsWorker(redis_client, settings, None, WorkerConfig(checkpoint_every_s=0.2)).run(max_idle_reads=3)
+        alert = {"rule_id": "r1", "symbol": HOSTILE_SYMBOL, "ts": START_MS + 5_000, "price": 95.5,
+                 "drop_pct": -4.5, "message": "=cmd|' /C calc'!A0"}  # fmt: skip
+        redis_client.xadd(Keys().alerts, alert)  # type: ignore[arg-type]
+
+    def test_csv_text_cells_never_start_a_formula_and_parquet_keeps_the_originals(
+        self, hostile: None, settings: Settings, redis_client: redis.Redis, tmp_path: Path
+    ) -> None:
+        """In the CSV export every text cell starting with = + - @ tab or CR starts with ' instead; numbers
+        (a negative drop too) are written as they are; the Parquet of the same export holds the raw values."""
+        request = ExportRequest(symbols=(HOSTILE_SYMBOL, "AAA"), interval="1m", include=("trades", "alerts"))
+        as_csv = export_bars(redis_client, settings, dataclasses.replace(request, format="csv"), tmp_path / "b.csv")
+        as_parquet = export_bars(redis_client, settings, request, tmp_path / "b.parquet")
+        for name, parquet_path in (("bars", as_parquet.path), *as_parquet.extra.items()):
+            csv_path = as_csv.path if name == "bars" else as_csv.extra[name]
+            with csv_path.open(newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            table = pq.read_table(parquet_path)
+            assert len(rows) == table.num_rows > 0, name
+            for column in table.column_names:
+                original = [None if v is None else str(v) for v in table.column(column).to_pylist()]
+                written = [row[column] for row in rows]
+                if pa.types.is_floating(table.schema.field(column).type):
+                    assert [float(v) for v in written] == table.column(column).to_pylist(), (name, column)
+                elif column in ("symbol", "trade_id", "message"):
+                    assert written == ["" if v is None else "'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r")
+                                       else v for v in original], (name, column)  # fmt: skip
+        trades_csv = list(csv.DictReader(as_csv.extra["trades"].open(newline="")))
+        assert {row["trade_id"] for row in trades_csv} >= {"'" + i for i in HOSTILE_IDS}
+        assert set(pq.read_table(as_parquet.extra["trades"])["trade_id"].to_pylist()) >= set(HOSTILE_IDS)
+        alert = next(csv.DictReader(as_csv.extra["alerts"].open(newline="")))
+        assert (alert["message"], alert["drop_pct"], alert["symbol"]) == ("'=cmd|' /C calc'!A0", "-4.5", "'-X")
+        assert pq.read_table(as_parquet.extra["alerts"])["message"].to_pylist() == ["=cmd|' /C calc'!A0"]
+
+    def test_the_dashboards_csv_download_is_neutralised_too(
+        self, hostile: None, settings: Settings, redis_client: redis.Redis
+    ) -> None:
+        """`export_bytes` (the download button) writes the same prefixed cells as the command."""
+        payload, name = export_bytes(redis_client, settings, ExportRequest(interval="1m", format="csv"))
+        rows = list(csv.DictReader(payload.decode().splitlines()))
+        assert name.endswith(".csv") and sorted(row["symbol"] for row in rows) == ["'-X", "AAA"]
 
 
 class TestRequests:
