@@ -35,11 +35,11 @@ def write_trades(path: Path, rows: int, quoted: bool) -> None:
     pa_csv.write_csv(table, path, pa_csv.WriteOptions(quoting_style=style))
 
 
-def spoil_every_block(path: Path, every: int) -> None:
-    """Give one line in every `every` lines an unbalanced quote."""
+def spoil_every_block(path: Path, every: int, spoil: bytes) -> None:
+    """Put `spoil` after the first comma of one line in every `every` lines."""
     lines = path.read_bytes().split(b"\n")
     for i in range(every // 2, len(lines) - 1, every):
-        lines[i] = lines[i].replace(b",", b',"', 1)
+        lines[i] = lines[i].replace(b",", b"," + spoil, 1)
     path.write_bytes(b"\n".join(lines))
 
 
@@ -64,13 +64,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="reads per file (the best is shown)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tickerdash-bench-") as folder:
-        clean, quoted, spoiled = (Path(folder) / f"{name}.csv" for name in ("clean", "quoted", "spoiled"))
+        clean, quoted, unbalanced, junk = (Path(folder) / f"{name}.csv" for name in ("clean", "quoted", "open", "junk"))
         write_trades(clean, args.rows, quoted=False)
         write_trades(quoted, args.rows, quoted=True)
-        write_trades(spoiled, args.rows, quoted=False)
-        spoil_every_block(spoiled, DEFAULT_CHUNK_ROWS)
+        write_trades(unbalanced, args.rows, quoted=False)
+        spoil_every_block(unbalanced, DEFAULT_CHUNK_ROWS, b'"')
+        write_trades(junk, args.rows, quoted=False)
+        spoil_every_block(junk, DEFAULT_CHUNK_ROWS, b"\xff")  # not UTF-8: the block is read line by line
         print(f"{args.rows:,} trades per file ({clean.stat().st_size / 2**20:.0f} MiB clean), best of {args.rounds}")
-        for label, path in (("clean", clean), ("strings quoted", quoted), ("a bad line in every block", spoiled)):
+        files = (("clean", clean), ("strings quoted", quoted), ("an open quote in every block", unbalanced),
+                 ("a byte not UTF-8 in every block", junk))  # fmt: skip
+        for label, path in files:
             seconds, cpu, trades, rejected = read_seconds(path, args.rounds)
             row(f"{label}: {trades:,} read, {rejected:,} rejected", trades / seconds, "trades/s")
             row("  the same per CPU second", trades / cpu, "trades/s")

@@ -384,23 +384,54 @@ def _odd_quote_lines(block: bytes) -> np.ndarray:
     return (np.searchsorted(quotes, ends) - np.searchsorted(quotes, starts)) % 2 == 1
 
 
-def _split_off_lines(block: bytes, lines: np.ndarray, drop: np.ndarray,
-                     reason: str) -> tuple[bytes, np.ndarray, list[Rejected]]:  # fmt: skip
-    """`block` without the lines marked in `drop`, the numbers of the lines kept, and the dropped ones as rejected."""
-    if not drop.any():
-        return block, lines, []
+def _non_utf8_lines(block: bytes) -> np.ndarray:
+    """Which lines of `block` hold bytes that are not UTF-8 (one decoding pass when there are none)."""
+    starts, _ = _line_bounds(np.frombuffer(block, np.uint8))
+    bad = np.zeros(len(starts), bool)
+    view, position = memoryview(block), 0
+    while position < len(block):
+        try:
+            str(view[position:], "utf-8")
+            break
+        except UnicodeDecodeError as exc:
+            line = int(np.searchsorted(starts, position + exc.start, side="right")) - 1
+            bad[line] = True
+            position = int(starts[line + 1]) if line + 1 < len(starts) else len(block)
+    return bad
+
+
+def _partition_lines(block: bytes, lines: np.ndarray, apart: np.ndarray) -> tuple[bytes, np.ndarray, bytes, np.ndarray]:
+    """The lines of `block` not marked in `apart` (their bytes and numbers), then the marked ones."""
+    if not apart.any():
+        return block, lines, b"", lines[:0]
     data = np.frombuffer(block, np.uint8)
-    starts, ends = _line_bounds(data)
-    rejected = [
-        Rejected(f"line:{number}", {"line": block[a:b][:MAX_REJECTED_TEXT].decode("utf-8", "replace")}, reason)
-        for number, a, b in zip(lines[drop].tolist(), starts[drop].tolist(), ends[drop].tolist(), strict=True)
-    ]
-    spans = np.diff(np.append(starts, len(data)))  # each line with its newline
-    return data[np.repeat(~drop, spans)].tobytes(), lines[~drop], rejected
+    starts, _ = _line_bounds(data)
+    marked = np.repeat(apart, np.diff(np.append(starts, len(data))))  # each line with its newline
+    return data[~marked].tobytes(), lines[~apart], data[marked].tobytes(), lines[apart]
 
 
-UNBALANCED_QUOTE = 'csv: unbalanced quote: a value opens with " and the line ends before it closes (write a " inside a value as "")'  # noqa: E501
-CUT_OFF = "csv: the file ends inside this line (no line end after it), so it looks cut off; if the line is whole, end the file with a newline"  # noqa: E501
+def _reject_lines(block: bytes, lines: np.ndarray, reason: str) -> list[Rejected]:
+    """Each line of `block` rejected for `reason`, under its number."""
+    texts = (text.rstrip(b"\r")[:MAX_REJECTED_TEXT].decode("utf-8", "replace") for text in block.split(b"\n"))
+    return [Rejected(f"line:{number}", {"line": text}, reason)
+            for number, text in zip(lines.tolist(), texts, strict=False)]  # fmt: skip
+
+
+def _merge_rows(first: _RawChunk, second: _RawChunk) -> _RawChunk:
+    """The rows of two chunks of the same block, back in line order."""
+    if not len(second.origin):
+        return dataclasses.replace(first, rejected=first.rejected + second.rejected)
+    origin = np.concatenate([first.origin, second.origin])
+    order = np.argsort(origin, kind="stable")
+    table = pa.concat_tables([first.table, second.table]).take(pa.array(order))
+    return _RawChunk(table, origin[order], first.rejected + second.rejected)
+
+
+UNBALANCED_QUOTE = ('csv: unbalanced quote: a value opens with " and the line ends before it closes '
+                    '(write a " inside a value as "")')
+STRAY_CARRIAGE_RETURN = "csv: a carriage return (\\r) inside the line splits it in two; remove it, or quote the value"
+CUT_OFF = ("csv: the file ends inside this line (no line end after it), so it looks cut off; "
+           "if the line is whole, end the file with a newline")
 
 
 def _count_reason(expected: int, actual: int) -> str:
@@ -454,8 +485,12 @@ def _split_line(text: str, delimiter: str) -> tuple[list[str], str | None]:
     except csv.Error as exc:
         if "unexpected end of data" in str(exc):  # a value opens with a quote that closes nowhere
             return [], UNBALANCED_QUOTE
-    # stray quotes inside a value ("x"y): read as Arrow reads them
-    return next(csv.reader([text], delimiter=delimiter)), None
+    try:  # stray quotes inside a value ("x"y): read as Arrow reads them
+        return next(csv.reader([text], delimiter=delimiter)), None
+    except csv.Error as exc:
+        if "new-line" in str(exc):
+            return [], STRAY_CARRIAGE_RETURN
+        return [], f"csv: {exc}"
 
 
 class _MalformedRows:
@@ -468,7 +503,9 @@ class _MalformedRows:
         self.rejected: list[Rejected] = []
 
     def __call__(self, row: pa_csv.InvalidRow) -> str:
-        number = self.lines[(row.number or 1) - 1]  # Arrow counts from 1 within the block
+        if not 1 <= (row.number or 0) <= len(self.lines):  # Arrow saw more records than lines: not line for line
+            return "error"
+        number = self.lines[row.number - 1]  # Arrow counts from 1 within the block
         reason = _count_reason(row.expected_columns, row.actual_columns)
         self.rejected.append(Rejected(f"line:{number}", {"line": row.text[:MAX_REJECTED_TEXT]}, reason))
         return "skip"
@@ -640,14 +677,20 @@ class TradeReader:
             # only the end of the input lacks a line end: a truncated last row
             cut_off = np.zeros(len(lines), bool)
             cut_off[-1] = not block.endswith(b"\n") and not blank[-1]
-            block, lines, rejected = _split_off_lines(block, lines, cut_off, CUT_OFF)
-            block, lines, more = _split_off_lines(block, lines, _odd_quote_lines(block), UNBALANCED_QUOTE)
-            if rejected or more:
-                rejected += more
-                blank = _line_numbers(block, 0)[1][: len(lines)]
+            block, lines, tail, tail_lines = _partition_lines(block, lines, cut_off)
+            rejected = _reject_lines(tail, tail_lines, CUT_OFF)
+            block, lines, open_quote, open_lines = _partition_lines(block, lines, _odd_quote_lines(block))
+            rejected += _reject_lines(open_quote, open_lines, UNBALANCED_QUOTE)
+            block, lines, junk, junk_lines = _partition_lines(block, lines, _non_utf8_lines(block))
+            if len(tail_lines) or len(open_lines) or len(junk_lines):
+                blank = _line_numbers(block, 0)[1][: len(lines)] if block else blank[:0]
             chunk = self._csv_block(block, lines, blank, wanted) if len(lines) else None
             if chunk is None:
                 chunk = _csv_line_by_line(block, lines, blank, self.columns, wanted, self._delimiter)
+            if len(junk_lines):  # only their wanted values must be text: the csv module tells, line by line
+                no_blank = np.zeros(len(junk_lines), bool)
+                chunk = _merge_rows(chunk, _csv_line_by_line(junk, junk_lines, no_blank, self.columns, wanted,
+                                                             self._delimiter))  # fmt: skip
             rejected = sorted(chunk.rejected + rejected, key=lambda r: int(r.entry_id.partition(":")[2]))
             yield dataclasses.replace(chunk, rejected=rejected)
 

@@ -11,6 +11,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest.codecs import Rejected
 from ingest.importers import (
@@ -269,6 +271,50 @@ class TestMalformedCsv:
         batch, rejected = read_all(write_csv(tmp_path / "quoted.csv", text))
         assert rejected == []
         assert batch.trade_id is not None and batch.trade_id.to_pylist() == ['a,"b"', "x"]
+
+
+JUNK = (b'"', b'""', b",", b"\xff", b"\xc3", b"\r", b'"x"y', b"\x00", b"\t", b" ", b";")
+
+
+@st.composite
+def damaged_files(draw: st.DrawFn) -> tuple[bytes, set[str], int, int, int]:
+    """A trade CSV with junk put into some lines and maybe cut short; the trade ids of the lines left whole,
+    the number of lines after the header that are not blank, a block size and a chunk size."""
+    rows = draw(st.integers(1, 300))
+    lines = [line.encode() for line in numbered_trades(rows)]
+    touched = set()
+    for _ in range(draw(st.integers(0, 6))):
+        index = draw(st.integers(1, rows))
+        at = draw(st.integers(0, len(lines[index])))
+        lines[index] = lines[index][:at] + draw(st.sampled_from(JUNK)) + lines[index][at:]
+        touched.add(index)
+    data = b"\n".join(lines) + (b"\n" if draw(st.booleans()) else b"")
+    if draw(st.booleans()):
+        data = data[: draw(st.integers(len(lines[0]) + 1, len(data)))]
+    whole = data.split(b"\n")[1:-1]  # lines that still end in a newline
+    intact = {f"t{i - 1}" for i in range(1, len(whole) + 1) if i not in touched}
+    counted = sum(1 for line in data.split(b"\n")[1:] if line.strip(b"\r"))
+    return data, intact, counted, draw(st.sampled_from([100, 700, 5_000, 100_000])), draw(st.sampled_from([7, 1_000]))
+
+
+class TestDamagedCsvProperty:
+    @settings(max_examples=150, deadline=None)
+    @given(damaged_files())
+    def test_every_line_is_read_or_rejected_once_and_whole_lines_are_always_read(
+        self, case: tuple[bytes, set[str], int, int, int]
+    ) -> None:
+        """Whatever junk is in some lines, each line is a trade or one rejection under its own number, and
+        every line left whole is published: nothing is swallowed, nothing stops the read."""
+        data, intact, counted, block_bytes, chunk_rows = case
+        published: list[str] = []
+        rejected: list[str] = []
+        with TradeReader(io.BytesIO(data), chunk_rows=chunk_rows, block_bytes=block_bytes) as reader:
+            for batch, bad in reader:
+                published += batch.trade_id.to_pylist() if batch.trade_id is not None else []
+                rejected += [r.entry_id for r in bad]
+        assert len(rejected) == len(set(rejected))
+        assert len(published) + len(rejected) == counted
+        assert intact <= set(published)
 
 
 class TestFormats:
