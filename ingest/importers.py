@@ -386,18 +386,30 @@ def _odd_quote_lines(block: bytes) -> np.ndarray:
 
 def _non_utf8_lines(block: bytes) -> np.ndarray:
     """Which lines of `block` hold bytes that are not UTF-8 (one decoding pass when there are none)."""
-    starts, _ = _line_bounds(np.frombuffer(block, np.uint8))
-    bad = np.zeros(len(starts), bool)
-    view, position = memoryview(block), 0
+    bad = np.zeros(block.count(b"\n") + (not block.endswith(b"\n")), bool)
+    view, position, starts = memoryview(block), 0, None
     while position < len(block):
         try:
             str(view[position:], "utf-8")
             break
         except UnicodeDecodeError as exc:
+            starts = _line_bounds(np.frombuffer(block, np.uint8))[0] if starts is None else starts
             line = int(np.searchsorted(starts, position + exc.start, side="right")) - 1
             bad[line] = True
             position = int(starts[line + 1]) if line + 1 < len(starts) else len(block)
     return bad
+
+
+def _arrow_reads_line_for_line(block: bytes) -> bool:
+    """Whether Arrow's record count can tell that no quoted value ran into the next line: no carriage return
+    that is not a line end (Arrow ends a record there), and no quote left open on the last line (where
+    it would run into nothing and go unnoticed)."""
+    if b'"' not in block:
+        return True
+    if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
+        return False
+    last = block[block.rfind(b"\n", 0, len(block) - 1) + 1 :]
+    return last.count(b'"') % 2 == 0
 
 
 def _partition_lines(block: bytes, lines: np.ndarray, apart: np.ndarray) -> tuple[bytes, np.ndarray, bytes, np.ndarray]:
@@ -679,14 +691,18 @@ class TradeReader:
             cut_off[-1] = not block.endswith(b"\n") and not blank[-1]
             block, lines, tail, tail_lines = _partition_lines(block, lines, cut_off)
             rejected = _reject_lines(tail, tail_lines, CUT_OFF)
-            block, lines, open_quote, open_lines = _partition_lines(block, lines, _odd_quote_lines(block))
-            rejected += _reject_lines(open_quote, open_lines, UNBALANCED_QUOTE)
             block, lines, junk, junk_lines = _partition_lines(block, lines, _non_utf8_lines(block))
-            if len(tail_lines) or len(open_lines) or len(junk_lines):
+            if len(tail_lines) or len(junk_lines):
                 blank = _line_numbers(block, 0)[1][: len(lines)] if block else blank[:0]
-            chunk = self._csv_block(block, lines, blank, wanted) if len(lines) else None
-            if chunk is None:
-                chunk = _csv_line_by_line(block, lines, blank, self.columns, wanted, self._delimiter)
+            chunk = self._csv_block(block, lines, blank, wanted) if _arrow_reads_line_for_line(block) else None
+            if chunk is None:  # a quote left open somewhere: those lines apart, then Arrow again, else the csv module
+                block, lines, open_quote, open_lines = _partition_lines(block, lines, _odd_quote_lines(block))
+                rejected += _reject_lines(open_quote, open_lines, UNBALANCED_QUOTE)
+                if len(open_lines):
+                    blank = _line_numbers(block, 0)[1][: len(lines)] if block else blank[:0]
+                chunk = self._csv_block(block, lines, blank, wanted)
+                if chunk is None:
+                    chunk = _csv_line_by_line(block, lines, blank, self.columns, wanted, self._delimiter)
             if len(junk_lines):  # only their wanted values must be text: the csv module tells, line by line
                 no_blank = np.zeros(len(junk_lines), bool)
                 chunk = _merge_rows(chunk, _csv_line_by_line(junk, junk_lines, no_blank, self.columns, wanted,
@@ -696,6 +712,8 @@ class TradeReader:
 
     def _csv_block(self, block: bytes, lines: np.ndarray, blank: np.ndarray, wanted: list[str]) -> _RawChunk | None:
         """The fast path: Arrow parses the whole block; None when it cannot do so line for line."""
+        if not len(lines):
+            return _RawChunk(pa.table({c: pa.array([], pa.string()) for c in wanted}), lines, [])
         malformed = _MalformedRows(lines)
         try:
             table = pa_csv.read_csv(
@@ -710,7 +728,7 @@ class TradeReader:
                     include_columns=wanted, column_types={c: pa.string() for c in wanted}, strings_can_be_null=False
                 ),
             )
-        except (pa.ArrowInvalid, IndexError):  # a value that is not UTF-8; a quoted value running into the next line
+        except pa.ArrowInvalid:  # e.g. the handler gave up: Arrow counted more records than lines
             return None
         # with empty lines kept, every line is either a row or a malformed row: number them so
         bad_lines = np.array([m.entry_id.split(":")[1] for m in malformed.rejected], np.int64)
