@@ -7,11 +7,12 @@ common in exchange data). Conversion is columnar (Arrow compute and numpy); a Py
 only runs on a chunk that holds a value Arrow cannot parse, to find which rows are bad.
 
 A CSV record is one line: no value of a trade spans lines, so a quote left open is an error of its
-own line, never a reason to join the following lines to it. Arrow parses each block of lines; a
-block it cannot parse line for line (an unbalanced quote, bytes that are not UTF-8, a quoted value
-running into the next line) is parsed again line by line with the csv module, so each bad line is
-rejected with its number and the rest of the block is read. A last line without a line end is taken
-as cut off (a truncated file) and rejected, never published.
+own line, never a reason to join the following lines to it. Arrow parses each block of lines and its
+record count is checked against the block's lines. Lines Arrow cannot take are set apart first and
+rejected with their number and what to fix: a last line without a line end (a truncated file: never
+published), lines with a quote left open (counted only when Arrow's count shows one), lines that are
+not UTF-8 (their values checked by the csv module); a block Arrow still cannot read line for line is
+read one line at a time with the csv module. The rest of every block is read.
 """
 
 from __future__ import annotations
@@ -371,6 +372,11 @@ def _line_numbers(block: bytes, first_line: int) -> tuple[np.ndarray, np.ndarray
     return np.arange(first_line, first_line + len(ends)), blank
 
 
+def _blank_lines(block: bytes, count: int) -> np.ndarray:
+    """Which of the `count` lines of `block` are blank."""
+    return _line_numbers(block, 0)[1][:count] if block else np.zeros(0, bool)
+
+
 def _odd_quote_lines(block: bytes) -> np.ndarray:
     """Which lines of `block` hold an odd number of double quotes: a quoted value that never closes.
 
@@ -448,7 +454,10 @@ CUT_OFF = ("csv: the file ends inside this line (no line end after it), so it lo
 
 def _count_reason(expected: int, actual: int) -> str:
     """Why a line with the wrong number of values is rejected, and the likely fix."""
-    hint = "a value is missing or the line is cut short" if actual < expected else "quote a value that holds the delimiter"  # noqa: E501
+    if actual < expected:
+        hint = "a value is missing or the line is cut short"
+    else:
+        hint = "quote a value that holds the delimiter"
     return f"csv: expected {expected} values, got {actual} ({hint})"
 
 
@@ -686,29 +695,32 @@ class TradeReader:
             lines, blank = _line_numbers(block, first_line)
             self._next_line = first_line + len(lines)
             self.lines_at = (first_line, self._next_line - 1)
-            # only the end of the input lacks a line end: a truncated last row
-            cut_off = np.zeros(len(lines), bool)
-            cut_off[-1] = not block.endswith(b"\n") and not blank[-1]
-            block, lines, tail, tail_lines = _partition_lines(block, lines, cut_off)
-            rejected = _reject_lines(tail, tail_lines, CUT_OFF)
-            block, lines, junk, junk_lines = _partition_lines(block, lines, _non_utf8_lines(block))
-            if len(tail_lines) or len(junk_lines):
-                blank = _line_numbers(block, 0)[1][: len(lines)] if block else blank[:0]
-            chunk = self._csv_block(block, lines, blank, wanted) if _arrow_reads_line_for_line(block) else None
-            if chunk is None:  # a quote left open somewhere: those lines apart, then Arrow again, else the csv module
-                block, lines, open_quote, open_lines = _partition_lines(block, lines, _odd_quote_lines(block))
-                rejected += _reject_lines(open_quote, open_lines, UNBALANCED_QUOTE)
-                if len(open_lines):
-                    blank = _line_numbers(block, 0)[1][: len(lines)] if block else blank[:0]
-                chunk = self._csv_block(block, lines, blank, wanted)
-                if chunk is None:
-                    chunk = _csv_line_by_line(block, lines, blank, self.columns, wanted, self._delimiter)
-            if len(junk_lines):  # only their wanted values must be text: the csv module tells, line by line
-                no_blank = np.zeros(len(junk_lines), bool)
-                chunk = _merge_rows(chunk, _csv_line_by_line(junk, junk_lines, no_blank, self.columns, wanted,
-                                                             self._delimiter))  # fmt: skip
-            rejected = sorted(chunk.rejected + rejected, key=lambda r: int(r.entry_id.partition(":")[2]))
-            yield dataclasses.replace(chunk, rejected=rejected)
+            yield self._csv_lines(block, lines, blank, wanted)
+
+    def _csv_lines(self, block: bytes, lines: np.ndarray, blank: np.ndarray, wanted: list[str]) -> _RawChunk:
+        """The rows of one block of whole lines (numbered `lines`), every line Arrow cannot take set apart."""
+        cut_off = np.zeros(len(lines), bool)
+        cut_off[-1] = not block.endswith(b"\n") and not blank[-1]  # only the end of the input lacks a line end
+        block, lines, tail, tail_lines = _partition_lines(block, lines, cut_off)
+        rejected = _reject_lines(tail, tail_lines, CUT_OFF)
+        block, lines, junk, junk_lines = _partition_lines(block, lines, _non_utf8_lines(block))
+        if len(tail_lines) or len(junk_lines):
+            blank = _blank_lines(block, len(lines))
+        chunk = self._csv_block(block, lines, blank, wanted) if _arrow_reads_line_for_line(block) else None
+        if chunk is None:  # a quote left open somewhere: those lines apart, then Arrow again, else the csv module
+            block, lines, open_quote, open_lines = _partition_lines(block, lines, _odd_quote_lines(block))
+            rejected += _reject_lines(open_quote, open_lines, UNBALANCED_QUOTE)
+            if len(open_lines):
+                blank = _blank_lines(block, len(lines))
+            chunk = self._csv_block(block, lines, blank, wanted)
+            if chunk is None:
+                chunk = _csv_line_by_line(block, lines, blank, self.columns, wanted, self._delimiter)
+        if len(junk_lines):  # only their wanted values must be text: the csv module tells, line by line
+            no_blank = np.zeros(len(junk_lines), bool)
+            chunk = _merge_rows(chunk, _csv_line_by_line(junk, junk_lines, no_blank, self.columns, wanted,
+                                                         self._delimiter))  # fmt: skip
+        rejected = sorted(chunk.rejected + rejected, key=lambda r: int(r.entry_id.partition(":")[2]))
+        return dataclasses.replace(chunk, rejected=rejected)
 
     def _csv_block(self, block: bytes, lines: np.ndarray, blank: np.ndarray, wanted: list[str]) -> _RawChunk | None:
         """The fast path: Arrow parses the whole block; None when it cannot do so line for line."""
