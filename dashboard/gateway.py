@@ -308,7 +308,10 @@ class Gateway:
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Refuse handshakes naming a foreign Host, from other sites' pages (Origin), or without the token."""
-        refused = refusal(self.config.allowed_hosts, request.headers.get("Host"), request.headers.get("Origin"))
+        hosts, origins = request.headers.get_all("Host"), request.headers.get_all("Origin")
+        if len(hosts) != 1 or len(origins) > 1:
+            return connection.respond(HTTPStatus.BAD_REQUEST, "one Host header and at most one Origin, please\n")
+        refused = refusal(self.config.allowed_hosts, hosts[0], origins[0] if origins else None)
         if refused is not None:
             return connection.respond(HTTPStatus(refused[0]), refused[1])
         url = urlsplit(request.path)
