@@ -1,4 +1,4 @@
-"""The Dash app: layout, callbacks, the price chart's data route and the token guard on its Flask server.
+"""The Dash app: layout, callbacks, the price chart's data route and the guards on its Flask server.
 
 The price chart is not a `dcc.Graph`: the page's script draws it with Plotly into a plain div that
 Dash never re-renders (a dcc.Graph re-plots its stored figure after a relayout, undoing a zoom the
@@ -19,7 +19,7 @@ import flask
 import redis
 
 from dashboard import callbacks, figures, history
-from dashboard.auth import TOKEN_COOKIE, TOKEN_QUERY, presented_token, token_accepted
+from dashboard.auth import TOKEN_COOKIE, TOKEN_QUERY, allowed_hosts, presented_token, refusal, token_accepted
 from dashboard.gateway import INTERVALS
 from dashboard.layout import build_layout
 from ingest.keys import Keys
@@ -33,13 +33,15 @@ MAX_SYMBOL_CHARS = 64
 
 
 def create_app(client: redis.Redis, keys: Keys, settings: Settings, *, ws_port: int, ws_url: str | None = None,
-               token: str | None = None) -> dash.Dash:  # fmt: skip
-    """The dashboard as a Dash app whose Flask server checks the token (when set) on every request."""
+               token: str | None = None, hosts: frozenset[str] | None = None) -> dash.Dash:  # fmt: skip
+    """The dashboard as a Dash app whose Flask server checks Host and Origin, and the token (when set), on every
+    request; `hosts` are the names it answers to (dashboard.auth.allowed_hosts, loopback by default)."""
     app = dash.Dash(__name__, title="Tickerdash", assets_folder=str(ASSETS), serve_locally=True,
                     update_title="", external_scripts=[PLOTLY_PATH])  # fmt: skip
     app.layout = build_layout(ws_port, ws_url)
     callbacks.register(app, client, keys, settings)
     _chart_routes(app.server, client, keys)
+    _guard_hosts(app.server, hosts if hosts is not None else allowed_hosts("127.0.0.1"))
     if token is not None:
         _guard(app.server, token)
     return app
@@ -84,6 +86,16 @@ def _plotly_js() -> str:
     from plotly.offline import get_plotlyjs
 
     return get_plotlyjs()
+
+
+def _guard_hosts(server: flask.Flask, hosts: frozenset[str]) -> None:
+    @server.before_request
+    def _require_known_host() -> Any:
+        headers = flask.request.headers
+        refused = refusal(hosts, headers.get("Host"), headers.get("Origin"))
+        if refused is not None:
+            return flask.Response(refused[1], status=refused[0], mimetype="text/plain")
+        return None
 
 
 def _guard(server: flask.Flask, token: str) -> None:

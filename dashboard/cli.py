@@ -23,7 +23,14 @@ def dashboard(
         None,
         envvar="TICKERDASH_TOKEN",
         show_default=False,
-        help="Token checked on every request and websocket (env TICKERDASH_TOKEN).",
+        help="Token checked on every request and websocket (env TICKERDASH_TOKEN); 16+ characters off loopback.",
+    ),
+    allowed_hosts: str | None = typer.Option(
+        None,
+        envvar="TICKERDASH_ALLOWED_HOSTS",
+        show_default=False,
+        help="Comma-separated host names the dashboard is reached by, besides loopback, the bound address and IP "
+        "addresses (env TICKERDASH_ALLOWED_HOSTS).",
     ),
 ) -> None:
     """Serve the live dashboard: charts pushed over websockets, alerts, anomalies, rule editor, health."""
@@ -42,6 +49,7 @@ def dashboard(
                 ws_url=ws_url,
                 analytics_group=settings.group,
                 settings=settings,
+                public_names=allowed_hosts,
             )
         except TokenRequiredError as exc:
             fail(str(exc))

@@ -7,8 +7,14 @@ A pump sends the pending frame to every client at most `max_fps` times a second,
 
 A client that cannot keep up is not allowed to grow memory: frames queue per client up to
 `client_backlog`, then merge into one (updates are states, so the latest per symbol wins; alerts
-and anomalies are events, so they are concatenated up to `recent_events`). A send that takes longer
-than `send_timeout_s`, or a ping unanswered for `ping_timeout_s`, closes the connection.
+and anomalies are events, so they are concatenated up to `recent_events`). Replies to a client's own
+requests queue up to `max_replies`; a client that asks for more while they wait (it floods requests
+or does not read), or a send that takes longer than `send_timeout_s`, drops the connection: the
+socket is aborted, not closed with a handshake, because the handshake would wait behind the very
+send that is stuck. A ping unanswered for `ping_timeout_s` closes the connection too.
+
+Every message is strict JSON: a non-finite number (a producer's `1e308` overflowing a bar) is sent
+as null, never as `Infinity`, which no browser's JSON.parse accepts.
 
 Messages (JSON text):
 - to the page on connect: `{"type": "hello", "seq", "ids", "snapshot": [update...], "alerts": [...],
@@ -27,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -43,7 +50,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from analytics.live import decode_updates, live_key, snapshot_key
-from dashboard.auth import presented_token, token_accepted
+from dashboard.auth import allowed_hosts, presented_token, refusal, token_accepted
 from ingest.codecs import as_text
 from ingest.keys import Keys
 
@@ -66,10 +73,13 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8051
     token: str | None = None  # enforced on every handshake when set (see dashboard.auth)
+    # the Host names handshakes may carry, token or not (dashboard.auth.allowed_hosts)
+    allowed_hosts: frozenset[str] = field(default_factory=lambda: allowed_hosts("127.0.0.1"))
     max_fps: float = 10.0
     client_backlog: int = 20  # frames queued per client before they are merged into one
+    max_replies: int = 16  # replies to a client's requests waiting to be sent before it is dropped
     recent_events: int = 200  # alerts and anomalies kept for pages that connect later
-    send_timeout_s: float = 10.0
+    send_timeout_s: float = 5.0
     ping_interval_s: float = 10.0
     ping_timeout_s: float = 10.0
     close_timeout_s: float = 2.0  # a page that does not answer the closing handshake holds up shutdown no longer
@@ -78,6 +88,24 @@ class GatewayConfig:
     health_every_s: float = 1.0
     analytics_group: str = "analytics"
 
+
+def finite(value: Any) -> Any:
+    """The value with every non-finite float (inf, -inf, nan) inside lists and dicts replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def to_json(message: Any) -> str:
+    """Compact, strict JSON; non-finite numbers become null (rare, so only then is the message walked)."""
+    try:
+        return json.dumps(message, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(finite(message), separators=(",", ":"), allow_nan=False)
 
 
 def _stream_id_ms(entry_id: str) -> int:
@@ -116,11 +144,10 @@ class Frame:
     def payload(self) -> str:
         """The JSON text of the frame, encoded once however many clients get it."""
         if self._payload is None:
-            self._payload = json.dumps(
+            self._payload = to_json(
                 {"type": "frame", "seq": self.seq, "ids": self.ids, "updates": list(self.updates.values()),
                  "alerts": self.alerts, "anomalies": self.anomalies, "health": self.health,
-                 "coalesced": self.coalesced},
-                separators=(",", ":"),
+                 "coalesced": self.coalesced}
             )  # fmt: skip
         return self._payload
 
@@ -144,6 +171,7 @@ class _Client:
         self.replies: deque[str] = deque()
         self.wake = asyncio.Event()
         self.sent = 0
+        self.dropped: str | None = None  # why the connection was aborted
 
     def offer(self, frame: Frame) -> None:
         """Queue a frame; past the backlog limit everything queued becomes one merged frame."""
@@ -153,9 +181,24 @@ class _Client:
         self.wake.set()
 
     def reply(self, message: str) -> None:
-        """Queue an answer to this client's own request (sent before the next frame)."""
+        """Queue an answer to this client's own request (sent before the next frame); too many waiting drops it."""
+        if len(self.replies) >= self.config.max_replies:
+            self.drop(f"{len(self.replies)} replies unsent (floods requests or does not read)")
+            return
         self.replies.append(message)
         self.wake.set()
+
+    def drop(self, reason: str) -> None:
+        """Abort the connection at once: no closing handshake, which would queue behind a stuck send."""
+        if self.dropped is not None:
+            return
+        self.dropped = reason
+        self.replies.clear()
+        self.backlog.clear()
+        log.warning("dropping client %s: %s", self.connection.remote_address, reason)
+        transport = self.connection.transport
+        if transport is not None:
+            transport.abort()  # the reading side then ends with ConnectionClosed, which unregisters the client
 
     def _merge_all(self) -> Frame:
         merged = self.backlog.popleft()
@@ -173,8 +216,7 @@ class _Client:
                 try:
                     await asyncio.wait_for(self.connection.send(message), self.config.send_timeout_s)
                 except TimeoutError:
-                    log.info("closing slow client %s", self.connection.remote_address)
-                    await self.connection.close(1013, "too slow")
+                    self.drop(f"a send took over {self.config.send_timeout_s:g}s (not reading)")
                     return
                 self.sent += 1
 
@@ -265,15 +307,17 @@ class Gateway:
     # -- handshake and connections ---------------------------------------------------------------
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Refuse handshakes without the token, and cross-site pages (another host's Origin)."""
+        """Refuse handshakes naming a foreign Host, from other sites' pages (Origin), or without the token."""
+        hosts, origins = request.headers.get_all("Host"), request.headers.get_all("Origin")
+        if len(hosts) != 1 or len(origins) > 1:
+            return connection.respond(HTTPStatus.BAD_REQUEST, "one Host header and at most one Origin, please\n")
+        refused = refusal(self.config.allowed_hosts, hosts[0], origins[0] if origins else None)
+        if refused is not None:
+            return connection.respond(HTTPStatus(refused[0]), refused[1])
         url = urlsplit(request.path)
         token = presented_token(url.query, request.headers.get("Cookie"), request.headers.get("Authorization"))
         if not token_accepted(self.config.token, token):
             return connection.respond(HTTPStatus.UNAUTHORIZED, "a valid token is required\n")
-        origin = request.headers.get("Origin")
-        host = request.headers.get("Host", "")
-        if origin and urlsplit(origin).hostname != urlsplit(f"//{host}").hostname:
-            return connection.respond(HTTPStatus.FORBIDDEN, "cross-origin websocket refused\n")
         return None
 
     async def _handle(self, connection: ServerConnection) -> None:
@@ -285,6 +329,8 @@ class Gateway:
         try:
             async for message in connection:
                 await self._answer(client, message)
+                if client.dropped is not None:
+                    break
         except ConnectionClosed:
             pass
         finally:
@@ -295,11 +341,10 @@ class Gateway:
                 await sender
 
     def _hello(self) -> str:
-        return json.dumps(
+        return to_json(
             {"type": "hello", "seq": self.seq, "ids": dict(self._cursor), "snapshot": list(self.symbols.values()),
              "alerts": list(self.recent_alerts), "anomalies": list(self.recent_anomalies),
-             "health": {**self.health, "clients": len(self._clients) + 1}},
-            separators=(",", ":"),
+             "health": {**self.health, "clients": len(self._clients) + 1}}
         )  # fmt: skip
 
     async def _answer(self, client: _Client, message: str | bytes) -> None:
@@ -312,10 +357,10 @@ class Gateway:
             since = int(request.get("since") or 0)
             if not SYMBOL_PATTERN.match(symbol) or interval not in INTERVALS:
                 raise ValueError("bad symbol or interval")
-        except (ValueError, KeyError, TypeError):
-            client.reply(json.dumps({"type": "error", "error": "bad request"}))
+        except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: "since": Infinity
+            client.reply(to_json({"type": "error", "error": "bad request"}))
             return
-        client.reply(json.dumps(await self.bars_since(symbol, interval, since), separators=(",", ":")))
+        client.reply(to_json(await self.bars_since(symbol, interval, since)))
 
     async def bars_since(self, symbol: str, interval: str, since_ms: int) -> dict[str, Any]:
         """Closed bars of a symbol that start at or after `since_ms`, and its open bar (gap filling)."""

@@ -81,12 +81,29 @@ def _local_command(service: dict[str, Any], tmp_path: Path) -> list[str]:
     return [exe, *command]
 
 
-def _environment(service: dict[str, Any]) -> dict[str, str]:
+# what the tests set, as a user must (compose has no default for it): the dashboard refuses placeholders
+TEST_TOKEN = "test-token-" + "x" * 16
+COMPOSE_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+def _environment(service: dict[str, Any], shell: dict[str, str] | None = None) -> dict[str, str]:
+    """The service's environment as compose interpolates it from `shell` (${VAR}, ${VAR:-default}, ${VAR:?error})."""
     env = service.get("environment", {})
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    # ${VAR:-default} is compose's interpolation: take the default, as compose does with VAR unset
-    return {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()}
+    shell = {"TICKERDASH_TOKEN": TEST_TOKEN} if shell is None else shell
+
+    def interpolate(match: re.Match[str]) -> str:
+        name, operator, argument = match.groups()
+        value = shell.get(name)
+        missing = value is None or (value == "" and (operator or "").startswith(":"))
+        if not missing:
+            return str(value)
+        if operator and operator.endswith("?"):
+            raise ValueError(f"required variable {name} is missing a value: {argument}")
+        return argument if operator else ""
+
+    return {k: COMPOSE_VARIABLE.sub(interpolate, str(v)) for k, v in env.items()}
 
 
 def catches_sigterm(pid: int) -> bool:
@@ -126,3 +143,15 @@ def test_every_service_of_the_design_is_there() -> None:
     """redis, simulator, analytics and dashboard (DESIGN.md), plus the archiver."""
     assert {"redis", "simulator", "analytics", "dashboard", "archive"} <= set(COMPOSE["services"])
     assert APP_SERVICES == ["analytics", "archive", "dashboard", "simulator"]
+
+
+def test_the_dashboard_token_has_no_default_and_compose_refuses_to_start_without_it() -> None:
+    """No secret has a fallback: with TICKERDASH_TOKEN unset or empty, interpolation fails with what to set."""
+    dashboard = COMPOSE["services"]["dashboard"]
+    for shell in ({}, {"TICKERDASH_TOKEN": ""}):
+        with pytest.raises(ValueError, match="TICKERDASH_TOKEN") as missing:
+            _environment(dashboard, shell)
+        assert "16" in str(missing.value)
+    assert _environment(dashboard, {"TICKERDASH_TOKEN": TEST_TOKEN})["TICKERDASH_TOKEN"] == TEST_TOKEN
+    text = (REPO / "docker-compose.yml").read_text()
+    assert not re.search(r"\$\{\w*(TOKEN|SECRET|PASSWORD)\w*:?-", text), "a secret with a default value"

@@ -344,6 +344,34 @@ def test_the_page_reconnects_after_the_gateway_restarts_and_fills_the_gap(
     assert [e for e in page.console_errors if "WebSocket connection to" not in e] == []
 
 
+def test_an_infinite_number_in_the_feed_reaches_the_page_which_stays_live(
+    page: Page, redis_client: redis.Redis
+) -> None:
+    """An alert whose price overflowed to inf arrives (its price null, not `Infinity`, which no browser parses)."""
+    page.wait_for_chart("AAPL")
+    page.wait_for(lambda: page.state("s.status") == "live", what="live")
+    redis_client.xadd(KEYS.alerts, {"rule_id": "r1", "symbol": "AAPL", "ts": int(time.time() * 1000), "price": "inf",
+                                    "reference_price": "1e308", "drop_pct": 5, "window_s": 60,
+                                    "message": "AAPL overflowed"})  # fmt: skip
+    page.page.locator("#alerts-feed li").first.wait_for(timeout=10_000)
+    assert "AAPL overflowed" in page.page.locator("#alerts-feed").inner_text()
+    assert page.state("s.status") == "live" and page.state("s.badMessages") == 0
+    assert page.console_errors == []
+
+
+def test_an_unreadable_message_shows_an_error_instead_of_live_and_the_page_recovers(page: Page) -> None:
+    """A message that is not JSON turns the header into an error, and a reconnection brings the page back to live."""
+    page.wait_for_chart("AAPL")
+    page.wait_for(lambda: page.state("s.status") == "live", what="live")
+    page.page.evaluate("""() => window.tickerdash.state.ws.onmessage(
+        {data: '{"type":"frame","seq":9,"updates":[{"symbol":"AAPL","price":Infinity}]}'})""")
+    page.wait_for(lambda: page.state("s.status") == "error", what="the error state")
+    assert "unreadable" in page.page.locator("#connection-status").inner_text()
+    page.wait_for(lambda: page.state("s.status") == "live", timeout=15, what="the page back to live")
+    assert page.state("s.badMessages") == 1 and page.state("s.reconnects") >= 1
+    assert page.console_errors == []
+
+
 def test_clicking_an_anomaly_zooms_the_chart_to_it_and_the_zoom_holds_while_bars_stream(
     page: Page, redis_client: redis.Redis
 ) -> None:

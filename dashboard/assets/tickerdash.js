@@ -25,6 +25,7 @@
   var state = {
     ws: null, attempts: 0, everConnected: false, status: "connecting",
     seq: 0, frames: 0, redraws: 0, extends: 0, reconnects: 0,
+    badMessages: 0, lastBadMessage: null,  // messages that could not be read or applied
     symbols: new Map(),             // symbol -> {update, spark: [], flaggedAt, row}
     selected: null,
     lastAlertId: "0-0", lastAnomalyId: "0-0",
@@ -95,17 +96,28 @@
     setStatus("connecting", state.everConnected ? "reconnecting…" : "connecting…");
     var ws = new WebSocket(url);
     state.ws = ws;
+    var unreadable = false;
     ws.onopen = function () {
-      state.attempts = 0;
       if (state.everConnected) state.reconnects += 1;
-      setStatus("live", "live");
+      setStatus("connecting", "connected, loading…");  // "live" only once the hello has been applied
     };
     ws.onmessage = function (event) {
-      var message;
-      try { message = JSON.parse(event.data); } catch (err) { return; }
-      if (message.type === "hello") onHello(message);
-      else if (message.type === "frame") onFrame(message);
-      else if (message.type === "bars") onBars(message);
+      if (unreadable) return;
+      try {
+        var message = JSON.parse(event.data);
+        if (message.type === "hello") { onHello(message); state.attempts = 0; setStatus("live", "live"); }
+        else if (message.type === "frame") onFrame(message);
+        else if (message.type === "bars") onBars(message);
+      } catch (err) {
+        // The page would otherwise show stale or partial data under a "live" header. Say so, and
+        // reconnect: the next hello brings the whole state again.
+        unreadable = true;
+        state.badMessages += 1;
+        state.lastBadMessage = String(err);
+        console.warn("tickerdash: unreadable message from the gateway:", err);
+        setStatus("error", "error: unreadable data from the gateway, reconnecting");
+        ws.close();
+      }
     };
     ws.onclose = function () {
       if (state.ws !== ws) return;
@@ -113,7 +125,9 @@
       var delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, state.attempts));
       delay = delay * (0.5 + Math.random() / 2);  // jitter: pages do not all come back at once
       state.attempts += 1;
-      setStatus("down", "disconnected, retrying in " + Math.ceil(delay / 1000) + "s");
+      var retry = "retrying in " + Math.ceil(delay / 1000) + "s";
+      if (unreadable) setStatus("error", "error: unreadable data from the gateway, " + retry);
+      else setStatus("down", "disconnected, " + retry);
       setTimeout(connect, delay);
     };
   }
