@@ -210,11 +210,20 @@ def _read_batch_payload(fields: dict[bytes, bytes], rules: DecodeRules) -> pa.Ta
     if rules.max_entry_rows is not None and table.num_rows > rules.max_entry_rows:
         raise TickError(f"rows: the entry holds {table.num_rows} trades, more than the {rules.max_entry_rows} one "
                         "entry may hold (TICKERDASH_MAX_ENTRY_ROWS): split it into smaller entries")  # fmt: skip
+    if not table.num_rows:
+        raise TickError("rows: the batch holds no trades")
     for required in ("symbol", "price", "size", "ts"):
         if required not in table.column_names:
             raise TickError(f"{required}: column missing from batch")
     if b"rows" in fields and int(fields[b"rows"]) != table.num_rows:
         raise TickError(f"rows: says {int(fields[b'rows'])} but the batch holds {table.num_rows}")
+    symbol = table.column("symbol")
+    if pa.types.is_dictionary(symbol.type):
+        for chunk in symbol.chunks:
+            low, high = pa.compute.min_max(chunk.indices).values()
+            if low.is_valid and (low.as_py() < 0 or high.as_py() >= len(chunk.dictionary)):
+                raise TickError(f"symbol: dictionary codes must lie in [0, {len(chunk.dictionary)}), the batch has "
+                                f"{low.as_py()} to {high.as_py()}")  # fmt: skip
     try:  # offsets, UTF-8 and dictionary codes: Arrow IPC reads them unchecked
         table.validate(full=True)
     except pa.ArrowInvalid as exc:
