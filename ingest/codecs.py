@@ -202,6 +202,14 @@ def _declared_clock(raw: bytes | None, entry_id: bytes) -> int:
     return clock
 
 
+def _check_codes(symbol: pa.DictionaryArray) -> None:
+    """Dictionary codes must lie inside the dictionary (Arrow IPC does not check them)."""
+    codes = symbol.indices.to_numpy(zero_copy_only=False)
+    if len(codes) and (int(codes.min()) < 0 or int(codes.max()) >= len(symbol.dictionary)):
+        raise TickError(f"symbol: dictionary codes must lie in [0, {len(symbol.dictionary)}), the batch has "
+                        f"{int(codes.min())} to {int(codes.max())}")  # fmt: skip
+
+
 def _read_batch_payload(fields: dict[bytes, bytes], rules: DecodeRules) -> pa.Table:
     """One batch entry's Arrow table, with every known column in its canonical type and valid Arrow data."""
     if fields.get(b"format", BATCH_FORMAT) != BATCH_FORMAT:
@@ -210,22 +218,21 @@ def _read_batch_payload(fields: dict[bytes, bytes], rules: DecodeRules) -> pa.Ta
     if rules.max_entry_rows is not None and table.num_rows > rules.max_entry_rows:
         raise TickError(f"rows: the entry holds {table.num_rows} trades, more than the {rules.max_entry_rows} one "
                         "entry may hold (TICKERDASH_MAX_ENTRY_ROWS): split it into smaller entries")  # fmt: skip
-    if not table.num_rows:
-        raise TickError("rows: the batch holds no trades")
     for required in ("symbol", "price", "size", "ts"):
         if required not in table.column_names:
             raise TickError(f"{required}: column missing from batch")
     if b"rows" in fields and int(fields[b"rows"]) != table.num_rows:
         raise TickError(f"rows: says {int(fields[b'rows'])} but the batch holds {table.num_rows}")
-    symbol = table.column("symbol")
-    if pa.types.is_dictionary(symbol.type):
-        for chunk in symbol.chunks:
-            low, high = pa.compute.min_max(chunk.indices).values()
-            if low.is_valid and (low.as_py() < 0 or high.as_py() >= len(chunk.dictionary)):
-                raise TickError(f"symbol: dictionary codes must lie in [0, {len(chunk.dictionary)}), the batch has "
-                                f"{low.as_py()} to {high.as_py()}")  # fmt: skip
-    try:  # offsets, UTF-8 and dictionary codes: Arrow IPC reads them unchecked
-        table.validate(full=True)
+    try:  # Arrow IPC reads buffers unchecked: their sizes, then offsets and UTF-8 of the text (not the numbers)
+        table.validate()
+        for name in ("trade_id", "buyer", "seller", "symbol"):
+            if name in table.column_names:
+                for chunk in table.column(name).chunks:
+                    if pa.types.is_dictionary(chunk.type):
+                        chunk.dictionary.validate(full=True)
+                        _check_codes(chunk)
+                    else:
+                        chunk.validate(full=True)
     except pa.ArrowInvalid as exc:
         raise TickError(f"batch: invalid Arrow data ({str(exc)[:200]})") from exc
     keep = [name for name in table.column_names if name in _CANONICAL]
@@ -274,7 +281,13 @@ def _decode_batch_run(run: list[tuple[bytes, dict[bytes, bytes]]], rejected: lis
     row_in_entry = np.arange(len(batch), dtype=np.int32)
     row_in_entry -= (np.cumsum(counts) - counts).astype(np.int32)[entry_of]
     batch = batch.with_origin(tuple(ids), entry_of, row_in_entry)
-    clock_ms = np.asarray(clocks, np.int64)[entry_of] if rules.window is not None else None
+    clock_ms = None
+    window = rules.window
+    if window is not None and len(batch) and not (  # each row against its entry's clock only when some may fail
+        int(batch.ts.max()) <= min(clocks) + window.max_ahead_ms
+        and (window.max_behind_ms is None or int(batch.ts.min()) >= max(clocks) - window.max_behind_ms)
+    ):
+        clock_ms = np.asarray(clocks, np.int64)[entry_of]
     keep, reasons = check_rows(batch, clock_ms=clock_ms, window=rules.window)
     if not keep.all():
         for row, reason in zip(np.flatnonzero(~keep).tolist(), reasons, strict=True):
@@ -331,6 +344,28 @@ def _clean_symbol(raw: bytes) -> tuple[str, str | None]:
         return "", "symbol: not UTF-8"
     except TickError as exc:
         return "", str(exc)
+
+
+def _tick_clocks(ids: list[bytes], declared: Sequence[bytes | None] | None, ts: np.ndarray, window: TimeWindow,
+                 reason: np.ndarray) -> np.ndarray | None:  # fmt: skip
+    """Each per-tick entry's clock: the one it declares, or its ID's time. None when no entry declares one and
+    every ts lies within the window around the first and last entry's time (IDs only grow): the hot path."""
+    if declared is None or declared.count(None) == len(declared):
+        first, last = _entry_ms(ids[0]), _entry_ms(ids[-1])
+        if int(ts.max()) <= first + window.max_ahead_ms and (
+            window.max_behind_ms is None or int(ts.min()) >= last - window.max_behind_ms
+        ):
+            return None
+        declared = None
+    clock_ms = np.fromiter(map(_entry_ms, ids), np.int64, len(ids))
+    if declared is not None:
+        given = np.asarray([i for i, v in enumerate(declared) if v is not None], np.int64)
+        why = reason[given]
+        clock = _parse_numbers([declared[i] for i in given.tolist()], np.int64, "clock", why)
+        why[((clock < 0) | (clock >= MAX_TS_MS)) & (why == "")] = "clock: must be epoch milliseconds in [0, 2^42)"
+        reason[given] = why
+        clock_ms[given] = np.clip(clock, 0, MAX_TS_MS)
+    return clock_ms
 
 
 def _decode_tick_run(run: list[RawEntry], rejected: list[Rejected], rules: DecodeRules) -> TickBatch:
@@ -407,14 +442,7 @@ def _decode_tick_run(run: list[RawEntry], rejected: list[Rejected], rules: Decod
     clock_ms = None
     if rules.window is not None:
         declared = columns.get(CLOCK_FIELD.encode()) if rules.trust_declared_clock else None
-        clock_ms = np.fromiter(map(_entry_ms, ids), np.int64, n)
-        if declared is not None and (given := [i for i, v in enumerate(declared) if v is not None]):
-            at = np.asarray(given)
-            why = reason[at]
-            clock = _parse_numbers([declared[i] for i in given], np.int64, "clock", why)  # type: ignore[misc]
-            why[((clock < 0) | (clock >= MAX_TS_MS)) & (why == "")] = "clock: must be epoch milliseconds in [0, 2^42)"
-            reason[at] = why
-            clock_ms[at] = np.clip(clock, 0, MAX_TS_MS)
+        clock_ms = _tick_clocks(ids, declared, ts, rules.window, reason)
     keep, reasons = check_rows(batch, reason, clock_ms, rules.window)
     if keep.all():
         return batch
