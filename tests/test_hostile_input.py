@@ -257,6 +257,41 @@ def test_a_simulator_entry_declaring_a_clock_ahead_of_the_wall_clock_is_accepted
     assert [d["reason"][:7] for d in dead_letters(redis_client)] == ["future:"]
 
 
+def flat(fields: dict[str, Any]) -> list[bytes]:
+    return [x for k, v in fields.items() for x in (k.encode(), str(v).encode())]
+
+
+def test_a_megabyte_long_value_is_refused_before_it_is_parsed() -> None:
+    """Per-tick columns are parsed as fixed-width byte arrays: one long value would make every row that long
+    (gigabytes for a batch of entries); it is refused by length first, its neighbours decoded."""
+    ts = now_ms()
+    entries = [(f"{ts}-{i}".encode(), flat({"symbol": "AAPL", "price": 10, "size": 1})) for i in range(200)]
+    entries[7] = (entries[7][0], flat({"symbol": "A" * 1_000_000, "price": 10, "size": 1}))
+    entries[9] = (entries[9][0], flat({"symbol": "AAPL", "price": "1" * 1_000_000, "size": 1}))
+    decoded = decode_entries(entries)
+    assert len(decoded.ticks) == 198
+    assert [r.reason for r in decoded.rejected] == ["symbol: longer than 256 bytes", "price: longer than 256 bytes"]
+
+
+def test_a_declared_clock_moves_the_future_limit_and_a_bad_one_is_refused(settings: Settings) -> None:
+    """`clock` on an entry is the producer's event clock: ts is checked against it (unless the settings distrust
+    declared clocks); a clock that is not epoch ms refuses the entry."""
+    written = now_ms()
+    month_ahead = written + 30 * 86_400_000
+    entries = [
+        (f"{written}-0".encode(), flat({"symbol": "SIM", "price": 10, "size": 1, "ts": month_ahead,
+                                        "clock": month_ahead})),
+        (f"{written}-1".encode(), flat({"symbol": "SIM", "price": 10, "size": 1, "ts": month_ahead})),
+        (f"{written}-2".encode(), flat({"symbol": "SIM", "price": 10, "size": 1, "clock": "soon"})),
+    ]  # fmt: skip
+    decoded = decode_entries(entries, decode_rules(settings))
+    assert [decoded.ticks.tick_id(row) for row in range(len(decoded.ticks))] == [f"{written}-0"]
+    assert [r.reason.split(":")[0] for r in decoded.rejected] == ["future", "clock"]
+    distrusting = decode_entries(entries, decode_rules(settings.model_copy(update={"trust_declared_clock": False})))
+    assert [r.reason.split(":")[0] for r in distrusting.rejected] == ["future", "future"]
+    assert len(distrusting.ticks) == 1  # the third: its bad clock is ignored, its ts (the ID's time) is fine
+
+
 # --- fuzz ------------------------------------------------------------------------------------------------
 
 EDGE_NUMBERS = [
