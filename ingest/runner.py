@@ -240,7 +240,7 @@ class StreamRunner:
             self._isolate(stream, entries, failure)
 
     def _isolate(self, stream: str, entries: Sequence[RawEntry], failure: _ApplyFailed) -> None:
-        """Handle a batch that failed again, each half on its own, down to the entry that fails: quarantined."""
+        """Handle a failed batch again in halves, each on its own, down to the entry that fails: quarantined."""
         self.settle()  # the state to rebuild is what Redis confirmed
         if stream not in self.streams:
             return  # its entries stay pending for the stream's next owner

@@ -46,8 +46,9 @@ class Settings(BaseSettings):
     )
     batch_rows: int = Field(default=10_000, ge=1, description="Ticks per columnar batch entry.")
     data_dir: Path = Field(default_factory=_default_data_dir, description="Embedded Redis data, archive.")
-    tick_ts_earliest_ms: int = Field(
-        default=31_536_000_000, ge=0, description="Ticks with an earlier ts are refused as `past` (1971-01-01)."
+    tick_ts_earliest_ms: int = Field(  # at least a day: a bar starting at 0 would need the invalid stream ID 0-0
+        default=31_536_000_000, ge=86_400_000, description="Ticks with an earlier ts are refused as `past` "
+        "(default 1971-01-01)."
     )
     tick_ts_max_ahead_s: float = Field(
         default=86_400.0, ge=0, description="Ticks whose ts is further ahead of their entry's time (its stream ID's, "
