@@ -30,6 +30,7 @@ from ingest.producer import Producer
 from ingest.runner import raw_client
 from ingest.settings import Settings
 from ingest.ticks import TickBatch
+from simulator.cli import register as register_simulator
 from tests.test_worker import bar_streams, drained, expected_bars, market, run_inline
 
 TEXT_FIELDS = {"symbol", "trade_id", "tick_id", "message", "reasons", "rule_id", "buyer", "seller", "kind", "side"}
@@ -290,6 +291,22 @@ def test_a_declared_clock_moves_the_future_limit_and_a_bad_one_is_refused(settin
     distrusting = decode_entries(entries, decode_rules(settings.model_copy(update={"trust_declared_clock": False})))
     assert [r.reason.split(":")[0] for r in distrusting.rejected] == ["future", "future"]
     assert len(distrusting.ticks) == 1  # the third: its bad clock is ignored, its ts (the ID's time) is fine
+
+
+def test_a_fast_simulator_run_a_month_ahead_of_the_wall_clock_reaches_the_bars_whole(
+    settings: Settings, redis_client: redis.Redis, run_cli: Any
+) -> None:
+    """`tickerdash simulate --fast` starting a month from now: every trade is in a bar or still open, none is
+    refused (its entries declare the tape's clock)."""
+    start = str(now_ms() + 30 * 86_400_000)
+    result = run_cli(register_simulator, "simulate", "--fast", "--count", "20000", "--universe", "20", "--start", start,
+                     "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    worker = run_inline(redis_client, settings)
+    assert drained(redis_client, settings) and dead_letters(redis_client) == []
+    bars = bar_streams(redis_client, "tickerdash")
+    closed = sum(int(f[b"trades"]) for k, v in bars.items() if k.startswith(":bars:1s:") for _, f in v)
+    assert closed > 0 and worker.runner.stats.ticks == 20_000
 
 
 # --- fuzz ------------------------------------------------------------------------------------------------
