@@ -429,7 +429,7 @@ def test_random_hostile_entries_never_stop_the_worker_nor_cost_a_valid_tick(
 
     with WorkerThread(redis_client, settings) as running:
 
-        @hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+        @hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
         @given(hostile=st.lists(tick_entries() | batch_entries(), max_size=6), per_tick=st.booleans())
         def one_round(hostile: list[dict[bytes, bytes]], per_tick: bool) -> None:
             round_no = next(rounds)
