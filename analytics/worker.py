@@ -40,7 +40,7 @@ from analytics.bars import BarConfig, Bars, BarTable
 from analytics.indicators import IndicatorConfig, IndicatorFrame, Indicators, window_name
 from analytics.live import LIVE_HZ, LIVE_MAXLEN, UpdateLayout, encode_update_rows, live_key, snapshot_key
 from analytics.segments import pack_state, preload, unpack_state
-from ingest.codecs import Rejected, decode_entries
+from ingest.codecs import Rejected, as_text, decode_entries
 from ingest.deadletter import add_rejected
 from ingest.keys import Keys
 from ingest.producer import client_on_own_pool
@@ -340,6 +340,7 @@ class AnalyticsWorker:
         self.runner = StreamRunner(client, settings, [], self._process, source="analytics",
                                    housekeeping=self._housekeeping, stop=self.stop, guard=self._guard,
                                    on_lost=self._lost, on_write_failed=self._write_failed,
+                                   on_failed=self._rebuild, on_quarantine=self._note_quarantined,
                                    defer_commit=self.config.defer_commit)  # fmt: skip
         self._lease = client.register_script(_LEASE_SCRIPT)
         self._xadd_many = client.register_script(_XADD_MANY_SCRIPT)
@@ -367,6 +368,10 @@ class AnalyticsWorker:
         """A partition's checkpoint: `state` (blob), `state_id`, `last_id` (progress marker)."""
         return self.keys.internal("checkpoint", self.settings.group, str(partition))
 
+    def quarantine_key(self, partition: int) -> str:
+        """IDs of the partition's entries that were quarantined unapplied (a replay skips them)."""
+        return self.keys.internal("quarantined", self.settings.group, str(partition))
+
     # --- ownership -------------------------------------------------------------------------
 
     def _guard(self, stream: str, pipe: redis.client.Pipeline) -> None:
@@ -391,6 +396,16 @@ class AnalyticsWorker:
         log.warning("write to Redis failed for %s: its state will be restored from the checkpoint", stream)
         self.runner.drop_stream(stream)
         self._last_lease_check = 0.0  # restore and re-read as soon as Redis answers again
+
+    def _rebuild(self, stream: str) -> None:
+        """Processing a batch raised part-way through its stages: put the partition back where Redis says it is."""
+        partition = self.partition_of[stream]
+        self._pending_live.pop(partition, None)
+        if partition in self.states:
+            self.restore(partition)
+
+    def _note_quarantined(self, stream: str, entry_ids: list[str], pipe: redis.client.Pipeline) -> None:
+        pipe.sadd(self.quarantine_key(self.partition_of[stream]), *entry_ids)
 
     def _check_leases(self) -> None:
         """Renew the leases we hold, and take (restore, then read) any wanted partition that is free."""
@@ -433,16 +448,20 @@ class AnalyticsWorker:
         if _id_tuple(applied) > _id_tuple(state.last_id):
             stream = self.stream_of[partition]
             start = state.last_id
+            members: set[bytes | str] = self.client.smembers(self.quarantine_key(partition))
+            quarantined = {as_text(member).encode() for member in members}
             while True:
                 entries = self.raw.execute_command("XRANGE", stream, f"({start}", applied, "COUNT",
                                                    self.settings.read_count)  # fmt: skip
                 if not entries:
                     break
-                decoded = decode_entries(entries)
+                start = entries[-1][0].decode()
+                if quarantined:
+                    entries = [entry for entry in entries if entry[0] not in quarantined]
+                decoded = decode_entries(entries, self.runner.rules)
                 if len(decoded.ticks):
                     state.apply(decoded.ticks)
                     replayed += len(decoded.ticks)
-                start = entries[-1][0].decode()
             if _id_tuple(start) < _id_tuple(applied):
                 log.error("partition %d: entries up to %s were trimmed before replay; state may miss trades",
                           partition, applied)  # fmt: skip

@@ -86,22 +86,26 @@ class Producer:
             if bounds[p + 1] > bounds[p]
         ]
 
-    def publish(self, batch: TickBatch, *, per_tick: bool = False) -> PublishResult:
-        """Write every trade of `batch`; entries per partition keep the batch's order."""
+    def publish(self, batch: TickBatch, *, per_tick: bool = False, clock_ms: int | None = None) -> PublishResult:
+        """Write every trade of `batch`; entries per partition keep the batch's order.
+
+        `clock_ms` declares the producer's event clock on every entry (a simulator running ahead of the wall
+        clock): readers check the trades' `ts` against it instead of the entry IDs' time.
+        """
         trim = self._trim_args()
         entries = 0
         pipe = (self.client if per_tick else self.bulk).pipeline(transaction=False)
         for partition, part in self.split_by_partition(batch):
             stream = self.keys.ticks(partition)
             if per_tick:
-                for fields in encode_ticks(part):
+                for fields in encode_ticks(part, clock_ms):
                     pipe.xadd(stream, fields, **trim)  # type: ignore[arg-type]
                     entries += 1
                     if len(pipe) >= PIPELINE_DEPTH:
                         pipe.execute()
             else:
                 for chunk in iter_chunks(part, self.settings.batch_rows):
-                    pipe.xadd(stream, encode_batch(chunk), **trim)  # type: ignore[arg-type]
+                    pipe.xadd(stream, encode_batch(chunk, clock_ms), **trim)  # type: ignore[arg-type]
                     entries += 1
                     if len(pipe) >= PIPELINE_DEPTH // 10:
                         pipe.execute()

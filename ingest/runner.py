@@ -12,6 +12,13 @@ the consumer computes the next on its own. The consumer's in-memory state is the
 what Redis confirmed, so a failure that the replies report later drops every stream whose state ran
 ahead (`on_lost`, `on_write_failed`), and a consumer that must see only committed state (to
 checkpoint it, say) calls `settle()` first.
+
+Nothing an entry holds stops the runner: decoding refuses what breaks the rules, and should decoding or
+processing a batch raise all the same, the consumer rebuilds the stream's state (`on_failed`), the batch is
+handled again in halves down to the one entry that fails, and that entry is quarantined: dead-lettered
+with its fields and the error, and acknowledged (`on_quarantine` lets the consumer note it, e.g. so that a
+replay skips it). An entry delivered `max_deliveries` times without being acknowledged (its consumers died
+on it) is quarantined when it is delivered again, unapplied.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Any
 import redis
 from redis.exceptions import ExecAbortError
 
-from ingest.codecs import Decoded, RawEntry, Rejected, decode_entries
+from ingest.codecs import Decoded, RawEntry, Rejected, as_text, decode_entries, decode_rules, entry_fields
 from ingest.deadletter import add_rejected
 from ingest.keys import Keys
 from ingest.settings import Settings
@@ -47,6 +54,26 @@ GuardFn = Callable[[str, redis.client.Pipeline], None]
 
 class OwnershipLost(Exception):  # noqa: N818 - a signal, not an error: another consumer now owns the stream
     """The stream (partition) now belongs to another consumer: drop it, leave its entries pending."""
+
+
+class _ApplyFailed(Exception):  # noqa: N818 - carries the error that decoding or processing a batch raised
+    """Decoding or processing a batch raised: some entry of it cannot be applied (see `StreamRunner.handle`)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.error = error
+
+
+@contextlib.contextmanager
+def _applying() -> Iterator[None]:
+    """Turn an error of the consumer's own code into _ApplyFailed; Redis errors and signals pass as they are."""
+    try:
+        yield
+    except (redis.RedisError, OwnershipLost, _ApplyFailed):
+        raise
+    except Exception as exc:
+        raise _ApplyFailed(exc) from exc
+
 TARGET_ROWS_PER_READ = 100_000  # bounds memory when entries are batches of thousands of ticks
 MAX_BACKOFF_S = 5.0
 FIRST_READ_COUNT = 16
@@ -73,6 +100,7 @@ class RunnerStats:
     batches: int = 0
     reclaimed: int = 0
     reconnects: int = 0
+    quarantined: int = 0
     started: float = field(default_factory=time.monotonic)
     last_batch_at: float = 0.0  # time.monotonic() when the last batch committed
     transactions_s: float = 0.0  # spent sending batch transactions and waiting for their replies
@@ -168,6 +196,8 @@ class StreamRunner:
         guard: GuardFn | None = None,
         on_lost: Callable[[str], None] | None = None,
         on_write_failed: Callable[[str], None] | None = None,
+        on_failed: Callable[[str], None] | None = None,
+        on_quarantine: Callable[[str, list[str], redis.client.Pipeline], None] | None = None,
         defer_commit: bool = False,
     ) -> None:
         self.client = client
@@ -183,6 +213,11 @@ class StreamRunner:
         # called when a batch's transaction may not have been applied (the connection failed under it):
         # a consumer whose in-memory state already took the batch must rebuild it from Redis
         self.on_write_failed = on_write_failed
+        # called when processing a batch raised, its stages having run part of it: rebuild the stream's state
+        self.on_failed = on_failed
+        # called with a quarantine's transaction: the consumer may note the entries (they were never applied)
+        self.on_quarantine = on_quarantine
+        self.rules = decode_rules(settings)
         self.stop = stop or StopFlag()
         self.stats = RunnerStats()
         self._count = min(settings.read_count, FIRST_READ_COUNT)  # grows once rows per entry are known
@@ -197,11 +232,81 @@ class StreamRunner:
     # --- one step ---------------------------------------------------------------------------
 
     def handle(self, stream: str, entries: Sequence[RawEntry]) -> None:
-        """Decode, process and acknowledge one batch of entries of one stream, atomically."""
+        """Decode, process and acknowledge one batch of entries of one stream, atomically; an entry that
+        cannot be applied is found (by halving the batch) and quarantined."""
+        try:
+            self._handle_batch(stream, entries)
+        except _ApplyFailed as failure:
+            self._isolate(stream, entries, failure)
+
+    def _isolate(self, stream: str, entries: Sequence[RawEntry], failure: _ApplyFailed) -> None:
+        """Handle a failed batch again in halves, each on its own, down to the entry that fails: quarantined."""
+        self.settle()  # the state to rebuild is what Redis confirmed
+        if stream not in self.streams:
+            return  # its entries stay pending for the stream's next owner
+        if self.on_failed:
+            self.on_failed(stream)
+        if len(entries) == 1:
+            log.error("entry %s of %s cannot be applied (%s): quarantined", entries[0][0].decode(), stream, failure)
+            self.quarantine(stream, entries, f"error: the entry could not be applied ({str(failure)[:300]}); "
+                                             "it is kept here with its fields: report it as a bug")  # fmt: skip
+            return
+        log.warning("a batch of %d entries of %s failed (%s): handling it in halves", len(entries), stream, failure)
+        half = len(entries) // 2
+        self.handle(stream, entries[:half])
+        if stream in self.streams:
+            self.handle(stream, entries[half:])
+
+    def quarantine(self, stream: str, entries: Sequence[RawEntry], reason: str) -> None:
+        """Dead-letter entries unapplied (their fields and `reason`) and acknowledge them, in one transaction."""
+        self.settle()
+        if stream not in self.streams:
+            return
+        ids = [eid for eid, _ in entries]
+        rejected = [Rejected(eid.decode(), entry_fields(flat), reason) for eid, flat in entries]
+        pipe = self.client.pipeline(transaction=True)
+        try:
+            if self.guard:
+                self.guard(stream, pipe)
+            pipe.multi()
+            add_rejected(pipe, self.keys.deadletter, rejected, f"{self.source}:{stream}")
+            if self.on_quarantine:
+                self.on_quarantine(stream, [eid.decode() for eid in ids], pipe)
+            pipe.xack(stream, self.settings.group, *ids)
+            pipe.execute()
+        except (redis.WatchError, OwnershipLost):
+            log.warning("lost ownership of %s: its %d entries stay pending for the new owner", stream, len(ids))
+            self.drop_stream(stream)
+            return
+        finally:
+            pipe.reset()
+        self.stats.quarantined += len(ids)
+        self.stats.rejected += len(ids)
+        self.stats.entries += len(ids)
+
+    def _without_worn_out(self, stream: str, entries: Sequence[RawEntry]) -> Sequence[RawEntry]:
+        """Redelivered entries, less those delivered more than max_deliveries times: quarantined instead."""
+        limit = self.settings.max_deliveries
+        pending = self.client.xpending_range(stream, self.settings.group, min=entries[0][0], max=entries[-1][0],
+                                             count=len(entries), consumername=self.settings.consumer)  # fmt: skip
+        worn = {as_text(item["message_id"]).encode(): int(item["times_delivered"]) for item in pending  # type: ignore[arg-type]
+                if int(item["times_delivered"]) > limit}  # fmt: skip
+        if not worn:
+            return entries
+        worn_out = [entry for entry in entries if entry[0] in worn]
+        log.error("%d entries of %s were delivered more than %d times without being processed: quarantined",
+                  len(worn_out), stream, limit)  # fmt: skip
+        self.quarantine(stream, worn_out, f"poison: delivered {max(worn.values())} times without being processed "
+                                          "(its consumers died on it, TICKERDASH_MAX_DELIVERIES); kept here with "
+                                          "its fields: report it as a bug")  # fmt: skip
+        return [entry for entry in entries if entry[0] not in worn]
+
+    def _handle_batch(self, stream: str, entries: Sequence[RawEntry]) -> None:
         ids = [eid for eid, _ in entries]
         gone = [eid for eid, fields in entries if fields is None]  # trimmed while pending (Redis 6.2)
         alive = [(eid, fields) for eid, fields in entries if fields is not None] if gone else entries
-        decoded: Decoded = decode_entries(alive)
+        with _applying():
+            decoded: Decoded = decode_entries(alive, self.rules)
         rejected = list(decoded.rejected)
         rejected += [Rejected(eid.decode(), {}, "trimmed: entry deleted before it was processed") for eid in gone]
         if alive:
@@ -257,7 +362,8 @@ class StreamRunner:
     def _queue(self, batch: _Transaction, ticks: TickBatch, rejected: list[Rejected], ids: list[bytes]) -> None:
         """Queue the batch's effects, its dead letters and its acknowledgement on its transaction."""
         if len(ticks):
-            self.process(batch.stream, ticks, batch.pipe)
+            with _applying():
+                self.process(batch.stream, ticks, batch.pipe)
         if rejected:
             add_rejected(batch.pipe, self.keys.deadletter, rejected, f"{self.source}:{batch.stream}")
         batch.pipe.xack(batch.stream, self.settings.group, *ids)
@@ -360,9 +466,11 @@ class StreamRunner:
                 entries = [e for _, es in stream_items(response) for e in es]
                 if not entries:
                     break
-                self.handle(stream, entries)
-                done += len(entries)
                 start = entries[-1][0].decode()
+                done += len(entries)
+                fresh = self._without_worn_out(stream, entries)
+                if fresh:
+                    self.handle(stream, fresh)
         return done
 
     def claim_stale(self, streams: Sequence[str] | None = None, min_idle_ms: int | None = None) -> int:
@@ -385,10 +493,12 @@ class StreamRunner:
                     pipe.execute()
                 if entries:
                     log.warning("reclaimed %d pending entries of %s", len(entries), stream)
-                    self.handle(stream, entries)
+                    done += len(entries)
+                    fresh = self._without_worn_out(stream, entries)
+                    if fresh:
+                        self.handle(stream, fresh)
                     if stream not in self.streams:
                         break
-                    done += len(entries)
                 cursor = next_cursor.decode() if isinstance(next_cursor, bytes) else str(next_cursor)
                 if cursor == "0-0":
                     break

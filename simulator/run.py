@@ -133,8 +133,13 @@ class RedisSink:
         self.per_tick = per_tick
 
     def write(self, ticks: TickBatch, labels: LabelBatch) -> None:
-        """Publish the ticks, then their labels (so a label never names a trade not yet on the stream)."""
-        self.producer.publish(ticks, per_tick=self.per_tick)
+        """Publish the ticks, then their labels (so a label never names a trade not yet on the stream).
+
+        Each entry declares the tape's event clock (its latest trade): a fast run's event time leads the wall
+        clock by as much as it likes, and readers check `ts` against the declared clock, not the entry ID's time.
+        """
+        clock_ms = int(ticks.ts.max()) if len(ticks) else None
+        self.producer.publish(ticks, per_tick=self.per_tick, clock_ms=clock_ms)
         if len(labels):
             pipe = self.client.pipeline(transaction=False)
             for fields in labels.to_fields():

@@ -64,13 +64,15 @@ class TestToRedis:
     def test_per_tick_writes_one_public_entry_per_trade(
         self, cli: typer.Typer, settings: Settings, redis_client: redis.Redis
     ) -> None:
-        """--per-tick writes the interoperable form: symbol, price, size, ts, side, ids per entry."""
+        """--per-tick writes the interoperable form: symbol, price, size, ts, side, ids per entry, and the
+        simulator's declared event clock."""
         code, output = invoke(cli, "--count", "500", "--per-tick", "--start", START,
                               "--redis-url", str(settings.redis_url), "-q")  # fmt: skip
         assert code == 0, output
         entries = redis_client.xrange(Keys(settings.prefix).ticks())
         assert len(entries) == 500
-        assert set(entries[0][1]) == {b"symbol", b"price", b"size", b"ts", b"side", b"trade_id", b"buyer", b"seller"}
+        assert set(entries[0][1]) == {b"symbol", b"price", b"size", b"ts", b"side", b"trade_id", b"buyer", b"seller",
+                                      b"clock"}  # fmt: skip
 
 
 class TestToFile:
