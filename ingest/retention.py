@@ -329,7 +329,8 @@ class Retention:
 
     def _describe(self, stream: str, room: Room) -> str:
         if self.max_age_ms is not None:
-            return f"oldest unread entry of {stream} {room.backlog / 1000:,.0f} s old"
+            return (f"oldest unread entry of {stream} {room.backlog / 1000:,.1f} s old (retention "
+                    f"{self.max_age_ms / 1000:,g} s)")  # fmt: skip
         return f"backlog {room.backlog:,} entries of {stream}"
 
     def _announce(self, stream: str, room: Room, since: float) -> None:

@@ -189,3 +189,37 @@ def test_the_producer_trims_to_the_cap_only_what_every_group_has_read(redis_clie
     assert redis_client.xlen("tickerdash:ticks") == 1_000
     second = run_inline(redis_client, capped)
     assert first.runner.stats.ticks + second.runner.stats.ticks == 1_900
+
+
+def test_time_retention_keeps_unread_ticks_and_waits_for_the_worker(redis_client: redis.Redis,
+                                                                     settings: Settings) -> None:  # fmt: skip
+    """With TICKERDASH_RETENTION_S, an unread entry older than the retention is kept: the producer waits
+    (and says so under `keys.backpressure`) until a worker has read it, and every tick is counted."""
+    timed = settings.model_copy(update={"retention_s": 0.5, "stream_maxlen": 0})
+    ticks = market(2_000)
+    producer = Producer(redis_client, timed)
+    producer.publish(ticks.take(np.arange(1_000)), per_tick=True)
+    first_ms = int(redis_client.xrange("tickerdash:ticks", count=1)[0][0].split(b"-")[0])
+    while redis_client.time()[0] * 1000 - first_ms < 600:
+        time.sleep(0.1)  # until the first entry is past the retention
+    writer = threading.Thread(target=producer.publish, args=(ticks.take(np.arange(1_000, 2_000)),),
+                              kwargs={"per_tick": True})  # fmt: skip
+    writer.start()
+    key = Keys().backpressure("tickerdash:ticks")
+    deadline = time.monotonic() + WAIT_S
+    while not redis_client.exists(key) and writer.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    waiting = redis_client.hget(key, "message")
+    worker = AnalyticsWorker(redis_client, timed, config=WorkerConfig(checkpoint_every_s=0.2))
+    reader = threading.Thread(target=worker.run)
+    reader.start()
+    try:
+        writer.join(WAIT_S)
+        deadline = time.monotonic() + WAIT_S
+        while not drained(redis_client, timed) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        worker.stop.set()
+        reader.join()
+    assert worker.runner.stats.ticks == 2_000
+    assert waiting is not None and b"retention 0.5 s" in waiting
