@@ -26,9 +26,10 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     streams = []
     for name in sorted(as_text(k) for k in client.scan_iter(match=f"{keys.prefix}:*", _type="stream", count=1000)):
         info = client.xinfo_stream(name)
-        progress = read_progress(client, name)
+        infos = client.xinfo_groups(name)
+        progress = read_progress(client, name) if infos else None
         groups = []
-        for group in client.xinfo_groups(name):
+        for group in infos:
             g = {as_text(k): as_text(v) for k, v in group.items()}
             mine = progress.group(g["name"]) if progress else None
             missed = missed_entries(progress, mine) if progress and mine else None
