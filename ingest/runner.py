@@ -345,6 +345,7 @@ class StreamRunner:
         """Start reading a stream (after its ownership was acquired and its state restored)."""
         if stream not in self.streams:
             self.streams.append(stream)
+            self._last_gap_check = 0.0  # count what was trimmed before this group read it, before reading it
 
     def check_gaps(self) -> int:
         """Count, record and log the entries of our streams that were trimmed or deleted before our group read
@@ -504,10 +505,10 @@ class StreamRunner:
                         recovering = False
                     elif time.monotonic() - self._last_claim > max(self.settings.claim_idle_ms / 2000, 0.05):
                         self.claim_stale()
-                if time.monotonic() - self._last_gap_check > GAP_CHECK_EVERY_S:
-                    self.check_gaps()
                 if self.housekeeping:
                     self.housekeeping()  # with the GC on: whatever cycles the batches left are collected here
+                if time.monotonic() - self._last_gap_check > GAP_CHECK_EVERY_S:
+                    self.check_gaps()  # after housekeeping: a stream it added is checked before it is read
                 with gc_paused():
                     handled = self.read_new()
                 backoff = 0.1
