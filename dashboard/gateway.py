@@ -487,7 +487,8 @@ class Gateway:
                 client.offer(frame)
 
     async def _probe_health(self) -> None:
-        """Once a second: ticks/s through the worker, the analytics group's lag and pending, dead letters."""
+        """Once a second: ticks/s through the worker, the analytics group's lag, pending and lost entries, a
+        producer waiting for the workers, dead letters."""
         assert self._redis is not None
         while not self._stopping:
             await asyncio.sleep(self.config.health_every_s)
@@ -500,8 +501,10 @@ class Gateway:
 
     async def _measure_health(self) -> dict[str, Any]:
         assert self._redis is not None
-        lag, pending, consumers = 0, 0, 0
+        lag, pending, consumers, lost, waiting = 0, 0, 0, 0, None
         for stream in self.keys.tick_streams:
+            lost += int(await self._redis.hget(self.keys.lost(self.config.analytics_group, stream), "entries") or 0)
+            waiting = waiting or await self._redis.hget(self.keys.backpressure(stream), "message")
             try:
                 groups: Any = await self._redis.xinfo_groups(stream)
             except redis.ResponseError:  # the stream does not exist yet
@@ -522,7 +525,8 @@ class Gateway:
         age_ms = int(now * 1000) - _stream_id_ms(live_cursor) if live_cursor != "0-0" else None
         return {"redis": "ok", "ticks_per_s": round(rate, 1), "lag": lag, "pending": pending,
                 "workers": consumers, "deadletters": await self._redis.xlen(self.keys.deadletter),
-                "update_age_ms": age_ms}  # fmt: skip
+                "update_age_ms": age_ms, "lost": lost,
+                "producer_waiting": as_text(waiting) if waiting else None}  # fmt: skip
 
 
 class GatewayThread:

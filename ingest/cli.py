@@ -23,7 +23,7 @@ from rich.progress import (
 )
 
 from ingest.clikit import console as err_console
-from ingest.clikit import fail, freeze_import_objects, load_settings
+from ingest.clikit import fail, freeze_import_objects, load_settings, setup_logging
 from ingest.deadletter import add_rejected
 from ingest.importers import DEFAULT_CHUNK_ROWS, ColumnMapping, ImportOptionError, TradeReader
 from ingest.producer import Producer
@@ -142,6 +142,7 @@ def ingest(
     if speed is not None and not speed > 0:
         fail(f"--speed {speed} must be > 0 (leave it out to publish as fast as possible)")
     settings = load_settings()
+    setup_logging()  # the producer says when it waits for the workers (backpressure)
     try:
         mapping = ColumnMapping(
             symbol_col=symbol_col, price_col=price_col, size_col=size_col, ts_col=ts_col, side_col=side_col,

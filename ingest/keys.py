@@ -52,6 +52,15 @@ class Keys:
         """Closed OHLCV bars of one symbol at one interval."""
         return f"{self.prefix}:bars:{interval}:{symbol}"
 
+    def lost(self, group: str, stream: str) -> str:
+        """Hash of the entries of `stream` that were trimmed or deleted before `group` read them (a worker records
+        them; `status` and the dashboard show them)."""
+        return self.internal("lost", group, stream)
+
+    def backpressure(self, stream: str) -> str:
+        """Hash a producer keeps (with a short expiry) while it waits for the readers of `stream` to catch up."""
+        return self.internal("backpressure", stream)
+
     def internal(self, *parts: str) -> str:
         """Project-private key (checkpoints, leases, snapshots): not part of the public contract."""
         return ":".join((self.prefix, "_", *parts))

@@ -1,8 +1,8 @@
-"""Producer: publishes trades onto the tick streams, routed by symbol, pipelined, with retention."""
+"""Producer: publishes trades onto the tick streams, routed by symbol, pipelined, with retention that never
+drops an entry a consumer group still needs (ingest/retention.py)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ from redis.connection import Encoder, PythonRespSerializer
 
 from ingest.codecs import encode_batch, encode_ticks, iter_chunks
 from ingest.keys import Keys
+from ingest.retention import Retention
 from ingest.settings import Settings
 from ingest.ticks import TickBatch
 
@@ -53,6 +54,7 @@ class Producer:
         self.bulk = bulk_client(client)
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
+        self.retention = Retention(client, settings, self.keys)
 
     def close(self) -> None:
         """Close the connections of the bulk client's own pool (the caller's client stays open)."""
@@ -63,14 +65,6 @@ class Producer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _trim_args(self) -> dict[str, object]:
-        if self.settings.retention_s is not None:
-            min_ms = int(time.time() * 1000 - self.settings.retention_s * 1000)
-            return {"minid": f"{max(min_ms, 0)}-0", "approximate": True}
-        if self.settings.stream_maxlen:
-            return {"maxlen": self.settings.stream_maxlen, "approximate": True}
-        return {}
 
     def split_by_partition(self, batch: TickBatch) -> list[tuple[int, TickBatch]]:
         """The batch's trades grouped by their partition, keeping each symbol's order."""
@@ -89,26 +83,36 @@ class Producer:
     def publish(self, batch: TickBatch, *, per_tick: bool = False, clock_ms: int | None = None) -> PublishResult:
         """Write every trade of `batch`; entries per partition keep the batch's order.
 
-        `clock_ms` declares the producer's event clock on every entry (a simulator running ahead of the wall
-        clock): readers check the trades' `ts` against it instead of the entry IDs' time.
+        Waits while the streams' readers are a cap behind (backpressure). `clock_ms` declares the producer's
+        event clock on every entry (a simulator running ahead of the wall clock): readers check the trades'
+        `ts` against it instead of the entry IDs' time.
         """
-        trim = self._trim_args()
         entries = 0
+        queued: dict[str, int] = {}  # entries per stream on the pipeline, for the retention check
         pipe = (self.client if per_tick else self.bulk).pipeline(transaction=False)
+        depth = self.retention.most_per_write(PIPELINE_DEPTH if per_tick else PIPELINE_DEPTH // 10)
+
+        def flush() -> None:
+            self.retention.make_room(queued)
+            pipe.execute()
+            queued.clear()
+
         for partition, part in self.split_by_partition(batch):
             stream = self.keys.ticks(partition)
             if per_tick:
                 for fields in encode_ticks(part, clock_ms):
-                    pipe.xadd(stream, fields, **trim)  # type: ignore[arg-type]
+                    pipe.xadd(stream, fields)  # type: ignore[arg-type]
+                    queued[stream] = queued.get(stream, 0) + 1
                     entries += 1
-                    if len(pipe) >= PIPELINE_DEPTH:
-                        pipe.execute()
+                    if len(pipe) >= depth:
+                        flush()
             else:
                 for chunk in iter_chunks(part, self.settings.batch_rows):
-                    pipe.xadd(stream, encode_batch(chunk, clock_ms), **trim)  # type: ignore[arg-type]
+                    pipe.xadd(stream, encode_batch(chunk, clock_ms))  # type: ignore[arg-type]
+                    queued[stream] = queued.get(stream, 0) + 1
                     entries += 1
-                    if len(pipe) >= PIPELINE_DEPTH // 10:
-                        pipe.execute()
+                    if len(pipe) >= depth:
+                        flush()
         if len(pipe):
-            pipe.execute()
+            flush()
         return PublishResult(ticks=len(batch), entries=entries)

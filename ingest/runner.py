@@ -40,6 +40,7 @@ from redis.exceptions import ExecAbortError
 from ingest.codecs import Decoded, RawEntry, Rejected, as_text, decode_entries, decode_rules, entry_fields
 from ingest.deadletter import add_rejected
 from ingest.keys import Keys
+from ingest.retention import create_group, record_missed
 from ingest.settings import Settings
 from ingest.ticks import TickBatch
 
@@ -76,6 +77,7 @@ def _applying() -> Iterator[None]:
 
 TARGET_ROWS_PER_READ = 100_000  # bounds memory when entries are batches of thousands of ticks
 MAX_BACKOFF_S = 5.0
+GAP_CHECK_EVERY_S = 1.0  # how often the runner counts entries trimmed before its group read them
 FIRST_READ_COUNT = 16
 
 
@@ -145,11 +147,7 @@ def gc_paused() -> Iterator[None]:
 def ensure_groups(client: redis.Redis, streams: Sequence[str], group: str) -> None:
     """Create the consumer group on every stream (and the stream itself) unless it exists."""
     for stream in streams:
-        try:
-            client.xgroup_create(stream, group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        create_group(client, stream, group)
 
 
 class StopFlag:
@@ -222,6 +220,7 @@ class StreamRunner:
         self.stats = RunnerStats()
         self._count = min(settings.read_count, FIRST_READ_COUNT)  # grows once rows per entry are known
         self._last_claim = 0.0
+        self._last_gap_check = 0.0
         # read-ahead: the connection on which the next XREADGROUP was sent while a batch was handled, its
         # reply not read yet (Redis builds it meanwhile: ~1 us per entry of its single thread)
         self._ahead: redis.connection.Connection | None = None
@@ -452,6 +451,20 @@ class StreamRunner:
         """Start reading a stream (after its ownership was acquired and its state restored)."""
         if stream not in self.streams:
             self.streams.append(stream)
+            self._last_gap_check = 0.0  # count what was trimmed before this group read it, before reading it
+
+    def check_gaps(self) -> int:
+        """Count, record and log the entries of our streams that were trimmed or deleted before our group read
+        them (an operator's XTRIM, an outside producer's MAXLEN); returns how many were newly found."""
+        self._last_gap_check = time.monotonic()
+        found = 0
+        for stream in list(self.streams):
+            missed, total = record_missed(self.client, self.keys, self.settings.group, stream)
+            if missed:
+                log.warning("lost %s entries of %s: trimmed or deleted before group %s read them (%s lost in all)",
+                            f"{missed:,}", stream, self.settings.group, f"{total:,}")  # fmt: skip
+                found += missed
+        return found
 
     def read_pending(self) -> int:
         """Process this consumer's own pending entries (left by an earlier life under the same name)."""
@@ -596,6 +609,7 @@ class StreamRunner:
                 with gc_paused():
                     if recovering:
                         ensure_groups(self.client, self.streams, self.settings.group)
+                        self.check_gaps()
                         self.read_pending()
                         self.claim_stale()
                         recovering = False
@@ -603,6 +617,8 @@ class StreamRunner:
                         self.claim_stale()
                 if self.housekeeping:
                     self.housekeeping()  # with the GC on: whatever cycles the batches left are collected here
+                if time.monotonic() - self._last_gap_check > GAP_CHECK_EVERY_S:
+                    self.check_gaps()  # after housekeeping: a stream it added is checked before it is read
                 with gc_paused():
                     handled = self.read_new()
                 backoff = 0.1

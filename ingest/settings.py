@@ -32,10 +32,12 @@ class Settings(BaseSettings):
     prefix: str = Field(default="tickerdash", description="Prefix of every Redis key.")
     partitions: int = Field(default=1, ge=1, le=1024, description="Number of tick stream partitions.")
     stream_maxlen: int = Field(
-        default=1_000_000, ge=0, description="Approximate cap on entries per tick stream (0: no cap)."
+        default=1_000_000, ge=0, description="Cap on entries per tick stream (0: no cap): entries every group "
+        "has read are trimmed to it; producers wait while the unread ones reach it."
     )
     retention_s: float | None = Field(
-        default=None, gt=0, description="Trim tick streams to entries newer than this many seconds (MINID)."
+        default=None, gt=0, description="Instead: trim read entries older than this many seconds (MINID); "
+        "producers wait while an unread one is older."
     )
     group: str = Field(default="analytics", description="Consumer group of the analytics workers.")
     consumer: str = Field(default_factory=_default_consumer, description="This process's consumer name.")

@@ -1,4 +1,5 @@
-"""`tickerdash status`: every stream with its length, each group's lag and pending, dead letters."""
+"""`tickerdash status`: every stream with its length, each group's lag, pending and lost entries, producers
+waiting for the workers, dead letters."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from ingest.clikit import load_settings
 from ingest.codecs import as_text
 from ingest.keys import Keys
 from ingest.redis_server import redis_connection
+from ingest.retention import lost_entries, missed_entries, read_progress
 
 DEADLETTER_SAMPLE = 1_000
-
 
 
 def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
@@ -25,13 +26,20 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     streams = []
     for name in sorted(as_text(k) for k in client.scan_iter(match=f"{keys.prefix}:*", _type="stream", count=1000)):
         info = client.xinfo_stream(name)
+        infos = client.xinfo_groups(name)
+        progress = read_progress(client, name) if infos else None
         groups = []
-        for group in client.xinfo_groups(name):
+        for group in infos:
             g = {as_text(k): as_text(v) for k, v in group.items()}
-            groups.append({"name": g["name"], "consumers": g["consumers"], "pending": g["pending"],
-                           "lag": g.get("lag"), "last_delivered": g.get("last-delivered-id")})  # fmt: skip
+            mine = progress.group(g["name"]) if progress else None
+            missed = missed_entries(progress, mine) if progress and mine else None
+            lost = max(lost_entries(client, keys, g["name"], name), missed or 0)
+            groups.append({"name": g["name"], "consumers": g["consumers"], "pending": g["pending"], "lag": g.get("lag"),
+                           "last_delivered": g.get("last-delivered-id"), "lost": lost})  # fmt: skip
+        waiting = {as_text(k): as_text(v) for k, v in client.hgetall(keys.backpressure(name)).items()}
         streams.append({"stream": name, "length": info["length"],
-                        "last_entry": as_text(info["last-generated-id"]), "groups": groups})  # fmt: skip
+                        "last_entry": as_text(info["last-generated-id"]), "groups": groups,
+                        "producer_waiting": waiting.get("message")})  # fmt: skip
     recent = client.xrevrange(keys.deadletter, count=DEADLETTER_SAMPLE) or []
     reasons = Counter(as_text((fields or {}).get(b"reason", b"?")).split(":", 1)[0] for _, fields in recent)
     return {
@@ -54,6 +62,13 @@ def render(report: dict[str, Any], console: Console) -> None:
             table.add_row(s["stream"] if i == 0 else "", f"{s['length']:,}" if i == 0 else "", g["name"],
                           str(g["consumers"]), f"{g['pending']:,}", lag)  # fmt: skip
     console.print(table)
+    for s in report["streams"]:
+        for g in s["groups"]:
+            if g["lost"]:
+                console.print(f"[bold red]Lost:[/] {g['lost']:,} entries of {s['stream']} were trimmed or deleted "
+                              f"before group {g['name']} read them", highlight=False)  # fmt: skip
+        if s["producer_waiting"]:
+            console.print(f"[bold yellow]Backpressure:[/] {s['producer_waiting']}", highlight=False)
     dead = report["deadletter"]
     why = ", ".join(f"{k}: {v}" for k, v in dead["recent_reasons"].items()) or "none"
     console.print(f"Dead letters: {dead['count']:,} (recent reasons: {why})")

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ingest.clikit import Terminated, freeze_import_objects
+from ingest.clikit import Terminated, freeze_import_objects, setup_logging
 from ingest.settings import Settings
 from simulator.market import MarketConfig, generate
 from simulator.scenarios import PRESETS, HardNegatives, Scenario, ScenarioError, Suspicious, from_flags, resolve
@@ -160,6 +160,7 @@ def simulate(
         else:
             from ingest.redis_server import redis_connection
 
+            setup_logging()  # the producer says when it waits for the workers (backpressure)
             client = stack.enter_context(redis_connection(settings))
             sink = RedisSink(client, settings, per_tick=per_tick)
             sink.record_run(config, scenario or "flags")

@@ -594,3 +594,20 @@ def test_a_rule_added_in_the_editor_fires_on_a_slump_and_shows_within_two_second
     assert [a for a in redis_client.xrange(KEYS.alerts) if a[1][b"symbol"] == b"MSFT"] == []
     assert "MSFT" not in page.page.locator("#alerts-feed").inner_text()
     assert page.console_errors == []
+
+
+def test_the_health_strip_says_in_plain_words_how_many_ticks_were_lost(page: Page, redis_client: redis.Redis) -> None:
+    """Ticks an operator trimmed before any worker read them, once a worker counted them, are named in the
+    health strip."""
+    from ingest.retention import create_group, record_missed
+
+    stream = KEYS.ticks()
+    create_group(redis_client, stream, "analytics")
+    for i in range(10):
+        redis_client.xadd(stream, {"symbol": "AAPL", "price": 10 + i, "size": 1})
+    redis_client.xtrim(stream, maxlen=4, approximate=False)
+    record_missed(redis_client, KEYS, "analytics", stream)
+    strip = page.wait_for(lambda: "lost" in (text := page.page.inner_text("#health-strip")) and text,
+                          what="the loss in the health strip")  # fmt: skip
+    assert "lost 6 entries trimmed before any worker read them" in " ".join(strip.split())
+    assert page.console_errors == []

@@ -23,6 +23,7 @@ from dashboard.gateway import GATEWAY_CLIENT_NAME, Frame, Gateway, GatewayConfig
 from dashboard.server import DashboardServer
 from ingest.keys import Keys
 from ingest.redis_server import EmbeddedRedis
+from ingest.retention import create_group, record_missed
 from ingest.settings import Settings
 
 KEYS = Keys()
@@ -165,6 +166,21 @@ class TestFrames:
             frame = receive(ws, "frame", until=lambda f: (f["health"] or {}).get("deadletters") == 1)
         assert frame["health"]["clients"] == 1
         assert frame["health"]["redis"] == "ok"
+
+    def test_health_reports_ticks_trimmed_before_the_workers_read_them(self, gateway: Gateway,
+                                                                        redis_client: redis.Redis) -> None:  # fmt: skip
+        """Entries an operator trimmed before the analytics group read them, once a worker has counted them, are
+        in the health part of frames (the page says "lost N entries trimmed before any worker read them")."""
+        stream = KEYS.ticks()
+        create_group(redis_client, stream, "analytics")
+        for i in range(10):
+            redis_client.xadd(stream, {"symbol": "AAPL", "price": 10 + i, "size": 1})
+        redis_client.xtrim(stream, maxlen=4, approximate=False)
+        assert record_missed(redis_client, KEYS, "analytics", stream) == (6, 6)
+        with connect(url(gateway)) as ws:
+            receive(ws, "hello")
+            frame = receive(ws, "frame", until=lambda f: (f["health"] or {}).get("lost"))
+        assert frame["health"]["lost"] == 6 and frame["health"]["producer_waiting"] is None
 
 
 class TestGapFilling:

@@ -109,10 +109,13 @@ class TestRunner:
         archive = settings.model_copy(update={"group": "archiver"})
         assert len(collect(archive, redis_client)) == 50
 
-    def test_retention_caps_the_stream(self, settings: Settings, redis_client: redis.Redis) -> None:
-        """MAXLEN ~ keeps the tick stream near its configured size."""
+    def test_retention_caps_a_stream_no_group_reads(self, settings: Settings, redis_client: redis.Redis) -> None:
+        """Without any consumer group (the workers' one removed), MAXLEN ~ keeps the tick stream near its size."""
         capped = settings.model_copy(update={"stream_maxlen": 100})
-        Producer(redis_client, capped).publish(make_ticks(2000), per_tick=True)
+        producer = Producer(redis_client, capped)
+        producer.retention.prepare()
+        redis_client.xgroup_destroy("tickerdash:ticks", capped.group)
+        producer.publish(make_ticks(2000), per_tick=True)
         assert 100 <= redis_client.xlen("tickerdash:ticks") < 400
 
 

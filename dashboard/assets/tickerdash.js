@@ -493,6 +493,9 @@
       ["dead letters", h.deadletters === undefined ? "–" : h.deadletters], ["clients", h.clients === undefined ? "–" : h.clients],
       ["redis", h.redis || "–"],
     ];
+    // plain words for what went wrong, first in the strip: ticks lost to trimming, a producer held back
+    if (h.lost) items.unshift(["lost", fmt(h.lost, 0) + " entries trimmed before any worker read them"]);
+    if (h.producer_waiting) items.unshift(["waiting", h.producer_waiting]);
     host.replaceChildren.apply(host, items.map(function (item) {
       var span = el("span", null, "td-health-item");
       span.appendChild(el("b", item[0] + " "));
