@@ -3,6 +3,7 @@
 Per-tick entry: the public form, fields as in DESIGN.md (`symbol`, `price`, `size`, `ts`, ...).
 Batch entry: the project's fast form, fields `batch` (an Arrow IPC stream holding one record batch
 with the `TickBatch.to_arrow` columns), `rows` (its row count) and `format` (`arrow-ipc/1`).
+Either may carry `producer` and `seq` (see `PRODUCER_FIELD`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from ingest.ticks import (
 )
 
 BATCH_FORMAT = b"arrow-ipc/1"
+# optional fields of either form: the writing producer's id and its sequence number for the entry, which
+# let a producer find out after a lost connection which of its entries landed; consumers ignore them
+PRODUCER_FIELD = "producer"
+SEQ_FIELD = "seq"
 RawEntry = tuple[bytes, Sequence[bytes]]  # (entry id, flat [field, value, field, value, ...])
 
 
