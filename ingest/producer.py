@@ -139,9 +139,10 @@ class Producer:
             entries += self.send(queued, client)
         return PublishResult(ticks=len(batch), entries=entries)
 
-    def send(self, entries: Iterable[Entry], client: redis.Redis | None = None) -> int:
+    def send(self, entries: Iterable[Entry], client: redis.Redis | None = None, *, trim: bool = True) -> int:
         """XADD the entries (their field dicts get this producer's id and next sequence number) in one
-        pipeline; through a Redis outage, wait and resend exactly those that did not land. Returns their count."""
+        pipeline, with the tick streams' retention unless not `trim`; through a Redis outage, wait and
+        resend exactly those that did not land. Returns their count."""
         client = client or self.plain
         stamped: list[Stamped] = []
         for stream, fields in entries:
@@ -157,9 +158,9 @@ class Producer:
                     todo, unsure = self._not_landed(todo, client, sent_at), False
                     if not todo:
                         break
-                trim = self._trim_args()
+                retention = self._trim_args() if trim else {}
                 for stream, fields, _ in todo:
-                    pipe.xadd(stream, fields, **trim)  # type: ignore[arg-type]
+                    pipe.xadd(stream, fields, **retention)  # type: ignore[arg-type]
                 ids = pipe.execute()
             except REDIS_DOWN as exc:
                 pipe.reset()

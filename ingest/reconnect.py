@@ -8,10 +8,9 @@ so that a restart shows as two lines in a log rather than a traceback or a wall 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import redis
 
@@ -23,6 +22,14 @@ FIRST_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 5.0
 
 _log = logging.getLogger(__name__)
+
+
+class StopSignal(Protocol):
+    """What a loop stops on (`threading.Event`, `ingest.runner.StopFlag`)."""
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds; True once stopping."""
+        ...
 
 
 class Outage:
@@ -69,7 +76,7 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
-def wait_out(outage: Outage, exc: BaseException, stop: threading.Event | None = None) -> bool:
+def wait_out(outage: Outage, exc: BaseException, stop: StopSignal | None = None) -> bool:
     """Sleep the outage's next delay (cut short by `stop`); True if `stop` was set meanwhile."""
     delay = outage.failed(exc)
     if stop is None:
@@ -79,7 +86,7 @@ def wait_out(outage: Outage, exc: BaseException, stop: threading.Event | None = 
 
 
 def through_outages(call: Callable[[], T], outage: Outage | None = None, *,
-                    stop: threading.Event | None = None) -> T:  # fmt: skip
+                    stop: StopSignal | None = None) -> T:  # fmt: skip
     """`call()`, retried through Redis outages until it succeeds (raises `Stopped` once `stop` is set).
 
     Only for calls that are safe to repeat: one that may have been applied before its connection died
@@ -97,7 +104,7 @@ def through_outages(call: Callable[[], T], outage: Outage | None = None, *,
         return result
 
 
-def wait_for_redis(client: redis.Redis, outage: Outage, *, stop: threading.Event | None = None) -> None:
+def wait_for_redis(client: redis.Redis, outage: Outage, *, stop: StopSignal | None = None) -> None:
     """Block until the server answers PING (and has loaded its data: a loading server refuses it)."""
     through_outages(client.ping, outage, stop=stop)
 

@@ -139,7 +139,7 @@ class RedisSink:
         self.producer.publish(ticks, per_tick=self.per_tick)
         fields = labels.to_fields()
         for start in range(0, len(fields), LABEL_PIPELINE):
-            self.producer.send([(self.labels_key, f) for f in fields[start : start + LABEL_PIPELINE]])
+            self.producer.send([(self.labels_key, f) for f in fields[start : start + LABEL_PIPELINE]], trim=False)
 
     def record_run(self, config: MarketConfig, scenario: str) -> None:
         """Note this run's seed and setup under `<prefix>:_:simulator`, so exports can say where data came from."""
