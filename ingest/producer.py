@@ -188,9 +188,13 @@ class Producer:
         return rest
 
     def _last_seq_on(self, stream: str, client: redis.Redis, oldest_ms: int) -> int:
-        """The sequence number of this producer's newest entry on `stream` no older than `oldest_ms` or
-        the last one Redis confirmed (0: none)."""
-        oldest = f"({self.last_landed[stream]}" if stream in self.last_landed else f"{oldest_ms}-0"
+        """The sequence number of this producer's newest entry on `stream` newer than both `oldest_ms` and
+        the last one Redis confirmed to it (0: none)."""
+        confirmed = self.last_landed.get(stream)
+        if confirmed is not None and int(confirmed.split("-", 1)[0]) >= oldest_ms:
+            oldest = f"({confirmed}"
+        else:
+            oldest = f"{oldest_ms}-0"
         newest, count = "+", 4  # small pages first: batch entries are large, and ours is usually the last
         mine = self.producer_id.encode()
         while True:
