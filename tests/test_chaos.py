@@ -10,20 +10,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import pytest
 import redis
+from restart_tools import kill_and_restart, stream_ticks
 from websockets.sync.client import connect
 
-from ingest.codecs import decode_entries
 from ingest.keys import Keys
 from ingest.producer import Producer
 from ingest.redis_server import EmbeddedRedis, free_port
-from ingest.runner import raw_client
 from ingest.settings import Settings
 from ingest.ticks import TickBatch, concat
 from simulator.market import MarketConfig, generate
@@ -47,16 +45,6 @@ def expected_tape() -> TickBatch:
     return concat([ticks for ticks, _ in limited(generate(config), Limits(count=COUNT), START_MS)])
 
 
-def stream_ticks(client: redis.Redis, keys: Keys) -> TickBatch:
-    """Every tick on the tick streams, decoded (nothing may be rejected)."""
-    pieces, raw = [], raw_client(client)
-    for stream in keys.tick_streams:
-        decoded = decode_entries(raw.xrange(stream))  # type: ignore[arg-type]
-        assert not decoded.rejected, decoded.rejected[:3]
-        pieces.append(decoded.ticks)
-    return concat(pieces)
-
-
 def trade_keys(ticks: TickBatch) -> list[tuple[str, int, float, float, str]]:
     """One sortable key per trade: (trade id, ts, price, size, symbol)."""
     assert ticks.trade_id is not None
@@ -65,7 +53,7 @@ def trade_keys(ticks: TickBatch) -> list[tuple[str, int, float, float, str]]:
                       symbols.tolist(), strict=True))  # fmt: skip
 
 
-def bars(client: redis.Redis, prefix: str) -> dict[str, list[Any]]:
+def bars(client: redis.Redis, prefix: str) -> dict[str, Any]:
     """Every bar stream under a prefix, by its key without the prefix."""
     return {key.decode().removeprefix(prefix): client.xrange(key)
             for key in sorted(client.scan_iter(match=f"{prefix}:bars:*", count=1000))}  # fmt: skip
@@ -134,27 +122,6 @@ class Procs:
             log.close()
 
 
-@pytest.fixture
-def aof_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A real redis-server with appendonly yes, on a free port, data in tmp_path/redis."""
-    server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def kill_and_restart(server: EmbeddedRedis) -> None:
-    """kill -9 the server, keep it down a moment, then start it again on the same port and data dir."""
-    assert server.process is not None
-    server.process.kill()
-    server.process.wait()
-    if server.process.stderr:
-        server.process.stderr.close()
-    time.sleep(DOWN_S)
-    server.start(timeout=30)
-
-
 def wait_until(what: str, check: Any, procs: Procs, timeout: float, *, simulator: bool = False) -> None:
     """Poll `check()` until it is true, failing early if a long-running child (or `simulator`) ended."""
     deadline = time.monotonic() + timeout
@@ -186,9 +153,9 @@ def test_redis_killed_twice_mid_stream_loses_and_repeats_no_tick_and_no_process_
                                "--rate", str(RATE), "--market-rate", str(MARKET_RATE), "-q")  # fmt: skip
         for fraction in (0.25, 0.6):  # two restarts while ticks flow
             wait_until(f"{fraction:.0%} of the ticks", lambda f=fraction: entries(client, keys) >= f * ENTRIES,
-                       procs, timeout=60, simulator=True)  # fmt: skip
-            kill_and_restart(aof_redis)  # (the test's own client reconnects by itself)
-        assert simulate.wait(timeout=90) == 0, procs.output("simulate")[-3000:]
+                       procs, timeout=120, simulator=True)  # fmt: skip
+            kill_and_restart(aof_redis, DOWN_S)  # (the test's own client reconnects by itself)
+        assert simulate.wait(timeout=180) == 0, procs.output("simulate")[-3000:]
         simulated = procs.output("simulate")
         assert "Traceback" not in simulated
         assert simulated.count("redis unavailable") == 2 and simulated.count("redis back after") == 2, simulated
@@ -198,7 +165,7 @@ def test_redis_killed_twice_mid_stream_loses_and_repeats_no_tick_and_no_process_
         assert trade_keys(on_stream) == trade_keys(expected)  # every tick exactly once
 
         wait_until("both workers to catch up", lambda: caught_up(client, keys) and caught_up(client, ref_keys),
-                   procs, timeout=60)  # fmt: skip
+                   procs, timeout=180)  # fmt: skip
         chaos_bars, ref_bars = bars(client, "tickerdash"), bars(client, REF_PREFIX)
         assert ref_bars and sum(map(len, ref_bars.values())) > 100
         assert chaos_bars == ref_bars

@@ -12,19 +12,20 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
+from restart_tools import kill_and_restart, stream_ticks
 
 from analytics.alerts import Alert
 from ingest.keys import Keys
 from ingest.producer import Producer
 from ingest.reconnect import Outage
 from ingest.redis_server import EmbeddedRedis
-from ingest.runner import raw_client
 from ingest.settings import Settings
-from ingest.ticks import TickBatch, concat
+from ingest.ticks import TickBatch
 
 REPO = Path(__file__).resolve().parents[1]
 KILLS = 4
@@ -45,14 +46,7 @@ def make_ticks(n: int, symbols: int = 7, seed: int = 0, spacing_ms: int = 1) -> 
 
 def trade_ids_on_streams(client: redis.Redis, keys: Keys) -> list[str]:
     """The trade id of every tick on the tick streams (duplicates kept)."""
-    from ingest.codecs import decode_entries
-
-    raw, pieces = raw_client(client), []
-    for stream in keys.tick_streams:
-        decoded = decode_entries(raw.xrange(stream))
-        assert not decoded.rejected
-        pieces.append(decoded.ticks)
-    ticks = concat(pieces)
+    ticks = stream_ticks(client, keys)
     assert ticks.trade_id is not None
     return [str(t) for t in ticks.trade_id.to_pylist()]
 
@@ -120,7 +114,7 @@ def test_after_a_lost_connection_only_the_entries_that_did_not_land_are_sent_aga
                      producer.seq))  # fmt: skip
     landed = [entry for entry in sent if entry[0] == "s:a"][:3] + [entry for entry in sent if entry[0] == "s:b"][:1]
     for stream, fields, _ in sorted(landed, key=lambda entry: entry[2]):  # Redis ran these before the cut
-        redis_client.xadd(stream, fields)
+        redis_client.xadd(stream, fields)  # type: ignore[arg-type]
         redis_client.xadd(stream, {"n": "another client", "producer": "someone-else", "seq": 99})
     rest = producer._not_landed(sent, producer.plain, time.monotonic())
     assert [fields["n"] for _, fields, _ in rest] == ["3", "5", "6", "7", "8", "9"]  # landed: 0 2 4 on a, 1 on b
@@ -128,25 +122,6 @@ def test_after_a_lost_connection_only_the_entries_that_did_not_land_are_sent_aga
 
 
 # --- commands against a Redis that is killed -9 and restarted on its append-only file -------------------
-
-
-@pytest.fixture
-def aof_redis(tmp_path: Path) -> EmbeddedRedis:
-    """A real redis-server with appendonly yes, data in tmp_path/redis."""
-    server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
-    yield server  # type: ignore[misc]
-    server.stop()
-
-
-def kill_and_restart(server: EmbeddedRedis, down_s: float = 1.0) -> None:
-    """kill -9 the server, then start it again on the same port and data dir."""
-    assert server.process is not None
-    server.process.kill()
-    server.process.wait()
-    if server.process.stderr:
-        server.process.stderr.close()
-    time.sleep(down_s)
-    server.start(timeout=30)
 
 
 def wait_for(what: str, check: object, procs: dict[str, subprocess.Popen[str]], timeout: float = 60) -> None:
@@ -189,8 +164,8 @@ def test_ingest_replay_alerts_tail_and_archive_ride_out_a_redis_restart(aof_redi
                  {**procs, "ingest": ingest})  # fmt: skip
         kill_and_restart(aof_redis, down_s=DOWN_S)
         assert ingest.poll() is None, "the replay ended before Redis was killed"
-        alert = Alert("r1", "S1", 1_700_000_000_000, 9.5, 10.0, 5.0, 60, "S1 -5%")
-        wait_for("Redis after the restart", lambda: client.xadd(keys.alerts, alert.to_fields()), procs)
+        alert_fields: Any = Alert("r1", "S1", 1_700_000_000_000, 9.5, 10.0, 5.0, 60, "S1 -5%").to_fields()
+        wait_for("Redis after the restart", lambda: client.xadd(keys.alerts, alert_fields), procs)
         out, _ = ingest.communicate(timeout=60)
         assert ingest.returncode == 0, out[-3000:]
         assert "Traceback" not in out and out.count("redis unavailable") == 1 and "redis back after" in out, out
