@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -23,12 +24,14 @@ from ingest.clikit import fail, load_settings
 from ingest.codecs import decode_entries
 from ingest.importers import ColumnMapping, ImportOptionError, TradeReader
 from ingest.keys import Keys
+from ingest.reconnect import REDIS_DOWN, Outage, wait_out
 from ingest.redis_server import redis_connection
 from ingest.runner import raw_client
 from ingest.ticks import TickBatch
 
 XRANGE_COUNT = 1_000  # stream entries per read while backtesting (a batch entry holds many trades)
 
+log = logging.getLogger(__name__)
 alerts_app = typer.Typer(
     name="alerts",
     no_args_is_help=True,
@@ -180,9 +183,15 @@ def tail(
         if last == "$":  # resolve now, so alerts between two reads are never skipped
             info: Any = client.xinfo_stream(keys.alerts) if client.exists(keys.alerts) else None
             last = info["last-generated-id"].decode() if info else "0-0"
+        outage = Outage(log)
         try:
             while count is None or shown < count:
-                reply: Any = client.xread({keys.alerts: last}, count=100, block=1000)
+                try:
+                    reply: Any = client.xread({keys.alerts: last}, count=100, block=1000)
+                except REDIS_DOWN as exc:  # the cursor `last` resumes exactly where the outage began
+                    wait_out(outage, exc)
+                    continue
+                outage.recovered()
                 for _, entries in reply or []:
                     for raw_id, fields in entries:
                         last = raw_id.decode()

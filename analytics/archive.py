@@ -36,7 +36,8 @@ import redis
 from analytics.indicators import window_name
 from analytics.worker import bars_feed_key, decode_bar_table
 from ingest.keys import Keys
-from ingest.runner import MAX_BACKOFF_S, StopFlag, ensure_groups, raw_client, stream_items
+from ingest.reconnect import Outage, wait_out
+from ingest.runner import StopFlag, ensure_groups, raw_client, stream_items
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ class Archiver:
         self.stats = ArchiveStats()
         self._carry: list[Any] = []  # entries read but not yet in a written batch
         self._cursor = "0-0"  # the last pending entry read back
+        self._outage = Outage(log)
 
     def write_batch(self, entries: Sequence[tuple[bytes, dict[bytes, bytes] | list[bytes] | None]]) -> list[Path]:
         """Write the bars of these feed entries (one file per partition), then XACK them; the files written."""
@@ -223,15 +225,12 @@ class Archiver:
         acknowledged, then new ones. A lost Redis connection is retried with backoff: whatever was read
         and not yet acknowledged is pending and is read again first.
         """
-        backoff = 0.1
         while not self.stop.is_set():
             try:
                 self._archive(once)
                 break
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("redis unavailable (%s): retrying in %.1fs", exc, backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                wait_out(self._outage, exc, self.stop)
         log.info("archived %d bars from %d feed entries into %d files", self.stats.bars, self.stats.entries,
                  self.stats.files)  # fmt: skip
         return self.stats
@@ -239,6 +238,7 @@ class Archiver:
     def _archive(self, once: bool) -> None:
         ensure_groups(self.client, [self.feed], ARCHIVE_GROUP)
         self.adopt_orphans()
+        self._outage.recovered()
         self._carry, self._cursor = [], "0-0"
         while not self.stop.is_set():
             batch = self._next_batch(pending=True, block_ms=None)

@@ -32,6 +32,7 @@ from analytics.rule_store import RuleStore
 from analytics.rules import Rule, now_ms
 from ingest.codecs import as_text
 from ingest.keys import Keys
+from ingest.reconnect import Outage, wait_out
 
 log = logging.getLogger(__name__)
 GROUP = "webhooks"
@@ -228,13 +229,16 @@ class WebhookDelivery:
 
     def run(self) -> None:
         """Deliver until `stop()`; a Redis hiccup is logged and retried after a pause."""
-        self.ensure_group()
+        outage, group_checked = Outage(log, what="webhook delivery: redis"), False
         while not self._stop.is_set():
             try:
+                if not group_checked or outage.ongoing:  # a server restarted without its data has no group
+                    self.ensure_group()
+                    group_checked = True
                 self.step()
+                outage.recovered()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("webhook delivery: Redis unavailable (%s); retrying", exc)
-                self._stop.wait(1.0)
+                wait_out(outage, exc, self._stop)
 
     def start(self) -> WebhookDelivery:
         """Run the task on a daemon thread."""

@@ -53,6 +53,7 @@ from analytics.live import decode_updates, live_key, snapshot_key
 from dashboard.auth import allowed_hosts, presented_token, refusal, token_accepted
 from ingest.codecs import as_text
 from ingest.keys import Keys
+from ingest.reconnect import Outage
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +434,7 @@ class Gateway:
     async def _read_feeds(self) -> None:
         """The one Redis reader: XREAD on the live, alerts and anomalies streams, forever."""
         assert self._redis is not None
-        backoff = 0.1
+        outage = Outage(log, what="gateway: redis")
         live = live_key(self.keys)
         while not self._stopping:
             try:
@@ -444,14 +445,12 @@ class Gateway:
                 streams: Any = self._cursor
                 reply: Any = await self._redis.xread(streams, count=self.config.read_count,
                                                      block=self.config.read_block_ms)  # fmt: skip
-                backoff = 0.1
+                outage.recovered()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if self._stopping:
                     return
                 self.health["redis"] = "down"
-                log.warning("gateway lost Redis (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(outage.failed(exc))
                 continue
             for raw_stream, entries in reply or []:
                 stream = as_text(raw_stream)

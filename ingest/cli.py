@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,9 +25,11 @@ from rich.progress import (
 
 from ingest.clikit import console as err_console
 from ingest.clikit import fail, freeze_import_objects, load_settings, setup_logging
+from ingest.codecs import Rejected
 from ingest.deadletter import add_rejected
 from ingest.importers import DEFAULT_CHUNK_ROWS, ColumnMapping, ImportOptionError, TradeReader
 from ingest.producer import Producer
+from ingest.reconnect import through_outages
 from ingest.redis_server import redis_connection
 from ingest.replay import ReplayPacer
 from ingest.status import status
@@ -58,9 +61,8 @@ def publish_trades(
     pacer = pacer or ReplayPacer(None)
     for ticks, rejected in reader:
         if rejected:
-            pipe = producer.client.pipeline(transaction=False)
-            add_rejected(pipe, producer.keys.deadletter, rejected, source)
-            pipe.execute()
+            # through an outage a dead letter may be written twice; a trade never is (`Producer.publish`)
+            through_outages(functools.partial(_write_rejected, producer, rejected, source), producer.outage)
             summary.rejected.update(r.reason for r in rejected)
         for run in pacer.pace(ticks.ts):
             part = ticks if run == slice(0, len(ticks)) else ticks.take(np.arange(run.start, run.stop))
@@ -72,6 +74,12 @@ def publish_trades(
         if on_progress is not None:
             on_progress(summary)
     return summary
+
+
+def _write_rejected(producer: Producer, rejected: list[Rejected], source: str) -> None:
+    pipe = producer.client.pipeline(transaction=False)
+    add_rejected(pipe, producer.keys.deadletter, rejected, source)
+    pipe.execute()
 
 
 def _progress_bar(unit: str) -> Progress:

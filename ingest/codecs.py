@@ -5,6 +5,7 @@ Batch entry: the project's fast form, fields `batch` (an Arrow IPC stream holdin
 with the `TickBatch.to_arrow` columns), `rows` (its row count) and `format` (`arrow-ipc/1`).
 Either form may declare its producer's event clock (`clock`, epoch ms: the project's simulator, whose
 fast runs lead the wall clock), against which the trades' `ts` are checked instead of the entry ID's time.
+Either may carry `producer` and `seq` (see `PRODUCER_FIELD`).
 
 Decoding is total: whatever an entry holds, it becomes trades or rejected inputs with their reasons.
 """
@@ -34,6 +35,10 @@ from ingest.ticks import (
 
 BATCH_FORMAT = b"arrow-ipc/1"
 CLOCK_FIELD = "clock"
+# optional fields of either form: the writing producer's id and its sequence number for the entry, which
+# let a producer find out after a lost connection which of its entries landed; consumers ignore them
+PRODUCER_FIELD = "producer"
+SEQ_FIELD = "seq"
 RawEntry = tuple[bytes, Sequence[bytes]]  # (entry id, flat [field, value, field, value, ...])
 # Per-tick field values longer than this are refused before parsing: fixed-width numpy byte arrays of the
 # columns would otherwise take (longest value x entries) bytes, gigabytes for one megabyte-long value.

@@ -1,23 +1,49 @@
 """Producer: publishes trades onto the tick streams, routed by symbol, pipelined, with retention that never
-drops an entry a consumer group still needs (ingest/retention.py)."""
+drops an entry a consumer group still needs (ingest/retention.py).
+
+A producer rides out a Redis restart without losing or repeating an entry: each entry it writes carries
+its producer id and a sequence number (`PRODUCER_FIELD`, `SEQ_FIELD`), and when a connection dies under a
+pipeline, the producer waits for Redis, reads back the streams' tails to find which of its entries
+landed, and sends only the rest. Its clients never retry a command on their own (a resent XADD that
+Redis had applied would be a duplicate).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import redis
+from redis.backoff import NoBackoff
 from redis.connection import Encoder, PythonRespSerializer
+from redis.retry import Retry
 
-from ingest.codecs import encode_batch, encode_ticks, iter_chunks
+from ingest.codecs import PRODUCER_FIELD, SEQ_FIELD, encode_batch, encode_ticks, iter_chunks
 from ingest.keys import Keys
+from ingest.reconnect import REDIS_DOWN, Outage, wait_out
 from ingest.retention import Retention
 from ingest.settings import Settings
 from ingest.ticks import TickBatch
 
+log = logging.getLogger(__name__)
+
 PIPELINE_DEPTH = 1_000  # commands per round trip: big enough to hide latency, small enough for memory
 BUFFER_CUTOFF = 6_000  # redis-py's own: values longer than this go to the socket as they are
+TAIL_PAGE = 256  # most entries per XREVRANGE when looking for what landed before a connection died
+CLOCK_MARGIN_MS = 1_000
+PRODUCER_KEY, SEQ_KEY = PRODUCER_FIELD.encode(), SEQ_FIELD.encode()  # as they come back from Redis
+Entry = tuple[str, dict[str, Any]]  # (stream, fields) of one XADD
+Stamped = tuple[str, dict[str, Any], int]  # (stream, fields, sequence number)
+
+
+def no_retries() -> Retry:
+    """A redis-py retry policy that never resends a command (the caller decides what is safe to repeat)."""
+    return Retry(NoBackoff(), 0)
 
 
 def client_on_own_pool(client: redis.Redis, **overrides: Any) -> redis.Redis:
@@ -35,7 +61,12 @@ def bulk_client(client: redis.Redis) -> redis.Redis:
     `sendall` as they are. Replies are still parsed by hiredis.
     """
     packer = PythonRespSerializer(BUFFER_CUTOFF, Encoder("utf-8", "strict", False).encode)
-    return client_on_own_pool(client, command_packer=packer)
+    return client_on_own_pool(client, command_packer=packer, retry=no_retries(), decode_responses=False)
+
+
+def new_producer_id() -> str:
+    """A name no other producer uses: host, pid and random bits (a restarted process gets a new one)."""
+    return f"{os.uname().nodename[:24]}-{os.getpid()}-{os.urandom(4).hex()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,16 +80,22 @@ class PublishResult:
 class Producer:
     """Writes `TickBatch`es as batch entries (fast) or per-tick entries (interoperable)."""
 
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings, *, producer_id: str | None = None) -> None:
         self.client = client
         self.bulk = bulk_client(client)
+        self.plain = client_on_own_pool(client, retry=no_retries(), decode_responses=False)  # hiredis packs faster
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
         self.retention = Retention(client, settings, self.keys)
+        self.producer_id = producer_id or new_producer_id()
+        self.seq = 0  # sequence number of the last entry handed to Redis
+        self.last_landed: dict[str, str] = {}  # stream -> ID of this producer's newest entry Redis confirmed
+        self.outage = Outage(log)
 
     def close(self) -> None:
-        """Close the connections of the bulk client's own pool (the caller's client stays open)."""
+        """Close the connections of the producer's own pools (the caller's client stays open)."""
         self.bulk.connection_pool.disconnect()
+        self.plain.connection_pool.disconnect()
 
     def __enter__(self) -> Producer:
         return self
@@ -87,32 +124,93 @@ class Producer:
         event clock on every entry (a simulator running ahead of the wall clock): readers check the trades'
         `ts` against it instead of the entry IDs' time.
         """
+        client, depth = (self.plain, PIPELINE_DEPTH) if per_tick else (self.bulk, PIPELINE_DEPTH // 10)
+        depth = self.retention.most_per_write(depth)
         entries = 0
-        queued: dict[str, int] = {}  # entries per stream on the pipeline, for the retention check
-        pipe = (self.client if per_tick else self.bulk).pipeline(transaction=False)
-        depth = self.retention.most_per_write(PIPELINE_DEPTH if per_tick else PIPELINE_DEPTH // 10)
-
-        def flush() -> None:
-            self.retention.make_room(queued)
-            pipe.execute()
-            queued.clear()
-
+        queued: list[Entry] = []
         for partition, part in self.split_by_partition(batch):
             stream = self.keys.ticks(partition)
             if per_tick:
-                for fields in encode_ticks(part, clock_ms):
-                    pipe.xadd(stream, fields)  # type: ignore[arg-type]
-                    queued[stream] = queued.get(stream, 0) + 1
-                    entries += 1
-                    if len(pipe) >= depth:
-                        flush()
+                pieces: Iterable[dict[str, Any]] = encode_ticks(part, clock_ms)
             else:
-                for chunk in iter_chunks(part, self.settings.batch_rows):
-                    pipe.xadd(stream, encode_batch(chunk, clock_ms))  # type: ignore[arg-type]
-                    queued[stream] = queued.get(stream, 0) + 1
-                    entries += 1
-                    if len(pipe) >= depth:
-                        flush()
-        if len(pipe):
-            flush()
+                pieces = (encode_batch(chunk, clock_ms) for chunk in iter_chunks(part, self.settings.batch_rows))
+            for fields in pieces:
+                queued.append((stream, fields))
+                if len(queued) >= depth:
+                    entries += self.send(queued, client)
+                    queued = []
+        if queued:
+            entries += self.send(queued, client)
         return PublishResult(ticks=len(batch), entries=entries)
+
+    def send(self, entries: Iterable[Entry], client: redis.Redis | None = None, *, trim: bool = True) -> int:
+        """XADD the entries (their field dicts get this producer's id and next sequence number) in one
+        pipeline, with the tick streams' retention unless not `trim`; through a Redis outage, wait and
+        resend exactly those that did not land. Returns their count."""
+        client = client or self.plain
+        stamped: list[Stamped] = []
+        for stream, fields in entries:
+            self.seq += 1
+            fields[PRODUCER_FIELD] = self.producer_id
+            fields[SEQ_FIELD] = self.seq
+            stamped.append((stream, fields, self.seq))
+        todo, unsure, sent_at = stamped, False, time.monotonic()
+        while todo:
+            pipe = client.pipeline(transaction=False)
+            try:
+                if unsure:  # the last pipeline died: some of its entries may be on the streams already
+                    todo, unsure = self._not_landed(todo, client, sent_at), False
+                    if not todo:
+                        break
+                if trim:  # trims what every group has read; waits while the readers are a cap behind
+                    incoming: dict[str, int] = {}
+                    for stream, _, _ in todo:
+                        incoming[stream] = incoming.get(stream, 0) + 1
+                    self.retention.make_room(incoming)
+                for stream, fields, _ in todo:
+                    pipe.xadd(stream, fields)  # type: ignore[arg-type]
+                ids = pipe.execute()
+            except REDIS_DOWN as exc:
+                pipe.reset()
+                wait_out(self.outage, exc)
+                unsure = True
+                continue
+            for (stream, _, _), entry_id in zip(todo, ids, strict=True):
+                self.last_landed[stream] = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            todo = []
+        self.outage.recovered()
+        return len(stamped)
+
+    def _not_landed(self, sent: list[Stamped], client: redis.Redis, sent_at: float) -> list[Stamped]:
+        """The entries of `sent` (first sent at `sent_at`, monotonic) that are not on their streams, found by
+        reading the streams back from their tails (each stream's landed entries are a prefix of those sent
+        to it: Redis applies a pipeline in order)."""
+        seconds, micros = client.time()
+        # an entry added with `*` gets an ID no older than the server's clock when it arrived
+        oldest_ms = seconds * 1000 + micros // 1000 - int((time.monotonic() - sent_at) * 1000) - CLOCK_MARGIN_MS
+        landed = {stream: self._last_seq_on(stream, client, max(oldest_ms, 0))
+                  for stream in dict.fromkeys(stream for stream, _, _ in sent)}  # fmt: skip
+        rest = [entry for entry in sent if entry[2] > landed[entry[0]]]
+        log.info("%d of %d entries had landed before the connection died; sending the other %d",
+                 len(sent) - len(rest), len(sent), len(rest))  # fmt: skip
+        return rest
+
+    def _last_seq_on(self, stream: str, client: redis.Redis, oldest_ms: int) -> int:
+        """The sequence number of this producer's newest entry on `stream` newer than both `oldest_ms` and
+        the last one Redis confirmed to it (0: none)."""
+        confirmed = self.last_landed.get(stream)
+        if confirmed is not None and int(confirmed.split("-", 1)[0]) >= oldest_ms:
+            oldest = f"({confirmed}"
+        else:
+            oldest = f"{oldest_ms}-0"
+        newest, count = "+", 4  # small pages first: batch entries are large, and ours is usually the last
+        mine = self.producer_id.encode()
+        while True:
+            page: Any = client.xrevrange(stream, max=newest, min=oldest, count=count)
+            for _, fields in page:
+                if fields.get(PRODUCER_KEY) == mine:
+                    return int(fields[SEQ_KEY])
+            if len(page) < count:
+                return 0
+            newest = f"({page[-1][0].decode()}"
+            count = min(count * 4, TAIL_PAGE)

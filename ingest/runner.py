@@ -40,6 +40,7 @@ from redis.exceptions import ExecAbortError
 from ingest.codecs import Decoded, RawEntry, Rejected, as_text, decode_entries, decode_rules, entry_fields
 from ingest.deadletter import add_rejected
 from ingest.keys import Keys
+from ingest.reconnect import Outage, wait_out
 from ingest.retention import create_group, record_missed
 from ingest.settings import Settings
 from ingest.ticks import TickBatch
@@ -76,7 +77,6 @@ def _applying() -> Iterator[None]:
         raise _ApplyFailed(exc) from exc
 
 TARGET_ROWS_PER_READ = 100_000  # bounds memory when entries are batches of thousands of ticks
-MAX_BACKOFF_S = 5.0
 GAP_CHECK_EVERY_S = 1.0  # how often the runner counts entries trimmed before its group read them
 FIRST_READ_COUNT = 16
 
@@ -162,8 +162,8 @@ class StopFlag:
     def is_set(self) -> bool:
         return self._event.is_set()
 
-    def wait(self, seconds: float) -> bool:
-        return self._event.wait(seconds)
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
 
     def install(self) -> StopFlag:
         """Route SIGTERM and SIGINT here (main thread only)."""
@@ -601,7 +601,7 @@ class StreamRunner:
 
     def run(self, max_idle_reads: int | None = None) -> RunnerStats:
         """Run until stopped (or, for tests and benchmarks, until `max_idle_reads` empty reads in a row)."""
-        backoff = 0.1
+        outage = Outage(log)
         recovering = True
         idle = 0
         while not self.stop.is_set():
@@ -621,7 +621,7 @@ class StreamRunner:
                     self.check_gaps()  # after housekeeping: a stream it added is checked before it is read
                 with gc_paused():
                     handled = self.read_new()
-                backoff = 0.1
+                outage.recovered()
                 idle = 0 if handled else idle + 1
                 if max_idle_reads is not None and idle >= max_idle_reads:
                     break
@@ -630,9 +630,7 @@ class StreamRunner:
                 with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
                     self.settle()  # a batch in flight is confirmed, or its stream rebuilt
                 self.stats.reconnects += 1
-                log.warning("redis unavailable (%s): retrying in %.1fs", exc, backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                wait_out(outage, exc, self.stop)
                 recovering = True  # whatever was read but not acknowledged is still pending for us
             except BaseException:  # not ours to handle: leave what was read ahead pending, as after a crash
                 self._discard_ahead()

@@ -20,6 +20,7 @@ import redis
 
 from ingest.keys import Keys
 from ingest.producer import Producer
+from ingest.reconnect import through_outages
 from ingest.settings import Settings
 from ingest.ticks import TickBatch
 from simulator.market import LabelBatch, MarketConfig
@@ -133,27 +134,28 @@ class RedisSink:
         self.per_tick = per_tick
 
     def write(self, ticks: TickBatch, labels: LabelBatch) -> None:
-        """Publish the ticks, then their labels (so a label never names a trade not yet on the stream).
+        """Publish the ticks, then their labels (so a label never names a trade not yet on the stream);
+        both ride out a Redis restart, exactly once (see `Producer.send`).
 
         Each entry declares the tape's event clock (its latest trade): a fast run's event time leads the wall
         clock by as much as it likes, and readers check `ts` against the declared clock, not the entry ID's time.
         """
         clock_ms = int(ticks.ts.max()) if len(ticks) else None
         self.producer.publish(ticks, per_tick=self.per_tick, clock_ms=clock_ms)
-        if len(labels):
-            pipe = self.client.pipeline(transaction=False)
-            for fields in labels.to_fields():
-                pipe.xadd(self.labels_key, fields)  # type: ignore[arg-type]
-                if len(pipe) >= LABEL_PIPELINE:
-                    pipe.execute()
-            pipe.execute()
+        fields = labels.to_fields()
+        for start in range(0, len(fields), LABEL_PIPELINE):
+            self.producer.send([(self.labels_key, f) for f in fields[start : start + LABEL_PIPELINE]], trim=False)
 
     def record_run(self, config: MarketConfig, scenario: str) -> None:
         """Note this run's seed and setup under `<prefix>:_:simulator`, so exports can say where data came from."""
-        self.client.hset(self.run_key, mapping={
-            "seed": config.seed, "start_ms": config.start_ms, "scenario": scenario,
-            "symbols": ",".join(config.symbols or ()) or f"universe:{config.universe}",
-        })  # fmt: skip
+
+        def record() -> None:
+            self.client.hset(self.run_key, mapping={
+                "seed": config.seed, "start_ms": config.start_ms, "scenario": scenario,
+                "symbols": ",".join(config.symbols or ()) or f"universe:{config.universe}",
+            })  # fmt: skip
+
+        through_outages(record, self.producer.outage)
 
     def close(self) -> None:
         """Nothing buffered (every write is already on the server): release the producer's connections."""

@@ -86,3 +86,14 @@ def _no_ambient_tickerdash_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("TICKERDASH_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def aof_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A real redis-server of the test's own with appendonly yes (data in tmp_path/redis): restart tests
+    kill it and start it again on the same files."""
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()

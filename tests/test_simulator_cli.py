@@ -55,7 +55,8 @@ class TestToRedis:
         assert len(ticks) == 30_000
         assert ticks.trade_id.equals(expected.trade_id) and np.array_equal(ticks.price, expected.price)
         labels = redis_client.xrange(keys.labels)
-        assert labels and {k.decode() for k in labels[0][1]} == {"trade_id", "kind", "episode_id", "magnitude"}
+        assert labels and {k.decode() for k in labels[0][1]} == {"trade_id", "kind", "episode_id", "magnitude",
+                                                                 "producer", "seq"}  # fmt: skip
         on_tape = set(ticks.trade_id.to_pylist())
         assert all(fields[b"trade_id"].decode() in on_tape for _, fields in labels)
         run = redis_client.hgetall(keys.internal("simulator"))  # what exports record as provenance
@@ -72,7 +73,7 @@ class TestToRedis:
         entries = redis_client.xrange(Keys(settings.prefix).ticks())
         assert len(entries) == 500
         assert set(entries[0][1]) == {b"symbol", b"price", b"size", b"ts", b"side", b"trade_id", b"buyer", b"seller",
-                                      b"clock"}  # fmt: skip
+                                      b"clock", b"producer", b"seq"}  # fmt: skip
 
 
 class TestToFile:
