@@ -148,3 +148,9 @@ def test_a_command_refused_by_the_data_dir_says_so_without_a_traceback(tmp_path:
                           timeout=120)  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert "needs redis-server 7.0 or newer" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_test_never_sees_the_developers_data_dir(tmp_path: Path) -> None:
+    """Settings without a data dir point into the test's own directory, not at the `tickerdash up` data (Redis
+    files, the archive that downloads and exports read) of whoever runs the suite."""
+    assert Settings().data_dir == tmp_path / "xdg-data" / "tickerdash"
