@@ -34,7 +34,8 @@ SYSTEM_SERVERS = ("/usr/bin/redis-server", "/usr/local/bin/redis-server", "/opt/
 VERSION_FILE = "redis-server.version"
 SERVER_SETTING = "TICKERDASH_REDIS_SERVER"
 # the oldest server that reads each RDB format version (a data dir's RDB files, and the base of a
-# multi-part append-only file); newer formats than these are newer than every server listed
+# multi-part append-only file); a format not listed is left to the server, which refuses one newer than
+# its own before it writes anything
 RDB_READERS = {9: (5, 0), 10: (7, 0), 11: (7, 2), 12: (7, 4)}
 
 Version = tuple[int, ...]

@@ -36,8 +36,9 @@ def update(symbol: str, ts: int, price: float) -> SymbolUpdate:
 
 
 def receive(ws: ClientConnection, kind: str, until: Callable[[dict[str, Any]], Any] = bool,
-            timeout: float = 5.0) -> dict[str, Any]:  # fmt: skip
-    """The next message of a kind for which `until` holds (others are skipped); TimeoutError after `timeout`."""
+            timeout: float = 30.0) -> dict[str, Any]:  # fmt: skip
+    """The next message of a kind for which `until` holds (others are skipped); TimeoutError after `timeout`
+    (a bound for a loaded machine, not a measure of speed)."""
     deadline = time.monotonic() + timeout
     while True:
         message = json.loads(ws.recv(timeout=max(deadline - time.monotonic(), 0.01)))
@@ -143,7 +144,7 @@ class TestFrames:
 
         with connect(url(gateway)) as first:
             receive(first, "hello")
-            time.sleep(0.5)  # the health probe has taken its pool connection too
+            receive(first, "frame", until=lambda f: "deadletters" in (f["health"] or {}))  # the probe's connection too
             before = gateway_connections()
             assert before >= 1
             with contextlib.ExitStack() as stack:
