@@ -173,6 +173,6 @@ class TestRobustness:
                                               check_dtype=False)  # fmt: skip
         finally:
             stop.set()
-            thread.join(10)
+            thread.join(60)
             server.stop()
         assert not thread.is_alive()

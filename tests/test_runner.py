@@ -170,7 +170,7 @@ class TestCrashes:
         Producer(redis_client, settings).publish(make_ticks(500), per_tick=True)
         _wait_for(lambda: len(redis_client.hgetall("effects")) == 500)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert "ticks=500" in out
         assert redis_client.xpending("tickerdash:ticks", "analytics")["pending"] == 0
