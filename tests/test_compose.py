@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 import redis
 import yaml
+from processes import catches_sigterm
 
 from ingest.redis_server import EmbeddedRedis, find_redis_server, free_port
 
@@ -104,13 +105,6 @@ def _environment(service: dict[str, Any], shell: dict[str, str] | None = None) -
         return argument if operator else ""
 
     return {k: COMPOSE_VARIABLE.sub(interpolate, str(v)) for k, v in env.items()}
-
-
-def catches_sigterm(pid: int) -> bool:
-    """Whether the process has a handler for SIGTERM now (the SigCgt mask of /proc/PID/status)."""
-    with open(f"/proc/{pid}/status") as status:
-        caught = next(line for line in status if line.startswith("SigCgt:"))
-    return bool(int(caught.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
 
 
 @pytest.mark.slow

@@ -100,7 +100,8 @@ class LiveFeed:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(2)
+        self._thread.join(60)  # a feed left running would write into the next test's Redis
+        assert not self._thread.is_alive(), "the live feed did not stop"
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +188,7 @@ def test_the_chart_grows_from_websocket_frames_without_polling(page: Page, redis
     page.wait_for_chart("AAPL")
     backfilled = page.candles()
     assert backfilled >= 90
-    time.sleep(0.5)  # let the load-time requests (layout, callbacks, assets) finish
+    page.page.wait_for_load_state("networkidle")  # the load-time requests (layout, callbacks, assets) are done
     streaming_from = time.monotonic()
     with LiveFeed(redis_client, {"AAPL": 187.0, "MSFT": 410.0, "NVDA": 120.0}):
         page.wait_for(lambda: page.candles() >= backfilled + 3, timeout=10, what="three new bars")
@@ -251,7 +252,8 @@ def test_the_watchlist_alerts_and_anomalies_fill_from_the_feed(page: Page, redis
         page.wait_for_chart("NVDA")
         page.wait_for(lambda: markers_drawn(page, "alerts") == 1 and markers_drawn(page, "anomalies") == 2,
                       what="NVDA's alert and anomaly markers on its chart")  # fmt: skip
-        time.sleep(1.5)  # a few frames on the screenshot's chart
+        redraws = page.state("s.redraws")
+        page.wait_for(lambda: page.state("s.redraws") >= redraws + 3, what="a few streamed bars on the screenshot")
         refresh_docs = os.environ.get("TICKERDASH_UPDATE_SCREENSHOT") == "1"
         screenshot = DOCS_SCREENSHOT if refresh_docs else tmp_path / "dashboard.png"
         page.page.screenshot(path=str(screenshot))
@@ -476,6 +478,17 @@ def test_a_bad_download_request_shows_what_to_fix_beside_the_form(page: Page) ->
 ALERT_DEADLINE_S = 2.0  # issue 7: the alert is in the feed and on the chart within 2 s of the trade
 
 
+def caught_up(client: redis.Redis, keys: Keys) -> bool:
+    """Whether the worker group has read every tick on every partition and has none pending (applied)."""
+    for stream in keys.tick_streams:
+        last = client.xinfo_stream(stream)["last-generated-id"]
+        groups = {g["name"]: g for g in client.xinfo_groups(stream)}
+        group = groups.get(b"analytics")
+        if group is None or group["last-delivered-id"] != last or group["pending"]:
+            return False
+    return True
+
+
 class Worker:
     """The analytics worker with its default stages (slump alerts, anomalies) on a background thread."""
 
@@ -491,7 +504,7 @@ class Worker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_flag.set()
-        self.thread.join(10)
+        self.thread.join(60)
         assert not self.thread.is_alive(), "the worker did not stop"
 
 
@@ -590,7 +603,8 @@ def test_a_rule_added_in_the_editor_fires_on_a_slump_and_shows_within_two_second
     assert 0 < to_feed <= ALERT_DEADLINE_S
     assert 0 < to_marker <= ALERT_DEADLINE_S
     assert "AAPL" in page.page.locator("#alerts-feed").inner_text()
-    time.sleep(1.0)  # the disabled rule had every chance: MSFT fell as far, and the worker is caught up
+    # the disabled rule had every chance: MSFT fell as far, and the worker has read and applied every trade
+    page.wait_for(lambda: caught_up(redis_client, KEYS), timeout=60, what="the worker to catch up")
     assert [a for a in redis_client.xrange(KEYS.alerts) if a[1][b"symbol"] == b"MSFT"] == []
     assert "MSFT" not in page.page.locator("#alerts-feed").inner_text()
     assert page.console_errors == []

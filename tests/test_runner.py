@@ -126,7 +126,17 @@ def _spawn(url: str, consumer: str, claim_idle_ms: int, stall_after: int) -> sub
     )  # fmt: skip
 
 
-def _wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+def _consumers(client: redis.Redis) -> set[bytes]:
+    """The consumers of the analytics group on the tick stream (one appears at its first XREADGROUP)."""
+    try:
+        return {c["name"] for c in client.xinfo_consumers("tickerdash:ticks", "analytics")}
+    except redis.ResponseError:  # no stream or group yet
+        return set()
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll until the predicate holds; the timeout is a bound for a loaded machine (a consumer process's
+    start-up alone took over 20 s with two busy loops beside the suite), not a measure of speed."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -160,11 +170,12 @@ class TestCrashes:
     ) -> None:
         """SIGTERM makes the consumer finish its batch, acknowledge it, and exit 0."""
         proc = _spawn(redis_server.url, "polite", 60_000, stall_after=10**9)
-        time.sleep(1.0)  # let it start up and block on XREADGROUP
+        _wait_for(lambda: proc.poll() is not None or b"polite" in _consumers(redis_client))
+        assert proc.poll() is None, proc.communicate()[1]
         Producer(redis_client, settings).publish(make_ticks(500), per_tick=True)
         _wait_for(lambda: len(redis_client.hgetall("effects")) == 500)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert "ticks=500" in out
         assert redis_client.xpending("tickerdash:ticks", "analytics")["pending"] == 0

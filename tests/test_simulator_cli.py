@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 import typer
+from processes import catches_sigterm, wait_until
 from typer.testing import CliRunner
 
 from ingest.codecs import decode_entries
 from ingest.keys import Keys
+from ingest.redis_server import EmbeddedRedis
 from ingest.settings import Settings
 from ingest.ticks import concat
 from simulator.cli import register
@@ -200,3 +207,29 @@ class TestPacing:
         assert all(abs(wall - (ts - first_ms) / 1000) < 1e-9 for wall, ts in released)
         span_s = (released[-1][1] - first_ms) / 1000
         assert now[0] == pytest.approx(span_s) and span_s < 5_000 / 200.0  # the open is busier than the mean
+
+
+class TestStopping:
+    @pytest.mark.slow
+    @pytest.mark.parametrize("moment", ["handler set", "handler set + 0.1 s", "handler set + 0.3 s",
+                                        "handler set + 1 s", "ticks in Redis"])  # fmt: skip
+    def test_sigterm_at_any_moment_of_a_run_is_a_clean_exit(
+        self, redis_server: EmbeddedRedis, redis_client: redis.Redis, moment: str
+    ) -> None:
+        """`tickerdash simulate` stopped by SIGTERM exits 0 whenever it comes: while it still imports and
+        connects (the moments after its handler is set sample start-up), or while it writes ticks."""
+        env = {**os.environ, "TICKERDASH_REDIS_URL": redis_server.url}
+        command = [sys.executable, "-m", "tickerdash", "simulate", "--rate", "500", "--symbols", "AAPL,MSFT", "-q"]
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: proc.poll() is not None or catches_sigterm(proc.pid), "the SIGTERM handler",
+                       interval=0.001)  # fmt: skip
+            if moment == "ticks in Redis":
+                wait_until(lambda: proc.poll() is not None or redis_client.xlen(Keys().ticks()) > 0, "ticks")
+            elif "+" in moment:
+                time.sleep(float(moment.split("+ ")[1].removesuffix(" s")))  # a point of start-up, not a wait
+            assert proc.poll() is None, f"simulate ended by itself: {proc.communicate()[1][-2000:]}"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"exit {proc.returncode} on SIGTERM ({moment}): {err[-2000:]}"

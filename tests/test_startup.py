@@ -42,13 +42,13 @@ def in_fresh_python(code: str, *args: str) -> Any:
 
 class TestFrontDoor:
     def test_importing_the_front_door_loads_no_heavy_library(self) -> None:
-        """`import tickerdash.cli` (what every `tickerdash` command pays first) loads none of HEAVY."""
-        assert in_fresh_python(f"import tickerdash.cli\nprint(json.dumps({LOADED}))") == []
+        """`import tickerdash.commands` (what every `tickerdash` command pays first) loads none of HEAVY."""
+        assert in_fresh_python(f"import tickerdash.commands\nprint(json.dumps({LOADED}))") == []
 
     def test_help_of_every_command_loads_no_heavy_library(self) -> None:
         """`--help` of the front door and of each command loads none of HEAVY (checked after each one)."""
         loaded = in_fresh_python(f"""
-            from tickerdash.cli import app
+            from tickerdash.commands import app
             seen = {{}}
             for argv in ([], ["status"], ["ingest"], ["simulate"], ["analytics"], ["alerts"], ["dashboard"],
                          ["export"], ["archive"], ["evaluate"], ["up"]):

@@ -177,7 +177,9 @@ class TestWorker:
     ) -> None:
         """Two workers want the same partition: one owns it; when it leaves, the other takes over and goes on."""
         ticks = market(20_000)
-        config = WorkerConfig(checkpoint_every_s=0.1, lease_ms=600)
+        # a lease long enough that a loaded machine never lets the owner's lapse between renewals; a clean
+        # stop releases it, so the standby takes over at its next check (a third of the lease) all the same
+        config = WorkerConfig(checkpoint_every_s=0.1, lease_ms=3000)
         first_stop, second_stop = StopFlag(), StopFlag()
         first = AnalyticsWorker(redis_client, settings.model_copy(update={"consumer": "first"}), None, config,
                                 stop=first_stop)  # fmt: skip
@@ -186,11 +188,14 @@ class TestWorker:
         producer = Producer(redis_client, settings)
         t1 = threading.Thread(target=first.run)
         t1.start()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 60
+        while redis_client.get(first.lease_key(0)) != b"first":  # the first owns the partition before the second asks
+            assert t1.is_alive() and time.monotonic() < deadline
+            time.sleep(0.02)
         t2 = threading.Thread(target=second.run)
         t2.start()
         producer.publish(ticks.take(np.arange(10_000)))
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while not drained(redis_client, settings):
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -198,7 +203,7 @@ class TestWorker:
         first_stop.set()
         t1.join(10)
         producer.publish(ticks.take(np.arange(10_000, 20_000)))
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while not (0 in second.states and drained(redis_client, settings)):
             assert time.monotonic() < deadline
             time.sleep(0.05)

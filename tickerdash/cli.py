@@ -1,44 +1,43 @@
-"""The `tickerdash` console script: every package's commands under one roof."""
+"""The `tickerdash` console script: SIGTERM is routed first, then the commands load and run.
+
+A supervisor may stop a command at any moment, even while it still imports: that is a normal end
+(exit 0), so SIGTERM's handler comes before any import but the standard library's `signal`.
+"""
 
 from __future__ import annotations
 
-import typer
+import sys
 
-import analytics.cli
-import analytics.evaluate
-import analytics.export_cli
-import dashboard.cli
-import ingest.cli
-import simulator.cli
-from ingest.clikit import setup_logging, sigterm_stops_like_ctrl_c
-from tickerdash.up import up
+from ingest.stopping import Terminated, sigterm_received, sigterm_stops_like_ctrl_c
 
-app = typer.Typer(
-    name="tickerdash",
-    help="Real-time stock-ticker analytics on Redis Streams. Start with `tickerdash up`.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-)
-
-
-@app.callback()
-def _common(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
-    setup_logging(verbose)
-
-
-app.command("up")(up)
-for package_cli in (ingest.cli, simulator.cli, analytics.cli, analytics.export_cli, analytics.evaluate, dashboard.cli):
-    package_cli.register(app)
+INTERRUPTED = 130  # typer's exit code for a KeyboardInterrupt, which `Terminated` is
 
 
 def main() -> None:
     """Entry point of the console script."""
     sigterm_stops_like_ctrl_c()
-    # Heavy libraries (scipy, scikit-learn, pandas, dash) load inside the commands that use them, so
-    # `--help` and short commands start fast; the long-running ones preload theirs and then call
-    # `freeze_import_objects` themselves before their loops.
-    app()
+    try:
+        # Heavy libraries (scipy, scikit-learn, pandas, dash) load inside the commands that use them, so
+        # `--help` and short commands start fast; the long-running ones preload theirs and then call
+        # `freeze_import_objects` themselves before their loops.
+        from ingest.redis_server import RedisServerError
+        from tickerdash.commands import app
+
+        try:
+            app()
+        except RedisServerError as exc:
+            from rich.markup import escape
+
+            from ingest.clikit import console
+
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            sys.exit(1)
+    except Terminated:
+        sys.exit(0)
+    except SystemExit as end:
+        if end.code == INTERRUPTED and sigterm_received():
+            sys.exit(0)
+        raise
 
 
 if __name__ == "__main__":
