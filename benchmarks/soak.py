@@ -350,6 +350,8 @@ def group_lag(client: redis.Redis, stream: str, group: str) -> tuple[int | None,
         for info in client.xinfo_groups(stream):
             if as_text(info["name"]) == group:
                 lag = info.get("lag")
+                if lag is None and info["last-delivered-id"] == client.xinfo_stream(stream)["last-generated-id"]:
+                    lag = 0  # Redis 6.2 has no lag, but a group that has been given the last entry has none
                 return (None if lag is None else int(lag)), int(info["pending"])
     return None, 0
 
