@@ -4,11 +4,12 @@
 
 Starts its own redis-server on a free loopback port and runs the real commands as child processes:
 `tickerdash analytics` (its default stages), `tickerdash dashboard` (web app and websocket gateway, free
-ports) and `tickerdash simulate --rate R --market-rate R --count R*60*minutes` (a steady R trades a wall
-second). Then it connects `--clients` websocket clients: the readers read every frame and ask for bars the
-way the page does (its chosen symbol's bars on connect, a gap fill when frames were merged); the
-`--silent-clients` send a small request every few seconds and never read (a stuck tab), and reconnect when
-the gateway drops them.
+ports) and `tickerdash simulate --rate R --market-rate R/10 --session-s 86400 --count R*60*minutes` (a
+steady R trades a wall second; `SoakConfig.market_rate` says why the event clock is set so). Then it
+connects `--clients` websocket clients: the readers read every frame and ask for bars the way the page
+does (its chosen symbol's bars on connect, a gap fill when frames were merged); the `--silent-clients`
+send a small request every few seconds and never read (a stuck tab), and reconnect when the gateway
+drops them.
 
 It prints (measured in this run; nothing here is compared with another machine):
 1. a row every `--every` seconds: ticks/s onto the stream, the group's lag, dead letters, clients, the web
@@ -84,10 +85,20 @@ class SoakConfig:
     clients: int = 50
     silent_clients: int = 10
     universe: int = 100
-    market_rate: int | None = None  # trades per event-time second (None: the rate, so event time keeps pace)
+    # Trades per event-time second of the simulated market (None: a tenth of the rate). The session's open
+    # surge makes the first minutes of the tape far denser than its mean rate, so at the rate itself event
+    # time would crawl (~8 s of it for 2.4M trades) and the worker's event-time windows (5-minute VWAP, the
+    # stages' windows) would hold the whole run: at a tenth, event time moves at about wall-clock speed
+    # from the start and faster later, so the windows are full within the warm-up and memory can settle.
+    market_rate: int | None = None
     every_s: float = 60.0
-    warmup_s: float = 180.0
+    warmup_s: float = 300.0
     drain_timeout_s: float = 600.0
+
+    @property
+    def event_rate(self) -> int:
+        """The simulator's `--market-rate`."""
+        return self.market_rate or max(1, self.rate // 10)
 
     @property
     def ticks(self) -> int:
@@ -477,6 +488,7 @@ class SoakResult:
     simulator_s: float | None = None
     drain_s: float | None = None
     exits: dict[str, int | None] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # the end of the output of a command that failed
     pages: ClientStats = field(default_factory=ClientStats)
 
 
@@ -553,7 +565,7 @@ def run_soak(config: SoakConfig, say: Callable[[str], None] = print) -> SoakResu
             dashboard = start("dashboard", ["dashboard", "--port", str(port), "--ws-port", str(ws_port)])
             _wait_until(lambda: _listening(ws_port) and _listening(port), "dashboard ports", 120, [dashboard])
             simulator = start("simulate", [
-                "simulate", "--rate", str(config.rate), "--market-rate", str(config.market_rate or config.rate),
+                "simulate", "--rate", str(config.rate), "--market-rate", str(config.event_rate), "--session-s", "86400",
                 "--universe", str(config.universe), "--count", str(config.ticks), "--seed", "1", "--quiet",
             ])  # fmt: skip
             processes = {REDIS_NAME: server.process, "simulate": simulator.process, "analytics": worker.process,
@@ -605,6 +617,8 @@ def run_soak(config: SoakConfig, say: Callable[[str], None] = print) -> SoakResu
                 pages.stop()
             result.exits["dashboard"] = stop_child(dashboard)
             result.exits["analytics"] = stop_child(worker, timeout_s=180)
+            result.failures = {child.name: child.tail() for child in (simulator, dashboard, worker)
+                               if child.process.returncode not in (0, None)}  # fmt: skip
         dead_ticks, result.reasons = dead_letters(client, keys.deadletter)
         closed, bars = closed_bar_ticks(client, keys, COUNTED_BARS)
         still_open, checkpoint_id = open_bar_ticks(client, keys, COUNTED_BARS_MS)
@@ -683,6 +697,8 @@ def report(result: SoakResult, say: Callable[[str], None] = print) -> None:
         f"read ({pages.merged_frames:,} merged), {pages.bytes / 2**20:,.0f} MiB; {pages.requests:,} requests, "
         f"{pages.bar_replies:,} bar replies read")  # fmt: skip
     say(f"Exit codes: {', '.join(f'{k} {v}' for k, v in result.exits.items())}")
+    for name, tail in result.failures.items():
+        say(f"  {name} failed; the end of its output:\n{tail}")
     why = ", ".join(f"{k}: {v:,}" for k, v in result.reasons.most_common()) or "none"
     say(f"\nDead letters: {sum(result.reasons.values()):,} entries ({why})")
     acc = result.accounting
@@ -707,9 +723,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50, help="websocket clients, silent ones included")
     parser.add_argument("--silent-clients", type=int, default=10, help="of the clients, how many never read")
     parser.add_argument("--universe", type=int, default=100, help="simulated symbols")
-    parser.add_argument("--market-rate", type=int, help="trades per event-time second (default: --rate)")
+    parser.add_argument("--market-rate", type=int, help="trades per event-time second (default: a tenth of --rate)")
     parser.add_argument("--every", type=float, help="seconds between rows (default: a minute, or 1/12 of a short run)")
-    parser.add_argument("--warmup", type=float, help="warm-up minutes (default: 3, or a quarter of a short run)")
+    parser.add_argument("--warmup", type=float, help="warm-up minutes (default: 5, or a quarter of a short run)")
     args = parser.parse_args()
     if not 0 <= args.silent_clients <= args.clients:
         parser.error("--silent-clients must be between 0 and --clients")
@@ -718,7 +734,7 @@ def main() -> None:
         minutes=args.minutes, rate=args.rate, clients=args.clients, silent_clients=args.silent_clients,
         universe=args.universe, market_rate=args.market_rate,
         every_s=args.every or min(60.0, max(PROBE_S, seconds / 12)),
-        warmup_s=(args.warmup * 60) if args.warmup is not None else min(180.0, seconds / 4),
+        warmup_s=(args.warmup * 60) if args.warmup is not None else min(300.0, seconds / 4),
     )  # fmt: skip
     print(f"Soak: {config.minutes:g} min at {config.rate:,} ticks/s ({config.ticks:,} ticks) over {config.universe} "
           f"symbols; analytics (default stages), dashboard, {config.clients} websocket clients "
