@@ -11,9 +11,7 @@ from benchmarks.soak import SoakConfig, run_soak
 def test_a_short_soak_finds_every_tick_the_simulator_wrote_in_a_bar_a_dead_letter_or_a_reported_loss() -> None:
     """Twenty seconds of simulator, worker and dashboard with pages that read and one that never does: the
     simulator's count equals the rows on the stream and the ticks accounted for, and every process ends cleanly."""
-    # event time at a tenth of the wall rate runs ahead of the wall clock: many bars close within the run
-    config = SoakConfig(minutes=1 / 3, rate=2_000, market_rate=200, clients=3, silent_clients=1, universe=10,
-                        every_s=5, warmup_s=5)  # fmt: skip
+    config = SoakConfig(minutes=1 / 3, rate=2_000, clients=3, silent_clients=1, universe=10, every_s=5, warmup_s=5)
     result = run_soak(config, say=lambda line: None)
 
     accounting = result.accounting
