@@ -689,8 +689,11 @@ def report(result: SoakResult, say: Callable[[str], None] = print) -> None:
     say(f"\nResident memory (VmRSS of each process itself), warm-up = first {warm / 60:.1f} min:")
     for name, start, end, peak, flat in memory_verdicts(result):
         note = "  (holds the stream and the bars: grows until their retention caps)" if name == REDIS_NAME else ""
+        verdict = "flat within 10%" if flat else "NOT flat within 10%"
+        if not flat and end < start and peak <= start * (1 + FLAT_WITHIN):
+            verdict += ": it shrank, and never grew by more than 10%"
         say(f"  {name:<12} warm-up {start:8,.0f} MiB  end {end:8,.0f} MiB  ratio {end / start:5.2f}  "
-            f"peak {peak:8,.0f} MiB  {'flat within 10%' if flat else 'NOT flat within 10%'}{note}")
+            f"peak {peak:8,.0f} MiB ({peak / start:4.2f})  {verdict}{note}")
     pages = result.pages
     say(f"\nPages: {config.clients - config.silent_clients} reading, {config.silent_clients} never reading; "
         f"{pages.connects:,} connections, {pages.drops:,} dropped, {pages.refused:,} refused; {pages.frames:,} frames "
