@@ -196,6 +196,7 @@ class ClientStats:
     connects: int = 0
     open: int = 0
     drops: int = 0  # connections that ended while the soak still ran (the gateway closed them)
+    silent_drops: int = 0  # of those, the never-reading clients'
     refused: int = 0  # handshakes that failed
     frames: int = 0
     merged_frames: int = 0  # frames whose `coalesced` > 1: the reader was behind
@@ -222,6 +223,7 @@ async def _page(url: str, stats: ClientStats, visit: Callable[[ClientConnection]
                 finally:
                     stats.open -= 1
                 stats.drops += 1
+                stats.silent_drops += not read
         except (OSError, TimeoutError, InvalidHandshake):
             stats.refused += 1
         await asyncio.sleep(RECONNECT_AFTER_S)
@@ -689,13 +691,16 @@ def report(result: SoakResult, say: Callable[[str], None] = print) -> None:
     say(f"\nResident memory (VmRSS of each process itself), warm-up = first {warm / 60:.1f} min:")
     for name, start, end, peak, flat in memory_verdicts(result):
         note = "  (holds the stream and the bars: grows until their retention caps)" if name == REDIS_NAME else ""
+        verdict = "flat within 10%" if flat else "NOT flat within 10%"
+        if not flat and end < start and peak <= start * (1 + FLAT_WITHIN):
+            verdict += ": it shrank, and never grew by more than 10%"
         say(f"  {name:<12} warm-up {start:8,.0f} MiB  end {end:8,.0f} MiB  ratio {end / start:5.2f}  "
-            f"peak {peak:8,.0f} MiB  {'flat within 10%' if flat else 'NOT flat within 10%'}{note}")
+            f"peak {peak:8,.0f} MiB ({peak / start:4.2f})  {verdict}{note}")
     pages = result.pages
     say(f"\nPages: {config.clients - config.silent_clients} reading, {config.silent_clients} never reading; "
-        f"{pages.connects:,} connections, {pages.drops:,} dropped, {pages.refused:,} refused; {pages.frames:,} frames "
-        f"read ({pages.merged_frames:,} merged), {pages.bytes / 2**20:,.0f} MiB; {pages.requests:,} requests, "
-        f"{pages.bar_replies:,} bar replies read")  # fmt: skip
+        f"{pages.connects:,} connections, {pages.drops:,} closed by the gateway ({pages.silent_drops:,} of silent "
+        f"ones), {pages.refused:,} refused; {pages.frames:,} frames read ({pages.merged_frames:,} merged), "
+        f"{pages.bytes / 2**20:,.0f} MiB; {pages.requests:,} requests, {pages.bar_replies:,} bar replies read")
     say(f"Exit codes: {', '.join(f'{k} {v}' for k, v in result.exits.items())}")
     for name, tail in result.failures.items():
         say(f"  {name} failed; the end of its output:\n{tail}")
