@@ -12,6 +12,7 @@ from redis.connection import Encoder, PythonRespSerializer
 
 from ingest.codecs import encode_batch, encode_ticks, iter_chunks
 from ingest.keys import Keys
+from ingest.redis_server import no_silent_retries
 from ingest.settings import Settings
 from ingest.ticks import TickBatch
 
@@ -20,9 +21,10 @@ BUFFER_CUTOFF = 6_000  # redis-py's own: values longer than this go to the socke
 
 
 def client_on_own_pool(client: redis.Redis, **overrides: Any) -> redis.Redis:
-    """A client to the same server on a connection pool of its own, with some connection options changed."""
+    """A client to the same server on a connection pool of its own, with some connection options changed;
+    whatever the given client's retry policy, this one never re-sends a command (`no_silent_retries`)."""
     pool = client.connection_pool
-    options = {**pool.connection_kwargs, **overrides}
+    options = {**pool.connection_kwargs, "retry": no_silent_retries(), **overrides}
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options))
 
 

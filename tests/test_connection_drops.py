@@ -1,0 +1,137 @@
+"""Connections dropped under the worker and the producer, at exact points and at random ones, through a
+proxy on loopback in front of the real Redis: nothing is lost, nothing is repeated."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Sequence
+
+import pytest
+import redis
+from dropping_proxy import Drop, DroppingProxy
+from test_worker import assert_checkpoints_hold_every_trade, bar_streams, drained, expected_bars, market, run_inline
+
+from analytics.worker import AnalyticsWorker, WorkerConfig
+from ingest.keys import Keys
+from ingest.producer import Producer
+from ingest.redis_server import EmbeddedRedis, client_for
+from ingest.settings import Settings
+
+
+def _is_new_entries_read(args: Sequence[bytes]) -> bool:
+    return args[0].upper() == b"XREADGROUP" and args[-1] == b">"
+
+
+def _assert_exact(redis_client: redis.Redis, settings: Settings, worker: AnalyticsWorker, producer: Producer,
+                  ticks: object) -> None:  # fmt: skip
+    """Every entry acknowledged, bars as an uninterrupted run's, checkpoints holding each trade once, no dead
+    letter."""
+    if not drained(redis_client, settings):  # dropped during its last read: what is left is still pending
+        run_inline(redis_client, settings)
+    assert drained(redis_client, settings)
+    assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig())  # type: ignore[arg-type]
+    assert_checkpoints_hold_every_trade(redis_client, worker, producer, ticks)  # type: ignore[arg-type]
+    assert redis_client.xlen(Keys().deadletter) == 0
+
+
+@pytest.mark.parametrize("blocking", [True, False], ids=["blocking read", "read ahead"])
+def test_a_read_whose_reply_is_lost_after_redis_delivered_it_loses_nothing(
+    settings: Settings, redis_client: redis.Redis, redis_server: EmbeddedRedis, blocking: bool
+) -> None:
+    """Redis executes an XREADGROUP `>` (its entries are now pending for the worker) and the connection
+    drops before the reply arrives: the worker must read those entries again, not the ones after them."""
+    ticks = market(6_000, per_second=200)
+    settings = settings.model_copy(update={"partitions": 2, "read_count": 1})
+    producer = Producer(redis_client, settings.model_copy(update={"batch_rows": 250}))
+    producer.publish(ticks)
+    reads = 0
+
+    def drop_the_third_read(args: Sequence[bytes]) -> Drop:
+        nonlocal reads
+        if _is_new_entries_read(args) and (b"BLOCK" in args) == blocking:
+            reads += 1
+            if reads == 3 - 2 * blocking:  # the first blocking read (the others read ahead), the third read ahead
+                return Drop.REPLY
+        return Drop.NO
+
+    with DroppingProxy(redis_server.port, drop_the_third_read) as proxy:
+        # a client with redis-py's default retry policy, as any caller may pass: the worker must not depend on it
+        client = redis.Redis(port=proxy.port)
+        worker = AnalyticsWorker(client, settings, None, WorkerConfig(checkpoint_every_s=0.05))
+        worker.run(max_idle_reads=5)
+        client.close()
+    assert proxy.drops[Drop.REPLY] == 1 and worker.runner.stats.reconnects >= 1
+    _assert_exact(redis_client, settings, worker, producer, ticks)
+
+
+def test_a_producer_whose_reply_is_lost_is_told_so_and_the_stream_holds_the_entry_once(
+    settings: Settings, redis_client: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    """Redis appends an XADD and the connection drops before the reply: the producer gets the error (to
+    check what the stream holds), and the client does not silently write the entry a second time."""
+
+    def drop_the_first_xadd_reply(args: Sequence[bytes]) -> Drop:
+        return Drop.REPLY if args[0].upper() == b"XADD" and not proxy.drops[Drop.REPLY] else Drop.NO
+
+    with DroppingProxy(redis_server.port, drop_the_first_xadd_reply) as proxy:
+        client = client_for(f"redis://127.0.0.1:{proxy.port}/0")
+        producer = Producer(client, settings.model_copy(update={"batch_rows": 100}))
+        with pytest.raises(redis.ConnectionError):
+            producer.publish(market(300))
+        producer.close()
+        client.close()
+    assert proxy.drops[Drop.REPLY] == 1
+    assert redis_client.xlen(Keys().ticks()) == 1  # the first of three entries, which Redis executed
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_connections_dropped_at_random_points_of_every_stage_lose_and_repeat_nothing(
+    settings: Settings, redis_client: redis.Redis, redis_server: EmbeddedRedis, seed: int
+) -> None:
+    """Any command of the worker (reads, read-ahead, claims, lease and fence, the deferred transactions, the
+    checkpoint child's script, restores) may have its connection dropped before Redis reads it or after
+    Redis executed it, and every connection is dropped at random moments besides (while the worker
+    computes): bars, acknowledgements and the checkpointed state are exact."""
+    rng = random.Random(seed)
+    ticks = market(12_000, per_second=200)
+    settings = settings.model_copy(update={"partitions": 2, "read_count": 1, "claim_idle_ms": 200})
+    producer = Producer(redis_client, settings.model_copy(update={"batch_rows": 250}))
+    producer.publish(ticks)
+    budget = 12  # drops, then the worker drains in peace
+    lock = threading.Lock()
+
+    def drop_some(args: Sequence[bytes]) -> Drop:
+        nonlocal budget
+        with lock:
+            if budget <= 0 or rng.random() >= 0.02:
+                return Drop.NO
+            budget -= 1
+            return rng.choice((Drop.BEFORE, Drop.REPLY))
+
+    stop = threading.Event()
+    with DroppingProxy(redis_server.port, drop_some) as proxy:
+        client = redis.Redis(port=proxy.port)
+        worker = AnalyticsWorker(client, settings, None, WorkerConfig(checkpoint_every_s=0.05))
+
+        def kill_at_random_until_drained() -> None:
+            nonlocal budget
+            while not stop.wait(rng.uniform(0.01, 0.1)):
+                if drained(redis_client, settings):
+                    with lock:
+                        budget = 0  # the shutdown checkpoint is written in peace
+                    worker.stop.set()
+                    return
+                if worker.runner.stats.batches and proxy.kills < 10:
+                    proxy.kill_all()
+
+        killer = threading.Thread(target=kill_at_random_until_drained)
+        killer.start()
+        try:
+            worker.run()
+        finally:
+            stop.set()
+            killer.join()
+            client.close()
+    assert sum(proxy.drops.values()) >= 5 and proxy.kills >= 5 and worker.runner.stats.reconnects >= 3
+    _assert_exact(redis_client, settings, worker, producer, ticks)
