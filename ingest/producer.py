@@ -52,12 +52,15 @@ class Producer:
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
+        # both write on pools of their own that never re-send an XADD (whatever the caller's client does)
+        self.per_tick = client_on_own_pool(client)
         self.bulk = bulk_client(client)
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
 
     def close(self) -> None:
-        """Close the connections of the bulk client's own pool (the caller's client stays open)."""
+        """Close the connections of the producer's own pools (the caller's client stays open)."""
+        self.per_tick.connection_pool.disconnect()
         self.bulk.connection_pool.disconnect()
 
     def __enter__(self) -> Producer:
@@ -92,7 +95,7 @@ class Producer:
         """Write every trade of `batch`; entries per partition keep the batch's order."""
         trim = self._trim_args()
         entries = 0
-        pipe = (self.client if per_tick else self.bulk).pipeline(transaction=False)
+        pipe = (self.per_tick if per_tick else self.bulk).pipeline(transaction=False)
         for partition, part in self.split_by_partition(batch):
             stream = self.keys.ticks(partition)
             if per_tick:
