@@ -394,13 +394,14 @@ class AnalyticsWorker:
         if (owner.decode() if isinstance(owner, bytes) else owner) != self.settings.consumer:
             raise OwnershipLost(stream)
         if unapplied:  # (a read whose reply was lost, a late read of a former owner): rebuild, claim all in order
-            self._last_lease_check = 0.0
             raise OutOfOrder(stream)
 
     def _lost(self, stream: str) -> None:
         partition = self.partition_of[stream]
         self.states.pop(partition, None)  # its in-memory state ran ahead of Redis: rebuild on reacquire
         self._pending_live.pop(partition, None)
+        # at once if the lease is still ours (redis-py reports a connection failed under WATCH as a WatchError)
+        self._last_lease_check = 0.0
 
     def _write_failed(self, stream: str) -> None:
         """A batch's transaction failed in flight, after its stages ran: rebuild the partition from Redis.

@@ -12,7 +12,9 @@ import redis
 from dropping_proxy import Drop, DroppingProxy
 from test_worker import assert_checkpoints_hold_every_trade, bar_streams, drained, expected_bars, market, run_inline
 
+from analytics import worker as worker_module
 from analytics.worker import AnalyticsWorker, WorkerConfig
+from ingest import runner
 from ingest.keys import Keys
 from ingest.producer import Producer
 from ingest.redis_server import EmbeddedRedis, client_for
@@ -90,14 +92,17 @@ def test_a_producer_whose_reply_is_lost_is_told_so_and_the_stream_holds_the_entr
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_connections_dropped_at_random_points_of_every_stage_lose_and_repeat_nothing(
-    settings: Settings, redis_client: redis.Redis, redis_server: EmbeddedRedis, seed: int
+    settings: Settings, redis_client: redis.Redis, redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch,
+    seed: int,
 ) -> None:
     """Any command of the worker (reads, read-ahead, claims, lease and fence, the deferred transactions, the
     checkpoint child's script, restores) may have its connection dropped before Redis reads it or after
     Redis executed it, and every connection is dropped at random moments besides (while the worker
     computes): bars, acknowledgements and the checkpointed state are exact."""
+    monkeypatch.setattr(runner, "MAX_BACKOFF_S", 0.2)  # drops in a row must not make the run long
+    monkeypatch.setattr(worker_module, "MAX_BACKOFF_S", 0.2)
     rng = random.Random(seed)
-    ticks = market(12_000, per_second=200)
+    ticks = market(8_000, per_second=200)
     settings = settings.model_copy(update={"partitions": 2, "read_count": 1, "claim_idle_ms": 200})
     producer = Producer(redis_client, settings.model_copy(update={"batch_rows": 250}))
     producer.publish(ticks)
