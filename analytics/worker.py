@@ -358,7 +358,6 @@ class AnalyticsWorker:
                                    on_lost=self._lost, on_write_failed=self._write_failed,
                                    defer_commit=self.config.defer_commit)  # fmt: skip
         self._lease = client.register_script(_LEASE_SCRIPT)
-        self._fence = client.register_script(_FENCE_SCRIPT)
         self._xadd_many = client.register_script(_XADD_MANY_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
         self._last_lease_check = 0.0
@@ -390,7 +389,8 @@ class AnalyticsWorker:
         partition = self.partition_of[stream]
         lease = self.lease_key(partition)
         pipe.watch(lease)
-        owner, unapplied = self._fence(keys=[lease, stream], args=[self.settings.group, first_id], client=pipe)
+        # EVAL, not a registered script: that would join the pipeline's scripts, checked (SCRIPT EXISTS) per batch
+        owner, unapplied = pipe.eval(_FENCE_SCRIPT, 2, lease, stream, self.settings.group, first_id)
         if (owner.decode() if isinstance(owner, bytes) else owner) != self.settings.consumer:
             raise OwnershipLost(stream)
         if unapplied:  # (a read whose reply was lost, a late read of a former owner): rebuild, claim all in order

@@ -18,6 +18,7 @@ from ingest import runner
 from ingest.keys import Keys
 from ingest.producer import Producer
 from ingest.redis_server import EmbeddedRedis, client_for
+from ingest.runner import ensure_groups
 from ingest.settings import Settings
 
 
@@ -65,6 +66,44 @@ def test_a_read_whose_reply_is_lost_after_redis_delivered_it_loses_nothing(
         client.close()
     _assert_exact(redis_client, settings, worker, producer, ticks)
     assert proxy.drops[Drop.REPLY] == 1 and worker.runner.stats.reconnects >= 1  # seen, not silently re-sent
+
+
+def test_entries_delivered_elsewhere_before_a_batch_are_applied_before_it(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Entries that another reader took (a read whose reply was lost, a former owner's late read) and never
+    acknowledged lie before the worker's next batch: the fence sees them pending, and the worker rebuilds
+    the partition and claims them in ID order instead of moving its progress marker past them."""
+    ticks = market(6_000, per_second=200)
+    settings = settings.model_copy(update={"read_count": 1})
+    producer = Producer(redis_client, settings.model_copy(update={"batch_rows": 250}))
+    producer.publish(ticks)
+    worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig(checkpoint_every_s=0.05))
+    worker.acquire()  # the partition is ours, nothing is pending yet
+    taken = redis_client.xreadgroup(settings.group, "former-owner", {Keys().ticks(): ">"}, count=2)
+    assert len(taken[0][1]) == 2
+    worker.run(max_idle_reads=5)
+    _assert_exact(redis_client, settings, worker, producer, ticks)
+
+
+def test_an_unapplied_entry_behind_the_progress_marker_is_dead_lettered_not_acknowledged_as_applied(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Should the marker ever stand past an entry that is still pending (never applied), the entry's trades
+    go to the dead-letter stream with the reason, instead of being acknowledged as if they were in the bars."""
+    ticks = market(1_000, per_second=200)
+    Producer(redis_client, settings.model_copy(update={"batch_rows": 250})).publish(ticks)
+    worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig(checkpoint_every_s=0.05))
+    ensure_groups(redis_client, [Keys().ticks()], settings.group)
+    taken = redis_client.xreadgroup(settings.group, "former-owner", {Keys().ticks(): ">"}, count=2)
+    skipped = [entry_id.decode() for entry_id, _ in taken[0][1]]
+    redis_client.hset(worker.checkpoint_key(0), "last_id", skipped[-1])  # a marker that passed them
+    worker.run(max_idle_reads=3)
+    assert drained(redis_client, settings)
+    dead = redis_client.xrange(Keys().deadletter)
+    assert len(dead) == 500 and {f[b"reason"] for _, f in dead} == {
+        b"out of order: delivered after later entries had been applied; its effects are missing"}
+    assert {f[b"entry_id"].decode().split("#")[0] for _, f in dead} == set(skipped)
 
 
 @pytest.mark.parametrize("per_tick", [False, True], ids=["batch entries", "per-tick entries"])
