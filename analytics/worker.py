@@ -44,7 +44,15 @@ from ingest.codecs import Rejected, as_text, decode_entries
 from ingest.deadletter import add_rejected
 from ingest.keys import Keys
 from ingest.producer import client_on_own_pool
-from ingest.runner import OwnershipLost, StopFlag, StreamRunner, ensure_groups, raw_client
+from ingest.reconnect import REDIS_DOWN, Outage, wait_out
+from ingest.runner import (
+    OutOfOrder,
+    OwnershipLost,
+    StopFlag,
+    StreamRunner,
+    ensure_groups,
+    raw_client,
+)
 from ingest.settings import Settings
 from ingest.ticks import TickBatch, row_fields
 
@@ -66,6 +74,14 @@ elseif owner == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1
 end
 return 0
+"""
+# A batch's fence, after WATCH of the lease: who holds the lease, and whether any entry of the stream
+# before the batch's first one is still pending (delivered, never applied: applying the batch would move
+# the progress marker past it). KEYS: lease, tick stream; ARGV: group, the batch's first entry ID.
+_FENCE_SCRIPT = """
+local owner = redis.call('GET', KEYS[1]) or ''
+local unapplied = redis.call('XPENDING', KEYS[2], ARGV[1], '-', '(' .. ARGV[2], 1)
+return {owner, #unapplied}
 """
 # Append many entries to one stream in one command: ARGV[1] = maxlen, ARGV[2] = a JSON list of flat
 # [field, value, ...] lists. Same entries, same order as one XADD each, without client-side command
@@ -374,18 +390,23 @@ class AnalyticsWorker:
 
     # --- ownership -------------------------------------------------------------------------
 
-    def _guard(self, stream: str, pipe: redis.client.Pipeline) -> None:
+    def _guard(self, stream: str, first_id: bytes, pipe: redis.client.Pipeline) -> None:
         partition = self.partition_of[stream]
         lease = self.lease_key(partition)
         pipe.watch(lease)
-        owner = pipe.get(lease)
-        if owner is None or (owner.decode() if isinstance(owner, bytes) else owner) != self.settings.consumer:
+        # EVAL, not a registered script: that would join the pipeline's scripts, checked (SCRIPT EXISTS) per batch
+        owner, unapplied = pipe.eval(_FENCE_SCRIPT, 2, lease, stream, self.settings.group, first_id)
+        if (owner.decode() if isinstance(owner, bytes) else owner) != self.settings.consumer:
             raise OwnershipLost(stream)
+        if unapplied:  # (a read whose reply was lost, a late read of a former owner): rebuild, claim all in order
+            raise OutOfOrder(stream)
 
     def _lost(self, stream: str) -> None:
         partition = self.partition_of[stream]
         self.states.pop(partition, None)  # its in-memory state ran ahead of Redis: rebuild on reacquire
         self._pending_live.pop(partition, None)
+        # at once if the lease is still ours (redis-py reports a connection failed under WATCH as a WatchError)
+        self._last_lease_check = 0.0
 
     def _write_failed(self, stream: str) -> None:
         """A batch's transaction failed in flight, after its stages ran: rebuild the partition from Redis.
@@ -418,7 +439,12 @@ class AnalyticsWorker:
             if held and partition not in self.states:
                 self.restore(partition)
                 self.runner.add_stream(stream)
-                self.runner.claim_stale([stream], min_idle_ms=0)  # the old owner's pending entries are ours now
+                try:
+                    self.runner.claim_stale([stream], min_idle_ms=0)  # the old owner's pending entries are ours now
+                except (redis.ConnectionError, redis.TimeoutError):
+                    self.runner.drop_stream(stream)  # taken again whole: restored, then every pending entry claimed
+                    self._last_lease_check = 0.0
+                    raise
             elif not held and partition in self.states:
                 log.warning("partition %d is owned by another worker now", partition)
                 self.runner.drop_stream(stream)
@@ -565,6 +591,9 @@ class AnalyticsWorker:
         if _id_tuple(ticks.entry_ids[0]) <= applied:  # entries come in ID order: only then look at each
             fresh = np.array([_id_tuple(e) > applied for e in ticks.entry_ids], dtype=bool)
         if fresh is not None and not fresh.all():
+            unapplied = self._unapplied_rows(stream, ticks, fresh)
+            if len(unapplied):
+                add_rejected(pipe, self.keys.deadletter, unapplied, "analytics")
             ticks = ticks.take(fresh[ticks.entry_of])
             if not len(ticks):
                 return
@@ -587,6 +616,30 @@ class AnalyticsWorker:
             self._pending_live.setdefault(partition, []).append((effects.frame, effects.batch.ts))
         self._publish_live(pipe)
         self._ticks_since_log += len(ticks)
+
+    def _unapplied_rows(self, stream: str, ticks: TickBatch, fresh: np.ndarray) -> list[Rejected]:
+        """The trades of entries at or before the progress marker that were never applied, as dead letters.
+
+        Every applied entry was acknowledged with its effects, so such an entry that is still pending was
+        skipped: the marker passed it before it was delivered (the fence of every batch is there to make
+        that impossible). Its effects cannot be inserted behind bars already written: it is dead-lettered,
+        never acknowledged as if it had been applied.
+        """
+        self.runner.settle()  # a batch in flight may be the one that applied (and acknowledges) these entries
+        if self.partition_of[stream] not in self.states:
+            raise OwnershipLost(stream)  # its failure dropped the partition: rebuilt, then re-read
+        stale = [entry_id for entry_id, keep in zip(ticks.entry_ids, fresh.tolist(), strict=True) if not keep]
+        pending: list[dict[str, Any]] = self.client.xpending_range(
+            stream, self.settings.group, stale[0], stale[-1], len(stale))
+        skipped = {p["message_id"].decode() if isinstance(p["message_id"], bytes) else p["message_id"] for p in pending}
+        if not skipped:
+            return []
+        log.error("%s: %d entries up to %s were delivered after later ones had been applied: dead-lettered",
+                  stream, len(skipped), max(skipped, key=_id_tuple))  # fmt: skip
+        entry_of = np.array([entry_id in skipped for entry_id in ticks.entry_ids], dtype=bool)[ticks.entry_of]
+        return [Rejected(ticks.tick_id(row), dict(row_fields(ticks, row)),
+                         "out of order: delivered after later entries had been applied; its effects are missing")
+                for row in np.flatnonzero(entry_of).tolist()]  # fmt: skip
 
     def write_effects(self, pipe: redis.client.Pipeline, effects: Effects) -> None:
         """Queue the writes of one batch's effects on the transaction."""
@@ -713,10 +766,21 @@ class AnalyticsWorker:
         ensure_groups(self.client, list(self.stream_of.values()), self.settings.group)
         self._check_leases()
 
+    def _acquire_once_redis_answers(self) -> None:
+        """`acquire`, tried again with backoff while the connection fails (redis-py re-sends nothing)."""
+        outage = Outage(log)
+        while not self.stop.is_set():
+            try:
+                self.acquire()
+                outage.recovered()
+                return
+            except REDIS_DOWN as exc:
+                wait_out(outage, exc, self.stop)
+
     def run(self, max_idle_reads: int | None = None) -> None:
         """Run until stopped (SIGTERM/SIGINT), then checkpoint and release the partitions."""
         try:
-            self.acquire()
+            self._acquire_once_redis_answers()
             self.runner.run(max_idle_reads=max_idle_reads)
         finally:
             try:

@@ -19,13 +19,12 @@ from typing import Any
 
 import numpy as np
 import redis
-from redis.backoff import NoBackoff
 from redis.connection import Encoder, PythonRespSerializer
-from redis.retry import Retry
 
 from ingest.codecs import PRODUCER_FIELD, SEQ_FIELD, encode_batch, encode_ticks, iter_chunks
 from ingest.keys import Keys
 from ingest.reconnect import REDIS_DOWN, Outage, wait_out
+from ingest.redis_server import no_silent_retries
 from ingest.retention import Retention
 from ingest.settings import Settings
 from ingest.ticks import TickBatch
@@ -41,15 +40,11 @@ Entry = tuple[str, dict[str, Any]]  # (stream, fields) of one XADD
 Stamped = tuple[str, dict[str, Any], int]  # (stream, fields, sequence number)
 
 
-def no_retries() -> Retry:
-    """A redis-py retry policy that never resends a command (the caller decides what is safe to repeat)."""
-    return Retry(NoBackoff(), 0)
-
-
 def client_on_own_pool(client: redis.Redis, **overrides: Any) -> redis.Redis:
-    """A client to the same server on a connection pool of its own, with some connection options changed."""
+    """A client to the same server on a connection pool of its own, with some connection options changed;
+    whatever the given client's retry policy, this one never re-sends a command (`no_silent_retries`)."""
     pool = client.connection_pool
-    options = {**pool.connection_kwargs, **overrides}
+    options = {**pool.connection_kwargs, "retry": no_silent_retries(), **overrides}
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options))
 
 
@@ -61,7 +56,7 @@ def bulk_client(client: redis.Redis) -> redis.Redis:
     `sendall` as they are. Replies are still parsed by hiredis.
     """
     packer = PythonRespSerializer(BUFFER_CUTOFF, Encoder("utf-8", "strict", False).encode)
-    return client_on_own_pool(client, command_packer=packer, retry=no_retries(), decode_responses=False)
+    return client_on_own_pool(client, command_packer=packer, decode_responses=False)
 
 
 def new_producer_id() -> str:
@@ -82,8 +77,9 @@ class Producer:
 
     def __init__(self, client: redis.Redis, settings: Settings, *, producer_id: str | None = None) -> None:
         self.client = client
+        # both write on pools of their own that never re-send an XADD (whatever the caller's client does)
         self.bulk = bulk_client(client)
-        self.plain = client_on_own_pool(client, retry=no_retries(), decode_responses=False)  # hiredis packs faster
+        self.plain = client_on_own_pool(client, decode_responses=False)  # hiredis packs faster
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
         self.retention = Retention(client, settings, self.keys)

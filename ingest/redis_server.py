@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ingest.settings import Settings
 
@@ -227,9 +229,21 @@ class EmbeddedRedis:
         self.stop()
 
 
+def no_silent_retries() -> Retry:
+    """A retry policy that re-sends nothing: a command whose connection fails raises ConnectionError.
+
+    redis-py's default re-sends a command after a connection error, but Redis may have executed the
+    first one before the reply was lost: an XADD is then written twice, and an XREADGROUP `>` delivers
+    the next entries while the first ones sit unseen in the consumer's pending list. Every client of
+    Tickerdash fails instead, and its caller recovers knowing what it sent (a runner re-reads its
+    pending entries, a producer checks what the stream holds).
+    """
+    return Retry(NoBackoff(), 0)
+
+
 def client_for(url: str) -> redis.Redis:
-    """A Redis client for a URL (redis://, rediss://, password in the URL)."""
-    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=30)
+    """A Redis client for a URL (redis://, rediss://, password in the URL), with no silent retries."""
+    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=30, retry=no_silent_retries())
 
 
 def running_embedded_url(settings: Settings) -> str | None:

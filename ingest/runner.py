@@ -40,6 +40,7 @@ from redis.exceptions import ExecAbortError
 from ingest.codecs import Decoded, RawEntry, Rejected, as_text, decode_entries, decode_rules, entry_fields
 from ingest.deadletter import add_rejected
 from ingest.keys import Keys
+from ingest.producer import client_on_own_pool
 from ingest.reconnect import Outage, wait_out
 from ingest.retention import create_group, record_missed
 from ingest.settings import Settings
@@ -49,9 +50,13 @@ log = logging.getLogger(__name__)
 
 # process(stream, ticks, pipe): queue the batch's effects on `pipe` (a MULTI/EXEC transaction).
 ProcessFn = Callable[[str, TickBatch, redis.client.Pipeline], None]
-# guard(stream, pipe): before MULTI, WATCH whatever fences the batch (e.g. a partition lease) and raise
-# OwnershipLost if the stream is no longer ours; a WATCHed key that changes aborts the transaction.
-GuardFn = Callable[[str, redis.client.Pipeline], None]
+# guard(stream, first_id, pipe): before MULTI, WATCH whatever fences the batch whose first entry is
+# `first_id` (e.g. a partition lease) and raise OwnershipLost if the stream is no longer ours, or
+# OutOfOrder if the batch may not be applied yet; a WATCHed key that changes aborts the transaction.
+GuardFn = Callable[[str, bytes, redis.client.Pipeline], None]
+
+
+OWNERSHIP_ONLY = b"0-0"  # a guard's first_id that no entry precedes: fence on the stream's ownership alone
 
 
 class OwnershipLost(Exception):  # noqa: N818 - a signal, not an error: another consumer now owns the stream
@@ -75,6 +80,13 @@ def _applying() -> Iterator[None]:
         raise
     except Exception as exc:
         raise _ApplyFailed(exc) from exc
+
+
+class OutOfOrder(OwnershipLost):
+    """Entries before the batch were delivered but never applied (they are still pending): applying the batch
+    would move the stream's progress past them. Handled like a lost ownership: the stream is dropped with its
+    entries pending, for the consumer to rebuild its state and re-read them in ID order."""
+
 
 TARGET_ROWS_PER_READ = 100_000  # bounds memory when entries are batches of thousands of ticks
 GAP_CHECK_EVERY_S = 1.0  # how often the runner counts entries trimmed before its group read them
@@ -198,8 +210,10 @@ class StreamRunner:
         on_quarantine: Callable[[str, list[str], redis.client.Pipeline], None] | None = None,
         defer_commit: bool = False,
     ) -> None:
-        self.client = client
-        self.raw = raw_client(client)
+        # reads, claims and transactions on a pool of the runner's own that never re-sends a command (see
+        # `no_silent_retries`): after a failed connection the runner re-reads its pending entries itself
+        self.client = client_on_own_pool(client)
+        self.raw = raw_client(self.client)
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
         self.streams = list(streams)
@@ -265,8 +279,8 @@ class StreamRunner:
         rejected = [Rejected(eid.decode(), entry_fields(flat), reason) for eid, flat in entries]
         pipe = self.client.pipeline(transaction=True)
         try:
-            if self.guard:
-                self.guard(stream, pipe)
+            if self.guard:  # ownership only: quarantined entries move no progress, so earlier ones may be pending
+                self.guard(stream, OWNERSHIP_ONLY, pipe)
             pipe.multi()
             add_rejected(pipe, self.keys.deadletter, rejected, f"{self.source}:{stream}")
             if self.on_quarantine:
@@ -324,19 +338,19 @@ class StreamRunner:
                     pipe.reset()
                     return
                 if self.guard:
-                    self.guard(stream, pipe)
+                    self.guard(stream, ids[0], pipe)
                 self._send(batch)
                 self._in_flight = batch
                 return
             if self.guard:
-                self.guard(stream, pipe)
+                self.guard(stream, ids[0], pipe)
             pipe.multi()
             self._queue(batch, decoded.ticks, rejected, ids)
             with self._timing_transactions():
                 pipe.execute()
-        except (redis.WatchError, OwnershipLost):
+        except (redis.WatchError, OwnershipLost) as exc:
             pipe.reset()
-            self._ownership_lost(batch)
+            self._ownership_lost(batch, exc)
             return
         except (redis.ConnectionError, redis.TimeoutError):
             self._abandon(batch)  # a transaction may be half sent on its connection
@@ -428,9 +442,13 @@ class StreamRunner:
         batch.pipe.watching = False  # a closed connection watches nothing: no UNWATCH to send
         batch.pipe.reset()
 
-    def _ownership_lost(self, batch: _Transaction) -> None:
-        log.warning("lost ownership of %s: its %d entries stay pending for the new owner", batch.stream,
-                    batch.entries)  # fmt: skip
+    def _ownership_lost(self, batch: _Transaction, reason: Exception | None = None) -> None:
+        if isinstance(reason, OutOfOrder):
+            log.warning("%s: entries before this batch of %d are still unapplied: dropped for a rebuild, its "
+                        "entries stay pending", batch.stream, batch.entries)  # fmt: skip
+        else:
+            log.warning("lost ownership of %s: its %d entries stay pending for the new owner", batch.stream,
+                        batch.entries)  # fmt: skip
         self.drop_stream(batch.stream)
 
     def _committed(self, batch: _Transaction) -> None:

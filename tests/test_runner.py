@@ -348,7 +348,7 @@ def test_with_deferred_commits_a_fence_that_trips_in_flight_drops_the_stream_and
     stream = Keys().ticks()
     lost: list[str] = []
 
-    def guard(name: str, pipe: redis.client.Pipeline) -> None:
+    def guard(name: str, first_id: bytes, pipe: redis.client.Pipeline) -> None:
         pipe.watch("fence")
 
     def process(name: str, batch: TickBatch, pipe: redis.client.Pipeline) -> None:
