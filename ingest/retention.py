@@ -7,8 +7,11 @@ the readers catch up, and says so in its log and under `keys.backpressure(stream
 
 Entries removed before a group read them all the same (an operator's XTRIM, an outside producer's MAXLEN)
 are counted from the stream's counters (Redis 7: entries-added, and the group's entries-read, exact from a
-group created with ENTRIESREAD 0), and recorded under `keys.lost(group, stream)`. Redis 6.2 keeps no such
-counters: there the count is unknown (entries deleted while pending are still dead-lettered as `trimmed`).
+group created with ENTRIESREAD 0), only where something past the group's position may have been removed
+(the stream's first entry is past it, or its max-deleted-entry-id), and recorded under
+`keys.lost(group, stream)`. A restart on the append-only file leaves entries-read behind (Redis 7.0 does
+not log it); the runner sets it right again whenever its group has read everything. Redis 6.2 keeps no such counters: there the count is unknown
+(entries deleted while pending are still dead-lettered as `trimmed`).
 """
 
 from __future__ import annotations
@@ -36,17 +39,18 @@ NEAR_HEAD = 128  # entries one trim reads to remove exactly what the cap asks (a
 
 # What a stream holds and how far each group has come, in one atomic step (XINFO without the first and
 # last entries, which may be 300 kB batch entries). Returns false when the stream does not exist, else
-# {length, last-generated-id, entries-added or -1 (6.2), first entry ID or '', groups}, each group as
-# {name, pending, last-delivered-id, entries-read or -1, oldest pending ID or ''}.
+# {length, last-generated-id, entries-added or -1 (6.2), first entry ID or '', groups, max-deleted-entry-id
+# ('0-0' on 6.2)}, each group as {name, pending, last-delivered-id, entries-read or -1, oldest pending ID or ''}.
 _PROGRESS_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local length, last, added, first = 0, '0-0', -1, ''
+local length, last, added, first, deleted = 0, '0-0', -1, '', '0-0'
 for i = 1, #info, 2 do
   local k, v = info[i], info[i + 1]
   if k == 'length' then length = v
   elseif k == 'last-generated-id' then last = v
   elseif k == 'entries-added' then added = v
+  elseif k == 'max-deleted-entry-id' then deleted = v
   elseif k == 'first-entry' and v then first = v[1] end
 end
 local groups = {}
@@ -63,7 +67,7 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   if pending > 0 then oldest = redis.call('XPENDING', KEYS[1], name)[2] end
   table.insert(groups, {name, pending, delivered, read, oldest})
 end
-return {length, last, added, first, groups}
+return {length, last, added, first, groups, deleted}
 """
 
 # Trim KEYS[1] for ARGV[3] entries about to be written, to at most the cap ARGV[1] entries, removing only
@@ -105,6 +109,37 @@ if ARGV[2] == '' then return {removed, ''} end
 local oldest = redis.call('XRANGE', KEYS[1], ARGV[2], '+', 'COUNT', 1)
 if #oldest == 0 then return {removed, ''} end
 return {removed, oldest[1][1]}
+"""
+
+# A group's entries-read is exact while the server runs, but Redis 7.0 does not carry it through a restart on
+# its append-only file (deliveries are logged as XCLAIM ... LASTID, which moves the group's position and not
+# its counter). Once the group has read everything (nothing to miss), its counter must equal entries-added
+# less the entries recorded as missed: set it so (XGROUP SETID ... ENTRIESREAD), atomically with the check.
+# KEYS: stream, lost record; ARGV: group. Returns 1 if the counter was corrected.
+_HEAL_READ_SCRIPT = """
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local last, added = nil, nil
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then last = info[i + 1]
+  elseif info[i] == 'entries-added' then added = info[i + 1] end
+end
+if not added then return 0 end
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, delivered, read = nil, nil, nil
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1]
+    elseif g[i] == 'last-delivered-id' then delivered = g[i + 1]
+    elseif g[i] == 'entries-read' then read = g[i + 1] end
+  end
+  if name == ARGV[1] and delivered == last then
+    local expected = added - tonumber(redis.call('HGET', KEYS[2], 'entries') or '0')
+    if read ~= expected and expected >= 0 then
+      redis.call('XGROUP', 'SETID', KEYS[1], name, delivered, 'ENTRIESREAD', expected)
+      return 1
+    end
+  end
+end
+return 0
 """
 
 # Raise hash KEYS[1]'s `entries` to ARGV[1] (a group's lifetime count of missed entries only grows) and
@@ -150,6 +185,7 @@ class StreamProgress:
     entries_added: int | None  # None on Redis 6.2
     first_id: str | None
     groups: tuple[GroupProgress, ...]
+    max_deleted: str = "0-0"  # the newest ID ever trimmed or deleted ('0-0': none, or Redis 6.2)
 
     def group(self, name: str) -> GroupProgress | None:
         """The named group's progress (None if the group does not exist)."""
@@ -170,6 +206,11 @@ def missed_entries(stream: StreamProgress, group: GroupProgress) -> int | None:
         return None
     if group.last_delivered == "0-0":  # nothing read yet: every entry ever added is unread
         return max(stream.entries_added - stream.length, 0)
+    position = parse_id(group.last_delivered)
+    trimmed_past = stream.first_id is None or parse_id(stream.first_id) > position  # a trim removes the head
+    deleted_past = parse_id(stream.max_deleted) > position  # XDEL anywhere
+    if not (trimmed_past or deleted_past):
+        return 0  # every entry after the group's position is still there: it missed nothing (more)
     if group.entries_read is None:
         return None
     if stream.first_id is None or parse_id(stream.first_id) > parse_id(group.last_delivered):
@@ -186,14 +227,14 @@ def _text(value: bytes | str | int) -> str:
 
 
 def _parse_progress(reply: Any) -> StreamProgress:
-    length, last, added, first, groups = reply
+    length, last, added, first, groups, deleted = reply
     parsed = tuple(
         GroupProgress(name=_text(g[0]), pending=int(g[1]), last_delivered=_text(g[2]),
                       entries_read=None if int(g[3]) < 0 else int(g[3]), oldest_pending=_text(g[4]) or None)
         for g in groups
     )  # fmt: skip
     return StreamProgress(length=int(length), last_id=_text(last), entries_added=None if int(added) < 0 else int(added),
-                          first_id=_text(first) or None, groups=parsed)  # fmt: skip
+                          first_id=_text(first) or None, groups=parsed, max_deleted=_text(deleted))  # fmt: skip
 
 
 def read_progress(client: redis.Redis, stream: str) -> StreamProgress | None:
@@ -223,6 +264,11 @@ def record_missed(client: redis.Redis, keys: Keys, group: str, stream: str) -> t
     """Count the entries of `stream` that `group` missed and raise its record to it: (newly missed, in all)."""
     progress = read_progress(client, stream)
     mine = progress.group(group) if progress else None
+    if progress and mine and progress.entries_added is not None and mine.last_delivered == progress.last_id:
+        lost = keys.lost(group, stream)
+        if mine.entries_read != progress.entries_added - lost_entries(client, keys, group, stream):
+            client.register_script(_HEAL_READ_SCRIPT)(keys=[stream, lost], args=[group])
+        return 0, lost_entries(client, keys, group, stream)
     missed = missed_entries(progress, mine) if progress and mine else None
     if not missed:
         return 0, lost_entries(client, keys, group, stream)
@@ -317,7 +363,8 @@ class Retention:
                 warned = True
                 log.warning("waiting: %s at the cap, workers behind (group %s); resuming once they catch up",
                             self._describe(stream, room), self.settings.group)  # fmt: skip
-            self._announce(stream, room, waiting_since)
+            if warned:  # `status` says so from the moment the log does
+                self._announce(stream, room, waiting_since)
             time.sleep(wait_s)
             wait_s = min(wait_s * 2, MAX_WAIT_S)
         if waiting_since:

@@ -68,8 +68,12 @@ class TestNeededFrom:
 
 
 class TestMissedEntries:
-    def stream(self, length: int, added: int | None, first: str | None, last: str = "50-0") -> StreamProgress:
-        return StreamProgress(length, last, added, first, ())
+    def stream(self, length: int, added: int | None, first: str | None, last: str = "50-0",
+               deleted: str | None = None) -> StreamProgress:  # fmt: skip
+        """A stream whose newest removed entry is `deleted` (default: the one just before `first`)."""
+        if deleted is None:
+            deleted = f"{int(first.split('-')[0]) - 1}-0" if first else last
+        return StreamProgress(length, last, added, first, (), deleted)
 
     def test_a_group_that_read_nothing_missed_every_entry_that_is_gone(self) -> None:
         """Never read: every entry ever added and no longer there was missed."""
@@ -81,8 +85,14 @@ class TestMissedEntries:
 
     def test_acknowledged_entries_trimmed_are_not_missed(self) -> None:
         """Read 95 of 100, the stream trimmed to its last 10 (behind the group): nothing missed."""
-        assert missed_entries(self.stream(10, 100, "41-0"), group("45-0", read=95)) is None
+        assert missed_entries(self.stream(10, 100, "41-0"), group("45-0", read=95)) == 0
         assert missed_entries(self.stream(10, 100, "41-0"), group("50-0", read=100)) == 0
+
+    def test_a_wrong_read_counter_counts_no_loss_where_nothing_past_the_group_was_removed(self) -> None:
+        """After a restart on the append-only file Redis 7.0 reports entries-read 0 for a group that read
+        all 100 entries; nothing newer than its position was removed, so it missed nothing."""
+        assert missed_entries(self.stream(100, 100, "1-0", deleted="0-0"), group("50-0", read=0)) == 0
+        assert missed_entries(self.stream(60, 100, "41-0"), group("45-0", read=0)) == 0
 
     def test_redis_6_cannot_count(self) -> None:
         """Without entries-added (Redis 6.2) the count is unknown, not zero."""
