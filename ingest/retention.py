@@ -10,8 +10,9 @@ are counted from the stream's counters (Redis 7: entries-added, and the group's 
 group created with ENTRIESREAD 0), only where something past the group's position may have been removed
 (the stream's first entry is past it, or its max-deleted-entry-id), and recorded under
 `keys.lost(group, stream)`. A restart on the append-only file leaves entries-read behind (Redis 7.0 does
-not log it); the runner sets it right again whenever its group has read everything. Redis 6.2 keeps no such counters: there the count is unknown
-(entries deleted while pending are still dead-lettered as `trimmed`).
+not log it); the runner sets it right again whenever its group has read everything. Redis 6.2 keeps no
+such counters: there the count is unknown (entries deleted while pending are still dead-lettered as
+`trimmed`).
 """
 
 from __future__ import annotations
