@@ -77,9 +77,11 @@ return 0
 """
 # A batch's fence, after WATCH of the lease: who holds the lease, and whether any entry of the stream
 # before the batch's first one is still pending (delivered, never applied: applying the batch would move
-# the progress marker past it). KEYS: lease, tick stream; ARGV: group, the batch's first entry ID.
+# the progress marker past it). KEYS: lease, tick stream; ARGV: group, the batch's first entry ID ('0-0':
+# ownership only, see `ingest.runner.OWNERSHIP_ONLY`).
 _FENCE_SCRIPT = """
 local owner = redis.call('GET', KEYS[1]) or ''
+if ARGV[2] == '0-0' then return {owner, 0} end
 local unapplied = redis.call('XPENDING', KEYS[2], ARGV[1], '-', '(' .. ARGV[2], 1)
 return {owner, #unapplied}
 """

@@ -74,15 +74,21 @@ def test_connections_killed_under_a_publish_lose_and_repeat_no_trade(
     """CLIENT KILL of the producer's connections, again and again while it writes: afterwards every trade
     is on the streams exactly once (the producer found out which of its pipelined XADDs had landed)."""
     settings = settings.model_copy(update={"partitions": 3, "batch_rows": 50, "stream_maxlen": 0})
-    n = 30_000 if per_tick else 100_000
-    ticks = make_ticks(n)
+    most = 300_000 if per_tick else 1_000_000  # ample: the writer stops once the connections were killed enough
+    ticks = make_ticks(most)
     producer = Producer(redis_client, settings)
     failure: list[BaseException] = []
+    enough = threading.Event()
+    published = 0
 
     def publish() -> None:
+        nonlocal published
         try:
-            for start in range(0, n, 5_000):
+            for start in range(0, most, 5_000):
+                if enough.is_set():
+                    return
                 producer.publish(ticks.slice(start, start + 5_000), per_tick=per_tick)
+                published = start + 5_000
         except BaseException as exc:  # handed to the test's thread
             failure.append(exc)
 
@@ -92,12 +98,13 @@ def test_connections_killed_under_a_publish_lose_and_repeat_no_trade(
     while writer.is_alive() and kills < KILLS:
         time.sleep(0.15)
         kills += int(redis_client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")) > 0
+    enough.set()
     writer.join(timeout=120)
     producer.close()
     assert not failure, failure
     assert kills == KILLS, "the publish ended before its connections were killed enough times: make it longer"
     ids = trade_ids_on_streams(redis_client, Keys(settings.prefix, settings.partitions))
-    assert len(ids) == n and sorted(ids) == sorted(f"t{i}" for i in range(n))
+    assert len(ids) == published and sorted(ids) == sorted(f"t{i}" for i in range(published))
 
 
 def test_after_a_lost_connection_only_the_entries_that_did_not_land_are_sent_again(
