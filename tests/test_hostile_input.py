@@ -31,7 +31,7 @@ from ingest.runner import raw_client
 from ingest.settings import Settings
 from ingest.ticks import TickBatch
 from simulator.cli import register as register_simulator
-from tests.test_worker import bar_streams, drained, expected_bars, market, run_inline
+from test_worker import bar_streams, drained, expected_bars, market, run_inline
 
 TEXT_FIELDS = {"symbol", "trade_id", "tick_id", "message", "reasons", "rule_id", "buyer", "seller", "kind", "side"}
 
