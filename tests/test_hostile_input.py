@@ -18,6 +18,7 @@ import redis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from test_worker import bar_streams, drained, expected_bars, market, run_inline
 
 from analytics.cli import default_stages
 from analytics.live import decode_updates, live_key, snapshot_key
@@ -31,7 +32,6 @@ from ingest.runner import raw_client
 from ingest.settings import Settings
 from ingest.ticks import TickBatch
 from simulator.cli import register as register_simulator
-from test_worker import bar_streams, drained, expected_bars, market, run_inline
 
 TEXT_FIELDS = {"symbol", "trade_id", "tick_id", "message", "reasons", "rule_id", "buyer", "seller", "kind", "side"}
 
