@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import redis
 
 from analytics.worker import AnalyticsWorker
 from ingest.redis_server import EmbeddedRedis
@@ -52,6 +56,28 @@ def synthetic_ticks(n: int, symbols: int = 500, seed: int = 1, start_ms: int = 1
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker_process_peak_rss_mib(server: EmbeddedRedis, stream: str = "tickerdash:ticks") -> float:
+    """Peak RSS (VmHWM, MiB) of a `tickerdash analytics` child process once its group has drained `stream`."""
+    client = redis.Redis(port=server.port)
+    env = {**os.environ, "TICKERDASH_REDIS_URL": server.url, "TICKERDASH_BLOCK_MS": "50"}
+    proc = subprocess.Popen([sys.executable, "-m", "tickerdash", "analytics", "--consumer", "rss"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            groups = client.xinfo_groups(stream) if client.exists(stream) else []
+            if groups and groups[0]["pending"] == 0 and groups[0].get("lag") == 0:
+                break
+            time.sleep(0.2)
+        with open(f"/proc/{proc.pid}/status") as status:
+            hwm = next(line for line in status if line.startswith("VmHWM"))
+        return int(hwm.split()[1]) / 1024
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        client.close()
 
 
 @contextmanager

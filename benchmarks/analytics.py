@@ -26,7 +26,14 @@ import redis
 
 from analytics.live import decode_updates, snapshot_key
 from analytics.worker import AnalyticsWorker, WorkerConfig
-from benchmarks._common import redis_benchmark_xadd, row, synthetic_ticks, timed_drain, worker_drain
+from benchmarks._common import (
+    redis_benchmark_xadd,
+    row,
+    synthetic_ticks,
+    timed_drain,
+    worker_drain,
+    worker_process_peak_rss_mib,
+)
 from ingest.keys import Keys
 from ingest.producer import Producer
 from ingest.redis_server import EmbeddedRedis
@@ -148,23 +155,7 @@ def peak_rss_10k_symbols(server: EmbeddedRedis, settings: Settings, n: int) -> f
     client = redis.Redis(port=server.port)
     client.flushall()
     Producer(client, settings).publish(market(n, 10_000, seed=5))
-    env = {**os.environ, "TICKERDASH_REDIS_URL": server.url, "TICKERDASH_BLOCK_MS": "50"}
-    proc = subprocess.Popen([sys.executable, "-m", "tickerdash", "analytics", "--consumer", "rss"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            stream = settings.prefix + ":ticks"
-            groups = client.xinfo_groups(stream) if client.exists(stream) else []
-            if groups and groups[0]["pending"] == 0 and groups[0].get("lag") == 0:
-                break
-            time.sleep(0.2)
-        with open(f"/proc/{proc.pid}/status") as status:
-            hwm = next(line for line in status if line.startswith("VmHWM"))
-        return int(hwm.split()[1]) / 1024
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+    return worker_process_peak_rss_mib(server, settings.prefix + ":ticks")
 
 
 def main() -> None:

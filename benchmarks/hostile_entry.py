@@ -12,15 +12,10 @@ worker applies all of it at once.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import redis
 
-from benchmarks._common import synthetic_ticks
+from benchmarks._common import synthetic_ticks, worker_process_peak_rss_mib
 from ingest.codecs import encode_batch
 from ingest.redis_server import EmbeddedRedis
 
@@ -30,22 +25,7 @@ def peak_rss_mib(server: EmbeddedRedis, rows: int) -> tuple[float, int]:
     client = redis.Redis(port=server.port)
     client.flushall()
     client.xadd("tickerdash:ticks", encode_batch(synthetic_ticks(rows, 500)))  # type: ignore[arg-type]
-    env = {**os.environ, "TICKERDASH_REDIS_URL": server.url, "TICKERDASH_BLOCK_MS": "50"}
-    proc = subprocess.Popen([sys.executable, "-m", "tickerdash", "analytics", "--consumer", "rss"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            groups = client.xinfo_groups("tickerdash:ticks")
-            if groups and groups[0]["pending"] == 0 and groups[0].get("lag") == 0:
-                break
-            time.sleep(0.2)
-        with open(f"/proc/{proc.pid}/status") as status:
-            hwm = next(line for line in status if line.startswith("VmHWM"))
-        return int(hwm.split()[1]) / 1024, int(client.xlen("tickerdash:deadletter"))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+    return worker_process_peak_rss_mib(server), int(client.xlen("tickerdash:deadletter"))
 
 
 def main() -> None:
