@@ -1,9 +1,9 @@
-"""`python -m analytics`: run an analytics worker (for containers)."""
+"""`python -m tickerdash.analytics`: run an analytics worker (for containers)."""
 
 import typer
 
-from analytics.cli import analytics
-from ingest.clikit import freeze_import_objects, setup_logging
+from tickerdash.analytics.cli import analytics
+from tickerdash.ingest.clikit import freeze_import_objects, setup_logging
 
 
 def main() -> None:

@@ -12,11 +12,11 @@ import logging
 
 import redis
 
-from analytics.alerts import SlumpAlerts
-from analytics.rule_store import load_if_changed
-from analytics.worker import Effects
-from ingest.keys import Keys
-from ingest.ticks import TickBatch
+from tickerdash.analytics.alerts import SlumpAlerts
+from tickerdash.analytics.rule_store import load_if_changed
+from tickerdash.analytics.worker import Effects
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.ticks import TickBatch
 
 log = logging.getLogger(__name__)
 

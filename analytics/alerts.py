@@ -47,8 +47,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analytics.rules import ANY_SYMBOL, Rule, RuleError, format_duration
-from analytics.segments import (
+from tickerdash.analytics.rules import ANY_SYMBOL, Rule, RuleError, format_duration
+from tickerdash.analytics.segments import (
     NO_TIME,
     TS_BITS,
     Grouping,
@@ -61,8 +61,8 @@ from analytics.segments import (
     segmented_cummax,
     unpack_state,
 )
-from ingest.codecs import as_text
-from ingest.ticks import TickBatch
+from tickerdash.ingest.codecs import as_text
+from tickerdash.ingest.ticks import TickBatch
 
 ARMED = -1  # the due time of a pair that may fire: below every clock, so an armed pair is always "due"
 _INF_BITS = 0x7FF0_0000_0000_0000  # bits of +inf: positive finite doubles are the int64s in (0, this)
@@ -120,11 +120,16 @@ class Alert:
     def to_json_dict(self) -> dict[str, object]:
         """The alert as typed JSON data (webhook bodies, `--json` output)."""
         return {
-            "rule_id": self.rule_id, "symbol": self.symbol, "ts": self.ts, "price": self.price,
-            "reference_price": self.reference_price, "drop_pct": self.drop_pct, "window_s": self.window_s,
-            "message": self.message, "tick_id": self.tick_id,
-        }  # fmt: skip
-
+            "rule_id": self.rule_id,
+            "symbol": self.symbol,
+            "ts": self.ts,
+            "price": self.price,
+            "reference_price": self.reference_price,
+            "drop_pct": self.drop_pct,
+            "window_s": self.window_s,
+            "message": self.message,
+            "tick_id": self.tick_id,
+        }
 
 
 def alert_message(rule: Rule, symbol: str, price: float, reference: float, drop_pct: float) -> str:
@@ -174,8 +179,9 @@ class RangeMax:
         return np.maximum(self.table[level, lo], self.table[level, hi - (1 << level) + 1])
 
 
-def prefix_counts(ref: np.ndarray, price: np.ndarray, factors: np.ndarray, lo: np.ndarray,
-                  hi: np.ndarray) -> np.ndarray:  # fmt: skip
+def prefix_counts(
+    ref: np.ndarray, price: np.ndarray, factors: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     """For each row, how many leading rules of factors[lo:hi] (loosest first) the price is below.
 
     `price <= ref * f` holds for a prefix of a descending list because rounding is monotonic,
@@ -269,16 +275,29 @@ class _RuleTable:
         watched = np.zeros(n_slots, bool)
         watched[rule_slot[single]] = True
         return cls(
-            rules=tuple(rules), windows_ms=windows_ms, rule_window=rule_window, factor=factor,
+            rules=tuple(rules),
+            windows_ms=windows_ms,
+            rule_window=rule_window,
+            factor=factor,
             cooldown_ms=np.array([min(r.cooldown_ms, MAX_COOLDOWN_MS) for r in rules], np.int64),
-            star_rules=star, star_bounds=star_bounds, star_factor=factor[star],
-            single_rules=single, single_slot=rule_slot[single], single_window=single_window,
-            single_factor=factor[single], slot_offsets=offsets, rule_is_star=is_star, rule_position=position,
-            loosest_of_slot=loosest, loosest_star=float(factor[star].max()) if len(star) else -np.inf,
-            watched=watched, watch_all=bool(len(star)),
-            ids=_objects(r.id for r in rules), window_texts=_objects(f"{r.window_s:g}" for r in rules),
+            star_rules=star,
+            star_bounds=star_bounds,
+            star_factor=factor[star],
+            single_rules=single,
+            single_slot=rule_slot[single],
+            single_window=single_window,
+            single_factor=factor[single],
+            slot_offsets=offsets,
+            rule_is_star=is_star,
+            rule_position=position,
+            loosest_of_slot=loosest,
+            loosest_star=float(factor[star].max()) if len(star) else -np.inf,
+            watched=watched,
+            watch_all=bool(len(star)),
+            ids=_objects(r.id for r in rules),
+            window_texts=_objects(f"{r.window_s:g}" for r in rules),
             message_tails=_objects(_message_tail(r) for r in rules),
-        )  # fmt: skip
+        )
 
 
 def _objects(items: Iterable[str]) -> np.ndarray:
@@ -314,14 +333,23 @@ class FiredAlerts:
 
     def _heads(self) -> list[str]:
         """Per group: the message up to the rule's own words."""
-        return list(map(_MESSAGE_HEAD.format, self.symbol.tolist(), self.drop.tolist(), self.price.tolist(),
-                        self.reference.tolist()))  # fmt: skip
+        return list(
+            map(
+                _MESSAGE_HEAD.format,
+                self.symbol.tolist(),
+                self.drop.tolist(),
+                self.price.tolist(),
+                self.reference.tolist(),
+            )
+        )
 
     def messages(self) -> list[str]:
         """The readable sentence of every alert."""
         heads = self._heads()
-        return [heads[g] + tail for g, tail in zip(self.group.tolist(), self.table.message_tails[self.rule].tolist(),
-                                                   strict=True)]  # fmt: skip
+        return [
+            heads[g] + tail
+            for g, tail in zip(self.group.tolist(), self.table.message_tails[self.rule].tolist(), strict=True)
+        ]
 
     def to_fields(self) -> list[dict[str, str]]:
         """Every alert's `tickerdash:alerts` entry as a dict, equal to `Alert.to_fields` of `to_alerts()`."""
@@ -341,9 +369,15 @@ class FiredAlerts:
         middles = [
             f',"symbol",{dumps(symbol)},"ts","{ts}","price","{price!r}","reference_price","{reference!r}",'
             f'"drop_pct","{drop!r}"'
-            for symbol, ts, price, reference, drop in zip(self.symbol.tolist(), self.ts.tolist(), self.price.tolist(),
-                                                          self.reference.tolist(), self.drop.tolist(), strict=True)
-        ]  # fmt: skip
+            for symbol, ts, price, reference, drop in zip(
+                self.symbol.tolist(),
+                self.ts.tolist(),
+                self.price.tolist(),
+                self.reference.tolist(),
+                self.drop.tolist(),
+                strict=True,
+            )
+        ]
         ends = [',"tick_id",' + dumps(t) + "]" for t in tick_ids] if tick_ids is not None else ["]"] * len(middles)
         heads = [dumps(head)[:-1] for head in self._heads()]  # the opening quote and the escaped head
         table = self.table
@@ -363,13 +397,31 @@ class FiredAlerts:
         g, rules = self.group, self.table.rules
         tick_ids = self.tick_id[g].tolist() if self.tick_id is not None else [""] * len(self)
         return [
-            Alert(rule_id=rules[r].id, symbol=symbol, ts=ts, price=price, reference_price=reference, drop_pct=drop,
-                  window_s=rules[r].window_s, message=message, tick_id=tick_id, row=row)
+            Alert(
+                rule_id=rules[r].id,
+                symbol=symbol,
+                ts=ts,
+                price=price,
+                reference_price=reference,
+                drop_pct=drop,
+                window_s=rules[r].window_s,
+                message=message,
+                tick_id=tick_id,
+                row=row,
+            )
             for r, symbol, ts, price, reference, drop, message, tick_id, row in zip(
-                self.rule.tolist(), self.symbol[g].tolist(), self.ts[g].tolist(), self.price[g].tolist(),
-                self.reference[g].tolist(), self.drop[g].tolist(), self.messages(), tick_ids,
-                self.row[g].tolist(), strict=True)
-        ]  # fmt: skip
+                self.rule.tolist(),
+                self.symbol[g].tolist(),
+                self.ts[g].tolist(),
+                self.price[g].tolist(),
+                self.reference[g].tolist(),
+                self.drop[g].tolist(),
+                self.messages(),
+                tick_ids,
+                self.row[g].tolist(),
+                strict=True,
+            )
+        ]
 
 
 def entry_fields(entry: str) -> dict[str, str]:
@@ -608,9 +660,15 @@ class SlumpAlerts:
         batch_row = group.order if rows is None else rows[group.order]
         price = batch.price[batch_row]
         seg_slot = slot_of_local[group.local_symbol]
-        segs = _Segments(batch_row=batch_row, slot=seg_slot, start=group.starts, end=group.starts + group.lengths,
-                         row_seg=group.segment, price=price,
-                         clock=segmented_cummax(batch.ts[batch_row], group.lengths, self.clock[seg_slot]))  # fmt: skip
+        segs = _Segments(
+            batch_row=batch_row,
+            slot=seg_slot,
+            start=group.starts,
+            end=group.starts + group.lengths,
+            row_seg=group.segment,
+            price=price,
+            clock=segmented_cummax(batch.ts[batch_row], group.lengths, self.clock[seg_slot]),
+        )
         history = self._history(segs)
         seg_max = np.maximum.reduceat(price, segs.start)
         scans = _Scans(segs)
@@ -634,8 +692,16 @@ class SlumpAlerts:
         span = int(clock.max()) - base + 2  # one spare value: a key beyond every row of its segment
         if span * (len(segs.slot) + 1) >= 2**62:
             raise ValueError("event times span too wide to scan segments in one int64 key")
-        return _History(ts=ts, price=price, seg=seg, top=top, base=base, span=span,
-                        row_key=segs.row_seg * span + (clock - base), key=seg * span + (ts - base))  # fmt: skip
+        return _History(
+            ts=ts,
+            price=price,
+            seg=seg,
+            top=top,
+            base=base,
+            span=span,
+            row_key=segs.row_seg * span + (clock - base),
+            key=seg * span + (ts - base),
+        )
 
     def _live_loosest(self, segs: _Segments, star_due: np.ndarray, seg_of_slot: np.ndarray) -> np.ndarray:
         """Per window and segment: the loosest factor of the pairs that may fire in this batch (-inf: none).
@@ -655,8 +721,7 @@ class SlumpAlerts:
         np.maximum.at(loosest, (table.single_window[live], single_seg[live]), table.single_factor[live])
         return loosest
 
-    def _fire(self, segs: _Segments, history: _History, scans: _Scans,
-              seg_top: np.ndarray) -> tuple[np.ndarray, ...]:  # fmt: skip
+    def _fire(self, segs: _Segments, history: _History, scans: _Scans, seg_top: np.ndarray) -> tuple[np.ndarray, ...]:
         """Run every pair that may change state in this batch; fired (rule, sorted row, reference) arrays.
 
         Every window's reference is at most the highest price remembered or seen in the batch, so a
@@ -707,8 +772,9 @@ class SlumpAlerts:
         due = segs.clock[row] + table.cooldown_ms[rule]
         done = armed & (due > segs.last_clock[row_seg[row]])
         self.pair_due[pair[done]] = due[done]
-        more_rule, more_row = self._run_state_machine(np.concatenate([pair[armed & ~done], due_pairs]), below, segs,
-                                                      history, seg_of_slot)  # fmt: skip
+        more_rule, more_row = self._run_state_machine(
+            np.concatenate([pair[armed & ~done], due_pairs]), below, segs, history, seg_of_slot
+        )
         rule, row = np.concatenate([rule[done], more_rule]), np.concatenate([row[done], more_row])
         return rule, row, refs[table.rule_window[rule], row]
 
@@ -741,8 +807,9 @@ class SlumpAlerts:
         due[due] = single[due] <= last[single_seg[due]]
         return np.concatenate([j * n_slots + segs.slot[seg], len(table.star_rules) * n_slots + np.flatnonzero(due)])
 
-    def _events(self, pairs: np.ndarray, below: dict[int, _Below], segs: _Segments,
-                seg_of_slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def _events(
+        self, pairs: np.ndarray, below: dict[int, _Below], segs: _Segments, seg_of_slot: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Every below trade of these pairs that can matter, as (pair, sorted row) arrays.
 
         A waiting pair's below trades before its due time cannot matter: they are left out.
@@ -770,8 +837,9 @@ class SlumpAlerts:
         keep = self.pair_due[pair] <= segs.clock[row]
         return pair[keep], row[keep]
 
-    def _reference(self, rows: np.ndarray, window: int, segs: _Segments, history: _History,
-                   scans: _Scans) -> np.ndarray:  # fmt: skip
+    def _reference(
+        self, rows: np.ndarray, window: int, segs: _Segments, history: _History, scans: _Scans
+    ) -> np.ndarray:
         """The exact reference of these (sorted) rows for one window: the highest price in (t - W, t]."""
         seg, clock = segs.row_seg[rows], segs.clock[rows]
         query = seg * history.span + (clock - window - history.base)
@@ -790,8 +858,9 @@ class SlumpAlerts:
             ref = np.maximum(ref, np.where(inside, history.price[at], -np.inf))
         return ref
 
-    def _run_state_machine(self, pairs: np.ndarray, below: dict[int, _Below], segs: _Segments, history: _History,
-                           seg_of_slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def _run_state_machine(
+        self, pairs: np.ndarray, below: dict[int, _Below], segs: _Segments, history: _History, seg_of_slot: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Fire and re-arm these pairs over every below trade of theirs; fired (rule, sorted row) arrays.
 
         Each round moves every pair still in play by one state change, vectorised: usually one or two rounds.
@@ -898,27 +967,37 @@ class SlumpAlerts:
         table = self._table
         if segs is None or len(rule) == 0:
             empty = np.zeros(0, np.int64)
-            return FiredAlerts(table, empty, empty, empty, _objects(()), empty, np.zeros(0), np.zeros(0),
-                               np.zeros(0), None)  # fmt: skip
+            return FiredAlerts(
+                table, empty, empty, empty, _objects(()), empty, np.zeros(0), np.zeros(0), np.zeros(0), None
+            )
         row = segs.batch_row[sorted_row]
         order = np.lexsort((rule, row))
         rule, sorted_row, reference, row = rule[order], sorted_row[order], reference[order], row[order]
         # one group per (trade, window): alerts of a group share the reference and so every number
-        _, first, group = np.unique(sorted_row * len(table.windows_ms) + table.rule_window[rule], return_index=True,
-                                    return_inverse=True)  # fmt: skip
+        _, first, group = np.unique(
+            sorted_row * len(table.windows_ms) + table.rule_window[rule], return_index=True, return_inverse=True
+        )
         row, reference = row[first], reference[first]
         price = batch.price[row]
         tick_id = None
         if batch.entry_of.shape[0] == len(batch):
             entries = _objects(batch.entry_ids)[batch.entry_of[row]].tolist()
             offsets = batch.row_in_entry[row].tolist()
-            tick_id = _objects(entry if offset < 0 else f"{entry}#{offset}"
-                               for entry, offset in zip(entries, offsets, strict=True))  # fmt: skip
+            tick_id = _objects(
+                entry if offset < 0 else f"{entry}#{offset}" for entry, offset in zip(entries, offsets, strict=True)
+            )
         return FiredAlerts(
-            table=table, rule=rule, group=group.reshape(-1), row=row,
+            table=table,
+            rule=rule,
+            group=group.reshape(-1),
+            row=row,
             symbol=_objects(self.slots.names)[segs.slot[segs.row_seg[sorted_row[first]]]],
-            ts=batch.ts[row], price=price, reference=reference, drop=100.0 * (1.0 - price / reference), tick_id=tick_id,
-        )  # fmt: skip
+            ts=batch.ts[row],
+            price=price,
+            reference=reference,
+            drop=100.0 * (1.0 - price / reference),
+            tick_id=tick_id,
+        )
 
     # -- checkpoint --
 
@@ -1001,4 +1080,3 @@ def backtest(rules: Rule | Sequence[Rule], batches: Iterable[TickBatch]) -> list
     for batch in batches:
         alerts.extend(stage.process(batch))
     return alerts
-

@@ -16,18 +16,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from analytics.alerts import Alert, backtest
-from analytics.rule_store import RuleStore
-from analytics.rules import Rule, RuleError, format_duration, make_rule, parse_duration
-from analytics.webhooks import recent_failures
-from ingest.clikit import fail, load_settings
-from ingest.codecs import decode_entries
-from ingest.importers import ColumnMapping, ImportOptionError, TradeReader
-from ingest.keys import Keys
-from ingest.reconnect import REDIS_DOWN, Outage, wait_out
-from ingest.redis_server import redis_connection
-from ingest.runner import raw_client
-from ingest.ticks import TickBatch
+from tickerdash.analytics.alerts import Alert, backtest
+from tickerdash.analytics.rule_store import RuleStore
+from tickerdash.analytics.rules import Rule, RuleError, format_duration, make_rule, parse_duration
+from tickerdash.analytics.webhooks import recent_failures
+from tickerdash.ingest.clikit import fail, load_settings
+from tickerdash.ingest.codecs import decode_entries
+from tickerdash.ingest.importers import ColumnMapping, ImportOptionError, TradeReader
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.reconnect import REDIS_DOWN, Outage, wait_out
+from tickerdash.ingest.redis_server import redis_connection
+from tickerdash.ingest.runner import raw_client
+from tickerdash.ingest.ticks import TickBatch
 
 XRANGE_COUNT = 1_000  # stream entries per read while backtesting (a batch entry holds many trades)
 
@@ -55,23 +55,41 @@ def _iso(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _rule_from_flags(symbol: str | None, drop: str | None, window: str | None, cooldown: str | None,
-                     webhook: str | None = None, name: str = "", rule_id: str | None = None,
-                     enabled: bool = True) -> Rule:  # fmt: skip
+def _rule_from_flags(
+    symbol: str | None,
+    drop: str | None,
+    window: str | None,
+    cooldown: str | None,
+    webhook: str | None = None,
+    name: str = "",
+    rule_id: str | None = None,
+    enabled: bool = True,
+) -> Rule:
     missing = [flag for flag, value in (("--symbol", symbol), ("--drop", drop), ("--window", window)) if value is None]
     if missing:
         fail(f"give {', '.join(missing)} (e.g. --symbol AAPL --drop 5 --window 60s)")
     assert symbol is not None and drop is not None and window is not None
     try:
-        return make_rule(symbol, drop.strip().rstrip("%"), window, cooldown=cooldown, webhook=webhook, name=name,
-                         rule_id=rule_id, enabled=enabled)  # fmt: skip
+        return make_rule(
+            symbol,
+            drop.strip().rstrip("%"),
+            window,
+            cooldown=cooldown,
+            webhook=webhook,
+            name=name,
+            rule_id=rule_id,
+            enabled=enabled,
+        )
     except RuleError as exc:
         fail(str(exc))
 
 
 def _rule_row(rule: Rule) -> dict[str, Any]:
-    return {**rule.to_dict(), "window": format_duration(rule.window_s),
-            "cooldown": format_duration(rule.window_s if rule.cooldown_s is None else rule.cooldown_s)}  # fmt: skip
+    return {
+        **rule.to_dict(),
+        "window": format_duration(rule.window_s),
+        "cooldown": format_duration(rule.window_s if rule.cooldown_s is None else rule.cooldown_s),
+    }
 
 
 @alerts_app.command("add")
@@ -92,8 +110,10 @@ def add(
             stored = _store(client).add(rule)
         except RuleError as exc:
             fail(str(exc))
-    typer.echo(f"added rule {stored.id}: {stored.title} (cooldown {_rule_row(stored)['cooldown']}"
-               f"{', disabled' if not stored.enabled else ''})")  # fmt: skip
+    typer.echo(
+        f"added rule {stored.id}: {stored.title} (cooldown {_rule_row(stored)['cooldown']}"
+        f"{', disabled' if not stored.enabled else ''})"
+    )
 
 
 @alerts_app.command("list")
@@ -109,8 +129,16 @@ def list_rules(as_json: Annotated[bool, typer.Option("--json", help="Print JSON 
         table.add_column(column, justify="right" if column == "drop" else "left")
     for rule in snapshot.rules:
         row = _rule_row(rule)
-        table.add_row(rule.id, rule.symbol, f"{rule.drop_pct:g}%", row["window"], row["cooldown"],
-                      "yes" if rule.enabled else "no", rule.name, rule.webhook or "")  # fmt: skip
+        table.add_row(
+            rule.id,
+            rule.symbol,
+            f"{rule.drop_pct:g}%",
+            row["window"],
+            row["cooldown"],
+            "yes" if rule.enabled else "no",
+            rule.name,
+            rule.webhook or "",
+        )
     Console(soft_wrap=True).print(table)
     for rule_id, reason in snapshot.invalid.items():
         Console(stderr=True).print(f"[yellow]ignored invalid stored rule {rule_id}:[/] {reason}", highlight=False)
@@ -160,9 +188,11 @@ def _start_id(since: str) -> str:
 
 
 def _alert_line(entry_id: str, alert: Alert) -> str:
-    return (f"{_iso(alert.ts)}  {alert.symbol:<8} -{alert.drop_pct:.2f}%  {alert.price:.10g} "
-            f"(high {alert.reference_price:.10g} in {format_duration(alert.window_s)})  rule {alert.rule_id}  "
-            f"[{entry_id}]")  # fmt: skip
+    return (
+        f"{_iso(alert.ts)}  {alert.symbol:<8} -{alert.drop_pct:.2f}%  {alert.price:.10g} "
+        f"(high {alert.reference_price:.10g} in {format_duration(alert.window_s)})  rule {alert.rule_id}  "
+        f"[{entry_id}]"
+    )
 
 
 @alerts_app.command("tail")
@@ -198,8 +228,9 @@ def tail(
                         alert = Alert.from_fields(fields)
                         if rule_id is not None and alert.rule_id != rule_id:
                             continue
-                        typer.echo(json.dumps({"id": last, **alert.to_json_dict()}) if as_json
-                                   else _alert_line(last, alert))  # fmt: skip
+                        typer.echo(
+                            json.dumps({"id": last, **alert.to_json_dict()}) if as_json else _alert_line(last, alert)
+                        )
                         shown += 1
                         if count is not None and shown >= count:
                             return
@@ -282,15 +313,24 @@ def backtest_command(
             assert client is not None
             fired = backtest(rule, counted(stream_batches(client, keys, watch)))
     if as_json:
-        typer.echo(json.dumps({"rule": rule.to_dict(), "trades": trades,
-                               "firings": [a.to_json_dict() for a in fired]}, indent=2))  # fmt: skip
+        typer.echo(
+            json.dumps(
+                {"rule": rule.to_dict(), "trades": trades, "firings": [a.to_json_dict() for a in fired]}, indent=2
+            )
+        )
         return
     table = Table(title=f"Backtest of rule {rule.id}: {rule.title}", title_justify="left")
     for column in ("time (UTC)", "symbol", "price", "window high", "drop", "tick"):
         table.add_column(column, justify="left" if column in ("time (UTC)", "symbol", "tick") else "right")
     for alert in fired:
-        table.add_row(_iso(alert.ts), alert.symbol, f"{alert.price:.10g}", f"{alert.reference_price:.10g}",
-                      f"{alert.drop_pct:.2f}%", alert.tick_id)  # fmt: skip
+        table.add_row(
+            _iso(alert.ts),
+            alert.symbol,
+            f"{alert.price:.10g}",
+            f"{alert.reference_price:.10g}",
+            f"{alert.drop_pct:.2f}%",
+            alert.tick_id,
+        )
     out = Console(soft_wrap=True, highlight=False)
     out.print(table)
     out.print(f"{len(fired)} firings over {trades:,} trades in {time.perf_counter() - started:.2f}s")
@@ -311,8 +351,14 @@ def failures(
     for column in ("when (UTC)", "rule", "symbol", "url", "attempts", "error"):
         table.add_column(column)
     for row in rows:
-        table.add_row(_iso(int(row.get("ts", "0"))), row.get("rule_id", ""), row.get("symbol", ""),
-                      row.get("url", ""), row.get("attempts", ""), row.get("error", ""))  # fmt: skip
+        table.add_row(
+            _iso(int(row.get("ts", "0"))),
+            row.get("rule_id", ""),
+            row.get("symbol", ""),
+            row.get("url", ""),
+            row.get("attempts", ""),
+            row.get("error", ""),
+        )
     Console(soft_wrap=True).print(table)
 
 

@@ -45,15 +45,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from analytics.features import FEATURES, F, FeatureConfig, FeatureFrame, Features
-from analytics.segments import exclusive_cumsum, pack_state, unpack_state
-from ingest.ticks import TickBatch
+from tickerdash.analytics.features import FEATURES, F, FeatureConfig, FeatureFrame, Features
+from tickerdash.analytics.segments import exclusive_cumsum, pack_state, unpack_state
+from tickerdash.ingest.ticks import TickBatch
 
 if TYPE_CHECKING:  # the pure core never imports the worker (and so never Redis) at run time
     import redis
 
-    from analytics.worker import Effects
-    from ingest.keys import Keys
+    from tickerdash.analytics.worker import Effects
+    from tickerdash.ingest.keys import Keys
 
 MINUS_LOG10_E = -1.0 / float(np.log(10.0))
 HALF_SCORE_SURPRISE = 3.0  # a trade this surprising (1 in 1,000) gets score 0.5
@@ -173,8 +173,14 @@ class Calibrator:
 NEAR_UPPER_EDGE = 1e-3  # of a bin's width: a value this close to its bin's upper edge may lie past it
 
 
-def table_surprise(tables: np.ndarray, at: np.ndarray, inside: np.ndarray, u: np.ndarray, width: float,
-                   row_of_table: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+def table_surprise(
+    tables: np.ndarray,
+    at: np.ndarray,
+    inside: np.ndarray,
+    u: np.ndarray,
+    width: float,
+    row_of_table: np.ndarray | None = None,
+) -> np.ndarray:
     """-log10 of the share of a histogram's weight at or above each value (see `Calibrator`).
 
     `tables` holds histograms as rows; `at` is each value's place in them, flat (its table's row times
@@ -200,8 +206,9 @@ def table_surprise(tables: np.ndarray, at: np.ndarray, inside: np.ndarray, u: np
     above_at = above.take(at)
     tail += above_at
     tail += floor
-    value_total = (float(total[0]) + 1.0 if row_of_table is None
-                   else (total + 1.0).reshape(-1, at.shape[1])[row_of_table])  # fmt: skip
+    value_total = (
+        float(total[0]) + 1.0 if row_of_table is None else (total + 1.0).reshape(-1, at.shape[1])[row_of_table]
+    )
     tail /= value_total
     surprise = np.log(tail, out=tail)  # numpy vectorises log, not log10: -log10 is -log times 1/ln(10)
     surprise *= MINUS_LOG10_E
@@ -289,18 +296,26 @@ class ForestArrays:
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         """The forest as named arrays for a checkpoint."""
-        return {f"{prefix}feature": self.feature, f"{prefix}threshold": self.threshold,
-                f"{prefix}path_length": self.path_length,
-                f"{prefix}shape": np.array([self.depth], np.int64),
-                f"{prefix}normaliser": np.array([self.normaliser])}  # fmt: skip
+        return {
+            f"{prefix}feature": self.feature,
+            f"{prefix}threshold": self.threshold,
+            f"{prefix}path_length": self.path_length,
+            f"{prefix}shape": np.array([self.depth], np.int64),
+            f"{prefix}normaliser": np.array([self.normaliser]),
+        }
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> ForestArrays | None:
         """The forest stored under `prefix`, or None if there is none."""
         if f"{prefix}feature" not in arrays:
             return None
-        return cls(arrays[f"{prefix}feature"], arrays[f"{prefix}threshold"], arrays[f"{prefix}path_length"],
-                   int(arrays[f"{prefix}shape"][0]), float(arrays[f"{prefix}normaliser"][0]))  # fmt: skip
+        return cls(
+            arrays[f"{prefix}feature"],
+            arrays[f"{prefix}threshold"],
+            arrays[f"{prefix}path_length"],
+            int(arrays[f"{prefix}shape"][0]),
+            float(arrays[f"{prefix}normaliser"][0]),
+        )
 
     @classmethod
     def from_sklearn(cls, forest: object) -> ForestArrays:
@@ -323,8 +338,9 @@ class ForestArrays:
         right = global_ids([tree.children_right for tree in trees])
         split_feature = np.concatenate([tree.feature for tree in trees]).astype(np.int64)
         split_threshold = np.concatenate([tree.threshold for tree in trees])
-        leaf_value = np.concatenate([tree.compute_node_depths() + _average_path_length(tree.n_node_samples) - 1.0
-                                     for tree in trees])  # fmt: skip
+        leaf_value = np.concatenate(
+            [tree.compute_node_depths() + _average_path_length(tree.n_node_samples) - 1.0 for tree in trees]
+        )
         node = first_node.astype(np.int64)  # the roots
         tree_of = np.arange(len(trees))
         position = np.zeros(len(trees), np.int64)  # place within the level of the complete tree
@@ -358,8 +374,10 @@ class ForestArrays:
         parts = min(SCORE_THREADS, n // PARALLEL_MIN_ROWS)
         if parts > 1:
             bounds = [n * k // parts for k in range(parts + 1)]
-            futures = [_score_pool().submit(self._path_lengths, x32, lengths, lo, hi)
-                       for lo, hi in itertools.pairwise(bounds[1:])]  # fmt: skip
+            futures = [
+                _score_pool().submit(self._path_lengths, x32, lengths, lo, hi)
+                for lo, hi in itertools.pairwise(bounds[1:])
+            ]
             self._path_lengths(x32, lengths, 0, bounds[1])
             for future in futures:
                 future.result()
@@ -426,8 +444,12 @@ def fit_forest(train: np.ndarray, config: ScorerConfig, seed: int) -> ForestArra
     """Fit an IsolationForest on the training rows (single-threaded, seeded: the same data gives the same forest)."""
     from sklearn.ensemble import IsolationForest
 
-    forest = IsolationForest(n_estimators=config.forest_trees, max_samples=min(config.forest_samples, len(train)),
-                             random_state=seed, n_jobs=1)  # fmt: skip
+    forest = IsolationForest(
+        n_estimators=config.forest_trees,
+        max_samples=min(config.forest_samples, len(train)),
+        random_state=seed,
+        n_jobs=1,
+    )
     forest.fit(train)
     return ForestArrays.from_sklearn(forest)
 
@@ -520,8 +542,13 @@ class AnomalyScorer:
         c = self.config
         values, warming = frame.values, frame.warming_up
         if n == 0:
-            return Scores(np.zeros(0), np.zeros(0, bool), np.zeros((0, 3)), np.zeros((0, len(TAIL_FEATURES))),
-                          np.zeros((0, 3), bool))  # fmt: skip
+            return Scores(
+                np.zeros(0),
+                np.zeros(0, bool),
+                np.zeros((0, 3)),
+                np.zeros((0, len(TAIL_FEATURES))),
+                np.zeros((0, 3), bool),
+            )
         learnt = ~warming
         # rows bounds[k]:bounds[k + 1] are the batch's part of one block (the first may finish a cut block)
         bounds = np.r_[0, np.arange(c.block - self.seen % c.block, n, c.block), n].tolist()
@@ -625,8 +652,9 @@ class AnomalyScorer:
                     earlier = np.concatenate(self._pending_tail)
                     learnt_count += len(earlier)
                     earlier_at = calibrator._bin(earlier) + np.arange(histograms) * bins
-                    block_counts = block_counts + np.bincount(earlier_at.reshape(-1), minlength=histograms * bins
-                                                              ).reshape(histograms, bins)  # fmt: skip
+                    block_counts = block_counts + np.bincount(
+                        earlier_at.reshape(-1), minlength=histograms * bins
+                    ).reshape(histograms, bins)
                     self._pending_tail = []
                 calibrator.counts *= calibrator.decay_per_trade**learnt_count
                 calibrator.counts += block_counts
@@ -648,8 +676,7 @@ class AnomalyScorer:
         x += 1.0
         return np.log(x, out=x)
 
-    def _rules(self, values: np.ndarray, self_trade: np.ndarray,
-               warming: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def _rules(self, values: np.ndarray, self_trade: np.ndarray, warming: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rule surprise (RULE_SURPRISE plus how far past the rule) and which rules hit, per row."""
         price_z, jump_z = values[:, F["price_z"]], values[:, F["jump_z"]]
         same_way = np.sign(price_z) == np.sign(jump_z)
@@ -667,8 +694,9 @@ class AnomalyScorer:
 
     # -- learning --
 
-    def _remember(self, lo: int, hi: int, values: np.ndarray, usable: np.ndarray, forest_u: np.ndarray,
-                  fused: np.ndarray) -> None:  # fmt: skip
+    def _remember(
+        self, lo: int, hi: int, values: np.ndarray, usable: np.ndarray, forest_u: np.ndarray, fused: np.ndarray
+    ) -> None:
         """Keep a block part's unflagged learnt rows (`usable`, rows lo:hi) for the forest calibration and
         training window, and its scores."""
         pending = self._pending
@@ -697,8 +725,11 @@ class AnomalyScorer:
             if self._train_rows > 2 * self.config.train_window:
                 self._train_parts = [self.train]
                 self._train_rows = len(self._train_parts[0])
-        if (self.seen % self.config.refit_every == 0 and self._train_rows >= self.config.forest_samples
-                and self.clock_ms - self.last_refit_ms >= self.config.refit_min_ms):  # fmt: skip
+        if (
+            self.seen % self.config.refit_every == 0
+            and self._train_rows >= self.config.forest_samples
+            and self.clock_ms - self.last_refit_ms >= self.config.refit_min_ms
+        ):
             self._start_fit()
 
     @property
@@ -749,12 +780,22 @@ class AnomalyScorer:
         """The whole scorer as a checkpoint (waits for a running fit, so its forest is included)."""
         self._join_fit()
         c = self.config
-        meta = {"kind": "anomaly-scorer", "config": {k: getattr(c, k) for k in ScorerConfig.__dataclass_fields__},
-                "seen": self.seen, "eligible": self.eligible, "threshold": self.threshold, "swap_at": self.swap_at,
-                "clock_ms": self.clock_ms, "last_refit_ms": self.last_refit_ms,
-                "pending_rows": [len(x) for x in self._pending.fused]}  # fmt: skip
-        arrays: dict[str, np.ndarray] = {"train": self.train, "forest_counts": self.forest_calibrator.counts[0],
-                                         "fused_counts": self.fused_calibrator.counts[0]}  # fmt: skip
+        meta = {
+            "kind": "anomaly-scorer",
+            "config": {k: getattr(c, k) for k in ScorerConfig.__dataclass_fields__},
+            "seen": self.seen,
+            "eligible": self.eligible,
+            "threshold": self.threshold,
+            "swap_at": self.swap_at,
+            "clock_ms": self.clock_ms,
+            "last_refit_ms": self.last_refit_ms,
+            "pending_rows": [len(x) for x in self._pending.fused],
+        }
+        arrays: dict[str, np.ndarray] = {
+            "train": self.train,
+            "forest_counts": self.forest_calibrator.counts[0],
+            "fused_counts": self.fused_calibrator.counts[0],
+        }
         for k, counts in enumerate(self.tail.counts):
             arrays[f"tail_counts_{k}"] = counts
         pending = self._pending
@@ -763,8 +804,7 @@ class AnomalyScorer:
         arrays["pending_forest_u"] = np.concatenate(pending.forest_u) if pending.forest_u else np.zeros(0)
         arrays["pending_has_forest"] = np.array([bool(pending.forest_u)])
         arrays["pending_fused"] = np.concatenate(pending.fused) if pending.fused else np.zeros(0)
-        arrays["pending_train"] = (np.concatenate(pending.train) if pending.train
-                                   else np.zeros((0, len(FEATURES))))  # fmt: skip
+        arrays["pending_train"] = np.concatenate(pending.train) if pending.train else np.zeros((0, len(FEATURES)))
         if self.forest is not None:
             arrays |= self.forest.to_arrays("forest_")
         if self.pending_forest is not None:
@@ -871,13 +911,30 @@ def anomaly_fields(batch: TickBatch, frame: FeatureFrame, scores: Scores) -> lis
         return []
     has_origin = len(batch.entry_ids) > 0 and batch.entry_of.shape[0] == len(batch)
     trade_ids = batch.trade_id.take(rows).to_pylist() if batch.trade_id is not None else [None] * len(rows)
-    columns = zip(rows.tolist(), batch.symbol_idx[rows].tolist(), batch.ts[rows].tolist(),
-                  batch.price[rows].tolist(), batch.size[rows].tolist(), scores.score[rows].tolist(), trade_ids,
-                  reasons(scores, frame, rows), strict=True)  # fmt: skip
-    return [{"symbol": batch.symbols[code], "ts": str(ts), "price": repr(price), "size": repr(size),
-             "trade_id": trade_id or "", "tick_id": batch.tick_id(row) if has_origin else "",
-             "score": f"{score:.6f}", "reasons": why}
-            for row, code, ts, price, size, score, trade_id, why in columns]  # fmt: skip
+    columns = zip(
+        rows.tolist(),
+        batch.symbol_idx[rows].tolist(),
+        batch.ts[rows].tolist(),
+        batch.price[rows].tolist(),
+        batch.size[rows].tolist(),
+        scores.score[rows].tolist(),
+        trade_ids,
+        reasons(scores, frame, rows),
+        strict=True,
+    )
+    return [
+        {
+            "symbol": batch.symbols[code],
+            "ts": str(ts),
+            "price": repr(price),
+            "size": repr(size),
+            "trade_id": trade_id or "",
+            "tick_id": batch.tick_id(row) if has_origin else "",
+            "score": f"{score:.6f}",
+            "reasons": why,
+        }
+        for row, code, ts, price, size, score, trade_id, why in columns
+    ]
 
 
 class AnomalyStage:

@@ -33,12 +33,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import redis
 
-from analytics.indicators import window_name
-from analytics.worker import bars_feed_key, decode_bar_table
-from ingest.keys import Keys
-from ingest.reconnect import Outage, wait_out
-from ingest.runner import StopFlag, ensure_groups, raw_client, stream_items
-from ingest.settings import Settings
+from tickerdash.analytics.indicators import window_name
+from tickerdash.analytics.worker import bars_feed_key, decode_bar_table
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.reconnect import Outage, wait_out
+from tickerdash.ingest.runner import StopFlag, ensure_groups, raw_client, stream_items
+from tickerdash.ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,12 @@ PRICE_UNIT = {b"unit": b"quote currency per share/unit"}
 ARCHIVE_SCHEMA = pa.schema(
     [
         pa.field("symbol", pa.string(), nullable=False, metadata={b"description": b"ticker, upper case"}),
-        pa.field("start", pa.timestamp("ms", tz="UTC"), nullable=False,
-                 metadata={b"unit": b"ms since the epoch, UTC",
-                           b"description": b"bar covers [start, start + interval)"}),
+        pa.field(
+            "start",
+            pa.timestamp("ms", tz="UTC"),
+            nullable=False,
+            metadata={b"unit": b"ms since the epoch, UTC", b"description": b"bar covers [start, start + interval)"},
+        ),
         pa.field("open", pa.float64(), nullable=False, metadata=PRICE_UNIT),
         pa.field("high", pa.float64(), nullable=False, metadata=PRICE_UNIT),
         pa.field("low", pa.float64(), nullable=False, metadata=PRICE_UNIT),
@@ -64,7 +67,7 @@ ARCHIVE_SCHEMA = pa.schema(
         pa.field("trades", pa.int64(), nullable=False, metadata={b"unit": b"count of trades"}),
     ],
     metadata={b"tickerdash.units": b"prices in quote currency, volume in shares/units, start in ms UTC"},
-)  # fmt: skip
+)
 PARTITIONING = ds.partitioning(pa.schema([("interval", pa.string()), ("date", pa.string())]), flavor="hive")
 
 
@@ -137,8 +140,15 @@ class ArchiveStats:
 class Archiver:
     """Consumer `consumer` of group `archive` on the closed-bars feed; writes each bar to Parquet once."""
 
-    def __init__(self, client: redis.Redis, settings: Settings, *, root: Path | None = None,
-                 stop: StopFlag | None = None, max_batch_rows: int = MAX_BATCH_ROWS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        *,
+        root: Path | None = None,
+        stop: StopFlag | None = None,
+        max_batch_rows: int = MAX_BATCH_ROWS,
+    ) -> None:
         self.client = client
         self.raw = raw_client(client)
         self.settings = settings
@@ -207,8 +217,17 @@ class Archiver:
         was replaced and came back under a new name), once they are idle for claim_idle_ms."""
         cursor, adopted = "0-0", 0
         while True:
-            reply = self.raw.execute_command("XAUTOCLAIM", self.feed, ARCHIVE_GROUP, self.settings.consumer,
-                                             self.settings.claim_idle_ms, cursor, "COUNT", 1000, "JUSTID")  # fmt: skip
+            reply = self.raw.execute_command(
+                "XAUTOCLAIM",
+                self.feed,
+                ARCHIVE_GROUP,
+                self.settings.consumer,
+                self.settings.claim_idle_ms,
+                cursor,
+                "COUNT",
+                1000,
+                "JUSTID",
+            )
             next_cursor, ids = reply[0], reply[1]
             adopted += len(ids)
             cursor = next_cursor.decode() if isinstance(next_cursor, bytes) else str(next_cursor)
@@ -231,8 +250,9 @@ class Archiver:
                 break
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 wait_out(self._outage, exc, self.stop)
-        log.info("archived %d bars from %d feed entries into %d files", self.stats.bars, self.stats.entries,
-                 self.stats.files)  # fmt: skip
+        log.info(
+            "archived %d bars from %d feed entries into %d files", self.stats.bars, self.stats.entries, self.stats.files
+        )
         return self.stats
 
     def _archive(self, once: bool) -> None:
@@ -291,8 +311,9 @@ def dates_between(root: Path, interval: str, lo_ms: int, hi_ms: int) -> list[str
 
 
 # archive rows as read: the symbol as dictionary codes, not a string per row
-CODED_SCHEMA = pa.schema([pa.field("symbol", pa.dictionary(pa.int32(), pa.string())),
-                          *(f for f in ARCHIVE_SCHEMA if f.name != "symbol")])  # fmt: skip
+CODED_SCHEMA = pa.schema(
+    [pa.field("symbol", pa.dictionary(pa.int32(), pa.string())), *(f for f in ARCHIVE_SCHEMA if f.name != "symbol")]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,13 +368,15 @@ def _ms_range(stats: pq.Statistics | None) -> tuple[int, int] | None:
     return int(stats.min_raw), int(stats.max_raw)
 
 
-def _read_groups(groups: Sequence[RowGroup],
-                 columns: Sequence[str] | None = None) -> Iterator[tuple[list[RowGroup], pa.Table]]:  # fmt: skip
+def _read_groups(
+    groups: Sequence[RowGroup], columns: Sequence[str] | None = None
+) -> Iterator[tuple[list[RowGroup], pa.Table]]:
     """The rows of these row groups, file by file in order, cast to the archive's types, `symbol` as a dictionary."""
     for path, same_file in itertools.groupby(groups, key=lambda g: g.path):
         chosen = list(same_file)
-        table = pq.ParquetFile(path, read_dictionary=["symbol"]).read_row_groups([g.index for g in chosen],
-                                                                                columns=columns)  # fmt: skip
+        table = pq.ParquetFile(path, read_dictionary=["symbol"]).read_row_groups(
+            [g.index for g in chosen], columns=columns
+        )
         names = CODED_SCHEMA.names if columns is None else list(columns)
         yield chosen, table.select(names).cast(pa.schema([CODED_SCHEMA.field(name) for name in names]))
 
@@ -416,8 +439,9 @@ def read_coded(root: Path, interval: str, lo_ms: int, hi_ms: int, names: Sequenc
     return pa.concat_tables(tables), np.concatenate(codes)
 
 
-def archived_span(root: Path, interval: str, lo_ms: int, hi_ms: int,
-                  symbols: Sequence[str] | None = None) -> tuple[set[str], tuple[int, int] | None]:  # fmt: skip
+def archived_span(
+    root: Path, interval: str, lo_ms: int, hi_ms: int, symbols: Sequence[str] | None = None
+) -> tuple[set[str], tuple[int, int] | None]:
     """The symbols with archived bars of this interval in [lo_ms, hi_ms) (of `symbols`, if given), and the first and
     last start of those bars (None: no bar).
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from analytics.indicators import window_name
-from analytics.segments import (
+from tickerdash.analytics.indicators import window_name
+from tickerdash.analytics.segments import (
     NO_TIME,
     TS_BITS,
     Grouping,
@@ -31,7 +31,7 @@ from analytics.segments import (
     segmented_cummax,
     unpack_state,
 )
-from ingest.ticks import TickBatch
+from tickerdash.ingest.ticks import TickBatch
 
 NEVER_AGAIN = 2**TS_BITS  # a watermark past every possible trade: flushed bars stay closed
 
@@ -166,19 +166,34 @@ class Bars:
         late = watermark_before >= ts - ts % finest + finest + self.config.grace_ms
         self.watermark[slot] = seen[group.starts + group.lengths - 1]
         keep = ~late
-        return Arrived(slot[group.segment[keep]], ts[keep], batch.price[group.order[keep]],
-                       batch.size[group.order[keep]], slot, np.sort(group.order[late]))  # fmt: skip
+        return Arrived(
+            slot[group.segment[keep]],
+            ts[keep],
+            batch.price[group.order[keep]],
+            batch.size[group.order[keep]],
+            slot,
+            np.sort(group.order[late]),
+        )
 
     def fold(self, arrived: Arrived) -> BarTable:
         """Fold `arrive`'s trades into the open bars; the bars that closed."""
         if not len(arrived.touched):
             return self._table({}, np.zeros(0, bool))
-        closed = [self._fold(i, arrived.trade_slot, arrived.ts, arrived.price, arrived.size, arrived.touched)
-                  for i in range(len(self.config.intervals_ms))]  # fmt: skip
+        closed = [
+            self._fold(i, arrived.trade_slot, arrived.ts, arrived.price, arrived.size, arrived.touched)
+            for i in range(len(self.config.intervals_ms))
+        ]
         return self._concat_closed(closed)
 
-    def _fold(self, interval_at: int, trade_slot: np.ndarray, ts: np.ndarray, price: np.ndarray,
-              size: np.ndarray, touched: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
+    def _fold(
+        self,
+        interval_at: int,
+        trade_slot: np.ndarray,
+        ts: np.ndarray,
+        price: np.ndarray,
+        size: np.ndarray,
+        touched: np.ndarray,
+    ) -> dict[str, np.ndarray]:
         """Merge one interval's open bars of the touched symbols with new trades; split off closed bars."""
         interval = self.config.intervals_ms[interval_at]
         bars = self.open_bars

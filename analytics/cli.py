@@ -7,15 +7,15 @@ import logging
 
 import typer
 
-from analytics import alerts_cli
-from analytics.bars import BarConfig
-from analytics.indicators import IndicatorConfig
-from analytics.webhooks import WebhookDelivery
-from analytics.worker import AnalyticsWorker, StageFactory, WorkerConfig
-from ingest.clikit import fail, freeze_import_objects, load_settings
-from ingest.keys import Keys
-from ingest.redis_server import redis_connection
-from ingest.runner import StopFlag
+from tickerdash.analytics import alerts_cli
+from tickerdash.analytics.bars import BarConfig
+from tickerdash.analytics.indicators import IndicatorConfig
+from tickerdash.analytics.webhooks import WebhookDelivery
+from tickerdash.analytics.worker import AnalyticsWorker, StageFactory, WorkerConfig
+from tickerdash.ingest.clikit import fail, freeze_import_objects, load_settings
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.redis_server import redis_connection
+from tickerdash.ingest.runner import StopFlag
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _durations_ms(text: str, flag: str) -> tuple[int, ...]:
     out = []
     for item in (x.strip() for x in text.split(",") if x.strip()):
         number = item.rstrip("smhd")
-        unit = item[len(number):] or "s"
+        unit = item[len(number) :] or "s"
         if item.endswith("ms"):
             number, unit = item[:-2], "ms"
         try:
@@ -63,8 +63,11 @@ def _durations_ms(text: str, flag: str) -> tuple[int, ...]:
 
 def analytics(
     partitions: str = typer.Option("all", help="Partitions to own: all, 0,1 or 0-3."),
-    consumer: str = typer.Option(None, help="Consumer name in group 'analytics' (default: host-pid). "
-                                 "Restarting with the same name resumes its pending entries."),
+    consumer: str = typer.Option(
+        None,
+        help="Consumer name in group 'analytics' (default: host-pid). "
+        "Restarting with the same name resumes its pending entries.",
+    ),
     sma: str = typer.Option("20,50", help="SMA periods in trades."),
     ema: str = typer.Option("12,26", help="EMA periods in trades (alpha = 2/(N+1))."),
     vwap: str = typer.Option("1m,5m", help="Rolling VWAP windows in event time."),
@@ -75,8 +78,11 @@ def analytics(
     ),
     lease: float = typer.Option(10.0, help="Seconds a partition stays ours without renewal (failover time)."),
     webhooks: bool = typer.Option(True, help="Also deliver alert webhooks (a background thread; group 'webhooks')."),
-    stages: str = typer.Option("alerts,anomaly", help="Plug-in stages after indicators and bars, comma-separated: "
-                               "alerts (slump rules), anomaly (scores), or none."),
+    stages: str = typer.Option(
+        "alerts,anomaly",
+        help="Plug-in stages after indicators and bars, comma-separated: "
+        "alerts (slump rules), anomaly (scores), or none.",
+    ),
 ) -> None:
     """Run an analytics worker: indicators, bars, alerts and anomaly scores on the tick stream."""
     settings = load_settings(consumer=consumer)
@@ -109,16 +115,17 @@ def chosen_stages(text: str) -> tuple[StageFactory, ...]:
         return ()
     unknown = sorted(set(names) - {"alerts", "anomaly"})
     if unknown or not names:
-        raise ValueError(f"--stages: {', '.join(unknown) or 'nothing'} is not a stage; "
-                         "use alerts, anomaly, alerts,anomaly or none")  # fmt: skip
+        raise ValueError(
+            f"--stages: {', '.join(unknown) or 'nothing'} is not a stage; use alerts, anomaly, alerts,anomaly or none"
+        )
     every = dict(zip(("alerts", "anomaly"), default_stages(), strict=True))
     return tuple(every[name] for name in every if name in names)
 
 
 def default_stages() -> tuple[StageFactory, ...]:
     """The plug-in stages every worker runs (slump alerts, anomaly scores) when they are installed."""
-    from analytics.alert_stage import SlumpAlertStage
-    from analytics.anomaly import AnomalyStage
+    from tickerdash.analytics.alert_stage import SlumpAlertStage
+    from tickerdash.analytics.anomaly import AnomalyStage
 
     return (SlumpAlertStage, AnomalyStage)
 

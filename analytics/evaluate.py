@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from analytics.anomaly import AnomalyDetector, ScorerConfig
-from ingest.importers import read_trades
-from ingest.ticks import TickBatch, concat
-from simulator.market import generate, preset_config
-from simulator.scenarios import PRESETS, SUSPICIOUS_KINDS
+from tickerdash.analytics.anomaly import AnomalyDetector, ScorerConfig
+from tickerdash.ingest.importers import read_trades
+from tickerdash.ingest.ticks import TickBatch, concat
+from tickerdash.simulator.market import generate, preset_config
+from tickerdash.simulator.scenarios import PRESETS, SUSPICIOUS_KINDS
 
 # pandas and scikit-learn (~1 s to import) load inside the functions that compute a report, so that
 # registering this command in the `tickerdash` front door costs nothing
@@ -57,8 +57,9 @@ class Run:
     magnitude: np.ndarray  # float, NaN for unlabelled
 
 
-def score_batches(batches: list[TickBatch], budget: float = 0.005,
-                  chunk: int = 10_000) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def score_batches(
+    batches: list[TickBatch], budget: float = 0.005, chunk: int = 10_000
+) -> tuple[np.ndarray, np.ndarray]:
     """(fused surprise, flagged) of every trade, scored in stream order in chunks of `chunk` rows."""
     detector = AnomalyDetector(scorer=ScorerConfig(budget=budget))
     fused, flagged = [], []
@@ -126,17 +127,26 @@ def symbol_sigma(ticks: TickBatch, labelled: np.ndarray) -> np.ndarray:
     return per_symbol.reindex(range(len(ticks.symbols))).to_numpy()[ticks.symbol_idx]
 
 
-def metrics(ticks: TickBatch, score: np.ndarray, flagged: np.ndarray, kind: np.ndarray, episode: np.ndarray,
-            magnitude: np.ndarray) -> dict[str, float]:  # fmt: skip
+def metrics(
+    ticks: TickBatch,
+    score: np.ndarray,
+    flagged: np.ndarray,
+    kind: np.ndarray,
+    episode: np.ndarray,
+    magnitude: np.ndarray,
+) -> dict[str, float]:
     """PR-AUC, ROC-AUC, recall at the budget per kind, episode recall per kind, ramp median delay (s)."""
     import pandas as pd
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     labelled = kind != ""
     out: dict[str, float] = {
-        "trades": float(len(score)), "labelled": float(labelled.sum()), "flag_rate": float(flagged.mean()),
-        "pr_auc": float(average_precision_score(labelled, score)), "roc_auc": float(roc_auc_score(labelled, score)),
-    }  # fmt: skip
+        "trades": float(len(score)),
+        "labelled": float(labelled.sum()),
+        "flag_rate": float(flagged.mean()),
+        "pr_auc": float(average_precision_score(labelled, score)),
+        "roc_auc": float(roc_auc_score(labelled, score)),
+    }
     for name in SUSPICIOUS_KINDS:
         rows = kind == name
         out[f"recall_{name}"] = float(flagged[rows].mean()) if rows.any() else float("nan")
@@ -161,8 +171,10 @@ def evaluate_seed(seed: int, count: int, budget: float) -> dict[str, dict[str, f
     fused, flagged = score_batches([ticks], budget)
     base = baseline_scores(ticks)
     base_flagged = base > np.quantile(base, 1.0 - budget)
-    return {"detector": metrics(ticks, fused, flagged, kind, episode, magnitude),
-            "baseline": metrics(ticks, base, base_flagged, kind, episode, magnitude)}  # fmt: skip
+    return {
+        "detector": metrics(ticks, fused, flagged, kind, episode, magnitude),
+        "baseline": metrics(ticks, base, base_flagged, kind, episode, magnitude),
+    }
 
 
 def densest_cluster(ts: np.ndarray, width_ms: int = CLUSTER_MS) -> tuple[int, int]:
@@ -193,11 +205,15 @@ def evaluate_file(path: Path, budget: float) -> dict[str, object]:
     start, count = densest_cluster(flag_ts)
     pump = pump_time_ms(path)
     return {
-        "file": path.name, "trades": len(ticks), "flags": int(flagged.sum()), "cluster_start_ms": start,
+        "file": path.name,
+        "trades": len(ticks),
+        "flags": int(flagged.sum()),
+        "cluster_start_ms": start,
         "cluster_flags": count,
         "cluster_start_utc": datetime.fromtimestamp(start / 1000, UTC).isoformat() if count else None,
-        "pump_ms": pump, "minutes_from_pump": None if pump is None or not count else (start - pump) / 60_000,
-    }  # fmt: skip
+        "pump_ms": pump,
+        "minutes_from_pump": None if pump is None or not count else (start - pump) / 60_000,
+    }
 
 
 def _seeds(text: str) -> list[int]:
@@ -218,9 +234,21 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-SHOWN = ("pr_auc", "roc_auc", "flag_rate", "recall_spike", "recall_spike_10sigma", "recall_size", "recall_wash",
-         "recall_ramp", "episode_recall_spike", "episode_recall_size", "episode_recall_wash", "episode_recall_ramp",
-         "ramp_median_delay_s")  # fmt: skip
+SHOWN = (
+    "pr_auc",
+    "roc_auc",
+    "flag_rate",
+    "recall_spike",
+    "recall_spike_10sigma",
+    "recall_size",
+    "recall_wash",
+    "recall_ramp",
+    "episode_recall_spike",
+    "episode_recall_size",
+    "episode_recall_wash",
+    "episode_recall_ramp",
+    "ramp_median_delay_s",
+)
 
 
 def evaluate(
@@ -238,8 +266,10 @@ def evaluate(
             return
         for f in files:
             where = "" if f["minutes_from_pump"] is None else f", {f['minutes_from_pump']:+.1f} min from the pump"
-            typer.echo(f"{f['file']}: {f['trades']} trades, {f['flags']} flags; densest 5 min: "
-                       f"{f['cluster_flags']} flags from {f['cluster_start_utc']}{where}")  # fmt: skip
+            typer.echo(
+                f"{f['file']}: {f['trades']} trades, {f['flags']} flags; densest 5 min: "
+                f"{f['cluster_flags']} flags from {f['cluster_start_utc']}{where}"
+            )
         return
     results = {seed: evaluate_seed(seed, count, budget) for seed in _seeds(seeds)}
     summary = {who: _mean([r[who] for r in results.values()]) for who in ("detector", "baseline")}

@@ -35,12 +35,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import redis
 
-from analytics.archive import ARCHIVE_SCHEMA, archive_root, archived_span, read_coded, symbol_column
-from analytics.segments import TS_BITS
-from ingest.codecs import decode_entries
-from ingest.keys import Keys
-from ingest.runner import raw_client
-from ingest.settings import Settings
+from tickerdash.analytics.archive import ARCHIVE_SCHEMA, archive_root, archived_span, read_coded, symbol_column
+from tickerdash.analytics.segments import TS_BITS
+from tickerdash.ingest.codecs import decode_entries
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.runner import raw_client
+from tickerdash.ingest.settings import Settings
 
 INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
 # Where each interval's rows come from, best first: stored bars of that interval, else finer ones.
@@ -136,8 +136,10 @@ def parse_time(text: str, tz: str = "UTC", *, end: bool = False) -> int:
     try:
         stamp = pd.Timestamp(raw)
     except ValueError:
-        raise ExportError(f"{'--end' if end else '--start'}: {text!r} is not a date (2026-11-26), "
-                          "a timestamp (2026-11-26T14:30, offsets allowed) or epoch ms") from None  # fmt: skip
+        raise ExportError(
+            f"{'--end' if end else '--start'}: {text!r} is not a date (2026-11-26), "
+            "a timestamp (2026-11-26T14:30, offsets allowed) or epoch ms"
+        ) from None
     if stamp is pd.NaT:
         raise ExportError(f"{'--end' if end else '--start'}: {text!r} is empty")
     if stamp.tzinfo is None:
@@ -197,7 +199,7 @@ class BarReader:
             return set()
         prefix = self.keys.bars(interval, "")
         found = self.client.scan_iter(match=f"{prefix}*", count=1000, _type="stream")
-        return {(k.decode() if isinstance(k, bytes) else k)[len(prefix):] for k in found}
+        return {(k.decode() if isinstance(k, bytes) else k)[len(prefix) :] for k in found}
 
     def symbols(self, interval: str, lo_ms: int, hi_ms: int) -> set[str]:
         """Symbols with bars of this interval in [lo_ms, hi_ms), in either store."""
@@ -229,8 +231,9 @@ class BarReader:
             table, codes = table.take(pa.array(order)), codes[order]
         return table.add_column(0, ARCHIVE_SCHEMA.field("symbol"), symbol_column(names, codes))
 
-    def redis_missing(self, interval: str, names: Sequence[str], lo_ms: int, hi_ms: int,
-                      held: np.ndarray) -> tuple[pa.Table, np.ndarray]:  # fmt: skip
+    def redis_missing(
+        self, interval: str, names: Sequence[str], lo_ms: int, hi_ms: int, held: np.ndarray
+    ) -> tuple[pa.Table, np.ndarray]:
         """The Redis bars of `names` (sorted) in [lo_ms, hi_ms) whose keys are not in `held` (the archive's, sorted
         and unique; see `bar_keys`), without the symbol column, and each one's index in `names`.
 
@@ -295,8 +298,9 @@ class BarReader:
         bounds = (max(lo_ms, min(lows)), min(hi_ms, max(highs) + step)) if lows else (lo_ms, lo_ms)
         return Survey(archived | set(heads), bounds)
 
-    def _redis_ends(self, interval: str, symbols: Sequence[str], lo_ms: int,
-                    hi_ms: int) -> tuple[dict[str, int], dict[str, int]]:  # fmt: skip
+    def _redis_ends(
+        self, interval: str, symbols: Sequence[str], lo_ms: int, hi_ms: int
+    ) -> tuple[dict[str, int], dict[str, int]]:
         """The first and last Redis bar start in [lo_ms, hi_ms) of each symbol that has one (one round trip)."""
         if self.client is None or not symbols:
             return {}, {}
@@ -376,8 +380,10 @@ def parse_bar_entries(symbol: str, entries: Sequence[Any]) -> pa.Table:
         values = {name.decode(): grid[:, 2 * i + 1] for i, name in enumerate(names)}
     else:  # a foreign writer's field order: the slow, general way
         rows = [dict(zip(f[0::2], f[1::2], strict=True)) for f in flat]
-        values = {name: np.array([r[name.encode()] for r in rows]) for name in ("open", "high", "low", "close",
-                                                                              "volume", "vwap", "trades")}  # fmt: skip
+        values = {
+            name: np.array([r[name.encode()] for r in rows])
+            for name in ("open", "high", "low", "close", "volume", "vwap", "trades")
+        }
     columns: dict[str, Any] = {
         "symbol": pa.array(np.full(len(start), symbol, dtype=object), pa.string()),
         "start": pa.array(start, pa.timestamp("ms", tz="UTC")),
@@ -505,22 +511,30 @@ def output_schema(interval: str, tz: str, meta: dict[str, Any]) -> pa.Schema:
     fields = [
         pa.field("symbol", pa.string(), nullable=False),
         pa.field("interval", pa.dictionary(pa.int8(), pa.string()), nullable=False),
-        pa.field("start", pa.timestamp("ms", tz=tz), nullable=False,
-                 metadata={b"description": b"bar covers [start, start + interval)"}),
+        pa.field(
+            "start",
+            pa.timestamp("ms", tz=tz),
+            nullable=False,
+            metadata={b"description": b"bar covers [start, start + interval)"},
+        ),
         *(pa.field(name, pa.float64(), nullable=False, metadata=PRICE) for name in ("open", "high", "low", "close")),
         pa.field("volume", pa.float64(), nullable=False, metadata={b"unit": b"shares/units traded"}),
         pa.field("vwap", pa.float64(), metadata=PRICE),
         pa.field("trades", pa.int64(), nullable=False, metadata={b"unit": b"count of trades"}),
-    ]  # fmt: skip
+    ]
     if interval == "1d":
         fields += [
             pa.field("return", pa.float64(), metadata={b"unit": b"fraction: close / previous day's close - 1"}),
-            pa.field("realized_volatility", pa.float64(),
-                     metadata={b"unit": b"sqrt(sum of squared log returns of the day's source bars), not annualised"}),
+            pa.field(
+                "realized_volatility",
+                pa.float64(),
+                metadata={b"unit": b"sqrt(sum of squared log returns of the day's source bars), not annualised"},
+            ),
             pa.field("max_drawdown", pa.float64(), metadata={b"unit": b"fraction below the day's running peak close"}),
-        ]  # fmt: skip
-    return pa.schema(fields, metadata={b"tickerdash": json.dumps(meta, sort_keys=True).encode(),
-                                       **(ARCHIVE_SCHEMA.metadata or {})})  # fmt: skip
+        ]
+    return pa.schema(
+        fields, metadata={b"tickerdash": json.dumps(meta, sort_keys=True).encode(), **(ARCHIVE_SCHEMA.metadata or {})}
+    )
 
 
 def describe_run(client: redis.Redis | None, keys: Keys) -> dict[str, Any]:
@@ -551,8 +565,10 @@ def neutralise_formulas(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """
     typ = column.type
     if pa.types.is_dictionary(typ) and _is_text(typ.value_type):
-        chunks = [pa.DictionaryArray.from_arrays(chunk.indices, _prefix_formulas(chunk.dictionary), ordered=typ.ordered)
-                  for chunk in column.chunks]  # fmt: skip
+        chunks = [
+            pa.DictionaryArray.from_arrays(chunk.indices, _prefix_formulas(chunk.dictionary), ordered=typ.ordered)
+            for chunk in column.chunks
+        ]
         return pa.chunked_array(chunks, typ)
     return _prefix_formulas(column) if _is_text(typ) else column
 
@@ -628,8 +644,9 @@ def start_writeback(fd: int) -> None:
 # --- the export --------------------------------------------------------------------------------
 
 
-def choose_source(reader: BarReader, request: ExportRequest, lo_ms: int,
-                  hi_ms: int) -> tuple[str, list[str], tuple[int, int]]:  # fmt: skip
+def choose_source(
+    reader: BarReader, request: ExportRequest, lo_ms: int, hi_ms: int
+) -> tuple[str, list[str], tuple[int, int]]:
     """The stored interval to build from (the first in SOURCES with data), the symbols to export, and their span."""
     for source in SOURCES[request.interval]:
         survey = reader.survey(source, request.symbols, lo_ms, hi_ms)
@@ -643,20 +660,25 @@ def choose_source(reader: BarReader, request: ExportRequest, lo_ms: int,
             if not available:
                 continue
             shown = ", ".join(sorted(available)[:20]) + (" ..." if len(available) > 20 else "")
-            raise ExportError(f"--symbols: no {source} bars for {', '.join(missing)} in {_span(lo_ms, hi_ms)} "
-                              "(unknown symbol, or no data in this range); "
-                              f"symbols with data there: {shown}")  # fmt: skip
+            raise ExportError(
+                f"--symbols: no {source} bars for {', '.join(missing)} in {_span(lo_ms, hi_ms)} "
+                "(unknown symbol, or no data in this range); "
+                f"symbols with data there: {shown}"
+            )
         return source, sorted(set(request.symbols)), survey.span
-    raise NoDataError(f"no bars in {_span(lo_ms, hi_ms)} at {'/'.join(SOURCES[request.interval])} in Redis or "
-                      f"the archive; widen --start/--end (nothing was written)")  # fmt: skip
+    raise NoDataError(
+        f"no bars in {_span(lo_ms, hi_ms)} at {'/'.join(SOURCES[request.interval])} in Redis or "
+        f"the archive; widen --start/--end (nothing was written)"
+    )
 
 
 def _span(lo_ms: int, hi_ms: int) -> str:
     return f"[{_iso(lo_ms)}, {_iso(hi_ms) if hi_ms < NO_END_MS else 'end'})"
 
 
-def export_chunks(reader: BarReader, request: ExportRequest, source: str, chunks: Sequence[Chunk],
-                  schema: pa.Schema) -> Iterator[pa.Table]:  # fmt: skip
+def export_chunks(
+    reader: BarReader, request: ExportRequest, source: str, chunks: Sequence[Chunk], schema: pa.Schema
+) -> Iterator[pa.Table]:
     """The output rows of every chunk, in order (pure apart from the reads)."""
     step = INTERVAL_MS[request.interval]
     last_close: dict[str, float] = {}
@@ -694,8 +716,14 @@ def _with_interval(table: pa.Table, interval: str, schema: pa.Schema) -> pa.Tabl
     return table.select(schema.names).cast(schema)
 
 
-def export_bars(client: redis.Redis | None, settings: Settings, request: ExportRequest, out: Path, *,
-                on_progress: ProgressFn | None = None) -> ExportResult:  # fmt: skip
+def export_bars(
+    client: redis.Redis | None,
+    settings: Settings,
+    request: ExportRequest,
+    out: Path,
+    *,
+    on_progress: ProgressFn | None = None,
+) -> ExportResult:
     """Write the requested bars (and any `include`d streams beside them) to `out`; raise ExportError if bad.
 
     `client` may be None to read the archive alone. Nothing is written when the range holds no bars
@@ -715,8 +743,13 @@ def export_bars(client: redis.Redis | None, settings: Settings, request: ExportR
     span_lo = max(lo_ms, floor_bucket(span_lo, request.interval, request.tz))
     span_hi = min(hi_ms, ceil_bucket(span_hi, request.interval, request.tz))
     chunks = plan(span_lo, span_hi, symbols, source, request.tz)
-    meta = {**describe_run(client, reader.keys), "query": request.describe(), "source_interval": source,
-            "row_order": "day, then symbol, then start", "created_at": _iso(int(time.time() * 1000))}  # fmt: skip
+    meta = {
+        **describe_run(client, reader.keys),
+        "query": request.describe(),
+        "source_interval": source,
+        "row_order": "day, then symbol, then start",
+        "created_at": _iso(int(time.time() * 1000)),
+    }
     schema = output_schema(request.interval, request.tz, meta)
     writer = TableWriter(out, schema, request.format)
     watch.lap("plan")
@@ -728,15 +761,18 @@ def export_bars(client: redis.Redis | None, settings: Settings, request: ExportR
             if on_progress:
                 on_progress(done, len(chunks), writer.rows)
         if writer.rows == 0:
-            raise NoDataError(f"no {request.interval} bars for {', '.join(symbols[:10])} in {_span(lo_ms, hi_ms)}; "
-                              "nothing was written")  # fmt: skip
+            raise NoDataError(
+                f"no {request.interval} bars for {', '.join(symbols[:10])} in {_span(lo_ms, hi_ms)}; "
+                "nothing was written"
+            )
     except BaseException:
         writer.abort()
         raise
     writer.commit()
     watch.lap("sync")
-    extra = {name: export_stream(client, reader.keys, name, request, symbols, lo_ms, hi_ms, out)
-             for name in request.include}  # fmt: skip
+    extra = {
+        name: export_stream(client, reader.keys, name, request, symbols, lo_ms, hi_ms, out) for name in request.include
+    }
     return ExportResult(out, writer.rows, source, tuple(symbols), extra, time.perf_counter() - began, watch.seconds)
 
 
@@ -748,8 +784,9 @@ def export_bytes(client: redis.Redis | None, settings: Settings, request: Export
     name = f"tickerdash_{request.interval}.{suffix}"
     with tempfile.TemporaryDirectory(prefix="tickerdash-export-") as folder:
         path = Path(folder) / name
-        plain = ExportRequest(request.symbols, request.interval, request.start_ms, request.end_ms, request.tz,
-                              request.format, ())  # fmt: skip
+        plain = ExportRequest(
+            request.symbols, request.interval, request.start_ms, request.end_ms, request.tz, request.format, ()
+        )
         export_bars(client, settings, plain, path)
         return path.read_bytes(), name
 
@@ -774,8 +811,16 @@ def _stream_pages(raw: redis.Redis, key: str) -> Iterator[list[Any]]:
         start = "(" + entries[-1][0].decode()
 
 
-def export_stream(client: redis.Redis | None, keys: Keys, name: str, request: ExportRequest,
-                  symbols: Sequence[str], lo_ms: int, hi_ms: int, out: Path) -> Path:  # fmt: skip
+def export_stream(
+    client: redis.Redis | None,
+    keys: Keys,
+    name: str,
+    request: ExportRequest,
+    symbols: Sequence[str],
+    lo_ms: int,
+    hi_ms: int,
+    out: Path,
+) -> Path:
     """Write the alerts, anomalies or trades of these symbols with event time in [lo_ms, hi_ms) beside `out`."""
     path = sibling(out, name)
     if client is None:
@@ -788,12 +833,19 @@ def export_stream(client: redis.Redis | None, keys: Keys, name: str, request: Ex
         for entries in _stream_pages(raw, stream):
             table = _trades_table(entries) if name == "trades" else _events_table(entries)
             if table.num_rows:
-                keep = pc.and_(pc.is_in(table["symbol"], value_set=wanted),
-                               pc.and_(pc.greater_equal(table["ts_ms"], lo_ms), pc.less(table["ts_ms"], hi_ms)))
-                tables.append(table.filter(keep))  # fmt: skip
-    table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({"symbol": pa.array([], pa.string()), "ts_ms": pa.array([], pa.int64())})  # noqa: E501
-    table = table.append_column("ts", table["ts_ms"].cast(pa.timestamp("ms", tz="UTC")).cast(
-        pa.timestamp("ms", tz=request.tz))).drop_columns(["ts_ms"])  # fmt: skip
+                keep = pc.and_(
+                    pc.is_in(table["symbol"], value_set=wanted),
+                    pc.and_(pc.greater_equal(table["ts_ms"], lo_ms), pc.less(table["ts_ms"], hi_ms)),
+                )
+                tables.append(table.filter(keep))
+    table = (
+        pa.concat_tables(tables, promote_options="permissive")
+        if tables
+        else pa.table({"symbol": pa.array([], pa.string()), "ts_ms": pa.array([], pa.int64())})
+    )
+    table = table.append_column(
+        "ts", table["ts_ms"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.timestamp("ms", tz=request.tz))
+    ).drop_columns(["ts_ms"])
     about = {"query": request.describe(), "stream": name}
     table = table.replace_schema_metadata({b"tickerdash": json.dumps(about).encode()})
     writer = TableWriter(path, table.schema, request.format)
@@ -831,9 +883,12 @@ def _trades_table(entries: Sequence[Any]) -> pa.Table:
     offset = ticks.row_in_entry
     tick_id = np.where(offset < 0, entry, entry + "#" + offset.astype(str).astype(object))
     columns = {
-        "symbol": pa.array(ticks.symbol, pa.string()), "ts_ms": pa.array(ticks.ts, pa.int64()),
-        "price": ticks.price, "size": ticks.size, "side": pa.array(ticks.side, pa.int8()),
+        "symbol": pa.array(ticks.symbol, pa.string()),
+        "ts_ms": pa.array(ticks.ts, pa.int64()),
+        "price": ticks.price,
+        "size": ticks.size,
+        "side": pa.array(ticks.side, pa.int8()),
         "trade_id": ticks.trade_id if ticks.trade_id is not None else pa.nulls(len(ticks), pa.string()),
         "tick_id": pa.array(tick_id, pa.string()),
-    }  # fmt: skip
+    }
     return pa.table(columns)

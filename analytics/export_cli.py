@@ -9,10 +9,10 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ingest.clikit import console, fail, freeze_import_objects, load_settings
-from ingest.redis_server import redis_connection
-from ingest.runner import StopFlag
-from ingest.ticks import TickError, normalise_symbol
+from tickerdash.ingest.clikit import console, fail, freeze_import_objects, load_settings
+from tickerdash.ingest.redis_server import redis_connection
+from tickerdash.ingest.runner import StopFlag
+from tickerdash.ingest.ticks import TickError, normalise_symbol
 
 log = logging.getLogger(__name__)
 
@@ -37,36 +37,50 @@ def export(
     symbols: str | None = typer.Option(None, "--symbols", help="Comma-separated tickers, e.g. AAPL,MSFT."),
     everything: bool = typer.Option(False, "--all", help="Every symbol with bars in the range."),
     interval: str = typer.Option("1m", "--interval", help="Bar interval: 1s, 1m, 1h, 1d (1d: trend rows)."),
-    start: str | None = typer.Option(None, "--start", help="First instant: date, ISO timestamp or epoch ms "
-                                     "(default: the oldest bar)."),
-    end: str | None = typer.Option(None, "--end", help="End (exclusive; a date means through that day). "
-                                   "Default: the newest bar."),
-    tz: str = typer.Option("UTC", "--tz", help="Zone of --start/--end without offset, of the day boundaries for "
-                           "1d, and of the timestamps written."),
+    start: str | None = typer.Option(
+        None, "--start", help="First instant: date, ISO timestamp or epoch ms (default: the oldest bar)."
+    ),
+    end: str | None = typer.Option(
+        None, "--end", help="End (exclusive; a date means through that day). Default: the newest bar."
+    ),
+    tz: str = typer.Option(
+        "UTC",
+        "--tz",
+        help="Zone of --start/--end without offset, of the day boundaries for 1d, and of the timestamps written.",
+    ),
     fmt: str | None = typer.Option(None, "--format", help="parquet or csv (default: from --out's suffix)."),
-    include: str = typer.Option("", "--include", help="Also write alerts, anomalies, trades beside --out "
-                                "(NAME.alerts.EXT ...), from Redis."),
+    include: str = typer.Option(
+        "", "--include", help="Also write alerts, anomalies, trades beside --out (NAME.alerts.EXT ...), from Redis."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Export bars for symbols and a time range, from Redis and the archive together, to Parquet or CSV."""
-    from analytics.export import ExportError, ExportRequest, export_bars, parse_time
+    from tickerdash.analytics.export import ExportError, ExportRequest, export_bars, parse_time
 
     chosen = _symbols(symbols, everything)
     fmt = fmt or ("csv" if out.suffix.lower() == ".csv" else "parquet")
     try:
         request = ExportRequest(
-            symbols=chosen, interval=interval,
+            symbols=chosen,
+            interval=interval,
             start_ms=parse_time(start, tz) if start else None,
             end_ms=parse_time(end, tz, end=True) if end else None,
-            tz=tz, format=fmt,  # type: ignore[arg-type]
+            tz=tz,
+            format=fmt,  # type: ignore[arg-type]
             include=tuple(x.strip() for x in include.split(",") if x.strip()),
-        )  # fmt: skip
+        )
     except ExportError as exc:
         fail(str(exc))
     settings = load_settings()
-    progress = Progress(TextColumn("[bold]export"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rows]} rows"), TimeElapsedColumn(), console=console,
-                        disable=quiet)  # fmt: skip
+    progress = Progress(
+        TextColumn("[bold]export"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rows]} rows"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    )
     with redis_connection(settings) as client, progress:
         task = progress.add_task("export", total=None, rows="0")
 
@@ -79,19 +93,28 @@ def export(
             progress.stop()
             fail(str(exc))
     extra = "".join(f", {name}: {path}" for name, path in result.extra.items())
-    console.print(f"wrote {result.rows:,} {interval} rows of {len(result.symbols)} symbols "
-                  f"(from {result.source_interval} bars) to {result.path}{extra} in {result.seconds:.2f} s")
+    console.print(
+        f"wrote {result.rows:,} {interval} rows of {len(result.symbols)} symbols "
+        f"(from {result.source_interval} bars) to {result.path}{extra} in {result.seconds:.2f} s"
+    )
 
 
 def archive(
     once: bool = typer.Option(False, "--once", help="Archive what the feed holds now, then exit."),
-    consumer: str | None = typer.Option(None, "--consumer", help="Consumer name in group 'archive' "
-                                        "(default host-pid); restarting with the same name resumes its pending bars."),
-    compact_days: bool = typer.Option(False, "--compact", help="Before archiving, merge each finished day's "
-                                      "files (older than today, UTC) into one file per interval."),
+    consumer: str | None = typer.Option(
+        None,
+        "--consumer",
+        help="Consumer name in group 'archive' "
+        "(default host-pid); restarting with the same name resumes its pending bars.",
+    ),
+    compact_days: bool = typer.Option(
+        False,
+        "--compact",
+        help="Before archiving, merge each finished day's files (older than today, UTC) into one file per interval.",
+    ),
 ) -> None:
     """Archive closed bars into the Parquet dataset <data_dir>/archive, exactly once per bar."""
-    from analytics.archive import Archiver, archive_root, archived_intervals, compact, utc_date
+    from tickerdash.analytics.archive import Archiver, archive_root, archived_intervals, compact, utc_date
 
     settings = load_settings(consumer=consumer)
     root = archive_root(settings)
@@ -108,8 +131,9 @@ def archive(
         archiver = Archiver(client, settings, stop=stop)
         freeze_import_objects()
         stats = archiver.run(once=once)
-    console.print(f"archived {stats.bars:,} bars from {stats.entries:,} feed entries into {stats.files:,} files "
-                  f"under {root}")  # fmt: skip
+    console.print(
+        f"archived {stats.bars:,} bars from {stats.entries:,} feed entries into {stats.files:,} files under {root}"
+    )
 
 
 def register(app: typer.Typer) -> None:

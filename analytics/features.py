@@ -40,13 +40,21 @@ import numpy as np
 import pyarrow as pa
 from numpy.lib.stride_tricks import sliding_window_view
 
-from analytics.segments import Grouping, RaggedScan, SymbolSlots, grow, pack_state, unpack_state
-from ingest.ticks import SIDE_SELL, TickBatch
+from tickerdash.analytics.segments import Grouping, RaggedScan, SymbolSlots, grow, pack_state, unpack_state
+from tickerdash.ingest.ticks import SIDE_SELL, TickBatch
 
 FEATURES = (
-    "price_z", "jump_z", "momentum_z", "size_z", "log_gap", "burst",
-    "aggressor_share", "passive_share", "round_trips", "same_pair",
-)  # fmt: skip
+    "price_z",
+    "jump_z",
+    "momentum_z",
+    "size_z",
+    "log_gap",
+    "burst",
+    "aggressor_share",
+    "passive_share",
+    "round_trips",
+    "same_pair",
+)
 F = {name: k for k, name in enumerate(FEATURES)}
 MAD_TO_SIGMA = float(np.sqrt(np.pi / 2))  # E|x| = sigma * sqrt(2/pi) for a normal
 NO_ACCOUNT = 0  # the code of a missing account: never matches anything
@@ -75,11 +83,16 @@ class FeatureConfig:
     def alpha(self, ema: str) -> float:
         """Weight of the newest value in one of the EMAS."""
         half_life = {
-            "notional": self.vwap_half_life, "volume": self.vwap_half_life, "dev_abs": self.scale_half_life,
-            "ret_abs": self.scale_half_life, "momentum": self.momentum_half_life,
-            "size_mean": self.size_half_life, "size_abs": self.size_half_life,
-            "gap_short": self.gap_short_half_life, "gap_long": self.gap_long_half_life,
-        }[ema]  # fmt: skip
+            "notional": self.vwap_half_life,
+            "volume": self.vwap_half_life,
+            "dev_abs": self.scale_half_life,
+            "ret_abs": self.scale_half_life,
+            "momentum": self.momentum_half_life,
+            "size_mean": self.size_half_life,
+            "size_abs": self.size_half_life,
+            "gap_short": self.gap_short_half_life,
+            "gap_long": self.gap_long_half_life,
+        }[ema]
         return float(1.0 - 0.5 ** (1.0 / half_life))
 
 
@@ -170,13 +183,30 @@ class Features:
         self.ring_ts = np.zeros((0, k), np.int64)
         self.decay = np.array([1.0 - self.config.alpha(name) for name in EMAS])
 
-    _STATE = ("count", "last_log_price", "last_ts", "ema", "ring_buyer", "ring_seller", "ring_aggressor",
-              "ring_size", "ring_ts")  # fmt: skip
+    _STATE = (
+        "count",
+        "last_log_price",
+        "last_ts",
+        "ema",
+        "ring_buyer",
+        "ring_seller",
+        "ring_aggressor",
+        "ring_size",
+        "ring_ts",
+    )
 
     def _add_slots(self, n: int) -> None:
-        for name, fill in (("count", 0), ("last_log_price", 0.0), ("last_ts", NO_TIME), ("ema", 0.0),
-                           ("ring_buyer", NO_ACCOUNT), ("ring_seller", NO_ACCOUNT),
-                           ("ring_aggressor", NO_ACCOUNT), ("ring_size", 0.0), ("ring_ts", NO_TIME)):  # fmt: skip
+        for name, fill in (
+            ("count", 0),
+            ("last_log_price", 0.0),
+            ("last_ts", NO_TIME),
+            ("ema", 0.0),
+            ("ring_buyer", NO_ACCOUNT),
+            ("ring_seller", NO_ACCOUNT),
+            ("ring_aggressor", NO_ACCOUNT),
+            ("ring_size", 0.0),
+            ("ring_ts", NO_TIME),
+        ):
             setattr(self, name, grow(getattr(self, name), n, fill))
 
     def process(self, batch: TickBatch) -> FeatureFrame:
@@ -284,11 +314,21 @@ class Features:
         # back to batch order by gathering rows: twice as fast as scattering them through group.order
         sorted_row = np.empty(n, np.int64)
         sorted_row[group.order] = rows
-        return FeatureFrame(values.take(sorted_row, axis=0), warming.take(sorted_row), self_trade.take(sorted_row),
-                            has_accounts)  # fmt: skip
+        return FeatureFrame(
+            values.take(sorted_row, axis=0), warming.take(sorted_row), self_trade.take(sorted_row), has_accounts
+        )
 
-    def _account_features(self, values: np.ndarray, side: np.ndarray, buyer: np.ndarray, seller: np.ndarray,
-                          size: np.ndarray, ts: np.ndarray, slot: np.ndarray, group: Grouping) -> None:  # fmt: skip
+    def _account_features(
+        self,
+        values: np.ndarray,
+        side: np.ndarray,
+        buyer: np.ndarray,
+        seller: np.ndarray,
+        size: np.ndarray,
+        ts: np.ndarray,
+        slot: np.ndarray,
+        group: Grouping,
+    ) -> None:
         """Aggressor/passive shares and pair counts against each symbol's ring of its last trades."""
         k, n = self.config.ring, len(size)
         sells = side == SIDE_SELL
@@ -314,10 +354,12 @@ class Features:
             return sliding_window_view(ext, k)[window_of_row]
 
         ext = {
-            "buyer": extended(self.ring_buyer, buyer), "seller": extended(self.ring_seller, seller),
-            "aggressor": extended(self.ring_aggressor, aggressor), "size": extended(self.ring_size, size),
+            "buyer": extended(self.ring_buyer, buyer),
+            "seller": extended(self.ring_seller, seller),
+            "aggressor": extended(self.ring_aggressor, aggressor),
+            "size": extended(self.ring_size, size),
             "ts": extended(self.ring_ts, ts),
-        }  # fmt: skip
+        }
         w_size = before(ext["size"])
         w_buyer, w_seller = before(ext["buyer"]), before(ext["seller"])
         recent_volume = w_size.sum(axis=1)
@@ -334,8 +376,11 @@ class Features:
         values[:, F["round_trips"]] = (reversed_legs & (w_size == size[:, None])).sum(axis=1)
         values[:, F["same_pair"]] = (reversed_legs | same_legs).sum(axis=1)
         # the new ring of each symbol, oldest first: the last k entries of its stretch of the extended columns
-        tail = total - 1 - ((group.starts + group.lengths + np.arange(1, n_seg + 1) * k)[:, None]
-                            - np.arange(k, 0, -1)[None, :])  # fmt: skip
+        tail = (
+            total
+            - 1
+            - ((group.starts + group.lengths + np.arange(1, n_seg + 1) * k)[:, None] - np.arange(k, 0, -1)[None, :])
+        )
         self.ring_buyer[slot] = ext["buyer"][tail]
         self.ring_seller[slot] = ext["seller"][tail]
         self.ring_aggressor[slot] = ext["aggressor"][tail]

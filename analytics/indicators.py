@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analytics.segments import (
+from tickerdash.analytics.segments import (
     NO_TIME,
     TS_BITS,
     Grouping,
@@ -41,7 +41,7 @@ from analytics.segments import (
     segmented_cummax,
     unpack_state,
 )
-from ingest.ticks import TickBatch
+from tickerdash.ingest.ticks import TickBatch
 
 PRICE, VOLUME, NOTIONAL = 0, 1, 2  # columns of the running-sum arrays
 MIN_RING = 16  # points in a new symbol's window ring: quiet symbols stay small, busy ones grow
@@ -238,8 +238,9 @@ class WindowHistory:
         self.holes += int(self.capacity[moving].sum())
         self.base[moving], self.capacity[moving] = base, capacity
 
-    def append(self, slot: np.ndarray, lengths: np.ndarray, ts: np.ndarray, volume: np.ndarray,
-               notional: np.ndarray) -> None:  # fmt: skip
+    def append(
+        self, slot: np.ndarray, lengths: np.ndarray, ts: np.ndarray, volume: np.ndarray, notional: np.ndarray
+    ) -> None:
         """Add each segment's points (`lengths[k]` of them for `slot[k]`, times strictly increasing)."""
         first = exclusive_cumsum(lengths)
         last_ts = self.ts[self._where(slot, self.tail[slot] - 1)]
@@ -266,8 +267,9 @@ class WindowHistory:
             low = np.where(fits, middle, low)
             high = np.where(fits, high, middle)
 
-    def sums_before(self, k: int, slot: np.ndarray, row_segment: np.ndarray, last_row: np.ndarray,
-                    query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def sums_before(
+        self, k: int, slot: np.ndarray, row_segment: np.ndarray, last_row: np.ndarray, query: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Running volume and notional at the last point with ts <= query, for window k.
 
         Rows come as contiguous segments (rows of segment j belong to `slot[j]` and end at
@@ -391,8 +393,9 @@ class Indicators:
         for period in config.sma_periods:
             back = trades - period  # the trade whose running sum is subtracted
             in_batch = back > trades_before[group.segment]
-            earlier = np.where(in_batch, price_sums[np.maximum(rows - period, 0)],
-                               recent[ring_row + np.maximum(back, 0) % keep])  # fmt: skip
+            earlier = np.where(
+                in_batch, price_sums[np.maximum(rows - period, 0)], recent[ring_row + np.maximum(back, 0) % keep]
+            )
             columns[f"sma_{period}"] = np.where(back >= 0, (price_sums - earlier) / period, np.nan)
         newest = trades > (trades[last] - keep)[group.segment]
         recent[ring_row[newest] + trades[newest] % keep] = price_sums[newest]
@@ -407,8 +410,13 @@ class Indicators:
             last_of_ms[:-1] = clock[1:] != clock[:-1]
             last_of_ms[last] = True
             points = np.flatnonzero(last_of_ms)
-            self.history.append(slot, np.bincount(group.segment[points], minlength=len(slot)), clock[points],
-                                volume_sums[points], notional_sums[points])  # fmt: skip
+            self.history.append(
+                slot,
+                np.bincount(group.segment[points], minlength=len(slot)),
+                clock[points],
+                volume_sums[points],
+                notional_sums[points],
+            )
             for k, window in enumerate(config.vwap_windows_ms):
                 volume_before, notional_before = self.history.sums_before(
                     k, slot, group.segment, last, np.maximum(clock - window, NO_TIME)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ingest.keys import Keys
+from tickerdash.ingest.keys import Keys
 
 LIVE_HZ = 10
 LIVE_MAXLEN = 10_000
@@ -57,21 +57,30 @@ class SymbolUpdate:
     def to_dict(self) -> dict[str, Any]:
         """Plain data, NaN replaced by None (JSON has no NaN)."""
         return {
-            "symbol": self.symbol, "ts": self.ts, "price": self.price, "change_pct": self.change_pct,
-            "trades": self.trades, "volume": self.volume,
+            "symbol": self.symbol,
+            "ts": self.ts,
+            "price": self.price,
+            "change_pct": self.change_pct,
+            "trades": self.trades,
+            "volume": self.volume,
             "indicators": {k: (None if v != v else v) for k, v in self.indicators.items()},
             "bars": self.bars,
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SymbolUpdate:
         """The inverse of `to_dict` (None indicators come back as NaN)."""
         indicators = {k: (float("nan") if v is None else float(v)) for k, v in data.get("indicators", {}).items()}
         return cls(
-            symbol=str(data["symbol"]), ts=int(data["ts"]), price=float(data["price"]),
-            change_pct=float(data["change_pct"]), trades=int(data["trades"]), volume=float(data["volume"]),
-            indicators=indicators, bars={k: [float(x) for x in v] for k, v in data.get("bars", {}).items()},
-        )  # fmt: skip
+            symbol=str(data["symbol"]),
+            ts=int(data["ts"]),
+            price=float(data["price"]),
+            change_pct=float(data["change_pct"]),
+            trades=int(data["trades"]),
+            volume=float(data["volume"]),
+            indicators=indicators,
+            bars={k: [float(x) for x in v] for k, v in data.get("bars", {}).items()},
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +175,18 @@ def decode_updates(payload: bytes | str) -> list[SymbolUpdate]:
             at += 8 * layout.columns
             first_bar = 5 + len(layout.indicators)
             bars = {name: row[first_bar + 6 * j : first_bar + 6 * j + 6] for j, name in enumerate(layout.bars)}
-            out.append(SymbolUpdate(
-                symbol=symbol, ts=int(row[0]), price=row[1], change_pct=row[2], trades=int(row[3]), volume=row[4],
-                indicators=dict(zip(layout.indicators, row[5:first_bar], strict=True)),
-                bars={name: bar for name, bar in bars.items() if bar[0] == bar[0]},  # NaN start: none open
-            ))  # fmt: skip
+            out.append(
+                SymbolUpdate(
+                    symbol=symbol,
+                    ts=int(row[0]),
+                    price=row[1],
+                    change_pct=row[2],
+                    trades=int(row[3]),
+                    volume=row[4],
+                    indicators=dict(zip(layout.indicators, row[5:first_bar], strict=True)),
+                    bars={name: bar for name, bar in bars.items() if bar[0] == bar[0]},  # NaN start: none open
+                )
+            )
     except (struct.error, ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
         raise ValueError(f"truncated or corrupt live update at byte {at}: {exc}") from exc
     return out

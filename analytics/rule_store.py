@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import redis
 
-from analytics.rules import Rule, RuleError, now_ms
-from ingest.codecs import as_text
-from ingest.keys import Keys
+from tickerdash.analytics.rules import Rule, RuleError, now_ms
+from tickerdash.ingest.codecs import as_text
+from tickerdash.ingest.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,6 @@ class RuleSnapshot:
     version: int
     rules: tuple[Rule, ...]
     invalid: dict[str, str]
-
 
 
 def parse_rules(raw: dict[bytes, bytes] | dict[str, str]) -> tuple[tuple[Rule, ...], dict[str, str]]:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from analytics.indicators import window_name
-from ingest.ticks import TickError, normalise_symbol
+from tickerdash.analytics.indicators import window_name
+from tickerdash.ingest.ticks import TickError, normalise_symbol
 
 ANY_SYMBOL = "*"
 MAX_WINDOW_S = 7 * 86_400.0  # a week: longer windows keep a lot of history for little use
@@ -90,8 +90,10 @@ class Rule:
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once, at construction
         if not isinstance(self.id, str) or not ID_RE.match(self.id):
-            raise RuleError(f"id: {str(self.id)[:70]!r} must be 1-64 chars of letters, digits, _ . - "
-                            "(leave --id out to get a random one)")  # fmt: skip
+            raise RuleError(
+                f"id: {str(self.id)[:70]!r} must be 1-64 chars of letters, digits, _ . - "
+                "(leave --id out to get a random one)"
+            )
         if not isinstance(self.symbol, str):
             raise RuleError(f"symbol: must be a ticker such as AAPL, or * for every symbol, got {self.symbol!r}")
         if self.symbol.strip() == ANY_SYMBOL:

@@ -146,8 +146,9 @@ class RaggedScan:
             if padded.shape[1] <= NARROW_BLOCK:  # a busy worker's small batches: a few trades per symbol
                 smoothed = _ema_columns(padded, alpha, decay, previous[segments])
             else:  # lfilter's delay after y is exactly y*decay, so seeding it so continues a run bit for bit
-                smoothed, _ = _lfilter()([alpha, 0.0], [1.0, -decay], padded, axis=1,
-                                        zi=(previous[segments] * decay)[:, None])  # fmt: skip
+                smoothed, _ = _lfilter()(
+                    [alpha, 0.0], [1.0, -decay], padded, axis=1, zi=(previous[segments] * decay)[:, None]
+                )
             out[flat] = smoothed[valid]
             finals[segments] = smoothed[np.arange(len(segments)), last_column]
         return out, finals
@@ -265,7 +266,6 @@ def unpack_state(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     header = json.loads(data[len(MAGIC) + 8 : body])
     arrays = {}
     for name, dtype, shape, offset, size in header["arrays"]:
-        raw = np.frombuffer(data, dtype=np.dtype(dtype), count=size // np.dtype(dtype).itemsize,
-                            offset=body + offset)  # fmt: skip
+        raw = np.frombuffer(data, dtype=np.dtype(dtype), count=size // np.dtype(dtype).itemsize, offset=body + offset)
         arrays[name] = raw.reshape(shape).copy()
     return header["meta"], arrays

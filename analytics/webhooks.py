@@ -27,12 +27,12 @@ from typing import Any
 
 import redis
 
-from analytics.alerts import Alert
-from analytics.rule_store import RuleStore
-from analytics.rules import Rule, now_ms
-from ingest.codecs import as_text
-from ingest.keys import Keys
-from ingest.reconnect import Outage, wait_out
+from tickerdash.analytics.alerts import Alert
+from tickerdash.analytics.rule_store import RuleStore
+from tickerdash.analytics.rules import Rule, now_ms
+from tickerdash.ingest.codecs import as_text
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.reconnect import Outage, wait_out
 
 log = logging.getLogger(__name__)
 GROUP = "webhooks"
@@ -67,8 +67,9 @@ class Delivery:
 
     def body(self) -> bytes:
         """The JSON POSTed: the alert, its stream entry id and the rule's id and name."""
-        return json.dumps({"alert_id": self.entry_id, "rule_name": self.rule.title, **self.alert.to_json_dict()},
-                          sort_keys=True).encode()  # fmt: skip
+        return json.dumps(
+            {"alert_id": self.entry_id, "rule_name": self.rule.title, **self.alert.to_json_dict()}, sort_keys=True
+        ).encode()
 
 
 def post_json(url: str, body: bytes, timeout_s: float) -> None:
@@ -91,7 +92,6 @@ class DeliveryStats:
     skipped: int = 0  # alerts whose rule has no webhook (or no longer exists)
 
 
-
 @dataclass(order=True, slots=True)
 class _Due:
     at: float
@@ -102,9 +102,16 @@ class _Due:
 class WebhookDelivery:
     """The delivery task: `start()` runs it on a background thread, `stop()` ends it; `step()` is one turn."""
 
-    def __init__(self, client: redis.Redis, keys: Keys | None = None, *, consumer: str = "webhooks",
-                 policy: WebhookPolicy | None = None, block_ms: int = 200,
-                 post: Any = post_json) -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys | None = None,
+        *,
+        consumer: str = "webhooks",
+        policy: WebhookPolicy | None = None,
+        block_ms: int = 200,
+        post: Any = post_json,
+    ) -> None:
         self.client = client
         self.keys = keys or Keys()
         self.consumer = consumer
@@ -152,8 +159,13 @@ class WebhookDelivery:
         if self._due and not busy:
             wait_ms = max(1, min(wait_ms, int((self._due[0].at - now) * 1000)))
         start = self._pending_from or ">"
-        reply: Any = self.client.xreadgroup(GROUP, self.consumer, {self.keys.alerts: start}, count=200,
-                                       block=None if start != ">" or wait_ms == 0 else wait_ms)  # fmt: skip
+        reply: Any = self.client.xreadgroup(
+            GROUP,
+            self.consumer,
+            {self.keys.alerts: start},
+            count=200,
+            block=None if start != ">" or wait_ms == 0 else wait_ms,
+        )
         entries = [e for _, batch in (reply or []) for e in batch]
         if start != ">":
             self._pending_from = as_text(entries[-1][0]) if entries else None
@@ -208,14 +220,29 @@ class WebhookDelivery:
         self._inflight = still
 
     def _give_up(self, delivery: Delivery) -> None:
-        log.warning("webhook %s for alert %s (rule %s) failed %d times, giving up: %s", delivery.url,
-                    delivery.entry_id, delivery.rule.id, delivery.attempts, delivery.last_error)  # fmt: skip
+        log.warning(
+            "webhook %s for alert %s (rule %s) failed %d times, giving up: %s",
+            delivery.url,
+            delivery.entry_id,
+            delivery.rule.id,
+            delivery.attempts,
+            delivery.last_error,
+        )
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.failures_key, {
-            "alert_id": delivery.entry_id, "rule_id": delivery.rule.id, "url": delivery.url,
-            "attempts": str(delivery.attempts), "error": delivery.last_error, "ts": str(now_ms()),
-            "symbol": delivery.alert.symbol,
-        }, maxlen=FAILURES_MAXLEN, approximate=True)  # fmt: skip
+        pipe.xadd(
+            self.failures_key,
+            {
+                "alert_id": delivery.entry_id,
+                "rule_id": delivery.rule.id,
+                "url": delivery.url,
+                "attempts": str(delivery.attempts),
+                "error": delivery.last_error,
+                "ts": str(now_ms()),
+                "symbol": delivery.alert.symbol,
+            },
+            maxlen=FAILURES_MAXLEN,
+            approximate=True,
+        )
         pipe.xack(self.keys.alerts, GROUP, delivery.entry_id)
         pipe.execute()
         self.stats.failed += 1
@@ -266,5 +293,6 @@ def recent_failures(client: redis.Redis, keys: Keys | None = None, count: int = 
     """The latest recorded delivery failures, newest first, as text fields plus `id`."""
     keys = keys or Keys()
     entries: Any = client.xrevrange(keys.internal("webhook_failures"), count=count)
-    return [{"id": as_text(entry_id), **{as_text(k): as_text(v) for k, v in fields.items()}}
-            for entry_id, fields in entries]  # fmt: skip
+    return [
+        {"id": as_text(entry_id), **{as_text(k): as_text(v) for k, v in fields.items()}} for entry_id, fields in entries
+    ]

@@ -36,16 +36,16 @@ import numpy as np
 import pyarrow as pa
 import redis
 
-from analytics.bars import BarConfig, Bars, BarTable
-from analytics.indicators import IndicatorConfig, IndicatorFrame, Indicators, window_name
-from analytics.live import LIVE_HZ, LIVE_MAXLEN, UpdateLayout, encode_update_rows, live_key, snapshot_key
-from analytics.segments import pack_state, preload, unpack_state
-from ingest.codecs import Rejected, as_text, decode_entries
-from ingest.deadletter import add_rejected
-from ingest.keys import Keys
-from ingest.producer import client_on_own_pool
-from ingest.reconnect import REDIS_DOWN, Outage, wait_out
-from ingest.runner import (
+from tickerdash.analytics.bars import BarConfig, Bars, BarTable
+from tickerdash.analytics.indicators import IndicatorConfig, IndicatorFrame, Indicators, window_name
+from tickerdash.analytics.live import LIVE_HZ, LIVE_MAXLEN, UpdateLayout, encode_update_rows, live_key, snapshot_key
+from tickerdash.analytics.segments import pack_state, preload, unpack_state
+from tickerdash.ingest.codecs import Rejected, as_text, decode_entries
+from tickerdash.ingest.deadletter import add_rejected
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.producer import client_on_own_pool
+from tickerdash.ingest.reconnect import REDIS_DOWN, Outage, wait_out
+from tickerdash.ingest.runner import (
     OutOfOrder,
     OwnershipLost,
     StopFlag,
@@ -53,8 +53,8 @@ from ingest.runner import (
     ensure_groups,
     raw_client,
 )
-from ingest.settings import Settings
-from ingest.ticks import TickBatch, row_fields
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch, row_fields
 
 log = logging.getLogger(__name__)
 
@@ -211,9 +211,13 @@ class PartitionState:
         if len(arrived.late_rows):
             late = arrived.late_rows
             for row in late.tolist():
-                effects.rejected.append(Rejected(batch.tick_id(row) if len(batch.entry_ids) else "?",
-                                                 dict(row_fields(batch, row)),
-                                                 "late: its bar closed more than the grace period ago"))  # fmt: skip
+                effects.rejected.append(
+                    Rejected(
+                        batch.tick_id(row) if len(batch.entry_ids) else "?",
+                        dict(row_fields(batch, row)),
+                        "late: its bar closed more than the grace period ago",
+                    )
+                )
             keep = np.ones(len(batch), bool)
             keep[late] = False
             batch = batch.take(keep)
@@ -244,8 +248,12 @@ class PartitionState:
 
     def to_bytes(self) -> bytes:
         """The whole partition state as one checkpoint."""
-        meta = {"kind": "partition", "last_id": self.last_id, "session_open": self.session_open,
-                "stages": [s.name for s in self.stages]}  # fmt: skip
+        meta = {
+            "kind": "partition",
+            "last_id": self.last_id,
+            "session_open": self.session_open,
+            "stages": [s.name for s in self.stages],
+        }
         blobs = {"bars": self.bars.to_bytes(), "indicators": self.indicators.to_bytes()}
         blobs.update({f"stage:{s.name}": s.to_bytes() for s in self.stages})
         return pack_state(meta, {k: np.frombuffer(v, np.uint8) for k, v in blobs.items()})
@@ -284,8 +292,12 @@ def bars_feed_key(keys: Keys) -> str:
 def encode_bar_table(bars: BarTable) -> bytes:
     """Closed bars as an Arrow IPC stream (columns symbol, interval_ms, start_ms, open ... trades)."""
     columns = bars.to_dict()
-    table = pa.table({"symbol": pa.array(list(columns.pop("symbol")), pa.string()),
-                      **{name: pa.array(values) for name, values in columns.items()}})  # fmt: skip
+    table = pa.table(
+        {
+            "symbol": pa.array(list(columns.pop("symbol")), pa.string()),
+            **{name: pa.array(values) for name, values in columns.items()},
+        }
+    )
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -297,8 +309,9 @@ def decode_bar_table(payload: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
 
 
-def open_bar_columns(opened: BarTable, symbols: Sequence[str],
-                     intervals_ms: Sequence[int]) -> tuple[tuple[str, ...], np.ndarray]:  # fmt: skip
+def open_bar_columns(
+    opened: BarTable, symbols: Sequence[str], intervals_ms: Sequence[int]
+) -> tuple[tuple[str, ...], np.ndarray]:
     """Each symbol's open bars side by side: (interval names, shortest first; (n, 6 * intervals) array of
     start, open, high, low, close, volume per interval, all NaN where none is open).
 
@@ -324,17 +337,34 @@ def open_bar_columns(opened: BarTable, symbols: Sequence[str],
 def bar_fields(bars: BarTable, k: int) -> list[Any]:
     """The stream fields of bar k, as XADD arguments (floats as repr, so rewrites are byte-identical)."""
     return [
-        "open", repr(float(bars.open[k])), "high", repr(float(bars.high[k])), "low", repr(float(bars.low[k])),
-        "close", repr(float(bars.close[k])), "volume", repr(float(bars.volume[k])),
-        "vwap", repr(float(bars.vwap[k])), "trades", int(bars.trades[k]),
-    ]  # fmt: skip
+        "open",
+        repr(float(bars.open[k])),
+        "high",
+        repr(float(bars.high[k])),
+        "low",
+        repr(float(bars.low[k])),
+        "close",
+        repr(float(bars.close[k])),
+        "volume",
+        repr(float(bars.volume[k])),
+        "vwap",
+        repr(float(bars.vwap[k])),
+        "trades",
+        int(bars.trades[k]),
+    ]
 
 
 class AnalyticsWorker:
     """Owns partitions, runs the stages on their ticks, and writes effects exactly once."""
 
-    def __init__(self, client: redis.Redis, settings: Settings, partitions: Sequence[int] | None = None,
-                 config: WorkerConfig | None = None, stop: StopFlag | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        partitions: Sequence[int] | None = None,
+        config: WorkerConfig | None = None,
+        stop: StopFlag | None = None,
+    ) -> None:
         self.client = client
         self.raw = raw_client(client)
         self.settings = settings
@@ -355,11 +385,21 @@ class AnalyticsWorker:
         self.partition_of = {s: p for p, s in self.stream_of.items()}
         self.states: dict[int, PartitionState] = {}
         self.stop = stop or StopFlag()
-        self.runner = StreamRunner(client, settings, [], self._process, source="analytics",
-                                   housekeeping=self._housekeeping, stop=self.stop, guard=self._guard,
-                                   on_lost=self._lost, on_write_failed=self._write_failed,
-                                   on_failed=self._rebuild, on_quarantine=self._note_quarantined,
-                                   defer_commit=self.config.defer_commit)  # fmt: skip
+        self.runner = StreamRunner(
+            client,
+            settings,
+            [],
+            self._process,
+            source="analytics",
+            housekeeping=self._housekeeping,
+            stop=self.stop,
+            guard=self._guard,
+            on_lost=self._lost,
+            on_write_failed=self._write_failed,
+            on_failed=self._rebuild,
+            on_quarantine=self._note_quarantined,
+            defer_commit=self.config.defer_commit,
+        )
         self._lease = client.register_script(_LEASE_SCRIPT)
         self._xadd_many = client.register_script(_XADD_MANY_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
@@ -435,8 +475,9 @@ class AnalyticsWorker:
         self.runner.settle()  # a partition lost by the batch in flight is restored here, not run ahead
         self._last_lease_check = time.monotonic()
         for partition in self.wanted:
-            held = bool(self._lease(keys=[self.lease_key(partition)],
-                                    args=[self.settings.consumer, self.config.lease_ms]))  # fmt: skip
+            held = bool(
+                self._lease(keys=[self.lease_key(partition)], args=[self.settings.consumer, self.config.lease_ms])
+            )
             stream = self.stream_of[partition]
             if held and partition not in self.states:
                 self.restore(partition)
@@ -479,8 +520,9 @@ class AnalyticsWorker:
             members: set[bytes | str] = self.client.smembers(self.quarantine_key(partition))
             quarantined = {as_text(member).encode() for member in members}
             while True:
-                entries = self.raw.execute_command("XRANGE", stream, f"({start}", applied, "COUNT",
-                                                   self.settings.read_count)  # fmt: skip
+                entries = self.raw.execute_command(
+                    "XRANGE", stream, f"({start}", applied, "COUNT", self.settings.read_count
+                )
                 if not entries:
                     break
                 start = entries[-1][0].decode()
@@ -491,8 +533,11 @@ class AnalyticsWorker:
                     state.apply(decoded.ticks)
                     replayed += len(decoded.ticks)
             if _id_tuple(start) < _id_tuple(applied):
-                log.error("partition %d: entries up to %s were trimmed before replay; state may miss trades",
-                          partition, applied)  # fmt: skip
+                log.error(
+                    "partition %d: entries up to %s were trimmed before replay; state may miss trades",
+                    partition,
+                    applied,
+                )
             state.last_id = applied
         self._refresh_stages(state)  # what comes after the progress marker meets today's rules, as it would have
         self.states[partition] = state
@@ -523,9 +568,13 @@ class AnalyticsWorker:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 client = client_on_own_pool(self.client, socket_timeout=CHECKPOINT_TIMEOUT_S)
                 script = client.register_script(_CHECKPOINT_SCRIPT)
-                written = [script(keys=[self.lease_key(p), self.checkpoint_key(p)],
-                                  args=[self.settings.consumer, self.states[p].last_id, self.states[p].to_bytes()])
-                           for p in partitions]  # fmt: skip
+                written = [
+                    script(
+                        keys=[self.lease_key(p), self.checkpoint_key(p)],
+                        args=[self.settings.consumer, self.states[p].last_id, self.states[p].to_bytes()],
+                    )
+                    for p in partitions
+                ]
                 code = 0 if all(written) else 2
             finally:
                 os._exit(code)
@@ -563,8 +612,11 @@ class AnalyticsWorker:
             if done:
                 break
             if time.monotonic() - started > CHECKPOINT_TIMEOUT_S:
-                log.warning("checkpoint of partitions %s still running after %.0f s: stopped; the next one is due "
-                            "as usual", partitions, CHECKPOINT_TIMEOUT_S)  # fmt: skip
+                log.warning(
+                    "checkpoint of partitions %s still running after %.0f s: stopped; the next one is due as usual",
+                    partitions,
+                    CHECKPOINT_TIMEOUT_S,
+                )
                 os.kill(pid, signal.SIGKILL)
                 _, status = os.waitpid(pid, 0)  # a killed child ends at once: reap it now
                 break
@@ -632,16 +684,26 @@ class AnalyticsWorker:
             raise OwnershipLost(stream)  # its failure dropped the partition: rebuilt, then re-read
         stale = [entry_id for entry_id, keep in zip(ticks.entry_ids, fresh.tolist(), strict=True) if not keep]
         pending: list[dict[str, Any]] = self.client.xpending_range(
-            stream, self.settings.group, stale[0], stale[-1], len(stale))
+            stream, self.settings.group, stale[0], stale[-1], len(stale)
+        )
         skipped = {p["message_id"].decode() if isinstance(p["message_id"], bytes) else p["message_id"] for p in pending}
         if not skipped:
             return []
-        log.error("%s: %d entries up to %s were delivered after later ones had been applied: dead-lettered",
-                  stream, len(skipped), max(skipped, key=_id_tuple))  # fmt: skip
+        log.error(
+            "%s: %d entries up to %s were delivered after later ones had been applied: dead-lettered",
+            stream,
+            len(skipped),
+            max(skipped, key=_id_tuple),
+        )
         entry_of = np.array([entry_id in skipped for entry_id in ticks.entry_ids], dtype=bool)[ticks.entry_of]
-        return [Rejected(ticks.tick_id(row), dict(row_fields(ticks, row)),
-                         "out of order: delivered after later entries had been applied; its effects are missing")
-                for row in np.flatnonzero(entry_of).tolist()]  # fmt: skip
+        return [
+            Rejected(
+                ticks.tick_id(row),
+                dict(row_fields(ticks, row)),
+                "out of order: delivered after later entries had been applied; its effects are missing",
+            )
+            for row in np.flatnonzero(entry_of).tolist()
+        ]
 
     def write_effects(self, pipe: redis.client.Pipeline, effects: Effects) -> None:
         """Queue the writes of one batch's effects on the transaction."""
@@ -654,10 +716,21 @@ class AnalyticsWorker:
             ):
                 interval = interval_names[interval_ms]
                 maxlen = self.config.bar_retention.get(interval, 10_000)
-                pipe.execute_command("XADD", self.keys.bars(interval, names[code]), "MAXLEN", "~", maxlen,
-                                     f"{start}-0", *bar_fields(bars, k))  # fmt: skip
-            pipe.xadd(bars_feed_key(self.keys), {"bars": encode_bar_table(bars), "rows": len(bars)},
-                      maxlen=BARS_FEED_MAXLEN, approximate=True)  # fmt: skip
+                pipe.execute_command(
+                    "XADD",
+                    self.keys.bars(interval, names[code]),
+                    "MAXLEN",
+                    "~",
+                    maxlen,
+                    f"{start}-0",
+                    *bar_fields(bars, k),
+                )
+            pipe.xadd(
+                bars_feed_key(self.keys),
+                {"bars": encode_bar_table(bars), "rows": len(bars)},
+                maxlen=BARS_FEED_MAXLEN,
+                approximate=True,
+            )
         anomalies = [json.dumps([x for pair in fields.items() for x in pair]) for fields in effects.anomalies]
         for stream, entries in ((self.keys.alerts, effects.alerts), (self.keys.anomalies, anomalies)):
             if entries:  # JSON arrays [field, value, ...], appended in order by one script call
@@ -691,15 +764,17 @@ class AnalyticsWorker:
         if self._feed_pending and now - self._last_live >= 1 / self.config.live_hz:
             if target is None:
                 target = pipe if pipe is not None else self.client.pipeline(transaction=False)
-            target.xadd(live_key(self.keys), {"u": b"".join(self._feed_pending.values())},
-                        maxlen=LIVE_MAXLEN, approximate=True)  # fmt: skip
+            target.xadd(
+                live_key(self.keys), {"u": b"".join(self._feed_pending.values())}, maxlen=LIVE_MAXLEN, approximate=True
+            )
             self._feed_pending.clear()
             self._last_live = now
         if target is not None and pipe is None:
             target.execute()
 
-    def _encoded_updates(self, state: PartitionState,
-                         frames: list[tuple[IndicatorFrame, np.ndarray]]) -> dict[str, bytes]:  # fmt: skip
+    def _encoded_updates(
+        self, state: PartitionState, frames: list[tuple[IndicatorFrame, np.ndarray]]
+    ) -> dict[str, bytes]:
         """Symbol -> its update after its latest trade in `frames`, with its open bars (`encode_update_rows`).
 
         Built column by column and copied, not formatted: with 50 rounds a second over hundreds of
@@ -720,18 +795,28 @@ class AnalyticsWorker:
             rows = np.fromiter((chosen[symbol][1] for symbol in mine), np.int64, len(mine))
             names = tuple(name for name in frame.columns if name not in ("price", "trades", "volume"))
             price = frame.columns["price"][rows]
-            first = np.fromiter((state.session_open.get(symbol, p) for symbol, p in zip(mine, price.tolist(),
-                                                                                         strict=True)),
-                                np.float64, len(mine))  # fmt: skip
+            first = np.fromiter(
+                (state.session_open.get(symbol, p) for symbol, p in zip(mine, price.tolist(), strict=True)),
+                np.float64,
+                len(mine),
+            )
             opened_at = first != 0  # a zero first price has no change: 0.0, as before
             change_pct = np.zeros(len(mine))
             np.divide(price, first, out=change_pct, where=opened_at)
             change_pct[opened_at] -= 1.0
             change_pct *= 100.0
             intervals, bars = open_bar_columns(opened, mine, intervals_ms)
-            numbers = np.column_stack([ts[rows], price, change_pct, frame.columns["trades"][rows],
-                                       frame.columns["volume"][rows], *(frame.columns[name][rows] for name in names),
-                                       bars])  # fmt: skip
+            numbers = np.column_stack(
+                [
+                    ts[rows],
+                    price,
+                    change_pct,
+                    frame.columns["trades"][rows],
+                    frame.columns["volume"][rows],
+                    *(frame.columns[name][rows] for name in names),
+                    bars,
+                ]
+            )
             out.update(zip(mine, encode_update_rows(UpdateLayout(names, intervals), mine, numbers), strict=True))
         return out
 

@@ -17,20 +17,41 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from analytics.worker import AnalyticsWorker
-from ingest.redis_server import EmbeddedRedis
-from ingest.runner import RunnerStats
-from ingest.ticks import TickBatch
+from tickerdash.analytics.worker import AnalyticsWorker
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.runner import RunnerStats
+from tickerdash.ingest.ticks import TickBatch
 
 
 def redis_benchmark_xadd(server: EmbeddedRedis, requests: int = 300_000, pipeline: int = 256) -> float:
     """The reference: redis-benchmark's XADD rate (requests/s) against the same server, pipelined."""
     binary = shutil.which("redis-benchmark") or str(Path(server.binary).with_name("redis-benchmark"))
     out = subprocess.run(
-        [binary, "-h", "127.0.0.1", "-p", str(server.port), "-n", str(requests), "-P", str(pipeline), "-q",
-         "XADD", "bench:ref", "*", "symbol", "AAPL", "price", "187.2", "size", "100"],
-        capture_output=True, text=True, timeout=120,
-    ).stdout  # fmt: skip
+        [
+            binary,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-n",
+            str(requests),
+            "-P",
+            str(pipeline),
+            "-q",
+            "XADD",
+            "bench:ref",
+            "*",
+            "symbol",
+            "AAPL",
+            "price",
+            "187.2",
+            "size",
+            "100",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     rates = re.findall(r"([\d.]+) requests per second", out)
     if not rates:
         raise RuntimeError(f"redis-benchmark printed no rate: {out!r}")
@@ -48,9 +69,13 @@ def synthetic_ticks(n: int, symbols: int = 500, seed: int = 1, start_ms: int = 1
     base = rng.uniform(10, 500, symbols)
     price = np.round(base[idx] * np.exp(rng.normal(0, 1e-3, n).cumsum() / 50), 2)
     return TickBatch(
-        symbols=names, symbol_idx=idx, price=np.maximum(price, 0.01), size=rng.integers(1, 20, n) * 100.0,
-        ts=start_ms + np.arange(n, dtype=np.int64), side=rng.choice(np.array([-1, 1], np.int8), n),
-    )  # fmt: skip
+        symbols=names,
+        symbol_idx=idx,
+        price=np.maximum(price, 0.01),
+        size=rng.integers(1, 20, n) * 100.0,
+        ts=start_ms + np.arange(n, dtype=np.int64),
+        side=rng.choice(np.array([-1, 1], np.int8), n),
+    )
 
 
 def peak_rss_mib() -> float:
@@ -62,8 +87,12 @@ def worker_process_peak_rss_mib(server: EmbeddedRedis, stream: str = "tickerdash
     """Peak RSS (VmHWM, MiB) of a `tickerdash analytics` child process once its group has drained `stream`."""
     client = redis.Redis(port=server.port)
     env = {**os.environ, "TICKERDASH_REDIS_URL": server.url, "TICKERDASH_BLOCK_MS": "50"}
-    proc = subprocess.Popen([sys.executable, "-m", "tickerdash", "analytics", "--consumer", "rss"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tickerdash", "analytics", "--consumer", "rss"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:

@@ -24,21 +24,21 @@ from typing import ClassVar
 import numpy as np
 import redis
 
-from analytics.alert_stage import SlumpAlertStage
-from analytics.alerts import SlumpAlerts
-from analytics.bars import Bars
-from analytics.indicators import Indicators
-from analytics.rule_store import RuleStore
-from analytics.rules import Rule
-from analytics.worker import AnalyticsWorker, Effects, WorkerConfig
 from benchmarks._common import redis_benchmark_xadd, row, synthetic_ticks, timed, worker_drain
 from benchmarks.analytics import market
-from ingest.codecs import iter_chunks
-from ingest.keys import Keys
-from ingest.producer import Producer
-from ingest.redis_server import EmbeddedRedis
-from ingest.settings import Settings
-from ingest.ticks import TickBatch, concat
+from tickerdash.analytics.alert_stage import SlumpAlertStage
+from tickerdash.analytics.alerts import SlumpAlerts
+from tickerdash.analytics.bars import Bars
+from tickerdash.analytics.indicators import Indicators
+from tickerdash.analytics.rule_store import RuleStore
+from tickerdash.analytics.rules import Rule
+from tickerdash.analytics.worker import AnalyticsWorker, Effects, WorkerConfig
+from tickerdash.ingest.codecs import iter_chunks
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch, concat
 
 BATCH_ROWS = 10_000  # the producer's default batch entry size
 ROUNDS = 3  # rounds of the three rule counts in the worker benchmark
@@ -51,8 +51,12 @@ def make_rules(count: int, symbols: tuple[str, ...], seed: int = 3) -> list[Rule
     """`count` rules: 90% on one symbol, 10% on every symbol (`*`), a few windows and drops."""
     rng = np.random.default_rng(seed)
     return [
-        Rule(id=f"b{i:05d}", symbol="*" if rng.random() < 0.1 else str(rng.choice(symbols)),
-             drop_pct=float(rng.choice(DROPS)), window_s=float(rng.choice(WINDOWS_S)))
+        Rule(
+            id=f"b{i:05d}",
+            symbol="*" if rng.random() < 0.1 else str(rng.choice(symbols)),
+            drop_pct=float(rng.choice(DROPS)),
+            window_s=float(rng.choice(WINDOWS_S)),
+        )
         for i in range(count)
     ]
 
@@ -141,8 +145,13 @@ def worker_rate(client: redis.Redis, settings: Settings, ticks: TickBatch, rules
     TimedAlertStage.seconds = 0.0
     drain_s, _ = worker_drain(worker)  # shutdown not counted
     stats = worker.runner.stats
-    return WorkerRun(stats.ticks / drain_s, drain_s, TimedAlertStage.seconds, stats.transactions_s,
-                     client.xlen(Keys(settings.prefix).alerts))  # fmt: skip
+    return WorkerRun(
+        stats.ticks / drain_s,
+        drain_s,
+        TimedAlertStage.seconds,
+        stats.transactions_s,
+        client.xlen(Keys(settings.prefix).alerts),
+    )
 
 
 def alert_latency(
@@ -156,10 +165,23 @@ def alert_latency(
     client.flushall()
     keys = Keys(settings.prefix)
     RuleStore(client, keys).add(Rule(id="probe", symbol="PROBE", drop_pct=5, window_s=1, cooldown_s=0))
-    env = {**os.environ, "TICKERDASH_REDIS_URL": settings.redis_url or "", "TICKERDASH_BLOCK_MS": "5",
-           "TICKERDASH_PREFIX": settings.prefix}  # fmt: skip
-    command = [sys.executable, "-m", "tickerdash", "analytics", "--consumer", "alert-latency", "--no-webhooks",
-               "--stages", "alerts"]  # fmt: skip
+    env = {
+        **os.environ,
+        "TICKERDASH_REDIS_URL": settings.redis_url or "",
+        "TICKERDASH_BLOCK_MS": "5",
+        "TICKERDASH_PREFIX": settings.prefix,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "tickerdash",
+        "analytics",
+        "--consumer",
+        "alert-latency",
+        "--no-webhooks",
+        "--stages",
+        "alerts",
+    ]
     worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lease = keys.internal("lease", "analytics", "0")
     while client.get(lease) != b"alert-latency":
@@ -177,8 +199,9 @@ def alert_latency(
         now_ms = start_ms + seq * 10
         first = (seq * per_batch) % (len(background) - per_batch)
         chunk = background.take(np.arange(first, first + per_batch - 2))
-        chunk = TickBatch(chunk.symbols, chunk.symbol_idx, chunk.price, chunk.size,
-                          np.full(len(chunk), now_ms, np.int64), chunk.side)  # fmt: skip
+        chunk = TickBatch(
+            chunk.symbols, chunk.symbol_idx, chunk.price, chunk.size, np.full(len(chunk), now_ms, np.int64), chunk.side
+        )
         # PROBE recovers to 100 and then drops 10%: each 10 ms batch fires the rule once.
         probe = TickBatch.from_columns(["PROBE", "PROBE"], [100.0, 90.0], [1.0, 1.0], [now_ms, now_ms])
         if seq * 0.01 >= WARMUP_S:
@@ -228,17 +251,23 @@ def end_to_end(ticks: int, latency_s: float) -> None:
             extra = run.seconds - base.seconds
             # the stage runs on the helper thread beside the bars and indicators, so its time is not all extra
             waited = run.transactions_s - base.transactions_s
-            split = (f": {extra:+.2f} s, of which sending the transactions and waiting for their replies "
-                     f"{waited:+.2f} s (Redis applies the alerts' XADDs while the next batch is computed); "
-                     f"the alert stage ran {run.alert_stage_s:.2f} s on the helper thread"
-                     if count else "")  # fmt: skip
+            split = (
+                f": {extra:+.2f} s, of which sending the transactions and waiting for their replies "
+                f"{waited:+.2f} s (Redis applies the alerts' XADDs while the next batch is computed); "
+                f"the alert stage ran {run.alert_stage_s:.2f} s on the helper thread"
+                if count
+                else ""
+            )
             print(f"  {'':<58} {100 * (1 - run.ticks_per_s / base.ticks_per_s):.1f}% slower than with no rules{split}")
-        rounds = "; ".join(" / ".join(f"{runs[count][k].ticks_per_s / 1000:,.0f}k" for count in counts)
-                           for k in range(ROUNDS))  # fmt: skip
+        rounds = "; ".join(
+            " / ".join(f"{runs[count][k].ticks_per_s / 1000:,.0f}k" for count in counts) for k in range(ROUNDS)
+        )
         print(f"  each round, 0 / 100 / 1,000 rules: {rounds}")
         p50, p99, samples = alert_latency(client, settings, latency_s)
-        print(f"  XADD -> alert entry at 100k ticks/s (worker process, after {WARMUP_S:.0f} s of start-up): "
-              f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({samples} alerts)")
+        print(
+            f"  XADD -> alert entry at 100k ticks/s (worker process, after {WARMUP_S:.0f} s of start-up): "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({samples} alerts)"
+        )
 
 
 if __name__ == "__main__":

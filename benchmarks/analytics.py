@@ -24,8 +24,6 @@ import time
 import numpy as np
 import redis
 
-from analytics.live import decode_updates, snapshot_key
-from analytics.worker import AnalyticsWorker, WorkerConfig
 from benchmarks._common import (
     redis_benchmark_xadd,
     row,
@@ -34,12 +32,14 @@ from benchmarks._common import (
     worker_drain,
     worker_process_peak_rss_mib,
 )
-from ingest.keys import Keys
-from ingest.producer import Producer
-from ingest.redis_server import EmbeddedRedis
-from ingest.runner import StreamRunner
-from ingest.settings import Settings
-from ingest.ticks import TickBatch, concat
+from tickerdash.analytics.live import decode_updates, snapshot_key
+from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.runner import StreamRunner
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch, concat
 
 WARMUP_PROBES = 200  # the first 2 s (a probe every 10 ms): connections, first forest fit, first checkpoint
 EVENT_RATE = 50_000  # trades per second of event time: a busy market, so bars are far fewer than trades
@@ -71,23 +71,42 @@ def runner_rate(client: redis.Redis, settings: Settings, ticks: TickBatch) -> fl
     """
     client.flushall()
     Producer(client, settings).publish(ticks, per_tick=True)
-    runner = StreamRunner(client, settings, [Keys(settings.prefix).ticks()], lambda stream, batch, pipe: None,
-                          defer_commit=WorkerConfig().defer_commit)  # fmt: skip
+    runner = StreamRunner(
+        client,
+        settings,
+        [Keys(settings.prefix).ticks()],
+        lambda stream, batch, pipe: None,
+        defer_commit=WorkerConfig().defer_commit,
+    )
     drain_s, _ = timed_drain(lambda: runner.run(max_idle_reads=1), runner.stats)
     assert runner.stats.ticks == len(ticks), (runner.stats.ticks, len(ticks))
     return runner.stats.ticks / drain_s
 
 
-def latency(client: redis.Redis, settings: Settings, seconds: float, rate: int = 100_000,
-            stages: str = "alerts,anomaly") -> np.ndarray:  # fmt: skip
+def latency(
+    client: redis.Redis, settings: Settings, seconds: float, rate: int = 100_000, stages: str = "alerts,anomaly"
+) -> np.ndarray:
     """Milliseconds from XADD to the snapshot showing the trade, one per 10 ms probe, at `rate` ticks/s."""
     client.flushall()
     stop = threading.Event()
     # the worker in its own process, as deployed: threads here would fight it for the GIL
-    env = {**os.environ, "TICKERDASH_REDIS_URL": settings.redis_url or "", "TICKERDASH_BLOCK_MS": "5",
-           "TICKERDASH_PREFIX": settings.prefix}  # fmt: skip
-    command = [sys.executable, "-m", "tickerdash", "analytics", "--consumer", "latency", "--no-webhooks",
-               "--stages", stages]  # fmt: skip
+    env = {
+        **os.environ,
+        "TICKERDASH_REDIS_URL": settings.redis_url or "",
+        "TICKERDASH_BLOCK_MS": "5",
+        "TICKERDASH_PREFIX": settings.prefix,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "tickerdash",
+        "analytics",
+        "--consumer",
+        "latency",
+        "--no-webhooks",
+        "--stages",
+        stages,
+    ]
     worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lease = Keys(settings.prefix).internal("lease", "analytics", "0")
     while client.get(lease) != b"latency":
@@ -109,8 +128,14 @@ def latency(client: redis.Redis, settings: Settings, seconds: float, rate: int =
             chunk = background.take(np.arange(first, first + per_batch - 1))
             probe = TickBatch.from_columns(["PROBE"], [1000.0 + seq], [1.0], [start_ms + seq * 10])
             now_ms = start_ms + seq * 10
-            chunk = TickBatch(chunk.symbols, chunk.symbol_idx, chunk.price, chunk.size,
-                              np.full(len(chunk), now_ms, np.int64), chunk.side)  # fmt: skip
+            chunk = TickBatch(
+                chunk.symbols,
+                chunk.symbol_idx,
+                chunk.price,
+                chunk.size,
+                np.full(len(chunk), now_ms, np.int64),
+                chunk.side,
+            )
             sent[seq] = time.perf_counter()
             producer.publish(concat([chunk, probe]))
             next_at += 0.01
@@ -182,15 +207,22 @@ def main() -> None:
         worker_rate, bare_rate = max(rates)
         row(f"worker, per-tick entries, 500 symbols ({args.per_tick_ticks:,} ticks)", worker_rate, ref=ref)
         row("bare runner on the same per-tick entries (decode + XACK)", bare_rate, ref=ref)
-        print(f"  {'worker / bare runner, per-tick (target: as fast, 1.0)':<58} "
-              + " ".join(f"{w / b:.2f}" for w, b in rates) + " (each pair back to back)")
+        print(
+            f"  {'worker / bare runner, per-tick (target: as fast, 1.0)':<58} "
+            + " ".join(f"{w / b:.2f}" for w, b in rates)
+            + " (each pair back to back)"
+        )
         # the worker of this issue (indicators and bars), then as `tickerdash analytics` runs by default
         for stages, what in (("none", "indicators + bars"), ("alerts,anomaly", "+ alerts + anomaly scores")):
             delays = latency(client, settings, args.latency_seconds, stages=stages)
-            for label, part in (("all probes", delays), (f"after {WARMUP_PROBES // 100} s of start-up",
-                                                          delays[WARMUP_PROBES:])):  # fmt: skip
-                print(f"  XADD -> snapshot at 100k ticks/s ({what}), {label}: p50 {np.percentile(part, 50):.1f} ms, "
-                      f"p99 {np.percentile(part, 99):.1f} ms, max {part.max():.1f} ms ({len(part)} probes)")
+            for label, part in (
+                ("all probes", delays),
+                (f"after {WARMUP_PROBES // 100} s of start-up", delays[WARMUP_PROBES:]),
+            ):
+                print(
+                    f"  XADD -> snapshot at 100k ticks/s ({what}), {label}: p50 {np.percentile(part, 50):.1f} ms, "
+                    f"p99 {np.percentile(part, 99):.1f} ms, max {part.max():.1f} ms ({len(part)} probes)"
+                )
         rss = peak_rss_10k_symbols(server, settings, args.rss_ticks)
         print(f"  worker peak RSS after {args.rss_ticks:,} ticks of 10,000 symbols: {rss:,.0f} MiB")
 

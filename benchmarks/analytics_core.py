@@ -24,13 +24,19 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from analytics.bars import BarConfig, Bars
-from analytics.indicators import IndicatorConfig, Indicators
-from ingest.ticks import TickBatch
+from tickerdash.analytics.bars import BarConfig, Bars
+from tickerdash.analytics.indicators import IndicatorConfig, Indicators
+from tickerdash.ingest.ticks import TickBatch
 
 
-def synthetic_batches(n_symbols: int, batch_size: int, n_batches: int, event_rate: float,
-                      seed: int = 7, start_ms: float = 1_700_000_000_000.0) -> list[TickBatch]:  # fmt: skip
+def synthetic_batches(
+    n_symbols: int,
+    batch_size: int,
+    n_batches: int,
+    event_rate: float,
+    seed: int = 7,
+    start_ms: float = 1_700_000_000_000.0,
+) -> list[TickBatch]:
     """Batches of random-walk trades; symbol activity falls off like 1/rank."""
     rng = np.random.default_rng(seed)
     names = tuple(f"S{i:05d}" for i in range(n_symbols))
@@ -96,8 +102,11 @@ def steady(args: argparse.Namespace, config: IndicatorConfig) -> None:
         f"{args.batches} batches x {args.batch} ticks, event rate {args.event_rate:,.0f}/s, "
         f"VWAP windows {config.vwap_windows_ms} ms"
     )
-    for which, seconds in (("indicators", indicator_seconds), ("bars", bar_seconds),
-                           ("both", indicator_seconds + bar_seconds)):  # fmt: skip
+    for which, seconds in (
+        ("indicators", indicator_seconds),
+        ("bars", bar_seconds),
+        ("both", indicator_seconds + bar_seconds),
+    ):
         print(f"  {which:<11} {ticks / seconds:>14,.0f} ticks/s  ({seconds * 1e3 / args.batches:.2f} ms/batch)")
     print(f"  kept window history: {kept_history(indicators):,} points")
     print(f"  peak RSS {peak_rss_mib():,.0f} MiB")
@@ -129,17 +138,36 @@ def main() -> None:
     parser.add_argument("--event-rate", type=float, default=50_000.0, help="ticks per second of event time")
     parser.add_argument("--windows", default="60000,300000", help="VWAP windows in ms ('' for none)")
     parser.add_argument("--steady", action="store_true", help="time batches after a full window of warm-up")
-    parser.add_argument("--rss-symbols", type=int, default=10_000,
-                        help="with --steady, rerun with this many symbols for a peak-RSS figure (0: skip)")  # fmt: skip
+    parser.add_argument(
+        "--rss-symbols",
+        type=int,
+        default=10_000,
+        help="with --steady, rerun with this many symbols for a peak-RSS figure (0: skip)",
+    )
     args = parser.parse_args()
     config = IndicatorConfig(vwap_windows_ms=tuple(int(w) for w in args.windows.split(",") if w))
     if args.steady:
         steady(args, config)
         if args.rss_symbols:
             # a separate process, so its peak RSS is that of a 10,000-symbol stage alone
-            command = [sys.executable, "-m", "benchmarks.analytics_core", "--steady", "--rss-symbols", "0",
-                       "--symbols", str(args.rss_symbols), "--batch", str(args.batch), "--batches", "20",
-                       "--event-rate", str(args.event_rate), "--windows", args.windows]  # fmt: skip
+            command = [
+                sys.executable,
+                "-m",
+                "benchmarks.analytics_core",
+                "--steady",
+                "--rss-symbols",
+                "0",
+                "--symbols",
+                str(args.rss_symbols),
+                "--batch",
+                str(args.batch),
+                "--batches",
+                "20",
+                "--event-rate",
+                str(args.event_rate),
+                "--windows",
+                args.windows,
+            ]
             subprocess.run(command, check=True)
         return
     batches = synthetic_batches(args.symbols, args.batch, args.batches, args.event_rate)

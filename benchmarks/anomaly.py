@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from analytics.anomaly import AnomalyDetector, AnomalyStage, ScorerConfig
-from analytics.worker import AnalyticsWorker, WorkerConfig
 from benchmarks._common import row, timed, worker_drain
 from benchmarks.analytics import market as steady_market
-from ingest.producer import Producer
-from ingest.redis_server import EmbeddedRedis
-from ingest.settings import Settings
-from ingest.ticks import TickBatch
-from simulator.market import generate, preset_config
+from tickerdash.analytics.anomaly import AnomalyDetector, AnomalyStage, ScorerConfig
+from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch
+from tickerdash.simulator.market import generate, preset_config
 
 CHUNK = 10_000
 
@@ -37,7 +37,7 @@ def market(n: int, symbols: int, seed: int = 3) -> TickBatch:
         total += len(ticks)
         if total >= n:
             break
-    from ingest.ticks import concat
+    from tickerdash.ingest.ticks import concat
 
     return concat(chunks)
 
@@ -68,8 +68,14 @@ def core(ticks: TickBatch) -> None:
 def worker_rate(server: EmbeddedRedis, ticks: TickBatch, stages: tuple, prefix: str) -> float:  # type: ignore[type-arg]
     """Ticks/s of one inline worker draining the published ticks (batch entries, nothing trimmed)."""
     client = redis.Redis(port=server.port)
-    settings = Settings(redis_url=server.url, prefix=prefix, consumer="bench", block_ms=20, stream_maxlen=0,
-                        data_dir=Path(tempfile.mkdtemp()))  # fmt: skip
+    settings = Settings(
+        redis_url=server.url,
+        prefix=prefix,
+        consumer="bench",
+        block_ms=20,
+        stream_maxlen=0,
+        data_dir=Path(tempfile.mkdtemp()),
+    )
     client.flushall()  # each run starts from an empty server, as the first one does
     gc.collect()  # and without the previous run's worker state still to collect
     Producer(client, settings).publish(ticks)

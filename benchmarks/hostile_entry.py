@@ -16,8 +16,8 @@ import argparse
 import redis
 
 from benchmarks._common import synthetic_ticks, worker_process_peak_rss_mib
-from ingest.codecs import encode_batch
-from ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.codecs import encode_batch
+from tickerdash.ingest.redis_server import EmbeddedRedis
 
 
 def peak_rss_mib(server: EmbeddedRedis, rows: int) -> tuple[float, int]:
@@ -35,8 +35,9 @@ def main() -> None:
     with EmbeddedRedis(appendonly=False) as server:
         for rows in (10_000, args.rows):
             rss, letters = peak_rss_mib(server, rows)
-            print(f"worker peak RSS after one batch entry of {rows:>9,} trades: {rss:7.0f} MiB "
-                  f"({letters} dead letters)")  # fmt: skip
+            print(
+                f"worker peak RSS after one batch entry of {rows:>9,} trades: {rss:7.0f} MiB ({letters} dead letters)"
+            )
 
 
 if __name__ == "__main__":

@@ -20,17 +20,22 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from benchmarks._common import row, synthetic_ticks, timed
-from ingest.importers import DEFAULT_CHUNK_ROWS, TradeReader
+from tickerdash.ingest.importers import DEFAULT_CHUNK_ROWS, TradeReader
 
 
 def write_trades(path: Path, rows: int, quoted: bool) -> None:
     """`rows` synthetic trades as CSV: symbol, price, size, ts (ms), side, trade_id."""
     ticks = synthetic_ticks(rows)
-    table = pa.table({
-        "symbol": pa.array(np.asarray(ticks.symbols)[ticks.symbol_idx]), "price": ticks.price, "size": ticks.size,
-        "ts": ticks.ts, "side": pa.array(np.where(ticks.side > 0, "buy", "sell")),
-        "trade_id": pa.array(np.char.add("T", np.arange(rows).astype(str))),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "symbol": pa.array(np.asarray(ticks.symbols)[ticks.symbol_idx]),
+            "price": ticks.price,
+            "size": ticks.size,
+            "ts": ticks.ts,
+            "side": pa.array(np.where(ticks.side > 0, "buy", "sell")),
+            "trade_id": pa.array(np.char.add("T", np.arange(rows).astype(str))),
+        }
+    )
     style = "all_valid" if quoted else "none"
     pa_csv.write_csv(table, path, pa_csv.WriteOptions(quoting_style=style))
 
@@ -72,8 +77,12 @@ def main() -> None:
         write_trades(junk, args.rows, quoted=False)
         spoil_every_block(junk, DEFAULT_CHUNK_ROWS, b"\xff")  # not UTF-8: the block is read line by line
         print(f"{args.rows:,} trades per file ({clean.stat().st_size / 2**20:.0f} MiB clean), best of {args.rounds}")
-        files = (("clean", clean), ("strings quoted", quoted), ("an open quote in every block", unbalanced),
-                 ("a byte not UTF-8 in every block", junk))  # fmt: skip
+        files = (
+            ("clean", clean),
+            ("strings quoted", quoted),
+            ("an open quote in every block", unbalanced),
+            ("a byte not UTF-8 in every block", junk),
+        )
         for label, path in files:
             seconds, cpu, trades, rejected = read_seconds(path, args.rounds)
             row(f"{label}: {trades:,} read, {rejected:,} rejected", trades / seconds, "trades/s")

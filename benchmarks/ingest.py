@@ -16,18 +16,21 @@ import numpy as np
 import redis
 
 from benchmarks._common import redis_benchmark_xadd, row, synthetic_ticks, timed
-from ingest.producer import Producer
-from ingest.redis_server import EmbeddedRedis
-from ingest.runner import StreamRunner
-from ingest.settings import Settings
-from ingest.ticks import TickBatch
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.runner import StreamRunner
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch
 
 
 def redis_read_cost_us(client: redis.Redis, entries: int) -> dict[str, float]:
     """Redis's own time per entry (microseconds) in each read-side command since the last CONFIG RESETSTAT."""
     stats = client.info("commandstats")
-    return {name: stats[f"cmdstat_{name}"]["usec"] / entries
-            for name in ("xreadgroup", "xack") if f"cmdstat_{name}" in stats}  # fmt: skip
+    return {
+        name: stats[f"cmdstat_{name}"]["usec"] / entries
+        for name in ("xreadgroup", "xack")
+        if f"cmdstat_{name}" in stats
+    }
 
 
 def write_then_read(client: redis.Redis, settings: Settings, ticks: TickBatch, per_tick: bool) -> tuple[float, float]:
@@ -74,14 +77,19 @@ def main() -> None:
         row("per-tick entries: end to end", len(ticks) / (w + r), ref=ref)
         cost = redis_read_cost_us(client, len(ticks))
         server_us = sum(cost.values())
-        print("  Redis's own time per per-tick entry read: "
-              + ", ".join(f"{name.upper()} {us:.2f} us" for name, us in cost.items())
-              + f"; so no consumer that reads and acknowledges can exceed {1e6 / server_us:,.0f} entries/s"
-              f" ({1e6 / server_us / ref:.2f}x reference) on this server, in any language")  # fmt: skip
+        print(
+            "  Redis's own time per per-tick entry read: "
+            + ", ".join(f"{name.upper()} {us:.2f} us" for name, us in cost.items())
+            + f"; so no consumer that reads and acknowledges can exceed {1e6 / server_us:,.0f} entries/s"
+            f" ({1e6 / server_us / ref:.2f}x reference) on this server, in any language"
+        )
         ticks = synthetic_ticks(args.batch)
         w, r = write_then_read(client, settings, ticks, per_tick=False)
-        row(f"batch entries ({settings.batch_rows} rows): producer write ({len(ticks):,} ticks)", len(ticks) / w,
-            ref=ref)  # fmt: skip
+        row(
+            f"batch entries ({settings.batch_rows} rows): producer write ({len(ticks):,} ticks)",
+            len(ticks) / w,
+            ref=ref,
+        )
         row("batch entries: read through the runner (decode+ack)", len(ticks) / r, ref=ref)
         row("batch entries: end to end", len(ticks) / (w + r), ref=ref)
 

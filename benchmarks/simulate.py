@@ -17,11 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis
 
 from benchmarks._common import peak_rss_mib, redis_benchmark_xadd, row, timed
-from ingest.redis_server import EmbeddedRedis
-from ingest.settings import Settings
-from ingest.ticks import TickBatch
-from simulator.market import LabelBatch, MarketConfig, generate
-from simulator.run import Limits, RedisSink, run
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch
+from tickerdash.simulator.market import LabelBatch, MarketConfig, generate
+from tickerdash.simulator.run import Limits, RedisSink, run
 
 START = 1_700_000_000_000
 
@@ -53,8 +53,12 @@ def redis_rate(server: EmbeddedRedis, count: int, per_tick: bool, scenario: str 
     client.flushall()
     settings = Settings(redis_url=server.url, stream_maxlen=0)
     with timed() as took:
-        run(generate(market(), scenario), RedisSink(client, settings, per_tick=per_tick), start_ms=START,
-            limits=Limits(count=count))  # fmt: skip
+        run(
+            generate(market(), scenario),
+            RedisSink(client, settings, per_tick=per_tick),
+            start_ms=START,
+            limits=Limits(count=count),
+        )
     client.flushall()
     return count / took[0]
 
@@ -89,12 +93,19 @@ def main() -> None:
         print(f"Redis {server.binary} on port {server.port} (appendonly no)")
         row("reference: redis-benchmark XADD, pipeline 256", ref, "req/s")
         row(f"into Redis, batch entries ({args.batch:,} ticks)", redis_rate(server, args.batch, False, None), ref=ref)
-        row("into Redis, batch entries, evaluation scenario",
-            redis_rate(server, args.batch, False, "evaluation"), ref=ref)  # fmt: skip
-        row(f"into Redis, per-tick entries ({args.per_tick:,} ticks)",
-            redis_rate(server, args.per_tick, True, None), ref=ref)  # fmt: skip
-    child = subprocess.run([sys.executable, __file__, "--memory-child", str(args.memory)], capture_output=True,
-                           text=True, check=True)  # fmt: skip
+        row(
+            "into Redis, batch entries, evaluation scenario",
+            redis_rate(server, args.batch, False, "evaluation"),
+            ref=ref,
+        )
+        row(
+            f"into Redis, per-tick entries ({args.per_tick:,} ticks)",
+            redis_rate(server, args.per_tick, True, None),
+            ref=ref,
+        )
+    child = subprocess.run(
+        [sys.executable, __file__, "--memory-child", str(args.memory)], capture_output=True, text=True, check=True
+    )
     warm, peak = (float(x) for x in child.stdout.split())
     row("peak RSS after the first chunk (fresh process, 500 symbols)", warm, "MiB")
     row(f"peak RSS after {args.memory:,} ticks (limit 1024 MiB)", peak, "MiB")

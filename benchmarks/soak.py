@@ -56,10 +56,10 @@ import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from analytics.worker import PartitionState, WorkerConfig
-from ingest.codecs import as_text
-from ingest.keys import Keys
-from ingest.redis_server import EmbeddedRedis, free_port
+from tickerdash.analytics.worker import PartitionState, WorkerConfig
+from tickerdash.ingest.codecs import as_text
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.redis_server import EmbeddedRedis, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "tickerdash"
@@ -206,8 +206,9 @@ class ClientStats:
     gateway_clients: int | None = None  # the count in the latest health the gateway pushed
 
 
-async def _page(url: str, stats: ClientStats, visit: Callable[[ClientConnection], Awaitable[None]], *,
-                read: bool) -> None:  # fmt: skip
+async def _page(
+    url: str, stats: ClientStats, visit: Callable[[ClientConnection], Awaitable[None]], *, read: bool
+) -> None:
     """Connect, `visit`, and connect again RECONNECT_AFTER_S after the connection ended, until cancelled.
 
     A page that never reads sends no pings of its own either (it would not see the pongs)."""
@@ -295,10 +296,12 @@ class Pages:
 
     async def _start(self) -> None:
         stats = self.stats
-        self._tasks = [asyncio.create_task(_page(self.url, stats, reading_page(i, stats), read=True))
-                       for i in range(self.readers)]  # fmt: skip
-        self._tasks += [asyncio.create_task(_page(self.url, stats, silent_page(i, stats), read=False))
-                        for i in range(self.silent)]  # fmt: skip
+        self._tasks = [
+            asyncio.create_task(_page(self.url, stats, reading_page(i, stats), read=True)) for i in range(self.readers)
+        ]
+        self._tasks += [
+            asyncio.create_task(_page(self.url, stats, silent_page(i, stats), read=False)) for i in range(self.silent)
+        ]
 
     def stop(self) -> None:
         """Close every client and stop the loop."""
@@ -533,8 +536,14 @@ def _started(workdir: Path, env: dict[str, str]) -> Iterator[Callable[[str, list
     def start(name: str, args: list[str]) -> Child:
         log = workdir / f"{name}.log"
         with log.open("wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "tickerdash", *args], env=env, cwd=workdir,
-                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tickerdash", *args],
+                env=env,
+                cwd=workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         child = Child(name, process, log)
         children.append(child)
         return child
@@ -550,13 +559,20 @@ def run_soak(config: SoakConfig, say: Callable[[str], None] = print) -> SoakResu
     """Run the soak and return its figures (`say` gets a line per row as the run goes)."""
     result = SoakResult(config)
     keys = Keys(PREFIX)
-    with tempfile.TemporaryDirectory(prefix="tickerdash-soak-") as tmp, \
-            EmbeddedRedis(Path(tmp) / "redis", appendonly=False) as server:  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory(prefix="tickerdash-soak-") as tmp,
+        EmbeddedRedis(Path(tmp) / "redis", appendonly=False) as server,
+    ):
         workdir = Path(tmp)
         client = redis.Redis(port=server.port)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-               "TICKERDASH_REDIS_URL": server.url, "TICKERDASH_DATA_DIR": str(workdir / "data"),
-               "TICKERDASH_PREFIX": PREFIX, "COLUMNS": "200"}  # fmt: skip
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            "TICKERDASH_REDIS_URL": server.url,
+            "TICKERDASH_DATA_DIR": str(workdir / "data"),
+            "TICKERDASH_PREFIX": PREFIX,
+            "COLUMNS": "200",
+        }
         env.pop("TICKERDASH_PARTITIONS", None)
         port, ws_port = free_port(), free_port()
         pages = Pages(f"ws://127.0.0.1:{ws_port}/", config.clients - config.silent_clients, config.silent_clients)
@@ -566,12 +582,31 @@ def run_soak(config: SoakConfig, say: Callable[[str], None] = print) -> SoakResu
             _wait_until(lambda: client.get(lease) == b"soak", "analytics lease", 120, [worker])
             dashboard = start("dashboard", ["dashboard", "--port", str(port), "--ws-port", str(ws_port)])
             _wait_until(lambda: _listening(ws_port) and _listening(port), "dashboard ports", 120, [dashboard])
-            simulator = start("simulate", [
-                "simulate", "--rate", str(config.rate), "--market-rate", str(config.event_rate), "--session-s", "86400",
-                "--universe", str(config.universe), "--count", str(config.ticks), "--seed", "1", "--quiet",
-            ])  # fmt: skip
-            processes = {REDIS_NAME: server.process, "simulate": simulator.process, "analytics": worker.process,
-                         "dashboard": dashboard.process}  # fmt: skip
+            simulator = start(
+                "simulate",
+                [
+                    "simulate",
+                    "--rate",
+                    str(config.rate),
+                    "--market-rate",
+                    str(config.event_rate),
+                    "--session-s",
+                    "86400",
+                    "--universe",
+                    str(config.universe),
+                    "--count",
+                    str(config.ticks),
+                    "--seed",
+                    "1",
+                    "--quiet",
+                ],
+            )
+            processes = {
+                REDIS_NAME: server.process,
+                "simulate": simulator.process,
+                "analytics": worker.process,
+                "dashboard": dashboard.process,
+            }
             say(f"redis-server {server.binary} on port {server.port} (appendonly no); logs in {workdir}")
             say(header(list(processes)))
             try:
@@ -592,9 +627,17 @@ def run_soak(config: SoakConfig, say: Callable[[str], None] = print) -> SoakResu
                         stream.catch_up()
                         lag, pending = group_lag(client, keys.ticks(), GROUP)
                         rate = (stream.ticks - last_ticks) / max(now - last_probe, 1e-9)
-                        sample = Sample(now - began, stream.ticks, rate, lag, pending, client.xlen(keys.deadletter),
-                                        {name: memory_of(p.pid) for name, p in processes.items() if p},
-                                        ClientStats(**vars(pages.stats)), "")  # fmt: skip
+                        sample = Sample(
+                            now - began,
+                            stream.ticks,
+                            rate,
+                            lag,
+                            pending,
+                            client.xlen(keys.deadletter),
+                            {name: memory_of(p.pid) for name, p in processes.items() if p},
+                            ClientStats(**vars(pages.stats)),
+                            "",
+                        )
                         last_probe, last_ticks = now, stream.ticks
                         if sample.at_s - last_row >= config.every_s or finished:
                             sample.web = _web_status(port)
@@ -611,25 +654,38 @@ def run_soak(config: SoakConfig, say: Callable[[str], None] = print) -> SoakResu
                 result.exits["simulate"] = simulator.process.returncode
                 result.simulator_rate, result.simulator_s, written = _simulator_summary(simulator)
                 drained_from = time.monotonic()
-                _wait_until(lambda: group_lag(client, keys.ticks(), GROUP) == (0, 0), "drained stream",
-                            config.drain_timeout_s, [worker])  # fmt: skip
+                _wait_until(
+                    lambda: group_lag(client, keys.ticks(), GROUP) == (0, 0),
+                    "drained stream",
+                    config.drain_timeout_s,
+                    [worker],
+                )
                 result.drain_s = time.monotonic() - drained_from
                 stream.catch_up()
             finally:
                 pages.stop()
             result.exits["dashboard"] = stop_child(dashboard)
             result.exits["analytics"] = stop_child(worker, timeout_s=180)
-            result.failures = {child.name: child.tail() for child in (simulator, dashboard, worker)
-                               if child.process.returncode not in (0, None)}  # fmt: skip
+            result.failures = {
+                child.name: child.tail()
+                for child in (simulator, dashboard, worker)
+                if child.process.returncode not in (0, None)
+            }
         dead_ticks, result.reasons = dead_letters(client, keys.deadletter)
         closed, bars = closed_bar_ticks(client, keys, COUNTED_BARS)
         still_open, checkpoint_id = open_bar_ticks(client, keys, COUNTED_BARS_MS)
         result.accounting = Accounting(
-            written=written, on_stream=stream.ticks, trimmed_unread=stream.trimmed(), closed_bars=closed, bars=bars,
-            open_bars=still_open, checkpoint_last_id=checkpoint_id,
+            written=written,
+            on_stream=stream.ticks,
+            trimmed_unread=stream.trimmed(),
+            closed_bars=closed,
+            bars=bars,
+            open_bars=still_open,
+            checkpoint_last_id=checkpoint_id,
             stream_last_id=as_text(client.xinfo_stream(keys.ticks())["last-generated-id"]),
-            dead_lettered=dead_ticks, losses=reported_losses(client, keys),
-        )  # fmt: skip
+            dead_lettered=dead_ticks,
+            losses=reported_losses(client, keys),
+        )
         client.close()
     return result
 
@@ -649,16 +705,20 @@ def _row_text(sample: Sample, names: list[str]) -> str:
     lag = "?" if sample.lag is None else f"{sample.lag:,}"
     memory = "  ".join(f"{(m.text() if (m := sample.memory.get(n)) else 'gone'):>9}" for n in names)
     pages = sample.pages
-    return (f"  {sample.at_s / 60:6.1f} {sample.stream_ticks:>12,} {sample.rate:>9,.0f} {lag:>7} {sample.pending:>7,} "
-            f"{sample.dead:>6,} {pages.open:>5}/{pages.gateway_clients or 0:<4} {sample.web:>4}  "
-            f"{memory}")  # fmt: skip
+    return (
+        f"  {sample.at_s / 60:6.1f} {sample.stream_ticks:>12,} {sample.rate:>9,.0f} {lag:>7} {sample.pending:>7,} "
+        f"{sample.dead:>6,} {pages.open:>5}/{pages.gateway_clients or 0:<4} {sample.web:>4}  "
+        f"{memory}"
+    )
 
 
 def header(names: list[str]) -> str:
     """The column titles of the rows `run_soak` prints."""
     memory = "  ".join(f"{n[:9]:>9}" for n in names)
-    return (f"  {'min':>6} {'ticks in':>12} {'ticks/s':>9} {'lag':>7} {'pending':>7} {'dead':>6} {'pages':>10} "
-            f"{'web':>4}  {memory}   (RSS MiB, +children)")  # fmt: skip
+    return (
+        f"  {'min':>6} {'ticks in':>12} {'ticks/s':>9} {'lag':>7} {'pending':>7} {'dead':>6} {'pages':>10} "
+        f"{'web':>4}  {memory}   (RSS MiB, +children)"
+    )
 
 
 def memory_verdicts(result: SoakResult) -> list[tuple[str, float, float, float, bool]]:
@@ -683,10 +743,15 @@ def memory_verdicts(result: SoakResult) -> list[tuple[str, float, float, float, 
 def report(result: SoakResult, say: Callable[[str], None] = print) -> None:
     """Print the memory verdicts, the dead letters, the clients and the accounting."""
     config = result.config
-    rate = f"{result.simulator_rate:,.0f} ticks/s over {result.simulator_s:,.0f} s" if result.simulator_rate else \
-        "unknown (the simulator did not finish)"  # fmt: skip
-    say(f"\nSimulator: asked {config.rate:,} ticks/s, achieved {rate}; worker drained in {result.drain_s or 0:.1f} s"
-        " after it")  # fmt: skip
+    rate = (
+        f"{result.simulator_rate:,.0f} ticks/s over {result.simulator_s:,.0f} s"
+        if result.simulator_rate
+        else "unknown (the simulator did not finish)"
+    )
+    say(
+        f"\nSimulator: asked {config.rate:,} ticks/s, achieved {rate}; worker drained in {result.drain_s or 0:.1f} s"
+        " after it"
+    )
     warm = min(config.warmup_s, result.samples[-1].at_s if result.samples else 0)
     say(f"\nResident memory (VmRSS of each process itself), warm-up = first {warm / 60:.1f} min:")
     for name, start, end, peak, flat in memory_verdicts(result):
@@ -694,13 +759,17 @@ def report(result: SoakResult, say: Callable[[str], None] = print) -> None:
         verdict = "flat within 10%" if flat else "NOT flat within 10%"
         if not flat and end < start and peak <= start * (1 + FLAT_WITHIN):
             verdict += ": it shrank, and never grew by more than 10%"
-        say(f"  {name:<12} warm-up {start:8,.0f} MiB  end {end:8,.0f} MiB  ratio {end / start:5.2f}  "
-            f"peak {peak:8,.0f} MiB ({peak / start:4.2f})  {verdict}{note}")
+        say(
+            f"  {name:<12} warm-up {start:8,.0f} MiB  end {end:8,.0f} MiB  ratio {end / start:5.2f}  "
+            f"peak {peak:8,.0f} MiB ({peak / start:4.2f})  {verdict}{note}"
+        )
     pages = result.pages
-    say(f"\nPages: {config.clients - config.silent_clients} reading, {config.silent_clients} never reading; "
+    say(
+        f"\nPages: {config.clients - config.silent_clients} reading, {config.silent_clients} never reading; "
         f"{pages.connects:,} connections, {pages.drops:,} closed by the gateway ({pages.silent_drops:,} of silent "
         f"ones), {pages.refused:,} refused; {pages.frames:,} frames read ({pages.merged_frames:,} merged), "
-        f"{pages.bytes / 2**20:,.0f} MiB; {pages.requests:,} requests, {pages.bar_replies:,} bar replies read")
+        f"{pages.bytes / 2**20:,.0f} MiB; {pages.requests:,} requests, {pages.bar_replies:,} bar replies read"
+    )
     say(f"Exit codes: {', '.join(f'{k} {v}' for k, v in result.exits.items())}")
     for name, tail in result.failures.items():
         say(f"  {name} failed; the end of its output:\n{tail}")
@@ -711,14 +780,20 @@ def report(result: SoakResult, say: Callable[[str], None] = print) -> None:
         return
     say("\nAccounting (after the worker drained the stream and stopped):")
     written = "unknown" if acc.written is None else f"{acc.written:,}"
-    say(f"  ticks in:  the simulator wrote {written}; read off the stream {acc.on_stream:,}"
-        + (f" ({acc.trimmed_unread:,} entries were trimmed before the soak read them)" if acc.trimmed_unread else ""))
+    say(
+        f"  ticks in:  the simulator wrote {written}; read off the stream {acc.on_stream:,}"
+        + (f" ({acc.trimmed_unread:,} entries were trimmed before the soak read them)" if acc.trimmed_unread else "")
+    )
     losses = ", ".join(f"{k} {v:,}" for k, v in acc.losses.items()) or "no loss counter under tickerdash:_:"
-    say(f"  accounted: {acc.closed_bars:,} in {acc.bars:,} closed {COUNTED_BARS} bars + {acc.open_bars:,} in open bars"
+    say(
+        f"  accounted: {acc.closed_bars:,} in {acc.bars:,} closed {COUNTED_BARS} bars + {acc.open_bars:,} in open bars"
         f" (checkpoint at {acc.checkpoint_last_id}, stream ends at {acc.stream_last_id}) + {acc.dead_lettered:,}"
-        f" dead-lettered + {sum(acc.losses.values()):,} reported lost ({losses}) = {acc.accounted:,}")
-    say(f"  ticks in {acc.ticks_in:,} {'==' if acc.matches else '!='} accounted for {acc.accounted:,}: "
-        f"{'MATCH' if acc.matches else 'MISMATCH'}")
+        f" dead-lettered + {sum(acc.losses.values()):,} reported lost ({losses}) = {acc.accounted:,}"
+    )
+    say(
+        f"  ticks in {acc.ticks_in:,} {'==' if acc.matches else '!='} accounted for {acc.accounted:,}: "
+        f"{'MATCH' if acc.matches else 'MISMATCH'}"
+    )
 
 
 def main() -> None:
@@ -736,14 +811,21 @@ def main() -> None:
         parser.error("--silent-clients must be between 0 and --clients")
     seconds = args.minutes * 60
     config = SoakConfig(
-        minutes=args.minutes, rate=args.rate, clients=args.clients, silent_clients=args.silent_clients,
-        universe=args.universe, market_rate=args.market_rate,
+        minutes=args.minutes,
+        rate=args.rate,
+        clients=args.clients,
+        silent_clients=args.silent_clients,
+        universe=args.universe,
+        market_rate=args.market_rate,
         every_s=args.every or min(60.0, max(PROBE_S, seconds / 12)),
         warmup_s=(args.warmup * 60) if args.warmup is not None else min(300.0, seconds / 4),
-    )  # fmt: skip
-    print(f"Soak: {config.minutes:g} min at {config.rate:,} ticks/s ({config.ticks:,} ticks) over {config.universe} "
-          f"symbols; analytics (default stages), dashboard, {config.clients} websocket clients "
-          f"({config.silent_clients} never read)", flush=True)  # fmt: skip
+    )
+    print(
+        f"Soak: {config.minutes:g} min at {config.rate:,} ticks/s ({config.ticks:,} ticks) over {config.universe} "
+        f"symbols; analytics (default stages), dashboard, {config.clients} websocket clients "
+        f"({config.silent_clients} never read)",
+        flush=True,
+    )
     try:
         result = run_soak(config, lambda line: print(line, flush=True))
     except KeyboardInterrupt:

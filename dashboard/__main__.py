@@ -1,10 +1,10 @@
-"""`python -m dashboard`: the dashboard command on its own (for containers)."""
+"""`python -m tickerdash.dashboard`: the dashboard command on its own (for containers)."""
 
 from __future__ import annotations
 
 import typer
 
-from dashboard.cli import dashboard
+from tickerdash.dashboard.cli import dashboard
 
 
 def main() -> None:

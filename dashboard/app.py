@@ -18,12 +18,12 @@ import dash
 import flask
 import redis
 
-from dashboard import callbacks, figures, history
-from dashboard.auth import TOKEN_COOKIE, TOKEN_QUERY, allowed_hosts, presented_token, refusal, token_accepted
-from dashboard.gateway import INTERVALS
-from dashboard.layout import build_layout
-from ingest.keys import Keys
-from ingest.settings import Settings
+from tickerdash.dashboard import callbacks, figures, history
+from tickerdash.dashboard.auth import TOKEN_COOKIE, TOKEN_QUERY, allowed_hosts, presented_token, refusal, token_accepted
+from tickerdash.dashboard.gateway import INTERVALS
+from tickerdash.dashboard.layout import build_layout
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).parent / "assets"
@@ -32,12 +32,26 @@ CHART_PATH = "/tickerdash/chart"
 MAX_SYMBOL_CHARS = 64
 
 
-def create_app(client: redis.Redis, keys: Keys, settings: Settings, *, ws_port: int, ws_url: str | None = None,
-               token: str | None = None, hosts: frozenset[str] | None = None) -> dash.Dash:  # fmt: skip
+def create_app(
+    client: redis.Redis,
+    keys: Keys,
+    settings: Settings,
+    *,
+    ws_port: int,
+    ws_url: str | None = None,
+    token: str | None = None,
+    hosts: frozenset[str] | None = None,
+) -> dash.Dash:
     """The dashboard as a Dash app whose Flask server checks Host and Origin, and the token (when set), on every
     request; `hosts` are the names it answers to (dashboard.auth.allowed_hosts, loopback by default)."""
-    app = dash.Dash(__name__, title="Tickerdash", assets_folder=str(ASSETS), serve_locally=True,
-                    update_title="", external_scripts=[PLOTLY_PATH])  # fmt: skip
+    app = dash.Dash(
+        __name__,
+        title="Tickerdash",
+        assets_folder=str(ASSETS),
+        serve_locally=True,
+        update_title="",
+        external_scripts=[PLOTLY_PATH],
+    )
     app.layout = build_layout(ws_port, ws_url)
     callbacks.register(app, client, keys, settings)
     _chart_routes(app.server, client, keys)
@@ -62,20 +76,28 @@ def _chart_routes(server: flask.Flask, client: redis.Redis, keys: Keys) -> None:
         style = args.get("style", "candles")
         overlays = [o for o in args.get("overlays", ",".join(figures.OVERLAYS)).split(",") if o in figures.OVERLAYS]
         if interval not in INTERVALS or style not in figures.STYLES or len(symbol or "") > MAX_SYMBOL_CHARS:
-            return flask.Response(f"interval must be one of {', '.join(INTERVALS)}, style one of "
-                                  f"{', '.join(figures.STYLES)}, symbol at most {MAX_SYMBOL_CHARS} characters\n",
-                                  status=400, mimetype="text/plain")  # fmt: skip
+            return flask.Response(
+                f"interval must be one of {', '.join(INTERVALS)}, style one of "
+                f"{', '.join(figures.STYLES)}, symbol at most {MAX_SYMBOL_CHARS} characters\n",
+                status=400,
+                mimetype="text/plain",
+            )
         if symbol is None:
-            figure = figures.price_figure(figures.BarHistory(), symbol=None, interval=interval, style=style,
-                                          overlays=overlays)  # fmt: skip
+            figure = figures.price_figure(
+                figures.BarHistory(), symbol=None, interval=interval, style=style, overlays=overlays
+            )
         else:
             bars = history.read_bars(client, keys, symbol, interval)
             bars = bars.with_open_bar(history.read_open_bar(client, keys, symbol, interval))
             figure = figures.price_figure(
-                bars, symbol=symbol, interval=interval, style=style, overlays=overlays,
+                bars,
+                symbol=symbol,
+                interval=interval,
+                style=style,
+                overlays=overlays,
                 alerts=history.read_alert_markers(client, keys, symbol),
                 anomalies=history.read_anomaly_markers(client, keys, symbol),
-            )  # fmt: skip
+            )
         response = flask.Response(figure.to_json(), mimetype="application/json")
         response.cache_control.no_store = True
         return response
@@ -102,16 +124,17 @@ def _guard(server: flask.Flask, token: str) -> None:
     @server.before_request
     def _require_token() -> Any:
         request = flask.request
-        presented = presented_token(request.query_string.decode(), request.headers.get("Cookie"),
-                                    request.headers.get("Authorization"))  # fmt: skip
+        presented = presented_token(
+            request.query_string.decode(), request.headers.get("Cookie"), request.headers.get("Authorization")
+        )
         if not token_accepted(token, presented):
-            return flask.Response("a valid token is required: open the dashboard with ?token=...\n", status=401,
-                                  mimetype="text/plain")  # fmt: skip
+            return flask.Response(
+                "a valid token is required: open the dashboard with ?token=...\n", status=401, mimetype="text/plain"
+            )
         if TOKEN_QUERY in request.args:
             # Swap the token in the address bar for a cookie: it then stays out of history and logs,
             # and the browser sends it to the gateway's handshake too (cookies ignore ports).
             response = flask.redirect(request.path, code=303)
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict",
-                                secure=request.scheme == "https")  # fmt: skip
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=request.scheme == "https")
             return response
         return None

@@ -52,8 +52,10 @@ def required_token(host: str, token: str | None) -> str | None:
     if not token:
         raise TokenRequiredError(f"binding {host} (not loopback) needs a token: {HOW_TO_SET_TOKEN}")
     if token.strip().lower() in PLACEHOLDER_TOKENS or len(token) < MIN_TOKEN_CHARS:
-        raise TokenRequiredError(f"binding {host} (not loopback) needs a real token, not a placeholder or one "
-                                 f"shorter than {MIN_TOKEN_CHARS} characters: {HOW_TO_SET_TOKEN}")  # fmt: skip
+        raise TokenRequiredError(
+            f"binding {host} (not loopback) needs a real token, not a placeholder or one "
+            f"shorter than {MIN_TOKEN_CHARS} characters: {HOW_TO_SET_TOKEN}"
+        )
     return token
 
 
@@ -107,8 +109,10 @@ def origin_accepted(allowed: frozenset[str], host_header: str | None, origin: st
 def refusal(allowed: frozenset[str], host_header: str | None, origin: str | None) -> tuple[int, str] | None:
     """The HTTP status and message refusing a request's Host or Origin, or None when both are fine."""
     if not host_accepted(allowed, host_header):
-        return 421, (f"this dashboard does not answer to the host {host_header!r}: open it as "
-                     f"{', '.join(sorted(allowed))} or an IP address, or add the name to TICKERDASH_ALLOWED_HOSTS\n")
+        return 421, (
+            f"this dashboard does not answer to the host {host_header!r}: open it as "
+            f"{', '.join(sorted(allowed))} or an IP address, or add the name to TICKERDASH_ALLOWED_HOSTS\n"
+        )
     if not origin_accepted(allowed, host_header, origin):
         return 403, f"requests from pages of {origin!r} are refused (cross-origin)\n"
     return None

@@ -11,12 +11,12 @@ import dash
 import redis
 from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
-from analytics.export import ExportError
-from dashboard import downloads
-from dashboard.layout import RULE_FIELDS
-from dashboard.rules_panel import RuleEditor, RuleFormError
-from ingest.keys import Keys
-from ingest.settings import Settings
+from tickerdash.analytics.export import ExportError
+from tickerdash.dashboard import downloads
+from tickerdash.dashboard.layout import RULE_FIELDS
+from tickerdash.dashboard.rules_panel import RuleEditor, RuleFormError
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.settings import Settings
 
 FIELD_NAMES = tuple(f for f, *_ in RULE_FIELDS)
 
@@ -137,17 +137,36 @@ def rules_table(rules: list[dict[str, Any]]) -> html.Table | html.P:
     rows = []
     for rule in rules:
         rule_id = rule["id"]
-        rows.append(html.Tr([
-            html.Td(rule_id), html.Td(rule["symbol"]), html.Td(rule["drop_pct"]), html.Td(rule["window"]),
-            html.Td(rule["cooldown"]), html.Td(rule["name"]),
-            html.Td("enabled" if rule["enabled"] else "disabled"),
-            html.Td([
-                html.Button("edit", id={"type": "rule-edit", "rule": rule_id}, className="td-button td-small"),
-                html.Button("disable" if rule["enabled"] else "enable",
-                            id={"type": "rule-set-enabled", "rule": rule_id, "enabled": not rule["enabled"]},
-                            className="td-button td-small"),
-                html.Button("delete", id={"type": "rule-delete", "rule": rule_id},
-                            className="td-button td-small td-danger"),
-            ]),
-        ], id=f"rule-row-{rule_id}", className="td-rule-row"))  # fmt: skip
+        rows.append(
+            html.Tr(
+                [
+                    html.Td(rule_id),
+                    html.Td(rule["symbol"]),
+                    html.Td(rule["drop_pct"]),
+                    html.Td(rule["window"]),
+                    html.Td(rule["cooldown"]),
+                    html.Td(rule["name"]),
+                    html.Td("enabled" if rule["enabled"] else "disabled"),
+                    html.Td(
+                        [
+                            html.Button(
+                                "edit", id={"type": "rule-edit", "rule": rule_id}, className="td-button td-small"
+                            ),
+                            html.Button(
+                                "disable" if rule["enabled"] else "enable",
+                                id={"type": "rule-set-enabled", "rule": rule_id, "enabled": not rule["enabled"]},
+                                className="td-button td-small",
+                            ),
+                            html.Button(
+                                "delete",
+                                id={"type": "rule-delete", "rule": rule_id},
+                                className="td-button td-small td-danger",
+                            ),
+                        ]
+                    ),
+                ],
+                id=f"rule-row-{rule_id}",
+                className="td-rule-row",
+            )
+        )
     return html.Table([html.Thead(header), html.Tbody(rows)], className="td-table", id="rules-table")

@@ -6,10 +6,10 @@ import logging
 
 import typer
 
-from dashboard.auth import TokenRequiredError
-from ingest.clikit import fail, freeze_import_objects, load_settings
-from ingest.keys import Keys
-from ingest.redis_server import redis_url
+from tickerdash.dashboard.auth import TokenRequiredError
+from tickerdash.ingest.clikit import fail, freeze_import_objects, load_settings
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.redis_server import redis_url
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,9 @@ def dashboard(
     ),
 ) -> None:
     """Serve the live dashboard: charts pushed over websockets, alerts, anomalies, rule editor, health."""
-    from dashboard.server import DashboardServer  # dash, plotly, pandas: only the command that serves loads them
+    from tickerdash.dashboard.server import (
+        DashboardServer,
+    )  # dash, plotly, pandas: only the command that serves loads them
 
     settings = load_settings()
     with redis_url(settings) as url:

@@ -16,8 +16,8 @@ from typing import Any, Literal, cast
 
 import redis
 
-from analytics.export import ExportRequest, export_bars, export_bytes, parse_time
-from ingest.settings import Settings
+from tickerdash.analytics.export import ExportRequest, export_bars, export_bytes, parse_time
+from tickerdash.ingest.settings import Settings
 
 INTERVALS = ("1s", "1m", "1h", "1d")
 FORMATS = ("parquet", "csv")
@@ -41,12 +41,14 @@ def request_from_form(symbols: Any, interval: Any, start: Any, end: Any, fmt: An
     names = tuple(dict.fromkeys(s.strip().upper() for s in _text(symbols).split(",") if s.strip()))
     start_text, end_text = _text(start), _text(end)
     return ExportRequest(
-        symbols=names or None, interval=_text(interval), tz="UTC",
+        symbols=names or None,
+        interval=_text(interval),
+        tz="UTC",
         start_ms=parse_time(start_text) if start_text else None,
         end_ms=parse_time(end_text, end=True) if end_text else None,
         format=cast(Literal["parquet", "csv"], _text(fmt)),
         include=tuple(name for name in (include or ()) if name in INCLUDES),
-    )  # fmt: skip
+    )
 
 
 def export_download(client: redis.Redis, settings: Settings, request: ExportRequest) -> Download:

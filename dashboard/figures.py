@@ -47,11 +47,14 @@ class BarHistory:
         keep = [i for i, s in enumerate(self.start) if s < start]
         estimate = (bar[2] + bar[3] + bar[4]) / 3  # an open bar has no VWAP yet: typical price
         return BarHistory(
-            start=[self.start[i] for i in keep] + [start], open=[self.open[i] for i in keep] + [float(bar[1])],
-            high=[self.high[i] for i in keep] + [float(bar[2])], low=[self.low[i] for i in keep] + [float(bar[3])],
+            start=[self.start[i] for i in keep] + [start],
+            open=[self.open[i] for i in keep] + [float(bar[1])],
+            high=[self.high[i] for i in keep] + [float(bar[2])],
+            low=[self.low[i] for i in keep] + [float(bar[3])],
             close=[self.close[i] for i in keep] + [float(bar[4])],
-            volume=[self.volume[i] for i in keep] + [float(bar[5])], vwap=[self.vwap[i] for i in keep] + [estimate],
-        )  # fmt: skip
+            volume=[self.volume[i] for i in keep] + [float(bar[5])],
+            vwap=[self.vwap[i] for i in keep] + [estimate],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +106,15 @@ def cumulative_vwap(vwaps: Sequence[float], volumes: Sequence[float]) -> list[fl
 def _markers(markers: Iterable[Marker], name: str, symbol: str, colour: str) -> go.Scatter:
     items = list(markers)
     return go.Scatter(
-        x=[m.ts for m in items], y=[m.price for m in items], hovertext=[plain_text(m.text) for m in items],
-        hoverinfo="text+x", mode="markers", name=name, yaxis="y",
+        x=[m.ts for m in items],
+        y=[m.price for m in items],
+        hovertext=[plain_text(m.text) for m in items],
+        hoverinfo="text+x",
+        mode="markers",
+        name=name,
+        yaxis="y",
         marker={"symbol": symbol, "size": 12, "color": colour, "line": {"width": 1, "color": "#222"}},
-    )  # fmt: skip
+    )
 
 
 def price_figure(
@@ -125,35 +133,73 @@ def price_figure(
     x = bars.start
     figure = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25], vertical_spacing=0.03)
     traces: dict[str, Any] = {
-        "candles": go.Candlestick(x=x, open=bars.open, high=bars.high, low=bars.low, close=bars.close,
-                                  name="price", visible=style == "candles",
-                                  increasing={"line": {"color": UP_COLOUR}},
-                                  decreasing={"line": {"color": DOWN_COLOUR}}),
-        "line": go.Scatter(x=x, y=bars.close, mode="lines", name="price", visible=style == "line",
-                           line={"color": "#1f77b4", "width": 1.5}),
-        "sma": go.Scatter(x=x, y=simple_moving_average(bars.close, SMA_PERIOD), mode="lines",
-                          name=f"SMA {SMA_PERIOD}", visible="sma" in shown, line={"color": "#ff9800", "width": 1}),
-        "ema": go.Scatter(x=x, y=exponential_moving_average(bars.close, EMA_PERIOD), mode="lines",
-                          name=f"EMA {EMA_PERIOD}", visible="ema" in shown, line={"color": "#9c27b0", "width": 1}),
-        "vwap": go.Scatter(x=x, y=cumulative_vwap(bars.vwap, bars.volume), mode="lines", name="VWAP",
-                           visible="vwap" in shown, line={"color": "#607d8b", "width": 1, "dash": "dot"}),
-        "volume": go.Bar(x=x, y=bars.volume, customdata=bars.vwap, name="volume", showlegend=False,
-                         marker={"color": "#90a4ae"}),
+        "candles": go.Candlestick(
+            x=x,
+            open=bars.open,
+            high=bars.high,
+            low=bars.low,
+            close=bars.close,
+            name="price",
+            visible=style == "candles",
+            increasing={"line": {"color": UP_COLOUR}},
+            decreasing={"line": {"color": DOWN_COLOUR}},
+        ),
+        "line": go.Scatter(
+            x=x,
+            y=bars.close,
+            mode="lines",
+            name="price",
+            visible=style == "line",
+            line={"color": "#1f77b4", "width": 1.5},
+        ),
+        "sma": go.Scatter(
+            x=x,
+            y=simple_moving_average(bars.close, SMA_PERIOD),
+            mode="lines",
+            name=f"SMA {SMA_PERIOD}",
+            visible="sma" in shown,
+            line={"color": "#ff9800", "width": 1},
+        ),
+        "ema": go.Scatter(
+            x=x,
+            y=exponential_moving_average(bars.close, EMA_PERIOD),
+            mode="lines",
+            name=f"EMA {EMA_PERIOD}",
+            visible="ema" in shown,
+            line={"color": "#9c27b0", "width": 1},
+        ),
+        "vwap": go.Scatter(
+            x=x,
+            y=cumulative_vwap(bars.vwap, bars.volume),
+            mode="lines",
+            name="VWAP",
+            visible="vwap" in shown,
+            line={"color": "#607d8b", "width": 1, "dash": "dot"},
+        ),
+        "volume": go.Bar(
+            x=x, y=bars.volume, customdata=bars.vwap, name="volume", showlegend=False, marker={"color": "#90a4ae"}
+        ),
         "alerts": _markers(alerts, "alerts", "triangle-down", "#d32f2f"),
         "anomalies": _markers(anomalies, "anomalies", "diamond", "#ffb300"),
-    }  # fmt: skip
+    }
     for role in ROLES:
         figure.add_trace(traces[role], row=2 if role == "volume" else 1, col=1)
     title = f"{symbol} · {interval} bars (UTC)" if symbol else "waiting for the first trades…"
     figure.update_layout(
         title={"text": plain_text(title), "x": 0.01},
-        margin={"l": 50, "r": 20, "t": 40, "b": 30}, template="plotly_white",
+        margin={"l": 50, "r": 20, "t": 40, "b": 30},
+        template="plotly_white",
         legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
         uirevision=f"{symbol}:{interval}",  # keep the user's zoom while points stream in
-        meta={"symbol": symbol, "interval": interval, "roles": {role: i for i, role in enumerate(ROLES)},
-              "sma_period": SMA_PERIOD, "ema_period": EMA_PERIOD,
-              "generation": generation if generation is not None else time.time_ns()},
-    )  # fmt: skip
+        meta={
+            "symbol": symbol,
+            "interval": interval,
+            "roles": {role: i for i, role in enumerate(ROLES)},
+            "sma_period": SMA_PERIOD,
+            "ema_period": EMA_PERIOD,
+            "generation": generation if generation is not None else time.time_ns(),
+        },
+    )
     figure.update_xaxes(type="date", rangeslider_visible=False)
     figure.update_yaxes(title_text="volume", row=2, col=1)
     return figure

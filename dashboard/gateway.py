@@ -49,11 +49,11 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from analytics.live import decode_updates, live_key, snapshot_key
-from dashboard.auth import allowed_hosts, presented_token, refusal, token_accepted
-from ingest.codecs import as_text
-from ingest.keys import Keys
-from ingest.reconnect import Outage
+from tickerdash.analytics.live import decode_updates, live_key, snapshot_key
+from tickerdash.dashboard.auth import allowed_hosts, presented_token, refusal, token_accepted
+from tickerdash.ingest.codecs import as_text
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.reconnect import Outage
 
 log = logging.getLogger(__name__)
 
@@ -146,20 +146,30 @@ class Frame:
         """The JSON text of the frame, encoded once however many clients get it."""
         if self._payload is None:
             self._payload = to_json(
-                {"type": "frame", "seq": self.seq, "ids": self.ids, "updates": list(self.updates.values()),
-                 "alerts": self.alerts, "anomalies": self.anomalies, "health": self.health,
-                 "coalesced": self.coalesced}
-            )  # fmt: skip
+                {
+                    "type": "frame",
+                    "seq": self.seq,
+                    "ids": self.ids,
+                    "updates": list(self.updates.values()),
+                    "alerts": self.alerts,
+                    "anomalies": self.anomalies,
+                    "health": self.health,
+                    "coalesced": self.coalesced,
+                }
+            )
         return self._payload
 
     def merged(self, later: Frame, keep_events: int) -> Frame:
         """This frame followed by a later one, as one frame (latest state wins, events add up)."""
         return Frame(
-            seq=later.seq, ids=later.ids, updates={**self.updates, **later.updates},
+            seq=later.seq,
+            ids=later.ids,
+            updates={**self.updates, **later.updates},
             alerts=(self.alerts + later.alerts)[-keep_events:],
             anomalies=(self.anomalies + later.anomalies)[-keep_events:],
-            health=later.health or self.health, coalesced=self.coalesced + later.coalesced,
-        )  # fmt: skip
+            health=later.health or self.health,
+            coalesced=self.coalesced + later.coalesced,
+        )
 
 
 class _Client:
@@ -271,12 +281,16 @@ class Gateway:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("gateway starts without Redis (%s); retrying", exc)
         self._server = await serve(
-            self._handle, self.config.host, self.config.port,
+            self._handle,
+            self.config.host,
+            self.config.port,
             compression=None,  # per-message deflate tripled gateway CPU at 200 clients (issue 7)
-            ping_interval=self.config.ping_interval_s, ping_timeout=self.config.ping_timeout_s,
+            ping_interval=self.config.ping_interval_s,
+            ping_timeout=self.config.ping_timeout_s,
             close_timeout=self.config.close_timeout_s,
-            max_size=MAX_REQUEST_BYTES, process_request=self._check_request,
-        )  # fmt: skip
+            max_size=MAX_REQUEST_BYTES,
+            process_request=self._check_request,
+        )
         for job in (self._read_feeds, self._pump, self._probe_health):
             self._tasks.append(asyncio.create_task(job(), name=f"gateway{job.__name__}"))
         log.info("gateway on ws://%s:%d", self.config.host, self.port)
@@ -343,10 +357,16 @@ class Gateway:
 
     def _hello(self) -> str:
         return to_json(
-            {"type": "hello", "seq": self.seq, "ids": dict(self._cursor), "snapshot": list(self.symbols.values()),
-             "alerts": list(self.recent_alerts), "anomalies": list(self.recent_anomalies),
-             "health": {**self.health, "clients": len(self._clients) + 1}}
-        )  # fmt: skip
+            {
+                "type": "hello",
+                "seq": self.seq,
+                "ids": dict(self._cursor),
+                "snapshot": list(self.symbols.values()),
+                "alerts": list(self.recent_alerts),
+                "anomalies": list(self.recent_anomalies),
+                "health": {**self.health, "clients": len(self._clients) + 1},
+            }
+        )
 
     async def _answer(self, client: _Client, message: str | bytes) -> None:
         """Serve a page's request; a malformed one is answered with an error, never raised."""
@@ -366,13 +386,19 @@ class Gateway:
     async def bars_since(self, symbol: str, interval: str, since_ms: int) -> dict[str, Any]:
         """Closed bars of a symbol that start at or after `since_ms`, and its open bar (gap filling)."""
         assert self._redis is not None
-        entries: Any = await self._redis.xrange(self.keys.bars(interval, symbol), min=str(max(since_ms, 0)),
-                                                max="+", count=MAX_BARS_REPLY)  # fmt: skip
+        entries: Any = await self._redis.xrange(
+            self.keys.bars(interval, symbol), min=str(max(since_ms, 0)), max="+", count=MAX_BARS_REPLY
+        )
         bars = []
         for entry_id, fields in entries:
             f = {as_text(k): as_text(v) for k, v in fields.items()}
-            bars.append([_stream_id_ms(as_text(entry_id)), *(float(f[k]) for k in ("open", "high", "low", "close",
-                         "volume", "vwap")), int(f.get("trades", 0))])  # fmt: skip
+            bars.append(
+                [
+                    _stream_id_ms(as_text(entry_id)),
+                    *(float(f[k]) for k in ("open", "high", "low", "close", "volume", "vwap")),
+                    int(f.get("trades", 0)),
+                ]
+            )
         open_bar = self.symbols.get(symbol, {}).get("bars", {}).get(interval)
         return {"type": "bars", "symbol": symbol, "interval": interval, "bars": bars, "open": open_bar}
 
@@ -396,8 +422,10 @@ class Gateway:
         for raw in snapshot.values():
             for update in decode_updates(raw):
                 self.symbols[update.symbol] = update.to_dict()
-        for stream, recent, numbers in ((self.keys.alerts, self.recent_alerts, ALERT_NUMBERS),
-                                        (self.keys.anomalies, self.recent_anomalies, ANOMALY_NUMBERS)):  # fmt: skip
+        for stream, recent, numbers in (
+            (self.keys.alerts, self.recent_alerts, ALERT_NUMBERS),
+            (self.keys.anomalies, self.recent_anomalies, ANOMALY_NUMBERS),
+        ):
             entries: Any = await self._redis.xrevrange(stream, count=self.config.recent_events)
             recent.extend(event_from_fields(as_text(i), f, numbers) for i, f in reversed(entries))
             self._cursor[stream] = recent[-1]["id"] if recent else "0-0"
@@ -443,8 +471,9 @@ class Gateway:
                     self._loaded = True
                     self.health["redis"] = "ok"
                 streams: Any = self._cursor
-                reply: Any = await self._redis.xread(streams, count=self.config.read_count,
-                                                     block=self.config.read_block_ms)  # fmt: skip
+                reply: Any = await self._redis.xread(
+                    streams, count=self.config.read_count, block=self.config.read_block_ms
+                )
                 outage.recovered()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if self._stopping:
@@ -522,10 +551,17 @@ class Gateway:
         self._trades_seen = (now, trades)
         live_cursor = self._cursor.get(live_key(self.keys), "0-0")
         age_ms = int(now * 1000) - _stream_id_ms(live_cursor) if live_cursor != "0-0" else None
-        return {"redis": "ok", "ticks_per_s": round(rate, 1), "lag": lag, "pending": pending,
-                "workers": consumers, "deadletters": await self._redis.xlen(self.keys.deadletter),
-                "update_age_ms": age_ms, "lost": lost,
-                "producer_waiting": as_text(waiting) if waiting else None}  # fmt: skip
+        return {
+            "redis": "ok",
+            "ticks_per_s": round(rate, 1),
+            "lag": lag,
+            "pending": pending,
+            "workers": consumers,
+            "deadletters": await self._redis.xlen(self.keys.deadletter),
+            "update_age_ms": age_ms,
+            "lost": lost,
+            "producer_waiting": as_text(waiting) if waiting else None,
+        }
 
 
 class GatewayThread:

@@ -10,14 +10,13 @@ from typing import Any
 
 import redis
 
-from analytics.live import SymbolUpdate, decode_updates, snapshot_key
-from dashboard.figures import BarHistory, Marker
-from ingest.codecs import as_text
-from ingest.keys import Keys
+from tickerdash.analytics.live import SymbolUpdate, decode_updates, snapshot_key
+from tickerdash.dashboard.figures import BarHistory, Marker
+from tickerdash.ingest.codecs import as_text
+from tickerdash.ingest.keys import Keys
 
 BACKFILL_BARS = 600
 EVENTS_SCANNED = 2_000
-
 
 
 def read_bars(client: redis.Redis, keys: Keys, symbol: str, interval: str, limit: int = BACKFILL_BARS) -> BarHistory:
@@ -65,12 +64,17 @@ def _float(fields: dict[str, Any], name: str) -> float:
 
 def read_alert_markers(client: redis.Redis, keys: Keys, symbol: str) -> list[Marker]:
     """Markers for the symbol's recent alerts (from the last EVENTS_SCANNED entries of the stream)."""
-    return [Marker(int(_float(f, "ts")), _float(f, "price"), f.get("message", "alert"))
-            for _, f in _recent_for_symbol(client, keys.alerts, symbol) if f.get("ts", "").isdigit()]  # fmt: skip
+    return [
+        Marker(int(_float(f, "ts")), _float(f, "price"), f.get("message", "alert"))
+        for _, f in _recent_for_symbol(client, keys.alerts, symbol)
+        if f.get("ts", "").isdigit()
+    ]
 
 
 def read_anomaly_markers(client: redis.Redis, keys: Keys, symbol: str) -> list[Marker]:
     """Markers for the symbol's recent anomalies, with score and reasons as hover text."""
-    return [Marker(int(_float(f, "ts")), _float(f, "price"),
-                   f"score {_float(f, 'score'):.2f}: {f.get('reasons', '')}")
-            for _, f in _recent_for_symbol(client, keys.anomalies, symbol) if f.get("ts", "").isdigit()]  # fmt: skip
+    return [
+        Marker(int(_float(f, "ts")), _float(f, "price"), f"score {_float(f, 'score'):.2f}: {f.get('reasons', '')}")
+        for _, f in _recent_for_symbol(client, keys.anomalies, symbol)
+        if f.get("ts", "").isdigit()
+    ]

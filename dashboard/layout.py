@@ -8,10 +8,10 @@ from typing import Any
 
 from dash import dcc, html
 
-from dashboard.downloads import FORMATS as EXPORT_FORMATS
-from dashboard.downloads import INCLUDES as EXPORT_INCLUDES
-from dashboard.downloads import INTERVALS as EXPORT_INTERVALS
-from dashboard.figures import OVERLAYS
+from tickerdash.dashboard.downloads import FORMATS as EXPORT_FORMATS
+from tickerdash.dashboard.downloads import INCLUDES as EXPORT_INCLUDES
+from tickerdash.dashboard.downloads import INTERVALS as EXPORT_INTERVALS
+from tickerdash.dashboard.figures import OVERLAYS
 
 RULE_FIELDS = (
     ("id", "id", "leave empty for a random id"),
@@ -61,18 +61,28 @@ def _download_form() -> html.Div:
 
     return html.Div(
         [
-            row("symbols", dcc.Input(id="export-symbols", type="text", placeholder="AAPL,MSFT (empty: all)",
-                                     className="td-input")),
-            row("interval", dcc.RadioItems(id="export-interval", options=list(EXPORT_INTERVALS), value="1m",
-                                           inline=True)),
-            row("start", dcc.Input(id="export-start", type="text", placeholder="2026-11-26 or 2026-11-26T14:30",
-                                   className="td-input")),
-            row("end", dcc.Input(id="export-end", type="text", placeholder="empty: up to now (UTC)",
-                                 className="td-input")),
-            row("format", dcc.RadioItems(id="export-format", options=list(EXPORT_FORMATS), value="parquet",
-                                         inline=True)),
-            row("include", dcc.Checklist(id="export-include", options=list(EXPORT_INCLUDES), value=[],
-                                         inline=True)),
+            row(
+                "symbols",
+                dcc.Input(id="export-symbols", type="text", placeholder="AAPL,MSFT (empty: all)", className="td-input"),
+            ),
+            row(
+                "interval",
+                dcc.RadioItems(id="export-interval", options=list(EXPORT_INTERVALS), value="1m", inline=True),
+            ),
+            row(
+                "start",
+                dcc.Input(
+                    id="export-start", type="text", placeholder="2026-11-26 or 2026-11-26T14:30", className="td-input"
+                ),
+            ),
+            row(
+                "end",
+                dcc.Input(id="export-end", type="text", placeholder="empty: up to now (UTC)", className="td-input"),
+            ),
+            row(
+                "format", dcc.RadioItems(id="export-format", options=list(EXPORT_FORMATS), value="parquet", inline=True)
+            ),
+            row("include", dcc.Checklist(id="export-include", options=list(EXPORT_INCLUDES), value=[], inline=True)),
             html.Div(
                 [
                     html.Button("Download", id="export-button", n_clicks=0, className="td-button"),
@@ -84,7 +94,7 @@ def _download_form() -> html.Div:
             dcc.Download(id="export-download"),
         ],
         id="export-form",
-    )  # fmt: skip
+    )
 
 
 def build_layout(ws_port: int, ws_url: str | None = None) -> html.Div:

@@ -11,9 +11,9 @@ from typing import Any
 
 import redis
 
-from analytics.rule_store import RuleStore
-from analytics.rules import Rule, RuleError, format_duration, make_rule
-from ingest.keys import Keys
+from tickerdash.analytics.rule_store import RuleStore
+from tickerdash.analytics.rules import Rule, RuleError, format_duration, make_rule
+from tickerdash.ingest.keys import Keys
 
 FORM_FIELDS = ("id", "symbol", "drop_pct", "window_s", "cooldown_s", "name")
 
@@ -47,31 +47,46 @@ class RuleEditor:
     def list(self) -> list[dict[str, Any]]:
         """Every rule as the table shows it (text for durations), ordered by id."""
         return [
-            {"id": r.id, "symbol": r.symbol, "drop_pct": f"{r.drop_pct:g}", "window": format_duration(r.window_s),
-             "cooldown": "= window" if r.cooldown_s is None else format_duration(r.cooldown_s), "name": r.name,
-             "enabled": r.enabled}
+            {
+                "id": r.id,
+                "symbol": r.symbol,
+                "drop_pct": f"{r.drop_pct:g}",
+                "window": format_duration(r.window_s),
+                "cooldown": "= window" if r.cooldown_s is None else format_duration(r.cooldown_s),
+                "name": r.name,
+                "enabled": r.enabled,
+            }
             for r in sorted(self.store.list(), key=lambda rule: rule.id)
-        ]  # fmt: skip
+        ]
 
     def form_values(self, rule_id: str) -> dict[str, Any] | None:
         """A stored rule as form text, for editing; None when it is gone."""
         rule = self.store.get(rule_id)
         if rule is None:
             return None
-        return {"id": rule.id, "symbol": rule.symbol, "drop_pct": f"{rule.drop_pct:g}",
-                "window_s": format_duration(rule.window_s),
-                "cooldown_s": "" if rule.cooldown_s is None else format_duration(rule.cooldown_s),
-                "name": rule.name, "enabled": rule.enabled}  # fmt: skip
+        return {
+            "id": rule.id,
+            "symbol": rule.symbol,
+            "drop_pct": f"{rule.drop_pct:g}",
+            "window_s": format_duration(rule.window_s),
+            "cooldown_s": "" if rule.cooldown_s is None else format_duration(rule.cooldown_s),
+            "name": rule.name,
+            "enabled": rule.enabled,
+        }
 
     def save(self, form: dict[str, Any], *, enabled: bool) -> Rule:
         """Validate the form and add the rule (or update it when its id exists); RuleFormError if refused."""
         rule_id = _blank_to_none(form.get("id"))
         try:
             rule = make_rule(
-                symbol=_blank_to_none(form.get("symbol")) or "", drop=_blank_to_none(form.get("drop_pct")) or "",
-                window=_blank_to_none(form.get("window_s")) or "", cooldown=_blank_to_none(form.get("cooldown_s")),
-                name=_blank_to_none(form.get("name")) or "", rule_id=rule_id, enabled=enabled,
-            )  # fmt: skip
+                symbol=_blank_to_none(form.get("symbol")) or "",
+                drop=_blank_to_none(form.get("drop_pct")) or "",
+                window=_blank_to_none(form.get("window_s")) or "",
+                cooldown=_blank_to_none(form.get("cooldown_s")),
+                name=_blank_to_none(form.get("name")) or "",
+                rule_id=rule_id,
+                enabled=enabled,
+            )
             if rule_id is not None and self.store.get(rule_id) is not None:
                 return self.store.update(rule)
             return self.store.add(rule)

@@ -11,12 +11,12 @@ from typing import Any
 import redis
 from waitress.server import create_server
 
-from dashboard.app import create_app
-from dashboard.auth import allowed_hosts, required_token
-from dashboard.gateway import Gateway, GatewayConfig, GatewayThread
-from ingest.keys import Keys
-from ingest.redis_server import client_for
-from ingest.settings import Settings
+from tickerdash.dashboard.app import create_app
+from tickerdash.dashboard.auth import allowed_hosts, required_token
+from tickerdash.dashboard.gateway import Gateway, GatewayConfig, GatewayThread
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.redis_server import client_for
+from tickerdash.ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 HTTP_THREADS = 8
@@ -57,20 +57,32 @@ class DashboardServer:
     (comma-separated, as in TICKERDASH_ALLOWED_HOSTS), token or not.
     """
 
-    def __init__(self, redis_url: str, keys: Keys, *, host: str = "127.0.0.1", port: int = 8050,
-                 ws_port: int = 8051, token: str | None = None, ws_url: str | None = None,
-                 analytics_group: str = "analytics", settings: Settings | None = None,
-                 public_names: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        redis_url: str,
+        keys: Keys,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8050,
+        ws_port: int = 8051,
+        token: str | None = None,
+        ws_url: str | None = None,
+        analytics_group: str = "analytics",
+        settings: Settings | None = None,
+        public_names: str | None = None,
+    ) -> None:
         self.token = required_token(host, token)
         self.host = host
         self.hosts = allowed_hosts(host, public_names)
         self.keys = keys
         self.redis_url = redis_url
         # Downloads read the archive too: its place (data_dir) comes from the settings.
-        self.settings = settings or Settings(redis_url=redis_url, prefix=keys.prefix, partitions=keys.partitions,
-                                             group=analytics_group)  # fmt: skip
-        self.gateway_config = GatewayConfig(host=host, port=ws_port, token=self.token, allowed_hosts=self.hosts,
-                                            analytics_group=analytics_group)  # fmt: skip
+        self.settings = settings or Settings(
+            redis_url=redis_url, prefix=keys.prefix, partitions=keys.partitions, group=analytics_group
+        )
+        self.gateway_config = GatewayConfig(
+            host=host, port=ws_port, token=self.token, allowed_hosts=self.hosts, analytics_group=analytics_group
+        )
         self.gateway_thread: GatewayThread | None = None
         self._client: redis.Redis | None = None
         self._http: HttpServer | None = None
@@ -108,7 +120,12 @@ class DashboardServer:
         self.start_gateway()
         self._client = client_for(self.redis_url)
         app = create_app(
-            self._client, self.keys, self.settings, ws_port=self.gateway.port, ws_url=self._ws_url, token=self.token,
+            self._client,
+            self.keys,
+            self.settings,
+            ws_port=self.gateway.port,
+            ws_url=self._ws_url,
+            token=self.token,
             hosts=self.hosts,
         )
         self._http = HttpServer(app.server, self.host, self._port)

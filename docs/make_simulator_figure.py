@@ -17,9 +17,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ingest.ticks import concat  # noqa: E402
-from simulator.market import MarketConfig, generate  # noqa: E402
-from simulator.run import Limits, limited  # noqa: E402
+from tickerdash.ingest.ticks import concat  # noqa: E402
+from tickerdash.simulator.market import MarketConfig, generate  # noqa: E402
+from tickerdash.simulator.run import Limits, limited  # noqa: E402
 
 SESSION_S = 23_400
 BUCKET_S = 900  # activity profile in 15-minute buckets
@@ -46,8 +46,9 @@ def activity_profile(seconds: np.ndarray) -> np.ndarray:
 
 def real(data: Path) -> tuple[np.ndarray, np.ndarray]:
     """(returns, activity profile) of the LOBSTER sample: AAPL, AMZN, GOOG executions over one day."""
-    frame = pd.read_csv(data / "lobster" / "lobster_trades_2012-06-21.csv",
-                        usecols=["symbol", "price", "sec_after_midnight_et"])  # fmt: skip
+    frame = pd.read_csv(
+        data / "lobster" / "lobster_trades_2012-06-21.csv", usecols=["symbol", "price", "sec_after_midnight_et"]
+    )
     seconds = frame["sec_after_midnight_et"].to_numpy() - 34_200  # 09:30 ET is the open
     returns = standardised_minute_returns(seconds, frame["price"].to_numpy(), frame["symbol"].to_numpy())
     return returns, activity_profile(seconds)
@@ -85,10 +86,19 @@ def main() -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     bins = np.linspace(-8, 8, 65)
-    for returns, label, colour in ((real_returns, "LOBSTER (AAPL, AMZN, GOOG)", "tab:blue"),
-                                   (sim_returns, "simulated (10 symbols, 3 sessions)", "tab:orange")):  # fmt: skip
-        left.hist(returns, bins=bins, density=True, histtype="step", lw=1.8, color=colour,
-                  label=f"{label}: excess kurtosis {excess_kurtosis(returns):.1f}")  # fmt: skip
+    for returns, label, colour in (
+        (real_returns, "LOBSTER (AAPL, AMZN, GOOG)", "tab:blue"),
+        (sim_returns, "simulated (10 symbols, 3 sessions)", "tab:orange"),
+    ):
+        left.hist(
+            returns,
+            bins=bins,
+            density=True,
+            histtype="step",
+            lw=1.8,
+            color=colour,
+            label=f"{label}: excess kurtosis {excess_kurtosis(returns):.1f}",
+        )
     grid = np.linspace(-8, 8, 400)
     left.plot(grid, np.exp(-(grid**2) / 2) / np.sqrt(2 * np.pi), "k--", lw=1, label="normal")
     left.set_yscale("log")

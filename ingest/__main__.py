@@ -1,10 +1,10 @@
-"""`python -m ingest ingest FILE|-` and `python -m ingest status`: the ground floor's commands on their own."""
+"""`python -m tickerdash.ingest ingest FILE|-` and `python -m tickerdash.ingest status`: the ground floor's commands."""
 
 from __future__ import annotations
 
 import typer
 
-from ingest.cli import register
+from tickerdash.ingest.cli import register
 
 
 def main() -> None:

@@ -23,16 +23,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ingest.clikit import console as err_console
-from ingest.clikit import fail, freeze_import_objects, load_settings, setup_logging
-from ingest.codecs import Rejected
-from ingest.deadletter import add_rejected
-from ingest.importers import DEFAULT_CHUNK_ROWS, ColumnMapping, ImportOptionError, TradeReader
-from ingest.producer import Producer
-from ingest.reconnect import through_outages
-from ingest.redis_server import redis_connection
-from ingest.replay import ReplayPacer
-from ingest.status import status
+from tickerdash.ingest.clikit import console as err_console
+from tickerdash.ingest.clikit import fail, freeze_import_objects, load_settings, setup_logging
+from tickerdash.ingest.codecs import Rejected
+from tickerdash.ingest.deadletter import add_rejected
+from tickerdash.ingest.importers import DEFAULT_CHUNK_ROWS, ColumnMapping, ImportOptionError, TradeReader
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.reconnect import through_outages
+from tickerdash.ingest.redis_server import redis_connection
+from tickerdash.ingest.replay import ReplayPacer
+from tickerdash.ingest.status import status
 
 REASONS_SHOWN = 10  # the summary lists the most common reasons; the dead-letter stream has them all
 
@@ -96,14 +96,14 @@ def _progress_bar(unit: str) -> Progress:
     )
 
 
-def _print_summary(summary: IngestSummary, reader: TradeReader, source: str, deadletter: str,
-                   per_tick: bool, interrupted: bool) -> None:  # fmt: skip
+def _print_summary(
+    summary: IngestSummary, reader: TradeReader, source: str, deadletter: str, per_tick: bool, interrupted: bool
+) -> None:
     out = Console(highlight=False, soft_wrap=True)
     form = "per-tick" if per_tick else "batch"
     unit = f", ts unit {reader.ts_unit}" if reader.ts_unit else ""
     head = "interrupted after publishing" if interrupted else "published"
-    out.print(f"{head} {summary.published:,} trades from {reader.name} "
-              f"in {summary.entries:,} {form} entries{unit}")  # fmt: skip
+    out.print(f"{head} {summary.published:,} trades from {reader.name} in {summary.entries:,} {form} entries{unit}")
     total = sum(summary.rejected.values())
     if not total:
         out.print("rejected 0")
@@ -153,9 +153,17 @@ def ingest(
     setup_logging()  # the producer says when it waits for the workers (backpressure)
     try:
         mapping = ColumnMapping(
-            symbol_col=symbol_col, price_col=price_col, size_col=size_col, ts_col=ts_col, side_col=side_col,
-            trade_id_col=trade_id_col, buyer_col=buyer_col, seller_col=seller_col, symbol=symbol, ts_unit=ts_unit,
-        )  # fmt: skip
+            symbol_col=symbol_col,
+            price_col=price_col,
+            size_col=size_col,
+            ts_col=ts_col,
+            side_col=side_col,
+            trade_id_col=trade_id_col,
+            buyer_col=buyer_col,
+            seller_col=seller_col,
+            symbol=symbol,
+            ts_unit=ts_unit,
+        )
         reader = TradeReader(file, mapping, fmt=fmt, chunk_rows=chunk_rows)
     except ImportOptionError as exc:
         fail(str(exc))
@@ -172,8 +180,15 @@ def ingest(
                 bar.update(task, completed=reader.progress[0], published=progress.published)
 
             try:
-                publish_trades(reader, producer, source=source, per_tick=per_tick,
-                               pacer=ReplayPacer(speed), summary=summary, on_progress=show)  # fmt: skip
+                publish_trades(
+                    reader,
+                    producer,
+                    source=source,
+                    per_tick=per_tick,
+                    pacer=ReplayPacer(speed),
+                    summary=summary,
+                    on_progress=show,
+                )
             except KeyboardInterrupt:
                 interrupted = True
             except pa.ArrowInvalid as exc:

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 
-from ingest.settings import Settings
+from tickerdash.ingest.settings import Settings
 
 console = Console(stderr=True)
 USAGE_ERROR = 2

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from ingest.settings import Settings
-from ingest.ticks import (
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import (
     MAX_TS_MS,
     OPTIONAL_TEXT_FIELDS,
     SIDE_NAMES,
@@ -61,8 +61,11 @@ class DecodeRules:
 def decode_rules(settings: Settings) -> DecodeRules:
     """The decoding rules the settings ask for (TICKERDASH_TICK_TS_*, TICKERDASH_MAX_ENTRY_ROWS)."""
     behind = settings.tick_ts_max_behind_s
-    window = TimeWindow(earliest_ms=settings.tick_ts_earliest_ms, max_ahead_ms=int(settings.tick_ts_max_ahead_s * 1000),
-                        max_behind_ms=None if behind is None else int(behind * 1000))  # fmt: skip
+    window = TimeWindow(
+        earliest_ms=settings.tick_ts_earliest_ms,
+        max_ahead_ms=int(settings.tick_ts_max_ahead_s * 1000),
+        max_behind_ms=None if behind is None else int(behind * 1000),
+    )
     return DecodeRules(window, settings.trust_declared_clock, settings.max_entry_rows)
 
 
@@ -98,8 +101,11 @@ def encode_batch(batch: TickBatch, clock_ms: int | None = None) -> dict[str, mem
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, record.schema) as writer:
         writer.write_batch(record)
-    fields: dict[str, memoryview | int | bytes] = {"batch": memoryview(sink.getvalue()), "rows": len(batch),
-                                                   "format": BATCH_FORMAT}  # fmt: skip
+    fields: dict[str, memoryview | int | bytes] = {
+        "batch": memoryview(sink.getvalue()),
+        "rows": len(batch),
+        "format": BATCH_FORMAT,
+    }
     if clock_ms is not None:
         fields[CLOCK_FIELD] = int(clock_ms)
     return fields
@@ -108,13 +114,13 @@ def encode_batch(batch: TickBatch, clock_ms: int | None = None) -> dict[str, mem
 def encode_ticks(batch: TickBatch, clock_ms: int | None = None) -> Iterator[dict[str, str | float | int]]:
     """Fields of one per-tick entry per trade (the public form); `clock_ms` declares the producer's event clock."""
     symbols = batch.symbols
-    optional = [(name, getattr(batch, name).to_pylist()) for name in OPTIONAL_TEXT_FIELDS
-                if getattr(batch, name) is not None]  # fmt: skip
+    optional = [
+        (name, getattr(batch, name).to_pylist()) for name in OPTIONAL_TEXT_FIELDS if getattr(batch, name) is not None
+    ]
     sides = batch.side.tolist()
     for i, (code, price, size, ts) in enumerate(
-        zip(batch.symbol_idx.tolist(), batch.price.tolist(), batch.size.tolist(), batch.ts.tolist(),
-            strict=True)
-    ):  # fmt: skip
+        zip(batch.symbol_idx.tolist(), batch.price.tolist(), batch.size.tolist(), batch.ts.tolist(), strict=True)
+    ):
         fields: dict[str, str | float | int] = {"symbol": symbols[code], "price": price, "size": size, "ts": ts}
         side = SIDE_NAMES.get(sides[i])
         if side:
@@ -211,8 +217,10 @@ def _check_codes(symbol: pa.DictionaryArray) -> None:
     """Dictionary codes must lie inside the dictionary (Arrow IPC does not check them)."""
     codes = symbol.indices.to_numpy(zero_copy_only=False)
     if len(codes) and (int(codes.min()) < 0 or int(codes.max()) >= len(symbol.dictionary)):
-        raise TickError(f"symbol: dictionary codes must lie in [0, {len(symbol.dictionary)}), the batch has "
-                        f"{int(codes.min())} to {int(codes.max())}")  # fmt: skip
+        raise TickError(
+            f"symbol: dictionary codes must lie in [0, {len(symbol.dictionary)}), the batch has "
+            f"{int(codes.min())} to {int(codes.max())}"
+        )
 
 
 def _read_batch_payload(fields: dict[bytes, bytes], rules: DecodeRules) -> pa.Table:
@@ -221,8 +229,10 @@ def _read_batch_payload(fields: dict[bytes, bytes], rules: DecodeRules) -> pa.Ta
         raise TickError(f"format: unknown batch format {fields[b'format'][:40]!r}")
     table = pa.ipc.open_stream(pa.py_buffer(fields[b"batch"])).read_all()  # views of the payload: no copy yet
     if rules.max_entry_rows is not None and table.num_rows > rules.max_entry_rows:
-        raise TickError(f"rows: the entry holds {table.num_rows} trades, more than the {rules.max_entry_rows} one "
-                        "entry may hold (TICKERDASH_MAX_ENTRY_ROWS): split it into smaller entries")  # fmt: skip
+        raise TickError(
+            f"rows: the entry holds {table.num_rows} trades, more than the {rules.max_entry_rows} one "
+            "entry may hold (TICKERDASH_MAX_ENTRY_ROWS): split it into smaller entries"
+        )
     for required in ("symbol", "price", "size", "ts"):
         if required not in table.column_names:
             raise TickError(f"{required}: column missing from batch")
@@ -256,8 +266,9 @@ def _read_batch_payload(fields: dict[bytes, bytes], rules: DecodeRules) -> pa.Ta
     return table
 
 
-def _decode_batch_run(run: list[tuple[bytes, dict[bytes, bytes]]], rejected: list[Rejected],
-                      rules: DecodeRules) -> TickBatch:  # fmt: skip
+def _decode_batch_run(
+    run: list[tuple[bytes, dict[bytes, bytes]]], rejected: list[Rejected], rules: DecodeRules
+) -> TickBatch:
     """Consecutive batch entries, decoded as one Arrow table (per-entry work is only reading the payload)."""
     tables: list[pa.Table] = []
     ids: list[str] = []
@@ -288,9 +299,13 @@ def _decode_batch_run(run: list[tuple[bytes, dict[bytes, bytes]]], rejected: lis
     batch = batch.with_origin(tuple(ids), entry_of, row_in_entry)
     clock_ms = None
     window = rules.window
-    if window is not None and len(batch) and not (  # each row against its entry's clock only when some may fail
-        int(batch.ts.max()) <= min(clocks) + window.max_ahead_ms
-        and (window.max_behind_ms is None or int(batch.ts.min()) >= max(clocks) - window.max_behind_ms)
+    if (
+        window is not None
+        and len(batch)
+        and not (  # each row against its entry's clock only when some may fail
+            int(batch.ts.max()) <= min(clocks) + window.max_ahead_ms
+            and (window.max_behind_ms is None or int(batch.ts.min()) >= max(clocks) - window.max_behind_ms)
+        )
     ):
         clock_ms = np.asarray(clocks, np.int64)[entry_of]
     keep, reasons = check_rows(batch, clock_ms=clock_ms, window=rules.window)
@@ -351,8 +366,9 @@ def _clean_symbol(raw: bytes) -> tuple[str, str | None]:
         return "", str(exc)
 
 
-def _tick_clocks(ids: list[bytes], declared: Sequence[bytes | None] | None, ts: np.ndarray, window: TimeWindow,
-                 reason: np.ndarray) -> np.ndarray | None:  # fmt: skip
+def _tick_clocks(
+    ids: list[bytes], declared: Sequence[bytes | None] | None, ts: np.ndarray, window: TimeWindow, reason: np.ndarray
+) -> np.ndarray | None:
     """Each per-tick entry's clock: the one it declares, or its ID's time. None when no entry declares one and
     every ts lies within the window around the first and last entry's time (IDs only grow): the hot path."""
     if declared is None or declared.count(None) == len(declared):

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import redis
 
-from ingest.codecs import Rejected
+from tickerdash.ingest.codecs import Rejected
 
 DEADLETTER_MAXLEN = 100_000
 

@@ -36,15 +36,20 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from ingest.codecs import Rejected
-from ingest.ticks import MAX_TS_MS, SIDE_BUY, SIDE_SELL, TickBatch, TickError, check_rows, normalise_symbol
+from tickerdash.ingest.codecs import Rejected
+from tickerdash.ingest.ticks import MAX_TS_MS, SIDE_BUY, SIDE_SELL, TickBatch, TickError, check_rows, normalise_symbol
 
 FORMATS = ("csv", "ndjson", "parquet")
 EXTENSION_FORMATS = {
-    ".csv": "csv", ".tsv": "csv", ".txt": "csv",
-    ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson",
-    ".parquet": "parquet", ".pq": "parquet",
-}  # fmt: skip
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".json": "ndjson",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 TS_UNITS = ("auto", "s", "ms", "us", "ns", "iso")
 DEFAULT_CHUNK_ROWS = 50_000
 MIN_BLOCK_BYTES = 64 * 1024
@@ -431,8 +436,9 @@ def _partition_lines(block: bytes, lines: np.ndarray, apart: np.ndarray) -> tupl
 def _reject_lines(block: bytes, lines: np.ndarray, reason: str) -> list[Rejected]:
     """Each line of `block` rejected for `reason`, under its number."""
     texts = (text.rstrip(b"\r")[:MAX_REJECTED_TEXT].decode("utf-8", "replace") for text in block.split(b"\n"))
-    return [Rejected(f"line:{number}", {"line": text}, reason)
-            for number, text in zip(lines.tolist(), texts, strict=False)]  # fmt: skip
+    return [
+        Rejected(f"line:{number}", {"line": text}, reason) for number, text in zip(lines.tolist(), texts, strict=False)
+    ]
 
 
 def _merge_rows(first: _RawChunk, second: _RawChunk) -> _RawChunk:
@@ -445,11 +451,14 @@ def _merge_rows(first: _RawChunk, second: _RawChunk) -> _RawChunk:
     return _RawChunk(table, origin[order], first.rejected + second.rejected)
 
 
-UNBALANCED_QUOTE = ('csv: unbalanced quote: a value opens with " and the line ends before it closes '
-                    '(write a " inside a value as "")')
+UNBALANCED_QUOTE = (
+    'csv: unbalanced quote: a value opens with " and the line ends before it closes (write a " inside a value as "")'
+)
 STRAY_CARRIAGE_RETURN = "csv: a carriage return (\\r) inside the line splits it in two; remove it, or quote the value"
-CUT_OFF = ("csv: the file ends inside this line (no line end after it), so it looks cut off; "
-           "if the line is whole, end the file with a newline")
+CUT_OFF = (
+    "csv: the file ends inside this line (no line end after it), so it looks cut off; "
+    "if the line is whole, end the file with a newline"
+)
 
 
 def _count_reason(expected: int, actual: int) -> str:
@@ -469,8 +478,9 @@ def _not_utf8(name: str, value: str) -> str | None:
     return f"encoding: {name} is not UTF-8 text (byte 0x{ord(junk) - 0xDC00:02x}); save the file as UTF-8"
 
 
-def _csv_line_by_line(block: bytes, lines: np.ndarray, blank: np.ndarray, columns: Sequence[str],
-                      wanted: Sequence[str], delimiter: str) -> _RawChunk:  # fmt: skip
+def _csv_line_by_line(
+    block: bytes, lines: np.ndarray, blank: np.ndarray, columns: Sequence[str], wanted: Sequence[str], delimiter: str
+) -> _RawChunk:
     """Slow path for a CSV block Arrow cannot parse line for line: each line parsed on its own with the csv
     module, bad lines rejected with their numbers and what to fix, the other rows kept as text."""
     position = {name: columns.index(name) for name in wanted}
@@ -717,8 +727,9 @@ class TradeReader:
                 chunk = _csv_line_by_line(block, lines, blank, self.columns, wanted, self._delimiter)
         if len(junk_lines):  # only their wanted values must be text: the csv module tells, line by line
             no_blank = np.zeros(len(junk_lines), bool)
-            chunk = _merge_rows(chunk, _csv_line_by_line(junk, junk_lines, no_blank, self.columns, wanted,
-                                                         self._delimiter))  # fmt: skip
+            chunk = _merge_rows(
+                chunk, _csv_line_by_line(junk, junk_lines, no_blank, self.columns, wanted, self._delimiter)
+            )
         rejected = sorted(chunk.rejected + rejected, key=lambda r: int(r.entry_id.partition(":")[2]))
         return dataclasses.replace(chunk, rejected=rejected)
 
@@ -766,12 +777,15 @@ class TradeReader:
             except (pa.ArrowInvalid, ValueError):
                 yield self._ndjson_line_by_line(block, lines, blank, wanted)
                 continue
-            columns = {c: table.column(c).combine_chunks() if c in table.column_names
-                       else pa.nulls(table.num_rows, pa.string()) for c in wanted}  # fmt: skip
+            columns = {
+                c: table.column(c).combine_chunks()
+                if c in table.column_names
+                else pa.nulls(table.num_rows, pa.string())
+                for c in wanted
+            }
             yield _RawChunk(pa.table(columns), row_lines, [])
 
-    def _ndjson_line_by_line(self, block: bytes, lines: np.ndarray, blank: np.ndarray,
-                             wanted: list[str]) -> _RawChunk:  # fmt: skip
+    def _ndjson_line_by_line(self, block: bytes, lines: np.ndarray, blank: np.ndarray, wanted: list[str]) -> _RawChunk:
         """Slow path for a block Arrow cannot read whole: bad lines rejected, every value as text."""
         values: dict[str, list[str | None]] = {c: [] for c in wanted}
         kept: list[int] = []
@@ -832,10 +846,12 @@ class TradeReader:
 
         ts = self._timestamps(column(cols.ts), reasons)
         side = self._sides(column(cols.side), reasons) if cols.side else np.zeros(n, np.int8)
-        trade_id, buyer, seller = (_clean_text(column(name)) if name else None
-                                   for name in (cols.trade_id, cols.buyer, cols.seller))  # fmt: skip
-        batch = TickBatch(symbols, symbol_idx, quantities["price"], quantities["size"], ts, side,
-                          trade_id, buyer, seller)  # fmt: skip
+        trade_id, buyer, seller = (
+            _clean_text(column(name)) if name else None for name in (cols.trade_id, cols.buyer, cols.seller)
+        )
+        batch = TickBatch(
+            symbols, symbol_idx, quantities["price"], quantities["size"], ts, side, trade_id, buyer, seller
+        )
         keep, why = check_rows(batch, reasons.why)
         if keep.all():
             return batch, []

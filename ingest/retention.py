@@ -25,9 +25,9 @@ from typing import Any
 
 import redis
 
-from ingest.codecs import as_text
-from ingest.keys import Keys
-from ingest.settings import Settings
+from tickerdash.ingest.codecs import as_text
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -230,12 +230,23 @@ def _text(value: bytes | str | int) -> str:
 def _parse_progress(reply: Any) -> StreamProgress:
     length, last, added, first, groups, deleted = reply
     parsed = tuple(
-        GroupProgress(name=_text(g[0]), pending=int(g[1]), last_delivered=_text(g[2]),
-                      entries_read=None if int(g[3]) < 0 else int(g[3]), oldest_pending=_text(g[4]) or None)
+        GroupProgress(
+            name=_text(g[0]),
+            pending=int(g[1]),
+            last_delivered=_text(g[2]),
+            entries_read=None if int(g[3]) < 0 else int(g[3]),
+            oldest_pending=_text(g[4]) or None,
+        )
         for g in groups
-    )  # fmt: skip
-    return StreamProgress(length=int(length), last_id=_text(last), entries_added=None if int(added) < 0 else int(added),
-                          first_id=_text(first) or None, groups=parsed, max_deleted=_text(deleted))  # fmt: skip
+    )
+    return StreamProgress(
+        length=int(length),
+        last_id=_text(last),
+        entries_added=None if int(added) < 0 else int(added),
+        first_id=_text(first) or None,
+        groups=parsed,
+        max_deleted=_text(deleted),
+    )
 
 
 def read_progress(client: redis.Redis, stream: str) -> StreamProgress | None:
@@ -273,8 +284,9 @@ def record_missed(client: redis.Redis, keys: Keys, group: str, stream: str) -> t
     missed = missed_entries(progress, mine) if progress and mine else None
     if not missed:
         return 0, lost_entries(client, keys, group, stream)
-    rose = client.register_script(_RECORD_MISSED_SCRIPT)(keys=[keys.lost(group, stream)],
-                                                         args=[missed, int(time.time() * 1000)])  # fmt: skip
+    rose = client.register_script(_RECORD_MISSED_SCRIPT)(
+        keys=[keys.lost(group, stream)], args=[missed, int(time.time() * 1000)]
+    )
     return int(rose), lost_entries(client, keys, group, stream)
 
 
@@ -362,8 +374,11 @@ class Retention:
             waiting_since = waiting_since or time.time()
             if not warned and time.time() - waiting_since >= WARN_AFTER_S:  # not for a worker's short hiccup
                 warned = True
-                log.warning("waiting: %s at the cap, workers behind (group %s); resuming once they catch up",
-                            self._describe(stream, room), self.settings.group)  # fmt: skip
+                log.warning(
+                    "waiting: %s at the cap, workers behind (group %s); resuming once they catch up",
+                    self._describe(stream, room),
+                    self.settings.group,
+                )
             if warned:  # `status` says so from the moment the log does
                 self._announce(stream, room, waiting_since)
             time.sleep(wait_s)
@@ -377,15 +392,23 @@ class Retention:
 
     def _describe(self, stream: str, room: Room) -> str:
         if self.max_age_ms is not None:
-            return (f"oldest unread entry of {stream} {room.backlog / 1000:,.1f} s old (retention "
-                    f"{self.max_age_ms / 1000:,g} s)")  # fmt: skip
+            return (
+                f"oldest unread entry of {stream} {room.backlog / 1000:,.1f} s old (retention "
+                f"{self.max_age_ms / 1000:,g} s)"
+            )
         return f"backlog {room.backlog:,} entries of {stream}"
 
     def _announce(self, stream: str, room: Room, since: float) -> None:
         """Note (for `status`) that this producer waits, refreshed while it does."""
         key = self.keys.backpressure(stream)
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(key, mapping={"message": f"{self._describe(stream, room)} at the cap, producer waiting",
-                                "since_ms": int(since * 1000), "group": self.settings.group})  # fmt: skip
+        pipe.hset(
+            key,
+            mapping={
+                "message": f"{self._describe(stream, room)} at the cap, producer waiting",
+                "since_ms": int(since * 1000),
+                "group": self.settings.group,
+            },
+        )
         pipe.pexpire(key, BACKPRESSURE_TTL_MS)
         pipe.execute()

@@ -37,14 +37,14 @@ from typing import Any
 import redis
 from redis.exceptions import ExecAbortError
 
-from ingest.codecs import Decoded, RawEntry, Rejected, as_text, decode_entries, decode_rules, entry_fields
-from ingest.deadletter import add_rejected
-from ingest.keys import Keys
-from ingest.producer import client_on_own_pool
-from ingest.reconnect import Outage, wait_out
-from ingest.retention import create_group, record_missed
-from ingest.settings import Settings
-from ingest.ticks import TickBatch
+from tickerdash.ingest.codecs import Decoded, RawEntry, Rejected, as_text, decode_entries, decode_rules, entry_fields
+from tickerdash.ingest.deadletter import add_rejected
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.producer import client_on_own_pool
+from tickerdash.ingest.reconnect import Outage, wait_out
+from tickerdash.ingest.retention import create_group, record_missed
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +261,12 @@ class StreamRunner:
             self.on_failed(stream)
         if len(entries) == 1:
             log.error("entry %s of %s cannot be applied (%s): quarantined", entries[0][0].decode(), stream, failure)
-            self.quarantine(stream, entries, f"error: the entry could not be applied ({str(failure)[:300]}); "
-                                             "it is kept here with its fields: report it as a bug")  # fmt: skip
+            self.quarantine(
+                stream,
+                entries,
+                f"error: the entry could not be applied ({str(failure)[:300]}); "
+                "it is kept here with its fields: report it as a bug",
+            )
             return
         log.warning("a batch of %d entries of %s failed (%s): handling it in halves", len(entries), stream, failure)
         half = len(entries) // 2
@@ -300,18 +304,35 @@ class StreamRunner:
     def _without_worn_out(self, stream: str, entries: Sequence[RawEntry]) -> Sequence[RawEntry]:
         """Redelivered entries, less those delivered more than max_deliveries times: quarantined instead."""
         limit = self.settings.max_deliveries
-        pending = self.client.xpending_range(stream, self.settings.group, min=entries[0][0], max=entries[-1][0],
-                                             count=len(entries), consumername=self.settings.consumer)  # fmt: skip
-        worn = {as_text(item["message_id"]).encode(): int(item["times_delivered"]) for item in pending  # type: ignore[arg-type]
-                if int(item["times_delivered"]) > limit}  # fmt: skip
+        pending = self.client.xpending_range(
+            stream,
+            self.settings.group,
+            min=entries[0][0],
+            max=entries[-1][0],
+            count=len(entries),
+            consumername=self.settings.consumer,
+        )
+        worn = {
+            as_text(item["message_id"]).encode(): int(item["times_delivered"])  # type: ignore[arg-type]
+            for item in pending
+            if int(item["times_delivered"]) > limit
+        }
         if not worn:
             return entries
         worn_out = [entry for entry in entries if entry[0] in worn]
-        log.error("%d entries of %s were delivered more than %d times without being processed: quarantined",
-                  len(worn_out), stream, limit)  # fmt: skip
-        self.quarantine(stream, worn_out, f"poison: delivered {max(worn.values())} times without being processed "
-                                          "(its consumers died on it, TICKERDASH_MAX_DELIVERIES); kept here with "
-                                          "its fields: report it as a bug")  # fmt: skip
+        log.error(
+            "%d entries of %s were delivered more than %d times without being processed: quarantined",
+            len(worn_out),
+            stream,
+            limit,
+        )
+        self.quarantine(
+            stream,
+            worn_out,
+            f"poison: delivered {max(worn.values())} times without being processed "
+            "(its consumers died on it, TICKERDASH_MAX_DELIVERIES); kept here with "
+            "its fields: report it as a bug",
+        )
         return [entry for entry in entries if entry[0] not in worn]
 
     def _handle_batch(self, stream: str, entries: Sequence[RawEntry]) -> None:
@@ -325,8 +346,9 @@ class StreamRunner:
         if alive:
             rows_per_entry = max(1, (len(decoded.ticks) + len(rejected)) // len(alive))
             self._count = max(1, min(self.settings.read_count, TARGET_ROWS_PER_READ // rows_per_entry))
-        batch = _Transaction(stream, self.client.pipeline(transaction=True), len(entries), len(decoded.ticks),
-                             len(rejected))  # fmt: skip
+        batch = _Transaction(
+            stream, self.client.pipeline(transaction=True), len(entries), len(decoded.ticks), len(rejected)
+        )
         pipe = batch.pipe
         try:
             if self.defer_commit:
@@ -444,11 +466,16 @@ class StreamRunner:
 
     def _ownership_lost(self, batch: _Transaction, reason: Exception | None = None) -> None:
         if isinstance(reason, OutOfOrder):
-            log.warning("%s: entries before this batch of %d are still unapplied: dropped for a rebuild, its "
-                        "entries stay pending", batch.stream, batch.entries)  # fmt: skip
+            log.warning(
+                "%s: entries before this batch of %d are still unapplied: dropped for a rebuild, its "
+                "entries stay pending",
+                batch.stream,
+                batch.entries,
+            )
         else:
-            log.warning("lost ownership of %s: its %d entries stay pending for the new owner", batch.stream,
-                        batch.entries)  # fmt: skip
+            log.warning(
+                "lost ownership of %s: its %d entries stay pending for the new owner", batch.stream, batch.entries
+            )
         self.drop_stream(batch.stream)
 
     def _committed(self, batch: _Transaction) -> None:
@@ -479,8 +506,13 @@ class StreamRunner:
         for stream in list(self.streams):
             missed, total = record_missed(self.client, self.keys, self.settings.group, stream)
             if missed:
-                log.warning("lost %s entries of %s: trimmed or deleted before group %s read them (%s lost in all)",
-                            f"{missed:,}", stream, self.settings.group, f"{total:,}")  # fmt: skip
+                log.warning(
+                    "lost %s entries of %s: trimmed or deleted before group %s read them (%s lost in all)",
+                    f"{missed:,}",
+                    stream,
+                    self.settings.group,
+                    f"{total:,}",
+                )
                 found += missed
         return found
 
@@ -491,9 +523,16 @@ class StreamRunner:
             start = "0-0"
             while not self.stop.is_set() and stream in self.streams:
                 response = self.raw.execute_command(
-                    "XREADGROUP", "GROUP", self.settings.group, self.settings.consumer,
-                    "COUNT", self._count, "STREAMS", stream, start,
-                )  # fmt: skip
+                    "XREADGROUP",
+                    "GROUP",
+                    self.settings.group,
+                    self.settings.consumer,
+                    "COUNT",
+                    self._count,
+                    "STREAMS",
+                    stream,
+                    start,
+                )
                 entries = [e for _, es in stream_items(response) for e in es]
                 if not entries:
                     break
@@ -513,12 +552,19 @@ class StreamRunner:
             cursor = "0-0"
             while not self.stop.is_set():
                 next_cursor, entries, *deleted = self.raw.execute_command(
-                    "XAUTOCLAIM", stream, self.settings.group, self.settings.consumer,
-                    idle, cursor, "COUNT", self._count,
-                )  # fmt: skip
+                    "XAUTOCLAIM",
+                    stream,
+                    self.settings.group,
+                    self.settings.consumer,
+                    idle,
+                    cursor,
+                    "COUNT",
+                    self._count,
+                )
                 if deleted and deleted[0]:  # Redis 7 drops trimmed ids from the PEL itself: record them
-                    lost = [Rejected(d.decode(), {}, "trimmed: entry deleted before it was processed")
-                            for d in deleted[0]]  # fmt: skip
+                    lost = [
+                        Rejected(d.decode(), {}, "trimmed: entry deleted before it was processed") for d in deleted[0]
+                    ]
                     pipe = self.client.pipeline(transaction=True)
                     add_rejected(pipe, self.keys.deadletter, lost, f"{self.source}:{stream}")
                     pipe.execute()
@@ -557,8 +603,18 @@ class StreamRunner:
     def _read_new_command(self, *, block: bool) -> list[Any]:
         """XREADGROUP of new entries on every stream (blocking up to block_ms for them, or not at all)."""
         blocking = ["BLOCK", self.settings.block_ms] if block else []
-        return ["XREADGROUP", "GROUP", self.settings.group, self.settings.consumer, "COUNT", self._count,
-                *blocking, "STREAMS", *self.streams, *([">"] * len(self.streams))]  # fmt: skip
+        return [
+            "XREADGROUP",
+            "GROUP",
+            self.settings.group,
+            self.settings.consumer,
+            "COUNT",
+            self._count,
+            *blocking,
+            "STREAMS",
+            *self.streams,
+            *([">"] * len(self.streams)),
+        ]
 
     def _handle_response(self, response: Any, read_ahead: bool = False) -> int:
         items = [(stream, entries) for stream, entries in stream_items(response) if entries]
@@ -657,6 +713,7 @@ class StreamRunner:
                 raise
         with gc_paused():
             self._finish_ahead()
-        log.info("stopped: %d ticks from %d entries, %d rejected", self.stats.ticks, self.stats.entries,
-                 self.stats.rejected)  # fmt: skip
+        log.info(
+            "stopped: %d ticks from %d entries, %d rejected", self.stats.ticks, self.stats.entries, self.stats.rejected
+        )
         return self.stats

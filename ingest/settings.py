@@ -37,12 +37,16 @@ class Settings(BaseSettings):
     prefix: str = Field(default="tickerdash", description="Prefix of every Redis key.")
     partitions: int = Field(default=1, ge=1, le=1024, description="Number of tick stream partitions.")
     stream_maxlen: int = Field(
-        default=1_000_000, ge=0, description="Cap on entries per tick stream (0: no cap): entries every group "
-        "has read are trimmed to it; producers wait while the unread ones reach it."
+        default=1_000_000,
+        ge=0,
+        description="Cap on entries per tick stream (0: no cap): entries every group "
+        "has read are trimmed to it; producers wait while the unread ones reach it.",
     )
     retention_s: float | None = Field(
-        default=None, gt=0, description="Instead: trim read entries older than this many seconds (MINID); "
-        "producers wait while an unread one is older."
+        default=None,
+        gt=0,
+        description="Instead: trim read entries older than this many seconds (MINID); "
+        "producers wait while an unread one is older.",
     )
     group: str = Field(default="analytics", description="Consumer group of the analytics workers.")
     consumer: str = Field(default_factory=_default_consumer, description="This process's consumer name.")
@@ -54,27 +58,35 @@ class Settings(BaseSettings):
     batch_rows: int = Field(default=10_000, ge=1, description="Ticks per columnar batch entry.")
     data_dir: Path = Field(default_factory=_default_data_dir, description="Embedded Redis data, archive.")
     tick_ts_earliest_ms: int = Field(  # at least a day: a bar starting at 0 would need the invalid stream ID 0-0
-        default=31_536_000_000, ge=86_400_000, description="Ticks with an earlier ts are refused as `past` "
-        "(default 1971-01-01)."
+        default=31_536_000_000,
+        ge=86_400_000,
+        description="Ticks with an earlier ts are refused as `past` (default 1971-01-01).",
     )
     tick_ts_max_ahead_s: float = Field(
-        default=86_400.0, ge=0, description="Ticks whose ts is further ahead of their entry's time (its stream ID's, "
-        "or the event clock the entry declares) are refused as `future`."
+        default=86_400.0,
+        ge=0,
+        description="Ticks whose ts is further ahead of their entry's time (its stream ID's, "
+        "or the event clock the entry declares) are refused as `future`.",
     )
     tick_ts_max_behind_s: float | None = Field(
-        default=None, gt=0, description="Ticks whose ts is further behind their entry's time are refused as `past` "
-        "(unset: only tick_ts_earliest_ms applies)."
+        default=None,
+        gt=0,
+        description="Ticks whose ts is further behind their entry's time are refused as `past` "
+        "(unset: only tick_ts_earliest_ms applies).",
     )
     trust_declared_clock: bool = Field(
-        default=True, description="Check ts against the event clock an entry declares (`clock`, as the project's "
-        "simulator writes) instead of its stream ID's time."
+        default=True,
+        description="Check ts against the event clock an entry declares (`clock`, as the project's "
+        "simulator writes) instead of its stream ID's time.",
     )
     max_entry_rows: int = Field(
         default=100_000, ge=1, description="Most trades one batch entry may hold; a larger one is dead-lettered."
     )
     max_deliveries: int = Field(
-        default=10, ge=1, description="An entry delivered this many times without being acknowledged is dead-lettered "
-        "(quarantined) the next time, instead of being tried again."
+        default=10,
+        ge=1,
+        description="An entry delivered this many times without being acknowledged is dead-lettered "
+        "(quarantined) the next time, instead of being tried again.",
     )
 
     @field_validator("prefix")

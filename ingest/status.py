@@ -12,11 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ingest.clikit import load_settings
-from ingest.codecs import as_text
-from ingest.keys import Keys
-from ingest.redis_server import redis_connection
-from ingest.retention import lost_entries, missed_entries, read_progress
+from tickerdash.ingest.clikit import load_settings
+from tickerdash.ingest.codecs import as_text
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.redis_server import redis_connection
+from tickerdash.ingest.retention import lost_entries, missed_entries, read_progress
 
 DEADLETTER_SAMPLE = 1_000
 
@@ -34,12 +34,26 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
             mine = progress.group(g["name"]) if progress else None
             missed = missed_entries(progress, mine) if progress and mine else None
             lost = max(lost_entries(client, keys, g["name"], name), missed or 0)
-            groups.append({"name": g["name"], "consumers": g["consumers"], "pending": g["pending"], "lag": g.get("lag"),
-                           "last_delivered": g.get("last-delivered-id"), "lost": lost})  # fmt: skip
+            groups.append(
+                {
+                    "name": g["name"],
+                    "consumers": g["consumers"],
+                    "pending": g["pending"],
+                    "lag": g.get("lag"),
+                    "last_delivered": g.get("last-delivered-id"),
+                    "lost": lost,
+                }
+            )
         waiting = {as_text(k): as_text(v) for k, v in client.hgetall(keys.backpressure(name)).items()}
-        streams.append({"stream": name, "length": info["length"],
-                        "last_entry": as_text(info["last-generated-id"]), "groups": groups,
-                        "producer_waiting": waiting.get("message")})  # fmt: skip
+        streams.append(
+            {
+                "stream": name,
+                "length": info["length"],
+                "last_entry": as_text(info["last-generated-id"]),
+                "groups": groups,
+                "producer_waiting": waiting.get("message"),
+            }
+        )
     recent = client.xrevrange(keys.deadletter, count=DEADLETTER_SAMPLE) or []
     reasons = Counter(as_text((fields or {}).get(b"reason", b"?")).split(":", 1)[0] for _, fields in recent)
     return {
@@ -59,14 +73,23 @@ def render(report: dict[str, Any], console: Console) -> None:
             table.add_row(s["stream"], f"{s['length']:,}", "-", "", "", "")
         for i, g in enumerate(s["groups"]):
             lag = "?" if g["lag"] is None else f"{g['lag']:,}"
-            table.add_row(s["stream"] if i == 0 else "", f"{s['length']:,}" if i == 0 else "", g["name"],
-                          str(g["consumers"]), f"{g['pending']:,}", lag)  # fmt: skip
+            table.add_row(
+                s["stream"] if i == 0 else "",
+                f"{s['length']:,}" if i == 0 else "",
+                g["name"],
+                str(g["consumers"]),
+                f"{g['pending']:,}",
+                lag,
+            )
     console.print(table)
     for s in report["streams"]:
         for g in s["groups"]:
             if g["lost"]:
-                console.print(f"[bold red]Lost:[/] {g['lost']:,} entries of {s['stream']} were trimmed or deleted "
-                              f"before group {g['name']} read them", highlight=False)  # fmt: skip
+                console.print(
+                    f"[bold red]Lost:[/] {g['lost']:,} entries of {s['stream']} were trimmed or deleted "
+                    f"before group {g['name']} read them",
+                    highlight=False,
+                )
         if s["producer_waiting"]:
             console.print(f"[bold yellow]Backpressure:[/] {s['producer_waiting']}", highlight=False)
     dead = report["deadletter"]

@@ -183,9 +183,19 @@ class TickBatch:
     def with_origin(self, entry_ids: tuple[str, ...], entry_of: np.ndarray, row_in_entry: np.ndarray) -> TickBatch:
         """The same trades, tagged with the stream entries they were read from."""
         return TickBatch(
-            self.symbols, self.symbol_idx, self.price, self.size, self.ts, self.side,
-            self.trade_id, self.buyer, self.seller, entry_ids, entry_of, row_in_entry,
-        )  # fmt: skip
+            self.symbols,
+            self.symbol_idx,
+            self.price,
+            self.size,
+            self.ts,
+            self.side,
+            self.trade_id,
+            self.buyer,
+            self.seller,
+            entry_ids,
+            entry_of,
+            row_in_entry,
+        )
 
     def to_arrow(self) -> pa.RecordBatch:
         """The trades as an Arrow record batch (symbol dictionary-encoded, side as int8)."""
@@ -227,8 +237,10 @@ class TickBatch:
         codes = symbol.indices.to_numpy(zero_copy_only=False)
         # Arrow IPC does not check dictionary codes: one outside the dictionary would index past its end
         if len(codes) and (int(codes.min()) < 0 or int(codes.max()) >= len(dictionary)):
-            raise TickError(f"symbol: dictionary codes must lie in [0, {len(dictionary)}), the batch has "
-                            f"{int(codes.min())} to {int(codes.max())}")  # fmt: skip
+            raise TickError(
+                f"symbol: dictionary codes must lie in [0, {len(dictionary)}), the batch has "
+                f"{int(codes.min())} to {int(codes.max())}"
+            )
         try:
             price = _numeric(table, "price", pa.float64())
             size = _numeric(table, "size", pa.float64())
@@ -236,6 +248,7 @@ class TickBatch:
             side = _numeric(table, "side", pa.int8()) if "side" in names else np.zeros(len(price), np.int8)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
             raise TickError(f"batch column has the wrong type: {exc}") from exc
+
         def text(name: str) -> pa.Array | None:
             return table.column(name).combine_chunks().cast(pa.string()) if name in names else None
 
@@ -289,8 +302,7 @@ def concat(batches: Sequence[TickBatch]) -> TickBatch:
     def text(name: str) -> pa.Array | None:
         if all(getattr(b, name) is None for b in batches):
             return None
-        parts = [getattr(b, name) if getattr(b, name) is not None else pa.nulls(len(b), pa.string())
-                 for b in batches]  # fmt: skip
+        parts = [getattr(b, name) if getattr(b, name) is not None else pa.nulls(len(b), pa.string()) for b in batches]
         return pa.concat_arrays(parts)
 
     return TickBatch(
@@ -309,8 +321,12 @@ def concat(batches: Sequence[TickBatch]) -> TickBatch:
     )
 
 
-def check_rows(batch: TickBatch, reason: np.ndarray | None = None, clock_ms: np.ndarray | None = None,
-               window: TimeWindow | None = None) -> tuple[np.ndarray, list[str]]:  # fmt: skip
+def check_rows(
+    batch: TickBatch,
+    reason: np.ndarray | None = None,
+    clock_ms: np.ndarray | None = None,
+    window: TimeWindow | None = None,
+) -> tuple[np.ndarray, list[str]]:
     """Validate every row at once: returns a keep mask and, for each rejected row in order, its reason.
 
     `reason` may carry reasons found earlier (while parsing, an object array, "" where none); the first
@@ -357,20 +373,27 @@ def check_rows(batch: TickBatch, reason: np.ndarray | None = None, clock_ms: np.
     return ~rejected, [str(r) for r in reasons[rejected]]
 
 
-def _check_times(ts: np.ndarray, clock_ms: np.ndarray | None, window: TimeWindow,
-                 flag: Callable[[np.ndarray, str], None]) -> None:  # fmt: skip
+def _check_times(
+    ts: np.ndarray, clock_ms: np.ndarray | None, window: TimeWindow, flag: Callable[[np.ndarray, str], None]
+) -> None:
     """Flag event times outside `window` around each row's clock as `past` or `future`."""
-    flag(ts < window.earliest_ms,
-         f"past: ts is before {_utc(window.earliest_ms)}, the earliest accepted (TICKERDASH_TICK_TS_EARLIEST_MS)")
+    flag(
+        ts < window.earliest_ms,
+        f"past: ts is before {_utc(window.earliest_ms)}, the earliest accepted (TICKERDASH_TICK_TS_EARLIEST_MS)",
+    )
     if clock_ms is None:
         return
     if window.max_behind_ms is not None:
-        flag(ts < clock_ms - window.max_behind_ms,
-             f"past: ts is more than {window.max_behind_ms / 1000:g} s before the entry was written "
-             "(TICKERDASH_TICK_TS_MAX_BEHIND_S)")  # fmt: skip
-    flag(ts > clock_ms + window.max_ahead_ms,
-         f"future: ts is more than {window.max_ahead_ms / 1000:g} s after the entry was written "
-         "(its stream ID's time, or the event clock it declares; TICKERDASH_TICK_TS_MAX_AHEAD_S)")  # fmt: skip
+        flag(
+            ts < clock_ms - window.max_behind_ms,
+            f"past: ts is more than {window.max_behind_ms / 1000:g} s before the entry was written "
+            "(TICKERDASH_TICK_TS_MAX_BEHIND_S)",
+        )
+    flag(
+        ts > clock_ms + window.max_ahead_ms,
+        f"future: ts is more than {window.max_ahead_ms / 1000:g} s after the entry was written "
+        "(its stream ID's time, or the event clock it declares; TICKERDASH_TICK_TS_MAX_AHEAD_S)",
+    )
 
 
 def _utc(ms: int) -> str:

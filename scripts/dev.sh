@@ -35,6 +35,13 @@ ensure_chromium() {  # the browser tests drive Debian's Chromium; playwright can
     fi
 }
 
+typecheck_tree() {  # mypy cannot follow the editable install's import hook: give it the installed layout as links
+    local root=build/typecheck/tickerdash
+    rm -rf build/typecheck && mkdir -p "$root"
+    for entry in tickerdash/*; do ln -s "$PWD/$entry" "$root/"; done
+    for floor in ingest simulator analytics dashboard; do ln -s "$PWD/$floor" "$root/$floor"; done
+}
+
 cmd="${1:-}"
 shift || true
 case "$cmd" in
@@ -47,7 +54,10 @@ case "$cmd" in
         ensure_chromium
         echo "==> ruff"
         "$VENV/bin/ruff" check .
+        echo "==> ruff format --check"
+        "$VENV/bin/ruff" format --check .
         echo "==> mypy"
+        typecheck_tree
         "$VENV/bin/mypy"
         echo "==> pytest"
         exec "$VENV/bin/pytest" "$@"

@@ -14,14 +14,22 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ingest.clikit import freeze_import_objects, setup_logging
-from ingest.settings import Settings
-from ingest.stopping import Terminated
-from simulator.market import MarketConfig, generate
-from simulator.scenarios import PRESETS, HardNegatives, Scenario, ScenarioError, Suspicious, from_flags, resolve
+from tickerdash.ingest.clikit import freeze_import_objects, setup_logging
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.stopping import Terminated
+from tickerdash.simulator.market import MarketConfig, generate
+from tickerdash.simulator.scenarios import (
+    PRESETS,
+    HardNegatives,
+    Scenario,
+    ScenarioError,
+    Suspicious,
+    from_flags,
+    resolve,
+)
 
 if TYPE_CHECKING:  # simulator.run loads pandas (pyarrow does, on its first array): only `simulate` itself imports it
-    from simulator.run import Chunk, FileSink, Limits, RedisSink, RunSummary
+    from tickerdash.simulator.run import Chunk, FileSink, Limits, RedisSink, RunSummary
 
 DEFAULT_FAST_COUNT = 1_000_000
 DEFAULT_RATE_MARKET = 1_000.0
@@ -38,8 +46,10 @@ def parse_start(value: str | None) -> int:
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise typer.BadParameter(f"{value!r} is neither epoch milliseconds nor an ISO-8601 time "
-                                     "(e.g. 2024-03-01T14:30:00Z)", param_hint="--start") from None  # fmt: skip
+            raise typer.BadParameter(
+                f"{value!r} is neither epoch milliseconds nor an ISO-8601 time (e.g. 2024-03-01T14:30:00Z)",
+                param_hint="--start",
+            ) from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         ms = int(moment.timestamp() * 1000)
@@ -48,8 +58,14 @@ def parse_start(value: str | None) -> int:
     return ms
 
 
-def _scenario(name: str | None, slumps: list[str], rallies: list[str], halts: list[str],
-              suspicious_rate: float | None, hard_negatives: bool | None) -> Scenario:  # fmt: skip
+def _scenario(
+    name: str | None,
+    slumps: list[str],
+    rallies: list[str],
+    halts: list[str],
+    suspicious_rate: float | None,
+    hard_negatives: bool | None,
+) -> Scenario:
     try:
         base = resolve(name) if name else Scenario()
     except ScenarioError as exc:
@@ -68,49 +84,82 @@ def _scenario(name: str | None, slumps: list[str], rallies: list[str], halts: li
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("[bold]simulate"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>12} ticks/s"), TextColumn("{task.fields[labels]} labels"),
-        TimeElapsedColumn(), console=console, transient=False,
-    )  # fmt: skip
+        TextColumn("[bold]simulate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>12} ticks/s"),
+        TextColumn("{task.fields[labels]} labels"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def simulate(
     symbols: str | None = typer.Option(None, "--symbols", help="Comma-separated tickers, e.g. AAPL,MSFT,GOOG."),
-    universe: int | None = typer.Option(None, "--universe", min=1, max=20_000,
-                                        help="Generate this many tickers instead (default 10, or the preset's)."),
+    universe: int | None = typer.Option(
+        None, "--universe", min=1, max=20_000, help="Generate this many tickers instead (default 10, or the preset's)."
+    ),
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed: same seed and flags, same tape, byte for byte."),
-    start: str | None = typer.Option(None, "--start", help="Event time of the first open: epoch ms or ISO-8601 "
-                                     "(default now; give it for byte-identical reruns)."),
-    rate: float | None = typer.Option(None, "--rate", min=0.001,
-                                      help="Ticks per wall-clock second on average (live demos): the tape is "
-                                      "released on its own event clock, so the open and close come faster. "
-                                      "Default: --fast."),
+    start: str | None = typer.Option(
+        None,
+        "--start",
+        help="Event time of the first open: epoch ms or ISO-8601 (default now; give it for byte-identical reruns).",
+    ),
+    rate: float | None = typer.Option(
+        None,
+        "--rate",
+        min=0.001,
+        help="Ticks per wall-clock second on average (live demos): the tape is "
+        "released on its own event clock, so the open and close come faster. "
+        "Default: --fast.",
+    ),
     fast: bool = typer.Option(False, "--fast", help="As fast as possible (the default unless --rate)."),
     count: int | None = typer.Option(None, "--count", min=1, help="Stop after this many trades."),
-    duration: float | None = typer.Option(None, "--duration", min=0.001,
-                                          help="Stop after this many seconds of event time."),
-    market_rate: float | None = typer.Option(None, "--market-rate", min=0.001,
-                                             help="Mean trades per event-time second, market-wide (default: "
-                                             "--rate, so event time keeps pace with the wall clock; else "
-                                             "the preset's, or 1000)."),
-    session_s: float = typer.Option(23_400.0, "--session-s", min=60, max=86_400,
-                                    help="Trading session length; sessions start every 24 h (86400: no close)."),
-    scenario: str | None = typer.Option(None, "--scenario",
-                                        help=f"Scenario file (.yaml/.json) or preset: {', '.join(PRESETS)}."),
-    slump: list[str] = typer.Option([], "--slump", metavar="SYM:START_S:DROP_PCT:DURATION_S[:RECOVERY_S]",
-                                    help="Scripted slump (repeatable), e.g. AAPL:600:8:60:300."),
-    rally: list[str] = typer.Option([], "--rally", metavar="SYM:START_S:RISE_PCT:DURATION_S[:RECOVERY_S]",
-                                    help="Scripted rally (repeatable)."),
+    duration: float | None = typer.Option(
+        None, "--duration", min=0.001, help="Stop after this many seconds of event time."
+    ),
+    market_rate: float | None = typer.Option(
+        None,
+        "--market-rate",
+        min=0.001,
+        help="Mean trades per event-time second, market-wide (default: "
+        "--rate, so event time keeps pace with the wall clock; else "
+        "the preset's, or 1000).",
+    ),
+    session_s: float = typer.Option(
+        23_400.0,
+        "--session-s",
+        min=60,
+        max=86_400,
+        help="Trading session length; sessions start every 24 h (86400: no close).",
+    ),
+    scenario: str | None = typer.Option(
+        None, "--scenario", help=f"Scenario file (.yaml/.json) or preset: {', '.join(PRESETS)}."
+    ),
+    slump: list[str] = typer.Option(
+        [],
+        "--slump",
+        metavar="SYM:START_S:DROP_PCT:DURATION_S[:RECOVERY_S]",
+        help="Scripted slump (repeatable), e.g. AAPL:600:8:60:300.",
+    ),
+    rally: list[str] = typer.Option(
+        [], "--rally", metavar="SYM:START_S:RISE_PCT:DURATION_S[:RECOVERY_S]", help="Scripted rally (repeatable)."
+    ),
     halt: list[str] = typer.Option([], "--halt", metavar="SYM:START_S:DURATION_S", help="Trading halt (repeatable)."),
-    suspicious_rate: float | None = typer.Option(None, "--suspicious-rate", min=0.0, max=0.2,
-                                                 help="Share of trades in labelled suspicious episodes (0: none)."),
-    hard_negatives: bool | None = typer.Option(None, "--hard-negatives/--no-hard-negatives",
-                                               help="Unlabelled news jumps, block trades, volatility regimes."),
+    suspicious_rate: float | None = typer.Option(
+        None, "--suspicious-rate", min=0.0, max=0.2, help="Share of trades in labelled suspicious episodes (0: none)."
+    ),
+    hard_negatives: bool | None = typer.Option(
+        None, "--hard-negatives/--no-hard-negatives", help="Unlabelled news jumps, block trades, volatility regimes."
+    ),
     per_tick: bool = typer.Option(False, "--per-tick", help="One stream entry per tick (interoperable, slower)."),
-    out: Path | None = typer.Option(None, "--out", help="Write trades.parquet|.csv (labels beside it) "
-                                    "instead of Redis."),
-    redis_url: str | None = typer.Option(None, "--redis-url", help="Redis to write to (default "
-                                         "TICKERDASH_REDIS_URL, else the embedded server)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write trades.parquet|.csv (labels beside it) instead of Redis."
+    ),
+    redis_url: str | None = typer.Option(
+        None, "--redis-url", help="Redis to write to (default TICKERDASH_REDIS_URL, else the embedded server)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Simulate a market: realistic ticks, scripted slumps/rallies/halts, labelled suspicious trades.
@@ -118,15 +167,16 @@ def simulate(
     Writes to Redis (batch entries; --per-tick: one entry per trade), labels on tickerdash:labels;
     or with --out to a Parquet/CSV file, labels beside it in NAME.labels.EXT.
     """
-    from simulator.run import FILE_SUFFIXES, FileSink, Limits, RedisSink
+    from tickerdash.simulator.run import FILE_SUFFIXES, FileSink, Limits, RedisSink
 
     if rate is not None and fast:
         raise typer.BadParameter("--rate and --fast exclude each other: choose one", param_hint="--rate/--fast")
     if out is not None and out.suffix.lower() not in FILE_SUFFIXES:
         raise typer.BadParameter(f"{out} must end in {' or '.join(FILE_SUFFIXES)}", param_hint="--out")
     if out is not None and per_tick:
-        raise typer.BadParameter("--per-tick is a Redis entry form; it means nothing with --out",
-                                 param_hint="--per-tick")  # fmt: skip
+        raise typer.BadParameter(
+            "--per-tick is a Redis entry form; it means nothing with --out", param_hint="--per-tick"
+        )
     preset = PRESETS.get(scenario or "")
     market = _scenario(scenario, slump, rally, halt, suspicious_rate, hard_negatives)
     start_ms = parse_start(start)
@@ -159,7 +209,7 @@ def simulate(
             sink: FileSink | RedisSink = FileSink(out)
             target = f"{out} (labels: {out.stem}.labels{out.suffix})"
         else:
-            from ingest.redis_server import redis_connection
+            from tickerdash.ingest.redis_server import redis_connection
 
             setup_logging()  # the producer says when it waits for the workers (backpressure)
             client = stack.enter_context(redis_connection(settings))
@@ -169,16 +219,27 @@ def simulate(
         freeze_import_objects()
         # with the market's mean rate at --rate, follow the tape's event clock: event time then keeps pace
         # with the wall clock through the busier open and close; an explicit --market-rate paces by count
-        summary = _run_with_progress(chunks, sink, start_ms, limits, rate, console, quiet,
-                                     event_time=rate is not None and market_rate is None)
-    console.print(f"wrote {summary.ticks:,} ticks and {summary.labels:,} labels to {target} "
-                  f"in {summary.elapsed_s:.2f} s ({summary.ticks_per_s:,.0f} ticks/s)")  # fmt: skip
+        summary = _run_with_progress(
+            chunks, sink, start_ms, limits, rate, console, quiet, event_time=rate is not None and market_rate is None
+        )
+    console.print(
+        f"wrote {summary.ticks:,} ticks and {summary.labels:,} labels to {target} "
+        f"in {summary.elapsed_s:.2f} s ({summary.ticks_per_s:,.0f} ticks/s)"
+    )
 
 
-def _run_with_progress(chunks: Iterable[Chunk], sink: FileSink | RedisSink, start_ms: int, limits: Limits,
-                       rate: float | None, console: Console, quiet: bool, *,
-                       event_time: bool) -> RunSummary:  # fmt: skip
-    from simulator.run import run
+def _run_with_progress(
+    chunks: Iterable[Chunk],
+    sink: FileSink | RedisSink,
+    start_ms: int,
+    limits: Limits,
+    rate: float | None,
+    console: Console,
+    quiet: bool,
+    *,
+    event_time: bool,
+) -> RunSummary:
+    from tickerdash.simulator.run import run
 
     if quiet:
         try:
@@ -197,8 +258,9 @@ def _run_with_progress(chunks: Iterable[Chunk], sink: FileSink | RedisSink, star
             progress.update(task, advance=ticks, rate=f"{speed:,.0f}", labels=f"{done['labels']:,}")
 
         try:
-            return run(chunks, sink, start_ms=start_ms, limits=limits, rate=rate, event_time=event_time,
-                       on_progress=advance)
+            return run(
+                chunks, sink, start_ms=start_ms, limits=limits, rate=rate, event_time=event_time, on_progress=advance
+            )
         except KeyboardInterrupt as stop:
             progress.stop()
             console.print(f"stopped after {done['ticks']:,} ticks")
@@ -206,5 +268,5 @@ def _run_with_progress(chunks: Iterable[Chunk], sink: FileSink | RedisSink, star
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `simulate` command to a Typer app (the `tickerdash` front door, or `python -m simulator`)."""
+    """Add the `simulate` command to a Typer app (the `tickerdash` front door, or `python -m tickerdash.simulator`)."""
     app.command("simulate", no_args_is_help=False)(simulate)

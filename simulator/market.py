@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ingest.ticks import SIDE_BUY, SIDE_SELL, TickBatch, TickError, normalise_symbol
-from simulator.scenarios import (
+from tickerdash.ingest.ticks import SIDE_BUY, SIDE_SELL, TickBatch, TickError, normalise_symbol
+from tickerdash.simulator.scenarios import (
     HARD_NEGATIVE_KINDS,
     PRESETS,
     SUSPICIOUS_KINDS,
@@ -153,23 +153,37 @@ class LabelBatch:
         """The labels at these indices (or boolean mask)."""
         rows = np.flatnonzero(rows) if rows.dtype == bool else rows
         index = pa.array(rows, pa.int64())
-        return LabelBatch(self.trade_id.take(index), self.kind.take(index), self.episode_id.take(index),
-                          self.magnitude[rows], self.row[rows])  # fmt: skip
+        return LabelBatch(
+            self.trade_id.take(index),
+            self.kind.take(index),
+            self.episode_id.take(index),
+            self.magnitude[rows],
+            self.row[rows],
+        )
 
     def to_arrow(self) -> pa.RecordBatch:
         """The labels as an Arrow record batch (without the chunk-local row)."""
-        return pa.RecordBatch.from_pydict({
-            "trade_id": self.trade_id, "kind": self.kind, "episode_id": self.episode_id,
-            "magnitude": pa.array(self.magnitude, pa.float64()),
-        })  # fmt: skip
+        return pa.RecordBatch.from_pydict(
+            {
+                "trade_id": self.trade_id,
+                "kind": self.kind,
+                "episode_id": self.episode_id,
+                "magnitude": pa.array(self.magnitude, pa.float64()),
+            }
+        )
 
     def to_fields(self) -> list[dict[str, str]]:
         """One `tickerdash:labels` entry per label (wire strings)."""
         return [
             {"trade_id": t, "kind": k, "episode_id": e, "magnitude": repr(m)}
-            for t, k, e, m in zip(self.trade_id.to_pylist(), self.kind.to_pylist(),
-                                  self.episode_id.to_pylist(), self.magnitude.tolist(), strict=True)
-        ]  # fmt: skip
+            for t, k, e, m in zip(
+                self.trade_id.to_pylist(),
+                self.kind.to_pylist(),
+                self.episode_id.to_pylist(),
+                self.magnitude.tolist(),
+                strict=True,
+            )
+        ]
 
 
 def _string_ids(prefix: str, numbers: np.ndarray) -> pa.Array:
@@ -279,8 +293,20 @@ class _Rows:
     magnitude: np.ndarray = field(default_factory=lambda: np.zeros(0))
     labelled: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
-    COLUMNS = ("ts", "sym", "kind", "episode", "innovation", "offset", "size", "side", "buyer", "seller",
-               "magnitude", "labelled")  # fmt: skip
+    COLUMNS = (
+        "ts",
+        "sym",
+        "kind",
+        "episode",
+        "innovation",
+        "offset",
+        "size",
+        "side",
+        "buyer",
+        "seller",
+        "magnitude",
+        "labelled",
+    )
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -309,12 +335,16 @@ class _Rows:
         return _Rows(*(getattr(self, n)[rows] for n in self.COLUMNS))
 
 
-
 def _intraday_profile(points: int = 2049) -> tuple[np.ndarray, np.ndarray]:
     """(fraction of the session, fraction of the day's expected trades by then): a U with open/close surges."""
     x = np.linspace(0.0, 1.0, points)
-    intensity = (1.0 + 2.2 * np.exp(-x / 0.07) + 1.6 * np.exp(-(1 - x) / 0.07)
-                 + 2.5 * np.exp(-x / 0.004) + 3.0 * np.exp(-(1 - x) / 0.004))  # fmt: skip
+    intensity = (
+        1.0
+        + 2.2 * np.exp(-x / 0.07)
+        + 1.6 * np.exp(-(1 - x) / 0.07)
+        + 2.5 * np.exp(-x / 0.004)
+        + 3.0 * np.exp(-(1 - x) / 0.004)
+    )
     cumulative = np.concatenate([[0.0], np.cumsum((intensity[1:] + intensity[:-1]) / 2)])
     return x, cumulative / cumulative[-1]
 
@@ -333,8 +363,9 @@ class Market:
         unknown = sorted(scenario.symbols_used() - set(self.symbols))
         if unknown:
             shown = ", ".join(self.symbols[:10]) + (" ..." if len(self.symbols) > 10 else "")
-            raise ScenarioError(f"scenario names symbols that are not simulated: {', '.join(unknown)} "
-                                f"(simulated: {shown})")  # fmt: skip
+            raise ScenarioError(
+                f"scenario names symbols that are not simulated: {', '.join(unknown)} (simulated: {shown})"
+            )
         preload()  # before the first chunk: a producer's (or benchmark's) timed loop never imports scipy
         streams = np.random.SeedSequence(config.seed).spawn(4)
         params_rng, self.rng, self.episode_rng, self.account_rng = (np.random.default_rng(s) for s in streams)
@@ -348,8 +379,12 @@ class Market:
         self.profile_inverse = np.interp(np.linspace(0, 1, 2**16 + 2), profile_cum, profile_x)
         self.profile_inverse[-1] = 1.0
         self.trades_per_session = config.trades_per_s * config.session_s
-        self.phi = np.array([_ar1_coefficient(SLOW_HALF_LIFE_S, config.trades_per_s / STATE_STEP),
-                             _ar1_coefficient(FAST_HALF_LIFE_S, config.trades_per_s / STATE_STEP)])  # fmt: skip
+        self.phi = np.array(
+            [
+                _ar1_coefficient(SLOW_HALF_LIFE_S, config.trades_per_s / STATE_STEP),
+                _ar1_coefficient(FAST_HALF_LIFE_S, config.trades_per_s / STATE_STEP),
+            ]
+        )
         self.state_std = np.array([SLOW_STD, FAST_STD])
         self.state = self.rng.normal(0.0, self.state_std)  # start from the stationary distribution
         act, vol = np.array(ACTIVITY_LOADS), np.array(VOLATILITY_LOADS)
@@ -433,8 +468,11 @@ class Market:
         cell = position.astype(np.int64)
         weight = position - cell
         x = self.profile_inverse[cell] * (1 - weight) + self.profile_inverse[cell + 1] * weight
-        return (self.config.start_ms + day.astype(np.int64) * DAY_MS
-                + (x * (self.config.session_s * 1000.0)).astype(np.int64))  # fmt: skip
+        return (
+            self.config.start_ms
+            + day.astype(np.int64) * DAY_MS
+            + (x * (self.config.session_s * 1000.0)).astype(np.int64)
+        )
 
     # --- one chunk ------------------------------------------------------------------------------
 
@@ -449,8 +487,9 @@ class Market:
         components = np.empty((2, steps))
         for k in range(2):
             phi, std = self.phi[k], self.state_std[k]
-            components[k], _ = _lfilter()([std * np.sqrt(1 - phi * phi)], [1.0, -phi], noise[k],
-                                         zi=[phi * self.state[k]])  # fmt: skip
+            components[k], _ = _lfilter()(
+                [std * np.sqrt(1 - phi * phi)], [1.0, -phi], noise[k], zi=[phi * self.state[k]]
+            )
             self.state[k] = components[k, -1]
         speed = np.repeat(np.exp(-self.activity_load @ components - self.activity_var / 2), STATE_STEP)[:n]
         volatility = np.repeat(np.exp(self.volatility_load @ components - self.volatility_var), STATE_STEP)[:n]
@@ -497,9 +536,17 @@ class Market:
                 window = slice(int(lo), int(hi))
                 innovation[window] *= np.where(sym[window] == symbol, multiple, 1.0)
 
-    def _assemble(self, ts: np.ndarray, sym: np.ndarray, innovation: np.ndarray, size: np.ndarray,
-                  side: np.ndarray, buyer: np.ndarray, seller: np.ndarray,
-                  injected: _Rows) -> tuple[TickBatch, LabelBatch]:  # fmt: skip
+    def _assemble(
+        self,
+        ts: np.ndarray,
+        sym: np.ndarray,
+        innovation: np.ndarray,
+        size: np.ndarray,
+        side: np.ndarray,
+        buyer: np.ndarray,
+        seller: np.ndarray,
+        injected: _Rows,
+    ) -> tuple[TickBatch, LabelBatch]:
         """Merge injected rows into the background by event time; prices; halts; ids; labels."""
         n, k = len(ts), len(injected)
         # injected row j lands after every background trade at or before its time (ties: background first)
@@ -556,11 +603,16 @@ class Market:
         self.sequence += m
         trade_id = consecutive_ids(self.config.id_prefix, self.sequence - m, m)
         ticks = TickBatch(
-            symbols=self.symbols, symbol_idx=sym_all.astype(np.int32), price=price, size=size_all,
-            ts=ts_all, side=side_all, trade_id=trade_id,
+            symbols=self.symbols,
+            symbol_idx=sym_all.astype(np.int32),
+            price=price,
+            size=size_all,
+            ts=ts_all,
+            side=side_all,
+            trade_id=trade_id,
             buyer=self.account_names.take(pa.array(buyer_all)),
             seller=self.account_names.take(pa.array(seller_all)),
-        )  # fmt: skip
+        )
         labels = LabelBatch(
             trade_id=trade_id.take(pa.array(labelled_rows, pa.int64())),
             kind=pa.array(KIND_NAMES, pa.string()).take(pa.array(injected.kind[labelled_from], pa.int8())),
@@ -623,28 +675,46 @@ class Market:
         pct = rng.uniform(spec.spike_pct.low, spec.spike_pct.high, len(ids)) / 100
         direction = np.where(rng.random(len(ids)) < 0.5, 1.0, -1.0)
         buyer, seller = self._traders(rng, len(ids)), self._traders(rng, len(ids))
-        rows.append(_Rows.build(
-            ts=starts, sym=symbols, kind=KIND_CODE["spike"], episode=ids, offset=direction * pct,
-            size=self._market_sizes(rng, len(ids)), side=np.where(direction > 0, SIDE_BUY, SIDE_SELL),
-            buyer=buyer, seller=np.where(seller == buyer, seller + 1, seller), magnitude=pct, labelled=True,
-        ))  # fmt: skip
+        rows.append(
+            _Rows.build(
+                ts=starts,
+                sym=symbols,
+                kind=KIND_CODE["spike"],
+                episode=ids,
+                offset=direction * pct,
+                size=self._market_sizes(rng, len(ids)),
+                side=np.where(direction > 0, SIDE_BUY, SIDE_SELL),
+                buyer=buyer,
+                seller=np.where(seller == buyer, seller + 1, seller),
+                magnitude=pct,
+                labelled=True,
+            )
+        )
         # size spike: one trade many times the usual size, at the market price
         ids, starts, symbols = self._new_episodes(self._episode_count(spec.rate, n, share["size"], 1))
         multiple = rng.uniform(spec.size_multiple.low, spec.size_multiple.high, len(ids))
         buyer, seller = self._traders(rng, len(ids)), self._traders(rng, len(ids))
-        rows.append(_Rows.build(
-            ts=starts, sym=symbols, kind=KIND_CODE["size"], episode=ids,
-            size=np.rint(multiple) * TYPICAL_SIZE, side=np.where(rng.random(len(ids)) < 0.5, SIDE_BUY, SIDE_SELL),
-            buyer=buyer, seller=np.where(seller == buyer, seller + 1, seller), magnitude=np.rint(multiple),
-            labelled=True,
-        ))  # fmt: skip
+        rows.append(
+            _Rows.build(
+                ts=starts,
+                sym=symbols,
+                kind=KIND_CODE["size"],
+                episode=ids,
+                size=np.rint(multiple) * TYPICAL_SIZE,
+                side=np.where(rng.random(len(ids)) < 0.5, SIDE_BUY, SIDE_SELL),
+                buyer=buyer,
+                seller=np.where(seller == buyer, seller + 1, seller),
+                magnitude=np.rint(multiple),
+                labelled=True,
+            )
+        )
         # wash trades and ramps have several legs each: one small loop per episode (not per trade)
-        ids, starts, symbols = self._new_episodes(
-            self._episode_count(spec.rate, n, share["wash"], legs_mean))  # fmt: skip
+        ids, starts, symbols = self._new_episodes(self._episode_count(spec.rate, n, share["wash"], legs_mean))
         for episode, start, symbol in zip(ids.tolist(), starts.tolist(), symbols.tolist(), strict=True):
             rows.append(self._wash(spec, episode, start, symbol))
         ids, starts, symbols = self._new_episodes(
-            self._episode_count(spec.rate, n, share["ramp"], buys_mean + max(2.0, buys_mean / 3)))  # fmt: skip
+            self._episode_count(spec.rate, n, share["ramp"], buys_mean + max(2.0, buys_mean / 3))
+        )
         for episode, start, symbol in zip(ids.tolist(), starts.tolist(), symbols.tolist(), strict=True):
             rows.append(self._ramp(spec, episode, start, symbol))
         return rows
@@ -659,10 +729,17 @@ class Market:
         ts = start + np.cumsum(rng.integers(200, 5_000, legs)) - 200
         even = np.arange(legs) % 2 == 0
         return _Rows.build(
-            ts=ts, sym=symbol, kind=KIND_CODE["wash"], episode=episode, size=multiple * TYPICAL_SIZE,
-            side=np.where(even, SIDE_BUY, SIDE_SELL), buyer=np.where(even, first, second),
-            seller=np.where(even, second, first), magnitude=multiple, labelled=True,
-        )  # fmt: skip
+            ts=ts,
+            sym=symbol,
+            kind=KIND_CODE["wash"],
+            episode=episode,
+            size=multiple * TYPICAL_SIZE,
+            side=np.where(even, SIDE_BUY, SIDE_SELL),
+            buyer=np.where(even, first, second),
+            seller=np.where(even, second, first),
+            magnitude=multiple,
+            labelled=True,
+        )
 
     def _ramp(self, spec: Suspicious, episode: int, start: int, symbol: int) -> _Rows:
         """One account's burst of buys pushing the price up, then its dump of the whole position."""
@@ -684,11 +761,18 @@ class Market:
         step_down = np.full(sells, -np.log1p(rise) * 0.9 / sells)  # the dump gives back most of the rise
         is_buy = np.arange(buys + sells) < buys
         return _Rows.build(
-            ts=np.concatenate([buy_ts, sell_ts]), sym=symbol, kind=KIND_CODE["ramp"], episode=episode,
-            innovation=np.concatenate([step_up, step_down]), size=np.concatenate([bought, dump_size]),
-            side=np.where(is_buy, SIDE_BUY, SIDE_SELL), buyer=np.where(is_buy, pumper, others),
-            seller=np.where(is_buy, others, pumper), magnitude=rise, labelled=True,
-        )  # fmt: skip
+            ts=np.concatenate([buy_ts, sell_ts]),
+            sym=symbol,
+            kind=KIND_CODE["ramp"],
+            episode=episode,
+            innovation=np.concatenate([step_up, step_down]),
+            size=np.concatenate([bought, dump_size]),
+            side=np.where(is_buy, SIDE_BUY, SIDE_SELL),
+            buyer=np.where(is_buy, pumper, others),
+            seller=np.where(is_buy, others, pumper),
+            magnitude=rise,
+            labelled=True,
+        )
 
     def _hard_negatives(self, spec: HardNegatives, n: int) -> list[_Rows]:
         rng, total = self.episode_rng, sum(spec.kinds.values()) or 1.0
@@ -700,11 +784,20 @@ class Market:
         maker = rng.integers(0, self.config.market_makers, len(ids)).astype(np.int32)
         client = self._traders(rng, len(ids))
         buy = rng.random(len(ids)) < 0.5
-        rows.append(_Rows.build(
-            ts=starts, sym=symbols, kind=KIND_CODE["block"], episode=ids, size=multiple * TYPICAL_SIZE,
-            side=np.where(buy, SIDE_BUY, SIDE_SELL), buyer=np.where(buy, client, maker),
-            seller=np.where(buy, maker, client), magnitude=multiple, labelled=False,
-        ))  # fmt: skip
+        rows.append(
+            _Rows.build(
+                ts=starts,
+                sym=symbols,
+                kind=KIND_CODE["block"],
+                episode=ids,
+                size=multiple * TYPICAL_SIZE,
+                side=np.where(buy, SIDE_BUY, SIDE_SELL),
+                buyer=np.where(buy, client, maker),
+                seller=np.where(buy, maker, client),
+                magnitude=multiple,
+                labelled=False,
+            )
+        )
         # news: a permanent jump, then a burst of ordinary, more volatile trading
         share = spec.kinds.get("news", 0.0) / total
         ids, starts, symbols = self._new_episodes(self._episode_count(spec.rate, n, share, 40))
@@ -714,12 +807,21 @@ class Market:
             steps = rng.standard_normal(burst) * self.sigma[symbol] * 3.0
             steps[0] = np.log1p(jump)
             buyer, seller = self._traders(rng, burst), self._traders(rng, burst)
-            rows.append(_Rows.build(
-                ts=start + np.sort(rng.integers(0, 90_000, burst)), sym=symbol, kind=KIND_CODE["news"],
-                episode=episode, innovation=steps, size=self._market_sizes(rng, burst),
-                side=np.where(steps >= 0, SIDE_BUY, SIDE_SELL), buyer=buyer,
-                seller=np.where(seller == buyer, seller + 1, seller), magnitude=abs(jump), labelled=False,
-            ))  # fmt: skip
+            rows.append(
+                _Rows.build(
+                    ts=start + np.sort(rng.integers(0, 90_000, burst)),
+                    sym=symbol,
+                    kind=KIND_CODE["news"],
+                    episode=episode,
+                    innovation=steps,
+                    size=self._market_sizes(rng, burst),
+                    side=np.where(steps >= 0, SIDE_BUY, SIDE_SELL),
+                    buyer=buyer,
+                    seller=np.where(seller == buyer, seller + 1, seller),
+                    magnitude=abs(jump),
+                    labelled=False,
+                )
+            )
         # volatility regimes: no rows of their own, they scale background returns for a while
         for _ in range(int(rng.poisson(spec.regimes_per_million * n / 1e6))):
             _, starts, symbols = self._new_episodes(1)

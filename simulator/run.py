@@ -18,12 +18,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import redis
 
-from ingest.keys import Keys
-from ingest.producer import Producer
-from ingest.reconnect import through_outages
-from ingest.settings import Settings
-from ingest.ticks import TickBatch
-from simulator.market import LabelBatch, MarketConfig
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.reconnect import through_outages
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch
+from tickerdash.simulator.market import LabelBatch, MarketConfig
 
 Chunk = tuple[TickBatch, LabelBatch]
 FILE_SUFFIXES = (".parquet", ".csv")
@@ -83,9 +83,14 @@ def limited(chunks: Iterable[Chunk], limits: Limits, start_ms: int) -> Iterator[
             return
 
 
-def paced(chunks: Iterable[Chunk], rate: float, *, event_time: bool = False,
-          clock: Callable[[], float] = time.monotonic,
-          sleep: Callable[[float], None] = time.sleep) -> Iterator[Chunk]:  # fmt: skip
+def paced(
+    chunks: Iterable[Chunk],
+    rate: float,
+    *,
+    event_time: bool = False,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[Chunk]:
     """Slices of the chunks, released on the wall clock: `rate` trades a second on average, or (with
     `event_time`) each slice when the wall clock has moved as far as the tape's own event clock.
 
@@ -150,10 +155,15 @@ class RedisSink:
         """Note this run's seed and setup under `<prefix>:_:simulator`, so exports can say where data came from."""
 
         def record() -> None:
-            self.client.hset(self.run_key, mapping={
-                "seed": config.seed, "start_ms": config.start_ms, "scenario": scenario,
-                "symbols": ",".join(config.symbols or ()) or f"universe:{config.universe}",
-            })  # fmt: skip
+            self.client.hset(
+                self.run_key,
+                mapping={
+                    "seed": config.seed,
+                    "start_ms": config.start_ms,
+                    "scenario": scenario,
+                    "symbols": ",".join(config.symbols or ()) or f"universe:{config.universe}",
+                },
+            )
 
         through_outages(record, self.producer.outage)
 
@@ -172,16 +182,18 @@ _SIDE_TEXT = pa.array(["S", None, "B"], pa.string())  # indexed by side + 1
 
 def file_table(ticks: TickBatch) -> pa.RecordBatch:
     """Ticks in the public field vocabulary (symbol text, side B/S), as a file row group."""
-    return pa.RecordBatch.from_pydict({
-        "symbol": pa.array(ticks.symbols, pa.string()).take(pa.array(ticks.symbol_idx)),
-        "price": pa.array(ticks.price, pa.float64()),
-        "size": pa.array(ticks.size, pa.float64()),
-        "ts": pa.array(ticks.ts, pa.int64()),
-        "side": _SIDE_TEXT.take(pa.array(ticks.side.astype(np.int64) + 1)),
-        "trade_id": ticks.trade_id if ticks.trade_id is not None else pa.nulls(len(ticks), pa.string()),
-        "buyer": ticks.buyer if ticks.buyer is not None else pa.nulls(len(ticks), pa.string()),
-        "seller": ticks.seller if ticks.seller is not None else pa.nulls(len(ticks), pa.string()),
-    })  # fmt: skip
+    return pa.RecordBatch.from_pydict(
+        {
+            "symbol": pa.array(ticks.symbols, pa.string()).take(pa.array(ticks.symbol_idx)),
+            "price": pa.array(ticks.price, pa.float64()),
+            "size": pa.array(ticks.size, pa.float64()),
+            "ts": pa.array(ticks.ts, pa.int64()),
+            "side": _SIDE_TEXT.take(pa.array(ticks.side.astype(np.int64) + 1)),
+            "trade_id": ticks.trade_id if ticks.trade_id is not None else pa.nulls(len(ticks), pa.string()),
+            "buyer": ticks.buyer if ticks.buyer is not None else pa.nulls(len(ticks), pa.string()),
+            "seller": ticks.seller if ticks.seller is not None else pa.nulls(len(ticks), pa.string()),
+        }
+    )
 
 
 class FileSink:
@@ -199,8 +211,11 @@ class FileSink:
         writer = self._writers.get(name)
         if writer is None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            writer = (pq.ParquetWriter(str(path), batch.schema) if self.suffix == ".parquet"
-                      else pacsv.CSVWriter(str(path), batch.schema))  # fmt: skip
+            writer = (
+                pq.ParquetWriter(str(path), batch.schema)
+                if self.suffix == ".parquet"
+                else pacsv.CSVWriter(str(path), batch.schema)
+            )
             self._writers[name] = writer
         writer.write_batch(batch)
 
@@ -218,8 +233,16 @@ class FileSink:
         self._writers.clear()
 
 
-def run(chunks: Iterable[Chunk], sink: Sink, *, start_ms: int, limits: Limits, rate: float | None = None,
-        event_time: bool = False, on_progress: Callable[[int, int], None] | None = None) -> RunSummary:  # fmt: skip
+def run(
+    chunks: Iterable[Chunk],
+    sink: Sink,
+    *,
+    start_ms: int,
+    limits: Limits,
+    rate: float | None = None,
+    event_time: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> RunSummary:
     """Drain the market into the sink until the limits; `rate` paces to the wall clock (None: fast), by
     count or (`event_time`) by the tape's event clock, as `paced` says.
 

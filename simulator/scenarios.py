@@ -16,7 +16,7 @@ from typing import Annotated
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ingest.ticks import TickError, normalise_symbol
+from tickerdash.ingest.ticks import TickError, normalise_symbol
 
 SUSPICIOUS_KINDS = ("spike", "size", "wash", "ramp")
 HARD_NEGATIVE_KINDS = ("news", "block")
@@ -215,8 +215,10 @@ def parse_scenario(data: object, source: str = "scenario") -> Scenario:
     if data is None:
         return Scenario()
     if not isinstance(data, dict):
-        raise ScenarioError(f"{source}: must be a mapping with keys slumps, rallies, halts, suspicious, "
-                            f"hard_negatives; got {type(data).__name__}")  # fmt: skip
+        raise ScenarioError(
+            f"{source}: must be a mapping with keys slumps, rallies, halts, suspicious, "
+            f"hard_negatives; got {type(data).__name__}"
+        )
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:

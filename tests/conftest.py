@@ -12,8 +12,8 @@ import typer
 from click.testing import Result
 from typer.testing import CliRunner
 
-from ingest.redis_server import EmbeddedRedis
-from ingest.settings import Settings
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -38,8 +38,7 @@ def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
 @pytest.fixture
 def settings(redis_client: redis.Redis, redis_server: EmbeddedRedis, tmp_path: Path) -> Settings:
     """Settings that point at the test server, with small batches and a private data dir."""
-    return Settings(redis_url=redis_server.url, data_dir=tmp_path / "data", consumer="test-consumer",
-                    block_ms=50)  # fmt: skip
+    return Settings(redis_url=redis_server.url, data_dir=tmp_path / "data", consumer="test-consumer", block_ms=50)
 
 
 @pytest.fixture

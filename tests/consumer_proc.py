@@ -13,16 +13,15 @@ import time
 
 import redis
 
-from ingest.redis_server import client_for
-from ingest.runner import StopFlag, StreamRunner
-from ingest.settings import Settings
-from ingest.ticks import TickBatch
+from tickerdash.ingest.redis_server import client_for
+from tickerdash.ingest.runner import StopFlag, StreamRunner
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch
 
 
 def main() -> None:
     url, consumer, claim_idle_ms, stall_after = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    settings = Settings(redis_url=url, consumer=consumer, claim_idle_ms=claim_idle_ms, read_count=50,
-                        block_ms=50)  # fmt: skip
+    settings = Settings(redis_url=url, consumer=consumer, claim_idle_ms=claim_idle_ms, read_count=50, block_ms=50)
     client = client_for(url)
     batches = 0
 

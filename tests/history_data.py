@@ -8,12 +8,12 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import redis
 
-from analytics.archive import PARTITIONING, Archiver, archive_root
-from analytics.worker import AnalyticsWorker, WorkerConfig
-from ingest.keys import Keys
-from ingest.producer import Producer
-from ingest.settings import Settings
-from ingest.ticks import TickBatch
+from tickerdash.analytics.archive import PARTITIONING, Archiver, archive_root
+from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch
 
 START_MS = 1_767_306_600_000  # 2026-01-01 22:30 UTC: the data crosses midnight
 HOURS = 3
@@ -29,12 +29,13 @@ def trades(n: int = 30_000, seed: int = 11) -> TickBatch:
     ts = START_MS + np.sort(rng.integers(0, HOURS * 3_600_000, n))
     k = len(SYMBOLS)
     return TickBatch(
-        symbols=SYMBOLS, symbol_idx=np.concatenate([idx, np.arange(k, dtype=np.int32)]),
-        price=np.concatenate([price, np.full(k, 100.0)]), size=np.concatenate([rng.integers(1, 50, n) * 10.0,
-                                                                               np.ones(k)]),
+        symbols=SYMBOLS,
+        symbol_idx=np.concatenate([idx, np.arange(k, dtype=np.int32)]),
+        price=np.concatenate([price, np.full(k, 100.0)]),
+        size=np.concatenate([rng.integers(1, 50, n) * 10.0, np.ones(k)]),
         ts=np.concatenate([ts, np.full(k, FLUSH_MS)]).astype(np.int64),
         side=np.ones(n + k, np.int8),
-    )  # fmt: skip
+    )
 
 
 def analyse(client: redis.Redis, settings: Settings, ticks: TickBatch) -> None:

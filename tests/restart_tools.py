@@ -8,11 +8,11 @@ from typing import Any
 
 import redis
 
-from ingest.codecs import decode_entries
-from ingest.keys import Keys
-from ingest.redis_server import EmbeddedRedis
-from ingest.runner import raw_client
-from ingest.ticks import TickBatch, concat
+from tickerdash.ingest.codecs import decode_entries
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.runner import raw_client
+from tickerdash.ingest.ticks import TickBatch, concat
 
 
 def kill_and_restart(server: EmbeddedRedis, down_s: float) -> None:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.alerts import (
+from tickerdash.analytics.alerts import (
     Alert,
     RangeMax,
     SlumpAlerts,
@@ -22,8 +22,8 @@ from analytics.alerts import (
     max_after,
     prefix_counts,
 )
-from analytics.rules import Rule
-from ingest.ticks import TickBatch
+from tickerdash.analytics.rules import Rule
+from tickerdash.ingest.ticks import TickBatch
 
 DESIGN_ALERT_FIELDS = {"rule_id", "symbol", "ts", "price", "reference_price", "drop_pct", "window_s", "message"}
 
@@ -41,8 +41,9 @@ class Firing:
     drop_pct: float
 
 
-def oracle(rules: list[Rule], symbols: list[str], prices: list[float], ts: list[int],
-           active_from: dict[str, int] | None = None) -> list[Firing]:  # fmt: skip
+def oracle(
+    rules: list[Rule], symbols: list[str], prices: list[float], ts: list[int], active_from: dict[str, int] | None = None
+) -> list[Firing]:
     """DESIGN.md semantics the slow, obvious way: O(n^2), one trade and one rule at a time.
 
     `active_from[rule_id]` is the row from which a rule is evaluated (it starts armed there), while
@@ -76,12 +77,19 @@ def oracle(rules: list[Rule], symbols: list[str], prices: list[float], ts: list[
 
 def firings_of(alerts: list[Alert], row_offset: int = 0) -> list[Firing]:
     """The stage's alerts as Firings (rows shifted by where their batch started)."""
-    return [Firing(a.row + row_offset, a.rule_id, a.symbol, a.ts, a.price, a.reference_price, a.drop_pct)
-            for a in alerts]  # fmt: skip
+    return [
+        Firing(a.row + row_offset, a.rule_id, a.symbol, a.ts, a.price, a.reference_price, a.drop_pct) for a in alerts
+    ]
 
 
-def run_stage(rules: list[Rule], symbols: list[str], prices: list[float], ts: list[int],
-              cuts: Sequence[int] = (), restores: Collection[int] = ()) -> list[Firing]:  # fmt: skip
+def run_stage(
+    rules: list[Rule],
+    symbols: list[str],
+    prices: list[float],
+    ts: list[int],
+    cuts: Sequence[int] = (),
+    restores: Collection[int] = (),
+) -> list[Firing]:
     """Feed the trades in batches split at `cuts`, checkpointing and restoring at `restores`."""
     stage = SlumpAlerts(rules)
     bounds = [0, *sorted(set(cuts)), len(prices)]
@@ -90,13 +98,20 @@ def run_stage(rules: list[Rule], symbols: list[str], prices: list[float], ts: li
         if lo in restores:
             stage = SlumpAlerts.from_bytes(stage.to_bytes())
         if hi > lo:
-            out += firings_of(stage.process(TickBatch.from_columns(symbols[lo:hi], prices[lo:hi],
-                                                                   [1.0] * (hi - lo), ts[lo:hi])), lo)  # fmt: skip
+            out += firings_of(
+                stage.process(TickBatch.from_columns(symbols[lo:hi], prices[lo:hi], [1.0] * (hi - lo), ts[lo:hi])), lo
+            )
     return out
 
 
-def rule(rule_id: str = "r1", symbol: str = "AAPL", drop: float = 5.0, window_s: float = 60.0,
-         cooldown_s: float | None = None, **more: object) -> Rule:  # fmt: skip
+def rule(
+    rule_id: str = "r1",
+    symbol: str = "AAPL",
+    drop: float = 5.0,
+    window_s: float = 60.0,
+    cooldown_s: float | None = None,
+    **more: object,
+) -> Rule:
     """A rule with readable defaults."""
     return Rule(id=rule_id, symbol=symbol, drop_pct=drop, window_s=window_s, cooldown_s=cooldown_s, **more)  # type: ignore[arg-type]
 
@@ -104,8 +119,9 @@ def rule(rule_id: str = "r1", symbol: str = "AAPL", drop: float = 5.0, window_s:
 def one_symbol(prices: list[float], seconds: list[float], symbol: str = "AAPL") -> TickBatch:
     """Trades of one symbol at these event times (seconds from an arbitrary epoch start)."""
     start = 1_700_000_000_000
-    return TickBatch.from_columns([symbol] * len(prices), prices, [100.0] * len(prices),
-                                  [start + round(s * 1000) for s in seconds])  # fmt: skip
+    return TickBatch.from_columns(
+        [symbol] * len(prices), prices, [100.0] * len(prices), [start + round(s * 1000) for s in seconds]
+    )
 
 
 # -- random price paths -------------------------------------------------------------------------
@@ -135,11 +151,14 @@ def rule_sets(draw: st.DrawFn, max_rules: int = 5) -> list[Rule]:
     """A few rules on one symbol or `*`, windows and cooldowns of a few ms."""
     count = draw(st.integers(1, max_rules))
     return [
-        Rule(id=f"r{i}", symbol=draw(st.sampled_from([*SYMBOLS, "*"])),
-             drop_pct=draw(st.sampled_from([1.0, 5.0, 10.0, 20.0, 50.0, 0.1 * 3])),
-             window_s=draw(st.integers(1, 12)) / 1000,
-             cooldown_s=draw(st.one_of(st.none(), st.integers(0, 15).map(lambda ms: ms / 1000))),
-             enabled=draw(st.booleans()) or i == 0)
+        Rule(
+            id=f"r{i}",
+            symbol=draw(st.sampled_from([*SYMBOLS, "*"])),
+            drop_pct=draw(st.sampled_from([1.0, 5.0, 10.0, 20.0, 50.0, 0.1 * 3])),
+            window_s=draw(st.integers(1, 12)) / 1000,
+            cooldown_s=draw(st.one_of(st.none(), st.integers(0, 15).map(lambda ms: ms / 1000))),
+            enabled=draw(st.booleans()) or i == 0,
+        )
         for i in range(count)
     ]
 
@@ -149,12 +168,15 @@ def long_cooldown_rule_sets(draw: st.DrawFn, max_rules: int = 5) -> list[Rule]:
     """Rules whose cooldown often outlasts a whole batch, as in production (minutes against a fraction of a second)."""
     count = draw(st.integers(1, max_rules))
     return [
-        Rule(id=f"r{i}", symbol=draw(st.sampled_from([*SYMBOLS, "*"])),
-             drop_pct=draw(st.sampled_from([1.0, 5.0, 10.0, 20.0, 50.0])),
-             window_s=draw(st.integers(1, 120)) / 1000,
-             cooldown_s=draw(st.one_of(st.none(), st.integers(0, 400).map(lambda ms: ms / 1000))))
+        Rule(
+            id=f"r{i}",
+            symbol=draw(st.sampled_from([*SYMBOLS, "*"])),
+            drop_pct=draw(st.sampled_from([1.0, 5.0, 10.0, 20.0, 50.0])),
+            window_s=draw(st.integers(1, 120)) / 1000,
+            cooldown_s=draw(st.one_of(st.none(), st.integers(0, 400).map(lambda ms: ms / 1000))),
+        )
         for i in range(count)
-    ]  # fmt: skip
+    ]
 
 
 class TestAgainstOracle:
@@ -325,7 +347,8 @@ class TestStage:
         n = len(prices)
         rows = np.arange(n, dtype=np.int32)
         batch = TickBatch.from_columns(symbols, prices, [1.0] * n, ts).with_origin(
-            tuple(f"{i}-0" for i in range(n)), rows // 2, np.where(rows % 3 == 0, -1, rows % 2).astype(np.int32))
+            tuple(f"{i}-0" for i in range(n)), rows // 2, np.where(rows % 3 == 0, -1, rows % 2).astype(np.int32)
+        )
         fired = SlumpAlerts(rules).evaluate(batch)
         fields = fired.to_fields()
         expected = [alert.to_fields() for alert in SlumpAlerts(rules).process(batch)]
@@ -334,7 +357,8 @@ class TestStage:
         assert [json.loads(entry) for entry in fired.to_entries_json()] == flat  # what the worker writes
         without_origin = SlumpAlerts(rules).evaluate(TickBatch.from_columns(symbols, prices, [1.0] * n, ts))
         assert [json.loads(entry) for entry in without_origin.to_entries_json()] == [
-            [x for pair in f.items() for x in pair] for f in without_origin.to_fields()]
+            [x for pair in f.items() for x in pair] for f in without_origin.to_fields()
+        ]
 
     def test_entries_json_escapes_names_and_ids_as_json_does(self) -> None:
         """Quotes, backslashes, newlines and non-ASCII in a rule's name survive the pieced-together JSON."""
@@ -346,7 +370,8 @@ class TestStage:
     def test_alerts_carry_the_stream_id_of_their_trade(self) -> None:
         """An alert on a trade read from the stream names that trade's tick id."""
         batch = one_symbol([100.0, 90.0], [0, 1]).with_origin(
-            ("5-0",), np.zeros(2, np.int32), np.arange(2, dtype=np.int32))
+            ("5-0",), np.zeros(2, np.int32), np.arange(2, dtype=np.int32)
+        )
         assert SlumpAlerts([rule()]).process(batch)[0].tick_id == "5-0#1"
 
 
@@ -362,8 +387,11 @@ class TestHelpers:
         assert RangeMax(np.array(values)).query(lo, hi).tolist() == expected
 
     @settings(max_examples=200, deadline=None)
-    @given(factors=st.lists(st.floats(0.01, 0.999), min_size=0, max_size=30), ref=st.floats(1, 1000),
-           price=st.floats(0.5, 1000))  # fmt: skip
+    @given(
+        factors=st.lists(st.floats(0.01, 0.999), min_size=0, max_size=30),
+        ref=st.floats(1, 1000),
+        price=st.floats(0.5, 1000),
+    )
     def test_prefix_counts_counts_rules_the_price_is_below(self, factors, ref, price) -> None:
         """The binary search counts exactly the rules with price <= ref * factor (rules loosest first)."""
         ordered = np.sort(np.array(factors, np.float64))[::-1]
@@ -377,8 +405,11 @@ class TestHelpers:
         seg = np.array(sorted(s for s, _ in rows), np.int64)
         count = np.array([c for _, c in rows], np.int64)
         at, rank = first_of_ranks(seg, count)
-        expected = {(int(next(i for i in range(len(seg)) if seg[i] == g and count[i] > q)), q)
-                    for g in set(seg.tolist()) for q in range(int(count[seg == g].max()))}  # fmt: skip
+        expected = {
+            (int(next(i for i in range(len(seg)) if seg[i] == g and count[i] > q)), q)
+            for g in set(seg.tolist())
+            for q in range(int(count[seg == g].max()))
+        }
         assert sorted(zip(at.tolist(), rank.tolist(), strict=True)) == sorted(expected)
 
     @settings(max_examples=200, deadline=None)

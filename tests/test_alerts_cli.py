@@ -11,18 +11,18 @@ import pytest
 import redis
 from click.testing import Result
 
-from analytics.alert_stage import SlumpAlertStage
-from analytics.alerts import SlumpAlerts, entry_fields
-from analytics.alerts_cli import register, stream_batches
-from analytics.rule_store import RuleStore
-from analytics.rules import Rule
-from analytics.worker import Effects
-from ingest.codecs import iter_chunks
-from ingest.importers import ColumnMapping, TradeReader
-from ingest.keys import Keys
-from ingest.producer import Producer
-from ingest.settings import Settings
-from ingest.ticks import TickBatch, concat
+from tickerdash.analytics.alert_stage import SlumpAlertStage
+from tickerdash.analytics.alerts import SlumpAlerts, entry_fields
+from tickerdash.analytics.alerts_cli import register, stream_batches
+from tickerdash.analytics.rule_store import RuleStore
+from tickerdash.analytics.rules import Rule
+from tickerdash.analytics.worker import Effects
+from tickerdash.ingest.codecs import iter_chunks
+from tickerdash.ingest.importers import ColumnMapping, TradeReader
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch, concat
 
 KEYS = Keys()
 LOBSTER = ("lobster", "lobster_trades_2012-06-21.csv")
@@ -38,15 +38,29 @@ def slump(symbol: str = "AAPL", start_ms: int = 1_700_000_000_000) -> TickBatch:
     """An 8% slide over 60 s, one trade a second, then a flat minute at the low."""
     seconds = np.arange(121)
     prices = 100.0 * (1 - 0.08 * np.minimum(seconds, 60) / 60)
-    return TickBatch.from_columns([symbol] * len(seconds), prices, np.full(len(seconds), 100.0),
-                                  start_ms + seconds * 1000)  # fmt: skip
+    return TickBatch.from_columns(
+        [symbol] * len(seconds), prices, np.full(len(seconds), 100.0), start_ms + seconds * 1000
+    )
 
 
 class TestManage:
     def test_add_list_disable_enable_remove(self, alerts_cli, redis_client: redis.Redis) -> None:
         """A rule added by flags is listed (table and JSON), can be switched off and on, and removed."""
-        added = alerts_cli("add", "--symbol", "aapl", "--drop", "5", "--window", "60s", "--cooldown", "5m",
-                           "--id", "slump", "--name", "AAPL slump")  # fmt: skip
+        added = alerts_cli(
+            "add",
+            "--symbol",
+            "aapl",
+            "--drop",
+            "5",
+            "--window",
+            "60s",
+            "--cooldown",
+            "5m",
+            "--id",
+            "slump",
+            "--name",
+            "AAPL slump",
+        )
         assert added.exit_code == 0, added.output
         assert "added rule slump" in added.stdout
         listed = json.loads(alerts_cli("list", "--json").stdout)
@@ -61,16 +75,20 @@ class TestManage:
         assert alerts_cli("remove", "slump").exit_code == 0
         assert RuleStore(redis_client).list() == ()
 
-    @pytest.mark.parametrize(("flags", "says"), [
-        (["--symbol", "AAPL", "--drop", "0", "--window", "60s"], "drop_pct"),
-        (["--symbol", "AAPL", "--drop", "100", "--window", "60s"], "drop_pct"),
-        (["--symbol", "AAPL", "--drop", "5", "--window", "0s"], "window_s"),
-        (["--symbol", "AAPL", "--drop", "5", "--window", "soon"], "window_s"),
-        (["--symbol", "NO SUCH", "--drop", "5", "--window", "60s"], "symbol"),
-        (["--symbol", "AAPL", "--drop", "5"], "--window"),
-    ])  # fmt: skip
-    def test_invalid_rules_are_refused_with_exit_2_and_what_to_fix(self, alerts_cli, flags, says,
-                                                                   redis_client: redis.Redis) -> None:  # fmt: skip
+    @pytest.mark.parametrize(
+        ("flags", "says"),
+        [
+            (["--symbol", "AAPL", "--drop", "0", "--window", "60s"], "drop_pct"),
+            (["--symbol", "AAPL", "--drop", "100", "--window", "60s"], "drop_pct"),
+            (["--symbol", "AAPL", "--drop", "5", "--window", "0s"], "window_s"),
+            (["--symbol", "AAPL", "--drop", "5", "--window", "soon"], "window_s"),
+            (["--symbol", "NO SUCH", "--drop", "5", "--window", "60s"], "symbol"),
+            (["--symbol", "AAPL", "--drop", "5"], "--window"),
+        ],
+    )
+    def test_invalid_rules_are_refused_with_exit_2_and_what_to_fix(
+        self, alerts_cli, flags, says, redis_client: redis.Redis
+    ) -> None:
         """An invalid rule is not stored; the command exits 2 naming the field to fix."""
         result = alerts_cli("add", *flags)
         assert result.exit_code == 2
@@ -178,8 +196,10 @@ class TestTailAndBacktest:
                 live.extend(map(entry_fields, effects.alerts))
 
         def key(firings: list[dict[str, object]]) -> list[tuple[str, int, float, float]]:
-            return [(str(f["symbol"]), int(f["ts"]), float(f["price"]), float(f["reference_price"]))  # type: ignore[arg-type]
-                    for f in firings]  # fmt: skip
+            return [
+                (str(f["symbol"]), int(f["ts"]), float(f["price"]), float(f["reference_price"]))  # type: ignore[arg-type]
+                for f in firings
+            ]
 
         assert len(live) >= 3  # the rule does fire on this day
         assert key(from_file["firings"]) == key(from_streams["firings"]) == key(live)  # type: ignore[arg-type]
@@ -191,7 +211,7 @@ class TestWorker:
         self, settings: Settings, redis_client: redis.Redis
     ) -> None:
         """The analytics worker with the alert stage turns the 8%/60 s slump into one `tickerdash:alerts` entry."""
-        from analytics.worker import AnalyticsWorker, WorkerConfig
+        from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
 
         RuleStore(redis_client).add(Rule(id="five", symbol="AAPL", drop_pct=5, window_s=60))
         batch = slump()

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 from typer.testing import Result
 
-from analytics.alert_stage import SlumpAlertStage
-from analytics.anomaly import AnomalyStage
-from analytics.cli import chosen_stages, register
+from tickerdash.analytics.alert_stage import SlumpAlertStage
+from tickerdash.analytics.anomaly import AnomalyStage
+from tickerdash.analytics.cli import chosen_stages, register
 
 
 def test_stages_are_chosen_by_name_in_the_pipeline_order() -> None:

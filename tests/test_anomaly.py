@@ -12,14 +12,15 @@ from hypothesis import strategies as st
 from sklearn.ensemble import IsolationForest
 from test_features import START, jitter, single, tape
 
-from analytics import anomaly
-from analytics.anomaly import AnomalyDetector, AnomalyStage, Calibrator, ForestArrays, ScorerConfig
-from analytics.features import FEATURES, F, FeatureFrame
-from analytics.worker import Effects
-from ingest.ticks import SIDE_BUY, TickBatch
+from tickerdash.analytics import anomaly
+from tickerdash.analytics.anomaly import AnomalyDetector, AnomalyStage, Calibrator, ForestArrays, ScorerConfig
+from tickerdash.analytics.features import FEATURES, F, FeatureFrame
+from tickerdash.analytics.worker import Effects
+from tickerdash.ingest.ticks import SIDE_BUY, TickBatch
 
-SMALL = ScorerConfig(block=64, refit_every=512, swap_after=128, forest_samples=64, train_window=256,
-                     train_stride=2, forest_trees=10)  # fmt: skip
+SMALL = ScorerConfig(
+    block=64, refit_every=512, swap_after=128, forest_samples=64, train_window=256, train_stride=2, forest_trees=10
+)
 
 
 def frame_of(rows: list[dict[str, float]], warming: bool = False, self_trade: bool = False) -> FeatureFrame:
@@ -94,10 +95,15 @@ class TestRules:
     def test_wash_rule_needs_a_third_trade_or_an_uncommon_size(self) -> None:
         """One reversed leg at a common size is chance; with a third trade of the pair it is the wash pattern."""
         detector = AnomalyDetector(scorer=SMALL)
-        scores = detector.scorer.process(frame_of([
-            {"round_trips": 1, "same_pair": 1}, {"round_trips": 1, "same_pair": 2},
-            {"round_trips": 1, "same_pair": 1, "size_z": 3},
-        ]))  # fmt: skip
+        scores = detector.scorer.process(
+            frame_of(
+                [
+                    {"round_trips": 1, "same_pair": 1},
+                    {"round_trips": 1, "same_pair": 2},
+                    {"round_trips": 1, "same_pair": 1, "size_z": 3},
+                ]
+            )
+        )
         assert scores.rule_hits[:, 1].tolist() == [False, True, True]
 
     def test_self_trade_breaks_its_rule_even_while_warming_up(self) -> None:
@@ -167,8 +173,9 @@ class TestScorer:
         assert detector.scorer.forest is not None
 
 
-def scored_in_pieces(batch: TickBatch, cuts: list[int], restore_at: set[int],
-                     config: ScorerConfig = SMALL) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def scored_in_pieces(
+    batch: TickBatch, cuts: list[int], restore_at: set[int], config: ScorerConfig = SMALL
+) -> tuple[np.ndarray, np.ndarray]:
     """Fused surprises and flags of a tape fed in pieces, restoring from a checkpoint after chosen pieces."""
     stage = AnomalyStage(scorer=config)
     bounds = [0, *sorted(set(cuts)), len(batch)]
@@ -198,19 +205,27 @@ def test_stage_without_stream_origin_leaves_tick_id_empty() -> None:
     """A batch that was never on a stream (no entry ids) still gives entries, with an empty tick_id."""
     stage = AnomalyStage(scorer=ScorerConfig(block=64))
     n = 300
-    batch = TickBatch.from_columns(["X"] * n, [100.0] * (n - 1) + [150.0], [100.0] * n, START + np.arange(n) * 100,
-                                   [SIDE_BUY] * n, buyer=["A"] * n, seller=["A"] * n)  # fmt: skip
+    batch = TickBatch.from_columns(
+        ["X"] * n,
+        [100.0] * (n - 1) + [150.0],
+        [100.0] * n,
+        START + np.arange(n) * 100,
+        [SIDE_BUY] * n,
+        buyer=["A"] * n,
+        seller=["A"] * n,
+    )
     effects = Effects(batch)
     stage.process(batch, effects)
     assert effects.anomalies and all(e["tick_id"] == "" for e in effects.anomalies)
 
 
 @pytest.mark.parametrize("refit_min_ms", [0, 60_000, 10**9], ids=["refit every 512", "event-time bound", "once"])
-def test_a_forest_walk_started_ahead_scores_as_one_started_in_turn(monkeypatch: pytest.MonkeyPatch,
-                                                                   refit_min_ms: int) -> None:  # fmt: skip
+def test_a_forest_walk_started_ahead_scores_as_one_started_in_turn(
+    monkeypatch: pytest.MonkeyPatch, refit_min_ms: int
+) -> None:
     """On large batches the walk starts before the tails and rules, over the rows the current forest is sure
     to score (up to a swap that is pending, or that a refit in the batch could bring): same scores."""
-    from analytics import anomaly as anomaly_module
+    from tickerdash.analytics import anomaly as anomaly_module
 
     batch = tape(6000, seed=5, symbols=3)
     cuts = [1500, 3100, 4700]  # pieces that span forest swaps (refits every 512 trades, swaps 128 later)

@@ -11,10 +11,10 @@ import pytest
 import redis
 from history_data import START_MS, analyse, archive_once, archived, redis_bars, trades
 
-from analytics.archive import ARCHIVE_GROUP, Archiver, archive_root, compact, partition_files
-from analytics.worker import bars_feed_key
-from ingest.keys import Keys
-from ingest.settings import Settings
+from tickerdash.analytics.archive import ARCHIVE_GROUP, Archiver, archive_root, compact, partition_files
+from tickerdash.analytics.worker import bars_feed_key
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.settings import Settings
 
 
 def _frame(table: pa.Table, interval: str) -> pd.DataFrame:
@@ -34,8 +34,9 @@ class TestArchive:
         for interval in ("1s", "1m"):
             expected = redis_bars(redis_client, interval)
             pd.testing.assert_frame_equal(_frame(table, interval), expected, check_dtype=False)
-        folders = {p.relative_to(archive_root(settings)).parent.as_posix()
-                   for p in archive_root(settings).rglob("*.parquet")}  # fmt: skip
+        folders = {
+            p.relative_to(archive_root(settings)).parent.as_posix() for p in archive_root(settings).rglob("*.parquet")
+        }
         assert {"interval=1s/date=2026-01-01", "interval=1s/date=2026-01-02", "interval=1m/date=2026-01-01"} <= folders
         one_file = next(archive_root(settings).rglob("part-*.parquet"))
         schema = pq.read_schema(one_file)
@@ -66,6 +67,7 @@ class TestArchive:
         def die_at_second_ack(entries: list) -> list[Path]:  # type: ignore[type-arg]
             batches[0] += 1
             if batches[0] == 2:  # the first batch is archived and acknowledged; the second dies before XACK
+
                 def killed(*_: object) -> None:
                     raise SystemExit("killed between the rename and the XACK")
 
@@ -136,8 +138,9 @@ class TestRobustness:
         successor.run(once=True)
         assert redis_client.xpending(feed, ARCHIVE_GROUP)["pending"] == 0
         for interval in ("1s", "1m"):
-            pd.testing.assert_frame_equal(_frame(archived(settings), interval), redis_bars(redis_client, interval),
-                                          check_dtype=False)  # fmt: skip
+            pd.testing.assert_frame_equal(
+                _frame(archived(settings), interval), redis_bars(redis_client, interval), check_dtype=False
+            )
 
     def test_the_archiver_rides_out_a_redis_restart(self, tmp_path: Path) -> None:
         """With Redis gone for a while and back, the archiver retries with backoff and archives everything."""
@@ -147,8 +150,8 @@ class TestRobustness:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        from ingest.redis_server import EmbeddedRedis
-        from ingest.runner import StopFlag
+        from tickerdash.ingest.redis_server import EmbeddedRedis
+        from tickerdash.ingest.runner import StopFlag
 
         server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
         port = server.port
@@ -169,8 +172,9 @@ class TestRobustness:
                 assert thread.is_alive() and time.monotonic() < deadline
                 time.sleep(0.05)
             for interval in ("1s", "1m"):
-                pd.testing.assert_frame_equal(_frame(archived(settings), interval), redis_bars(client, interval),
-                                              check_dtype=False)  # fmt: skip
+                pd.testing.assert_frame_equal(
+                    _frame(archived(settings), interval), redis_bars(client, interval), check_dtype=False
+                )
         finally:
             stop.set()
             thread.join(60)

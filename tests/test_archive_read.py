@@ -11,8 +11,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-import analytics.archive as archive_module
-from analytics.archive import (
+import tickerdash.analytics.archive as archive_module
+from tickerdash.analytics.archive import (
     ARCHIVE_SCHEMA,
     archived_span,
     file_metadata,
@@ -34,13 +34,22 @@ def day_of_bars(symbols: Sequence[str] = NAMES, seconds: int = SECONDS, seed: in
     rng = np.random.default_rng(seed)
     n = len(symbols) * seconds
     close = 100 + np.cumsum(rng.normal(0, 0.01, n))
-    return pa.table({
-        "symbol": pa.array(np.repeat(np.array(symbols, dtype=object), seconds), pa.string()),
-        "start": pa.array(np.tile(DAY_MS + np.arange(seconds, dtype=np.int64) * 1000, len(symbols)),
-                          pa.timestamp("ms", tz="UTC")),
-        "open": close - 0.01, "high": close + 0.02, "low": close - 0.02, "close": close,
-        "volume": rng.integers(1, 9, n) * 10.0, "vwap": close, "trades": rng.integers(1, 9, n),
-    }, schema=ARCHIVE_SCHEMA)  # fmt: skip
+    return pa.table(
+        {
+            "symbol": pa.array(np.repeat(np.array(symbols, dtype=object), seconds), pa.string()),
+            "start": pa.array(
+                np.tile(DAY_MS + np.arange(seconds, dtype=np.int64) * 1000, len(symbols)), pa.timestamp("ms", tz="UTC")
+            ),
+            "open": close - 0.01,
+            "high": close + 0.02,
+            "low": close - 0.02,
+            "close": close,
+            "volume": rng.integers(1, 9, n) * 10.0,
+            "vwap": close,
+            "trades": rng.integers(1, 9, n),
+        },
+        schema=ARCHIVE_SCHEMA,
+    )
 
 
 def put(root: Path, table: pa.Table, name: str, row_group_size: int) -> Path:
@@ -85,16 +94,16 @@ WANTED = [list(NAMES), ["BB"], ["AAA", "DDD"], ["BB", "ZZZ"], ["ZZZ"]]
 class TestReadCoded:
     @pytest.mark.parametrize(("lo_ms", "hi_ms"), RANGES)
     @pytest.mark.parametrize("names", WANTED)
-    def test_rows_and_codes_equal_a_plain_scan(self, archive: Path, names: list[str], lo_ms: int,
-                                               hi_ms: int) -> None:  # fmt: skip
+    def test_rows_and_codes_equal_a_plain_scan(self, archive: Path, names: list[str], lo_ms: int, hi_ms: int) -> None:
         """Whatever the layout, range and symbols, the rows are the plain scan's, in file order, codes into names."""
         table, codes = read_coded(archive, "1s", lo_ms, hi_ms, names)
         got = table.add_column(0, ARCHIVE_SCHEMA.field("symbol"), symbol_column(names, codes))
         assert got.equals(scanned(archive, names, lo_ms, hi_ms).cast(ARCHIVE_SCHEMA))
         assert codes.dtype == np.int32 and (codes >= 0).all()
 
-    def test_row_groups_of_other_symbols_and_days_are_not_read(self, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    def test_row_groups_of_other_symbols_and_days_are_not_read(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """The footers' statistics pick the row groups: asking for one symbol reads only its row group."""
         root = tmp_path / "archive"
         put(root, day_of_bars(), "compact-0-0.parquet", SECONDS)
@@ -116,13 +125,16 @@ class TestReadCoded:
 class TestArchivedSpan:
     @pytest.mark.parametrize(("lo_ms", "hi_ms"), RANGES)
     @pytest.mark.parametrize("names", [None, *WANTED])
-    def test_symbols_and_span_equal_a_plain_scan(self, archive: Path, names: list[str] | None, lo_ms: int,
-                                                 hi_ms: int) -> None:  # fmt: skip
+    def test_symbols_and_span_equal_a_plain_scan(
+        self, archive: Path, names: list[str] | None, lo_ms: int, hi_ms: int
+    ) -> None:
         """The symbols with bars in the range and their first and last start are what scanning every row finds."""
         rows = scanned(archive, names, lo_ms, hi_ms)
         start = rows["start"].cast(pa.int64())
-        expected = (set(rows["symbol"].to_pylist()),
-                    (pc.min(start).as_py(), pc.max(start).as_py()) if rows.num_rows else None)  # fmt: skip
+        expected = (
+            set(rows["symbol"].to_pylist()),
+            (pc.min(start).as_py(), pc.max(start).as_py()) if rows.num_rows else None,
+        )
         assert archived_span(archive, "1s", lo_ms, hi_ms, names) == expected
 
     @pytest.fixture

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from real_trades import read_binance, read_lobster
 
-from analytics.bars import BarConfig, Bars, BarTable
-from ingest.ticks import TickBatch
+from tickerdash.analytics.bars import BarConfig, Bars, BarTable
+from tickerdash.ingest.ticks import TickBatch
 
 SECOND = BarConfig(intervals_ms=(1_000,), grace_ms=2_000)
 COLUMNS = ("interval_ms", "start_ms", "open", "high", "low", "close", "volume", "vwap", "trades")
@@ -158,8 +158,9 @@ class TestBatchIndependence:
         bars = concat_tables([stage.process(whole).closed, stage.flush()])
         fine = bars[bars["interval_ms"] == 1_000].assign(start_ms=lambda f: f["start_ms"] // 5_000 * 5_000)
         coarse = bars[bars["interval_ms"] == 5_000].set_index(["symbol", "start_ms"]).sort_index()
-        rolled = fine.groupby(["symbol", "start_ms"]).agg(trades=("trades", "sum"), volume=("volume", "sum"),
-                                                          high=("high", "max"), low=("low", "min"))  # fmt: skip
+        rolled = fine.groupby(["symbol", "start_ms"]).agg(
+            trades=("trades", "sum"), volume=("volume", "sum"), high=("high", "max"), low=("low", "min")
+        )
         assert rolled["trades"].tolist() == coarse["trades"].tolist()
         np.testing.assert_allclose(rolled["volume"], coarse["volume"], rtol=1e-12)
         assert rolled["high"].tolist() == coarse["high"].tolist()
@@ -170,9 +171,15 @@ def pandas_bars(frame: pd.DataFrame, interval_ms: int) -> pd.DataFrame:
     """Independent reference: group trades by symbol and floored event time with pandas."""
     frame = frame.assign(start_ms=frame["ts"] // interval_ms * interval_ms, notional=frame["price"] * frame["size"])
     grouped = frame.groupby(["symbol", "start_ms"], sort=True)
-    bars = grouped.agg(open=("price", "first"), high=("price", "max"), low=("price", "min"),
-                       close=("price", "last"), volume=("size", "sum"), notional=("notional", "sum"),
-                       trades=("price", "size"))  # fmt: skip
+    bars = grouped.agg(
+        open=("price", "first"),
+        high=("price", "max"),
+        low=("price", "min"),
+        close=("price", "last"),
+        volume=("size", "sum"),
+        notional=("notional", "sum"),
+        trades=("price", "size"),
+    )
     bars["vwap"] = bars["notional"] / bars["volume"]
     return bars.reset_index()
 

@@ -19,13 +19,13 @@ import redis
 from restart_tools import kill_and_restart, stream_ticks
 from websockets.sync.client import connect
 
-from ingest.keys import Keys
-from ingest.producer import Producer
-from ingest.redis_server import EmbeddedRedis, free_port
-from ingest.settings import Settings
-from ingest.ticks import TickBatch, concat
-from simulator.market import MarketConfig, generate
-from simulator.run import Limits, limited
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.redis_server import EmbeddedRedis, free_port
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch, concat
+from tickerdash.simulator.market import MarketConfig, generate
+from tickerdash.simulator.run import Limits, limited
 
 pytestmark = pytest.mark.chaos
 
@@ -49,14 +49,24 @@ def trade_keys(ticks: TickBatch) -> list[tuple[str, int, float, float, str]]:
     """One sortable key per trade: (trade id, ts, price, size, symbol)."""
     assert ticks.trade_id is not None
     symbols = np.array(ticks.symbols, dtype=object)[ticks.symbol_idx]
-    return sorted(zip(ticks.trade_id.to_pylist(), ticks.ts.tolist(), ticks.price.tolist(), ticks.size.tolist(),
-                      symbols.tolist(), strict=True))  # fmt: skip
+    return sorted(
+        zip(
+            ticks.trade_id.to_pylist(),
+            ticks.ts.tolist(),
+            ticks.price.tolist(),
+            ticks.size.tolist(),
+            symbols.tolist(),
+            strict=True,
+        )
+    )
 
 
 def bars(client: redis.Redis, prefix: str) -> dict[str, Any]:
     """Every bar stream under a prefix, by its key without the prefix."""
-    return {key.decode().removeprefix(prefix): client.xrange(key)
-            for key in sorted(client.scan_iter(match=f"{prefix}:bars:*", count=1000))}  # fmt: skip
+    return {
+        key.decode().removeprefix(prefix): client.xrange(key)
+        for key in sorted(client.scan_iter(match=f"{prefix}:bars:*", count=1000))
+    }
 
 
 def entries(client: redis.Redis, keys: Keys) -> int:
@@ -86,8 +96,12 @@ class Procs:
     def start(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         """Start `tickerdash ARGS` with the test's environment (plus `env`), output to NAME.log."""
         self.logs[name] = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop_all
-        proc = subprocess.Popen([sys.executable, "-m", "tickerdash", *args], env={**self.env, **env},
-                                stdout=self.logs[name], stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tickerdash", *args],
+            env={**self.env, **env},
+            stdout=self.logs[name],
+            stderr=subprocess.STDOUT,
+        )
         self.procs[name] = proc
         return proc
 
@@ -141,19 +155,42 @@ def test_redis_killed_twice_mid_stream_loses_and_repeats_no_tick_and_no_process_
     ref_settings = Settings(redis_url=aof_redis.url, prefix=REF_PREFIX, partitions=PARTITIONS)
     with Producer(client, ref_settings) as producer:
         producer.publish(expected := expected_tape())
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TICKERDASH_REDIS_URL": aof_redis.url,
-           "TICKERDASH_DATA_DIR": str(tmp_path / "data"), "TICKERDASH_PARTITIONS": str(PARTITIONS)}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "TICKERDASH_REDIS_URL": aof_redis.url,
+        "TICKERDASH_DATA_DIR": str(tmp_path / "data"),
+        "TICKERDASH_PARTITIONS": str(PARTITIONS),
+    }
     procs = Procs(tmp_path, env)
     ws_port = free_port()
     try:
         procs.start("worker", "analytics", "--consumer", "chaos")
         procs.start("reference", "analytics", "--consumer", "reference", TICKERDASH_PREFIX=REF_PREFIX)
         procs.start("dashboard", "dashboard", "--port", str(free_port()), "--ws-port", str(ws_port))
-        simulate = procs.start("simulate", "simulate", "--seed", str(SEED), "--count", str(COUNT), "--start", START,
-                               "--rate", str(RATE), "--market-rate", str(MARKET_RATE), "-q")  # fmt: skip
+        simulate = procs.start(
+            "simulate",
+            "simulate",
+            "--seed",
+            str(SEED),
+            "--count",
+            str(COUNT),
+            "--start",
+            START,
+            "--rate",
+            str(RATE),
+            "--market-rate",
+            str(MARKET_RATE),
+            "-q",
+        )
         for fraction in (0.25, 0.6):  # two restarts while ticks flow
-            wait_until(f"{fraction:.0%} of the ticks", lambda f=fraction: entries(client, keys) >= f * ENTRIES,
-                       procs, timeout=120, simulator=True)  # fmt: skip
+            wait_until(
+                f"{fraction:.0%} of the ticks",
+                lambda f=fraction: entries(client, keys) >= f * ENTRIES,
+                procs,
+                timeout=120,
+                simulator=True,
+            )
             kill_and_restart(aof_redis, DOWN_S)  # (the test's own client reconnects by itself)
         assert simulate.wait(timeout=180) == 0, procs.output("simulate")[-3000:]
         simulated = procs.output("simulate")
@@ -164,8 +201,12 @@ def test_redis_killed_twice_mid_stream_loses_and_repeats_no_tick_and_no_process_
         assert len(on_stream) == COUNT
         assert trade_keys(on_stream) == trade_keys(expected)  # every tick exactly once
 
-        wait_until("both workers to catch up", lambda: caught_up(client, keys) and caught_up(client, ref_keys),
-                   procs, timeout=180)  # fmt: skip
+        wait_until(
+            "both workers to catch up",
+            lambda: caught_up(client, keys) and caught_up(client, ref_keys),
+            procs,
+            timeout=180,
+        )
         chaos_bars, ref_bars = bars(client, "tickerdash"), bars(client, REF_PREFIX)
         assert ref_bars and sum(map(len, ref_bars.values())) > 100
         assert chaos_bars == ref_bars

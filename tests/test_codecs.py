@@ -7,8 +7,8 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.codecs import decode_entries, encode_batch, encode_ticks
-from ingest.ticks import TickBatch, concat
+from tickerdash.ingest.codecs import decode_entries, encode_batch, encode_ticks
+from tickerdash.ingest.ticks import TickBatch, concat
 
 SYMBOL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789./-_"
 symbols = st.text(SYMBOL_ALPHABET, min_size=1, max_size=16)
@@ -85,8 +85,9 @@ class TestRoundTrip:
         same_trades(decode_entries(entries).ticks, concat([first, second]))
 
 
-field_names = st.sampled_from([b"symbol", b"price", b"size", b"ts", b"side", b"trade_id", b"batch", b"rows",
-                               b"format", b"x"])  # fmt: skip
+field_names = st.sampled_from(
+    [b"symbol", b"price", b"size", b"ts", b"side", b"trade_id", b"batch", b"rows", b"format", b"x"]
+)
 garbage_entries = st.lists(
     st.tuples(st.just(b"1-0"), st.lists(st.tuples(field_names, st.binary(max_size=30)), max_size=8)), max_size=10
 )
@@ -99,9 +100,7 @@ class TestGarbage:
         """Any bytes at all either decode to valid trades or are rejected with a reason naming a field."""
         entries = [(eid, [x for pair in pairs for x in pair]) for eid, pairs in raw]
         decoded = decode_entries(entries)
-        assert len(decoded.ticks) + len(decoded.rejected) >= sum(
-            1 for _, pairs in raw if b"batch" not in dict(pairs)
-        )
+        assert len(decoded.ticks) + len(decoded.rejected) >= sum(1 for _, pairs in raw if b"batch" not in dict(pairs))
         for item in decoded.rejected:
             assert ":" in item.reason and item.reason.split(":")[0].strip()
         assert np.all(decoded.ticks.price > 0) and np.all(np.isfinite(decoded.ticks.price))
@@ -113,8 +112,9 @@ class TestGarbage:
         """A batch field that is not a valid Arrow stream is rejected, not raised."""
         decoded = decode_entries([(b"7-0", [b"batch", payload])])
         assert len(decoded.ticks) == 0
-        assert len(decoded.rejected) == 1 and decoded.rejected[0].reason.startswith(("batch", "symbol", "price",
-                                                                                     "size", "ts", "rows"))  # fmt: skip
+        assert len(decoded.rejected) == 1 and decoded.rejected[0].reason.startswith(
+            ("batch", "symbol", "price", "size", "ts", "rows")
+        )
 
 
 class TestRules:

@@ -19,7 +19,7 @@ import redis
 import yaml
 from processes import catches_sigterm
 
-from ingest.redis_server import EmbeddedRedis, find_redis_server, free_port
+from tickerdash.ingest.redis_server import EmbeddedRedis, find_redis_server, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -109,15 +109,17 @@ def _environment(service: dict[str, Any], shell: dict[str, str] | None = None) -
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", APP_SERVICES)
-def test_each_app_service_command_runs_against_a_test_redis(name: str, redis_server: EmbeddedRedis,
-                                                            tmp_path: Path) -> None:  # fmt: skip
+def test_each_app_service_command_runs_against_a_test_redis(
+    name: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
     """The service's command starts here against a test Redis, stays up, and stops cleanly on SIGTERM."""
     svc = COMPOSE["services"][name]
     env = {**os.environ, **_environment(svc)}
     env["TICKERDASH_REDIS_URL"] = redis_server.url
     env["TICKERDASH_DATA_DIR"] = str(tmp_path)
-    proc = subprocess.Popen(_local_command(svc, tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        _local_command(svc, tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         # a loaded machine can take seconds to import; a SIGTERM before the handler is set would kill it
         deadline = time.monotonic() + 90

@@ -12,21 +12,22 @@ import redis
 from dropping_proxy import Drop, DroppingProxy
 from test_worker import assert_checkpoints_hold_every_trade, bar_streams, drained, expected_bars, market, run_inline
 
-from analytics.worker import AnalyticsWorker, WorkerConfig
-from ingest import reconnect
-from ingest.keys import Keys
-from ingest.producer import Producer
-from ingest.redis_server import EmbeddedRedis, client_for
-from ingest.runner import ensure_groups
-from ingest.settings import Settings
+from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.ingest import reconnect
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.redis_server import EmbeddedRedis, client_for
+from tickerdash.ingest.runner import ensure_groups
+from tickerdash.ingest.settings import Settings
 
 
 def _is_new_entries_read(args: Sequence[bytes]) -> bool:
     return args[0].upper() == b"XREADGROUP" and args[-1] == b">"
 
 
-def _assert_exact(redis_client: redis.Redis, settings: Settings, worker: AnalyticsWorker, producer: Producer,
-                  ticks: object) -> None:  # fmt: skip
+def _assert_exact(
+    redis_client: redis.Redis, settings: Settings, worker: AnalyticsWorker, producer: Producer, ticks: object
+) -> None:
     """Every entry acknowledged, bars as an uninterrupted run's, checkpoints holding each trade once, no dead
     letter."""
     if not drained(redis_client, settings):  # dropped during its last read: what is left is still pending
@@ -101,7 +102,8 @@ def test_an_unapplied_entry_behind_the_progress_marker_is_dead_lettered_not_ackn
     assert drained(redis_client, settings)
     dead = redis_client.xrange(Keys().deadletter)
     assert len(dead) == 500 and {f[b"reason"] for _, f in dead} == {
-        b"out of order: delivered after later entries had been applied; its effects are missing"}
+        b"out of order: delivered after later entries had been applied; its effects are missing"
+    }
     assert {f[b"entry_id"].decode().split("#")[0] for _, f in dead} == set(skipped)
 
 
@@ -132,7 +134,10 @@ def test_a_producer_whose_reply_is_lost_finds_what_landed_and_the_stream_holds_e
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_connections_dropped_at_random_points_of_every_stage_lose_and_repeat_nothing(
-    settings: Settings, redis_client: redis.Redis, redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    redis_client: redis.Redis,
+    redis_server: EmbeddedRedis,
+    monkeypatch: pytest.MonkeyPatch,
     seed: int,
 ) -> None:
     """Any command of the worker (reads, read-ahead, claims, lease and fence, the deferred transactions, the

@@ -24,13 +24,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
-from analytics.live import SymbolUpdate, encode_updates, live_key, snapshot_key
-from dashboard.auth import TokenRequiredError, allowed_hosts, host_accepted, required_token
-from dashboard.gateway import Gateway, GatewayConfig, GatewayThread
-from dashboard.server import DashboardServer
-from ingest.keys import Keys
-from ingest.redis_server import EmbeddedRedis, free_port
-from ingest.settings import Settings
+from tickerdash.analytics.live import SymbolUpdate, encode_updates, live_key, snapshot_key
+from tickerdash.dashboard.auth import TokenRequiredError, allowed_hosts, host_accepted, required_token
+from tickerdash.dashboard.gateway import Gateway, GatewayConfig, GatewayThread
+from tickerdash.dashboard.server import DashboardServer
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.redis_server import EmbeddedRedis, free_port
+from tickerdash.ingest.settings import Settings
 
 KEYS = Keys()
 REPO = Path(__file__).resolve().parents[1]
@@ -47,8 +47,9 @@ def strict_json(text: str | bytes) -> Any:
     return json.loads(text, parse_constant=refuse)
 
 
-def receive(ws: ClientConnection, kind: str, until: Callable[[dict[str, Any]], Any] = bool,
-            timeout: float = 10.0) -> dict[str, Any]:  # fmt: skip
+def receive(
+    ws: ClientConnection, kind: str, until: Callable[[dict[str, Any]], Any] = bool, timeout: float = 10.0
+) -> dict[str, Any]:
     """The next message of a kind for which `until` holds, every message parsed as strict JSON."""
     deadline = time.monotonic() + timeout
     while True:
@@ -81,13 +82,19 @@ def tickerdash_exe() -> str:
 
 
 @pytest.fixture
-def dashboard_process(redis_server: EmbeddedRedis, redis_client: redis.Redis,
-                      tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:  # fmt: skip
+def dashboard_process(
+    redis_server: EmbeddedRedis, redis_client: redis.Redis, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """`tickerdash dashboard` as its own process (so its RSS is its own), with its websocket port."""
     http_port, ws_port = free_port(), free_port()
     env = {**os.environ, "TICKERDASH_REDIS_URL": redis_server.url, "TICKERDASH_DATA_DIR": str(tmp_path)}
-    proc = subprocess.Popen([tickerdash_exe(), "dashboard", "--port", str(http_port), "--ws-port", str(ws_port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [tickerdash_exe(), "dashboard", "--port", str(http_port), "--ws-port", str(ws_port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for_port(http_port, proc)
         wait_for_port(ws_port, proc)
@@ -106,9 +113,19 @@ def seed_bars(client: redis.Redis, symbol: str, count: int) -> None:
     pipe = client.pipeline(transaction=False)
     for i in range(count):
         price = 100.0 + i * 0.013
-        pipe.xadd(KEYS.bars("1s", symbol), {"open": price, "high": price + 0.25, "low": price - 0.25,
-                                            "close": price + 0.125, "volume": 1234.5, "vwap": price + 0.0625,
-                                            "trades": 17}, id=f"{1_000_000 + i * 1000}-0")  # fmt: skip
+        pipe.xadd(
+            KEYS.bars("1s", symbol),
+            {
+                "open": price,
+                "high": price + 0.25,
+                "low": price - 0.25,
+                "close": price + 0.125,
+                "volume": 1234.5,
+                "vwap": price + 0.0625,
+                "trades": 17,
+            },
+            id=f"{1_000_000 + i * 1000}-0",
+        )
     pipe.execute()
 
 
@@ -176,8 +193,10 @@ class TestFloodingClients:
             for flooder in flooders:
                 flooder.close()
             stack.close()
-        print(f"dashboard RSS before the flood {before:.0f} MB, peak during it {peak:.0f} MB; "
-              f"requests sent before the cut-off: {sent}")  # fmt: skip
+        print(
+            f"dashboard RSS before the flood {before:.0f} MB, peak during it {peak:.0f} MB; "
+            f"requests sent before the cut-off: {sent}"
+        )
         assert peak - before <= RSS_GROWTH_LIMIT_MB, f"RSS grew from {before:.0f} to {peak:.0f} MB"
         assert cut_off == [True, True], "a flooding client was never disconnected"
 
@@ -204,8 +223,12 @@ class TestFloodingClients:
             while not stop.is_set():
                 ts += 1
                 bars = {"1s": [float(ts), 1.0, 2.0, 0.5, 1.5, 3.0]}
-                updates = [SymbolUpdate(symbol=s, ts=ts, price=100.0 + ts % 7, change_pct=0.5, trades=ts, volume=1.0,
-                                        bars=bars) for s in symbols]  # fmt: skip
+                updates = [
+                    SymbolUpdate(
+                        symbol=s, ts=ts, price=100.0 + ts % 7, change_pct=0.5, trades=ts, volume=1.0, bars=bars
+                    )
+                    for s in symbols
+                ]
                 redis_client.xadd(live_key(KEYS), {"u": encode_updates(updates)})
                 stop.wait(0.1)
 
@@ -246,20 +269,26 @@ class TestHostAndOrigin:
             # what a browser does once evil.example resolves to 127.0.0.1: its own name in Host (and Origin)
             ws_port, http_port = server.gateway.port, server._http.port  # type: ignore[union-attr]
             for origin in (None, f"http://evil.example:{http_port}"):
-                with pytest.raises(InvalidStatus) as refused_ws, connect(
-                    f"ws://evil.example:{ws_port}/ws", sock=socket.create_connection(("127.0.0.1", ws_port)),
-                    origin=None if origin is None else Origin(origin),
+                with (
+                    pytest.raises(InvalidStatus) as refused_ws,
+                    connect(
+                        f"ws://evil.example:{ws_port}/ws",
+                        sock=socket.create_connection(("127.0.0.1", ws_port)),
+                        origin=None if origin is None else Origin(origin),
+                    ),
                 ):
                     pass
                 assert refused_ws.value.response.status_code == 421
                 assert b"TICKERDASH_ALLOWED_HOSTS" in refused_ws.value.response.body
 
-    def test_a_page_of_another_origin_is_refused_on_http(self, redis_server: EmbeddedRedis,
-                                                         redis_client: redis.Redis) -> None:  # fmt: skip
+    def test_a_page_of_another_origin_is_refused_on_http(
+        self, redis_server: EmbeddedRedis, redis_client: redis.Redis
+    ) -> None:
         """A request that a foreign page makes to the real loopback address carries its Origin: refused (403)."""
         with DashboardServer(redis_server.url, KEYS, port=0, ws_port=0) as server:
-            request = urllib.request.Request(server.url + "_dash-layout",
-                                             headers={"Origin": "http://evil.example:8050"})  # fmt: skip
+            request = urllib.request.Request(
+                server.url + "_dash-layout", headers={"Origin": "http://evil.example:8050"}
+            )
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(request, timeout=10)
             assert refused.value.code == 403
@@ -271,13 +300,17 @@ class TestHostAndOrigin:
         with DashboardServer(redis_server.url, KEYS, port=0, ws_port=0, public_names="ticks.example.org") as server:
             http_port, ws_port = server._http.port, server.gateway.port  # type: ignore[union-attr]
             for host in ("localhost", "127.0.0.1", "[::1]", "ticks.example.org", "LOCALHOST"):
-                request = urllib.request.Request(server.url + "_dash-layout",
-                                                 headers={"Host": f"{host}:{http_port}",
-                                                          "Origin": f"http://{host}:{http_port}"})  # fmt: skip
+                request = urllib.request.Request(
+                    server.url + "_dash-layout",
+                    headers={"Host": f"{host}:{http_port}", "Origin": f"http://{host}:{http_port}"},
+                )
                 with urllib.request.urlopen(request, timeout=10) as ok:
                     assert ok.status == 200, host
-                with connect(f"ws://{host}:{ws_port}/ws", origin=Origin(f"http://{host}:{http_port}"),
-                             sock=socket.create_connection(("127.0.0.1", ws_port))) as ws:  # fmt: skip
+                with connect(
+                    f"ws://{host}:{ws_port}/ws",
+                    origin=Origin(f"http://{host}:{http_port}"),
+                    sock=socket.create_connection(("127.0.0.1", ws_port)),
+                ) as ws:
                     assert receive(ws, "hello")["type"] == "hello", host
         names = allowed_hosts("0.0.0.0", " ticks.example.org, Other.Example ")
         assert host_accepted(names, "192.168.1.20:8050")  # an IP literal cannot be a rebinding attack
@@ -292,22 +325,45 @@ class TestFiniteJson:
     ) -> None:
         """Infinity and NaN in the snapshot, the live feed, alerts, anomalies and bars: every message is strict
         JSON, the non-finite numbers null."""
-        infinite_update = ('[{"symbol":"INF","ts":1000,"price":Infinity,"change_pct":NaN,"trades":1,"volume":'
-                           '-Infinity,"bars":{"1s":[1000,Infinity,Infinity,1,Infinity,Infinity]}}]')  # fmt: skip
+        infinite_update = (
+            '[{"symbol":"INF","ts":1000,"price":Infinity,"change_pct":NaN,"trades":1,"volume":'
+            '-Infinity,"bars":{"1s":[1000,Infinity,Infinity,1,Infinity,Infinity]}}]'
+        )
         redis_client.hset(snapshot_key(KEYS), "INF", infinite_update)
-        redis_client.xadd(KEYS.alerts, {"rule_id": "r1", "symbol": "INF", "ts": 900, "price": "inf",
-                                        "reference_price": "1e308", "drop_pct": "nan", "window_s": 60,
-                                        "message": "INF fell"})  # fmt: skip
-        overflowing_bar: dict[Any, Any] = {"open": 1, "high": "inf", "low": 1, "close": "1e309", "volume": "inf",
-                                           "vwap": "nan", "trades": 1}  # fmt: skip
+        redis_client.xadd(
+            KEYS.alerts,
+            {
+                "rule_id": "r1",
+                "symbol": "INF",
+                "ts": 900,
+                "price": "inf",
+                "reference_price": "1e308",
+                "drop_pct": "nan",
+                "window_s": 60,
+                "message": "INF fell",
+            },
+        )
+        overflowing_bar: dict[Any, Any] = {
+            "open": 1,
+            "high": "inf",
+            "low": 1,
+            "close": "1e309",
+            "volume": "inf",
+            "vwap": "nan",
+            "trades": 1,
+        }
         redis_client.xadd(KEYS.bars("1s", "INF"), overflowing_bar, id="1000-0")
         assert settings.redis_url is not None
-        with GatewayThread(Gateway(settings.redis_url, KEYS, GatewayConfig(port=0))) as thread, \
-                connect(f"ws://127.0.0.1:{thread.gateway.port}/ws") as ws:  # fmt: skip
+        with (
+            GatewayThread(Gateway(settings.redis_url, KEYS, GatewayConfig(port=0))) as thread,
+            connect(f"ws://127.0.0.1:{thread.gateway.port}/ws") as ws,
+        ):
             hello = receive(ws, "hello")
             redis_client.xadd(live_key(KEYS), {"u": infinite_update.replace('"ts":1000', '"ts":2000')})
-            redis_client.xadd(KEYS.anomalies, {"symbol": "INF", "ts": 2000, "price": "-inf", "size": "inf",
-                                               "score": "nan", "reasons": "size"})  # fmt: skip
+            redis_client.xadd(
+                KEYS.anomalies,
+                {"symbol": "INF", "ts": 2000, "price": "-inf", "size": "inf", "score": "nan", "reasons": "size"},
+            )
             frame = receive(ws, "frame", until=lambda f: f["anomalies"])
             ws.send(json.dumps({"type": "bars", "symbol": "INF", "interval": "1s", "since": 0}))
             bars = receive(ws, "bars")
@@ -327,15 +383,28 @@ class TestTokens:
         assert required_token("127.0.0.1", None) is None
         assert required_token("localhost", "") is None
 
-    def test_the_compose_dashboard_command_refuses_the_placeholder_token(self, redis_server: EmbeddedRedis,
-                                                                         tmp_path: Path) -> None:  # fmt: skip
+    def test_the_compose_dashboard_command_refuses_the_placeholder_token(
+        self, redis_server: EmbeddedRedis, tmp_path: Path
+    ) -> None:
         """`tickerdash dashboard --host 0.0.0.0` with TICKERDASH_TOKEN=change-me exits with what to do, binding
         nothing."""
-        env = {**os.environ, "TICKERDASH_REDIS_URL": redis_server.url, "TICKERDASH_DATA_DIR": str(tmp_path),
-               "TICKERDASH_TOKEN": "change-me"}  # fmt: skip
+        env = {
+            **os.environ,
+            "TICKERDASH_REDIS_URL": redis_server.url,
+            "TICKERDASH_DATA_DIR": str(tmp_path),
+            "TICKERDASH_TOKEN": "change-me",
+        }
         http_port = free_port()
-        command = [tickerdash_exe(), "dashboard", "--host", "0.0.0.0", "--port", str(http_port),
-                   "--ws-port", str(free_port())]  # fmt: skip
+        command = [
+            tickerdash_exe(),
+            "dashboard",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(http_port),
+            "--ws-port",
+            str(free_port()),
+        ]
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 90

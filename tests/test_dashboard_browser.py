@@ -19,20 +19,26 @@ from typing import Any
 import pytest
 import redis
 
-from analytics.cli import default_stages
-from analytics.live import SymbolUpdate, encode_updates, live_key, snapshot_key
-from analytics.worker import AnalyticsWorker, WorkerConfig
-from dashboard.server import DashboardServer
-from ingest.keys import Keys
-from ingest.producer import Producer
-from ingest.redis_server import EmbeddedRedis
-from ingest.runner import StopFlag
-from ingest.settings import Settings
-from ingest.ticks import TickBatch
+from tickerdash.analytics.cli import default_stages
+from tickerdash.analytics.live import SymbolUpdate, encode_updates, live_key, snapshot_key
+from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.dashboard.server import DashboardServer
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.runner import StopFlag
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 # the README's screenshot is refreshed only when asked (TICKERDASH_UPDATE_SCREENSHOT=1), so a test run
 # leaves the working tree as it found it; otherwise the shot goes to the test's temporary directory
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "dashboard.png"
@@ -48,10 +54,19 @@ pytestmark = [
 def update(symbol: str, ts: int, price: float, first: float) -> SymbolUpdate:
     """What the worker publishes after a trade: price, change and the open 1s and 1m bars."""
     second, minute = float(ts // 1000 * 1000), float(ts // 60_000 * 60_000)
-    bars = {"1s": [second, price, price + 0.2, price - 0.2, price, 40.0],
-            "1m": [minute, first, price + 1, price - 1, price, 900.0]}  # fmt: skip
-    return SymbolUpdate(symbol=symbol, ts=ts, price=price, change_pct=(price / first - 1) * 100, trades=ts // 100,
-                        volume=1000.0, bars=bars)  # fmt: skip
+    bars = {
+        "1s": [second, price, price + 0.2, price - 0.2, price, 40.0],
+        "1m": [minute, first, price + 1, price - 1, price, 900.0],
+    }
+    return SymbolUpdate(
+        symbol=symbol,
+        ts=ts,
+        price=price,
+        change_pct=(price / first - 1) * 100,
+        trades=ts // 100,
+        volume=1000.0,
+        bars=bars,
+    )
 
 
 def seed_history(client: redis.Redis, symbols: dict[str, float], now_ms: int, bars: int = 90) -> None:
@@ -63,9 +78,19 @@ def seed_history(client: redis.Redis, symbols: dict[str, float], now_ms: int, ba
         for i in range(bars, 0, -1):
             start = (now_ms // 1000 - i) * 1000
             step = walk.gauss(0, first * 0.0012)
-            pipe.xadd(KEYS.bars("1s", symbol), {"open": price, "high": price + 0.3, "low": price - 0.3,
-                                                "close": price + step, "volume": 50 + i % 17, "vwap": price + step / 2,
-                                                "trades": 4}, id=f"{start}-0")  # fmt: skip
+            pipe.xadd(
+                KEYS.bars("1s", symbol),
+                {
+                    "open": price,
+                    "high": price + 0.3,
+                    "low": price - 0.3,
+                    "close": price + step,
+                    "volume": 50 + i % 17,
+                    "vwap": price + step / 2,
+                    "trades": 4,
+                },
+                id=f"{start}-0",
+            )
             price += step
         pipe.hset(snapshot_key(KEYS), symbol, encode_updates([update(symbol, now_ms, price, first)]))
         pipe.execute()
@@ -167,8 +192,10 @@ class Page:
 
     def wait_for_chart(self, symbol: str) -> None:
         """Wait until the chart shows the symbol's back-filled bars and the script streams onto it."""
-        self.wait_for(lambda: self.state(f"!!(s && s.chart && s.chart.symbol === {json.dumps(symbol)})"),
-                      what=f"the {symbol} chart")  # fmt: skip
+        self.wait_for(
+            lambda: self.state(f"!!(s && s.chart && s.chart.symbol === {json.dumps(symbol)})"),
+            what=f"the {symbol} chart",
+        )
 
     def close(self) -> None:
         """Close the page's context."""
@@ -221,37 +248,64 @@ def last_closes(client: redis.Redis, symbols: tuple[str, ...]) -> dict[str, floa
 
 def markers_drawn(page: Page, role: str) -> int:
     """Points of the chart's alerts or anomalies trace that Plotly has drawn (SVG paths, not just data)."""
-    return int(page.state(f"gd && gd._fullData ? gd.querySelectorAll('g.trace' + "
-                          f"gd._fullData[gd.layout.meta.roles.{role}].uid + ' path.point').length : 0"))  # fmt: skip
+    return int(
+        page.state(
+            f"gd && gd._fullData ? gd.querySelectorAll('g.trace' + "
+            f"gd._fullData[gd.layout.meta.roles.{role}].uid + ' path.point').length : 0"
+        )
+    )
 
 
-def test_the_watchlist_alerts_and_anomalies_fill_from_the_feed(page: Page, redis_client: redis.Redis,
-                                                                tmp_path: Path) -> None:
+def test_the_watchlist_alerts_and_anomalies_fill_from_the_feed(
+    page: Page, redis_client: redis.Redis, tmp_path: Path
+) -> None:
     """Alerts and anomalies appear in their panels, flag the symbol and mark its chart; a watchlist row switches it."""
     page.wait_for_chart("AAPL")
     now = history_end(redis_client, "NVDA")
     with LiveFeed(redis_client, last_closes(redis_client, ("AAPL", "MSFT", "NVDA"))):
         alert_ts = now - 4000
         alert_price = bar_close(redis_client, "NVDA", alert_ts)
-        redis_client.xadd(KEYS.alerts, {"rule_id": "r1", "symbol": "NVDA", "ts": alert_ts, "price": alert_price,
-                                        "reference_price": alert_price / 0.95, "drop_pct": 5.0, "window_s": 60,
-                                        "message": f"NVDA fell 5.0% in 60s ({alert_price / 0.95:.2f} -> "
-                                                   f"{alert_price:.2f})"})  # fmt: skip
-        for symbol, ago, score, reasons in (("AAPL", 20_000, 0.94, "size 40x the symbol's median"),
-                                            ("NVDA", 31_000, 0.91, "price 6 sigma from the 1m VWAP"),
-                                            ("NVDA", 52_000, 0.88, "size 25x the symbol's median")):  # fmt: skip
-            redis_client.xadd(KEYS.anomalies, {"symbol": symbol, "ts": now - ago,
-                                               "price": bar_close(redis_client, symbol, now - ago), "size": 250000,
-                                               "trade_id": f"t-{ago}", "tick_id": "1-0", "score": score,
-                                               "reasons": reasons})  # fmt: skip
+        redis_client.xadd(
+            KEYS.alerts,
+            {
+                "rule_id": "r1",
+                "symbol": "NVDA",
+                "ts": alert_ts,
+                "price": alert_price,
+                "reference_price": alert_price / 0.95,
+                "drop_pct": 5.0,
+                "window_s": 60,
+                "message": f"NVDA fell 5.0% in 60s ({alert_price / 0.95:.2f} -> {alert_price:.2f})",
+            },
+        )
+        for symbol, ago, score, reasons in (
+            ("AAPL", 20_000, 0.94, "size 40x the symbol's median"),
+            ("NVDA", 31_000, 0.91, "price 6 sigma from the 1m VWAP"),
+            ("NVDA", 52_000, 0.88, "size 25x the symbol's median"),
+        ):
+            redis_client.xadd(
+                KEYS.anomalies,
+                {
+                    "symbol": symbol,
+                    "ts": now - ago,
+                    "price": bar_close(redis_client, symbol, now - ago),
+                    "size": 250000,
+                    "trade_id": f"t-{ago}",
+                    "tick_id": "1-0",
+                    "score": score,
+                    "reasons": reasons,
+                },
+            )
         page.page.locator("#alerts-feed li").first.wait_for(timeout=10_000)
         page.page.locator("#anomalies-table .td-anomaly-row").nth(2).wait_for(timeout=10_000)
         assert "NVDA fell 5.0%" in page.page.locator("#alerts-feed").inner_text()
         assert page.page.locator(".td-watch-row[data-symbol=NVDA] .td-flag").inner_text() == "●"
         page.page.locator(".td-watch-row[data-symbol=NVDA]").click()
         page.wait_for_chart("NVDA")
-        page.wait_for(lambda: markers_drawn(page, "alerts") == 1 and markers_drawn(page, "anomalies") == 2,
-                      what="NVDA's alert and anomaly markers on its chart")  # fmt: skip
+        page.wait_for(
+            lambda: markers_drawn(page, "alerts") == 1 and markers_drawn(page, "anomalies") == 2,
+            what="NVDA's alert and anomaly markers on its chart",
+        )
         redraws = page.state("s.redraws")
         page.wait_for(lambda: page.state("s.redraws") >= redraws + 3, what="a few streamed bars on the screenshot")
         refresh_docs = os.environ.get("TICKERDASH_UPDATE_SCREENSHOT") == "1"
@@ -268,8 +322,16 @@ def test_symbols_and_messages_are_rendered_as_text_never_html(page: Page, redis_
     now = int(time.time() * 1000)
     # Written straight into the live stream: tick validation would have rejected this symbol upstream.
     redis_client.xadd(live_key(KEYS), {"u": encode_updates([update(evil, now, 1.0, 1.0)])})
-    alert = {"rule_id": "r1", "symbol": evil, "ts": now, "price": 1.0, "reference_price": 2.0, "drop_pct": 50,
-             "window_s": 60, "message": evil}  # fmt: skip
+    alert = {
+        "rule_id": "r1",
+        "symbol": evil,
+        "ts": now,
+        "price": 1.0,
+        "reference_price": 2.0,
+        "drop_pct": 50,
+        "window_s": 60,
+        "message": evil,
+    }
     redis_client.xadd(KEYS.alerts, alert)
     page.page.locator("#alerts-feed li").first.wait_for(timeout=10_000)
     page.wait_for(lambda: evil in page.page.locator("#watchlist").inner_text(), what="the symbol in the watchlist")
@@ -352,9 +414,19 @@ def test_an_infinite_number_in_the_feed_reaches_the_page_which_stays_live(
     """An alert whose price overflowed to inf arrives (its price null, not `Infinity`, which no browser parses)."""
     page.wait_for_chart("AAPL")
     page.wait_for(lambda: page.state("s.status") == "live", what="live")
-    redis_client.xadd(KEYS.alerts, {"rule_id": "r1", "symbol": "AAPL", "ts": int(time.time() * 1000), "price": "inf",
-                                    "reference_price": "1e308", "drop_pct": 5, "window_s": 60,
-                                    "message": "AAPL overflowed"})  # fmt: skip
+    redis_client.xadd(
+        KEYS.alerts,
+        {
+            "rule_id": "r1",
+            "symbol": "AAPL",
+            "ts": int(time.time() * 1000),
+            "price": "inf",
+            "reference_price": "1e308",
+            "drop_pct": 5,
+            "window_s": 60,
+            "message": "AAPL overflowed",
+        },
+    )
     page.page.locator("#alerts-feed li").first.wait_for(timeout=10_000)
     assert "AAPL overflowed" in page.page.locator("#alerts-feed").inner_text()
     assert page.state("s.status") == "live" and page.state("s.badMessages") == 0
@@ -381,8 +453,16 @@ def test_clicking_an_anomaly_zooms_the_chart_to_it_and_the_zoom_holds_while_bars
     page.wait_for_chart("AAPL")
     now = int(time.time() * 1000)
     with LiveFeed(redis_client, {"AAPL": 187.0, "MSFT": 410.0, "NVDA": 120.0}):
-        anomaly = {"symbol": "AAPL", "ts": now - 20_000, "price": 188.1, "size": 250000, "trade_id": "t-77",
-                   "tick_id": "1-0", "score": 0.94, "reasons": "size"}  # fmt: skip
+        anomaly = {
+            "symbol": "AAPL",
+            "ts": now - 20_000,
+            "price": 188.1,
+            "size": 250000,
+            "trade_id": "t-77",
+            "tick_id": "1-0",
+            "score": 0.94,
+            "reasons": "size",
+        }
         redis_client.xadd(KEYS.anomalies, anomaly)
         page.page.locator("#anomalies-table .td-anomaly-row").first.wait_for(timeout=10_000)
         page.page.locator("#anomalies-table .td-anomaly-row").first.click()
@@ -494,8 +574,9 @@ class Worker:
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.stop_flag = StopFlag()
-        self.worker = AnalyticsWorker(client, settings, None, WorkerConfig(stages=default_stages()),
-                                      stop=self.stop_flag)  # fmt: skip
+        self.worker = AnalyticsWorker(
+            client, settings, None, WorkerConfig(stages=default_stages()), stop=self.stop_flag
+        )
         self.thread = threading.Thread(target=self.worker.run, name="analytics-worker", daemon=True)
 
     def __enter__(self) -> Worker:
@@ -521,15 +602,17 @@ class Trades:
         while ts in self.published_at:  # one event time per XADD, so the firing trade's XADD is known
             ts += 1
         symbols = list(prices)
-        batch = TickBatch.from_columns(symbols, [prices[s] for s in symbols], [100.0] * len(symbols),
-                                       [ts] * len(symbols))  # fmt: skip
+        batch = TickBatch.from_columns(
+            symbols, [prices[s] for s in symbols], [100.0] * len(symbols), [ts] * len(symbols)
+        )
         self.published_at[ts] = time.time()
         self.producer.publish(batch)
 
 
 @pytest.fixture
-def live_system(redis_server: EmbeddedRedis, redis_client: redis.Redis, settings: Settings,
-                browser: Any) -> Iterator[tuple[Page, Trades]]:  # fmt: skip
+def live_system(
+    redis_server: EmbeddedRedis, redis_client: redis.Redis, settings: Settings, browser: Any
+) -> Iterator[tuple[Page, Trades]]:
     """An empty Redis, a real analytics worker on it, the dashboard, and a page open on it."""
     keys = Keys(settings.prefix, settings.partitions)
     with Worker(redis_client, settings), DashboardServer(redis_server.url, keys, port=0, ws_port=0) as server:
@@ -589,17 +672,21 @@ def test_a_rule_added_in_the_editor_fires_on_a_slump_and_shows_within_two_second
     for step in range(1, 31):  # both fall 8 % over 3 s: the 5 % rule fires about two thirds of the way
         trades.publish({symbol: first * (1 - 0.08 * step / 30) for symbol, first in prices.items()})
         time.sleep(0.1)
-    seen = page.wait_for(lambda: page.page.evaluate("() => window.tdSeen.feed && window.tdSeen.marker ? "
-                                                    "window.tdSeen : null"),
-                         timeout=10, what="the alert in the feed and on the chart")  # fmt: skip
+    seen = page.wait_for(
+        lambda: page.page.evaluate("() => window.tdSeen.feed && window.tdSeen.marker ? window.tdSeen : null"),
+        timeout=10,
+        what="the alert in the feed and on the chart",
+    )
     alerts = redis_client.xrange(KEYS.alerts)
     assert len(alerts) == 1, f"exactly one alert expected, got {alerts}"
     fired = {k.decode(): v.decode() for k, v in alerts[0][1].items()}
     assert fired["rule_id"] == "aapl-slump" and fired["symbol"] == "AAPL"
     xadd_at = trades.published_at[int(fired["ts"])]
     to_feed, to_marker = seen["feed"] / 1000 - xadd_at, seen["marker"] / 1000 - xadd_at
-    print(f"alert latency from the firing trade's XADD: feed {to_feed * 1000:.0f} ms, "
-          f"chart marker {to_marker * 1000:.0f} ms")  # fmt: skip
+    print(
+        f"alert latency from the firing trade's XADD: feed {to_feed * 1000:.0f} ms, "
+        f"chart marker {to_marker * 1000:.0f} ms"
+    )
     assert 0 < to_feed <= ALERT_DEADLINE_S
     assert 0 < to_marker <= ALERT_DEADLINE_S
     assert "AAPL" in page.page.locator("#alerts-feed").inner_text()
@@ -613,7 +700,7 @@ def test_a_rule_added_in_the_editor_fires_on_a_slump_and_shows_within_two_second
 def test_the_health_strip_says_in_plain_words_how_many_ticks_were_lost(page: Page, redis_client: redis.Redis) -> None:
     """Ticks an operator trimmed before any worker read them, once a worker counted them, are named in the
     health strip."""
-    from ingest.retention import create_group, record_missed
+    from tickerdash.ingest.retention import create_group, record_missed
 
     stream = KEYS.ticks()
     create_group(redis_client, stream, "analytics")
@@ -621,7 +708,8 @@ def test_the_health_strip_says_in_plain_words_how_many_ticks_were_lost(page: Pag
         redis_client.xadd(stream, {"symbol": "AAPL", "price": 10 + i, "size": 1})
     redis_client.xtrim(stream, maxlen=4, approximate=False)
     record_missed(redis_client, KEYS, "analytics", stream)
-    strip = page.wait_for(lambda: "lost" in (text := page.page.inner_text("#health-strip")) and text,
-                          what="the loss in the health strip")  # fmt: skip
+    strip = page.wait_for(
+        lambda: "lost" in (text := page.page.inner_text("#health-strip")) and text, what="the loss in the health strip"
+    )
     assert "lost 6 entries trimmed before any worker read them" in " ".join(strip.split())
     assert page.console_errors == []

@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from analytics.export import ExportError
-from dashboard.downloads import export_download, request_from_form
-from ingest.keys import Keys
-from ingest.settings import Settings
+from tickerdash.analytics.export import ExportError
+from tickerdash.dashboard.downloads import export_download, request_from_form
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.settings import Settings
 
 KEYS = Keys()
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -22,8 +22,15 @@ def seed_bars(client: redis.Redis, symbol: str, count: int) -> None:
     """`count` closed 1s bars of a symbol from START_MS, as the worker writes them."""
     for i in range(count):
         price = 100.0 + i
-        fields = {"open": price, "high": price + 1, "low": price - 1, "close": price, "volume": 10, "vwap": price,
-                  "trades": 2}  # fmt: skip
+        fields = {
+            "open": price,
+            "high": price + 1,
+            "low": price - 1,
+            "close": price,
+            "volume": 10,
+            "vwap": price,
+            "trades": 2,
+        }
         client.xadd(KEYS.bars("1s", symbol), fields, id=f"{START_MS + i * 1000}-0")
 
 
@@ -52,17 +59,31 @@ class TestDownload:
         seed_bars(redis_client, "AAPL", 5)
         file = export_download(redis_client, settings, request_from_form("AAPL", "1s", "2026-01-01", "", "parquet", []))
         assert file.filename.endswith(".parquet")
-        assert pq.read_table(io.BytesIO(file.content)).column("close").to_pylist() == [100.0, 101.0, 102.0, 103.0,
-                                                                                       104.0]  # fmt: skip
+        assert pq.read_table(io.BytesIO(file.content)).column("close").to_pylist() == [
+            100.0,
+            101.0,
+            102.0,
+            103.0,
+            104.0,
+        ]
 
     def test_included_alerts_come_zipped_beside_the_bars(self, redis_client: redis.Redis, settings: Settings) -> None:
         """With alerts included, one zip holds the bars and the alerts of those symbols in the range."""
         seed_bars(redis_client, "AAPL", 5)
-        alert = {"rule_id": "r1", "symbol": "AAPL", "ts": START_MS + 2000, "price": 95, "reference_price": 100,
-                 "drop_pct": 5, "window_s": 60, "message": "AAPL -5%"}  # fmt: skip
+        alert = {
+            "rule_id": "r1",
+            "symbol": "AAPL",
+            "ts": START_MS + 2000,
+            "price": 95,
+            "reference_price": 100,
+            "drop_pct": 5,
+            "window_s": 60,
+            "message": "AAPL -5%",
+        }
         redis_client.xadd(KEYS.alerts, alert)
-        file = export_download(redis_client, settings,
-                               request_from_form("AAPL", "1s", "2026-01-01", "", "parquet", ["alerts"]))  # fmt: skip
+        file = export_download(
+            redis_client, settings, request_from_form("AAPL", "1s", "2026-01-01", "", "parquet", ["alerts"])
+        )
         assert file.filename.endswith(".zip")
         with zipfile.ZipFile(io.BytesIO(file.content)) as archive:
             names = sorted(archive.namelist())
@@ -74,5 +95,6 @@ class TestDownload:
         """A range before any bar raises the export's no-data error instead of handing over an empty file."""
         seed_bars(redis_client, "AAPL", 5)
         with pytest.raises(ExportError, match="nothing was written"):
-            export_download(redis_client, settings,
-                            request_from_form("AAPL", "1s", "2025-01-01", "2025-01-02", "parquet", []))  # fmt: skip
+            export_download(
+                redis_client, settings, request_from_form("AAPL", "1s", "2025-01-01", "2025-01-02", "parquet", [])
+            )

@@ -17,27 +17,37 @@ import redis.asyncio as aioredis
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from analytics.live import SymbolUpdate, encode_updates, live_key, snapshot_key
-from dashboard.auth import TokenRequiredError, required_token
-from dashboard.gateway import GATEWAY_CLIENT_NAME, Frame, Gateway, GatewayConfig, GatewayThread, _Client
-from dashboard.server import DashboardServer
-from ingest.keys import Keys
-from ingest.redis_server import EmbeddedRedis
-from ingest.retention import create_group, record_missed
-from ingest.settings import Settings
+from tickerdash.analytics.live import SymbolUpdate, encode_updates, live_key, snapshot_key
+from tickerdash.dashboard.auth import TokenRequiredError, required_token
+from tickerdash.dashboard.gateway import GATEWAY_CLIENT_NAME, Frame, Gateway, GatewayConfig, GatewayThread, _Client
+from tickerdash.dashboard.server import DashboardServer
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.retention import create_group, record_missed
+from tickerdash.ingest.settings import Settings
 
 KEYS = Keys()
 
 
 def update(symbol: str, ts: int, price: float) -> SymbolUpdate:
     """A SymbolUpdate as the worker writes it, with open 1s and 1m bars."""
-    return SymbolUpdate(symbol=symbol, ts=ts, price=price, change_pct=0.5, trades=ts % 1000, volume=10.0,
-                        bars={"1s": [float(ts // 1000 * 1000), price, price, price, price, 1.0],
-                              "1m": [float(ts // 60_000 * 60_000), price, price, price, price, 1.0]})  # fmt: skip
+    return SymbolUpdate(
+        symbol=symbol,
+        ts=ts,
+        price=price,
+        change_pct=0.5,
+        trades=ts % 1000,
+        volume=10.0,
+        bars={
+            "1s": [float(ts // 1000 * 1000), price, price, price, price, 1.0],
+            "1m": [float(ts // 60_000 * 60_000), price, price, price, price, 1.0],
+        },
+    )
 
 
-def receive(ws: ClientConnection, kind: str, until: Callable[[dict[str, Any]], Any] = bool,
-            timeout: float = 30.0) -> dict[str, Any]:  # fmt: skip
+def receive(
+    ws: ClientConnection, kind: str, until: Callable[[dict[str, Any]], Any] = bool, timeout: float = 30.0
+) -> dict[str, Any]:
     """The next message of a kind for which `until` holds (others are skipped); TimeoutError after `timeout`
     (a bound for a loaded machine, not a measure of speed)."""
     deadline = time.monotonic() + timeout
@@ -168,8 +178,9 @@ class TestFrames:
         assert frame["health"]["clients"] == 1
         assert frame["health"]["redis"] == "ok"
 
-    def test_health_reports_ticks_trimmed_before_the_workers_read_them(self, gateway: Gateway,
-                                                                        redis_client: redis.Redis) -> None:  # fmt: skip
+    def test_health_reports_ticks_trimmed_before_the_workers_read_them(
+        self, gateway: Gateway, redis_client: redis.Redis
+    ) -> None:
         """Entries an operator trimmed before the analytics group read them, once a worker has counted them, are
         in the health part of frames (the page says "lost N entries trimmed before any worker read them")."""
         stream = KEYS.ticks()
@@ -221,8 +232,9 @@ class TestSlowClients:
         """Frames past the backlog limit merge into one: latest update per symbol, events concatenated."""
         client = _Client(self._Silent(), GatewayConfig(client_backlog=5, recent_events=100))  # type: ignore[arg-type]
         for seq in range(1, 51):
-            client.offer(Frame(seq=seq, ids={"live": f"{seq}-0"}, updates={"AAPL": {"price": seq}},
-                               alerts=[{"id": f"{seq}-0"}]))  # fmt: skip
+            client.offer(
+                Frame(seq=seq, ids={"live": f"{seq}-0"}, updates={"AAPL": {"price": seq}}, alerts=[{"id": f"{seq}-0"}])
+            )
         assert len(client.backlog) <= 6
         merged = client._merge_all()
         assert merged.seq == 50
@@ -310,8 +322,9 @@ class TestAccess:
         with connect(url(gateway), origin="http://127.0.0.1:8050") as ws:  # type: ignore[arg-type]
             assert receive(ws, "hello")["type"] == "hello"
 
-    def test_every_http_request_needs_the_token_which_becomes_a_cookie(self, redis_server: EmbeddedRedis,
-                                                                       redis_client: redis.Redis) -> None:  # fmt: skip
+    def test_every_http_request_needs_the_token_which_becomes_a_cookie(
+        self, redis_server: EmbeddedRedis, redis_client: redis.Redis
+    ) -> None:
         """Without the token the app answers 401; ?token= sets an HttpOnly cookie that then admits requests."""
         with DashboardServer(redis_server.url, KEYS, port=0, ws_port=0, token="s3cret") as server:
             base = server.url.split("?")[0]

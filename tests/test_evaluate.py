@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from analytics.evaluate import (
+from tickerdash.analytics.evaluate import (
     REPORT_SEEDS,
     densest_cluster,
     evaluate_file,

@@ -17,12 +17,12 @@ import redis
 from click.testing import Result
 from history_data import FLUSH_MS, START_MS, SYMBOLS, analyse, archive_once, archived, redis_bars, trades
 
-import analytics.export as export_module
-from analytics.export import ExportError, ExportRequest, NoDataError, export_bars, export_bytes
-from analytics.export_cli import register
-from analytics.worker import AnalyticsWorker, WorkerConfig
-from ingest.keys import Keys
-from ingest.settings import Settings
+import tickerdash.analytics.export as export_module
+from tickerdash.analytics.export import ExportError, ExportRequest, NoDataError, export_bars, export_bytes
+from tickerdash.analytics.export_cli import register
+from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.settings import Settings
 
 BAR_COLUMNS = ["symbol", "start", "open", "high", "low", "close", "volume", "vwap", "trades"]
 DAY2_END = "2026-01-02"  # through 2026-01-02: every bar the trades made, none of the flush trades' open ones
@@ -58,8 +58,17 @@ def resample(bars: pd.DataFrame, rule: str) -> pd.DataFrame:
     """The pandas reference: bars rolled up per symbol to `rule` buckets (empty buckets dropped)."""
     bars = bars.assign(notional=bars["vwap"] * bars["volume"])
     grouped = bars.set_index("start").groupby("symbol").resample(rule)
-    out = grouped.agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum",
-                       "notional": "sum", "trades": "sum"}).reset_index()  # fmt: skip
+    out = grouped.agg(
+        {
+            "open": "first",
+            "high": "max",
+            "low": "min",
+            "close": "last",
+            "volume": "sum",
+            "notional": "sum",
+            "trades": "sum",
+        }
+    ).reset_index()
     out = out[out["trades"] > 0]
     out["vwap"] = out["notional"] / out["volume"]
     return out[BAR_COLUMNS].sort_values(["symbol", "start"], ignore_index=True)
@@ -118,13 +127,18 @@ class TestRoundTrip:
     ) -> None:
         """Daily rows: OHLCV, VWAP and trades as pandas resamples them, plus return, volatility and drawdown."""
         out = tmp_path / "daily.parquet"
-        export_bars(redis_client, settings, ExportRequest(interval="1d", end_ms=export_module.parse_time(
-            DAY2_END, end=True)), out)  # fmt: skip
+        export_bars(
+            redis_client,
+            settings,
+            ExportRequest(interval="1d", end_ms=export_module.parse_time(DAY2_END, end=True)),
+            out,
+        )
         got = read(out)
         expected = resample(history, "1D")
         pd.testing.assert_frame_equal(got[BAR_COLUMNS], expected, check_dtype=False, rtol=1e-12)
-        minute_close = (history.set_index("start").groupby("symbol")["close"].resample("1min").last()
-                        .dropna().reset_index())  # fmt: skip
+        minute_close = (
+            history.set_index("start").groupby("symbol")["close"].resample("1min").last().dropna().reset_index()
+        )
         minute_close["day"] = minute_close["start"].dt.floor("D")
         by_day = minute_close.groupby(["symbol", "day"])["close"]
         realized = by_day.apply(lambda c: float(np.sqrt((np.diff(np.log(c.to_numpy())) ** 2).sum())))
@@ -178,9 +192,13 @@ class TestRetentionBoundary:
         pd.testing.assert_frame_equal(got, everything, check_dtype=False)
 
     def test_redis_bars_the_archive_holds_are_not_read_again(
-        self, history: pd.DataFrame, settings: Settings, redis_client: redis.Redis, tmp_path: Path,
+        self,
+        history: pd.DataFrame,
+        settings: Settings,
+        redis_client: redis.Redis,
+        tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """The archive complete, its gaps empty in Redis too: no Redis bar is parsed, and every bar is there once."""
         parsed = _count_parsed_bars(monkeypatch)
         out = tmp_path / "bars.parquet"
@@ -189,9 +207,13 @@ class TestRetentionBoundary:
         pd.testing.assert_frame_equal(read(out), history, check_dtype=False)
 
     def test_a_hole_in_the_archive_is_filled_from_redis(
-        self, history: pd.DataFrame, settings: Settings, redis_client: redis.Redis, tmp_path: Path,
+        self,
+        history: pd.DataFrame,
+        settings: Settings,
+        redis_client: redis.Redis,
+        tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """A lost archive file in the middle of the Redis overlap: its bars come from Redis, none twice."""
         files = sorted((settings.data_dir / "archive" / "interval=1s").rglob("part-*.parquet"))
         files[len(files) // 2].unlink()
@@ -220,9 +242,13 @@ def _count_parsed_bars(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 class TestAtomicWrite:
     def test_a_failure_mid_export_leaves_no_file_and_no_temporary(
-        self, history: pd.DataFrame, settings: Settings, redis_client: redis.Redis, tmp_path: Path,
+        self,
+        history: pd.DataFrame,
+        settings: Settings,
+        redis_client: redis.Redis,
+        tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """A chunk that fails after others were written leaves the target untouched and nothing beside it."""
         out = tmp_path / "bars.parquet"
         out.write_bytes(b"the previous export")
@@ -249,8 +275,9 @@ class TestCommand:
     ) -> None:
         """`tickerdash export --symbols ... --interval 1h` writes the file and reports rows and path."""
         out = tmp_path / "x.parquet"
-        result = run_export("--symbols", "aaa,BBB", "--interval", "1h", "--start", "2026-01-01",
-                            "--end", DAY2_END, "--out", str(out))  # fmt: skip
+        result = run_export(
+            "--symbols", "aaa,BBB", "--interval", "1h", "--start", "2026-01-01", "--end", DAY2_END, "--out", str(out)
+        )
         assert result.exit_code == 0, result.output
         assert "rows of 2 symbols" in said(result) and out.name in said(result)
         assert set(pd.read_parquet(out)["symbol"]) == {"AAA", "BBB"}
@@ -260,8 +287,9 @@ class TestCommand:
     ) -> None:
         """With --tz America/New_York, daily rows start at New York midnight and carry that zone."""
         out = tmp_path / "ny.parquet"
-        result = run_export("--all", "--interval", "1d", "--tz", "America/New_York", "--end", DAY2_END,
-                            "--out", str(out), "-q")  # fmt: skip
+        result = run_export(
+            "--all", "--interval", "1d", "--tz", "America/New_York", "--end", DAY2_END, "--out", str(out), "-q"
+        )
         assert result.exit_code == 0, result.output
         got = pd.read_parquet(out)
         assert str(got["start"].dt.tz) == "America/New_York"
@@ -281,9 +309,13 @@ class TestCommand:
         ],
     )
     def test_bad_requests_exit_2_with_what_to_fix_and_write_nothing(
-        self, small_history: None, run_export: Callable[..., Result], tmp_path: Path, args: tuple[str, ...],
+        self,
+        small_history: None,
+        run_export: Callable[..., Result],
+        tmp_path: Path,
+        args: tuple[str, ...],
         message: str,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Unknown symbol or interval, start after end, an empty range, bad time or zone: exit 2, no file."""
         out = tmp_path / "never.parquet"
         result = run_export(*args, "--out", str(out), "-q")
@@ -291,8 +323,9 @@ class TestCommand:
         assert message in said(result)
         assert not out.exists()
 
-    def test_an_unwritable_path_exits_2(self, small_history: None, run_export: Callable[..., Result],
-                                        tmp_path: Path) -> None:  # fmt: skip
+    def test_an_unwritable_path_exits_2(
+        self, small_history: None, run_export: Callable[..., Result], tmp_path: Path
+    ) -> None:
         """A directory that does not exist is refused before any work."""
         result = run_export("--all", "--out", str(tmp_path / "missing" / "bars.parquet"), "-q")
         assert result.exit_code == 2 and "does not exist" in said(result)
@@ -302,11 +335,20 @@ class TestCommand:
     ) -> None:
         """--include trades adds NAME.trades.parquet with the symbols' trades in the range."""
         out = tmp_path / "bars.parquet"
-        alert = {"rule_id": "r1", "symbol": "DDD", "ts": START_MS + 60_000, "price": 95.5, "reference_price": 100,
-                 "drop_pct": 4.5, "window_s": 60, "message": "DDD fell 4.5% in 60s"}  # fmt: skip
+        alert = {
+            "rule_id": "r1",
+            "symbol": "DDD",
+            "ts": START_MS + 60_000,
+            "price": 95.5,
+            "reference_price": 100,
+            "drop_pct": 4.5,
+            "window_s": 60,
+            "message": "DDD fell 4.5% in 60s",
+        }
         redis_client.xadd(Keys().alerts, alert)  # type: ignore[arg-type]
-        result = export_bars(redis_client, settings, ExportRequest(symbols=("DDD",), interval="1m",
-                                                                   include=("trades", "alerts")), out)  # fmt: skip
+        result = export_bars(
+            redis_client, settings, ExportRequest(symbols=("DDD",), interval="1m", include=("trades", "alerts")), out
+        )
         got = pd.read_parquet(result.extra["trades"])
         assert set(got["symbol"]) == {"DDD"} and len(got) == int((trades().symbol == "DDD").sum())
         assert got["ts"].max() < pd.Timestamp(FLUSH_MS, unit="ms", tz="UTC") + pd.Timedelta(days=1)
@@ -328,13 +370,21 @@ class TestFormulaInjection:
         stream = Keys().ticks()
         for i, trade_id in enumerate(HOSTILE_IDS * 2):
             symbol = HOSTILE_SYMBOL if i % 2 else "AAA"
-            redis_client.xadd(stream, {"symbol": symbol, "price": 100.5 + i, "size": 10, "ts": START_MS + i * 1_000,
-                                       "trade_id": trade_id})  # fmt: skip
+            redis_client.xadd(
+                stream,
+                {"symbol": symbol, "price": 100.5 + i, "size": 10, "ts": START_MS + i * 1_000, "trade_id": trade_id},
+            )
         for symbol in (HOSTILE_SYMBOL, "AAA"):  # close the first minute's bars
             redis_client.xadd(stream, {"symbol": symbol, "price": 100, "size": 1, "ts": START_MS + 120_000})
         AnalyticsWorker(redis_client, settings, None, WorkerConfig(checkpoint_every_s=0.2)).run(max_idle_reads=3)
-        alert = {"rule_id": "r1", "symbol": HOSTILE_SYMBOL, "ts": START_MS + 5_000, "price": 95.5,
-                 "drop_pct": -4.5, "message": "=cmd|' /C calc'!A0"}  # fmt: skip
+        alert = {
+            "rule_id": "r1",
+            "symbol": HOSTILE_SYMBOL,
+            "ts": START_MS + 5_000,
+            "price": 95.5,
+            "drop_pct": -4.5,
+            "message": "=cmd|' /C calc'!A0",
+        }
         redis_client.xadd(Keys().alerts, alert)  # type: ignore[arg-type]
 
     def test_csv_text_cells_never_start_a_formula_and_parquet_keeps_the_originals(
@@ -357,8 +407,10 @@ class TestFormulaInjection:
                 if pa.types.is_floating(table.schema.field(column).type):
                     assert [float(v) for v in written] == table.column(column).to_pylist(), (name, column)
                 elif column in ("symbol", "trade_id", "message"):
-                    assert written == ["" if v is None else "'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r")
-                                       else v for v in original], (name, column)  # fmt: skip
+                    assert written == [
+                        "" if v is None else "'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
+                        for v in original
+                    ], (name, column)
         trades_csv = list(csv.DictReader(as_csv.extra["trades"].open(newline="")))
         assert {row["trade_id"] for row in trades_csv} >= {"'" + i for i in HOSTILE_IDS}
         assert set(pq.read_table(as_parquet.extra["trades"])["trade_id"].to_pylist()) >= set(HOSTILE_IDS)

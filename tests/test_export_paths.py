@@ -14,11 +14,11 @@ import pytest
 import redis
 from test_archive_read import DAY_MS, NAMES, SECONDS, day_of_bars, put
 
-import analytics.export as export_module
-from analytics.archive import ARCHIVE_SCHEMA, archive_root
-from analytics.export import ExportRequest, TableWriter, export_bars, first_in_order, missing_ranges
-from ingest.keys import Keys
-from ingest.settings import Settings
+import tickerdash.analytics.export as export_module
+from tickerdash.analytics.archive import ARCHIVE_SCHEMA, archive_root
+from tickerdash.analytics.export import ExportRequest, TableWriter, export_bars, first_in_order, missing_ranges
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.settings import Settings
 
 REDIS_S = 120  # Redis holds the last two minutes of each symbol's bars: the overlap the export deduplicates
 
@@ -29,8 +29,11 @@ def to_redis(client: redis.Redis, table: pa.Table) -> None:
     rows = table.to_pylist()
     for row in sorted(rows, key=lambda r: (r["symbol"], r["start"])):
         fields = {name: repr(float(row[name])) for name in ("open", "high", "low", "close", "volume", "vwap")}
-        pipe.xadd(Keys().bars("1s", row["symbol"]), {**fields, "trades": row["trades"]},  # type: ignore[arg-type]
-                  id=f"{int(row['start'].timestamp() * 1000)}-0")  # fmt: skip
+        pipe.xadd(
+            Keys().bars("1s", row["symbol"]),
+            {**fields, "trades": row["trades"]},  # type: ignore[arg-type]
+            id=f"{int(row['start'].timestamp() * 1000)}-0",
+        )
     pipe.execute()
 
 
@@ -109,9 +112,13 @@ class TestCore:
 
 class TestFastPath:
     def test_a_sorted_unique_archive_goes_out_as_read_and_equals_the_general_path(
-        self, settings: Settings, redis_client: redis.Redis, tmp_path: Path, spy: dict[str, list[object]],
+        self,
+        settings: Settings,
+        redis_client: redis.Redis,
+        tmp_path: Path,
+        spy: dict[str, list[object]],
         monkeypatch: pytest.MonkeyPatch,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """One compacted file and the last minutes in Redis too: no sort, no Redis bar parsed, the same file."""
         day = day_of_bars()
         put(archive_root(settings), day, "compact-0-0.parquet", SECONDS)
@@ -125,9 +132,14 @@ class TestFastPath:
 
     @pytest.mark.parametrize("layout", ["overlapping files in order", "overlapping files, one out of order"])
     def test_duplicates_and_disorder_in_the_archive_take_the_general_path(
-        self, settings: Settings, redis_client: redis.Redis, tmp_path: Path, spy: dict[str, list[object]],
-        monkeypatch: pytest.MonkeyPatch, layout: str,
-    ) -> None:  # fmt: skip
+        self,
+        settings: Settings,
+        redis_client: redis.Redis,
+        tmp_path: Path,
+        spy: dict[str, list[object]],
+        monkeypatch: pytest.MonkeyPatch,
+        layout: str,
+    ) -> None:
         """Part files that overlap (a crash in compaction), in order or not: sorted, each bar once."""
         day = day_of_bars()
         root = archive_root(settings)
@@ -153,9 +165,11 @@ class TestFastPath:
         only_redis = day_of_bars(["EEE"], seed=9)
         symbol = np.array(day["symbol"].to_pylist())
         second = (day["start"].cast(pa.int64()).to_numpy() - DAY_MS) // 1000
-        lost = (((symbol == "BB") & (second >= 500) & (second < 510))  # a hole in the middle of the overlap
-                | ((symbol == "CCCC") & (second >= SECONDS - 30))  # the archiver is behind
-                | ((symbol == "DDD") & (second >= SECONDS - REDIS_S) & (second < SECONDS - REDIS_S + 10)))  # fmt: skip
+        lost = (
+            ((symbol == "BB") & (second >= 500) & (second < 510))  # a hole in the middle of the overlap
+            | ((symbol == "CCCC") & (second >= SECONDS - 30))  # the archiver is behind
+            | ((symbol == "DDD") & (second >= SECONDS - REDIS_S) & (second < SECONDS - REDIS_S + 10))
+        )
         put(archive_root(settings), day.filter(pa.array(~lost)), "compact-0-0.parquet", SECONDS)
         to_redis(redis_client, pa.concat_tables([tail(day), tail(only_redis)]))
         got = exported(redis_client, settings, tmp_path / "bars.parquet")
@@ -198,8 +212,9 @@ class TestTableWriter:
 
 
 class TestResult:
-    def test_the_result_says_where_the_time_went(self, settings: Settings, redis_client: redis.Redis,
-                                                 tmp_path: Path) -> None:  # fmt: skip
+    def test_the_result_says_where_the_time_went(
+        self, settings: Settings, redis_client: redis.Redis, tmp_path: Path
+    ) -> None:
         """ExportResult.phases has plan, read, write and sync, together no longer than the whole export."""
         day = day_of_bars()
         put(archive_root(settings), day, "compact-0-0.parquet", SECONDS)

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics import features
-from analytics.features import EMAS, F, FeatureConfig, Features, bias_table
-from ingest.ticks import SIDE_BUY, SIDE_SELL, TickBatch, concat
+from tickerdash.analytics import features
+from tickerdash.analytics.features import EMAS, F, FeatureConfig, Features, bias_table
+from tickerdash.ingest.ticks import SIDE_BUY, SIDE_SELL, TickBatch, concat
 
 START = 1_767_225_600_000
 
@@ -25,19 +25,30 @@ def tape(n: int, seed: int = 0, symbols: int = 2, accounts: bool = True) -> Tick
     ts = START + np.cumsum(rng.integers(50, 150, n))
     names = [f"T{i}" for i in rng.integers(0, 200, 2 * n)]
     return TickBatch.from_columns(
-        [f"S{i}" for i in idx], price, size, ts, rng.choice([SIDE_BUY, SIDE_SELL], n),
-        buyer=names[:n] if accounts else None, seller=names[n:] if accounts else None,
-    )  # fmt: skip
+        [f"S{i}" for i in idx],
+        price,
+        size,
+        ts,
+        rng.choice([SIDE_BUY, SIDE_SELL], n),
+        buyer=names[:n] if accounts else None,
+        seller=names[n:] if accounts else None,
+    )
 
 
-def single(prices: list[float], sizes: list[float] | None = None, gaps_ms: list[int] | None = None,
-           buyers: list[str] | None = None, sellers: list[str] | None = None,
-           sides: list[int] | None = None) -> TickBatch:  # fmt: skip
+def single(
+    prices: list[float],
+    sizes: list[float] | None = None,
+    gaps_ms: list[int] | None = None,
+    buyers: list[str] | None = None,
+    sellers: list[str] | None = None,
+    sides: list[int] | None = None,
+) -> TickBatch:
     """A one-symbol tape from plain lists."""
     n = len(prices)
     ts = START + np.cumsum([0, *(gaps_ms or [100] * (n - 1))])
-    return TickBatch.from_columns(["X"] * n, prices, sizes or [100.0] * n, ts, sides or [SIDE_BUY] * n,
-                                  buyer=buyers, seller=sellers)  # fmt: skip
+    return TickBatch.from_columns(
+        ["X"] * n, prices, sizes or [100.0] * n, ts, sides or [SIDE_BUY] * n, buyer=buyers, seller=sellers
+    )
 
 
 def jitter(n: int, seed: int = 1) -> list[float]:
@@ -103,8 +114,9 @@ class TestAccountFeatures:
 
     def test_round_trips_need_the_same_size_and_the_window(self) -> None:
         """Reversed legs at another size, or after the wash window, are not round trips."""
-        batch = single([100.0] * 3, [700.0, 300.0, 700.0], gaps_ms=[100, 120_000],
-                       buyers=["A", "B", "B"], sellers=["B", "A", "A"])  # fmt: skip
+        batch = single(
+            [100.0] * 3, [700.0, 300.0, 700.0], gaps_ms=[100, 120_000], buyers=["A", "B", "B"], sellers=["B", "A", "A"]
+        )
         values = Features(FeatureConfig(wash_window_ms=60_000)).process(batch).values
         assert values[:, F["round_trips"]].tolist() == [0, 0, 0]
 
@@ -131,8 +143,15 @@ class TestCausality:
     def test_a_trade_does_not_see_itself_or_later_trades(self) -> None:
         """Changing the last trade changes no feature of the trades before it."""
         base = tape(400, seed=3)
-        changed = TickBatch.from_columns(base.symbol, base.price * np.r_[np.ones(399), 1.5], base.size, base.ts,
-                                         base.side, buyer=base.buyer, seller=base.seller)  # fmt: skip
+        changed = TickBatch.from_columns(
+            base.symbol,
+            base.price * np.r_[np.ones(399), 1.5],
+            base.size,
+            base.ts,
+            base.side,
+            buyer=base.buyer,
+            seller=base.seller,
+        )
         a, b = Features().process(base).values, Features().process(changed).values
         assert np.array_equal(a[:-1], b[:-1]) and not np.array_equal(a[-1], b[-1])
 

@@ -20,18 +20,18 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from test_worker import bar_streams, drained, expected_bars, market, run_inline
 
-from analytics.cli import default_stages
-from analytics.live import decode_updates, live_key, snapshot_key
-from analytics.rule_store import RuleStore
-from analytics.rules import Rule
-from analytics.worker import AnalyticsWorker, Effects, WorkerConfig
-from ingest.codecs import BATCH_FORMAT, decode_entries, decode_rules, encode_batch
-from ingest.keys import Keys
-from ingest.producer import Producer
-from ingest.runner import raw_client
-from ingest.settings import Settings
-from ingest.ticks import TickBatch
-from simulator.cli import register as register_simulator
+from tickerdash.analytics.cli import default_stages
+from tickerdash.analytics.live import decode_updates, live_key, snapshot_key
+from tickerdash.analytics.rule_store import RuleStore
+from tickerdash.analytics.rules import Rule
+from tickerdash.analytics.worker import AnalyticsWorker, Effects, WorkerConfig
+from tickerdash.ingest.codecs import BATCH_FORMAT, decode_entries, decode_rules, encode_batch
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.runner import raw_client
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch
+from tickerdash.simulator.cli import register as register_simulator
 
 TEXT_FIELDS = {"symbol", "trade_id", "tick_id", "message", "reasons", "rule_id", "buyer", "seller", "kind", "side"}
 
@@ -48,12 +48,19 @@ def ipc(table: pa.Table | pa.RecordBatch) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def batch_entry(codes: list[int], dictionary: list[str], price: list[float], size: list[float],
-                ts: list[int]) -> dict[str, Any]:  # fmt: skip
+def batch_entry(
+    codes: list[int], dictionary: list[str], price: list[float], size: list[float], ts: list[int]
+) -> dict[str, Any]:
     """Fields of a batch entry built as given, unchecked (dictionary codes may lie outside the dictionary)."""
     symbol = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(dictionary, pa.string()), safe=False)
-    table = pa.table({"symbol": symbol, "price": pa.array(price, pa.float64()), "size": pa.array(size, pa.float64()),
-                      "ts": pa.array(ts, pa.int64())})  # fmt: skip
+    table = pa.table(
+        {
+            "symbol": symbol,
+            "price": pa.array(price, pa.float64()),
+            "size": pa.array(size, pa.float64()),
+            "ts": pa.array(ts, pa.int64()),
+        }
+    )
     return {"batch": ipc(table), "rows": len(codes), "format": BATCH_FORMAT}
 
 
@@ -97,8 +104,9 @@ def valid_ticks(symbol: str = "OK", n: int = 30) -> TickBatch:
     return TickBatch.from_columns([symbol] * n, 100 + np.arange(n) / 10, np.full(n, 5.0), start + np.arange(n) * 1000)
 
 
-def run_and_check(client: redis.Redis, settings: Settings, after: TickBatch,
-                  config: WorkerConfig | None = None) -> None:  # fmt: skip
+def run_and_check(
+    client: redis.Redis, settings: Settings, after: TickBatch, config: WorkerConfig | None = None
+) -> None:
     """Publish `after`, run a worker until drained: its bars hold `after` exactly, every output finite."""
     Producer(client, settings).publish(after, per_tick=True)
     run_inline(client, settings, config)
@@ -209,8 +217,13 @@ def test_an_entry_a_stage_fails_on_is_quarantined_and_the_rest_counts_exactly_on
     producer.publish(ticks.take(np.arange(17)), per_tick=True)
     boom_id = redis_client.xadd(Keys().ticks(), {"symbol": "BOOM", "price": 1, "size": 1}).decode()
     producer.publish(ticks.take(np.arange(17, 40)), per_tick=True)
-    config = WorkerConfig(checkpoint_every_s=1e9, checkpoint_every_ticks=10**9, background_checkpoints=False,
-                          defer_commit=defer_commit, stages=(Boom,))  # fmt: skip
+    config = WorkerConfig(
+        checkpoint_every_s=1e9,
+        checkpoint_every_ticks=10**9,
+        background_checkpoints=False,
+        defer_commit=defer_commit,
+        stages=(Boom,),
+    )
     worker = run_inline(redis_client, settings.model_copy(update={"read_count": 8}), config)
     assert drained(redis_client, settings)
     assert worker.runner.stats.quarantined == 1
@@ -280,11 +293,13 @@ def test_a_declared_clock_moves_the_future_limit_and_a_bad_one_is_refused(settin
     written = now_ms()
     month_ahead = written + 30 * 86_400_000
     entries = [
-        (f"{written}-0".encode(), flat({"symbol": "SIM", "price": 10, "size": 1, "ts": month_ahead,
-                                        "clock": month_ahead})),
+        (
+            f"{written}-0".encode(),
+            flat({"symbol": "SIM", "price": 10, "size": 1, "ts": month_ahead, "clock": month_ahead}),
+        ),
         (f"{written}-1".encode(), flat({"symbol": "SIM", "price": 10, "size": 1, "ts": month_ahead})),
         (f"{written}-2".encode(), flat({"symbol": "SIM", "price": 10, "size": 1, "clock": "soon"})),
-    ]  # fmt: skip
+    ]
     decoded = decode_entries(entries, decode_rules(settings))
     assert [decoded.ticks.tick_id(row) for row in range(len(decoded.ticks))] == [f"{written}-0"]
     assert [r.reason.split(":")[0] for r in decoded.rejected] == ["future", "clock"]
@@ -299,8 +314,9 @@ def test_a_fast_simulator_run_a_month_ahead_of_the_wall_clock_reaches_the_bars_w
     """`tickerdash simulate --fast` starting a month from now: every trade is in a bar or still open, none is
     refused (its entries declare the tape's clock)."""
     start = str(now_ms() + 30 * 86_400_000)
-    result = run_cli(register_simulator, "simulate", "--fast", "--count", "20000", "--universe", "20", "--start", start,
-                     "-q")  # fmt: skip
+    result = run_cli(
+        register_simulator, "simulate", "--fast", "--count", "20000", "--universe", "20", "--start", start, "-q"
+    )
     assert result.exit_code == 0, result.output
     worker = run_inline(redis_client, settings)
     assert drained(redis_client, settings) and dead_letters(redis_client) == []
@@ -312,12 +328,45 @@ def test_a_fast_simulator_run_a_month_ahead_of_the_wall_clock_reaches_the_bars_w
 # --- fuzz ------------------------------------------------------------------------------------------------
 
 EDGE_NUMBERS = [
-    "0", "-0", "-1", "1e308", "1.7976931348623157e308", "-1.7976931348623157e308", "5e-324", "1e-324", "inf",
-    "-inf", "Infinity", "nan", "NaN", "-nan", "1e15", "1.0000001e15", "1e-12", "9.9e-13", "1_000", "0x10", " 7 ",
-    "9223372036854775807", "9223372036854775808", "-9223372036854775808", "-9223372036854775809",
-    "18446744073709551616", "99999999999999999999", "4398046511103", "4398046511104", "59999", "31535999999",
-    "31536000000", "4102444800000", "1.5", "1e3", "", "\x00", "1" * 300,
-]  # fmt: skip
+    "0",
+    "-0",
+    "-1",
+    "1e308",
+    "1.7976931348623157e308",
+    "-1.7976931348623157e308",
+    "5e-324",
+    "1e-324",
+    "inf",
+    "-inf",
+    "Infinity",
+    "nan",
+    "NaN",
+    "-nan",
+    "1e15",
+    "1.0000001e15",
+    "1e-12",
+    "9.9e-13",
+    "1_000",
+    "0x10",
+    " 7 ",
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775808",
+    "-9223372036854775809",
+    "18446744073709551616",
+    "99999999999999999999",
+    "4398046511103",
+    "4398046511104",
+    "59999",
+    "31535999999",
+    "31536000000",
+    "4102444800000",
+    "1.5",
+    "1e3",
+    "",
+    "\x00",
+    "1" * 300,
+]
 numbers = st.one_of(
     st.sampled_from(EDGE_NUMBERS).map(str.encode),
     st.floats(allow_nan=True, allow_infinity=True).map(lambda x: repr(x).encode()),
@@ -349,21 +398,26 @@ def batch_entries(draw: st.DrawFn) -> dict[bytes, bytes]:
     """A batch entry: random columns at the edges of their types, codes in and out of the dictionary, empty and
     oversized batches, missing columns, wrong row counts, truncated or junk payloads."""
     n = draw(st.sampled_from([0, 1, 3, 20, 501]))
-    dictionary = draw(st.lists(st.sampled_from(["AAPL", "aapl", "", "A" * 17, "MSFT", "Ä"]) | st.text(max_size=6),
-                               min_size=1, max_size=4))  # fmt: skip
-    codes = draw(st.lists(st.integers(-3, len(dictionary) + 2) | st.sampled_from([-(2**31), 2**31 - 1]),
-                          min_size=n, max_size=n))  # fmt: skip
+    dictionary = draw(
+        st.lists(
+            st.sampled_from(["AAPL", "aapl", "", "A" * 17, "MSFT", "Ä"]) | st.text(max_size=6), min_size=1, max_size=4
+        )
+    )
+    codes = draw(
+        st.lists(st.integers(-3, len(dictionary) + 2) | st.sampled_from([-(2**31), 2**31 - 1]), min_size=n, max_size=n)
+    )
     floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([10.0, 1e15, 1e-12, 5e-324, 1e308])
     ints = st.integers(-(2**63), 2**63 - 1) | st.sampled_from([now_ms(), 0, 59_999, 2**42, 4_102_444_800_000])
     columns: dict[str, pa.Array] = {
-        "symbol": pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(dictionary, pa.string()),
-                                                 safe=False),
+        "symbol": pa.DictionaryArray.from_arrays(
+            pa.array(codes, pa.int32()), pa.array(dictionary, pa.string()), safe=False
+        ),
         "price": pa.array(draw(st.lists(floats, min_size=n, max_size=n)), pa.float64()),
         "size": pa.array(draw(st.lists(floats, min_size=n, max_size=n)), pa.float64()),
         "ts": pa.array(draw(st.lists(ints, min_size=n, max_size=n)), pa.int64()),
         "side": pa.array(draw(st.lists(st.integers(-128, 127), min_size=n, max_size=n)), pa.int8()),
         "trade_id": pa.array(draw(st.lists(st.none() | st.text(max_size=70), min_size=n, max_size=n)), pa.string()),
-    }  # fmt: skip
+    }
     for name in draw(st.lists(st.sampled_from(list(columns)), max_size=2, unique=True)):
         del columns[name]
     payload = ipc(pa.table(columns))
@@ -382,8 +436,9 @@ class WorkerThread:
     """An analytics worker running in a thread, with its outcome kept."""
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
-        self.worker = AnalyticsWorker(client, settings, None, WorkerConfig(checkpoint_every_s=0.3,
-                                                                           stages=default_stages()))  # fmt: skip
+        self.worker = AnalyticsWorker(
+            client, settings, None, WorkerConfig(checkpoint_every_s=0.3, stages=default_stages())
+        )
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -436,8 +491,12 @@ def test_random_hostile_entries_never_stop_the_worker_nor_cost_a_valid_tick(
             stream = Keys().ticks()
             ids = [redis_client.xadd(stream, fields) for fields in hostile]  # type: ignore[arg-type]
             valid = market(300, symbols=3, per_second=50, seed=round_no)
-            valid = TickBatch.from_columns([f"VALID{round_no}X{s}" for s in valid.symbol], valid.price, valid.size,
-                                           valid.ts - valid.ts[0] + now_ms() - 600_000)  # fmt: skip
+            valid = TickBatch.from_columns(
+                [f"VALID{round_no}X{s}" for s in valid.symbol],
+                valid.price,
+                valid.size,
+                valid.ts - valid.ts[0] + now_ms() - 600_000,
+            )
             Producer(redis_client, settings).publish(valid, per_tick=per_tick)
             wait_drained(redis_client, settings, running)
             assert running.thread.is_alive(), running.error
@@ -454,4 +513,3 @@ def test_random_hostile_entries_never_stop_the_worker_nor_cost_a_valid_tick(
         one_round()
     assert running.error is None
     assert running.worker.runner.stats.quarantined == 0  # validation refused everything: no backstop needed
-

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.codecs import Rejected
-from ingest.importers import (
+from tickerdash.ingest.codecs import Rejected
+from tickerdash.ingest.importers import (
     ColumnMapping,
     ImportOptionError,
     TradeReader,
@@ -24,8 +24,8 @@ from ingest.importers import (
     read_trades,
     sniff_format,
 )
-from ingest.replay import ReplayPacer
-from ingest.ticks import TickBatch, concat
+from tickerdash.ingest.replay import ReplayPacer
+from tickerdash.ingest.ticks import TickBatch, concat
 
 TRADES = {
     "symbol": ["AAPL", "msft", "AAPL", "GOOG"],
@@ -37,8 +37,9 @@ TRADES = {
 }
 
 
-def read_all(source: str | Path | io.BytesIO, mapping: ColumnMapping | None = None,
-             **kwargs: object) -> tuple[TickBatch, list[Rejected]]:  # fmt: skip
+def read_all(
+    source: str | Path | io.BytesIO, mapping: ColumnMapping | None = None, **kwargs: object
+) -> tuple[TickBatch, list[Rejected]]:
     """Every chunk of a file, joined."""
     batches, rejected = [], []
     for batch, bad in read_trades(source, mapping, **kwargs):  # type: ignore[arg-type]
@@ -56,16 +57,31 @@ def write_csv(path: Path, text: str) -> Path:
 def as_rows(batch: TickBatch) -> list[tuple[object, ...]]:
     """The trades as plain tuples, to compare readers."""
     ids = batch.trade_id.to_pylist() if batch.trade_id is not None else [None] * len(batch)
-    return list(zip(batch.symbol.tolist(), batch.price.tolist(), batch.size.tolist(), batch.ts.tolist(),
-                    batch.side.tolist(), ids, strict=True))  # fmt: skip
+    return list(
+        zip(
+            batch.symbol.tolist(),
+            batch.price.tolist(),
+            batch.size.tolist(),
+            batch.ts.tolist(),
+            batch.side.tolist(),
+            ids,
+            strict=True,
+        )
+    )
 
 
 class TestColumnMapping:
     def test_common_names_are_detected(self) -> None:
         """Binance-style columns (amount, timestamp, id) map onto size, ts and trade_id by themselves."""
         resolved = ColumnMapping().resolve(["exchange", "symbol", "timestamp", "id", "side", "price", "amount"])
-        assert resolved.fields == {"symbol": "symbol", "price": "price", "size": "amount", "ts": "timestamp",
-                                   "side": "side", "trade_id": "id"}  # fmt: skip
+        assert resolved.fields == {
+            "symbol": "symbol",
+            "price": "price",
+            "size": "amount",
+            "ts": "timestamp",
+            "side": "side",
+            "trade_id": "id",
+        }
 
     def test_detection_ignores_case(self) -> None:
         """Column names match whatever their case."""
@@ -103,9 +119,13 @@ class TestColumnMapping:
 class TestTimestamps:
     @pytest.mark.parametrize(
         ("value", "unit"),
-        [(1_700_000_000, "s"), (1_700_000_000_123, "ms"), (1_582_329_602_111_000, "us"),
-         (1_340_285_400_015_105_074, "ns")],
-    )  # fmt: skip
+        [
+            (1_700_000_000, "s"),
+            (1_700_000_000_123, "ms"),
+            (1_582_329_602_111_000, "us"),
+            (1_340_285_400_015_105_074, "ns"),
+        ],
+    )
     def test_unit_is_detected_by_magnitude(self, value: int, unit: str) -> None:
         """Epoch numbers of today's dates are told apart by their size."""
         assert detect_ts_unit(np.array([value, value + 1])) == unit
@@ -123,10 +143,13 @@ class TestTimestamps:
 
     def test_iso_text_with_offsets_and_naive_utc(self, tmp_path: Path) -> None:
         """ISO-8601 times (Z, offsets, nanoseconds, naive meaning UTC) become epoch ms."""
-        path = write_csv(tmp_path / "iso.csv", "symbol,price,size,ts\n"
-                         "A,1,1,2012-06-21T13:30:00.015105074Z\n"
-                         "A,1,1,2012-06-21T14:30:00.5+01:00\n"
-                         "A,1,1,2012-06-21 13:30:01\n")  # fmt: skip
+        path = write_csv(
+            tmp_path / "iso.csv",
+            "symbol,price,size,ts\n"
+            "A,1,1,2012-06-21T13:30:00.015105074Z\n"
+            "A,1,1,2012-06-21T14:30:00.5+01:00\n"
+            "A,1,1,2012-06-21 13:30:01\n",
+        )
         batch, rejected = read_all(path)
         assert rejected == []
         assert batch.ts.tolist() == [1340285400015, 1340285400500, 1340285401000]
@@ -147,17 +170,19 @@ class TestTimestamps:
 
 
 class TestRejectedRows:
-    BAD = ("symbol,price,size,ts,side\n"
-           "AAPL,187.2,10,1700000000000,buy\n"      # line 2: fine
-           "AAPL,-3,10,1700000000001,buy\n"         # line 3: price <= 0
-           "AAPL,abc,10,1700000000002,buy\n"        # line 4: price not a number
-           "AAPL,187.2,,1700000000003,sell\n"       # line 5: size missing
-           "AAPL,187.2,10,yesterday,sell\n"         # line 6: ts unparsable
-           "AAPL,187.2,10,1700000000005,hold\n"     # line 7: side unknown
-           "THIS_SYMBOL_IS_TOO_LONG,1,1,1700000000006,\n"  # line 8: symbol
-           "AAPL,187.2\n"                           # line 9: too few values
-           "\n"                                     # line 10: blank, skipped
-           "msft,410,1,1700000000007,\n")  # fmt: skip
+    BAD = (
+        "symbol,price,size,ts,side\n"
+        "AAPL,187.2,10,1700000000000,buy\n"  # line 2: fine
+        "AAPL,-3,10,1700000000001,buy\n"  # line 3: price <= 0
+        "AAPL,abc,10,1700000000002,buy\n"  # line 4: price not a number
+        "AAPL,187.2,,1700000000003,sell\n"  # line 5: size missing
+        "AAPL,187.2,10,yesterday,sell\n"  # line 6: ts unparsable
+        "AAPL,187.2,10,1700000000005,hold\n"  # line 7: side unknown
+        "THIS_SYMBOL_IS_TOO_LONG,1,1,1700000000006,\n"  # line 8: symbol
+        "AAPL,187.2\n"  # line 9: too few values
+        "\n"  # line 10: blank, skipped
+        "msft,410,1,1700000000007,\n"
+    )
 
     def test_each_bad_row_is_rejected_with_its_field_and_line(self, tmp_path: Path) -> None:
         """Every broken row comes back as Rejected naming the field at fault and its line; good rows pass."""
@@ -179,8 +204,13 @@ class TestRejectedRows:
         """The dead-letter fields are the row's own values under the file's column names."""
         _, rejected = read_all(write_csv(tmp_path / "bad.csv", self.BAD))
         by_line = {r.entry_id: r.fields for r in rejected}
-        assert by_line["line:4"] == {"symbol": "AAPL", "price": "abc", "size": "10", "ts": "1700000000002",
-                                     "side": "buy"}  # fmt: skip
+        assert by_line["line:4"] == {
+            "symbol": "AAPL",
+            "price": "abc",
+            "size": "10",
+            "ts": "1700000000002",
+            "side": "buy",
+        }
         assert by_line["line:9"] == {"line": "AAPL,187.2"}
 
     def test_line_numbers_hold_across_blocks_and_chunks(self, tmp_path: Path) -> None:
@@ -204,8 +234,9 @@ class TestRejectedRows:
 
 def numbered_trades(rows: int) -> list[str]:
     """A header and `rows` valid trade lines; line n of the file (1-based) is element n - 1."""
-    return ["symbol,price,size,ts,trade_id"] + [f"S{i % 7},{100 + i % 13}.5,{1 + i % 5},{1_700_000_000_000 + i},t{i}"
-                                                 for i in range(rows)]  # fmt: skip
+    return ["symbol,price,size,ts,trade_id"] + [
+        f"S{i % 7},{100 + i % 13}.5,{1 + i % 5},{1_700_000_000_000 + i},t{i}" for i in range(rows)
+    ]
 
 
 class TestMalformedCsv:
@@ -223,7 +254,9 @@ class TestMalformedCsv:
         rejected = [r for _, bad in chunks for r in bad]
         assert len(batch) == 4_998
         assert [(r.entry_id, r.reason.startswith(self.UNBALANCED)) for r in rejected] == [
-            ("line:2501", True), ("line:4001", True)]  # fmt: skip
+            ("line:2501", True),
+            ("line:4001", True),
+        ]
         assert rejected[0].fields == {"line": 'S1,"100.5,1,1700000000000,tX'}
         ids = batch.trade_id.to_pylist() if batch.trade_id is not None else []
         assert ids[2_498:2_500] == ["t2498", "t2500"]  # t2499 was on the bad line; the lines after it are read
@@ -338,9 +371,11 @@ class TestFormats:
     def test_bad_ndjson_lines_are_rejected_and_the_rest_read(self, tmp_path: Path) -> None:
         """A line that is not a JSON object is rejected with its line number; its neighbours still count."""
         path = tmp_path / "t.jsonl"
-        path.write_text('{"symbol": "A", "price": 1, "size": 1, "ts": 1700000000000}\n'
-                        "not json\n"
-                        '{"symbol": "B", "price": "2.5", "size": 1, "ts": 1700000000001}\n')  # fmt: skip
+        path.write_text(
+            '{"symbol": "A", "price": 1, "size": 1, "ts": 1700000000000}\n'
+            "not json\n"
+            '{"symbol": "B", "price": "2.5", "size": 1, "ts": 1700000000001}\n'
+        )
         batch, rejected = read_all(path)
         assert batch.symbol.tolist() == ["A", "B"] and batch.price.tolist() == [1.0, 2.5]
         assert [(r.entry_id, r.reason) for r in rejected] == [("line:2", "json: not a JSON object")]

@@ -13,9 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from real_trades import read_binance, read_lobster
 
-from analytics.indicators import MIN_RING, RING_SHRINK, IndicatorConfig, Indicators, WindowHistory, window_name
-from analytics.segments import RaggedScan, pack_state, unpack_state
-from ingest.ticks import TickBatch
+from tickerdash.analytics.indicators import (
+    MIN_RING,
+    RING_SHRINK,
+    IndicatorConfig,
+    Indicators,
+    WindowHistory,
+    window_name,
+)
+from tickerdash.analytics.segments import RaggedScan, pack_state, unpack_state
+from tickerdash.ingest.ticks import TickBatch
 
 SMALL = IndicatorConfig(sma_periods=(2, 3), ema_periods=(3,), vwap_windows_ms=(1_000,))
 
@@ -143,8 +150,9 @@ def reference_sma_vwap(whole: TickBatch, config: IndicatorConfig) -> dict[str, n
     out = {name: np.full(len(whole), np.nan) for name in config.columns() if name.startswith(("sma_", "vwap_"))}
     clocks: dict[int, list[int]] = {}
     sums: dict[int, list[tuple[float, float, float]]] = {}
-    for row, (sym, price, size, ts) in enumerate(zip(whole.symbol_idx.tolist(), whole.price.tolist(),
-                                                     whole.size.tolist(), whole.ts.tolist(), strict=True)):  # fmt: skip
+    for row, (sym, price, size, ts) in enumerate(
+        zip(whole.symbol_idx.tolist(), whole.price.tolist(), whole.size.tolist(), whole.ts.tolist(), strict=True)
+    ):
         times = clocks.setdefault(sym, [-1])
         kept = sums.setdefault(sym, [(0.0, 0.0, 0.0)])
         p, v, n = kept[-1]
@@ -332,8 +340,11 @@ class TestAgainstPandasOnRealTrades:
 
 
 @settings(max_examples=60, deadline=None)
-@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=30), seed=st.integers(0, 2**32 - 1),
-       period=st.integers(1, 60))  # fmt: skip
+@given(
+    lengths=st.lists(st.integers(0, 40), min_size=1, max_size=30),
+    seed=st.integers(0, 2**32 - 1),
+    period=st.integers(1, 60),
+)
 def test_ragged_ema_is_the_plain_recursion_bit_for_bit(lengths: list[int], seed: int, period: int) -> None:
     """Narrow blocks (a column at a time) and wide ones (lfilter) both give y = alpha*x + decay*y_prev exactly."""
     rng = np.random.default_rng(seed)
@@ -354,7 +365,7 @@ def test_ragged_ema_is_the_plain_recursion_bit_for_bit(lengths: list[int], seed:
 
 def test_a_batch_is_grouped_once_for_every_stage_and_the_grouping_is_read_only() -> None:
     """The same symbol_idx array gets the same grouping back; an equal new array is grouped on its own."""
-    from analytics.segments import Grouping
+    from tickerdash.analytics.segments import Grouping
 
     idx = np.array([2, 0, 2, 1, 0], np.int32)
     first = Grouping.of(idx, 3)

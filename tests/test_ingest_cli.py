@@ -9,11 +9,11 @@ import pytest
 import redis
 from click.testing import Result
 
-from ingest.cli import register
-from ingest.codecs import decode_entries
-from ingest.keys import Keys
-from ingest.runner import raw_client
-from ingest.ticks import TickBatch
+from tickerdash.ingest.cli import register
+from tickerdash.ingest.codecs import decode_entries
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.runner import raw_client
+from tickerdash.ingest.ticks import TickBatch
 
 KEYS = Keys()
 
@@ -37,8 +37,9 @@ def dead_letters(client: redis.Redis) -> list[dict[str, str]]:
 
 
 @pytest.mark.realdata
-def test_lobster_file_publishes_all_trades_in_file_order(run_ingest, redis_client: redis.Redis,
-                                                          shared_data: Path) -> None:  # fmt: skip
+def test_lobster_file_publishes_all_trades_in_file_order(
+    run_ingest, redis_client: redis.Redis, shared_data: Path
+) -> None:
     """The LOBSTER sample with --ts-col ts_ns publishes all 58,087 trades, ms timestamps, file order kept."""
     result = run_ingest(str(shared_data / "lobster" / "lobster_trades_2012-06-21.csv"), "--ts-col", "ts_ns")
     assert result.exit_code == 0, result.output
@@ -62,15 +63,18 @@ def test_binance_file_ingests_with_its_own_columns(run_ingest, redis_client: red
     assert (ticks.ts[0], ticks.size[0], ticks.side[0]) == (1_582_329_602_111, 0.132, 1)
 
 
-def test_bad_rows_go_to_the_dead_letter_stream_with_reasons(run_ingest, redis_client: redis.Redis,
-                                                            tmp_path: Path) -> None:  # fmt: skip
+def test_bad_rows_go_to_the_dead_letter_stream_with_reasons(
+    run_ingest, redis_client: redis.Redis, tmp_path: Path
+) -> None:
     """Rows that break the tick rules are dead-lettered with their field, line and source; the rest publish."""
     path = tmp_path / "mixed.csv"
-    path.write_text("symbol,price,size,ts\n"
-                    "AAPL,187.2,10,1700000000000\n"
-                    "AAPL,-3,10,1700000000001\n"
-                    "AAPL,187.3,abc,1700000000002\n"
-                    "AAPL,187.4,5,1700000000003\n")  # fmt: skip
+    path.write_text(
+        "symbol,price,size,ts\n"
+        "AAPL,187.2,10,1700000000000\n"
+        "AAPL,-3,10,1700000000001\n"
+        "AAPL,187.3,abc,1700000000002\n"
+        "AAPL,187.4,5,1700000000003\n"
+    )
     result = run_ingest(str(path))
     assert result.exit_code == 0, result.output
     assert published(redis_client).price.tolist() == [187.2, 187.4]
@@ -83,12 +87,14 @@ def test_bad_rows_go_to_the_dead_letter_stream_with_reasons(run_ingest, redis_cl
     assert "rejected 2 rows" in result.stdout and "size: not a number" in result.stdout
 
 
-def test_malformed_lines_in_a_large_file_are_dead_lettered_one_by_one(run_ingest, redis_client: redis.Redis,
-                                                                     tmp_path: Path) -> None:  # fmt: skip
+def test_malformed_lines_in_a_large_file_are_dead_lettered_one_by_one(
+    run_ingest, redis_client: redis.Redis, tmp_path: Path
+) -> None:
     """An open quote in a 120k-row file (read blocks of MBs) and a cut-off last line: each is one dead letter
     with its line number; every other trade is published."""
-    lines = ["symbol,price,size,ts"] + [f"S{i % 5},{100 + i % 9}.25,{1 + i % 3},{1_700_000_000_000 + i}"
-                                        for i in range(120_000)]  # fmt: skip
+    lines = ["symbol,price,size,ts"] + [
+        f"S{i % 5},{100 + i % 9}.25,{1 + i % 3},{1_700_000_000_000 + i}" for i in range(120_000)
+    ]
     lines[60_000] = 'S1,"100.25,1,1700000060000'
     path = tmp_path / "big.csv"
     path.write_text("\n".join(lines) + "\n" + "S2,100.25,1,17")
@@ -107,8 +113,9 @@ def test_malformed_lines_in_a_large_file_are_dead_lettered_one_by_one(run_ingest
 def test_per_tick_publishes_one_entry_per_trade(run_ingest, redis_client: redis.Redis, tmp_path: Path) -> None:
     """--per-tick writes the public one-entry-per-trade form, readable by any client."""
     path = tmp_path / "t.ndjson"
-    path.write_text("".join(f'{{"sym": "A", "px": {i + 1}, "qty": 1, "time": {1_700_000_000 + i}}}\n'
-                            for i in range(3)))  # fmt: skip
+    path.write_text(
+        "".join(f'{{"sym": "A", "px": {i + 1}, "qty": 1, "time": {1_700_000_000 + i}}}\n' for i in range(3))
+    )
     result = run_ingest(str(path), "--per-tick")
     assert result.exit_code == 0, result.output
     entries = redis_client.xrange(KEYS.ticks())
@@ -125,13 +132,16 @@ def test_stdin_with_a_fixed_symbol(run_ingest, redis_client: redis.Redis) -> Non
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--price-col", "last"], "--price-col 'last' is not a column"),
-     (["--format", "xlsx"], "unknown format 'xlsx'"),
-     (["--ts-unit", "hours"], "--ts-unit 'hours'"),
-     (["--speed", "0"], "--speed")],
-)  # fmt: skip
-def test_bad_options_say_what_to_fix_and_exit_2(run_ingest, redis_client: redis.Redis, tmp_path: Path,
-                                                args: list[str], message: str) -> None:  # fmt: skip
+    [
+        (["--price-col", "last"], "--price-col 'last' is not a column"),
+        (["--format", "xlsx"], "unknown format 'xlsx'"),
+        (["--ts-unit", "hours"], "--ts-unit 'hours'"),
+        (["--speed", "0"], "--speed"),
+    ],
+)
+def test_bad_options_say_what_to_fix_and_exit_2(
+    run_ingest, redis_client: redis.Redis, tmp_path: Path, args: list[str], message: str
+) -> None:
     """A wrong option stops before publishing, with a message naming it, and exit code 2."""
     path = tmp_path / "t.csv"
     path.write_text("symbol,price,size,ts\nA,1,1,1700000000000\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from ingest.redis_server import (
+from tickerdash.ingest.redis_server import (
     SYSTEM_SERVERS,
     VERSION_FILE,
     EmbeddedRedis,
@@ -24,7 +24,7 @@ from ingest.redis_server import (
     running_embedded_url,
     server_version,
 )
-from ingest.settings import Settings
+from tickerdash.ingest.settings import Settings
 
 
 def test_embedded_server_answers_on_loopback_and_keeps_data_in_its_aof(tmp_path: Path) -> None:
@@ -68,8 +68,11 @@ older_and_newer = pytest.mark.skipif(
 
 def dir_digest(root: Path) -> dict[str, str]:
     """Every file under root (relative path -> SHA-256 of its bytes): any write, new file or removal shows."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_the_same_binary_is_chosen_whatever_path_puts_first(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,8 +147,9 @@ def test_a_command_refused_by_the_data_dir_says_so_without_a_traceback(tmp_path:
     write_with(SYSTEM, tmp_path / "redis")
     env = {**os.environ, "TICKERDASH_DATA_DIR": str(tmp_path), "TICKERDASH_REDIS_SERVER": BUNDLED}
     env.pop("TICKERDASH_REDIS_URL", None)
-    done = subprocess.run([sys.executable, "-m", "tickerdash", "status"], env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "tickerdash", "status"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1, done.stderr
     assert "needs redis-server 7.0 or newer" in done.stderr and "Traceback" not in done.stderr
 

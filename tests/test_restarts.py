@@ -19,13 +19,13 @@ import pytest
 import redis
 from restart_tools import kill_and_restart, stream_ticks
 
-from analytics.alerts import Alert
-from ingest.keys import Keys
-from ingest.producer import Producer
-from ingest.reconnect import Outage
-from ingest.redis_server import EmbeddedRedis
-from ingest.settings import Settings
-from ingest.ticks import TickBatch
+from tickerdash.analytics.alerts import Alert
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.reconnect import Outage
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch
 
 REPO = Path(__file__).resolve().parents[1]
 KILLS = 4
@@ -117,8 +117,9 @@ def test_after_a_lost_connection_only_the_entries_that_did_not_land_are_sent_aga
     sent = []
     for i in range(10):  # what a pipeline held: stamped as `send` stamps, alternating between two streams
         producer.seq += 1
-        sent.append((("s:a", "s:b")[i % 2], {"n": str(i), "producer": producer.producer_id, "seq": producer.seq},
-                     producer.seq))  # fmt: skip
+        sent.append(
+            (("s:a", "s:b")[i % 2], {"n": str(i), "producer": producer.producer_id, "seq": producer.seq}, producer.seq)
+        )
     landed = [entry for entry in sent if entry[0] == "s:a"][:3] + [entry for entry in sent if entry[0] == "s:b"][:1]
     for stream, fields, _ in sorted(landed, key=lambda entry: entry[2]):  # Redis ran these before the cut
         redis_client.xadd(stream, fields)  # type: ignore[arg-type]
@@ -142,8 +143,9 @@ def wait_for(what: str, check: object, procs: dict[str, subprocess.Popen[str]], 
 
 
 @pytest.mark.slow
-def test_ingest_replay_alerts_tail_and_archive_ride_out_a_redis_restart(aof_redis: EmbeddedRedis,
-                                                                       tmp_path: Path) -> None:  # fmt: skip
+def test_ingest_replay_alerts_tail_and_archive_ride_out_a_redis_restart(
+    aof_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
     """A paced `ingest --speed` replay, `alerts tail` and `archive` keep running through kill -9 and a
     restart: the replay publishes every trade exactly once, the tail prints the alert added after the
     restart, and each says once that Redis went away and once that it came back."""
@@ -152,23 +154,40 @@ def test_ingest_replay_alerts_tail_and_archive_ride_out_a_redis_restart(aof_redi
     csv = tmp_path / "trades.csv"
     assert ticks.trade_id is not None
     symbols = np.array(ticks.symbols)[ticks.symbol_idx]
-    rows = zip(symbols.tolist(), ticks.price.tolist(), ticks.size.tolist(), ticks.ts.tolist(),
-               ticks.trade_id.to_pylist(), strict=True)  # fmt: skip
+    rows = zip(
+        symbols.tolist(),
+        ticks.price.tolist(),
+        ticks.size.tolist(),
+        ticks.ts.tolist(),
+        ticks.trade_id.to_pylist(),
+        strict=True,
+    )
     csv.write_text("symbol,price,size,ts,trade_id\n" + "".join(f"{s},{p},{q},{t},{i}\n" for s, p, q, t, i in rows))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TICKERDASH_REDIS_URL": aof_redis.url,
-           "TICKERDASH_DATA_DIR": str(tmp_path / "data"), "TICKERDASH_PARTITIONS": "2"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "TICKERDASH_REDIS_URL": aof_redis.url,
+        "TICKERDASH_DATA_DIR": str(tmp_path / "data"),
+        "TICKERDASH_PARTITIONS": "2",
+    }
     client = redis.Redis(port=aof_redis.port)
     keys = Keys(partitions=2)
 
     def start(*args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "tickerdash", *args], env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "tickerdash", *args],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
 
     procs = {"tail": start("alerts", "tail", "--json"), "archive": start("archive", "--consumer", "restarts")}
     ingest = start("ingest", str(csv), "--speed", "1", "--chunk-rows", "500")
     try:
-        wait_for("the first trades", lambda: sum(client.xlen(s) for s in keys.tick_streams) > 0,
-                 {**procs, "ingest": ingest})  # fmt: skip
+        wait_for(
+            "the first trades", lambda: sum(client.xlen(s) for s in keys.tick_streams) > 0, {**procs, "ingest": ingest}
+        )
         kill_and_restart(aof_redis, down_s=DOWN_S)
         assert ingest.poll() is None, "the replay ended before Redis was killed"
         alert_fields: Any = Alert("r1", "S1", 1_700_000_000_000, 9.5, 10.0, 5.0, 60, "S1 -5%").to_fields()

@@ -18,22 +18,27 @@ import pytest
 import redis
 from test_worker import bar_streams, drained, expected_bars, market, run_inline
 
-from analytics.worker import AnalyticsWorker, WorkerConfig
-from ingest.importers import ColumnMapping, TradeReader
-from ingest.keys import Keys
-from ingest.producer import Producer
-from ingest.redis_server import EmbeddedRedis
-from ingest.retention import GroupProgress, StreamProgress, missed_entries, needed_from
-from ingest.settings import Settings
-from ingest.ticks import concat
+from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.ingest.importers import ColumnMapping, TradeReader
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.retention import GroupProgress, StreamProgress, missed_entries, needed_from
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import concat
 
 WAIT_S = 120.0  # how long a test waits for a process to reach a state (never an assertion on speed)
 
 
 def tickerdash(server: EmbeddedRedis, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run the real console command against the test Redis."""
-    return subprocess.run([sys.executable, "-m", "tickerdash", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TICKERDASH_REDIS_URL": server.url, **env})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "tickerdash", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TICKERDASH_REDIS_URL": server.url, **env},
+    )
 
 
 def status_json(server: EmbeddedRedis) -> dict[str, Any]:
@@ -68,8 +73,9 @@ class TestNeededFrom:
 
 
 class TestMissedEntries:
-    def stream(self, length: int, added: int | None, first: str | None, last: str = "50-0",
-               deleted: str | None = None) -> StreamProgress:  # fmt: skip
+    def stream(
+        self, length: int, added: int | None, first: str | None, last: str = "50-0", deleted: str | None = None
+    ) -> StreamProgress:
         """A stream whose newest removed entry is `deleted` (default: the one just before `first`)."""
         if deleted is None:
             deleted = f"{int(first.split('-')[0]) - 1}-0" if first else last
@@ -101,8 +107,20 @@ class TestMissedEntries:
 
 def simulate_args(count: int, per_tick: bool) -> list[str]:
     """A reproducible simulator run (same flags, same trades)."""
-    return ["simulate", "--symbols", "AAA,BBB,CCC", "--count", str(count), "--seed", "5", "--start",
-            "2026-01-02T14:30:00Z", "--fast", "--quiet", *(["--per-tick"] if per_tick else [])]  # fmt: skip
+    return [
+        "simulate",
+        "--symbols",
+        "AAA,BBB,CCC",
+        "--count",
+        str(count),
+        "--seed",
+        "5",
+        "--start",
+        "2026-01-02T14:30:00Z",
+        "--fast",
+        "--quiet",
+        *(["--per-tick"] if per_tick else []),
+    ]
 
 
 @pytest.mark.parametrize("per_tick", [True, False], ids=["per-tick", "batches"])
@@ -121,8 +139,9 @@ def test_ten_times_the_cap_without_a_worker_waits_and_then_every_tick_is_in_the_
     assert len(ticks) == count
 
     command = [sys.executable, "-m", "tickerdash", *simulate_args(count, per_tick)]
-    simulator = subprocess.Popen(command, env={**os.environ, "TICKERDASH_REDIS_URL": redis_server.url, **env},
-                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
+    simulator = subprocess.Popen(
+        command, env={**os.environ, "TICKERDASH_REDIS_URL": redis_server.url, **env}, stderr=subprocess.PIPE, text=True
+    )
     try:
         waiting, length = None, 0
         deadline = time.monotonic() + WAIT_S
@@ -158,12 +177,19 @@ def test_ten_times_the_cap_without_a_worker_waits_and_then_every_tick_is_in_the_
     assert tick_stream(report)["producer_waiting"] is None
 
 
-@pytest.mark.parametrize(("read_before", "plain_group"), [(0, False), (3_000, False), (0, True)],
-                         ids=["never-read", "read-some", "group-without-entries-read"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("read_before", "plain_group"),
+    [(0, False), (3_000, False), (0, True)],
+    ids=["never-read", "read-some", "group-without-entries-read"],
+)
 def test_unread_ticks_an_operator_trims_are_counted_exactly_and_shown(
-    redis_server: EmbeddedRedis, redis_client: redis.Redis, settings: Settings, caplog: pytest.LogCaptureFixture,
-    read_before: int, plain_group: bool,
-) -> None:  # fmt: skip
+    redis_server: EmbeddedRedis,
+    redis_client: redis.Redis,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    read_before: int,
+    plain_group: bool,
+) -> None:
     """An operator's XTRIM removes 4,000 ticks no worker has read: the worker reads the rest, logs the loss,
     and `status --json`, the status table and the record under `keys.lost` all say 4,000 exactly (also for
     a group created by a plain XGROUP CREATE, whose read counter Redis only estimates)."""
@@ -177,7 +203,7 @@ def test_unread_ticks_an_operator_trims_are_counted_exactly_and_shown(
     producer.publish(ticks.take(np.arange(read_before, len(ticks))), per_tick=True)
     redis_client.xtrim("tickerdash:ticks", maxlen=1_000, approximate=False)  # the operator
 
-    with caplog.at_level(logging.WARNING, logger="ingest.runner"):
+    with caplog.at_level(logging.WARNING, logger="tickerdash.ingest.runner"):
         worker = run_inline(redis_client, settings)
     assert worker.runner.stats.ticks == 1_000
     assert "lost 4,000 entries of tickerdash:ticks" in caplog.text
@@ -188,11 +214,13 @@ def test_unread_ticks_an_operator_trims_are_counted_exactly_and_shown(
     assert redis_client.hget(keys.lost("analytics", "tickerdash:ticks"), "entries") == b"4000"
     table = tickerdash(redis_server, "status").stdout
     assert "Lost: 4,000 entries of tickerdash:ticks were trimmed or deleted before group analytics" in " ".join(
-        table.split())  # fmt: skip
+        table.split()
+    )
 
 
-def test_the_producer_trims_to_the_cap_only_what_every_group_has_read(redis_client: redis.Redis,
-                                                                        settings: Settings) -> None:  # fmt: skip
+def test_the_producer_trims_to_the_cap_only_what_every_group_has_read(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
     """The cap still holds: entries the worker has read make room for new ones, and every tick is counted."""
     capped = settings.model_copy(update={"stream_maxlen": 1_000})
     ticks = market(1_900)
@@ -205,8 +233,9 @@ def test_the_producer_trims_to_the_cap_only_what_every_group_has_read(redis_clie
     assert first.runner.stats.ticks + second.runner.stats.ticks == 1_900
 
 
-def test_time_retention_keeps_unread_ticks_and_waits_for_the_worker(redis_client: redis.Redis,
-                                                                     settings: Settings) -> None:  # fmt: skip
+def test_time_retention_keeps_unread_ticks_and_waits_for_the_worker(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
     """With TICKERDASH_RETENTION_S, an unread entry older than the retention is kept: the producer waits
     (and says so under `keys.backpressure`) until a worker has read it, and every tick is counted."""
     timed = settings.model_copy(update={"retention_s": 0.5, "stream_maxlen": 0})
@@ -216,8 +245,9 @@ def test_time_retention_keeps_unread_ticks_and_waits_for_the_worker(redis_client
     first_ms = int(redis_client.xrange("tickerdash:ticks", count=1)[0][0].split(b"-")[0])
     while redis_client.time()[0] * 1000 - first_ms < 600:
         time.sleep(0.1)  # until the first entry is past the retention
-    writer = threading.Thread(target=producer.publish, args=(ticks.take(np.arange(1_000, 2_000)),),
-                              kwargs={"per_tick": True})  # fmt: skip
+    writer = threading.Thread(
+        target=producer.publish, args=(ticks.take(np.arange(1_000, 2_000)),), kwargs={"per_tick": True}
+    )
     writer.start()
     key = Keys().backpressure("tickerdash:ticks")
     deadline = time.monotonic() + WAIT_S

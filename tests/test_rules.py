@@ -7,9 +7,9 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.rule_store import RuleStore, load_if_changed
-from analytics.rules import Rule, RuleError, format_duration, make_rule, parse_duration
-from ingest.keys import Keys
+from tickerdash.analytics.rule_store import RuleStore, load_if_changed
+from tickerdash.analytics.rules import Rule, RuleError, format_duration, make_rule, parse_duration
+from tickerdash.ingest.keys import Keys
 
 
 def rule(**changes: object) -> Rule:
@@ -68,8 +68,10 @@ class TestValidation:
 
 
 class TestDurations:
-    @pytest.mark.parametrize(("text", "seconds"), [("60s", 60.0), ("5m", 300.0), ("1h", 3600.0), ("500ms", 0.5),
-                                                   ("1d", 86400.0), ("90", 90.0), ("1.5m", 90.0)])  # fmt: skip
+    @pytest.mark.parametrize(
+        ("text", "seconds"),
+        [("60s", 60.0), ("5m", 300.0), ("1h", 3600.0), ("500ms", 0.5), ("1d", 86400.0), ("90", 90.0), ("1.5m", 90.0)],
+    )
     def test_parse_duration_understands_units(self, text: str, seconds: float) -> None:
         """Durations take ms, s, m, h, d, or plain seconds."""
         assert parse_duration(text) == seconds
@@ -88,13 +90,25 @@ class TestDurations:
 
 class TestJson:
     @settings(max_examples=100)
-    @given(drop=st.floats(0.01, 99.99), window_ms=st.integers(1, 10**8), cooldown=st.none() | st.integers(0, 10**8),
-           symbol=st.sampled_from(["AAPL", "*", "BTC/USDT"]), enabled=st.booleans())  # fmt: skip
-    def test_json_round_trip_is_exact(self, drop: float, window_ms: int, cooldown: int | None, symbol: str,
-                                      enabled: bool) -> None:  # fmt: skip
+    @given(
+        drop=st.floats(0.01, 99.99),
+        window_ms=st.integers(1, 10**8),
+        cooldown=st.none() | st.integers(0, 10**8),
+        symbol=st.sampled_from(["AAPL", "*", "BTC/USDT"]),
+        enabled=st.booleans(),
+    )
+    def test_json_round_trip_is_exact(
+        self, drop: float, window_ms: int, cooldown: int | None, symbol: str, enabled: bool
+    ) -> None:
         """Rule.from_json(rule.to_json()) gives back an equal rule."""
-        original = rule(drop_pct=drop, window_s=window_ms / 1000, symbol=symbol, enabled=enabled,
-                        cooldown_s=None if cooldown is None else cooldown / 1000, webhook="https://h.example/x")
+        original = rule(
+            drop_pct=drop,
+            window_s=window_ms / 1000,
+            symbol=symbol,
+            enabled=enabled,
+            cooldown_s=None if cooldown is None else cooldown / 1000,
+            webhook="https://h.example/x",
+        )
         assert Rule.from_json(original.to_json()) == original
 
     def test_json_missing_fields_are_named_and_unknown_fields_ignored(self) -> None:
@@ -129,8 +143,11 @@ class TestRuleStore:
         store.add(rule())
         with pytest.raises(RuleError, match="exists already"):
             store.add(rule())
-        for change in (lambda: store.update(rule(id="nope")), lambda: store.enable("nope"),
-                       lambda: store.require("nope")):  # fmt: skip
+        for change in (
+            lambda: store.update(rule(id="nope")),
+            lambda: store.enable("nope"),
+            lambda: store.require("nope"),
+        ):
             with pytest.raises(RuleError, match="no rule with id 'nope'"):
                 change()
         assert store.remove("nope") is None and store.get("nope") is None

@@ -16,12 +16,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ingest.keys import Keys
-from ingest.producer import Producer
-from ingest.redis_server import EmbeddedRedis
-from ingest.runner import StopFlag, StreamRunner, ensure_groups, gc_paused
-from ingest.settings import Settings
-from ingest.ticks import TickBatch
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.runner import StopFlag, StreamRunner, ensure_groups, gc_paused
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch
 
 HERE = Path(__file__).parent
 
@@ -122,8 +122,10 @@ class TestRunner:
 def _spawn(url: str, consumer: str, claim_idle_ms: int, stall_after: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(HERE / "consumer_proc.py"), url, consumer, str(claim_idle_ms), str(stall_after)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _consumers(client: redis.Redis) -> set[bytes]:
@@ -216,6 +218,7 @@ class TestCrashes:
 
 def test_a_closed_producer_leaves_no_connection_of_its_own(settings: Settings, redis_client: redis.Redis) -> None:
     """The producer's bulk connections close with it; the caller's client stays usable."""
+
     def clients() -> int:
         return len(redis_client.client_list())
 
@@ -234,9 +237,13 @@ def test_batches_are_handled_with_the_gc_paused_and_housekeeping_runs_with_it_on
     was off before stays off."""
     Producer(redis_client, settings).publish(make_ticks(50), per_tick=True)
     seen = {"process": [], "housekeeping": []}
-    runner = StreamRunner(redis_client, settings, [Keys().ticks()],
-                          lambda stream, batch, pipe: seen["process"].append(gc.isenabled()),
-                          housekeeping=lambda: seen["housekeeping"].append(gc.isenabled()))  # fmt: skip
+    runner = StreamRunner(
+        redis_client,
+        settings,
+        [Keys().ticks()],
+        lambda stream, batch, pipe: seen["process"].append(gc.isenabled()),
+        housekeeping=lambda: seen["housekeeping"].append(gc.isenabled()),
+    )
     runner.run(max_idle_reads=2)
     assert seen["process"] and not any(seen["process"])
     assert seen["housekeeping"] and all(seen["housekeeping"]) and gc.isenabled()
@@ -294,8 +301,12 @@ def test_entries_read_ahead_for_a_stream_given_up_are_left_pending_for_its_new_o
     """A consumer that drops its only stream with a read in flight takes the reply and handles nothing of it."""
     Producer(redis_client, settings).publish(make_ticks(40), per_tick=True)
     handled: list[int] = []
-    runner = StreamRunner(redis_client, settings.model_copy(update={"read_count": 10}), [Keys().ticks()],
-                          lambda stream, batch, pipe: handled.append(len(batch)))  # fmt: skip
+    runner = StreamRunner(
+        redis_client,
+        settings.model_copy(update={"read_count": 10}),
+        [Keys().ticks()],
+        lambda stream, batch, pipe: handled.append(len(batch)),
+    )
     ensure_groups(redis_client, [Keys().ticks()], settings.group)
     assert runner.read_new() == 10 and runner._ahead_sent
     runner.drop_stream(Keys().ticks())
@@ -354,8 +365,7 @@ def test_with_deferred_commits_a_fence_that_trips_in_flight_drops_the_stream_and
     def process(name: str, batch: TickBatch, pipe: redis.client.Pipeline) -> None:
         pipe.incrby("applied", len(batch))
 
-    runner = StreamRunner(redis_client, small, [stream], process, guard=guard, on_lost=lost.append,
-                          defer_commit=True)  # fmt: skip
+    runner = StreamRunner(redis_client, small, [stream], process, guard=guard, on_lost=lost.append, defer_commit=True)
     ensure_groups(redis_client, [stream], small.group)
     assert runner.read_new() == 10
     runner.settle()

@@ -17,22 +17,22 @@ import typer
 from processes import catches_sigterm, wait_until
 from typer.testing import CliRunner
 
-from ingest.codecs import decode_entries
-from ingest.keys import Keys
-from ingest.redis_server import EmbeddedRedis
-from ingest.settings import Settings
-from ingest.ticks import concat
-from simulator.cli import register
-from simulator.market import MarketConfig, generate
-from simulator.run import Limits, limited, paced
-from simulator.scenarios import ScenarioError, from_flags, load_scenario
+from tickerdash.ingest.codecs import decode_entries
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import concat
+from tickerdash.simulator.cli import register
+from tickerdash.simulator.market import MarketConfig, generate
+from tickerdash.simulator.run import Limits, limited, paced
+from tickerdash.simulator.scenarios import ScenarioError, from_flags, load_scenario
 
 START = "1700000000000"
 
 
 @pytest.fixture
 def cli() -> typer.Typer:
-    """The simulate command on its own app, as `python -m simulator` builds it."""
+    """The simulate command on its own app, as `python -m tickerdash.simulator` builds it."""
     app = typer.Typer()
     register(app)
     return app
@@ -49,12 +49,25 @@ class TestToRedis:
         self, cli: typer.Typer, settings: Settings, redis_client: redis.Redis
     ) -> None:
         """Every simulated trade is on the tick stream, and every label on tickerdash:labels."""
-        code, output = invoke(cli, "--count", "30000", "--seed", "4", "--start", START, "--scenario", "evaluation",
-                              "--redis-url", str(settings.redis_url), "-q")  # fmt: skip
+        code, output = invoke(
+            cli,
+            "--count",
+            "30000",
+            "--seed",
+            "4",
+            "--start",
+            START,
+            "--scenario",
+            "evaluation",
+            "--redis-url",
+            str(settings.redis_url),
+            "-q",
+        )
         assert code == 0, output
         keys = Keys(settings.prefix)
-        entries = [(eid, [x for pair in fields.items() for x in pair])
-                   for eid, fields in redis_client.xrange(keys.ticks())]  # fmt: skip
+        entries = [
+            (eid, [x for pair in fields.items() for x in pair]) for eid, fields in redis_client.xrange(keys.ticks())
+        ]
         ticks = decode_entries(entries).ticks
         config = MarketConfig(universe=20, seed=4, start_ms=int(START), trades_per_s=50.0)
         pieces = limited(generate(config, "evaluation"), Limits(count=30_000), config.start_ms)
@@ -62,8 +75,14 @@ class TestToRedis:
         assert len(ticks) == 30_000
         assert ticks.trade_id.equals(expected.trade_id) and np.array_equal(ticks.price, expected.price)
         labels = redis_client.xrange(keys.labels)
-        assert labels and {k.decode() for k in labels[0][1]} == {"trade_id", "kind", "episode_id", "magnitude",
-                                                                 "producer", "seq"}  # fmt: skip
+        assert labels and {k.decode() for k in labels[0][1]} == {
+            "trade_id",
+            "kind",
+            "episode_id",
+            "magnitude",
+            "producer",
+            "seq",
+        }
         on_tape = set(ticks.trade_id.to_pylist())
         assert all(fields[b"trade_id"].decode() in on_tape for _, fields in labels)
         run = redis_client.hgetall(keys.internal("simulator"))  # what exports record as provenance
@@ -74,21 +93,45 @@ class TestToRedis:
     ) -> None:
         """--per-tick writes the interoperable form: symbol, price, size, ts, side, ids per entry, and the
         simulator's declared event clock."""
-        code, output = invoke(cli, "--count", "500", "--per-tick", "--start", START,
-                              "--redis-url", str(settings.redis_url), "-q")  # fmt: skip
+        code, output = invoke(
+            cli, "--count", "500", "--per-tick", "--start", START, "--redis-url", str(settings.redis_url), "-q"
+        )
         assert code == 0, output
         entries = redis_client.xrange(Keys(settings.prefix).ticks())
         assert len(entries) == 500
-        assert set(entries[0][1]) == {b"symbol", b"price", b"size", b"ts", b"side", b"trade_id", b"buyer", b"seller",
-                                      b"clock", b"producer", b"seq"}  # fmt: skip
+        assert set(entries[0][1]) == {
+            b"symbol",
+            b"price",
+            b"size",
+            b"ts",
+            b"side",
+            b"trade_id",
+            b"buyer",
+            b"seller",
+            b"clock",
+            b"producer",
+            b"seq",
+        }
 
 
 class TestToFile:
     def test_same_seed_and_flags_write_byte_identical_files(self, cli: typer.Typer, tmp_path: Path) -> None:
         """Two runs with the same flags write the same bytes, ticks and labels alike."""
         for name in ("a", "b"):
-            code, output = invoke(cli, "--count", "40000", "--seed", "9", "--start", START, "--scenario",
-                                  "evaluation", "--out", str(tmp_path / name / "t.parquet"), "-q")  # fmt: skip
+            code, output = invoke(
+                cli,
+                "--count",
+                "40000",
+                "--seed",
+                "9",
+                "--start",
+                START,
+                "--scenario",
+                "evaluation",
+                "--out",
+                str(tmp_path / name / "t.parquet"),
+                "-q",
+            )
             assert code == 0, output
         assert (tmp_path / "a/t.parquet").read_bytes() == (tmp_path / "b/t.parquet").read_bytes()
         assert (tmp_path / "a/t.labels.parquet").read_bytes() == (tmp_path / "b/t.labels.parquet").read_bytes()
@@ -211,8 +254,9 @@ class TestPacing:
 
 class TestStopping:
     @pytest.mark.slow
-    @pytest.mark.parametrize("moment", ["handler set", "handler set + 0.1 s", "handler set + 0.3 s",
-                                        "handler set + 1 s", "ticks in Redis"])  # fmt: skip
+    @pytest.mark.parametrize(
+        "moment", ["handler set", "handler set + 0.1 s", "handler set + 0.3 s", "handler set + 1 s", "ticks in Redis"]
+    )
     def test_sigterm_at_any_moment_of_a_run_is_a_clean_exit(
         self, redis_server: EmbeddedRedis, redis_client: redis.Redis, moment: str
     ) -> None:
@@ -222,8 +266,9 @@ class TestStopping:
         command = [sys.executable, "-m", "tickerdash", "simulate", "--rate", "500", "--symbols", "AAPL,MSFT", "-q"]
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            wait_until(lambda: proc.poll() is not None or catches_sigterm(proc.pid), "the SIGTERM handler",
-                       interval=0.001)  # fmt: skip
+            wait_until(
+                lambda: proc.poll() is not None or catches_sigterm(proc.pid), "the SIGTERM handler", interval=0.001
+            )
             if moment == "ticks in Redis":
                 wait_until(lambda: proc.poll() is not None or redis_client.xlen(Keys().ticks()) > 0, "ticks")
             elif "+" in moment:

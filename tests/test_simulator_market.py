@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ingest.ticks import SIDE_BUY, SIDE_SELL, TickBatch, concat
-from simulator.market import LabelBatch, MarketConfig, generate, preset_config
-from simulator.run import Limits, limited
-from simulator.scenarios import PRESETS, Halt, Scenario, ScenarioError, Slump, Suspicious
+from tickerdash.ingest.ticks import SIDE_BUY, SIDE_SELL, TickBatch, concat
+from tickerdash.simulator.market import LabelBatch, MarketConfig, generate, preset_config
+from tickerdash.simulator.run import Limits, limited
+from tickerdash.simulator.scenarios import PRESETS, Halt, Scenario, ScenarioError, Slump, Suspicious
 
 START = 1_700_000_000_000
 
@@ -29,8 +29,13 @@ def all_labels(pieces: list[LabelBatch]) -> pa.Table:
 
 def small(**overrides: object) -> MarketConfig:
     """A small, slow market (5 symbols, 20 trades/s) whose episodes finish within a short run."""
-    values: dict[str, object] = {"universe": 5, "seed": 11, "start_ms": START, "chunk_size": 4_096,
-                                 "trades_per_s": 20.0}  # fmt: skip
+    values: dict[str, object] = {
+        "universe": 5,
+        "seed": 11,
+        "start_ms": START,
+        "chunk_size": 4_096,
+        "trades_per_s": 20.0,
+    }
     values.update(overrides)
     return MarketConfig(**values)  # type: ignore[arg-type]
 
@@ -83,8 +88,16 @@ class TestTape:
     def test_labels_never_ride_on_ticks(self) -> None:
         """The tick columns are exactly the public fields; labels name existing trades by id."""
         ticks, labels = tape(small(), "evaluation", 30_000)
-        assert set(ticks.to_arrow().schema.names) == {"symbol", "price", "size", "ts", "side", "trade_id",
-                                                      "buyer", "seller"}  # fmt: skip
+        assert set(ticks.to_arrow().schema.names) == {
+            "symbol",
+            "price",
+            "size",
+            "ts",
+            "side",
+            "trade_id",
+            "buyer",
+            "seller",
+        }
         label_ids = set(all_labels(labels).column("trade_id").to_pylist())
         assert label_ids and label_ids <= set(ticks.trade_id.to_pylist())
 
@@ -131,8 +144,10 @@ class TestScriptedEpisodes:
             if len(idx) < 2:
                 continue
             assert len(np.unique(ticks.size[idx])) == 1
-            pairs = {frozenset((b, s)) for b, s in zip(ticks.buyer.take(idx).to_pylist(),
-                                                        ticks.seller.take(idx).to_pylist(), strict=True)}  # fmt: skip
+            pairs = {
+                frozenset((b, s))
+                for b, s in zip(ticks.buyer.take(idx).to_pylist(), ticks.seller.take(idx).to_pylist(), strict=True)
+            }
             assert len(pairs) == 1
             assert ticks.buyer[int(idx[0])] == ticks.seller[int(idx[1])]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ingest.ticks import TickBatch, concat
-from simulator.market import MarketConfig, generate
-from simulator.run import Limits, limited
+from tickerdash.ingest.ticks import TickBatch, concat
+from tickerdash.simulator.market import MarketConfig, generate
+from tickerdash.simulator.run import Limits, limited
 
 START = 1_700_000_000_000
 BAR_MS = 60_000

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import redis
 
-from analytics import export_cli
-from analytics.archive import ARCHIVE_GROUP
-from analytics.export import INCLUDES, INTERVAL_MS
-from ingest.producer import Producer
-from ingest.settings import Settings
-from simulator.market import MarketConfig, generate
+from tickerdash.analytics import export_cli
+from tickerdash.analytics.archive import ARCHIVE_GROUP
+from tickerdash.analytics.export import INCLUDES, INTERVAL_MS
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.settings import Settings
+from tickerdash.simulator.market import MarketConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
 # Each costs 0.5-2 s to import; none is needed to parse a command line or print its help.
@@ -34,8 +34,13 @@ LOADED = "sorted(m for m in HEAVY if m in sys.modules)"
 def in_fresh_python(code: str, *args: str) -> Any:
     """Run `code` in a new interpreter (with `sys`, `json` and HEAVY defined); what it printed last, as JSON."""
     prelude = f"import json, sys\nHEAVY = {HEAVY!r}\n"
-    done = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -58,7 +63,7 @@ class TestFrontDoor:
                     assert done.code == 0, (argv, done.code)
                 seen[" ".join(argv) or "tickerdash"] = {LOADED}
             print(json.dumps(seen))
-        """)  # fmt: skip
+        """)
         assert loaded == {command: [] for command in loaded}
         assert len(loaded) == 11
 
@@ -74,14 +79,17 @@ class TestFrontDoor:
 class TestServicesPreload:
     def test_an_analytics_worker_has_scipy_signal_once_constructed(self, settings: Settings) -> None:
         """Importing the worker leaves scipy.signal out; constructing one loads it (for its EMA scans)."""
-        loaded = in_fresh_python("""
+        loaded = in_fresh_python(
+            """
             import redis
-            from analytics.worker import AnalyticsWorker
-            from ingest.settings import Settings
+            from tickerdash.analytics.worker import AnalyticsWorker
+            from tickerdash.ingest.settings import Settings
             imported = "scipy.signal" in sys.modules
             AnalyticsWorker(redis.Redis.from_url(sys.argv[1]), Settings(redis_url=sys.argv[1]))
             print(json.dumps([imported, "scipy.signal" in sys.modules]))
-        """, str(settings.redis_url))  # fmt: skip
+        """,
+            str(settings.redis_url),
+        )
         assert loaded == [False, True]
 
     @pytest.mark.slow
@@ -92,15 +100,17 @@ class TestServicesPreload:
         """A worker with the stages `tickerdash analytics` runs (alerts, anomaly scores, forest refits), or
         with none (`--stages none`), loads every heavy library before its loop: none is first imported
         while it processes the stream (pyarrow imports pandas on its first array, for instance)."""
-        ticks, _ = next(generate(MarketConfig(symbols=("AAPL", "MSFT", "GOOG"), seed=1, start_ms=1_700_000_000_000),
-                                 "evaluation"))  # fmt: skip
+        ticks, _ = next(
+            generate(MarketConfig(symbols=("AAPL", "MSFT", "GOOG"), seed=1, start_ms=1_700_000_000_000), "evaluation")
+        )
         Producer(redis_client, settings).publish(ticks)
-        during = in_fresh_python("""
+        during = in_fresh_python(
+            """
             from pathlib import Path
             import redis
-            from analytics.cli import default_stages
-            from analytics.worker import AnalyticsWorker, WorkerConfig
-            from ingest.settings import Settings
+            from tickerdash.analytics.cli import default_stages
+            from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+            from tickerdash.ingest.settings import Settings
             settings = Settings(redis_url=sys.argv[1], data_dir=Path(sys.argv[2]), block_ms=50)
             worker = AnalyticsWorker(redis.Redis.from_url(sys.argv[1]), settings, None,
                                      WorkerConfig(checkpoint_every_s=0.5, stages=STAGES))
@@ -108,14 +118,17 @@ class TestServicesPreload:
             worker.run(max_idle_reads=3)
             new = set(sys.modules) - before
             print(json.dumps(sorted(m for m in new if any(m == h or m.startswith(h + ".") for h in HEAVY))))
-        """.replace("STAGES", stages), str(settings.redis_url), str(settings.data_dir))  # fmt: skip
+        """.replace("STAGES", stages),
+            str(settings.redis_url),
+            str(settings.data_dir),
+        )
         assert during == []
         assert redis_client.xlen(f"{settings.prefix}:bars:1s:AAPL") > 0  # it did process the ticks
 
     def test_a_market_loads_scipy_when_built_not_in_its_first_chunk(self) -> None:
         """Importing the market model leaves scipy out; building a market loads it; generating imports nothing."""
         loaded = in_fresh_python("""
-            from simulator.market import MarketConfig, generate
+            from tickerdash.simulator.market import MarketConfig, generate
             imported = "scipy" in sys.modules
             chunks = generate(MarketConfig(universe=5, seed=1, start_ms=1_700_000_000_000), "evaluation")
             built = {"scipy.signal", "scipy.stats"} <= set(sys.modules)
@@ -123,5 +136,5 @@ class TestServicesPreload:
             for _ in range(3):
                 next(chunks)
             print(json.dumps([imported, built, sorted(m for m in set(sys.modules) - before if m.startswith("scipy"))]))
-        """)  # fmt: skip
+        """)
         assert loaded == [False, True, []]

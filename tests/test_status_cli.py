@@ -12,18 +12,19 @@ from pathlib import Path
 import pytest
 import redis
 
-from analytics.worker import AnalyticsWorker
-from ingest.codecs import decode_entries
-from ingest.redis_server import EmbeddedRedis, find_redis_server
-from ingest.runner import raw_client
-from ingest.settings import Settings
+from tickerdash.analytics.worker import AnalyticsWorker
+from tickerdash.ingest.codecs import decode_entries
+from tickerdash.ingest.redis_server import EmbeddedRedis, find_redis_server
+from tickerdash.ingest.runner import raw_client
+from tickerdash.ingest.settings import Settings
 
 
 def tickerdash(server: EmbeddedRedis, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the real console command against the test Redis."""
     env = {**os.environ, "TICKERDASH_REDIS_URL": server.url}
-    return subprocess.run([sys.executable, "-m", "tickerdash", *args], env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "tickerdash", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def redis_cli() -> str:
@@ -33,14 +34,18 @@ def redis_cli() -> str:
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_lobster_ingests_completely_and_status_shows_it(redis_server: EmbeddedRedis, redis_client: redis.Redis,
-                                                         shared_data: Path) -> None:  # fmt: skip
+def test_lobster_ingests_completely_and_status_shows_it(
+    redis_server: EmbeddedRedis, redis_client: redis.Redis, shared_data: Path
+) -> None:
     """`ingest` of the LOBSTER file publishes all 58,087 trades; `status --json` shows the stream."""
-    result = tickerdash(redis_server, "ingest", str(shared_data / "lobster/lobster_trades_2012-06-21.csv"),
-                        "--ts-col", "ts_ns")  # fmt: skip
+    result = tickerdash(
+        redis_server, "ingest", str(shared_data / "lobster/lobster_trades_2012-06-21.csv"), "--ts-col", "ts_ns"
+    )
     assert result.returncode == 0, result.stderr
-    ticks = sum(len(decode_entries([e]).ticks) for e in raw_client(redis_client).execute_command(
-        "XRANGE", "tickerdash:ticks", "-", "+"))  # fmt: skip
+    ticks = sum(
+        len(decode_entries([e]).ticks)
+        for e in raw_client(redis_client).execute_command("XRANGE", "tickerdash:ticks", "-", "+")
+    )
     assert ticks == 58_087
     status = tickerdash(redis_server, "status", "--json")
     assert status.returncode == 0, status.stderr
@@ -50,15 +55,18 @@ def test_lobster_ingests_completely_and_status_shows_it(redis_server: EmbeddedRe
     assert report["deadletter"]["count"] == 0
 
 
-def test_redis_cli_bad_tick_is_dead_lettered_and_counted_by_status(redis_server: EmbeddedRedis,
-                                                                    redis_client: redis.Redis,
-                                                                    settings: Settings) -> None:  # fmt: skip
+def test_redis_cli_bad_tick_is_dead_lettered_and_counted_by_status(
+    redis_server: EmbeddedRedis, redis_client: redis.Redis, settings: Settings
+) -> None:
     """A tick written with redis-cli with price -3 lands in the dead-letter stream naming the field;
     its valid neighbours are processed; status counts the dead letter and shows no pending entries."""
     cli = [redis_cli(), "-p", str(redis_server.port)]
     for price in ("187.2", "-3", "187.4"):
-        subprocess.run([*cli, "XADD", "tickerdash:ticks", "*", "symbol", "AAPL", "price", price, "size", "10"],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [*cli, "XADD", "tickerdash:ticks", "*", "symbol", "AAPL", "price", price, "size", "10"],
+            check=True,
+            capture_output=True,
+        )
     worker = AnalyticsWorker(redis_client, settings)
     worker.run(max_idle_reads=3)
     assert worker.runner.stats.ticks == 2

@@ -14,15 +14,24 @@ from pathlib import Path
 import pytest
 import redis
 
-from ingest.redis_server import EmbeddedRedis, free_port
-from ingest.settings import Settings
+from tickerdash.ingest.redis_server import EmbeddedRedis, free_port
+from tickerdash.ingest.settings import Settings
 from tickerdash.up import plan
 
 
 def test_plan_splits_partitions_between_workers() -> None:
     """With 4 partitions and 2 workers, each worker owns two partitions and all four are covered."""
-    services = plan(Settings(partitions=4), rate=100, symbols="A,B", workers=2, port=1, ws_port=2,
-                    simulator=True, dashboard=False, slump_after_s=60)  # fmt: skip
+    services = plan(
+        Settings(partitions=4),
+        rate=100,
+        symbols="A,B",
+        workers=2,
+        port=1,
+        ws_port=2,
+        simulator=True,
+        dashboard=False,
+        slump_after_s=60,
+    )
     owned = [s.args[s.args.index("--partitions") + 1] for s in services if s.name.startswith("analytics")]
     assert owned == ["0,2", "1,3"]
     simulator = next(s for s in services if s.name == "simulator")
@@ -37,8 +46,20 @@ def test_up_runs_the_pipeline_and_stops_on_ctrl_c(redis_server: EmbeddedRedis, t
     client.flushall()
     env = {**os.environ, "TICKERDASH_REDIS_URL": redis_server.url, "TICKERDASH_DATA_DIR": str(tmp_path)}
     port = free_port()
-    args = [sys.executable, "-m", "tickerdash", "up", "--rate", "500", "--symbols", "AAA,BBB",
-            "--port", str(port), "--ws-port", str(free_port())]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "tickerdash",
+        "up",
+        "--rate",
+        "500",
+        "--symbols",
+        "AAA,BBB",
+        "--port",
+        str(port),
+        "--ws-port",
+        str(free_port()),
+    ]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120  # a bound for a loaded machine, not a measure of speed

@@ -11,13 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import redis
 
-from analytics.alerts import SlumpAlerts
-from analytics.rule_store import RuleStore
-from analytics.rules import Rule
-from analytics.webhooks import GROUP, WebhookDelivery, WebhookPolicy, recent_failures
-from ingest.keys import Keys
-from ingest.redis_server import free_port
-from ingest.ticks import TickBatch
+from tickerdash.analytics.alerts import SlumpAlerts
+from tickerdash.analytics.rule_store import RuleStore
+from tickerdash.analytics.rules import Rule
+from tickerdash.analytics.webhooks import GROUP, WebhookDelivery, WebhookPolicy, recent_failures
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.redis_server import free_port
+from tickerdash.ingest.ticks import TickBatch
 
 KEYS = Keys()
 # short backoffs; a request timeout no loaded machine reaches on loopback, so attempts are counted exactly
@@ -151,13 +151,17 @@ def test_the_analytics_command_delivers_webhooks_of_the_alerts_it_fires(
     import subprocess
     import sys
 
-    from analytics.rules import make_rule
+    from tickerdash.analytics.rules import make_rule
 
     hook = endpoint(0)
     RuleStore(redis_client, KEYS).add(make_rule("AAPL", 5, "60s", webhook=hook.url, rule_id="aapl-5"))
     env = {**os.environ, "TICKERDASH_REDIS_URL": redis_server.url, "TICKERDASH_BLOCK_MS": "50"}  # type: ignore[attr-defined]
-    worker = subprocess.Popen([sys.executable, "-m", "tickerdash", "analytics", "--consumer", "hooked"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tickerdash", "analytics", "--consumer", "hooked"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120  # the worker's imports alone take tens of seconds on a loaded machine
         while redis_client.get(KEYS.internal("lease", "analytics", "0")) != b"hooked":

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import redis
 
-from analytics.bars import Bars
-from analytics.indicators import window_name
-from analytics.live import decode_updates, live_key, snapshot_key
-from analytics.rule_store import RuleStore
-from analytics.rules import Rule
-from analytics.worker import (
+from tickerdash.analytics.bars import Bars
+from tickerdash.analytics.indicators import window_name
+from tickerdash.analytics.live import decode_updates, live_key, snapshot_key
+from tickerdash.analytics.rule_store import RuleStore
+from tickerdash.analytics.rules import Rule
+from tickerdash.analytics.worker import (
     AnalyticsWorker,
     PartitionState,
     WorkerConfig,
@@ -29,12 +29,12 @@ from analytics.worker import (
     bars_feed_key,
     decode_bar_table,
 )
-from ingest.keys import Keys
-from ingest.producer import Producer
-from ingest.redis_server import EmbeddedRedis
-from ingest.runner import StopFlag, StreamRunner
-from ingest.settings import Settings
-from ingest.ticks import TickBatch, concat
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.runner import StopFlag, StreamRunner
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch, concat
 
 START_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 
@@ -47,16 +47,20 @@ def market(n: int, symbols: int = 20, per_second: int = 2_000, seed: int = 7) ->
     price = np.round(100 * np.exp(np.cumsum(steps)) * (1 + idx / 10), 2)
     ts = START_MS + np.sort(rng.integers(0, max(1, n * 1000 // per_second), n))
     return TickBatch(
-        symbols=tuple(f"S{i:02d}" for i in range(symbols)), symbol_idx=idx, price=price,
-        size=rng.integers(1, 50, n) * 10.0, ts=ts.astype(np.int64), side=rng.choice(np.array([-1, 1], np.int8), n),
+        symbols=tuple(f"S{i:02d}" for i in range(symbols)),
+        symbol_idx=idx,
+        price=price,
+        size=rng.integers(1, 50, n) * 10.0,
+        ts=ts.astype(np.int64),
+        side=rng.choice(np.array([-1, 1], np.int8), n),
         trade_id=None,
-    )  # fmt: skip
+    )
 
 
 def bar_streams(client: redis.Redis, prefix: str) -> dict[str, list[tuple[bytes, dict[bytes, bytes]]]]:
     """Every bar stream under a prefix (key without the prefix -> entries)."""
     keys = sorted(k.decode() for k in client.scan_iter(match=f"{prefix}:bars:*", count=1000))
-    return {k[len(prefix):]: client.xrange(k) for k in keys}
+    return {k[len(prefix) :]: client.xrange(k) for k in keys}
 
 
 def expected_bars(ticks: TickBatch, config: WorkerConfig) -> dict[str, list[tuple[bytes, dict[bytes, bytes]]]]:
@@ -82,16 +86,18 @@ def drained(client: redis.Redis, settings: Settings) -> bool:
     return True
 
 
-def run_inline(client: redis.Redis, settings: Settings, config: WorkerConfig | None = None,
-               partitions: list[int] | None = None) -> AnalyticsWorker:  # fmt: skip
+def run_inline(
+    client: redis.Redis, settings: Settings, config: WorkerConfig | None = None, partitions: list[int] | None = None
+) -> AnalyticsWorker:
     """Run a worker in this process until the streams are drained, then stop it cleanly."""
     worker = AnalyticsWorker(client, settings, partitions, config or WorkerConfig(checkpoint_every_s=0.2))
     worker.run(max_idle_reads=3)
     return worker
 
 
-def assert_checkpoints_hold_every_trade(client: redis.Redis, worker: AnalyticsWorker, producer: Producer,
-                                        ticks: TickBatch) -> None:  # fmt: skip
+def assert_checkpoints_hold_every_trade(
+    client: redis.Redis, worker: AnalyticsWorker, producer: Producer, ticks: TickBatch
+) -> None:
     """Each partition's checkpoint holds the indicators of all its trades, each counted once."""
     for partition, part in producer.split_by_partition(ticks):
         reference = PartitionState(WorkerConfig())
@@ -162,8 +168,10 @@ class TestWorker:
         run_inline(redis_client, one)
         two = Settings(redis_url=redis_server.url, prefix="two", partitions=4, block_ms=20)
         Producer(redis_client, two).publish(ticks)
-        workers = [AnalyticsWorker(redis_client, two.model_copy(update={"consumer": f"w{i}"}), parts)
-                   for i, parts in enumerate(([0, 1], [2, 3]))]  # fmt: skip
+        workers = [
+            AnalyticsWorker(redis_client, two.model_copy(update={"consumer": f"w{i}"}), parts)
+            for i, parts in enumerate(([0, 1], [2, 3]))
+        ]
         threads = [threading.Thread(target=w.run, kwargs={"max_idle_reads": 3}) for w in workers]
         for t in threads:
             t.start()
@@ -181,10 +189,12 @@ class TestWorker:
         # stop releases it, so the standby takes over at its next check (a third of the lease) all the same
         config = WorkerConfig(checkpoint_every_s=0.1, lease_ms=3000)
         first_stop, second_stop = StopFlag(), StopFlag()
-        first = AnalyticsWorker(redis_client, settings.model_copy(update={"consumer": "first"}), None, config,
-                                stop=first_stop)  # fmt: skip
-        second = AnalyticsWorker(redis_client, settings.model_copy(update={"consumer": "second"}), None, config,
-                                 stop=second_stop)  # fmt: skip
+        first = AnalyticsWorker(
+            redis_client, settings.model_copy(update={"consumer": "first"}), None, config, stop=first_stop
+        )
+        second = AnalyticsWorker(
+            redis_client, settings.model_copy(update={"consumer": "second"}), None, config, stop=second_stop
+        )
         producer = Producer(redis_client, settings)
         t1 = threading.Thread(target=first.run)
         t1.start()
@@ -216,8 +226,10 @@ def _spawn_worker(url: str, prefix: str, consumer: str) -> subprocess.Popen[byte
     env = {**os.environ, "TICKERDASH_REDIS_URL": url, "TICKERDASH_PREFIX": prefix, "TICKERDASH_BLOCK_MS": "50"}
     return subprocess.Popen(
         [sys.executable, "-m", "tickerdash", "analytics", "--consumer", consumer, "--checkpoint-every", "0.3"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _probe_outputs(client: redis.Redis, settings: Settings, probe: TickBatch) -> dict[str, np.ndarray]:
@@ -282,8 +294,9 @@ def _crash_run(client: redis.Redis, server: EmbeddedRedis, n: int, kills: int, s
     assert bar_streams(client, "calm") == bar_streams(client, "crashy")
     assert sum(len(v) for v in bar_streams(client, "calm").values()) > 0
     for name in ("alerts", "anomalies"):  # the plug-in stages' firings too: each once, none lost
-        calm_entries, crashy_entries = (without_tick_id(stream_fields(client, getattr(Keys(p), name)))
-                                        for p in ("calm", "crashy"))  # fmt: skip
+        calm_entries, crashy_entries = (
+            without_tick_id(stream_fields(client, getattr(Keys(p), name))) for p in ("calm", "crashy")
+        )
         assert len(calm_entries) >= 20, name
         assert crashy_entries == calm_entries, name
     probe = TickBatch.from_columns(list(ticks.symbols), np.full(50, 123.0), np.ones(50), np.full(50, int(ticks.ts[-1])))
@@ -294,9 +307,9 @@ def _crash_run(client: redis.Redis, server: EmbeddedRedis, n: int, kills: int, s
 
 
 @pytest.mark.slow
-def test_killed_and_restarted_worker_neither_loses_nor_double_counts(redis_client: redis.Redis,
-                                                                     redis_server: EmbeddedRedis,
-                                                                     tmp_path: Path) -> None:  # fmt: skip
+def test_killed_and_restarted_worker_neither_loses_nor_double_counts(
+    redis_client: redis.Redis, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
     """SIGKILL at random points of a 1M-tick run, restarting each time: bars byte for byte and indicators equal
     an uninterrupted run's."""
     _crash_run(redis_client, redis_server, 1_000_000, kills=5, seed=11, tmp=tmp_path)
@@ -304,15 +317,16 @@ def test_killed_and_restarted_worker_neither_loses_nor_double_counts(redis_clien
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_replayed_lobster_bars_on_redis_equal_pandas(settings: Settings, redis_client: redis.Redis,
-                                                      shared_data: Path) -> None:  # fmt: skip
+def test_replayed_lobster_bars_on_redis_equal_pandas(
+    settings: Settings, redis_client: redis.Redis, shared_data: Path
+) -> None:
     """All 58,087 NASDAQ trades through importer, producer, stream and worker: every closed 1s and 1m bar
     in Redis equals a pandas groupby of the raw file to 1e-9 relative, and none is missing."""
     import pandas as pd
     from real_trades import read_lobster
     from test_bars import pandas_bars
 
-    from ingest.importers import ColumnMapping, TradeReader
+    from tickerdash.ingest.importers import ColumnMapping, TradeReader
 
     producer = Producer(redis_client, settings)
     with TradeReader(shared_data / "lobster/lobster_trades_2012-06-21.csv", ColumnMapping(ts_col="ts_ns")) as reader:
@@ -329,8 +343,13 @@ def test_replayed_lobster_bars_on_redis_equal_pandas(settings: Settings, redis_c
         rows = []
         for symbol in sorted(raw["symbol"].unique()):
             for entry_id, f in redis_client.xrange(f"tickerdash:bars:{name}:{symbol}"):
-                rows.append({"symbol": symbol, "start_ms": int(entry_id.split(b"-")[0]),
-                             **{k.decode(): float(v) for k, v in f.items()}})  # fmt: skip
+                rows.append(
+                    {
+                        "symbol": symbol,
+                        "start_ms": int(entry_id.split(b"-")[0]),
+                        **{k.decode(): float(v) for k, v in f.items()},
+                    }
+                )
         got = pd.DataFrame(rows)
         assert got["symbol"].tolist() == want["symbol"].tolist()
         assert got["start_ms"].tolist() == want["start_ms"].tolist()
@@ -363,14 +382,16 @@ def test_a_batch_firing_many_alerts_writes_exactly_what_the_stage_fired(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
     """Many alerts of one batch go out in one command; the stream holds the stage's alerts, fields and order."""
-    from analytics.alert_stage import SlumpAlertStage
-    from analytics.alerts import SlumpAlerts
-    from analytics.rule_store import RuleStore
-    from analytics.rules import Rule
+    from tickerdash.analytics.alert_stage import SlumpAlertStage
+    from tickerdash.analytics.alerts import SlumpAlerts
+    from tickerdash.analytics.rule_store import RuleStore
+    from tickerdash.analytics.rules import Rule
 
     symbols = [f"S{i}" for i in range(30)]
-    rules = [Rule(id="any-2", symbol="*", drop_pct=2, window_s=60),
-             Rule(id="s1-1", symbol="S1", drop_pct=1, window_s=30)]
+    rules = [
+        Rule(id="any-2", symbol="*", drop_pct=2, window_s=60),
+        Rule(id="s1-1", symbol="S1", drop_pct=1, window_s=30),
+    ]
     store = RuleStore(redis_client, Keys())
     for rule in rules:
         store.add(rule)
@@ -517,7 +538,7 @@ def test_checkpoints_are_written_in_the_background_after_their_batch_commits(
 
 def test_a_background_checkpoint_is_fenced_by_the_lease_and_never_goes_back(redis_client: redis.Redis) -> None:
     """A child of a worker that lost its lease, or one slower than a newer checkpoint, writes nothing."""
-    from analytics.worker import _CHECKPOINT_SCRIPT
+    from tickerdash.analytics.worker import _CHECKPOINT_SCRIPT
 
     write = redis_client.register_script(_CHECKPOINT_SCRIPT)
     lease, checkpoint = "t:lease", "t:checkpoint"
@@ -532,15 +553,17 @@ def test_a_background_checkpoint_is_fenced_by_the_lease_and_never_goes_back(redi
 
 def test_plug_in_stages_beside_the_indicators_give_what_they_give_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
     """On large batches alerts and anomaly scores run on a helper thread: same effects, same state bytes."""
-    from analytics import worker as worker_module
-    from analytics.alert_stage import SlumpAlertStage
-    from analytics.anomaly import AnomalyStage
-    from analytics.rules import Rule
-    from ingest.codecs import iter_chunks
+    from tickerdash.analytics import worker as worker_module
+    from tickerdash.analytics.alert_stage import SlumpAlertStage
+    from tickerdash.analytics.anomaly import AnomalyStage
+    from tickerdash.analytics.rules import Rule
+    from tickerdash.ingest.codecs import iter_chunks
 
     ticks = market(120_000, symbols=30, per_second=2_000, seed=5)
-    rules = [Rule(id="any-1", symbol="*", drop_pct=0.5, window_s=30), Rule(id="s1", symbol="S01", drop_pct=0.2,
-                                                                          window_s=10)]  # fmt: skip
+    rules = [
+        Rule(id="any-1", symbol="*", drop_pct=0.5, window_s=30),
+        Rule(id="s1", symbol="S01", drop_pct=0.2, window_s=10),
+    ]
 
     def alerts_with_rules() -> SlumpAlertStage:
         stage = SlumpAlertStage()
@@ -569,7 +592,7 @@ def test_a_checkpoint_child_that_hangs_is_killed_so_shutdown_never_waits_on_it(
     settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past CHECKPOINT_TIMEOUT_S the child is killed and reaped; the next checkpoint is due as usual."""
-    from analytics import worker as worker_module
+    from tickerdash.analytics import worker as worker_module
 
     Producer(redis_client, settings).publish(market(2_000))
     worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig())
@@ -588,8 +611,8 @@ def test_a_worker_restarted_before_its_first_checkpoint_replays_and_reads_with_t
 ) -> None:
     """A crash before any checkpoint leaves only the progress marker; the next owner replays the stream
     from the start: with the stored rules, so a slump whose high came before the crash still fires."""
-    from analytics.alert_stage import SlumpAlertStage
-    from analytics.alerts import SlumpAlerts
+    from tickerdash.analytics.alert_stage import SlumpAlertStage
+    from tickerdash.analytics.alerts import SlumpAlerts
 
     RuleStore(redis_client, Keys()).add(Rule(id="slump", symbol="X", drop_pct=2, window_s=60))
     highs = TickBatch.from_columns(["X"] * 3, [100.0, 101.0, 100.5], np.ones(3), START_MS + np.arange(3) * 1000)

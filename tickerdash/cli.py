@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from ingest.stopping import Terminated, sigterm_received, sigterm_stops_like_ctrl_c
+from tickerdash.ingest.stopping import Terminated, sigterm_received, sigterm_stops_like_ctrl_c
 
 INTERRUPTED = 130  # typer's exit code for a KeyboardInterrupt, which `Terminated` is
 
@@ -20,15 +20,15 @@ def main() -> None:
         # Heavy libraries (scipy, scikit-learn, pandas, dash) load inside the commands that use them, so
         # `--help` and short commands start fast; the long-running ones preload theirs and then call
         # `freeze_import_objects` themselves before their loops.
-        from ingest.redis_server import RedisServerError
         from tickerdash.commands import app
+        from tickerdash.ingest.redis_server import RedisServerError
 
         try:
             app()
         except RedisServerError as exc:
             from rich.markup import escape
 
-            from ingest.clikit import console
+            from tickerdash.ingest.clikit import console
 
             console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             sys.exit(1)

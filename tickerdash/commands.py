@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import typer
 
-import analytics.cli
-import analytics.evaluate
-import analytics.export_cli
-import dashboard.cli
-import ingest.cli
-import simulator.cli
-from ingest.clikit import setup_logging
+from tickerdash.analytics import cli as analytics_cli
+from tickerdash.analytics import evaluate, export_cli
+from tickerdash.dashboard import cli as dashboard_cli
+from tickerdash.ingest import cli as ingest_cli
+from tickerdash.ingest.clikit import setup_logging
+from tickerdash.simulator import cli as simulator_cli
 from tickerdash.up import up
 
 app = typer.Typer(
@@ -28,5 +27,5 @@ def _common(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug l
 
 
 app.command("up")(up)
-for package_cli in (ingest.cli, simulator.cli, analytics.cli, analytics.export_cli, analytics.evaluate, dashboard.cli):
+for package_cli in (ingest_cli, simulator_cli, analytics_cli, export_cli, evaluate, dashboard_cli):
     package_cli.register(app)

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import typer
 
-from analytics.rule_store import RuleStore
-from analytics.rules import Rule, make_rule
-from ingest.clikit import console, fail, load_settings
-from ingest.keys import Keys
-from ingest.redis_server import client_for, redis_url
-from ingest.settings import Settings
+from tickerdash.analytics.rule_store import RuleStore
+from tickerdash.analytics.rules import Rule, make_rule
+from tickerdash.ingest.clikit import console, fail, load_settings
+from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.redis_server import client_for, redis_url
+from tickerdash.ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,18 @@ def _tickerdash(*args: str) -> list[str]:
     return [sys.executable, "-m", "tickerdash", *args]
 
 
-def plan(settings: Settings, *, rate: float, symbols: str, workers: int, port: int, ws_port: int,
-         simulator: bool, dashboard: bool, slump_after_s: float) -> list[Service]:  # fmt: skip
+def plan(
+    settings: Settings,
+    *,
+    rate: float,
+    symbols: str,
+    workers: int,
+    port: int,
+    ws_port: int,
+    simulator: bool,
+    dashboard: bool,
+    slump_after_s: float,
+) -> list[Service]:
     """The services to start, in start order."""
     services: list[Service] = []
     partitions = settings.partitions
@@ -71,10 +81,23 @@ def plan(settings: Settings, *, rate: float, symbols: str, workers: int, port: i
         services.append(Service("dashboard", _tickerdash("dashboard", "--port", str(port), "--ws-port", str(ws_port))))
     if simulator:
         first = symbols.split(",")[0]
-        services.append(Service("simulator", _tickerdash(
-            "simulate", "--rate", str(rate), "--symbols", symbols, "--quiet",
-            "--slump", f"{first}:{slump_after_s:g}:8:60:300", "--suspicious-rate", "0.005",
-        )))  # fmt: skip
+        services.append(
+            Service(
+                "simulator",
+                _tickerdash(
+                    "simulate",
+                    "--rate",
+                    str(rate),
+                    "--symbols",
+                    symbols,
+                    "--quiet",
+                    "--slump",
+                    f"{first}:{slump_after_s:g}:8:60:300",
+                    "--suspicious-rate",
+                    "0.005",
+                ),
+            )
+        )
     return services
 
 
@@ -130,10 +153,21 @@ def up(
         if not no_simulator:
             demo = seed_demo_rule(url, settings, symbols.split(",")[0])
             if demo:
-                console.print(f"added demo rule [bold]{demo.id}[/]: alert when {demo.symbol} drops {demo.drop_pct:g}% "
-                              f"within {demo.window_s:g}s (remove: tickerdash alerts remove {demo.id})")  # fmt: skip
-        services = plan(settings, rate=rate, symbols=symbols, workers=workers, port=port, ws_port=ws_port,
-                        simulator=not no_simulator, dashboard=not no_dashboard, slump_after_s=slump_after)  # fmt: skip
+                console.print(
+                    f"added demo rule [bold]{demo.id}[/]: alert when {demo.symbol} drops {demo.drop_pct:g}% "
+                    f"within {demo.window_s:g}s (remove: tickerdash alerts remove {demo.id})"
+                )
+        services = plan(
+            settings,
+            rate=rate,
+            symbols=symbols,
+            workers=workers,
+            port=port,
+            ws_port=ws_port,
+            simulator=not no_simulator,
+            dashboard=not no_dashboard,
+            slump_after_s=slump_after,
+        )
         with running(services, env):
             console.print(f"[bold green]Tickerdash is up.[/] Redis: {url}")
             if not no_dashboard:
