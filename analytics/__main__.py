@@ -2,7 +2,7 @@
 
 import typer
 
-from tickerdash.analytics.cli import analytics
+from tickerdash.analytics.commands.worker import analytics
 from tickerdash.ingest.clikit import freeze_import_objects, setup_logging
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from tickerdash.analytics.worker import AnalyticsWorker
+from tickerdash.analytics.engine.worker import AnalyticsWorker
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.runner import RunnerStats
 from tickerdash.ingest.ticks import TickBatch

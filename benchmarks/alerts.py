@@ -26,13 +26,13 @@ import redis
 
 from benchmarks._common import redis_benchmark_xadd, row, synthetic_ticks, timed, worker_drain
 from benchmarks.analytics import market
-from tickerdash.analytics.alert_stage import SlumpAlertStage
-from tickerdash.analytics.alerts import SlumpAlerts
-from tickerdash.analytics.bars import Bars
-from tickerdash.analytics.indicators import Indicators
-from tickerdash.analytics.rule_store import RuleStore
-from tickerdash.analytics.rules import Rule
-from tickerdash.analytics.worker import AnalyticsWorker, Effects, WorkerConfig
+from tickerdash.analytics.engine.worker import AnalyticsWorker, Effects, WorkerConfig
+from tickerdash.analytics.stages.alerts.rules import Rule
+from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
+from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
+from tickerdash.analytics.stages.alerts.store import RuleStore
+from tickerdash.analytics.stages.bars import Bars
+from tickerdash.analytics.stages.indicators import Indicators
 from tickerdash.ingest.codecs import iter_chunks
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.producer import Producer

@@ -32,8 +32,8 @@ from benchmarks._common import (
     worker_drain,
     worker_process_peak_rss_mib,
 )
-from tickerdash.analytics.live import decode_updates, snapshot_key
-from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.analytics.engine.live import decode_updates, snapshot_key
+from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis

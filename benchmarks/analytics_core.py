@@ -24,8 +24,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tickerdash.analytics.bars import BarConfig, Bars
-from tickerdash.analytics.indicators import IndicatorConfig, Indicators
+from tickerdash.analytics.stages.bars import BarConfig, Bars
+from tickerdash.analytics.stages.indicators import IndicatorConfig, Indicators
 from tickerdash.ingest.ticks import TickBatch
 
 

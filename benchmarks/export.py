@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 import redis
 
 from benchmarks._common import row
-from tickerdash.analytics.archive import ARCHIVE_SCHEMA, file_metadata, partition_dir, write_atomically
-from tickerdash.analytics.export import PARQUET_COMPRESSION
+from tickerdash.analytics.history.archive import ARCHIVE_SCHEMA, file_metadata, partition_dir, write_atomically
+from tickerdash.analytics.history.export import PARQUET_COMPRESSION
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.redis_server import EmbeddedRedis
 
@@ -99,7 +99,7 @@ CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 import redis
-from tickerdash.analytics.export import ExportRequest, export_bars
+from tickerdash.analytics.history.export import ExportRequest, export_bars
 from tickerdash.ingest.settings import Settings
 url, data_dir, out = sys.argv[1:4]
 settings = Settings(redis_url=url, data_dir=Path(data_dir))

@@ -56,7 +56,7 @@ import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from tickerdash.analytics.worker import PartitionState, WorkerConfig
+from tickerdash.analytics.engine.worker import PartitionState, WorkerConfig
 from tickerdash.ingest.codecs import as_text
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.redis_server import EmbeddedRedis, free_port

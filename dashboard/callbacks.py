@@ -11,7 +11,7 @@ import dash
 import redis
 from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
-from tickerdash.analytics.export import ExportError
+from tickerdash.analytics.history.export import ExportError
 from tickerdash.dashboard import downloads
 from tickerdash.dashboard.layout import RULE_FIELDS
 from tickerdash.dashboard.rules_panel import RuleEditor, RuleFormError

@@ -1,6 +1,6 @@
 """The downloads panel's model: form text in, an export file out, through the CLI's export code.
 
-`tickerdash export` and this panel share `analytics.export`: the same validation, the same table,
+`tickerdash export` and this panel share `analytics.history.export`: the same validation, the same table,
 the same metadata. With alerts or anomalies included, the bars and those tables come as one zip
 (a browser download is one file; the CLI writes them side by side).
 """
@@ -16,7 +16,7 @@ from typing import Any, Literal, cast
 
 import redis
 
-from tickerdash.analytics.export import ExportRequest, export_bars, export_bytes, parse_time
+from tickerdash.analytics.history.export import ExportRequest, export_bars, export_bytes, parse_time
 from tickerdash.ingest.settings import Settings
 
 INTERVALS = ("1s", "1m", "1h", "1d")

@@ -49,7 +49,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tickerdash.analytics.live import decode_updates, live_key, snapshot_key
+from tickerdash.analytics.engine.live import decode_updates, live_key, snapshot_key
 from tickerdash.dashboard.auth import allowed_hosts, presented_token, refusal, token_accepted
 from tickerdash.ingest.codecs import as_text
 from tickerdash.ingest.keys import Keys

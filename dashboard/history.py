@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from tickerdash.analytics.live import SymbolUpdate, decode_updates, snapshot_key
+from tickerdash.analytics.engine.live import SymbolUpdate, decode_updates, snapshot_key
 from tickerdash.dashboard.figures import BarHistory, Marker
 from tickerdash.ingest.codecs import as_text
 from tickerdash.ingest.keys import Keys

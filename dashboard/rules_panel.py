@@ -1,6 +1,6 @@
 """The rule editor's model: form text in, validated rules out, through the same code as the CLI.
 
-Validation is `analytics.rules` (the CLI's `make_rule`); storage is `analytics.rule_store`, so a
+Validation is `analytics.stages.alerts.rules` (the CLI's `make_rule`); storage is `analytics.stages.alerts.store`, so a
 rule saved here is exactly what `tickerdash alerts add` would have saved. A `RuleError` names its
 field at the start of its message ("drop_pct: ..."); the editor uses that to show it beside the field.
 """
@@ -11,8 +11,8 @@ from typing import Any
 
 import redis
 
-from tickerdash.analytics.rule_store import RuleStore
-from tickerdash.analytics.rules import Rule, RuleError, format_duration, make_rule
+from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, format_duration, make_rule
+from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.keys import Keys
 
 FORM_FIELDS = ("id", "symbol", "drop_pct", "window_s", "cooldown_s", "name")

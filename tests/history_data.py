@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import redis
 
-from tickerdash.analytics.archive import PARTITIONING, Archiver, archive_root
-from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.analytics.history.archive import PARTITIONING, Archiver, archive_root
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.settings import Settings

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickerdash.analytics.alerts import (
+from tickerdash.analytics.stages.alerts.rules import Rule
+from tickerdash.analytics.stages.alerts.slump import (
     Alert,
     RangeMax,
     SlumpAlerts,
@@ -22,7 +23,6 @@ from tickerdash.analytics.alerts import (
     max_after,
     prefix_counts,
 )
-from tickerdash.analytics.rules import Rule
 from tickerdash.ingest.ticks import TickBatch
 
 DESIGN_ALERT_FIELDS = {"rule_id", "symbol", "ts", "price", "reference_price", "drop_pct", "window_s", "message"}

@@ -11,12 +11,12 @@ import pytest
 import redis
 from click.testing import Result
 
-from tickerdash.analytics.alert_stage import SlumpAlertStage
-from tickerdash.analytics.alerts import SlumpAlerts, entry_fields
-from tickerdash.analytics.alerts_cli import register, stream_batches
-from tickerdash.analytics.rule_store import RuleStore
-from tickerdash.analytics.rules import Rule
-from tickerdash.analytics.worker import Effects
+from tickerdash.analytics.commands.alerts import register, stream_batches
+from tickerdash.analytics.engine.worker import Effects
+from tickerdash.analytics.stages.alerts.rules import Rule
+from tickerdash.analytics.stages.alerts.slump import SlumpAlerts, entry_fields
+from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
+from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.codecs import iter_chunks
 from tickerdash.ingest.importers import ColumnMapping, TradeReader
 from tickerdash.ingest.keys import Keys
@@ -211,7 +211,7 @@ class TestWorker:
         self, settings: Settings, redis_client: redis.Redis
     ) -> None:
         """The analytics worker with the alert stage turns the 8%/60 s slump into one `tickerdash:alerts` entry."""
-        from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+        from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 
         RuleStore(redis_client).add(Rule(id="five", symbol="AAPL", drop_pct=5, window_s=60))
         batch = slump()

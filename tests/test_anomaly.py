@@ -12,10 +12,16 @@ from hypothesis import strategies as st
 from sklearn.ensemble import IsolationForest
 from test_features import START, jitter, single, tape
 
-from tickerdash.analytics import anomaly
-from tickerdash.analytics.anomaly import AnomalyDetector, AnomalyStage, Calibrator, ForestArrays, ScorerConfig
-from tickerdash.analytics.features import FEATURES, F, FeatureFrame
-from tickerdash.analytics.worker import Effects
+from tickerdash.analytics.engine.worker import Effects
+from tickerdash.analytics.stages.anomaly import scorer as anomaly
+from tickerdash.analytics.stages.anomaly.features import FEATURES, F, FeatureFrame
+from tickerdash.analytics.stages.anomaly.scorer import (
+    AnomalyDetector,
+    AnomalyStage,
+    Calibrator,
+    ForestArrays,
+    ScorerConfig,
+)
 from tickerdash.ingest.ticks import SIDE_BUY, TickBatch
 
 SMALL = ScorerConfig(
@@ -225,7 +231,7 @@ def test_a_forest_walk_started_ahead_scores_as_one_started_in_turn(
 ) -> None:
     """On large batches the walk starts before the tails and rules, over the rows the current forest is sure
     to score (up to a swap that is pending, or that a refit in the batch could bring): same scores."""
-    from tickerdash.analytics import anomaly as anomaly_module
+    from tickerdash.analytics.stages.anomaly import scorer as anomaly_module
 
     batch = tape(6000, seed=5, symbols=3)
     cuts = [1500, 3100, 4700]  # pieces that span forest swaps (refits every 512 trades, swaps 128 later)

@@ -11,8 +11,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-import tickerdash.analytics.archive as archive_module
-from tickerdash.analytics.archive import (
+import tickerdash.analytics.history.archive as archive_module
+from tickerdash.analytics.history.archive import (
     ARCHIVE_SCHEMA,
     archived_span,
     file_metadata,

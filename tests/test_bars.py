@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from real_trades import read_binance, read_lobster
 
-from tickerdash.analytics.bars import BarConfig, Bars, BarTable
+from tickerdash.analytics.stages.bars import BarConfig, Bars, BarTable
 from tickerdash.ingest.ticks import TickBatch
 
 SECOND = BarConfig(intervals_ms=(1_000,), grace_ms=2_000)

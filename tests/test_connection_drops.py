@@ -12,7 +12,7 @@ import redis
 from dropping_proxy import Drop, DroppingProxy
 from test_worker import assert_checkpoints_hold_every_trade, bar_streams, drained, expected_bars, market, run_inline
 
-from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.ingest import reconnect
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.producer import Producer

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
-from tickerdash.analytics.live import SymbolUpdate, encode_updates, live_key, snapshot_key
+from tickerdash.analytics.engine.live import SymbolUpdate, encode_updates, live_key, snapshot_key
 from tickerdash.dashboard.auth import TokenRequiredError, allowed_hosts, host_accepted, required_token
 from tickerdash.dashboard.gateway import Gateway, GatewayConfig, GatewayThread
 from tickerdash.dashboard.server import DashboardServer

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import redis
 
-from tickerdash.analytics.cli import default_stages
-from tickerdash.analytics.live import SymbolUpdate, encode_updates, live_key, snapshot_key
-from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.analytics.commands.worker import default_stages
+from tickerdash.analytics.engine.live import SymbolUpdate, encode_updates, live_key, snapshot_key
+from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.dashboard.server import DashboardServer
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.producer import Producer

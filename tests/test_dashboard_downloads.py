@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from tickerdash.analytics.export import ExportError
+from tickerdash.analytics.history.export import ExportError
 from tickerdash.dashboard.downloads import export_download, request_from_form
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.settings import Settings

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tickerdash.analytics.live import SymbolUpdate, encode_updates, live_key, snapshot_key
+from tickerdash.analytics.engine.live import SymbolUpdate, encode_updates, live_key, snapshot_key
 from tickerdash.dashboard.auth import TokenRequiredError, required_token
 from tickerdash.dashboard.gateway import GATEWAY_CLIENT_NAME, Frame, Gateway, GatewayConfig, GatewayThread, _Client
 from tickerdash.dashboard.server import DashboardServer

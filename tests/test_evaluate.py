@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tickerdash.analytics.evaluate import (
+from tickerdash.analytics.commands.evaluate import (
     REPORT_SEEDS,
     densest_cluster,
     evaluate_file,

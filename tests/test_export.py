@@ -17,10 +17,10 @@ import redis
 from click.testing import Result
 from history_data import FLUSH_MS, START_MS, SYMBOLS, analyse, archive_once, archived, redis_bars, trades
 
-import tickerdash.analytics.export as export_module
-from tickerdash.analytics.export import ExportError, ExportRequest, NoDataError, export_bars, export_bytes
-from tickerdash.analytics.export_cli import register
-from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+import tickerdash.analytics.history.export as export_module
+from tickerdash.analytics.commands.history import register
+from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.analytics.history.export import ExportError, ExportRequest, NoDataError, export_bars, export_bytes
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.settings import Settings
 

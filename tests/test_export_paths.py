@@ -14,9 +14,9 @@ import pytest
 import redis
 from test_archive_read import DAY_MS, NAMES, SECONDS, day_of_bars, put
 
-import tickerdash.analytics.export as export_module
-from tickerdash.analytics.archive import ARCHIVE_SCHEMA, archive_root
-from tickerdash.analytics.export import ExportRequest, TableWriter, export_bars, first_in_order, missing_ranges
+import tickerdash.analytics.history.export as export_module
+from tickerdash.analytics.history.archive import ARCHIVE_SCHEMA, archive_root
+from tickerdash.analytics.history.export import ExportRequest, TableWriter, export_bars, first_in_order, missing_ranges
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.settings import Settings
 

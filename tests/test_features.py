@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickerdash.analytics import features
-from tickerdash.analytics.features import EMAS, F, FeatureConfig, Features, bias_table
+from tickerdash.analytics.stages.anomaly import features
+from tickerdash.analytics.stages.anomaly.features import EMAS, F, FeatureConfig, Features, bias_table
 from tickerdash.ingest.ticks import SIDE_BUY, SIDE_SELL, TickBatch, concat
 
 START = 1_767_225_600_000

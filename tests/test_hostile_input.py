@@ -20,11 +20,11 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from test_worker import bar_streams, drained, expected_bars, market, run_inline
 
-from tickerdash.analytics.cli import default_stages
-from tickerdash.analytics.live import decode_updates, live_key, snapshot_key
-from tickerdash.analytics.rule_store import RuleStore
-from tickerdash.analytics.rules import Rule
-from tickerdash.analytics.worker import AnalyticsWorker, Effects, WorkerConfig
+from tickerdash.analytics.commands.worker import default_stages
+from tickerdash.analytics.engine.live import decode_updates, live_key, snapshot_key
+from tickerdash.analytics.engine.worker import AnalyticsWorker, Effects, WorkerConfig
+from tickerdash.analytics.stages.alerts.rules import Rule
+from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.codecs import BATCH_FORMAT, decode_entries, decode_rules, encode_batch
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.producer import Producer

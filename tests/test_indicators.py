@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from real_trades import read_binance, read_lobster
 
-from tickerdash.analytics.indicators import (
+from tickerdash.analytics.engine.segments import RaggedScan, pack_state, unpack_state
+from tickerdash.analytics.stages.indicators import (
     MIN_RING,
     RING_SHRINK,
     IndicatorConfig,
@@ -21,7 +22,6 @@ from tickerdash.analytics.indicators import (
     WindowHistory,
     window_name,
 )
-from tickerdash.analytics.segments import RaggedScan, pack_state, unpack_state
 from tickerdash.ingest.ticks import TickBatch
 
 SMALL = IndicatorConfig(sma_periods=(2, 3), ema_periods=(3,), vwap_windows_ms=(1_000,))
@@ -365,7 +365,7 @@ def test_ragged_ema_is_the_plain_recursion_bit_for_bit(lengths: list[int], seed:
 
 def test_a_batch_is_grouped_once_for_every_stage_and_the_grouping_is_read_only() -> None:
     """The same symbol_idx array gets the same grouping back; an equal new array is grouped on its own."""
-    from tickerdash.analytics.segments import Grouping
+    from tickerdash.analytics.engine.segments import Grouping
 
     idx = np.array([2, 0, 2, 1, 0], np.int32)
     first = Grouping.of(idx, 3)

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickerdash.analytics.live import SymbolUpdate, UpdateLayout, decode_updates, encode_update_rows, encode_updates
+from tickerdash.analytics.engine.live import (
+    SymbolUpdate,
+    UpdateLayout,
+    decode_updates,
+    encode_update_rows,
+    encode_updates,
+)
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 names = st.lists(st.text(min_size=1, max_size=8), max_size=6, unique=True)
@@ -93,8 +99,8 @@ def test_garbage_and_truncated_payloads_are_refused_with_a_reason() -> None:
 
 def test_open_bar_columns_show_the_latest_open_bar_of_each_interval_and_mark_missing_ones() -> None:
     """Two open 1s bars (one in its grace period): the later shows; a symbol with no open 1m bar has none."""
-    from tickerdash.analytics.bars import BarTable
-    from tickerdash.analytics.worker import open_bar_columns
+    from tickerdash.analytics.engine.worker import open_bar_columns
+    from tickerdash.analytics.stages.bars import BarTable
 
     def column(*values: float) -> np.ndarray:
         return np.array(values, dtype=np.float64)

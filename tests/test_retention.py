@@ -18,7 +18,7 @@ import pytest
 import redis
 from test_worker import bar_streams, drained, expected_bars, market, run_inline
 
-from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.ingest.importers import ColumnMapping, TradeReader
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.producer import Producer

@@ -7,8 +7,8 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickerdash.analytics.rule_store import RuleStore, load_if_changed
-from tickerdash.analytics.rules import Rule, RuleError, format_duration, make_rule, parse_duration
+from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, format_duration, make_rule, parse_duration
+from tickerdash.analytics.stages.alerts.store import RuleStore, load_if_changed
 from tickerdash.ingest.keys import Keys
 
 

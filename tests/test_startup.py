@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import redis
 
-from tickerdash.analytics import export_cli
-from tickerdash.analytics.archive import ARCHIVE_GROUP
-from tickerdash.analytics.export import INCLUDES, INTERVAL_MS
+from tickerdash.analytics.commands import history as export_cli
+from tickerdash.analytics.history.archive import ARCHIVE_GROUP
+from tickerdash.analytics.history.export import INCLUDES, INTERVAL_MS
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.settings import Settings
 from tickerdash.simulator.market import MarketConfig, generate
@@ -82,7 +82,7 @@ class TestServicesPreload:
         loaded = in_fresh_python(
             """
             import redis
-            from tickerdash.analytics.worker import AnalyticsWorker
+            from tickerdash.analytics.engine.worker import AnalyticsWorker
             from tickerdash.ingest.settings import Settings
             imported = "scipy.signal" in sys.modules
             AnalyticsWorker(redis.Redis.from_url(sys.argv[1]), Settings(redis_url=sys.argv[1]))
@@ -108,8 +108,8 @@ class TestServicesPreload:
             """
             from pathlib import Path
             import redis
-            from tickerdash.analytics.cli import default_stages
-            from tickerdash.analytics.worker import AnalyticsWorker, WorkerConfig
+            from tickerdash.analytics.commands.worker import default_stages
+            from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
             from tickerdash.ingest.settings import Settings
             settings = Settings(redis_url=sys.argv[1], data_dir=Path(sys.argv[2]), block_ms=50)
             worker = AnalyticsWorker(redis.Redis.from_url(sys.argv[1]), settings, None,

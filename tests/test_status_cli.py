@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tickerdash.analytics.worker import AnalyticsWorker
+from tickerdash.analytics.engine.worker import AnalyticsWorker
 from tickerdash.ingest.codecs import decode_entries
 from tickerdash.ingest.redis_server import EmbeddedRedis, find_redis_server
 from tickerdash.ingest.runner import raw_client

@@ -11,10 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import redis
 
-from tickerdash.analytics.alerts import SlumpAlerts
-from tickerdash.analytics.rule_store import RuleStore
-from tickerdash.analytics.rules import Rule
-from tickerdash.analytics.webhooks import GROUP, WebhookDelivery, WebhookPolicy, recent_failures
+from tickerdash.analytics.delivery.webhooks import GROUP, WebhookDelivery, WebhookPolicy, recent_failures
+from tickerdash.analytics.stages.alerts.rules import Rule
+from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
+from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.redis_server import free_port
 from tickerdash.ingest.ticks import TickBatch
@@ -151,7 +151,7 @@ def test_the_analytics_command_delivers_webhooks_of_the_alerts_it_fires(
     import subprocess
     import sys
 
-    from tickerdash.analytics.rules import make_rule
+    from tickerdash.analytics.stages.alerts.rules import make_rule
 
     hook = endpoint(0)
     RuleStore(redis_client, KEYS).add(make_rule("AAPL", 5, "60s", webhook=hook.url, rule_id="aapl-5"))

@@ -16,12 +16,8 @@ import numpy as np
 import pytest
 import redis
 
-from tickerdash.analytics.bars import Bars
-from tickerdash.analytics.indicators import window_name
-from tickerdash.analytics.live import decode_updates, live_key, snapshot_key
-from tickerdash.analytics.rule_store import RuleStore
-from tickerdash.analytics.rules import Rule
-from tickerdash.analytics.worker import (
+from tickerdash.analytics.engine.live import decode_updates, live_key, snapshot_key
+from tickerdash.analytics.engine.worker import (
     AnalyticsWorker,
     PartitionState,
     WorkerConfig,
@@ -29,6 +25,10 @@ from tickerdash.analytics.worker import (
     bars_feed_key,
     decode_bar_table,
 )
+from tickerdash.analytics.stages.alerts.rules import Rule
+from tickerdash.analytics.stages.alerts.store import RuleStore
+from tickerdash.analytics.stages.bars import Bars
+from tickerdash.analytics.stages.indicators import window_name
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
@@ -382,10 +382,10 @@ def test_a_batch_firing_many_alerts_writes_exactly_what_the_stage_fired(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
     """Many alerts of one batch go out in one command; the stream holds the stage's alerts, fields and order."""
-    from tickerdash.analytics.alert_stage import SlumpAlertStage
-    from tickerdash.analytics.alerts import SlumpAlerts
-    from tickerdash.analytics.rule_store import RuleStore
-    from tickerdash.analytics.rules import Rule
+    from tickerdash.analytics.stages.alerts.rules import Rule
+    from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
+    from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
+    from tickerdash.analytics.stages.alerts.store import RuleStore
 
     symbols = [f"S{i}" for i in range(30)]
     rules = [
@@ -538,7 +538,7 @@ def test_checkpoints_are_written_in_the_background_after_their_batch_commits(
 
 def test_a_background_checkpoint_is_fenced_by_the_lease_and_never_goes_back(redis_client: redis.Redis) -> None:
     """A child of a worker that lost its lease, or one slower than a newer checkpoint, writes nothing."""
-    from tickerdash.analytics.worker import _CHECKPOINT_SCRIPT
+    from tickerdash.analytics.engine.worker import _CHECKPOINT_SCRIPT
 
     write = redis_client.register_script(_CHECKPOINT_SCRIPT)
     lease, checkpoint = "t:lease", "t:checkpoint"
@@ -553,10 +553,10 @@ def test_a_background_checkpoint_is_fenced_by_the_lease_and_never_goes_back(redi
 
 def test_plug_in_stages_beside_the_indicators_give_what_they_give_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
     """On large batches alerts and anomaly scores run on a helper thread: same effects, same state bytes."""
-    from tickerdash.analytics import worker as worker_module
-    from tickerdash.analytics.alert_stage import SlumpAlertStage
-    from tickerdash.analytics.anomaly import AnomalyStage
-    from tickerdash.analytics.rules import Rule
+    from tickerdash.analytics.engine import worker as worker_module
+    from tickerdash.analytics.stages.alerts.rules import Rule
+    from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
+    from tickerdash.analytics.stages.anomaly.scorer import AnomalyStage
     from tickerdash.ingest.codecs import iter_chunks
 
     ticks = market(120_000, symbols=30, per_second=2_000, seed=5)
@@ -592,7 +592,7 @@ def test_a_checkpoint_child_that_hangs_is_killed_so_shutdown_never_waits_on_it(
     settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past CHECKPOINT_TIMEOUT_S the child is killed and reaped; the next checkpoint is due as usual."""
-    from tickerdash.analytics import worker as worker_module
+    from tickerdash.analytics.engine import worker as worker_module
 
     Producer(redis_client, settings).publish(market(2_000))
     worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig())
@@ -611,8 +611,8 @@ def test_a_worker_restarted_before_its_first_checkpoint_replays_and_reads_with_t
 ) -> None:
     """A crash before any checkpoint leaves only the progress marker; the next owner replays the stream
     from the start: with the stored rules, so a slump whose high came before the crash still fires."""
-    from tickerdash.analytics.alert_stage import SlumpAlertStage
-    from tickerdash.analytics.alerts import SlumpAlerts
+    from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
+    from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
 
     RuleStore(redis_client, Keys()).add(Rule(id="slump", symbol="X", drop_pct=2, window_s=60))
     highs = TickBatch.from_columns(["X"] * 3, [100.0, 101.0, 100.5], np.ones(3), START_MS + np.arange(3) * 1000)

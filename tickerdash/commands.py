@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from tickerdash.analytics import cli as analytics_cli
-from tickerdash.analytics import evaluate, export_cli
+from tickerdash.analytics.commands import evaluate
+from tickerdash.analytics.commands import history as export_cli
+from tickerdash.analytics.commands import worker as analytics_cli
 from tickerdash.dashboard import cli as dashboard_cli
 from tickerdash.ingest import cli as ingest_cli
 from tickerdash.ingest.clikit import setup_logging

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import typer
 
-from tickerdash.analytics.rule_store import RuleStore
-from tickerdash.analytics.rules import Rule, make_rule
+from tickerdash.analytics.stages.alerts.rules import Rule, make_rule
+from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.clikit import console, fail, load_settings
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.redis_server import client_for, redis_url

@@ -19,8 +19,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from tickerdash.analytics.indicators import window_name
-from tickerdash.analytics.segments import (
+from tickerdash.analytics.engine.segments import (
     NO_TIME,
     TS_BITS,
     Grouping,
@@ -31,6 +30,7 @@ from tickerdash.analytics.segments import (
     segmented_cummax,
     unpack_state,
 )
+from tickerdash.analytics.stages.indicators import window_name
 from tickerdash.ingest.ticks import TickBatch
 
 NEVER_AGAIN = 2**TS_BITS  # a watermark past every possible trade: flushed bars stay closed

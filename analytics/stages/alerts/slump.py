@@ -47,8 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tickerdash.analytics.rules import ANY_SYMBOL, Rule, RuleError, format_duration
-from tickerdash.analytics.segments import (
+from tickerdash.analytics.engine.segments import (
     NO_TIME,
     TS_BITS,
     Grouping,
@@ -61,6 +60,7 @@ from tickerdash.analytics.segments import (
     segmented_cummax,
     unpack_state,
 )
+from tickerdash.analytics.stages.alerts.rules import ANY_SYMBOL, Rule, RuleError, format_duration
 from tickerdash.ingest.codecs import as_text
 from tickerdash.ingest.ticks import TickBatch
 

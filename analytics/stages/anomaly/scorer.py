@@ -45,14 +45,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tickerdash.analytics.features import FEATURES, F, FeatureConfig, FeatureFrame, Features
-from tickerdash.analytics.segments import exclusive_cumsum, pack_state, unpack_state
+from tickerdash.analytics.engine.segments import exclusive_cumsum, pack_state, unpack_state
+from tickerdash.analytics.stages.anomaly.features import FEATURES, F, FeatureConfig, FeatureFrame, Features
 from tickerdash.ingest.ticks import TickBatch
 
 if TYPE_CHECKING:  # the pure core never imports the worker (and so never Redis) at run time
     import redis
 
-    from tickerdash.analytics.worker import Effects
+    from tickerdash.analytics.engine.worker import Effects
     from tickerdash.ingest.keys import Keys
 
 MINUS_LOG10_E = -1.0 / float(np.log(10.0))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import redis
 
-from tickerdash.analytics.rules import Rule, RuleError, now_ms
+from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, now_ms
 from tickerdash.ingest.codecs import as_text
 from tickerdash.ingest.keys import Keys
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tickerdash.analytics.segments import (
+from tickerdash.analytics.engine.segments import (
     NO_TIME,
     TS_BITS,
     Grouping,

@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.lib.stride_tricks import sliding_window_view
 
-from tickerdash.analytics.segments import Grouping, RaggedScan, SymbolSlots, grow, pack_state, unpack_state
+from tickerdash.analytics.engine.segments import Grouping, RaggedScan, SymbolSlots, grow, pack_state, unpack_state
 from tickerdash.ingest.ticks import SIDE_SELL, TickBatch
 
 FEATURES = (

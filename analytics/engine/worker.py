@@ -36,10 +36,17 @@ import numpy as np
 import pyarrow as pa
 import redis
 
-from tickerdash.analytics.bars import BarConfig, Bars, BarTable
-from tickerdash.analytics.indicators import IndicatorConfig, IndicatorFrame, Indicators, window_name
-from tickerdash.analytics.live import LIVE_HZ, LIVE_MAXLEN, UpdateLayout, encode_update_rows, live_key, snapshot_key
-from tickerdash.analytics.segments import pack_state, preload, unpack_state
+from tickerdash.analytics.engine.live import (
+    LIVE_HZ,
+    LIVE_MAXLEN,
+    UpdateLayout,
+    encode_update_rows,
+    live_key,
+    snapshot_key,
+)
+from tickerdash.analytics.engine.segments import pack_state, preload, unpack_state
+from tickerdash.analytics.stages.bars import BarConfig, Bars, BarTable
+from tickerdash.analytics.stages.indicators import IndicatorConfig, IndicatorFrame, Indicators, window_name
 from tickerdash.ingest.codecs import Rejected, as_text, decode_entries
 from tickerdash.ingest.deadletter import add_rejected
 from tickerdash.ingest.keys import Keys

@@ -1,7 +1,7 @@
 """Slump-alert rules: what a user asks to be told about, validated, with durations and JSON.
 
 A rule says "tell me when SYMBOL (or any symbol, `*`) trades `drop_pct` % below its highest price
-of the last `window_s` seconds"; `analytics.alerts` evaluates it. Every check here fails with a
+of the last `window_s` seconds"; `analytics.stages.alerts.slump` evaluates it. Every check here fails with a
 `RuleError` whose message names the field and says what to fix, so the CLI and the dashboard can
 show it as it is.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from tickerdash.analytics.indicators import window_name
+from tickerdash.analytics.stages.indicators import window_name
 from tickerdash.ingest.ticks import TickError, normalise_symbol
 
 ANY_SYMBOL = "*"

@@ -16,10 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tickerdash.analytics.alerts import Alert, backtest
-from tickerdash.analytics.rule_store import RuleStore
-from tickerdash.analytics.rules import Rule, RuleError, format_duration, make_rule, parse_duration
-from tickerdash.analytics.webhooks import recent_failures
+from tickerdash.analytics.delivery.webhooks import recent_failures
+from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, format_duration, make_rule, parse_duration
+from tickerdash.analytics.stages.alerts.slump import Alert, backtest
+from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.clikit import fail, load_settings
 from tickerdash.ingest.codecs import decode_entries
 from tickerdash.ingest.importers import ColumnMapping, ImportOptionError, TradeReader

@@ -27,9 +27,9 @@ from typing import Any
 
 import redis
 
-from tickerdash.analytics.alerts import Alert
-from tickerdash.analytics.rule_store import RuleStore
-from tickerdash.analytics.rules import Rule, now_ms
+from tickerdash.analytics.stages.alerts.rules import Rule, now_ms
+from tickerdash.analytics.stages.alerts.slump import Alert
+from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.codecs import as_text
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.reconnect import Outage, wait_out

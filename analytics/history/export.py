@@ -35,8 +35,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import redis
 
-from tickerdash.analytics.archive import ARCHIVE_SCHEMA, archive_root, archived_span, read_coded, symbol_column
-from tickerdash.analytics.segments import TS_BITS
+from tickerdash.analytics.engine.segments import TS_BITS
+from tickerdash.analytics.history.archive import ARCHIVE_SCHEMA, archive_root, archived_span, read_coded, symbol_column
 from tickerdash.ingest.codecs import decode_entries
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.runner import raw_client

@@ -12,9 +12,9 @@ import logging
 
 import redis
 
-from tickerdash.analytics.alerts import SlumpAlerts
-from tickerdash.analytics.rule_store import load_if_changed
-from tickerdash.analytics.worker import Effects
+from tickerdash.analytics.engine.worker import Effects
+from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
+from tickerdash.analytics.stages.alerts.store import load_if_changed
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.ticks import TickBatch
 

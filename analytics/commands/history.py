@@ -16,7 +16,7 @@ from tickerdash.ingest.ticks import TickError, normalise_symbol
 
 log = logging.getLogger(__name__)
 
-# analytics.export and analytics.archive load pandas (pyarrow.dataset does too): ~1 s that every other
+# analytics.history.export and analytics.history.archive load pandas (pyarrow.dataset does too): ~1 s that every other
 # command would pay, so they are imported by the commands below. The help texts name their choices
 # (INTERVAL_MS, INCLUDES, ARCHIVE_GROUP) as literals; tests/test_startup.py checks that they agree.
 
@@ -55,7 +55,7 @@ def export(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Export bars for symbols and a time range, from Redis and the archive together, to Parquet or CSV."""
-    from tickerdash.analytics.export import ExportError, ExportRequest, export_bars, parse_time
+    from tickerdash.analytics.history.export import ExportError, ExportRequest, export_bars, parse_time
 
     chosen = _symbols(symbols, everything)
     fmt = fmt or ("csv" if out.suffix.lower() == ".csv" else "parquet")
@@ -114,7 +114,7 @@ def archive(
     ),
 ) -> None:
     """Archive closed bars into the Parquet dataset <data_dir>/archive, exactly once per bar."""
-    from tickerdash.analytics.archive import Archiver, archive_root, archived_intervals, compact, utc_date
+    from tickerdash.analytics.history.archive import Archiver, archive_root, archived_intervals, compact, utc_date
 
     settings = load_settings(consumer=consumer)
     root = archive_root(settings)

@@ -33,8 +33,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import redis
 
-from tickerdash.analytics.indicators import window_name
-from tickerdash.analytics.worker import bars_feed_key, decode_bar_table
+from tickerdash.analytics.engine.worker import bars_feed_key, decode_bar_table
+from tickerdash.analytics.stages.indicators import window_name
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.reconnect import Outage, wait_out
 from tickerdash.ingest.runner import StopFlag, ensure_groups, raw_client, stream_items

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from tickerdash.analytics.anomaly import AnomalyDetector, ScorerConfig
+from tickerdash.analytics.stages.anomaly.scorer import AnomalyDetector, ScorerConfig
 from tickerdash.ingest.importers import read_trades
 from tickerdash.ingest.ticks import TickBatch, concat
 from tickerdash.simulator.market import generate, preset_config

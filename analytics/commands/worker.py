@@ -7,11 +7,11 @@ import logging
 
 import typer
 
-from tickerdash.analytics import alerts_cli
-from tickerdash.analytics.bars import BarConfig
-from tickerdash.analytics.indicators import IndicatorConfig
-from tickerdash.analytics.webhooks import WebhookDelivery
-from tickerdash.analytics.worker import AnalyticsWorker, StageFactory, WorkerConfig
+from tickerdash.analytics.commands import alerts as alerts_cli
+from tickerdash.analytics.delivery.webhooks import WebhookDelivery
+from tickerdash.analytics.engine.worker import AnalyticsWorker, StageFactory, WorkerConfig
+from tickerdash.analytics.stages.bars import BarConfig
+from tickerdash.analytics.stages.indicators import IndicatorConfig
 from tickerdash.ingest.clikit import fail, freeze_import_objects, load_settings
 from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.redis_server import redis_connection
@@ -124,8 +124,8 @@ def chosen_stages(text: str) -> tuple[StageFactory, ...]:
 
 def default_stages() -> tuple[StageFactory, ...]:
     """The plug-in stages every worker runs (slump alerts, anomaly scores) when they are installed."""
-    from tickerdash.analytics.alert_stage import SlumpAlertStage
-    from tickerdash.analytics.anomaly import AnomalyStage
+    from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
+    from tickerdash.analytics.stages.anomaly.scorer import AnomalyStage
 
     return (SlumpAlertStage, AnomalyStage)
 

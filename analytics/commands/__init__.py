@@ -1,0 +1,1 @@
+"""The analytics floor's commands: the worker, alerts, export and archive, evaluate."""

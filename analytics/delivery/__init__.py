@@ -1,0 +1,1 @@
+"""Delivery of fired alerts to the outside world (webhooks)."""

@@ -1,0 +1,1 @@
+"""The stages a tick flows through: bars, indicators, slump alerts, anomaly scores (pure: no Redis)."""

@@ -1,0 +1,1 @@
+"""Anomaly scores for suspicious trades: per-trade features, the scorer and its stage."""
