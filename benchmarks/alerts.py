@@ -33,8 +33,8 @@ from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.analytics.stages.bars import Bars
 from tickerdash.analytics.stages.indicators import Indicators
-from tickerdash.ingest.codecs import iter_chunks
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import iter_chunks
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.settings import Settings

@@ -32,9 +32,9 @@ from benchmarks._common import (
     worker_drain,
     worker_process_peak_rss_mib,
 )
-from tickerdash.analytics.engine.live import decode_updates, snapshot_key
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.live import decode_updates, snapshot_key
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.runner import StreamRunner

@@ -27,7 +27,7 @@ import redis
 from benchmarks._common import row
 from tickerdash.analytics.history.archive import ARCHIVE_SCHEMA, file_metadata, partition_dir, write_atomically
 from tickerdash.analytics.history.export import PARQUET_COMPRESSION
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.redis_server import EmbeddedRedis
 
 DAY_START_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC

@@ -16,7 +16,7 @@ import argparse
 import redis
 
 from benchmarks._common import synthetic_ticks, worker_process_peak_rss_mib
-from tickerdash.ingest.codecs import encode_batch
+from tickerdash.ingest.contract.tick_entries import encode_batch
 from tickerdash.ingest.redis_server import EmbeddedRedis
 
 

@@ -57,8 +57,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tickerdash.analytics.engine.worker import PartitionState, WorkerConfig
-from tickerdash.ingest.codecs import as_text
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import as_text
 from tickerdash.ingest.redis_server import EmbeddedRedis, free_port
 
 REPO = Path(__file__).resolve().parents[1]

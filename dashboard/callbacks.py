@@ -15,7 +15,7 @@ from tickerdash.analytics.history.export import ExportError
 from tickerdash.dashboard import downloads
 from tickerdash.dashboard.layout import RULE_FIELDS
 from tickerdash.dashboard.rules_panel import RuleEditor, RuleFormError
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.settings import Settings
 
 FIELD_NAMES = tuple(f for f, *_ in RULE_FIELDS)

@@ -8,7 +8,7 @@ import typer
 
 from tickerdash.dashboard.auth import TokenRequiredError
 from tickerdash.ingest.clikit import fail, freeze_import_objects, load_settings
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.redis_server import redis_url
 
 log = logging.getLogger(__name__)

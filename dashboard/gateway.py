@@ -49,10 +49,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tickerdash.analytics.engine.live import decode_updates, live_key, snapshot_key
 from tickerdash.dashboard.auth import allowed_hosts, presented_token, refusal, token_accepted
-from tickerdash.ingest.codecs import as_text
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.live import decode_updates, live_key, snapshot_key
+from tickerdash.ingest.contract.tick_entries import as_text
 from tickerdash.ingest.reconnect import Outage
 
 log = logging.getLogger(__name__)

@@ -10,10 +10,10 @@ from typing import Any
 
 import redis
 
-from tickerdash.analytics.engine.live import SymbolUpdate, decode_updates, snapshot_key
 from tickerdash.dashboard.figures import BarHistory, Marker
-from tickerdash.ingest.codecs import as_text
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.live import SymbolUpdate, decode_updates, snapshot_key
+from tickerdash.ingest.contract.tick_entries import as_text
 
 BACKFILL_BARS = 600
 EVENTS_SCANNED = 2_000

@@ -13,7 +13,7 @@ import redis
 
 from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, format_duration, make_rule
 from tickerdash.analytics.stages.alerts.store import RuleStore
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 
 FORM_FIELDS = ("id", "symbol", "drop_pct", "window_s", "cooldown_s", "name")
 

@@ -14,7 +14,7 @@ from waitress.server import create_server
 from tickerdash.dashboard.app import create_app
 from tickerdash.dashboard.auth import allowed_hosts, required_token
 from tickerdash.dashboard.gateway import Gateway, GatewayConfig, GatewayThread
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.redis_server import client_for
 from tickerdash.ingest.settings import Settings
 

@@ -25,7 +25,7 @@ from rich.progress import (
 
 from tickerdash.ingest.clikit import console as err_console
 from tickerdash.ingest.clikit import fail, freeze_import_objects, load_settings, setup_logging
-from tickerdash.ingest.codecs import Rejected
+from tickerdash.ingest.contract.tick_entries import Rejected
 from tickerdash.ingest.deadletter import add_rejected
 from tickerdash.ingest.importers import DEFAULT_CHUNK_ROWS, ColumnMapping, ImportOptionError, TradeReader
 from tickerdash.ingest.producer import Producer

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import redis
 
-from tickerdash.ingest.codecs import Rejected
+from tickerdash.ingest.contract.tick_entries import Rejected
 
 DEADLETTER_MAXLEN = 100_000
 

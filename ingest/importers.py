@@ -36,7 +36,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from tickerdash.ingest.codecs import Rejected
+from tickerdash.ingest.contract.tick_entries import Rejected
 from tickerdash.ingest.ticks import MAX_TS_MS, SIDE_BUY, SIDE_SELL, TickBatch, TickError, check_rows, normalise_symbol
 
 FORMATS = ("csv", "ndjson", "parquet")

@@ -21,8 +21,8 @@ import numpy as np
 import redis
 from redis.connection import Encoder, PythonRespSerializer
 
-from tickerdash.ingest.codecs import PRODUCER_FIELD, SEQ_FIELD, encode_batch, encode_ticks, iter_chunks
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import PRODUCER_FIELD, SEQ_FIELD, encode_batch, encode_ticks, iter_chunks
 from tickerdash.ingest.reconnect import REDIS_DOWN, Outage, wait_out
 from tickerdash.ingest.redis_server import no_silent_retries
 from tickerdash.ingest.retention import Retention

@@ -25,8 +25,8 @@ from typing import Any
 
 import redis
 
-from tickerdash.ingest.codecs import as_text
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import as_text
 from tickerdash.ingest.settings import Settings
 
 log = logging.getLogger(__name__)

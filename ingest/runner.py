@@ -37,9 +37,17 @@ from typing import Any
 import redis
 from redis.exceptions import ExecAbortError
 
-from tickerdash.ingest.codecs import Decoded, RawEntry, Rejected, as_text, decode_entries, decode_rules, entry_fields
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import (
+    Decoded,
+    RawEntry,
+    Rejected,
+    as_text,
+    decode_entries,
+    decode_rules,
+    entry_fields,
+)
 from tickerdash.ingest.deadletter import add_rejected
-from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.producer import client_on_own_pool
 from tickerdash.ingest.reconnect import Outage, wait_out
 from tickerdash.ingest.retention import create_group, record_missed

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tickerdash.ingest.clikit import load_settings
-from tickerdash.ingest.codecs import as_text
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import as_text
 from tickerdash.ingest.redis_server import redis_connection
 from tickerdash.ingest.retention import lost_entries, missed_entries, read_progress
 

@@ -10,7 +10,7 @@ import redis
 
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.analytics.history.archive import PARTITIONING, Archiver, archive_root
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import TickBatch

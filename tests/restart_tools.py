@@ -8,8 +8,8 @@ from typing import Any
 
 import redis
 
-from tickerdash.ingest.codecs import decode_entries
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import decode_entries
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.runner import raw_client
 from tickerdash.ingest.ticks import TickBatch, concat

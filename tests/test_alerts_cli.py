@@ -17,9 +17,9 @@ from tickerdash.analytics.stages.alerts.rules import Rule
 from tickerdash.analytics.stages.alerts.slump import SlumpAlerts, entry_fields
 from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
 from tickerdash.analytics.stages.alerts.store import RuleStore
-from tickerdash.ingest.codecs import iter_chunks
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import iter_chunks
 from tickerdash.ingest.importers import ColumnMapping, TradeReader
-from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import TickBatch, concat

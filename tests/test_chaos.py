@@ -19,7 +19,7 @@ import redis
 from restart_tools import kill_and_restart, stream_ticks
 from websockets.sync.client import connect
 
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis, free_port
 from tickerdash.ingest.settings import Settings

@@ -7,7 +7,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickerdash.ingest.codecs import decode_entries, encode_batch, encode_ticks
+from tickerdash.ingest.contract.tick_entries import decode_entries, encode_batch, encode_ticks
 from tickerdash.ingest.ticks import TickBatch, concat
 
 SYMBOL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789./-_"

@@ -14,7 +14,7 @@ from test_worker import assert_checkpoints_hold_every_trade, bar_streams, draine
 
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.ingest import reconnect
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis, client_for
 from tickerdash.ingest.runner import ensure_groups

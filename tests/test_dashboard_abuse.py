@@ -24,11 +24,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
-from tickerdash.analytics.engine.live import SymbolUpdate, encode_updates, live_key, snapshot_key
 from tickerdash.dashboard.auth import TokenRequiredError, allowed_hosts, host_accepted, required_token
 from tickerdash.dashboard.gateway import Gateway, GatewayConfig, GatewayThread
 from tickerdash.dashboard.server import DashboardServer
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.live import SymbolUpdate, encode_updates, live_key, snapshot_key
 from tickerdash.ingest.redis_server import EmbeddedRedis, free_port
 from tickerdash.ingest.settings import Settings
 

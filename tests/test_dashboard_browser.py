@@ -20,10 +20,10 @@ import pytest
 import redis
 
 from tickerdash.analytics.commands.worker import default_stages
-from tickerdash.analytics.engine.live import SymbolUpdate, encode_updates, live_key, snapshot_key
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.dashboard.server import DashboardServer
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.live import SymbolUpdate, encode_updates, live_key, snapshot_key
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.runner import StopFlag

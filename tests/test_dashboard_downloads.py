@@ -11,7 +11,7 @@ import redis
 
 from tickerdash.analytics.history.export import ExportError
 from tickerdash.dashboard.downloads import export_download, request_from_form
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.settings import Settings
 
 KEYS = Keys()

@@ -17,11 +17,11 @@ import redis.asyncio as aioredis
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tickerdash.analytics.engine.live import SymbolUpdate, encode_updates, live_key, snapshot_key
 from tickerdash.dashboard.auth import TokenRequiredError, required_token
 from tickerdash.dashboard.gateway import GATEWAY_CLIENT_NAME, Frame, Gateway, GatewayConfig, GatewayThread, _Client
 from tickerdash.dashboard.server import DashboardServer
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.live import SymbolUpdate, encode_updates, live_key, snapshot_key
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.retention import create_group, record_missed
 from tickerdash.ingest.settings import Settings

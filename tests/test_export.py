@@ -21,7 +21,7 @@ import tickerdash.analytics.history.export as export_module
 from tickerdash.analytics.commands.history import register
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.analytics.history.export import ExportError, ExportRequest, NoDataError, export_bars, export_bytes
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.settings import Settings
 
 BAR_COLUMNS = ["symbol", "start", "open", "high", "low", "close", "volume", "vwap", "trades"]

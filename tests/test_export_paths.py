@@ -17,7 +17,7 @@ from test_archive_read import DAY_MS, NAMES, SECONDS, day_of_bars, put
 import tickerdash.analytics.history.export as export_module
 from tickerdash.analytics.history.archive import ARCHIVE_SCHEMA, archive_root
 from tickerdash.analytics.history.export import ExportRequest, TableWriter, export_bars, first_in_order, missing_ranges
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.settings import Settings
 
 REDIS_S = 120  # Redis holds the last two minutes of each symbol's bars: the overlap the export deduplicates

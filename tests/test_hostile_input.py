@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 from test_worker import bar_streams, drained, expected_bars, market, run_inline
 
 from tickerdash.analytics.commands.worker import default_stages
-from tickerdash.analytics.engine.live import decode_updates, live_key, snapshot_key
 from tickerdash.analytics.engine.worker import AnalyticsWorker, Effects, WorkerConfig
 from tickerdash.analytics.stages.alerts.rules import Rule
 from tickerdash.analytics.stages.alerts.store import RuleStore
-from tickerdash.ingest.codecs import BATCH_FORMAT, decode_entries, decode_rules, encode_batch
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.live import decode_updates, live_key, snapshot_key
+from tickerdash.ingest.contract.tick_entries import BATCH_FORMAT, decode_entries, decode_rules, encode_batch
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.runner import raw_client
 from tickerdash.ingest.settings import Settings

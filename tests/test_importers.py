@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickerdash.ingest.codecs import Rejected
+from tickerdash.ingest.contract.tick_entries import Rejected
 from tickerdash.ingest.importers import (
     ColumnMapping,
     ImportOptionError,

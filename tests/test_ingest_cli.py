@@ -10,8 +10,8 @@ import redis
 from click.testing import Result
 
 from tickerdash.ingest.cli import register
-from tickerdash.ingest.codecs import decode_entries
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import decode_entries
 from tickerdash.ingest.runner import raw_client
 from tickerdash.ingest.ticks import TickBatch
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickerdash.analytics.engine.live import (
+from tickerdash.ingest.contract.live import (
     SymbolUpdate,
     UpdateLayout,
     decode_updates,

@@ -20,7 +20,7 @@ import redis
 from restart_tools import kill_and_restart, stream_ticks
 
 from tickerdash.analytics.stages.alerts.slump import Alert
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.reconnect import Outage
 from tickerdash.ingest.redis_server import EmbeddedRedis

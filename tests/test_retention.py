@@ -19,8 +19,8 @@ import redis
 from test_worker import bar_streams, drained, expected_bars, market, run_inline
 
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.importers import ColumnMapping, TradeReader
-from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.retention import GroupProgress, StreamProgress, missed_entries, needed_from

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, format_duration, make_rule, parse_duration
 from tickerdash.analytics.stages.alerts.store import RuleStore, load_if_changed
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 
 
 def rule(**changes: object) -> Rule:

@@ -17,8 +17,8 @@ import typer
 from processes import catches_sigterm, wait_until
 from typer.testing import CliRunner
 
-from tickerdash.ingest.codecs import decode_entries
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import decode_entries
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import concat

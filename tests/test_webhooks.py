@@ -15,7 +15,7 @@ from tickerdash.analytics.delivery.webhooks import GROUP, WebhookDelivery, Webho
 from tickerdash.analytics.stages.alerts.rules import Rule
 from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
 from tickerdash.analytics.stages.alerts.store import RuleStore
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.redis_server import free_port
 from tickerdash.ingest.ticks import TickBatch
 

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import redis
 
-from tickerdash.analytics.engine.live import decode_updates, live_key, snapshot_key
 from tickerdash.analytics.engine.worker import (
     AnalyticsWorker,
     PartitionState,
@@ -29,7 +28,8 @@ from tickerdash.analytics.stages.alerts.rules import Rule
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.analytics.stages.bars import Bars
 from tickerdash.analytics.stages.indicators import window_name
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.live import decode_updates, live_key, snapshot_key
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.runner import StopFlag, StreamRunner
@@ -557,7 +557,7 @@ def test_plug_in_stages_beside_the_indicators_give_what_they_give_in_turn(monkey
     from tickerdash.analytics.stages.alerts.rules import Rule
     from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
     from tickerdash.analytics.stages.anomaly.scorer import AnomalyStage
-    from tickerdash.ingest.codecs import iter_chunks
+    from tickerdash.ingest.contract.tick_entries import iter_chunks
 
     ticks = market(120_000, symbols=30, per_second=2_000, seed=5)
     rules = [

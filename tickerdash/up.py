@@ -23,7 +23,7 @@ import typer
 from tickerdash.analytics.stages.alerts.rules import Rule, make_rule
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.clikit import console, fail, load_settings
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.redis_server import client_for, redis_url
 from tickerdash.ingest.settings import Settings
 

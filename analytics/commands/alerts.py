@@ -21,9 +21,9 @@ from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, format_dur
 from tickerdash.analytics.stages.alerts.slump import Alert, backtest
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.clikit import fail, load_settings
-from tickerdash.ingest.codecs import decode_entries
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import decode_entries
 from tickerdash.ingest.importers import ColumnMapping, ImportOptionError, TradeReader
-from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.reconnect import REDIS_DOWN, Outage, wait_out
 from tickerdash.ingest.redis_server import redis_connection
 from tickerdash.ingest.runner import raw_client

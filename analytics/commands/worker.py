@@ -13,7 +13,7 @@ from tickerdash.analytics.engine.worker import AnalyticsWorker, StageFactory, Wo
 from tickerdash.analytics.stages.bars import BarConfig
 from tickerdash.analytics.stages.indicators import IndicatorConfig
 from tickerdash.ingest.clikit import fail, freeze_import_objects, load_settings
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.redis_server import redis_connection
 from tickerdash.ingest.runner import StopFlag
 

@@ -30,8 +30,8 @@ import redis
 from tickerdash.analytics.stages.alerts.rules import Rule, now_ms
 from tickerdash.analytics.stages.alerts.slump import Alert
 from tickerdash.analytics.stages.alerts.store import RuleStore
-from tickerdash.ingest.codecs import as_text
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import as_text
 from tickerdash.ingest.reconnect import Outage, wait_out
 
 log = logging.getLogger(__name__)

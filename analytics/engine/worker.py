@@ -36,7 +36,11 @@ import numpy as np
 import pyarrow as pa
 import redis
 
-from tickerdash.analytics.engine.live import (
+from tickerdash.analytics.engine.segments import pack_state, preload, unpack_state
+from tickerdash.analytics.stages.bars import BarConfig, Bars, BarTable
+from tickerdash.analytics.stages.indicators import IndicatorConfig, IndicatorFrame, Indicators, window_name
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.live import (
     LIVE_HZ,
     LIVE_MAXLEN,
     UpdateLayout,
@@ -44,12 +48,8 @@ from tickerdash.analytics.engine.live import (
     live_key,
     snapshot_key,
 )
-from tickerdash.analytics.engine.segments import pack_state, preload, unpack_state
-from tickerdash.analytics.stages.bars import BarConfig, Bars, BarTable
-from tickerdash.analytics.stages.indicators import IndicatorConfig, IndicatorFrame, Indicators, window_name
-from tickerdash.ingest.codecs import Rejected, as_text, decode_entries
+from tickerdash.ingest.contract.tick_entries import Rejected, as_text, decode_entries
 from tickerdash.ingest.deadletter import add_rejected
-from tickerdash.ingest.keys import Keys
 from tickerdash.ingest.producer import client_on_own_pool
 from tickerdash.ingest.reconnect import REDIS_DOWN, Outage, wait_out
 from tickerdash.ingest.runner import (

@@ -35,7 +35,7 @@ import redis
 
 from tickerdash.analytics.engine.worker import bars_feed_key, decode_bar_table
 from tickerdash.analytics.stages.indicators import window_name
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.reconnect import Outage, wait_out
 from tickerdash.ingest.runner import StopFlag, ensure_groups, raw_client, stream_items
 from tickerdash.ingest.settings import Settings

@@ -37,8 +37,8 @@ import redis
 
 from tickerdash.analytics.engine.segments import TS_BITS
 from tickerdash.analytics.history.archive import ARCHIVE_SCHEMA, archive_root, archived_span, read_coded, symbol_column
-from tickerdash.ingest.codecs import decode_entries
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import decode_entries
 from tickerdash.ingest.runner import raw_client
 from tickerdash.ingest.settings import Settings
 

@@ -61,7 +61,7 @@ from tickerdash.analytics.engine.segments import (
     unpack_state,
 )
 from tickerdash.analytics.stages.alerts.rules import ANY_SYMBOL, Rule, RuleError, format_duration
-from tickerdash.ingest.codecs import as_text
+from tickerdash.ingest.contract.tick_entries import as_text
 from tickerdash.ingest.ticks import TickBatch
 
 ARMED = -1  # the due time of a pair that may fire: below every clock, so an armed pair is always "due"

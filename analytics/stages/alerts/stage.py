@@ -15,7 +15,7 @@ import redis
 from tickerdash.analytics.engine.worker import Effects
 from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
 from tickerdash.analytics.stages.alerts.store import load_if_changed
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.ticks import TickBatch
 
 log = logging.getLogger(__name__)

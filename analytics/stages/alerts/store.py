@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import redis
 
 from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, now_ms
-from tickerdash.ingest.codecs import as_text
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import as_text
 
 log = logging.getLogger(__name__)
 

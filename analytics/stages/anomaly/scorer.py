@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # the pure core never imports the worker (and so never Redis)
     import redis
 
     from tickerdash.analytics.engine.worker import Effects
-    from tickerdash.ingest.keys import Keys
+    from tickerdash.ingest.contract.keys import Keys
 
 MINUS_LOG10_E = -1.0 / float(np.log(10.0))
 HALF_SCORE_SURPRISE = 3.0  # a trade this surprising (1 in 1,000) gets score 0.5

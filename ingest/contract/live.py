@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tickerdash.ingest.keys import Keys
+from tickerdash.ingest.contract.keys import Keys
 
 LIVE_HZ = 10
 LIVE_MAXLEN = 10_000
