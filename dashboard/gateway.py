@@ -50,7 +50,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tickerdash.dashboard.auth import allowed_hosts, presented_token, refusal, token_accepted
-from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 from tickerdash.ingest.contract.live import decode_updates, live_key, snapshot_key
 from tickerdash.ingest.contract.tick_entries import as_text
 from tickerdash.ingest.reconnect import Outage
@@ -87,7 +87,7 @@ class GatewayConfig:
     read_block_ms: int = 200
     read_count: int = 1_000
     health_every_s: float = 1.0
-    analytics_group: str = "analytics"
+    analytics_group: str = ANALYTICS_GROUP
 
 
 def finite(value: Any) -> Any:

@@ -24,7 +24,7 @@ DEADLETTER_SAMPLE = 1_000
 def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     """A plain-data picture of the pipeline's streams, groups and dead letters."""
     streams = []
-    for name in sorted(as_text(k) for k in client.scan_iter(match=f"{keys.prefix}:*", _type="stream", count=1000)):
+    for name in sorted(as_text(k) for k in client.scan_iter(match=keys.every_key, _type="stream", count=1000)):
         info = client.xinfo_stream(name)
         infos = client.xinfo_groups(name)
         progress = read_progress(client, name) if infos else None

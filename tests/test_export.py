@@ -99,8 +99,8 @@ class TestRoundTrip:
         self, history: pd.DataFrame, settings: Settings, redis_client: redis.Redis, tmp_path: Path
     ) -> None:
         """The schema metadata says which tickerdash wrote it, for which query, and the columns carry units."""
-        redis_client.set(Keys().internal("rules_version"), 7)
-        redis_client.hset(Keys().internal("simulator"), "seed", 42)
+        redis_client.set(Keys().rules_version, 7)
+        redis_client.hset(Keys().simulator_run, "seed", 42)
         out = tmp_path / "bars.parquet"
         export_bars(redis_client, settings, ExportRequest(symbols=("AAA",), interval="1m"), out)
         schema = pq.read_schema(out)

@@ -28,7 +28,7 @@ from tickerdash.analytics.stages.alerts.rules import Rule
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.analytics.stages.bars import Bars
 from tickerdash.analytics.stages.indicators import window_name
-from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 from tickerdash.ingest.contract.live import decode_updates, live_key, snapshot_key
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
@@ -270,7 +270,7 @@ def _crash_run(client: redis.Redis, server: EmbeddedRedis, n: int, kills: int, s
 
     rng = random.Random(seed)
     killed_mid_run = 0
-    lease = Keys("crashy").internal("lease", "analytics", "0")
+    lease = Keys("crashy").lease(ANALYTICS_GROUP, 0)
     for attempt in range(kills + 1):
         worker = _spawn_worker(server.url, "crashy", "crashy-worker")
         while client.get(lease) != b"crashy-worker":  # it has started and owns the partition

@@ -4,7 +4,7 @@ The task reads `tickerdash:alerts` through its own consumer group (`webhooks`), 
 the analytics workers, and an alert is acknowledged only once it is delivered or given up on: a
 restart redelivers whatever was in flight (at-least-once). Attempts run on a small thread pool,
 so one slow endpoint does not hold up the others. An alert given up on after `max_attempts` goes
-to the `Keys.internal("webhook_failures")` stream (shown by `tickerdash status` and
+to the `Keys.webhook_failures` stream (shown by `tickerdash status` and
 `tickerdash alerts failures`) and to the log.
 
 The group is created at the end of the alerts stream the first time (old alerts are not replayed
@@ -30,12 +30,12 @@ import redis
 from tickerdash.analytics.stages.alerts.rules import Rule, now_ms
 from tickerdash.analytics.stages.alerts.slump import Alert
 from tickerdash.analytics.stages.alerts.store import RuleStore
-from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.keys import WEBHOOKS_GROUP, Keys
 from tickerdash.ingest.contract.tick_entries import as_text
 from tickerdash.ingest.reconnect import Outage, wait_out
 
 log = logging.getLogger(__name__)
-GROUP = "webhooks"
+GROUP = WEBHOOKS_GROUP
 FAILURES_MAXLEN = 10_000
 
 
@@ -132,7 +132,7 @@ class WebhookDelivery:
 
     @property
     def failures_key(self) -> str:
-        return self.keys.internal("webhook_failures")
+        return self.keys.webhook_failures
 
     def ensure_group(self) -> None:
         """Create the `webhooks` group on the alerts stream (at its end) unless it exists."""
@@ -292,7 +292,7 @@ class WebhookDelivery:
 def recent_failures(client: redis.Redis, keys: Keys | None = None, count: int = 50) -> list[dict[str, str]]:
     """The latest recorded delivery failures, newest first, as text fields plus `id`."""
     keys = keys or Keys()
-    entries: Any = client.xrevrange(keys.internal("webhook_failures"), count=count)
+    entries: Any = client.xrevrange(keys.webhook_failures, count=count)
     return [
         {"id": as_text(entry_id), **{as_text(k): as_text(v) for k, v in fields.items()}} for entry_id, fields in entries
     ]

@@ -35,14 +35,13 @@ import redis
 
 from tickerdash.analytics.engine.worker import bars_feed_key, decode_bar_table
 from tickerdash.analytics.stages.indicators import window_name
-from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.keys import ARCHIVE_GROUP, Keys
 from tickerdash.ingest.reconnect import Outage, wait_out
 from tickerdash.ingest.runner import StopFlag, ensure_groups, raw_client, stream_items
 from tickerdash.ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ARCHIVE_GROUP = "archive"
 READ_COUNT = 500  # feed entries per read
 MAX_BATCH_ROWS = 500_000  # bars gathered (still pending) before they are written: bounds memory
 ROW_GROUP_ROWS = 100_000

@@ -545,9 +545,9 @@ def describe_run(client: redis.Redis | None, keys: Keys) -> dict[str, Any]:
         version = "unknown"
     out: dict[str, Any] = {"tickerdash_version": version}
     if client is not None:
-        rules_version = client.get(keys.internal("rules_version"))
+        rules_version = client.get(keys.rules_version)
         out["rules_version"] = int(rules_version) if rules_version is not None else 0
-        seed = client.hget(keys.internal("simulator"), "seed")  # written by a simulator that records its run
+        seed = client.hget(keys.simulator_run, "seed")  # written by a simulator that records its run
         if seed is not None:
             out["simulator_seed"] = int(seed)
     return out

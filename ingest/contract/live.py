@@ -29,12 +29,12 @@ LIVE_MAXLEN = 10_000
 
 def snapshot_key(keys: Keys) -> str:
     """Hash of each symbol's latest update."""
-    return keys.internal("snapshot")
+    return keys.snapshot
 
 
 def live_key(keys: Keys) -> str:
     """Stream of coalesced updates for the dashboard gateway."""
-    return keys.internal("live")
+    return keys.live
 
 
 @dataclass(frozen=True, slots=True)
