@@ -13,7 +13,9 @@ from waitress.server import create_server
 
 from tickerdash.dashboard.app import create_app
 from tickerdash.dashboard.auth import allowed_hosts, required_token
-from tickerdash.dashboard.gateway import Gateway, GatewayConfig, GatewayThread
+from tickerdash.dashboard.gateway import Gateway
+from tickerdash.dashboard.gateway_thread import GatewayThread
+from tickerdash.dashboard.push import GatewayConfig
 from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 from tickerdash.ingest.redis_server import client_for
 from tickerdash.ingest.settings import Settings

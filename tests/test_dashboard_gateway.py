@@ -18,7 +18,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tickerdash.dashboard.auth import TokenRequiredError, required_token
-from tickerdash.dashboard.gateway import GATEWAY_CLIENT_NAME, Frame, Gateway, GatewayConfig, GatewayThread, _Client
+from tickerdash.dashboard.gateway import GATEWAY_CLIENT_NAME, Gateway
+from tickerdash.dashboard.gateway_thread import GatewayThread
+from tickerdash.dashboard.push import Frame, GatewayConfig, PushClient
 from tickerdash.dashboard.server import DashboardServer
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.live import SymbolUpdate, encode_updates, live_key, snapshot_key
@@ -230,7 +232,7 @@ class TestSlowClients:
 
     def test_a_client_that_does_not_drain_keeps_a_bounded_backlog_with_latest_states_and_all_events(self) -> None:
         """Frames past the backlog limit merge into one: latest update per symbol, events concatenated."""
-        client = _Client(self._Silent(), GatewayConfig(client_backlog=5, recent_events=100))  # type: ignore[arg-type]
+        client = PushClient(self._Silent(), GatewayConfig(client_backlog=5, recent_events=100))  # type: ignore[arg-type]
         for seq in range(1, 51):
             client.offer(
                 Frame(seq=seq, ids={"live": f"{seq}-0"}, updates={"AAPL": {"price": seq}}, alerts=[{"id": f"{seq}-0"}])

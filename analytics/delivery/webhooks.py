@@ -28,10 +28,10 @@ from typing import Any
 import redis
 
 from tickerdash.analytics.stages.alerts.rules import Rule, now_ms
-from tickerdash.analytics.stages.alerts.slump import Alert
 from tickerdash.analytics.stages.alerts.store import RuleStore
+from tickerdash.ingest.contract.alerts import AlertEntry, decode_alert
+from tickerdash.ingest.contract.fields import as_text, text_fields
 from tickerdash.ingest.contract.keys import WEBHOOKS_GROUP, Keys
-from tickerdash.ingest.contract.tick_entries import as_text
 from tickerdash.ingest.reconnect import Outage, wait_out
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class Delivery:
     """One alert on its way to one URL."""
 
     entry_id: str
-    alert: Alert
+    alert: AlertEntry
     rule: Rule
     url: str
     attempts: int = 0
@@ -178,7 +178,7 @@ class WebhookDelivery:
             if not fields:  # trimmed from the stream while pending: nothing left to deliver
                 to_ack.append(entry_id)
                 continue
-            alert = Alert.from_fields(fields)
+            alert = decode_alert(fields)
             rule = self._rules.get(alert.rule_id)
             if rule is None or not rule.webhook:
                 to_ack.append(entry_id)
@@ -293,6 +293,4 @@ def recent_failures(client: redis.Redis, keys: Keys | None = None, count: int = 
     """The latest recorded delivery failures, newest first, as text fields plus `id`."""
     keys = keys or Keys()
     entries: Any = client.xrevrange(keys.webhook_failures, count=count)
-    return [
-        {"id": as_text(entry_id), **{as_text(k): as_text(v) for k, v in fields.items()}} for entry_id, fields in entries
-    ]
+    return [{"id": as_text(entry_id), **text_fields(fields)} for entry_id, fields in entries]

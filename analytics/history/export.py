@@ -37,8 +37,13 @@ import redis
 
 from tickerdash.analytics.engine.segments import TS_BITS
 from tickerdash.analytics.history.archive import ARCHIVE_SCHEMA, archive_root, archived_span, read_coded, symbol_column
+from tickerdash.ingest.contract.alerts import ALERT_TEXT_FIELDS
+from tickerdash.ingest.contract.anomalies import ANOMALY_TEXT_FIELDS
+from tickerdash.ingest.contract.bars import BAR_FIELDS, decode_bar_entries
+from tickerdash.ingest.contract.fields import as_text, entry_ms, text_fields
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import decode_entries
+from tickerdash.ingest.contract.tick_ids import tick_ids
 from tickerdash.ingest.runner import raw_client
 from tickerdash.ingest.settings import Settings
 
@@ -197,7 +202,7 @@ class BarReader:
         """Symbols that have a Redis bar stream of this interval."""
         if self.client is None:
             return set()
-        prefix = self.keys.bars(interval, "")
+        prefix = self.keys.bars_prefix(interval)
         found = self.client.scan_iter(match=f"{prefix}*", count=1000, _type="stream")
         return {(k.decode() if isinstance(k, bytes) else k)[len(prefix) :] for k in found}
 
@@ -313,8 +318,8 @@ class BarReader:
         heads, tails = {}, {}
         for symbol, head, tail in zip(symbols, replies[0::2], replies[1::2], strict=True):
             if head and tail:
-                heads[symbol] = int(head[0][0].split(b"-")[0])
-                tails[symbol] = int(tail[0][0].split(b"-")[0])
+                heads[symbol] = entry_ms(head[0][0])
+                tails[symbol] = entry_ms(tail[0][0])
         return heads, tails
 
 
@@ -367,30 +372,12 @@ def missing_ranges(held: np.ndarray, head: int, tail: int, step: int) -> list[tu
 
 def parse_bar_entries(symbol: str, entries: Sequence[Any]) -> pa.Table:
     """Raw XRANGE entries of one bar stream (ID = bar start) as archive-schema rows."""
-    ids = np.array([entry[0] for entry in entries])
-    start = np.char.partition(ids, b"-")[:, 0].astype(np.int64)
-    flat = [entry[1] for entry in entries]
-    names = flat[0][0::2]
-    try:
-        grid = np.array(flat)  # fast path: every entry has the same fields in the same order
-        uniform = grid.ndim == 2 and bool((grid[:, 0::2] == np.array(names)).all())
-    except ValueError:
-        uniform = False
-    if uniform:
-        values = {name.decode(): grid[:, 2 * i + 1] for i, name in enumerate(names)}
-    else:  # a foreign writer's field order: the slow, general way
-        rows = [dict(zip(f[0::2], f[1::2], strict=True)) for f in flat]
-        values = {
-            name: np.array([r[name.encode()] for r in rows])
-            for name in ("open", "high", "low", "close", "volume", "vwap", "trades")
-        }
+    bars = decode_bar_entries(entries)
     columns: dict[str, Any] = {
-        "symbol": pa.array(np.full(len(start), symbol, dtype=object), pa.string()),
-        "start": pa.array(start, pa.timestamp("ms", tz="UTC")),
+        "symbol": pa.array(np.full(len(bars), symbol, dtype=object), pa.string()),
+        "start": pa.array(bars.start_ms, pa.timestamp("ms", tz="UTC")),
     }
-    for name in ("open", "high", "low", "close", "volume", "vwap"):
-        columns[name] = pa.array(values[name].astype(np.float64))
-    columns["trades"] = pa.array(values["trades"].astype(np.float64).astype(np.int64))
+    columns.update({name: pa.array(bars.column(name)) for name in BAR_FIELDS})
     return pa.table(columns, schema=ARCHIVE_SCHEMA)
 
 
@@ -408,7 +395,7 @@ def rollup(bars: pa.Table, bucket_ms: np.ndarray) -> dict[str, np.ndarray]:
     new_group[1:] = (symbol_code[1:] != symbol_code[:-1]) | (bucket_ms[1:] != bucket_ms[:-1])
     first = np.flatnonzero(new_group)
     last = np.append(first[1:], n) - 1
-    col = {name: bars[name].to_numpy() for name in ("open", "high", "low", "close", "volume", "vwap", "trades")}
+    col = {name: bars[name].to_numpy() for name in BAR_FIELDS}
     volume = np.add.reduceat(col["volume"], first)
     notional = np.add.reduceat(col["vwap"] * col["volume"], first)
     return {
@@ -689,7 +676,7 @@ def export_chunks(
             continue
         start = bars["start"].cast(pa.int64()).to_numpy()
         if source == request.interval:
-            table = bars.select(["symbol", "start", "open", "high", "low", "close", "volume", "vwap", "trades"])
+            table = bars.select(["symbol", "start", *BAR_FIELDS])
             yield _with_interval(table, request.interval, schema)
             continue
         # a 1d chunk is exactly one day in the request's zone; other buckets are UTC-aligned
@@ -697,7 +684,7 @@ def export_chunks(
         rolled = rollup(bars, bucket)
         symbols = bars["symbol"].take(pa.array(rolled["first"]))
         columns: dict[str, Any] = {"symbol": symbols, "start": pa.array(rolled["start"], pa.timestamp("ms", tz="UTC"))}
-        columns.update({name: rolled[name] for name in ("open", "high", "low", "close", "volume", "vwap", "trades")})
+        columns.update({name: rolled[name] for name in BAR_FIELDS})
         if request.interval == "1d":
             groups = len(rolled["first"])
             realized, drawdown = daily_statistics(bars["close"].to_numpy(), rolled["group"], groups)
@@ -857,14 +844,16 @@ def export_stream(
     return writer.commit()
 
 
+# columns of an alert or anomaly export kept as text, even where every value looks like a number (a trade id)
+EVENT_TEXT_COLUMNS = frozenset({"entry_id", *ALERT_TEXT_FIELDS, *ANOMALY_TEXT_FIELDS})
+
+
 def _events_table(entries: Sequence[Any]) -> pa.Table:
     """Alert or anomaly entries as columns of text (numbers where the field is numeric), with ts_ms."""
-    rows = [dict(zip(f[0::2], f[1::2], strict=False)) for _, f in entries]
-    frame = pd.DataFrame.from_records(rows).rename(columns=lambda c: c.decode() if isinstance(c, bytes) else c)
-    frame = frame.map(lambda v: v.decode() if isinstance(v, bytes) else v)
-    frame["entry_id"] = [eid.decode() for eid, _ in entries]
+    frame = pd.DataFrame.from_records([text_fields(f) for _, f in entries])
+    frame["entry_id"] = [as_text(eid) for eid, _ in entries]
     for column in frame.columns:
-        if column not in ("symbol", "entry_id", "message", "reasons", "rule_id", "trade_id", "tick_id"):
+        if column not in EVENT_TEXT_COLUMNS:
             numbers = pd.to_numeric(frame[column], errors="coerce")
             if numbers.notna().sum() == frame[column].notna().sum():  # numeric throughout: keep as numbers
                 frame[column] = numbers
@@ -879,9 +868,7 @@ def _trades_table(entries: Sequence[Any]) -> pa.Table:
     ticks = decode_entries(entries).ticks
     if not len(ticks):
         return pa.table({"symbol": pa.array([], pa.string()), "ts_ms": pa.array([], pa.int64())})
-    entry = np.asarray(ticks.entry_ids, dtype=object)[ticks.entry_of]
-    offset = ticks.row_in_entry
-    tick_id = np.where(offset < 0, entry, entry + "#" + offset.astype(str).astype(object))
+    tick_id = tick_ids(ticks.entry_ids, ticks.entry_of, ticks.row_in_entry)
     columns = {
         "symbol": pa.array(ticks.symbol, pa.string()),
         "ts_ms": pa.array(ticks.ts, pa.int64()),
