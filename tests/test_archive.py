@@ -12,8 +12,11 @@ import redis
 from history_data import START_MS, analyse, archive_once, archived, redis_bars, trades
 
 from tickerdash.analytics.engine.worker import bars_feed_key
-from tickerdash.analytics.history.archive import ARCHIVE_GROUP, Archiver, archive_root, compact, partition_files
-from tickerdash.ingest.contract.keys import Keys
+from tickerdash.analytics.history.archive import Archiver
+from tickerdash.analytics.history.archive_compact import compact
+from tickerdash.analytics.history.archive_layout import archive_root
+from tickerdash.analytics.history.archive_read import partition_files
+from tickerdash.ingest.contract.keys import ARCHIVE_GROUP, Keys
 from tickerdash.ingest.settings import Settings
 
 

@@ -15,7 +15,7 @@ import redis
 from test_archive_read import DAY_MS, NAMES, SECONDS, day_of_bars, put
 
 import tickerdash.analytics.history.export.bar_reader as reader_module
-from tickerdash.analytics.history.archive import ARCHIVE_SCHEMA, archive_root
+from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, archive_root
 from tickerdash.analytics.history.export import ExportRequest, TableWriter, export_bars, first_in_order, missing_ranges
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.settings import Settings

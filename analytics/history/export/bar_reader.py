@@ -12,7 +12,8 @@ import pyarrow as pa
 import redis
 
 from tickerdash.analytics.engine.segments import TS_BITS
-from tickerdash.analytics.history.archive import ARCHIVE_SCHEMA, archive_root, archived_span, read_coded, symbol_column
+from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, archive_root
+from tickerdash.analytics.history.archive_read import archived_span, read_coded, symbol_column
 from tickerdash.analytics.history.export.request import (
     INTERVAL_MS,
 )

@@ -14,7 +14,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import redis
 
-from tickerdash.analytics.history.archive import ARCHIVE_SCHEMA
+from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA
 from tickerdash.analytics.history.export.request import (
     Format,
 )
