@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tickerdash.ingest.clikit import load_settings
+from tickerdash.ingest.contract.dead_letters import dead_letter_reason
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import as_text
 from tickerdash.ingest.redis_server import redis_connection
@@ -55,7 +56,7 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
             }
         )
     recent = client.xrevrange(keys.deadletter, count=DEADLETTER_SAMPLE) or []
-    reasons = Counter(as_text((fields or {}).get(b"reason", b"?")).split(":", 1)[0] for _, fields in recent)
+    reasons = Counter(dead_letter_reason(fields).split(":", 1)[0] for _, fields in recent)
     return {
         "streams": streams,
         "deadletter": {"count": client.xlen(keys.deadletter), "recent_reasons": dict(reasons.most_common())},

@@ -32,6 +32,7 @@ from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.contract.alerts import AlertEntry, decode_alert
 from tickerdash.ingest.contract.fields import as_text, text_fields
 from tickerdash.ingest.contract.keys import WEBHOOKS_GROUP, Keys
+from tickerdash.ingest.contract.webhook_failures import encode_webhook_failure
 from tickerdash.ingest.reconnect import Outage, wait_out
 
 log = logging.getLogger(__name__)
@@ -231,15 +232,15 @@ class WebhookDelivery:
         pipe = self.client.pipeline(transaction=True)
         pipe.xadd(
             self.failures_key,
-            {
-                "alert_id": delivery.entry_id,
-                "rule_id": delivery.rule.id,
-                "url": delivery.url,
-                "attempts": str(delivery.attempts),
-                "error": delivery.last_error,
-                "ts": str(now_ms()),
-                "symbol": delivery.alert.symbol,
-            },
+            encode_webhook_failure(  # type: ignore[arg-type]
+                alert_id=delivery.entry_id,
+                rule_id=delivery.rule.id,
+                url=delivery.url,
+                attempts=delivery.attempts,
+                error=delivery.last_error,
+                ts=now_ms(),
+                symbol=delivery.alert.symbol,
+            ),
             maxlen=FAILURES_MAXLEN,
             approximate=True,
         )
