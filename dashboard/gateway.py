@@ -47,7 +47,7 @@ from tickerdash.ingest.contract.anomalies import ANOMALY_FIELDS, ANOMALY_NUMBERS
 from tickerdash.ingest.contract.bars import decode_bar_entries
 from tickerdash.ingest.contract.fields import as_text, entry_ms
 from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.contract.live import decode_updates
+from tickerdash.ingest.contract.live import decode_updates, live_entry_payload
 from tickerdash.ingest.reconnect import Outage
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ class Gateway:
             self._cursor[stream] = recent[-1]["id"] if recent else "0-0"
 
     def _apply_updates(self, entry_id: str, fields: dict[Any, Any]) -> None:
-        payload = fields.get(b"u") or fields.get("u")
+        payload = live_entry_payload(fields)
         if payload is None:
             return
         try:

@@ -54,7 +54,15 @@ from tickerdash.ingest.contract.dead_letters import DEADLETTER_FIELDS, dead_lett
 from tickerdash.ingest.contract.fields import fields_json
 from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, ARCHIVE_GROUP, CONSUMER_GROUPS, WEBHOOKS_GROUP, Keys
 from tickerdash.ingest.contract.labels import LABEL_FIELDS, decode_labels, encode_labels
-from tickerdash.ingest.contract.live import live_key, snapshot_key
+from tickerdash.ingest.contract.live import (
+    SymbolUpdate,
+    decode_updates,
+    encode_updates,
+    live_entry_fields,
+    live_entry_payload,
+    live_key,
+    snapshot_key,
+)
 from tickerdash.ingest.contract.tick_ids import PER_TICK, entry_of_tick, parse_tick_id, tick_id, tick_ids
 from tickerdash.ingest.ticks import TickBatch
 from tickerdash.simulator.market import MarketConfig, generate, preset_config
@@ -397,6 +405,17 @@ class TestTickIds:
         assert len(tick_ids([], np.zeros(0, np.int32), np.zeros(0, np.int32))) == 0
         with pytest.raises(ValueError, match="whole number"):
             parse_tick_id("1-0#x")
+
+
+class TestLiveEntries:
+    def test_a_live_entry_carries_its_updates_in_one_field(self) -> None:
+        """What `live_entry_fields` writes, `live_entry_payload` finds again, from bytes or text field names."""
+        payload = encode_updates([SymbolUpdate("AAPL", 1_000, 10.0, 0.5, 3, 300.0)])
+        fields = live_entry_fields(payload)
+        assert fields == {"u": payload}
+        for form in (fields, {b"u": payload}):
+            assert [u.symbol for u in decode_updates(live_entry_payload(form) or b"")] == ["AAPL"]
+        assert live_entry_payload({}) is None
 
 
 class TestDeadLetters:

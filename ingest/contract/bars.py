@@ -102,7 +102,8 @@ class BarColumns:
     def column(self, name: str) -> np.ndarray:
         """A contract or extra column by field name."""
         if name in BAR_FIELDS:
-            return getattr(self, name)  # type: ignore[no-any-return]
+            column: np.ndarray = getattr(self, name)
+            return column
         return self.extra[name]
 
     def rows(self) -> list[list[float | int]]:
@@ -130,7 +131,7 @@ def decode_bar_entries(entries: Sequence[tuple[Any, EntryFields]]) -> BarColumns
     """
     if not entries:
         empty = np.zeros(0)
-        return BarColumns(np.zeros(0, np.int64), *([empty] * 6), np.zeros(0, np.int64))
+        return BarColumns(np.zeros(0, np.int64), empty, empty, empty, empty, empty, empty, np.zeros(0, np.int64))
     ids = np.array([entry[0] for entry in entries])
     start = np.char.partition(ids, b"-" if ids.dtype.kind == "S" else "-")[:, 0].astype(np.int64)
     flat = [
@@ -139,7 +140,7 @@ def decode_bar_entries(entries: Sequence[tuple[Any, EntryFields]]) -> BarColumns
     ]
     names = flat[0][0::2]
     try:
-        grid = np.array(flat)  # fast path: every entry has the same fields in the same order
+        grid: np.ndarray = np.array(flat)  # fast path: every entry has the same fields in the same order
         uniform = grid.ndim == 2 and bool((grid[:, 0::2] == np.array(names)).all())
     except ValueError:
         uniform = False
@@ -157,7 +158,8 @@ def decode_bar_entries(entries: Sequence[tuple[Any, EntryFields]]) -> BarColumns
     floats = [_floats(values[name]) if name in values else np.full(n, np.nan) for name in BAR_FLOAT_FIELDS]
     trades = _floats(values["trades"]).astype(np.int64) if "trades" in values else np.zeros(n, np.int64)
     extra = {name: _floats(column) for name, column in values.items() if name not in BAR_FIELDS}
-    return BarColumns(start, *floats, trades, extra)
+    open_, high, low, close, volume, vwap = floats
+    return BarColumns(start, open_, high, low, close, volume, vwap, trades, extra)
 
 
 # --- the closed-bars feed ------------------------------------------------------------------------
