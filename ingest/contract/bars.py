@@ -134,10 +134,11 @@ def decode_bar_entries(entries: Sequence[tuple[Any, EntryFields]]) -> BarColumns
         return BarColumns(np.zeros(0, np.int64), empty, empty, empty, empty, empty, empty, np.zeros(0, np.int64))
     ids = np.array([entry[0] for entry in entries])
     start = np.char.partition(ids, b"-" if ids.dtype.kind == "S" else "-")[:, 0].astype(np.int64)
-    flat = [
-        entry[1] if not isinstance(entry[1], Mapping) else [x for pair in entry[1].items() for x in pair]
-        for entry in entries
-    ]
+    flat: list[Any]
+    if isinstance(entries[0][1], Mapping):  # a parsed reply (one client returns one form throughout)
+        flat = [[x for pair in field_map(entry[1]).items() for x in pair] for entry in entries]
+    else:
+        flat = [entry[1] for entry in entries]
     names = flat[0][0::2]
     try:
         grid: np.ndarray = np.array(flat)  # fast path: every entry has the same fields in the same order
