@@ -33,7 +33,7 @@ from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.analytics.stages.bars import Bars
 from tickerdash.analytics.stages.indicators import Indicators
-from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 from tickerdash.ingest.contract.tick_entries import iter_chunks
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
@@ -183,7 +183,7 @@ def alert_latency(
         "alerts",
     ]
     worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lease = keys.internal("lease", "analytics", "0")
+    lease = keys.lease(ANALYTICS_GROUP, 0)
     while client.get(lease) != b"alert-latency":
         time.sleep(0.05)
     background = synthetic_ticks(rate, 500, seed=9)

@@ -33,7 +33,7 @@ from benchmarks._common import (
     worker_process_peak_rss_mib,
 )
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
-from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 from tickerdash.ingest.contract.live import decode_updates, snapshot_key
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
@@ -108,7 +108,7 @@ def latency(
         stages,
     ]
     worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lease = Keys(settings.prefix).internal("lease", "analytics", "0")
+    lease = Keys(settings.prefix).lease(ANALYTICS_GROUP, 0)
     while client.get(lease) != b"latency":
         time.sleep(0.05)
     sent: dict[int, float] = {}

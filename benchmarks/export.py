@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import redis
 
 from benchmarks._common import row
-from tickerdash.analytics.history.archive import ARCHIVE_SCHEMA, file_metadata, partition_dir, write_atomically
+from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, file_metadata, partition_dir, write_atomically
 from tickerdash.analytics.history.export import PARQUET_COMPRESSION
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.redis_server import EmbeddedRedis

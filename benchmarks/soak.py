@@ -57,13 +57,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tickerdash.analytics.engine.worker import PartitionState, WorkerConfig
-from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 from tickerdash.ingest.contract.tick_entries import as_text
 from tickerdash.ingest.redis_server import EmbeddedRedis, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "tickerdash"
-GROUP = "analytics"
+GROUP = ANALYTICS_GROUP
 BAR_INTERVAL = "1m"  # the bars a reading page asks for
 # the finest bar the worker writes by default: all but the last seconds' trades are in closed bars in Redis
 COUNTED_BARS, COUNTED_BARS_MS = "1s", 1_000
@@ -401,7 +401,7 @@ def open_bar_ticks(client: redis.Redis, keys: Keys, interval_ms: int) -> tuple[i
     last applied stream ID."""
     ticks, last_ids = 0, []
     for partition in range(keys.partitions):
-        blob: Any = client.hget(keys.internal("checkpoint", GROUP, str(partition)), "state")
+        blob: Any = client.hget(keys.checkpoint(GROUP, partition), "state")
         if not blob:
             continue
         state = PartitionState.from_bytes(blob, WorkerConfig())
@@ -415,7 +415,7 @@ def reported_losses(client: redis.Redis, keys: Keys) -> dict[str, int]:
     """Counters of lost trades under `<prefix>:_:` (a key whose name speaks of loss, trimming or gaps):
     a string's integer value, or the sum of a hash's integer fields."""
     found: dict[str, int] = {}
-    for raw in client.scan_iter(match=keys.internal("*"), count=1_000):
+    for raw in client.scan_iter(match=keys.every_internal_key, count=1_000):
         name = as_text(raw)
         if not LOSS_KEY.search(name):
             continue
@@ -578,7 +578,7 @@ def run_soak(config: SoakConfig, say: Callable[[str], None] = print) -> SoakResu
         pages = Pages(f"ws://127.0.0.1:{ws_port}/", config.clients - config.silent_clients, config.silent_clients)
         with _started(workdir, env) as start:
             worker = start("analytics", ["analytics", "--consumer", "soak"])
-            lease = keys.internal("lease", GROUP, "0")
+            lease = keys.lease(GROUP, 0)
             _wait_until(lambda: client.get(lease) == b"soak", "analytics lease", 120, [worker])
             dashboard = start("dashboard", ["dashboard", "--port", str(port), "--ws-port", str(ws_port)])
             _wait_until(lambda: _listening(ws_port) and _listening(port), "dashboard ports", 120, [dashboard])

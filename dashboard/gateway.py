@@ -5,20 +5,14 @@ connection for the whole process, never one per browser). What it reads goes int
 state (each symbol's latest update, the recent alerts and anomalies) and into the pending frame.
 A pump sends the pending frame to every client at most `max_fps` times a second, encoded once.
 
-A client that cannot keep up is not allowed to grow memory: frames queue per client up to
-`client_backlog`, then merge into one (updates are states, so the latest per symbol wins; alerts
-and anomalies are events, so they are concatenated up to `recent_events`). Replies to a client's own
-requests queue up to `max_replies`; a client that asks for more while they wait (it floods requests
-or does not read), or a send that takes longer than `send_timeout_s`, drops the connection: the
-socket is aborted, not closed with a handshake, because the handshake would wait behind the very
-send that is stuck. A ping unanswered for `ping_timeout_s` closes the connection too.
-
-Every message is strict JSON: a non-finite number (a producer's `1e308` overflowing a bar) is sent
-as null, never as `Infinity`, which no browser's JSON.parse accepts.
+Each client gets the frames at its own pace (`dashboard.push`); every message is strict JSON. A ping
+unanswered for `ping_timeout_s` closes the connection. `dashboard.gateway_thread` runs the gateway
+beside the web server.
 
 Messages (JSON text):
 - to the page on connect: `{"type": "hello", "seq", "ids", "snapshot": [update...], "alerts": [...],
-  "anomalies": [...], "health": {...}}`;
+  "anomalies": [...], "health": {...}, "fields": {...}}`; `fields` holds the contract's field lists of
+  alerts and anomalies and which of them are numbers (`event_fields`), so the page repeats none;
 - then `{"type": "frame", "seq", "ids", "updates": [...], "alerts": [...], "anomalies": [...],
   "health": {...} | null, "coalesced": n}`; `seq` grows by one per frame the gateway makes, `ids` are
   the last stream IDs read, `coalesced > 1` says this client missed intermediate states;
@@ -33,12 +27,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import re
-import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,187 +40,36 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tickerdash.dashboard.auth import allowed_hosts, presented_token, refusal, token_accepted
+from tickerdash.dashboard.auth import presented_token, refusal, token_accepted
+from tickerdash.dashboard.push import Frame, GatewayConfig, PushClient, to_json
+from tickerdash.ingest.contract.alerts import ALERT_FIELDS, ALERT_NUMBERS, alert_event
+from tickerdash.ingest.contract.anomalies import ANOMALY_FIELDS, ANOMALY_NUMBERS, anomaly_event
+from tickerdash.ingest.contract.bars import decode_bar_entries
+from tickerdash.ingest.contract.fields import as_text, entry_ms
 from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.contract.live import decode_updates, live_key, snapshot_key
-from tickerdash.ingest.contract.tick_entries import as_text
+from tickerdash.ingest.contract.live import decode_updates, live_entry_payload
 from tickerdash.ingest.reconnect import Outage
 
 log = logging.getLogger(__name__)
 
 INTERVALS = ("1s", "1m")
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9./_\-]{1,16}$")
-ALERT_NUMBERS = {"ts": int, "price": float, "reference_price": float, "drop_pct": float, "window_s": float}
-ANOMALY_NUMBERS = {"ts": int, "price": float, "size": float, "score": float}
 MAX_REQUEST_BYTES = 4_096
 MAX_BARS_REPLY = 5_000
 GATEWAY_CLIENT_NAME = "tickerdash-gateway"
 STOP_ATTEMPTS = 10  # of cancelling the tasks, half a second apart
 
 
-@dataclass(frozen=True, slots=True)
-class GatewayConfig:
-    """How the gateway binds, paces and protects itself; every field has a working default."""
-
-    host: str = "127.0.0.1"
-    port: int = 8051
-    token: str | None = None  # enforced on every handshake when set (see dashboard.auth)
-    # the Host names handshakes may carry, token or not (dashboard.auth.allowed_hosts)
-    allowed_hosts: frozenset[str] = field(default_factory=lambda: allowed_hosts("127.0.0.1"))
-    max_fps: float = 10.0
-    client_backlog: int = 20  # frames queued per client before they are merged into one
-    max_replies: int = 16  # replies to a client's requests waiting to be sent before it is dropped
-    recent_events: int = 200  # alerts and anomalies kept for pages that connect later
-    send_timeout_s: float = 5.0
-    ping_interval_s: float = 10.0
-    ping_timeout_s: float = 10.0
-    close_timeout_s: float = 2.0  # a page that does not answer the closing handshake holds up shutdown no longer
-    read_block_ms: int = 200
-    read_count: int = 1_000
-    health_every_s: float = 1.0
-    analytics_group: str = "analytics"
+ANOMALY_TABLE = ("ts", "symbol", "price", "score", "reasons")  # the page's anomaly table, left to right
 
 
-def finite(value: Any) -> Any:
-    """The value with every non-finite float (inf, -inf, nan) inside lists and dicts replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value
-
-
-def to_json(message: Any) -> str:
-    """Compact, strict JSON; non-finite numbers become null (rare, so only then is the message walked)."""
-    try:
-        return json.dumps(message, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        return json.dumps(finite(message), separators=(",", ":"), allow_nan=False)
-
-
-def _stream_id_ms(entry_id: str) -> int:
-    return int(entry_id.split("-", 1)[0])
-
-
-def event_from_fields(entry_id: str, fields: dict[Any, Any], numbers: dict[str, type]) -> dict[str, Any]:
-    """An alert or anomaly entry as plain data: its stream ID plus its fields, numbers parsed."""
-    event: dict[str, Any] = {"id": entry_id}
-    for raw_key, raw_value in fields.items():
-        key, value = as_text(raw_key), as_text(raw_value)
-        kind = numbers.get(key)
-        if kind is not None:
-            try:
-                event[key] = kind(float(value)) if kind is int else kind(value)
-                continue
-            except ValueError:
-                pass  # keep the text: the page shows what was written rather than nothing
-        event[key] = value
-    return event
-
-
-@dataclass(slots=True)
-class Frame:
-    """One push to the pages: the symbols that changed, new alerts and anomalies, fresh health."""
-
-    seq: int
-    ids: dict[str, str]
-    updates: dict[str, dict[str, Any]] = field(default_factory=dict)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-    anomalies: list[dict[str, Any]] = field(default_factory=list)
-    health: dict[str, Any] | None = None
-    coalesced: int = 1
-    _payload: str | None = None
-
-    def payload(self) -> str:
-        """The JSON text of the frame, encoded once however many clients get it."""
-        if self._payload is None:
-            self._payload = to_json(
-                {
-                    "type": "frame",
-                    "seq": self.seq,
-                    "ids": self.ids,
-                    "updates": list(self.updates.values()),
-                    "alerts": self.alerts,
-                    "anomalies": self.anomalies,
-                    "health": self.health,
-                    "coalesced": self.coalesced,
-                }
-            )
-        return self._payload
-
-    def merged(self, later: Frame, keep_events: int) -> Frame:
-        """This frame followed by a later one, as one frame (latest state wins, events add up)."""
-        return Frame(
-            seq=later.seq,
-            ids=later.ids,
-            updates={**self.updates, **later.updates},
-            alerts=(self.alerts + later.alerts)[-keep_events:],
-            anomalies=(self.anomalies + later.anomalies)[-keep_events:],
-            health=later.health or self.health,
-            coalesced=self.coalesced + later.coalesced,
-        )
-
-
-class _Client:
-    """One browser connection: its frame backlog and the task that drains it."""
-
-    def __init__(self, connection: ServerConnection, config: GatewayConfig) -> None:
-        self.connection = connection
-        self.config = config
-        self.backlog: deque[Frame] = deque()
-        self.replies: deque[str] = deque()
-        self.wake = asyncio.Event()
-        self.sent = 0
-        self.dropped: str | None = None  # why the connection was aborted
-
-    def offer(self, frame: Frame) -> None:
-        """Queue a frame; past the backlog limit everything queued becomes one merged frame."""
-        self.backlog.append(frame)
-        if len(self.backlog) > self.config.client_backlog:
-            self.backlog = deque([self._merge_all()])
-        self.wake.set()
-
-    def reply(self, message: str) -> None:
-        """Queue an answer to this client's own request (sent before the next frame); too many waiting drops it."""
-        if len(self.replies) >= self.config.max_replies:
-            self.drop(f"{len(self.replies)} replies unsent (floods requests or does not read)")
-            return
-        self.replies.append(message)
-        self.wake.set()
-
-    def drop(self, reason: str) -> None:
-        """Abort the connection at once: no closing handshake, which would queue behind a stuck send."""
-        if self.dropped is not None:
-            return
-        self.dropped = reason
-        self.replies.clear()
-        self.backlog.clear()
-        log.warning("dropping client %s: %s", self.connection.remote_address, reason)
-        transport = self.connection.transport
-        if transport is not None:
-            transport.abort()  # the reading side then ends with ConnectionClosed, which unregisters the client
-
-    def _merge_all(self) -> Frame:
-        merged = self.backlog.popleft()
-        while self.backlog:
-            merged = merged.merged(self.backlog.popleft(), self.config.recent_events)
-        return merged
-
-    async def send_forever(self) -> None:
-        """Send replies and frames as they come; a send slower than the timeout drops the client."""
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            while self.replies or self.backlog:
-                message = self.replies.popleft() if self.replies else self._merge_all().payload()
-                try:
-                    await asyncio.wait_for(self.connection.send(message), self.config.send_timeout_s)
-                except TimeoutError:
-                    self.drop(f"a send took over {self.config.send_timeout_s:g}s (not reading)")
-                    return
-                self.sent += 1
+def event_fields() -> dict[str, dict[str, list[str]]]:
+    """The alert and anomaly fields, which of them are numbers, and the anomaly table's columns (sent with the
+    hello, so that the page spells no field name of its own)."""
+    return {
+        "alerts": {"fields": list(ALERT_FIELDS), "numbers": list(ALERT_NUMBERS)},
+        "anomalies": {"fields": list(ANOMALY_FIELDS), "numbers": list(ANOMALY_NUMBERS), "table": list(ANOMALY_TABLE)},
+    }
 
 
 class Gateway:
@@ -245,7 +85,7 @@ class Gateway:
         self.health: dict[str, Any] = {"redis": "connecting", "clients": 0}
         self.seq = 0
         self.frames_made = 0
-        self._clients: set[_Client] = set()
+        self._clients: set[PushClient] = set()
         self._cursor: dict[str, str] = {}
         self._pending: Frame | None = None
         self._dirty = asyncio.Event()
@@ -336,7 +176,7 @@ class Gateway:
         return None
 
     async def _handle(self, connection: ServerConnection) -> None:
-        client = _Client(connection, self.config)
+        client = PushClient(connection, self.config)
         client.reply(self._hello())
         self._clients.add(client)
         self.health["clients"] = len(self._clients)
@@ -365,10 +205,11 @@ class Gateway:
                 "alerts": list(self.recent_alerts),
                 "anomalies": list(self.recent_anomalies),
                 "health": {**self.health, "clients": len(self._clients) + 1},
+                "fields": event_fields(),
             }
         )
 
-    async def _answer(self, client: _Client, message: str | bytes) -> None:
+    async def _answer(self, client: PushClient, message: str | bytes) -> None:
         """Serve a page's request; a malformed one is answered with an error, never raised."""
         try:
             request = json.loads(message)
@@ -389,16 +230,7 @@ class Gateway:
         entries: Any = await self._redis.xrange(
             self.keys.bars(interval, symbol), min=str(max(since_ms, 0)), max="+", count=MAX_BARS_REPLY
         )
-        bars = []
-        for entry_id, fields in entries:
-            f = {as_text(k): as_text(v) for k, v in fields.items()}
-            bars.append(
-                [
-                    _stream_id_ms(as_text(entry_id)),
-                    *(float(f[k]) for k in ("open", "high", "low", "close", "volume", "vwap")),
-                    int(f.get("trades", 0)),
-                ]
-            )
+        bars = decode_bar_entries(entries).rows()
         open_bar = self.symbols.get(symbol, {}).get("bars", {}).get(interval)
         return {"type": "bars", "symbol": symbol, "interval": interval, "bars": bars, "open": open_bar}
 
@@ -413,25 +245,25 @@ class Gateway:
     async def _load_initial(self) -> None:
         """Start from the snapshot and the recent events, with cursors just past what was loaded."""
         assert self._redis is not None
-        live = live_key(self.keys)
+        live = self.keys.live
         # The live cursor is taken before the snapshot: updates in between are read twice, which is
         # harmless (an older update never replaces a newer state), whereas the other order loses them.
         last_live: Any = await self._redis.xrevrange(live, count=1)
         self._cursor[live] = as_text(last_live[0][0]) if last_live else "0-0"
-        snapshot: Any = await self._redis.hgetall(snapshot_key(self.keys))
+        snapshot: Any = await self._redis.hgetall(self.keys.snapshot)
         for raw in snapshot.values():
             for update in decode_updates(raw):
                 self.symbols[update.symbol] = update.to_dict()
-        for stream, recent, numbers in (
-            (self.keys.alerts, self.recent_alerts, ALERT_NUMBERS),
-            (self.keys.anomalies, self.recent_anomalies, ANOMALY_NUMBERS),
+        for stream, recent, as_event in (
+            (self.keys.alerts, self.recent_alerts, alert_event),
+            (self.keys.anomalies, self.recent_anomalies, anomaly_event),
         ):
             entries: Any = await self._redis.xrevrange(stream, count=self.config.recent_events)
-            recent.extend(event_from_fields(as_text(i), f, numbers) for i, f in reversed(entries))
+            recent.extend(as_event(as_text(i), f) for i, f in reversed(entries))
             self._cursor[stream] = recent[-1]["id"] if recent else "0-0"
 
     def _apply_updates(self, entry_id: str, fields: dict[Any, Any]) -> None:
-        payload = fields.get(b"u") or fields.get("u")
+        payload = live_entry_payload(fields)
         if payload is None:
             return
         try:
@@ -451,11 +283,11 @@ class Gateway:
     def _apply_event(self, stream: str, entry_id: str, fields: dict[Any, Any]) -> None:
         frame = self._pending_frame()
         if stream == self.keys.alerts:
-            alert = event_from_fields(entry_id, fields, ALERT_NUMBERS)
+            alert = alert_event(entry_id, fields)
             self.recent_alerts.append(alert)
             frame.alerts.append(alert)
         else:
-            anomaly = event_from_fields(entry_id, fields, ANOMALY_NUMBERS)
+            anomaly = anomaly_event(entry_id, fields)
             self.recent_anomalies.append(anomaly)
             frame.anomalies.append(anomaly)
 
@@ -463,7 +295,7 @@ class Gateway:
         """The one Redis reader: XREAD on the live, alerts and anomalies streams, forever."""
         assert self._redis is not None
         outage = Outage(log, what="gateway: redis")
-        live = live_key(self.keys)
+        live = self.keys.live
         while not self._stopping:
             try:
                 if not self._loaded:
@@ -549,8 +381,8 @@ class Gateway:
             then, before = self._trades_seen
             rate = max(trades - before, 0) / max(now - then, 1e-3)
         self._trades_seen = (now, trades)
-        live_cursor = self._cursor.get(live_key(self.keys), "0-0")
-        age_ms = int(now * 1000) - _stream_id_ms(live_cursor) if live_cursor != "0-0" else None
+        live_cursor = self._cursor.get(self.keys.live, "0-0")
+        age_ms = int(now * 1000) - entry_ms(live_cursor) if live_cursor != "0-0" else None
         return {
             "redis": "ok",
             "ticks_per_s": round(rate, 1),
@@ -562,57 +394,3 @@ class Gateway:
             "lost": lost,
             "producer_waiting": as_text(waiting) if waiting else None,
         }
-
-
-class GatewayThread:
-    """Runs a `Gateway` on its own event loop in a daemon thread, beside the WSGI server's threads."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="tickerdash-gateway", daemon=True)
-        self._started = threading.Event()
-        self._stopped: asyncio.Event | None = None
-        self._error: BaseException | None = None
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._main())
-        finally:
-            self._loop.close()
-
-    async def _main(self) -> None:
-        self._stopped = asyncio.Event()
-        try:
-            await self.gateway.start()
-        except BaseException as exc:
-            self._error = exc
-            self._started.set()
-            return
-        self._started.set()
-        try:
-            await self._stopped.wait()
-        finally:
-            await self.gateway.stop()
-
-    def start(self, timeout: float = 10.0) -> GatewayThread:
-        """Start the thread and wait until the gateway listens (re-raising a failure to bind)."""
-        self._thread.start()
-        if not self._started.wait(timeout):
-            raise TimeoutError("the gateway did not start")
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Close the gateway and wait for its thread to end."""
-        if self._thread.is_alive() and self._stopped is not None:
-            self._loop.call_soon_threadsafe(self._stopped.set)
-        self._thread.join(timeout)
-
-    def __enter__(self) -> GatewayThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

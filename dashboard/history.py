@@ -11,9 +11,10 @@ from typing import Any
 import redis
 
 from tickerdash.dashboard.figures import BarHistory, Marker
+from tickerdash.ingest.contract.bars import BAR_FLOAT_FIELDS, decode_bar_entries
+from tickerdash.ingest.contract.fields import as_text, text_fields
 from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.contract.live import SymbolUpdate, decode_updates, snapshot_key
-from tickerdash.ingest.contract.tick_entries import as_text
+from tickerdash.ingest.contract.live import SymbolUpdate, decode_updates
 
 BACKFILL_BARS = 600
 EVENTS_SCANNED = 2_000
@@ -22,24 +23,22 @@ EVENTS_SCANNED = 2_000
 def read_bars(client: redis.Redis, keys: Keys, symbol: str, interval: str, limit: int = BACKFILL_BARS) -> BarHistory:
     """The last `limit` closed bars of a symbol at an interval, oldest first."""
     entries: Any = client.xrevrange(keys.bars(interval, symbol), count=limit) or []
-    history = BarHistory()
-    for entry_id, raw in reversed(entries):
-        fields = {as_text(k): as_text(v) for k, v in raw.items()}
-        history.start.append(int(as_text(entry_id).split("-", 1)[0]))
-        for column in ("open", "high", "low", "close", "volume", "vwap"):
-            getattr(history, column).append(float(fields[column]))
+    bars = decode_bar_entries(entries[::-1])
+    history = BarHistory(start=bars.start_ms.tolist())
+    for column in BAR_FLOAT_FIELDS:
+        getattr(history, column).extend(bars.column(column).tolist())
     return history
 
 
 def read_snapshot(client: redis.Redis, keys: Keys) -> dict[str, SymbolUpdate]:
     """Every symbol's latest update, by symbol."""
-    raw: Any = client.hgetall(snapshot_key(keys)) or {}
+    raw: Any = client.hgetall(keys.snapshot) or {}
     return {as_text(symbol): decode_updates(value)[0] for symbol, value in raw.items()}
 
 
 def read_open_bar(client: redis.Redis, keys: Keys, symbol: str, interval: str) -> list[float] | None:
     """The symbol's open bar at the interval from the snapshot, if it has one."""
-    raw: Any = client.hget(snapshot_key(keys), symbol)
+    raw: Any = client.hget(keys.snapshot, symbol)
     if raw is None:
         return None
     return decode_updates(raw)[0].bars.get(interval)
@@ -49,7 +48,7 @@ def _recent_for_symbol(client: redis.Redis, stream: str, symbol: str) -> list[tu
     entries: Any = client.xrevrange(stream, count=EVENTS_SCANNED) or []
     out = []
     for entry_id, raw in reversed(entries):
-        fields = {as_text(k): as_text(v) for k, v in raw.items()}
+        fields = text_fields(raw)
         if fields.get("symbol") == symbol:
             out.append((as_text(entry_id), fields))
     return out

@@ -13,8 +13,10 @@ from waitress.server import create_server
 
 from tickerdash.dashboard.app import create_app
 from tickerdash.dashboard.auth import allowed_hosts, required_token
-from tickerdash.dashboard.gateway import Gateway, GatewayConfig, GatewayThread
-from tickerdash.ingest.contract.keys import Keys
+from tickerdash.dashboard.gateway import Gateway
+from tickerdash.dashboard.gateway_thread import GatewayThread
+from tickerdash.dashboard.push import GatewayConfig
+from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 from tickerdash.ingest.redis_server import client_for
 from tickerdash.ingest.settings import Settings
 
@@ -67,7 +69,7 @@ class DashboardServer:
         ws_port: int = 8051,
         token: str | None = None,
         ws_url: str | None = None,
-        analytics_group: str = "analytics",
+        analytics_group: str = ANALYTICS_GROUP,
         settings: Settings | None = None,
         public_names: str | None = None,
     ) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import redis
 
+from tickerdash.ingest.contract.dead_letters import encode_dead_letter
 from tickerdash.ingest.contract.tick_entries import Rejected
 
 DEADLETTER_MAXLEN = 100_000
@@ -15,10 +16,7 @@ def add_rejected(pipe: redis.client.Pipeline, stream: str, rejected: Iterable[Re
     """Queue one dead-letter entry per rejected input on `pipe`; returns how many."""
     count = 0
     for item in rejected:
-        fields: dict[str, bytes | str] = dict(item.fields)
-        fields["reason"] = item.reason
-        fields["source"] = source
-        fields["entry_id"] = item.entry_id
+        fields = encode_dead_letter(item.fields, item.reason, source, item.entry_id)
         pipe.xadd(stream, fields, maxlen=DEADLETTER_MAXLEN, approximate=True)  # type: ignore[arg-type]
         count += 1
     return count

@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tickerdash.ingest.contract.keys import ANALYTICS_GROUP
+
 
 def _default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -48,7 +50,7 @@ class Settings(BaseSettings):
         description="Instead: trim read entries older than this many seconds (MINID); "
         "producers wait while an unread one is older.",
     )
-    group: str = Field(default="analytics", description="Consumer group of the analytics workers.")
+    group: str = Field(default=ANALYTICS_GROUP, description="Consumer group of the analytics workers.")
     consumer: str = Field(default_factory=_default_consumer, description="This process's consumer name.")
     read_count: int = Field(default=10_000, ge=1, description="Most entries per XREADGROUP.")
     block_ms: int = Field(default=500, ge=1, description="How long XREADGROUP blocks when idle.")

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tickerdash.ingest.clikit import load_settings
+from tickerdash.ingest.contract.dead_letters import dead_letter_reason
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import as_text
 from tickerdash.ingest.redis_server import redis_connection
@@ -24,7 +25,7 @@ DEADLETTER_SAMPLE = 1_000
 def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     """A plain-data picture of the pipeline's streams, groups and dead letters."""
     streams = []
-    for name in sorted(as_text(k) for k in client.scan_iter(match=f"{keys.prefix}:*", _type="stream", count=1000)):
+    for name in sorted(as_text(k) for k in client.scan_iter(match=keys.every_key, _type="stream", count=1000)):
         info = client.xinfo_stream(name)
         infos = client.xinfo_groups(name)
         progress = read_progress(client, name) if infos else None
@@ -55,7 +56,7 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
             }
         )
     recent = client.xrevrange(keys.deadletter, count=DEADLETTER_SAMPLE) or []
-    reasons = Counter(as_text((fields or {}).get(b"reason", b"?")).split(":", 1)[0] for _, fields in recent)
+    reasons = Counter(dead_letter_reason(fields).split(":", 1)[0] for _, fields in recent)
     return {
         "streams": streams,
         "deadletter": {"count": client.xlen(keys.deadletter), "recent_reasons": dict(reasons.most_common())},

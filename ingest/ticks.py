@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from tickerdash.ingest.contract.tick_ids import tick_id
+
 SYMBOL_RE = re.compile(r"^[A-Z0-9./_-]{1,16}$")
 MAX_ID_LEN = 64
 MAX_TS_MS = 2**42  # epoch ms before the year 2109: the analytics stages pack ts into 42 bits
@@ -176,9 +178,7 @@ class TickBatch:
 
     def tick_id(self, row: int) -> str:
         """Stream ID of one trade: the entry ID, plus `#<row>` inside a batch entry."""
-        entry = self.entry_ids[int(self.entry_of[row])]
-        offset = int(self.row_in_entry[row])
-        return entry if offset < 0 else f"{entry}#{offset}"
+        return tick_id(self.entry_ids[int(self.entry_of[row])], int(self.row_in_entry[row]))
 
     def with_origin(self, entry_ids: tuple[str, ...], entry_of: np.ndarray, row_in_entry: np.ndarray) -> TickBatch:
         """The same trades, tagged with the stream entries they were read from."""

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tickerdash.ingest.contract.labels import encode_labels
 from tickerdash.ingest.ticks import SIDE_BUY, SIDE_SELL, TickBatch, TickError, normalise_symbol
 from tickerdash.simulator.scenarios import (
     HARD_NEGATIVE_KINDS,
@@ -174,16 +175,9 @@ class LabelBatch:
 
     def to_fields(self) -> list[dict[str, str]]:
         """One `tickerdash:labels` entry per label (wire strings)."""
-        return [
-            {"trade_id": t, "kind": k, "episode_id": e, "magnitude": repr(m)}
-            for t, k, e, m in zip(
-                self.trade_id.to_pylist(),
-                self.kind.to_pylist(),
-                self.episode_id.to_pylist(),
-                self.magnitude.tolist(),
-                strict=True,
-            )
-        ]
+        return encode_labels(
+            self.trade_id.to_pylist(), self.kind.to_pylist(), self.episode_id.to_pylist(), self.magnitude
+        )
 
 
 def _string_ids(prefix: str, numbers: np.ndarray) -> pa.Array:

@@ -135,7 +135,7 @@ class RedisSink:
         self.producer = Producer(client, settings)
         keys = Keys(settings.prefix, settings.partitions)
         self.labels_key = keys.labels
-        self.run_key = keys.internal("simulator")
+        self.run_key = keys.simulator_run
         self.per_tick = per_tick
 
     def write(self, ticks: TickBatch, labels: LabelBatch) -> None:

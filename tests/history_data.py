@@ -9,7 +9,8 @@ import pyarrow.dataset as ds
 import redis
 
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
-from tickerdash.analytics.history.archive import PARTITIONING, Archiver, archive_root
+from tickerdash.analytics.history.archive import Archiver
+from tickerdash.analytics.history.archive_layout import PARTITIONING, archive_root
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.settings import Settings

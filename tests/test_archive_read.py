@@ -11,17 +11,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-import tickerdash.analytics.history.archive as archive_module
-from tickerdash.analytics.history.archive import (
-    ARCHIVE_SCHEMA,
-    archived_span,
-    file_metadata,
-    partition_dir,
-    read_coded,
-    row_groups,
-    symbol_column,
-    write_atomically,
-)
+import tickerdash.analytics.history.archive_read as archive_module
+from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, file_metadata, partition_dir, write_atomically
+from tickerdash.analytics.history.archive_read import archived_span, read_coded, row_groups, symbol_column
 
 DAY_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 SECONDS = 600

@@ -25,7 +25,9 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
 from tickerdash.dashboard.auth import TokenRequiredError, allowed_hosts, host_accepted, required_token
-from tickerdash.dashboard.gateway import Gateway, GatewayConfig, GatewayThread
+from tickerdash.dashboard.gateway import Gateway
+from tickerdash.dashboard.gateway_thread import GatewayThread
+from tickerdash.dashboard.push import GatewayConfig
 from tickerdash.dashboard.server import DashboardServer
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.live import SymbolUpdate, encode_updates, live_key, snapshot_key

@@ -18,8 +18,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tickerdash.dashboard.auth import TokenRequiredError, required_token
-from tickerdash.dashboard.gateway import GATEWAY_CLIENT_NAME, Frame, Gateway, GatewayConfig, GatewayThread, _Client
+from tickerdash.dashboard.gateway import GATEWAY_CLIENT_NAME, Gateway
+from tickerdash.dashboard.gateway_thread import GatewayThread
+from tickerdash.dashboard.push import Frame, GatewayConfig, PushClient
 from tickerdash.dashboard.server import DashboardServer
+from tickerdash.ingest.contract.alerts import ALERT_FIELDS, ALERT_NUMBERS
+from tickerdash.ingest.contract.anomalies import ANOMALY_FIELDS, ANOMALY_NUMBERS
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.live import SymbolUpdate, encode_updates, live_key, snapshot_key
 from tickerdash.ingest.redis_server import EmbeddedRedis
@@ -92,6 +96,16 @@ class TestFrames:
         assert [u["symbol"] for u in hello["snapshot"]] == ["AAPL"]
         assert [a["message"] for a in hello["alerts"]] == ["AAPL -5%"]
         assert hello["alerts"][0]["price"] == 9.5
+
+    def test_hello_carries_the_contract_field_lists_for_the_page(self, gateway: Gateway) -> None:
+        """The page learns the alert and anomaly fields, their numeric ones and its anomaly table's columns from
+        the hello (the contract's lists), so the JavaScript spells none of them."""
+        with connect(url(gateway)) as ws:
+            fields = receive(ws, "hello")["fields"]
+        assert fields["alerts"] == {"fields": list(ALERT_FIELDS), "numbers": list(ALERT_NUMBERS)}
+        assert fields["anomalies"]["fields"] == list(ANOMALY_FIELDS)
+        assert fields["anomalies"]["numbers"] == list(ANOMALY_NUMBERS)
+        assert set(fields["anomalies"]["table"]) <= set(ANOMALY_FIELDS)
 
     def test_live_entries_reach_the_page_as_frames_with_sequence_and_stream_ids(
         self, gateway: Gateway, redis_client: redis.Redis
@@ -230,7 +244,7 @@ class TestSlowClients:
 
     def test_a_client_that_does_not_drain_keeps_a_bounded_backlog_with_latest_states_and_all_events(self) -> None:
         """Frames past the backlog limit merge into one: latest update per symbol, events concatenated."""
-        client = _Client(self._Silent(), GatewayConfig(client_backlog=5, recent_events=100))  # type: ignore[arg-type]
+        client = PushClient(self._Silent(), GatewayConfig(client_backlog=5, recent_events=100))  # type: ignore[arg-type]
         for seq in range(1, 51):
             client.offer(
                 Frame(seq=seq, ids={"live": f"{seq}-0"}, updates={"AAPL": {"price": seq}}, alerts=[{"id": f"{seq}-0"}])

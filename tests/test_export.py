@@ -18,6 +18,8 @@ from click.testing import Result
 from history_data import FLUSH_MS, START_MS, SYMBOLS, analyse, archive_once, archived, redis_bars, trades
 
 import tickerdash.analytics.history.export as export_module
+import tickerdash.analytics.history.export.bar_reader as reader_module
+import tickerdash.analytics.history.export.plan as plan_module
 from tickerdash.analytics.commands.history import register
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.analytics.history.export import ExportError, ExportRequest, NoDataError, export_bars, export_bytes
@@ -99,8 +101,8 @@ class TestRoundTrip:
         self, history: pd.DataFrame, settings: Settings, redis_client: redis.Redis, tmp_path: Path
     ) -> None:
         """The schema metadata says which tickerdash wrote it, for which query, and the columns carry units."""
-        redis_client.set(Keys().internal("rules_version"), 7)
-        redis_client.hset(Keys().internal("simulator"), "seed", 42)
+        redis_client.set(Keys().rules_version, 7)
+        redis_client.hset(Keys().simulator_run, "seed", 42)
         out = tmp_path / "bars.parquet"
         export_bars(redis_client, settings, ExportRequest(symbols=("AAA",), interval="1m"), out)
         schema = pq.read_schema(out)
@@ -228,15 +230,15 @@ class TestRetentionBoundary:
 
 def _count_parsed_bars(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Make the export count the Redis bars it parses (the list's one item), probing every archive gap."""
-    monkeypatch.setattr(export_module, "PROBE_COST_BARS", 0)  # the test's trades are sparse: many gaps
+    monkeypatch.setattr(reader_module, "PROBE_COST_BARS", 0)  # the test's trades are sparse: many gaps
     parsed = [0]
-    real_parse = export_module.parse_bar_entries
+    real_parse = reader_module.parse_bar_entries
 
     def counting(symbol: str, entries: list[object]) -> pa.Table:
         parsed[0] += len(entries)
         return real_parse(symbol, entries)
 
-    monkeypatch.setattr(export_module, "parse_bar_entries", counting)
+    monkeypatch.setattr(reader_module, "parse_bar_entries", counting)
     return parsed
 
 
@@ -252,7 +254,7 @@ class TestAtomicWrite:
         """A chunk that fails after others were written leaves the target untouched and nothing beside it."""
         out = tmp_path / "bars.parquet"
         out.write_bytes(b"the previous export")
-        monkeypatch.setattr(export_module, "CHUNK_ROWS", 20_000)  # several chunks per day
+        monkeypatch.setattr(plan_module, "CHUNK_ROWS", 20_000)  # several chunks per day
         real_read = export_module.BarReader.read
         calls = [0]
 

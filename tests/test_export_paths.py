@@ -14,8 +14,8 @@ import pytest
 import redis
 from test_archive_read import DAY_MS, NAMES, SECONDS, day_of_bars, put
 
-import tickerdash.analytics.history.export as export_module
-from tickerdash.analytics.history.archive import ARCHIVE_SCHEMA, archive_root
+import tickerdash.analytics.history.export.bar_reader as reader_module
+from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, archive_root
 from tickerdash.analytics.history.export import ExportRequest, TableWriter, export_bars, first_in_order, missing_ranges
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.settings import Settings
@@ -66,7 +66,7 @@ def general_first_in_order(key: np.ndarray) -> np.ndarray:
 def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
     """Record what first_in_order answered (None: the fast path) and how many Redis bars were parsed."""
     seen: dict[str, list[object]] = {"order": [], "parsed": []}
-    real_order, real_parse = export_module.first_in_order, export_module.parse_bar_entries
+    real_order, real_parse = reader_module.first_in_order, reader_module.parse_bar_entries
 
     def order(key: np.ndarray) -> np.ndarray | None:
         seen["order"].append(answer := real_order(key))
@@ -76,8 +76,8 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
         seen["parsed"].append(len(entries))
         return real_parse(symbol, entries)
 
-    monkeypatch.setattr(export_module, "first_in_order", order)
-    monkeypatch.setattr(export_module, "parse_bar_entries", parse)
+    monkeypatch.setattr(reader_module, "first_in_order", order)
+    monkeypatch.setattr(reader_module, "parse_bar_entries", parse)
     return seen
 
 
@@ -106,7 +106,7 @@ class TestCore:
         assert missing_ranges(np.array([0, 1500, 3000]), 0, 3_000, 1000) == [(0, 3_000)]
         sparse = np.arange(0, 40, 2) * 1000  # a gap after every bar
         assert missing_ranges(sparse, 0, 38_000, 1000) == [(0, 38_000)]
-        monkeypatch.setattr(export_module, "PROBE_COST_BARS", 0)
+        monkeypatch.setattr(reader_module, "PROBE_COST_BARS", 0)
         assert len(missing_ranges(sparse, 0, 38_000, 1000)) == 19
 
 
@@ -125,7 +125,7 @@ class TestFastPath:
         to_redis(redis_client, tail(day))
         fast = exported(redis_client, settings, tmp_path / "fast.parquet")
         assert spy["order"] and all(answer is None for answer in spy["order"]) and spy["parsed"] == []
-        monkeypatch.setattr(export_module, "first_in_order", general_first_in_order)
+        monkeypatch.setattr(reader_module, "first_in_order", general_first_in_order)
         general = exported(redis_client, settings, tmp_path / "general.parquet")
         assert fast.equals(general, check_metadata=True)
         assert bars_of(fast).equals(day)
@@ -154,7 +154,7 @@ class TestFastPath:
         got = exported(redis_client, settings, tmp_path / "fast.parquet")
         assert any(answer is not None for answer in spy["order"])
         assert bars_of(got).equals(day)
-        monkeypatch.setattr(export_module, "first_in_order", general_first_in_order)
+        monkeypatch.setattr(reader_module, "first_in_order", general_first_in_order)
         assert got.equals(exported(redis_client, settings, tmp_path / "general.parquet"), check_metadata=True)
 
     def test_only_the_bars_the_archive_lacks_are_read_from_redis(

@@ -85,7 +85,7 @@ class TestToRedis:
         }
         on_tape = set(ticks.trade_id.to_pylist())
         assert all(fields[b"trade_id"].decode() in on_tape for _, fields in labels)
-        run = redis_client.hgetall(keys.internal("simulator"))  # what exports record as provenance
+        run = redis_client.hgetall(keys.simulator_run)  # what exports record as provenance
         assert run[b"seed"] == b"4" and run[b"scenario"] == b"evaluation" and run[b"start_ms"] == START.encode()
 
     def test_per_tick_writes_one_public_entry_per_trade(

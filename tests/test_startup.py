@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from tickerdash.analytics.commands import history as export_cli
-from tickerdash.analytics.history.archive import ARCHIVE_GROUP
 from tickerdash.analytics.history.export import INCLUDES, INTERVAL_MS
+from tickerdash.ingest.contract.keys import ARCHIVE_GROUP
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.settings import Settings
 from tickerdash.simulator.market import MarketConfig, generate

@@ -15,7 +15,7 @@ from tickerdash.analytics.delivery.webhooks import GROUP, WebhookDelivery, Webho
 from tickerdash.analytics.stages.alerts.rules import Rule
 from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
 from tickerdash.analytics.stages.alerts.store import RuleStore
-from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 from tickerdash.ingest.redis_server import free_port
 from tickerdash.ingest.ticks import TickBatch
 
@@ -164,7 +164,7 @@ def test_the_analytics_command_delivers_webhooks_of_the_alerts_it_fires(
     )
     try:
         deadline = time.monotonic() + 120  # the worker's imports alone take tens of seconds on a loaded machine
-        while redis_client.get(KEYS.internal("lease", "analytics", "0")) != b"hooked":
+        while redis_client.get(KEYS.lease(ANALYTICS_GROUP, 0)) != b"hooked":
             assert worker.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         for i, price in enumerate((100.0, 101.0, 94.0)):

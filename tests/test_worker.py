@@ -20,15 +20,13 @@ from tickerdash.analytics.engine.worker import (
     AnalyticsWorker,
     PartitionState,
     WorkerConfig,
-    bar_fields,
-    bars_feed_key,
-    decode_bar_table,
 )
 from tickerdash.analytics.stages.alerts.rules import Rule
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.analytics.stages.bars import Bars
 from tickerdash.analytics.stages.indicators import window_name
-from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.bars import BAR_FLOAT_FIELDS, encode_bar, feed_entry_table
+from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 from tickerdash.ingest.contract.live import decode_updates, live_key, snapshot_key
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
@@ -69,7 +67,7 @@ def expected_bars(ticks: TickBatch, config: WorkerConfig) -> dict[str, list[tupl
     out: dict[str, list[tuple[bytes, dict[bytes, bytes]]]] = {}
     for k in range(len(closed)):
         key = f":bars:{window_name(int(closed.interval_ms[k]))}:{closed.symbols[int(closed.symbol_idx[k])]}"
-        flat = bar_fields(closed, k)
+        flat = encode_bar(*(getattr(closed, name)[k] for name in BAR_FLOAT_FIELDS), closed.trades[k])
         fields = {str(flat[i]).encode(): str(flat[i + 1]).encode() for i in range(0, len(flat), 2)}
         out.setdefault(key, []).append((f"{int(closed.start_ms[k])}-0".encode(), fields))
     return {k: sorted(v, key=lambda e: int(e[0].split(b"-")[0])) for k, v in sorted(out.items())}
@@ -121,7 +119,7 @@ class TestWorker:
         run_inline(redis_client, settings)
         got = bar_streams(redis_client, "tickerdash")
         assert got == expected_bars(ticks, WorkerConfig())
-        feed = [decode_bar_table(f[b"bars"]) for _, f in redis_client.xrange(bars_feed_key(Keys()))]
+        feed = [feed_entry_table(f) for _, f in redis_client.xrange(Keys().closed_bars)]
         assert sum(t.num_rows for t in feed) == sum(len(v) for v in got.values())  # the archivers' feed has them all
         assert any(k.startswith(":bars:1m:") for k in got) and any(k.startswith(":bars:1s:") for k in got)
 
@@ -270,7 +268,7 @@ def _crash_run(client: redis.Redis, server: EmbeddedRedis, n: int, kills: int, s
 
     rng = random.Random(seed)
     killed_mid_run = 0
-    lease = Keys("crashy").internal("lease", "analytics", "0")
+    lease = Keys("crashy").lease(ANALYTICS_GROUP, 0)
     for attempt in range(kills + 1):
         worker = _spawn_worker(server.url, "crashy", "crashy-worker")
         while client.get(lease) != b"crashy-worker":  # it has started and owns the partition

@@ -18,9 +18,10 @@ from rich.table import Table
 
 from tickerdash.analytics.delivery.webhooks import recent_failures
 from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, format_duration, make_rule, parse_duration
-from tickerdash.analytics.stages.alerts.slump import Alert, backtest
+from tickerdash.analytics.stages.alerts.slump import backtest
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.clikit import fail, load_settings
+from tickerdash.ingest.contract.alerts import AlertEntry, decode_alert
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import decode_entries
 from tickerdash.ingest.importers import ColumnMapping, ImportOptionError, TradeReader
@@ -187,7 +188,7 @@ def _start_id(since: str) -> str:
     return f"{max(0, time.time_ns() // 1_000_000 - back_ms)}-0"
 
 
-def _alert_line(entry_id: str, alert: Alert) -> str:
+def _alert_line(entry_id: str, alert: AlertEntry) -> str:
     return (
         f"{_iso(alert.ts)}  {alert.symbol:<8} -{alert.drop_pct:.2f}%  {alert.price:.10g} "
         f"(high {alert.reference_price:.10g} in {format_duration(alert.window_s)})  rule {alert.rule_id}  "
@@ -225,7 +226,7 @@ def tail(
                 for _, entries in reply or []:
                     for raw_id, fields in entries:
                         last = raw_id.decode()
-                        alert = Alert.from_fields(fields)
+                        alert = decode_alert(fields)
                         if rule_id is not None and alert.rule_id != rule_id:
                             continue
                         typer.echo(

@@ -114,7 +114,10 @@ def archive(
     ),
 ) -> None:
     """Archive closed bars into the Parquet dataset <data_dir>/archive, exactly once per bar."""
-    from tickerdash.analytics.history.archive import Archiver, archive_root, archived_intervals, compact, utc_date
+    from tickerdash.analytics.history.archive import Archiver
+    from tickerdash.analytics.history.archive_compact import compact
+    from tickerdash.analytics.history.archive_layout import archive_root, utc_date
+    from tickerdash.analytics.history.archive_read import archived_intervals
 
     settings = load_settings(consumer=consumer)
     root = archive_root(settings)

@@ -4,7 +4,7 @@ The task reads `tickerdash:alerts` through its own consumer group (`webhooks`), 
 the analytics workers, and an alert is acknowledged only once it is delivered or given up on: a
 restart redelivers whatever was in flight (at-least-once). Attempts run on a small thread pool,
 so one slow endpoint does not hold up the others. An alert given up on after `max_attempts` goes
-to the `Keys.internal("webhook_failures")` stream (shown by `tickerdash status` and
+to the `Keys.webhook_failures` stream (shown by `tickerdash status` and
 `tickerdash alerts failures`) and to the log.
 
 The group is created at the end of the alerts stream the first time (old alerts are not replayed
@@ -28,14 +28,15 @@ from typing import Any
 import redis
 
 from tickerdash.analytics.stages.alerts.rules import Rule, now_ms
-from tickerdash.analytics.stages.alerts.slump import Alert
 from tickerdash.analytics.stages.alerts.store import RuleStore
-from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.contract.tick_entries import as_text
+from tickerdash.ingest.contract.alerts import AlertEntry, decode_alert
+from tickerdash.ingest.contract.fields import as_text, text_fields
+from tickerdash.ingest.contract.keys import WEBHOOKS_GROUP, Keys
+from tickerdash.ingest.contract.webhook_failures import encode_webhook_failure
 from tickerdash.ingest.reconnect import Outage, wait_out
 
 log = logging.getLogger(__name__)
-GROUP = "webhooks"
+GROUP = WEBHOOKS_GROUP
 FAILURES_MAXLEN = 10_000
 
 
@@ -59,7 +60,7 @@ class Delivery:
     """One alert on its way to one URL."""
 
     entry_id: str
-    alert: Alert
+    alert: AlertEntry
     rule: Rule
     url: str
     attempts: int = 0
@@ -132,7 +133,7 @@ class WebhookDelivery:
 
     @property
     def failures_key(self) -> str:
-        return self.keys.internal("webhook_failures")
+        return self.keys.webhook_failures
 
     def ensure_group(self) -> None:
         """Create the `webhooks` group on the alerts stream (at its end) unless it exists."""
@@ -178,7 +179,7 @@ class WebhookDelivery:
             if not fields:  # trimmed from the stream while pending: nothing left to deliver
                 to_ack.append(entry_id)
                 continue
-            alert = Alert.from_fields(fields)
+            alert = decode_alert(fields)
             rule = self._rules.get(alert.rule_id)
             if rule is None or not rule.webhook:
                 to_ack.append(entry_id)
@@ -231,15 +232,15 @@ class WebhookDelivery:
         pipe = self.client.pipeline(transaction=True)
         pipe.xadd(
             self.failures_key,
-            {
-                "alert_id": delivery.entry_id,
-                "rule_id": delivery.rule.id,
-                "url": delivery.url,
-                "attempts": str(delivery.attempts),
-                "error": delivery.last_error,
-                "ts": str(now_ms()),
-                "symbol": delivery.alert.symbol,
-            },
+            encode_webhook_failure(  # type: ignore[arg-type]
+                alert_id=delivery.entry_id,
+                rule_id=delivery.rule.id,
+                url=delivery.url,
+                attempts=delivery.attempts,
+                error=delivery.last_error,
+                ts=now_ms(),
+                symbol=delivery.alert.symbol,
+            ),
             maxlen=FAILURES_MAXLEN,
             approximate=True,
         )
@@ -292,7 +293,5 @@ class WebhookDelivery:
 def recent_failures(client: redis.Redis, keys: Keys | None = None, count: int = 50) -> list[dict[str, str]]:
     """The latest recorded delivery failures, newest first, as text fields plus `id`."""
     keys = keys or Keys()
-    entries: Any = client.xrevrange(keys.internal("webhook_failures"), count=count)
-    return [
-        {"id": as_text(entry_id), **{as_text(k): as_text(v) for k, v in fields.items()}} for entry_id, fields in entries
-    ]
+    entries: Any = client.xrevrange(keys.webhook_failures, count=count)
+    return [{"id": as_text(entry_id), **text_fields(fields)} for entry_id, fields in entries]

@@ -30,6 +30,7 @@
     selected: null,
     lastAlertId: "0-0", lastAnomalyId: "0-0",
     alerts: [], anomalies: [],
+    fields: {alerts: {fields: [], numbers: []}, anomalies: {fields: [], numbers: [], table: []}},  // from the hello
     chart: null,                    // {gd, symbol, interval, roles, smaPeriod, emaPeriod, cumPV, cumV}
     interval: "1s", style: "candles", overlays: ["sma", "ema", "vwap"],
     chartRequests: 0,               // bumped per back-fill fetch: a late answer for an old request is dropped
@@ -147,6 +148,7 @@
 
   function onHello(message) {
     state.seq = message.seq;
+    if (message.fields) state.fields = message.fields;
     (message.snapshot || []).forEach(applyUpdate);
     addEvents(message.alerts || [], message.anomalies || []);
     if (message.health) { state.health = message.health; state.dirty.health = true; }
@@ -207,6 +209,12 @@
     });
     if (state.alerts.length > MAX_FEED) state.alerts.length = MAX_FEED;
     if (state.anomalies.length > MAX_FEED) state.anomalies.length = MAX_FEED;
+  }
+
+  function cellText(name, value, numbers) {  // one event field as table text, by its kind in the contract
+    if (name === "ts") return clock(value);
+    if (name === "reasons") return reasonsText(value);
+    return numbers.indexOf(name) >= 0 ? fmt(value, 2) : value;
   }
 
   function reasonsText(reasons) {
@@ -464,12 +472,12 @@
     if (!host) return;
     var table = el("table", null, "td-table td-anomalies");
     var head = el("tr");
-    ["time", "symbol", "price", "score", "reasons"].forEach(function (h) { head.appendChild(el("th", h)); });
+    var spec = state.fields.anomalies;
+    spec.table.forEach(function (name) { head.appendChild(el("th", name === "ts" ? "time" : name)); });
     table.appendChild(head);
     state.anomalies.forEach(function (anomaly) {
       var row = el("tr", null, "td-anomaly-row");
-      [clock(anomaly.ts), anomaly.symbol, fmt(anomaly.price, 2), fmt(anomaly.score, 2), reasonsText(anomaly.reasons)]
-        .forEach(function (text) { row.appendChild(el("td", text)); });
+      spec.table.forEach(function (name) { row.appendChild(el("td", cellText(name, anomaly[name], spec.numbers))); });
       row.addEventListener("click", function () { focusEvent(anomaly.symbol, anomaly.ts); });
       table.appendChild(row);
     });

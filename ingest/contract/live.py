@@ -1,10 +1,11 @@
 """The live view: the contract between the analytics worker (writer) and the dashboard gateway (reader).
 
 Two keys, both internal to Tickerdash (not part of DESIGN.md's public contract):
-- `<prefix>:_:snapshot`, a hash: symbol -> its latest `SymbolUpdate` (what a page shows on load);
-- `<prefix>:_:live`, a stream: each entry has one field `u`, the `SymbolUpdate`s of every symbol that
-  traded since the worker's previous entry, each once, written at most `LIVE_HZ` times a second (so no
-  symbol is updated more than `LIVE_HZ` times a second). Capped at about `LIVE_MAXLEN` entries.
+- `Keys.snapshot` (`<prefix>:_:snapshot`), a hash: symbol -> its latest `SymbolUpdate` (what a page shows on load);
+- `Keys.live` (`<prefix>:_:live`), a stream: each entry has one field `u` (`LIVE_FIELD`), the
+  `SymbolUpdate`s of every symbol that traded since the worker's previous entry, each once, written at
+  most `LIVE_HZ` times a second (so no symbol is updated more than `LIVE_HZ` times a second). Capped at
+  about `LIVE_MAXLEN` entries.
 Updates travel in a compact binary form (`encode_update_rows`, `decode_updates`): numbers are copied
 as float64, not formatted, by the worker, which writes far more of them than any reader needs.
 Alerts and anomalies are read by the gateway from their public streams.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,16 +26,17 @@ from tickerdash.ingest.contract.keys import Keys
 
 LIVE_HZ = 10
 LIVE_MAXLEN = 10_000
+LIVE_FIELD = "u"  # the one field of a live-feed entry: the encoded updates
 
 
 def snapshot_key(keys: Keys) -> str:
     """Hash of each symbol's latest update."""
-    return keys.internal("snapshot")
+    return keys.snapshot
 
 
 def live_key(keys: Keys) -> str:
     """Stream of coalesced updates for the dashboard gateway."""
-    return keys.internal("live")
+    return keys.live
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,3 +192,13 @@ def decode_updates(payload: bytes | str) -> list[SymbolUpdate]:
     except (struct.error, ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
         raise ValueError(f"truncated or corrupt live update at byte {at}: {exc}") from exc
     return out
+
+
+def live_entry_fields(payload: bytes) -> dict[str, bytes]:
+    """The fields of one live-feed entry carrying these encoded updates (pieces joined by the writer)."""
+    return {LIVE_FIELD: payload}
+
+
+def live_entry_payload(fields: Mapping[Any, Any]) -> bytes | str | None:
+    """The encoded updates of a live-feed entry (bytes or text field names), None when it has none."""
+    return fields.get(LIVE_FIELD.encode()) or fields.get(LIVE_FIELD)

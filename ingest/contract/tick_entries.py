@@ -5,7 +5,8 @@ Batch entry: the project's fast form, fields `batch` (an Arrow IPC stream holdin
 with the `TickBatch.to_arrow` columns), `rows` (its row count) and `format` (`arrow-ipc/1`).
 Either form may declare its producer's event clock (`clock`, epoch ms: the project's simulator, whose
 fast runs lead the wall clock), against which the trades' `ts` are checked instead of the entry ID's time.
-Either may carry `producer` and `seq` (see `PRODUCER_FIELD`).
+Either may carry `producer` and `seq` (see `PRODUCER_FIELD`). The batch form is in `batch_entries`, the
+rules and rejected inputs in `tick_rules`; this module decodes a stream of both forms, and the per-tick one.
 
 Decoding is total: whatever an entry holds, it becomes trades or rejected inputs with their reasons.
 """
@@ -14,12 +15,27 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.contract.batch_entries import decode_batch_run, encode_batch
+from tickerdash.ingest.contract.tick_rules import (
+    BATCH_FORMAT,
+    CLOCK_FIELD,
+    MAX_FIELD_BYTES,
+    PRODUCER_FIELD,
+    SEQ_FIELD,
+    Decoded,
+    DecodeRules,
+    RawEntry,
+    Rejected,
+    as_text,
+    decode_rules,
+    entry_clock_ms,
+    entry_fields,
+    text_fields_of,
+)
 from tickerdash.ingest.ticks import (
     MAX_TS_MS,
     OPTIONAL_TEXT_FIELDS,
@@ -30,85 +46,27 @@ from tickerdash.ingest.ticks import (
     check_rows,
     concat,
     normalise_symbol,
-    row_fields,
 )
 
-BATCH_FORMAT = b"arrow-ipc/1"
-CLOCK_FIELD = "clock"
-# optional fields of either form: the writing producer's id and its sequence number for the entry, which
-# let a producer find out after a lost connection which of its entries landed; consumers ignore them
-PRODUCER_FIELD = "producer"
-SEQ_FIELD = "seq"
-RawEntry = tuple[bytes, Sequence[bytes]]  # (entry id, flat [field, value, field, value, ...])
-# Per-tick field values longer than this are refused before parsing: fixed-width numpy byte arrays of the
-# columns would otherwise take (longest value x entries) bytes, gigabytes for one megabyte-long value.
-MAX_FIELD_BYTES = 256
-
-
-@dataclass(frozen=True, slots=True)
-class DecodeRules:
-    """What an entry must meet beyond the field rules: the event-time window and the size of a batch entry.
-
-    `window` None (the default of `decode_entries`) checks no event-time window; readers of the tick streams
-    pass `decode_rules(settings)`, so that every reader refuses the same trades.
-    """
-
-    window: TimeWindow | None = None
-    trust_declared_clock: bool = True
-    max_entry_rows: int | None = None
-
-
-def decode_rules(settings: Settings) -> DecodeRules:
-    """The decoding rules the settings ask for (TICKERDASH_TICK_TS_*, TICKERDASH_MAX_ENTRY_ROWS)."""
-    behind = settings.tick_ts_max_behind_s
-    window = TimeWindow(
-        earliest_ms=settings.tick_ts_earliest_ms,
-        max_ahead_ms=int(settings.tick_ts_max_ahead_s * 1000),
-        max_behind_ms=None if behind is None else int(behind * 1000),
-    )
-    return DecodeRules(window, settings.trust_declared_clock, settings.max_entry_rows)
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """An input that broke the rules: what it was, where it came from, and why."""
-
-    entry_id: str
-    fields: dict[str, bytes | str]
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """The valid trades of some stream entries, plus every rejected input with its reason."""
-
-    ticks: TickBatch
-    rejected: list[Rejected]
-
-
-def as_text(value: bytes | str) -> str:
-    """A Redis reply value as str (replies are bytes unless the client decodes them)."""
-    return value.decode() if isinstance(value, bytes) else value
-
-
-# --- encoding -----------------------------------------------------------------------------------
-
-
-def encode_batch(batch: TickBatch, clock_ms: int | None = None) -> dict[str, memoryview | int | bytes]:
-    """Fields of one batch entry holding every trade of `batch` (the payload as a view: no copy to bytes);
-    `clock_ms` declares the producer's event clock."""
-    record = batch.to_arrow()
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, record.schema) as writer:
-        writer.write_batch(record)
-    fields: dict[str, memoryview | int | bytes] = {
-        "batch": memoryview(sink.getvalue()),
-        "rows": len(batch),
-        "format": BATCH_FORMAT,
-    }
-    if clock_ms is not None:
-        fields[CLOCK_FIELD] = int(clock_ms)
-    return fields
+# re-exported: every tick-entry name is importable from here
+__all__ = [
+    "BATCH_FORMAT",
+    "CLOCK_FIELD",
+    "MAX_FIELD_BYTES",
+    "PRODUCER_FIELD",
+    "SEQ_FIELD",
+    "DecodeRules",
+    "Decoded",
+    "RawEntry",
+    "Rejected",
+    "as_text",
+    "decode_entries",
+    "decode_rules",
+    "encode_batch",
+    "encode_ticks",
+    "entry_fields",
+    "iter_chunks",
+]
 
 
 def encode_ticks(batch: TickBatch, clock_ms: int | None = None) -> Iterator[dict[str, str | float | int]]:
@@ -152,13 +110,13 @@ def decode_entries(entries: Sequence[RawEntry], rules: DecodeRules | None = None
             batches.append((entry[0], dict(zip(flat[0::2], flat[1::2], strict=False))))
         else:
             if batches:
-                pieces.append(_decode_batch_run(batches, rejected, rules))
+                pieces.append(decode_batch_run(batches, rejected, rules))
                 batches = []
             ticks.append(entry)
     if ticks:
         pieces.append(_decode_tick_run(ticks, rejected, rules))
     if batches:
-        pieces.append(_decode_batch_run(batches, rejected, rules))
+        pieces.append(decode_batch_run(batches, rejected, rules))
     return Decoded(concat(pieces), rejected)
 
 
@@ -173,147 +131,6 @@ def _columns(flats: Sequence[Sequence[bytes]]) -> dict[bytes, Sequence[bytes | N
     dicts = [dict(zip(f[0::2], f[1::2], strict=False)) for f in flats]  # mixed layouts: the slow, general way
     names = list(dict.fromkeys(name for d in dicts for name in d))
     return {name: [d.get(name) for d in dicts] for name in names}
-
-
-def _text_fields(fields: dict[bytes, bytes]) -> dict[str, bytes | str]:
-    return {k.decode(errors="replace"): v for k, v in fields.items()}
-
-
-def entry_fields(flat: Sequence[bytes] | None) -> dict[str, bytes | str]:
-    """A raw entry's fields by name, as a dead letter keeps them (empty for an entry trimmed while pending)."""
-    return _text_fields(dict(zip(flat[0::2], flat[1::2], strict=False))) if flat else {}
-
-
-_CANONICAL = {
-    "symbol": pa.dictionary(pa.int32(), pa.string()),
-    "price": pa.float64(),
-    "size": pa.float64(),
-    "ts": pa.int64(),
-    "side": pa.int8(),
-    **{name: pa.string() for name in OPTIONAL_TEXT_FIELDS},
-}
-
-
-def _entry_ms(entry_id: bytes | str) -> int:
-    """The time part of a stream entry ID, in epoch ms (capped where ts stops being valid anyway)."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return min(int(text.partition("-")[0]), MAX_TS_MS)
-
-
-def _declared_clock(raw: bytes | None, entry_id: bytes) -> int:
-    """The event clock an entry declares (epoch ms), or its ID's time when it declares none."""
-    if raw is None:
-        return _entry_ms(entry_id)
-    try:
-        clock = int(raw)
-    except ValueError:
-        raise TickError(f"clock: {raw[:40]!r} must be the producer's event clock in epoch ms") from None
-    if not 0 <= clock < MAX_TS_MS:
-        raise TickError("clock: must be epoch milliseconds in [0, 2^42)")
-    return clock
-
-
-def _check_codes(symbol: pa.DictionaryArray) -> None:
-    """Dictionary codes must lie inside the dictionary (Arrow IPC does not check them)."""
-    codes = symbol.indices.to_numpy(zero_copy_only=False)
-    if len(codes) and (int(codes.min()) < 0 or int(codes.max()) >= len(symbol.dictionary)):
-        raise TickError(
-            f"symbol: dictionary codes must lie in [0, {len(symbol.dictionary)}), the batch has "
-            f"{int(codes.min())} to {int(codes.max())}"
-        )
-
-
-def _read_batch_payload(fields: dict[bytes, bytes], rules: DecodeRules) -> pa.Table:
-    """One batch entry's Arrow table, with every known column in its canonical type and valid Arrow data."""
-    if fields.get(b"format", BATCH_FORMAT) != BATCH_FORMAT:
-        raise TickError(f"format: unknown batch format {fields[b'format'][:40]!r}")
-    table = pa.ipc.open_stream(pa.py_buffer(fields[b"batch"])).read_all()  # views of the payload: no copy yet
-    if rules.max_entry_rows is not None and table.num_rows > rules.max_entry_rows:
-        raise TickError(
-            f"rows: the entry holds {table.num_rows} trades, more than the {rules.max_entry_rows} one "
-            "entry may hold (TICKERDASH_MAX_ENTRY_ROWS): split it into smaller entries"
-        )
-    for required in ("symbol", "price", "size", "ts"):
-        if required not in table.column_names:
-            raise TickError(f"{required}: column missing from batch")
-    if b"rows" in fields and int(fields[b"rows"]) != table.num_rows:
-        raise TickError(f"rows: says {int(fields[b'rows'])} but the batch holds {table.num_rows}")
-    try:  # Arrow IPC reads buffers unchecked: their sizes, then offsets and UTF-8 of the text (not the numbers)
-        table.validate()
-        for name in ("trade_id", "buyer", "seller", "symbol"):
-            if name in table.column_names:
-                for chunk in table.column(name).chunks:
-                    if pa.types.is_dictionary(chunk.type):
-                        chunk.dictionary.validate(full=True)
-                        _check_codes(chunk)
-                    else:
-                        chunk.validate(full=True)
-    except pa.ArrowInvalid as exc:
-        raise TickError(f"batch: invalid Arrow data ({str(exc)[:200]})") from exc
-    keep = [name for name in table.column_names if name in _CANONICAL]
-    table = table.select(keep)
-    if any(table.schema.field(name).type != _CANONICAL[name] for name in keep):
-        try:
-            table = table.cast(pa.schema([(name, _CANONICAL[name]) for name in keep]))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-            raise TickError(f"batch: a column has the wrong type ({exc})") from exc
-    for name in keep:
-        column = table.column(name)
-        if column.null_count and name in ("symbol", "price", "size", "ts", "side"):
-            raise TickError(f"{name}: null in batch")
-        if name == "symbol" and any(chunk.dictionary.null_count for chunk in column.chunks):
-            raise TickError("symbol: null in the batch's symbol dictionary")
-    return table
-
-
-def _decode_batch_run(
-    run: list[tuple[bytes, dict[bytes, bytes]]], rejected: list[Rejected], rules: DecodeRules
-) -> TickBatch:
-    """Consecutive batch entries, decoded as one Arrow table (per-entry work is only reading the payload)."""
-    tables: list[pa.Table] = []
-    ids: list[str] = []
-    clocks: list[int] = []
-    for entry_id, fields in run:
-        eid = entry_id.decode()
-        try:
-            clock = _declared_clock(fields.get(CLOCK_FIELD.encode()) if rules.trust_declared_clock else None, entry_id)
-            tables.append(_read_batch_payload(fields, rules))
-            ids.append(eid)
-            clocks.append(clock)
-        except Exception as exc:  # whatever one entry holds is that entry's problem alone
-            reason = str(exc) if isinstance(exc, TickError) else f"batch: undecodable ({type(exc).__name__}: {exc})"
-            rejected.append(Rejected(eid, _text_fields(fields), reason[:500]))
-    if not tables:
-        return TickBatch.empty()
-    try:
-        batch = TickBatch.from_arrow(pa.concat_tables(tables, promote_options="default"))
-    except TickError:  # each entry was checked alone: decode one at a time, each rejected on its own
-        if len(tables) == 1:
-            rejected.append(Rejected(ids[0], _text_fields(dict(run)[ids[0].encode()]), "batch: undecodable"))
-            return TickBatch.empty()
-        return concat([_decode_batch_run([item], rejected, rules) for item in run])
-    counts = np.array([t.num_rows for t in tables], dtype=np.int64)
-    entry_of = np.repeat(np.arange(len(tables), dtype=np.int32), counts)
-    row_in_entry = np.arange(len(batch), dtype=np.int32)
-    row_in_entry -= (np.cumsum(counts) - counts).astype(np.int32)[entry_of]
-    batch = batch.with_origin(tuple(ids), entry_of, row_in_entry)
-    clock_ms = None
-    window = rules.window
-    if (
-        window is not None
-        and len(batch)
-        and not (  # each row against its entry's clock only when some may fail
-            int(batch.ts.max()) <= min(clocks) + window.max_ahead_ms
-            and (window.max_behind_ms is None or int(batch.ts.min()) >= max(clocks) - window.max_behind_ms)
-        )
-    ):
-        clock_ms = np.asarray(clocks, np.int64)[entry_of]
-    keep, reasons = check_rows(batch, clock_ms=clock_ms, window=rules.window)
-    if not keep.all():
-        for row, reason in zip(np.flatnonzero(~keep).tolist(), reasons, strict=True):
-            rejected.append(Rejected(batch.tick_id(row), dict(row_fields(batch, row)), reason))
-        batch = batch.take(keep)
-    return batch
 
 
 def _refuse_long(values: list[bytes], field: str, reason: np.ndarray) -> list[bytes]:
@@ -372,13 +189,13 @@ def _tick_clocks(
     """Each per-tick entry's clock: the one it declares, or its ID's time. None when no entry declares one and
     every ts lies within the window around the first and last entry's time (IDs only grow): the hot path."""
     if declared is None or declared.count(None) == len(declared):
-        first, last = _entry_ms(ids[0]), _entry_ms(ids[-1])
+        first, last = entry_clock_ms(ids[0]), entry_clock_ms(ids[-1])
         if int(ts.max()) <= first + window.max_ahead_ms and (
             window.max_behind_ms is None or int(ts.min()) >= last - window.max_behind_ms
         ):
             return None
         declared = None
-    clock_ms = np.fromiter(map(_entry_ms, ids), np.int64, len(ids))
+    clock_ms = np.fromiter(map(entry_clock_ms, ids), np.int64, len(ids))
     if declared is not None:
         given = np.asarray([i for i, v in enumerate(declared) if v is not None], np.int64)
         why = reason[given]
@@ -470,7 +287,7 @@ def _decode_tick_run(run: list[RawEntry], rejected: list[Rejected], rules: Decod
     for row, why in zip(np.flatnonzero(~keep).tolist(), reasons, strict=True):
         flat = run[row][1]
         original = dict(zip(flat[0::2], flat[1::2], strict=False))
-        rejected.append(Rejected(batch.entry_ids[row], _text_fields(original), why))
+        rejected.append(Rejected(batch.entry_ids[row], text_fields_of(original), why))
     return batch.take(keep)
 
 

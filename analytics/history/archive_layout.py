@@ -1,0 +1,76 @@
+"""The archive's layout on disk: where a partition lives, the bar schema, and writing a file atomically.
+
+`<data_dir>/archive/interval=<1s|1m|1h>/date=<YYYY-MM-DD>/part-<first id>-<last id>.parquet` (date of
+the bar start in UTC); every file has `ARCHIVE_SCHEMA` and says its interval in its metadata.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from tickerdash.ingest.settings import Settings
+
+ROW_GROUP_ROWS = 100_000
+DAY_MS = 86_400_000
+
+PRICE_UNIT = {b"unit": b"quote currency per share/unit"}
+ARCHIVE_SCHEMA = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False, metadata={b"description": b"ticker, upper case"}),
+        pa.field(
+            "start",
+            pa.timestamp("ms", tz="UTC"),
+            nullable=False,
+            metadata={b"unit": b"ms since the epoch, UTC", b"description": b"bar covers [start, start + interval)"},
+        ),
+        pa.field("open", pa.float64(), nullable=False, metadata=PRICE_UNIT),
+        pa.field("high", pa.float64(), nullable=False, metadata=PRICE_UNIT),
+        pa.field("low", pa.float64(), nullable=False, metadata=PRICE_UNIT),
+        pa.field("close", pa.float64(), nullable=False, metadata=PRICE_UNIT),
+        pa.field("volume", pa.float64(), nullable=False, metadata={b"unit": b"shares/units traded"}),
+        pa.field("vwap", pa.float64(), nullable=False, metadata=PRICE_UNIT),
+        pa.field("trades", pa.int64(), nullable=False, metadata={b"unit": b"count of trades"}),
+    ],
+    metadata={b"tickerdash.units": b"prices in quote currency, volume in shares/units, start in ms UTC"},
+)
+PARTITIONING = ds.partitioning(pa.schema([("interval", pa.string()), ("date", pa.string())]), flavor="hive")
+
+
+def archive_root(settings: Settings) -> Path:
+    """Where the archive dataset lives: `<data_dir>/archive`."""
+    return Path(settings.data_dir) / "archive"
+
+
+def partition_dir(root: Path, interval: str, date: str) -> Path:
+    """The directory of one (interval, UTC date) partition."""
+    return root / f"interval={interval}" / f"date={date}"
+
+
+def utc_date(ms: int) -> str:
+    """The UTC calendar date of an epoch-ms instant, as YYYY-MM-DD."""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d")
+
+
+def write_atomically(table: pa.Table, path: Path, **options: Any) -> None:
+    """Write a Parquet file under a hidden temporary name, fsync it, and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # '.' prefix: dataset discovery skips it
+    try:
+        pq.write_table(table, tmp, row_group_size=options.pop("row_group_size", ROW_GROUP_ROWS), **options)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def file_metadata(interval: str) -> dict[bytes, bytes]:
+    """Schema metadata of an archive file: the units and the interval (a file read alone still says it)."""
+    return {**(ARCHIVE_SCHEMA.metadata or {}), b"tickerdash.interval": interval.encode()}
