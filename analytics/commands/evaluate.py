@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from tickerdash.analytics.stages.anomaly.scorer import AnomalyDetector, ScorerConfig
+from tickerdash.analytics.stages.anomaly.scorer import ScorerConfig
+from tickerdash.analytics.stages.anomaly.stage import AnomalyDetector
 from tickerdash.ingest.importers import read_trades
 from tickerdash.ingest.ticks import TickBatch, concat
 from tickerdash.simulator.market import generate, preset_config
