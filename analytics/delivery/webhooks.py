@@ -27,8 +27,8 @@ from typing import Any
 
 import redis
 
+from tickerdash.analytics.stages.alerts.alert import Alert
 from tickerdash.analytics.stages.alerts.rules import Rule, now_ms
-from tickerdash.analytics.stages.alerts.slump import Alert
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import as_text
