@@ -24,7 +24,8 @@ from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import TickBatch
-from tickerdash.simulator.market import generate, preset_config
+from tickerdash.simulator.config import preset_config
+from tickerdash.simulator.market import generate
 
 CHUNK = 10_000
 
