@@ -38,24 +38,6 @@ class PairFiring:
         self.pair_due = pair_due  # the stage's array: the pass updates the pairs it moves
         self.n_slots = n_slots
 
-    def _live_loosest(self, segs: Segments, star_due: np.ndarray, seg_of_slot: np.ndarray) -> np.ndarray:
-        """Per window and segment: the loosest factor of the pairs that may fire in this batch (-inf: none).
-
-        A pair may fire when it is armed or due (its cooldown ends by the symbol's last trade here).
-        """
-        table = self.table
-        last = segs.last_clock
-        loosest = np.full((len(table.windows_ms), len(segs.slot)), -np.inf)
-        has_star = np.flatnonzero(np.diff(table.star_bounds) > 0)
-        if len(has_star):
-            live_factor = np.where(star_due <= last, table.star_factor[:, None], -np.inf)
-            loosest[has_star] = np.maximum.reduceat(live_factor, table.star_bounds[has_star], axis=0)
-        single_seg = seg_of_slot[table.single_slot]
-        live = single_seg >= 0
-        live[live] = self.pair_due[len(self.pair_due) - len(table.single_rules) :][live] <= last[single_seg[live]]
-        np.maximum.at(loosest, (table.single_window[live], single_seg[live]), table.single_factor[live])
-        return loosest
-
     def fire(self, segs: Segments, history: History, scans: Scans, seg_top: np.ndarray) -> tuple[np.ndarray, ...]:
         """Run every pair that may change state in this batch; fired (rule, sorted row, reference) arrays.
 
@@ -112,6 +94,24 @@ class PairFiring:
         )
         rule, row = np.concatenate([rule[done], more_rule]), np.concatenate([row[done], more_row])
         return rule, row, refs[table.rule_window[rule], row]
+
+    def _live_loosest(self, segs: Segments, star_due: np.ndarray, seg_of_slot: np.ndarray) -> np.ndarray:
+        """Per window and segment: the loosest factor of the pairs that may fire in this batch (-inf: none).
+
+        A pair may fire when it is armed or due (its cooldown ends by the symbol's last trade here).
+        """
+        table = self.table
+        last = segs.last_clock
+        loosest = np.full((len(table.windows_ms), len(segs.slot)), -np.inf)
+        has_star = np.flatnonzero(np.diff(table.star_bounds) > 0)
+        if len(has_star):
+            live_factor = np.where(star_due <= last, table.star_factor[:, None], -np.inf)
+            loosest[has_star] = np.maximum.reduceat(live_factor, table.star_bounds[has_star], axis=0)
+        single_seg = seg_of_slot[table.single_slot]
+        live = single_seg >= 0
+        live[live] = self.pair_due[len(self.pair_due) - len(table.single_rules) :][live] <= last[single_seg[live]]
+        np.maximum.at(loosest, (table.single_window[live], single_seg[live]), table.single_factor[live])
+        return loosest
 
     def _below(self, w: int, rows: np.ndarray, ref: np.ndarray, segs: Segments) -> Below:
         """How many rules of window w each of these rows is below, per list (`*` rules, its symbol's rules)."""
