@@ -18,12 +18,14 @@ import redis
 from benchmarks._common import row, timed, worker_drain
 from benchmarks.analytics import market as steady_market
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
-from tickerdash.analytics.stages.anomaly.scorer import AnomalyDetector, AnomalyStage, ScorerConfig
+from tickerdash.analytics.stages.anomaly.scorer import ScorerConfig
+from tickerdash.analytics.stages.anomaly.stage import AnomalyDetector, AnomalyStage
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import TickBatch
-from tickerdash.simulator.market import generate, preset_config
+from tickerdash.simulator.config import preset_config
+from tickerdash.simulator.market import generate
 
 CHUNK = 10_000
 

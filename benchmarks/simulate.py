@@ -20,7 +20,9 @@ from benchmarks._common import peak_rss_mib, redis_benchmark_xadd, row, timed
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import TickBatch
-from tickerdash.simulator.market import LabelBatch, MarketConfig, generate
+from tickerdash.simulator.config import MarketConfig
+from tickerdash.simulator.labels import LabelBatch
+from tickerdash.simulator.market import generate
 from tickerdash.simulator.run import Limits, RedisSink, run
 
 START = 1_700_000_000_000

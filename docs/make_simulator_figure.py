@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tickerdash.ingest.ticks import concat  # noqa: E402
-from tickerdash.simulator.market import MarketConfig, generate  # noqa: E402
+from tickerdash.simulator.config import MarketConfig  # noqa: E402
+from tickerdash.simulator.market import generate  # noqa: E402
 from tickerdash.simulator.run import Limits, limited  # noqa: E402
 
 SESSION_S = 23_400

@@ -17,7 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tickerdash.ingest.clikit import freeze_import_objects, setup_logging
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.stopping import Terminated
-from tickerdash.simulator.market import MarketConfig, generate
+from tickerdash.simulator.config import MarketConfig
+from tickerdash.simulator.market import generate
 from tickerdash.simulator.scenarios import (
     PRESETS,
     HardNegatives,

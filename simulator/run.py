@@ -23,7 +23,8 @@ from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.reconnect import through_outages
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import TickBatch
-from tickerdash.simulator.market import LabelBatch, MarketConfig
+from tickerdash.simulator.config import MarketConfig
+from tickerdash.simulator.labels import LabelBatch
 
 Chunk = tuple[TickBatch, LabelBatch]
 FILE_SUFFIXES = (".parquet", ".csv")

@@ -12,17 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tickerdash.analytics.stages.alerts.alert import Alert, actual_drop_pct
+from tickerdash.analytics.stages.alerts.backtest import backtest
+from tickerdash.analytics.stages.alerts.kernels import RangeMax, first_of_ranks, max_after, prefix_counts
 from tickerdash.analytics.stages.alerts.rules import Rule
-from tickerdash.analytics.stages.alerts.slump import (
-    Alert,
-    RangeMax,
-    SlumpAlerts,
-    actual_drop_pct,
-    backtest,
-    first_of_ranks,
-    max_after,
-    prefix_counts,
-)
+from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
 from tickerdash.ingest.ticks import TickBatch
 
 DESIGN_ALERT_FIELDS = {"rule_id", "symbol", "ts", "price", "reference_price", "drop_pct", "window_s", "message"}

@@ -13,8 +13,9 @@ from click.testing import Result
 
 from tickerdash.analytics.commands.alerts import register, stream_batches
 from tickerdash.analytics.engine.worker import Effects
+from tickerdash.analytics.stages.alerts.alert import entry_fields
 from tickerdash.analytics.stages.alerts.rules import Rule
-from tickerdash.analytics.stages.alerts.slump import SlumpAlerts, entry_fields
+from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
 from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.contract.keys import Keys

@@ -9,7 +9,7 @@ from typer.testing import Result
 
 from tickerdash.analytics.commands.worker import chosen_stages, register
 from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
-from tickerdash.analytics.stages.anomaly.scorer import AnomalyStage
+from tickerdash.analytics.stages.anomaly.stage import AnomalyStage
 
 
 def test_stages_are_chosen_by_name_in_the_pipeline_order() -> None:

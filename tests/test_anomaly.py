@@ -13,15 +13,14 @@ from sklearn.ensemble import IsolationForest
 from test_features import START, jitter, single, tape
 
 from tickerdash.analytics.engine.worker import Effects
-from tickerdash.analytics.stages.anomaly import scorer as anomaly
+from tickerdash.analytics.stages.anomaly import forest as forest_module
+from tickerdash.analytics.stages.anomaly import scorer as scorer_module
+from tickerdash.analytics.stages.anomaly.calibration import Calibrator, table_surprise
 from tickerdash.analytics.stages.anomaly.features import FEATURES, F, FeatureFrame
-from tickerdash.analytics.stages.anomaly.scorer import (
-    AnomalyDetector,
-    AnomalyStage,
-    Calibrator,
-    ForestArrays,
-    ScorerConfig,
-)
+from tickerdash.analytics.stages.anomaly.forest import ForestArrays, average_path_length
+from tickerdash.analytics.stages.anomaly.scorer import ScorerConfig
+from tickerdash.analytics.stages.anomaly.stage import AnomalyDetector, AnomalyStage
+from tickerdash.analytics.stages.anomaly.tails import top_two_sum
 from tickerdash.ingest.ticks import SIDE_BUY, TickBatch
 
 SMALL = ScorerConfig(
@@ -69,7 +68,7 @@ class TestCalibrator:
         calibrator = Calibrator(bins, bins * width, 1e9, histograms=len(tables))
         at, inside = calibrator.locate(u)
         at += np.arange(len(tables)) * bins
-        got = anomaly.table_surprise(counts, at, inside, u, width, row_of_table=np.zeros(len(values), np.int64))
+        got = table_surprise(counts, at, inside, u, width, row_of_table=np.zeros(len(values), np.int64))
         for (r, t), value in np.ndenumerate(u):
             table = counts[t]
             b = min(max(int(value / width), 0), bins - 1)
@@ -119,6 +118,30 @@ class TestRules:
 
 
 class TestForestArrays:
+    def test_average_path_length_is_sklearns(self) -> None:
+        """c(n) gives scikit-learn's normaliser bit for bit, small n (0, 1, 2) included."""
+        from sklearn.ensemble._iforest import _average_path_length  # the reference, never used in production
+
+        samples = np.array([0, 1, 2, 3, 4, 7, 64, 128, 255, 256, 1000, 10**6])
+        assert np.array_equal(average_path_length(samples), _average_path_length(samples))
+        assert np.array_equal(average_path_length([64]), _average_path_length([64]))
+        assert average_path_length([1, 2]).tolist() == [0.0, 1.0]
+
+    def test_forest_scores_bit_for_bit_as_when_laid_out_with_sklearns_normaliser(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Leaves and normaliser built with our c(n) score exactly as with sklearn's own function."""
+        from sklearn.ensemble._iforest import _average_path_length
+
+        rng = np.random.default_rng(12)
+        forest = IsolationForest(n_estimators=8, max_samples=64, random_state=2).fit(rng.standard_t(3, (1000, 6)))
+        test = rng.standard_t(3, (500, 6))
+        ours = ForestArrays.from_sklearn(forest)
+        monkeypatch.setattr(forest_module, "average_path_length", _average_path_length)
+        theirs = ForestArrays.from_sklearn(forest)
+        assert np.array_equal(ours.path_length, theirs.path_length) and ours.normaliser == theirs.normaliser
+        assert np.array_equal(ours.score(test), theirs.score(test))
+
     def test_numpy_scoring_equals_sklearn(self) -> None:
         """The complete-tree numpy traversal gives sklearn's -score_samples on fresh data."""
         rng = np.random.default_rng(4)
@@ -135,10 +158,10 @@ class TestForestArrays:
         rng = np.random.default_rng(6)
         forest = IsolationForest(n_estimators=25, max_samples=128, random_state=1).fit(rng.normal(size=(2000, 5)))
         arrays = ForestArrays.from_sklearn(forest)
-        rows = rng.standard_t(3, (4 * anomaly.PARALLEL_MIN_ROWS + 17, 5))
-        monkeypatch.setattr(anomaly, "SCORE_THREADS", 1)
+        rows = rng.standard_t(3, (4 * forest_module.PARALLEL_MIN_ROWS + 17, 5))
+        monkeypatch.setattr(forest_module, "SCORE_THREADS", 1)
         alone = arrays.score(rows)
-        monkeypatch.setattr(anomaly, "SCORE_THREADS", 2)
+        monkeypatch.setattr(forest_module, "SCORE_THREADS", 2)
         split = arrays.score(rows)
         assert np.array_equal(split, alone)
         assert np.allclose(split, -forest.score_samples(rows), rtol=1e-12, atol=0)
@@ -231,14 +254,12 @@ def test_a_forest_walk_started_ahead_scores_as_one_started_in_turn(
 ) -> None:
     """On large batches the walk starts before the tails and rules, over the rows the current forest is sure
     to score (up to a swap that is pending, or that a refit in the batch could bring): same scores."""
-    from tickerdash.analytics.stages.anomaly import scorer as anomaly_module
-
     batch = tape(6000, seed=5, symbols=3)
     cuts = [1500, 3100, 4700]  # pieces that span forest swaps (refits every 512 trades, swaps 128 later)
-    monkeypatch.setattr(anomaly_module, "PARALLEL_MIN_ROWS", 128)  # walks split over threads too
-    monkeypatch.setattr(anomaly_module, "WALK_AHEAD_MIN_ROWS", 10**9)
+    monkeypatch.setattr(forest_module, "PARALLEL_MIN_ROWS", 128)  # walks split over threads too
+    monkeypatch.setattr(scorer_module, "WALK_AHEAD_MIN_ROWS", 10**9)
     in_turn = scored_in_pieces(batch, cuts, set(), replace(SMALL, refit_min_ms=refit_min_ms))
-    monkeypatch.setattr(anomaly_module, "WALK_AHEAD_MIN_ROWS", 128)
+    monkeypatch.setattr(scorer_module, "WALK_AHEAD_MIN_ROWS", 128)
     ahead = scored_in_pieces(batch, cuts, set(), replace(SMALL, refit_min_ms=refit_min_ms))
     assert np.array_equal(in_turn[0], ahead[0]) and np.array_equal(in_turn[1], ahead[1])
     assert ahead[1].any()
@@ -248,4 +269,4 @@ def test_a_forest_walk_started_ahead_scores_as_one_started_in_turn(
 def test_top_two_sum_is_the_sum_of_the_two_largest_of_each_row(rows: list[list[float]]) -> None:
     parts = np.array(rows)
     ranked = np.sort(parts, axis=1)
-    assert np.array_equal(anomaly.top_two_sum(parts, 0.5), ranked[:, -1] + 0.5 * ranked[:, -2])
+    assert np.array_equal(top_two_sum(parts, 0.5), ranked[:, -1] + 0.5 * ranked[:, -2])

@@ -24,7 +24,8 @@ from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis, free_port
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import TickBatch, concat
-from tickerdash.simulator.market import MarketConfig, generate
+from tickerdash.simulator.config import MarketConfig
+from tickerdash.simulator.market import generate
 from tickerdash.simulator.run import Limits, limited
 
 pytestmark = pytest.mark.chaos

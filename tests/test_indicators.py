@@ -14,14 +14,8 @@ from hypothesis import strategies as st
 from real_trades import read_binance, read_lobster
 
 from tickerdash.analytics.engine.segments import RaggedScan, pack_state, unpack_state
-from tickerdash.analytics.stages.indicators import (
-    MIN_RING,
-    RING_SHRINK,
-    IndicatorConfig,
-    Indicators,
-    WindowHistory,
-    window_name,
-)
+from tickerdash.analytics.stages.indicators import IndicatorConfig, Indicators, window_name
+from tickerdash.analytics.stages.window_history import MIN_RING, RING_SHRINK, WindowHistory
 from tickerdash.ingest.ticks import TickBatch
 
 SMALL = IndicatorConfig(sma_periods=(2, 3), ema_periods=(3,), vwap_windows_ms=(1_000,))

@@ -19,7 +19,7 @@ import pytest
 import redis
 from restart_tools import kill_and_restart, stream_ticks
 
-from tickerdash.analytics.stages.alerts.slump import Alert
+from tickerdash.analytics.stages.alerts.alert import Alert
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.reconnect import Outage

@@ -23,7 +23,8 @@ from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import concat
 from tickerdash.simulator.cli import register
-from tickerdash.simulator.market import MarketConfig, generate
+from tickerdash.simulator.config import MarketConfig
+from tickerdash.simulator.market import generate
 from tickerdash.simulator.run import Limits, limited, paced
 from tickerdash.simulator.scenarios import ScenarioError, from_flags, load_scenario
 

@@ -7,7 +7,9 @@ import pyarrow as pa
 import pytest
 
 from tickerdash.ingest.ticks import SIDE_BUY, SIDE_SELL, TickBatch, concat
-from tickerdash.simulator.market import LabelBatch, MarketConfig, generate, preset_config
+from tickerdash.simulator.config import MarketConfig, preset_config
+from tickerdash.simulator.labels import LabelBatch
+from tickerdash.simulator.market import generate
 from tickerdash.simulator.run import Limits, limited
 from tickerdash.simulator.scenarios import PRESETS, Halt, Scenario, ScenarioError, Slump, Suspicious
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tickerdash.ingest.ticks import TickBatch, concat
-from tickerdash.simulator.market import MarketConfig, generate
+from tickerdash.simulator.config import MarketConfig
+from tickerdash.simulator.market import generate
 from tickerdash.simulator.run import Limits, limited
 
 START = 1_700_000_000_000

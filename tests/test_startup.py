@@ -22,7 +22,8 @@ from tickerdash.analytics.history.export import INCLUDES, INTERVAL_MS
 from tickerdash.ingest.contract.keys import ARCHIVE_GROUP
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.settings import Settings
-from tickerdash.simulator.market import MarketConfig, generate
+from tickerdash.simulator.config import MarketConfig
+from tickerdash.simulator.market import generate
 
 REPO = Path(__file__).resolve().parents[1]
 # Each costs 0.5-2 s to import; none is needed to parse a command line or print its help.
@@ -128,7 +129,8 @@ class TestServicesPreload:
     def test_a_market_loads_scipy_when_built_not_in_its_first_chunk(self) -> None:
         """Importing the market model leaves scipy out; building a market loads it; generating imports nothing."""
         loaded = in_fresh_python("""
-            from tickerdash.simulator.market import MarketConfig, generate
+            from tickerdash.simulator.config import MarketConfig
+            from tickerdash.simulator.market import generate
             imported = "scipy" in sys.modules
             chunks = generate(MarketConfig(universe=5, seed=1, start_ms=1_700_000_000_000), "evaluation")
             built = {"scipy.signal", "scipy.stats"} <= set(sys.modules)

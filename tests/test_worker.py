@@ -554,7 +554,7 @@ def test_plug_in_stages_beside_the_indicators_give_what_they_give_in_turn(monkey
     from tickerdash.analytics.engine import worker as worker_module
     from tickerdash.analytics.stages.alerts.rules import Rule
     from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
-    from tickerdash.analytics.stages.anomaly.scorer import AnomalyStage
+    from tickerdash.analytics.stages.anomaly.stage import AnomalyStage
     from tickerdash.ingest.contract.tick_entries import iter_chunks
 
     ticks = market(120_000, symbols=30, per_second=2_000, seed=5)

@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tickerdash.analytics.delivery.webhooks import recent_failures
+from tickerdash.analytics.stages.alerts.backtest import backtest
 from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, format_duration, make_rule, parse_duration
-from tickerdash.analytics.stages.alerts.slump import backtest
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.clikit import fail, load_settings
 from tickerdash.ingest.contract.alerts import AlertEntry, decode_alert

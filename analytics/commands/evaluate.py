@@ -30,10 +30,12 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from tickerdash.analytics.stages.anomaly.scorer import AnomalyDetector, ScorerConfig
+from tickerdash.analytics.stages.anomaly.scorer import ScorerConfig
+from tickerdash.analytics.stages.anomaly.stage import AnomalyDetector
 from tickerdash.ingest.importers import read_trades
 from tickerdash.ingest.ticks import TickBatch, concat
-from tickerdash.simulator.market import generate, preset_config
+from tickerdash.simulator.config import preset_config
+from tickerdash.simulator.market import generate
 from tickerdash.simulator.scenarios import PRESETS, SUSPICIOUS_KINDS
 
 # pandas and scikit-learn (~1 s to import) load inside the functions that compute a report, so that

@@ -125,7 +125,7 @@ def chosen_stages(text: str) -> tuple[StageFactory, ...]:
 def default_stages() -> tuple[StageFactory, ...]:
     """The plug-in stages every worker runs (slump alerts, anomaly scores) when they are installed."""
     from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
-    from tickerdash.analytics.stages.anomaly.scorer import AnomalyStage
+    from tickerdash.analytics.stages.anomaly.stage import AnomalyStage
 
     return (SlumpAlertStage, AnomalyStage)
 

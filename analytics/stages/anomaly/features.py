@@ -33,14 +33,13 @@ quiet symbol's "recent" spans more event time than a busy one's.
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tickerdash.analytics.engine.segments import Grouping, RaggedScan, SymbolSlots, grow, pack_state, unpack_state
+from tickerdash.analytics.stages.anomaly.accounts import NO_ACCOUNT, account_codes
 from tickerdash.ingest.ticks import SIDE_SELL, TickBatch
 
 FEATURES = (
@@ -57,7 +56,6 @@ FEATURES = (
 )
 F = {name: k for k, name in enumerate(FEATURES)}
 MAD_TO_SIGMA = float(np.sqrt(np.pi / 2))  # E|x| = sigma * sqrt(2/pi) for a normal
-NO_ACCOUNT = 0  # the code of a missing account: never matches anything
 NO_TIME = -(2**62)
 TINY = 1e-12
 
@@ -112,34 +110,6 @@ class FeatureFrame:
     def column(self, name: str) -> np.ndarray:
         """One feature for every row."""
         return self.values[:, F[name]]
-
-
-_CODE_CACHE: dict[str, int] = {}
-
-
-def account_code(name: str) -> int:
-    """A stable nonzero 63-bit code of an account id (so state and checkpoints never hold the strings)."""
-    code = _CODE_CACHE.get(name)
-    if code is None:
-        code = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little") >> 1 or 1
-        if len(_CODE_CACHE) > 200_000:  # bounded: a long tail of accounts must not grow memory forever
-            _CODE_CACHE.clear()
-        _CODE_CACHE[name] = code
-    return code
-
-
-def account_codes(column: pa.Array | None, n: int) -> np.ndarray:
-    """int64 code of every row's account (NO_ACCOUNT where missing); hashes each distinct name once."""
-    if column is None:
-        return np.zeros(n, np.int64)
-    encoded = column.dictionary_encode()
-    names = encoded.dictionary.to_pylist()
-    codes = list(map(_CODE_CACHE.get, names))  # a batch's accounts are mostly known: one C-level pass
-    if None in codes:
-        codes = [account_code(name) if code is None else code for name, code in zip(names, codes, strict=True)]
-    table = np.array([*codes, NO_ACCOUNT], np.int64)
-    indices = encoded.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)
-    return table[indices]
 
 
 BIAS_TABLE_MAX = 1 << 20  # entries (8 MiB): half-lives up to ~19,000 trades are looked up, longer ones computed

@@ -1,0 +1,148 @@
+"""The worker stage `anomaly`: features then scores for every trade, and an entry per flagged one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tickerdash.analytics.engine.segments import pack_state, unpack_state
+from tickerdash.analytics.stages.anomaly.features import F, FeatureConfig, FeatureFrame, Features
+from tickerdash.analytics.stages.anomaly.scorer import AnomalyScorer, ScorerConfig, Scores
+from tickerdash.analytics.stages.anomaly.tails import TAIL_FEATURES
+from tickerdash.ingest.ticks import TickBatch
+
+if TYPE_CHECKING:  # the pure core never imports the worker (and so never Redis) at run time
+    import redis
+
+    from tickerdash.analytics.engine.worker import Effects
+    from tickerdash.ingest.contract.keys import Keys
+
+
+def reasons(scores: Scores, frame: FeatureFrame, rows: np.ndarray) -> list[str]:
+    """Why each of `rows` scored as it did: the rules it broke, then its most surprising features.
+
+    Columns are pulled out for all rows at once, so a flagged trade costs a few string formats.
+    """
+    rows = np.asarray(rows, np.int64)
+    values = frame.values[rows]
+    price_z = values[:, F["price_z"]].tolist()
+    round_trips = values[:, F["round_trips"]].tolist()
+    hits = scores.rule_hits[rows].tolist()
+    tail = scores.tail_parts[rows]
+    top_two = np.argsort(-tail, axis=1)[:, :2].tolist()
+    tail_rows, value_rows = tail.tolist(), values.tolist()
+    forest = scores.parts[rows, 2].tolist()
+    out = []
+    for k in range(len(rows)):
+        parts = []
+        offmarket, wash, self_trade = hits[k]
+        if offmarket:
+            parts.append(f"off-market print {price_z[k]:+.1f} sigma from VWAP")
+        if wash:
+            parts.append(f"wash: {int(round_trips[k])} opposite legs, same pair and size")
+        if self_trade:
+            parts.append("self-trade: buyer is seller")
+        for j in top_two[k]:
+            surprise = tail_rows[k][j]
+            if surprise >= 2.0:
+                name = TAIL_FEATURES[j]
+                parts.append(f"{name} {value_rows[k][F[name]]:+.2f} (1 in {10 ** min(surprise, 9.0):,.0f})")
+        if forest[k] >= 2.0:
+            parts.append(f"isolation forest (1 in {10 ** min(forest[k], 9.0):,.0f})")
+        out.append("; ".join(parts) or "fused evidence")
+    return out
+
+
+class AnomalyDetector:
+    """Features then scores for a batch of trades (pure): what the stage and `tickerdash evaluate` run."""
+
+    def __init__(self, features: FeatureConfig | None = None, scorer: ScorerConfig | None = None) -> None:
+        self.features = Features(features)
+        self.scorer = AnomalyScorer(scorer)
+
+    def process(self, batch: TickBatch) -> tuple[FeatureFrame, Scores]:
+        """Score every trade of the batch (each before it is learnt), then learn the batch."""
+        frame = self.features.process(batch)
+        return frame, self.scorer.process(frame, batch.ts)
+
+    def to_bytes(self) -> bytes:
+        """Both states as one checkpoint."""
+        blobs = {"features": self.features.to_bytes(), "scorer": self.scorer.to_bytes()}
+        return pack_state({"kind": "anomaly"}, {k: np.frombuffer(v, np.uint8) for k, v in blobs.items()})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AnomalyDetector:
+        """A detector restored from `to_bytes`."""
+        meta, arrays = unpack_state(data)
+        if meta.get("kind") != "anomaly":
+            raise ValueError("checkpoint is not an anomaly detector")
+        detector = cls()
+        detector.features = Features.from_bytes(arrays["features"].tobytes())
+        detector.scorer = AnomalyScorer.from_bytes(arrays["scorer"].tobytes())
+        return detector
+
+
+def anomaly_fields(batch: TickBatch, frame: FeatureFrame, scores: Scores) -> list[dict[str, str]]:
+    """One `tickerdash:anomalies` entry (DESIGN.md fields, strings) per flagged trade, in batch order."""
+    rows = np.flatnonzero(scores.flagged)
+    if not len(rows):
+        return []
+    has_origin = len(batch.entry_ids) > 0 and batch.entry_of.shape[0] == len(batch)
+    trade_ids = batch.trade_id.take(rows).to_pylist() if batch.trade_id is not None else [None] * len(rows)
+    columns = zip(
+        rows.tolist(),
+        batch.symbol_idx[rows].tolist(),
+        batch.ts[rows].tolist(),
+        batch.price[rows].tolist(),
+        batch.size[rows].tolist(),
+        scores.score[rows].tolist(),
+        trade_ids,
+        reasons(scores, frame, rows),
+        strict=True,
+    )
+    return [
+        {
+            "symbol": batch.symbols[code],
+            "ts": str(ts),
+            "price": repr(price),
+            "size": repr(size),
+            "trade_id": trade_id or "",
+            "tick_id": batch.tick_id(row) if has_origin else "",
+            "score": f"{score:.6f}",
+            "reasons": why,
+        }
+        for row, code, ts, price, size, score, trade_id, why in columns
+    ]
+
+
+class AnomalyStage:
+    """Worker stage `anomaly`: scores every trade and adds an anomalies entry per flagged one."""
+
+    name = "anomaly"
+
+    def __init__(self, features: FeatureConfig | None = None, scorer: ScorerConfig | None = None) -> None:
+        self.detector = AnomalyDetector(features, scorer)
+        self.preload()
+
+    @staticmethod
+    def preload() -> None:
+        """Import scikit-learn's forest now: the first fit runs on a thread a few thousand trades in, and
+        importing it there (~0.5 s, mostly holding the GIL) would stall the stream."""
+        import sklearn.ensemble  # noqa: F401
+
+    def process(self, batch: TickBatch, effects: Effects) -> None:
+        """Add one `tickerdash:anomalies` entry per flagged trade of the batch."""
+        frame, scores = self.detector.process(batch)
+        effects.anomalies.extend(anomaly_fields(batch, frame, scores))
+
+    def to_bytes(self) -> bytes:
+        """The stage's checkpoint (features, calibrations, training window, forests)."""
+        return self.detector.to_bytes()
+
+    def load(self, data: bytes) -> None:
+        """Restore a checkpoint."""
+        self.detector = AnomalyDetector.from_bytes(data)
+
+    def refresh(self, client: redis.Redis, keys: Keys) -> None:
+        """Nothing outside the stream changes the scores."""
