@@ -15,9 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickerdash.analytics.engine.worker import bar_fields, decode_bar_table, encode_bar_table
-from tickerdash.analytics.stages.alerts.slump import Alert
+from tickerdash.analytics.stages.alerts.alert import Alert
 from tickerdash.analytics.stages.anomaly.features import FEATURES, FeatureFrame
-from tickerdash.analytics.stages.anomaly.scorer import TAIL_FEATURES, Scores, anomaly_fields, reasons
+from tickerdash.analytics.stages.anomaly.scorer import Scores
+from tickerdash.analytics.stages.anomaly.stage import anomaly_fields, reasons
+from tickerdash.analytics.stages.anomaly.tails import TAIL_FEATURES
 from tickerdash.analytics.stages.bars import BarTable
 from tickerdash.ingest.contract.alerts import (
     ALERT_FIELDS,
@@ -65,7 +67,8 @@ from tickerdash.ingest.contract.live import (
 )
 from tickerdash.ingest.contract.tick_ids import PER_TICK, entry_of_tick, parse_tick_id, tick_id, tick_ids
 from tickerdash.ingest.ticks import TickBatch
-from tickerdash.simulator.market import MarketConfig, generate, preset_config
+from tickerdash.simulator.config import MarketConfig, preset_config
+from tickerdash.simulator.market import generate
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 any_float = st.floats(width=64)  # NaN and infinities too: a bar of a producer's 1e308 overflows
