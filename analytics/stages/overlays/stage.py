@@ -1,0 +1,147 @@
+"""The overlay stage: every registered overlay, advanced on every closed bar of every bar series.
+
+A series is one (interval, symbol) pair. Closed bars arrive in batches (a `BarTable` from the bar
+stage, many series mixed); within one series they close in start order, so the stage sorts a batch's
+bars by series then start and takes the k-th bar of every series at once, for k = 0, 1, ...: each
+step is one vectorised update over the series that have a k-th bar. The state of a series depends
+only on its own bars in order, so the values are the same bits whatever the batch split, and across
+`to_bytes` / `load`.
+
+The stage also keeps each series' latest closed bar (start and overlay values) for the live view,
+which tells the page when to extend its overlay lines.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tickerdash.analytics.engine.segments import pack_state, unpack_state
+from tickerdash.analytics.stages.bars import BarTable
+from tickerdash.analytics.stages.overlays.base import ClosedStep, Overlay
+from tickerdash.analytics.stages.overlays.registry import OVERLAYS, overlay_lines
+
+
+class OverlayStage:
+    """Overlay values for closed bars, with O(1) state per (interval, symbol) series."""
+
+    name = "overlays"
+
+    def __init__(self, overlays: tuple[Overlay, ...] = OVERLAYS) -> None:
+        self.overlays = overlays
+        self.fields = tuple(line.field for line in overlay_lines(overlays))
+        self.series_of: dict[tuple[int, str], int] = {}  # (interval ms, symbol) -> series index
+        self.states = [overlay.new_state(0) for overlay in overlays]
+        self.last_start = np.zeros(0, np.int64)  # start of each series' latest closed bar
+        self.last_values = np.zeros((0, len(self.fields)))  # its overlay values, columns as `fields`
+
+    def __len__(self) -> int:
+        return len(self.series_of)
+
+    def update(self, bars: BarTable) -> dict[str, np.ndarray]:
+        """Advance each series over its closed bars in `bars`; every field's value per bar (NaN: undefined)."""
+        out = {name: np.full(len(bars), np.nan) for name in self.fields}
+        if not len(bars):
+            return out
+        series = self._series(bars)
+        by_series = np.lexsort((bars.start_ms, series))
+        ordered = series[by_series]
+        first = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        lengths = np.diff(np.r_[first, len(ordered)])
+        rank = np.arange(len(ordered)) - np.repeat(first, lengths)  # k: the series' k-th bar in this batch
+        by_rank = by_series[np.argsort(rank, kind="stable")]
+        steps = np.bincount(rank)
+        at = 0
+        for count in steps.tolist():
+            rows = by_rank[at : at + count]
+            at += count
+            self._step(series[rows], bars, rows, out)
+        return out
+
+    def _step(self, series: np.ndarray, bars: BarTable, rows: np.ndarray, out: dict[str, np.ndarray]) -> None:
+        step = ClosedStep(
+            bars.open[rows], bars.high[rows], bars.low[rows], bars.close[rows], bars.volume[rows], bars.vwap[rows]
+        )
+        values = [
+            value
+            for overlay, state in zip(self.overlays, self.states, strict=True)
+            for value in overlay.update(state, series, step)
+        ]
+        for name, value in zip(self.fields, values, strict=True):
+            out[name][rows] = value
+        self.last_start[series] = bars.start_ms[rows]
+        if values:
+            self.last_values[series] = np.column_stack(values)
+
+    def _series(self, bars: BarTable) -> np.ndarray:
+        """The series index of every bar, adding series not seen before."""
+        intervals, interval_code = np.unique(bars.interval_ms, return_inverse=True)
+        pair = bars.symbol_idx * len(intervals) + interval_code
+        pairs, pair_of_bar = np.unique(pair, return_inverse=True)
+        width = len(intervals)
+        index = np.empty(len(pairs), np.int64)
+        for k, code in enumerate(pairs.tolist()):
+            key = (int(intervals[code % width]), bars.symbols[code // width])
+            found = self.series_of.get(key)
+            if found is None:
+                found = self.series_of[key] = len(self.series_of)
+            index[k] = found
+        self._grow(len(self.series_of))
+        return index[pair_of_bar]
+
+    def _grow(self, n: int) -> None:
+        extra = n - len(self.last_start)
+        if extra <= 0:
+            return
+        for k, overlay in enumerate(self.overlays):
+            fresh = overlay.new_state(extra)
+            self.states[k] = {key: np.concatenate([self.states[k][key], fresh[key]]) for key in fresh}
+        self.last_start = np.concatenate([self.last_start, np.full(extra, -1, np.int64)])
+        self.last_values = np.concatenate([self.last_values, np.full((extra, len(self.fields)), np.nan)])
+
+    def latest(self, interval_ms: int, symbols: list[str]) -> np.ndarray:
+        """Each symbol's latest closed bar at the interval: (n, 1 + fields) rows of start and overlay values.
+
+        All NaN for a symbol with no closed bar at the interval yet.
+        """
+        out = np.full((len(symbols), 1 + len(self.fields)), np.nan)
+        found = [(k, self.series_of.get((interval_ms, symbol), -1)) for k, symbol in enumerate(symbols)]
+        rows = np.array([k for k, s in found if s >= 0], np.int64)
+        series = np.array([s for _, s in found if s >= 0], np.int64)
+        if len(rows):
+            out[rows, 0] = self.last_start[series]
+            out[rows, 1:] = self.last_values[series]
+        return out
+
+    def to_bytes(self) -> bytes:
+        """The whole stage state as one checkpoint byte string."""
+        meta = {
+            "kind": "overlays",
+            "series": [[ms, symbol] for (ms, symbol) in self.series_of],
+            "overlays": [overlay.name for overlay in self.overlays],
+            "fields": list(self.fields),
+        }
+        arrays = {"last_start": self.last_start, "last_values": self.last_values}
+        for overlay, state in zip(self.overlays, self.states, strict=True):
+            arrays.update({f"{overlay.name}:{key}": values for key, values in state.items()})
+        return pack_state(meta, arrays)
+
+    def load(self, data: bytes) -> None:
+        """Replace the state with one from `to_bytes`.
+
+        An overlay registered since the checkpoint starts afresh on every series (its values are
+        undefined until it has seen enough bars again); one no longer registered is dropped.
+        """
+        meta, arrays = unpack_state(data)
+        if meta.get("kind") != "overlays":
+            raise ValueError("checkpoint is not an overlay stage")
+        self.series_of = {(int(ms), str(symbol)): k for k, (ms, symbol) in enumerate(meta["series"])}
+        n = len(self.series_of)
+        self.last_start = arrays["last_start"]
+        self.last_values = np.full((n, len(self.fields)), np.nan)
+        stored = {name: k for k, name in enumerate(meta["fields"])}
+        for column, name in enumerate(self.fields):
+            if name in stored:
+                self.last_values[:, column] = arrays["last_values"][:, stored[name]]
+        for k, overlay in enumerate(self.overlays):
+            fresh = overlay.new_state(n)
+            self.states[k] = {key: arrays.get(f"{overlay.name}:{key}", default) for key, default in fresh.items()}
