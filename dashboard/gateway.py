@@ -24,7 +24,8 @@ Messages (JSON text):
   the last stream IDs read, `coalesced > 1` says this client missed intermediate states;
 - on request `{"type": "bars", "symbol", "interval", "since"}` (a page filling the gap after a
   reconnect) the reply `{"type": "bars", "symbol", "interval", "bars": [[start, o, h, l, c, v, vwap,
-  trades], ...], "open": [start, o, h, l, c, v] | null}` read from the bar stream.
+  trades], ...], "overlays": [{field: value, ...} per bar], "open": [start, o, h, l, c, v] | null}` read
+  from the bar stream (`overlays`: the fields each bar entry carries after its own seven).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from tickerdash.ingest.reconnect import Outage
 log = logging.getLogger(__name__)
 
 INTERVALS = ("1s", "1m")
+BAR_NUMBERS = ("open", "high", "low", "close", "volume", "vwap")  # a bar entry's own fields but trades
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9./_\-]{1,16}$")
 ALERT_NUMBERS = {"ts": int, "price": float, "reference_price": float, "drop_pct": float, "window_s": float}
 ANOMALY_NUMBERS = {"ts": int, "price": float, "size": float, "score": float}
@@ -389,18 +391,26 @@ class Gateway:
         entries: Any = await self._redis.xrange(
             self.keys.bars(interval, symbol), min=str(max(since_ms, 0)), max="+", count=MAX_BARS_REPLY
         )
-        bars = []
+        bars, overlays = [], []
         for entry_id, fields in entries:
             f = {as_text(k): as_text(v) for k, v in fields.items()}
             bars.append(
                 [
                     _stream_id_ms(as_text(entry_id)),
-                    *(float(f[k]) for k in ("open", "high", "low", "close", "volume", "vwap")),
+                    *(float(f[k]) for k in BAR_NUMBERS),
                     int(f.get("trades", 0)),
                 ]
             )
+            overlays.append({k: float(v) for k, v in f.items() if k not in BAR_NUMBERS and k != "trades"})
         open_bar = self.symbols.get(symbol, {}).get("bars", {}).get(interval)
-        return {"type": "bars", "symbol": symbol, "interval": interval, "bars": bars, "open": open_bar}
+        return {
+            "type": "bars",
+            "symbol": symbol,
+            "interval": interval,
+            "bars": bars,
+            "overlays": overlays,
+            "open": open_bar,
+        }
 
     # -- reading Redis ---------------------------------------------------------------------------
 

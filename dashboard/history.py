@@ -6,10 +6,12 @@ then arrives over the gateway's websocket, never through here.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import redis
 
+from tickerdash.analytics.stages.overlays.registry import overlay_lines
 from tickerdash.dashboard.figures import BarHistory, Marker
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.live import SymbolUpdate, decode_updates, snapshot_key
@@ -20,15 +22,17 @@ EVENTS_SCANNED = 2_000
 
 
 def read_bars(client: redis.Redis, keys: Keys, symbol: str, interval: str, limit: int = BACKFILL_BARS) -> BarHistory:
-    """The last `limit` closed bars of a symbol at an interval, oldest first."""
+    """The last `limit` closed bars of a symbol at an interval, oldest first, with their overlay values."""
     entries: Any = client.xrevrange(keys.bars(interval, symbol), count=limit) or []
-    history = BarHistory()
+    history = BarHistory(overlays={line.field: [] for line in overlay_lines()})
     for entry_id, raw in reversed(entries):
         fields = {as_text(k): as_text(v) for k, v in raw.items()}
         history.start.append(int(as_text(entry_id).split("-", 1)[0]))
         for column in ("open", "high", "low", "close", "volume", "vwap"):
             getattr(history, column).append(float(fields[column]))
-    return history
+        for name, values in history.overlays.items():  # a field left out: not defined at that bar
+            values.append(float(fields[name]) if name in fields else None)
+    return replace(history, closed_until=history.start[-1] if history.start else None)
 
 
 def read_snapshot(client: redis.Redis, keys: Keys) -> dict[str, SymbolUpdate]:

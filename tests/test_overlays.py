@@ -155,14 +155,14 @@ class TestOverlayStage:
                 np.testing.assert_array_equal(values, whole[key][name][30:])
 
     def test_the_latest_closed_bar_of_each_series_is_kept_for_the_live_view(self) -> None:
-        """`latest` gives each symbol's last closed start and values at an interval; NaN for an unknown one."""
+        """`latest` gives each symbol's last closed start, closed count and values at an interval; NaN if unknown."""
         series = bar_series(30)
         stage = OverlayStage()
         whole = run_in_batches(series, [10], stage)
         rows = stage.latest(60_000, ["BBB", "ZZZ"])
-        assert rows.shape == (2, 1 + len(stage.fields))
-        assert rows[0, 0] == series[(60_000, "BBB")]["start"][-1]
-        np.testing.assert_array_equal(rows[0, 1:], [whole[(60_000, "BBB")][name][-1] for name in stage.fields])
+        assert rows.shape == (2, 2 + len(stage.fields))
+        assert rows[0, 0] == series[(60_000, "BBB")]["start"][-1] and rows[0, 1] == 30  # start, bars closed
+        np.testing.assert_array_equal(rows[0, 2:], [whole[(60_000, "BBB")][name][-1] for name in stage.fields])
         assert np.isnan(rows[1]).all()
 
     def test_an_overlay_registered_after_the_checkpoint_starts_afresh(self) -> None:

@@ -42,8 +42,10 @@ class SymbolUpdate:
     """One symbol's state after its latest trade: price, change, indicators and its open bars.
 
     `bars` maps an interval name ('1s', '1m') to the open bar `[start_ms, open, high, low, close, volume]`.
-    `overlays` maps an interval name to the latest closed bar's `{"start": start_ms, <overlay field>: value,
-    ...}` (the values its bar entry carries), so a page extends its overlay lines when a bar closes.
+    `overlays` maps an interval name to the latest closed bar's `{"start": start_ms, "count": n, <overlay
+    field>: value, ...}` (the values its bar entry carries; `count`: how many bars of the symbol at that
+    interval have closed so far), so a page extends its overlay lines when a bar closes, and knows from
+    a count that grew by more than one that it missed a bar.
     `change_pct` is against the first price the worker saw for the symbol (its session open).
     """
 
@@ -100,8 +102,8 @@ class SymbolUpdate:
 class UpdateLayout:
     """The columns of a row of updates: ts, price, change_pct, trades, volume, each indicator, then
     start, open, high, low, close, volume of each bar interval (NaN start: no open bar of it), then,
-    when there are overlay fields, for each bar interval the latest closed bar's start and each
-    overlay's value (NaN start: no closed bar of it yet)."""
+    when there are overlay fields, for each bar interval the latest closed bar's start, the count of
+    closed bars, and each overlay's value (NaN start: no closed bar of it yet)."""
 
     indicators: tuple[str, ...]
     bars: tuple[str, ...]
@@ -110,7 +112,7 @@ class UpdateLayout:
     @property
     def columns(self) -> int:
         """Numbers per row."""
-        closed = (1 + len(self.overlays)) * len(self.bars) if self.overlays else 0
+        closed = (2 + len(self.overlays)) * len(self.bars) if self.overlays else 0
         return 5 + len(self.indicators) + 6 * len(self.bars) + closed
 
 
@@ -170,7 +172,9 @@ def encode_updates(updates: Sequence[SymbolUpdate]) -> bytes:
     """The updates as a live feed entry's `u` field (each also a valid snapshot value on its own)."""
     values = []
     for update in updates:
-        fields = tuple(dict.fromkeys(k for values in update.overlays.values() for k in values if k != "start"))
+        fields = tuple(
+            dict.fromkeys(k for values in update.overlays.values() for k in values if k not in ("start", "count"))
+        )
         layout = UpdateLayout(tuple(update.indicators), tuple(update.bars), fields)
         row = [update.ts, update.price, update.change_pct, update.trades, update.volume, *update.indicators.values()]
         for name in layout.bars:
@@ -179,7 +183,7 @@ def encode_updates(updates: Sequence[SymbolUpdate]) -> bytes:
             nan = float("nan")
             for name in layout.bars:
                 closed = update.overlays.get(name, {})
-                row += [closed.get("start", nan), *(closed.get(k, nan) for k in fields)]
+                row += [closed.get("start", nan), closed.get("count", nan), *(closed.get(k, nan) for k in fields)]
         values += encode_update_rows(layout, [update.symbol], np.array([row], dtype=np.float64))
     return b"".join(values)
 
@@ -205,7 +209,7 @@ def decode_updates(payload: bytes | str) -> list[SymbolUpdate]:
             at += 8 * layout.columns
             first_bar = 5 + len(layout.indicators)
             bars = {name: row[first_bar + 6 * j : first_bar + 6 * j + 6] for j, name in enumerate(layout.bars)}
-            first_closed, names = first_bar + 6 * len(layout.bars), ("start", *layout.overlays)
+            first_closed, names = first_bar + 6 * len(layout.bars), ("start", "count", *layout.overlays)
             closed: dict[str, dict[str, float]] = {}
             for j, name in enumerate(layout.bars if layout.overlays else ()):
                 at_closed = first_closed + len(names) * j

@@ -7,8 +7,9 @@ step is one vectorised update over the series that have a k-th bar. The state of
 only on its own bars in order, so the values are the same bits whatever the batch split, and across
 `to_bytes` / `load`.
 
-The stage also keeps each series' latest closed bar (start and overlay values) for the live view,
-which tells the page when to extend its overlay lines.
+The stage also keeps each series' latest closed bar (start, how many bars of the series have closed,
+overlay values) for the live view, which tells the page when to extend its overlay lines, and (by
+the count) when it missed a bar and must fetch it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class OverlayStage:
         self.series_of: dict[tuple[int, str], int] = {}  # (interval ms, symbol) -> series index
         self.states = [overlay.new_state(0) for overlay in overlays]
         self.last_start = np.zeros(0, np.int64)  # start of each series' latest closed bar
+        self.closed_count = np.zeros(0, np.int64)  # bars of each series closed so far
         self.last_values = np.zeros((0, len(self.fields)))  # its overlay values, columns as `fields`
 
     def __len__(self) -> int:
@@ -69,6 +71,7 @@ class OverlayStage:
         for name, value in zip(self.fields, values, strict=True):
             out[name][rows] = value
         self.last_start[series] = bars.start_ms[rows]
+        self.closed_count[series] += 1
         if values:
             self.last_values[series] = np.column_stack(values)
 
@@ -96,20 +99,21 @@ class OverlayStage:
             fresh = overlay.new_state(extra)
             self.states[k] = {key: np.concatenate([self.states[k][key], fresh[key]]) for key in fresh}
         self.last_start = np.concatenate([self.last_start, np.full(extra, -1, np.int64)])
+        self.closed_count = np.concatenate([self.closed_count, np.zeros(extra, np.int64)])
         self.last_values = np.concatenate([self.last_values, np.full((extra, len(self.fields)), np.nan)])
 
     def latest(self, interval_ms: int, symbols: list[str]) -> np.ndarray:
-        """Each symbol's latest closed bar at the interval: (n, 1 + fields) rows of start and overlay values.
-
-        All NaN for a symbol with no closed bar at the interval yet.
+        """Each symbol's latest closed bar at the interval: (n, 2 + fields) rows of its start, the count of
+        the series' closed bars, and the overlay values. All NaN for a symbol with no closed bar there yet.
         """
-        out = np.full((len(symbols), 1 + len(self.fields)), np.nan)
+        out = np.full((len(symbols), 2 + len(self.fields)), np.nan)
         found = [(k, self.series_of.get((interval_ms, symbol), -1)) for k, symbol in enumerate(symbols)]
         rows = np.array([k for k, s in found if s >= 0], np.int64)
         series = np.array([s for _, s in found if s >= 0], np.int64)
         if len(rows):
             out[rows, 0] = self.last_start[series]
-            out[rows, 1:] = self.last_values[series]
+            out[rows, 1] = self.closed_count[series]
+            out[rows, 2:] = self.last_values[series]
         return out
 
     def to_bytes(self) -> bytes:
@@ -120,7 +124,7 @@ class OverlayStage:
             "overlays": [overlay.name for overlay in self.overlays],
             "fields": list(self.fields),
         }
-        arrays = {"last_start": self.last_start, "last_values": self.last_values}
+        arrays = {"last_start": self.last_start, "closed_count": self.closed_count, "last_values": self.last_values}
         for overlay, state in zip(self.overlays, self.states, strict=True):
             arrays.update({f"{overlay.name}:{key}": values for key, values in state.items()})
         return pack_state(meta, arrays)
@@ -137,6 +141,7 @@ class OverlayStage:
         self.series_of = {(int(ms), str(symbol)): k for k, (ms, symbol) in enumerate(meta["series"])}
         n = len(self.series_of)
         self.last_start = arrays["last_start"]
+        self.closed_count = arrays["closed_count"]
         self.last_values = np.full((n, len(self.fields)), np.nan)
         stored = {name: k for k, name in enumerate(meta["fields"])}
         for column, name in enumerate(self.fields):
