@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tickerdash.analytics.stages.overlays.base import ClosedStep, OverlayLine, shift_in
+from tickerdash.analytics.stages.overlays.base import OverlayLine, SeriesRun
 
 
 class SimpleMovingAverage:
@@ -19,7 +19,6 @@ class SimpleMovingAverage:
         """The last `period` closes (NaN before they exist), oldest first."""
         return {"closes": np.full((series, self.period), np.nan)}
 
-    def update(self, state: dict[str, np.ndarray], series: np.ndarray, step: ClosedStep) -> tuple[np.ndarray, ...]:
-        """Shift each close in; the mean of a full window (NaN while any close is missing)."""
-        window = shift_in(state["closes"], series, step.close)
-        return (window.sum(axis=1) / self.period,)
+    def update(self, state: dict[str, np.ndarray], run: SeriesRun) -> tuple[np.ndarray, ...]:
+        """The mean of each bar's last `period` closes (NaN while any is missing)."""
+        return (run.window(state["closes"], run.close).sum(axis=1) / self.period,)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tickerdash.analytics.stages.overlays.base import ClosedStep, OverlayLine, shift_in
+from tickerdash.analytics.stages.overlays.base import OverlayLine, SeriesRun
 
 
 class RollingVwap:
@@ -24,10 +24,10 @@ class RollingVwap:
         """The last `bars` notionals and volumes of each series (0 before they exist), oldest first."""
         return {"notional": np.zeros((series, self.bars)), "volume": np.zeros((series, self.bars))}
 
-    def update(self, state: dict[str, np.ndarray], series: np.ndarray, step: ClosedStep) -> tuple[np.ndarray, ...]:
-        """Shift each bar's notional and volume in; their sums' ratio (NaN while no volume)."""
-        notional = shift_in(state["notional"], series, step.vwap * step.volume).sum(axis=1)
-        volume = shift_in(state["volume"], series, step.volume).sum(axis=1)
-        vwap = np.full(len(series), np.nan)
+    def update(self, state: dict[str, np.ndarray], run: SeriesRun) -> tuple[np.ndarray, ...]:
+        """Each bar's last `bars` notionals over their volumes (NaN while no volume)."""
+        notional = run.window(state["notional"], run.vwap * run.volume).sum(axis=1)
+        volume = run.window(state["volume"], run.volume).sum(axis=1)
+        vwap = np.full(len(run), np.nan)
         np.divide(notional, volume, out=vwap, where=volume > 0)
         return (vwap,)
