@@ -100,7 +100,21 @@ def reference(close: np.ndarray, volume: np.ndarray, vwap: np.ndarray) -> dict[s
     notional = np.convolve(vwap * volume, np.ones(20))[:n]
     volume_sum = np.convolve(volume, np.ones(20))[:n]
     rolling_vwap = np.where(volume_sum > 0, notional / np.where(volume_sum > 0, volume_sum, 1), np.nan)
-    return {"sma20": sma, "ema20": ema, "vwap20": rolling_vwap}
+    return {"sma20": sma, "ema20": ema, "vwap20": rolling_vwap, "rsi14": wilder_rsi(close, 14)}
+
+
+def wilder_rsi(close: np.ndarray, period: int) -> np.ndarray:
+    """RSI as Wilder defined it, over the whole close series: seeded means, then his smoothing."""
+    change = np.diff(close)
+    gain, loss = np.maximum(change, 0), np.maximum(-change, 0)
+    rsi = np.full(len(close), np.nan)
+    average_gain, average_loss = gain[:period].mean(), loss[:period].mean()
+    for i in range(period, len(close)):
+        if i > period:
+            average_gain = (average_gain * (period - 1) + gain[i - 1]) / period
+            average_loss = (average_loss * (period - 1) + loss[i - 1]) / period
+        rsi[i] = 100 - 100 / (1 + average_gain / average_loss) if average_loss > 0 else 100.0
+    return rsi
 
 
 class TestOverlays:
@@ -117,6 +131,15 @@ class TestOverlays:
         """NaN (no field on the wire) for the first 19 bars, a number from the 20th on."""
         got = run_in_batches(bar_series(25), [], OverlayStage())[(1_000, "AAA")]["sma20"]
         assert np.isnan(got[:19]).all() and np.isfinite(got[19:]).all()
+
+    def test_rsi_is_defined_from_the_fifteenth_bar_and_stays_within_0_and_100(self) -> None:
+        """14 changes need 15 bars; an RSI is 100 when closes only rose and is drawn on a 0-100 panel."""
+        got = run_in_batches(bar_series(40), [], OverlayStage())[(1_000, "AAA")]["rsi14"]
+        assert np.isnan(got[:14]).all() and ((got[14:] >= 0) & (got[14:] <= 100)).all()
+        rising = {key: {**columns, "close": np.arange(1.0, 21.0)} for key, columns in bar_series(20).items()}
+        assert (run_in_batches(rising, [5], OverlayStage())[(1_000, "AAA")]["rsi14"][14:] == 100).all()
+        (line,) = next(o for o in OVERLAYS if o.name == "rsi14").lines
+        assert line.panel.y_range == (0.0, 100.0) and line.panel.name != "price"
 
     def test_every_line_has_a_distinct_field_and_says_how_it_is_drawn(self) -> None:
         """The page builds its legend from these: field names are unique, each line has a label, colour, panel."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from tickerdash.analytics.stages.overlays.base import Overlay, OverlayLine
 from tickerdash.analytics.stages.overlays.ema import ExponentialMovingAverage
+from tickerdash.analytics.stages.overlays.rsi import RelativeStrengthIndex
 from tickerdash.analytics.stages.overlays.sma import SimpleMovingAverage
 from tickerdash.analytics.stages.overlays.vwap import RollingVwap
 
@@ -14,6 +15,7 @@ OVERLAYS: tuple[Overlay, ...] = (
     SimpleMovingAverage(20),
     ExponentialMovingAverage(20),
     RollingVwap(20),
+    RelativeStrengthIndex(14),
 )
 
 
