@@ -100,7 +100,16 @@ def reference(close: np.ndarray, volume: np.ndarray, vwap: np.ndarray) -> dict[s
     notional = np.convolve(vwap * volume, np.ones(20))[:n]
     volume_sum = np.convolve(volume, np.ones(20))[:n]
     rolling_vwap = np.where(volume_sum > 0, notional / np.where(volume_sum > 0, volume_sum, 1), np.nan)
-    return {"sma20": sma, "ema20": ema, "vwap20": rolling_vwap, "rsi14": wilder_rsi(close, 14)}
+    middle, deviation = np.full(n, np.nan), np.full(n, np.nan)
+    middle[19:], deviation[19:] = windows.mean(axis=1), windows.std(axis=1)  # population deviation (ddof 0)
+    return {
+        "sma20": sma,
+        "ema20": ema,
+        "vwap20": rolling_vwap,
+        "rsi14": wilder_rsi(close, 14),
+        "bb20_upper": middle + 2 * deviation,
+        "bb20_lower": middle - 2 * deviation,
+    }
 
 
 def wilder_rsi(close: np.ndarray, period: int) -> np.ndarray:
@@ -140,6 +149,15 @@ class TestOverlays:
         assert (run_in_batches(rising, [5], OverlayStage())[(1_000, "AAA")]["rsi14"][14:] == 100).all()
         (line,) = next(o for o in OVERLAYS if o.name == "rsi14").lines
         assert line.panel.y_range == (0.0, 100.0) and line.panel.name != "price"
+
+    def test_bollinger_bands_straddle_the_sma_on_the_price_panel(self) -> None:
+        """Upper and lower are the SMA 20 +- the same distance, undefined before the 20th bar, drawn with prices."""
+        got = run_in_batches(bar_series(40), [3, 21], OverlayStage())[(60_000, "CCC")]
+        assert np.isnan(got["bb20_upper"][:19]).all() and np.isnan(got["bb20_lower"][:19]).all()
+        np.testing.assert_allclose((got["bb20_upper"] + got["bb20_lower"])[19:] / 2, got["sma20"][19:], rtol=1e-12)
+        assert (got["bb20_upper"][19:] > got["bb20_lower"][19:]).all()
+        bands = next(o for o in OVERLAYS if o.name == "bb20")
+        assert [line.panel.name for line in bands.lines] == ["price", "price"]
 
     def test_every_line_has_a_distinct_field_and_says_how_it_is_drawn(self) -> None:
         """The page builds its legend from these: field names are unique, each line has a label, colour, panel."""

@@ -6,6 +6,7 @@ Registering an overlay is one line here; its module defines the rest (see docs/e
 from __future__ import annotations
 
 from tickerdash.analytics.stages.overlays.base import Overlay, OverlayLine
+from tickerdash.analytics.stages.overlays.bollinger import BollingerBands
 from tickerdash.analytics.stages.overlays.ema import ExponentialMovingAverage
 from tickerdash.analytics.stages.overlays.rsi import RelativeStrengthIndex
 from tickerdash.analytics.stages.overlays.sma import SimpleMovingAverage
@@ -16,6 +17,7 @@ OVERLAYS: tuple[Overlay, ...] = (
     ExponentialMovingAverage(20),
     RollingVwap(20),
     RelativeStrengthIndex(14),
+    BollingerBands(20, 2.0),
 )
 
 
