@@ -26,6 +26,7 @@ import numpy as np
 
 from tickerdash.analytics.stages.bars import BarConfig, Bars
 from tickerdash.analytics.stages.indicators import IndicatorConfig, Indicators
+from tickerdash.analytics.stages.overlays.stage import OverlayStage
 from tickerdash.ingest.ticks import TickBatch
 
 
@@ -118,14 +119,18 @@ def kept_history(indicators: Indicators) -> int:
 
 
 def run(batches: list[TickBatch], which: str, config: IndicatorConfig) -> float:
-    """Seconds to push every batch through the chosen stages (fresh state)."""
+    """Seconds to push every batch through the chosen stages (fresh state); "bars+overlays" runs the chart
+    overlays on the bars that close, as the worker does."""
     indicators, bars = Indicators(config), Bars(BarConfig(intervals_ms=(1_000, 60_000, 3_600_000)))
+    overlays = OverlayStage()
     start = time.perf_counter()
     for batch in batches:
         if which in ("indicators", "both"):
             indicators.process(batch)
-        if which in ("bars", "both"):
-            bars.process(batch)
+        if which in ("bars", "both", "bars+overlays"):
+            closed = bars.process(batch).closed
+            if which == "bars+overlays":
+                overlays.update(closed)
     return time.perf_counter() - start
 
 
@@ -177,7 +182,7 @@ def main() -> None:
         f"{args.symbols} symbols, {args.batches} batches x {args.batch} ticks, event rate {args.event_rate:,.0f}/s, "
         f"VWAP windows {config.vwap_windows_ms} ms"
     )
-    for which in ("indicators", "bars", "both"):
+    for which in ("indicators", "bars", "bars+overlays", "both"):
         seconds = min(run(batches, which, config) for _ in range(2))
         print(f"  {which:<11} {ticks / seconds:>14,.0f} ticks/s  ({seconds * 1e3 / args.batches:.2f} ms/batch)")
     indicators, bars = Indicators(config), Bars()

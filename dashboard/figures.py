@@ -1,9 +1,10 @@
 """Data in, figure out: the price chart the page streams into. No I/O here.
 
 The chart's traces come in a fixed order, named in `layout.meta.roles`, so the page's script
-(assets/tickerdash.js) can extend them in place. The overlays are computed over the chart's bars
-exactly as the script computes them for bars that arrive later (same periods, same formulas):
-SMA and EMA of bar closes, and the VWAP of the bars shown (cumulative price x volume / volume).
+(assets/tickerdash.js) can extend them in place. Overlays are drawn, never computed, here: their
+values come with the bars (the fields the analytics worker writes after each bar's own), and their
+labels, colours and panels from the overlay registry (`layout.meta.overlays`), so the page's legend
+is the analytics' own. An overlay on a panel other than the prices gets a chart row of its own.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-SMA_PERIOD = 20
-EMA_PERIOD = 20
-ROLES = ("candles", "line", "sma", "ema", "vwap", "volume", "alerts", "anomalies")
-OVERLAYS = ("sma", "ema", "vwap")
+from tickerdash.analytics.stages.overlays.registry import OVERLAYS as OVERLAY_DEFINITIONS
+
+OVERLAYS = tuple(overlay.name for overlay in OVERLAY_DEFINITIONS)  # the chart's overlay choices
+OVERLAY_LABELS = {overlay.name: overlay.label for overlay in OVERLAY_DEFINITIONS}
 STYLES = ("candles", "line")
 UP_COLOUR, DOWN_COLOUR = "#26a69a", "#ef5350"
 
@@ -35,6 +36,9 @@ class BarHistory:
     close: list[float] = field(default_factory=list)
     volume: list[float] = field(default_factory=list)
     vwap: list[float] = field(default_factory=list)
+    # overlay field -> its value at each bar (None: not defined there, or the bar is still open)
+    overlays: dict[str, list[float | None]] = field(default_factory=dict)
+    closed_until: int | None = None  # start of the newest closed bar read (the page fetches what closes later)
 
     def __len__(self) -> int:
         return len(self.start)
@@ -54,6 +58,8 @@ class BarHistory:
             close=[self.close[i] for i in keep] + [float(bar[4])],
             volume=[self.volume[i] for i in keep] + [float(bar[5])],
             vwap=[self.vwap[i] for i in keep] + [estimate],
+            overlays={name: [values[i] for i in keep] + [None] for name, values in self.overlays.items()},
+            closed_until=self.closed_until,
         )
 
 
@@ -71,38 +77,6 @@ def plain_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def simple_moving_average(values: Sequence[float], period: int) -> list[float | None]:
-    """Mean of the last `period` values at each point (None until there are `period` values)."""
-    out: list[float | None] = []
-    running = 0.0
-    for i, value in enumerate(values):
-        running += value
-        if i >= period:
-            running -= values[i - period]
-        out.append(running / period if i >= period - 1 else None)
-    return out
-
-
-def exponential_moving_average(values: Sequence[float], period: int) -> list[float]:
-    """EMA with alpha = 2 / (period + 1), seeded with the first value."""
-    alpha = 2.0 / (period + 1)
-    out: list[float] = []
-    for value in values:
-        out.append(value if not out else alpha * value + (1 - alpha) * out[-1])
-    return out
-
-
-def cumulative_vwap(vwaps: Sequence[float], volumes: Sequence[float]) -> list[float | None]:
-    """VWAP over the bars so far: sum(vwap x volume) / sum(volume) (None before any volume)."""
-    out: list[float | None] = []
-    notional = volume_sum = 0.0
-    for vwap, volume in zip(vwaps, volumes, strict=True):
-        notional += vwap * volume
-        volume_sum += volume
-        out.append(notional / volume_sum if volume_sum > 0 else None)
-    return out
-
-
 def _markers(markers: Iterable[Marker], name: str, symbol: str, colour: str) -> go.Scatter:
     items = list(markers)
     return go.Scatter(
@@ -117,6 +91,21 @@ def _markers(markers: Iterable[Marker], name: str, symbol: str, colour: str) -> 
     )
 
 
+def _panels() -> list[Any]:
+    """The chart rows of overlay panels other than the prices, in registry order."""
+    panels: list[Any] = []
+    for overlay in OVERLAY_DEFINITIONS:
+        for line in overlay.lines:
+            if line.panel.name != "price" and line.panel not in panels:
+                panels.append(line.panel)
+    return panels
+
+
+def overlay_meta() -> list[dict[str, Any]]:
+    """Every overlay line as the page draws it: field, label, colour, panel, y range, dash, its overlay."""
+    return [{**line.to_dict(), "overlay": overlay.name} for overlay in OVERLAY_DEFINITIONS for line in overlay.lines]
+
+
 def price_figure(
     bars: BarHistory,
     *,
@@ -128,62 +117,82 @@ def price_figure(
     anomalies: Iterable[Marker] = (),
     generation: int | None = None,
 ) -> go.Figure:
-    """The price chart of one symbol at one interval: price, overlays and markers above, volume below."""
+    """The price chart of one symbol at one interval: price, overlays and markers above, a row per
+    overlay panel, volume below."""
     shown = set(overlays)
     x = bars.start
-    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25], vertical_spacing=0.03)
-    traces: dict[str, Any] = {
-        "candles": go.Candlestick(
-            x=x,
-            open=bars.open,
-            high=bars.high,
-            low=bars.low,
-            close=bars.close,
-            name="price",
-            visible=style == "candles",
-            increasing={"line": {"color": UP_COLOUR}},
-            decreasing={"line": {"color": DOWN_COLOUR}},
+    panels = _panels()
+    row_of = {"price": 1, **{panel.name: 2 + k for k, panel in enumerate(panels)}}
+    volume_row = 2 + len(panels)
+    heights = [0.55, *(0.2 / len(panels),) * len(panels), 0.25] if panels else [0.75, 0.25]
+    figure = make_subplots(
+        rows=volume_row,
+        cols=1,
+        shared_xaxes=True,
+        row_heights=heights,
+        vertical_spacing=0.03,
+    )
+    traces: list[tuple[str, Any, int]] = [
+        (
+            "candles",
+            go.Candlestick(
+                x=x,
+                open=bars.open,
+                high=bars.high,
+                low=bars.low,
+                close=bars.close,
+                name="price",
+                visible=style == "candles",
+                increasing={"line": {"color": UP_COLOUR}},
+                decreasing={"line": {"color": DOWN_COLOUR}},
+            ),
+            1,
         ),
-        "line": go.Scatter(
-            x=x,
-            y=bars.close,
+        (
+            "line",
+            go.Scatter(
+                x=x,
+                y=bars.close,
+                mode="lines",
+                name="price",
+                visible=style == "line",
+                line={"color": "#1f77b4", "width": 1.5},
+            ),
+            1,
+        ),
+    ]
+    lines = overlay_meta()
+    for line in lines:
+        values = bars.overlays.get(line["field"], [])
+        points = [(at, v) for at, v in zip(x, values, strict=False) if v is not None]  # only closed bars have them
+        trace = go.Scatter(
+            x=[at for at, _ in points],
+            y=[v for _, v in points],
             mode="lines",
-            name="price",
-            visible=style == "line",
-            line={"color": "#1f77b4", "width": 1.5},
+            name=line["label"],
+            visible=line["overlay"] in shown,
+            line={"color": line["colour"], "width": 1, "dash": line["dash"]},
+        )
+        traces.append((line["field"], trace, row_of[line["panel"]]))
+    traces += [
+        (
+            "volume",
+            go.Bar(
+                x=x,
+                y=bars.volume,
+                customdata=bars.vwap,
+                name="volume",
+                showlegend=False,
+                marker={"color": "#90a4ae"},
+            ),
+            volume_row,
         ),
-        "sma": go.Scatter(
-            x=x,
-            y=simple_moving_average(bars.close, SMA_PERIOD),
-            mode="lines",
-            name=f"SMA {SMA_PERIOD}",
-            visible="sma" in shown,
-            line={"color": "#ff9800", "width": 1},
-        ),
-        "ema": go.Scatter(
-            x=x,
-            y=exponential_moving_average(bars.close, EMA_PERIOD),
-            mode="lines",
-            name=f"EMA {EMA_PERIOD}",
-            visible="ema" in shown,
-            line={"color": "#9c27b0", "width": 1},
-        ),
-        "vwap": go.Scatter(
-            x=x,
-            y=cumulative_vwap(bars.vwap, bars.volume),
-            mode="lines",
-            name="VWAP",
-            visible="vwap" in shown,
-            line={"color": "#607d8b", "width": 1, "dash": "dot"},
-        ),
-        "volume": go.Bar(
-            x=x, y=bars.volume, customdata=bars.vwap, name="volume", showlegend=False, marker={"color": "#90a4ae"}
-        ),
-        "alerts": _markers(alerts, "alerts", "triangle-down", "#d32f2f"),
-        "anomalies": _markers(anomalies, "anomalies", "diamond", "#ffb300"),
-    }
-    for role in ROLES:
-        figure.add_trace(traces[role], row=2 if role == "volume" else 1, col=1)
+        ("alerts", _markers(alerts, "alerts", "triangle-down", "#d32f2f"), 1),
+        ("anomalies", _markers(anomalies, "anomalies", "diamond", "#ffb300"), 1),
+    ]
+    for _, trace, row in traces:
+        figure.add_trace(trace, row=row, col=1)
+    roles = {role: i for i, (role, _, _) in enumerate(traces)}
     title = f"{symbol} · {interval} bars (UTC)" if symbol else "waiting for the first trades…"
     figure.update_layout(
         title={"text": plain_text(title), "x": 0.01},
@@ -194,12 +203,16 @@ def price_figure(
         meta={
             "symbol": symbol,
             "interval": interval,
-            "roles": {role: i for i, role in enumerate(ROLES)},
-            "sma_period": SMA_PERIOD,
-            "ema_period": EMA_PERIOD,
+            "roles": roles,
+            "overlays": [{**line, "trace": roles[line["field"]]} for line in lines],
+            "closed_until": bars.closed_until,
             "generation": generation if generation is not None else time.time_ns(),
         },
     )
     figure.update_xaxes(type="date", rangeslider_visible=False)
-    figure.update_yaxes(title_text="volume", row=2, col=1)
+    for panel in panels:
+        figure.update_yaxes(
+            title_text=panel.name, range=list(panel.y_range or ()) or None, row=row_of[panel.name], col=1
+        )
+    figure.update_yaxes(title_text="volume", row=volume_row, col=1)
     return figure

@@ -18,7 +18,8 @@ Messages (JSON text):
   the last stream IDs read, `coalesced > 1` says this client missed intermediate states;
 - on request `{"type": "bars", "symbol", "interval", "since"}` (a page filling the gap after a
   reconnect) the reply `{"type": "bars", "symbol", "interval", "bars": [[start, o, h, l, c, v, vwap,
-  trades], ...], "open": [start, o, h, l, c, v] | null}` read from the bar stream.
+  trades], ...], "overlays": [{field: value, ...} per bar], "open": [start, o, h, l, c, v] | null}` read
+  from the bar stream (`overlays`: the fields each bar entry carries after its own seven).
 """
 
 from __future__ import annotations
@@ -230,9 +231,19 @@ class Gateway:
         entries: Any = await self._redis.xrange(
             self.keys.bars(interval, symbol), min=str(max(since_ms, 0)), max="+", count=MAX_BARS_REPLY
         )
-        bars = decode_bar_entries(entries).rows()
+        decoded = decode_bar_entries(entries)
+        bars = decoded.rows()
+        extra = [(name, column.tolist()) for name, column in decoded.extra.items()]
+        overlays = [{name: values[k] for name, values in extra if values[k] == values[k]} for k in range(len(bars))]
         open_bar = self.symbols.get(symbol, {}).get("bars", {}).get(interval)
-        return {"type": "bars", "symbol": symbol, "interval": interval, "bars": bars, "open": open_bar}
+        return {
+            "type": "bars",
+            "symbol": symbol,
+            "interval": interval,
+            "bars": bars,
+            "overlays": overlays,
+            "open": open_bar,
+        }
 
     # -- reading Redis ---------------------------------------------------------------------------
 

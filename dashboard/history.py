@@ -6,10 +6,12 @@ then arrives over the gateway's websocket, never through here.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import redis
 
+from tickerdash.analytics.stages.overlays.registry import overlay_lines
 from tickerdash.dashboard.figures import BarHistory, Marker
 from tickerdash.ingest.contract.bars import BAR_FLOAT_FIELDS, decode_bar_entries
 from tickerdash.ingest.contract.fields import as_text, text_fields
@@ -21,13 +23,20 @@ EVENTS_SCANNED = 2_000
 
 
 def read_bars(client: redis.Redis, keys: Keys, symbol: str, interval: str, limit: int = BACKFILL_BARS) -> BarHistory:
-    """The last `limit` closed bars of a symbol at an interval, oldest first."""
+    """The last `limit` closed bars of a symbol at an interval, oldest first, with their overlay values."""
     entries: Any = client.xrevrange(keys.bars(interval, symbol), count=limit) or []
     bars = decode_bar_entries(entries[::-1])
     history = BarHistory(start=bars.start_ms.tolist())
     for column in BAR_FLOAT_FIELDS:
         getattr(history, column).extend(bars.column(column).tolist())
-    return history
+    for line in overlay_lines():  # a field left out of an entry is not defined at that bar
+        values = bars.extra.get(line.field)
+        history.overlays[line.field] = (
+            [None] * len(history.start)
+            if values is None
+            else [None if value != value else value for value in values.tolist()]
+        )
+    return replace(history, closed_until=history.start[-1] if history.start else None)
 
 
 def read_snapshot(client: redis.Redis, keys: Keys) -> dict[str, SymbolUpdate]:

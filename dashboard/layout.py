@@ -11,7 +11,7 @@ from dash import dcc, html
 from tickerdash.dashboard.downloads import FORMATS as EXPORT_FORMATS
 from tickerdash.dashboard.downloads import INCLUDES as EXPORT_INCLUDES
 from tickerdash.dashboard.downloads import INTERVALS as EXPORT_INTERVALS
-from tickerdash.dashboard.figures import OVERLAYS
+from tickerdash.dashboard.figures import OVERLAY_LABELS, OVERLAYS
 
 RULE_FIELDS = (
     ("id", "id", "leave empty for a random id"),
@@ -133,7 +133,7 @@ def build_layout(ws_port: int, ws_url: str | None = None) -> html.Div:
                                     ),
                                     dcc.Checklist(
                                         id="chart-overlays",
-                                        options=[{"label": f" {o.upper()}", "value": o} for o in OVERLAYS],
+                                        options=[{"label": f" {OVERLAY_LABELS[o]}", "value": o} for o in OVERLAYS],
                                         value=list(OVERLAYS),
                                         inline=True,
                                     ),

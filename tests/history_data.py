@@ -19,6 +19,7 @@ from tickerdash.ingest.ticks import TickBatch
 START_MS = 1_767_306_600_000  # 2026-01-01 22:30 UTC: the data crosses midnight
 HOURS = 3
 SYMBOLS = ("AAA", "BBB", "CCC", "DDD")
+BAR_FIELDS = ("open", "high", "low", "close", "volume", "vwap", "trades")
 FLUSH_MS = 1_767_398_700_000  # 2026-01-03 00:05 UTC: one trade per symbol here closes every earlier bar
 
 
@@ -54,11 +55,11 @@ def archive_once(client: redis.Redis, settings: Settings, max_batch_rows: int = 
 
 
 def redis_bars(client: redis.Redis, interval: str, symbols: tuple[str, ...] = SYMBOLS) -> pd.DataFrame:
-    """Every bar of the interval in Redis as a frame (symbol, start, open ... trades)."""
+    """Every bar of the interval in Redis as a frame (symbol, start, open ... trades; not the overlays after them)."""
     rows = []
     for symbol in symbols:
         for entry_id, fields in client.xrange(Keys().bars(interval, symbol)):
-            row = {k.decode(): float(v) for k, v in fields.items()}
+            row = {name: float(fields[name.encode()]) for name in BAR_FIELDS}
             rows.append({"symbol": symbol, "start": int(entry_id.split(b"-")[0]), **row})
     frame = pd.DataFrame(rows)
     frame["trades"] = frame["trades"].astype("int64")

@@ -16,11 +16,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 
 from tickerdash.analytics.commands.worker import default_stages
-from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig, bar_fields
+from tickerdash.analytics.stages.bars import BarTable
+from tickerdash.analytics.stages.overlays.stage import OverlayStage
 from tickerdash.dashboard.server import DashboardServer
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.live import SymbolUpdate, encode_updates, live_key, snapshot_key
@@ -70,28 +73,36 @@ def update(symbol: str, ts: int, price: float, first: float) -> SymbolUpdate:
 
 
 def seed_history(client: redis.Redis, symbols: dict[str, float], now_ms: int, bars: int = 90) -> None:
-    """Closed 1s bars for the last `bars` seconds and each symbol's snapshot, as the worker leaves them."""
+    """Closed 1s bars for the last `bars` seconds (with the overlays the worker adds) and each symbol's
+    snapshot, as the worker leaves them."""
     walk = random.Random(7)  # seeded: the screenshot is the same every run, up to the clock
     for symbol, first in symbols.items():
         price = first
         pipe = client.pipeline(transaction=False)
+        entries = []
         for i in range(bars, 0, -1):
             start = (now_ms // 1000 - i) * 1000
             step = walk.gauss(0, first * 0.0012)
-            pipe.xadd(
-                KEYS.bars("1s", symbol),
-                {
-                    "open": price,
-                    "high": price + 0.3,
-                    "low": price - 0.3,
-                    "close": price + step,
-                    "volume": 50 + i % 17,
-                    "vwap": price + step / 2,
-                    "trades": 4,
-                },
-                id=f"{start}-0",
-            )
+            entries.append((start, price, price + step, 50.0 + i % 17, price + step / 2))
             price += step
+        start, opens, close, volume, vwap = (np.array(column) for column in zip(*entries, strict=True))
+        table = BarTable(
+            (symbol,),
+            np.zeros(len(start), np.int64),
+            np.full(len(start), 1_000),
+            start.astype(np.int64),
+            opens,
+            np.maximum(opens, close) + 0.3,
+            np.minimum(opens, close) - 0.3,
+            close,
+            volume,
+            vwap,
+            np.full(len(start), 4),
+        )
+        overlays = OverlayStage().update(table)
+        for k in range(len(table)):
+            fields = bar_fields(table, k, overlays)
+            pipe.xadd(KEYS.bars("1s", symbol), dict(zip(fields[::2], fields[1::2], strict=True)), id=f"{start[k]}-0")
         pipe.hset(snapshot_key(KEYS), symbol, encode_updates([update(symbol, now_ms, price, first)]))
         pipe.execute()
 
@@ -712,4 +723,62 @@ def test_the_health_strip_says_in_plain_words_how_many_ticks_were_lost(page: Pag
         lambda: "lost" in (text := page.page.inner_text("#health-strip")) and text, what="the loss in the health strip"
     )
     assert "lost 6 entries trimmed before any worker read them" in " ".join(strip.split())
+    assert page.console_errors == []
+
+
+OVERLAY_LINES = """() => { const chart = window.tickerdash.state.chart;
+  return chart.overlays.map(line => [line.field, chart.gd.data[line.trace].x.map(Number),
+                                     chart.gd.data[line.trace].y]); }"""
+
+
+def drawn_overlays(page: Page) -> dict[str, dict[int, float]]:
+    """Each overlay line on the page's chart: field -> {bar start: the y value drawn}."""
+    lines = page.page.evaluate(OVERLAY_LINES)
+    return {field: dict(zip(xs, ys, strict=True)) for field, xs, ys in lines}
+
+
+def test_the_overlay_lines_the_page_draws_are_the_overlay_fields_of_the_bars_in_redis(
+    live_system: tuple[Page, Trades], redis_client: redis.Redis
+) -> None:
+    """The page computes no overlay: every point of every overlay line, from the back-fill and from bars that
+    close while it streams, is that bar entry's field in Redis, and each bar with the field has its point."""
+    page, trades = live_system
+    first = int(time.time() * 1000) // 1000 * 1000 - 90_000  # event time in the past: bars close at once
+    walk = random.Random(11)
+    price = 187.0
+
+    def publish_seconds(seconds: range) -> None:
+        nonlocal price
+        for second in seconds:
+            ts = [first + second * 1000 + offset for offset in (100, 400, 700)]
+            prices = []
+            for _ in ts:
+                price *= 1 + walk.gauss(0, 0.002)
+                prices.append(round(price, 2))
+            trades.producer.publish(TickBatch.from_columns(["AAPL"] * 3, prices, [100.0, 250.0, 50.0], ts))
+
+    publish_seconds(range(40))  # 40 s of bars: SMA 20 is defined from the 20th
+    page.wait_for_chart("AAPL")
+    before = drawn_overlays(page)
+    for chunk in range(40, 70, 3):  # bars close while the page streams: the live view extends the lines
+        publish_seconds(range(chunk, chunk + 3))
+        time.sleep(0.3)
+    page.wait_for(lambda: caught_up(redis_client, KEYS), timeout=60, what="the worker to catch up")
+    entries = {
+        int(entry_id.split(b"-")[0]): {k.decode(): float(v) for k, v in fields.items()}
+        for entry_id, fields in redis_client.xrange(KEYS.bars("1s", "AAPL"))
+    }
+    newest = max(entries)
+    page.wait_for(
+        lambda: max(drawn_overlays(page)["sma20"], default=0) == newest, timeout=10, what="the newest closed bar"
+    )
+    drawn = drawn_overlays(page)
+    assert set(drawn) >= {"sma20", "ema20", "vwap20"}
+    for field, points in drawn.items():
+        expected = {start: bar[field] for start, bar in entries.items() if field in bar}
+        assert points == expected, field
+    assert len(drawn["sma20"]) > len(before.get("sma20", {}))  # the live path added points
+    assert len(drawn["sma20"]) == len(entries) - 19  # undefined before the 20th bar: no point
+    indicators = page.page.locator("#price-chart .td-indicators").inner_text()
+    assert "AAPL per trade:" in indicators and "sma_20" in indicators
     assert page.console_errors == []

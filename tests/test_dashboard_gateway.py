@@ -228,6 +228,17 @@ class TestGapFilling:
         assert reply["bars"][0][1:] == [1.0, 2.0, 0.5, 1.5, 7.0, 1.2, 3]
         assert reply["open"] == [1_000.0, 10.0, 10.0, 10.0, 10.0, 1.0]
 
+    def test_the_overlay_fields_of_the_bars_come_with_them(self, gateway: Gateway, redis_client: redis.Redis) -> None:
+        """Each bar's fields after its own seven (its overlays; SMA absent where undefined) come in `overlays`."""
+        bar = {"open": 1, "high": 2, "low": 0.5, "close": 1.5, "volume": 7, "vwap": 1.2, "trades": 3}
+        redis_client.xadd(KEYS.bars("1s", "AAPL"), {**bar, "ema20": 1.25}, id="1000-0")
+        redis_client.xadd(KEYS.bars("1s", "AAPL"), {**bar, "sma20": 1.5, "ema20": 1.3}, id="2000-0")
+        with connect(url(gateway)) as ws:
+            receive(ws, "hello")
+            ws.send(json.dumps({"type": "bars", "symbol": "AAPL", "interval": "1s", "since": 0}))
+            reply = receive(ws, "bars")
+        assert reply["overlays"] == [{"ema20": 1.25}, {"sma20": 1.5, "ema20": 1.3}]
+
     def test_a_malformed_request_is_answered_with_an_error(self, gateway: Gateway) -> None:
         """A request for a symbol outside the tick alphabet gets an error reply and the connection stays up."""
         with connect(url(gateway)) as ws:

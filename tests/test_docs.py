@@ -25,9 +25,6 @@ DESIGN = ROOT / "docs" / "design.md"
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PRODUCTION = ("ingest", "simulator", "analytics", "dashboard", "tickerdash")
 NOT_THE_TREE = {".git", ".venv", "build", "tickerdash.egg-info", "node_modules", ".mypy_cache", ".ruff_cache"}
-# Paths the documents cite that other branches of the current work add. When one exists, the test below
-# fails until it is taken off this list, so the list cannot outlive its reason.
-ARRIVING_WITH_OTHER_BRANCHES = {"docs/extending.md"}
 
 
 def _prose(markdown: str) -> str:
@@ -49,7 +46,7 @@ def cited_paths(markdown: str, folder: Path) -> Iterator[str]:
     text = _prose(markdown)
     top = _top_level()
     for span in _spans(text):
-        token = span.strip()
+        token = span.strip().split("::", 1)[0]  # `tests/test_x.py::test_name` cites the file
         if re.search(r"[\s<>{}$=|'\"]|://|^~", token):
             continue
         if "/" in token:
@@ -90,24 +87,18 @@ class TestCitedFiles:
             for path in cited_paths(doc.read_text(), doc.parent)
         }
         assert len(cited) > 20, "the citation finder found almost nothing: is its pattern still right?"
-        missing = sorted(
-            f"{doc}: {path}" for doc, path in cited if not _exists(path) and path not in ARRIVING_WITH_OTHER_BRANCHES
-        )
+        missing = sorted(f"{doc}: {path}" for doc, path in cited if not _exists(path))
         assert not missing, "cited but not in the tree:\n" + "\n".join(missing)
-
-    def test_arriving_paths_are_still_missing(self) -> None:
-        """A path waiting for another branch is taken off the waiting list as soon as it exists."""
-        arrived = sorted(path for path in ARRIVING_WITH_OTHER_BRANCHES if (ROOT / path).exists())
-        assert not arrived, f"remove from ARRIVING_WITH_OTHER_BRANCHES: {arrived}"
 
     def test_the_finder_sees_backticked_paths_and_links(self) -> None:
         """Backticked repository paths and relative links count as citations; commands and URLs do not."""
         markdown = (
             "See `analytics/engine/worker.py`, [export](export.md), `README.md`, `redis://host:6379`,\n"
-            "`tickerdash up`, [site](https://example.org) and `../shared/data`.\n```\n`ingest/nothing.py`\n```\n"
+            "`tickerdash up`, [site](https://example.org), `tests/test_bars.py::test_x` and `../shared/data`.\n"
+            "```\n`ingest/nothing.py`\n```\n"
         )
         found = set(cited_paths(markdown, ROOT / "docs"))
-        assert found == {"analytics/engine/worker.py", "docs/export.md", "README.md"}
+        assert found == {"analytics/engine/worker.py", "docs/export.md", "README.md", "tests/test_bars.py"}
 
 
 def _documented() -> set[str]:

@@ -25,6 +25,7 @@ from tickerdash.analytics.stages.alerts.rules import Rule
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.analytics.stages.bars import Bars
 from tickerdash.analytics.stages.indicators import window_name
+from tickerdash.analytics.stages.overlays.stage import OverlayStage
 from tickerdash.ingest.contract.bars import BAR_FLOAT_FIELDS, encode_bar, feed_entry_table
 from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 from tickerdash.ingest.contract.live import decode_updates, live_key, snapshot_key
@@ -62,12 +63,14 @@ def bar_streams(client: redis.Redis, prefix: str) -> dict[str, list[tuple[bytes,
 
 
 def expected_bars(ticks: TickBatch, config: WorkerConfig) -> dict[str, list[tuple[bytes, dict[bytes, bytes]]]]:
-    """The bars a pure Bars stage closes over the same trades, in the worker's wire format."""
+    """The bars a pure Bars stage closes over the same trades, with their overlays, in the worker's wire format."""
     closed = Bars(config.bars).process(ticks).closed
+    overlays = OverlayStage().update(closed)
     out: dict[str, list[tuple[bytes, dict[bytes, bytes]]]] = {}
     for k in range(len(closed)):
         key = f":bars:{window_name(int(closed.interval_ms[k]))}:{closed.symbols[int(closed.symbol_idx[k])]}"
-        flat = encode_bar(*(getattr(closed, name)[k] for name in BAR_FLOAT_FIELDS), closed.trades[k])
+        extra = {name: float(column[k]) for name, column in overlays.items()}
+        flat = encode_bar(*(getattr(closed, name)[k] for name in BAR_FLOAT_FIELDS), closed.trades[k], extra)
         fields = {str(flat[i]).encode(): str(flat[i + 1]).encode() for i in range(0, len(flat), 2)}
         out.setdefault(key, []).append((f"{int(closed.start_ms[k])}-0".encode(), fields))
     return {k: sorted(v, key=lambda e: int(e[0].split(b"-")[0])) for k, v in sorted(out.items())}
@@ -138,6 +141,30 @@ class TestWorker:
             assert set(update["indicators"]) >= {"sma_20", "ema_12", "vwap_1m", "session_vwap"}
         entries = redis_client.xrange(live_key(Keys()))
         assert entries and all(decode_updates(fields[b"u"]) for _, fields in entries)
+
+    def test_bar_entries_carry_their_overlays_after_the_seven_bar_fields(
+        self, settings: Settings, redis_client: redis.Redis
+    ) -> None:
+        """Each bar entry is open ... trades, then each overlay defined by then (SMA from the 20th bar on); the
+        live view holds each symbol's latest closed bar and its overlay values."""
+        ticks = market(20_000, symbols=5, per_second=200)  # 100 s of event time: ~100 1s bars per symbol
+        Producer(redis_client, settings).publish(ticks)
+        run_inline(redis_client, settings)
+        fields = OverlayStage().fields
+        for key, entries in bar_streams(redis_client, "tickerdash").items():
+            names = [[name.decode() for name in entry] for _, entry in entries]
+            assert all(n[:7] == ["open", "high", "low", "close", "volume", "vwap", "trades"] for n in names), key
+            assert all(set(n[7:]) <= set(fields) and n[7:] == sorted(n[7:], key=fields.index) for n in names), key
+            if key.startswith(":bars:1s:"):
+                assert all("sma20" not in n for n in names[:19]) and all("sma20" in n for n in names[19:]), key
+                closes = [float(entry[b"close"]) for _, entry in entries]
+                assert float(entries[-1][1][b"sma20"]) == pytest.approx(np.mean(closes[-20:]), rel=1e-12)
+        snapshot = {k.decode(): decode_updates(v)[0] for k, v in redis_client.hgetall(snapshot_key(Keys())).items()}
+        for symbol, update in snapshot.items():
+            last_id, last = redis_client.xrevrange(Keys().bars("1s", symbol), count=1)[0]
+            closed = update.overlays["1s"]
+            assert closed["start"] == int(last_id.split(b"-")[0])
+            assert {name: closed[name] for name in fields} == {name: float(last[name.encode()]) for name in fields}
 
     def test_malformed_and_late_ticks_go_to_deadletter_and_the_worker_goes_on(
         self, settings: Settings, redis_client: redis.Redis

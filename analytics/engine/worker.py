@@ -39,6 +39,7 @@ import redis
 from tickerdash.analytics.engine.segments import pack_state, preload, unpack_state
 from tickerdash.analytics.stages.bars import BarConfig, Bars, BarTable
 from tickerdash.analytics.stages.indicators import IndicatorConfig, IndicatorFrame, Indicators, window_name
+from tickerdash.analytics.stages.overlays.stage import OverlayStage
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.live import (
     LIVE_HZ,
@@ -132,6 +133,7 @@ class Effects:
     batch: TickBatch
     frame: IndicatorFrame | None = None
     closed_bars: BarTable | None = None
+    bar_columns: dict[str, np.ndarray] = field(default_factory=dict)  # per closed bar, written after its 7 fields
     alerts: list[str] = field(default_factory=list)  # each entry's fields as a JSON array [field, value, ...]
     anomalies: list[dict[str, str]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
@@ -207,6 +209,7 @@ class PartitionState:
         self.config = config
         self.bars = Bars(config.bars)
         self.indicators = Indicators(config.indicators)
+        self.overlays = OverlayStage()
         self.stages: list[Stage] = [make() for make in config.stages]
         self.session_open: dict[str, float] = {}  # first price seen per symbol, for change %
         self.last_id = "0-0"
@@ -236,6 +239,7 @@ class PartitionState:
             helper = _stage_thread().submit(self._plug_in_stages, batch, effects)
         try:
             effects.closed_bars = self.bars.fold(arrived)
+            effects.bar_columns = self.overlays.update(effects.closed_bars)
             if len(batch):
                 effects.frame = self.indicators.process(batch)
                 if helper is None:
@@ -261,7 +265,11 @@ class PartitionState:
             "session_open": self.session_open,
             "stages": [s.name for s in self.stages],
         }
-        blobs = {"bars": self.bars.to_bytes(), "indicators": self.indicators.to_bytes()}
+        blobs = {
+            "bars": self.bars.to_bytes(),
+            "indicators": self.indicators.to_bytes(),
+            "overlays": self.overlays.to_bytes(),
+        }
         blobs.update({f"stage:{s.name}": s.to_bytes() for s in self.stages})
         return pack_state(meta, {k: np.frombuffer(v, np.uint8) for k, v in blobs.items()})
 
@@ -274,6 +282,8 @@ class PartitionState:
         state = cls(config)
         state.bars = Bars.from_bytes(arrays["bars"].tobytes())
         state.indicators = Indicators.from_bytes(arrays["indicators"].tobytes())
+        if "overlays" in arrays:  # an older checkpoint has none: the overlays start afresh
+            state.overlays.load(arrays["overlays"].tobytes())
         for stage in state.stages:
             blob = arrays.get(f"stage:{stage.name}")
             if blob is not None:
@@ -341,8 +351,13 @@ def open_bar_columns(
     return names, values.reshape(len(symbols), -1)
 
 
-def bar_fields(bars: BarTable, k: int) -> list[Any]:
-    """The stream fields of bar k, as XADD arguments (floats as repr, so rewrites are byte-identical)."""
+def bar_fields(bars: BarTable, k: int, columns: dict[str, np.ndarray] | None = None) -> list[Any]:
+    """The stream fields of bar k, as XADD arguments (floats as repr, so rewrites are byte-identical).
+
+    The seven bar fields come first, then each of `columns` (overlay values) in order; a NaN value
+    (not defined yet) is left out.
+    """
+    extra = [] if columns is None else [(name, float(values[k])) for name, values in columns.items()]
     return [
         "open",
         repr(float(bars.open[k])),
@@ -358,6 +373,7 @@ def bar_fields(bars: BarTable, k: int) -> list[Any]:
         repr(float(bars.vwap[k])),
         "trades",
         int(bars.trades[k]),
+        *(x for name, value in extra if value == value for x in (name, repr(value))),
     ]
 
 
@@ -730,7 +746,7 @@ class AnalyticsWorker:
                     "~",
                     maxlen,
                     f"{start}-0",
-                    *bar_fields(bars, k),
+                    *bar_fields(bars, k, effects.bar_columns),
                 )
             pipe.xadd(
                 bars_feed_key(self.keys),
@@ -782,7 +798,8 @@ class AnalyticsWorker:
     def _encoded_updates(
         self, state: PartitionState, frames: list[tuple[IndicatorFrame, np.ndarray]]
     ) -> dict[str, bytes]:
-        """Symbol -> its update after its latest trade in `frames`, with its open bars (`encode_update_rows`).
+        """Symbol -> its update after its latest trade in `frames`, with its open bars and its latest closed
+        bars' overlay values (`encode_update_rows`).
 
         Built column by column and copied, not formatted: with 50 rounds a second over hundreds of
         symbols, formatting every number as JSON here was the largest share of a busy worker's time.
@@ -813,6 +830,9 @@ class AnalyticsWorker:
             change_pct[opened_at] -= 1.0
             change_pct *= 100.0
             intervals, bars = open_bar_columns(opened, mine, intervals_ms)
+            closed = [state.overlays.latest(ms, mine) for ms in sorted(set(intervals_ms))]  # as `intervals`
+            if not state.overlays.fields:
+                closed = []  # no overlays, no closed-bar columns
             numbers = np.column_stack(
                 [
                     ts[rows],
@@ -822,9 +842,11 @@ class AnalyticsWorker:
                     frame.columns["volume"][rows],
                     *(frame.columns[name][rows] for name in names),
                     bars,
+                    *closed,
                 ]
             )
-            out.update(zip(mine, encode_update_rows(UpdateLayout(names, intervals), mine, numbers), strict=True))
+            layout = UpdateLayout(names, intervals, state.overlays.fields)
+            out.update(zip(mine, encode_update_rows(layout, mine, numbers), strict=True))
         return out
 
     # --- the loop --------------------------------------------------------------------------

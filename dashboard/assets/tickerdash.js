@@ -9,6 +9,11 @@
  * re-plots its stored figure after a relayout, which undid zooms made here. Each symbol/interval's
  * back-fill is fetched once (CHART_URL, a Plotly figure built by dashboard/figures.py); after that
  * only websocket frames change it.
+ *
+ * Overlays (moving averages, VWAP, oscillators) are computed by the analytics worker, never here: the
+ * back-fill carries their values, and a live update carries each interval's latest closed bar with its
+ * overlay values, which extend the overlay lines. Which lines exist, and how they look, the chart's
+ * layout.meta.overlays says.
  */
 (function () {
   "use strict";
@@ -31,10 +36,11 @@
     lastAlertId: "0-0", lastAnomalyId: "0-0",
     alerts: [], anomalies: [],
     fields: {alerts: {fields: [], numbers: []}, anomalies: {fields: [], numbers: [], table: []}},  // from the hello
-    chart: null,                    // {gd, symbol, interval, roles, smaPeriod, emaPeriod, cumPV, cumV}
-    interval: "1s", style: "candles", overlays: ["sma", "ema", "vwap"],
+    chart: null,                    // {gd, symbol, interval, roles, overlays: [{field, overlay, trace, ...}]}
+    interval: "1s", style: "candles", overlays: null,  // null: the server's default (every overlay)
     chartRequests: 0,               // bumped per back-fill fetch: a late answer for an old request is dropped
     pendingBars: [],                // bars (open or closed) for the chart, in arrival order
+    pendingOverlays: [],            // [start, {field: value}] of closed bars, in arrival order
     pendingMarkers: [],             // [role, ts, price, text]
     health: {},
     dirty: {watchlist: false, alerts: false, anomalies: false, health: false},
@@ -137,12 +143,13 @@
     if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(message));
   }
 
-  function requestGapFill() {
-    // Bars that closed while this page was not listening come from the bar stream, via the gateway.
+  function requestGapFill(from) {
+    // Bars that closed while this page was not listening come from the bar stream, via the gateway
+    // (from `from`, or from the chart's last bar).
     var chart = state.chart;
     if (!chart || !chart.symbol) return;
     var xs = chart.gd.data[chart.roles.candles].x || [];
-    var since = xs.length ? Number(xs[xs.length - 1]) : 0;
+    var since = from !== undefined ? from : (xs.length ? Number(xs[xs.length - 1]) : 0);
     send({type: "bars", symbol: chart.symbol, interval: chart.interval, since: since});
   }
 
@@ -171,7 +178,11 @@
   function onBars(message) {
     var chart = state.chart;
     if (!chart || message.symbol !== chart.symbol || message.interval !== chart.interval) return;
-    (message.bars || []).forEach(function (bar) { state.pendingBars.push(bar); });
+    var overlays = message.overlays || [];
+    (message.bars || []).forEach(function (bar, i) {
+      state.pendingBars.push(bar);
+      if (overlays[i]) state.pendingOverlays.push([Number(bar[0]), overlays[i]]);
+    });
     if (message.open) state.pendingBars.push(message.open);
   }
 
@@ -187,6 +198,19 @@
     if (chart && update.symbol === chart.symbol && update.bars && update.bars[chart.interval]) {
       state.pendingBars.push(update.bars[chart.interval]);
     }
+    var closed = chart && update.symbol === chart.symbol && update.overlays && update.overlays[chart.interval];
+    if (closed) closedBar(chart, closed);
+  }
+
+  function closedBar(chart, closed) {
+    // The latest closed bar's overlay values extend the lines; a count that grew by more than one says
+    // bars closed in between (one live update shows only the latest): those come from the bar stream.
+    var last = chart.lastClosed;
+    if (last && closed.count <= last.count) return;
+    if (!last) requestGapFill(chart.closedUntil === null ? 0 : chart.closedUntil + 1);  // since the back-fill
+    else if (closed.count > last.count + 1) requestGapFill(last.start + 1);
+    chart.lastClosed = {start: Number(closed.start), count: closed.count};
+    state.pendingOverlays.push([Number(closed.start), closed]);
   }
 
   function addEvents(alerts, anomalies) {
@@ -256,7 +280,7 @@
     // Back-fill the selected symbol at the chosen interval, then stream onto it (attachChart).
     var request = ++state.chartRequests;
     var query = "?interval=" + encodeURIComponent(state.interval) + "&style=" + encodeURIComponent(state.style) +
-                "&overlays=" + encodeURIComponent(state.overlays.join(",")) +
+                (state.overlays ? "&overlays=" + encodeURIComponent(state.overlays.join(",")) : "") +
                 (state.selected ? "&symbol=" + encodeURIComponent(state.selected) : "");
     fetch(CHART_URL + query, {credentials: "same-origin", cache: "no-store"})
       .then(function (response) {
@@ -279,20 +303,16 @@
   function attachChart(gd) {
     // A back-filled chart is drawn: start streaming onto it.
     var meta = gd.layout.meta;
-    var roles = meta.roles;
-    var volume = gd.data[roles.volume];
-    var cumPV = [], cumV = [], pv = 0, v = 0;
-    (volume.y || []).forEach(function (vol, i) {
-      pv += Number(volume.customdata[i]) * Number(vol); v += Number(vol);
-      cumPV.push(pv); cumV.push(v);
-    });
-    state.chart = {gd: gd, symbol: meta.symbol, interval: meta.interval,
-                   roles: roles, smaPeriod: meta.sma_period, emaPeriod: meta.ema_period, cumPV: cumPV, cumV: cumV};
+    state.chart = {gd: gd, symbol: meta.symbol, interval: meta.interval, roles: meta.roles, overlays: meta.overlays || [],
+                   closedUntil: meta.closed_until === undefined ? null : meta.closed_until, lastClosed: null};
     state.pendingBars = [];
     state.pendingMarkers = [];
+    state.pendingOverlays = [];
     if (meta.symbol) {
       var entry = state.symbols.get(meta.symbol);
       if (entry && entry.update.bars && entry.update.bars[meta.interval]) state.pendingBars.push(entry.update.bars[meta.interval]);
+      var closed = entry && entry.update.overlays && entry.update.overlays[meta.interval];
+      if (closed) closedBar(state.chart, closed);
       requestGapFill();
     }
     if (state.pendingZoom && state.pendingZoom.symbol === meta.symbol) { zoomTo(state.pendingZoom.ts); state.pendingZoom = null; }
@@ -307,26 +327,28 @@
     if (index === array.length) array.push(value); else array[index] = value;
   }
 
-  function recomputeOverlays(chart, closes, from) {
-    // The same formulas as dashboard/figures.py, for bars from index `from` to the last one.
-    var data = chart.gd.data, r = chart.roles, n = chart.smaPeriod, alpha = 2 / (chart.emaPeriod + 1);
-    var volume = data[r.volume], sma = data[r.sma].y, ema = data[r.ema].y, vwap = data[r.vwap].y;
-    for (var i = from; i < closes.length; i++) {
-      var pv = (i > 0 ? chart.cumPV[i - 1] : 0) + Number(volume.customdata[i]) * Number(volume.y[i]);
-      var v = (i > 0 ? chart.cumV[i - 1] : 0) + Number(volume.y[i]);
-      chart.cumPV[i] = pv; chart.cumV[i] = v;
-      setAt(vwap, i, v > 0 ? pv / v : null);
-      var mean = null;
-      if (i >= n - 1) { var s = 0; for (var k = i - n + 1; k <= i; k++) s += closes[k]; mean = s / n; }
-      setAt(sma, i, mean);
-      setAt(ema, i, i === 0 ? closes[0] : alpha * closes[i] + (1 - alpha) * ema[i - 1]);
-    }
-    chart.cumPV.length = closes.length; chart.cumV.length = closes.length;
+  function applyOverlays(chart) {
+    // Put each closed bar's overlay values (from the worker) on the overlay lines; true if any changed.
+    var data = chart.gd.data, changed = false;
+    state.pendingOverlays.forEach(function (item) {
+      var start = item[0], values = item[1];
+      chart.overlays.forEach(function (line) {
+        var value = values[line.field];
+        if (typeof value !== "number" || !isFinite(value)) return;  // not defined at this bar
+        var trace = data[line.trace], xs = trace.x, at = xs.length;
+        while (at > 0 && Number(xs[at - 1]) > start) at--;  // a gap's bars may come after later ones
+        if (at > 0 && Number(xs[at - 1]) === start) trace.y[at - 1] = value;
+        else { xs.splice(at, 0, start); trace.y.splice(at, 0, value); }
+        changed = true;
+      });
+    });
+    state.pendingOverlays = [];
+    return changed;
   }
 
   function redrawChart() {
     var chart = state.chart;
-    if (!chart || (!state.pendingBars.length && !state.pendingMarkers.length)) return;
+    if (!chart || (!state.pendingBars.length && !state.pendingMarkers.length && !state.pendingOverlays.length)) return;
     trimChart(chart);
     var gd = chart.gd, data = gd.data, r = chart.roles, candles = data[r.candles];
     // Latest state per bar start wins, except that a closed bar (with its VWAP) is final.
@@ -338,26 +360,25 @@
     state.pendingBars = [];
     var starts = Array.from(byStart.keys()).sort(function (a, b) { return a - b; });
     var lastX = candles.x.length ? Number(candles.x[candles.x.length - 1]) : -Infinity;
-    var closes = candles.close.slice(), appended = [], from = Infinity;
+    var length = candles.x.length, appended = [], barsChanged = false;
     starts.forEach(function (start) {
       var bar = byStart.get(start), index;
       if (start > lastX) {
-        index = closes.length;       // new bar: the candlestick gets it through extendTraces below
+        index = length++;            // new bar: the candlestick gets it through extendTraces below
         appended.push(bar);
-        closes.push(bar[4]);
-        [r.line, r.sma, r.ema, r.vwap, r.volume].forEach(function (t) { data[t].x.push(start); });
+        [r.line, r.volume].forEach(function (t) { data[t].x.push(start); });
       } else {
         index = indexOfStart(candles.x, start);
         if (index < 0) return;       // between or before the chart's bars: nothing to put it on
         candles.open[index] = bar[1]; candles.high[index] = bar[2]; candles.low[index] = bar[3];
-        candles.close[index] = bar[4]; closes[index] = bar[4];
+        candles.close[index] = bar[4];
       }
       setAt(data[r.line].y, index, bar[4]);
       setAt(data[r.volume].y, index, bar[5]);
       setAt(data[r.volume].customdata, index, bar.length > 6 ? bar[6] : (bar[2] + bar[3] + bar[4]) / 3);
-      from = Math.min(from, index);
+      barsChanged = true;
     });
-    if (from !== Infinity) recomputeOverlays(chart, closes, from);
+    var overlaid = applyOverlays(chart);
     var marked = state.pendingMarkers.length > 0;
     state.pendingMarkers.forEach(function (m) {
       var trace = data[r[m[0]]];
@@ -374,7 +395,7 @@
       };
       plot(function () { return Plotly.extendTraces(gd, extension, [r.candles]); });
       state.redraws += 1;
-    } else if (from !== Infinity || marked) {
+    } else if (barsChanged || marked || overlaid) {
       plot(function () { return Plotly.redraw(gd); });
       state.redraws += 1;
     }
@@ -384,20 +405,26 @@
     var data = chart.gd.data, r = chart.roles;
     var extra = data[r.candles].x.length - MAX_POINTS;
     if (extra <= 0) return;
-    [r.line, r.sma, r.ema, r.vwap, r.volume].forEach(function (t) { data[t].x.splice(0, extra); data[t].y.splice(0, extra); });
+    [r.line, r.volume].forEach(function (t) { data[t].x.splice(0, extra); data[t].y.splice(0, extra); });
     data[r.volume].customdata.splice(0, extra);
     ["x", "open", "high", "low", "close"].forEach(function (k) { data[r.candles][k].splice(0, extra); });
-    chart.cumPV.splice(0, extra); chart.cumV.splice(0, extra);
+    var first = Number(data[r.candles].x[0]);
+    chart.overlays.forEach(function (line) {  // an overlay line keeps the points of the bars still shown
+      var trace = data[line.trace], drop = 0;
+      while (drop < trace.x.length && Number(trace.x[drop]) < first) drop++;
+      trace.x.splice(0, drop); trace.y.splice(0, drop);
+    });
   }
 
   function zoomTo(ts) {
     var chart = state.chart;
     if (!chart) return;
     var half = chart.interval === "1m" ? 30 * 60000 : 60000;
-    var gd = chart.gd, range = [Number(ts) - half, Number(ts) + half];
-    // Both x axes: the price axis `matches` the volume axis (shared x), and a range set on the price
-    // axis alone was back to autorange after the next streamed redraw (caught by the zoom test).
-    plot(function () { return Plotly.relayout(gd, {"xaxis.range": range, "xaxis2.range": range}); });
+    var gd = chart.gd, range = [Number(ts) - half, Number(ts) + half], update = {};
+    // Every x axis: the price axis `matches` the others (shared x), and a range set on the price axis
+    // alone was back to autorange after the next streamed redraw (caught by the zoom test).
+    Object.keys(gd.layout).forEach(function (key) { if (/^xaxis\d*$/.test(key)) update[key + ".range"] = range; });
+    plot(function () { return Plotly.relayout(gd, update); });
   }
 
   // ---- the other live panels -------------------------------------------------------------------
@@ -450,9 +477,27 @@
       cells[3].className = u.change_pct >= 0 ? "td-up" : "td-down";
       cells[4].replaceChildren(sparkline(entry.spark));
       entry.row.classList.toggle("td-selected", symbol === state.selected);
+      entry.row.title = indicatorText(u);
     });
     // keep rows in symbol order (new symbols may arrive at any time)
     Array.from(state.symbols.keys()).sort().forEach(function (symbol) { table.appendChild(state.symbols.get(symbol).row); });
+  }
+
+  function indicatorText(update) {
+    // The worker's per-trade indicators of a symbol (names as it sends them), e.g. "sma_20 187.21 · vwap_1m 187.30".
+    var indicators = update.indicators || {};
+    return Object.keys(indicators).map(function (name) { return name + " " + fmt(indicators[name], 2); }).join(" · ");
+  }
+
+  function renderIndicators() {
+    // The selected symbol's live indicators, in a line above the chart.
+    var host = document.getElementById("price-chart");
+    if (!host) return;
+    var line = host.querySelector(".td-indicators");
+    if (!line) { line = el("div", null, "td-indicators"); host.insertBefore(line, host.firstChild); }
+    var entry = state.selected ? state.symbols.get(state.selected) : null;
+    var text = entry ? indicatorText(entry.update) : "";
+    line.textContent = text ? state.selected + " per trade: " + text : "";
   }
 
   function renderAlerts() {
@@ -519,7 +564,7 @@
         loadChart();
       }
       if (!state.busy) redrawChart();  // a redraw still running: this tick's points wait for the next
-      if (state.dirty.watchlist) { state.dirty.watchlist = false; renderWatchlist(); }
+      if (state.dirty.watchlist) { state.dirty.watchlist = false; renderWatchlist(); renderIndicators(); }
       if (state.dirty.alerts) { state.dirty.alerts = false; renderAlerts(); }
       if (state.dirty.anomalies) { state.dirty.anomalies = false; renderAnomalies(); }
       if (state.dirty.health) { state.dirty.health = false; renderHealth(); }
@@ -539,11 +584,9 @@
         var chart = state.chart;
         if (chart) {
           var r = chart.roles;
-          plot(function () {
-            return Plotly.restyle(chart.gd, {visible: [style === "candles", style === "line", shown.indexOf("sma") >= 0,
-                                                       shown.indexOf("ema") >= 0, shown.indexOf("vwap") >= 0]},
-                                  [r.candles, r.line, r.sma, r.ema, r.vwap]);
-          });
+          var visible = [style === "candles", style === "line"], traces = [r.candles, r.line];
+          chart.overlays.forEach(function (line) { visible.push(shown.indexOf(line.overlay) >= 0); traces.push(line.trace); });
+          plot(function () { return Plotly.restyle(chart.gd, {visible: visible}, traces); });
         }
         return style + ":" + shown.join(",");
       },

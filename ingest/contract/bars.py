@@ -43,7 +43,8 @@ def encode_bar(
     trades: int,
     extra: Mapping[str, float] | None = None,
 ) -> list[str | int]:
-    """One bar's fields as XADD arguments [field, value, ...]: floats as repr, `trades` as an int, then `extra`."""
+    """One bar's fields as XADD arguments [field, value, ...]: floats as repr, `trades` as an int, then `extra`
+    (each extra value that is NaN, undefined at this bar, is left out)."""
     fields: list[str | int] = [
         "open",
         repr(float(open)),
@@ -61,7 +62,8 @@ def encode_bar(
         int(trades),
     ]
     for name, value in (extra or {}).items():
-        fields += [name, repr(float(value))]
+        if value == value:  # NaN: not defined at this bar (an overlay before its window fills), left out
+            fields += [name, repr(float(value))]
     return fields
 
 
@@ -77,7 +79,8 @@ def encode_bars(columns: Mapping[str, np.ndarray], extra: Sequence[str] = ()) ->
             fields += [name, repr(float(values[k]))]
         fields += ["trades", int(count)]
         for name, values in more:
-            fields += [name, repr(float(values[k]))]
+            if values[k] == values[k]:  # NaN: not defined at this bar, left out
+                fields += [name, repr(float(values[k]))]
         out.append(fields)
     return out
 

@@ -44,6 +44,10 @@ class SymbolUpdate:
     """One symbol's state after its latest trade: price, change, indicators and its open bars.
 
     `bars` maps an interval name ('1s', '1m') to the open bar `[start_ms, open, high, low, close, volume]`.
+    `overlays` maps an interval name to the latest closed bar's `{"start": start_ms, "count": n, <overlay
+    field>: value, ...}` (the values its bar entry carries; `count`: how many bars of the symbol at that
+    interval have closed so far), so a page extends its overlay lines when a bar closes, and knows from
+    a count that grew by more than one that it missed a bar.
     `change_pct` is against the first price the worker saw for the symbol (its session open).
     """
 
@@ -55,10 +59,11 @@ class SymbolUpdate:
     volume: float
     indicators: dict[str, float] = field(default_factory=dict)
     bars: dict[str, list[float]] = field(default_factory=dict)
+    overlays: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, NaN replaced by None (JSON has no NaN)."""
-        return {
+        data: dict[str, Any] = {
             "symbol": self.symbol,
             "ts": self.ts,
             "price": self.price,
@@ -68,6 +73,12 @@ class SymbolUpdate:
             "indicators": {k: (None if v != v else v) for k, v in self.indicators.items()},
             "bars": self.bars,
         }
+        if self.overlays:  # only a worker that computes overlays sends them
+            data["overlays"] = {
+                interval: {k: (None if v != v else v) for k, v in values.items()}
+                for interval, values in self.overlays.items()
+            }
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SymbolUpdate:
@@ -82,21 +93,29 @@ class SymbolUpdate:
             volume=float(data["volume"]),
             indicators=indicators,
             bars={k: [float(x) for x in v] for k, v in data.get("bars", {}).items()},
+            overlays={
+                interval: {k: (float("nan") if v is None else float(v)) for k, v in values.items()}
+                for interval, values in data.get("overlays", {}).items()
+            },
         )
 
 
 @dataclass(frozen=True, slots=True)
 class UpdateLayout:
     """The columns of a row of updates: ts, price, change_pct, trades, volume, each indicator, then
-    start, open, high, low, close, volume of each bar interval (NaN start: no open bar of it)."""
+    start, open, high, low, close, volume of each bar interval (NaN start: no open bar of it), then,
+    when there are overlay fields, for each bar interval the latest closed bar's start, the count of
+    closed bars, and each overlay's value (NaN start: no closed bar of it yet)."""
 
     indicators: tuple[str, ...]
     bars: tuple[str, ...]
+    overlays: tuple[str, ...] = ()
 
     @property
     def columns(self) -> int:
         """Numbers per row."""
-        return 5 + len(self.indicators) + 6 * len(self.bars)
+        closed = (2 + len(self.overlays)) * len(self.bars) if self.overlays else 0
+        return 5 + len(self.indicators) + 6 * len(self.bars) + closed
 
 
 _HEAD = struct.Struct("<4sHH")  # magic, layout length, symbol length
@@ -105,13 +124,20 @@ UPDATE_MAGIC = b"TDu1"
 
 @functools.lru_cache(maxsize=64)
 def _layout_bytes(layout: UpdateLayout) -> bytes:
-    return json.dumps({"indicators": layout.indicators, "bars": layout.bars}, separators=(",", ":")).encode()
+    text: dict[str, Any] = {"indicators": layout.indicators, "bars": layout.bars}
+    if layout.overlays:  # absent without overlays: such a layout reads as before
+        text["overlays"] = layout.overlays
+    return json.dumps(text, separators=(",", ":")).encode()
 
 
 @functools.lru_cache(maxsize=64)
 def _layout_of(text: bytes) -> UpdateLayout:
     data = json.loads(text)
-    return UpdateLayout(tuple(str(x) for x in data["indicators"]), tuple(str(x) for x in data["bars"]))
+    return UpdateLayout(
+        tuple(str(x) for x in data["indicators"]),
+        tuple(str(x) for x in data["bars"]),
+        tuple(str(x) for x in data.get("overlays", ())),
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -148,10 +174,18 @@ def encode_updates(updates: Sequence[SymbolUpdate]) -> bytes:
     """The updates as a live feed entry's `u` field (each also a valid snapshot value on its own)."""
     values = []
     for update in updates:
-        layout = UpdateLayout(tuple(update.indicators), tuple(update.bars))
+        fields = tuple(
+            dict.fromkeys(k for values in update.overlays.values() for k in values if k not in ("start", "count"))
+        )
+        layout = UpdateLayout(tuple(update.indicators), tuple(update.bars), fields)
         row = [update.ts, update.price, update.change_pct, update.trades, update.volume, *update.indicators.values()]
         for name in layout.bars:
             row += update.bars[name]
+        if fields:
+            nan = float("nan")
+            for name in layout.bars:
+                closed = update.overlays.get(name, {})
+                row += [closed.get("start", nan), closed.get("count", nan), *(closed.get(k, nan) for k in fields)]
         values += encode_update_rows(layout, [update.symbol], np.array([row], dtype=np.float64))
     return b"".join(values)
 
@@ -177,6 +211,13 @@ def decode_updates(payload: bytes | str) -> list[SymbolUpdate]:
             at += 8 * layout.columns
             first_bar = 5 + len(layout.indicators)
             bars = {name: row[first_bar + 6 * j : first_bar + 6 * j + 6] for j, name in enumerate(layout.bars)}
+            first_closed, names = first_bar + 6 * len(layout.bars), ("start", "count", *layout.overlays)
+            closed: dict[str, dict[str, float]] = {}
+            for j, name in enumerate(layout.bars if layout.overlays else ()):
+                at_closed = first_closed + len(names) * j
+                values = dict(zip(names, row[at_closed : at_closed + len(names)], strict=True))
+                if values["start"] == values["start"]:  # NaN start: no closed bar of it yet
+                    closed[name] = values
             out.append(
                 SymbolUpdate(
                     symbol=symbol,
@@ -187,6 +228,7 @@ def decode_updates(payload: bytes | str) -> list[SymbolUpdate]:
                     volume=row[4],
                     indicators=dict(zip(layout.indicators, row[5:first_bar], strict=True)),
                     bars={name: bar for name, bar in bars.items() if bar[0] == bar[0]},  # NaN start: none open
+                    overlays=closed,
                 )
             )
     except (struct.error, ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
