@@ -1,4 +1,4 @@
-"""Trade ticks: the field rules of DESIGN.md and the columnar form every consumer works on.
+"""Trade ticks: the field rules of docs/design.md and the columnar form every consumer works on.
 
 A `TickBatch` holds many trades as numpy arrays (one per field) with the symbols dictionary-encoded,
 so hot paths never build a Python object per trade. Both wire forms (one entry per tick, and a

@@ -38,7 +38,7 @@ class Firing:
 def oracle(
     rules: list[Rule], symbols: list[str], prices: list[float], ts: list[int], active_from: dict[str, int] | None = None
 ) -> list[Firing]:
-    """DESIGN.md semantics the slow, obvious way: O(n^2), one trade and one rule at a time.
+    """docs/design.md semantics the slow, obvious way: O(n^2), one trade and one rule at a time.
 
     `active_from[rule_id]` is the row from which a rule is evaluated (it starts armed there), while
     every trade counts in every window.
@@ -304,7 +304,7 @@ class TestHandMade:
 
 class TestStage:
     def test_alert_fields_are_the_design_fields_plus_tick_id(self) -> None:
-        """`to_fields` gives the DESIGN.md fields as strings, and reads back to the same alert."""
+        """`to_fields` gives the docs/design.md fields as strings, and reads back to the same alert."""
         alert = SlumpAlerts([rule()]).process(one_symbol([100.0, 94.0], [0, 1]))[0]
         fields = alert.to_fields()
         assert set(fields) == DESIGN_ALERT_FIELDS

@@ -119,7 +119,7 @@ class TestGarbage:
 
 class TestRules:
     def test_each_rule_is_named_in_its_reason(self) -> None:
-        """Every tick rule of DESIGN.md rejects with a reason that names the field to fix."""
+        """Every tick rule of docs/design.md rejects with a reason that names the field to fix."""
         cases = {
             "symbol": {b"symbol": b"TOO-LONG-SYMBOL-NAME", b"price": b"1", b"size": b"1"},
             "price": {b"symbol": b"A", b"price": b"nan", b"size": b"1"},

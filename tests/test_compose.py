@@ -136,7 +136,7 @@ def test_each_app_service_command_runs_against_a_test_redis(
 
 
 def test_every_service_of_the_design_is_there() -> None:
-    """redis, simulator, analytics and dashboard (DESIGN.md), plus the archiver."""
+    """redis, simulator, analytics and dashboard (docs/design.md), plus the archiver."""
     assert {"redis", "simulator", "analytics", "dashboard", "archive"} <= set(COMPOSE["services"])
     assert APP_SERVICES == ["analytics", "archive", "dashboard", "simulator"]
 

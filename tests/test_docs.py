@@ -13,8 +13,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import tickerdash.ingest.contract as contract
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import encode_batch, encode_ticks
@@ -204,11 +202,6 @@ def _text_files() -> Iterator[Path]:
 OUTSIDE_PAGE = "DESIGN" + ".md"  # spelt in two pieces so that this file does not cite it
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAD: remove this marker once code comments cite docs/design.md instead of the outside page "
-    "(the integration sed); strict, so the test fails as soon as it passes",
-)
 def test_nothing_cites_the_outside_contract_page() -> None:
     """No file in the repository cites the contract page outside the tree; they cite docs/design.md."""
     citing = []

@@ -1,6 +1,6 @@
 """The live view: the contract between the analytics worker (writer) and the dashboard gateway (reader).
 
-Two keys, both internal to Tickerdash (not part of DESIGN.md's public contract):
+Two keys, both internal to Tickerdash (not part of the public contract in docs/design.md):
 - `Keys.snapshot` (`<prefix>:_:snapshot`), a hash: symbol -> its latest `SymbolUpdate` (what a page shows on load);
 - `Keys.live` (`<prefix>:_:live`), a stream: each entry has one field `u` (`LIVE_FIELD`), the
   `SymbolUpdate`s of every symbol that traded since the worker's previous entry, each once, written at

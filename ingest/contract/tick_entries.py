@@ -1,6 +1,6 @@
 """Wire codecs: per-tick stream entries and columnar micro-batch entries, both to `TickBatch`.
 
-Per-tick entry: the public form, fields as in DESIGN.md (`symbol`, `price`, `size`, `ts`, ...).
+Per-tick entry: the public form, fields as in docs/design.md (`symbol`, `price`, `size`, `ts`, ...).
 Batch entry: the project's fast form, fields `batch` (an Arrow IPC stream holding one record batch
 with the `TickBatch.to_arrow` columns), `rows` (its row count) and `format` (`arrow-ipc/1`).
 Either form may declare its producer's event clock (`clock`, epoch ms: the project's simulator, whose

@@ -26,7 +26,7 @@ class Alert:
     row: int = -1
 
     def to_fields(self) -> dict[str, str]:
-        """The entry of `tickerdash:alerts` (DESIGN.md fields, plus `tick_id` when known)."""
+        """The entry of `tickerdash:alerts` (docs/design.md fields, plus `tick_id` when known)."""
         fields = {
             "rule_id": self.rule_id,
             "symbol": self.symbol,

@@ -1,6 +1,6 @@
 """The slump-alert stage: every enabled rule evaluated on every trade, vectorised over a batch.
 
-Semantics (DESIGN.md, made precise). Per symbol, a trade's event time t is the symbol's clock: the
+Semantics (docs/design.md, made precise). Per symbol, a trade's event time t is the symbol's clock: the
 largest `ts` the stage has seen for it so far (so an out-of-order trade counts at that time, as in
 the indicator stage). For a rule with window W and drop d, on each trade of a matching symbol:
 

@@ -84,7 +84,7 @@ class AnomalyDetector:
 
 
 def anomaly_fields(batch: TickBatch, frame: FeatureFrame, scores: Scores) -> list[dict[str, str]]:
-    """One `tickerdash:anomalies` entry (DESIGN.md fields, strings) per flagged trade, in batch order."""
+    """One `tickerdash:anomalies` entry (docs/design.md fields, strings) per flagged trade, in batch order."""
     rows = np.flatnonzero(scores.flagged)
     if not len(rows):
         return []
