@@ -11,8 +11,8 @@ import pytest
 import redis
 from history_data import START_MS, analyse, archive_once, archived, redis_bars, trades
 
-from tickerdash.analytics.engine.worker import bars_feed_key
 from tickerdash.analytics.history.archive import ARCHIVE_GROUP, Archiver, archive_root, compact, partition_files
+from tickerdash.analytics.stages.bars_stage import bars_feed_key
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.settings import Settings
 

@@ -33,12 +33,14 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import redis
 
-from tickerdash.analytics.engine.worker import bars_feed_key, decode_bar_table
+from tickerdash.analytics.stages.bars_stage import bars_feed_key, decode_bar_table
 from tickerdash.analytics.stages.indicators import window_name
 from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.group_reads import ensure_groups
 from tickerdash.ingest.reconnect import Outage, wait_out
-from tickerdash.ingest.runner import StopFlag, ensure_groups, raw_client, stream_items
+from tickerdash.ingest.redis_adapter import raw_client, stream_items
 from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.stop_flag import StopFlag
 
 log = logging.getLogger(__name__)
 

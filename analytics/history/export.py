@@ -39,7 +39,7 @@ from tickerdash.analytics.engine.segments import TS_BITS
 from tickerdash.analytics.history.archive import ARCHIVE_SCHEMA, archive_root, archived_span, read_coded, symbol_column
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import decode_entries
-from tickerdash.ingest.runner import raw_client
+from tickerdash.ingest.redis_adapter import raw_client
 from tickerdash.ingest.settings import Settings
 
 INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}

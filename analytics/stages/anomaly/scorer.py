@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,13 +47,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tickerdash.analytics.engine.segments import exclusive_cumsum, pack_state, unpack_state
+from tickerdash.analytics.engine.stage import AppendMany, Effects
 from tickerdash.analytics.stages.anomaly.features import FEATURES, F, FeatureConfig, FeatureFrame, Features
 from tickerdash.ingest.ticks import TickBatch
 
 if TYPE_CHECKING:  # the pure core never imports the worker (and so never Redis) at run time
     import redis
 
-    from tickerdash.analytics.engine.worker import Effects
     from tickerdash.ingest.contract.keys import Keys
 
 MINUS_LOG10_E = -1.0 / float(np.log(10.0))
@@ -937,10 +938,17 @@ def anomaly_fields(batch: TickBatch, frame: FeatureFrame, scores: Scores) -> lis
     ]
 
 
+def anomaly_entries_json(batch: TickBatch, frame: FeatureFrame, scores: Scores) -> list[str]:
+    """`anomaly_fields` as JSON arrays `[field, value, ...]` (what the engine's AppendMany writes)."""
+    return [json.dumps([x for pair in fields.items() for x in pair]) for fields in anomaly_fields(batch, frame, scores)]
+
+
 class AnomalyStage:
     """Worker stage `anomaly`: scores every trade and adds an anomalies entry per flagged one."""
 
     name = "anomaly"
+    outputs = ("anomalies",)
+    concurrent = True  # reads only the batch
 
     def __init__(self, features: FeatureConfig | None = None, scorer: ScorerConfig | None = None) -> None:
         self.detector = AnomalyDetector(features, scorer)
@@ -955,7 +963,9 @@ class AnomalyStage:
     def process(self, batch: TickBatch, effects: Effects) -> None:
         """Add one `tickerdash:anomalies` entry per flagged trade of the batch."""
         frame, scores = self.detector.process(batch)
-        effects.anomalies.extend(anomaly_fields(batch, frame, scores))
+        if scores.flagged.any():
+            entries = functools.partial(anomaly_entries_json, batch, frame, scores)
+            effects.outputs.append(AppendMany("anomalies", lambda keys: keys.anomalies, entries))
 
     def to_bytes(self) -> bytes:
         """The stage's checkpoint (features, calibrations, training window, forests)."""
