@@ -2,7 +2,8 @@
 
 Whenever a read brings entries, the next read is sent before they are handled (read-ahead), so that
 Redis builds its reply (~1 us of its thread per per-tick entry) while the consumer computes. Every
-entry read is handed to `handle` (the runner's transaction half).
+entry read is handed to `handle` (the runner's transaction half), except redelivered ones delivered
+more than `max_deliveries` times, which go to `quarantine`.
 """
 
 from __future__ import annotations
@@ -12,20 +13,18 @@ import gc
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
 from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.contract.tick_entries import RawEntry, Rejected
+from tickerdash.ingest.contract.tick_entries import RawEntry, Rejected, as_text
 from tickerdash.ingest.deadletter import add_rejected
 from tickerdash.ingest.redis_adapter import release_connection, stream_items, take_connection
 from tickerdash.ingest.retention import create_group, record_missed
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.stop_flag import StopFlag
-
-if TYPE_CHECKING:
-    from tickerdash.ingest.runner import RunnerStats
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +50,22 @@ def ensure_groups(client: redis.Redis, streams: Sequence[str], group: str) -> No
         create_group(client, stream, group)
 
 
+@dataclass(slots=True)
+class RunnerStats:
+    """Running totals, for logs, `status` and benchmarks."""
+
+    entries: int = 0
+    ticks: int = 0
+    rejected: int = 0
+    batches: int = 0
+    reclaimed: int = 0
+    reconnects: int = 0
+    quarantined: int = 0
+    started: float = field(default_factory=time.monotonic)
+    last_batch_at: float = 0.0  # time.monotonic() when the last batch committed
+    transactions_s: float = 0.0  # spent sending batch transactions and waiting for their replies
+
+
 class GroupReads:
     """Reads a consumer group's streams as one consumer; `handle` and `settle` are the runner's."""
 
@@ -74,8 +89,42 @@ class GroupReads:
     def settle(self) -> None:
         raise NotImplementedError
 
-    def _without_worn_out(self, stream: str, entries: Sequence[RawEntry]) -> Sequence[RawEntry]:
+    def quarantine(self, stream: str, entries: Sequence[RawEntry], reason: str) -> None:
         raise NotImplementedError
+
+    def _without_worn_out(self, stream: str, entries: Sequence[RawEntry]) -> Sequence[RawEntry]:
+        """Redelivered entries, less those delivered more than max_deliveries times: quarantined instead."""
+        limit = self.settings.max_deliveries
+        pending = self.client.xpending_range(
+            stream,
+            self.settings.group,
+            min=entries[0][0],
+            max=entries[-1][0],
+            count=len(entries),
+            consumername=self.settings.consumer,
+        )
+        worn = {
+            as_text(item["message_id"]).encode(): int(item["times_delivered"])  # type: ignore[arg-type]
+            for item in pending
+            if int(item["times_delivered"]) > limit
+        }
+        if not worn:
+            return entries
+        worn_out = [entry for entry in entries if entry[0] in worn]
+        log.error(
+            "%d entries of %s were delivered more than %d times without being processed: quarantined",
+            len(worn_out),
+            stream,
+            limit,
+        )
+        self.quarantine(
+            stream,
+            worn_out,
+            f"poison: delivered {max(worn.values())} times without being processed "
+            "(its consumers died on it, TICKERDASH_MAX_DELIVERIES); kept here with "
+            "its fields: report it as a bug",
+        )
+        return [entry for entry in entries if entry[0] not in worn]
 
     def check_gaps(self) -> int:
         """Count, record and log the entries of our streams that were trimmed or deleted before our group read

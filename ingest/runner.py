@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
 
@@ -37,13 +37,12 @@ from tickerdash.ingest.contract.tick_entries import (
     Decoded,
     RawEntry,
     Rejected,
-    as_text,
     decode_entries,
     decode_rules,
     entry_fields,
 )
 from tickerdash.ingest.deadletter import add_rejected
-from tickerdash.ingest.group_reads import GroupReads, ensure_groups, gc_paused
+from tickerdash.ingest.group_reads import GroupReads, RunnerStats, ensure_groups, gc_paused
 from tickerdash.ingest.reconnect import Outage, wait_out
 from tickerdash.ingest.redis_adapter import (
     abandon_transaction,
@@ -109,22 +108,6 @@ class _Transaction:
     entries: int
     ticks: int
     rejected: int
-
-
-@dataclass(slots=True)
-class RunnerStats:
-    """Running totals, for logs, `status` and benchmarks."""
-
-    entries: int = 0
-    ticks: int = 0
-    rejected: int = 0
-    batches: int = 0
-    reclaimed: int = 0
-    reconnects: int = 0
-    quarantined: int = 0
-    started: float = field(default_factory=time.monotonic)
-    last_batch_at: float = 0.0  # time.monotonic() when the last batch committed
-    transactions_s: float = 0.0  # spent sending batch transactions and waiting for their replies
 
 
 class StreamRunner(GroupReads):
@@ -223,40 +206,6 @@ class StreamRunner(GroupReads):
         self.stats.quarantined += len(ids)
         self.stats.rejected += len(ids)
         self.stats.entries += len(ids)
-
-    def _without_worn_out(self, stream: str, entries: Sequence[RawEntry]) -> Sequence[RawEntry]:
-        """Redelivered entries, less those delivered more than max_deliveries times: quarantined instead."""
-        limit = self.settings.max_deliveries
-        pending = self.client.xpending_range(
-            stream,
-            self.settings.group,
-            min=entries[0][0],
-            max=entries[-1][0],
-            count=len(entries),
-            consumername=self.settings.consumer,
-        )
-        worn = {
-            as_text(item["message_id"]).encode(): int(item["times_delivered"])  # type: ignore[arg-type]
-            for item in pending
-            if int(item["times_delivered"]) > limit
-        }
-        if not worn:
-            return entries
-        worn_out = [entry for entry in entries if entry[0] in worn]
-        log.error(
-            "%d entries of %s were delivered more than %d times without being processed: quarantined",
-            len(worn_out),
-            stream,
-            limit,
-        )
-        self.quarantine(
-            stream,
-            worn_out,
-            f"poison: delivered {max(worn.values())} times without being processed "
-            "(its consumers died on it, TICKERDASH_MAX_DELIVERIES); kept here with "
-            "its fields: report it as a bug",
-        )
-        return [entry for entry in entries if entry[0] not in worn]
 
     def _handle_batch(self, stream: str, entries: Sequence[RawEntry]) -> None:
         ids = [eid for eid, _ in entries]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stage_checks import check_stage
+from stage_checks import Run, check_stage, config_for
 
+from tickerdash.analytics.engine.config import WorkerConfig
 from tickerdash.analytics.engine.state import PartitionState
 from tickerdash.analytics.stages import registry
 from tickerdash.analytics.stages.alerts.rules import Rule
+from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
 from tickerdash.ingest.ticks import TickBatch
 
 START_MS = 1_767_225_600_000
@@ -77,5 +81,31 @@ def test_the_registry_lists_core_stages_first_with_unique_names_and_what_each_wr
     cores = [entry.core for entry in registry.STAGES]
     assert cores == sorted(cores, reverse=True)
     for entry in registry.STAGES:
-        stage = PartitionState(__import__("stage_checks").config_for(entry)).stage(entry.name)
+        stage = PartitionState(config_for(entry)).stage(entry.name)
         assert stage.outputs == entry.outputs and stage.name == entry.name
+
+
+CHECKPOINT_BEFORE_REGISTRY = Path(__file__).parent / "data" / "checkpoint_before_stage_registry.bin"
+
+
+def test_a_checkpoint_written_before_stages_were_plug_ins_restores_and_is_written_back_the_same() -> None:
+    """The blob names ("bars", "indicators", "stage:alerts") are those of checkpoints written before bars and
+    indicators were stages (the file was written by that code: 1,500 trades of `tape(1500, seed=4)`, an alerts
+    stage with one rule): restored, the state writes the same bytes, and goes on as one that never stopped."""
+    saved = CHECKPOINT_BEFORE_REGISTRY.read_bytes()
+    config = WorkerConfig(stages=(SlumpAlertStage,))
+    restored = PartitionState.from_bytes(saved, config)
+    assert restored.last_id == "1767225600000-7" and restored.to_bytes() == saved
+
+    first, rest = tape(1500, seed=4), tape(1500, seed=5)
+    rest = TickBatch.from_columns(
+        [rest.symbols[i] for i in rest.symbol_idx], rest.price, rest.size, rest.ts + (first.ts.max() - START_MS) + 1
+    )
+    never_stopped = PartitionState(config)
+    never_stopped.stage("alerts").alerts.set_rules(restored.stage("alerts").alerts.rules)
+    never_stopped.apply(first)
+    expected, got = Run(), Run()
+    expected.add(never_stopped.apply(rest))
+    got.add(restored.apply(rest))
+    assert got.entries == expected.entries and got.rejected == expected.rejected and got.records == expected.records
+    assert got.entries  # bars closed, alerts fired
