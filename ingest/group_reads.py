@@ -21,7 +21,7 @@ import redis
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import RawEntry, Rejected, as_text
 from tickerdash.ingest.deadletter import add_rejected
-from tickerdash.ingest.redis_adapter import release_connection, stream_items, take_connection
+from tickerdash.ingest.redis_adapter import read_reply, release_connection, send_command, stream_items, take_connection
 from tickerdash.ingest.retention import create_group, record_missed
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.stop_flag import StopFlag
@@ -260,7 +260,7 @@ class GroupReads:
         if self._ahead is None:
             self._ahead = take_connection(self.raw)
         try:
-            self._ahead.send_command(*self._read_new_command(block=False))
+            send_command(self._ahead, self._read_new_command(block=False))
         except BaseException:
             self._discard_ahead()
             raise
@@ -272,7 +272,7 @@ class GroupReads:
             return None
         self._ahead_sent = False
         try:
-            return self._ahead.read_response()
+            return read_reply(self._ahead)
         except BaseException:
             self._discard_ahead()
             raise

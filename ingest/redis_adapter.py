@@ -118,6 +118,16 @@ def take_connection(client: redis.Redis) -> Connection:
     return client.connection_pool.get_connection()
 
 
+def send_command(connection: Connection, args: Sequence[Any]) -> None:
+    """Send one command on a connection from `take_connection`, without reading its reply (`read_reply`)."""
+    connection.send_command(*args)
+
+
+def read_reply(connection: Connection) -> Any:
+    """Read the reply of the command `send_command` sent."""
+    return connection.read_response()
+
+
 def release_connection(client: redis.Redis, connection: Connection, *, close: bool = False) -> None:
     """Give a connection from `take_connection` back to its pool (closed first, with any unread reply)."""
     if close:

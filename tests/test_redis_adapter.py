@@ -70,12 +70,12 @@ def test_an_abandoned_transaction_closes_its_connection(redis_client: redis.Redi
 
 
 def test_a_command_sent_ahead_is_read_later_on_a_pool_connection(redis_client: redis.Redis) -> None:
-    """`take_connection` gives a pool connection whose `send_command` and `read_response` are apart."""
+    """`take_connection` gives a pool connection on which a command is sent, and its reply read, apart."""
     raw = adapter.raw_client(redis_client)
     redis_client.xadd("s", {"f": "v"})
     connection = adapter.take_connection(raw)
-    connection.send_command("XRANGE", "s", "-", "+")
-    reply = connection.read_response()
+    adapter.send_command(connection, ["XRANGE", "s", "-", "+"])
+    reply = adapter.read_reply(connection)
     adapter.release_connection(raw, connection)
     assert [(fields) for _, fields in reply] == [[b"f", b"v"]]
 
