@@ -26,7 +26,8 @@ import redis
 
 from benchmarks._common import redis_benchmark_xadd, row, synthetic_ticks, timed, worker_drain
 from benchmarks.analytics import market
-from tickerdash.analytics.engine.worker import AnalyticsWorker, Effects, WorkerConfig
+from tickerdash.analytics.engine.stage import Effects
+from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.analytics.stages.alerts.rules import Rule
 from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
 from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage

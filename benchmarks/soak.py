@@ -405,7 +405,7 @@ def open_bar_ticks(client: redis.Redis, keys: Keys, interval_ms: int) -> tuple[i
         if not blob:
             continue
         state = PartitionState.from_bytes(blob, WorkerConfig())
-        opened = state.bars.open_view()
+        opened = state.stage("bars").bars.open_view()
         ticks += int(opened.trades[opened.interval_ms == interval_ms].sum())
         last_ids.append(state.last_id)
     return ticks, ",".join(last_ids) or "none"

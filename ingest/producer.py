@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 import redis
-from redis.connection import Encoder, PythonRespSerializer
 
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import PRODUCER_FIELD, SEQ_FIELD, encode_batch, encode_ticks, iter_chunks
 from tickerdash.ingest.reconnect import REDIS_DOWN, Outage, wait_out
-from tickerdash.ingest.redis_server import no_silent_retries
+from tickerdash.ingest.redis_adapter import bulk_client, client_on_own_pool
 from tickerdash.ingest.retention import Retention
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import TickBatch
@@ -32,31 +31,11 @@ from tickerdash.ingest.ticks import TickBatch
 log = logging.getLogger(__name__)
 
 PIPELINE_DEPTH = 1_000  # commands per round trip: big enough to hide latency, small enough for memory
-BUFFER_CUTOFF = 6_000  # redis-py's own: values longer than this go to the socket as they are
 TAIL_PAGE = 256  # most entries per XREVRANGE when looking for what landed before a connection died
 CLOCK_MARGIN_MS = 1_000
 PRODUCER_KEY, SEQ_KEY = PRODUCER_FIELD.encode(), SEQ_FIELD.encode()  # as they come back from Redis
 Entry = tuple[str, dict[str, Any]]  # (stream, fields) of one XADD
 Stamped = tuple[str, dict[str, Any], int]  # (stream, fields, sequence number)
-
-
-def client_on_own_pool(client: redis.Redis, **overrides: Any) -> redis.Redis:
-    """A client to the same server on a connection pool of its own, with some connection options changed;
-    whatever the given client's retry policy, this one never re-sends a command (`no_silent_retries`)."""
-    pool = client.connection_pool
-    options = {**pool.connection_kwargs, "retry": no_silent_retries(), **overrides}
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options))
-
-
-def bulk_client(client: redis.Redis) -> redis.Redis:
-    """A client to the same server whose commands send large values without copying them.
-
-    hiredis packs each command into one new bytes object, so a 300 kB batch entry is copied once more
-    before the socket copies it; redis-py's Python packer hands memoryviews and long values to
-    `sendall` as they are. Replies are still parsed by hiredis.
-    """
-    packer = PythonRespSerializer(BUFFER_CUTOFF, Encoder("utf-8", "strict", False).encode)
-    return client_on_own_pool(client, command_packer=packer, decode_responses=False)
 
 
 def new_producer_id() -> str:

@@ -10,8 +10,8 @@ import redis
 
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import decode_entries
+from tickerdash.ingest.redis_adapter import raw_client
 from tickerdash.ingest.redis_server import EmbeddedRedis
-from tickerdash.ingest.runner import raw_client
 from tickerdash.ingest.ticks import TickBatch, concat
 
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import redis
 from click.testing import Result
+from effects_tools import entries_json
 
 from tickerdash.analytics.commands.alerts import register, stream_batches
-from tickerdash.analytics.engine.worker import Effects
+from tickerdash.analytics.engine.stage import Effects
 from tickerdash.analytics.stages.alerts.alert import entry_fields
 from tickerdash.analytics.stages.alerts.rules import Rule
 from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
@@ -114,7 +115,7 @@ class TestLiveStage:
         def run(batch: TickBatch) -> list[str]:
             effects = Effects(batch)
             stage.process(batch, effects)
-            return [entry_fields(f)["rule_id"] for f in effects.alerts]
+            return [entry_fields(f)["rule_id"] for f in entries_json(effects, "alerts")]
 
         assert run(slump(start_ms=0)) == []  # no rules yet
         store.add(Rule(id="on", symbol="AAPL", drop_pct=5, window_s=60))
@@ -134,7 +135,7 @@ class TestLiveStage:
         effects = Effects(batch)
         stage.process(batch, effects)
         first = int(np.flatnonzero(batch.price <= 95.0)[0])
-        assert [(f["rule_id"], f["ts"], f["price"]) for f in map(entry_fields, effects.alerts)] == [
+        assert [(f["rule_id"], f["ts"], f["price"]) for f in map(entry_fields, entries_json(effects, "alerts"))] == [
             ("five", str(batch.ts[first]), repr(float(batch.price[first])))
         ]
 
@@ -194,7 +195,7 @@ class TestTailAndBacktest:
             for chunk in iter_chunks(batch, 777):  # batch boundaries unlike either backtest's
                 effects = Effects(chunk)
                 stage.process(chunk, effects)
-                live.extend(map(entry_fields, effects.alerts))
+                live.extend(map(entry_fields, entries_json(effects, "alerts")))
 
         def key(firings: list[dict[str, object]]) -> list[tuple[str, int, float, float]]:
             return [

@@ -7,12 +7,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from effects_tools import entries
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.ensemble import IsolationForest
 from test_features import START, jitter, single, tape
 
-from tickerdash.analytics.engine.worker import Effects
+from tickerdash.analytics.engine.stage import Effects
 from tickerdash.analytics.stages.anomaly import forest as forest_module
 from tickerdash.analytics.stages.anomaly import scorer as scorer_module
 from tickerdash.analytics.stages.anomaly.calibration import Calibrator, table_surprise
@@ -188,7 +189,7 @@ class TestScorer:
         batch = single(prices, buyers=["A"] * 421, sellers=["B"] * 421)
         effects = Effects(batch)
         stage.process(batch, effects)
-        flagged = [e for e in effects.anomalies if e["price"] == "105.0"]
+        flagged = [e for e in entries(effects, "anomalies") if e["price"] == "105.0"]
         assert flagged and "off-market" in flagged[0]["reasons"]
         assert 0.5 < float(flagged[0]["score"]) < 1
         assert set(flagged[0]) == {"symbol", "ts", "price", "size", "trade_id", "tick_id", "score", "reasons"}
@@ -245,7 +246,7 @@ def test_stage_without_stream_origin_leaves_tick_id_empty() -> None:
     )
     effects = Effects(batch)
     stage.process(batch, effects)
-    assert effects.anomalies and all(e["tick_id"] == "" for e in effects.anomalies)
+    assert entries(effects, "anomalies") and all(e["tick_id"] == "" for e in entries(effects, "anomalies"))
 
 
 @pytest.mark.parametrize("refit_min_ms", [0, 60_000, 10**9], ids=["refit every 512", "event-time bound", "once"])

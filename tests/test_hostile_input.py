@@ -21,14 +21,15 @@ from hypothesis import strategies as st
 from test_worker import bar_streams, drained, expected_bars, market, run_inline
 
 from tickerdash.analytics.commands.worker import default_stages
-from tickerdash.analytics.engine.worker import AnalyticsWorker, Effects, WorkerConfig
+from tickerdash.analytics.engine.stage import Effects
+from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.analytics.stages.alerts.rules import Rule
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.live import decode_updates, live_key, snapshot_key
 from tickerdash.ingest.contract.tick_entries import BATCH_FORMAT, decode_entries, decode_rules, encode_batch
 from tickerdash.ingest.producer import Producer
-from tickerdash.ingest.runner import raw_client
+from tickerdash.ingest.redis_adapter import raw_client
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import TickBatch
 from tickerdash.simulator.cli import register as register_simulator
@@ -191,6 +192,7 @@ class Boom:
     """A plug-in stage with a bug: it raises on any batch holding a trade of BOOM."""
 
     name = "boom"
+    outputs: tuple[str, ...] = ()
 
     def process(self, batch: TickBatch, effects: Effects) -> None:
         if "BOOM" in batch.symbols and (batch.symbol_idx == batch.symbols.index("BOOM")).any():

@@ -12,7 +12,7 @@ from click.testing import Result
 from tickerdash.ingest.cli import register
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import decode_entries
-from tickerdash.ingest.runner import raw_client
+from tickerdash.ingest.redis_adapter import raw_client
 from tickerdash.ingest.ticks import TickBatch
 
 KEYS = Keys()

@@ -99,7 +99,7 @@ def test_garbage_and_truncated_payloads_are_refused_with_a_reason() -> None:
 
 def test_open_bar_columns_show_the_latest_open_bar_of_each_interval_and_mark_missing_ones() -> None:
     """Two open 1s bars (one in its grace period): the later shows; a symbol with no open 1m bar has none."""
-    from tickerdash.analytics.engine.worker import open_bar_columns
+    from tickerdash.analytics.engine.live_view import open_bar_columns
     from tickerdash.analytics.stages.bars import BarTable
 
     def column(*values: float) -> np.ndarray:

@@ -242,9 +242,9 @@ def test_a_partition_checkpoint_from_before_the_overlays_still_restores() -> Non
     state = PartitionState(WorkerConfig())
     ts = 1_700_000_000_000 + 250 * np.arange(400, dtype=np.int64)
     state.apply(TickBatch.from_columns(["AAA"] * 400, list(100 + np.sin(ts / 1e4)), [10.0] * 400, list(ts)))
-    assert len(state.overlays)
+    assert len(state.stage("overlays"))
     meta, arrays = unpack_state(state.to_bytes())
-    del arrays["overlays"]
+    del arrays["stage:overlays"]
     restored = PartitionState.from_bytes(pack_state(meta, arrays), WorkerConfig())
-    assert len(restored.overlays) == 0
-    assert restored.bars.to_bytes() == state.bars.to_bytes()
+    assert len(restored.stage("overlays")) == 0
+    assert restored.stage("bars").to_bytes() == state.stage("bars").to_bytes()

@@ -19,7 +19,7 @@ from redis.retry import Retry
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
-from tickerdash.ingest.runner import StopFlag, StreamRunner, ensure_groups, gc_paused
+from tickerdash.ingest.runner import FunctionConsumer, StopFlag, StreamRunner, ensure_groups, gc_paused
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import TickBatch
 
@@ -245,8 +245,10 @@ def test_batches_are_handled_with_the_gc_paused_and_housekeeping_runs_with_it_on
         redis_client,
         settings,
         [Keys().ticks()],
-        lambda stream, batch, pipe: seen["process"].append(gc.isenabled()),
-        housekeeping=lambda: seen["housekeeping"].append(gc.isenabled()),
+        FunctionConsumer(
+            lambda stream, batch, pipe: seen["process"].append(gc.isenabled()),
+            housekeeping_fn=lambda: seen["housekeeping"].append(gc.isenabled()),
+        ),
     )
     runner.run(max_idle_reads=2)
     assert seen["process"] and not any(seen["process"])
@@ -369,7 +371,8 @@ def test_with_deferred_commits_a_fence_that_trips_in_flight_drops_the_stream_and
     def process(name: str, batch: TickBatch, pipe: redis.client.Pipeline) -> None:
         pipe.incrby("applied", len(batch))
 
-    runner = StreamRunner(redis_client, small, [stream], process, guard=guard, on_lost=lost.append, defer_commit=True)
+    consumer = FunctionConsumer(process, fence_fn=guard, dropped_fn=lost.append)
+    runner = StreamRunner(redis_client, small, [stream], consumer, defer_commit=True)
     ensure_groups(redis_client, [stream], small.group)
     assert runner.read_new() == 10
     runner.settle()

@@ -14,8 +14,8 @@ import redis
 
 from tickerdash.analytics.engine.worker import AnalyticsWorker
 from tickerdash.ingest.contract.tick_entries import decode_entries
+from tickerdash.ingest.redis_adapter import raw_client
 from tickerdash.ingest.redis_server import EmbeddedRedis, find_redis_server
-from tickerdash.ingest.runner import raw_client
 from tickerdash.ingest.settings import Settings
 
 

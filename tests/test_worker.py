@@ -15,12 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from effects_tools import entries, entries_json
 
-from tickerdash.analytics.engine.worker import (
-    AnalyticsWorker,
-    PartitionState,
-    WorkerConfig,
-)
+from tickerdash.analytics.engine.stage import Effects
+from tickerdash.analytics.engine.worker import AnalyticsWorker, PartitionState, WorkerConfig
 from tickerdash.analytics.stages.alerts.rules import Rule
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.analytics.stages.bars import Bars
@@ -107,7 +105,10 @@ def assert_checkpoints_hold_every_trade(
         assert saved is not None
         restored = PartitionState.from_bytes(saved, WorkerConfig())
         for name in ("sums", "trades", "clock", "last_price", "ema"):
-            np.testing.assert_array_equal(getattr(restored.indicators, name), getattr(reference.indicators, name))
+            np.testing.assert_array_equal(
+                getattr(restored.stage("indicators").indicators, name),
+                getattr(reference.stage("indicators").indicators, name),
+            )
 
 
 class TestWorker:
@@ -151,14 +152,14 @@ class TestWorker:
         Producer(redis_client, settings).publish(ticks)
         run_inline(redis_client, settings)
         fields = OverlayStage().fields
-        for key, entries in bar_streams(redis_client, "tickerdash").items():
-            names = [[name.decode() for name in entry] for _, entry in entries]
+        for key, stream_entries in bar_streams(redis_client, "tickerdash").items():
+            names = [[name.decode() for name in entry] for _, entry in stream_entries]
             assert all(n[:7] == ["open", "high", "low", "close", "volume", "vwap", "trades"] for n in names), key
             assert all(set(n[7:]) <= set(fields) and n[7:] == sorted(n[7:], key=fields.index) for n in names), key
             if key.startswith(":bars:1s:"):
                 assert all("sma20" not in n for n in names[:19]) and all("sma20" in n for n in names[19:]), key
-                closes = [float(entry[b"close"]) for _, entry in entries]
-                assert float(entries[-1][1][b"sma20"]) == pytest.approx(np.mean(closes[-20:]), rel=1e-12)
+                closes = [float(entry[b"close"]) for _, entry in stream_entries]
+                assert float(stream_entries[-1][1][b"sma20"]) == pytest.approx(np.mean(closes[-20:]), rel=1e-12)
         snapshot = {k.decode(): decode_updates(v)[0] for k, v in redis_client.hgetall(snapshot_key(Keys())).items()}
         for symbol, update in snapshot.items():
             last_id, last = redis_client.xrevrange(Keys().bars("1s", symbol), count=1)[0]
@@ -261,7 +262,7 @@ def _probe_outputs(client: redis.Redis, settings: Settings, probe: TickBatch) ->
     """Restore the partition's saved state and run one more batch through it: its indicator values."""
     worker = AnalyticsWorker(client, settings.model_copy(update={"consumer": "probe"}), [0])
     state: PartitionState = worker.restore(0)
-    frame = state.apply(probe).frame
+    frame = state.apply(probe).products["indicators"]
     assert frame is not None
     return frame.columns
 
@@ -550,22 +551,25 @@ def test_checkpoints_are_written_in_the_background_after_their_batch_commits(
     assert worker.config.background_checkpoints
     worker.acquire()
     worker.runner.run(max_idle_reads=3)  # the loop only: no release, so no checkpoint at shutdown
-    worker._reap_checkpointer(wait=True)
+    worker.checkpoints.reap(wait=True)
     saved = redis_client.hgetall(worker.checkpoint_key(0))
     state_id, marker = saved[b"state_id"].decode(), saved[b"last_id"].decode()
     written = PartitionState.from_bytes(saved[b"state"], WorkerConfig())
     assert written.last_id == state_id and state_id != "0-0" and state_id <= marker == worker.states[0].last_id
     restored = AnalyticsWorker(redis_client, settings, None, WorkerConfig()).restore(0)
     for name in ("sums", "trades", "clock", "last_price", "ema"):
-        np.testing.assert_array_equal(getattr(restored.indicators, name), getattr(worker.states[0].indicators, name))
-    assert restored.bars.to_bytes() == worker.states[0].bars.to_bytes()
+        np.testing.assert_array_equal(
+            getattr(restored.stage("indicators").indicators, name),
+            getattr(worker.states[0].stage("indicators").indicators, name),
+        )
+    assert restored.stage("bars").to_bytes() == worker.states[0].stage("bars").to_bytes()
 
 
 def test_a_background_checkpoint_is_fenced_by_the_lease_and_never_goes_back(redis_client: redis.Redis) -> None:
     """A child of a worker that lost its lease, or one slower than a newer checkpoint, writes nothing."""
-    from tickerdash.analytics.engine.worker import _CHECKPOINT_SCRIPT
+    from tickerdash.analytics.engine.checkpoints import CHECKPOINT_SCRIPT
 
-    write = redis_client.register_script(_CHECKPOINT_SCRIPT)
+    write = redis_client.register_script(CHECKPOINT_SCRIPT)
     lease, checkpoint = "t:lease", "t:checkpoint"
     redis_client.set(lease, "me")
     assert write(keys=[lease, checkpoint], args=["me", "1000-5", b"state@1000-5"]) == 1
@@ -578,7 +582,7 @@ def test_a_background_checkpoint_is_fenced_by_the_lease_and_never_goes_back(redi
 
 def test_plug_in_stages_beside_the_indicators_give_what_they_give_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
     """On large batches alerts and anomaly scores run on a helper thread: same effects, same state bytes."""
-    from tickerdash.analytics.engine import worker as worker_module
+    from tickerdash.analytics.engine import state as state_module
     from tickerdash.analytics.stages.alerts.rules import Rule
     from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
     from tickerdash.analytics.stages.anomaly.stage import AnomalyStage
@@ -597,19 +601,22 @@ def test_plug_in_stages_beside_the_indicators_give_what_they_give_in_turn(monkey
 
     config = WorkerConfig(stages=(alerts_with_rules, AnomalyStage))
 
-    def run(min_rows: int) -> tuple[list[worker_module.Effects], bytes]:
-        monkeypatch.setattr(worker_module, "CONCURRENT_STAGES_MIN_ROWS", min_rows)
+    def run(min_rows: int) -> tuple[list[Effects], bytes]:
+        monkeypatch.setattr(state_module, "CONCURRENT_STAGES_MIN_ROWS", min_rows)
         state = PartitionState(config)
         return [state.apply(chunk) for chunk in iter_chunks(ticks, 40_000)], state.to_bytes()
 
     together, together_state = run(20_000)
     in_turn, in_turn_state = run(10**9)
-    assert sum(len(e.anomalies) for e in together) > 0 and sum(len(e.alerts) for e in together) > 0
+    assert sum(len(entries(e, "anomalies")) for e in together) > 0
+    assert sum(len(entries_json(e, "alerts")) for e in together) > 0
     for a, b in zip(together, in_turn, strict=True):
-        assert a.anomalies == b.anomalies and a.alerts == b.alerts
-        assert a.frame is not None and b.frame is not None
-        for name, values in a.frame.columns.items():
-            assert values.tobytes() == b.frame.columns[name].tobytes(), name
+        assert entries(a, "anomalies") == entries(b, "anomalies")
+        assert entries_json(a, "alerts") == entries_json(b, "alerts")
+        frame_a, frame_b = a.products.get("indicators"), b.products.get("indicators")
+        assert frame_a is not None and frame_b is not None
+        for name, values in frame_a.columns.items():
+            assert values.tobytes() == frame_b.columns[name].tobytes(), name
     assert together_state == in_turn_state
 
 
@@ -617,17 +624,17 @@ def test_a_checkpoint_child_that_hangs_is_killed_so_shutdown_never_waits_on_it(
     settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past CHECKPOINT_TIMEOUT_S the child is killed and reaped; the next checkpoint is due as usual."""
-    from tickerdash.analytics.engine import worker as worker_module
+    from tickerdash.analytics.engine import checkpoints as checkpoints_module
 
     Producer(redis_client, settings).publish(market(2_000))
     worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig())
     worker.acquire()
-    monkeypatch.setattr(worker_module, "CHECKPOINT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(checkpoints_module, "CHECKPOINT_TIMEOUT_S", 0.5)
     monkeypatch.setattr(PartitionState, "to_bytes", lambda self: time.sleep(60))  # the child inherits it
     started = time.monotonic()
-    worker._checkpoint_in_background([0])
-    worker._reap_checkpointer(wait=True)
-    assert worker._checkpointer is None and time.monotonic() - started < 10
+    worker.checkpoint_in_background([0])
+    worker.checkpoints.reap(wait=True)
+    assert worker.checkpoints.child is None and time.monotonic() - started < 10
     assert redis_client.hget(worker.checkpoint_key(0), "state") is None  # nothing half-written
 
 
@@ -670,11 +677,11 @@ def test_shutdown_takes_a_running_checkpoint_of_the_current_state_and_supersedes
     worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig())
     worker.acquire()
     worker.runner.run(max_idle_reads=2)
-    worker._checkpoint_in_background([0])  # of the current state
+    worker.checkpoint_in_background([0])  # of the current state
     foreground: list[int] = []
     monkeypatch.setattr(AnalyticsWorker, "checkpoint", lambda self, partition, pipe=None: foreground.append(partition))
     worker.release()
-    assert foreground == [] and worker._checkpointer is None
+    assert foreground == [] and worker.checkpoints.child is None
     saved = redis_client.hmget(worker.checkpoint_key(0), "state_id", "last_id")
     assert saved[0] is not None and saved[0] == saved[1]
     monkeypatch.undo()
@@ -683,11 +690,11 @@ def test_shutdown_takes_a_running_checkpoint_of_the_current_state_and_supersedes
     worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig())
     worker.acquire()
     monkeypatch.setattr(PartitionState, "to_bytes", lambda self: time.sleep(60))  # a child that would take long
-    worker._checkpoint_in_background([0])
+    worker.checkpoint_in_background([0])
     monkeypatch.undo()
     worker.runner.run(max_idle_reads=2)  # the state moves on past what the child froze
     started = time.monotonic()
     worker.release()
-    assert time.monotonic() - started < 10 and worker._checkpointer is None
+    assert time.monotonic() - started < 10 and worker.checkpoints.child is None
     state_id, marker = redis_client.hmget(worker.checkpoint_key(0), "state_id", "last_id")
     assert state_id == marker == redis_client.xinfo_stream(Keys().ticks())["last-generated-id"]

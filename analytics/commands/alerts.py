@@ -26,8 +26,8 @@ from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import decode_entries
 from tickerdash.ingest.importers import ColumnMapping, ImportOptionError, TradeReader
 from tickerdash.ingest.reconnect import REDIS_DOWN, Outage, wait_out
+from tickerdash.ingest.redis_adapter import raw_client
 from tickerdash.ingest.redis_server import redis_connection
-from tickerdash.ingest.runner import raw_client
 from tickerdash.ingest.ticks import TickBatch
 
 XRANGE_COUNT = 1_000  # stream entries per read while backtesting (a batch entry holds many trades)

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tickerdash.ingest.clikit import console, fail, freeze_import_objects, load_settings
 from tickerdash.ingest.redis_server import redis_connection
-from tickerdash.ingest.runner import StopFlag
+from tickerdash.ingest.stop_flag import StopFlag
 from tickerdash.ingest.ticks import TickError, normalise_symbol
 
 log = logging.getLogger(__name__)

@@ -10,12 +10,13 @@ import typer
 from tickerdash.analytics.commands import alerts as alerts_cli
 from tickerdash.analytics.delivery.webhooks import WebhookDelivery
 from tickerdash.analytics.engine.worker import AnalyticsWorker, StageFactory, WorkerConfig
+from tickerdash.analytics.stages import registry
 from tickerdash.analytics.stages.bars import BarConfig
 from tickerdash.analytics.stages.indicators import IndicatorConfig
 from tickerdash.ingest.clikit import fail, freeze_import_objects, load_settings
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.redis_server import redis_connection
-from tickerdash.ingest.runner import StopFlag
+from tickerdash.ingest.stop_flag import StopFlag
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,13 @@ def _durations_ms(text: str, flag: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+DEFAULT_STAGES = ",".join(entry.name for entry in registry.optional_stages() if entry.default)
+STAGES_HELP = (
+    f"Stages after the core ones ({', '.join(entry.name for entry in registry.core_stages())}), comma-separated, "
+    f"or none: {'; '.join(f'{entry.name} ({entry.description})' for entry in registry.optional_stages())}."
+)
+
+
 def analytics(
     partitions: str = typer.Option("all", help="Partitions to own: all, 0,1 or 0-3."),
     consumer: str = typer.Option(
@@ -78,11 +86,7 @@ def analytics(
     ),
     lease: float = typer.Option(10.0, help="Seconds a partition stays ours without renewal (failover time)."),
     webhooks: bool = typer.Option(True, help="Also deliver alert webhooks (a background thread; group 'webhooks')."),
-    stages: str = typer.Option(
-        "alerts,anomaly",
-        help="Plug-in stages after indicators and bars, comma-separated: "
-        "alerts (slump rules), anomaly (scores), or none.",
-    ),
+    stages: str = typer.Option(DEFAULT_STAGES, help=STAGES_HELP),
 ) -> None:
     """Run an analytics worker: indicators, bars, alerts and anomaly scores on the tick stream."""
     settings = load_settings(consumer=consumer)
@@ -109,25 +113,24 @@ def analytics(
 
 
 def chosen_stages(text: str) -> tuple[StageFactory, ...]:
-    """The plug-in stages named in `--stages` (comma-separated; `none` for indicators and bars only)."""
+    """The optional stages named in `--stages` (comma-separated; `none` for the core stages only), in registry order."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     if names == ["none"]:
         return ()
-    unknown = sorted(set(names) - {"alerts", "anomaly"})
+    optional = registry.optional_stages()
+    unknown = sorted(set(names) - {stage.name for stage in optional})
     if unknown or not names:
+        each = [stage.name for stage in optional]
         raise ValueError(
-            f"--stages: {', '.join(unknown) or 'nothing'} is not a stage; use alerts, anomaly, alerts,anomaly or none"
+            f"--stages: {', '.join(unknown) or 'nothing'} is not a stage; "
+            f"use {', '.join(each)}, {','.join(each)} or none"
         )
-    every = dict(zip(("alerts", "anomaly"), default_stages(), strict=True))
-    return tuple(every[name] for name in every if name in names)
+    return tuple(stage.factory for stage in optional if stage.name in names and stage.factory is not None)
 
 
 def default_stages() -> tuple[StageFactory, ...]:
-    """The plug-in stages every worker runs (slump alerts, anomaly scores) when they are installed."""
-    from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
-    from tickerdash.analytics.stages.anomaly.stage import AnomalyStage
-
-    return (SlumpAlertStage, AnomalyStage)
+    """The optional stages every worker runs unless `--stages` says otherwise (registry defaults)."""
+    return registry.default_stages()
 
 
 def register(app: typer.Typer) -> None:

@@ -37,9 +37,11 @@ from tickerdash.analytics.history.archive_layout import (
 from tickerdash.analytics.stages.indicators import window_name
 from tickerdash.ingest.contract.bars import BAR_FLOAT_FIELDS, feed_entry_rows, feed_entry_table
 from tickerdash.ingest.contract.keys import ARCHIVE_GROUP, Keys
+from tickerdash.ingest.group_reads import ensure_groups
 from tickerdash.ingest.reconnect import Outage, wait_out
-from tickerdash.ingest.runner import StopFlag, ensure_groups, raw_client, stream_items
+from tickerdash.ingest.redis_adapter import raw_client, stream_items
 from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.stop_flag import StopFlag
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from tickerdash.analytics.history.export.request import (
 from tickerdash.ingest.contract.bars import BAR_FIELDS, decode_bar_entries
 from tickerdash.ingest.contract.fields import entry_ms
 from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.runner import raw_client
+from tickerdash.ingest.redis_adapter import raw_client
 from tickerdash.ingest.settings import Settings
 
 REDIS_PAGE = 10_000

@@ -28,7 +28,7 @@ from tickerdash.ingest.contract.fields import as_text, text_fields
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import decode_entries
 from tickerdash.ingest.contract.tick_ids import tick_ids
-from tickerdash.ingest.runner import raw_client
+from tickerdash.ingest.redis_adapter import raw_client
 
 
 def sibling(out: Path, name: str) -> Path:

@@ -12,7 +12,7 @@ import logging
 
 import redis
 
-from tickerdash.analytics.engine.worker import Effects
+from tickerdash.analytics.engine.stage import AppendMany, Effects
 from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
 from tickerdash.analytics.stages.alerts.store import load_if_changed
 from tickerdash.ingest.contract.keys import Keys
@@ -25,6 +25,8 @@ class SlumpAlertStage:
     """Worker stage `alerts`: evaluates the stored rules on every trade and adds alert entries to the effects."""
 
     name = "alerts"
+    outputs = ("alerts",)
+    concurrent = True  # reads only the batch
 
     def __init__(self) -> None:
         self.alerts = SlumpAlerts()
@@ -32,7 +34,9 @@ class SlumpAlertStage:
 
     def process(self, batch: TickBatch, effects: Effects) -> None:
         """Add one `tickerdash:alerts` entry per alert the batch fires (built in bulk as JSON, no Alert objects)."""
-        effects.alerts.extend(self.alerts.evaluate(batch).to_entries_json())
+        fired = self.alerts.evaluate(batch)
+        if len(fired):
+            effects.outputs.append(AppendMany("alerts", _alerts_stream, fired.to_entries_json))
 
     def to_bytes(self) -> bytes:
         """The stage's checkpoint (rules in force and per-symbol state)."""
@@ -52,3 +56,7 @@ class SlumpAlertStage:
         if self.rules_version is not None:
             log.info("alert rules now at version %d: %d enabled", snapshot.version, len(self.alerts.rules))
         self.rules_version = snapshot.version
+
+
+def _alerts_stream(keys: Keys) -> str:
+    return keys.alerts

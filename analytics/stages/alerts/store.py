@@ -1,6 +1,6 @@
 """Slump-alert rules in Redis: the `tickerdash:rules` hash (rule id -> JSON) and a version counter.
 
-Every change writes the hash and increments `Keys.internal("rules_version")` in one MULTI/EXEC, so a
+Every change writes the hash and increments `Keys.rules_version` in one MULTI/EXEC, so a
 worker polls one small GET (`load_if_changed`) a few times a second and reloads the hash only
 when something changed: a change reaches every worker well within a second. Writers other than
 this module (the dashboard) must go through `RuleStore` too, or bump the counter themselves.
@@ -56,7 +56,7 @@ class RuleStore:
 
     @property
     def version_key(self) -> str:
-        return self.keys.internal("rules_version")
+        return self.keys.rules_version
 
     def version(self) -> int:
         """The current rules version (0 before the first change)."""

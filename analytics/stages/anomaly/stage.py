@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tickerdash.analytics.engine.segments import pack_state, unpack_state
+from tickerdash.analytics.engine.stage import AppendMany, Effects
 from tickerdash.analytics.stages.anomaly.features import F, FeatureConfig, FeatureFrame, Features
 from tickerdash.analytics.stages.anomaly.scorer import AnomalyScorer, ScorerConfig, Scores
 from tickerdash.analytics.stages.anomaly.tails import TAIL_FEATURES
+from tickerdash.ingest.contract.fields import fields_json
 from tickerdash.ingest.ticks import TickBatch
 
 if TYPE_CHECKING:  # the pure core never imports the worker (and so never Redis) at run time
     import redis
 
-    from tickerdash.analytics.engine.worker import Effects
     from tickerdash.ingest.contract.keys import Keys
 
 
@@ -116,10 +118,21 @@ def anomaly_fields(batch: TickBatch, frame: FeatureFrame, scores: Scores) -> lis
     ]
 
 
+def anomaly_entries_json(batch: TickBatch, frame: FeatureFrame, scores: Scores) -> list[str]:
+    """`anomaly_fields` as JSON arrays `[field, value, ...]` (what the engine's AppendMany writes)."""
+    return [fields_json(fields) for fields in anomaly_fields(batch, frame, scores)]
+
+
+def _anomalies_stream(keys: Keys) -> str:
+    return keys.anomalies
+
+
 class AnomalyStage:
     """Worker stage `anomaly`: scores every trade and adds an anomalies entry per flagged one."""
 
     name = "anomaly"
+    outputs = ("anomalies",)
+    concurrent = True  # reads only the batch
 
     def __init__(self, features: FeatureConfig | None = None, scorer: ScorerConfig | None = None) -> None:
         self.detector = AnomalyDetector(features, scorer)
@@ -134,7 +147,9 @@ class AnomalyStage:
     def process(self, batch: TickBatch, effects: Effects) -> None:
         """Add one `tickerdash:anomalies` entry per flagged trade of the batch."""
         frame, scores = self.detector.process(batch)
-        effects.anomalies.extend(anomaly_fields(batch, frame, scores))
+        if scores.flagged.any():
+            entries = functools.partial(anomaly_entries_json, batch, frame, scores)
+            effects.outputs.append(AppendMany("anomalies", _anomalies_stream, entries))
 
     def to_bytes(self) -> bytes:
         """The stage's checkpoint (features, calibrations, training window, forests)."""

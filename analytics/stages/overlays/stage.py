@@ -14,18 +14,28 @@ the count) when it missed a bar and must fetch it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tickerdash.analytics.engine.segments import pack_state, unpack_state
 from tickerdash.analytics.stages.bars import BarTable
 from tickerdash.analytics.stages.overlays.base import Overlay, SeriesRun
 from tickerdash.analytics.stages.overlays.registry import OVERLAYS, overlay_lines
+from tickerdash.ingest.ticks import TickBatch
+
+if TYPE_CHECKING:
+    import redis
+
+    from tickerdash.analytics.engine.stage import Effects
+    from tickerdash.ingest.contract.keys import Keys
 
 
 class OverlayStage:
     """Overlay values for closed bars, with O(1) state per (interval, symbol) series."""
 
     name = "overlays"
+    outputs: tuple[str, ...] = ()  # its values ride in the bar entries and the live view
 
     def __init__(self, overlays: tuple[Overlay, ...] = OVERLAYS) -> None:
         self.overlays = overlays
@@ -38,6 +48,15 @@ class OverlayStage:
 
     def __len__(self) -> int:
         return len(self.series_of)
+
+    def process(self, batch: TickBatch, effects: Effects) -> None:
+        """Attach every overlay field, one value per closed bar, to the bars the batch closed."""
+        closed = effects.products.get("bars")
+        if closed is not None and len(closed):
+            closed.extra.update(self.update(closed.table))
+
+    def refresh(self, client: redis.Redis, keys: Keys) -> None:
+        """Nothing outside the stream changes the overlays."""
 
     def update(self, bars: BarTable) -> dict[str, np.ndarray]:
         """Advance each series over its closed bars in `bars`; every field's value per bar (NaN: undefined)."""

@@ -1,0 +1,68 @@
+"""Writing a batch's effects: every stage's outputs, encoded now, and the dead letters, on the batch's transaction.
+
+The writer knows the three ways of appending to a stream (`engine.stage`: many entries to one stream,
+one entry to one stream, entries with explicit IDs to the streams they name), not what a stage writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from tickerdash.analytics.engine.stage import AppendMany, AppendOne, AppendWithIds, Effects, Output
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.deadletter import add_rejected
+
+# Append many entries to one stream in one command: ARGV[1] = maxlen, ARGV[2] = a JSON list of flat
+# [field, value, ...] lists. Same entries, same order as one XADD each, without client-side command
+# building per entry and per argument (in an alert storm that was most of the worker's time); trimmed
+# once at the end (approximately, as XADD MAXLEN ~ would), not checked at every entry.
+XADD_MANY_SCRIPT = """
+local entries = cjson.decode(ARGV[2])
+for _, fields in ipairs(entries) do
+  redis.call('XADD', KEYS[1], '*', unpack(fields))
+end
+redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[1])
+return #entries
+"""
+
+
+class EffectsWriter:
+    """Queues one batch's effects on its transaction."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, source: str = "analytics") -> None:
+        self.keys = keys
+        self.source = source
+        self._xadd_many = client.register_script(XADD_MANY_SCRIPT)
+        self._queue: dict[type, Callable[[redis.client.Pipeline, Any], None]] = {
+            AppendMany: self._append_many,
+            AppendOne: self._append_one,
+            AppendWithIds: self._append_with_ids,
+        }
+
+    def write(self, pipe: redis.client.Pipeline, effects: Effects) -> None:
+        """Queue every output (in the order the stages added them), then the dead letters."""
+        for output in effects.outputs:
+            self.queue(pipe, output)
+        if effects.rejected:
+            add_rejected(pipe, self.keys.deadletter, effects.rejected, self.source)
+
+    def queue(self, pipe: redis.client.Pipeline, output: Output) -> None:
+        """Encode one output and queue its appends."""
+        self._queue[type(output)](pipe, output)
+
+    def _append_many(self, pipe: redis.client.Pipeline, output: AppendMany) -> None:
+        entries = output.encode()
+        if entries:  # JSON arrays [field, value, ...], appended in order by one script call
+            self._xadd_many(
+                keys=[output.stream(self.keys)], args=[output.maxlen, "[" + ",".join(entries) + "]"], client=pipe
+            )
+
+    def _append_one(self, pipe: redis.client.Pipeline, output: AppendOne) -> None:
+        pipe.xadd(output.stream(self.keys), output.encode(), maxlen=output.maxlen, approximate=True)  # type: ignore[arg-type]
+
+    def _append_with_ids(self, pipe: redis.client.Pipeline, output: AppendWithIds) -> None:
+        for stream, maxlen, entry_id, fields in output.encode(self.keys):
+            pipe.execute_command("XADD", stream, "MAXLEN", "~", maxlen, entry_id, *fields)

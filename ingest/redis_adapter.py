@@ -1,0 +1,135 @@
+"""The one place that reaches past redis-py's public API; tests/test_redis_adapter.py pins what it relies on.
+
+What it relies on (redis-py 5.3 to 8.x; `pyproject.toml` bounds the version):
+- a `Pipeline`'s queued commands are `pipe.command_stack` (a list of `(args, options)`), its scripts
+  `pipe.scripts` (loaded by `pipe.load_scripts()`), its connection `pipe.connection` (None until it has
+  one; `pipe.connection_pool.get_connection()` gives one, with no command name), `pipe.watching`, and
+  `pipe.parse_response(connection, command_name)` reads one reply (raising the reply's ResponseError);
+- a `Connection` packs commands (`pack_commands`), sends packed bytes (`send_packed_command`), sends a
+  command (`send_command`) and reads one reply (`read_response`) apart, and `disconnect()`s;
+- a `ConnectionPool` exposes `connection_kwargs` and `connection_class` (to make a pool like it),
+  `get_connection()` and `release(connection)`;
+- `redis.connection.PythonRespSerializer(buffer_cutoff, encode)` and `Encoder(...).encode` pack a
+  command whose long values go to the socket uncopied.
+
+With these a runner sends a batch's MULTI ... EXEC without waiting for the replies (reading them a batch
+later), and sends its next read before handling the entries in hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import redis
+from redis.connection import Connection, Encoder, PythonRespSerializer
+from redis.exceptions import ExecAbortError
+
+from tickerdash.ingest.contract.tick_entries import RawEntry
+from tickerdash.ingest.redis_server import no_silent_retries
+
+BUFFER_CUTOFF = 6_000  # redis-py's own: values longer than this go to the socket as they are
+
+
+def client_on_own_pool(client: redis.Redis, **overrides: Any) -> redis.Redis:
+    """A client to the same server on a connection pool of its own, with some connection options changed;
+    whatever the given client's retry policy, this one never re-sends a command (`no_silent_retries`)."""
+    pool = client.connection_pool
+    options = {**pool.connection_kwargs, "retry": no_silent_retries(), **overrides}
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options))
+
+
+def bulk_client(client: redis.Redis) -> redis.Redis:
+    """A client to the same server whose commands send large values without copying them.
+
+    hiredis packs each command into one new bytes object, so a 300 kB batch entry is copied once more
+    before the socket copies it; redis-py's Python packer hands memoryviews and long values to
+    `sendall` as they are. Replies are still parsed by hiredis.
+    """
+    packer = PythonRespSerializer(BUFFER_CUTOFF, Encoder("utf-8", "strict", False).encode)
+    return client_on_own_pool(client, command_packer=packer, decode_responses=False)
+
+
+def _raw(response: Any, **_: Any) -> Any:
+    return response
+
+
+def raw_client(client: redis.Redis) -> redis.Redis:
+    """A client on the same pool that returns stream replies unparsed (flat field lists: faster)."""
+    raw = redis.Redis(connection_pool=client.connection_pool)
+    for command in ("XREADGROUP", "XAUTOCLAIM", "XRANGE"):
+        raw.set_response_callback(command, _raw)
+    return raw
+
+
+def stream_items(response: Any) -> Iterator[tuple[str, Sequence[RawEntry]]]:
+    """(stream, entries) pairs of a raw XREAD/XREADGROUP reply, RESP2 array or RESP3 map alike."""
+    if not response:
+        return
+    pairs = response.items() if isinstance(response, dict) else response  # RESP3 map or RESP2 array
+    for stream, entries in pairs:
+        yield stream.decode() if isinstance(stream, bytes) else stream, entries
+
+
+def send_transaction(pipe: redis.client.Pipeline) -> None:
+    """Send MULTI, the pipeline's queued commands and EXEC on its connection, without reading the replies."""
+    if pipe.scripts:
+        pipe.load_scripts()
+    if pipe.connection is None:
+        pipe.connection = pipe.connection_pool.get_connection()
+    commands = [("MULTI",), *(args for args, _ in pipe.command_stack), ("EXEC",)]
+    pipe.connection.send_packed_command(pipe.connection.pack_commands(commands))
+
+
+def confirm_transaction(pipe: redis.client.Pipeline) -> None:
+    """Read the replies of a transaction `send_transaction` sent; raise WatchError if it was not applied,
+    or its first error."""
+    connection = pipe.connection
+    assert connection is not None
+    errors: list[redis.ResponseError] = []
+    for _ in range(len(pipe.command_stack) + 1):  # MULTI's OK, then QUEUED for each command
+        try:
+            pipe.parse_response(connection, "_")
+        except redis.ResponseError as exc:
+            errors.append(exc)
+    try:
+        replies = pipe.parse_response(connection, "_")
+    except ExecAbortError:
+        raise errors[0] if errors else ExecAbortError("transaction discarded") from None
+    pipe.watching = False  # EXEC ends the WATCH
+    if replies is None:
+        raise redis.WatchError("Watched variable changed.")
+    failed = [reply for reply in replies if isinstance(reply, redis.ResponseError)]
+    if errors or failed:
+        raise (errors or failed)[0]
+
+
+def abandon_transaction(pipe: redis.client.Pipeline) -> None:
+    """Give back a transaction's connection with its replies unread (closed: they would be read as the next
+    command's)."""
+    if pipe.connection is not None:
+        pipe.connection.disconnect()
+    pipe.watching = False  # a closed connection watches nothing: no UNWATCH to send
+    pipe.reset()
+
+
+def take_connection(client: redis.Redis) -> Connection:
+    """A connection of the client's pool, for commands whose replies are read later (`release_connection`)."""
+    return client.connection_pool.get_connection()
+
+
+def send_command(connection: Connection, args: Sequence[Any]) -> None:
+    """Send one command on a connection from `take_connection`, without reading its reply (`read_reply`)."""
+    connection.send_command(*args)
+
+
+def read_reply(connection: Connection) -> Any:
+    """Read the reply of the command `send_command` sent."""
+    return connection.read_response()
+
+
+def release_connection(client: redis.Redis, connection: Connection, *, close: bool = False) -> None:
+    """Give a connection from `take_connection` back to its pool (closed first, with any unread reply)."""
+    if close:
+        connection.disconnect()
+    client.connection_pool.release(connection)

@@ -1,0 +1,100 @@
+"""What `ingest.redis_adapter` relies on in redis-py, pinned: an upgrade that changes it fails here first."""
+
+from __future__ import annotations
+
+import redis
+
+from tickerdash.ingest import redis_adapter as adapter
+
+
+def test_a_transaction_sent_without_its_replies_is_applied_and_its_replies_read_later(
+    redis_client: redis.Redis,
+) -> None:
+    """`send_transaction` queues MULTI ... EXEC on the pipeline's connection; `confirm_transaction` reads
+    MULTI's OK, one QUEUED per command and EXEC's replies, and leaves the pipeline reusable."""
+    pipe = redis_client.pipeline(transaction=True)
+    pipe.set("a", "1")
+    pipe.incrby("n", 5)
+    assert len(pipe.command_stack) == 2 and pipe.connection is None
+    adapter.send_transaction(pipe)
+    assert pipe.connection is not None
+    adapter.confirm_transaction(pipe)
+    pipe.reset()
+    assert redis_client.get("a") == b"1" and redis_client.get("n") == b"5"
+
+
+def test_a_transaction_whose_watched_key_changed_reports_a_watch_error(redis_client: redis.Redis) -> None:
+    """EXEC's nil reply (a WATCHed key changed) surfaces as WatchError, and the WATCH is over."""
+    pipe = redis_client.pipeline(transaction=True)
+    pipe.watch("fence")
+    redis_client.set("fence", "moved")
+    pipe.multi()
+    pipe.set("b", "1")
+    adapter.send_transaction(pipe)
+    try:
+        adapter.confirm_transaction(pipe)
+        raise AssertionError("a WatchError was expected")
+    except redis.WatchError:
+        pass
+    assert pipe.watching is False
+    pipe.reset()
+    assert redis_client.get("b") is None
+
+
+def test_an_error_queued_in_a_transaction_is_raised_on_confirmation(redis_client: redis.Redis) -> None:
+    """A command that fails inside EXEC is raised as its ResponseError (the others applied, as Redis does)."""
+    redis_client.set("text", "x")
+    pipe = redis_client.pipeline(transaction=True)
+    pipe.incr("text")
+    pipe.set("c", "1")
+    adapter.send_transaction(pipe)
+    try:
+        adapter.confirm_transaction(pipe)
+        raise AssertionError("a ResponseError was expected")
+    except redis.ResponseError:
+        pass
+    pipe.reset()
+    assert redis_client.get("c") == b"1"
+
+
+def test_an_abandoned_transaction_closes_its_connection(redis_client: redis.Redis) -> None:
+    """A transaction given up with its replies unread leaves no reply behind for the next command."""
+    pipe = redis_client.pipeline(transaction=True)
+    pipe.set("d", "1")
+    adapter.send_transaction(pipe)
+    connection = pipe.connection
+    assert connection is not None
+    adapter.abandon_transaction(pipe)
+    assert pipe.connection is None and pipe.command_stack == []
+    assert redis_client.ping()
+
+
+def test_a_command_sent_ahead_is_read_later_on_a_pool_connection(redis_client: redis.Redis) -> None:
+    """`take_connection` gives a pool connection on which a command is sent, and its reply read, apart."""
+    raw = adapter.raw_client(redis_client)
+    redis_client.xadd("s", {"f": "v"})
+    connection = adapter.take_connection(raw)
+    adapter.send_command(connection, ["XRANGE", "s", "-", "+"])
+    reply = adapter.read_reply(connection)
+    adapter.release_connection(raw, connection)
+    assert [(fields) for _, fields in reply] == [[b"f", b"v"]]
+
+
+def test_raw_stream_replies_are_flat_lists_and_stream_items_reads_them(redis_client: redis.Redis) -> None:
+    """The raw client leaves XREADGROUP replies unparsed; `stream_items` gives (stream, entries) pairs."""
+    redis_client.xgroup_create("t", "g", id="0", mkstream=True)
+    redis_client.xadd("t", {"k": "1"})
+    raw = adapter.raw_client(redis_client)
+    reply = raw.execute_command("XREADGROUP", "GROUP", "g", "c", "COUNT", 10, "STREAMS", "t", ">")
+    [(stream, entries)] = list(adapter.stream_items(reply))
+    assert stream == "t" and entries[0][1] == [b"k", b"1"]
+
+
+def test_a_client_on_its_own_pool_copies_the_connection_options_and_never_retries(redis_client: redis.Redis) -> None:
+    """`client_on_own_pool` reads the pool's `connection_kwargs` and `connection_class`; its retry re-sends nothing."""
+    own = adapter.client_on_own_pool(redis_client, socket_timeout=7)
+    assert own.connection_pool is not redis_client.connection_pool
+    assert own.connection_pool.connection_class is redis_client.connection_pool.connection_class
+    assert own.connection_pool.connection_kwargs["socket_timeout"] == 7
+    assert own.connection_pool.connection_kwargs["retry"].get_retries() == 0
+    assert own.ping() and adapter.bulk_client(redis_client).ping()
