@@ -8,6 +8,7 @@ fusion, from features) >= 500k trades/s; the worker with the anomaly stage >= 50
 
 from __future__ import annotations
 
+import argparse
 import gc
 import tempfile
 from pathlib import Path
@@ -90,9 +91,13 @@ def worker_rate(server: EmbeddedRedis, ticks: TickBatch, stages: tuple, prefix: 
 
 def main() -> None:
     """Print the figures."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=200_000, help="trades for feature extraction and scoring")
+    parser.add_argument("--worker-ticks", type=int, default=1_000_000, help="trades per worker drain")
+    args = parser.parse_args()
     print("anomaly scoring")
-    core(market(200_000, 20))
-    ticks = steady_market(1_000_000, 500)
+    core(market(args.ticks, 20))
+    ticks = steady_market(args.worker_ticks, 500)
     pairs = []
     with EmbeddedRedis(Path(tempfile.mkdtemp()), appendonly=False) as server:
         for k in range(3):  # back to back, three times: this host is shared and a single run is noisy
