@@ -132,7 +132,8 @@ class LiveView:
                 chosen.setdefault(symbol, (index, row))
         opened = batches[-1][2]()  # the bars open now (the latest batch's view of its stage)
         intervals_ms = self.config.bars.intervals_ms
-        overlays = state.stage("overlays")
+        overlays = state.stage("overlays") if state.has_stage("overlays") else None
+        overlay_fields: tuple[str, ...] = overlays.fields if overlays is not None else ()
         out: dict[str, bytes] = {}
         for index, (frame, ts, _) in enumerate(batches):
             mine = [symbol for symbol, (i, _) in chosen.items() if i == index]
@@ -153,7 +154,7 @@ class LiveView:
             change_pct *= 100.0
             intervals, bars = open_bar_columns(opened, mine, intervals_ms)
             # each interval's latest closed bar: start, closed count, overlay values (in `intervals` order)
-            closed = [overlays.latest(ms, mine) for ms in sorted(set(intervals_ms))] if overlays.fields else []
+            closed = [overlays.latest(ms, mine) for ms in sorted(set(intervals_ms))] if overlay_fields else []
             numbers = np.column_stack(
                 [
                     ts[rows],
@@ -166,7 +167,7 @@ class LiveView:
                     *closed,
                 ]
             )
-            layout = UpdateLayout(names, intervals, overlays.fields)
+            layout = UpdateLayout(names, intervals, overlay_fields)
             out.update(zip(mine, encode_update_rows(layout, mine, numbers), strict=True))
         return out
 

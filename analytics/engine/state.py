@@ -59,6 +59,10 @@ class PartitionState:
         self.session_open: dict[str, float] = {}  # first price seen per symbol, for the live view's change %
         self.last_id = "0-0"
 
+    def has_stage(self, name: str) -> bool:
+        """Whether the chain has a stage of this name."""
+        return any(stage.name == name for stage in self.stages)
+
     def stage(self, name: str) -> Any:
         """The stage of this name (KeyError if the chain has none)."""
         for stage in self.stages:

@@ -96,14 +96,11 @@ class OverlayStage:
         intervals, interval_code = np.unique(bars.interval_ms, return_inverse=True)
         pair = bars.symbol_idx * len(intervals) + interval_code
         pairs, pair_of_bar = np.unique(pair, return_inverse=True)
-        width = len(intervals)
-        index = np.empty(len(pairs), np.int64)
-        for k, code in enumerate(pairs.tolist()):
-            key = (int(intervals[code % width]), bars.symbols[code // width])
-            found = self.series_of.get(key)
-            if found is None:
-                found = self.series_of[key] = len(self.series_of)
-            index[k] = found
+        width, interval_list, symbols = len(intervals), intervals.tolist(), bars.symbols
+        keys = [(interval_list[code % width], symbols[code // width]) for code in pairs.tolist()]
+        index = np.fromiter((self.series_of.get(key, -1) for key in keys), np.int64, len(keys))
+        for k in np.flatnonzero(index < 0).tolist():  # series seen for the first time
+            index[k] = self.series_of[keys[k]] = len(self.series_of)
         self._grow(len(self.series_of))
         return index[pair_of_bar]
 
