@@ -21,8 +21,9 @@ import pytest
 import redis
 
 from tickerdash.analytics.commands.worker import default_stages
-from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig, bar_fields
+from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.analytics.stages.bars import BarTable
+from tickerdash.analytics.stages.bars_stage import bar_fields
 from tickerdash.analytics.stages.overlays.stage import OverlayStage
 from tickerdash.dashboard.server import DashboardServer
 from tickerdash.ingest.contract.keys import Keys
