@@ -20,7 +20,7 @@ import redis
 
 from tickerdash.dashboard import callbacks, figures, history
 from tickerdash.dashboard.auth import TOKEN_COOKIE, TOKEN_QUERY, allowed_hosts, presented_token, refusal, token_accepted
-from tickerdash.dashboard.gateway import INTERVALS
+from tickerdash.dashboard.gap_fill import INTERVALS
 from tickerdash.dashboard.layout import build_layout
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.settings import Settings

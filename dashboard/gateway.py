@@ -16,19 +16,14 @@ Messages (JSON text):
 - then `{"type": "frame", "seq", "ids", "updates": [...], "alerts": [...], "anomalies": [...],
   "health": {...} | null, "coalesced": n}`; `seq` grows by one per frame the gateway makes, `ids` are
   the last stream IDs read, `coalesced > 1` says this client missed intermediate states;
-- on request `{"type": "bars", "symbol", "interval", "since"}` (a page filling the gap after a
-  reconnect) the reply `{"type": "bars", "symbol", "interval", "bars": [[start, o, h, l, c, v, vwap,
-  trades], ...], "overlays": [{field: value, ...} per bar], "open": [start, o, h, l, c, v] | null}` read
-  from the bar stream (`overlays`: the fields each bar entry carries after its own seven).
+- on a page's `bars` request (filling the gap after a reconnect), the reply of `dashboard.gap_fill`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 import time
 from collections import deque
 from http import HTTPStatus
@@ -42,10 +37,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tickerdash.dashboard.auth import presented_token, refusal, token_accepted
+from tickerdash.dashboard.gap_fill import bars_reply, parse_bars_request
 from tickerdash.dashboard.push import Frame, GatewayConfig, PushClient, to_json
 from tickerdash.ingest.contract.alerts import ALERT_FIELDS, ALERT_NUMBERS, alert_event
 from tickerdash.ingest.contract.anomalies import ANOMALY_FIELDS, ANOMALY_NUMBERS, anomaly_event
-from tickerdash.ingest.contract.bars import decode_bar_entries
 from tickerdash.ingest.contract.fields import as_text, entry_ms
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.live import decode_updates, live_entry_payload
@@ -53,10 +48,7 @@ from tickerdash.ingest.reconnect import Outage
 
 log = logging.getLogger(__name__)
 
-INTERVALS = ("1s", "1m")
-SYMBOL_PATTERN = re.compile(r"^[A-Z0-9./_\-]{1,16}$")
 MAX_REQUEST_BYTES = 4_096
-MAX_BARS_REPLY = 5_000
 GATEWAY_CLIENT_NAME = "tickerdash-gateway"
 STOP_ATTEMPTS = 10  # of cancelling the tasks, half a second apart
 
@@ -212,38 +204,12 @@ class Gateway:
 
     async def _answer(self, client: PushClient, message: str | bytes) -> None:
         """Serve a page's request; a malformed one is answered with an error, never raised."""
-        try:
-            request = json.loads(message)
-            if not isinstance(request, dict) or request.get("type") != "bars":
-                raise ValueError("unknown request")
-            symbol, interval = str(request["symbol"]), str(request["interval"])
-            since = int(request.get("since") or 0)
-            if not SYMBOL_PATTERN.match(symbol) or interval not in INTERVALS:
-                raise ValueError("bad symbol or interval")
-        except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: "since": Infinity
+        request = parse_bars_request(message)
+        if request is None:
             client.reply(to_json({"type": "error", "error": "bad request"}))
             return
-        client.reply(to_json(await self.bars_since(symbol, interval, since)))
-
-    async def bars_since(self, symbol: str, interval: str, since_ms: int) -> dict[str, Any]:
-        """Closed bars of a symbol that start at or after `since_ms`, and its open bar (gap filling)."""
         assert self._redis is not None
-        entries: Any = await self._redis.xrange(
-            self.keys.bars(interval, symbol), min=str(max(since_ms, 0)), max="+", count=MAX_BARS_REPLY
-        )
-        decoded = decode_bar_entries(entries)
-        bars = decoded.rows()
-        extra = [(name, column.tolist()) for name, column in decoded.extra.items()]
-        overlays = [{name: values[k] for name, values in extra if values[k] == values[k]} for k in range(len(bars))]
-        open_bar = self.symbols.get(symbol, {}).get("bars", {}).get(interval)
-        return {
-            "type": "bars",
-            "symbol": symbol,
-            "interval": interval,
-            "bars": bars,
-            "overlays": overlays,
-            "open": open_bar,
-        }
+        client.reply(to_json(await bars_reply(self._redis, self.keys, request, self.symbols)))
 
     # -- reading Redis ---------------------------------------------------------------------------
 

@@ -21,8 +21,8 @@ import redis
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import RawEntry, Rejected, as_text
 from tickerdash.ingest.deadletter import add_rejected
+from tickerdash.ingest.group_progress import create_group, record_missed
 from tickerdash.ingest.redis_adapter import read_reply, release_connection, send_command, stream_items, take_connection
-from tickerdash.ingest.retention import create_group, record_missed
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.stop_flag import StopFlag
 

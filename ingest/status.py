@@ -16,8 +16,8 @@ from tickerdash.ingest.clikit import load_settings
 from tickerdash.ingest.contract.dead_letters import dead_letter_reason
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import as_text
+from tickerdash.ingest.group_progress import lost_entries, missed_entries, read_progress
 from tickerdash.ingest.redis_server import redis_connection
-from tickerdash.ingest.retention import lost_entries, missed_entries, read_progress
 
 DEADLETTER_SAMPLE = 1_000
 

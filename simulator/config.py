@@ -7,7 +7,7 @@ import time
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tickerdash.ingest.ticks import TickError, normalise_symbol
+from tickerdash.ingest.field_rules import TickError, normalise_symbol
 from tickerdash.simulator.scenarios import PRESETS, ScenarioError
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tickerdash.ingest.ticks import SIDE_BUY, SIDE_SELL
+from tickerdash.ingest.field_rules import SIDE_BUY, SIDE_SELL
 from tickerdash.simulator.sampling import Categorical
 from tickerdash.simulator.scenarios import HARD_NEGATIVE_KINDS, SUSPICIOUS_KINDS, HardNegatives, Suspicious
 

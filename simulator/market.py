@@ -26,7 +26,8 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from tickerdash.ingest.ticks import SIDE_BUY, SIDE_SELL, TickBatch
+from tickerdash.ingest.field_rules import SIDE_BUY, SIDE_SELL
+from tickerdash.ingest.ticks import TickBatch
 from tickerdash.simulator.config import MarketConfig
 from tickerdash.simulator.episodes import KIND_NAMES, EpisodePlanner, InjectedRows
 from tickerdash.simulator.ids import consecutive_ids, string_ids

@@ -16,7 +16,7 @@ from typing import Annotated
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tickerdash.ingest.ticks import TickError, normalise_symbol
+from tickerdash.ingest.field_rules import TickError, normalise_symbol
 
 SUSPICIOUS_KINDS = ("spike", "size", "wash", "ramp")
 HARD_NEGATIVE_KINDS = ("news", "block")

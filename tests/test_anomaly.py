@@ -22,7 +22,8 @@ from tickerdash.analytics.stages.anomaly.forest import ForestArrays, average_pat
 from tickerdash.analytics.stages.anomaly.scorer import ScorerConfig
 from tickerdash.analytics.stages.anomaly.stage import AnomalyDetector, AnomalyStage
 from tickerdash.analytics.stages.anomaly.tails import top_two_sum
-from tickerdash.ingest.ticks import SIDE_BUY, TickBatch
+from tickerdash.ingest.field_rules import SIDE_BUY
+from tickerdash.ingest.ticks import TickBatch
 
 SMALL = ScorerConfig(
     block=64, refit_every=512, swap_after=128, forest_samples=64, train_window=256, train_stride=2, forest_trees=10

@@ -712,7 +712,7 @@ def test_a_rule_added_in_the_editor_fires_on_a_slump_and_shows_within_two_second
 def test_the_health_strip_says_in_plain_words_how_many_ticks_were_lost(page: Page, redis_client: redis.Redis) -> None:
     """Ticks an operator trimmed before any worker read them, once a worker counted them, are named in the
     health strip."""
-    from tickerdash.ingest.retention import create_group, record_missed
+    from tickerdash.ingest.group_progress import create_group, record_missed
 
     stream = KEYS.ticks()
     create_group(redis_client, stream, "analytics")

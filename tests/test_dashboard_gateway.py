@@ -26,8 +26,8 @@ from tickerdash.ingest.contract.alerts import ALERT_FIELDS, ALERT_NUMBERS
 from tickerdash.ingest.contract.anomalies import ANOMALY_FIELDS, ANOMALY_NUMBERS
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.live import SymbolUpdate, encode_updates, live_key, snapshot_key
+from tickerdash.ingest.group_progress import create_group, record_missed
 from tickerdash.ingest.redis_server import EmbeddedRedis
-from tickerdash.ingest.retention import create_group, record_missed
 from tickerdash.ingest.settings import Settings
 
 KEYS = Keys()

@@ -16,7 +16,8 @@ from pathlib import Path
 import tickerdash.ingest.contract as contract
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import encode_batch, encode_ticks
-from tickerdash.ingest.ticks import OPTIONAL_TEXT_FIELDS, TickBatch
+from tickerdash.ingest.field_rules import OPTIONAL_TEXT_FIELDS
+from tickerdash.ingest.ticks import TickBatch
 
 ROOT = Path(__file__).resolve().parent.parent
 DESIGN = ROOT / "docs" / "design.md"

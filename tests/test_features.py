@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from tickerdash.analytics.stages.anomaly import features
 from tickerdash.analytics.stages.anomaly.features import EMAS, F, FeatureConfig, Features, bias_table
-from tickerdash.ingest.ticks import SIDE_BUY, SIDE_SELL, TickBatch, concat
+from tickerdash.ingest.field_rules import SIDE_BUY, SIDE_SELL
+from tickerdash.ingest.ticks import TickBatch, concat
 
 START = 1_767_225_600_000
 

@@ -20,10 +20,11 @@ from test_worker import bar_streams, drained, expected_bars, market, run_inline
 
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.group_progress import GroupProgress, StreamProgress, missed_entries
 from tickerdash.ingest.importers import ColumnMapping, TradeReader
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
-from tickerdash.ingest.retention import GroupProgress, StreamProgress, missed_entries, needed_from
+from tickerdash.ingest.retention import needed_from
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import concat
 

@@ -6,7 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tickerdash.ingest.ticks import SIDE_BUY, SIDE_SELL, TickBatch, concat
+from tickerdash.ingest.field_rules import SIDE_BUY, SIDE_SELL
+from tickerdash.ingest.ticks import TickBatch, concat
 from tickerdash.simulator.config import MarketConfig, preset_config
 from tickerdash.simulator.labels import LabelBatch
 from tickerdash.simulator.market import generate

@@ -10,9 +10,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tickerdash.ingest.clikit import console, fail, freeze_import_objects, load_settings
+from tickerdash.ingest.field_rules import TickError, normalise_symbol
 from tickerdash.ingest.redis_server import redis_connection
 from tickerdash.ingest.stop_flag import StopFlag
-from tickerdash.ingest.ticks import TickError, normalise_symbol
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from tickerdash.ingest.contract.tick_rules import (
     declared_clock,
     text_fields_of,
 )
-from tickerdash.ingest.ticks import OPTIONAL_TEXT_FIELDS, TickBatch, TickError, check_rows, concat, row_fields
+from tickerdash.ingest.field_rules import OPTIONAL_TEXT_FIELDS, TickError, check_rows
+from tickerdash.ingest.ticks import TickBatch, concat, row_fields
 
 
 def encode_batch(batch: TickBatch, clock_ms: int | None = None) -> dict[str, memoryview | int | bytes]:

@@ -36,17 +36,16 @@ from tickerdash.ingest.contract.tick_rules import (
     entry_fields,
     text_fields_of,
 )
-from tickerdash.ingest.ticks import (
+from tickerdash.ingest.field_rules import (
     MAX_TS_MS,
     OPTIONAL_TEXT_FIELDS,
     SIDE_NAMES,
-    TickBatch,
     TickError,
     TimeWindow,
     check_rows,
-    concat,
     normalise_symbol,
 )
+from tickerdash.ingest.ticks import TickBatch, concat
 
 # re-exported: every tick-entry name is importable from here
 __all__ = [

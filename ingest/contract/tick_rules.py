@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tickerdash.ingest.contract.fields import RawEntry, as_text
+from tickerdash.ingest.field_rules import MAX_TS_MS, TickError, TimeWindow
 from tickerdash.ingest.settings import Settings
-from tickerdash.ingest.ticks import MAX_TS_MS, TickBatch, TickError, TimeWindow
+from tickerdash.ingest.ticks import TickBatch
 
 __all__ = ["RawEntry", "as_text"]  # re-exported: readers of tick entries find them here too
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tickerdash.ingest.field_rules import TickError, normalise_symbol
 from tickerdash.ingest.importers.errors import ImportOptionError
-from tickerdash.ingest.ticks import TickError, normalise_symbol
 
 TS_UNITS = ("auto", "s", "ms", "us", "ns", "iso")
 

@@ -14,8 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tickerdash.ingest.contract.tick_entries import Rejected
+from tickerdash.ingest.field_rules import MAX_TS_MS, SIDE_BUY, SIDE_SELL, check_rows
 from tickerdash.ingest.importers.columns import ResolvedColumns
-from tickerdash.ingest.ticks import MAX_TS_MS, SIDE_BUY, SIDE_SELL, TickBatch, check_rows
+from tickerdash.ingest.ticks import TickBatch
 
 TS_SAMPLE_ROWS = 1_000  # values looked at to tell epoch numbers from ISO-8601 text
 SIDE_WORDS = {"buy": SIDE_BUY, "b": SIDE_BUY, "1": SIDE_BUY, "sell": SIDE_SELL, "s": SIDE_SELL, "-1": SIDE_SELL}

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tickerdash.analytics.stages.indicators import window_name
-from tickerdash.ingest.ticks import TickError, normalise_symbol
+from tickerdash.ingest.field_rules import TickError, normalise_symbol
 
 ANY_SYMBOL = "*"
 MAX_WINDOW_S = 7 * 86_400.0  # a week: longer windows keep a lot of history for little use

@@ -40,7 +40,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from tickerdash.analytics.engine.segments import Grouping, RaggedScan, SymbolSlots, grow, pack_state, unpack_state
 from tickerdash.analytics.stages.anomaly.accounts import NO_ACCOUNT, account_codes
-from tickerdash.ingest.ticks import SIDE_SELL, TickBatch
+from tickerdash.ingest.field_rules import SIDE_SELL
+from tickerdash.ingest.ticks import TickBatch
 
 FEATURES = (
     "price_z",
