@@ -154,7 +154,11 @@ class LiveView:
             change_pct *= 100.0
             intervals, bars = open_bar_columns(opened, mine, intervals_ms)
             # each interval's latest closed bar: start, closed count, overlay values (in `intervals` order)
-            closed = [overlays.latest(ms, mine) for ms in sorted(set(intervals_ms))] if overlay_fields else []
+            closed = (
+                [overlays.latest(ms, mine) for ms in sorted(set(intervals_ms))]
+                if overlays is not None and overlay_fields
+                else []
+            )
             numbers = np.column_stack(
                 [
                     ts[rows],
