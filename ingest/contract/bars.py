@@ -74,16 +74,19 @@ def float_reprs(values: np.ndarray | Sequence[float]) -> list[str]:
     return repr(floats)[1:-1].split(", ") if floats else []
 
 
-def encode_bars(columns: Mapping[str, np.ndarray], extra: Sequence[str] = ()) -> list[list[str | int]]:
-    """Every bar's fields (as `encode_bar`) from columns named as `BAR_FIELDS` plus the `extra` names.
+def encode_bars(columns: Mapping[str, np.ndarray], extra: Sequence[str] = ()) -> list[list[str]]:
+    """Every bar's fields as text (the values `encode_bar` writes: floats as repr, `trades` as an integer,
+    then the `extra` fields, an undefined (NaN) one left out), from columns named as `BAR_FIELDS` plus the
+    `extra` names.
 
-    Numbers are formatted column by column (`float_reprs`), not bar by bar: on a tape where a bar closes
-    every few trades this is most of what writing bars costs in Python.
+    Numbers are formatted column by column, not bar by bar: on a tape where a bar closes every few trades,
+    formatting each value on its own was most of what encoding bars cost.
     """
     opens, highs, lows, closes, volumes, vwaps = (float_reprs(columns[name]) for name in BAR_FLOAT_FIELDS)
-    trades = np.asarray(columns["trades"]).tolist()
-    out: list[list[str | int]] = [
-        ["open", o, "high", h, "low", lo, "close", c, "volume", v, "vwap", w, "trades", int(t)]
+    counts = np.asarray(columns["trades"], np.int64).tolist()
+    trades = repr(counts)[1:-1].split(", ") if counts else []
+    out = [
+        ["open", o, "high", h, "low", lo, "close", c, "volume", v, "vwap", w, "trades", t]
         for o, h, lo, c, v, w, t in zip(opens, highs, lows, closes, volumes, vwaps, trades, strict=True)
     ]
     for name in extra:
