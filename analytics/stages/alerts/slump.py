@@ -62,6 +62,7 @@ from tickerdash.analytics.stages.alerts.firing import NO_FIRES, PairFiring
 from tickerdash.analytics.stages.alerts.kernels import History, Scans, Segments, objects, pad
 from tickerdash.analytics.stages.alerts.rule_table import ARMED, FiredAlerts, RuleTable
 from tickerdash.analytics.stages.alerts.rules import Rule, RuleError
+from tickerdash.ingest.contract.tick_ids import tick_ids
 from tickerdash.ingest.ticks import TickBatch
 
 KIND = "slump_alerts"
@@ -280,11 +281,7 @@ class SlumpAlerts:
         price = batch.price[row]
         tick_id = None
         if batch.entry_of.shape[0] == len(batch):
-            entries = objects(batch.entry_ids)[batch.entry_of[row]].tolist()
-            offsets = batch.row_in_entry[row].tolist()
-            tick_id = objects(
-                entry if offset < 0 else f"{entry}#{offset}" for entry, offset in zip(entries, offsets, strict=True)
-            )
+            tick_id = tick_ids(batch.entry_ids, batch.entry_of[row], batch.row_in_entry[row])
         return FiredAlerts(
             table=table,
             rule=rule,
