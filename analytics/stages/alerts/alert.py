@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from tickerdash.analytics.stages.alerts.rules import Rule, format_duration
-from tickerdash.ingest.contract.tick_entries import as_text
+from tickerdash.ingest.contract.alerts import AlertEntry, decode_alert
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,49 +27,30 @@ class Alert:
 
     def to_fields(self) -> dict[str, str]:
         """The entry of `tickerdash:alerts` (docs/design.md fields, plus `tick_id` when known)."""
-        fields = {
-            "rule_id": self.rule_id,
-            "symbol": self.symbol,
-            "ts": str(self.ts),
-            "price": repr(self.price),
-            "reference_price": repr(self.reference_price),
-            "drop_pct": repr(self.drop_pct),
-            "window_s": f"{self.window_s:g}",
-            "message": self.message,
-        }
-        if self.tick_id:
-            fields["tick_id"] = self.tick_id
-        return fields
+        return self.entry().to_fields()
+
+    def entry(self) -> AlertEntry:
+        """The alert as the contract's `AlertEntry` (its stream entry, without the batch row)."""
+        return AlertEntry(
+            self.rule_id,
+            self.symbol,
+            self.ts,
+            self.price,
+            self.reference_price,
+            self.drop_pct,
+            self.window_s,
+            self.message,
+            self.tick_id,
+        )
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes, bytes] | Mapping[str, str]) -> Alert:
         """An alert read back from a stream entry (bytes or text fields)."""
-        text = {as_text(k): as_text(v) for k, v in fields.items()}
-        return cls(
-            rule_id=text["rule_id"],
-            symbol=text["symbol"],
-            ts=int(text["ts"]),
-            price=float(text["price"]),
-            reference_price=float(text["reference_price"]),
-            drop_pct=float(text["drop_pct"]),
-            window_s=float(text["window_s"]),
-            message=text.get("message", ""),
-            tick_id=text.get("tick_id", ""),
-        )
+        return cls(**asdict(decode_alert(fields)))
 
     def to_json_dict(self) -> dict[str, object]:
         """The alert as typed JSON data (webhook bodies, `--json` output)."""
-        return {
-            "rule_id": self.rule_id,
-            "symbol": self.symbol,
-            "ts": self.ts,
-            "price": self.price,
-            "reference_price": self.reference_price,
-            "drop_pct": self.drop_pct,
-            "window_s": self.window_s,
-            "message": self.message,
-            "tick_id": self.tick_id,
-        }
+        return self.entry().to_json_dict()
 
 
 def alert_message(rule: Rule, symbol: str, price: float, reference: float, drop_pct: float) -> str:

@@ -12,7 +12,9 @@ from tickerdash.analytics.engine.stage import AppendMany, Effects
 from tickerdash.analytics.stages.anomaly.features import F, FeatureConfig, FeatureFrame, Features
 from tickerdash.analytics.stages.anomaly.scorer import AnomalyScorer, ScorerConfig, Scores
 from tickerdash.analytics.stages.anomaly.tails import TAIL_FEATURES
+from tickerdash.ingest.contract.anomalies import encode_anomalies
 from tickerdash.ingest.contract.fields import fields_json
+from tickerdash.ingest.contract.tick_ids import tick_ids
 from tickerdash.ingest.ticks import TickBatch
 
 if TYPE_CHECKING:  # the pure core never imports the worker (and so never Redis) at run time
@@ -91,31 +93,18 @@ def anomaly_fields(batch: TickBatch, frame: FeatureFrame, scores: Scores) -> lis
     if not len(rows):
         return []
     has_origin = len(batch.entry_ids) > 0 and batch.entry_of.shape[0] == len(batch)
-    trade_ids = batch.trade_id.take(rows).to_pylist() if batch.trade_id is not None else [None] * len(rows)
-    columns = zip(
-        rows.tolist(),
-        batch.symbol_idx[rows].tolist(),
-        batch.ts[rows].tolist(),
-        batch.price[rows].tolist(),
-        batch.size[rows].tolist(),
-        scores.score[rows].tolist(),
-        trade_ids,
+    return encode_anomalies(
+        [batch.symbols[code] for code in batch.symbol_idx[rows].tolist()],
+        batch.ts[rows],
+        batch.price[rows],
+        batch.size[rows],
+        batch.trade_id.take(rows).to_pylist() if batch.trade_id is not None else [None] * len(rows),
+        tick_ids(batch.entry_ids, batch.entry_of[rows], batch.row_in_entry[rows]).tolist()
+        if has_origin
+        else [""] * len(rows),
+        scores.score[rows],
         reasons(scores, frame, rows),
-        strict=True,
     )
-    return [
-        {
-            "symbol": batch.symbols[code],
-            "ts": str(ts),
-            "price": repr(price),
-            "size": repr(size),
-            "trade_id": trade_id or "",
-            "tick_id": batch.tick_id(row) if has_origin else "",
-            "score": f"{score:.6f}",
-            "reasons": why,
-        }
-        for row, code, ts, price, size, score, trade_id, why in columns
-    ]
 
 
 def anomaly_entries_json(batch: TickBatch, frame: FeatureFrame, scores: Scores) -> list[str]:
