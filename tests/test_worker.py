@@ -540,6 +540,40 @@ def test_connections_killed_by_redis_while_the_worker_runs_lose_and_repeat_nothi
     assert_checkpoints_hold_every_trade(redis_client, worker, producer, ticks)
 
 
+def test_the_live_view_never_names_a_batch_whose_transaction_is_still_in_flight(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Between batches the live view is written on its own connection: only after the batch in flight has
+    committed, or a page that fetches the closed bar the view names could find it missing."""
+    ticks = market(20_000, symbols=4, per_second=100)
+    Producer(redis_client, settings.model_copy(update={"batch_rows": 50})).publish(ticks)
+    worker = AnalyticsWorker(
+        redis_client, settings.model_copy(update={"read_count": 2}), None, WorkerConfig(snapshot_hz=100, live_hz=100)
+    )
+    assert worker.config.defer_commit
+    written_in_flight: list[bool] = []
+    sent_batches = 0
+    real_send = worker.runner._send
+
+    def send(batch: Any) -> None:
+        nonlocal sent_batches
+        sent_batches += 1
+        real_send(batch)
+        time.sleep(0.006)  # rounds (every 10 ms) fall due while a batch is in flight
+
+    class Watched:
+        def pipeline(self, transaction: bool = True) -> redis.client.Pipeline:
+            written_in_flight.append(worker.runner._in_flight is not None)
+            return redis_client.pipeline(transaction=transaction)
+
+    worker.runner._send = send  # type: ignore[method-assign]
+    worker.live.client = Watched()  # type: ignore[assignment]
+    worker.run(max_idle_reads=3)
+    assert sent_batches > 10 and written_in_flight, "the run must send batches and write the view between them"
+    assert not any(written_in_flight)
+    assert drained(redis_client, settings)
+
+
 def test_checkpoints_are_written_in_the_background_after_their_batch_commits(
     settings: Settings, redis_client: redis.Redis
 ) -> None:

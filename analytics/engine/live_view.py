@@ -79,17 +79,25 @@ class LiveView:
         self._pending.pop(partition, None)
 
     def publish(
-        self, states: Mapping[int, PartitionState], pipe: redis.client.Pipeline | None = None, force: bool = False
+        self,
+        states: Mapping[int, PartitionState],
+        pipe: redis.client.Pipeline | None = None,
+        force: bool = False,
+        settle: Callable[[], None] | None = None,
     ) -> None:
         """Write the snapshot (at most snapshot_hz) and the live feed (at most live_hz) of changed symbols.
 
         Snapshot rounds are more frequent than feed entries, so each round's updates wait in
         `_feed_pending` (latest per symbol) until the next feed entry: no symbol's move is skipped.
-        With `force`, whatever is pending is written whatever the rates (at shutdown).
+        With `force`, whatever is pending is written whatever the rates (at shutdown). Outside a batch's
+        transaction (`pipe` None), `settle` runs first when a round is due: the view must never name a bar
+        or state whose transaction is still in flight, or a page that fetches that bar would miss it.
         """
         now = time.monotonic()
         if force:
             self._last_snapshot = self._last_live = 0.0
+        if pipe is None and settle is not None and self._due(now):
+            settle()  # may drop a failed batch's partition (`forget`): what is pending is re-read below
         target: redis.client.Pipeline | None = None
         if self._pending and now - self._last_snapshot >= 1 / self.config.snapshot_hz:
             # each update is encoded once: the snapshot field, and later a piece of a feed entry
@@ -117,6 +125,12 @@ class LiveView:
             self._last_live = now
         if target is not None and pipe is None:
             target.execute()
+
+    def _due(self, now: float) -> bool:
+        """Whether a snapshot or feed round would write now."""
+        snapshot_due = bool(self._pending) and now - self._last_snapshot >= 1 / self.config.snapshot_hz
+        feed_due = bool(self._feed_pending) and now - self._last_live >= 1 / self.config.live_hz
+        return snapshot_due or feed_due
 
     def _encoded_updates(self, state: PartitionState, batches: list[Pending]) -> dict[str, bytes]:
         """Symbol -> its update after its latest trade in `batches`, with its open bars and the overlay values

@@ -230,7 +230,7 @@ class AnalyticsWorker:
             self._last_refresh = now
             for state in self.states.values():
                 refresh_stages(state, self.client, self.keys)
-        self.live.publish(self.states)
+        self.live.publish(self.states, settle=self.runner.settle)
         if now - self._last_log >= 10:
             rate = self._ticks_since_log / (now - self._last_log)
             log.info("%s: %.0f ticks/s over partitions %s", self.settings.consumer, rate, sorted(self.states))
@@ -333,7 +333,7 @@ class AnalyticsWorker:
             self.runner.run(max_idle_reads=max_idle_reads)
         finally:
             try:
-                self.live.publish(self.states, force=True)  # what is pending, whatever the rate limit
+                self.live.publish(self.states, force=True, settle=self.runner.settle)  # whatever the rate limit
                 self.release()
             except redis.RedisError as exc:  # shutting down with Redis gone: the progress markers suffice
                 log.warning("could not checkpoint at shutdown (%s); a restart will replay from the last one", exc)
