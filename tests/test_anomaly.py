@@ -1,4 +1,4 @@
-"""Anomaly scorers: calibration, rules, the numpy forest against sklearn, the budget, determinism, the stage."""
+"""Anomaly scorers: calibration, rules, the numpy forest against sklearn, the flag rarity, determinism, the stage."""
 
 from __future__ import annotations
 
@@ -25,8 +25,15 @@ from tickerdash.analytics.stages.anomaly.tails import top_two_sum
 from tickerdash.ingest.field_rules import SIDE_BUY
 from tickerdash.ingest.ticks import TickBatch
 
-SMALL = ScorerConfig(
-    block=64, refit_every=512, swap_after=128, forest_samples=64, train_window=256, train_stride=2, forest_trees=10
+SMALL = ScorerConfig(  # flags from 100 trades learnt on: short tapes still flag (the default needs 10,000)
+    block=64,
+    refit_every=512,
+    swap_after=128,
+    forest_samples=64,
+    train_window=256,
+    train_stride=2,
+    forest_trees=10,
+    flag_rarity=2.0,
 )
 
 
@@ -177,15 +184,33 @@ class TestForestArrays:
 
 
 class TestScorer:
-    def test_flags_stay_near_the_budget_on_an_ordinary_tape(self) -> None:
-        """On a tape with nothing injected, about `budget` of trades (never more than twice) are flagged."""
-        detector = AnomalyDetector(scorer=ScorerConfig(budget=0.01, block=256))
-        _, scores = detector.process(tape(30_000, seed=8, symbols=5))
-        assert 0 < scores.flagged.mean() <= 0.02
+    def test_the_flag_rarity_sets_the_share_of_ordinary_trades_flagged(self) -> None:
+        """On a tape with nothing injected, a flag rarity of 2 flags about 1 trade in 100 (never twice that),
+        and the default of 4 about 1 in 10,000: a quiet market gives few flags."""
+        ordinary = tape(60_000, seed=8, symbols=5)
+        _, loose = AnomalyDetector(scorer=ScorerConfig(flag_rarity=2.0, block=256)).process(ordinary)
+        _, default = AnomalyDetector(scorer=ScorerConfig(block=256)).process(ordinary)
+        assert 0 < loose.flagged.mean() <= 0.02
+        assert default.flagged.sum() <= 30  # 6 expected at 1 in 10,000; the calibration is learnt as it goes
+        assert np.all(default.score[default.flagged] >= 4 / 7)  # rarity 4: score 4 / (4 + 3)
+        assert np.all(default.score[~default.flagged] < 4 / 7)
+
+    def test_an_episode_in_a_quiet_market_is_flagged_trade_by_trade(self) -> None:
+        """Five prints 5% off a calm market, a few seconds apart: each is rarer than anything recent, and
+        the episode's first prints do not make the later ones look ordinary."""
+        calm = tape(40_000, seed=8, symbols=3, accounts=False)
+        spikes = np.flatnonzero(calm.symbol_idx == 0)[[8_000, 8_040, 8_080, 8_120, 8_160]]
+        price = calm.price.copy()
+        price[spikes] *= 1.05
+        _, quiet = AnomalyDetector(scorer=ScorerConfig(block=256)).process(calm)
+        _, episode = AnomalyDetector(scorer=ScorerConfig(block=256)).process(replace(calm, price=price))
+        assert quiet.flagged.sum() <= 4
+        assert episode.flagged[spikes].all()
+        assert episode.flagged.sum() - len(spikes) <= quiet.flagged.sum() + len(spikes)  # at most a trade back each
 
     def test_an_off_market_print_is_flagged_with_its_reason(self) -> None:
         """A 5% print in a calm symbol is flagged, and its reasons name the off-market rule."""
-        stage = AnomalyStage(scorer=ScorerConfig(block=64))
+        stage = AnomalyStage(scorer=ScorerConfig(block=64, flag_rarity=2.0))
         prices = [*jitter(400), 105.0, *jitter(20)]
         batch = single(prices, buyers=["A"] * 421, sellers=["B"] * 421)
         effects = Effects(batch)
@@ -234,7 +259,7 @@ def test_scores_do_not_depend_on_batches_or_restores(cuts: list[int], restore: s
 
 def test_stage_without_stream_origin_leaves_tick_id_empty() -> None:
     """A batch that was never on a stream (no entry ids) still gives entries, with an empty tick_id."""
-    stage = AnomalyStage(scorer=ScorerConfig(block=64))
+    stage = AnomalyStage(scorer=ScorerConfig(block=64, flag_rarity=2.0))
     n = 300
     batch = TickBatch.from_columns(
         ["X"] * n,

@@ -305,6 +305,7 @@ def flagged_batch(seed: int) -> tuple[TickBatch, FeatureFrame, Scores]:
     )
     scores = Scores(
         fused=rng.exponential(3.0, n),
+        rarity=rng.exponential(3.0, n),
         flagged=rng.random(n) < 0.2,
         parts=rng.exponential(1.0, (n, 3)),
         tail_parts=rng.exponential(1.0, (n, len(TAIL_FEATURES))),

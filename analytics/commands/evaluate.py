@@ -3,9 +3,11 @@
 Scenario mode runs the simulator's `evaluation` preset (labelled spike/size/wash/ramp episodes plus
 unlabelled news jumps, block trades and volatility regimes) for each seed through the same
 `AnomalyDetector` the worker runs (pure: no Redis), and reports per seed and as a mean: PR-AUC of the
-fused surprise against the labels (primary), ROC-AUC, recall at the alert budget per kind (and for
+fused surprise against the labels (primary), ROC-AUC, recall at an alert budget per kind (and for
 off-market prints of 10 sigma or more), episode recall per kind, the median detection delay of ramps
-(event time from an episode's first trade to its first flag), and the same for a baseline.
+(event time from an episode's first trade to its first flag), and the same for a baseline. The budget
+(5 per 1,000 by default) sets the detector's flag rarity to -log10(budget), so that both flag about the
+same share of ordinary trades; the worker's own flag rarity is 4 (1 in 10,000).
 
 The baseline is a plain robust z on trade fields only: per symbol, the larger of |z| of the log return
 and z of the log size against the previous 500 trades' median and interquartile range (causal); its
@@ -22,6 +24,7 @@ holds one (`SYM_YYYY-MM-DD_HH.MM.csv`, UTC, as in the pump-and-dump data).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,7 +66,7 @@ def score_batches(
     batches: list[TickBatch], budget: float = 0.005, chunk: int = 10_000
 ) -> tuple[np.ndarray, np.ndarray]:
     """(fused surprise, flagged) of every trade, scored in stream order in chunks of `chunk` rows."""
-    detector = AnomalyDetector(scorer=ScorerConfig(budget=budget))
+    detector = AnomalyDetector(scorer=ScorerConfig(flag_rarity=-math.log10(budget)))
     fused, flagged = [], []
     for batch in batches:
         for start in range(0, len(batch), chunk):

@@ -11,14 +11,19 @@ each in its own module):
 - forest: scikit-learn's IsolationForest on the (sign-log compressed) feature vector, refitted on a
   recent window of unflagged trades, with its anomaly score calibrated by the same kind of histogram.
 
-Fusion: the largest surprise plus a quarter of the others (corroboration). A trade is flagged when
-its fused surprise passes the (1 - budget) quantile of recent fused surprises (never below
-`min_surprise`), so about `budget` of trades are flagged: 5 per 1,000 by default. The published score
-is `fused / (fused + 3)`, in [0, 1): a 1-in-1,000 surprise scores 0.5.
+Fusion: the largest surprise plus a quarter of the others (corroboration). Taking the largest of
+several surprises inflates it (an ordinary trade passes a fused surprise of 4 about once in 60, not once
+in 10,000), so the fused surprise is calibrated in its turn: its *rarity* is minus log10 of the share of
+recent trades whose fused surprise was at least as high (a decayed histogram, like every calibration).
+A trade is flagged when its rarity reaches `flag_rarity` (4 by default: about one ordinary trade in
+10,000) and its fused surprise passes `min_surprise`. A threshold rather than a share of trades: a quiet
+market gives few flags, and an episode, whose trades are rarer than anything recent, gives several. The
+published score is `rarity / (rarity + 3)`, in [0, 1): a 1-in-1,000 trade scores 0.5, the flag
+threshold 0.57, a 1-in-30,000 trade 0.6.
 
 Determinism (exactly-once): the output depends only on the checkpointed state and the input. Rows
 are taken in stream order in blocks of `block` trades of the stage's own trade count. Within a block,
-every calibration, the threshold and the forest are frozen (each trade is scored against the state
+every calibration and the forest are frozen (each trade is scored against the state
 before its block, and the block is learnt once it is complete); a block cut by a batch boundary waits
 in the state. The forest is refitted in a background thread, on a copy of the training window, when
 the trade count crosses a multiple of `refit_every` and at least `refit_min_ms` of event time has passed
@@ -27,7 +32,9 @@ count, and is swapped in exactly `swap_after` trades later. Only if the fit is s
 replay or catch-up far faster than real time) does the stream wait for it. `to_bytes` waits for a running fit too, and
 stores the pending forest, so a restored stage swaps the same forest at the same trade.
 
-Limits: the first `2 * block` trades are never flagged (nothing to calibrate against); a symbol is
+Limits: no trade is flagged before the calibration has learnt `10**flag_rarity` trades (and at least
+`2 * block`): a 1-in-10,000 level cannot be told from fewer; a pattern that keeps breaking a rule stays
+flagged (learning caps it at the flag level); a symbol is
 `warming_up` (statistical scorers silent, account rules active) for its first `warmup` trades; a
 causal scorer cannot tell an off-market print from the first trade after real news (both are far
 from everything before them); the tail and forest scorers learn from a window that includes any
@@ -58,9 +65,9 @@ WALK_AHEAD_MIN_ROWS = PARALLEL_MIN_ROWS  # batches from which the walk starts be
 
 @dataclass(frozen=True, slots=True)
 class ScorerConfig:
-    """Budget, rule thresholds, calibration and forest settings."""
+    """Flag threshold, rule thresholds, calibration and forest settings."""
 
-    budget: float = 0.005  # share of trades flagged (5 per 1,000)
+    flag_rarity: float = 4.0  # flag trades rarer than 1 in 10**flag_rarity recent ones (1 in 10,000)
     min_surprise: float = 2.0  # never flag a trade less surprising than 1 in 100
     offmarket_sigma: float = 8.0
     # trades scored against one state of the calibrations before they learn. 2048 scores 12% faster (the
@@ -85,8 +92,8 @@ class ScorerConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 0 < self.budget < 1:
-            raise ValueError(f"budget must be a share of trades in (0, 1), got {self.budget}")
+        if not 0 < self.flag_rarity <= 5:  # the calibration remembers ~290,000 trades: 1 in 10**5 is its limit
+            raise ValueError(f"flag_rarity must be in (0, 5] (minus log10 of a share), got {self.flag_rarity}")
         if self.refit_every % self.block or self.swap_after % self.block or self.swap_after >= self.refit_every:
             raise ValueError("refit_every and swap_after must be multiples of block, swap_after < refit_every")
 
@@ -102,6 +109,7 @@ class Scores:
     """What the scorer made of each row (batch row order)."""
 
     fused: np.ndarray  # surprise, -log10 scale
+    rarity: np.ndarray  # the fused surprise's own rarity among recent trades, -log10 scale (0 below min_surprise)
     flagged: np.ndarray  # bool
     parts: np.ndarray  # (n, 3): rules, tail, forest surprises
     tail_parts: np.ndarray  # (n, len(TAIL_FEATURES)) per-feature surprises
@@ -109,8 +117,8 @@ class Scores:
 
     @property
     def score(self) -> np.ndarray:
-        """The published score in [0, 1): fused / (fused + 3)."""
-        return self.fused / (self.fused + HALF_SCORE_SURPRISE)
+        """The published score in [0, 1): rarity / (rarity + 3)."""
+        return self.rarity / (self.rarity + HALF_SCORE_SURPRISE)
 
 
 PART_NAMES = ("rules", "tail", "forest")
@@ -136,13 +144,13 @@ class AnomalyScorer:
         self.tails = TailScorer(c.bins, c.calibration_half_life, c.block)
         self.forest_calibrator = Calibrator(c.bins, 1.0, c.calibration_half_life)
         self.fused_calibrator = Calibrator(c.bins, 30.0, c.calibration_half_life)
-        self.threshold = float("inf")
         # the training window: the newest `train_window` rows of these parts, oldest first (trimmed lazily)
         self._train_parts: list[np.ndarray] = [np.zeros((0, len(FEATURES)), np.float64)]
         self._train_rows = 0
         self.forest: ForestArrays | None = None
         self.pending_forest: ForestArrays | None = None
         self.swap_at = -1  # trade count at which the pending forest takes over
+        self.flag_level = float("inf")  # the fused surprise of rarity `flag_rarity` (learning caps values here)
         self.clock_ms = NEVER_MS  # the latest event time taken
         self.last_refit_ms = NEVER_MS  # event time of the last refit
         self._fit_thread: threading.Thread | None = None
@@ -155,7 +163,7 @@ class AnomalyScorer:
         """Score every row against the state before its block, then learn each completed block.
 
         What a row's block learns never depends on the row's score for the tail calibrations, so those
-        are read for the whole batch at once; only the forest calibration, the fused threshold and the
+        are read for the whole batch at once; only the forest calibration, the fused calibration and the
         training window follow the flags, and they take a few small numpy calls per block.
         """
         n = len(frame)
@@ -163,6 +171,7 @@ class AnomalyScorer:
         values, warming = frame.values, frame.warming_up
         if n == 0:
             return Scores(
+                np.zeros(0),
                 np.zeros(0),
                 np.zeros(0, bool),
                 np.zeros((0, 3)),
@@ -185,6 +194,7 @@ class AnomalyScorer:
         known_max = np.maximum(rules, tail)
         known_sum = rules + tail
         fused = np.zeros(n)
+        rarity = np.zeros(n)
         flagged = np.zeros(n, bool)
         forest = np.zeros(n)
         forest_u = np.zeros(n)
@@ -207,14 +217,17 @@ class AnomalyScorer:
                 forest[lo:hi][warming[lo:hi]] = 0.0
             strongest = np.maximum(known_max[lo:hi], forest[lo:hi])
             fused[lo:hi] = strongest + 0.25 * ((known_sum[lo:hi] + forest[lo:hi]) - strongest)
-            flagged[lo:hi] = fused[lo:hi] > max(self.threshold, c.min_surprise)
+            if self.flag_level < np.inf:  # enough trades learnt to tell a 1-in-10**flag_rarity one
+                candidates = lo + np.flatnonzero(fused[lo:hi] > c.min_surprise)  # few: the rest are not rare
+                rarity[candidates] = self.fused_calibrator.surprise(fused[candidates])
+                flagged[candidates] = rarity[candidates] >= c.flag_rarity
             self._remember(lo, hi, values, learnt[lo:hi] & ~flagged[lo:hi], forest_u, fused)
             self.seen += hi - lo
             if ts is not None and hi > lo:
                 self.clock_ms = max(self.clock_ms, int(ts[lo:hi].max()))
             if self.seen % c.block == 0:
                 self._learn_block()
-        return Scores(fused, flagged, np.stack([rules, tail, forest], axis=1), tail_parts, hits)
+        return Scores(fused, rarity, flagged, np.stack([rules, tail, forest], axis=1), tail_parts, hits)
 
     def _rows_this_forest_scores(self, n: int, ts: np.ndarray | None) -> int:
         """How many of the next n rows (event times `ts`) the current forest certainly scores: up to a
@@ -237,14 +250,22 @@ class AnomalyScorer:
         return next_swap - self.seen
 
     def _remember(
-        self, lo: int, hi: int, values: np.ndarray, usable: np.ndarray, forest_u: np.ndarray, fused: np.ndarray
+        self,
+        lo: int,
+        hi: int,
+        values: np.ndarray,
+        usable: np.ndarray,
+        forest_u: np.ndarray,
+        fused: np.ndarray,
     ) -> None:
         """Keep a block part's unflagged learnt rows (`usable`, rows lo:hi) for the forest calibration and
-        training window, and its scores."""
+        training window, and its fused surprises, capped at the flag level: a flagged trade counts as one
+        more trade at the threshold (which keeps the threshold where it is) and never as evidence that what
+        is beyond it is ordinary (which would make the rest of its episode look so)."""
         pending = self._pending
         if self.forest is not None:
             pending.forest_u.append(forest_u[lo:hi][usable])
-        pending.fused.append(fused[lo:hi])
+        pending.fused.append(np.minimum(fused[lo:hi], self.flag_level))
         eligible = np.flatnonzero(usable)
         stride = self.config.train_stride  # every stride-th eligible row, counting across blocks
         pick = eligible[-self.eligible % stride :: stride]
@@ -252,13 +273,14 @@ class AnomalyScorer:
         pending.train.append(values[lo + pick])
 
     def _learn_block(self) -> None:
-        """Fold the completed block into the forest calibration, the threshold and the training window."""
+        """Fold the completed block into the forest and fused calibrations and the training window."""
         pending, self._pending = self._pending, _Pending()
         if pending.forest_u:
             self.forest_calibrator.learn(np.concatenate(pending.forest_u))
         self.fused_calibrator.learn(np.concatenate(pending.fused))
-        if self.seen >= 2 * self.config.block:
-            self.threshold = self.fused_calibrator.quantile(1.0 - self.config.budget)
+        rare = 10.0**-self.config.flag_rarity
+        if self.seen >= 2 * self.config.block and self.fused_calibrator.total * rare >= 1.0:
+            self.flag_level = self.fused_calibrator.quantile(1.0 - rare)
         if pending.train:
             # appended per block, joined only when the parts hold twice the window (or the window is read):
             # re-copying the whole window every block cost as much as scoring the block's forest
@@ -327,7 +349,7 @@ class AnomalyScorer:
             "config": {k: getattr(c, k) for k in ScorerConfig.__dataclass_fields__},
             "seen": self.seen,
             "eligible": self.eligible,
-            "threshold": self.threshold,
+            "flag_level": self.flag_level,
             "swap_at": self.swap_at,
             "clock_ms": self.clock_ms,
             "last_refit_ms": self.last_refit_ms,
@@ -360,9 +382,11 @@ class AnomalyScorer:
         meta, arrays = unpack_state(data)
         if meta.get("kind") != "anomaly-scorer":
             raise ValueError("checkpoint is not an anomaly scorer")
-        scorer = cls(ScorerConfig(**meta["config"]))
+        known = ScorerConfig.__dataclass_fields__  # a setting the code no longer has (e.g. a budget) is dropped
+        scorer = cls(ScorerConfig(**{k: v for k, v in meta["config"].items() if k in known}))
         scorer.seen, scorer.eligible = int(meta["seen"]), int(meta["eligible"])
-        scorer.threshold, scorer.swap_at = float(meta["threshold"]), int(meta["swap_at"])
+        scorer.swap_at = int(meta["swap_at"])
+        scorer.flag_level = float(meta.get("flag_level", meta.get("threshold", float("inf"))))
         scorer.clock_ms, scorer.last_refit_ms = int(meta["clock_ms"]), int(meta["last_refit_ms"])
         scorer.train = arrays["train"]
         scorer.forest_calibrator.counts = arrays["forest_counts"][None, :]
