@@ -20,6 +20,7 @@ import yaml
 from processes import catches_sigterm
 
 from tickerdash.ingest.redis_server import EmbeddedRedis, find_redis_server, free_port
+from tickerdash.up import DEMO_SYMBOLS, demo_market_args
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -151,3 +152,8 @@ def test_the_dashboard_token_has_no_default_and_compose_refuses_to_start_without
     assert _environment(dashboard, {"TICKERDASH_TOKEN": TEST_TOKEN})["TICKERDASH_TOKEN"] == TEST_TOKEN
     text = (REPO / "docker-compose.yml").read_text()
     assert not re.search(r"\$\{\w*(TOKEN|SECRET|PASSWORD)\w*:?-", text), "a secret with a default value"
+
+
+def test_the_simulator_service_runs_the_demo_market_of_up() -> None:
+    """docker-compose.yml's simulator makes the same market as `tickerdash up` (rare episodes, the slump)."""
+    assert COMPOSE["services"]["simulator"]["command"] == demo_market_args(DEMO_SYMBOLS)

@@ -30,6 +30,11 @@ from tickerdash.ingest.settings import Settings
 log = logging.getLogger(__name__)
 
 DEMO_SYMBOLS = "AAPL,MSFT,GOOG,AMZN,NVDA,TSLA,META,NFLX"
+DEMO_RATE = 200.0  # the session's mean; paced on event time, the open runs ~4x busier (~550/s over 10 min)
+DEMO_SLUMP_AFTER_S = 120.0
+# Share of trades in labelled suspicious episodes: ~8 off-market prints and fat-finger sizes in the first
+# ten minutes, market-wide, so the chart reads as prices and each episode stands out.
+DEMO_SUSPICIOUS_RATE = 3e-5
 STOP_TIMEOUT_S = 15.0
 
 
@@ -49,6 +54,24 @@ def seed_demo_rule(url: str, settings: Settings, symbol: str) -> Rule | None:
         if store.list():
             return None
         return store.add(make_rule(symbol, 5, "60s", name="demo: the scripted slump", rule_id="demo-slump"))
+
+
+def demo_market_args(symbols: str, rate: float = DEMO_RATE, slump_after_s: float = DEMO_SLUMP_AFTER_S) -> list[str]:
+    """`simulate`'s arguments for the demo market (docker-compose.yml's simulator runs the same): the first
+    symbol slumps 8% over 60 s from `slump_after_s`, then recovers over 300 s; rare suspicious episodes."""
+    first = symbols.split(",")[0]
+    return [
+        "simulate",
+        "--rate",
+        f"{rate:g}",
+        "--symbols",
+        symbols,
+        "--slump",
+        f"{first}:{slump_after_s:g}:8:60:300",
+        "--suspicious-rate",
+        f"{DEMO_SUSPICIOUS_RATE:g}",
+        "--quiet",
+    ]
 
 
 def _tickerdash(*args: str) -> list[str]:
@@ -80,24 +103,7 @@ def plan(
     if dashboard:
         services.append(Service("dashboard", _tickerdash("dashboard", "--port", str(port), "--ws-port", str(ws_port))))
     if simulator:
-        first = symbols.split(",")[0]
-        services.append(
-            Service(
-                "simulator",
-                _tickerdash(
-                    "simulate",
-                    "--rate",
-                    str(rate),
-                    "--symbols",
-                    symbols,
-                    "--quiet",
-                    "--slump",
-                    f"{first}:{slump_after_s:g}:8:60:300",
-                    "--suspicious-rate",
-                    "0.005",
-                ),
-            )
-        )
+        services.append(Service("simulator", _tickerdash(*demo_market_args(symbols, rate, slump_after_s))))
     return services
 
 
@@ -127,12 +133,16 @@ def running(services: list[Service], env: dict[str, str]) -> Iterator[list[Servi
 
 
 def up(
-    rate: float = typer.Option(200.0, min=1, help="Simulated trades per wall-clock second, on average."),
+    rate: float = typer.Option(
+        DEMO_RATE, min=1, help="Simulated trades per second over a session (the open runs ~4x busier)."
+    ),
     symbols: str = typer.Option(DEMO_SYMBOLS, help="Tickers the simulator trades."),
     workers: int = typer.Option(1, min=1, max=64, help="Analytics workers (split the partitions)."),
     port: int = typer.Option(8050, help="Dashboard HTTP port."),
     ws_port: int = typer.Option(8051, help="Dashboard websocket port."),
-    slump_after: float = typer.Option(120.0, help="Seconds until the scripted 8% slump of the first symbol."),
+    slump_after: float = typer.Option(
+        DEMO_SLUMP_AFTER_S, help="Seconds until the scripted 8% slump (over 60 s) of the first symbol."
+    ),
     no_simulator: bool = typer.Option(False, "--no-simulator", help="Do not run the simulator (bring your own ticks)."),
     no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Headless: no web app."),
 ) -> None:
