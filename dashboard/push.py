@@ -39,7 +39,7 @@ class GatewayConfig:
     token: str | None = None  # enforced on every handshake when set (see dashboard.auth)
     # the Host names handshakes may carry, token or not (dashboard.auth.allowed_hosts)
     allowed_hosts: frozenset[str] = field(default_factory=lambda: allowed_hosts("127.0.0.1"))
-    max_fps: float = 10.0
+    max_fps: float = 20.0  # as the worker's live feed (LIVE_HZ): each waits at most 50 ms
     client_backlog: int = 20  # frames queued per client before they are merged into one
     max_replies: int = 16  # replies to a client's requests waiting to be sent before it is dropped
     recent_events: int = 200  # alerts and anomalies kept for pages that connect later

@@ -24,7 +24,7 @@ import numpy as np
 
 from tickerdash.ingest.contract.keys import Keys
 
-LIVE_HZ = 10
+LIVE_HZ = 20  # with the gateway's 20 frames a second: a trade is on the page ~100 ms after its XADD at worst
 LIVE_MAXLEN = 10_000
 LIVE_FIELD = "u"  # the one field of a live-feed entry: the encoded updates
 
