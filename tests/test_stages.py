@@ -56,7 +56,7 @@ TAPE = tape()
 
 
 def on_the_tape(entry: registry.StageEntry) -> registry.StageEntry:
-    """The entry, with the anomaly stage flagging from 100 trades learnt on (its default waits for 10,000,
+    """The entry, with the anomaly stage flagging from 100 trades learnt on (its default waits for 31,623,
     longer than the tape)."""
     if entry.name != "anomaly":
         return entry

@@ -7,7 +7,7 @@ fused surprise against the labels (primary), ROC-AUC, recall at an alert budget 
 off-market prints of 10 sigma or more), episode recall per kind, the median detection delay of ramps
 (event time from an episode's first trade to its first flag), and the same for a baseline. The budget
 (5 per 1,000 by default) sets the detector's flag rarity to -log10(budget), so that both flag about the
-same share of ordinary trades; the worker's own flag rarity is 4 (1 in 10,000).
+same share of ordinary trades; the worker's own flag rarity is 4.5 (1 in 30,000).
 
 The baseline is a plain robust z on trade fields only: per symbol, the larger of |z| of the log return
 and z of the log size against the previous 500 trades' median and interquartile range (causal); its

@@ -61,7 +61,18 @@ NO_TIME = -(2**62)
 TINY = 1e-12
 
 # the exponentially weighted averages each symbol carries (one column of `Features.ema` each)
-EMAS = ("notional", "volume", "dev_abs", "ret_abs", "momentum", "size_mean", "size_abs", "gap_short", "gap_long")
+EMAS = (
+    "notional",
+    "volume",
+    "dev_abs",
+    "ret_abs",
+    "momentum",
+    "size_mean",
+    "size_abs",
+    "gap_short",
+    "gap_long",
+    "moves",  # share of trades that move the price: with ret_abs, the mean size of a move (the price grid)
+)
 E = {name: k for k, name in enumerate(EMAS)}
 
 
@@ -86,6 +97,7 @@ class FeatureConfig:
             "volume": self.vwap_half_life,
             "dev_abs": self.scale_half_life,
             "ret_abs": self.scale_half_life,
+            "moves": self.scale_half_life,
             "momentum": self.momentum_half_life,
             "size_mean": self.size_half_life,
             "size_abs": self.size_half_life,
@@ -247,11 +259,16 @@ class Features:
         ret = np.where(count_before > 0, log_price - last_log, 0.0)
         dev_scale = ema("dev_abs", np.abs(deviation))
         ret_scale = ema("ret_abs", np.abs(ret))
+        moves = ema("moves", (ret != 0.0).astype(np.float64))
         momentum = ema("momentum", ret, including_row=True)
         alpha_m = 1.0 - float(self.decay[E["momentum"]])
         with np.errstate(divide="ignore", invalid="ignore"):
-            values[:, F["price_z"]] = deviation / (MAD_TO_SIGMA * dev_scale + TINY)
-            ret_sigma = MAD_TO_SIGMA * ret_scale + TINY
+            # On a coarse price grid most trades do not move the price, and a long run of them shrinks the
+            # scales towards zero, so that a one-tick move would read as hundreds of sigmas: no scale is
+            # taken below half the symbol's mean move (one tick, where the grid is what moves it).
+            floor = 0.5 * np.nan_to_num(ret_scale / np.maximum(moves, TINY))
+            values[:, F["price_z"]] = deviation / (MAD_TO_SIGMA * np.maximum(dev_scale, floor) + TINY)
+            ret_sigma = MAD_TO_SIGMA * np.maximum(ret_scale, floor) + TINY
             values[:, F["jump_z"]] = ret / ret_sigma
             values[:, F["momentum_z"]] = momentum / (ret_sigma * np.sqrt(alpha_m / (2.0 - alpha_m)))
         # size against the symbol's own history, on the log scale
@@ -373,6 +390,9 @@ class Features:
         features.slots = SymbolSlots(tuple(meta["symbols"]))
         for name in cls._STATE:
             setattr(features, name, arrays[name])
+        missing = len(EMAS) - features.ema.shape[1]  # averages added since the checkpoint was written
+        if missing > 0:  # ("moves": 1.0, every trade a move, leaves the scales as they were until it learns)
+            features.ema = np.hstack([features.ema, np.ones((len(features.ema), missing))])
         return features
 
 

@@ -15,11 +15,11 @@ Fusion: the largest surprise plus a quarter of the others (corroboration). Takin
 several surprises inflates it (an ordinary trade passes a fused surprise of 4 about once in 60, not once
 in 10,000), so the fused surprise is calibrated in its turn: its *rarity* is minus log10 of the share of
 recent trades whose fused surprise was at least as high (a decayed histogram, like every calibration).
-A trade is flagged when its rarity reaches `flag_rarity` (4 by default: about one ordinary trade in
-10,000) and its fused surprise passes `min_surprise`. A threshold rather than a share of trades: a quiet
+A trade is flagged when its rarity reaches `flag_rarity` (4.5 by default: about one ordinary trade in
+30,000) and its fused surprise passes `min_surprise`. A threshold rather than a share of trades: a quiet
 market gives few flags, and an episode, whose trades are rarer than anything recent, gives several. The
-published score is `rarity / (rarity + 3)`, in [0, 1): a 1-in-1,000 trade scores 0.5, the flag
-threshold 0.57, a 1-in-30,000 trade 0.6.
+published score is `rarity / (rarity + 3)`, in [0, 1): a 1-in-1,000 trade scores 0.5, the default flag
+threshold (1 in 30,000) 0.6, 1 in 400,000 0.65.
 
 Determinism (exactly-once): the output depends only on the checkpointed state and the input. Rows
 are taken in stream order in blocks of `block` trades of the stage's own trade count. Within a block,
@@ -33,7 +33,7 @@ replay or catch-up far faster than real time) does the stream wait for it. `to_b
 stores the pending forest, so a restored stage swaps the same forest at the same trade.
 
 Limits: no trade is flagged before the calibration has learnt `10**flag_rarity` trades (and at least
-`2 * block`): a 1-in-10,000 level cannot be told from fewer; a pattern that keeps breaking a rule stays
+`2 * block`): a 1-in-30,000 level cannot be told from fewer; a pattern that keeps breaking a rule stays
 flagged (learning caps it at the flag level); a symbol is
 `warming_up` (statistical scorers silent, account rules active) for its first `warmup` trades; a
 causal scorer cannot tell an off-market print from the first trade after real news (both are far
@@ -67,7 +67,9 @@ WALK_AHEAD_MIN_ROWS = PARALLEL_MIN_ROWS  # batches from which the walk starts be
 class ScorerConfig:
     """Flag threshold, rule thresholds, calibration and forest settings."""
 
-    flag_rarity: float = 4.0  # flag trades rarer than 1 in 10**flag_rarity recent ones (1 in 10,000)
+    # flag trades rarer than 1 in 10**flag_rarity recent ones: 1 in 30,000, about 2 a minute market-wide at
+    # 1,000 trades/s, plus the episodes (4, 1 in 10,000, gave twice that on the demo's open)
+    flag_rarity: float = 4.5
     min_surprise: float = 2.0  # never flag a trade less surprising than 1 in 100
     offmarket_sigma: float = 8.0
     # trades scored against one state of the calibrations before they learn. 2048 scores 12% faster (the
