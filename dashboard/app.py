@@ -73,18 +73,23 @@ def _chart_routes(server: flask.Flask, client: redis.Redis, keys: Keys) -> None:
         """A symbol's back-filled price chart (bars, open bar, alert and anomaly markers) as Plotly JSON."""
         args = flask.request.args
         symbol, interval = args.get("symbol") or None, args.get("interval", "1s")
-        style = args.get("style", "candles")
+        style, theme = args.get("style", "candles"), args.get("theme", "light")
         overlays = [o for o in args.get("overlays", ",".join(figures.OVERLAYS)).split(",") if o in figures.OVERLAYS]
-        if interval not in INTERVALS or style not in figures.STYLES or len(symbol or "") > MAX_SYMBOL_CHARS:
+        if (
+            interval not in INTERVALS
+            or style not in figures.STYLES
+            or theme not in figures.THEMES
+            or len(symbol or "") > MAX_SYMBOL_CHARS
+        ):
             return flask.Response(
-                f"interval must be one of {', '.join(INTERVALS)}, style one of "
-                f"{', '.join(figures.STYLES)}, symbol at most {MAX_SYMBOL_CHARS} characters\n",
+                f"interval must be one of {', '.join(INTERVALS)}, style one of {', '.join(figures.STYLES)}, "
+                f"theme one of {', '.join(figures.THEMES)}, symbol at most {MAX_SYMBOL_CHARS} characters\n",
                 status=400,
                 mimetype="text/plain",
             )
         if symbol is None:
             figure = figures.price_figure(
-                figures.BarHistory(), symbol=None, interval=interval, style=style, overlays=overlays
+                figures.BarHistory(), symbol=None, interval=interval, style=style, overlays=overlays, theme=theme
             )
         else:
             bars = history.read_bars(client, keys, symbol, interval)
@@ -97,6 +102,7 @@ def _chart_routes(server: flask.Flask, client: redis.Redis, keys: Keys) -> None:
                 overlays=overlays,
                 alerts=history.read_alert_markers(client, keys, symbol),
                 anomalies=history.read_anomaly_markers(client, keys, symbol),
+                theme=theme,
             )
         response = flask.Response(figure.to_json(), mimetype="application/json")
         response.cache_control.no_store = True

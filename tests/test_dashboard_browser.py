@@ -163,8 +163,8 @@ def dashboard(redis_server: EmbeddedRedis, redis_client: redis.Redis) -> Iterato
 class Page:
     """A browser page on the dashboard that records console errors, requests and websocket frames."""
 
-    def __init__(self, browser: Any, url: str) -> None:
-        self.context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    def __init__(self, browser: Any, url: str, **context: Any) -> None:
+        self.context = browser.new_context(**{"viewport": {"width": 1440, "height": 1000}, **context})
         self.page = self.context.new_page()
         self.console_errors: list[str] = []
         self.requests: list[tuple[float, str]] = []
@@ -236,7 +236,8 @@ def test_the_chart_grows_from_websocket_frames_without_polling(page: Page, redis
     assert page.frames_received >= 10
     assert extends >= 2
     assert during == [], f"requests while streaming: {during}"
-    assert page.state("s.redraws") <= (time.monotonic() - streaming_from) * 5 + 5
+    # the chart redraws at most every 100 ms (tickerdash-00-core.js, CHART_GAP_MS), whatever the frame rate
+    assert page.state("s.redraws") <= (time.monotonic() - streaming_from) * 10 + 5
     assert page.console_errors == []
 
 

@@ -353,7 +353,7 @@ class TestAccess:
         """Without the token the app answers 401; ?token= sets an HttpOnly cookie that then admits requests."""
         with DashboardServer(redis_server.url, KEYS, port=0, ws_port=0, token="s3cret") as server:
             base = server.url.split("?")[0]
-            for path in ("", "_dash-layout", "assets/tickerdash.js"):
+            for path in ("", "_dash-layout", "assets/tickerdash-00-core.js"):
                 with pytest.raises(urllib.error.HTTPError) as refused:
                     urllib.request.urlopen(base + path, timeout=5)
                 assert refused.value.code == 401
