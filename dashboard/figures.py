@@ -213,13 +213,15 @@ def price_figure(
     for _, trace, row in traces:
         figure.add_trace(trace, row=row, col=1)
     roles = {role: i for i, (role, _, _) in enumerate(traces)}
+    # A symbol's chart has no title: the page's readout line above it names the symbol, interval and bar,
+    # and the legend needs the room.
     title = f"{symbol} · {interval} bars (UTC)" if symbol else "waiting for the first trades…"
     figure.update_layout(
-        title={"text": plain_text(title), "x": 0.01},
-        margin={"l": 50, "r": 20, "t": 40, "b": 30},
+        title={"text": "" if symbol else plain_text(title), "x": 0.01},
+        margin={"l": 50, "r": 20, "t": 40 if symbol is None else 10, "b": 30},
         **THEME_LAYOUT[theme],
         hovermode="x unified",
-        legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
+        legend={"orientation": "h", "y": 1.0, "x": 0, "xanchor": "left", "yanchor": "bottom", "font": {"size": 11}},
         uirevision=f"{symbol}:{interval}",  # keep the user's zoom while points stream in
         meta={
             "symbol": symbol,

@@ -138,7 +138,10 @@ def _chart_controls() -> html.Div:
                 title="show every print, off-market ones included",
             ),
             html.Button(
-                "pause", id="chart-pause", className="td-button td-small td-toggle", title="stop the chart to inspect it"
+                "pause",
+                id="chart-pause",
+                className="td-button td-small td-toggle",
+                title="stop the chart to inspect it",
             ),
         ],
         className="td-chart-controls",

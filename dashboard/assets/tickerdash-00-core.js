@@ -41,7 +41,7 @@
 
   var state = td.state = {
     ws: null, attempts: 0, everConnected: false, status: "connecting",
-    seq: 0, frames: 0, redraws: 0, extends: 0, reconnects: 0,
+    seq: 0, frames: 0, redraws: 0, extends: 0, reconnects: 0, panelTicks: 0,
     badMessages: 0, lastBadMessage: null,  // messages that could not be read or applied
     symbols: new Map(),             // symbol -> {update, spark: [], flags: [], row, drawnTs}
     selected: null,

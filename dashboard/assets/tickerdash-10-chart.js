@@ -16,10 +16,11 @@
   var MAX_EVENTS = 1000;            // markers kept per kind
   var PLOT_CONFIG = {displaylogo: false, responsive: true};
   var NEIGHBOURS = 2;               // a bar is compared with the median close of itself and 2 bars either side
-  var TOLERANCE_SCALES = 8;         // ...and counts within 8 typical bar ranges (or steps) of it,
+  var TOLERANCE_SCALES = 6;         // ...and counts within 6 typical bar ranges (or steps) of it,
   var TOLERANCE_FRACTION = 0.005;   // or within 0.5 % of it, whichever is wider
   var MARGIN = 0.08;                // of the span, above and below
   var SHRINK_FACTOR = 2;            // the axis narrows once it is this many times wider than the prices need
+  var NARROW_PX = 480;              // a chart narrower than this has no legend
 
   function plot(operation) {
     // Plotly calls run one after another: a relayout issued during a redraw could otherwise be lost.
@@ -58,6 +59,8 @@
           if (!plotDiv) { setTimeout(loadChart, 100); return null; }  // the layout is not rendered yet
           if (request !== state.chartRequests) return null;
           state.chart = null;  // no bars go onto the old traces while the new ones are drawn
+          // on a phone the legend would take half the chart: the overlay checkboxes name the lines there
+          if (plotDiv.clientWidth < NARROW_PX) figure.layout.showlegend = false;
           return Plotly.newPlot(plotDiv, figure.data, figure.layout, PLOT_CONFIG).then(attachChart);
         });
       })
@@ -96,6 +99,7 @@
       if (closed) td.closedBar(chart, closed);
       td.requestGapFill();
     }
+    td.syncControls();  // the controls are rendered by now: show the state a URL may have set
     var zoom = state.pendingZoom;
     if (zoom && zoom.symbol === meta.symbol) { state.pendingZoom = null; td.zoomTo(zoom.ts, zoom.price); }
     td.redrawChart(true);
@@ -266,6 +270,14 @@
     return [td.toMs(axis.range[0]), td.toMs(axis.range[1])];
   }
 
+  function within(candidates, floor, ceiling, fallback) {  // the first candidate between floor and ceiling
+    for (var k = 0; k < candidates.length; k++) {
+      var value = candidates[k];
+      if (typeof value === "number" && value >= floor && value <= ceiling) return value;
+    }
+    return fallback;
+  }
+
   function robustExtent(chart, window) {
     // [low, high] of the shown bars without isolated off-market prints (see the top of this file).
     var data = chart.gd.data, c = data[chart.roles.candles], xs = c.x, n = xs.length, from = 0, to = n, i;
@@ -288,9 +300,12 @@
       var tolerance = Math.max(TOLERANCE_SCALES * scale, TOLERANCE_FRACTION * Math.abs(reference));
       var floor = reference - tolerance, ceiling = reference + tolerance;
       allowed.set(Number(xs[i]), [floor, ceiling]);
-      var top = Math.min(candles ? c.high[i] : c.close[i], ceiling);
-      var bottom = Math.max(candles ? c.low[i] : c.close[i], floor);
-      if (bottom <= top) { lo = Math.min(lo, bottom); hi = Math.max(hi, top); }
+      // the bar's extreme if it is within the tolerance, else its body's, else the reference: a print that
+      // made the wick (or the close) leaves the rest of its bar counting
+      var body = [c.open[i], c.close[i]];
+      var top = within(candles ? [c.high[i], Math.max.apply(null, body)] : [c.close[i]], floor, ceiling, reference);
+      var bottom = within(candles ? [c.low[i], Math.min.apply(null, body)] : [c.close[i]], floor, ceiling, reference);
+      lo = Math.min(lo, bottom); hi = Math.max(hi, top);
     }
     chart.overlays.forEach(function (line) {  // shown price-panel lines, where they stay near the prices
       var trace = data[line.trace];

@@ -36,6 +36,7 @@
   }
 
   function panelsTick() {
+    state.panelTicks += 1;
     try {
       syncControls();
       if (state.dirty.alerts) state.dirty.alerts = !td.renderAlerts();
@@ -50,6 +51,7 @@
 
   // ---- the controls the script owns: anomaly threshold, full range, pause --------------------------
 
+  td.syncControls = syncControls;
   function syncControls() {
     // Dash renders them; their state is the script's (and the URL's), shown here.
     var select = document.getElementById("chart-anomalies");
