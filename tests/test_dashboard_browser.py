@@ -46,6 +46,8 @@ CHROMIUM_ARGS = [
 # the README's screenshot is refreshed only when asked (TICKERDASH_UPDATE_SCREENSHOT=1), so a test run
 # leaves the working tree as it found it; otherwise the shot goes to the test's temporary directory
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "dashboard.png"
+# read at import: conftest.py clears every TICKERDASH_* variable before each test runs
+REFRESH_DOCS_SCREENSHOT = os.environ.get("TICKERDASH_UPDATE_SCREENSHOT") == "1"
 KEYS = Keys()
 
 pytestmark = [
@@ -323,8 +325,7 @@ def test_the_watchlist_alerts_and_anomalies_fill_from_the_feed(
         )
         redraws = page.state("s.redraws")
         page.wait_for(lambda: page.state("s.redraws") >= redraws + 3, what="a few streamed bars on the screenshot")
-        refresh_docs = os.environ.get("TICKERDASH_UPDATE_SCREENSHOT") == "1"
-        screenshot = DOCS_SCREENSHOT if refresh_docs else tmp_path / "dashboard.png"
+        screenshot = DOCS_SCREENSHOT if REFRESH_DOCS_SCREENSHOT else tmp_path / "dashboard.png"
         page.page.screenshot(path=str(screenshot))
         assert screenshot.stat().st_size > 10_000  # a rendered page, not a blank one
     assert page.console_errors == []

@@ -291,7 +291,7 @@ def test_a_reload_or_a_shared_link_shows_the_same_chart(page: Page, open_page: A
 # -- screenshots for the README ----------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
+@pytest.mark.skipif(  # read at import: conftest.py clears every TICKERDASH_* variable before a test runs
     os.environ.get("TICKERDASH_SCREENSHOTS") != "1",
     reason="writes docs/screenshots/*.png only when asked: set TICKERDASH_SCREENSHOTS=1",
 )
