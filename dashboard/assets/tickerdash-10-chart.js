@@ -338,16 +338,18 @@
 
   function placeMarkers(trace, events, range, base) {
     // Markers at their price, or at the axis' edge as an arrow (hover: the real price) when outside it.
-    var x = [], y = [], text = [], shapes = [];
+    var x = [], y = [], text = [], shapes = [], edge = [];
     var inset = range ? (range[1] - range[0]) * 0.02 : 0;
+    function add(ts, shown, shape, hover) { x.push(ts); y.push(shown); shapes.push(shape); text.push(hover); }
     events.forEach(function (event) {
       var price = event.price;
       if (typeof price !== "number" || !isFinite(price)) return;
-      var shown = price, shape = base, note = "";
-      if (range && price > range[1]) { shown = range[1] - inset; shape = "arrow-up"; note = "above the axis: "; }
-      else if (range && price < range[0]) { shown = range[0] + inset; shape = "arrow-down"; note = "below the axis: "; }
-      x.push(event.ts); y.push(shown); shapes.push(shape);
-      text.push((note ? note + "price " + price + "<br>" : "") + (event.text || ""));
+      if (range && price > range[1]) edge.push([event, range[1] - inset, "arrow-up", "above the axis: "]);
+      else if (range && price < range[0]) edge.push([event, range[0] + inset, "arrow-down", "below the axis: "]);
+      else add(event.ts, price, base, event.text || "");
+    });
+    edge.forEach(function (item) {  // last: the legend shows a trace's first marker, which should be its own shape
+      add(item[0].ts, item[1], item[2], item[3] + "price " + item[0].price + "<br>" + (item[0].text || ""));
     });
     trace.x = x; trace.y = y; trace.hovertext = text;
     trace.marker = Object.assign({}, trace.marker, {symbol: shapes});

@@ -103,9 +103,12 @@
 
   // ---- alerts and anomalies: rows added at the top, never under the pointer -------------------------
 
+  // A touch screen keeps :hover on the last row tapped: there, the tables never wait.
+  var canHover = !(window.matchMedia && window.matchMedia("(hover: none)").matches);
+
   function pointerOver(node) {
     var panel = node && node.closest(".td-panel");
-    return !!(panel && panel.matches(":hover"));
+    return !!(canHover && panel && panel.matches(":hover"));
   }
 
   function prependRows(host, events, rowsOf, makeRow) {
