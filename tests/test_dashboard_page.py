@@ -359,6 +359,20 @@ def test_the_events_tables_fit_their_panels_and_hold_still_under_the_pointer(
     assert page.console_errors == []
 
 
+def test_a_tapped_row_does_not_hold_the_tables_on_a_touch_screen(open_page: Any, redis_client: redis.Redis) -> None:
+    """On a phone a tapped anomaly row (which keeps :hover there) focuses the chart, and later rows still appear."""
+    shown = open_page(**PHONE)
+    shown.wait_for_chart("AAPL")
+    now = history_end(redis_client, "AAPL")
+    add_anomaly(redis_client, "AAPL", now - 9_000, bar_close(redis_client, "AAPL", now - 9_000), 0.9)
+    rows = shown.page.locator("#anomalies-table .td-anomaly-row")
+    rows.first.tap()
+    shown.wait_for(lambda: markers(shown, "focus"), what="the tapped anomaly ringed")
+    add_anomaly(redis_client, "AAPL", now - 5_000, bar_close(redis_client, "AAPL", now - 5_000), 0.8)
+    shown.wait_for(lambda: rows.count() == 2, what="the next anomaly's row")
+    assert shown.console_errors == []
+
+
 def flags(page: Page) -> dict[str, str]:
     """Each watchlist row's flag cell text, by symbol."""
     return dict(
@@ -434,20 +448,29 @@ def test_clicking_an_alert_centres_it_ringed_with_the_price_axis_fitted_to_the_w
 
 # -- hooks and readouts -----------------------------------------------------------------------------------
 
-RECORD_DRAWN = """() => { window.tdDrawn = [];
+# Counts animation frames, notes the frame in which each websocket message arrived, and records every
+# onDrawn call with what the watchlist cell and the chart's last point show at that moment.
+RECORD_DRAWN = """() => { window.tdDrawn = []; window.tdFrame = 0; window.tdMessageFrame = null;
+  const count = () => { window.tdFrame += 1; requestAnimationFrame(count); };
+  requestAnimationFrame(count);
+  const ws = window.tickerdash.state.ws, read = ws.onmessage;
+  ws.onmessage = (event) => { window.tdMessageFrame = window.tdFrame; read(event); };
   window.tickerdash.onDrawn = (kind, symbol, price, ts) => {
     const chart = window.tickerdash.state.chart;
     const cell = document.querySelector(`.td-watch-row[data-symbol="${symbol}"] td:nth-child(3)`);
     window.tdDrawn.push({kind, symbol, price, ts, cell: cell ? cell.textContent : null,
-                         last: chart.gd.data[chart.roles.candles].close.at(-1)}); }; }"""
+                         last: chart.gd.data[chart.roles.candles].close.at(-1),
+                         frames: window.tdMessageFrame === null ? null : window.tdFrame - window.tdMessageFrame});
+  }; }"""
 
 
 def test_on_drawn_reports_each_new_price_once_it_is_on_the_watchlist_and_the_chart(
     page: Page, redis_client: redis.Redis
 ) -> None:
-    """window.tickerdash.onDrawn is called with the price the watchlist cell shows, and with the price that is the
-    chart's last point, for the updates of the live feed."""
+    """window.tickerdash.onDrawn is called with the price the watchlist cell shows (in the animation frame after
+    the message that brought it), and with the price that is the chart's last point, for the live feed's updates."""
     page.wait_for_chart("AAPL")
+    page.wait_for(lambda: page.state("s.status") == "live", what="live")
     assert page.page.evaluate("window.tickerdash.onDrawn") is None
     page.page.evaluate(RECORD_DRAWN)
     with LiveFeed(redis_client, last_closes(redis_client, tuple(SYMBOLS))):
@@ -463,6 +486,8 @@ def test_on_drawn_reports_each_new_price_once_it_is_on_the_watchlist_and_the_cha
     chart = [d for d in drawn if d["kind"] == "chart"]
     assert {d["symbol"] for d in watchlist} == set(SYMBOLS)
     assert all(d["cell"] == f"{d['price']:.2f}" for d in watchlist)
+    after_message = [d["frames"] for d in watchlist if d["frames"] is not None]  # not a message read before
+    assert after_message and all(frames <= 1 for frames in after_message), after_message
     assert all(d["symbol"] == "AAPL" and d["last"] == d["price"] for d in chart)
     assert all(isinstance(d["ts"], int) and d["ts"] > 0 for d in drawn)
     assert page.console_errors == []
