@@ -13,6 +13,7 @@ import functools
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import dash
 import flask
@@ -20,6 +21,7 @@ import redis
 
 from tickerdash.dashboard import callbacks, figures, history
 from tickerdash.dashboard.auth import TOKEN_COOKIE, TOKEN_QUERY, allowed_hosts, presented_token, refusal, token_accepted
+from tickerdash.dashboard.compression import compress_responses
 from tickerdash.dashboard.gap_fill import INTERVALS
 from tickerdash.dashboard.layout import build_layout
 from tickerdash.ingest.contract.keys import Keys
@@ -55,6 +57,7 @@ def create_app(
     app.layout = build_layout(ws_port, ws_url)
     callbacks.register(app, client, keys, settings)
     _chart_routes(app.server, client, keys)
+    compress_responses(app.server)
     _guard_hosts(app.server, hosts if hosts is not None else allowed_hosts("127.0.0.1"))
     if token is not None:
         _guard(app.server, token)
@@ -73,18 +76,23 @@ def _chart_routes(server: flask.Flask, client: redis.Redis, keys: Keys) -> None:
         """A symbol's back-filled price chart (bars, open bar, alert and anomaly markers) as Plotly JSON."""
         args = flask.request.args
         symbol, interval = args.get("symbol") or None, args.get("interval", "1s")
-        style = args.get("style", "candles")
+        style, theme = args.get("style", "candles"), args.get("theme", "light")
         overlays = [o for o in args.get("overlays", ",".join(figures.OVERLAYS)).split(",") if o in figures.OVERLAYS]
-        if interval not in INTERVALS or style not in figures.STYLES or len(symbol or "") > MAX_SYMBOL_CHARS:
+        if (
+            interval not in INTERVALS
+            or style not in figures.STYLES
+            or theme not in figures.THEMES
+            or len(symbol or "") > MAX_SYMBOL_CHARS
+        ):
             return flask.Response(
-                f"interval must be one of {', '.join(INTERVALS)}, style one of "
-                f"{', '.join(figures.STYLES)}, symbol at most {MAX_SYMBOL_CHARS} characters\n",
+                f"interval must be one of {', '.join(INTERVALS)}, style one of {', '.join(figures.STYLES)}, "
+                f"theme one of {', '.join(figures.THEMES)}, symbol at most {MAX_SYMBOL_CHARS} characters\n",
                 status=400,
                 mimetype="text/plain",
             )
         if symbol is None:
             figure = figures.price_figure(
-                figures.BarHistory(), symbol=None, interval=interval, style=style, overlays=overlays
+                figures.BarHistory(), symbol=None, interval=interval, style=style, overlays=overlays, theme=theme
             )
         else:
             bars = history.read_bars(client, keys, symbol, interval)
@@ -97,6 +105,7 @@ def _chart_routes(server: flask.Flask, client: redis.Redis, keys: Keys) -> None:
                 overlays=overlays,
                 alerts=history.read_alert_markers(client, keys, symbol),
                 anomalies=history.read_anomaly_markers(client, keys, symbol),
+                theme=theme,
             )
         response = flask.Response(figure.to_json(), mimetype="application/json")
         response.cache_control.no_store = True
@@ -134,7 +143,9 @@ def _guard(server: flask.Flask, token: str) -> None:
         if TOKEN_QUERY in request.args:
             # Swap the token in the address bar for a cookie: it then stays out of history and logs,
             # and the browser sends it to the gateway's handshake too (cookies ignore ports).
-            response = flask.redirect(request.path, code=303)
+            # The rest of the query (a shared link's symbol, interval...) is kept.
+            kept = [(name, value) for name, value in request.args.items(multi=True) if name != TOKEN_QUERY]
+            response = flask.redirect(request.path + (f"?{urlencode(kept)}" if kept else ""), code=303)
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=request.scheme == "https")
             return response
         return None

@@ -48,7 +48,15 @@ def register(app: dash.Dash, client: redis.Redis, keys: Keys, settings: Settings
 
     # The chart belongs to the page's script (see dashboard.app): these controls only tell it what to
     # show. Style and overlays change trace visibility in place (Plotly.restyle), keeping the streamed
-    # points; a new interval makes the script fetch that interval's back-fill.
+    # points; a new interval makes the script fetch that interval's back-fill. The controls start at what
+    # the page's URL names (a reload or a shared link): Dash runs initialControls first, as its outputs
+    # are the inputs of the other two.
+    app.clientside_callback(
+        ClientsideFunction(namespace="tickerdash", function_name="initialControls"),
+        Output("chart-interval", "value"),
+        Output("chart-style", "value"),
+        Input("td-config", "id"),
+    )
     app.clientside_callback(
         ClientsideFunction(namespace="tickerdash", function_name="applyStyle"),
         Output("style-applied", "data"),

@@ -1,7 +1,7 @@
 """Data in, figure out: the price chart the page streams into. No I/O here.
 
 The chart's traces come in a fixed order, named in `layout.meta.roles`, so the page's script
-(assets/tickerdash.js) can extend them in place. Overlays are drawn, never computed, here: their
+(assets/tickerdash-10-chart.js) can extend them in place. Overlays are drawn, never computed, here: their
 values come with the bars (the fields the analytics worker writes after each bar's own), and their
 labels, colours and panels from the overlay registry (`layout.meta.overlays`), so the page's legend
 is the analytics' own. An overlay on a panel other than the prices gets a chart row of its own.
@@ -22,7 +22,13 @@ from tickerdash.analytics.stages.overlays.registry import OVERLAYS as OVERLAY_DE
 OVERLAYS = tuple(overlay.name for overlay in OVERLAY_DEFINITIONS)  # the chart's overlay choices
 OVERLAY_LABELS = {overlay.name: overlay.label for overlay in OVERLAY_DEFINITIONS}
 STYLES = ("candles", "line")
+THEMES = ("light", "dark")
 UP_COLOUR, DOWN_COLOUR = "#26a69a", "#ef5350"
+# The dark chart sits on the page's dark panels (assets/tickerdash.css), not on plotly_dark's near-black.
+THEME_LAYOUT = {
+    "light": {"template": "plotly_white"},
+    "dark": {"template": "plotly_dark", "paper_bgcolor": "#161b22", "plot_bgcolor": "#161b22"},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,7 @@ class Marker:
     ts: int
     price: float
     text: str
+    score: float | None = None  # an anomaly's score: the page shows only those at or above its threshold
 
 
 def plain_text(text: str) -> str:
@@ -77,18 +84,28 @@ def plain_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _markers(markers: Iterable[Marker], name: str, symbol: str, colour: str) -> go.Scatter:
+def _markers(markers: Iterable[Marker], name: str, marker: dict[str, Any]) -> go.Scatter:
     items = list(markers)
     return go.Scatter(
         x=[m.ts for m in items],
         y=[m.price for m in items],
         hovertext=[plain_text(m.text) for m in items],
+        customdata=[m.score for m in items],
         hoverinfo="text+x",
         mode="markers",
         name=name,
         yaxis="y",
-        marker={"symbol": symbol, "size": 12, "color": colour, "line": {"width": 1, "color": "#222"}},
+        # A marker the page clamps to the edge of its price axis must not be cut in half by it.
+        cliponaxis=False,
+        marker=marker,
     )
+
+
+# Anomalies are frequent and secondary: small open diamonds that leave the candles readable. Alerts are
+# what a user asked for: larger, solid, outlined, and drawn after (so above) the anomalies.
+ANOMALY_MARKER = {"symbol": "diamond-open", "size": 9, "color": "#f59e0b", "line": {"width": 1.5}}
+ALERT_MARKER = {"symbol": "triangle-down", "size": 16, "color": "#d32f2f", "line": {"width": 1.5, "color": "#ffffff"}}
+FOCUS_MARKER = {"symbol": "circle-open", "size": 24, "color": "#1e88e5", "line": {"width": 3}}
 
 
 def _panels() -> list[Any]:
@@ -116,6 +133,7 @@ def price_figure(
     alerts: Iterable[Marker] = (),
     anomalies: Iterable[Marker] = (),
     generation: int | None = None,
+    theme: str = "light",
 ) -> go.Figure:
     """The price chart of one symbol at one interval: price, overlays and markers above, a row per
     overlay panel, volume below."""
@@ -187,18 +205,23 @@ def price_figure(
             ),
             volume_row,
         ),
-        ("alerts", _markers(alerts, "alerts", "triangle-down", "#d32f2f"), 1),
-        ("anomalies", _markers(anomalies, "anomalies", "diamond", "#ffb300"), 1),
+        ("anomalies", _markers(anomalies, "anomalies", ANOMALY_MARKER), 1),
+        ("alerts", _markers(alerts, "alerts", ALERT_MARKER), 1),
+        # the event a user clicked in the alerts or anomalies panel: a ring the page moves there
+        ("focus", _markers((), "selected", FOCUS_MARKER).update(showlegend=False, hoverinfo="skip"), 1),
     ]
     for _, trace, row in traces:
         figure.add_trace(trace, row=row, col=1)
     roles = {role: i for i, (role, _, _) in enumerate(traces)}
+    # A symbol's chart has no title: the page's readout line above it names the symbol, interval and bar,
+    # and the legend needs the room.
     title = f"{symbol} · {interval} bars (UTC)" if symbol else "waiting for the first trades…"
     figure.update_layout(
-        title={"text": plain_text(title), "x": 0.01},
-        margin={"l": 50, "r": 20, "t": 40, "b": 30},
-        template="plotly_white",
-        legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
+        title={"text": "" if symbol else plain_text(title), "x": 0.01},
+        margin={"l": 50, "r": 20, "t": 40 if symbol is None else 10, "b": 30},
+        **THEME_LAYOUT[theme],
+        hovermode="x unified",
+        legend={"orientation": "h", "y": 1.0, "x": 0, "xanchor": "left", "yanchor": "bottom", "font": {"size": 11}},
         uirevision=f"{symbol}:{interval}",  # keep the user's zoom while points stream in
         meta={
             "symbol": symbol,
@@ -209,7 +232,15 @@ def price_figure(
             "generation": generation if generation is not None else time.time_ns(),
         },
     )
-    figure.update_xaxes(type="date", rangeslider_visible=False)
+    figure.update_xaxes(
+        type="date",
+        rangeslider_visible=False,
+        showspikes=True,
+        spikemode="across",
+        spikesnap="cursor",
+        spikethickness=1,
+        spikedash="dot",
+    )
     for panel in panels:
         figure.update_yaxes(
             title_text=panel.name, range=list(panel.y_range or ()) or None, row=row_of[panel.name], col=1

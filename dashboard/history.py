@@ -82,7 +82,12 @@ def read_alert_markers(client: redis.Redis, keys: Keys, symbol: str) -> list[Mar
 def read_anomaly_markers(client: redis.Redis, keys: Keys, symbol: str) -> list[Marker]:
     """Markers for the symbol's recent anomalies, with score and reasons as hover text."""
     return [
-        Marker(int(_float(f, "ts")), _float(f, "price"), f"score {_float(f, 'score'):.2f}: {f.get('reasons', '')}")
+        Marker(
+            int(_float(f, "ts")),
+            _float(f, "price"),
+            f"score {_float(f, 'score'):.2f}: {f.get('reasons', '')}",
+            score=_float(f, "score"),
+        )
         for _, f in _recent_for_symbol(client, keys.anomalies, symbol)
         if f.get("ts", "").isdigit()
     ]

@@ -1,5 +1,5 @@
 """What is on the page. Live parts (watchlist, feeds, health, status) are empty containers here:
-assets/tickerdash.js fills them from the gateway's websocket, as text nodes, never as HTML.
+assets/tickerdash-*.js fill them from the gateway's websocket, as text nodes, never as HTML.
 """
 
 from __future__ import annotations
@@ -11,7 +11,12 @@ from dash import dcc, html
 from tickerdash.dashboard.downloads import FORMATS as EXPORT_FORMATS
 from tickerdash.dashboard.downloads import INCLUDES as EXPORT_INCLUDES
 from tickerdash.dashboard.downloads import INTERVALS as EXPORT_INTERVALS
-from tickerdash.dashboard.figures import OVERLAY_LABELS, OVERLAYS
+from tickerdash.dashboard.figures import OVERLAY_LABELS, OVERLAYS, STYLES
+
+CHART_INTERVALS = ("1s", "1m")
+# The anomaly markers the chart shows: those scoring at least this (anomaly scores are in [0, 1)).
+ANOMALY_THRESHOLDS = ("0.5", "0.6", "0.7", "0.8", "0.9")
+DEFAULT_ANOMALY_THRESHOLD = "0.6"
 
 RULE_FIELDS = (
     ("id", "id", "leave empty for a random id"),
@@ -97,9 +102,63 @@ def _download_form() -> html.Div:
     )
 
 
+def _chart_controls() -> html.Div:
+    """Interval, style and overlays (Dash controls); anomaly threshold, full range and pause belong to the script."""
+    return html.Div(
+        [
+            dcc.RadioItems(id="chart-interval", options=list(CHART_INTERVALS), value="1s", inline=True),
+            dcc.RadioItems(
+                id="chart-style",
+                options=[{"label": f" {style}", "value": style} for style in STYLES],
+                value="candles",
+                inline=True,
+            ),
+            dcc.Checklist(
+                id="chart-overlays",
+                options=[{"label": f" {OVERLAY_LABELS[o]}", "value": o} for o in OVERLAYS],
+                value=list(OVERLAYS),
+                inline=True,
+            ),
+            html.Label(
+                [
+                    "anomalies ",
+                    html.Select(
+                        [html.Option("off", value="off")]
+                        + [html.Option(f"score ≥ {t}", value=t) for t in ANOMALY_THRESHOLDS],
+                        id="chart-anomalies",
+                        className="td-select",
+                    ),
+                ],
+                className="td-control",
+            ),
+            html.Button(
+                "full range",
+                id="chart-full-range",
+                className="td-button td-small td-toggle",
+                title="show every print, off-market ones included",
+            ),
+            html.Button(
+                "pause",
+                id="chart-pause",
+                className="td-button td-small td-toggle",
+                title="stop the chart to inspect it",
+            ),
+        ],
+        className="td-chart-controls",
+    )
+
+
 def build_layout(ws_port: int, ws_url: str | None = None) -> html.Div:
     """The whole page; `ws_port` (or an explicit `ws_url`, e.g. behind a proxy) tells the script where to connect."""
-    config = {"data-ws-port": str(ws_port), "data-ws-url": ws_url or ""}
+    config = {
+        "data-ws-port": str(ws_port),
+        "data-ws-url": ws_url or "",
+        # what a shared link may ask for (the script checks the URL's query against these)
+        "data-intervals": ",".join(CHART_INTERVALS),
+        "data-styles": ",".join(STYLES),
+        "data-thresholds": ",".join(ANOMALY_THRESHOLDS),
+        "data-default-threshold": DEFAULT_ANOMALY_THRESHOLD,
+    }
     return html.Div(
         [
             html.Div(id="td-config", style={"display": "none"}, **config),  # type: ignore[arg-type]
@@ -119,27 +178,9 @@ def build_layout(ws_port: int, ws_url: str | None = None) -> html.Div:
                     _panel("Watchlist", html.Div(id="watchlist"), panel_id="watchlist-panel"),
                     html.Div(
                         [
-                            html.Div(
-                                [
-                                    dcc.RadioItems(id="chart-interval", options=["1s", "1m"], value="1s", inline=True),
-                                    dcc.RadioItems(
-                                        id="chart-style",
-                                        options=[
-                                            {"label": " candles", "value": "candles"},
-                                            {"label": " line", "value": "line"},
-                                        ],
-                                        value="candles",
-                                        inline=True,
-                                    ),
-                                    dcc.Checklist(
-                                        id="chart-overlays",
-                                        options=[{"label": f" {OVERLAY_LABELS[o]}", "value": o} for o in OVERLAYS],
-                                        value=list(OVERLAYS),
-                                        inline=True,
-                                    ),
-                                ],
-                                className="td-chart-controls",
-                            ),
+                            _chart_controls(),
+                            # open/high/low/close/volume of the bar under the pointer (or the latest bar)
+                            html.Div(id="chart-readout", className="td-readout"),
                             # A plain div that no callback writes: the script plots into it and extends the
                             # traces in place, so neither a zoom nor the streamed points are redrawn away.
                             html.Div(id="price-chart", className="td-chart"),

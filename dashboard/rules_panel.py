@@ -7,15 +7,26 @@ field at the start of its message ("drop_pct: ..."); the editor uses that to sho
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import redis
 
-from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, format_duration, make_rule
+from tickerdash.analytics.stages.alerts.rules import MAX_NAME_LEN, Rule, RuleError, format_duration, make_rule
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.contract.keys import Keys
 
 FORM_FIELDS = ("id", "symbol", "drop_pct", "window_s", "cooldown_s", "name")
+# What each field of the form takes, said as the page says it (the rule's own checks stay in rules.py).
+FIELD_RULES = {
+    "id": "Id must be 1 to 64 letters, digits, _ . or -, or empty for a random id",
+    "symbol": "Symbol must be a ticker such as AAPL, or * for every symbol",
+    "drop_pct": "Drop must be a number between 0 and 100 (percent), e.g. 5",
+    "window_s": "Window must be a duration from 1ms to 7d, e.g. 60s, 5m or 1h",
+    "cooldown_s": "Cooldown must be a duration such as 30s or 5m, or empty to use the window",
+    "name": f"Name must be text of at most {MAX_NAME_LEN} characters",
+}
+CLI_FLAG = re.compile(r"--([a-z][a-z-]*)")
 
 
 class RuleFormError(ValueError):
@@ -31,6 +42,18 @@ def field_of(error: RuleError) -> str:
     """The form field a rule error is about (from its 'field: ...' prefix), or '' when it names none."""
     head = str(error).split(":", 1)[0].strip()
     return head if head in FORM_FIELDS else ""
+
+
+def page_message(field: str, message: str, value: Any = None) -> str:
+    """A rule error in the form's words: the field's own sentence (with what was typed), else the message with
+    CLI flags and field names said plainly."""
+    typed = "" if value is None else str(value).strip()
+    if field in FIELD_RULES:
+        return FIELD_RULES[field] + (f"; “{typed[:40]}” is not." if typed else ".")
+    text = message.split(":", 1)[1].strip() if field and message.startswith(f"{field}:") else message
+    text = CLI_FLAG.sub(lambda flag: flag.group(1).replace("-", " "), text)
+    label = field.removesuffix("_s").removesuffix("_pct").replace("_", " ")
+    return f"{label.capitalize()}: {text}" if label else text[:1].upper() + text[1:]
 
 
 def _blank_to_none(value: Any) -> str | None:
@@ -91,7 +114,8 @@ class RuleEditor:
                 return self.store.update(rule)
             return self.store.add(rule)
         except RuleError as exc:
-            raise RuleFormError(field_of(exc), str(exc)) from None
+            field = field_of(exc)
+            raise RuleFormError(field, page_message(field, str(exc), form.get(field))) from None
 
     def set_enabled(self, rule_id: str, enabled: bool) -> str:
         """Enable or disable a rule (nothing to do when it already is); says what it did."""

@@ -353,7 +353,7 @@ class TestAccess:
         """Without the token the app answers 401; ?token= sets an HttpOnly cookie that then admits requests."""
         with DashboardServer(redis_server.url, KEYS, port=0, ws_port=0, token="s3cret") as server:
             base = server.url.split("?")[0]
-            for path in ("", "_dash-layout", "assets/tickerdash.js"):
+            for path in ("", "_dash-layout", "assets/tickerdash-00-core.js"):
                 with pytest.raises(urllib.error.HTTPError) as refused:
                     urllib.request.urlopen(base + path, timeout=5)
                 assert refused.value.code == 401
@@ -364,8 +364,9 @@ class TestAccess:
 
             opener = urllib.request.build_opener(NoRedirect)
             with pytest.raises(urllib.error.HTTPError) as redirected:
-                opener.open(base + "?token=s3cret", timeout=5)
+                opener.open(base + "?token=s3cret&symbol=MSFT&interval=1m", timeout=5)
             assert redirected.value.code == 303
+            assert redirected.value.headers["Location"].endswith("/?symbol=MSFT&interval=1m")  # a shared link's view
             cookie = redirected.value.headers["Set-Cookie"]
             assert "tickerdash_token=s3cret" in cookie and "HttpOnly" in cookie
             request = urllib.request.Request(base + "_dash-layout", headers={"Cookie": "tickerdash_token=s3cret"})

@@ -123,6 +123,6 @@ def test_the_wheel_installs_one_top_level_import_package(tmp_path: Path) -> None
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top_level == {"tickerdash"}
-    assert "tickerdash/dashboard/assets/tickerdash.js" in names
+    assert "tickerdash/dashboard/assets/tickerdash-00-core.js" in names
     installed = {name.removesuffix(".py").replace("/", ".").removesuffix(".__init__") for name in names}
     assert set(PYPROJECT["tool"]["setuptools"]["packages"]) <= installed
