@@ -198,13 +198,13 @@ class TestScorer:
     def test_an_episode_in_a_quiet_market_is_flagged_trade_by_trade(self) -> None:
         """Five prints 5% off a calm market, a few seconds apart: each is rarer than anything recent, and
         the episode's first prints do not make the later ones look ordinary."""
-        calm = tape(60_000, seed=8, symbols=3, accounts=False)
-        spikes = np.flatnonzero(calm.symbol_idx == 0)[[14_000, 14_040, 14_080, 14_120, 14_160]]  # ~42,000th trade
+        calm = tape(150_000, seed=8, symbols=3, accounts=False)
+        spikes = np.flatnonzero(calm.symbol_idx == 0)[[40_000, 40_040, 40_080, 40_120, 40_160]]  # ~120,000th
         price = calm.price.copy()
         price[spikes] *= 1.05
         _, quiet = AnomalyDetector(scorer=ScorerConfig(block=256)).process(calm)
         _, episode = AnomalyDetector(scorer=ScorerConfig(block=256)).process(replace(calm, price=price))
-        assert quiet.flagged.sum() <= 4
+        assert quiet.flagged.sum() <= 10  # about 4 expected: 1 in 30,000 of the ~120,000 after the warm-up
         assert episode.flagged[spikes].all()
         assert episode.flagged.sum() - len(spikes) <= quiet.flagged.sum() + len(spikes)  # at most a trade back each
 

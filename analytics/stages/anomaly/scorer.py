@@ -59,6 +59,11 @@ from tickerdash.analytics.stages.anomaly.rules import rule_surprises
 from tickerdash.analytics.stages.anomaly.tails import TAIL_FEATURES, TailScorer
 
 HALF_SCORE_SURPRISE = 3.0  # a trade this surprising (1 in 1,000) gets score 0.5
+# Flagged trades are learnt at most this far above the flag level: far enough that the level follows a
+# market whose surprises all rise (a volatility regime) within a few blocks, near enough that an
+# episode's extreme trades do not make its later ones look ordinary. A cap in the level's own bin let
+# the level climb one bin a block, and flagged 2.4x the nominal share through a regime.
+CAP_ABOVE_LEVEL = 1.0
 NEVER_MS = -(2**62)  # an event time before any trade: the first refit is never held back
 WALK_AHEAD_MIN_ROWS = PARALLEL_MIN_ROWS  # batches from which the walk starts before the tails and rules
 
@@ -267,7 +272,7 @@ class AnomalyScorer:
         pending = self._pending
         if self.forest is not None:
             pending.forest_u.append(forest_u[lo:hi][usable])
-        pending.fused.append(np.minimum(fused[lo:hi], self.flag_level))
+        pending.fused.append(np.minimum(fused[lo:hi], self.flag_level + CAP_ABOVE_LEVEL))
         eligible = np.flatnonzero(usable)
         stride = self.config.train_stride  # every stride-th eligible row, counting across blocks
         pick = eligible[-self.eligible % stride :: stride]
