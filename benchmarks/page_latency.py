@@ -43,21 +43,18 @@ from tickerdash.up import DEMO_SUSPICIOUS_RATE, DEMO_SYMBOLS
 
 CHROMIUM = "/usr/bin/chromium"
 
-# Installed before the page's script runs: every draw the page reports, on this machine's clock.
-RECORD_DRAWS = """
-window.__draws = [];
+# Installed before the page's script runs: the animation frames the page gets.
+COUNT_FRAMES = """
 window.__rafs = 0;
 (function count() { window.__rafs += 1; requestAnimationFrame(count); })();
-Object.defineProperty(window, "tickerdash", {
-  configurable: true,
-  set(api) {
-    Object.defineProperty(window, "tickerdash", {value: api, writable: true, configurable: true});
-    api.onDrawn = function (kind, symbol, price, ts) {
-      window.__draws.push([kind, symbol, Number(ts), performance.timeOrigin + performance.now()]);
-    };
-  },
-});
 """
+# Set once the page's script has run: every draw the page reports, on this machine's clock.
+RECORD_DRAWS = """() => {
+  window.__draws = [];
+  window.tickerdash.onDrawn = function (kind, symbol, price, ts) {
+    window.__draws.push([kind, symbol, Number(ts), performance.timeOrigin + performance.now()]);
+  };
+}"""
 
 
 def percentiles(values: list[float]) -> str:
@@ -170,9 +167,10 @@ def main() -> None:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.add_init_script(RECORD_DRAWS)
+                page.add_init_script(COUNT_FRAMES)
                 page.goto(url)
                 page.wait_for_function("() => window.tickerdash && window.tickerdash.state")
+                page.evaluate(RECORD_DRAWS)
                 warmup = Publisher(client, settings, args.rate, 5.0, symbol)  # symbols appear, the chart loads
                 warmup.start()
                 page.wait_for_function("() => window.tickerdash.state.symbols.size > 0", timeout=30_000)

@@ -117,7 +117,7 @@ class Gateway:
             self._handle,
             self.config.host,
             self.config.port,
-            compression=None,  # per-message deflate tripled gateway CPU at 200 clients (issue 7)
+            compression=None,  # per-message deflate tripled gateway CPU at 200 clients
             ping_interval=self.config.ping_interval_s,
             ping_timeout=self.config.ping_timeout_s,
             close_timeout=self.config.close_timeout_s,

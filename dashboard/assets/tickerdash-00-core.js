@@ -8,7 +8,7 @@
  *   tickerdash-90-start.js   the page's own controls, Dash clientside callbacks, the render loops, start
  *
  * Why this lives outside Dash's callbacks: routing streamed points through Dash's store duplicated
- * or re-applied points and froze the page at 100 msg/s (issue 7). So frames land here, are merged
+ * or re-applied points and froze the page at 100 msg/s. So frames land here, are merged
  * into pending state, and render loops apply them: the watchlist's text in the next animation frame,
  * the chart at most every CHART_GAP_MS (every extendTraces redraws the whole plot), the events tables
  * at most every TABLE_GAP_MS and never under the pointer. Everything that came from the wire is shown
