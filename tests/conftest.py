@@ -10,6 +10,7 @@ import pytest
 import redis
 import typer
 from click.testing import Result
+from demo_run import DemoRun
 from typer.testing import CliRunner
 
 from tickerdash.ingest.redis_server import EmbeddedRedis
@@ -17,6 +18,33 @@ from tickerdash.ingest.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+DEMO_RUN = pytest.StashKey[DemoRun]()
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection: a deselected demo test starts no demo
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The demo test goes last, and the demo it checks starts now: its story runs beside the suite."""
+    demo = [item for item in items if item.path.name == "test_demo.py"]
+    if not demo or config.getoption("collectonly") or not Path("/usr/bin/chromium").exists():
+        return
+    items[:] = [item for item in items if item not in demo] + demo
+    config.stash[DEMO_RUN] = DemoRun().start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the demo, if it was started."""
+    demo = session.config.stash.get(DEMO_RUN, None)
+    if demo is not None:
+        demo.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_run(request: pytest.FixtureRequest) -> DemoRun:
+    """The default `tickerdash up`, started when the session started (see tests/demo_run.py)."""
+    demo = request.config.stash.get(DEMO_RUN, None)
+    if demo is None:
+        pytest.skip("the demo runs only with Debian's chromium at /usr/bin/chromium")
+    return demo
 
 
 @pytest.fixture(scope="session")
