@@ -35,28 +35,62 @@ class Firing:
     drop_pct: float
 
 
+def good_prints(symbols: list[str], prices: list[float], band: float = 0.01, confirm: int = 3) -> list[bool]:
+    """docs/design.md's bad-print filter the obvious way: per symbol, the last good price and the rejected run."""
+    last_good: dict[str, float] = {}
+    rejected_run: dict[str, list[float]] = {}
+    good = []
+    for symbol, price in zip(symbols, prices, strict=True):
+        g = last_good.get(symbol)
+        if g is None or g * (1 - band) <= price <= g * (1 + band):
+            accepted = True
+        else:
+            run = rejected_run.setdefault(symbol, [])
+            run.append(price)
+            last = run[-confirm:]
+            accepted = len(run) >= confirm and max(last) <= min(last) * (1 + band)
+        if accepted:
+            last_good[symbol] = price
+            rejected_run[symbol] = []
+        good.append(accepted)
+    return good
+
+
 def oracle(
-    rules: list[Rule], symbols: list[str], prices: list[float], ts: list[int], active_from: dict[str, int] | None = None
+    rules: list[Rule],
+    symbols: list[str],
+    prices: list[float],
+    ts: list[int],
+    active_from: dict[str, int] | None = None,
+    band: float = 0.01,
+    confirm: int = 3,
 ) -> list[Firing]:
     """docs/design.md semantics the slow, obvious way: O(n^2), one trade and one rule at a time.
 
-    `active_from[rule_id]` is the row from which a rule is evaluated (it starts armed there), while
-    every trade counts in every window.
+    A rule sees its tape: the good trades only, or every trade with `include_bad_prints`; a trade off its
+    tape does not exist for it. `active_from[rule_id]` is the row from which a rule is evaluated (it starts
+    armed there), while every trade of its tape counts in every window.
     """
     active_from = active_from or {}
-    clock: dict[str, int] = {}
-    history: dict[str, list[tuple[int, float]]] = {}
+    good = good_prints(symbols, prices, band, confirm)
+    clock: dict[tuple[bool, str], int] = {}  # keyed (tape, symbol): tape True is every trade, False the good ones
+    history: dict[tuple[bool, str], list[tuple[int, float]]] = {}
     waiting_since: dict[tuple[str, str], int] = {}
     firings = []
     for i, (symbol, price, t_raw) in enumerate(zip(symbols, prices, ts, strict=True)):
-        t = clock[symbol] = max(clock.get(symbol, -1), t_raw)
-        history.setdefault(symbol, []).append((t, price))
+        for tape in (True, False) if good[i] else (True,):
+            clock[tape, symbol] = max(clock.get((tape, symbol), -1), t_raw)
+            history.setdefault((tape, symbol), []).append((clock[tape, symbol], price))
         for rule in sorted(rules, key=lambda r: r.id):
             if not rule.enabled or rule.symbol not in ("*", symbol) or i < active_from.get(rule.id, 0):
                 continue
+            if not good[i] and not rule.include_bad_prints:
+                continue
+            tape = rule.include_bad_prints
+            t = clock[tape, symbol]
             window_ms = round(rule.window_s * 1000)
             cooldown_ms = round((rule.window_s if rule.cooldown_s is None else rule.cooldown_s) * 1000)
-            reference = max(p for (tj, p) in history[symbol] if tj > t - window_ms)
+            reference = max(p for (tj, p) in history[tape, symbol] if tj > t - window_ms)
             below = price <= reference * (1 - rule.drop_pct / 100)
             key = (rule.id, symbol)
             if key not in waiting_since:
@@ -108,6 +142,11 @@ def rule(
 ) -> Rule:
     """A rule with readable defaults."""
     return Rule(id=rule_id, symbol=symbol, drop_pct=drop, window_s=window_s, cooldown_s=cooldown_s, **more)  # type: ignore[arg-type]
+
+
+def every_trade_rule(*args: object, **more: object) -> Rule:
+    """A rule that sees every trade: the tests of window, cooldown and re-arm use one-trade moves, bad prints."""
+    return rule(*args, include_bad_prints=True, **more)  # type: ignore[arg-type]
 
 
 def one_symbol(prices: list[float], seconds: list[float], symbol: str = "AAPL") -> TickBatch:
@@ -237,16 +276,16 @@ class TestHandMade:
 
     def test_window_is_open_at_its_start(self) -> None:
         """A trade exactly window_s earlier is out of the window (t - W, t]."""
-        stage = SlumpAlerts([rule(window_s=10)])
+        stage = SlumpAlerts([every_trade_rule(window_s=10)])
         assert stage.process(one_symbol([100.0, 90.0], [0, 10])) == []
-        fired = SlumpAlerts([rule(window_s=10)]).process(one_symbol([100.0, 90.0], [0, 9.999]))
+        fired = SlumpAlerts([every_trade_rule(window_s=10)]).process(one_symbol([100.0, 90.0], [0, 9.999]))
         assert [a.row for a in fired] == [1]
 
     def test_a_slump_that_lasts_through_the_cooldown_fires_once(self) -> None:
         """While every trade stays below the threshold the rule stays silent, however long that is."""
         seconds = list(range(0, 300, 5))
         prices = [100.0] + [90.0 - 0.01 * s for s in seconds[1:]]
-        alerts = SlumpAlerts([rule(window_s=600, cooldown_s=30)]).process(one_symbol(prices, seconds))
+        alerts = SlumpAlerts([every_trade_rule(window_s=600, cooldown_s=30)]).process(one_symbol(prices, seconds))
         assert [a.row for a in alerts] == [1]
 
     def test_recovery_during_the_cooldown_does_not_rearm(self) -> None:
@@ -254,28 +293,28 @@ class TestHandMade:
         # fire at 1 s, bounce at 2 s (inside a 30 s cooldown), fall again and stay down past the cooldown
         prices = [100.0, 90.0, 99.0, 90.0, 90.0, 89.0]
         seconds = [0, 1, 2, 3, 40, 45]
-        alerts = SlumpAlerts([rule(window_s=600, cooldown_s=30)]).process(one_symbol(prices, seconds))
+        alerts = SlumpAlerts([every_trade_rule(window_s=600, cooldown_s=30)]).process(one_symbol(prices, seconds))
         assert [a.row for a in alerts] == [1]
 
     def test_recovery_after_the_cooldown_rearms_and_the_next_slump_fires(self) -> None:
         """After the cooldown a trade above the threshold re-arms the rule; the next slump fires again."""
         prices = [100.0, 90.0, 99.0, 90.0]
         seconds = [0, 1, 40, 41]
-        alerts = SlumpAlerts([rule(window_s=600, cooldown_s=30)]).process(one_symbol(prices, seconds))
+        alerts = SlumpAlerts([every_trade_rule(window_s=600, cooldown_s=30)]).process(one_symbol(prices, seconds))
         assert [a.row for a in alerts] == [1, 3]
 
     def test_a_price_that_settles_lower_rearms_once_the_old_high_leaves_the_window(self) -> None:
         """A fresh window without the old high has a lower reference, so a flat price re-arms, then a new fall fires."""
         prices = [100.0, 90.0, 90.0, 90.0, 84.0]
         seconds = [0, 1, 30, 61, 62]
-        alerts = SlumpAlerts([rule(window_s=60, cooldown_s=0)]).process(one_symbol(prices, seconds))
+        alerts = SlumpAlerts([every_trade_rule(window_s=60, cooldown_s=0)]).process(one_symbol(prices, seconds))
         assert [a.row for a in alerts] == [1, 4]
         assert alerts[1].reference_price == 90.0
 
     def test_star_rule_fires_for_each_symbol_on_its_own(self) -> None:
         """A `*` rule keeps one state per symbol: a slump in each fires once for each."""
         batch = TickBatch.from_columns(["A", "B", "A", "B"], [10.0, 20.0, 9.0, 18.0], [1.0] * 4, [0, 0, 1, 1])
-        alerts = SlumpAlerts([rule(symbol="*")]).process(batch)
+        alerts = SlumpAlerts([every_trade_rule(symbol="*")]).process(batch)
         assert [(a.symbol, a.row) for a in alerts] == [("A", 2), ("B", 3)]
 
     def test_disabled_rule_stays_silent(self) -> None:
@@ -287,12 +326,12 @@ class TestHandMade:
         """A late trade lives at the symbol's latest time, so an old high it carries stays in later windows."""
         prices = [100.0, 100.0, 120.0, 100.0]
         seconds = [0, 100, 50, 150]  # the 120 arrives late: it counts as at 100 s
-        alerts = SlumpAlerts([rule(window_s=60, drop=10)]).process(one_symbol(prices, seconds))
+        alerts = SlumpAlerts([every_trade_rule(window_s=60, drop=10)]).process(one_symbol(prices, seconds))
         assert [(a.row, a.reference_price) for a in alerts] == [(3, 120.0)]
 
     def test_rules_with_the_same_window_fire_on_the_same_trade_in_id_order(self) -> None:
         """Several rules firing on one trade come out in rule id order, each with its own threshold."""
-        rules = [rule("b", drop=5), rule("a", drop=8), rule("c", drop=20)]
+        rules = [every_trade_rule("b", drop=5), every_trade_rule("a", drop=8), every_trade_rule("c", drop=20)]
         alerts = SlumpAlerts(rules).process(one_symbol([100.0, 91.0], [0, 1]))
         assert [(a.rule_id, a.row) for a in alerts] == [("a", 1), ("b", 1)]
 
@@ -305,7 +344,7 @@ class TestHandMade:
 class TestStage:
     def test_alert_fields_are_the_design_fields_plus_tick_id(self) -> None:
         """`to_fields` gives the docs/design.md fields as strings, and reads back to the same alert."""
-        alert = SlumpAlerts([rule()]).process(one_symbol([100.0, 94.0], [0, 1]))[0]
+        alert = SlumpAlerts([every_trade_rule()]).process(one_symbol([100.0, 94.0], [0, 1]))[0]
         fields = alert.to_fields()
         assert set(fields) == DESIGN_ALERT_FIELDS
         assert all(isinstance(v, str) for v in fields.values())
@@ -314,24 +353,24 @@ class TestStage:
 
     def test_checkpoint_round_trip_is_bit_identical(self) -> None:
         """from_bytes(to_bytes()) restores a stage whose own checkpoint is the same bytes."""
-        stage = SlumpAlerts([rule(), rule("r2", symbol="*", window_s=5)])
+        stage = SlumpAlerts([every_trade_rule(), every_trade_rule("r2", symbol="*", window_s=5)])
         fired = stage.process(TickBatch.from_columns(["AAPL", "X", "AAPL"], [100.0, 5.0, 90.0], [1.0] * 3, [0, 1, 2]))
         data = stage.to_bytes()
         assert SlumpAlerts.from_bytes(data).to_bytes() == data
-        assert len(stage.waiting_rule) == len(fired) == 2  # both firings wait to re-arm, in the checkpoint
+        assert stage.waiting_pairs == len(fired) == 2  # both firings wait to re-arm, in the checkpoint
 
     def test_removing_and_readding_a_rule_restarts_it_armed(self) -> None:
         """set_rules without a rule forgets its state; adding it back lets the ongoing slump fire again."""
-        stage = SlumpAlerts([rule()])
+        stage = SlumpAlerts([every_trade_rule()])
         assert len(stage.process(one_symbol([100.0, 90.0], [0, 1]))) == 1
         stage.set_rules([])
-        stage.set_rules([rule()])
+        stage.set_rules([every_trade_rule()])
         assert [a.row for a in stage.process(one_symbol([89.0], [2]))] == [0]
 
     def test_backtest_equals_the_stage_over_the_same_batches(self) -> None:
         """`backtest` is the live stage run over batches (a disabled rule is tested as if enabled)."""
         batch = one_symbol([100.0, 90.0, 100.0, 80.0], [0, 1, 100, 101])
-        assert [a.row for a in backtest(rule(enabled=False), [batch])] == [1, 3]
+        assert [a.row for a in backtest(every_trade_rule(enabled=False), [batch])] == [1, 3]
 
     @settings(max_examples=100, deadline=None)
     @given(path=price_paths(), rules=rule_sets())
@@ -356,7 +395,7 @@ class TestStage:
 
     def test_entries_json_escapes_names_and_ids_as_json_does(self) -> None:
         """Quotes, backslashes, newlines and non-ASCII in a rule's name survive the pieced-together JSON."""
-        tricky = rule(rule_id="r.1-x_2", name='Dip "alert" \\ é ✓\n日本')
+        tricky = every_trade_rule(rule_id="r.1-x_2", name='Dip "alert" \\ é ✓\n日本')
         fired = SlumpAlerts([tricky]).evaluate(one_symbol([100.0, 90.0], [0, 1]))
         assert len(fired) == 1
         assert json.loads(fired.to_entries_json()[0]) == [x for pair in fired.to_fields()[0].items() for x in pair]
@@ -366,7 +405,7 @@ class TestStage:
         batch = one_symbol([100.0, 90.0], [0, 1]).with_origin(
             ("5-0",), np.zeros(2, np.int32), np.arange(2, dtype=np.int32)
         )
-        assert SlumpAlerts([rule()]).process(batch)[0].tick_id == "5-0#1"
+        assert SlumpAlerts([every_trade_rule()]).process(batch)[0].tick_id == "5-0#1"
 
 
 class TestHelpers:
