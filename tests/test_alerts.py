@@ -14,10 +14,15 @@ from hypothesis import strategies as st
 
 from tickerdash.analytics.stages.alerts.alert import Alert, actual_drop_pct
 from tickerdash.analytics.stages.alerts.backtest import backtest
+from tickerdash.analytics.stages.alerts.bad_prints import DEFAULT_BAND, DEFAULT_CONFIRM, BadPrintFilter
 from tickerdash.analytics.stages.alerts.kernels import RangeMax, first_of_ranks, max_after, prefix_counts
-from tickerdash.analytics.stages.alerts.rules import Rule
+from tickerdash.analytics.stages.alerts.rules import Rule, RuleError
 from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
-from tickerdash.ingest.ticks import TickBatch
+from tickerdash.ingest.ticks import TickBatch, concat
+from tickerdash.simulator.config import MarketConfig
+from tickerdash.simulator.market import generate
+from tickerdash.simulator.run import Limits, limited
+from tickerdash.simulator.scenarios import Scenario, Slump, Suspicious
 
 DESIGN_ALERT_FIELDS = {"rule_id", "symbol", "ts", "price", "reference_price", "drop_pct", "window_s", "message"}
 
@@ -117,9 +122,11 @@ def run_stage(
     ts: list[int],
     cuts: Sequence[int] = (),
     restores: Collection[int] = (),
+    band: float = DEFAULT_BAND,
+    confirm: int = DEFAULT_CONFIRM,
 ) -> list[Firing]:
     """Feed the trades in batches split at `cuts`, checkpointing and restoring at `restores`."""
-    stage = SlumpAlerts(rules)
+    stage = SlumpAlerts(rules, band=band, confirm=confirm)
     bounds = [0, *sorted(set(cuts)), len(prices)]
     out: list[Firing] = []
     for lo, hi in itertools.pairwise(bounds):
@@ -212,6 +219,65 @@ def long_cooldown_rule_sets(draw: st.DrawFn, max_rules: int = 5) -> list[Rule]:
     ]
 
 
+OFF_MARKET = [-0.10, -0.05, -0.03, -0.02, 0.02, 0.03, 0.05, 0.10]  # an off-market print's distance, 2-10%
+IN_BAND = [-0.008, -0.005, -0.002, 0.0, 0.002, 0.005, 0.008]  # a normal step, inside a 1% band
+
+
+@st.composite
+def tapes_with_bad_prints(draw: st.DrawFn) -> tuple[list[str], list[float], list[int]]:
+    """A few symbols' random walks in small steps, with injected off-market prints: single trades, pairs,
+    confirmed gaps (a new level held for a few trades), and fast slumps of in-band steps."""
+    level = dict.fromkeys(SYMBOLS, 100.0)
+    symbols: list[str] = []
+    prices: list[float] = []
+    ts: list[int] = []
+    t = 1_000
+    for _ in range(draw(st.integers(1, 30))):
+        symbol = draw(st.sampled_from(SYMBOLS))
+        kind = draw(st.sampled_from(["walk", "walk", "single", "pair", "gap", "slump"]))
+        if kind == "walk":
+            episode = []
+            for step in draw(st.lists(st.sampled_from(IN_BAND), min_size=1, max_size=5)):
+                level[symbol] *= 1 + step
+                episode.append(level[symbol])
+        elif kind == "single":
+            episode = [level[symbol] * (1 + draw(st.sampled_from(OFF_MARKET)))]
+        elif kind == "pair":
+            off = draw(st.sampled_from(OFF_MARKET))
+            episode = [level[symbol] * (1 + off), level[symbol] * (1 + off + draw(st.sampled_from(IN_BAND)))]
+        elif kind == "gap":
+            level[symbol] *= 1 + draw(st.sampled_from(OFF_MARKET))
+            wiggles = draw(st.lists(st.sampled_from([0.0, 0.002, -0.004, 0.01]), min_size=1, max_size=5))
+            episode = [level[symbol] * (1 + w) for w in wiggles]
+        else:
+            episode = []
+            for _ in range(draw(st.integers(2, 12))):
+                level[symbol] *= 0.992
+                episode.append(level[symbol])
+        for price in episode:
+            t = max(0, t + draw(st.integers(-2, 4)))
+            symbols.append(symbol)
+            prices.append(price)
+            ts.append(t)
+    return symbols, prices, ts
+
+
+@st.composite
+def rules_for_bad_prints(draw: st.DrawFn, max_rules: int = 4) -> list[Rule]:
+    """Rules of a few percent over windows of a few trades, some of them seeing every trade."""
+    return [
+        Rule(
+            id=f"r{i}",
+            symbol=draw(st.sampled_from([*SYMBOLS, "*"])),
+            drop_pct=draw(st.sampled_from([1.0, 2.0, 3.0, 5.0, 8.0])),
+            window_s=draw(st.integers(1, 40)) / 1000,
+            cooldown_s=draw(st.one_of(st.none(), st.integers(0, 40).map(lambda ms: ms / 1000))),
+            include_bad_prints=draw(st.booleans()),
+        )
+        for i in range(draw(st.integers(1, max_rules)))
+    ]
+
+
 class TestAgainstOracle:
     @settings(max_examples=400, deadline=None)
     @given(path=price_paths(), rules=rule_sets(), data=st.data())
@@ -230,6 +296,35 @@ class TestAgainstOracle:
         cuts = data.draw(st.lists(st.integers(0, len(prices)), max_size=6))
         restores = set(data.draw(st.lists(st.sampled_from([0, *cuts]), max_size=3)))
         assert run_stage(rules, symbols, prices, ts, cuts, restores) == oracle(rules, symbols, prices, ts)
+
+    @settings(max_examples=400, deadline=None)
+    @given(path=tapes_with_bad_prints(), rules=rules_for_bad_prints(), data=st.data())
+    def test_tapes_with_off_market_prints_match_brute_force_for_any_batching_and_restores(self, path, rules, data):
+        """With single bad prints, pairs and confirmed gaps, default and opted-out rules fire as the oracle says,
+        for any filter parameters, batch split and checkpoint/restore points (the filter's state included)."""
+        symbols, prices, ts = path
+        band = data.draw(st.sampled_from([0.01, 0.025, 0.06]))
+        confirm = data.draw(st.sampled_from([1, 2, 3, 4]))
+        cuts = data.draw(st.lists(st.integers(0, len(prices)), max_size=6))
+        restores = set(data.draw(st.lists(st.sampled_from([0, *cuts]), max_size=3)))
+        expected = oracle(rules, symbols, prices, ts, band=band, confirm=confirm)
+        assert run_stage(rules, symbols, prices, ts, cuts, restores, band, confirm) == expected
+
+    @settings(max_examples=300, deadline=None)
+    @given(path=tapes_with_bad_prints(), data=st.data())
+    def test_the_filter_flags_the_trades_the_naive_filter_flags_for_any_batching(self, path, data) -> None:
+        """BadPrintFilter.accepted, batch by batch with restores in between, equals the naive per-trade loop."""
+        symbols, prices, ts = path
+        band = data.draw(st.sampled_from([0.01, 0.025, 0.06]))
+        confirm = data.draw(st.sampled_from([1, 2, 3, 4, 7]))
+        cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, len(prices) - 1)), max_size=6))))
+        stage = SlumpAlerts(band=band, confirm=confirm)
+        flags: list[bool] = []
+        for lo, hi in itertools.pairwise([0, *cuts, len(prices)]):
+            stage = SlumpAlerts.from_bytes(stage.to_bytes()) if data.draw(st.booleans()) else stage
+            batch = TickBatch.from_columns(symbols[lo:hi], prices[lo:hi], [1.0] * (hi - lo), ts[lo:hi])
+            flags += stage.bad_prints.accepted(batch).tolist()
+        assert flags == good_prints(symbols, prices, band, confirm)
 
     @settings(max_examples=200, deadline=None)
     @given(path=price_paths(), rules=rule_sets(max_rules=3), data=st.data())
@@ -339,6 +434,71 @@ class TestHandMade:
         """A rule on one symbol never fires for another symbol's slump."""
         batch = TickBatch.from_columns(["MSFT", "AAPL", "MSFT"], [100.0, 100.0, 10.0], [1.0] * 3, [0, 0, 1])
         assert SlumpAlerts([rule(symbol="AAPL")]).process(batch) == []
+
+
+class TestBadPrints:
+    def test_a_lone_off_market_print_sets_no_high_and_fires_nothing(self) -> None:
+        """A print 6% above the market is not the window's high: the next normal trade does not fire."""
+        prices, seconds = [100.0, 100.2, 106.0, 100.1, 100.0], [0, 1, 2, 3, 4]
+        assert SlumpAlerts([rule()]).process(one_symbol(prices, seconds)) == []
+        included = SlumpAlerts([every_trade_rule()]).process(one_symbol(prices, seconds))
+        assert [(a.row, a.reference_price) for a in included] == [(3, 106.0)]
+
+    def test_an_off_market_pair_below_the_market_fires_nothing(self) -> None:
+        """Two prints 6% below, then the market again: both are rejected, so no slump is seen."""
+        prices, seconds = [100.0, 94.0, 94.1, 100.0], [0, 1, 2, 3]
+        assert SlumpAlerts([rule()]).process(one_symbol(prices, seconds)) == []
+        assert [a.row for a in SlumpAlerts([every_trade_rule()]).process(one_symbol(prices, seconds))] == [1]
+
+    def test_a_real_gap_down_fires_on_its_confirming_trade(self) -> None:
+        """Three trades that agree on a level 7% lower are a real gap: the third is accepted and fires."""
+        prices, seconds = [100.0, 93.0, 93.2, 93.1, 93.0], [0, 1, 2, 3, 4]
+        alerts = SlumpAlerts([rule()]).process(one_symbol(prices, seconds))
+        assert [(a.row, a.reference_price) for a in alerts] == [(3, 100.0)]
+
+    def test_confirmed_levels_fire_and_rearm_and_a_spike_between_them_counts_for_nothing(self) -> None:
+        """Gaps confirmed on their third trade fire and re-arm the rule; the 106 print is no high for it."""
+        prices = [100.0, 94.0, 94.2, 94.1, 99.0, 99.2, 99.1, 106.0, 93.0, 93.1, 93.2, 93.3]
+        seconds = [0, 1, 2, 3, 70, 71, 72, 73, 74, 75, 76, 77]
+        alerts = SlumpAlerts([rule(cooldown_s=30)]).process(one_symbol(prices, seconds))
+        assert [(a.row, a.reference_price) for a in alerts] == [(3, 100.0), (10, 99.1)]
+        included = SlumpAlerts([every_trade_rule(cooldown_s=30)]).process(one_symbol(prices, seconds))
+        assert [(a.row, a.reference_price) for a in included] == [(1, 100.0), (8, 106.0)]
+
+    def test_a_bad_value_for_the_option_is_refused_with_what_to_write(self) -> None:
+        """include_bad_prints takes true or false only; the filter's parameters are checked too."""
+        with pytest.raises(RuleError, match="include_bad_prints: must be true or false"):
+            Rule.from_dict({"id": "x", "symbol": "A", "drop_pct": 5, "window_s": 60, "include_bad_prints": "yes"})
+        with pytest.raises(ValueError, match="band"):
+            BadPrintFilter(band=1.5)
+        with pytest.raises(ValueError, match="confirm"):
+            BadPrintFilter(confirm=0)
+
+    def test_on_a_simulated_tape_the_rule_fires_in_the_slump_not_at_the_spikes(self) -> None:
+        """The demo: off-market spikes and a scripted 8% slump over 60 s. A 5%-in-60 s rule fires once, in the
+        slump; the same rule with bad prints included fires at spikes (a spike's trade, or a spike as its high)."""
+        start_ms = 1_767_225_600_000
+        config = MarketConfig(symbols=("AAPL", "MSFT"), seed=5, start_ms=start_ms, trades_per_s=20)
+        scenario = Scenario(
+            slumps=[Slump(symbol="AAPL", start_s=300, drop_pct=8, duration_s=60)],
+            suspicious=Suspicious(rate=0.005, kinds={"spike": 1}),
+        )
+        pieces = list(limited(generate(config, scenario), Limits(count=40_000), config.start_ms))
+        ticks = concat([t for t, _ in pieces])
+        labelled = {trade_id for _, labels in pieces for trade_id in labels.trade_id.to_pylist()}
+        spike = np.isin(np.array(ticks.trade_id.to_pylist(), object), list(labelled))
+        spike_prices = set(ticks.price[spike & (ticks.symbol_idx == ticks.symbols.index("AAPL"))].tolist())
+        assert ticks.ts.max() > start_ms + 400_000 and spike.sum() > 50  # the tape covers the slump and many spikes
+
+        def at_a_spike(alert: Alert) -> bool:
+            return bool(spike[alert.row]) or alert.reference_price in spike_prices
+
+        demo = rule("demo-slump", symbol="AAPL", drop=5, window_s=60)
+        fired = SlumpAlerts([demo]).process(ticks)
+        assert len(fired) == 1 and not at_a_spike(fired[0])
+        assert start_ms + 300_000 <= fired[0].ts <= start_ms + 360_000
+        with_bad_prints = SlumpAlerts([demo.evolve(include_bad_prints=True)]).process(ticks)
+        assert len(with_bad_prints) > 1 and all(at_a_spike(alert) for alert in with_bad_prints)
 
 
 class TestStage:
