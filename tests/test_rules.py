@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, format_duration, make_rule, parse_duration
 from tickerdash.analytics.stages.alerts.store import RuleStore, load_if_changed
+from tickerdash.dashboard.rules_panel import RuleEditor
 from tickerdash.ingest.contract.keys import Keys
 
 
@@ -199,3 +200,16 @@ class TestRuleStore:
         snapshot = store.snapshot()
         assert [r.id for r in snapshot.rules] == ["r1"]
         assert "drop_pct" in snapshot.invalid["broken"]
+
+
+class TestRuleEditor:
+    def test_the_editors_checkbox_stores_include_bad_prints_and_fills_the_form_back(
+        self, redis_client: redis.Redis
+    ) -> None:
+        """A rule saved from the dashboard with the box ticked counts bad prints; editing it shows the box ticked."""
+        editor = RuleEditor(redis_client, Keys())
+        form = {"id": "dash", "symbol": "aapl", "drop_pct": "5", "window_s": "60s", "cooldown_s": "", "name": ""}
+        assert editor.save(form, enabled=True, include_bad_prints=True).include_bad_prints is True
+        values = editor.form_values("dash")
+        assert values is not None and values["include_bad_prints"] is True
+        assert editor.save(form, enabled=True).include_bad_prints is False  # unticked: the default
