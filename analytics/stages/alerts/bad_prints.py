@@ -96,7 +96,6 @@ class BadPrintFilter:
         jump = ~self._within(x, previous)
         jump[first_real[np.isnan(start_good)]] = False  # a symbol's first trade is accepted
         jumps = np.append(np.flatnonzero(jump), len(x))  # a sentinel: every search finds a stop
-        confirms = self._confirms(x, ext_start, lengths + carried)
 
         n_seg = len(lengths)
         pos, good = first_real.copy(), start_good.copy()
@@ -121,7 +120,7 @@ class BadPrintFilter:
             seg = np.flatnonzero(active & rejecting)
             if len(seg) == 0:
                 break
-            self._resolve_runs(seg, x, good, confirms, pos, run_start, ext_end, rejecting, active, accept)
+            self._resolve_runs(seg, x, good, pos, run_start, ext_end, rejecting, active, accept)
         self.good[seg_slot] = good
         kept = np.where(rejecting, np.minimum(ext_end - run_start, c - 1), 0)
         self.run_len[seg_slot] = kept
@@ -134,22 +133,19 @@ class BadPrintFilter:
         accepted = np.cumsum(accept[:-1]) > 0
         return accepted if real_at is None else accepted[real_at]
 
-    def _confirms(self, x: np.ndarray, ext_start: np.ndarray, ext_len: np.ndarray) -> np.ndarray:
-        """Per row: its segment's last `confirm` prices up to it lie within the band of each other."""
-        c = self.confirm
-        highest, lowest = x.copy(), x.copy()
-        for k in range(1, c):
-            np.maximum(highest[k:], x[:-k], out=highest[k:])
-            np.minimum(lowest[k:], x[:-k], out=lowest[k:])
-        row_in_seg = np.arange(len(x)) - np.repeat(ext_start, ext_len)
-        return (row_in_seg >= c - 1) & (highest <= lowest * (1.0 + self.band))
+    def _confirms(self, x: np.ndarray, rows: np.ndarray, run_start: np.ndarray) -> np.ndarray:
+        """Per row: the last `confirm` prices up to it all belong to its run and lie within the band of each other."""
+        highest, lowest = x[rows], x[rows]
+        for k in range(1, self.confirm):
+            earlier = x[np.maximum(rows - k, 0)]
+            highest, lowest = np.maximum(highest, earlier), np.minimum(lowest, earlier)
+        return (rows - (self.confirm - 1) >= run_start) & (highest <= lowest * (1.0 + self.band))
 
     def _resolve_runs(
         self,
         seg: np.ndarray,
         x: np.ndarray,
         good: np.ndarray,
-        confirms: np.ndarray,
         pos: np.ndarray,
         run_start: np.ndarray,
         ext_end: np.ndarray,
@@ -163,9 +159,7 @@ class BadPrintFilter:
             count = np.minimum(chunk, ext_end[seg] - pos[seg])
             rows = ragged_arange(pos[seg], count)
             of = np.repeat(np.arange(len(seg)), count)
-            ends = self._within(x[rows], good[seg][of]) | (
-                confirms[rows] & (rows - (self.confirm - 1) >= run_start[seg][of])
-            )
+            ends = self._within(x[rows], good[seg][of]) | self._confirms(x, rows, run_start[seg][of])
             first_of, first_at = np.unique(of[ends], return_index=True)
             found = np.zeros(len(seg), bool)
             found[first_of] = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -202,10 +202,6 @@ class FiredAlerts:
             f"{starts[r]}{middles[g]}{windows[r]}{heads[g]}{tails[r]}{ends[g]}"
             for g, r in zip(self.group.tolist(), rule_at.tolist(), strict=True)
         ]
-
-    def on_rows(self, rows: np.ndarray) -> FiredAlerts:
-        """The same alerts of a batch taken from a larger one at these rows, with rows of the larger batch."""
-        return replace(self, row=rows[self.row])
 
     def to_alerts(self) -> list[Alert]:
         """The alerts as `Alert` objects."""

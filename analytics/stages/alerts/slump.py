@@ -166,16 +166,15 @@ class SlumpScan:
         self._grow_symbols(n)
         self._set_waiting(*waiting)
 
-    def _watched_rows(self, row_slot: np.ndarray) -> np.ndarray | None:
-        """Rows of watched symbols (None: every row)."""
+    def _tape_rows(self, row_slot: np.ndarray, tape: np.ndarray | None) -> np.ndarray | None:
+        """Rows of watched symbols that are on the scan's tape (None: every row)."""
         table = self._table
-        if table.watch_all:
-            return None
-        mask = pad(table.watched, row_slot, False)
-        return None if mask.all() else np.flatnonzero(mask)
+        mask = tape if table.watch_all else pad(table.watched, row_slot, False) & (True if tape is None else tape)
+        return None if mask is None or mask.all() else np.flatnonzero(mask)
 
-    def evaluate(self, batch: TickBatch) -> FiredAlerts:
-        """Update every watched symbol with the batch's trades; the alerts they fire, as columns."""
+    def evaluate(self, batch: TickBatch, tape: np.ndarray | None = None) -> FiredAlerts:
+        """Update every watched symbol with the batch's trades on the tape (a row mask; None: every row);
+        the alerts they fire, as columns."""
         table = self._table
         if len(batch) == 0 or not table.rules:
             return self._fired(batch, None, NO_FIRES)
@@ -183,7 +182,7 @@ class SlumpScan:
             raise ValueError("ts must be epoch milliseconds in [0, 2**42)")
         slot_of_local = self.slots.slots_for(batch.symbols)
         self._add_slots(len(self.slots))
-        rows = self._watched_rows(slot_of_local[batch.symbol_idx])
+        rows = self._tape_rows(slot_of_local[batch.symbol_idx], tape)
         symbol_idx = batch.symbol_idx if rows is None else batch.symbol_idx[rows]
         if len(symbol_idx) == 0:
             return self._fired(batch, None, NO_FIRES)
@@ -375,13 +374,8 @@ class SlumpAlerts:
 
     def evaluate(self, batch: TickBatch) -> FiredAlerts:
         """Filter the batch's trades and update every watched symbol; the alerts they fire, as columns."""
-        accepted = self.bad_prints.accepted(batch)
+        good = self.good_trades.evaluate(batch, self.bad_prints.accepted(batch))
         every = self.every_trade.evaluate(batch)
-        if accepted.all():
-            good = self.good_trades.evaluate(batch)
-        else:
-            rows = np.flatnonzero(accepted)
-            good = self.good_trades.evaluate(batch.take(rows)).on_rows(rows)
         if not len(every):
             return good
         if not len(good):
