@@ -421,9 +421,10 @@ def test_a_batch_firing_many_alerts_writes_exactly_what_the_stage_fired(
     store = RuleStore(redis_client, Keys())
     for rule in rules:
         store.add(rule)
-    n = len(symbols) * 4
-    prices = np.tile([100.0, 101.0, 97.0, 102.0], len(symbols)) * np.repeat(np.linspace(1, 2, len(symbols)), 4)
-    ticks = TickBatch.from_columns(np.repeat(symbols, 4), prices, np.ones(n), START_MS + np.arange(n))
+    walk = [100.0, 100.8, 100.0, 99.2, 98.4]  # 0.8% a trade (no bad prints), 2.4% down at the end
+    n = len(symbols) * len(walk)
+    prices = np.tile(walk, len(symbols)) * np.repeat(np.linspace(1, 2, len(symbols)), len(walk))
+    ticks = TickBatch.from_columns(np.repeat(symbols, len(walk)), prices, np.ones(n), START_MS + np.arange(n))
     Producer(redis_client, settings).publish(ticks)
     AnalyticsWorker(redis_client, settings, None, WorkerConfig(stages=(SlumpAlertStage,))).run(max_idle_reads=3)
     expected = [a.to_fields() for a in SlumpAlerts(store.list()).process(ticks)]
