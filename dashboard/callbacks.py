@@ -82,16 +82,17 @@ def register(app: dash.Dash, client: redis.Redis, keys: Keys, settings: Settings
         Input("rule-save", "n_clicks"),
         *(State(f"rule-{name}", "value") for name in FIELD_NAMES),
         State("rule-enabled", "value"),
+        State("rule-include-bad-prints", "value"),
         State("rules-version", "data"),
         prevent_initial_call=True,
     )
     def save_rule(_clicks: int, *values: Any) -> tuple[Any, ...]:
         """Validate the form with the CLI's rules and save it; an error goes next to its field."""
-        *fields, enabled, version = values
+        *fields, enabled, include_bad_prints, version = values
         form = dict(zip(FIELD_NAMES, fields, strict=True))
         errors = dict.fromkeys(FIELD_NAMES, "")
         try:
-            rule = editor.save(form, enabled=bool(enabled))
+            rule = editor.save(form, enabled=bool(enabled), include_bad_prints=bool(include_bad_prints))
         except RuleFormError as exc:
             errors_out = {**errors, **({exc.field: exc.message} if exc.field in errors else {})}
             general = "" if exc.field in errors else exc.message
@@ -101,6 +102,7 @@ def register(app: dash.Dash, client: redis.Redis, keys: Keys, settings: Settings
     @app.callback(
         *(Output(f"rule-{name}", "value") for name in FIELD_NAMES),
         Output("rule-enabled", "value"),
+        Output("rule-include-bad-prints", "value"),
         Input({"type": "rule-edit", "rule": ALL}, "n_clicks"),
         Input("rule-clear", "n_clicks"),
         prevent_initial_call=True,
@@ -111,10 +113,11 @@ def register(app: dash.Dash, client: redis.Redis, keys: Keys, settings: Settings
         if isinstance(trigger, dict) and ctx.triggered and ctx.triggered[0]["value"]:
             form = editor.form_values(str(trigger["rule"]))
             if form is not None:
-                return (*(form.get(name, "") for name in FIELD_NAMES), ["on"] if form["enabled"] else [])
+                checked = (["on"] if form["enabled"] else [], ["on"] if form["include_bad_prints"] else [])
+                return (*(form.get(name, "") for name in FIELD_NAMES), *checked)
         if trigger == "rule-clear":
-            return (*("" for _ in FIELD_NAMES), ["on"])
-        return tuple(no_update for _ in range(len(FIELD_NAMES) + 1))
+            return (*("" for _ in FIELD_NAMES), ["on"], [])
+        return tuple(no_update for _ in range(len(FIELD_NAMES) + 2))
 
     @app.callback(
         Output("rules-version", "data", allow_duplicate=True),

@@ -49,6 +49,11 @@ def _rule_form() -> html.Div:
         html.Div(
             [
                 dcc.Checklist(id="rule-enabled", options=[{"label": " enabled", "value": "on"}], value=["on"]),
+                dcc.Checklist(
+                    id="rule-include-bad-prints",
+                    options=[{"label": " count bad prints (off-market trades)", "value": "on"}],
+                    value=[],
+                ),
                 html.Button("Save rule", id="rule-save", n_clicks=0, className="td-button"),
                 html.Button("Clear", id="rule-clear", n_clicks=0, className="td-button td-secondary"),
                 html.Span(id="rule-form-error", className="td-field-error"),

@@ -95,9 +95,10 @@ class RuleEditor:
             "cooldown_s": "" if rule.cooldown_s is None else format_duration(rule.cooldown_s),
             "name": rule.name,
             "enabled": rule.enabled,
+            "include_bad_prints": rule.include_bad_prints,
         }
 
-    def save(self, form: dict[str, Any], *, enabled: bool) -> Rule:
+    def save(self, form: dict[str, Any], *, enabled: bool, include_bad_prints: bool = False) -> Rule:
         """Validate the form and add the rule (or update it when its id exists); RuleFormError if refused."""
         rule_id = _blank_to_none(form.get("id"))
         try:
@@ -109,6 +110,7 @@ class RuleEditor:
                 name=_blank_to_none(form.get("name")) or "",
                 rule_id=rule_id,
                 enabled=enabled,
+                include_bad_prints=include_bad_prints,
             )
             if rule_id is not None and self.store.get(rule_id) is not None:
                 return self.store.update(rule)

@@ -14,10 +14,15 @@ from hypothesis import strategies as st
 
 from tickerdash.analytics.stages.alerts.alert import Alert, actual_drop_pct
 from tickerdash.analytics.stages.alerts.backtest import backtest
+from tickerdash.analytics.stages.alerts.bad_prints import DEFAULT_BAND, DEFAULT_CONFIRM, BadPrintFilter
 from tickerdash.analytics.stages.alerts.kernels import RangeMax, first_of_ranks, max_after, prefix_counts
-from tickerdash.analytics.stages.alerts.rules import Rule
+from tickerdash.analytics.stages.alerts.rules import Rule, RuleError
 from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
-from tickerdash.ingest.ticks import TickBatch
+from tickerdash.ingest.ticks import TickBatch, concat
+from tickerdash.simulator.config import MarketConfig
+from tickerdash.simulator.market import generate
+from tickerdash.simulator.run import Limits, limited
+from tickerdash.simulator.scenarios import Scenario, Slump, Suspicious
 
 DESIGN_ALERT_FIELDS = {"rule_id", "symbol", "ts", "price", "reference_price", "drop_pct", "window_s", "message"}
 
@@ -35,28 +40,62 @@ class Firing:
     drop_pct: float
 
 
+def good_prints(symbols: list[str], prices: list[float], band: float = 0.01, confirm: int = 3) -> list[bool]:
+    """docs/design.md's bad-print filter the obvious way: per symbol, the last good price and the rejected run."""
+    last_good: dict[str, float] = {}
+    rejected_run: dict[str, list[float]] = {}
+    good = []
+    for symbol, price in zip(symbols, prices, strict=True):
+        g = last_good.get(symbol)
+        if g is None or g * (1 - band) <= price <= g * (1 + band):
+            accepted = True
+        else:
+            run = rejected_run.setdefault(symbol, [])
+            run.append(price)
+            last = run[-confirm:]
+            accepted = len(run) >= confirm and max(last) <= min(last) * (1 + band)
+        if accepted:
+            last_good[symbol] = price
+            rejected_run[symbol] = []
+        good.append(accepted)
+    return good
+
+
 def oracle(
-    rules: list[Rule], symbols: list[str], prices: list[float], ts: list[int], active_from: dict[str, int] | None = None
+    rules: list[Rule],
+    symbols: list[str],
+    prices: list[float],
+    ts: list[int],
+    active_from: dict[str, int] | None = None,
+    band: float = 0.01,
+    confirm: int = 3,
 ) -> list[Firing]:
     """docs/design.md semantics the slow, obvious way: O(n^2), one trade and one rule at a time.
 
-    `active_from[rule_id]` is the row from which a rule is evaluated (it starts armed there), while
-    every trade counts in every window.
+    A rule sees its tape: the good trades only, or every trade with `include_bad_prints`; a trade off its
+    tape does not exist for it. `active_from[rule_id]` is the row from which a rule is evaluated (it starts
+    armed there), while every trade of its tape counts in every window.
     """
     active_from = active_from or {}
-    clock: dict[str, int] = {}
-    history: dict[str, list[tuple[int, float]]] = {}
+    good = good_prints(symbols, prices, band, confirm)
+    clock: dict[tuple[bool, str], int] = {}  # keyed (tape, symbol): tape True is every trade, False the good ones
+    history: dict[tuple[bool, str], list[tuple[int, float]]] = {}
     waiting_since: dict[tuple[str, str], int] = {}
     firings = []
     for i, (symbol, price, t_raw) in enumerate(zip(symbols, prices, ts, strict=True)):
-        t = clock[symbol] = max(clock.get(symbol, -1), t_raw)
-        history.setdefault(symbol, []).append((t, price))
+        for tape in (True, False) if good[i] else (True,):
+            clock[tape, symbol] = max(clock.get((tape, symbol), -1), t_raw)
+            history.setdefault((tape, symbol), []).append((clock[tape, symbol], price))
         for rule in sorted(rules, key=lambda r: r.id):
             if not rule.enabled or rule.symbol not in ("*", symbol) or i < active_from.get(rule.id, 0):
                 continue
+            if not good[i] and not rule.include_bad_prints:
+                continue
+            tape = rule.include_bad_prints
+            t = clock[tape, symbol]
             window_ms = round(rule.window_s * 1000)
             cooldown_ms = round((rule.window_s if rule.cooldown_s is None else rule.cooldown_s) * 1000)
-            reference = max(p for (tj, p) in history[symbol] if tj > t - window_ms)
+            reference = max(p for (tj, p) in history[tape, symbol] if tj > t - window_ms)
             below = price <= reference * (1 - rule.drop_pct / 100)
             key = (rule.id, symbol)
             if key not in waiting_since:
@@ -83,9 +122,11 @@ def run_stage(
     ts: list[int],
     cuts: Sequence[int] = (),
     restores: Collection[int] = (),
+    band: float = DEFAULT_BAND,
+    confirm: int = DEFAULT_CONFIRM,
 ) -> list[Firing]:
     """Feed the trades in batches split at `cuts`, checkpointing and restoring at `restores`."""
-    stage = SlumpAlerts(rules)
+    stage = SlumpAlerts(rules, band=band, confirm=confirm)
     bounds = [0, *sorted(set(cuts)), len(prices)]
     out: list[Firing] = []
     for lo, hi in itertools.pairwise(bounds):
@@ -108,6 +149,11 @@ def rule(
 ) -> Rule:
     """A rule with readable defaults."""
     return Rule(id=rule_id, symbol=symbol, drop_pct=drop, window_s=window_s, cooldown_s=cooldown_s, **more)  # type: ignore[arg-type]
+
+
+def every_trade_rule(*args: object, **more: object) -> Rule:
+    """A rule that sees every trade: the tests of window, cooldown and re-arm use one-trade moves, bad prints."""
+    return rule(*args, include_bad_prints=True, **more)  # type: ignore[arg-type]
 
 
 def one_symbol(prices: list[float], seconds: list[float], symbol: str = "AAPL") -> TickBatch:
@@ -173,6 +219,65 @@ def long_cooldown_rule_sets(draw: st.DrawFn, max_rules: int = 5) -> list[Rule]:
     ]
 
 
+OFF_MARKET = [-0.10, -0.05, -0.03, -0.02, 0.02, 0.03, 0.05, 0.10]  # an off-market print's distance, 2-10%
+IN_BAND = [-0.008, -0.005, -0.002, 0.0, 0.002, 0.005, 0.008]  # a normal step, inside a 1% band
+
+
+@st.composite
+def tapes_with_bad_prints(draw: st.DrawFn) -> tuple[list[str], list[float], list[int]]:
+    """A few symbols' random walks in small steps, with injected off-market prints: single trades, pairs,
+    confirmed gaps (a new level held for a few trades), and fast slumps of in-band steps."""
+    level = dict.fromkeys(SYMBOLS, 100.0)
+    symbols: list[str] = []
+    prices: list[float] = []
+    ts: list[int] = []
+    t = 1_000
+    for _ in range(draw(st.integers(1, 30))):
+        symbol = draw(st.sampled_from(SYMBOLS))
+        kind = draw(st.sampled_from(["walk", "walk", "single", "pair", "gap", "slump"]))
+        if kind == "walk":
+            episode = []
+            for step in draw(st.lists(st.sampled_from(IN_BAND), min_size=1, max_size=5)):
+                level[symbol] *= 1 + step
+                episode.append(level[symbol])
+        elif kind == "single":
+            episode = [level[symbol] * (1 + draw(st.sampled_from(OFF_MARKET)))]
+        elif kind == "pair":
+            off = draw(st.sampled_from(OFF_MARKET))
+            episode = [level[symbol] * (1 + off), level[symbol] * (1 + off + draw(st.sampled_from(IN_BAND)))]
+        elif kind == "gap":
+            level[symbol] *= 1 + draw(st.sampled_from(OFF_MARKET))
+            wiggles = draw(st.lists(st.sampled_from([0.0, 0.002, -0.004, 0.01]), min_size=1, max_size=5))
+            episode = [level[symbol] * (1 + w) for w in wiggles]
+        else:
+            episode = []
+            for _ in range(draw(st.integers(2, 12))):
+                level[symbol] *= 0.992
+                episode.append(level[symbol])
+        for price in episode:
+            t = max(0, t + draw(st.integers(-2, 4)))
+            symbols.append(symbol)
+            prices.append(price)
+            ts.append(t)
+    return symbols, prices, ts
+
+
+@st.composite
+def rules_for_bad_prints(draw: st.DrawFn, max_rules: int = 4) -> list[Rule]:
+    """Rules of a few percent over windows of a few trades, some of them seeing every trade."""
+    return [
+        Rule(
+            id=f"r{i}",
+            symbol=draw(st.sampled_from([*SYMBOLS, "*"])),
+            drop_pct=draw(st.sampled_from([1.0, 2.0, 3.0, 5.0, 8.0])),
+            window_s=draw(st.integers(1, 40)) / 1000,
+            cooldown_s=draw(st.one_of(st.none(), st.integers(0, 40).map(lambda ms: ms / 1000))),
+            include_bad_prints=draw(st.booleans()),
+        )
+        for i in range(draw(st.integers(1, max_rules)))
+    ]
+
+
 class TestAgainstOracle:
     @settings(max_examples=400, deadline=None)
     @given(path=price_paths(), rules=rule_sets(), data=st.data())
@@ -191,6 +296,35 @@ class TestAgainstOracle:
         cuts = data.draw(st.lists(st.integers(0, len(prices)), max_size=6))
         restores = set(data.draw(st.lists(st.sampled_from([0, *cuts]), max_size=3)))
         assert run_stage(rules, symbols, prices, ts, cuts, restores) == oracle(rules, symbols, prices, ts)
+
+    @settings(max_examples=400, deadline=None)
+    @given(path=tapes_with_bad_prints(), rules=rules_for_bad_prints(), data=st.data())
+    def test_tapes_with_off_market_prints_match_brute_force_for_any_batching_and_restores(self, path, rules, data):
+        """With single bad prints, pairs and confirmed gaps, default and opted-out rules fire as the oracle says,
+        for any filter parameters, batch split and checkpoint/restore points (the filter's state included)."""
+        symbols, prices, ts = path
+        band = data.draw(st.sampled_from([0.01, 0.025, 0.06]))
+        confirm = data.draw(st.sampled_from([1, 2, 3, 4]))
+        cuts = data.draw(st.lists(st.integers(0, len(prices)), max_size=6))
+        restores = set(data.draw(st.lists(st.sampled_from([0, *cuts]), max_size=3)))
+        expected = oracle(rules, symbols, prices, ts, band=band, confirm=confirm)
+        assert run_stage(rules, symbols, prices, ts, cuts, restores, band, confirm) == expected
+
+    @settings(max_examples=300, deadline=None)
+    @given(path=tapes_with_bad_prints(), data=st.data())
+    def test_the_filter_flags_the_trades_the_naive_filter_flags_for_any_batching(self, path, data) -> None:
+        """BadPrintFilter.accepted, batch by batch with restores in between, equals the naive per-trade loop."""
+        symbols, prices, ts = path
+        band = data.draw(st.sampled_from([0.01, 0.025, 0.06]))
+        confirm = data.draw(st.sampled_from([1, 2, 3, 4, 7]))
+        cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, len(prices) - 1)), max_size=6))))
+        stage = SlumpAlerts(band=band, confirm=confirm)
+        flags: list[bool] = []
+        for lo, hi in itertools.pairwise([0, *cuts, len(prices)]):
+            stage = SlumpAlerts.from_bytes(stage.to_bytes()) if data.draw(st.booleans()) else stage
+            batch = TickBatch.from_columns(symbols[lo:hi], prices[lo:hi], [1.0] * (hi - lo), ts[lo:hi])
+            flags += stage.bad_prints.accepted(batch).tolist()
+        assert flags == good_prints(symbols, prices, band, confirm)
 
     @settings(max_examples=200, deadline=None)
     @given(path=price_paths(), rules=rule_sets(max_rules=3), data=st.data())
@@ -237,16 +371,16 @@ class TestHandMade:
 
     def test_window_is_open_at_its_start(self) -> None:
         """A trade exactly window_s earlier is out of the window (t - W, t]."""
-        stage = SlumpAlerts([rule(window_s=10)])
+        stage = SlumpAlerts([every_trade_rule(window_s=10)])
         assert stage.process(one_symbol([100.0, 90.0], [0, 10])) == []
-        fired = SlumpAlerts([rule(window_s=10)]).process(one_symbol([100.0, 90.0], [0, 9.999]))
+        fired = SlumpAlerts([every_trade_rule(window_s=10)]).process(one_symbol([100.0, 90.0], [0, 9.999]))
         assert [a.row for a in fired] == [1]
 
     def test_a_slump_that_lasts_through_the_cooldown_fires_once(self) -> None:
         """While every trade stays below the threshold the rule stays silent, however long that is."""
         seconds = list(range(0, 300, 5))
         prices = [100.0] + [90.0 - 0.01 * s for s in seconds[1:]]
-        alerts = SlumpAlerts([rule(window_s=600, cooldown_s=30)]).process(one_symbol(prices, seconds))
+        alerts = SlumpAlerts([every_trade_rule(window_s=600, cooldown_s=30)]).process(one_symbol(prices, seconds))
         assert [a.row for a in alerts] == [1]
 
     def test_recovery_during_the_cooldown_does_not_rearm(self) -> None:
@@ -254,28 +388,28 @@ class TestHandMade:
         # fire at 1 s, bounce at 2 s (inside a 30 s cooldown), fall again and stay down past the cooldown
         prices = [100.0, 90.0, 99.0, 90.0, 90.0, 89.0]
         seconds = [0, 1, 2, 3, 40, 45]
-        alerts = SlumpAlerts([rule(window_s=600, cooldown_s=30)]).process(one_symbol(prices, seconds))
+        alerts = SlumpAlerts([every_trade_rule(window_s=600, cooldown_s=30)]).process(one_symbol(prices, seconds))
         assert [a.row for a in alerts] == [1]
 
     def test_recovery_after_the_cooldown_rearms_and_the_next_slump_fires(self) -> None:
         """After the cooldown a trade above the threshold re-arms the rule; the next slump fires again."""
         prices = [100.0, 90.0, 99.0, 90.0]
         seconds = [0, 1, 40, 41]
-        alerts = SlumpAlerts([rule(window_s=600, cooldown_s=30)]).process(one_symbol(prices, seconds))
+        alerts = SlumpAlerts([every_trade_rule(window_s=600, cooldown_s=30)]).process(one_symbol(prices, seconds))
         assert [a.row for a in alerts] == [1, 3]
 
     def test_a_price_that_settles_lower_rearms_once_the_old_high_leaves_the_window(self) -> None:
         """A fresh window without the old high has a lower reference, so a flat price re-arms, then a new fall fires."""
         prices = [100.0, 90.0, 90.0, 90.0, 84.0]
         seconds = [0, 1, 30, 61, 62]
-        alerts = SlumpAlerts([rule(window_s=60, cooldown_s=0)]).process(one_symbol(prices, seconds))
+        alerts = SlumpAlerts([every_trade_rule(window_s=60, cooldown_s=0)]).process(one_symbol(prices, seconds))
         assert [a.row for a in alerts] == [1, 4]
         assert alerts[1].reference_price == 90.0
 
     def test_star_rule_fires_for_each_symbol_on_its_own(self) -> None:
         """A `*` rule keeps one state per symbol: a slump in each fires once for each."""
         batch = TickBatch.from_columns(["A", "B", "A", "B"], [10.0, 20.0, 9.0, 18.0], [1.0] * 4, [0, 0, 1, 1])
-        alerts = SlumpAlerts([rule(symbol="*")]).process(batch)
+        alerts = SlumpAlerts([every_trade_rule(symbol="*")]).process(batch)
         assert [(a.symbol, a.row) for a in alerts] == [("A", 2), ("B", 3)]
 
     def test_disabled_rule_stays_silent(self) -> None:
@@ -287,12 +421,12 @@ class TestHandMade:
         """A late trade lives at the symbol's latest time, so an old high it carries stays in later windows."""
         prices = [100.0, 100.0, 120.0, 100.0]
         seconds = [0, 100, 50, 150]  # the 120 arrives late: it counts as at 100 s
-        alerts = SlumpAlerts([rule(window_s=60, drop=10)]).process(one_symbol(prices, seconds))
+        alerts = SlumpAlerts([every_trade_rule(window_s=60, drop=10)]).process(one_symbol(prices, seconds))
         assert [(a.row, a.reference_price) for a in alerts] == [(3, 120.0)]
 
     def test_rules_with_the_same_window_fire_on_the_same_trade_in_id_order(self) -> None:
         """Several rules firing on one trade come out in rule id order, each with its own threshold."""
-        rules = [rule("b", drop=5), rule("a", drop=8), rule("c", drop=20)]
+        rules = [every_trade_rule("b", drop=5), every_trade_rule("a", drop=8), every_trade_rule("c", drop=20)]
         alerts = SlumpAlerts(rules).process(one_symbol([100.0, 91.0], [0, 1]))
         assert [(a.rule_id, a.row) for a in alerts] == [("a", 1), ("b", 1)]
 
@@ -302,10 +436,75 @@ class TestHandMade:
         assert SlumpAlerts([rule(symbol="AAPL")]).process(batch) == []
 
 
+class TestBadPrints:
+    def test_a_lone_off_market_print_sets_no_high_and_fires_nothing(self) -> None:
+        """A print 6% above the market is not the window's high: the next normal trade does not fire."""
+        prices, seconds = [100.0, 100.2, 106.0, 100.1, 100.0], [0, 1, 2, 3, 4]
+        assert SlumpAlerts([rule()]).process(one_symbol(prices, seconds)) == []
+        included = SlumpAlerts([every_trade_rule()]).process(one_symbol(prices, seconds))
+        assert [(a.row, a.reference_price) for a in included] == [(3, 106.0)]
+
+    def test_an_off_market_pair_below_the_market_fires_nothing(self) -> None:
+        """Two prints 6% below, then the market again: both are rejected, so no slump is seen."""
+        prices, seconds = [100.0, 94.0, 94.1, 100.0], [0, 1, 2, 3]
+        assert SlumpAlerts([rule()]).process(one_symbol(prices, seconds)) == []
+        assert [a.row for a in SlumpAlerts([every_trade_rule()]).process(one_symbol(prices, seconds))] == [1]
+
+    def test_a_real_gap_down_fires_on_its_confirming_trade(self) -> None:
+        """Three trades that agree on a level 7% lower are a real gap: the third is accepted and fires."""
+        prices, seconds = [100.0, 93.0, 93.2, 93.1, 93.0], [0, 1, 2, 3, 4]
+        alerts = SlumpAlerts([rule()]).process(one_symbol(prices, seconds))
+        assert [(a.row, a.reference_price) for a in alerts] == [(3, 100.0)]
+
+    def test_confirmed_levels_fire_and_rearm_and_a_spike_between_them_counts_for_nothing(self) -> None:
+        """Gaps confirmed on their third trade fire and re-arm the rule; the 106 print is no high for it."""
+        prices = [100.0, 94.0, 94.2, 94.1, 99.0, 99.2, 99.1, 106.0, 93.0, 93.1, 93.2, 93.3]
+        seconds = [0, 1, 2, 3, 70, 71, 72, 73, 74, 75, 76, 77]
+        alerts = SlumpAlerts([rule(cooldown_s=30)]).process(one_symbol(prices, seconds))
+        assert [(a.row, a.reference_price) for a in alerts] == [(3, 100.0), (10, 99.1)]
+        included = SlumpAlerts([every_trade_rule(cooldown_s=30)]).process(one_symbol(prices, seconds))
+        assert [(a.row, a.reference_price) for a in included] == [(1, 100.0), (8, 106.0)]
+
+    def test_a_bad_value_for_the_option_is_refused_with_what_to_write(self) -> None:
+        """include_bad_prints takes true or false only; the filter's parameters are checked too."""
+        with pytest.raises(RuleError, match="include_bad_prints: must be true or false"):
+            Rule.from_dict({"id": "x", "symbol": "A", "drop_pct": 5, "window_s": 60, "include_bad_prints": "yes"})
+        with pytest.raises(ValueError, match="band"):
+            BadPrintFilter(band=1.5)
+        with pytest.raises(ValueError, match="confirm"):
+            BadPrintFilter(confirm=0)
+
+    def test_on_a_simulated_tape_the_rule_fires_in_the_slump_not_at_the_spikes(self) -> None:
+        """The demo: off-market spikes and a scripted 8% slump over 60 s. A 5%-in-60 s rule fires once, in the
+        slump; the same rule with bad prints included fires at spikes (a spike's trade, or a spike as its high)."""
+        start_ms = 1_767_225_600_000
+        config = MarketConfig(symbols=("AAPL", "MSFT"), seed=5, start_ms=start_ms, trades_per_s=20)
+        scenario = Scenario(
+            slumps=[Slump(symbol="AAPL", start_s=300, drop_pct=8, duration_s=60)],
+            suspicious=Suspicious(rate=0.005, kinds={"spike": 1}),
+        )
+        pieces = list(limited(generate(config, scenario), Limits(count=40_000), config.start_ms))
+        ticks = concat([t for t, _ in pieces])
+        labelled = {trade_id for _, labels in pieces for trade_id in labels.trade_id.to_pylist()}
+        spike = np.isin(np.array(ticks.trade_id.to_pylist(), object), list(labelled))
+        spike_prices = set(ticks.price[spike & (ticks.symbol_idx == ticks.symbols.index("AAPL"))].tolist())
+        assert ticks.ts.max() > start_ms + 400_000 and spike.sum() > 50  # the tape covers the slump and many spikes
+
+        def at_a_spike(alert: Alert) -> bool:
+            return bool(spike[alert.row]) or alert.reference_price in spike_prices
+
+        demo = rule("demo-slump", symbol="AAPL", drop=5, window_s=60)
+        fired = SlumpAlerts([demo]).process(ticks)
+        assert len(fired) == 1 and not at_a_spike(fired[0])
+        assert start_ms + 300_000 <= fired[0].ts <= start_ms + 360_000
+        with_bad_prints = SlumpAlerts([demo.evolve(include_bad_prints=True)]).process(ticks)
+        assert len(with_bad_prints) > 1 and all(at_a_spike(alert) for alert in with_bad_prints)
+
+
 class TestStage:
     def test_alert_fields_are_the_design_fields_plus_tick_id(self) -> None:
         """`to_fields` gives the docs/design.md fields as strings, and reads back to the same alert."""
-        alert = SlumpAlerts([rule()]).process(one_symbol([100.0, 94.0], [0, 1]))[0]
+        alert = SlumpAlerts([every_trade_rule()]).process(one_symbol([100.0, 94.0], [0, 1]))[0]
         fields = alert.to_fields()
         assert set(fields) == DESIGN_ALERT_FIELDS
         assert all(isinstance(v, str) for v in fields.values())
@@ -314,24 +513,24 @@ class TestStage:
 
     def test_checkpoint_round_trip_is_bit_identical(self) -> None:
         """from_bytes(to_bytes()) restores a stage whose own checkpoint is the same bytes."""
-        stage = SlumpAlerts([rule(), rule("r2", symbol="*", window_s=5)])
+        stage = SlumpAlerts([every_trade_rule(), every_trade_rule("r2", symbol="*", window_s=5)])
         fired = stage.process(TickBatch.from_columns(["AAPL", "X", "AAPL"], [100.0, 5.0, 90.0], [1.0] * 3, [0, 1, 2]))
         data = stage.to_bytes()
         assert SlumpAlerts.from_bytes(data).to_bytes() == data
-        assert len(stage.waiting_rule) == len(fired) == 2  # both firings wait to re-arm, in the checkpoint
+        assert stage.waiting_pairs == len(fired) == 2  # both firings wait to re-arm, in the checkpoint
 
     def test_removing_and_readding_a_rule_restarts_it_armed(self) -> None:
         """set_rules without a rule forgets its state; adding it back lets the ongoing slump fire again."""
-        stage = SlumpAlerts([rule()])
+        stage = SlumpAlerts([every_trade_rule()])
         assert len(stage.process(one_symbol([100.0, 90.0], [0, 1]))) == 1
         stage.set_rules([])
-        stage.set_rules([rule()])
+        stage.set_rules([every_trade_rule()])
         assert [a.row for a in stage.process(one_symbol([89.0], [2]))] == [0]
 
     def test_backtest_equals_the_stage_over_the_same_batches(self) -> None:
         """`backtest` is the live stage run over batches (a disabled rule is tested as if enabled)."""
         batch = one_symbol([100.0, 90.0, 100.0, 80.0], [0, 1, 100, 101])
-        assert [a.row for a in backtest(rule(enabled=False), [batch])] == [1, 3]
+        assert [a.row for a in backtest(every_trade_rule(enabled=False), [batch])] == [1, 3]
 
     @settings(max_examples=100, deadline=None)
     @given(path=price_paths(), rules=rule_sets())
@@ -356,7 +555,7 @@ class TestStage:
 
     def test_entries_json_escapes_names_and_ids_as_json_does(self) -> None:
         """Quotes, backslashes, newlines and non-ASCII in a rule's name survive the pieced-together JSON."""
-        tricky = rule(rule_id="r.1-x_2", name='Dip "alert" \\ é ✓\n日本')
+        tricky = every_trade_rule(rule_id="r.1-x_2", name='Dip "alert" \\ é ✓\n日本')
         fired = SlumpAlerts([tricky]).evaluate(one_symbol([100.0, 90.0], [0, 1]))
         assert len(fired) == 1
         assert json.loads(fired.to_entries_json()[0]) == [x for pair in fired.to_fields()[0].items() for x in pair]
@@ -366,7 +565,7 @@ class TestStage:
         batch = one_symbol([100.0, 90.0], [0, 1]).with_origin(
             ("5-0",), np.zeros(2, np.int32), np.arange(2, dtype=np.int32)
         )
-        assert SlumpAlerts([rule()]).process(batch)[0].tick_id == "5-0#1"
+        assert SlumpAlerts([every_trade_rule()]).process(batch)[0].tick_id == "5-0#1"
 
 
 class TestHelpers:

@@ -77,6 +77,22 @@ class TestManage:
         assert alerts_cli("remove", "slump").exit_code == 0
         assert RuleStore(redis_client).list() == ()
 
+    def test_a_rule_added_with_include_bad_prints_is_stored_and_listed_so(
+        self, alerts_cli, redis_client: redis.Redis
+    ) -> None:
+        """`--include-bad-prints` is stored with the rule and shown by `list`; a rule without it ignores them."""
+        assert "--include-bad-prints" in alerts_cli("add", "--help").stdout
+        flags = ["--symbol", "AAPL", "--drop", "5", "--window", "60s"]
+        added = alerts_cli("add", *flags, "--id", "raw", "--include-bad-prints")
+        assert added.exit_code == 0, added.output
+        assert "bad prints included" in added.stdout
+        assert alerts_cli("add", *flags, "--id", "filtered").exit_code == 0
+        listed = {r["id"]: r["include_bad_prints"] for r in json.loads(alerts_cli("list", "--json").stdout)}
+        assert listed == {"filtered": False, "raw": True}
+        table = alerts_cli("list").stdout
+        assert "bad" in table and "count" in table and "ignore" in table
+        assert RuleStore(redis_client).require("raw").include_bad_prints is True
+
     @pytest.mark.parametrize(
         ("flags", "says"),
         [
@@ -158,32 +174,45 @@ class TestTailAndBacktest:
         lines = [json.loads(line) for line in result.stdout.splitlines()]
         assert [(x["symbol"], x["price"]) for x in lines] == [(a.symbol, a.price) for a in fired[:2]]
 
+    @pytest.mark.parametrize("include_bad_prints", [False, True])
     def test_backtest_by_flags_over_the_tick_streams_lists_the_stage_firings(
-        self, alerts_cli, settings: Settings, redis_client: redis.Redis
+        self, alerts_cli, settings: Settings, redis_client: redis.Redis, include_bad_prints: bool
     ) -> None:
-        """A rule given by flags is backtested over the stored ticks; the firings are the stage's, with tick ids."""
-        trades = concat([slump("AAPL"), slump("MSFT", start_ms=1_700_000_300_000)])
+        """A rule given by flags is backtested over the stored ticks; the firings are the stage's, with tick ids.
+        An off-market print in MSFT fires only the rule given `--include-bad-prints`."""
+        msft = slump("MSFT", start_ms=1_700_000_300_000)
+        msft.price[3] *= 0.9
+        trades = concat([slump("AAPL"), msft])
         publish(settings, redis_client, trades)
-        result = alerts_cli("backtest", "--symbol", "*", "--drop", "5", "--window", "60s", "--json")
+        flags = ["--include-bad-prints"] if include_bad_prints else []
+        result = alerts_cli("backtest", "--symbol", "*", "--drop", "5", "--window", "60s", *flags, "--json")
         assert result.exit_code == 0, result.output
         report = json.loads(result.stdout)
-        expected = SlumpAlerts([Rule(id="x", symbol="*", drop_pct=5, window_s=60)]).process(trades)
+        rule = Rule(id="x", symbol="*", drop_pct=5, window_s=60, include_bad_prints=include_bad_prints)
+        expected = SlumpAlerts([rule]).process(trades)
         assert [(f["symbol"], f["ts"], f["price"]) for f in report["firings"]] == [
             (a.symbol, a.ts, a.price) for a in expected
         ]
         assert report["trades"] == len(trades) and all(f["tick_id"] for f in report["firings"])
+        at_the_print = [f for f in report["firings"] if f["ts"] == int(msft.ts[3])]
+        assert len(at_the_print) == int(include_bad_prints)
 
     @pytest.mark.realdata
+    @pytest.mark.parametrize("include_bad_prints", [False, True])
     def test_lobster_backtest_equals_the_live_stage_replaying_the_stream(
-        self, alerts_cli, settings: Settings, redis_client: redis.Redis, shared_data: Path
+        self, alerts_cli, settings: Settings, redis_client: redis.Redis, shared_data: Path, include_bad_prints: bool
     ) -> None:
         """On the LOBSTER day, backtesting a stored rule on the file and on the streams lists exactly the firings
-        that the worker's stage makes when the same trades arrive from the stream in small batches."""
+        that the worker's stage makes when the same trades arrive from the stream in small batches, for a rule
+        that ignores bad prints (the default) and one that includes them."""
         path = shared_data.joinpath(*LOBSTER)
         with TradeReader(path, ColumnMapping(ts_col="ts_ns")) as reader:
             trades = concat([ticks for ticks, _ in reader])
         publish(settings, redis_client, trades)
-        RuleStore(redis_client).add(Rule(id="lob", symbol="*", drop_pct=0.3, window_s=60, cooldown_s=0))
+        rule = Rule(
+            id="lob", symbol="*", drop_pct=0.3, window_s=60, cooldown_s=0, include_bad_prints=include_bad_prints
+        )
+        RuleStore(redis_client).add(rule)
 
         from_file = json.loads(alerts_cli("backtest", "lob", "--file", str(path), "--ts-col", "ts_ns", "--json").stdout)
         from_streams = json.loads(alerts_cli("backtest", "lob", "--json").stdout)

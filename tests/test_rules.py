@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import redis
 from hypothesis import given, settings
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 
 from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, format_duration, make_rule, parse_duration
 from tickerdash.analytics.stages.alerts.store import RuleStore, load_if_changed
+from tickerdash.dashboard.rules_panel import RuleEditor
 from tickerdash.ingest.contract.keys import Keys
 
 
@@ -96,9 +99,10 @@ class TestJson:
         cooldown=st.none() | st.integers(0, 10**8),
         symbol=st.sampled_from(["AAPL", "*", "BTC/USDT"]),
         enabled=st.booleans(),
+        include_bad_prints=st.booleans(),
     )
     def test_json_round_trip_is_exact(
-        self, drop: float, window_ms: int, cooldown: int | None, symbol: str, enabled: bool
+        self, drop: float, window_ms: int, cooldown: int | None, symbol: str, enabled: bool, include_bad_prints: bool
     ) -> None:
         """Rule.from_json(rule.to_json()) gives back an equal rule."""
         original = rule(
@@ -108,8 +112,26 @@ class TestJson:
             enabled=enabled,
             cooldown_s=None if cooldown is None else cooldown / 1000,
             webhook="https://h.example/x",
+            include_bad_prints=include_bad_prints,
         )
         assert Rule.from_json(original.to_json()) == original
+
+    def test_a_rule_stored_before_the_bad_print_option_reads_as_ignoring_bad_prints(self) -> None:
+        """Old JSON has no include_bad_prints: it reads as the default, and a default rule writes the same JSON."""
+        old = (
+            '{"cooldown_s":null,"drop_pct":5.0,"enabled":true,"id":"demo-slump","name":"","symbol":"AAPL",'
+            '"updated_at":1,"version":1,"webhook":null,"window_s":60.0}'
+        )
+        read = Rule.from_json(old)
+        assert read.include_bad_prints is False
+        assert read.to_json() == old
+        assert json.loads(read.evolve(include_bad_prints=True).to_json())["include_bad_prints"] is True
+
+    @pytest.mark.parametrize("value", ["yes", 1, None, "true"])
+    def test_include_bad_prints_must_be_true_or_false(self, value: object) -> None:
+        """Anything but a JSON boolean is refused, naming the field and the default."""
+        with pytest.raises(RuleError, match=r"include_bad_prints: must be true or false.*default"):
+            Rule.from_dict({"id": "a", "symbol": "X", "drop_pct": 5, "window_s": 60, "include_bad_prints": value})
 
     def test_json_missing_fields_are_named_and_unknown_fields_ignored(self) -> None:
         """A stored rule without drop_pct says so; fields from a newer writer are ignored."""
@@ -136,6 +158,14 @@ class TestRuleStore:
         assert store.remove("r1") is not None
         assert store.list() == () and store.version() == start + 5
         assert Rule.from_json(updated.to_json()) == updated
+
+    def test_include_bad_prints_is_stored_with_the_rule(self, redis_client: redis.Redis) -> None:
+        """A rule that counts bad prints reads back so; changing the option is a new version of the rule."""
+        store = RuleStore(redis_client)
+        store.add(rule(include_bad_prints=True))
+        assert store.require("r1").include_bad_prints is True
+        changed = store.update(rule(include_bad_prints=False))
+        assert changed.version == 2 and store.require("r1").include_bad_prints is False
 
     def test_adding_an_existing_id_or_changing_an_unknown_one_is_refused(self, redis_client: redis.Redis) -> None:
         """add refuses a taken id; update/enable/require refuse an unknown id; remove of nothing returns None."""
@@ -170,3 +200,16 @@ class TestRuleStore:
         snapshot = store.snapshot()
         assert [r.id for r in snapshot.rules] == ["r1"]
         assert "drop_pct" in snapshot.invalid["broken"]
+
+
+class TestRuleEditor:
+    def test_the_editors_checkbox_stores_include_bad_prints_and_fills_the_form_back(
+        self, redis_client: redis.Redis
+    ) -> None:
+        """A rule saved from the dashboard with the box ticked counts bad prints; editing it shows the box ticked."""
+        editor = RuleEditor(redis_client, Keys())
+        form = {"id": "dash", "symbol": "aapl", "drop_pct": "5", "window_s": "60s", "cooldown_s": "", "name": ""}
+        assert editor.save(form, enabled=True, include_bad_prints=True).include_bad_prints is True
+        values = editor.form_values("dash")
+        assert values is not None and values["include_bad_prints"] is True
+        assert editor.save(form, enabled=True).include_bad_prints is False  # unticked: the default

@@ -16,7 +16,9 @@ from tickerdash.analytics.engine.segments import unpack_state
 from tickerdash.analytics.engine.stage import Effects
 from tickerdash.analytics.engine.state import PartitionState
 from tickerdash.analytics.stages import registry
+from tickerdash.analytics.stages.alerts.bad_prints import BadPrintFilter
 from tickerdash.analytics.stages.alerts.rules import Rule
+from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
 from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
 from tickerdash.analytics.stages.anomaly.scorer import ScorerConfig
 from tickerdash.analytics.stages.anomaly.stage import AnomalyStage
@@ -48,7 +50,11 @@ def with_rules(state: PartitionState) -> None:
     except KeyError:
         return
     stage.alerts.set_rules(
-        [Rule(id="any", symbol="*", drop_pct=1.0, window_s=30), Rule(id="s1", symbol="S1", drop_pct=0.5, window_s=5)]
+        [
+            Rule(id="any", symbol="*", drop_pct=1.0, window_s=30),
+            Rule(id="s1", symbol="S1", drop_pct=0.5, window_s=5),
+            Rule(id="s2-every-trade", symbol="S2", drop_pct=1.0, window_s=10, include_bad_prints=True),
+        ]
     )
 
 
@@ -113,7 +119,9 @@ def test_a_checkpoint_written_before_stages_were_plug_ins_restores_and_is_writte
     """The blob names ("bars", "indicators", "stage:alerts") are those of checkpoints written before bars and
     indicators were stages (the file was written by that code: 1,500 trades of `tape(1500, seed=4)`, an alerts
     stage with one rule): restored, the state writes every blob it had back the same, and goes on as one that
-    never stopped. The chart overlays, a stage since added, start afresh: their fields are left aside."""
+    never stopped. The chart overlays, a stage since added, start afresh: their fields are left aside. So does
+    the alerts stage's bad-print filter, also added since: the one that never stopped ran the first trades
+    with a filter that accepts every trade (as the code that wrote the file did), then a fresh one."""
     saved = CHECKPOINT_BEFORE_REGISTRY.read_bytes()
     config = WorkerConfig(stages=(SlumpAlertStage,))
     restored = PartitionState.from_bytes(saved, config)
@@ -128,8 +136,10 @@ def test_a_checkpoint_written_before_stages_were_plug_ins_restores_and_is_writte
         [rest.symbols[i] for i in rest.symbol_idx], rest.price, rest.size, rest.ts + (first.ts.max() - START_MS) + 1
     )
     never_stopped = PartitionState(config)
-    never_stopped.stage("alerts").alerts.set_rules(restored.stage("alerts").alerts.rules)
+    alerts_stage = never_stopped.stage("alerts")
+    alerts_stage.alerts = SlumpAlerts(restored.stage("alerts").alerts.rules, band=0.99)  # accepts this whole tape
     never_stopped.apply(first)
+    alerts_stage.alerts.bad_prints = BadPrintFilter()
     expected, got = Run(), Run()
     expected.add(without_overlays(never_stopped.apply(rest)))
     got.add(without_overlays(restored.apply(rest)))

@@ -69,7 +69,10 @@ def endpoint() -> Iterator[Callable[[int], Endpoint]]:
 
 def fire(client: redis.Redis, rule: Rule) -> str:
     """Fire the rule once through the real stage and write the alert entry, as the worker does."""
-    alerts = SlumpAlerts([rule]).process(TickBatch.from_columns([rule.symbol] * 2, [100.0, 50.0], [1.0] * 2, [0, 1]))
+    slide = [100.0, 99.2, 98.4, 97.6, 96.8, 96.0, 95.2, 94.4]  # under 1% a trade (no bad print), 5.6% down at the end
+    alerts = SlumpAlerts([rule]).process(
+        TickBatch.from_columns([rule.symbol] * len(slide), slide, [1.0] * len(slide), list(range(len(slide))))
+    )
     assert len(alerts) == 1
     return client.xadd(KEYS.alerts, alerts[0].to_fields()).decode()  # type: ignore[union-attr, arg-type]
 
@@ -99,7 +102,7 @@ def test_alert_is_posted_as_json_after_retries_and_acknowledged(redis_client: re
         assert wait_until(lambda: pending(redis_client) == 0)
     assert hook.attempts == 3 and delivery.stats.retried == 2
     body = hook.bodies[0]
-    assert (body["alert_id"], body["rule_id"], body["symbol"], body["price"]) == (entry_id, "hooked", "AAPL", 50.0)
+    assert (body["alert_id"], body["rule_id"], body["symbol"], body["price"]) == (entry_id, "hooked", "AAPL", 94.4)
 
 
 def test_delivery_that_keeps_failing_is_recorded_and_acknowledged(redis_client: redis.Redis) -> None:
@@ -167,7 +170,7 @@ def test_the_analytics_command_delivers_webhooks_of_the_alerts_it_fires(
         while redis_client.get(KEYS.lease(ANALYTICS_GROUP, 0)) != b"hooked":
             assert worker.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
-        for i, price in enumerate((100.0, 101.0, 94.0)):
+        for i, price in enumerate((100.0, 101.0, 100.2, 99.4, 98.6, 97.8, 97.0, 96.2, 95.4)):  # < 1% a trade
             redis_client.xadd(KEYS.ticks(), {"symbol": "AAPL", "price": price, "size": 10, "ts": 1_767_225_600_000 + i})
         while not hook.bodies:
             assert worker.poll() is None and time.monotonic() < deadline, "no webhook within 120 s"
@@ -178,4 +181,4 @@ def test_the_analytics_command_delivers_webhooks_of_the_alerts_it_fires(
     assert worker.returncode == 0, err[-2000:]
     (body,) = hook.bodies
     assert body["rule_id"] == "aapl-5" and body["symbol"] == "AAPL"
-    assert float(body["price"]) == 94.0 and float(body["reference_price"]) == 101.0
+    assert float(body["price"]) == 95.4 and float(body["reference_price"]) == 101.0

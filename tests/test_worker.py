@@ -421,9 +421,10 @@ def test_a_batch_firing_many_alerts_writes_exactly_what_the_stage_fired(
     store = RuleStore(redis_client, Keys())
     for rule in rules:
         store.add(rule)
-    n = len(symbols) * 4
-    prices = np.tile([100.0, 101.0, 97.0, 102.0], len(symbols)) * np.repeat(np.linspace(1, 2, len(symbols)), 4)
-    ticks = TickBatch.from_columns(np.repeat(symbols, 4), prices, np.ones(n), START_MS + np.arange(n))
+    walk = [100.0, 100.8, 100.0, 99.2, 98.4]  # 0.8% a trade (no bad prints), 2.4% down at the end
+    n = len(symbols) * len(walk)
+    prices = np.tile(walk, len(symbols)) * np.repeat(np.linspace(1, 2, len(symbols)), len(walk))
+    ticks = TickBatch.from_columns(np.repeat(symbols, len(walk)), prices, np.ones(n), START_MS + np.arange(n))
     Producer(redis_client, settings).publish(ticks)
     AnalyticsWorker(redis_client, settings, None, WorkerConfig(stages=(SlumpAlertStage,))).run(max_idle_reads=3)
     expected = [a.to_fields() for a in SlumpAlerts(store.list()).process(ticks)]
@@ -682,7 +683,7 @@ def test_a_worker_restarted_before_its_first_checkpoint_replays_and_reads_with_t
 
     RuleStore(redis_client, Keys()).add(Rule(id="slump", symbol="X", drop_pct=2, window_s=60))
     highs = TickBatch.from_columns(["X"] * 3, [100.0, 101.0, 100.5], np.ones(3), START_MS + np.arange(3) * 1000)
-    slump = TickBatch.from_columns(["X"] * 3, [99.5, 98.5, 98.0], np.ones(3), START_MS + 10_000 + np.arange(3) * 1000)
+    slump = TickBatch.from_columns(["X"] * 3, [99.5, 98.9, 98.5], np.ones(3), START_MS + 10_000 + np.arange(3) * 1000)
     config = WorkerConfig(stages=(SlumpAlertStage,), checkpoint_every_s=1e9, checkpoint_every_ticks=10**12)
     producer = Producer(redis_client, settings)
     producer.publish(highs)
@@ -696,7 +697,37 @@ def test_a_worker_restarted_before_its_first_checkpoint_replays_and_reads_with_t
     stage = SlumpAlerts(RuleStore(redis_client, Keys()).list())
     expected = [a.to_fields() for a in stage.process(concat([highs, slump]))]
     written = stream_fields(redis_client, Keys().alerts)
-    assert len(expected) == 1 and expected[0]["price"] == "98.5"
+    assert len(expected) == 1 and expected[0]["price"] == "98.9"  # in steps under 1%: no bad prints
+    assert without_tick_id(written) == without_tick_id(expected)
+
+
+def test_a_run_of_bad_prints_carried_across_a_restart_confirms_after_it_and_fires_once(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """The bad-print filter's state is in the checkpoint: an off-market trade before a restart and two that agree
+    with it after make a confirmed gap, which fires the default rule once, on the third (a filter that forgot
+    the run would fire on another trade); the rule that counts bad prints fired on the first, before the
+    restart, and is not written again."""
+    from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
+    from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
+
+    store = RuleStore(redis_client, Keys())
+    store.add(Rule(id="gap", symbol="X", drop_pct=5, window_s=60))
+    store.add(Rule(id="raw", symbol="X", drop_pct=5, window_s=60, include_bad_prints=True))
+    before = TickBatch.from_columns(["X"] * 3, [100.0, 100.2, 93.0], np.ones(3), START_MS + np.arange(3) * 1000)
+    after = TickBatch.from_columns(["X"] * 3, [93.1, 93.2, 93.0], np.ones(3), START_MS + 3_000 + np.arange(3) * 1000)
+    config = WorkerConfig(stages=(SlumpAlertStage,), checkpoint_every_s=1e9, checkpoint_every_ticks=10**12)
+    producer = Producer(redis_client, settings)
+    producer.publish(before)
+    first = AnalyticsWorker(redis_client, settings, None, config)
+    first.run(max_idle_reads=2)  # a clean stop: the only checkpoint, holding the rejected trade
+    assert redis_client.hget(first.checkpoint_key(0), "state") is not None
+    producer.publish(after)
+    AnalyticsWorker(redis_client, settings.model_copy(update={"consumer": "next"}), None, config).run(max_idle_reads=2)
+
+    written = stream_fields(redis_client, Keys().alerts)
+    expected = [a.to_fields() for a in SlumpAlerts(store.list()).process(concat([before, after]))]
+    assert [(e["rule_id"], e["price"]) for e in expected] == [("raw", "93.0"), ("gap", "93.2")]
     assert without_tick_id(written) == without_tick_id(expected)
 
 

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from tickerdash.analytics.delivery.webhooks import recent_failures
 from tickerdash.analytics.stages.alerts.backtest import backtest
+from tickerdash.analytics.stages.alerts.bad_prints import DEFAULT_BAND, DEFAULT_CONFIRM
 from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, format_duration, make_rule, parse_duration
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.clikit import fail, load_settings
@@ -43,6 +44,15 @@ SymbolOpt = Annotated[str | None, typer.Option("--symbol", help="Ticker to watch
 DropOpt = Annotated[str | None, typer.Option("--drop", help="Drop in percent below the window's high (0-100).")]
 WindowOpt = Annotated[str | None, typer.Option("--window", help="Trailing event-time window: 60s, 5m, 1h.")]
 CooldownOpt = Annotated[str | None, typer.Option("--cooldown", help="Quiet time after a firing (default: window).")]
+BadPrintsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-bad-prints",
+        help="Count bad prints for this rule: they then set the window's high, fire and re-arm it. A bad print "
+        f"is a trade more than {DEFAULT_BAND:.0%} off its symbol's last good price that {DEFAULT_CONFIRM} agreeing "
+        "trades have not confirmed. By default a rule ignores bad prints.",
+    ),
+]
 FileOpt = Annotated[str | None, typer.Option(help="Trade file (CSV, NDJSON, Parquet) instead of the tick streams.")]
 SINCE_HELP = "Start: $ (new alerts only), a stream ID (0: all), or a duration back from now such as 10m."
 
@@ -65,6 +75,7 @@ def _rule_from_flags(
     name: str = "",
     rule_id: str | None = None,
     enabled: bool = True,
+    include_bad_prints: bool = False,
 ) -> Rule:
     missing = [flag for flag, value in (("--symbol", symbol), ("--drop", drop), ("--window", window)) if value is None]
     if missing:
@@ -80,6 +91,7 @@ def _rule_from_flags(
             name=name,
             rule_id=rule_id,
             enabled=enabled,
+            include_bad_prints=include_bad_prints,
         )
     except RuleError as exc:
         fail(str(exc))
@@ -90,6 +102,7 @@ def _rule_row(rule: Rule) -> dict[str, Any]:
         **rule.to_dict(),
         "window": format_duration(rule.window_s),
         "cooldown": format_duration(rule.window_s if rule.cooldown_s is None else rule.cooldown_s),
+        "bad prints": "count" if rule.include_bad_prints else "ignore",
     }
 
 
@@ -103,9 +116,10 @@ def add(
     name: Annotated[str, typer.Option(help="A name to recognise the rule by.")] = "",
     rule_id: Annotated[str | None, typer.Option("--id", help="Rule id (default: random).")] = None,
     disabled: Annotated[bool, typer.Option("--disabled", help="Store the rule switched off.")] = False,
+    include_bad_prints: BadPrintsOpt = False,
 ) -> None:
     """Add a rule: alert when SYMBOL trades DROP % below its highest price of the last WINDOW."""
-    rule = _rule_from_flags(symbol, drop, window, cooldown, webhook, name, rule_id, not disabled)
+    rule = _rule_from_flags(symbol, drop, window, cooldown, webhook, name, rule_id, not disabled, include_bad_prints)
     with redis_connection(load_settings()) as client:
         try:
             stored = _store(client).add(rule)
@@ -113,7 +127,7 @@ def add(
             fail(str(exc))
     typer.echo(
         f"added rule {stored.id}: {stored.title} (cooldown {_rule_row(stored)['cooldown']}"
-        f"{', disabled' if not stored.enabled else ''})"
+        f"{', bad prints included' if stored.include_bad_prints else ''}{', disabled' if not stored.enabled else ''})"
     )
 
 
@@ -123,23 +137,24 @@ def list_rules(as_json: Annotated[bool, typer.Option("--json", help="Print JSON 
     with redis_connection(load_settings()) as client:
         snapshot = _store(client).snapshot()
     if as_json:
-        typer.echo(json.dumps([r.to_dict() for r in snapshot.rules], indent=2))
+        rules = [{**r.to_dict(), "include_bad_prints": r.include_bad_prints} for r in snapshot.rules]
+        typer.echo(json.dumps(rules, indent=2))
         return
     table = Table(title=f"Alert rules (version {snapshot.version})", title_justify="left")
-    for column in ("id", "symbol", "drop", "window", "cooldown", "enabled", "name", "webhook"):
+    # the column shows only when some rule counts bad prints: the default needs no room in an 80-column terminal
+    columns = ["id", "symbol", "drop", "window", "cooldown", "enabled", "name", "webhook"]
+    if any(rule.include_bad_prints for rule in snapshot.rules):
+        columns.insert(5, "bad prints")
+    for column in columns:
         table.add_column(column, justify="right" if column == "drop" else "left")
     for rule in snapshot.rules:
-        row = _rule_row(rule)
-        table.add_row(
-            rule.id,
-            rule.symbol,
-            f"{rule.drop_pct:g}%",
-            row["window"],
-            row["cooldown"],
-            "yes" if rule.enabled else "no",
-            rule.name,
-            rule.webhook or "",
-        )
+        row = {
+            **_rule_row(rule),
+            "drop": f"{rule.drop_pct:g}%",
+            "enabled": "yes" if rule.enabled else "no",
+            "webhook": rule.webhook or "",
+        }
+        table.add_row(*(str(row[column]) for column in columns))
     Console(soft_wrap=True).print(table)
     for rule_id, reason in snapshot.invalid.items():
         Console(stderr=True).print(f"[yellow]ignored invalid stored rule {rule_id}:[/] {reason}", highlight=False)
@@ -269,6 +284,7 @@ def backtest_command(
     drop: DropOpt = None,
     window: WindowOpt = None,
     cooldown: CooldownOpt = None,
+    include_bad_prints: BadPrintsOpt = False,
     file: FileOpt = None,
     ts_col: Annotated[str | None, typer.Option(help="Event-time column of --file (auto: ts, timestamp, ...).")] = None,
     ts_unit: Annotated[str, typer.Option(help="Unit of --ts-col: s, ms, us, ns, iso or auto.")] = "auto",
@@ -278,10 +294,14 @@ def backtest_command(
     """List when a rule would have fired over stored history (tick streams or a trade file)."""
     settings = load_settings()
     keys = Keys(settings.prefix, settings.partitions)
-    by_flags = any(v is not None for v in (symbol, drop, window, cooldown))
+    by_flags = any(v is not None for v in (symbol, drop, window, cooldown)) or include_bad_prints
     if rule_id is not None and by_flags:
-        fail("give either a rule id or --symbol/--drop/--window, not both")
-    rule = None if rule_id is not None else _rule_from_flags(symbol, drop, window, cooldown, rule_id="backtest")
+        fail("give either a rule id or --symbol/--drop/--window (and --include-bad-prints), not both")
+    rule = (
+        None
+        if rule_id is not None
+        else _rule_from_flags(symbol, drop, window, cooldown, rule_id="backtest", include_bad_prints=include_bad_prints)
+    )
     started = time.perf_counter()
     trades = 0
 

@@ -235,3 +235,28 @@ class FiredAlerts:
                 strict=True,
             )
         ]
+
+
+def merge_alerts(parts: Sequence[FiredAlerts], table: RuleTable) -> FiredAlerts:
+    """Alerts of one batch from several rule tables as one, on `table` (every part's rules), rows then rule ids."""
+    position = {rule_id: i for i, rule_id in enumerate(table.ids.tolist())}
+    rule = np.concatenate(
+        [np.array([position[i] for i in part.table.ids.tolist()], np.int64)[part.rule] for part in parts]
+    )
+    offsets = np.cumsum([0, *(len(part.row) for part in parts)])[:-1]
+    group = np.concatenate([part.group + offset for part, offset in zip(parts, offsets, strict=True)])
+    row = np.concatenate([part.row for part in parts])
+    order = np.lexsort((rule, row[group]))
+    tick_ids = [part.tick_id for part in parts]
+    return FiredAlerts(
+        table=table,
+        rule=rule[order],
+        group=group[order],
+        row=row,
+        symbol=np.concatenate([part.symbol for part in parts]),
+        ts=np.concatenate([part.ts for part in parts]),
+        price=np.concatenate([part.price for part in parts]),
+        reference=np.concatenate([part.reference for part in parts]),
+        drop=np.concatenate([part.drop for part in parts]),
+        tick_id=None if any(t is None for t in tick_ids) else np.concatenate(tick_ids),  # type: ignore[arg-type]
+    )

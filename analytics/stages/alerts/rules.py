@@ -74,6 +74,8 @@ class Rule:
 
     `symbol` is an upper-case ticker or `*` (every symbol). `cooldown_s` None means "= window_s".
     `version` counts the edits of the rule (the store bumps it); `updated_at` is epoch ms.
+    `include_bad_prints` lets the trades the bad-print filter rejects (`analytics.stages.alerts.bad_prints`)
+    set the window's high, fire and re-arm the rule; by default the rule does not see them.
     """
 
     id: str
@@ -86,6 +88,7 @@ class Rule:
     webhook: str | None = None
     version: int = 1
     updated_at: int = 0
+    include_bad_prints: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once, at construction
@@ -128,6 +131,11 @@ class Rule:
             raise RuleError(f"version: must be an integer >= 1, got {self.version!r}")
         if isinstance(self.updated_at, bool) or not isinstance(self.updated_at, int) or self.updated_at < 0:
             raise RuleError(f"updated_at: must be epoch milliseconds >= 0, got {self.updated_at!r}")
+        if not isinstance(self.include_bad_prints, bool):
+            raise RuleError(
+                f"include_bad_prints: must be true or false, got {self.include_bad_prints!r} "
+                "(leave it out to ignore bad prints, the default)"
+            )
 
     # -- derived values the evaluation uses --
 
@@ -166,8 +174,13 @@ class Rule:
 
         Every field is a scalar, so this is `dataclasses.asdict` without its deep copies (a checkpoint
         holds every rule: with thousands of rules those copies were most of its cost).
+        `include_bad_prints` is written only when true, so a default rule is stored, and checkpointed, byte
+        for byte as before the field existed (old checkpoints restore and are written back the same).
         """
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        if not self.include_bad_prints:
+            del data["include_bad_prints"]
+        return data
 
     def to_json(self) -> str:
         """The rule as compact JSON with sorted keys (the value in `tickerdash:rules`)."""
@@ -204,6 +217,7 @@ def make_rule(
     name: str = "",
     rule_id: str | None = None,
     enabled: bool = True,
+    include_bad_prints: bool = False,
 ) -> Rule:
     """A rule from the CLI's words: durations like '60s', drop in percent; a random id when none is given."""
     return Rule(
@@ -216,6 +230,7 @@ def make_rule(
         name=name,
         webhook=webhook,
         updated_at=now_ms(),
+        include_bad_prints=include_bad_prints,
     )
 
 

@@ -1,8 +1,11 @@
 """The slump-alert stage: every enabled rule evaluated on every trade, vectorised over a batch.
 
-Semantics (docs/design.md, made precise). Per symbol, a trade's event time t is the symbol's clock: the
-largest `ts` the stage has seen for it so far (so an out-of-order trade counts at that time, as in
-the indicator stage). For a rule with window W and drop d, on each trade of a matching symbol:
+Semantics (docs/design.md, made precise). The bad-print filter (`analytics.stages.alerts.bad_prints`)
+first marks each trade good or bad. A rule sees its symbol's *tape*: by default the good trades only (a
+bad print does not exist for it: it sets no high, fires nothing, re-arms nothing, moves no clock); with
+`include_bad_prints`, every trade. On its tape, per symbol, a trade's event time t is the symbol's clock:
+the largest `ts` of the tape so far (so an out-of-order trade counts at that time, as in the indicator
+stage). For a rule with window W and drop d, on each trade of a matching symbol:
 
 - reference = the highest price among the symbol's trades so far whose time is in (t - W, t],
   the trade itself included;
@@ -21,8 +24,11 @@ remembered while some enabled rule watches it, for the longest window of any rul
 had. A rule added later with a longer window than any before sees, for its first window, only the
 history kept until then.
 
-How it stays fast: the rolling maxima are shared by every rule with the same window. Per symbol
-the stage carries a monotonic deque (trades not dominated by a later, higher-or-equal price, within
+`SlumpAlerts` is the stage: the filter, and one `SlumpScan` per tape (the good trades, every trade),
+whose alerts it merges. A `SlumpScan` evaluates its rules over the one tape it is given.
+
+How a scan stays fast: the rolling maxima are shared by every rule with the same window. Per symbol
+the scan carries a monotonic deque (trades not dominated by a later, higher-or-equal price, within
 the longest window); within a batch a sparse table answers "highest price of rows [a, b]" in O(1)
 after O(n log n) set-up, and the carried deque's maximum inside a window is its first entry in the
 window. The state of every (rule, symbol) pair is one dense array of "due" times (armed, or when a
@@ -41,6 +47,7 @@ not change a single alert.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,9 +65,10 @@ from tickerdash.analytics.engine.segments import (
     unpack_state,
 )
 from tickerdash.analytics.stages.alerts.alert import Alert
+from tickerdash.analytics.stages.alerts.bad_prints import DEFAULT_BAND, DEFAULT_CONFIRM, BadPrintFilter
 from tickerdash.analytics.stages.alerts.firing import NO_FIRES, PairFiring
 from tickerdash.analytics.stages.alerts.kernels import History, Scans, Segments, objects, pad
-from tickerdash.analytics.stages.alerts.rule_table import ARMED, FiredAlerts, RuleTable
+from tickerdash.analytics.stages.alerts.rule_table import ARMED, FiredAlerts, RuleTable, merge_alerts
 from tickerdash.analytics.stages.alerts.rules import Rule, RuleError
 from tickerdash.ingest.contract.tick_ids import tick_ids
 from tickerdash.ingest.ticks import TickBatch
@@ -68,8 +76,8 @@ from tickerdash.ingest.ticks import TickBatch
 KIND = "slump_alerts"
 
 
-class SlumpAlerts:
-    """The alert stage: `evaluate(batch)` gives the alerts the batch fires as columns, `process` as objects."""
+class SlumpScan:
+    """Rules evaluated over one tape: `evaluate(batch)` gives the alerts the batch fires as columns."""
 
     def __init__(self, rules: Sequence[Rule] = ()) -> None:
         self.slots = SymbolSlots()
@@ -158,20 +166,15 @@ class SlumpAlerts:
         self._grow_symbols(n)
         self._set_waiting(*waiting)
 
-    def _watched_rows(self, row_slot: np.ndarray) -> np.ndarray | None:
-        """Rows of watched symbols (None: every row)."""
+    def _tape_rows(self, row_slot: np.ndarray, tape: np.ndarray | None) -> np.ndarray | None:
+        """Rows of watched symbols that are on the scan's tape (None: every row)."""
         table = self._table
-        if table.watch_all:
-            return None
-        mask = pad(table.watched, row_slot, False)
-        return None if mask.all() else np.flatnonzero(mask)
+        mask = tape if table.watch_all else pad(table.watched, row_slot, False) & (True if tape is None else tape)
+        return None if mask is None or mask.all() else np.flatnonzero(mask)
 
-    def process(self, batch: TickBatch) -> list[Alert]:
-        """Update every watched symbol with the batch's trades and return the alerts they fire, in row order."""
-        return self.evaluate(batch).to_alerts()
-
-    def evaluate(self, batch: TickBatch) -> FiredAlerts:
-        """Update every watched symbol with the batch's trades; the alerts they fire, as columns."""
+    def evaluate(self, batch: TickBatch, tape: np.ndarray | None = None) -> FiredAlerts:
+        """Update every watched symbol with the batch's trades on the tape (a row mask; None: every row);
+        the alerts they fire, as columns."""
         table = self._table
         if len(batch) == 0 or not table.rules:
             return self._fired(batch, None, NO_FIRES)
@@ -179,7 +182,7 @@ class SlumpAlerts:
             raise ValueError("ts must be epoch milliseconds in [0, 2**42)")
         slot_of_local = self.slots.slots_for(batch.symbols)
         self._add_slots(len(self.slots))
-        rows = self._watched_rows(slot_of_local[batch.symbol_idx])
+        rows = self._tape_rows(slot_of_local[batch.symbol_idx], tape)
         symbol_idx = batch.symbol_idx if rows is None else batch.symbol_idx[rows]
         if len(symbol_idx) == 0:
             return self._fired(batch, None, NO_FIRES)
@@ -297,17 +300,113 @@ class SlumpAlerts:
 
     # -- checkpoint --
 
-    def to_bytes(self) -> bytes:
-        """The whole stage (rules and state) as one checkpoint byte string."""
+    @property
+    def pristine(self) -> bool:
+        """Whether the scan has neither rules nor state (a checkpoint need not mention it)."""
+        return not self._table.rules and not self.slots.names and self.history_ms == 0
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The scan (rules and state) as checkpoint metadata and arrays."""
         meta = {
-            "kind": KIND,
             "rules": [r.to_dict() for r in self._table.rules],
             "symbols": self.slots.names,
             "history_ms": self.history_ms,
         }
         arrays = {name: getattr(self, name) for name in self._SYMBOL_STATE}
         arrays.update(zip(self._WAITING_STATE, self._waiting(), strict=True))
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> SlumpScan:
+        """A scan restored from `state`, continuing exactly where the original stood."""
+        scan = cls()
+        scan.slots = SymbolSlots(tuple(meta["symbols"]))
+        scan.history_ms = int(meta["history_ms"])
+        scan._table = RuleTable.compile([Rule.from_dict(r) for r in meta["rules"]], scan.slots)
+        for name in cls._SYMBOL_STATE:
+            setattr(scan, name, arrays[name])
+        scan._set_waiting(*(arrays[name] for name in cls._WAITING_STATE))
+        return scan
+
+    _SYMBOL_STATE = ("clock", "deque_offsets", "deque_ts", "deque_price")
+    _WAITING_STATE = ("waiting_rule", "waiting_slot", "waiting_since")
+
+
+class SlumpAlerts:
+    """The alert stage: `evaluate(batch)` gives the alerts the batch fires as columns, `process` as objects.
+
+    The bad-print filter sees every trade; rules that ignore bad prints (the default) run on the good
+    trades, rules with `include_bad_prints` on every trade, each in a `SlumpScan` of its own.
+    """
+
+    def __init__(
+        self, rules: Sequence[Rule] = (), *, band: float = DEFAULT_BAND, confirm: int = DEFAULT_CONFIRM
+    ) -> None:
+        self.bad_prints = BadPrintFilter(band, confirm)
+        self.good_trades = SlumpScan()  # rules that ignore bad prints: they see the accepted trades only
+        self.every_trade = SlumpScan()  # rules with include_bad_prints
+        self._merged = RuleTable.compile((), SymbolSlots())  # every rule, for alerts of both scans at once
+        self.set_rules(rules)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The enabled rules being evaluated, sorted by id."""
+        return self._merged.rules
+
+    @property
+    def waiting_pairs(self) -> int:
+        """How many (rule, symbol) pairs wait to re-arm."""
+        return len(self.good_trades.waiting_rule) + len(self.every_trade.waiting_rule)
+
+    def set_rules(self, rules: Sequence[Rule]) -> None:
+        """Evaluate these rules from now on; unchanged rules keep their state, changed ones restart armed."""
+        enabled = sorted((r for r in rules if r.enabled), key=lambda r: r.id)
+        ids = [r.id for r in enabled]
+        if len(set(ids)) != len(ids):
+            raise RuleError("two enabled rules share an id: give every rule its own id")
+        self.good_trades.set_rules([r for r in enabled if not r.include_bad_prints])
+        self.every_trade.set_rules([r for r in enabled if r.include_bad_prints])
+        self._merged = RuleTable.compile(enabled, SymbolSlots())
+
+    def process(self, batch: TickBatch) -> list[Alert]:
+        """Update every watched symbol with the batch's trades and return the alerts they fire, in row order."""
+        return self.evaluate(batch).to_alerts()
+
+    def evaluate(self, batch: TickBatch) -> FiredAlerts:
+        """Filter the batch's trades and update every watched symbol; the alerts they fire, as columns."""
+        good = self.good_trades.evaluate(batch, self.bad_prints.accepted(batch))
+        every = self.every_trade.evaluate(batch)
+        if not len(every):
+            return good
+        if not len(good):
+            return every
+        return merge_alerts((good, every), self._merged)
+
+    # -- checkpoint --
+
+    def to_bytes(self) -> bytes:
+        """The whole stage (rules and state) as one checkpoint byte string.
+
+        The good-trades scan is laid out as the whole stage was before the filter existed; the filter and the
+        every-trade scan are added beside it only once they hold something, so an older checkpoint restores,
+        and is written back byte for byte until trades arrive.
+        """
+        meta, arrays = self.good_trades.state()
+        meta["kind"] = KIND
+        for name, (part_meta, part_arrays) in self._parts().items():
+            meta[name] = part_meta
+            arrays.update({f"{name}.{key}": value for key, value in part_arrays.items()})
         return pack_state(meta, arrays)
+
+    def _parts(self) -> dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]]:
+        """The checkpoint's parts beside the good-trades scan, those that hold something."""
+        parts = {}
+        filtered = self.bad_prints
+        if filtered.slots.names or (filtered.band, filtered.confirm) != (DEFAULT_BAND, DEFAULT_CONFIRM):
+            parts["bad_prints"] = filtered.state()
+        if not self.every_trade.pristine:
+            parts["every_trade"] = self.every_trade.state()
+        return parts
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SlumpAlerts:
@@ -316,13 +415,16 @@ class SlumpAlerts:
         if meta.get("kind") != KIND:
             raise ValueError("checkpoint is not a slump-alert stage")
         stage = cls()
-        stage.slots = SymbolSlots(tuple(meta["symbols"]))
-        stage.history_ms = int(meta["history_ms"])
-        stage._table = RuleTable.compile([Rule.from_dict(r) for r in meta["rules"]], stage.slots)
-        for name in cls._SYMBOL_STATE:
-            setattr(stage, name, arrays[name])
-        stage._set_waiting(*(arrays[name] for name in cls._WAITING_STATE))
-        return stage
 
-    _SYMBOL_STATE = ("clock", "deque_offsets", "deque_ts", "deque_price")
-    _WAITING_STATE = ("waiting_rule", "waiting_slot", "waiting_since")
+        def part(name: str) -> dict[str, np.ndarray]:
+            return {key.removeprefix(f"{name}."): value for key, value in arrays.items() if key.startswith(f"{name}.")}
+
+        stage.good_trades = SlumpScan.from_state(meta, arrays)
+        if "every_trade" in meta:
+            stage.every_trade = SlumpScan.from_state(meta["every_trade"], part("every_trade"))
+        if "bad_prints" in meta:
+            stage.bad_prints = BadPrintFilter.from_state(meta["bad_prints"], part("bad_prints"))
+        stage._merged = RuleTable.compile(
+            sorted((*stage.good_trades.rules, *stage.every_trade.rules), key=lambda r: r.id), SymbolSlots()
+        )
+        return stage
