@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
 
 if TYPE_CHECKING:
     from tickerdash.ingest.ticks import TickBatch
@@ -114,7 +113,10 @@ def check_rows(
         for name in OPTIONAL_TEXT_FIELDS:
             column = getattr(batch, name)
             if column is not None:
-                lengths = pa.compute.utf8_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+                # here, not at the top: `normalise_symbol` is all that command lines and scenarios need
+                import pyarrow.compute as pc
+
+                lengths = pc.utf8_length(column).fill_null(0).to_numpy(zero_copy_only=False)
                 flag(lengths > MAX_ID_LEN, f"{name}: longer than {MAX_ID_LEN} characters")
     if not found:
         return ~rejected, [] if reason is None else [str(r) for r in reason[rejected]]
