@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads with the first rows checked: `normalise_symbol` is all a command line needs
+    import numpy as np
 
-if TYPE_CHECKING:
     from tickerdash.ingest.ticks import TickBatch
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9./_-]{1,16}$")
@@ -84,6 +84,8 @@ def check_rows(
     outside the window are refused as `past` or `future`. Reasons are only materialised when a row
     fails: valid batches (the hot path) cost a few vectorised comparisons.
     """
+    import numpy as np
+
     n = len(batch)
     rejected = np.zeros(n, bool) if reason is None else reason != ""
     found: list[tuple[np.ndarray, str]] = []

@@ -18,8 +18,8 @@ from tickerdash.commands import app
 from tickerdash.ingest import cli as ingest_cli
 from tickerdash.ingest.importers import DEFAULT_CHUNK_ROWS
 
-# each takes 0.1-2 s to import, and none is needed to parse a command line or print its help
-HEAVY = ("pyarrow", "pandas", "scipy", "sklearn", "dash", "plotly")
+# each takes 0.05-2 s to import, and none is needed to parse a command line or print its help
+HEAVY = ("numpy", "pyarrow", "pandas", "scipy", "sklearn", "dash", "plotly", "redis", "pydantic_settings")
 
 
 def command_paths(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -28,14 +28,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from tickerdash.ingest.ticks import TickBatch
 
-# The detector, the market model and the importers (pyarrow, scipy), and pandas and scikit-learn (~1 s to
-# import), load inside the functions that compute a report, so that registering this command in the
+# numpy, the detector, the market model and the importers (pyarrow, scipy), and pandas and scikit-learn (~1 s
+# to import), load inside the functions that compute a report, so that registering this command in the
 # `tickerdash` front door, and its `--help`, cost nothing
 
 TUNING_SEEDS = (0, 1, 2, 3, 4)
@@ -60,6 +61,8 @@ def score_batches(
     batches: list[TickBatch], budget: float = 0.005, chunk: int = 10_000
 ) -> tuple[np.ndarray, np.ndarray]:
     """(fused surprise, flagged) of every trade, scored in stream order in chunks of `chunk` rows."""
+    import numpy as np
+
     from tickerdash.analytics.stages.anomaly.scorer import ScorerConfig
     from tickerdash.analytics.stages.anomaly.stage import AnomalyDetector
 
@@ -78,6 +81,8 @@ def score_batches(
 
 def simulate(seed: int, count: int) -> tuple[TickBatch, np.ndarray, np.ndarray, np.ndarray]:
     """The evaluation scenario's first `count` trades (whole chunks) and per-trade kind, episode, magnitude."""
+    import numpy as np
+
     from tickerdash.ingest.ticks import concat
     from tickerdash.simulator.config import preset_config
     from tickerdash.simulator.market import generate
@@ -103,6 +108,7 @@ def simulate(seed: int, count: int) -> tuple[TickBatch, np.ndarray, np.ndarray, 
 
 def baseline_scores(ticks: TickBatch) -> np.ndarray:
     """Plain robust z on trade fields: max(|z log return|, z log size) against the symbol's last 500 trades."""
+    import numpy as np
     import pandas as pd
 
     frame = pd.DataFrame({"symbol": ticks.symbol_idx, "log_price": np.log(ticks.price), "log_size": np.log(ticks.size)})
@@ -126,6 +132,7 @@ def baseline_scores(ticks: TickBatch) -> np.ndarray:
 
 def symbol_sigma(ticks: TickBatch, labelled: np.ndarray) -> np.ndarray:
     """Per-trade robust sigma of its symbol's log returns (unlabelled trades only), for spike sizes in sigmas."""
+    import numpy as np
     import pandas as pd
 
     ret = pd.Series(np.log(ticks.price)).groupby(ticks.symbol_idx).diff().to_numpy()
@@ -176,6 +183,8 @@ def metrics(
 
 def evaluate_seed(seed: int, count: int, budget: float) -> dict[str, dict[str, float]]:
     """The detector's and the baseline's metrics on one seed of the evaluation scenario."""
+    import numpy as np
+
     ticks, kind, episode, magnitude = simulate(seed, count)
     fused, flagged = score_batches([ticks], budget)
     base = baseline_scores(ticks)
@@ -188,6 +197,8 @@ def evaluate_seed(seed: int, count: int, budget: float) -> dict[str, dict[str, f
 
 def densest_cluster(ts: np.ndarray, width_ms: int = CLUSTER_MS) -> tuple[int, int]:
     """(start ms, count) of the window of `width_ms` holding the most of these event times (0, 0 if none)."""
+    import numpy as np
+
     if len(ts) == 0:
         return 0, 0
     ts = np.sort(ts)
@@ -238,6 +249,8 @@ def _seeds(text: str) -> list[int]:
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     """Mean of each figure over the seeds that have it (NaN where none has: e.g. no ramp ever detected)."""
+    import numpy as np
+
     out = {}
     for k in rows[0]:
         values = np.array([r[k] for r in rows])
