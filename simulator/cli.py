@@ -171,6 +171,9 @@ def simulate(
 
     Writes to Redis (batch entries; --per-tick: one entry per trade), labels on tickerdash:labels;
     or with --out to a Parquet/CSV file, labels beside it in NAME.labels.EXT.
+
+    Examples: `tickerdash simulate --symbols AAPL,MSFT --rate 200` (a live feed);
+    `tickerdash simulate --scenario evaluation --out trades.parquet --seed 1 --start 2024-03-01T14:30:00Z`.
     """
     from tickerdash.ingest.settings import Settings
     from tickerdash.simulator.config import MarketConfig

@@ -135,7 +135,10 @@ LIST_JSON_HELP = (
 
 @alerts_app.command("list")
 def list_rules(as_json: Annotated[bool, typer.Option("--json", help=LIST_JSON_HELP)] = False) -> None:
-    """List the stored rules (ids in full, also when piped: `tickerdash alerts list | grep AAPL`)."""
+    """List the stored rules.
+
+    Ids, URLs and numbers are printed whole, also through a pipe: `tickerdash alerts list | grep AAPL`.
+    """
     from tickerdash.ingest.redis_server import redis_connection
 
     with redis_connection(load_settings()) as client:
@@ -284,8 +287,8 @@ def tail(
     """Follow fired alerts live from the alerts stream.
 
     Rides out a Redis restart: one line says that Redis is gone, one that it is back, and the alerts
-    resume after the last one printed, none repeated or skipped. Ctrl-C ends it (exit 130), SIGTERM too
-    (exit 0).
+    resume after the last one printed, none repeated or skipped.
+    Ctrl-C ends it with exit code 130, SIGTERM with 0.
 
     Examples: `tickerdash alerts tail`; `tickerdash alerts tail --since 10m --rule demo-slump --json`.
     """
