@@ -9,7 +9,6 @@ import typer
 from tickerdash.dashboard.auth import TokenRequiredError
 from tickerdash.ingest.clikit import fail, freeze_import_objects, load_settings
 from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.redis_server import redis_url
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +32,15 @@ def dashboard(
         "addresses (env TICKERDASH_ALLOWED_HOSTS).",
     ),
 ) -> None:
-    """Serve the live dashboard: charts pushed over websockets, alerts, anomalies, rule editor, health."""
+    """Serve the live dashboard: charts pushed over websockets, alerts, anomalies, rule editor, health.
+
+    Examples: `tickerdash dashboard` (http://127.0.0.1:8050/);
+    `tickerdash dashboard --host 0.0.0.0 --token "$(openssl rand -hex 16)"`.
+    """
     from tickerdash.dashboard.server import (
         DashboardServer,
     )  # dash, plotly, pandas: only the command that serves loads them
+    from tickerdash.ingest.redis_server import redis_url
 
     settings = load_settings()
     with redis_url(settings) as url:

@@ -6,34 +6,27 @@ import functools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import pyarrow as pa
-import redis
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
+from tickerdash.ingest.cli_output import output_console
 from tickerdash.ingest.clikit import console as err_console
 from tickerdash.ingest.clikit import fail, freeze_import_objects, load_settings, setup_logging
-from tickerdash.ingest.contract.tick_entries import Rejected
-from tickerdash.ingest.deadletter import add_rejected
-from tickerdash.ingest.importers import DEFAULT_CHUNK_ROWS, ColumnMapping, ImportOptionError, TradeReader
-from tickerdash.ingest.producer import Producer
-from tickerdash.ingest.reconnect import through_outages
-from tickerdash.ingest.redis_server import redis_connection
-from tickerdash.ingest.replay import ReplayPacer
 from tickerdash.ingest.status import status
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from tickerdash.ingest.contract.tick_entries import Rejected
+    from tickerdash.ingest.importers import TradeReader
+    from tickerdash.ingest.producer import Producer
+    from tickerdash.ingest.replay import ReplayPacer
+
+# The importers (pyarrow), the producer and the Redis client load inside the command: `--help` needs none.
+# DEFAULT_CHUNK_ROWS is `importers.DEFAULT_CHUNK_ROWS`, repeated so that the help can show it
+# (tests/test_cli_help.py checks that they agree).
+DEFAULT_CHUNK_ROWS = 50_000
 REASONS_SHOWN = 10  # the summary lists the most common reasons; the dead-letter stream has them all
 
 
@@ -57,6 +50,11 @@ def publish_trades(
     on_progress: Callable[[IngestSummary], None] | None = None,
 ) -> IngestSummary:
     """Publish every valid trade the reader yields; rejected rows go to the dead-letter stream as `source`."""
+    import numpy as np
+
+    from tickerdash.ingest.reconnect import through_outages
+    from tickerdash.ingest.replay import ReplayPacer
+
     summary = summary if summary is not None else IngestSummary()
     pacer = pacer or ReplayPacer(None)
     for ticks, rejected in reader:
@@ -77,12 +75,24 @@ def publish_trades(
 
 
 def _write_rejected(producer: Producer, rejected: list[Rejected], source: str) -> None:
+    from tickerdash.ingest.deadletter import add_rejected
+
     pipe = producer.client.pipeline(transaction=False)
     add_rejected(pipe, producer.keys.deadletter, rejected, source)
     pipe.execute()
 
 
 def _progress_bar(unit: str) -> Progress:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     amount = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
     return Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -99,7 +109,7 @@ def _progress_bar(unit: str) -> Progress:
 def _print_summary(
     summary: IngestSummary, reader: TradeReader, source: str, deadletter: str, per_tick: bool, interrupted: bool
 ) -> None:
-    out = Console(highlight=False, soft_wrap=True)
+    out = output_console()
     form = "per-tick" if per_tick else "batch"
     unit = f", ts unit {reader.ts_unit}" if reader.ts_unit else ""
     head = "interrupted after publishing" if interrupted else "published"
@@ -146,7 +156,19 @@ def ingest(
     ] = False,
     chunk_rows: Annotated[int, typer.Option(help="Rows read, validated and published at a time.")] = DEFAULT_CHUNK_ROWS,
 ) -> None:
-    """Validate trades from a CSV, NDJSON or Parquet file (or stdin) and publish them onto the tick streams."""
+    """Validate trades from a CSV, NDJSON or Parquet file (or stdin) and publish them onto the tick streams.
+
+    Examples: `tickerdash ingest trades.csv`; `tickerdash ingest day.parquet --speed 10` (replay at 10 x);
+    `cat feed.ndjson | tickerdash ingest - --format ndjson`.
+    """
+    import pyarrow as pa
+    import redis
+
+    from tickerdash.ingest.importers import ColumnMapping, ImportOptionError, TradeReader
+    from tickerdash.ingest.producer import Producer
+    from tickerdash.ingest.redis_server import redis_connection
+    from tickerdash.ingest.replay import ReplayPacer
+
     if speed is not None and not speed > 0:
         fail(f"--speed {speed} must be > 0 (leave it out to publish as fast as possible)")
     settings = load_settings()

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import gc
 import logging
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.logging import RichHandler
 
-from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.cli_output import log_handler, output_console
 
-console = Console(stderr=True)
+if TYPE_CHECKING:  # pydantic-settings takes ~0.1 s to import: `--help` never needs it
+    from tickerdash.ingest.settings import Settings
+
+console = output_console(stderr=True)
 USAGE_ERROR = 2
 
 
@@ -25,6 +25,10 @@ def fail(message: str) -> NoReturn:
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from TICKERDASH_* (and .env), with the flags that were given on top."""
+    from pydantic import ValidationError
+
+    from tickerdash.ingest.settings import Settings
+
     try:
         settings = Settings()
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -40,7 +44,7 @@ def setup_logging(verbose: bool = False) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
         datefmt="[%X]",
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
+        handlers=[log_handler(console)],
         force=True,
     )
 

@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pyarrow as pa
+if TYPE_CHECKING:  # numpy loads with the first rows checked: `normalise_symbol` is all a command line needs
+    import numpy as np
 
-if TYPE_CHECKING:
     from tickerdash.ingest.ticks import TickBatch
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9./_-]{1,16}$")
@@ -85,6 +84,8 @@ def check_rows(
     outside the window are refused as `past` or `future`. Reasons are only materialised when a row
     fails: valid batches (the hot path) cost a few vectorised comparisons.
     """
+    import numpy as np
+
     n = len(batch)
     rejected = np.zeros(n, bool) if reason is None else reason != ""
     found: list[tuple[np.ndarray, str]] = []
@@ -114,7 +115,10 @@ def check_rows(
         for name in OPTIONAL_TEXT_FIELDS:
             column = getattr(batch, name)
             if column is not None:
-                lengths = pa.compute.utf8_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+                # here, not at the top: `normalise_symbol` is all that command lines and scenarios need
+                import pyarrow.compute as pc
+
+                lengths = pc.utf8_length(column).fill_null(0).to_numpy(zero_copy_only=False)
                 flag(lengths > MAX_ID_LEN, f"{name}: longer than {MAX_ID_LEN} characters")
     if not found:
         return ~rejected, [] if reason is None else [str(r) for r in reason[rejected]]

@@ -3,27 +3,31 @@ waiting for the workers, dead letters."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from tickerdash.ingest.cli_output import output_console, print_json, print_table
 from tickerdash.ingest.clikit import load_settings
-from tickerdash.ingest.contract.dead_letters import dead_letter_reason
 from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.contract.tick_entries import as_text
-from tickerdash.ingest.group_progress import lost_entries, missed_entries, read_progress
-from tickerdash.ingest.redis_server import redis_connection
+
+if TYPE_CHECKING:
+    import redis
+
+# the Redis client and the entry codecs (numpy, pyarrow) load when the report is gathered, not for `--help`
 
 DEADLETTER_SAMPLE = 1_000
 
 
 def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     """A plain-data picture of the pipeline's streams, groups and dead letters."""
+    from tickerdash.ingest.contract.dead_letters import dead_letter_reason
+    from tickerdash.ingest.contract.tick_entries import as_text
+    from tickerdash.ingest.group_progress import lost_entries, missed_entries, read_progress
+
     streams = []
     for name in sorted(as_text(k) for k in client.scan_iter(match=keys.every_key, _type="stream", count=1000)):
         info = client.xinfo_stream(name)
@@ -82,7 +86,7 @@ def render(report: dict[str, Any], console: Console) -> None:
                 f"{g['pending']:,}",
                 lag,
             )
-    console.print(table)
+    print_table(table, console)
     for s in report["streams"]:
         for g in s["groups"]:
             if g["lost"]:
@@ -100,13 +104,23 @@ def render(report: dict[str, Any], console: Console) -> None:
 
 
 def status(
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print JSON instead of tables: an object with `streams` (a list: stream, length, last_entry, groups "
+        "with name, consumers, pending, lag, last_delivered, lost; producer_waiting), `deadletter` and `rules`.",
+    ),
 ) -> None:
-    """Show every stream with its length, each consumer group's lag and pending entries, and dead letters."""
+    """Show every stream with its length, each consumer group's lag and pending entries, and dead letters.
+
+    Examples: `tickerdash status`; `tickerdash status --json | jq '.streams[].groups[].lag'`.
+    """
+    from tickerdash.ingest.redis_server import redis_connection
+
     settings = load_settings()
     with redis_connection(settings) as client:
         report = gather(client, Keys(settings.prefix, settings.partitions))
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        print_json(report)
     else:
-        render(report, Console())
+        render(report, output_console())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import signal
 
+INTERRUPTED = 130  # the exit code of a command ended by Ctrl-C (SIGINT): the shell's convention, and typer's
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived (docker stop, a supervisor): stop like Ctrl-C, but it is a normal end (exit 0)."""

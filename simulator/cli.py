@@ -12,13 +12,10 @@ from typing import TYPE_CHECKING
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tickerdash.ingest.cli_output import output_console
 from tickerdash.ingest.clikit import freeze_import_objects, setup_logging
-from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.stopping import Terminated
-from tickerdash.simulator.config import MarketConfig
-from tickerdash.simulator.market import generate
 from tickerdash.simulator.scenarios import (
     PRESETS,
     HardNegatives,
@@ -30,7 +27,12 @@ from tickerdash.simulator.scenarios import (
 )
 
 if TYPE_CHECKING:  # simulator.run loads pandas (pyarrow does, on its first array): only `simulate` itself imports it
+    from rich.progress import Progress
+
     from tickerdash.simulator.run import Chunk, FileSink, Limits, RedisSink, RunSummary
+
+# The market model (numpy, pyarrow, scipy) and the settings (pydantic-settings) load inside `simulate`:
+# `--help` needs only the presets' names.
 
 DEFAULT_FAST_COUNT = 1_000_000
 DEFAULT_RATE_MARKET = 1_000.0
@@ -84,6 +86,8 @@ def _scenario(
 
 
 def _progress(console: Console) -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("[bold]simulate"),
         BarColumn(),
@@ -167,7 +171,13 @@ def simulate(
 
     Writes to Redis (batch entries; --per-tick: one entry per trade), labels on tickerdash:labels;
     or with --out to a Parquet/CSV file, labels beside it in NAME.labels.EXT.
+
+    Examples: `tickerdash simulate --symbols AAPL,MSFT --rate 200` (a live feed);
+    `tickerdash simulate --scenario evaluation --out trades.parquet --seed 1 --start 2024-03-01T14:30:00Z`.
     """
+    from tickerdash.ingest.settings import Settings
+    from tickerdash.simulator.config import MarketConfig
+    from tickerdash.simulator.market import generate
     from tickerdash.simulator.run import FILE_SUFFIXES, FileSink, Limits, RedisSink
 
     if rate is not None and fast:
@@ -201,7 +211,7 @@ def simulate(
         count = preset.count if preset else DEFAULT_FAST_COUNT
     limits = Limits(count=count, duration_s=duration)
 
-    console = Console(stderr=True)
+    console = output_console(stderr=True)
     settings = Settings()
     if redis_url:
         settings = settings.model_copy(update={"redis_url": redis_url})

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from tickerdash.ingest.stopping import Terminated, sigterm_received, sigterm_stops_like_ctrl_c
-
-INTERRUPTED = 130  # typer's exit code for a KeyboardInterrupt, which `Terminated` is
+from tickerdash.ingest.stopping import INTERRUPTED, Terminated, sigterm_received, sigterm_stops_like_ctrl_c
 
 
 def main() -> None:
@@ -21,11 +19,12 @@ def main() -> None:
         # `--help` and short commands start fast; the long-running ones preload theirs and then call
         # `freeze_import_objects` themselves before their loops.
         from tickerdash.commands import app
-        from tickerdash.ingest.redis_server import RedisServerError
 
         try:
             app()
-        except RedisServerError as exc:
+        except Exception as exc:
+            if not _is_redis_server_error(exc):
+                raise
             from rich.markup import escape
 
             from tickerdash.ingest.clikit import console
@@ -38,6 +37,13 @@ def main() -> None:
         if end.code == INTERRUPTED and sigterm_received():
             sys.exit(0)
         raise
+
+
+def _is_redis_server_error(exc: Exception) -> bool:
+    # only a command that has imported the embedded server's module (the Redis client, ~0.1 s) can raise its
+    # error: `--help` and commands without Redis do not pay for importing it here
+    redis_server = sys.modules.get("tickerdash.ingest.redis_server")
+    return redis_server is not None and isinstance(exc, redis_server.RedisServerError)
 
 
 if __name__ == "__main__":

@@ -17,15 +17,16 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import typer
 
-from tickerdash.analytics.stages.alerts.rules import Rule, make_rule
-from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.clikit import console, fail, load_settings
 from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.redis_server import client_for, redis_url
-from tickerdash.ingest.settings import Settings
+
+if TYPE_CHECKING:  # the rules and the Redis client load when `up` runs, not for `--help`
+    from tickerdash.analytics.stages.alerts.rules import Rule
+    from tickerdash.ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ class Service:
 
 def seed_demo_rule(url: str, settings: Settings, symbol: str) -> Rule | None:
     """With no rules stored yet, add one that the scripted slump will fire, so a first run shows an alert."""
+    from tickerdash.analytics.stages.alerts.rules import make_rule
+    from tickerdash.analytics.stages.alerts.store import RuleStore
+    from tickerdash.ingest.redis_server import client_for
+
     with contextlib.closing(client_for(url)) as client:
         store = RuleStore(client, Keys(settings.prefix, settings.partitions))
         if store.list():
@@ -147,6 +152,8 @@ def up(
     no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Headless: no web app."),
 ) -> None:
     """Run everything on this machine: Redis, simulator, analytics, archive and dashboard. Ctrl-C stops it all."""
+    from tickerdash.ingest.redis_server import redis_url
+
     settings = load_settings()
     if workers > settings.partitions and workers > 1:
         fail(f"--workers {workers} exceeds TICKERDASH_PARTITIONS={settings.partitions}: set more partitions")

@@ -8,28 +8,28 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import redis
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from tickerdash.analytics.delivery.webhooks import recent_failures
-from tickerdash.analytics.stages.alerts.backtest import backtest
-from tickerdash.analytics.stages.alerts.bad_prints import DEFAULT_BAND, DEFAULT_CONFIRM
-from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, format_duration, make_rule, parse_duration
-from tickerdash.analytics.stages.alerts.store import RuleStore
-from tickerdash.ingest.clikit import fail, load_settings
-from tickerdash.ingest.contract.alerts import AlertEntry, decode_alert
+from tickerdash.ingest.cli_output import iso_ms, output_console, print_json, print_table
+from tickerdash.ingest.clikit import console, fail, load_settings
 from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.contract.tick_entries import decode_entries
-from tickerdash.ingest.importers import ColumnMapping, ImportOptionError, TradeReader
-from tickerdash.ingest.reconnect import REDIS_DOWN, Outage, wait_out
-from tickerdash.ingest.redis_adapter import raw_client
-from tickerdash.ingest.redis_server import redis_connection
-from tickerdash.ingest.ticks import TickBatch
+from tickerdash.ingest.stopping import INTERRUPTED, Terminated
+
+if TYPE_CHECKING:
+    import redis
+
+    from tickerdash.analytics.stages.alerts.rules import Rule
+    from tickerdash.analytics.stages.alerts.store import RuleStore
+    from tickerdash.ingest.contract.alerts import AlertEntry
+    from tickerdash.ingest.importers import TradeReader
+    from tickerdash.ingest.reconnect import Outage
+    from tickerdash.ingest.ticks import TickBatch
+
+# The rules, the store, the backtest, the importers and the Redis client (numpy, pyarrow, redis) load
+# inside the commands that use them: `--help` needs none of them.
 
 XRANGE_COUNT = 1_000  # stream entries per read while backtesting (a batch entry holds many trades)
 
@@ -49,7 +49,7 @@ BadPrintsOpt = Annotated[
     typer.Option(
         "--include-bad-prints",
         help="Count bad prints for this rule: they then set the window's high, fire and re-arm it. A bad print "
-        f"is a trade more than {DEFAULT_BAND:.0%} off its symbol's last good price that {DEFAULT_CONFIRM} agreeing "
+        "is a trade more than 1% off its symbol's last good price that 3 agreeing "
         "trades have not confirmed. By default a rule ignores bad prints.",
     ),
 ]
@@ -58,12 +58,10 @@ SINCE_HELP = "Start: $ (new alerts only), a stream ID (0: all), or a duration ba
 
 
 def _store(client: redis.Redis) -> RuleStore:
+    from tickerdash.analytics.stages.alerts.store import RuleStore
+
     settings = load_settings()
     return RuleStore(client, Keys(settings.prefix, settings.partitions))
-
-
-def _iso(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _rule_from_flags(
@@ -77,6 +75,8 @@ def _rule_from_flags(
     enabled: bool = True,
     include_bad_prints: bool = False,
 ) -> Rule:
+    from tickerdash.analytics.stages.alerts.rules import RuleError, make_rule
+
     missing = [flag for flag, value in (("--symbol", symbol), ("--drop", drop), ("--window", window)) if value is None]
     if missing:
         fail(f"give {', '.join(missing)} (e.g. --symbol AAPL --drop 5 --window 60s)")
@@ -98,6 +98,8 @@ def _rule_from_flags(
 
 
 def _rule_row(rule: Rule) -> dict[str, Any]:
+    from tickerdash.analytics.stages.alerts.rules import format_duration
+
     return {
         **rule.to_dict(),
         "window": format_duration(rule.window_s),
@@ -118,7 +120,14 @@ def add(
     disabled: Annotated[bool, typer.Option("--disabled", help="Store the rule switched off.")] = False,
     include_bad_prints: BadPrintsOpt = False,
 ) -> None:
-    """Add a rule: alert when SYMBOL trades DROP % below its highest price of the last WINDOW."""
+    """Add a rule: alert when SYMBOL trades DROP % below its highest price of the last WINDOW.
+
+    Examples: `tickerdash alerts add --symbol AAPL --drop 5 --window 60s`;
+    `tickerdash alerts add --symbol '*' --drop 8 --window 5m --cooldown 1h --webhook https://example.com/hook`.
+    """
+    from tickerdash.analytics.stages.alerts.rules import RuleError
+    from tickerdash.ingest.redis_server import redis_connection
+
     rule = _rule_from_flags(symbol, drop, window, cooldown, webhook, name, rule_id, not disabled, include_bad_prints)
     with redis_connection(load_settings()) as client:
         try:
@@ -131,14 +140,24 @@ def add(
     )
 
 
+LIST_JSON_HELP = (
+    "Print JSON instead of a table: a list of objects, one per rule, with the stored fields "
+    "(id, symbol, drop_pct, window_s and cooldown_s in seconds, enabled, name, webhook, ...)."
+)
+
+
 @alerts_app.command("list")
-def list_rules(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
-    """List the stored rules."""
+def list_rules(as_json: Annotated[bool, typer.Option("--json", help=LIST_JSON_HELP)] = False) -> None:
+    """List the stored rules.
+
+    Ids, URLs and numbers are printed whole, also through a pipe: `tickerdash alerts list | grep AAPL`.
+    """
+    from tickerdash.ingest.redis_server import redis_connection
+
     with redis_connection(load_settings()) as client:
         snapshot = _store(client).snapshot()
     if as_json:
-        rules = [{**r.to_dict(), "include_bad_prints": r.include_bad_prints} for r in snapshot.rules]
-        typer.echo(json.dumps(rules, indent=2))
+        print_json([{**r.to_dict(), "include_bad_prints": r.include_bad_prints} for r in snapshot.rules])
         return
     table = Table(title=f"Alert rules (version {snapshot.version})", title_justify="left")
     # the column shows only when some rule counts bad prints: the default needs no room in an 80-column terminal
@@ -155,14 +174,16 @@ def list_rules(as_json: Annotated[bool, typer.Option("--json", help="Print JSON 
             "webhook": rule.webhook or "",
         }
         table.add_row(*(str(row[column]) for column in columns))
-    Console(soft_wrap=True).print(table)
+    print_table(table)
     for rule_id, reason in snapshot.invalid.items():
-        Console(stderr=True).print(f"[yellow]ignored invalid stored rule {rule_id}:[/] {reason}", highlight=False)
+        console.print(f"[yellow]ignored invalid stored rule {rule_id}:[/] {reason}", highlight=False)
 
 
 @alerts_app.command("remove")
 def remove(rule_id: Annotated[str, typer.Argument(help="Id of the rule to delete.")]) -> None:
-    """Delete a rule."""
+    """Delete a rule (its id as `tickerdash alerts list` shows it)."""
+    from tickerdash.ingest.redis_server import redis_connection
+
     with redis_connection(load_settings()) as client:
         store = _store(client)
         if not client.hexists(store.keys.rules, rule_id):
@@ -172,6 +193,9 @@ def remove(rule_id: Annotated[str, typer.Argument(help="Id of the rule to delete
 
 
 def _set_enabled(rule_id: str, enabled: bool) -> None:
+    from tickerdash.analytics.stages.alerts.rules import RuleError
+    from tickerdash.ingest.redis_server import redis_connection
+
     with redis_connection(load_settings()) as client:
         try:
             _store(client).set_enabled(rule_id, enabled)
@@ -194,6 +218,8 @@ def disable(rule_id: Annotated[str, typer.Argument(help="Id of the rule to switc
 
 def _start_id(since: str) -> str:
     """A stream ID to read after: '$' (new only), a stream ID, or a duration back from now."""
+    from tickerdash.analytics.stages.alerts.rules import RuleError, parse_duration
+
     if since == "$" or since.replace("-", "").isdigit():
         return since
     try:
@@ -204,11 +230,57 @@ def _start_id(since: str) -> str:
 
 
 def _alert_line(entry_id: str, alert: AlertEntry) -> str:
+    from tickerdash.analytics.stages.alerts.rules import format_duration
+
     return (
-        f"{_iso(alert.ts)}  {alert.symbol:<8} -{alert.drop_pct:.2f}%  {alert.price:.10g} "
+        f"{iso_ms(alert.ts)}  {alert.symbol:<8} -{alert.drop_pct:.2f}%  {alert.price:.10g} "
         f"(high {alert.reference_price:.10g} in {format_duration(alert.window_s)})  rule {alert.rule_id}  "
         f"[{entry_id}]"
     )
+
+
+TAIL_READ_COUNT = 100  # alerts per XREAD
+TAIL_BLOCK_MS = 1_000  # how long one XREAD waits for new alerts (Ctrl-C is seen at once regardless)
+
+
+def _last_alert_id(client: redis.Redis, keys: Keys) -> str:
+    import redis
+
+    try:
+        info: Any = client.xinfo_stream(keys.alerts)
+    except redis.ResponseError:  # no alerts stream yet: every alert is new
+        return "0-0"
+    return info["last-generated-id"].decode()
+
+
+def follow_alerts(client: redis.Redis, keys: Keys, after: str, outage: Outage) -> Iterator[tuple[str, AlertEntry]]:
+    """Every alert after stream ID `after` (`$`: after the newest now), as it arrives, with its entry id.
+
+    Redis outages are waited out with `outage`'s backoff, and the reads resume after the last alert
+    yielded: across a restart no alert is repeated or skipped. An entry that cannot be decoded is logged
+    and skipped.
+    """
+    from tickerdash.ingest.contract.alerts import decode_alert
+    from tickerdash.ingest.reconnect import REDIS_DOWN, through_outages, wait_out
+
+    if after == "$":  # resolve now, so alerts between two reads are never skipped
+        after = through_outages(lambda: _last_alert_id(client, keys), outage)
+    while True:
+        try:
+            reply: Any = client.xread({keys.alerts: after}, count=TAIL_READ_COUNT, block=TAIL_BLOCK_MS)
+        except REDIS_DOWN as exc:  # the cursor `after` resumes exactly where the outage began
+            wait_out(outage, exc)
+            continue
+        outage.recovered()
+        for _, entries in reply or []:
+            for raw_id, fields in entries:
+                after = raw_id.decode()
+                try:
+                    alert = decode_alert(fields)
+                except (KeyError, ValueError) as exc:
+                    log.warning("skipped alert entry %s of %s: cannot decode it (%s)", after, keys.alerts, exc)
+                    continue
+                yield after, alert
 
 
 @alerts_app.command("tail")
@@ -216,46 +288,53 @@ def tail(
     count: Annotated[int | None, typer.Option(help="Stop after this many alerts (default: follow forever).")] = None,
     since: Annotated[str, typer.Option(help=SINCE_HELP)] = "$",
     rule_id: Annotated[str | None, typer.Option("--rule", help="Only alerts of this rule.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON object per line: id (stream entry id), rule_id, symbol, ts (epoch ms), price, "
+            "reference_price, drop_pct, window_s, message, tick_id.",
+        ),
+    ] = False,
 ) -> None:
-    """Follow fired alerts live from the alerts stream."""
+    """Follow fired alerts live from the alerts stream.
+
+    Rides out a Redis restart: one line says that Redis is gone, one that it is back, and the alerts
+    resume after the last one printed, none repeated or skipped.
+    Ctrl-C ends it with exit code 130, SIGTERM with 0.
+
+    Examples: `tickerdash alerts tail`; `tickerdash alerts tail --since 10m --rule demo-slump --json`.
+    """
+    from tickerdash.ingest.reconnect import Outage
+    from tickerdash.ingest.redis_server import client_for, redis_url, shown_url
+
     if count is not None and count < 1:
         fail("--count must be at least 1")
     settings = load_settings()
     keys = Keys(settings.prefix, settings.partitions)
-    last = _start_id(since)
+    after = _start_id(since)
     shown = 0
-    with redis_connection(settings) as client:
-        if last == "$":  # resolve now, so alerts between two reads are never skipped
-            info: Any = client.xinfo_stream(keys.alerts) if client.exists(keys.alerts) else None
-            last = info["last-generated-id"].decode() if info else "0-0"
-        outage = Outage(log)
-        try:
-            while count is None or shown < count:
-                try:
-                    reply: Any = client.xread({keys.alerts: last}, count=100, block=1000)
-                except REDIS_DOWN as exc:  # the cursor `last` resumes exactly where the outage began
-                    wait_out(outage, exc)
+    try:
+        with redis_url(settings) as url, contextlib.closing(client_for(url)) as client:
+            outage = Outage(log, what=f"Redis at {shown_url(url)}")
+            for entry_id, alert in follow_alerts(client, keys, after, outage):
+                if rule_id is not None and alert.rule_id != rule_id:
                     continue
-                outage.recovered()
-                for _, entries in reply or []:
-                    for raw_id, fields in entries:
-                        last = raw_id.decode()
-                        alert = decode_alert(fields)
-                        if rule_id is not None and alert.rule_id != rule_id:
-                            continue
-                        typer.echo(
-                            json.dumps({"id": last, **alert.to_json_dict()}) if as_json else _alert_line(last, alert)
-                        )
-                        shown += 1
-                        if count is not None and shown >= count:
-                            return
-        except KeyboardInterrupt:
-            return
+                typer.echo(
+                    json.dumps({"id": entry_id, **alert.to_json_dict()}) if as_json else _alert_line(entry_id, alert)
+                )
+                shown += 1
+                if count is not None and shown >= count:
+                    return
+    except KeyboardInterrupt as stop:
+        raise typer.Exit(0 if isinstance(stop, Terminated) else INTERRUPTED) from None
 
 
 def stream_batches(client: redis.Redis, keys: Keys, symbol: str | None = None) -> Iterator[TickBatch]:
     """Every trade stored on the tick streams (one partition when a symbol is given), in stream order."""
+    from tickerdash.ingest.contract.tick_entries import decode_entries
+    from tickerdash.ingest.redis_adapter import raw_client
+
     raw = raw_client(client)
     streams = [keys.ticks(keys.partition_of(symbol))] if symbol else keys.tick_streams
     for stream in streams:
@@ -289,9 +368,25 @@ def backtest_command(
     ts_col: Annotated[str | None, typer.Option(help="Event-time column of --file (auto: ts, timestamp, ...).")] = None,
     ts_unit: Annotated[str, typer.Option(help="Unit of --ts-col: s, ms, us, ns, iso or auto.")] = "auto",
     symbol_col: Annotated[str | None, typer.Option(help="Ticker column of --file (auto: symbol, ticker).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the firings as JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON instead of the table: an object with rule, trades and firings, a list of objects "
+            "(rule_id, symbol, ts in epoch ms, price, reference_price, drop_pct, window_s, message, tick_id).",
+        ),
+    ] = False,
 ) -> None:
-    """List when a rule would have fired over stored history (tick streams or a trade file)."""
+    """List when a rule would have fired over stored history (tick streams or a trade file).
+
+    Examples: `tickerdash alerts backtest demo-slump`;
+    `tickerdash alerts backtest --symbol AAPL --drop 5 --window 60s --file trades.csv --json`.
+    """
+    from tickerdash.analytics.stages.alerts.backtest import backtest
+    from tickerdash.analytics.stages.alerts.rules import RuleError
+    from tickerdash.ingest.importers import ColumnMapping, ImportOptionError, TradeReader
+    from tickerdash.ingest.redis_server import redis_connection
+
     settings = load_settings()
     keys = Keys(settings.prefix, settings.partitions)
     by_flags = any(v is not None for v in (symbol, drop, window, cooldown)) or include_bad_prints
@@ -334,37 +429,47 @@ def backtest_command(
             assert client is not None
             fired = backtest(rule, counted(stream_batches(client, keys, watch)))
     if as_json:
-        typer.echo(
-            json.dumps(
-                {"rule": rule.to_dict(), "trades": trades, "firings": [a.to_json_dict() for a in fired]}, indent=2
-            )
-        )
+        print_json({"rule": rule.to_dict(), "trades": trades, "firings": [a.to_json_dict() for a in fired]})
         return
     table = Table(title=f"Backtest of rule {rule.id}: {rule.title}", title_justify="left")
     for column in ("time (UTC)", "symbol", "price", "window high", "drop", "tick"):
         table.add_column(column, justify="left" if column in ("time (UTC)", "symbol", "tick") else "right")
     for alert in fired:
         table.add_row(
-            _iso(alert.ts),
+            iso_ms(alert.ts),
             alert.symbol,
             f"{alert.price:.10g}",
             f"{alert.reference_price:.10g}",
             f"{alert.drop_pct:.2f}%",
             alert.tick_id,
         )
-    out = Console(soft_wrap=True, highlight=False)
-    out.print(table)
+    out = output_console()
+    print_table(table, out)
     out.print(f"{len(fired)} firings over {trades:,} trades in {time.perf_counter() - started:.2f}s")
 
 
 @alerts_app.command("failures")
 def failures(
     count: Annotated[int, typer.Option(help="How many of the latest failures to show.")] = 20,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON instead of the table: a list of objects, newest first (id, alert_id, rule_id, symbol, "
+            "url, attempts, error, ts in epoch ms and time in ISO-8601 UTC).",
+        ),
+    ] = False,
 ) -> None:
     """Show the latest webhook deliveries that failed after every retry."""
+    from tickerdash.analytics.delivery.webhooks import recent_failures
+    from tickerdash.ingest.redis_server import redis_connection
+
     settings = load_settings()
     with redis_connection(settings) as client:
         rows = recent_failures(client, Keys(settings.prefix, settings.partitions), count)
+    if as_json:
+        print_json([_failure_object(row) for row in rows])
+        return
     if not rows:
         typer.echo("no failed webhook deliveries")
         return
@@ -373,14 +478,24 @@ def failures(
         table.add_column(column)
     for row in rows:
         table.add_row(
-            _iso(int(row.get("ts", "0"))),
+            iso_ms(int(row.get("ts", "0"))),
             row.get("rule_id", ""),
             row.get("symbol", ""),
             row.get("url", ""),
             row.get("attempts", ""),
             row.get("error", ""),
         )
-    Console(soft_wrap=True).print(table)
+    print_table(table)
+
+
+def _failure_object(row: dict[str, str]) -> dict[str, Any]:
+    typed: dict[str, Any] = dict(row)
+    for name in ("ts", "attempts"):
+        if typed.get(name, "").isdigit():
+            typed[name] = int(typed[name])
+    if isinstance(typed.get("ts"), int):
+        typed["time"] = iso_ms(typed["ts"])
+    return typed
 
 
 def register(app: typer.Typer) -> None:

@@ -29,20 +29,18 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 
-from tickerdash.analytics.stages.anomaly.scorer import ScorerConfig
-from tickerdash.analytics.stages.anomaly.stage import AnomalyDetector
-from tickerdash.ingest.importers import read_trades
-from tickerdash.ingest.ticks import TickBatch, concat
-from tickerdash.simulator.config import preset_config
-from tickerdash.simulator.market import generate
-from tickerdash.simulator.scenarios import PRESETS, SUSPICIOUS_KINDS
+if TYPE_CHECKING:
+    import numpy as np
 
-# pandas and scikit-learn (~1 s to import) load inside the functions that compute a report, so that
-# registering this command in the `tickerdash` front door costs nothing
+    from tickerdash.ingest.ticks import TickBatch
+
+# numpy, the detector, the market model and the importers (pyarrow, scipy), and pandas and scikit-learn (~1 s
+# to import), load inside the functions that compute a report, so that registering this command in the
+# `tickerdash` front door, and its `--help`, cost nothing
 
 TUNING_SEEDS = (0, 1, 2, 3, 4)
 REPORT_SEEDS = (100, 101, 102, 103, 104)
@@ -66,6 +64,11 @@ def score_batches(
     batches: list[TickBatch], budget: float = 0.005, chunk: int = 10_000
 ) -> tuple[np.ndarray, np.ndarray]:
     """(fused surprise, flagged) of every trade, scored in stream order in chunks of `chunk` rows."""
+    import numpy as np
+
+    from tickerdash.analytics.stages.anomaly.scorer import ScorerConfig
+    from tickerdash.analytics.stages.anomaly.stage import AnomalyDetector
+
     detector = AnomalyDetector(scorer=ScorerConfig(flag_rarity=-math.log10(budget)))
     fused, flagged = [], []
     for batch in batches:
@@ -81,6 +84,13 @@ def score_batches(
 
 def simulate(seed: int, count: int) -> tuple[TickBatch, np.ndarray, np.ndarray, np.ndarray]:
     """The evaluation scenario's first `count` trades (whole chunks) and per-trade kind, episode, magnitude."""
+    import numpy as np
+
+    from tickerdash.ingest.ticks import concat
+    from tickerdash.simulator.config import preset_config
+    from tickerdash.simulator.market import generate
+    from tickerdash.simulator.scenarios import PRESETS
+
     chunks, labels, n = [], [], 0
     for ticks, label in generate(preset_config("evaluation", seed), PRESETS["evaluation"].scenario):
         chunks.append(ticks)
@@ -101,6 +111,7 @@ def simulate(seed: int, count: int) -> tuple[TickBatch, np.ndarray, np.ndarray, 
 
 def baseline_scores(ticks: TickBatch) -> np.ndarray:
     """Plain robust z on trade fields: max(|z log return|, z log size) against the symbol's last 500 trades."""
+    import numpy as np
     import pandas as pd
 
     frame = pd.DataFrame({"symbol": ticks.symbol_idx, "log_price": np.log(ticks.price), "log_size": np.log(ticks.size)})
@@ -124,6 +135,7 @@ def baseline_scores(ticks: TickBatch) -> np.ndarray:
 
 def symbol_sigma(ticks: TickBatch, labelled: np.ndarray) -> np.ndarray:
     """Per-trade robust sigma of its symbol's log returns (unlabelled trades only), for spike sizes in sigmas."""
+    import numpy as np
     import pandas as pd
 
     ret = pd.Series(np.log(ticks.price)).groupby(ticks.symbol_idx).diff().to_numpy()
@@ -143,6 +155,8 @@ def metrics(
     """PR-AUC, ROC-AUC, recall at the budget per kind, episode recall per kind, ramp median delay (s)."""
     import pandas as pd
     from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from tickerdash.simulator.scenarios import SUSPICIOUS_KINDS
 
     labelled = kind != ""
     out: dict[str, float] = {
@@ -172,6 +186,8 @@ def metrics(
 
 def evaluate_seed(seed: int, count: int, budget: float) -> dict[str, dict[str, float]]:
     """The detector's and the baseline's metrics on one seed of the evaluation scenario."""
+    import numpy as np
+
     ticks, kind, episode, magnitude = simulate(seed, count)
     fused, flagged = score_batches([ticks], budget)
     base = baseline_scores(ticks)
@@ -184,6 +200,8 @@ def evaluate_seed(seed: int, count: int, budget: float) -> dict[str, dict[str, f
 
 def densest_cluster(ts: np.ndarray, width_ms: int = CLUSTER_MS) -> tuple[int, int]:
     """(start ms, count) of the window of `width_ms` holding the most of these event times (0, 0 if none)."""
+    import numpy as np
+
     if len(ts) == 0:
         return 0, 0
     ts = np.sort(ts)
@@ -203,6 +221,9 @@ def pump_time_ms(path: Path) -> int | None:
 
 def evaluate_file(path: Path, budget: float) -> dict[str, object]:
     """Score one real trade file; where the flags cluster, against the pump time in its name."""
+    from tickerdash.ingest.importers import read_trades
+    from tickerdash.ingest.ticks import concat
+
     batches = [batch for batch, _ in read_trades(path)]
     ticks = concat(batches)
     _, flagged = score_batches([ticks], budget)
@@ -231,6 +252,8 @@ def _seeds(text: str) -> list[int]:
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     """Mean of each figure over the seeds that have it (NaN where none has: e.g. no ramp ever detected)."""
+    import numpy as np
+
     out = {}
     for k in rows[0]:
         values = np.array([r[k] for r in rows])
@@ -261,9 +284,18 @@ def evaluate(
     count: int = typer.Option(250_000, help="Trades per seed."),
     budget: float = typer.Option(0.005, help="Alert budget: share of trades flagged."),
     trades: list[Path] = typer.Option(None, "--trades", help="Score real trade files instead (repeatable)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print JSON instead of the table: per seed and mean, the detector's and the baseline's figures at full "
+        "precision; with --trades, a list of objects per file (times as epoch ms and ISO-8601 UTC).",
+    ),
 ) -> None:
-    """Measure the anomaly detector against the simulator's ground truth, or score real trade files."""
+    """Measure the anomaly detector against the simulator's ground truth, or score real trade files.
+
+    Examples: `tickerdash evaluate` (seeds 100-104); `tickerdash evaluate --seeds 100 --count 50000 --json`;
+    `tickerdash evaluate --trades NAS_2021-01-14_21.00.csv`.
+    """
     if trades:
         files = [evaluate_file(path, budget) for path in trades]
         if as_json:

@@ -7,21 +7,21 @@ import time
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tickerdash.ingest.clikit import console, fail, freeze_import_objects, load_settings
-from tickerdash.ingest.field_rules import TickError, normalise_symbol
-from tickerdash.ingest.redis_server import redis_connection
 from tickerdash.ingest.stop_flag import StopFlag
 
 log = logging.getLogger(__name__)
 
 # analytics.history.export and analytics.history.archive load pandas (pyarrow.dataset does too): ~1 s that every other
-# command would pay, so they are imported by the commands below. The help texts name their choices
-# (INTERVAL_MS, INCLUDES, ARCHIVE_GROUP) as literals; tests/test_startup.py checks that they agree.
+# command would pay, so they are imported by the commands below, as are the Redis client and the field rules.
+# The help texts name their choices (INTERVAL_MS, INCLUDES, ARCHIVE_GROUP) as literals; tests/test_startup.py
+# checks that they agree.
 
 
 def _symbols(text: str | None, everything: bool) -> tuple[str, ...] | None:
+    from tickerdash.ingest.field_rules import TickError, normalise_symbol
+
     if everything == (text is not None):
         fail("give either --symbols AAPL,MSFT or --all")
     if everything:
@@ -54,8 +54,15 @@ def export(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Export bars for symbols and a time range, from Redis and the archive together, to Parquet or CSV."""
+    """Export bars for symbols and a time range, from Redis and the archive together, to Parquet or CSV.
+
+    Examples: `tickerdash export --symbols AAPL,MSFT --interval 1m --start 2024-03-01 --out bars.parquet`;
+    `tickerdash export --all --interval 1d --out daily.csv --include alerts`.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from tickerdash.analytics.history.export import ExportError, ExportRequest, export_bars, parse_time
+    from tickerdash.ingest.redis_server import redis_connection
 
     chosen = _symbols(symbols, everything)
     fmt = fmt or ("csv" if out.suffix.lower() == ".csv" else "parquet")
@@ -118,6 +125,7 @@ def archive(
     from tickerdash.analytics.history.archive_compact import compact
     from tickerdash.analytics.history.archive_layout import archive_root, utc_date
     from tickerdash.analytics.history.archive_read import archived_intervals
+    from tickerdash.ingest.redis_server import redis_connection
 
     settings = load_settings(consumer=consumer)
     root = archive_root(settings)

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 import typer
 
 from tickerdash.analytics.commands import alerts as alerts_cli
-from tickerdash.analytics.delivery.webhooks import WebhookDelivery
-from tickerdash.analytics.engine.worker import AnalyticsWorker, StageFactory, WorkerConfig
-from tickerdash.analytics.stages import registry
-from tickerdash.analytics.stages.bars import BarConfig
-from tickerdash.analytics.stages.indicators import IndicatorConfig
 from tickerdash.ingest.clikit import fail, freeze_import_objects, load_settings
 from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.redis_server import redis_connection
 from tickerdash.ingest.stop_flag import StopFlag
+
+if TYPE_CHECKING:
+    from tickerdash.analytics.engine.stage import StageFactory
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +60,13 @@ def _durations_ms(text: str, flag: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-DEFAULT_STAGES = ",".join(entry.name for entry in registry.optional_stages() if entry.default)
+# The stage registry imports every stage (numpy, pyarrow, the engine): ~0.3 s that `--help` of every command
+# would pay. So the default and the help name the registry's stages as literals, and
+# tests/test_cli_help.py checks that they agree with `registry` (update them when a stage is added).
+DEFAULT_STAGES = "alerts,anomaly"
 STAGES_HELP = (
-    f"Stages after the core ones ({', '.join(entry.name for entry in registry.core_stages())}), comma-separated, "
-    f"or none: {'; '.join(f'{entry.name} ({entry.description})' for entry in registry.optional_stages())}."
+    "Stages after the core ones (bars, overlays, indicators), comma-separated, or none: "
+    "alerts (slump-alert rules on every trade); anomaly (anomaly scores of suspicious trades)."
 )
 
 
@@ -88,7 +89,17 @@ def analytics(
     webhooks: bool = typer.Option(True, help="Also deliver alert webhooks (a background thread; group 'webhooks')."),
     stages: str = typer.Option(DEFAULT_STAGES, help=STAGES_HELP),
 ) -> None:
-    """Run an analytics worker: indicators, bars, alerts and anomaly scores on the tick stream."""
+    """Run an analytics worker: indicators, bars, alerts and anomaly scores on the tick stream.
+
+    Examples: `tickerdash analytics` (every partition); `tickerdash analytics --partitions 0-3 --consumer w1`;
+    `tickerdash analytics --stages none` (bars and indicators only).
+    """
+    from tickerdash.analytics.delivery.webhooks import WebhookDelivery
+    from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
+    from tickerdash.analytics.stages.bars import BarConfig
+    from tickerdash.analytics.stages.indicators import IndicatorConfig
+    from tickerdash.ingest.redis_server import redis_connection
+
     settings = load_settings(consumer=consumer)
     try:
         owned = parse_partitions(partitions, settings.partitions)
@@ -114,6 +125,8 @@ def analytics(
 
 def chosen_stages(text: str) -> tuple[StageFactory, ...]:
     """The optional stages named in `--stages` (comma-separated; `none` for the core stages only), in registry order."""
+    from tickerdash.analytics.stages import registry
+
     names = [name.strip() for name in text.split(",") if name.strip()]
     if names == ["none"]:
         return ()
@@ -130,6 +143,8 @@ def chosen_stages(text: str) -> tuple[StageFactory, ...]:
 
 def default_stages() -> tuple[StageFactory, ...]:
     """The optional stages every worker runs unless `--stages` says otherwise (registry defaults)."""
+    from tickerdash.analytics.stages import registry
+
     return registry.default_stages()
 
 
