@@ -119,8 +119,8 @@ class DashboardServer:
 
     def start(self, *, background: bool = True) -> DashboardServer:
         """Start the gateway, then the HTTP server (on a thread when `background`; see `serve_forever`)."""
+        self._client = client_for(self.redis_url)  # first: it refuses a cluster before the gateway reads
         self.start_gateway()
-        self._client = client_for(self.redis_url)
         app = create_app(
             self._client,
             self.keys,

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -173,6 +174,7 @@ class EmbeddedRedis:
         port: int | None = None,
         appendonly: bool = True,
         binary: str | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
@@ -182,6 +184,7 @@ class EmbeddedRedis:
         self.port = port or free_port()
         self.appendonly = appendonly
         self.binary = binary or find_redis_server()
+        self.extra_args = extra_args  # more redis-server options, e.g. ("--cluster-enabled", "yes")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -211,6 +214,7 @@ class EmbeddedRedis:
             "yes",
             "--logfile",
             str(self.data_dir / "redis.log"),
+            *self.extra_args,
         ]
         # own session: a Ctrl-C at the terminal must not kill Redis before its clients have checkpointed
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -283,9 +287,34 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
+class ClusterNotSupportedError(RedisServerError):
+    """The URL names a node of a Redis Cluster, which no Tickerdash command runs on yet."""
+
+
 def client_for(url: str) -> redis.Redis:
-    """A Redis client for a URL (redis://, rediss://, password in the URL), with no silent retries."""
-    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=30, retry=no_silent_retries())
+    """A Redis client for a URL (redis://, rediss://, password in the URL), with no silent retries.
+
+    Refuses (ClusterNotSupportedError) a node of a Redis Cluster before anything is read or written: each
+    command would otherwise stop on MOVED or CROSSSLOT part-way through its work (a simulator after
+    writing part of a batch), or, like SCAN for `status`, see one node's keys and report them as all.
+    """
+    client = redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=30, retry=no_silent_retries())
+    refuse_cluster(client, url)
+    return client
+
+
+def refuse_cluster(client: redis.Redis, url: str) -> None:
+    """Raise ClusterNotSupportedError if the client's server is a cluster node (nothing, if it cannot be asked now)."""
+    try:
+        info: Any = client.info("cluster")
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+        return  # down (each command waits for Redis its own way) or INFO refused: nothing to tell
+    if int(info.get("cluster_enabled", 0)) == 1:
+        client.close()
+        raise ClusterNotSupportedError(
+            f"{shown_url(url)} is a node of a Redis Cluster; Tickerdash runs on one Redis server (with replicas "
+            "if you like) and does not run on a cluster yet: set TICKERDASH_REDIS_URL to a standalone server"
+        )
 
 
 def running_embedded_url(settings: Settings) -> str | None:
