@@ -1,4 +1,5 @@
-"""The engine's writer encodes a batch's entries column by column: the same commands as entry by entry."""
+"""The engine's writer encodes a batch's entries column by column, and dead letters go in one command:
+the same entries as one XADD each."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import redis
 
 from tickerdash.analytics.engine.stage import AppendWithIds, Effects, IdEntries
 from tickerdash.analytics.engine.writer import EffectsWriter, id_entries_json
+from tickerdash.ingest.contract.dead_letters import encode_dead_letter
 from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import Rejected
+from tickerdash.ingest.deadletter import add_rejected
 from tickerdash.ingest.ticks import TickBatch
 
 
@@ -47,3 +51,20 @@ def test_entries_land_in_their_streams_in_order_with_their_ids(redis_client: red
             if s == stream
         ]
         assert redis_client.xrange(stream) == expected, k
+
+
+def test_dead_letters_go_in_one_call_in_order_with_their_bytes(redis_client: redis.Redis) -> None:
+    """A storm of dead letters is one script call; bytes that are not UTF-8 are kept exactly, order too."""
+    rejected = [
+        Rejected("1-0#0", {"symbol": "AAPL", "price": "-1"}, "price: must be > 0"),
+        Rejected("1-0#1", {"symbol": b"\xff\xfe", "price": "2"}, "symbol: not UTF-8"),
+        Rejected("2-0", {"note": 'caf\u00e9 "quoted" \\ \n\u0000', "raw": b"ok"}, "entry: odd"),
+    ]
+    pipe = redis_client.pipeline(transaction=True)
+    assert add_rejected(pipe, "td:dead", rejected, "test") == 3
+    commands = [args[0] for args, _ in pipe.command_stack]
+    pipe.execute()
+    assert commands == ["EVAL", "XADD", "EVAL"]  # the entry JSON cannot carry stands alone, in its place
+    written = [fields for _, fields in redis_client.xrange("td:dead")]
+    expected = [encode_dead_letter(r.fields, r.reason, "test", r.entry_id) for r in rejected]
+    assert written == [{k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in e.items()} for e in expected]

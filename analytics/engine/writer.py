@@ -16,19 +16,7 @@ import redis
 from tickerdash.analytics.engine.stage import AppendMany, AppendOne, AppendWithIds, Effects, IdEntries, Output
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.deadletter import add_rejected
-
-# Append many entries to one stream in one command: ARGV[1] = maxlen, ARGV[2] = a JSON list of flat
-# [field, value, ...] lists. Same entries, same order as one XADD each, without client-side command
-# building per entry and per argument (in an alert storm that was most of the worker's time); trimmed
-# once at the end (approximately, as XADD MAXLEN ~ would), not checked at every entry.
-XADD_MANY_SCRIPT = """
-local entries = cjson.decode(ARGV[2])
-for _, fields in ipairs(entries) do
-  redis.call('XADD', KEYS[1], '*', unpack(fields))
-end
-redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[1])
-return #entries
-"""
+from tickerdash.ingest.stream_appends import append_many
 
 # Append entries with explicit IDs to many streams in one command: KEYS = the streams, ARGV[1] = a JSON list
 # of [stream's KEYS index, maxlen, entry ID, field, value, ...]. The same XADDs, in the same order, as one
@@ -50,7 +38,6 @@ class EffectsWriter:
     def __init__(self, client: redis.Redis, keys: Keys, source: str = "analytics") -> None:
         self.keys = keys
         self.source = source
-        self._xadd_many = client.register_script(XADD_MANY_SCRIPT)
         self._queue: dict[type, Callable[[redis.client.Pipeline, Any], None]] = {
             AppendMany: self._append_many,
             AppendOne: self._append_one,
@@ -69,11 +56,7 @@ class EffectsWriter:
         self._queue[type(output)](pipe, output)
 
     def _append_many(self, pipe: redis.client.Pipeline, output: AppendMany) -> None:
-        entries = output.encode()
-        if entries:  # JSON arrays [field, value, ...], appended in order by one script call
-            self._xadd_many(
-                keys=[output.stream(self.keys)], args=[output.maxlen, "[" + ",".join(entries) + "]"], client=pipe
-            )
+        append_many(pipe, output.stream(self.keys), output.encode(), output.maxlen)
 
     def _append_one(self, pipe: redis.client.Pipeline, output: AppendOne) -> None:
         pipe.xadd(output.stream(self.keys), output.encode(), maxlen=output.maxlen, approximate=True)  # type: ignore[arg-type]
