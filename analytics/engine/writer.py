@@ -7,7 +7,7 @@ one entry to one stream, entries with explicit IDs to the streams they name), no
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ import redis
 
 from tickerdash.analytics.engine.stage import AppendMany, AppendOne, AppendWithIds, Effects, IdEntries, Output
 from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import Rejected
 from tickerdash.ingest.deadletter import add_rejected
 from tickerdash.ingest.stream_appends import append_many
 
@@ -46,10 +47,18 @@ class EffectsWriter:
 
     def write(self, pipe: redis.client.Pipeline, effects: Effects) -> None:
         """Queue every output (in the order the stages added them), then the dead letters."""
-        for output in effects.outputs:
+        self.write_outputs(pipe, effects.outputs)
+        self.write_rejected(pipe, effects.rejected)
+
+    def write_outputs(self, pipe: redis.client.Pipeline, outputs: Sequence[Output]) -> None:
+        """Queue these outputs, in order."""
+        for output in outputs:
             self.queue(pipe, output)
-        if effects.rejected:
-            add_rejected(pipe, self.keys.deadletter, effects.rejected, self.source)
+
+    def write_rejected(self, pipe: redis.client.Pipeline, rejected: Sequence[Rejected]) -> None:
+        """Queue these dead letters, in order."""
+        if rejected:
+            add_rejected(pipe, self.keys.deadletter, rejected, self.source)
 
     def queue(self, pipe: redis.client.Pipeline, output: Output) -> None:
         """Encode one output and queue its appends."""
@@ -80,7 +89,7 @@ def id_entries_json(entries: IdEntries) -> str:
     pieces[:, 1] = entries.ids
     pieces[:, 2] = '"'
     for at, (name, values) in enumerate(entries.fields, start=1):
-        absent = np.equal(values, None)
+        absent = values == None  # noqa: E711 (elementwise on an object array)
         pieces[:, 3 * at] = "," + json.dumps(name) + ',"'
         pieces[:, 3 * at + 1] = values
         pieces[:, 3 * at + 2] = '"'
