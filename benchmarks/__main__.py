@@ -19,12 +19,29 @@ from benchmarks._common import Figure
 
 # (module, its arguments in the suite): sizes chosen so the suite fits in ~10 minutes on a slow 2-core host
 SUITE = (
-    (analytics, ["--batch-ticks", "1000000", "--per-tick-ticks", "174261", "--latency-seconds", "8"]),
-    (alerts, ["--ticks", "0", "--worker-ticks", "500000", "--rounds", "2", "--latency-seconds", "8"]),
-    (anomaly, ["--ticks", "100000", "--worker-ticks", "500000", "--pairs", "2"]),
+    (
+        analytics,
+        ["--batch-ticks", "1000000", "--per-tick-ticks", "116174", "--latency-seconds", "10", "--rss-ticks", "1000000"],
+    ),
+    (alerts, ["--ticks", "0", "--worker-ticks", "500000", "--rounds", "3", "--latency-seconds", "10"]),
+    (anomaly, ["--ticks", "200000", "--worker-ticks", "500000", "--pairs", "3"]),
 )
 QUICK = (
-    (analytics, ["--batch-ticks", "100000", "--per-tick-ticks", "20000", "--latency-seconds", "3", "--rss-ticks", "0"]),
+    (
+        analytics,
+        [
+            "--batch-ticks",
+            "100000",
+            "--per-tick-ticks",
+            "20000",
+            "--per-tick-rounds",
+            "1",
+            "--latency-seconds",
+            "3",
+            "--rss-ticks",
+            "0",
+        ],
+    ),
     (alerts, ["--ticks", "0", "--worker-ticks", "60000", "--rounds", "1", "--latency-seconds", "3"]),
     (anomaly, ["--ticks", "30000", "--worker-ticks", "60000", "--pairs", "1"]),
 )

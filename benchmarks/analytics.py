@@ -202,6 +202,12 @@ def parser() -> argparse.ArgumentParser:
         default=200_000,
         help="trades drained from per-tick entries (LOBSTER: whole copies)",
     )
+    out.add_argument(
+        "--per-tick-rounds",
+        type=int,
+        default=3,
+        help="rounds of the default worker, the core worker and the bare runner, per tape",
+    )
     out.add_argument("--latency-seconds", type=float, default=20.0, help="per tape and stage set; 0: skip")
     out.add_argument("--rss-ticks", type=int, default=1_000_000, help="0: skip the 10,000-symbol RSS run")
     return out
@@ -231,23 +237,25 @@ def run(args: argparse.Namespace) -> list[Figure]:
         for name in names:
             tape = tapes.tape(name, args.per_tick_ticks)
             print(" ", tapes.describe(name, tape), "as per-tick entries")
-            pairs = []
-            for _ in range(2):  # back to back, twice: the target is a ratio of two noisy figures
+            rounds = []
+            for _ in range(args.per_tick_rounds):  # back to back: the target is a ratio of two noisy figures
                 worker_rate, _ = drain_rate(client, settings, tape, per_tick=True, stages=STAGE_SETS[DEFAULT])
                 core_rate, _ = drain_rate(client, settings, tape, per_tick=True, stages=STAGE_SETS[CORE])
-                pairs.append((worker_rate, core_rate, runner_rate(client, settings, tape)))
-            worker_rate, core_rate, bare_rate = max(pairs)
-            row(f"worker, default stages, {name} tape, per-tick entries", worker_rate, ref=ref)
-            row(f"worker, core stages, {name} tape, per-tick entries", core_rate, ref=ref)
-            row("bare runner on the same per-tick entries (decode + XACK)", bare_rate, ref=ref)
+                rounds.append((worker_rate, core_rate, runner_rate(client, settings, tape)))
+            # best of each, as the least disturbed run of each (this host is shared: single runs swing 2x)
+            worker_rate, core_rate, bare_rate = (max(column) for column in zip(*rounds, strict=True))
+            row(f"worker, default stages, {name} tape, per-tick entries, best of {len(rounds)}", worker_rate, ref=ref)
+            row(f"worker, core stages, {name} tape, per-tick entries, best of {len(rounds)}", core_rate, ref=ref)
+            row(f"bare runner on the same entries (decode + XACK), best of {len(rounds)}", bare_rate, ref=ref)
             print(
-                f"  {'worker (default, core) / bare runner, each pair':<58} "
-                + "; ".join(f"{w / b:.2f}, {c / b:.2f}" for w, c, b in pairs)
+                f"  {'worker (default, core) / bare runner, best of each':<58} {worker_rate / bare_rate:.2f}, "
+                f"{core_rate / bare_rate:.2f}; each round: "
+                + "; ".join(f"{w / b:.2f}, {c / b:.2f}" for w, c, b in rounds)
             )
-            label = f"worker, default stages, {name} tape, per-tick entries"
+            label = f"worker, default stages, {name} tape, per-tick entries, best of {len(rounds)}"
             target = "" if name != "lobster" else ">= 0.5x the bare runner"
             met = None if not target else worker_rate / bare_rate >= 0.5
-            figures.append(Figure(label, worker_rate, "ticks/s", bare_rate, "bare runner", target, met))
+            figures.append(Figure(label, worker_rate, "ticks/s", bare_rate, "bare runner, best of each", target, met))
         if args.latency_seconds:
             for name in names:
                 tape = tapes.tape(name, 500_000)
