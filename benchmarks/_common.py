@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,25 @@ def row(label: str, value: float, unit: str = "ticks/s", ref: float | None = Non
     """Print one figure, with its ratio to the reference when given."""
     ratio = f"  ({value / ref:5.2f}x reference)" if ref else ""
     print(f"  {label:<58} {value:>14,.0f} {unit}{ratio}", flush=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One figure for the summary table: its value, the same-run reference it is judged against, its target.
+
+    `reference` is the redis-benchmark XADD rate of the figure's run, or for a ratio target the rate it is
+    a ratio of (named in `reference_label`); `met` is None where the figure has no target.
+    """
+
+    label: str
+    value: float
+    unit: str
+    reference: float | None = None
+    reference_label: str = "redis-benchmark XADD"
+    target: str = ""
+    met: bool | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        """value / reference, where both are rates."""
+        return self.value / self.reference if self.reference else None

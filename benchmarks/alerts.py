@@ -1,22 +1,20 @@
 """Slump-alert stage micro-benchmark: ticks/s of the pure stage with 0, 100 and 1,000 rules over 500 symbols.
 
-Run: .venv/bin/python -m benchmarks.alerts [--ticks N]. Prints figures, asserts nothing. The pure stage
+Run: .venv/bin/python -m benchmarks.alerts [--ticks N] [--tapes synthetic,simulated,lobster].
+Prints figures, asserts nothing. The pure stage
 is timed as the worker runs it: `evaluate` plus the alerts' entries as JSON. For scale, it also times the
 worker's core stages (indicators + bars) on the same trades. Then, end to end on an embedded Redis
 (with redis-benchmark's XADD rate as the reference): the worker's ticks/s with 0, 100 and 1,000 rules
-over 500 symbols, with the extra time split into the alert stage's own work and the rest (writing the
-alerts in the worker's transaction), and the p50/p99 latency from a trade's XADD to its alert entry
-with a producer at 100k ticks/s.
+on each tape of `benchmarks.tapes` (synthetic, the simulator's default market, LOBSTER), with the extra
+time split into the alert stage's own work and the rest (writing the alerts in the worker's transaction),
+and the p50/p99 latency from a trade's XADD to its alert entry with a producer at 100k ticks/s of each tape.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import ClassVar
@@ -24,8 +22,9 @@ from typing import ClassVar
 import numpy as np
 import redis
 
-from benchmarks._common import redis_benchmark_xadd, row, synthetic_ticks, timed, worker_drain
-from benchmarks.analytics import market
+from benchmarks import tapes
+from benchmarks._common import Figure, redis_benchmark_xadd, row, synthetic_ticks, timed, worker_drain
+from benchmarks.analytics import wait_for_lease, worker_process
 from tickerdash.analytics.engine.stage import Effects
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.analytics.stages.alerts.rules import Rule
@@ -34,7 +33,7 @@ from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.analytics.stages.bars import Bars
 from tickerdash.analytics.stages.indicators import Indicators
-from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import iter_chunks
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
@@ -44,6 +43,7 @@ from tickerdash.ingest.ticks import TickBatch, concat
 BATCH_ROWS = 10_000  # the producer's default batch entry size
 ROUNDS = 3  # rounds of the three rule counts in the worker benchmark
 WARMUP_S = 2.0  # probes left out of the latency: connections, first reads, the first rule refresh
+DRAIN_WAIT_S = 10.0  # after the producer stops, how long the latency run waits for a lagging worker's alerts
 WINDOWS_S = (30.0, 60.0, 300.0, 900.0)
 DROPS = (1.0, 2.0, 5.0, 10.0)  # typical user thresholds; smaller ones make alert storms on this data
 
@@ -89,18 +89,36 @@ def rate(stage_process: Callable[[TickBatch], object], batches: list[TickBatch])
     return sum(len(b) for b in batches) / t[0], fired
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line (also read by `python -m benchmarks` for its smaller sizes)."""
+    out = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    out.add_argument("--ticks", type=int, default=1_000_000, help="trades through the pure stage")
+    out.add_argument("--symbols", type=int, default=500)
+    out.add_argument("--tapes", type=tapes.tape_names, default=list(tapes.TAPES), help="comma-separated")
+    out.add_argument("--worker-ticks", type=int, default=1_000_000, help="trades per worker drain (LOBSTER: copies)")
+    out.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds of 0, 100, 1,000 rules")
+    out.add_argument("--latency-seconds", type=float, default=10.0, help="per tape and stage set; 0: skip")
+    return out
+
+
+def run(args: argparse.Namespace) -> list[Figure]:
+    """Measure and print every figure; return those of the summary table."""
+    if args.ticks:
+        pure_stage(args.ticks, args.symbols)
+    return end_to_end(args)
+
+
 def main() -> None:
     """Print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--ticks", type=int, default=1_000_000)
-    parser.add_argument("--symbols", type=int, default=500)
-    parser.add_argument("--worker-ticks", type=int, default=1_000_000)
-    parser.add_argument("--latency-seconds", type=float, default=10.0)
-    args = parser.parse_args()
-    calm = synthetic_ticks(args.ticks, args.symbols)
+    run(parser().parse_args())
+
+
+def pure_stage(n: int, symbols: int) -> None:
+    """The pure alert stage with 0, 100 and 1,000 rules, beside the core stages on the same trades."""
+    calm = synthetic_ticks(n, symbols)
     for label, ticks in (("synthetic random walk", calm), ("volatile (returns x40)", volatile(calm))):
         batches = list(iter_chunks(ticks, BATCH_ROWS))
-        print(f"{label}: {len(ticks):,} trades, {args.symbols} symbols, batches of {BATCH_ROWS:,}")
+        print(f"{label}: {len(ticks):,} trades, {symbols} symbols, batches of {BATCH_ROWS:,}")
         core, _ = rate(core_stages(), batches)
         row("worker core stages (indicators + bars), for scale", core)
         for count in (0, 100, 1_000):
@@ -109,7 +127,6 @@ def main() -> None:
             row(f"SlumpAlerts, {count:>5,} rules ({fired:,} alerts)", ticks_per_s)
             combined = 1 / (1 / core + 1 / ticks_per_s)
             print(f"  {'':<58} core + alerts: {combined:,.0f} ticks/s ({100 * (1 - combined / core):.1f}% slower)")
-    end_to_end(args.worker_ticks, args.latency_seconds)
 
 
 class TimedAlertStage(SlumpAlertStage):
@@ -156,38 +173,21 @@ def worker_rate(client: redis.Redis, settings: Settings, ticks: TickBatch, rules
 
 
 def alert_latency(
-    client: redis.Redis, settings: Settings, seconds: float, rate: int = 100_000
-) -> tuple[float, float, int]:
-    """p50/p99 ms from the XADD of a slumping trade to its alert entry, with `rate` ticks/s of other trades.
+    client: redis.Redis, settings: Settings, tape: TickBatch, seconds: float, stages: str, rate: int = 100_000
+) -> tuple[float, float, int, int]:
+    """p50/p99 ms from the XADD of a slumping trade to its alert entry, with `rate` ticks/s of `tape` beside it;
+    how many alerts were timed and how many never came (counted as infinitely late).
 
-    The worker runs as `tickerdash analytics --stages alerts` in its own process, as deployed (a thread
+    The worker runs as `tickerdash analytics --stages <stages>` in its own process, as deployed (a thread
     here would fight the producer for the GIL); the first WARMUP_S of probes are left out (start-up).
+    The tape is fed in its own event time (cycled), so its bars close as often per trade as in the tape.
     """
     client.flushall()
     keys = Keys(settings.prefix)
     RuleStore(client, keys).add(Rule(id="probe", symbol="PROBE", drop_pct=5, window_s=1, cooldown_s=0))
-    env = {
-        **os.environ,
-        "TICKERDASH_REDIS_URL": settings.redis_url or "",
-        "TICKERDASH_BLOCK_MS": "5",
-        "TICKERDASH_PREFIX": settings.prefix,
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "tickerdash",
-        "analytics",
-        "--consumer",
-        "alert-latency",
-        "--no-webhooks",
-        "--stages",
-        "alerts",
-    ]
-    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lease = keys.lease(ANALYTICS_GROUP, 0)
-    while client.get(lease) != b"alert-latency":
-        time.sleep(0.05)
-    background = synthetic_ticks(rate, 500, seed=9)
+    worker = worker_process(settings, "alert-latency", stages)
+    wait_for_lease(client, settings, "alert-latency")
+    feed = tapes.Cycled(tape)
     per_batch = rate // 100
     sent: dict[int, float] = {}
     producer = Producer(redis.Redis(port=client.connection_pool.connection_kwargs["port"]), settings)
@@ -198,21 +198,18 @@ def alert_latency(
     while time.perf_counter() < deadline:
         seq += 1
         now_ms = start_ms + seq * 10
-        first = (seq * per_batch) % (len(background) - per_batch)
-        chunk = background.take(np.arange(first, first + per_batch - 2))
-        chunk = TickBatch(
-            chunk.symbols, chunk.symbol_idx, chunk.price, chunk.size, np.full(len(chunk), now_ms, np.int64), chunk.side
-        )
+        chunk = feed.take(per_batch - 2, start_ms)
         # PROBE recovers to 100 and then drops 10%: each 10 ms batch fires the rule once.
         probe = TickBatch.from_columns(["PROBE", "PROBE"], [100.0, 90.0], [1.0, 1.0], [now_ms, now_ms])
         if seq * 0.01 >= WARMUP_S:
             sent[now_ms] = time.perf_counter()
-        producer.publish(concat([chunk, probe]))
+        # the feed's event clock runs ahead of the wall clock: declared (see `benchmarks.analytics.latency`)
+        producer.publish(concat([chunk, probe]), clock_ms=int(max(chunk.ts.max(), now_ms)))
         next_at += 0.01
         time.sleep(max(0.0, next_at - time.perf_counter()))
     seen: dict[int, float] = {}
     last = "0-0"
-    while len(seen) < len(sent) and time.perf_counter() < deadline + 5:
+    while len(seen) < len(sent) and time.perf_counter() < deadline + DRAIN_WAIT_S:
         for _, entries in client.xread({keys.alerts: last}, block=100) or []:
             for entry_id, fields in entries:
                 last = entry_id
@@ -220,55 +217,102 @@ def alert_latency(
     worker.send_signal(signal.SIGTERM)
     worker.wait(60)
     offset = time.time() - time.perf_counter()  # alert times are wall clock (entry IDs); sends are perf_counter
-    delays = np.array([(seen[ts] - (sent[ts] + offset)) * 1000 for ts in sent if ts in seen])
-    return float(np.percentile(delays, 50)), float(np.percentile(delays, 99)), len(delays)
+    delays = np.array([(seen[ts] - (sent[ts] + offset)) * 1000 if ts in seen else np.inf for ts in sent])
+    missing = int(np.isinf(delays).sum())
+    p50, p99 = (float(np.percentile(delays, q, method="higher")) for q in (50, 99))
+    return p50, p99, len(delays) - missing, missing
 
 
 def _entry_time(entry_id: bytes) -> float:
     return int(entry_id.split(b"-")[0]) / 1000
 
 
-def end_to_end(ticks: int, latency_s: float) -> None:
-    """The worker figures on an embedded Redis."""
+def end_to_end(args: argparse.Namespace) -> list[Figure]:
+    """The worker figures on an embedded Redis, tape by tape."""
+    figures: list[Figure] = []
     with EmbeddedRedis(appendonly=False) as server:
         client = redis.Redis(port=server.port)
         settings = Settings(redis_url=server.url, stream_maxlen=0, block_ms=20, consumer="bench")
-        print(f"end to end: one worker on {server.binary} (appendonly no), {ticks:,} trades, 500 symbols")
-        row("reference: redis-benchmark XADD, pipeline 256", redis_benchmark_xadd(server), "req/s")
-        trades = market(ticks, 500)
-        worker_rate(client, settings, trades.take(np.arange(50_000)), [])  # warm-up
-        counts = (0, 100, 1_000)
-        rules = {count: make_rules(count, trades.symbols) for count in counts}
-        # rounds of 0, 100 and 1,000 rules, back to back, best of each: this host drifts by 20% within a
-        # minute, so runs of one count in a row would compare different moments of the machine
-        runs: dict[int, list[WorkerRun]] = {count: [] for count in counts}
-        for _ in range(ROUNDS):
-            for count in counts:
-                runs[count].append(worker_rate(client, settings, trades, rules[count]))
-        base = max(runs[0], key=lambda run: run.ticks_per_s)
+        print(f"end to end: one worker (core stages + slump alerts) on {server.binary} (appendonly no)")
+        ref = redis_benchmark_xadd(server)
+        row("reference: redis-benchmark XADD, pipeline 256", ref, "req/s")
+        names = tapes.available(args.tapes)
+        for name in names:
+            trades = tapes.tape(name, args.worker_ticks)
+            print(" ", tapes.describe(name, trades), "as batch entries")
+            worker_rate(client, settings, trades.take(np.arange(50_000)), [])  # warm-up
+            figures.append(rules_cost(client, settings, trades, args.rounds, name, ref))
+        for name in names if args.latency_seconds else ():
+            trades = tapes.tape(name, 500_000)
+            for stages in ("alerts", "alerts,anomaly"):
+                p50, p99, samples, missing = alert_latency(client, settings, trades, args.latency_seconds, stages)
+                print(
+                    f"  XADD -> alert entry at 100k ticks/s, {name} tape, --stages {stages} (worker process, after "
+                    f"{WARMUP_S:.0f} s of start-up): p50 {p50:.1f} ms, p99 {p99:.1f} ms ({samples} alerts, "
+                    f"{missing} not written within {DRAIN_WAIT_S:.0f} s of the producer's end)"
+                )
+                realistic = name != "synthetic"
+                figures.append(
+                    Figure(
+                        f"XADD -> alert p99 at 100k ticks/s, --stages {stages}, {name} tape",
+                        p99,
+                        "ms",
+                        ref,
+                        target="<= 50 ms" if realistic else "",
+                        met=p99 <= 50 if realistic else None,
+                    )
+                )
+    return figures
+
+
+def rules_cost(
+    client: redis.Redis, settings: Settings, trades: TickBatch, rounds: int, name: str, ref: float
+) -> Figure:
+    """Rounds of 0, 100 and 1,000 rules on one tape, back to back, best of each; the cost of 1,000 rules.
+
+    Rounds interleave because this host drifts by 20% within a minute: runs of one count in a row would
+    compare different moments of the machine.
+    """
+    counts = (0, 100, 1_000)
+    rules = {count: make_rules(count, trades.symbols) for count in counts}
+    runs: dict[int, list[WorkerRun]] = {count: [] for count in counts}
+    for _ in range(rounds):
         for count in counts:
-            run = max(runs[count], key=lambda run: run.ticks_per_s)
-            row(f"worker, {count:>5,} rules ({run.alerts:,} alerts), best of {ROUNDS}", run.ticks_per_s)
-            extra = run.seconds - base.seconds
-            # the stage runs on the helper thread beside the bars and indicators, so its time is not all extra
-            waited = run.transactions_s - base.transactions_s
-            split = (
-                f": {extra:+.2f} s, of which sending the transactions and waiting for their replies "
-                f"{waited:+.2f} s (Redis applies the alerts' XADDs while the next batch is computed); "
-                f"the alert stage ran {run.alert_stage_s:.2f} s on the helper thread"
-                if count
-                else ""
-            )
-            print(f"  {'':<58} {100 * (1 - run.ticks_per_s / base.ticks_per_s):.1f}% slower than with no rules{split}")
-        rounds = "; ".join(
-            " / ".join(f"{runs[count][k].ticks_per_s / 1000:,.0f}k" for count in counts) for k in range(ROUNDS)
+            runs[count].append(worker_rate(client, settings, trades, rules[count]))
+    base = max(runs[0], key=lambda run: run.ticks_per_s)
+    for count in counts:
+        run = max(runs[count], key=lambda run: run.ticks_per_s)
+        row(
+            f"worker, {name} tape, {count:>5,} rules ({run.alerts:,} alerts), best of {rounds}",
+            run.ticks_per_s,
+            ref=ref,
         )
-        print(f"  each round, 0 / 100 / 1,000 rules: {rounds}")
-        p50, p99, samples = alert_latency(client, settings, latency_s)
-        print(
-            f"  XADD -> alert entry at 100k ticks/s (worker process, after {WARMUP_S:.0f} s of start-up): "
-            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({samples} alerts)"
+        extra = run.seconds - base.seconds
+        # the stage runs on the helper thread beside the bars and indicators, so its time is not all extra
+        waited = run.transactions_s - base.transactions_s
+        split = (
+            f": {extra:+.2f} s, of which sending the transactions and waiting for their replies "
+            f"{waited:+.2f} s (Redis applies the alerts' XADDs while the next batch is computed); "
+            f"the alert stage ran {run.alert_stage_s:.2f} s on the helper thread"
+            if count
+            else ""
         )
+        print(f"  {'':<58} {100 * (1 - run.ticks_per_s / base.ticks_per_s):.1f}% slower than with no rules{split}")
+    each = "; ".join(
+        " / ".join(f"{runs[count][k].ticks_per_s / 1000:,.0f}k" for count in counts) for k in range(rounds)
+    )
+    print(f"  each round, 0 / 100 / 1,000 rules: {each}")
+    storm = max(runs[1_000], key=lambda run: run.ticks_per_s)
+    cost = 1 - storm.ticks_per_s / base.ticks_per_s
+    return Figure(
+        f"cost of 1,000 rules ({storm.alerts:,} alerts), {name} tape, best of {rounds}",
+        100 * cost,
+        "%",
+        base.ticks_per_s,
+        "0 rules",
+        "<= 20%",
+        cost <= 0.20,
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Anomaly scoring throughput: feature extraction, scoring, and the worker with scoring on beside off.
 
 Prints figures, asserts nothing. Targets on the 2-core dev machine: scoring (rules, tail, forest and
-fusion, from features) >= 500k trades/s; the worker with the anomaly stage >= 50% of its speed without.
+fusion, from features) >= 500k trades/s; the worker with the anomaly stage >= 50% of its speed without,
+on each tape of `benchmarks.tapes` (synthetic, the simulator's default market, LOBSTER), with
+redis-benchmark's XADD rate of the same server printed beside.
 
-    .venv/bin/python -m benchmarks.anomaly
+    .venv/bin/python -m benchmarks.anomaly [--ticks N] [--worker-ticks N] [--tapes synthetic,simulated,lobster]
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from benchmarks._common import row, timed, worker_drain
-from benchmarks.analytics import market as steady_market
+from benchmarks import tapes
+from benchmarks._common import Figure, redis_benchmark_xadd, row, timed, worker_drain
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.analytics.stages.anomaly.scorer import ScorerConfig
 from tickerdash.analytics.stages.anomaly.stage import AnomalyDetector, AnomalyStage
@@ -89,28 +91,48 @@ def worker_rate(server: EmbeddedRedis, ticks: TickBatch, stages: tuple, prefix: 
     return processed / drain_s
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line (also read by `python -m benchmarks` for its smaller sizes)."""
+    out = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    out.add_argument("--ticks", type=int, default=200_000, help="trades for feature extraction and scoring; 0: skip")
+    out.add_argument("--worker-ticks", type=int, default=1_000_000, help="trades per worker drain (LOBSTER: copies)")
+    out.add_argument("--tapes", type=tapes.tape_names, default=list(tapes.TAPES), help="comma-separated")
+    out.add_argument("--pairs", type=int, default=3, help="back-to-back pairs of scoring off and on, per tape")
+    return out
+
+
+def run(args: argparse.Namespace) -> list[Figure]:
+    """Measure and print every figure; return those of the summary table."""
+    print("anomaly scoring")
+    if args.ticks:
+        core(market(args.ticks, 20))
+    figures = []
+    with EmbeddedRedis(Path(tempfile.mkdtemp()), appendonly=False) as server:
+        ref = redis_benchmark_xadd(server)
+        row("reference: redis-benchmark XADD, pipeline 256", ref, "req/s")
+        for name in tapes.available(args.tapes):
+            ticks = tapes.tape(name, args.worker_ticks)
+            print(" ", tapes.describe(name, ticks), "as batch entries")
+            pairs = []
+            for k in range(args.pairs):  # back to back: this host is shared and a single run is noisy
+                off = worker_rate(server, ticks, (), f"off{k}")
+                on = worker_rate(server, ticks, (AnomalyStage,), f"on{k}")
+                pairs.append((off, on))
+            off, on = max(p[0] for p in pairs), max(p[1] for p in pairs)
+            row(f"worker, {name} tape, scoring off (best of {args.pairs})", off, ref=ref)
+            row(f"worker, {name} tape, scoring on (best of {args.pairs})", on, ref=ref)
+            # the target is a ratio to the scoring-off run of this same process, not to redis-benchmark
+            print(f"  {'worker, scoring on / scoring off (target >= 0.50)':<58} {on / off:>14.2f}x", flush=True)
+            each = "; ".join(f"{a:,.0f} / {b:,.0f} = {b / a:.2f}x" for a, b in pairs)
+            print(f"  each pair back to back, off / on ticks/s: {each}")
+            label = f"worker with anomaly scoring, {name} tape, best of {args.pairs}"
+            figures.append(Figure(label, on, "ticks/s", off, "scoring off", ">= 0.5x scoring off", on / off >= 0.5))
+    return figures
+
+
 def main() -> None:
     """Print the figures."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--ticks", type=int, default=200_000, help="trades for feature extraction and scoring")
-    parser.add_argument("--worker-ticks", type=int, default=1_000_000, help="trades per worker drain")
-    args = parser.parse_args()
-    print("anomaly scoring")
-    core(market(args.ticks, 20))
-    ticks = steady_market(args.worker_ticks, 500)
-    pairs = []
-    with EmbeddedRedis(Path(tempfile.mkdtemp()), appendonly=False) as server:
-        for k in range(3):  # back to back, three times: this host is shared and a single run is noisy
-            off = worker_rate(server, ticks, (), f"off{k}")
-            on = worker_rate(server, ticks, (AnomalyStage,), f"on{k}")
-            pairs.append((off, on))
-    off, on = max(p[0] for p in pairs), max(p[1] for p in pairs)
-    row("worker, 500 symbols, batch entries, scoring off (best of 3)", off, "ticks/s")
-    row("worker, 500 symbols, batch entries, scoring on (best of 3)", on, "ticks/s")
-    # the target is a ratio to the scoring-off run of this same process, not to redis-benchmark
-    print(f"  {'worker, scoring on / scoring off (target >= 0.50)':<58} {on / off:>14.2f}x", flush=True)
-    each = "; ".join(f"{a:,.0f} / {b:,.0f} = {b / a:.2f}x" for a, b in pairs)
-    print(f"  each pair back to back, off / on ticks/s: {each}")
+    run(parser().parse_args())
 
 
 if __name__ == "__main__":

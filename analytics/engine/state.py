@@ -15,6 +15,7 @@ fresh (a stage added since the checkpoint was written).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -70,8 +71,13 @@ class PartitionState:
                 return stage
         raise KeyError(name)
 
-    def apply(self, batch: TickBatch) -> Effects:
-        """Run the stage chain on one batch (pure: no I/O)."""
+    def apply(self, batch: TickBatch, meanwhile: Callable[[Effects], None] | None = None) -> Effects:
+        """Run the stage chain on one batch (pure: no I/O).
+
+        `meanwhile` is called with the effects of the stages on the loop's thread as soon as they are done,
+        while the concurrent stages may still be running (the worker encodes and queues their writes then,
+        instead of after); the effects returned hold those outputs first, then the concurrent stages'.
+        """
         effects = Effects(batch)
         for stage in self._admitting:
             effects.batch = stage.admit(effects.batch, effects)
@@ -84,6 +90,8 @@ class PartitionState:
             helper = _stage_thread().submit(self._run, self._beside, batch, beside)
         try:
             self._run(self._in_loop, batch, effects)
+            if meanwhile is not None:
+                meanwhile(effects)
             if helper is None:
                 self._run(self._beside, batch, beside)
         finally:  # never leave the helper working on this state while the caller goes on

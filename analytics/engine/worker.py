@@ -161,9 +161,17 @@ class AnalyticsWorker:
             ticks = ticks.take(fresh[ticks.entry_of])
             if not len(ticks):
                 return
-        effects = state.apply(ticks)
+        queued = 0
+
+        def queue_loop_outputs(done: Effects) -> None:  # encoded while the concurrent stages still run
+            nonlocal queued
+            self.writer.write_outputs(pipe, done.outputs)
+            queued = len(done.outputs)
+
+        effects = state.apply(ticks, meanwhile=queue_loop_outputs)
         state.last_id = ticks.entry_ids[-1]
-        self.writer.write(pipe, effects)
+        self.writer.write_outputs(pipe, effects.outputs[queued:])  # then theirs, then the dead letters: in order
+        self.writer.write_rejected(pipe, effects.rejected)
         pipe.hset(self.checkpoint_key(partition), "last_id", state.last_id)
         self.leases.extend(pipe, partition)
         since, count = self._last_checkpoint.get(partition, (0.0, 0))

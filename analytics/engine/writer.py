@@ -7,32 +7,23 @@ one entry to one stream, entries with explicit IDs to the streams they name), no
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import redis
 
-from tickerdash.analytics.engine.stage import AppendMany, AppendOne, AppendWithIds, Effects, Output
+from tickerdash.analytics.engine.stage import AppendMany, AppendOne, AppendWithIds, Effects, IdEntries, Output
 from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.tick_entries import Rejected
 from tickerdash.ingest.deadletter import add_rejected
-
-# Append many entries to one stream in one command: ARGV[1] = maxlen, ARGV[2] = a JSON list of flat
-# [field, value, ...] lists. Same entries, same order as one XADD each, without client-side command
-# building per entry and per argument (in an alert storm that was most of the worker's time); trimmed
-# once at the end (approximately, as XADD MAXLEN ~ would), not checked at every entry.
-XADD_MANY_SCRIPT = """
-local entries = cjson.decode(ARGV[2])
-for _, fields in ipairs(entries) do
-  redis.call('XADD', KEYS[1], '*', unpack(fields))
-end
-redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[1])
-return #entries
-"""
+from tickerdash.ingest.stream_appends import append_many
 
 # Append entries with explicit IDs to many streams in one command: KEYS = the streams, ARGV[1] = a JSON list
 # of [stream's KEYS index, maxlen, entry ID, field, value, ...]. The same XADDs, in the same order, as one
 # client command each; what it saves is the client's work of building and packing every argument of every
-# entry (a bar's XADD has 17 or more), which was the largest cost of writing bars.
+# entry (a bar's XADD has 17 or more), which was the largest cost of writing bars. The JSON is built column
+# by column (`id_entries_json`), never entry by entry.
 XADD_WITH_IDS_SCRIPT = """
 local entries = cjson.decode(ARGV[1])
 for _, e in ipairs(entries) do
@@ -48,7 +39,6 @@ class EffectsWriter:
     def __init__(self, client: redis.Redis, keys: Keys, source: str = "analytics") -> None:
         self.keys = keys
         self.source = source
-        self._xadd_many = client.register_script(XADD_MANY_SCRIPT)
         self._queue: dict[type, Callable[[redis.client.Pipeline, Any], None]] = {
             AppendMany: self._append_many,
             AppendOne: self._append_one,
@@ -57,30 +47,54 @@ class EffectsWriter:
 
     def write(self, pipe: redis.client.Pipeline, effects: Effects) -> None:
         """Queue every output (in the order the stages added them), then the dead letters."""
-        for output in effects.outputs:
+        self.write_outputs(pipe, effects.outputs)
+        self.write_rejected(pipe, effects.rejected)
+
+    def write_outputs(self, pipe: redis.client.Pipeline, outputs: Sequence[Output]) -> None:
+        """Queue these outputs, in order."""
+        for output in outputs:
             self.queue(pipe, output)
-        if effects.rejected:
-            add_rejected(pipe, self.keys.deadletter, effects.rejected, self.source)
+
+    def write_rejected(self, pipe: redis.client.Pipeline, rejected: Sequence[Rejected]) -> None:
+        """Queue these dead letters, in order."""
+        if rejected:
+            add_rejected(pipe, self.keys.deadletter, rejected, self.source)
 
     def queue(self, pipe: redis.client.Pipeline, output: Output) -> None:
         """Encode one output and queue its appends."""
         self._queue[type(output)](pipe, output)
 
     def _append_many(self, pipe: redis.client.Pipeline, output: AppendMany) -> None:
-        entries = output.encode()
-        if entries:  # JSON arrays [field, value, ...], appended in order by one script call
-            self._xadd_many(
-                keys=[output.stream(self.keys)], args=[output.maxlen, "[" + ",".join(entries) + "]"], client=pipe
-            )
+        append_many(pipe, output.stream(self.keys), output.encode(), output.maxlen)
 
     def _append_one(self, pipe: redis.client.Pipeline, output: AppendOne) -> None:
         pipe.xadd(output.stream(self.keys), output.encode(), maxlen=output.maxlen, approximate=True)  # type: ignore[arg-type]
 
     def _append_with_ids(self, pipe: redis.client.Pipeline, output: AppendWithIds) -> None:
-        streams: dict[str, int] = {}  # stream -> its (1-based) index in KEYS
-        rows = [
-            [streams.setdefault(stream, len(streams) + 1), str(maxlen), entry_id, *fields]
-            for stream, maxlen, entry_id, fields in output.encode(self.keys)
-        ]
-        if rows:  # EVAL, not a registered script: that would make the pipeline check SCRIPT EXISTS per batch
-            pipe.eval(XADD_WITH_IDS_SCRIPT, len(streams), *streams, json.dumps(rows, separators=(",", ":")))
+        entries = output.encode(self.keys)
+        if len(entries):  # EVAL, not a registered script: that would make the pipeline check SCRIPT EXISTS per batch
+            pipe.eval(XADD_WITH_IDS_SCRIPT, len(entries.streams), *entries.streams, id_entries_json(entries))
+
+
+def id_entries_json(entries: IdEntries) -> str:
+    """XADD_WITH_IDS_SCRIPT's ARGV[1]: `[[stream's KEYS index, "maxlen", "ID", "field", "value", ...], ...]`.
+
+    Built as one table of text pieces, a row per entry (its head, then `,"field","` + value + `"` per field,
+    all three empty where the entry leaves the field out, then `]`), filled column by column and joined
+    once: no Python step per entry.
+    """
+    heads = np.array([f'[{k + 1},{json.dumps(str(maxlen))},"' for k, maxlen in enumerate(entries.maxlens)], object)
+    pieces = np.empty((len(entries), 4 + 3 * len(entries.fields)), object)
+    pieces[:, 0] = heads[entries.stream_at]
+    pieces[:, 1] = entries.ids
+    pieces[:, 2] = '"'
+    for at, (name, values) in enumerate(entries.fields, start=1):
+        absent = values == None  # noqa: E711 (elementwise on an object array)
+        pieces[:, 3 * at] = "," + json.dumps(name) + ',"'
+        pieces[:, 3 * at + 1] = values
+        pieces[:, 3 * at + 2] = '"'
+        if absent.any():
+            pieces[absent, 3 * at : 3 * at + 3] = ""
+    pieces[:, -1] = "],"
+    pieces[-1, -1] = "]"
+    return "[" + "".join(pieces.ravel().tolist()) + "]"

@@ -10,23 +10,23 @@ and, as one Arrow IPC entry per batch, to the closed-bars feed that archivers re
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from tickerdash.analytics.engine.stage import AppendOne, AppendWithIds, Effects, IdEntry
+from tickerdash.analytics.engine.stage import AppendOne, AppendWithIds, Effects, IdEntries
 from tickerdash.analytics.stages.bars import BarConfig, Bars, BarTable
 from tickerdash.analytics.stages.indicators import window_name
 from tickerdash.ingest.contract.bars import (
     BAR_FIELDS,
     BAR_FLOAT_FIELDS,
-    bar_entry_id,
+    bar_entry_ids,
     bar_feed_fields,
     encode_bar,
+    encode_bar_columns,
     encode_bar_feed,
-    encode_bars,
 )
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import Rejected
@@ -65,19 +65,25 @@ def bar_fields(bars: BarTable, k: int, extra: Mapping[str, np.ndarray] | None = 
     return encode_bar(open_, high, low, close, volume, vwap, int(bars.trades[k]), values)
 
 
-def bar_entries(closed: ClosedBars, keys: Keys, retention: Mapping[str, int]) -> Iterator[IdEntry]:
+def bar_entries(closed: ClosedBars, keys: Keys, retention: Mapping[str, int]) -> IdEntries:
     """Each closed bar as an entry of its symbol's stream of its interval, ID = bar start."""
     bars = closed.table
-    names = bars.symbols
     columns = {name: getattr(bars, name) for name in BAR_FIELDS} | closed.extra
-    encoded = encode_bars(columns, tuple(closed.extra))
-    interval_names = {ms: window_name(ms) for ms in set(bars.interval_ms.tolist())}
-    for k, (interval_ms, code, start) in enumerate(
-        zip(bars.interval_ms.tolist(), bars.symbol_idx.tolist(), bars.start_ms.tolist(), strict=True)
-    ):
-        interval = interval_names[interval_ms]
-        maxlen = retention.get(interval, OTHER_INTERVALS_RETENTION)
-        yield keys.bars(interval, names[code]), maxlen, bar_entry_id(start), encoded[k]
+    intervals, interval_at = np.unique(bars.interval_ms, return_inverse=True)
+    # one stream per (interval, symbol) of the batch: named once each, not once per bar
+    streams, stream_at = np.unique(interval_at * max(1, len(bars.symbols)) + bars.symbol_idx, return_inverse=True)
+    names, maxlens = [], []
+    for combined in streams.tolist():
+        interval = window_name(int(intervals[combined // max(1, len(bars.symbols))]))
+        names.append(keys.bars(interval, bars.symbols[combined % max(1, len(bars.symbols))]))
+        maxlens.append(retention.get(interval, OTHER_INTERVALS_RETENTION))
+    return IdEntries(
+        names,
+        maxlens,
+        stream_at.reshape(-1),
+        bar_entry_ids(bars.start_ms),
+        encode_bar_columns(columns, tuple(closed.extra)),
+    )
 
 
 def encode_bar_table(bars: BarTable, extra: Mapping[str, np.ndarray] | None = None) -> bytes:

@@ -33,6 +33,12 @@ def bar_entry_id(start_ms: int) -> str:
     return f"{start_ms}-0"
 
 
+def bar_entry_ids(start_ms: np.ndarray) -> np.ndarray:
+    """`bar_entry_id` of every start, as an object array of str (formatted in one pass)."""
+    starts = np.asarray(start_ms, np.int64).tolist()
+    return np.array(repr(starts)[1:-1].split(", "), object) + "-0" if starts else np.zeros(0, object)
+
+
 def encode_bar(
     open: float,
     high: float,
@@ -74,26 +80,31 @@ def float_reprs(values: np.ndarray | Sequence[float]) -> list[str]:
     return repr(floats)[1:-1].split(", ") if floats else []
 
 
-def encode_bars(columns: Mapping[str, np.ndarray], extra: Sequence[str] = ()) -> list[list[str]]:
-    """Every bar's fields as text (the values `encode_bar` writes: floats as repr, `trades` as an integer,
-    then the `extra` fields, an undefined (NaN) one left out), from columns named as `BAR_FIELDS` plus the
-    `extra` names.
+def encode_bar_columns(columns: Mapping[str, np.ndarray], extra: Sequence[str] = ()) -> list[tuple[str, np.ndarray]]:
+    """Every bar's fields as text, column by column: (field name, object array of each bar's value), in the
+    order `encode_bar` writes them (floats as repr, `trades` as an integer, then the `extra` fields, None
+    where an extra value is undefined (NaN): that bar leaves the field out).
 
     Numbers are formatted column by column, not bar by bar: on a tape where a bar closes every few trades,
     formatting each value on its own was most of what encoding bars cost.
     """
-    opens, highs, lows, closes, volumes, vwaps = (float_reprs(columns[name]) for name in BAR_FLOAT_FIELDS)
+    out = [(name, np.array(float_reprs(columns[name]), object)) for name in BAR_FLOAT_FIELDS]
     counts = np.asarray(columns["trades"], np.int64).tolist()
-    trades = repr(counts)[1:-1].split(", ") if counts else []
-    out = [
-        ["open", o, "high", h, "low", lo, "close", c, "volume", v, "vwap", w, "trades", t]
-        for o, h, lo, c, v, w, t in zip(opens, highs, lows, closes, volumes, vwaps, trades, strict=True)
-    ]
+    out.append(("trades", np.array(repr(counts)[1:-1].split(", ") if counts else [], object)))
     for name in extra:
-        for fields, text in zip(out, float_reprs(columns[name]), strict=True):
-            if text != "nan":  # NaN: not defined at this bar, left out
-                fields += (name, text)
+        values = np.array(float_reprs(columns[name]), object)
+        values[np.isnan(np.asarray(columns[name], np.float64))] = None  # not defined at this bar, left out
+        out.append((name, values))
     return out
+
+
+def encode_bars(columns: Mapping[str, np.ndarray], extra: Sequence[str] = ()) -> list[list[str]]:
+    """Every bar's fields as text, bar by bar: `encode_bar_columns` as one flat [field, value, ...] list per bar."""
+    encoded = encode_bar_columns(columns, extra)
+    bars = len(encoded[0][1])
+    return [
+        [part for name, values in encoded if values[k] is not None for part in (name, values[k])] for k in range(bars)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
