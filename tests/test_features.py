@@ -76,6 +76,23 @@ class TestPriceFeatures:
         assert values[-1, F["momentum_z"]] > values[-15, F["momentum_z"]] > 0
         assert values[-1, F["momentum_z"]] > 5
 
+    def test_a_first_move_after_a_flat_run_is_a_few_sigmas_not_millions(self) -> None:
+        """A symbol that has not moved for 300 trades has no return scale of its own: its first one-cent
+        move on $100 (1 bp) is a few sigmas, while a 5% print is still far past the off-market rule."""
+        values = Features().process(single([100.0] * 300 + [100.01, 100.0] + [100.0] * 50 + [105.0])).values
+        assert abs(values[300, F["jump_z"]]) <= 10 and abs(values[300, F["price_z"]]) <= 10
+        assert values[-1, F["jump_z"]] >= 100 and values[-1, F["price_z"]] >= 100
+
+    def test_a_coarse_price_grid_does_not_make_each_tick_a_spike(self) -> None:
+        """On $80 a cent is 1.25 bp and most trades do not move the price; a one-tick move after a run of
+        unmoved trades stays within a few sigmas of the symbol's mean move."""
+        rng = np.random.default_rng(4)
+        steps = rng.choice([0.0, 0.01, -0.01], size=3_000, p=[0.93, 0.035, 0.035])
+        prices = list(np.round(80 + np.cumsum(steps), 2))
+        values = Features().process(single(prices)).values[500:]  # past the warm-up
+        moved = np.diff(prices)[499:] != 0
+        assert np.abs(values[moved, F["jump_z"]]).max() <= 5
+
 
 class TestSizeAndTime:
     def test_a_fat_finger_size_has_a_large_size_z(self) -> None:

@@ -59,6 +59,10 @@ F = {name: k for k, name in enumerate(FEATURES)}
 MAD_TO_SIGMA = float(np.sqrt(np.pi / 2))  # E|x| = sigma * sqrt(2/pi) for a normal
 NO_TIME = -(2**62)
 TINY = 1e-12
+# No relative scale below a tenth of a basis point: a symbol whose price has not moved yet (or not for a
+# long run) has scales of zero, and its first one-tick move read as hundreds of millions of sigmas. A move
+# of 0.1 bp is far below any quoted tick on a share; a spike of 1% is still 800 sigmas.
+MIN_SCALE = 1e-5
 
 # the exponentially weighted averages each symbol carries (one column of `Features.ema` each)
 EMAS = (
@@ -266,7 +270,7 @@ class Features:
             # On a coarse price grid most trades do not move the price, and a long run of them shrinks the
             # scales towards zero, so that a one-tick move would read as hundreds of sigmas: no scale is
             # taken below half the symbol's mean move (one tick, where the grid is what moves it).
-            floor = 0.5 * np.nan_to_num(ret_scale / np.maximum(moves, TINY))
+            floor = np.maximum(0.5 * np.nan_to_num(ret_scale / np.maximum(moves, TINY)), MIN_SCALE)
             values[:, F["price_z"]] = deviation / (MAD_TO_SIGMA * np.maximum(dev_scale, floor) + TINY)
             ret_sigma = MAD_TO_SIGMA * np.maximum(ret_scale, floor) + TINY
             values[:, F["jump_z"]] = ret / ret_sigma
