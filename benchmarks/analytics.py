@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> list[Figure]:
                 row(label, rate, ref=ref)
                 print(f"  {'':<58} (to the last batch's commit; the shutdown took {shutdown_s:.2f} s more)")
                 figures.append(batch_figure(label, rate, ref, name, stages))
-        for name in names:
+        for name in names if args.per_tick_ticks > 0 else ():
             tape = tapes.tape(name, args.per_tick_ticks)
             print(" ", tapes.describe(name, tape), "as per-tick entries")
             rounds = []
