@@ -184,7 +184,11 @@ def alert_latency(
     """
     client.flushall()
     keys = Keys(settings.prefix)
-    RuleStore(client, keys).add(Rule(id="probe", symbol="PROBE", drop_pct=5, window_s=1, cooldown_s=0))
+    # the probe swings 10% on every trade, which the bad-print filter rejects (it still runs on every trade):
+    # the rule counts bad prints, so that each swing fires and its latency is measured
+    RuleStore(client, keys).add(
+        Rule(id="probe", symbol="PROBE", drop_pct=5, window_s=1, cooldown_s=0, include_bad_prints=True)
+    )
     worker = worker_process(settings, "alert-latency", stages)
     wait_for_lease(client, settings, "alert-latency")
     feed = tapes.Cycled(tape)
