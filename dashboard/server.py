@@ -29,7 +29,8 @@ class HttpServer:
 
     def __init__(self, wsgi_app: Any, host: str, port: int) -> None:
         self._server = create_server(wsgi_app, host=host, port=port, threads=HTTP_THREADS, ident="tickerdash")
-        self._thread = threading.Thread(target=self._server.run, name="tickerdash-http", daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, name="tickerdash-http", daemon=True)
+        self._stopping = False
 
     @property
     def port(self) -> int:
@@ -42,11 +43,17 @@ class HttpServer:
         return self
 
     def serve_forever(self) -> None:
-        """Serve on this thread until interrupted."""
-        self._server.run()
+        """Serve on this thread until interrupted (or stopped from another thread)."""
+        try:
+            self._server.run()
+        except OSError:
+            # `stop` closes the sockets under the loop's select(), which then fails with EBADF: the end
+            if not self._stopping:
+                raise
 
     def stop(self) -> None:
         """Stop accepting connections."""
+        self._stopping = True
         self._server.close()
         if self._thread.is_alive():
             self._thread.join(2)
