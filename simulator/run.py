@@ -22,6 +22,7 @@ from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.reconnect import through_outages
 from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.stopping import Terminated, sigterm_received
 from tickerdash.ingest.ticks import TickBatch
 from tickerdash.simulator.config import MarketConfig
 from tickerdash.simulator.labels import LabelBatch
@@ -265,6 +266,8 @@ def run(
             last_ts = int(ticks.ts[-1])
             if on_progress is not None:
                 on_progress(len(ticks), len(labels))
+            if sigterm_received():  # its Terminated was raised where it got swallowed (a finaliser): stop now
+                raise Terminated()
     finally:
         sink.close()
     return RunSummary(ticks_total, labels_total, time.perf_counter() - began, first_ts, last_ts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,15 +18,17 @@ import typer
 from processes import catches_sigterm, wait_until
 from typer.testing import CliRunner
 
+from tickerdash.ingest import stopping
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import decode_entries
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.settings import Settings
-from tickerdash.ingest.ticks import concat
+from tickerdash.ingest.ticks import TickBatch, concat
 from tickerdash.simulator.cli import register
 from tickerdash.simulator.config import MarketConfig
+from tickerdash.simulator.labels import LabelBatch
 from tickerdash.simulator.market import generate
-from tickerdash.simulator.run import Limits, limited, paced
+from tickerdash.simulator.run import Limits, limited, paced, run
 from tickerdash.simulator.scenarios import ScenarioError, from_flags, load_scenario
 
 START = "1700000000000"
@@ -279,3 +282,24 @@ class TestStopping:
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, f"exit {proc.returncode} on SIGTERM ({moment}): {err[-2000:]}"
+
+    def test_a_sigterm_whose_exception_was_swallowed_still_stops_the_run(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A signal handler's exception raised inside a finaliser is printed and dropped by Python: the run
+        notices the signal at its next write and stops all the same, instead of running on unstoppable."""
+        monkeypatch.setattr(stopping, "_received", False)
+        written: list[int] = []
+
+        class Sink:
+            def write(self, ticks: TickBatch, labels: LabelBatch) -> None:
+                written.append(len(ticks))
+                if len(written) == 2:
+                    with contextlib.suppress(stopping.Terminated):  # as a finaliser would swallow it
+                        stopping._raise_terminated(signal.SIGTERM, None)
+
+            def close(self) -> None:
+                pass
+
+        chunks = generate(MarketConfig(symbols=("AAPL",), start_ms=1_767_225_600_000, chunk_size=256))
+        with pytest.raises(stopping.Terminated):
+            run(chunks, Sink(), start_ms=1_767_225_600_000, limits=Limits(count=100_000))
+        assert len(written) == 2
