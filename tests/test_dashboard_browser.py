@@ -642,7 +642,15 @@ def live_system(
 
 
 def add_rule_in_editor(page: Page, rule_id: str, symbol: str, *, enabled: bool) -> None:
-    """Type a 5 % in 60 s slump rule into the editor, save it, and wait for its row."""
+    """Type a 5 % in 60 s slump rule into the editor, save it, and wait for its row.
+
+    Waits first for the rules list's first answer from the server: until Dash has wired its callbacks, a
+    click on save is lost (on a loaded machine that can take seconds after the page's load event). The
+    waits are bounds for a loaded machine, not measures of speed."""
+    page.page.wait_for_function(
+        "() => { const list = document.querySelector('#rules-list'); return list && list.textContent.trim(); }",
+        timeout=30_000,
+    )
     page.page.fill("#rule-id", rule_id)
     page.page.fill("#rule-symbol", symbol)
     page.page.fill("#rule-drop_pct", "5")
@@ -650,7 +658,13 @@ def add_rule_in_editor(page: Page, rule_id: str, symbol: str, *, enabled: bool) 
     checkbox = page.page.locator("#rule-enabled input")
     checkbox.set_checked(enabled)
     page.page.click("#rule-save")
-    page.page.locator(f"#rule-row-{rule_id}").wait_for(timeout=10_000)
+    try:
+        page.page.locator(f"#rule-row-{rule_id}").wait_for(timeout=30_000)
+    except Exception as exc:
+        said = page.page.evaluate(
+            "() => ['#rule-form-error', '#rule-form-status'].map(s => document.querySelector(s)?.textContent)"
+        )
+        raise AssertionError(f"no row for rule {rule_id}; the form said {said}") from exc
 
 
 # Installed in the page before the slump: notes (page clock = this machine's clock) when the first
