@@ -12,7 +12,8 @@ import redis
 from click.testing import Result
 from effects_tools import entries_json
 
-from tickerdash.analytics.commands.alerts import register, stream_batches
+from tickerdash.analytics.commands.alerts import register
+from tickerdash.analytics.commands.alerts.backtest import stream_batches
 from tickerdash.analytics.engine.stage import Effects
 from tickerdash.analytics.stages.alerts.alert import entry_fields
 from tickerdash.analytics.stages.alerts.rules import Rule

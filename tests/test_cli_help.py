@@ -80,9 +80,9 @@ class TestLiteralsAgreeWithTheirSource:
 
     def test_include_bad_prints_help_gives_the_filters_band_and_confirmation(self) -> None:
         """`alerts add --include-bad-prints` states the bad-print filter's band and confirmation as literals."""
-        from tickerdash.analytics.commands import alerts as alerts_cli
+        from tickerdash.analytics.commands.alerts.rule_flags import BadPrintsOpt
         from tickerdash.analytics.stages.alerts.bad_prints import DEFAULT_BAND, DEFAULT_CONFIRM
 
-        option = alerts_cli.BadPrintsOpt.__metadata__[0]
+        option = BadPrintsOpt.__metadata__[0]
         assert f"more than {DEFAULT_BAND:.0%} off" in option.help
         assert f"that {DEFAULT_CONFIRM} agreeing" in option.help
