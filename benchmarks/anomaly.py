@@ -21,7 +21,7 @@ import redis
 from benchmarks import tapes
 from benchmarks._common import Figure, redis_benchmark_xadd, row, timed, worker_drain
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
-from tickerdash.analytics.stages.anomaly.scorer import ScorerConfig
+from tickerdash.analytics.stages.anomaly.scorer_config import ScorerConfig
 from tickerdash.analytics.stages.anomaly.stage import AnomalyDetector, AnomalyStage
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis

@@ -19,7 +19,7 @@ from tickerdash.analytics.stages.anomaly import scorer as scorer_module
 from tickerdash.analytics.stages.anomaly.calibration import Calibrator, table_surprise
 from tickerdash.analytics.stages.anomaly.features import FEATURES, F, FeatureFrame
 from tickerdash.analytics.stages.anomaly.forest import ForestArrays, average_path_length
-from tickerdash.analytics.stages.anomaly.scorer import ScorerConfig
+from tickerdash.analytics.stages.anomaly.scorer_config import ScorerConfig
 from tickerdash.analytics.stages.anomaly.stage import AnomalyDetector, AnomalyStage
 from tickerdash.analytics.stages.anomaly.tails import top_two_sum
 from tickerdash.ingest.field_rules import SIDE_BUY

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tickerdash.analytics.stages.alerts.alert import Alert
 from tickerdash.analytics.stages.anomaly.features import FEATURES, FeatureFrame
-from tickerdash.analytics.stages.anomaly.scorer import Scores
+from tickerdash.analytics.stages.anomaly.scores import Scores
 from tickerdash.analytics.stages.anomaly.stage import anomaly_fields, reasons
 from tickerdash.analytics.stages.anomaly.tails import TAIL_FEATURES
 from tickerdash.analytics.stages.bars import BarTable

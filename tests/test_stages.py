@@ -20,7 +20,7 @@ from tickerdash.analytics.stages.alerts.bad_prints import BadPrintFilter
 from tickerdash.analytics.stages.alerts.rules import Rule
 from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
 from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
-from tickerdash.analytics.stages.anomaly.scorer import ScorerConfig
+from tickerdash.analytics.stages.anomaly.scorer_config import ScorerConfig
 from tickerdash.analytics.stages.anomaly.stage import AnomalyStage
 from tickerdash.ingest.ticks import TickBatch
 

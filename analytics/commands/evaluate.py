@@ -66,7 +66,7 @@ def score_batches(
     """(fused surprise, flagged) of every trade, scored in stream order in chunks of `chunk` rows."""
     import numpy as np
 
-    from tickerdash.analytics.stages.anomaly.scorer import ScorerConfig
+    from tickerdash.analytics.stages.anomaly.scorer_config import ScorerConfig
     from tickerdash.analytics.stages.anomaly.stage import AnomalyDetector
 
     detector = AnomalyDetector(scorer=ScorerConfig(flag_rarity=-math.log10(budget)))

@@ -10,7 +10,9 @@ import numpy as np
 from tickerdash.analytics.engine.segments import pack_state, unpack_state
 from tickerdash.analytics.engine.stage import AppendMany, Effects
 from tickerdash.analytics.stages.anomaly.features import F, FeatureConfig, FeatureFrame, Features
-from tickerdash.analytics.stages.anomaly.scorer import AnomalyScorer, ScorerConfig, Scores
+from tickerdash.analytics.stages.anomaly.scorer import AnomalyScorer
+from tickerdash.analytics.stages.anomaly.scorer_config import ScorerConfig
+from tickerdash.analytics.stages.anomaly.scores import Scores
 from tickerdash.analytics.stages.anomaly.tails import TAIL_FEATURES
 from tickerdash.ingest.contract.anomalies import encode_anomalies
 from tickerdash.ingest.contract.fields import fields_json
