@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickerdash.analytics.stages.anomaly import features
-from tickerdash.analytics.stages.anomaly.features import EMAS, F, FeatureConfig, Features, bias_table
+from tickerdash.analytics.stages.anomaly import feature_config
+from tickerdash.analytics.stages.anomaly.feature_config import FeatureConfig, bias_table
+from tickerdash.analytics.stages.anomaly.features import EMAS, F, Features
 from tickerdash.ingest.field_rules import SIDE_BUY, SIDE_SELL
 from tickerdash.ingest.ticks import TickBatch, concat
 
@@ -214,7 +215,7 @@ def test_a_long_half_life_computed_per_row_gives_the_bits_of_a_bias_table(monkey
     bias_table.cache_clear()
     assert bias_table(1.0 - long.alpha("size_mean")) is None
     computed = Features(long).process(batch).values
-    monkeypatch.setattr(features, "BIAS_TABLE_MAX", 1 << 21)
+    monkeypatch.setattr(feature_config, "BIAS_TABLE_MAX", 1 << 21)
     bias_table.cache_clear()
     looked_up = Features(long).process(batch).values
     bias_table.cache_clear()

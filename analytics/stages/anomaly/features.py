@@ -32,7 +32,6 @@ quiet symbol's "recent" spans more event time than a busy one's.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +39,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from tickerdash.analytics.engine.segments import Grouping, RaggedScan, SymbolSlots, grow, pack_state, unpack_state
 from tickerdash.analytics.stages.anomaly.accounts import NO_ACCOUNT, account_codes
+from tickerdash.analytics.stages.anomaly.feature_config import FeatureConfig, bias_table, config_dict
 from tickerdash.ingest.field_rules import SIDE_SELL
 from tickerdash.ingest.ticks import TickBatch
 
@@ -81,37 +81,6 @@ E = {name: k for k, name in enumerate(EMAS)}
 
 
 @dataclass(frozen=True, slots=True)
-class FeatureConfig:
-    """Half-lives (in the symbol's trades) of the averages, warm-up length, account ring and wash window."""
-
-    vwap_half_life: float = 50.0
-    scale_half_life: float = 200.0
-    momentum_half_life: float = 8.0
-    size_half_life: float = 500.0
-    gap_short_half_life: float = 8.0
-    gap_long_half_life: float = 500.0
-    warmup: int = 32
-    ring: int = 32
-    wash_window_ms: int = 60_000
-
-    def alpha(self, ema: str) -> float:
-        """Weight of the newest value in one of the EMAS."""
-        half_life = {
-            "notional": self.vwap_half_life,
-            "volume": self.vwap_half_life,
-            "dev_abs": self.scale_half_life,
-            "ret_abs": self.scale_half_life,
-            "moves": self.scale_half_life,
-            "momentum": self.momentum_half_life,
-            "size_mean": self.size_half_life,
-            "size_abs": self.size_half_life,
-            "gap_short": self.gap_short_half_life,
-            "gap_long": self.gap_long_half_life,
-        }[ema]
-        return float(1.0 - 0.5 ** (1.0 / half_life))
-
-
-@dataclass(frozen=True, slots=True)
 class FeatureFrame:
     """Features of every row of one batch (batch row order)."""
 
@@ -127,29 +96,6 @@ class FeatureFrame:
     def column(self, name: str) -> np.ndarray:
         """One feature for every row."""
         return self.values[:, F[name]]
-
-
-BIAS_TABLE_MAX = 1 << 20  # entries (8 MiB): half-lives up to ~19,000 trades are looked up, longer ones computed
-
-
-@functools.lru_cache(maxsize=64)
-def bias_table(decay: float) -> np.ndarray | None:
-    """1 - decay**c for c = 0, 1, ... up to the first c where it is exactly 1.0, as it is for every larger c
-    (None if that table would be longer than BIAS_TABLE_MAX).
-
-    The same `np.power` values as computing it per row, so the bias corrections keep their bits; decay**c
-    falls below 2**-55 after 55 half-lives, where 1 - it rounds to 1.0 (a half-life of 500 trades: 27,500
-    entries).
-    """
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"decay must be in [0, 1), got {decay}")
-    length = int(np.ceil(56.0 / -np.log2(decay))) + 2 if decay > 0.0 else 2
-    if length > BIAS_TABLE_MAX:
-        return None
-    powers = decay ** np.arange(length, dtype=np.int64)
-    table = 1.0 - powers
-    done = np.flatnonzero((table == 1.0) & (powers < 2.0**-55))
-    return table[: done[0] + 1]
 
 
 class Features:
@@ -381,7 +327,7 @@ class Features:
 
     def to_bytes(self) -> bytes:
         """The whole extractor (config and state) as one checkpoint byte string."""
-        meta = {"kind": "features", "config": _config_dict(self.config), "symbols": self.slots.names}
+        meta = {"kind": "features", "config": config_dict(self.config), "symbols": self.slots.names}
         return pack_state(meta, {name: getattr(self, name) for name in self._STATE})
 
     @classmethod
@@ -398,7 +344,3 @@ class Features:
         if missing > 0:  # ("moves": 1.0, every trade a move, leaves the scales as they were until it learns)
             features.ema = np.hstack([features.ema, np.ones((len(features.ema), missing))])
         return features
-
-
-def _config_dict(config: FeatureConfig) -> dict[str, float | int]:
-    return {name: getattr(config, name) for name in FeatureConfig.__dataclass_fields__}

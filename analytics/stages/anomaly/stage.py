@@ -9,7 +9,8 @@ import numpy as np
 
 from tickerdash.analytics.engine.segments import pack_state, unpack_state
 from tickerdash.analytics.engine.stage import AppendMany, Effects
-from tickerdash.analytics.stages.anomaly.features import F, FeatureConfig, FeatureFrame, Features
+from tickerdash.analytics.stages.anomaly.feature_config import FeatureConfig
+from tickerdash.analytics.stages.anomaly.features import F, FeatureFrame, Features
 from tickerdash.analytics.stages.anomaly.scorer import AnomalyScorer
 from tickerdash.analytics.stages.anomaly.scorer_config import ScorerConfig
 from tickerdash.analytics.stages.anomaly.scores import Scores
