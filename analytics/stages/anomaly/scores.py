@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 
 HALF_SCORE_SURPRISE = 3.0  # a trade this surprising (1 in 1,000) gets score 0.5
-PART_NAMES = ("rules", "tail", "forest")  # the columns of `Scores.parts`
 
 
 @dataclass(frozen=True, slots=True)
