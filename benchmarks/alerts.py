@@ -168,7 +168,7 @@ def worker_rate(client: redis.Redis, settings: Settings, ticks: TickBatch, rules
         drain_s,
         TimedAlertStage.seconds,
         stats.transactions_s,
-        client.xlen(Keys(settings.prefix).alerts),
+        client.xlen(Keys(settings.prefix).alerts()),
     )
 
 
@@ -214,7 +214,7 @@ def alert_latency(
     seen: dict[int, float] = {}
     last = "0-0"
     while len(seen) < len(sent) and time.perf_counter() < deadline + DRAIN_WAIT_S:
-        for _, entries in client.xread({keys.alerts: last}, block=100) or []:
+        for _, entries in client.xread({keys.alerts(): last}, block=100) or []:
             for entry_id, fields in entries:
                 last = entry_id
                 seen.setdefault(int(fields[b"ts"]), _entry_time(entry_id))

@@ -42,7 +42,7 @@ from tickerdash.analytics.engine.stage import StageFactory
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.analytics.stages.registry import default_stages
 from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
-from tickerdash.ingest.contract.live import decode_updates, snapshot_key
+from tickerdash.ingest.contract.live import decode_updates
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.runner import StreamRunner
@@ -126,7 +126,7 @@ def latency(
     sent: dict[int, float] = {}
     seen: dict[int, float] = {}
     feed = tapes.Cycled(tape)
-    key = snapshot_key(Keys(settings.prefix))
+    key = Keys(settings.prefix).snapshot()
 
     def produce() -> None:
         producer = Producer(redis.Redis(port=client.connection_pool.connection_kwargs["port"]), settings)

@@ -633,7 +633,7 @@ def run_soak(config: SoakConfig, say: Callable[[str], None] = print) -> SoakResu
                             rate,
                             lag,
                             pending,
-                            client.xlen(keys.deadletter),
+                            client.xlen(keys.deadletter()),
                             {name: memory_of(p.pid) for name, p in processes.items() if p},
                             ClientStats(**vars(pages.stats)),
                             "",
@@ -671,7 +671,7 @@ def run_soak(config: SoakConfig, say: Callable[[str], None] = print) -> SoakResu
                 for child in (simulator, dashboard, worker)
                 if child.process.returncode not in (0, None)
             }
-        dead_ticks, result.reasons = dead_letters(client, keys.deadletter)
+        dead_ticks, result.reasons = dead_letters(client, keys.deadletter())
         closed, bars = closed_bar_ticks(client, keys, COUNTED_BARS)
         still_open, checkpoint_id = open_bar_ticks(client, keys, COUNTED_BARS_MS)
         result.accounting = Accounting(

@@ -41,7 +41,7 @@ from tickerdash.dashboard.gap_fill import bars_reply, parse_bars_request
 from tickerdash.dashboard.push import Frame, GatewayConfig, PushClient, to_json
 from tickerdash.ingest.contract.alerts import ALERT_FIELDS, ALERT_NUMBERS, alert_event
 from tickerdash.ingest.contract.anomalies import ANOMALY_FIELDS, ANOMALY_NUMBERS, anomaly_event
-from tickerdash.ingest.contract.fields import as_text, entry_ms
+from tickerdash.ingest.contract.fields import as_text, entry_ms, id_order
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.live import decode_updates, live_entry_payload
 from tickerdash.ingest.reconnect import Outage
@@ -71,6 +71,7 @@ class Gateway:
     def __init__(self, redis_url: str, keys: Keys, config: GatewayConfig | None = None) -> None:
         self.redis_url = redis_url
         self.keys = keys
+        self._alert_streams = set(keys.alert_streams)
         self.config = config or GatewayConfig()
         self.symbols: dict[str, dict[str, Any]] = {}
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=self.config.recent_events)
@@ -222,22 +223,26 @@ class Gateway:
     async def _load_initial(self) -> None:
         """Start from the snapshot and the recent events, with cursors just past what was loaded."""
         assert self._redis is not None
-        live = self.keys.live
-        # The live cursor is taken before the snapshot: updates in between are read twice, which is
+        # The live cursors are taken before the snapshots: updates in between are read twice, which is
         # harmless (an older update never replaces a newer state), whereas the other order loses them.
-        last_live: Any = await self._redis.xrevrange(live, count=1)
-        self._cursor[live] = as_text(last_live[0][0]) if last_live else "0-0"
-        snapshot: Any = await self._redis.hgetall(self.keys.snapshot)
-        for raw in snapshot.values():
-            for update in decode_updates(raw):
-                self.symbols[update.symbol] = update.to_dict()
-        for stream, recent, as_event in (
-            (self.keys.alerts, self.recent_alerts, alert_event),
-            (self.keys.anomalies, self.recent_anomalies, anomaly_event),
+        for live in self.keys.live_streams:
+            last_live: Any = await self._redis.xrevrange(live, count=1)
+            self._cursor[live] = as_text(last_live[0][0]) if last_live else "0-0"
+        for snapshot_key in self.keys.snapshots:
+            snapshot: Any = await self._redis.hgetall(snapshot_key)
+            for raw in snapshot.values():
+                for update in decode_updates(raw):
+                    self.symbols[update.symbol] = update.to_dict()
+        for streams, recent, as_event in (
+            (self.keys.alert_streams, self.recent_alerts, alert_event),
+            (self.keys.anomaly_streams, self.recent_anomalies, anomaly_event),
         ):
-            entries: Any = await self._redis.xrevrange(stream, count=self.config.recent_events)
-            recent.extend(as_event(as_text(i), f) for i, f in reversed(entries))
-            self._cursor[stream] = recent[-1]["id"] if recent else "0-0"
+            events: list[dict[str, Any]] = []
+            for stream in streams:  # one per partition: merged by entry ID, the newest kept
+                entries: Any = await self._redis.xrevrange(stream, count=self.config.recent_events)
+                events.extend(as_event(as_text(i), f) for i, f in reversed(entries))
+                self._cursor[stream] = as_text(entries[0][0]) if entries else "0-0"
+            recent.extend(sorted(events, key=lambda event: id_order(event["id"]))[-self.config.recent_events :])
 
     def _apply_updates(self, entry_id: str, fields: dict[Any, Any]) -> None:
         payload = live_entry_payload(fields)
@@ -259,7 +264,7 @@ class Gateway:
 
     def _apply_event(self, stream: str, entry_id: str, fields: dict[Any, Any]) -> None:
         frame = self._pending_frame()
-        if stream == self.keys.alerts:
+        if stream in self._alert_streams:
             alert = alert_event(entry_id, fields)
             self.recent_alerts.append(alert)
             frame.alerts.append(alert)
@@ -272,7 +277,7 @@ class Gateway:
         """The one Redis reader: XREAD on the live, alerts and anomalies streams, forever."""
         assert self._redis is not None
         outage = Outage(log, what="gateway: redis")
-        live = self.keys.live
+        live = set(self.keys.live_streams)
         while not self._stopping:
             try:
                 if not self._loaded:
@@ -295,7 +300,7 @@ class Gateway:
                 for raw_id, fields in entries:
                     entry_id = as_text(raw_id)
                     self._cursor[stream] = entry_id
-                    if stream == live:
+                    if stream in live:
                         self._apply_updates(entry_id, fields)
                     else:
                         self._apply_event(stream, entry_id, fields)
@@ -358,7 +363,12 @@ class Gateway:
             then, before = self._trades_seen
             rate = max(trades - before, 0) / max(now - then, 1e-3)
         self._trades_seen = (now, trades)
-        live_cursor = self._cursor.get(self.keys.live, "0-0")
+        group = self.config.analytics_group
+        leases: Any = await self._redis.mget([self.keys.lease(group, p) for p in range(self.keys.partitions)])
+        owners: dict[str, list[int]] = {}
+        for partition, owner in enumerate(leases):
+            owners.setdefault(as_text(owner) if owner is not None else "", []).append(partition)
+        live_cursor = max((self._cursor.get(live, "0-0") for live in self.keys.live_streams), key=id_order)
         age_ms = int(now * 1000) - entry_ms(live_cursor) if live_cursor != "0-0" else None
         return {
             "redis": "ok",
@@ -366,8 +376,10 @@ class Gateway:
             "lag": lag,
             "pending": pending,
             "workers": consumers,
-            "deadletters": await self._redis.xlen(self.keys.deadletter),
+            "deadletters": sum([await self._redis.xlen(stream) for stream in self.keys.deadletter_streams]),
             "update_age_ms": age_ms,
             "lost": lost,
             "producer_waiting": as_text(waiting) if waiting else None,
+            "owners": {owner: partitions for owner, partitions in owners.items() if owner},
+            "unowned": owners.get("", []),
         }

@@ -40,14 +40,17 @@ def read_bars(client: redis.Redis, keys: Keys, symbol: str, interval: str, limit
 
 
 def read_snapshot(client: redis.Redis, keys: Keys) -> dict[str, SymbolUpdate]:
-    """Every symbol's latest update, by symbol."""
-    raw: Any = client.hgetall(keys.snapshot) or {}
-    return {as_text(symbol): decode_updates(value)[0] for symbol, value in raw.items()}
+    """Every symbol's latest update, by symbol (from every partition's snapshot)."""
+    pipe = client.pipeline(transaction=False)
+    for snapshot in keys.snapshots:
+        pipe.hgetall(snapshot)
+    replies: list[Any] = pipe.execute()
+    return {as_text(symbol): decode_updates(value)[0] for raw in replies for symbol, value in (raw or {}).items()}
 
 
 def read_open_bar(client: redis.Redis, keys: Keys, symbol: str, interval: str) -> list[float] | None:
     """The symbol's open bar at the interval from the snapshot, if it has one."""
-    raw: Any = client.hget(keys.snapshot, symbol)
+    raw: Any = client.hget(keys.snapshot(keys.partition_of(symbol)), symbol)
     if raw is None:
         return None
     return decode_updates(raw)[0].bars.get(interval)
@@ -74,7 +77,7 @@ def read_alert_markers(client: redis.Redis, keys: Keys, symbol: str) -> list[Mar
     """Markers for the symbol's recent alerts (from the last EVENTS_SCANNED entries of the stream)."""
     return [
         Marker(int(_float(f, "ts")), _float(f, "price"), f.get("message", "alert"))
-        for _, f in _recent_for_symbol(client, keys.alerts, symbol)
+        for _, f in _recent_for_symbol(client, keys.alerts(keys.partition_of(symbol)), symbol)
         if f.get("ts", "").isdigit()
     ]
 
@@ -88,6 +91,6 @@ def read_anomaly_markers(client: redis.Redis, keys: Keys, symbol: str) -> list[M
             f"score {_float(f, 'score'):.2f}: {f.get('reasons', '')}",
             score=_float(f, "score"),
         )
-        for _, f in _recent_for_symbol(client, keys.anomalies, symbol)
+        for _, f in _recent_for_symbol(client, keys.anomalies(keys.partition_of(symbol)), symbol)
         if f.get("ts", "").isdigit()
     ]

@@ -17,6 +17,7 @@ from tickerdash.dashboard.gateway import Gateway
 from tickerdash.dashboard.gateway_thread import GatewayThread
 from tickerdash.dashboard.push import GatewayConfig
 from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
+from tickerdash.ingest.layout import check_layout_if_reachable
 from tickerdash.ingest.redis_server import client_for
 from tickerdash.ingest.settings import Settings
 
@@ -127,6 +128,7 @@ class DashboardServer:
     def start(self, *, background: bool = True) -> DashboardServer:
         """Start the gateway, then the HTTP server (on a thread when `background`; see `serve_forever`)."""
         self._client = client_for(self.redis_url)  # first: it refuses a cluster before the gateway reads
+        check_layout_if_reachable(self._client, self.keys)  # and data of another partition count
         self.start_gateway()
         app = create_app(
             self._client,

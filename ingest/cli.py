@@ -78,7 +78,7 @@ def _write_rejected(producer: Producer, rejected: list[Rejected], source: str) -
     from tickerdash.ingest.deadletter import add_rejected
 
     pipe = producer.client.pipeline(transaction=False)
-    add_rejected(pipe, producer.keys.deadletter, rejected, source)
+    add_rejected(pipe, producer.keys.deadletter(), rejected, source)  # a producer's: partition 0's stream
     pipe.execute()
 
 
@@ -220,7 +220,7 @@ def ingest(
             except redis.RedisError as exc:
                 err_console.print(f"[bold red]error:[/] Redis failed: {exc}", highlight=False)
                 raise typer.Exit(1) from exc
-        _print_summary(summary, reader, source, producer.keys.deadletter, per_tick, interrupted)
+        _print_summary(summary, reader, source, producer.keys.deadletter(), per_tick, interrupted)
     if interrupted:
         raise typer.Exit(130)
 

@@ -194,7 +194,7 @@ class GroupReads:
                         Rejected(d.decode(), {}, "trimmed: entry deleted before it was processed") for d in deleted[0]
                     ]
                     pipe = self.client.pipeline(transaction=True)
-                    add_rejected(pipe, self.keys.deadletter, lost, f"{self.source}:{stream}")
+                    add_rejected(pipe, self.keys.deadletter_of(stream), lost, f"{self.source}:{stream}")
                     pipe.execute()
                 if entries:
                     log.warning("reclaimed %d pending entries of %s", len(entries), stream)

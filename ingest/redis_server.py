@@ -365,6 +365,11 @@ def redis_url(settings: Settings) -> Iterator[str]:
 
 @contextlib.contextmanager
 def redis_connection(settings: Settings) -> Iterator[redis.Redis]:
-    """A Redis client for the settings (see `redis_url`); closes it, and any server it started, at the end."""
+    """A Redis client for the settings (see `redis_url`), once the Redis's key layout is the settings' (see
+    `ingest.layout`); closes it, and any server it started, at the end."""
+    from tickerdash.ingest.contract.keys import Keys
+    from tickerdash.ingest.layout import check_layout_if_reachable  # it imports this module's error
+
     with redis_url(settings) as url, contextlib.closing(client_for(url)) as client:
+        check_layout_if_reachable(client, Keys(settings.prefix, settings.partitions))
         yield client

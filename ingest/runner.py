@@ -193,7 +193,7 @@ class StreamRunner(GroupReads):
             # ownership only: quarantined entries move no progress, so earlier ones may be pending
             self.consumer.fence(stream, OWNERSHIP_ONLY, pipe)
             pipe.multi()
-            add_rejected(pipe, self.keys.deadletter, rejected, f"{self.source}:{stream}")
+            add_rejected(pipe, self.keys.deadletter_of(stream), rejected, f"{self.source}:{stream}")
             self.consumer.quarantined(stream, [eid.decode() for eid in ids], pipe)
             pipe.xack(stream, self.settings.group, *ids)
             pipe.execute()
@@ -269,7 +269,7 @@ class StreamRunner(GroupReads):
             with _applying():
                 self.consumer.process(batch.stream, ticks, batch.pipe)
         if rejected:
-            add_rejected(batch.pipe, self.keys.deadletter, rejected, f"{self.source}:{batch.stream}")
+            add_rejected(batch.pipe, self.keys.deadletter_of(batch.stream), rejected, f"{self.source}:{batch.stream}")
         batch.pipe.xack(batch.stream, self.settings.group, *ids)
 
     def _send(self, batch: _Transaction) -> None:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from tickerdash.ingest.cli_output import output_console, print_json, print_table
 from tickerdash.ingest.clikit import load_settings
-from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 
 if TYPE_CHECKING:
     import redis
@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 DEADLETTER_SAMPLE = 1_000
 
 
-def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
-    """A plain-data picture of the pipeline's streams, groups and dead letters."""
+def gather(client: redis.Redis, keys: Keys, group: str = ANALYTICS_GROUP) -> dict[str, Any]:
+    """A plain-data picture of the pipeline's streams, groups, partitions (who owns each) and dead letters."""
     from tickerdash.ingest.contract.dead_letters import dead_letter_reason
     from tickerdash.ingest.contract.tick_entries import as_text
     from tickerdash.ingest.group_progress import lost_entries, missed_entries, read_progress
@@ -59,13 +59,52 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
                 "producer_waiting": waiting.get("message"),
             }
         )
-    recent = client.xrevrange(keys.deadletter, count=DEADLETTER_SAMPLE) or []
-    reasons = Counter(dead_letter_reason(fields).split(":", 1)[0] for _, fields in recent)
+    reasons: Counter[str] = Counter()
+    for stream in keys.deadletter_streams:  # the latest DEADLETTER_SAMPLE of each partition's
+        recent = client.xrevrange(stream, count=DEADLETTER_SAMPLE) or []
+        reasons.update(dead_letter_reason(fields).split(":", 1)[0] for _, fields in recent)
+    count = sum(client.xlen(stream) for stream in keys.deadletter_streams)
     return {
         "streams": streams,
-        "deadletter": {"count": client.xlen(keys.deadletter), "recent_reasons": dict(reasons.most_common())},
+        "partitions": _partitions(client, keys, group, streams),
+        "workers": _shared_workers(client, keys, group),
+        "deadletter": {"count": count, "recent_reasons": dict(reasons.most_common())},
         "rules": client.hlen(keys.rules),
     }
+
+
+def _partitions(client: redis.Redis, keys: Keys, group: str, streams: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each partition's tick stream with the worker that holds its lease (None: nobody), and the group's lag and
+    pending entries on it."""
+    from tickerdash.ingest.contract.tick_entries import as_text
+
+    by_name = {s["stream"]: s for s in streams}
+    pipe = client.pipeline(transaction=False)
+    for partition in range(keys.partitions):
+        pipe.get(keys.lease(group, partition))
+    owners: list[Any] = pipe.execute()
+    rows = []
+    for partition, owner in enumerate(owners):
+        stream = keys.ticks(partition)
+        mine = [g for g in by_name.get(stream, {}).get("groups", []) if g["name"] == group]
+        rows.append(
+            {
+                "partition": partition,
+                "stream": stream,
+                "owner": as_text(owner) if owner is not None else None,
+                "lag": mine[0]["lag"] if mine else None,
+                "pending": mine[0]["pending"] if mine else None,
+            }
+        )
+    return rows
+
+
+def _shared_workers(client: redis.Redis, keys: Keys, group: str) -> list[str]:
+    """The live workers that share the group's partitions (`--partitions auto`)."""
+    from tickerdash.ingest.contract.tick_entries import as_text
+
+    now_ms = int(client.time()[0]) * 1000
+    return sorted(as_text(m) for m in client.zrangebyscore(keys.members(group), now_ms, "+inf"))
 
 
 def render(report: dict[str, Any], console: Console) -> None:
@@ -87,6 +126,20 @@ def render(report: dict[str, Any], console: Console) -> None:
                 lag,
             )
     print_table(table, console)
+    owners = Table(title="Partitions", title_justify="left")
+    for column in ("partition", "stream", "owner", "pending", "lag"):
+        owners.add_column(column, justify="right" if column in ("partition", "pending", "lag") else "left")
+    for p in report["partitions"]:
+        owners.add_row(
+            str(p["partition"]),
+            p["stream"],
+            p["owner"] or "[bold red]none[/]",
+            "-" if p["pending"] is None else f"{p['pending']:,}",
+            "?" if p["lag"] is None else f"{p['lag']:,}",
+        )
+    print_table(owners, console)
+    if report["workers"]:
+        console.print(f"Workers sharing the partitions: {', '.join(report['workers'])}", highlight=False)
     for s in report["streams"]:
         for g in s["groups"]:
             if g["lost"]:
@@ -108,10 +161,13 @@ def status(
         False,
         "--json",
         help="Print JSON instead of tables: an object with `streams` (a list: stream, length, last_entry, groups "
-        "with name, consumers, pending, lag, last_delivered, lost; producer_waiting), `deadletter` and `rules`.",
+        "with name, consumers, pending, lag, last_delivered, lost; producer_waiting), `partitions` (partition, "
+        "stream, owner, pending, lag of the analytics group), `workers` (those sharing the partitions), "
+        "`deadletter` and `rules`.",
     ),
 ) -> None:
-    """Show every stream with its length, each consumer group's lag and pending entries, and dead letters.
+    """Show every stream with its length, each consumer group's lag and pending entries, which worker owns each
+    partition, and dead letters.
 
     Examples: `tickerdash status`; `tickerdash status --json | jq '.streams[].groups[].lag'`.
     """
@@ -119,7 +175,7 @@ def status(
 
     settings = load_settings()
     with redis_connection(settings) as client:
-        report = gather(client, Keys(settings.prefix, settings.partitions))
+        report = gather(client, Keys(settings.prefix, settings.partitions), settings.group)
     if as_json:
         print_json(report)
     else:

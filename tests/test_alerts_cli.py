@@ -169,7 +169,7 @@ class TestTailAndBacktest:
         stage = SlumpAlerts([rule])
         fired = stage.process(concat([slump("AAA"), slump("BBB"), slump("CCC", start_ms=1_700_000_500_000)]))
         for alert in fired:
-            redis_client.xadd(KEYS.alerts, alert.to_fields())  # type: ignore[arg-type]
+            redis_client.xadd(KEYS.alerts(), alert.to_fields())  # type: ignore[arg-type]
         result = alerts_cli("tail", "--since", "0", "--count", "2", "--json")
         assert result.exit_code == 0, result.output
         lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -250,7 +250,7 @@ class TestWorker:
         publish(settings, redis_client, batch)
         config = WorkerConfig(checkpoint_every_s=0.2, stages=(SlumpAlertStage,))
         AnalyticsWorker(redis_client, settings, None, config).run(max_idle_reads=3)
-        entries = redis_client.xrange(KEYS.alerts)
+        entries = redis_client.xrange(KEYS.alerts())
         first = int(np.flatnonzero(batch.price <= 95.0)[0])
         assert [(f[b"rule_id"], int(f[b"ts"]), float(f[b"price"])) for _, f in entries] == [
             (b"five", int(batch.ts[first]), float(batch.price[first]))

@@ -89,7 +89,7 @@ def start_tail(tmp_path: Path) -> Any:
 def add_alert(client: redis.Redis, n: int) -> str:
     """Fire alert number n onto the alerts stream; its message names n."""
     fields: Any = Alert(f"r{n}", "AAPL", 1_700_000_000_000 + n, 95.0, 100.0, 5.0, 60, f"alert {n}").to_fields()
-    return client.xadd(KEYS.alerts, fields).decode()
+    return client.xadd(KEYS.alerts(), fields).decode()
 
 
 def retry(call: Callable[[], Any]) -> Any:

@@ -83,7 +83,7 @@ class TestArchive:
         written = sorted(archive_root(settings).rglob("part-*.parquet"))
         assert batches[0] == 2 and written
         before = {p: p.read_bytes() for p in written}
-        pending = redis_client.xpending(Keys().closed_bars, ARCHIVE_GROUP)["pending"]
+        pending = redis_client.xpending(Keys().closed_bars(), ARCHIVE_GROUP)["pending"]
         assert pending > 0  # the batch whose files exist is still unacknowledged
 
         restarted = archive_once(redis_client, settings, max_batch_rows=4_000)
@@ -93,7 +93,7 @@ class TestArchive:
         keys = table.select(["symbol", "interval", "start"]).to_pandas()
         assert not keys.duplicated().any()
         assert len(keys) == len(redis_bars(redis_client, "1s")) + len(redis_bars(redis_client, "1m"))
-        assert redis_client.xpending(Keys().closed_bars, ARCHIVE_GROUP)["pending"] == 0
+        assert redis_client.xpending(Keys().closed_bars(), ARCHIVE_GROUP)["pending"] == 0
 
     def test_a_temporary_file_left_by_a_crash_before_the_rename_is_invisible(
         self, settings: Settings, redis_client: redis.Redis
@@ -132,7 +132,7 @@ class TestRobustness:
     ) -> None:
         """A replaced archiver (new consumer name) archives what its predecessor read but never acknowledged."""
         analyse(redis_client, settings, trades(8_000))
-        feed = Keys().closed_bars
+        feed = Keys().closed_bars()
         redis_client.xgroup_create(feed, ARCHIVE_GROUP, id="0")
         redis_client.xreadgroup(ARCHIVE_GROUP, "gone", {feed: ">"}, count=3)  # read, then the container vanished
         assert redis_client.xpending(feed, ARCHIVE_GROUP)["pending"] == 3
@@ -170,7 +170,7 @@ class TestRobustness:
             time.sleep(1.5)
             server = EmbeddedRedis(tmp_path / "redis", port=port, appendonly=True).start()
             deadline = time.monotonic() + 60
-            while client.xpending(Keys().closed_bars, ARCHIVE_GROUP)["pending"] or not archiver.stats.bars:
+            while client.xpending(Keys().closed_bars(), ARCHIVE_GROUP)["pending"] or not archiver.stats.bars:
                 assert thread.is_alive() and time.monotonic() < deadline
                 time.sleep(0.05)
             for interval in ("1s", "1m"):

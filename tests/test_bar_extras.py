@@ -76,7 +76,7 @@ def test_extra_columns_follow_the_contract_fields_in_order_and_join_the_feed(red
             high, low = float(fields[b"high"]), float(fields[b"low"])
             assert fields[b"mid"] == repr((high + low) / 2).encode()
             assert fields[b"range"] == repr(high - low).encode()
-    [(_, feed)] = redis_client.xrange(Keys().closed_bars)
+    [(_, feed)] = redis_client.xrange(Keys().closed_bars())
     table = decode_bar_feed(feed[b"bars"])
     assert table.column_names[-2:] == ["mid", "range"]
     assert len(table) == int(feed[b"rows"]) == sum(len(entries) for entries in extended.values())

@@ -100,7 +100,7 @@ class TestTablesKeepEveryValueWhole:
         failure = encode_webhook_failure(
             "1-0", LONG_ID, LONG_URL, 6, "HTTP 503 Service Unavailable", 1_700_000_000_250, "AAPL"
         )
-        redis_client.xadd(KEYS.webhook_failures, failure)  # type: ignore[arg-type]
+        redis_client.xadd(KEYS.webhook_failures(), failure)  # type: ignore[arg-type]
         table = alerts_cli("failures")
         assert table.exit_code == 0, table.output
         assert LONG_ID in table.stdout and LONG_URL in table.stdout and "2023-11-14T22:13:20.250Z" in table.stdout

@@ -33,9 +33,9 @@ def _assert_exact(
     if not drained(redis_client, settings):  # dropped during its last read: what is left is still pending
         run_inline(redis_client, settings)
     assert drained(redis_client, settings)
-    assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig())  # type: ignore[arg-type]
+    assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig(), settings.partitions)  # type: ignore[arg-type]
     assert_checkpoints_hold_every_trade(redis_client, worker, producer, ticks)  # type: ignore[arg-type]
-    assert redis_client.xlen(Keys().deadletter) == 0
+    assert sum(redis_client.xlen(s) for s in Keys(settings.prefix, settings.partitions).deadletter_streams) == 0
 
 
 @pytest.mark.parametrize("blocking", [True, False], ids=["blocking read", "read ahead"])
@@ -100,7 +100,7 @@ def test_an_unapplied_entry_behind_the_progress_marker_is_dead_lettered_not_ackn
     redis_client.hset(worker.checkpoint_key(0), "last_id", skipped[-1])  # a marker that passed them
     worker.run(max_idle_reads=3)
     assert drained(redis_client, settings)
-    dead = redis_client.xrange(Keys().deadletter)
+    dead = redis_client.xrange(Keys().deadletter())
     assert len(dead) == 500 and {f[b"reason"] for _, f in dead} == {
         b"out of order: delivered after later entries had been applied; its effects are missing"
     }

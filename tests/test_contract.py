@@ -13,6 +13,7 @@ import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from redis.crc import key_slot
 
 from tickerdash.analytics.stages.alerts.alert import Alert
 from tickerdash.analytics.stages.anomaly.features import FEATURES, FeatureFrame
@@ -61,8 +62,6 @@ from tickerdash.ingest.contract.live import (
     encode_updates,
     live_entry_fields,
     live_entry_payload,
-    live_key,
-    snapshot_key,
 )
 from tickerdash.ingest.contract.tick_ids import PER_TICK, entry_of_tick, parse_tick_id, tick_id, tick_ids
 from tickerdash.ingest.ticks import TickBatch
@@ -89,12 +88,11 @@ def same_floats(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 class TestKeys:
-    def test_every_key_keeps_its_name_on_the_wire(self) -> None:
-        """Each named key is byte-identical to the string readers and writers of older versions use."""
-        keys = Keys("td", 4)
-        assert keys.ticks(2) == "td:ticks:{2}" and Keys("td").ticks() == "td:ticks"
-        assert keys.tick_streams == [f"td:ticks:{{{p}}}" for p in range(4)]
-        assert (keys.deadletter, keys.alerts, keys.anomalies, keys.rules, keys.labels) == (
+    def test_with_one_partition_every_key_keeps_its_untagged_name(self) -> None:
+        """With P = 1 each named key is byte-identical to the string readers and writers of older versions use."""
+        keys = Keys("td")
+        assert keys.ticks() == "td:ticks" and keys.tick_streams == ["td:ticks"]
+        assert (keys.deadletter(), keys.alerts(), keys.anomalies(), keys.rules, keys.labels) == (
             "td:deadletter",
             "td:alerts",
             "td:anomalies",
@@ -103,22 +101,80 @@ class TestKeys:
         )
         assert keys.bars("1m", "AAPL") == "td:bars:1m:AAPL" and keys.bars_prefix("1s") == "td:bars:1s:"
         assert keys.every_key == "td:*" and keys.every_internal_key == "td:_:*"
-        assert keys.lease("analytics", 3) == "td:_:lease:analytics:3"
+        assert keys.lease("analytics", 0) == "td:_:lease:analytics:0"
         assert keys.checkpoint("analytics", 0) == "td:_:checkpoint:analytics:0"
-        assert keys.quarantined("analytics", 1) == "td:_:quarantined:analytics:1"
-        assert (keys.snapshot, keys.live, keys.closed_bars) == ("td:_:snapshot", "td:_:live", "td:_:closed_bars")
-        assert (keys.rules_version, keys.simulator_run, keys.webhook_failures) == (
+        assert keys.quarantined("analytics", 0) == "td:_:quarantined:analytics:0"
+        assert (keys.snapshot(), keys.live(), keys.closed_bars()) == ("td:_:snapshot", "td:_:live", "td:_:closed_bars")
+        assert (keys.rules_version, keys.simulator_run, keys.webhook_failures()) == (
             "td:_:rules_version",
             "td:_:simulator",
             "td:_:webhook_failures",
         )
-        assert keys.lost("analytics", "td:ticks:{0}") == "td:_:lost:analytics:td:ticks:{0}"
+        assert keys.layout == "td:_:layout"
+        assert keys.lost("analytics", "td:ticks") == "td:_:lost:analytics:td:ticks"
         assert keys.backpressure("td:ticks") == "td:_:backpressure:td:ticks"
 
-    def test_the_live_view_functions_name_the_same_keys(self) -> None:
-        """`snapshot_key` and `live_key` are the Keys properties under their older names."""
-        keys = Keys("x")
-        assert (snapshot_key(keys), live_key(keys)) == (keys.snapshot, keys.live)
+    def test_with_partitions_each_partition_key_carries_the_partition_tag(self) -> None:
+        """With P > 1 the keys of docs/design.md's partitioned layout, `{p}` being the partition's hash tag."""
+        keys = Keys("td", 4)
+        assert keys.ticks(2) == "td:ticks:{2}"
+        assert keys.tick_streams == [f"td:ticks:{{{p}}}" for p in range(4)]
+        assert (keys.deadletter(1), keys.alerts(2), keys.anomalies(3)) == (
+            "td:deadletter:{1}",
+            "td:alerts:{2}",
+            "td:anomalies:{3}",
+        )
+        p = keys.partition_of("AAPL")
+        assert keys.bars("1m", "AAPL") == f"td:bars:{{{p}}}:1m:AAPL" and keys.bars_prefix("1s", 2) == "td:bars:{2}:1s:"
+        assert keys.bars_prefixes("1m") == [f"td:bars:{{{q}}}:1m:" for q in range(4)]
+        assert keys.lease("analytics", 3) == "td:_:{3}:lease:analytics"
+        assert keys.checkpoint("analytics", 0) == "td:_:{0}:checkpoint:analytics"
+        assert keys.quarantined("analytics", 1) == "td:_:{1}:quarantined:analytics"
+        assert (keys.snapshot(1), keys.live(2), keys.closed_bars(3)) == (
+            "td:_:{1}:snapshot",
+            "td:_:{2}:live",
+            "td:_:{3}:closed_bars",
+        )
+        assert keys.webhook_failures(2) == "td:_:{2}:webhook_failures"
+        assert keys.rules == "td:rules" and keys.rules_version == "td:_:{td:rules}:rules_version"
+        assert (keys.simulator_run, keys.labels, keys.layout) == ("td:_:simulator", "td:labels", "td:_:layout")
+        assert (
+            keys.deadletter_of("td:ticks:{2}") == "td:deadletter:{2}" and keys.deadletter_of("x") == "td:deadletter:{0}"
+        )
+
+    @pytest.mark.parametrize("partitions", [2, 6])
+    def test_what_one_partitions_transaction_touches_is_in_one_cluster_slot(self, partitions: int) -> None:
+        """Every key of a partition's batch transaction hashes to one slot, and the rules to another one with their
+        version: a Redis Cluster runs each transaction on one shard."""
+        keys = Keys("tickerdash", partitions)
+        symbols = [f"S{k}" for k in range(200)]
+        intervals = ("1s", "1m")
+        for partition in range(partitions):
+            touched = [
+                keys.ticks(partition),
+                keys.alerts(partition),
+                keys.anomalies(partition),
+                keys.deadletter(partition),
+                keys.lease("analytics", partition),
+                keys.checkpoint("analytics", partition),
+                keys.quarantined("analytics", partition),
+                keys.snapshot(partition),
+                keys.live(partition),
+                keys.closed_bars(partition),
+                keys.webhook_failures(partition),
+                keys.lost("analytics", keys.ticks(partition)),
+                keys.lost("webhooks", keys.alerts(partition)),
+                keys.backpressure(keys.ticks(partition)),
+                *(
+                    keys.bars(interval, s)
+                    for s in symbols
+                    if keys.partition_of(s) == partition
+                    for interval in intervals
+                ),
+            ]
+            assert {key_slot(key.encode()) for key in touched} == {key_slot(keys.ticks(partition).encode())}
+        assert key_slot(keys.rules.encode()) == key_slot(keys.rules_version.encode())
+        assert len({key_slot(keys.ticks(p).encode()) for p in range(partitions)}) == partitions
 
     def test_consumer_groups_are_named_once(self) -> None:
         """The three groups, as the worker, archiver and webhook delivery create them."""

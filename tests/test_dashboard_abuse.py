@@ -30,7 +30,7 @@ from tickerdash.dashboard.gateway_thread import GatewayThread
 from tickerdash.dashboard.push import GatewayConfig
 from tickerdash.dashboard.server import DashboardServer
 from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.contract.live import SymbolUpdate, encode_updates, live_key, snapshot_key
+from tickerdash.ingest.contract.live import SymbolUpdate, encode_updates
 from tickerdash.ingest.redis_server import EmbeddedRedis, free_port
 from tickerdash.ingest.settings import Settings
 
@@ -231,7 +231,7 @@ class TestFloodingClients:
                     )
                     for s in symbols
                 ]
-                redis_client.xadd(live_key(KEYS), {"u": encode_updates(updates)})
+                redis_client.xadd(KEYS.live(), {"u": encode_updates(updates)})
                 stop.wait(0.1)
 
         with GatewayThread(Gateway(settings.redis_url, KEYS, config)) as thread:
@@ -331,9 +331,9 @@ class TestFiniteJson:
             '[{"symbol":"INF","ts":1000,"price":Infinity,"change_pct":NaN,"trades":1,"volume":'
             '-Infinity,"bars":{"1s":[1000,Infinity,Infinity,1,Infinity,Infinity]}}]'
         )
-        redis_client.hset(snapshot_key(KEYS), "INF", infinite_update)
+        redis_client.hset(KEYS.snapshot(), "INF", infinite_update)
         redis_client.xadd(
-            KEYS.alerts,
+            KEYS.alerts(),
             {
                 "rule_id": "r1",
                 "symbol": "INF",
@@ -361,9 +361,9 @@ class TestFiniteJson:
             connect(f"ws://127.0.0.1:{thread.gateway.port}/ws") as ws,
         ):
             hello = receive(ws, "hello")
-            redis_client.xadd(live_key(KEYS), {"u": infinite_update.replace('"ts":1000', '"ts":2000')})
+            redis_client.xadd(KEYS.live(), {"u": infinite_update.replace('"ts":1000', '"ts":2000')})
             redis_client.xadd(
-                KEYS.anomalies,
+                KEYS.anomalies(),
                 {"symbol": "INF", "ts": 2000, "price": "-inf", "size": "inf", "score": "nan", "reasons": "size"},
             )
             frame = receive(ws, "frame", until=lambda f: f["anomalies"])

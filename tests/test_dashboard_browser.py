@@ -27,7 +27,7 @@ from tickerdash.analytics.stages.bars_stage import bar_fields
 from tickerdash.analytics.stages.overlays.stage import OverlayStage
 from tickerdash.dashboard.server import DashboardServer
 from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.contract.live import SymbolUpdate, encode_updates, live_key, snapshot_key
+from tickerdash.ingest.contract.live import SymbolUpdate, encode_updates
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.runner import StopFlag
@@ -106,7 +106,7 @@ def seed_history(client: redis.Redis, symbols: dict[str, float], now_ms: int, ba
         for k in range(len(table)):
             fields = bar_fields(table, k, overlays)
             pipe.xadd(KEYS.bars("1s", symbol), dict(zip(fields[::2], fields[1::2], strict=True)), id=f"{start[k]}-0")
-        pipe.hset(snapshot_key(KEYS), symbol, encode_updates([update(symbol, now_ms, price, first)]))
+        pipe.hset(KEYS.snapshot(), symbol, encode_updates([update(symbol, now_ms, price, first)]))
         pipe.execute()
 
 
@@ -129,7 +129,7 @@ class LiveFeed:
             for symbol in self.prices:
                 self.prices[symbol] *= 1 + 0.0008 * (((tick * 31 + len(symbol)) % 11) - 5) / 5
             updates = [update(s, now, p, self.first[s]) for s, p in self.prices.items()]
-            self.client.xadd(live_key(KEYS), {"u": encode_updates(updates)})
+            self.client.xadd(KEYS.live(), {"u": encode_updates(updates)})
             self.entries += 1
             self._stop.wait(0.1)
 
@@ -283,7 +283,7 @@ def test_the_watchlist_alerts_and_anomalies_fill_from_the_feed(
         alert_ts = now - 4000
         alert_price = bar_close(redis_client, "NVDA", alert_ts)
         redis_client.xadd(
-            KEYS.alerts,
+            KEYS.alerts(),
             {
                 "rule_id": "r1",
                 "symbol": "NVDA",
@@ -301,7 +301,7 @@ def test_the_watchlist_alerts_and_anomalies_fill_from_the_feed(
             ("NVDA", 52_000, 0.88, "size 25x the symbol's median"),
         ):
             redis_client.xadd(
-                KEYS.anomalies,
+                KEYS.anomalies(),
                 {
                     "symbol": symbol,
                     "ts": now - ago,
@@ -337,7 +337,7 @@ def test_symbols_and_messages_are_rendered_as_text_never_html(page: Page, redis_
     page.wait_for_chart("AAPL")
     now = int(time.time() * 1000)
     # Written straight into the live stream: tick validation would have rejected this symbol upstream.
-    redis_client.xadd(live_key(KEYS), {"u": encode_updates([update(evil, now, 1.0, 1.0)])})
+    redis_client.xadd(KEYS.live(), {"u": encode_updates([update(evil, now, 1.0, 1.0)])})
     alert = {
         "rule_id": "r1",
         "symbol": evil,
@@ -348,7 +348,7 @@ def test_symbols_and_messages_are_rendered_as_text_never_html(page: Page, redis_
         "window_s": 60,
         "message": evil,
     }
-    redis_client.xadd(KEYS.alerts, alert)
+    redis_client.xadd(KEYS.alerts(), alert)
     page.page.locator("#alerts-feed li").first.wait_for(timeout=10_000)
     page.wait_for(lambda: evil in page.page.locator("#watchlist").inner_text(), what="the symbol in the watchlist")
     assert evil in page.page.locator("#alerts-feed").inner_text()
@@ -433,7 +433,7 @@ def test_an_infinite_number_in_the_feed_reaches_the_page_which_stays_live(
     page.wait_for_chart("AAPL")
     page.wait_for(lambda: page.state("s.status") == "live", what="live")
     redis_client.xadd(
-        KEYS.alerts,
+        KEYS.alerts(),
         {
             "rule_id": "r1",
             "symbol": "AAPL",
@@ -481,7 +481,7 @@ def test_clicking_an_anomaly_zooms_the_chart_to_it_and_the_zoom_holds_while_bars
             "score": 0.94,
             "reasons": "size",
         }
-        redis_client.xadd(KEYS.anomalies, anomaly)
+        redis_client.xadd(KEYS.anomalies(), anomaly)
         page.page.locator("#anomalies-table .td-anomaly-row").first.wait_for(timeout=10_000)
         page.page.locator("#anomalies-table .td-anomaly-row").first.click()
         zoomed = "Array.isArray(gd.layout.xaxis.range) && gd.layout.xaxis.autorange === false"
@@ -709,7 +709,7 @@ def test_a_rule_added_in_the_editor_fires_on_a_slump_and_shows_within_two_second
         timeout=10,
         what="the alert in the feed and on the chart",
     )
-    alerts = redis_client.xrange(KEYS.alerts)
+    alerts = redis_client.xrange(KEYS.alerts())
     assert len(alerts) == 1, f"exactly one alert expected, got {alerts}"
     fired = {k.decode(): v.decode() for k, v in alerts[0][1].items()}
     assert fired["rule_id"] == "aapl-slump" and fired["symbol"] == "AAPL"
@@ -724,7 +724,7 @@ def test_a_rule_added_in_the_editor_fires_on_a_slump_and_shows_within_two_second
     assert "AAPL" in page.page.locator("#alerts-feed").inner_text()
     # the disabled rule had every chance: MSFT fell as far, and the worker has read and applied every trade
     page.wait_for(lambda: caught_up(redis_client, KEYS), timeout=60, what="the worker to catch up")
-    assert [a for a in redis_client.xrange(KEYS.alerts) if a[1][b"symbol"] == b"MSFT"] == []
+    assert [a for a in redis_client.xrange(KEYS.alerts()) if a[1][b"symbol"] == b"MSFT"] == []
     assert "MSFT" not in page.page.locator("#alerts-feed").inner_text()
     assert page.console_errors == []
 

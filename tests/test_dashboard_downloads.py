@@ -80,7 +80,7 @@ class TestDownload:
             "window_s": 60,
             "message": "AAPL -5%",
         }
-        redis_client.xadd(KEYS.alerts, alert)
+        redis_client.xadd(KEYS.alerts(), alert)
         file = export_download(
             redis_client, settings, request_from_form("AAPL", "1s", "2026-01-01", "", "parquet", ["alerts"])
         )

@@ -25,7 +25,7 @@ from tickerdash.dashboard.server import DashboardServer
 from tickerdash.ingest.contract.alerts import ALERT_FIELDS, ALERT_NUMBERS
 from tickerdash.ingest.contract.anomalies import ANOMALY_FIELDS, ANOMALY_NUMBERS
 from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.contract.live import SymbolUpdate, encode_updates, live_key, snapshot_key
+from tickerdash.ingest.contract.live import SymbolUpdate, encode_updates
 from tickerdash.ingest.group_progress import create_group, record_missed
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.settings import Settings
@@ -64,9 +64,9 @@ def receive(
 @pytest.fixture
 def gateway(settings: Settings, redis_client: redis.Redis) -> Iterator[Gateway]:
     """A gateway on a free loopback port over the test Redis (with a little history already there)."""
-    redis_client.hset(snapshot_key(KEYS), "AAPL", encode_updates([update("AAPL", 1_000, 10.0)]))
+    redis_client.hset(KEYS.snapshot(), "AAPL", encode_updates([update("AAPL", 1_000, 10.0)]))
     redis_client.xadd(
-        KEYS.alerts,
+        KEYS.alerts(),
         {
             "rule_id": "r1",
             "symbol": "AAPL",
@@ -113,10 +113,10 @@ class TestFrames:
         """A live entry written to Redis arrives in a frame that names the last stream ID read."""
         with connect(url(gateway)) as ws:
             receive(ws, "hello")
-            entry_id = redis_client.xadd(live_key(KEYS), {"u": encode_updates([update("MSFT", 2_000, 300.0)])})
+            entry_id = redis_client.xadd(KEYS.live(), {"u": encode_updates([update("MSFT", 2_000, 300.0)])})
             frame = receive(ws, "frame", until=lambda f: f["updates"])
         assert frame["updates"][0]["symbol"] == "MSFT"
-        assert frame["ids"][live_key(KEYS)] == entry_id.decode()
+        assert frame["ids"][KEYS.live()] == entry_id.decode()
         assert frame["seq"] >= 1
 
     def test_a_burst_is_coalesced_into_at_most_ten_frames_a_second_latest_state_winning(
@@ -127,7 +127,7 @@ class TestFrames:
             receive(ws, "hello")
             started = time.monotonic()
             for i in range(200):
-                redis_client.xadd(live_key(KEYS), {"u": encode_updates([update("AAPL", 10_000 + i, 10.0 + i)])})
+                redis_client.xadd(KEYS.live(), {"u": encode_updates([update("AAPL", 10_000 + i, 10.0 + i)])})
             frames: list[dict[str, Any]] = []
 
             def has_last_price(frame: dict[str, Any]) -> bool:
@@ -145,7 +145,7 @@ class TestFrames:
         with connect(url(gateway)) as ws:
             receive(ws, "hello")
             redis_client.xadd(
-                KEYS.anomalies,
+                KEYS.anomalies(),
                 {
                     "symbol": "AAPL",
                     "ts": 5_000,
@@ -176,7 +176,7 @@ class TestFrames:
                 pages = [stack.enter_context(connect(url(gateway))) for _ in range(20)]
                 for page in pages:
                     receive(page, "hello")
-                redis_client.xadd(live_key(KEYS), {"u": encode_updates([update("AAPL", 50_000, 12.0)])})
+                redis_client.xadd(KEYS.live(), {"u": encode_updates([update("AAPL", 50_000, 12.0)])})
                 for page in pages:
                     assert receive(page, "frame")["type"] == "frame"
                 after = gateway_connections()
@@ -185,12 +185,26 @@ class TestFrames:
 
     def test_health_reports_clients_and_dead_letters(self, gateway: Gateway, redis_client: redis.Redis) -> None:
         """The health part of frames counts the connected pages and the dead-letter stream."""
-        redis_client.xadd(KEYS.deadletter, {"reason": "symbol: bad", "source": "test"})
+        redis_client.xadd(KEYS.deadletter(), {"reason": "symbol: bad", "source": "test"})
         with connect(url(gateway)) as ws:
             receive(ws, "hello")
             frame = receive(ws, "frame", until=lambda f: (f["health"] or {}).get("deadletters") == 1)
         assert frame["health"]["clients"] == 1
         assert frame["health"]["redis"] == "ok"
+
+    def test_health_says_which_worker_owns_each_partition(self, gateway: Gateway, redis_client: redis.Redis) -> None:
+        """The health part of frames names each lease holder with its partitions, and the partitions nobody holds
+        (the page's health strip shows them)."""
+        redis_client.set(KEYS.lease("analytics", 0), "w1")
+        with connect(url(gateway)) as ws:
+            receive(ws, "hello")
+            frame = receive(ws, "frame", until=lambda f: (f["health"] or {}).get("owners"))
+        assert frame["health"]["owners"] == {"w1": [0]} and frame["health"]["unowned"] == []
+        redis_client.delete(KEYS.lease("analytics", 0))
+        with connect(url(gateway)) as ws:
+            receive(ws, "hello")
+            frame = receive(ws, "frame", until=lambda f: (f["health"] or {}).get("unowned"))
+        assert frame["health"]["owners"] == {} and frame["health"]["unowned"] == [0]
 
     def test_health_reports_ticks_trimmed_before_the_workers_read_them(
         self, gateway: Gateway, redis_client: redis.Redis

@@ -64,7 +64,7 @@ def open_page(browser: Any, dashboard: DashboardServer) -> Iterator[Any]:
 def add_anomaly(client: redis.Redis, symbol: str, ts: int, price: float, score: float, reasons: str = "size") -> None:
     """An anomaly entry as the anomaly stage writes it."""
     client.xadd(
-        KEYS.anomalies,
+        KEYS.anomalies(),
         {
             "symbol": symbol,
             "ts": ts,
@@ -81,7 +81,7 @@ def add_anomaly(client: redis.Redis, symbol: str, ts: int, price: float, score: 
 def add_alert(client: redis.Redis, symbol: str, ts: int, price: float, message: str = "") -> None:
     """An alert entry as the alerts stage writes it."""
     client.xadd(
-        KEYS.alerts,
+        KEYS.alerts(),
         {
             "rule_id": "r1",
             "symbol": symbol,

@@ -47,7 +47,7 @@ def test_the_demo_rule_fires_during_the_scripted_slump_and_not_before(story: tup
     market_open = demo.first_trade_ms // 1000 * 1000  # the simulator opens its market at a whole second
     slump_from = market_open + DEMO_SLUMP_AFTER_S * 1000
     slump_to = slump_from + SLUMP_S * 1000
-    fired = [decode_alert(fields) for _, fields in client.xrange(KEYS.alerts)]
+    fired = [decode_alert(fields) for _, fields in client.xrange(KEYS.alerts())]
     demo_alerts = [alert for alert in fired if alert.rule_id == "demo-slump"]
     assert demo_alerts, f"the demo rule never fired; alerts: {fired[:5]}"
     first = min(alert.ts for alert in demo_alerts)
@@ -61,7 +61,7 @@ def test_the_chart_shows_at_most_one_anomaly_per_symbol_minute(story: tuple[Demo
     """Suspicious episodes are rare and flags calibrated: on average at most one marker at the chart's
     default threshold per symbol and minute of the demo, and the demo flags something."""
     demo, client = story
-    anomalies = [decode_anomaly(fields) for _, fields in client.xrange(KEYS.anomalies)]
+    anomalies = [decode_anomaly(fields) for _, fields in client.xrange(KEYS.anomalies())]
     minutes = (time.time() - demo.started_at) / 60.0
     shown = [anomaly for anomaly in anomalies if anomaly.score >= PAGE_SCORE]
     symbols = len(DEMO_SYMBOLS.split(","))

@@ -347,7 +347,7 @@ class TestCommand:
             "window_s": 60,
             "message": "DDD fell 4.5% in 60s",
         }
-        redis_client.xadd(Keys().alerts, alert)  # type: ignore[arg-type]
+        redis_client.xadd(Keys().alerts(), alert)  # type: ignore[arg-type]
         result = export_bars(
             redis_client, settings, ExportRequest(symbols=("DDD",), interval="1m", include=("trades", "alerts")), out
         )
@@ -387,7 +387,7 @@ class TestFormulaInjection:
             "drop_pct": -4.5,
             "message": "=cmd|' /C calc'!A0",
         }
-        redis_client.xadd(Keys().alerts, alert)  # type: ignore[arg-type]
+        redis_client.xadd(Keys().alerts(), alert)  # type: ignore[arg-type]
 
     def test_csv_text_cells_never_start_a_formula_and_parquet_keeps_the_originals(
         self, hostile: None, settings: Settings, redis_client: redis.Redis, tmp_path: Path

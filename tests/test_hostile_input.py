@@ -26,7 +26,7 @@ from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.analytics.stages.alerts.rules import Rule
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.contract.live import decode_updates, live_key, snapshot_key
+from tickerdash.ingest.contract.live import decode_updates
 from tickerdash.ingest.contract.tick_entries import BATCH_FORMAT, decode_entries, decode_rules, encode_batch
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_adapter import raw_client
@@ -68,7 +68,7 @@ def batch_entry(
 def dead_letters(client: redis.Redis) -> list[dict[str, str]]:
     """Every dead letter, fields as text."""
     out = []
-    for _, fields in client.xrange(Keys().deadletter):
+    for _, fields in client.xrange(Keys().deadletter()):
         out.append({k.decode(): v.decode(errors="replace") for k, v in fields.items()})
     return out
 
@@ -79,13 +79,13 @@ def assert_outputs_finite(client: redis.Redis) -> None:
     for entries in bar_streams(client, "tickerdash").values():
         for _, fields in entries:
             assert all(math.isfinite(float(v)) for v in fields.values()), fields
-    updates = [u for v in client.hvals(snapshot_key(Keys())) for u in decode_updates(v)]
-    updates += [u for _, f in client.xrange(live_key(Keys())) for u in decode_updates(f[b"u"])]
+    updates = [u for v in client.hvals(Keys().snapshot()) for u in decode_updates(v)]
+    updates += [u for _, f in client.xrange(Keys().live()) for u in decode_updates(f[b"u"])]
     for update in updates:
         assert all(math.isfinite(x) for x in (update.ts, update.price, update.change_pct, update.volume)), update
         assert not any(math.isinf(x) for x in update.indicators.values()), update
         assert all(math.isfinite(x) for bar in update.bars.values() for x in bar), update
-    for stream in (Keys().alerts, Keys().anomalies):
+    for stream in (Keys().alerts(), Keys().anomalies()):
         for _, fields in client.xrange(stream):
             for name, value in fields.items():
                 if name.decode() not in TEXT_FIELDS:

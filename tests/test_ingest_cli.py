@@ -33,7 +33,7 @@ def published(client: redis.Redis) -> TickBatch:
 
 def dead_letters(client: redis.Redis) -> list[dict[str, str]]:
     """The dead-letter entries as text fields."""
-    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange(KEYS.deadletter)]
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange(KEYS.deadletter())]
 
 
 @pytest.mark.realdata
@@ -48,7 +48,7 @@ def test_lobster_file_publishes_all_trades_in_file_order(
     assert len(ticks) == 58_087
     assert set(ticks.symbols) == {"AAPL", "AMZN", "GOOG"}
     assert ticks.ts[0] == 1_340_285_400_015 and (ticks.ts[1:] >= ticks.ts[:-1]).all()
-    assert redis_client.xlen(KEYS.deadletter) == 0
+    assert redis_client.xlen(KEYS.deadletter()) == 0
 
 
 @pytest.mark.realdata

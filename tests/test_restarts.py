@@ -191,7 +191,7 @@ def test_ingest_replay_alerts_tail_and_archive_ride_out_a_redis_restart(
         kill_and_restart(aof_redis, down_s=DOWN_S)
         assert ingest.poll() is None, "the replay ended before Redis was killed"
         alert_fields: Any = Alert("r1", "S1", 1_700_000_000_000, 9.5, 10.0, 5.0, 60, "S1 -5%").to_fields()
-        wait_for("Redis after the restart", lambda: client.xadd(keys.alerts, alert_fields), procs)
+        wait_for("Redis after the restart", lambda: client.xadd(keys.alerts(), alert_fields), procs)
         out, _ = ingest.communicate(timeout=60)
         assert ingest.returncode == 0, out[-3000:]
         assert "Traceback" not in out and out.count("redis unavailable") == 1 and "redis back after" in out, out

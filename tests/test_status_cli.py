@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from tickerdash.analytics.engine.members import Membership
 from tickerdash.analytics.engine.worker import AnalyticsWorker
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import decode_entries
 from tickerdash.ingest.redis_adapter import raw_client
 from tickerdash.ingest.redis_server import EmbeddedRedis, find_redis_server
@@ -83,3 +85,28 @@ def test_status_table_renders_for_people(redis_server: EmbeddedRedis, redis_clie
     redis_client.xadd("tickerdash:ticks", {"symbol": "A", "price": 1, "size": 1})
     out = tickerdash(redis_server, "status").stdout
     assert "tickerdash:ticks" in out and "Dead letters: 0" in out
+    assert "Partitions" in out and "none" in out  # nobody owns partition 0 yet, and the table says so
+
+
+def test_status_names_the_owner_and_backlog_of_every_partition(
+    redis_server: EmbeddedRedis, redis_client: redis.Redis
+) -> None:
+    """`status --json` lists each partition with the worker holding its lease, and the workers sharing them."""
+    env = {**os.environ, "TICKERDASH_REDIS_URL": redis_server.url, "TICKERDASH_PARTITIONS": "3"}
+    keys = Keys(partitions=3)
+    for partition in range(3):
+        redis_client.xadd(keys.ticks(partition), {"symbol": "A", "price": 1, "size": 1})
+    redis_client.xgroup_create(keys.ticks(1), "analytics", id="0")
+    redis_client.set(keys.lease("analytics", 1), "w7")
+    Membership(redis_client, keys, "analytics", "w7", 10_000).beat()
+    status = subprocess.run(
+        [sys.executable, "-m", "tickerdash", "status", "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
+    report = json.loads(status.stdout)
+    assert [(p["partition"], p["stream"], p["owner"]) for p in report["partitions"]] == [
+        (0, "tickerdash:ticks:{0}", None),
+        (1, "tickerdash:ticks:{1}", "w7"),
+        (2, "tickerdash:ticks:{2}", None),
+    ]
+    assert report["partitions"][1]["lag"] in (1, None) and report["partitions"][1]["pending"] == 0
+    assert report["workers"] == ["w7"]

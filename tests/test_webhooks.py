@@ -74,7 +74,7 @@ def fire(client: redis.Redis, rule: Rule) -> str:
         TickBatch.from_columns([rule.symbol] * len(slide), slide, [1.0] * len(slide), list(range(len(slide))))
     )
     assert len(alerts) == 1
-    return client.xadd(KEYS.alerts, alerts[0].to_fields()).decode()  # type: ignore[union-attr, arg-type]
+    return client.xadd(KEYS.alerts(), alerts[0].to_fields()).decode()  # type: ignore[union-attr, arg-type]
 
 
 def wait_until(check: Callable[[], bool], seconds: float = 60.0) -> bool:
@@ -89,7 +89,7 @@ def wait_until(check: Callable[[], bool], seconds: float = 60.0) -> bool:
 
 def pending(client: redis.Redis) -> int:
     """Alerts read by the webhook group but not acknowledged yet."""
-    return int(client.xpending(KEYS.alerts, GROUP)["pending"])
+    return int(client.xpending(KEYS.alerts(), GROUP)["pending"])
 
 
 def test_alert_is_posted_as_json_after_retries_and_acknowledged(redis_client: redis.Redis, endpoint) -> None:

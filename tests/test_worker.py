@@ -26,7 +26,7 @@ from tickerdash.analytics.stages.indicators import window_name
 from tickerdash.analytics.stages.overlays.stage import OverlayStage
 from tickerdash.ingest.contract.bars import BAR_FLOAT_FIELDS, encode_bar, feed_entry_table
 from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
-from tickerdash.ingest.contract.live import decode_updates, live_key, snapshot_key
+from tickerdash.ingest.contract.live import decode_updates
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.runner import StopFlag, StreamRunner
@@ -60,13 +60,17 @@ def bar_streams(client: redis.Redis, prefix: str) -> dict[str, list[tuple[bytes,
     return {k[len(prefix) :]: client.xrange(k) for k in keys}
 
 
-def expected_bars(ticks: TickBatch, config: WorkerConfig) -> dict[str, list[tuple[bytes, dict[bytes, bytes]]]]:
-    """The bars a pure Bars stage closes over the same trades, with their overlays, in the worker's wire format."""
+def expected_bars(
+    ticks: TickBatch, config: WorkerConfig, partitions: int = 1
+) -> dict[str, list[tuple[bytes, dict[bytes, bytes]]]]:
+    """The bars a pure Bars stage closes over the same trades, with their overlays, in the worker's wire format
+    (keys without their prefix, as `bar_streams` gives them)."""
+    keys = Keys("", partitions)
     closed = Bars(config.bars).process(ticks).closed
     overlays = OverlayStage().update(closed)
     out: dict[str, list[tuple[bytes, dict[bytes, bytes]]]] = {}
     for k in range(len(closed)):
-        key = f":bars:{window_name(int(closed.interval_ms[k]))}:{closed.symbols[int(closed.symbol_idx[k])]}"
+        key = keys.bars(window_name(int(closed.interval_ms[k])), closed.symbols[int(closed.symbol_idx[k])])
         extra = {name: float(column[k]) for name, column in overlays.items()}
         flat = encode_bar(*(getattr(closed, name)[k] for name in BAR_FLOAT_FIELDS), closed.trades[k], extra)
         fields = {str(flat[i]).encode(): str(flat[i + 1]).encode() for i in range(0, len(flat), 2)}
@@ -123,7 +127,7 @@ class TestWorker:
         run_inline(redis_client, settings)
         got = bar_streams(redis_client, "tickerdash")
         assert got == expected_bars(ticks, WorkerConfig())
-        feed = [feed_entry_table(f) for _, f in redis_client.xrange(Keys().closed_bars)]
+        feed = [feed_entry_table(f) for _, f in redis_client.xrange(Keys().closed_bars())]
         assert sum(t.num_rows for t in feed) == sum(len(v) for v in got.values())  # the archivers' feed has them all
         assert any(k.startswith(":bars:1m:") for k in got) and any(k.startswith(":bars:1s:") for k in got)
 
@@ -132,7 +136,7 @@ class TestWorker:
         ticks = market(5_000)
         Producer(redis_client, settings).publish(ticks)
         run_inline(redis_client, settings)
-        stored = redis_client.hgetall(snapshot_key(Keys()))
+        stored = redis_client.hgetall(Keys().snapshot())
         snapshot = {k.decode(): decode_updates(v)[0].to_dict() for k, v in stored.items()}
         assert set(snapshot) == set(ticks.symbols)
         for symbol, update in snapshot.items():
@@ -140,7 +144,7 @@ class TestWorker:
             assert update["price"] == ticks.price[rows[-1]]
             assert update["trades"] == len(rows)
             assert set(update["indicators"]) >= {"sma_20", "ema_12", "vwap_1m", "session_vwap"}
-        entries = redis_client.xrange(live_key(Keys()))
+        entries = redis_client.xrange(Keys().live())
         assert entries and all(decode_updates(fields[b"u"]) for _, fields in entries)
 
     def test_bar_entries_carry_their_overlays_after_the_seven_bar_fields(
@@ -160,7 +164,7 @@ class TestWorker:
                 assert all("sma20" not in n for n in names[:19]) and all("sma20" in n for n in names[19:]), key
                 closes = [float(entry[b"close"]) for _, entry in stream_entries]
                 assert float(stream_entries[-1][1][b"sma20"]) == pytest.approx(np.mean(closes[-20:]), rel=1e-12)
-        snapshot = {k.decode(): decode_updates(v)[0] for k, v in redis_client.hgetall(snapshot_key(Keys())).items()}
+        snapshot = {k.decode(): decode_updates(v)[0] for k, v in redis_client.hgetall(Keys().snapshot()).items()}
         for symbol, update in snapshot.items():
             last_id, last = redis_client.xrevrange(Keys().bars("1s", symbol), count=1)[0]
             closed = update.overlays["1s"]
@@ -182,7 +186,7 @@ class TestWorker:
         assert sorted(r.split(":")[0] for r in reasons) == ["late", "price"]
         bars = redis_client.xrange("tickerdash:bars:1s:AAPL")
         assert [int(f[b"trades"]) for _, f in bars] == [1] * 10  # the late trade counted nowhere
-        assert redis_client.hget(snapshot_key(Keys()), "AAPL") is not None
+        assert redis_client.hget(Keys().snapshot(), "AAPL") is not None
 
     def test_four_partitions_over_two_workers_give_the_same_bars_as_one(
         self, redis_client: redis.Redis, redis_server: EmbeddedRedis
@@ -321,7 +325,7 @@ def _crash_run(client: redis.Redis, server: EmbeddedRedis, n: int, kills: int, s
     assert sum(len(v) for v in bar_streams(client, "calm").values()) > 0
     for name in ("alerts", "anomalies"):  # the plug-in stages' firings too: each once, none lost
         calm_entries, crashy_entries = (
-            without_tick_id(stream_fields(client, getattr(Keys(p), name))) for p in ("calm", "crashy")
+            without_tick_id(stream_fields(client, getattr(Keys(p), name)())) for p in ("calm", "crashy")
         )
         assert len(calm_entries) >= 20, name
         assert crashy_entries == calm_entries, name
@@ -395,10 +399,10 @@ def test_every_symbol_that_trades_reaches_the_live_feed(settings: Settings, redi
         redis_client.xadd(stream, {"symbol": f"S{i:02d}", "price": 10 + i, "size": 1, "ts": START_MS + i})
     worker.run(max_idle_reads=3)
     last: dict[str, dict[str, object]] = {}
-    for _, fields in redis_client.xrange(live_key(Keys())):
+    for _, fields in redis_client.xrange(Keys().live()):
         for update in decode_updates(fields[b"u"]):
             last[update.symbol] = update.to_dict()
-    stored = redis_client.hgetall(snapshot_key(Keys()))
+    stored = redis_client.hgetall(Keys().snapshot())
     snapshot = {k.decode(): decode_updates(v)[0].to_dict() for k, v in stored.items()}
     assert set(last) == {f"S{i:02d}" for i in range(60)} == set(snapshot)
     assert all(last[s]["price"] == snapshot[s]["price"] for s in snapshot)
@@ -428,7 +432,7 @@ def test_a_batch_firing_many_alerts_writes_exactly_what_the_stage_fired(
     Producer(redis_client, settings).publish(ticks)
     AnalyticsWorker(redis_client, settings, None, WorkerConfig(stages=(SlumpAlertStage,))).run(max_idle_reads=3)
     expected = [a.to_fields() for a in SlumpAlerts(store.list()).process(ticks)]
-    written = stream_fields(redis_client, Keys().alerts)
+    written = stream_fields(redis_client, Keys().alerts())
     assert len(expected) >= 30
     assert without_tick_id(written) == without_tick_id(expected)
     assert all(e["tick_id"].endswith(f"#{int(e['ts']) - START_MS}") for e in written)
@@ -501,7 +505,7 @@ def test_a_transaction_that_fails_in_flight_loses_and_repeats_nothing(
 
     assert calls["failed"] >= 3 and worker.runner.stats.reconnects == calls["failed"]
     assert drained(redis_client, settings)
-    assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig())
+    assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig(), partitions=2)
     assert worker.states == {}  # released at the end: the last checkpoint holds the state
     assert_checkpoints_hold_every_trade(redis_client, worker, producer, ticks)
 
@@ -537,7 +541,7 @@ def test_connections_killed_by_redis_while_the_worker_runs_lose_and_repeat_nothi
     if not drained(redis_client, settings):  # killed during its last read: what is left is still pending
         run_inline(redis_client, settings)
     assert drained(redis_client, settings)
-    assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig())
+    assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig(), partitions=2)
     assert_checkpoints_hold_every_trade(redis_client, worker, producer, ticks)
 
 
@@ -696,7 +700,7 @@ def test_a_worker_restarted_before_its_first_checkpoint_replays_and_reads_with_t
     AnalyticsWorker(redis_client, settings.model_copy(update={"consumer": "next"}), None, config).run(max_idle_reads=2)
     stage = SlumpAlerts(RuleStore(redis_client, Keys()).list())
     expected = [a.to_fields() for a in stage.process(concat([highs, slump]))]
-    written = stream_fields(redis_client, Keys().alerts)
+    written = stream_fields(redis_client, Keys().alerts())
     assert len(expected) == 1 and expected[0]["price"] == "98.9"  # in steps under 1%: no bad prints
     assert without_tick_id(written) == without_tick_id(expected)
 
@@ -725,7 +729,7 @@ def test_a_run_of_bad_prints_carried_across_a_restart_confirms_after_it_and_fire
     producer.publish(after)
     AnalyticsWorker(redis_client, settings.model_copy(update={"consumer": "next"}), None, config).run(max_idle_reads=2)
 
-    written = stream_fields(redis_client, Keys().alerts)
+    written = stream_fields(redis_client, Keys().alerts())
     expected = [a.to_fields() for a in SlumpAlerts(store.list()).process(concat([before, after]))]
     assert [(e["rule_id"], e["price"]) for e in expected] == [("raw", "93.0"), ("gap", "93.2")]
     assert without_tick_id(written) == without_tick_id(expected)

@@ -52,10 +52,13 @@ def seed_demo_rule(url: str, settings: Settings, symbol: str) -> Rule | None:
     """With no rules stored yet, add one that the scripted slump will fire, so a first run shows an alert."""
     from tickerdash.analytics.stages.alerts.rules import make_rule
     from tickerdash.analytics.stages.alerts.store import RuleStore
+    from tickerdash.ingest.layout import check_layout
     from tickerdash.ingest.redis_server import client_for
 
     with contextlib.closing(client_for(url)) as client:
-        store = RuleStore(client, Keys(settings.prefix, settings.partitions))
+        keys = Keys(settings.prefix, settings.partitions)
+        check_layout(client, keys)  # before anything is started: every process it starts would refuse
+        store = RuleStore(client, keys)
         if store.list():
             return None
         return store.add(make_rule(symbol, 5, "60s", name="demo: the scripted slump", rule_id="demo-slump"))

@@ -121,7 +121,7 @@ def archive(
     ),
 ) -> None:
     """Archive closed bars into the Parquet dataset <data_dir>/archive, exactly once per bar."""
-    from tickerdash.analytics.history.archive import Archiver
+    from tickerdash.analytics.history.archive import archive_every_partition
     from tickerdash.analytics.history.archive_compact import compact
     from tickerdash.analytics.history.archive_layout import archive_root, utc_date
     from tickerdash.analytics.history.archive_read import archived_intervals
@@ -139,9 +139,8 @@ def archive(
     stop = StopFlag().install()
     with redis_connection(settings) as client:
         log.info("archiver %s writing to %s", settings.consumer, root)
-        archiver = Archiver(client, settings, stop=stop)
         freeze_import_objects()
-        stats = archiver.run(once=once)
+        stats = archive_every_partition(client, settings, stop, once=once)
     console.print(
         f"archived {stats.bars:,} bars from {stats.entries:,} feed entries into {stats.files:,} files under {root}"
     )

@@ -71,7 +71,12 @@ STAGES_HELP = (
 
 
 def analytics(
-    partitions: str = typer.Option("all", help="Partitions to own: all, 0,1 or 0-3."),
+    partitions: str = typer.Option(
+        "auto",
+        help="Partitions to own: auto (share them with the group's other auto workers: each takes about P/N, and "
+        "takes over a dead one's within --lease), all (want every one: a hot standby where another worker holds "
+        "them), or a list such as 0,1 or 0-3.",
+    ),
     consumer: str = typer.Option(
         None,
         help="Consumer name in group 'analytics' (default: host-pid). "
@@ -91,7 +96,8 @@ def analytics(
 ) -> None:
     """Run an analytics worker: indicators, bars, alerts and anomaly scores on the tick stream.
 
-    Examples: `tickerdash analytics` (every partition); `tickerdash analytics --partitions 0-3 --consumer w1`;
+    Examples: `tickerdash analytics` (its share of the partitions: all of them when it runs alone);
+    `tickerdash analytics --partitions 0-3 --consumer w1`;
     `tickerdash analytics --stages none` (bars and indicators only).
     """
     from tickerdash.analytics.delivery.webhooks import WebhookDelivery
@@ -102,7 +108,8 @@ def analytics(
 
     settings = load_settings(consumer=consumer)
     try:
-        owned = parse_partitions(partitions, settings.partitions)
+        shared = partitions.strip().lower() == "auto"
+        owned = None if shared else parse_partitions(partitions, settings.partitions)
         config = WorkerConfig(
             indicators=IndicatorConfig(_ints(sma, "--sma"), _ints(ema, "--ema"), _durations_ms(vwap, "--vwap")),
             bars=BarConfig(_durations_ms(bars, "--bars"), int(grace * 1000)),
@@ -114,10 +121,10 @@ def analytics(
         fail(str(exc))
     stop = StopFlag().install()
     with redis_connection(settings) as client:
-        log.info("analytics worker %s starting on partitions %s", settings.consumer, owned)
+        log.info("analytics worker %s starting on partitions %s", settings.consumer, "auto" if shared else owned)
         delivery = WebhookDelivery(client, Keys(settings.prefix, settings.partitions), consumer=settings.consumer)
         with delivery if webhooks else contextlib.nullcontext():
-            worker = AnalyticsWorker(client, settings, owned, config, stop=stop)  # preloads what its loop needs
+            worker = AnalyticsWorker(client, settings, owned, config, stop=stop, shared=shared)  # preloads its loop
             freeze_import_objects()
             worker.run()
     log.info("analytics worker %s stopped", settings.consumer)

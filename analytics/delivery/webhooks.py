@@ -1,10 +1,10 @@
 """Webhook delivery: POST each fired alert as JSON to its rule's webhook, retried with backoff.
 
-The task reads `tickerdash:alerts` through its own consumer group (`webhooks`), so it never slows
+The task reads the alerts streams (one per partition) through its own consumer group (`webhooks`), so it never slows
 the analytics workers, and an alert is acknowledged only once it is delivered or given up on: a
 restart redelivers whatever was in flight (at-least-once). Attempts run on a small thread pool,
 so one slow endpoint does not hold up the others. An alert given up on after `max_attempts` goes
-to the `Keys.webhook_failures` stream (shown by `tickerdash status` and
+to the partition's `Keys.webhook_failures` stream (shown by `tickerdash status` and
 `tickerdash alerts failures`) and to the log.
 
 The group is created at the end of the alerts stream the first time (old alerts are not replayed
@@ -30,7 +30,7 @@ import redis
 from tickerdash.analytics.stages.alerts.rules import Rule, now_ms
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.ingest.contract.alerts import AlertEntry, decode_alert
-from tickerdash.ingest.contract.fields import as_text, text_fields
+from tickerdash.ingest.contract.fields import as_text, id_order, text_fields
 from tickerdash.ingest.contract.keys import WEBHOOKS_GROUP, Keys
 from tickerdash.ingest.contract.webhook_failures import encode_webhook_failure
 from tickerdash.ingest.reconnect import Outage, wait_out
@@ -59,6 +59,7 @@ class WebhookPolicy:
 class Delivery:
     """One alert on its way to one URL."""
 
+    stream: str  # the alerts stream it came from (one per partition)
     entry_id: str
     alert: AlertEntry
     rule: Rule
@@ -129,19 +130,18 @@ class WebhookDelivery:
         self._pool = ThreadPoolExecutor(self.policy.workers, thread_name_prefix="webhook")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pending_from: str | None = "0"  # first re-read our own unacknowledged entries, then new ones
-
-    @property
-    def failures_key(self) -> str:
-        return self.keys.webhook_failures
+        # per alerts stream: first re-read our own unacknowledged entries (from "0"), then new ones (">")
+        self._read_from = dict.fromkeys(self.keys.alert_streams, "0")
+        self._failures_of = dict(zip(self.keys.alert_streams, self.keys.webhook_failure_streams, strict=True))
 
     def ensure_group(self) -> None:
-        """Create the `webhooks` group on the alerts stream (at its end) unless it exists."""
-        try:
-            self.client.xgroup_create(self.keys.alerts, GROUP, id="$", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """Create the `webhooks` group on every alerts stream (at its end) unless it exists."""
+        for stream in self.keys.alert_streams:
+            try:
+                self.client.xgroup_create(stream, GROUP, id="$", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     def _refresh_rules(self) -> None:
         snapshot = self.store.load_if_changed(self._rules_version)
@@ -159,36 +159,42 @@ class WebhookDelivery:
         wait_ms = 0 if busy else self.block_ms
         if self._due and not busy:
             wait_ms = max(1, min(wait_ms, int((self._due[0].at - now) * 1000)))
-        start = self._pending_from or ">"
+        history = any(start != ">" for start in self._read_from.values())
         reply: Any = self.client.xreadgroup(
             GROUP,
             self.consumer,
-            {self.keys.alerts: start},
+            dict[Any, Any](self._read_from),
             count=200,
-            block=None if start != ">" or wait_ms == 0 else wait_ms,
+            block=None if history or wait_ms == 0 else wait_ms,
         )
-        entries = [e for _, batch in (reply or []) for e in batch]
-        if start != ">":
-            self._pending_from = as_text(entries[-1][0]) if entries else None
-        scheduled = {d.delivery.entry_id for d in self._due} | {d.entry_id for _, d in self._inflight}
-        to_ack = []
-        for raw_id, fields in entries:
-            entry_id = as_text(raw_id)
-            if entry_id in scheduled:
-                continue
-            if not fields:  # trimmed from the stream while pending: nothing left to deliver
-                to_ack.append(entry_id)
-                continue
-            alert = decode_alert(fields)
-            rule = self._rules.get(alert.rule_id)
-            if rule is None or not rule.webhook:
-                to_ack.append(entry_id)
-                self.stats.skipped += 1
-                continue
-            self._schedule(Delivery(entry_id, alert, rule, rule.webhook), now)
-        if to_ack:
-            self.client.xack(self.keys.alerts, GROUP, *to_ack)
-        return len(entries)
+        got = {as_text(stream): batch for stream, batch in (reply or [])}
+        for stream, start in self._read_from.items():
+            if start != ">":  # our own unacknowledged entries: go on after the last one, or on to new ones
+                batch = got.get(stream)
+                self._read_from[stream] = as_text(batch[-1][0]) if batch else ">"
+        scheduled = {(d.delivery.stream, d.delivery.entry_id) for d in self._due}
+        scheduled |= {(d.stream, d.entry_id) for _, d in self._inflight}
+        read = 0
+        for stream, batch in got.items():
+            to_ack = []
+            read += len(batch)
+            for raw_id, fields in batch:
+                entry_id = as_text(raw_id)
+                if (stream, entry_id) in scheduled:
+                    continue
+                if not fields:  # trimmed from the stream while pending: nothing left to deliver
+                    to_ack.append(entry_id)
+                    continue
+                alert = decode_alert(fields)
+                rule = self._rules.get(alert.rule_id)
+                if rule is None or not rule.webhook:
+                    to_ack.append(entry_id)
+                    self.stats.skipped += 1
+                    continue
+                self._schedule(Delivery(stream, entry_id, alert, rule, rule.webhook), now)
+            if to_ack:
+                self.client.xack(stream, GROUP, *to_ack)
+        return read
 
     def _launch_due(self) -> None:
         now = time.monotonic()
@@ -209,7 +215,7 @@ class WebhookDelivery:
             error = future.exception()
             delivery.attempts += 1
             if error is None:
-                self.client.xack(self.keys.alerts, GROUP, delivery.entry_id)
+                self.client.xack(delivery.stream, GROUP, delivery.entry_id)
                 self.stats.delivered += 1
                 continue
             delivery.last_error = f"{type(error).__name__}: {error}"[:500]
@@ -229,9 +235,9 @@ class WebhookDelivery:
             delivery.attempts,
             delivery.last_error,
         )
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=True)  # the failure's record and the alert's XACK: one slot
         pipe.xadd(
-            self.failures_key,
+            self._failures_of[delivery.stream],
             encode_webhook_failure(  # type: ignore[arg-type]
                 alert_id=delivery.entry_id,
                 rule_id=delivery.rule.id,
@@ -244,7 +250,7 @@ class WebhookDelivery:
             maxlen=FAILURES_MAXLEN,
             approximate=True,
         )
-        pipe.xack(self.keys.alerts, GROUP, delivery.entry_id)
+        pipe.xack(delivery.stream, GROUP, delivery.entry_id)
         pipe.execute()
         self.stats.failed += 1
 
@@ -293,5 +299,8 @@ class WebhookDelivery:
 def recent_failures(client: redis.Redis, keys: Keys | None = None, count: int = 50) -> list[dict[str, str]]:
     """The latest recorded delivery failures, newest first, as text fields plus `id`."""
     keys = keys or Keys()
-    entries: Any = client.xrevrange(keys.webhook_failures, count=count)
-    return [{"id": as_text(entry_id), **text_fields(fields)} for entry_id, fields in entries]
+    rows: list[dict[str, str]] = []
+    for stream in keys.webhook_failure_streams:
+        entries: Any = client.xrevrange(stream, count=count)
+        rows.extend({"id": as_text(entry_id), **text_fields(fields)} for entry_id, fields in entries)
+    return sorted(rows, key=lambda row: id_order(row["id"]), reverse=True)[:count]

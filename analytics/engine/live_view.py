@@ -1,9 +1,10 @@
 """The live view: every symbol's latest indicators, price and open bars, for the dashboard.
 
-Two keys, both written on the batch's transaction when one is due: the snapshot (a hash, symbol ->
-its latest update; at most `snapshot_hz` rounds a second) and the live feed (a stream whose entries
-carry the updates of every symbol that moved since the last one; at most `live_hz` a second). Updates
-are float64 rows encoded by `ingest.contract.live`, which the dashboard gateway formats.
+Two keys per partition, written on the partition's batch transaction or between batches when a round
+is due: the snapshot (a hash, symbol -> its latest update; at most `snapshot_hz` rounds a second) and
+the live feed (a stream whose entries carry the updates of every symbol that moved since the last one;
+at most `live_hz` a second). Updates are float64 rows encoded by `ingest.contract.live`, which the
+dashboard gateway formats.
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ class LiveView:
         self.keys = keys
         self.config = config
         self._pending: dict[int, list[Pending]] = {}
-        self._feed_pending: dict[str, bytes] = {}  # symbol -> its latest update not yet in the feed
-        self._last_live = 0.0
-        self._last_snapshot = 0.0
+        self._feed_pending: dict[int, dict[str, bytes]] = {}  # per partition: symbol -> latest update not in the feed
+        self._last_live: dict[int, float] = {}
+        self._last_snapshot: dict[int, float] = {}
 
     def note(self, partition: int, effects: Effects) -> None:
         """Remember a batch's products for the next round (a batch without an indicator frame shows nothing)."""
@@ -84,52 +85,73 @@ class LiveView:
         pipe: redis.client.Pipeline | None = None,
         force: bool = False,
         settle: Callable[[], None] | None = None,
+        partition: int | None = None,
     ) -> None:
-        """Write the snapshot (at most snapshot_hz) and the live feed (at most live_hz) of changed symbols.
+        """Write each partition's snapshot (at most snapshot_hz) and live feed (at most live_hz) of changed symbols.
 
-        Snapshot rounds are more frequent than feed entries, so each round's updates wait in
-        `_feed_pending` (latest per symbol) until the next feed entry: no symbol's move is skipped.
-        With `force`, whatever is pending is written whatever the rates (at shutdown). Outside a batch's
-        transaction (`pipe` None), `settle` runs first when a round is due: the view must never name a bar
-        or state whose transaction is still in flight, or a page that fetches that bar would miss it.
+        On a batch's transaction (`pipe`), only that batch's `partition` is written: a transaction touches
+        one partition's keys, which a cluster keeps on one shard. Outside one, every partition with a round
+        due is written. Snapshot rounds are more frequent than feed entries, so each round's updates wait in
+        `_feed_pending` (latest per symbol) until the partition's next feed entry: no symbol's move is skipped.
+        With `force`, whatever is pending is written whatever the rates (at shutdown). Outside a transaction,
+        `settle` runs first when a round is due: the view must never name a bar or state whose transaction is
+        still in flight, or a page that fetches that bar would miss it.
         """
         now = time.monotonic()
         if force:
-            self._last_snapshot = self._last_live = 0.0
+            self._last_snapshot.clear()
+            self._last_live.clear()
         if pipe is None and settle is not None and self._due(now):
             settle()  # may drop a failed batch's partition (`forget`): what is pending is re-read below
-        target: redis.client.Pipeline | None = None
-        if self._pending and now - self._last_snapshot >= 1 / self.config.snapshot_hz:
-            # each update is encoded once: the snapshot field, and later a piece of a feed entry
-            encoded: dict[str, bytes] = {}
-            for partition, batches in self._pending.items():
-                state = states.get(partition)
-                if state is not None:
-                    encoded.update(self._encoded_updates(state, batches))
-            self._pending.clear()
-            self._last_snapshot = now
-            if encoded:
-                target = pipe if pipe is not None else self.client.pipeline(transaction=False)
-                target.hset(self.keys.snapshot, mapping=encoded)  # type: ignore[arg-type]
-                self._feed_pending.update(encoded)
-        if self._feed_pending and now - self._last_live >= 1 / self.config.live_hz:
+        target: redis.client.Pipeline | None = pipe
+
+        def queue() -> redis.client.Pipeline:
+            nonlocal target
             if target is None:
-                target = pipe if pipe is not None else self.client.pipeline(transaction=False)
-            target.xadd(
-                self.keys.live,
-                live_entry_fields(b"".join(self._feed_pending.values())),  # type: ignore[arg-type]
-                maxlen=LIVE_MAXLEN,
-                approximate=True,
-            )
-            self._feed_pending.clear()
-            self._last_live = now
+                target = self.client.pipeline(transaction=False)
+            return target
+
+        if pipe is not None:
+            partitions = [] if partition is None else [partition]
+        else:
+            partitions = sorted(set(self._pending) | set(self._feed_pending))
+        for each in partitions:
+            self._round(each, states.get(each), now, queue)
         if target is not None and pipe is None:
             target.execute()
 
+    def _round(
+        self, partition: int, state: PartitionState | None, now: float, queue: Callable[[], redis.client.Pipeline]
+    ) -> None:
+        """Queue the partition's snapshot and feed writes that are due."""
+        batches = self._pending.get(partition)
+        if batches and now - self._last_snapshot.get(partition, 0.0) >= 1 / self.config.snapshot_hz:
+            del self._pending[partition]
+            self._last_snapshot[partition] = now
+            # each update is encoded once: the snapshot field, and later a piece of a feed entry
+            encoded = self._encoded_updates(state, batches) if state is not None else {}
+            if encoded:
+                queue().hset(self.keys.snapshot(partition), mapping=encoded)  # type: ignore[arg-type]
+                self._feed_pending.setdefault(partition, {}).update(encoded)
+        feed = self._feed_pending.get(partition)
+        if feed and now - self._last_live.get(partition, 0.0) >= 1 / self.config.live_hz:
+            queue().xadd(
+                self.keys.live(partition),
+                live_entry_fields(b"".join(feed.values())),  # type: ignore[arg-type]
+                maxlen=LIVE_MAXLEN,
+                approximate=True,
+            )
+            del self._feed_pending[partition]
+            self._last_live[partition] = now
+
     def _due(self, now: float) -> bool:
-        """Whether a snapshot or feed round would write now."""
-        snapshot_due = bool(self._pending) and now - self._last_snapshot >= 1 / self.config.snapshot_hz
-        feed_due = bool(self._feed_pending) and now - self._last_live >= 1 / self.config.live_hz
+        """Whether a snapshot or feed round of some partition would write now."""
+        snapshot_due = any(
+            now - self._last_snapshot.get(p, 0.0) >= 1 / self.config.snapshot_hz for p, b in self._pending.items() if b
+        )
+        feed_due = any(
+            now - self._last_live.get(p, 0.0) >= 1 / self.config.live_hz for p, f in self._feed_pending.items() if f
+        )
         return snapshot_due or feed_due
 
     def _encoded_updates(self, state: PartitionState, batches: list[Pending]) -> dict[str, bytes]:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import redis
 
 from tickerdash.analytics.engine.config import WorkerConfig
-from tickerdash.analytics.engine.state import PartitionState, id_order
+from tickerdash.analytics.engine.state import PartitionState
+from tickerdash.ingest.contract.fields import id_order
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import DecodeRules, as_text, decode_entries
 

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 OUTPUT_MAXLEN = 100_000  # default trim of the streams that AppendMany writes (alerts, anomalies)
 
-StreamName = Callable[["Keys"], str]  # the stream's key from the worker's Keys, e.g. `lambda keys: keys.alerts`
+# the stream's key from the worker's Keys and the batch's partition, e.g. `Keys.alerts`
+StreamName = Callable[["Keys", int], str]
 
 
 @dataclass(frozen=True, slots=True)

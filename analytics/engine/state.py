@@ -135,9 +135,3 @@ class PartitionState:
         state.session_open = {k: float(v) for k, v in meta["session_open"].items()}
         state.last_id = str(meta["last_id"])
         return state
-
-
-def id_order(entry_id: str) -> tuple[int, int]:
-    """A stream entry ID as (ms, seq), which orders IDs as Redis does."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)

@@ -1,11 +1,12 @@
 """The analytics worker: the thin loop that runs the stage chain on the tick stream, exactly once.
 
 One worker owns some partitions (a lease per partition, `engine.leases`, so each symbol's trades are
-processed in order by one worker at a time). For every batch read from a partition it runs the
-partition's stage chain (`engine.state`) and writes, in ONE MULTI/EXEC transaction fenced by a WATCH
-on the partition's lease: the stages' outputs and the batch's dead letters (`engine.writer`), the live
-view when a round is due (`engine.live_view`), a progress marker (the last entry ID applied) and the
-XACK of the batch.
+processed in order by one worker at a time): a fixed list, or, shared, those that the group's live
+members assign it (`engine.members`), handed over cleanly when a member joins or leaves. For every
+batch read from a partition it runs the partition's stage chain (`engine.state`) and writes, in ONE
+MULTI/EXEC transaction fenced by a WATCH on the partition's lease: the stages' outputs and the batch's
+dead letters (`engine.writer`), the live view when a round is due (`engine.live_view`), a progress
+marker (the last entry ID applied) and the XACK of the batch.
 
 Checkpoints of whole partition states are written now and then by a forked child while the loop goes
 on (`engine.checkpoints`); a restarted worker restores the checkpoint and replays the entries between
@@ -32,16 +33,19 @@ from tickerdash.analytics.engine.checkpoints import BackgroundCheckpoints, small
 from tickerdash.analytics.engine.config import WorkerConfig
 from tickerdash.analytics.engine.leases import Leases
 from tickerdash.analytics.engine.live_view import LiveView
+from tickerdash.analytics.engine.members import Membership
 from tickerdash.analytics.engine.restore import PartitionKeys, refresh_stages, restore
 from tickerdash.analytics.engine.segments import preload
 from tickerdash.analytics.engine.stage import Effects, Stage, StageFactory
-from tickerdash.analytics.engine.state import PartitionState, id_order
+from tickerdash.analytics.engine.state import PartitionState
 from tickerdash.analytics.engine.writer import EffectsWriter
 from tickerdash.ingest.consumer import OwnershipLost
+from tickerdash.ingest.contract.fields import id_order
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import Rejected
 from tickerdash.ingest.deadletter import add_rejected
 from tickerdash.ingest.group_reads import ensure_groups
+from tickerdash.ingest.layout import check_layout
 from tickerdash.ingest.reconnect import REDIS_DOWN, Outage, wait_out
 from tickerdash.ingest.redis_adapter import raw_client
 from tickerdash.ingest.runner import StreamRunner
@@ -66,7 +70,10 @@ class AnalyticsWorker:
         partitions: Sequence[int] | None = None,
         config: WorkerConfig | None = None,
         stop: StopFlag | None = None,
+        shared: bool = False,
     ) -> None:
+        """Own `partitions` (None: every one; a hot standby where another worker holds them) or, `shared`,
+        the partitions the group's live shared workers assign this one."""
         self.client = client
         self.raw = raw_client(client)
         self.settings = settings
@@ -82,12 +89,17 @@ class AnalyticsWorker:
         bad = [p for p in wanted if not 0 <= p < settings.partitions]
         if bad:
             raise ValueError(f"partitions {bad} do not exist: TICKERDASH_PARTITIONS={settings.partitions}")
+        if shared and partitions is not None:
+            raise ValueError("a shared worker takes the partitions its group assigns it: give no partition list")
         self.wanted = list(wanted)
         self.stream_of = {p: self.keys.ticks(p) for p in self.wanted}
         self.partition_of = {s: p for p, s in self.stream_of.items()}
         self.states: dict[int, PartitionState] = {}
         self.stop = stop or StopFlag()
         self.leases = Leases(client, self.keys, settings.group, settings.consumer, self.config.lease_ms)
+        self.membership = (
+            Membership(client, self.keys, settings.group, settings.consumer, self.config.lease_ms) if shared else None
+        )
         self.writer = EffectsWriter(client, self.keys)
         self.live = LiveView(client, self.keys, self.config)
         self.checkpoints = BackgroundCheckpoints(client, settings.consumer, self.lease_key, self.checkpoint_key)
@@ -157,7 +169,7 @@ class AnalyticsWorker:
         if fresh is not None and not fresh.all():
             unapplied = self._unapplied_rows(stream, ticks, fresh)
             if len(unapplied):
-                add_rejected(pipe, self.keys.deadletter, unapplied, "analytics")
+                add_rejected(pipe, self.keys.deadletter(partition), unapplied, "analytics")
             ticks = ticks.take(fresh[ticks.entry_of])
             if not len(ticks):
                 return
@@ -165,13 +177,13 @@ class AnalyticsWorker:
 
         def queue_loop_outputs(done: Effects) -> None:  # encoded while the concurrent stages still run
             nonlocal queued
-            self.writer.write_outputs(pipe, done.outputs)
+            self.writer.write_outputs(pipe, done.outputs, partition)
             queued = len(done.outputs)
 
         effects = state.apply(ticks, meanwhile=queue_loop_outputs)
         state.last_id = ticks.entry_ids[-1]
-        self.writer.write_outputs(pipe, effects.outputs[queued:])  # then theirs, then the dead letters: in order
-        self.writer.write_rejected(pipe, effects.rejected)
+        self.writer.write_outputs(pipe, effects.outputs[queued:], partition)  # then theirs, then the dead letters
+        self.writer.write_rejected(pipe, effects.rejected, partition)
         pipe.hset(self.checkpoint_key(partition), "last_id", state.last_id)
         self.leases.extend(pipe, partition)
         since, count = self._last_checkpoint.get(partition, (0.0, 0))
@@ -185,7 +197,7 @@ class AnalyticsWorker:
             if checkpoint_now:
                 self._checkpoint_due.add(partition)  # written once this batch has committed
         self.live.note(partition, effects)
-        self.live.publish(self.states, pipe)
+        self.live.publish(self.states, pipe, partition=partition)
         self._ticks_since_log += len(ticks)
 
     def _unapplied_rows(self, stream: str, ticks: TickBatch, fresh: np.ndarray) -> list[Rejected]:
@@ -251,6 +263,13 @@ class AnalyticsWorker:
         """Renew the leases we hold, and take (restore, then read) any wanted partition that is free."""
         self.runner.settle()  # a partition lost by the batch in flight is restored here, not run ahead
         self._last_lease_check = time.monotonic()
+        if self.membership is not None:
+            assigned = self.membership.mine(self.membership.beat())
+            if assigned != self.wanted:
+                log.info("partitions assigned to %s: %s", self.settings.consumer, assigned)
+            for partition in sorted(set(self.states) - set(assigned)):
+                self.hand_over(partition)
+            self.wanted = assigned
         for partition in self.wanted:
             held = self.leases.hold(partition)
             stream = self.stream_of[partition]
@@ -273,18 +292,38 @@ class AnalyticsWorker:
         `run` starts with it; call it first to have a worker ready (its state restored) before it reads,
         as benchmarks do to time the reading alone.
         """
+        check_layout(self.client, self.keys)
         ensure_groups(self.client, list(self.stream_of.values()), self.settings.group)
         self._check_leases()
 
     def release(self) -> None:
         """Checkpoint and give up every partition (clean shutdown), so a standby takes over at once."""
         self.runner.settle()  # only a confirmed state is checkpointed
+        if self.membership is not None:
+            self.membership.leave()  # first: the others assign themselves these partitions at their next check
         written = self.checkpoints.finish(self.states)
         for partition in list(self.states):
             if partition not in written:
                 self.checkpoint(partition)
             self.leases.release(partition)
             self.states.pop(partition)
+
+    def hand_over(self, partition: int) -> None:
+        """Give a partition up to the member it is assigned to now: its confirmed state is checkpointed, so the
+        next owner restores it with nothing to replay, and its lease is released, so it takes over at once.
+
+        Entries read ahead for it stay pending under this consumer; the next owner claims them.
+        """
+        self.runner.settle()
+        if partition not in self.states:  # the settle dropped it (a failed batch): nothing confirmed to hand
+            return
+        self.checkpoints.reap(wait=True)  # a child still writing an older state must not land after ours
+        last_id = self.states[partition].last_id
+        self.checkpoint(partition)
+        self._checkpoint_due.discard(partition)
+        self.runner.drop_stream(self.stream_of[partition])  # its state and pending live view go with it
+        self.leases.release(partition)
+        log.info("partition %d handed over at %s", partition, last_id)
 
     # --- state -----------------------------------------------------------------------------
 

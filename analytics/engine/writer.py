@@ -39,38 +39,39 @@ class EffectsWriter:
     def __init__(self, client: redis.Redis, keys: Keys, source: str = "analytics") -> None:
         self.keys = keys
         self.source = source
-        self._queue: dict[type, Callable[[redis.client.Pipeline, Any], None]] = {
+        self._queue: dict[type, Callable[[redis.client.Pipeline, Any, int], None]] = {
             AppendMany: self._append_many,
             AppendOne: self._append_one,
             AppendWithIds: self._append_with_ids,
         }
 
-    def write(self, pipe: redis.client.Pipeline, effects: Effects) -> None:
-        """Queue every output (in the order the stages added them), then the dead letters."""
-        self.write_outputs(pipe, effects.outputs)
-        self.write_rejected(pipe, effects.rejected)
+    def write(self, pipe: redis.client.Pipeline, effects: Effects, partition: int) -> None:
+        """Queue every output of a batch of `partition` (in the order the stages added them), then the dead letters."""
+        self.write_outputs(pipe, effects.outputs, partition)
+        self.write_rejected(pipe, effects.rejected, partition)
 
-    def write_outputs(self, pipe: redis.client.Pipeline, outputs: Sequence[Output]) -> None:
-        """Queue these outputs, in order."""
+    def write_outputs(self, pipe: redis.client.Pipeline, outputs: Sequence[Output], partition: int) -> None:
+        """Queue these outputs of a batch of `partition`, in order."""
         for output in outputs:
-            self.queue(pipe, output)
+            self.queue(pipe, output, partition)
 
-    def write_rejected(self, pipe: redis.client.Pipeline, rejected: Sequence[Rejected]) -> None:
-        """Queue these dead letters, in order."""
+    def write_rejected(self, pipe: redis.client.Pipeline, rejected: Sequence[Rejected], partition: int) -> None:
+        """Queue these dead letters of a batch of `partition`, in order."""
         if rejected:
-            add_rejected(pipe, self.keys.deadletter, rejected, self.source)
+            add_rejected(pipe, self.keys.deadletter(partition), rejected, self.source)
 
-    def queue(self, pipe: redis.client.Pipeline, output: Output) -> None:
-        """Encode one output and queue its appends."""
-        self._queue[type(output)](pipe, output)
+    def queue(self, pipe: redis.client.Pipeline, output: Output, partition: int) -> None:
+        """Encode one output and queue its appends (to `partition`'s streams: one transaction, one slot)."""
+        self._queue[type(output)](pipe, output, partition)
 
-    def _append_many(self, pipe: redis.client.Pipeline, output: AppendMany) -> None:
-        append_many(pipe, output.stream(self.keys), output.encode(), output.maxlen)
+    def _append_many(self, pipe: redis.client.Pipeline, output: AppendMany, partition: int) -> None:
+        append_many(pipe, output.stream(self.keys, partition), output.encode(), output.maxlen)
 
-    def _append_one(self, pipe: redis.client.Pipeline, output: AppendOne) -> None:
-        pipe.xadd(output.stream(self.keys), output.encode(), maxlen=output.maxlen, approximate=True)  # type: ignore[arg-type]
+    def _append_one(self, pipe: redis.client.Pipeline, output: AppendOne, partition: int) -> None:
+        stream = output.stream(self.keys, partition)
+        pipe.xadd(stream, output.encode(), maxlen=output.maxlen, approximate=True)  # type: ignore[arg-type]
 
-    def _append_with_ids(self, pipe: redis.client.Pipeline, output: AppendWithIds) -> None:
+    def _append_with_ids(self, pipe: redis.client.Pipeline, output: AppendWithIds, partition: int) -> None:
         entries = output.encode(self.keys)
         if len(entries):  # EVAL, not a registered script: that would make the pipeline check SCRIPT EXISTS per batch
             pipe.eval(XADD_WITH_IDS_SCRIPT, len(entries.streams), *entries.streams, id_entries_json(entries))

@@ -1,11 +1,12 @@
 """The archiver: closed bars from Redis into a hive-partitioned Parquet dataset, exactly once per bar.
 
 Redis keeps recent bars (each bar stream is capped by MAXLEN); the archive keeps the rest. The
-archiver is consumer group `archive` on the closed-bars feed (`Keys.closed_bars`), which the analytics
-worker writes in the same transaction as the bar streams, so every closed bar reaches the feed.
+archiver is consumer group `archive` on the closed-bars feed of each partition (`Keys.closed_bars`), which
+the analytics worker writes in the same transaction as the bar streams, so every closed bar reaches a feed.
 
 Layout: `<data_dir>/archive/interval=<1s|1m|1h>/date=<YYYY-MM-DD>/part-<first id>-<last id>.parquet`
-(date of the bar start in UTC), each file sorted by symbol and start. A batch of feed entries is
+(`part-p<partition>-<first id>-<last id>.parquet` with P > 1; date of the bar start in UTC), each file
+sorted by symbol and start. A batch of feed entries is
 written to a hidden temporary file, renamed into place, and only then acknowledged. The file name
 comes from the batch's first and last entry IDs: a batch re-read after a crash between the rename
 and the XACK gets the same name and overwrites the file with identical content, so no bar is
@@ -15,7 +16,9 @@ ranges (fast symbol-filtered reads), again by temporary file and rename.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,12 +95,15 @@ class Archiver:
         *,
         root: Path | None = None,
         stop: StopFlag | None = None,
+        partition: int = 0,
         max_batch_rows: int = MAX_BATCH_ROWS,
     ) -> None:
         self.client = client
         self.raw = raw_client(client)
         self.settings = settings
-        self.feed = Keys(settings.prefix, settings.partitions).closed_bars
+        self.feed = Keys(settings.prefix, settings.partitions).closed_bars(partition)
+        # entry IDs of two partitions' feeds can coincide: with P > 1 a file name says whose entries it holds
+        self.file_prefix = "part-" if settings.partitions == 1 else f"part-p{partition}-"
         self.root = root or archive_root(settings)
         self.stop = stop or StopFlag()
         self.max_batch_rows = max_batch_rows
@@ -119,7 +125,7 @@ class Archiver:
         written: list[Path] = []
         if tables:
             feed = pa.concat_tables(tables, promote_options="permissive")
-            name = f"part-{ids[0]}-{ids[-1]}.parquet"
+            name = f"{self.file_prefix}{ids[0]}-{ids[-1]}.parquet"
             for interval, date, table in split_partitions(feed):
                 path = partition_dir(self.root, interval, date) / name
                 write_atomically(table.replace_schema_metadata(file_metadata(interval)), path)
@@ -215,3 +221,25 @@ class Archiver:
                 self.write_batch(batch)
             elif once:
                 break
+
+
+def archive_every_partition(
+    client: redis.Redis, settings: Settings, stop: StopFlag, once: bool = False, root: Path | None = None
+) -> ArchiveStats:
+    """Run an archiver on every partition's feed (each on a thread of its own when P > 1) until stopped."""
+    archivers = [Archiver(client, settings, root=root, stop=stop, partition=p) for p in range(settings.partitions)]
+    if len(archivers) == 1:
+        return archivers[0].run(once=once)
+    threads = [
+        threading.Thread(target=archiver.run, kwargs={"once": once}, name=f"archive-{p}", daemon=True)
+        for p, archiver in enumerate(archivers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    total = ArchiveStats()
+    for archiver in archivers:
+        for stat in dataclasses.fields(ArchiveStats):
+            setattr(total, stat.name, getattr(total, stat.name) + getattr(archiver.stats, stat.name))
+    return total

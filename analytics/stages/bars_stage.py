@@ -53,11 +53,6 @@ class ClosedBars:
         return len(self.table)
 
 
-def bars_feed_key(keys: Keys) -> str:
-    """Stream of every batch of closed bars (one Arrow IPC entry per batch), for archivers' consumer groups."""
-    return keys.closed_bars
-
-
 def bar_fields(bars: BarTable, k: int, extra: Mapping[str, np.ndarray] | None = None) -> list[Any]:
     """The stream fields of bar k, as XADD arguments (the contract's `encode_bar`)."""
     values = {name: float(column[k]) for name, column in (extra or {}).items()}
@@ -136,7 +131,7 @@ class BarsStage:
                 AppendWithIds("bars", functools.partial(bar_entries, closed, retention=self.retention))
             )
             effects.outputs.append(
-                AppendOne("closed_bars", bars_feed_key, functools.partial(_feed_entry, closed), BARS_FEED_MAXLEN)
+                AppendOne("closed_bars", Keys.closed_bars, functools.partial(_feed_entry, closed), BARS_FEED_MAXLEN)
             )
 
     def to_bytes(self) -> bytes:

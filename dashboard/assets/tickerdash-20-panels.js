@@ -199,6 +199,11 @@
       ["dead letters", h.deadletters === undefined ? "–" : h.deadletters], ["clients", h.clients === undefined ? "–" : h.clients],
       ["redis", h.redis || "–"],
     ];
+    if (h.owners) {  // which worker owns which partitions
+      var owned = Object.keys(h.owners).sort().map(function (name) { return name + ": " + h.owners[name].join(","); });
+      if (h.unowned && h.unowned.length) owned.push("none: " + h.unowned.join(","));
+      items.push(["partitions", owned.join(" · ") || "–"]);
+    }
     // plain words for what went wrong, first in the strip: ticks lost to trimming, a producer held back
     if (h.lost) items.unshift(["lost", fmt(h.lost, 0) + " entries trimmed before any worker read them"]);
     if (h.producer_waiting) items.unshift(["waiting", h.producer_waiting]);

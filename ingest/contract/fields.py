@@ -33,6 +33,12 @@ def entry_ms(entry_id: bytes | str) -> int:
     return int(as_text(entry_id).partition("-")[0])
 
 
+def id_order(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry ID as (ms, seq), which orders IDs as Redis does."""
+    ms, _, seq = as_text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
 def fields_json(fields: Mapping[str, str]) -> str:
     """An entry's fields as a JSON array [field, value, ...]: the form a script appends many entries from."""
     return json.dumps([x for pair in fields.items() for x in pair])

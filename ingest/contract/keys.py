@@ -2,6 +2,12 @@
 
 Every key Tickerdash reads or writes is built here, by a named method; nothing else spells a key.
 Internal keys sit under `<prefix>:_:` and are not part of the public contract.
+
+With one partition the keys carry no hash tag. With P > 1, every key that one partition's batch
+transaction touches carries the partition's tag `{p}` (its tick stream, its symbols' bars, its alerts,
+anomalies and dead letters, its lease, checkpoint, quarantine, live view and closed-bars feed), so that
+on a Redis Cluster the transaction stays on one shard; the rules and their version share a tag of their
+own, the rules key's name.
 """
 
 from __future__ import annotations
@@ -39,20 +45,37 @@ class Keys:
         """Partition that always holds this symbol: crc32(symbol) % P."""
         return zlib.crc32(symbol.encode()) % self.partitions
 
-    @property
-    def deadletter(self) -> str:
-        """Stream of every rejected input, with its reason and source."""
-        return f"{self.prefix}:deadletter"
+    def deadletter(self, partition: int = 0) -> str:
+        """Stream of one partition's rejected inputs, with their reasons and sources (producers use partition 0)."""
+        return self._partitioned("deadletter", partition)
+
+    def deadletter_of(self, tick_stream: str) -> str:
+        """The dead-letter stream of the partition whose tick stream this is (partition 0's for any other)."""
+        streams = self.tick_streams
+        return self.deadletter(streams.index(tick_stream) if tick_stream in streams else 0)
 
     @property
-    def alerts(self) -> str:
-        """Stream of fired slump alerts."""
-        return f"{self.prefix}:alerts"
+    def deadletter_streams(self) -> list[str]:
+        """Every dead-letter stream, in partition order."""
+        return [self.deadletter(p) for p in range(self.partitions)]
+
+    def alerts(self, partition: int = 0) -> str:
+        """Stream of the slump alerts fired on one partition's symbols."""
+        return self._partitioned("alerts", partition)
 
     @property
-    def anomalies(self) -> str:
-        """Stream of flagged trades."""
-        return f"{self.prefix}:anomalies"
+    def alert_streams(self) -> list[str]:
+        """Every alerts stream, in partition order (readers merge them)."""
+        return [self.alerts(p) for p in range(self.partitions)]
+
+    def anomalies(self, partition: int = 0) -> str:
+        """Stream of one partition's flagged trades."""
+        return self._partitioned("anomalies", partition)
+
+    @property
+    def anomaly_streams(self) -> list[str]:
+        """Every anomalies stream, in partition order (readers merge them)."""
+        return [self.anomalies(p) for p in range(self.partitions)]
 
     @property
     def rules(self) -> str:
@@ -65,12 +88,16 @@ class Keys:
         return f"{self.prefix}:labels"
 
     def bars(self, interval: str, symbol: str) -> str:
-        """Closed OHLCV bars of one symbol at one interval."""
-        return f"{self.prefix}:bars:{interval}:{symbol}"
+        """Closed OHLCV bars of one symbol at one interval (tagged with the symbol's partition)."""
+        return f"{self.bars_prefix(interval, self.partition_of(symbol))}{symbol}"
 
-    def bars_prefix(self, interval: str) -> str:
-        """What every bar stream of one interval starts with (the symbol follows)."""
-        return self.bars(interval, "")
+    def bars_prefix(self, interval: str, partition: int = 0) -> str:
+        """What every bar stream of one interval in one partition starts with (the symbol follows)."""
+        return f"{self.prefix}:bars:{self._tag(partition)}{interval}:"
+
+    def bars_prefixes(self, interval: str) -> list[str]:
+        """`bars_prefix` of every partition: a reader scans each for the symbols that have bars."""
+        return [self.bars_prefix(interval, p) for p in range(self.partitions)]
 
     @property
     def every_key(self) -> str:
@@ -81,45 +108,76 @@ class Keys:
 
     def lease(self, group: str, partition: int) -> str:
         """Who owns a partition of a worker group right now (the value is the owner's token)."""
-        return self.internal("lease", group, str(partition))
+        return self._partition_internal(partition, "lease", group, numbered=True)
+
+    def members(self, group: str) -> str:
+        """Sorted set of the workers of a group that share its partitions (score: when the entry expires, ms)."""
+        return self.internal("members", group)
 
     def checkpoint(self, group: str, partition: int) -> str:
         """Hash of a partition's last checkpoint (state, progress marker)."""
-        return self.internal("checkpoint", group, str(partition))
+        return self._partition_internal(partition, "checkpoint", group, numbered=True)
 
     def quarantined(self, group: str, partition: int) -> str:
         """Entries of a partition set aside after they failed to apply."""
-        return self.internal("quarantined", group, str(partition))
+        return self._partition_internal(partition, "quarantined", group, numbered=True)
+
+    def snapshot(self, partition: int = 0) -> str:
+        """Hash of the latest live update of each symbol of one partition (what a page shows on load)."""
+        return self._partition_internal(partition, "snapshot")
 
     @property
-    def snapshot(self) -> str:
-        """Hash of each symbol's latest live update (what a page shows on load)."""
-        return self.internal("snapshot")
+    def snapshots(self) -> list[str]:
+        """Every partition's snapshot hash."""
+        return [self.snapshot(p) for p in range(self.partitions)]
+
+    def live(self, partition: int = 0) -> str:
+        """Stream of one partition's coalesced live updates, for the dashboard gateway."""
+        return self._partition_internal(partition, "live")
 
     @property
-    def live(self) -> str:
-        """Stream of coalesced live updates, for the dashboard gateway."""
-        return self.internal("live")
+    def live_streams(self) -> list[str]:
+        """Every partition's live feed."""
+        return [self.live(p) for p in range(self.partitions)]
+
+    def closed_bars(self, partition: int = 0) -> str:
+        """Stream of one partition's batches of closed bars (one Arrow IPC entry per batch), for the archiver."""
+        return self._partition_internal(partition, "closed_bars")
 
     @property
-    def closed_bars(self) -> str:
-        """Stream of every batch of closed bars (one Arrow IPC entry per batch), for the archiver's group."""
-        return self.internal("closed_bars")
+    def closed_bars_streams(self) -> list[str]:
+        """Every partition's closed-bars feed."""
+        return [self.closed_bars(p) for p in range(self.partitions)]
 
     @property
     def rules_version(self) -> str:
-        """Counter bumped with every rule change, so workers reload rules only when they changed."""
-        return self.internal("rules_version")
+        """Counter bumped with every rule change, so workers reload rules only when they changed.
+
+        With P > 1 it carries the rules key's name as its hash tag: the rules and their version change in
+        one transaction, which a cluster allows only within one slot.
+        """
+        if self.partitions == 1:
+            return self.internal("rules_version")
+        return self.internal(f"{{{self.rules}}}", "rules_version")
+
+    @property
+    def layout(self) -> str:
+        """Hash of the key layout the data was written with (`partitions`, `version`): one per prefix, whatever P."""
+        return self.internal("layout")
 
     @property
     def simulator_run(self) -> str:
         """Hash of the latest simulator run's seed and set-up (exports record it as provenance)."""
         return self.internal("simulator")
 
+    def webhook_failures(self, partition: int = 0) -> str:
+        """Stream of the webhook deliveries of one partition's alerts that failed after every retry."""
+        return self._partition_internal(partition, "webhook_failures")
+
     @property
-    def webhook_failures(self) -> str:
-        """Stream of webhook deliveries that failed after every retry."""
-        return self.internal("webhook_failures")
+    def webhook_failure_streams(self) -> list[str]:
+        """Every partition's webhook-failures stream."""
+        return [self.webhook_failures(p) for p in range(self.partitions)]
 
     def lost(self, group: str, stream: str) -> str:
         """Hash of the entries of `stream` that were trimmed or deleted before `group` read them (a worker records
@@ -138,3 +196,20 @@ class Keys:
     def internal(self, *parts: str) -> str:
         """Project-private key under `<prefix>:_:`; callers use the named methods above."""
         return ":".join((self.prefix, "_", *parts))
+
+    # --- partition tags ------------------------------------------------------------------------
+
+    def _tag(self, partition: int) -> str:
+        """The partition's hash tag and its separator where keys are partitioned (P > 1), else nothing."""
+        return "" if self.partitions == 1 else f"{{{partition}}}:"
+
+    def _partitioned(self, name: str, partition: int) -> str:
+        """A public per-partition stream: `<prefix>:<name>`, or `<prefix>:<name>:{p}` when P > 1."""
+        return f"{self.prefix}:{name}" if self.partitions == 1 else f"{self.prefix}:{name}:{{{partition}}}"
+
+    def _partition_internal(self, partition: int, *parts: str, numbered: bool = False) -> str:
+        """A partition's internal key: `<prefix>:_:{p}:<parts>` when P > 1; with one partition, `<prefix>:_:<parts>`,
+        followed by the partition number when `numbered` (a key per partition whatever P, such as a lease)."""
+        if self.partitions > 1:
+            return self.internal(f"{{{partition}}}", *parts)
+        return self.internal(*parts, str(partition)) if numbered else self.internal(*parts)

@@ -1,9 +1,10 @@
 """The live view: the contract between the analytics worker (writer) and the dashboard gateway (reader).
 
-Two keys, both internal to Tickerdash (not part of the public contract in docs/design.md):
-- `Keys.snapshot` (`<prefix>:_:snapshot`), a hash: symbol -> its latest `SymbolUpdate` (what a page shows on load);
-- `Keys.live` (`<prefix>:_:live`), a stream: each entry has one field `u` (`LIVE_FIELD`), the
-  `SymbolUpdate`s of every symbol that traded since the worker's previous entry, each once, written at
+Two keys per partition, both internal to Tickerdash (not part of the public contract in docs/design.md):
+- `Keys.snapshot` (`<prefix>:_:snapshot`; `<prefix>:_:{p}:snapshot` with P > 1), a hash: symbol -> its
+  latest `SymbolUpdate` (what a page shows on load);
+- `Keys.live` (`<prefix>:_:live`; `<prefix>:_:{p}:live`), a stream: each entry has one field `u` (`LIVE_FIELD`),
+  the `SymbolUpdate`s of every symbol of the partition that traded since the previous entry, each once, written at
   most `LIVE_HZ` times a second (so no symbol is updated more than `LIVE_HZ` times a second). Capped at
   about `LIVE_MAXLEN` entries.
 Updates travel in a compact binary form (`encode_update_rows`, `decode_updates`): numbers are copied
@@ -22,21 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from tickerdash.ingest.contract.keys import Keys
-
 LIVE_HZ = 20  # with the gateway's 20 frames a second: a trade is on the page ~100 ms after its XADD at worst
 LIVE_MAXLEN = 10_000
 LIVE_FIELD = "u"  # the one field of a live-feed entry: the encoded updates
-
-
-def snapshot_key(keys: Keys) -> str:
-    """Hash of each symbol's latest update."""
-    return keys.snapshot
-
-
-def live_key(keys: Keys) -> str:
-    """Stream of coalesced updates for the dashboard gateway."""
-    return keys.live
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,9 +40,11 @@ class BarReader:
         """Symbols that have a Redis bar stream of this interval."""
         if self.client is None:
             return set()
-        prefix = self.keys.bars_prefix(interval)
-        found = self.client.scan_iter(match=f"{prefix}*", count=1000, _type="stream")
-        return {(k.decode() if isinstance(k, bytes) else k)[len(prefix) :] for k in found}
+        symbols: set[str] = set()
+        for prefix in self.keys.bars_prefixes(interval):
+            found = self.client.scan_iter(match=f"{prefix}*", count=1000, _type="stream")
+            symbols.update((k.decode() if isinstance(k, bytes) else k)[len(prefix) :] for k in found)
+        return symbols
 
     def symbols(self, interval: str, lo_ms: int, hi_ms: int) -> set[str]:
         """Symbols with bars of this interval in [lo_ms, hi_ms), in either store."""

@@ -64,7 +64,7 @@ def export_stream(
         raise ExportError(f"--include {name}: needs Redis (alerts, anomalies and trades are not archived)")
     raw = raw_client(client)
     wanted = pa.array(sorted(symbols), pa.string())
-    streams = keys.tick_streams if name == "trades" else [keys.alerts if name == "alerts" else keys.anomalies]
+    streams = {"trades": keys.tick_streams, "alerts": keys.alert_streams}.get(name, keys.anomaly_streams)
     tables = []
     for stream in streams:
         for entries in _stream_pages(raw, stream):
@@ -80,6 +80,8 @@ def export_stream(
         if tables
         else pa.table({"symbol": pa.array([], pa.string()), "ts_ms": pa.array([], pa.int64())})
     )
+    if name != "trades" and len(streams) > 1:  # one stream per partition: merged in event time
+        table = table.take(pc.sort_indices(table, [("ts_ms", "ascending")]))
     table = table.append_column(
         "ts", table["ts_ms"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.timestamp("ms", tz=request.tz))
     ).drop_columns(["ts_ms"])

@@ -36,7 +36,7 @@ class SlumpAlertStage:
         """Add one `tickerdash:alerts` entry per alert the batch fires (built in bulk as JSON, no Alert objects)."""
         fired = self.alerts.evaluate(batch)
         if len(fired):
-            effects.outputs.append(AppendMany("alerts", _alerts_stream, fired.to_entries_json))
+            effects.outputs.append(AppendMany("alerts", Keys.alerts, fired.to_entries_json))
 
     def to_bytes(self) -> bytes:
         """The stage's checkpoint (rules in force and per-symbol state)."""
@@ -56,7 +56,3 @@ class SlumpAlertStage:
         if self.rules_version is not None:
             log.info("alert rules now at version %d: %d enabled", snapshot.version, len(self.alerts.rules))
         self.rules_version = snapshot.version
-
-
-def _alerts_stream(keys: Keys) -> str:
-    return keys.alerts

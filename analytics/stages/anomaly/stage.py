@@ -17,13 +17,12 @@ from tickerdash.analytics.stages.anomaly.scores import Scores
 from tickerdash.analytics.stages.anomaly.tails import TAIL_FEATURES
 from tickerdash.ingest.contract.anomalies import encode_anomalies
 from tickerdash.ingest.contract.fields import fields_json
+from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_ids import tick_ids
 from tickerdash.ingest.ticks import TickBatch
 
 if TYPE_CHECKING:  # the pure core never imports the worker (and so never Redis) at run time
     import redis
-
-    from tickerdash.ingest.contract.keys import Keys
 
 
 def reasons(scores: Scores, frame: FeatureFrame, rows: np.ndarray) -> list[str]:
@@ -115,10 +114,6 @@ def anomaly_entries_json(batch: TickBatch, frame: FeatureFrame, scores: Scores) 
     return [fields_json(fields) for fields in anomaly_fields(batch, frame, scores)]
 
 
-def _anomalies_stream(keys: Keys) -> str:
-    return keys.anomalies
-
-
 class AnomalyStage:
     """Worker stage `anomaly`: scores every trade and adds an anomalies entry per flagged one."""
 
@@ -141,7 +136,7 @@ class AnomalyStage:
         frame, scores = self.detector.process(batch)
         if scores.flagged.any():
             entries = functools.partial(anomaly_entries_json, batch, frame, scores)
-            effects.outputs.append(AppendMany("anomalies", _anomalies_stream, entries))
+            effects.outputs.append(AppendMany("anomalies", Keys.anomalies, entries))
 
     def to_bytes(self) -> bytes:
         """The stage's checkpoint (features, calibrations, training window, forests)."""

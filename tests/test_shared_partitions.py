@@ -1,0 +1,176 @@
+"""Workers that share the partitions (`--partitions auto`): the rendezvous assignment, a clean hand-over when a
+worker joins, and a dead worker's partitions taken over within the lease time, nothing lost or counted twice."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+from test_worker import bar_streams, drained, expected_bars, market
+
+from tickerdash.analytics.engine.members import Membership, assignment
+from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.runner import StopFlag
+from tickerdash.ingest.settings import Settings
+
+PARTITIONS = 6
+LEASE_S = 2.0
+TICKERDASH = (sys.executable, "-m", "tickerdash")
+QUICK_WORKER = ("--stages", "none", "--checkpoint-every", "0.5", "--no-webhooks")  # bars and indicators only
+
+members_lists = st.lists(st.text("abcdefgh0123456789-", min_size=1, max_size=12), min_size=1, max_size=8, unique=True)
+
+
+@given(members=members_lists, newcomer=st.text("xyz", min_size=1, max_size=6), partitions=st.integers(1, 64))
+def test_a_member_that_joins_takes_only_what_it_wins_and_one_that_leaves_gives_only_its_own(
+    members: list[str], newcomer: str, partitions: int
+) -> None:
+    """Every partition has one owner among the members; a newcomer moves only partitions to itself, and its
+    leaving puts each of them back where it was."""
+    before = assignment(range(partitions), members)
+    assert set(before) == set(range(partitions)) and set(before.values()) <= set(members)
+    after = assignment(range(partitions), [*members, newcomer])
+    moved = {p for p in before if before[p] != after[p]}
+    assert all(after[p] == newcomer for p in moved)
+    assert assignment(range(partitions), members) == before  # the same list gives the same answer, in any order
+    assert assignment(range(partitions), list(reversed(members))) == before
+
+
+def test_the_assignment_spreads_partitions_evenly_enough() -> None:
+    """With 64 partitions over 4 workers each gets a share near 16 (rendezvous hashing, not round robin)."""
+    shares = list(assignment(range(64), ["w0", "w1", "w2", "w3"]).values())
+    assert all(8 <= shares.count(w) <= 24 for w in ("w0", "w1", "w2", "w3"))
+
+
+def _wait(what: str, done: Callable[[], bool], timeout: float = 60.0) -> float:
+    """Seconds until `done()`; fails with `what` after `timeout`."""
+    start = time.monotonic()
+    while not done():
+        assert time.monotonic() - start < timeout, f"{what}: not within {timeout:.0f} s"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def _owners(client: redis.Redis, keys: Keys) -> dict[int, str | None]:
+    values = client.mget([keys.lease("analytics", p) for p in range(keys.partitions)])
+    return {p: v.decode() if v is not None else None for p, v in enumerate(values)}
+
+
+def test_a_worker_that_joins_is_handed_its_share_with_nothing_to_replay(
+    settings: Settings, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One shared worker owns every partition; a second one joins and gets the partitions it wins, each handed
+    over with a checkpoint of its last committed batch, so the newcomer restores it and replays nothing."""
+    settings = settings.model_copy(update={"partitions": PARTITIONS})
+    keys = Keys(settings.prefix, PARTITIONS)
+    ticks = market(24_000, symbols=30)
+    Producer(redis_client, settings).publish(ticks)
+    config = WorkerConfig(checkpoint_every_s=60, lease_ms=int(LEASE_S * 1000), stages=())
+    stops = {name: StopFlag() for name in ("first", "second")}
+    workers = {
+        name: AnalyticsWorker(
+            redis_client, settings.model_copy(update={"consumer": name}), None, config, stop=stops[name], shared=True
+        )
+        for name in stops
+    }
+    threads = {name: threading.Thread(target=worker.run) for name, worker in workers.items()}
+    threads["first"].start()
+    try:
+        _wait("the first worker drains every partition", lambda: drained(redis_client, settings))
+        assert set(_owners(redis_client, keys).values()) == {"first"}
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="tickerdash.analytics.engine.worker"):
+            threads["second"].start()
+            expected = assignment(range(PARTITIONS), ["first", "second"])
+            _wait("the leases follow the assignment", lambda: _owners(redis_client, keys) == expected)
+            _wait(
+                "the second worker restores its share",
+                lambda: set(workers["second"].states) == {p for p, owner in expected.items() if owner == "second"},
+            )
+        taken = sorted(p for p, owner in expected.items() if owner == "second")
+        assert taken and len(taken) < PARTITIONS
+        restored = [r.getMessage() for r in caplog.records if "restored at" in r.getMessage()]
+        assert len(restored) == len(taken) and all("(replayed 0 ticks" in m for m in restored), restored
+        assert set(workers["first"].states) == set(range(PARTITIONS)) - set(taken)
+    finally:
+        for stop in stops.values():
+            stop.set()
+        for thread in threads.values():
+            thread.join(30)
+    assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig(), PARTITIONS)
+
+
+def _spawn(server: EmbeddedRedis, consumer: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "TICKERDASH_REDIS_URL": server.url, "TICKERDASH_PARTITIONS": str(PARTITIONS)}
+    return subprocess.Popen(
+        [*TICKERDASH, "analytics", "--consumer", consumer, "--lease", str(LEASE_S), *QUICK_WORKER],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_three_workers_split_the_partitions_and_a_killed_ones_are_taken_within_the_lease(
+    settings: Settings, redis_client: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    """Three workers started one after another end with disjoint partitions covering all six; after a kill -9 of
+    one, the other two hold its partitions within the lease time (plus a renewal period), and the bars equal
+    those of an uninterrupted run."""
+    settings = settings.model_copy(update={"partitions": PARTITIONS})
+    keys = Keys(settings.prefix, PARTITIONS)
+    ticks = market(60_000, symbols=36, per_second=500)
+    producer = Producer(redis_client, settings)
+    half = len(ticks) // 2
+    producer.publish(ticks.take(np.arange(half)))
+    workers: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name in ("w0", "w1", "w2"):
+            workers[name] = _spawn(redis_server, name)
+            expected = assignment(range(PARTITIONS), sorted(workers))
+            _wait(
+                f"{name} joined: the leases follow the assignment", lambda e=expected: _owners(redis_client, keys) == e
+            )
+        owners = _owners(redis_client, keys)
+        assert set(owners.values()) == {"w0", "w1", "w2"} and None not in owners.values()
+        victim = max(workers, key=lambda name: list(owners.values()).count(name))
+        orphaned = sorted(p for p, owner in owners.items() if owner == victim)
+        workers[victim].send_signal(signal.SIGKILL)
+        workers[victim].wait(10)
+        killed_at = time.monotonic()
+        producer.publish(ticks.take(np.arange(half, len(ticks))))
+        survivors = assignment(range(PARTITIONS), sorted(set(workers) - {victim}))
+        taken_s = _wait(
+            "the survivors take the dead worker's partitions", lambda: _owners(redis_client, keys) == survivors
+        )
+        print(f"partitions {orphaned} of {victim} taken over {time.monotonic() - killed_at:.1f} s after kill -9")
+        # its entry and its leases lapse after LEASE_S; the others look every LEASE_S / 3: a loaded machine gets more
+        assert taken_s <= 2 * LEASE_S + 4.0
+        _wait("every tick applied", lambda: drained(redis_client, settings), timeout=120)
+    finally:
+        for process in workers.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in workers.values():
+            process.wait(30)
+    assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig(), PARTITIONS)
+
+
+def test_a_shared_worker_takes_no_partition_list(settings: Settings, redis_client: redis.Redis) -> None:
+    """`shared` means the group assigns the partitions: a list besides it is refused, saying so."""
+    with pytest.raises(ValueError, match="give no partition list"):
+        AnalyticsWorker(redis_client, settings, [0], shared=True)
+    assert Membership(redis_client, Keys(), "analytics", "solo", 1000).beat() == ["solo"]
