@@ -34,8 +34,8 @@ def gather(client: redis.Redis, keys: Keys, group: str = ANALYTICS_GROUP) -> dic
         infos = client.xinfo_groups(name)
         progress = read_progress(client, name) if infos else None
         groups = []
-        for group in infos:
-            g = {as_text(k): as_text(v) for k, v in group.items()}
+        for info_of_group in infos:
+            g = {as_text(k): as_text(v) for k, v in info_of_group.items()}
             mine = progress.group(g["name"]) if progress else None
             missed = missed_entries(progress, mine) if progress and mine else None
             lost = max(lost_entries(client, keys, g["name"], name), missed or 0)
@@ -104,7 +104,8 @@ def _shared_workers(client: redis.Redis, keys: Keys, group: str) -> list[str]:
     from tickerdash.ingest.contract.tick_entries import as_text
 
     now_ms = int(client.time()[0]) * 1000
-    return sorted(as_text(m) for m in client.zrangebyscore(keys.members(group), now_ms, "+inf"))
+    members: list[bytes] = client.zrangebyscore(keys.members(group), now_ms, "+inf")  # type: ignore[assignment]
+    return sorted(as_text(m) for m in members)
 
 
 def render(report: dict[str, Any], console: Console) -> None:

@@ -44,13 +44,13 @@ class Run:
         for output in effects.outputs:
             written = self.entries.setdefault(output.name, [])
             if isinstance(output, AppendMany):
-                written.extend((output.stream(KEYS), entry) for entry in output.encode())
+                written.extend((output.stream(KEYS, 0), entry) for entry in output.encode())
             elif isinstance(output, AppendWithIds):  # each stream's entries in order (streams interleave by batch)
                 for stream, _, entry_id, flat in output.encode(KEYS):
                     self.entries.setdefault(f"{output.name} {stream}", []).append((entry_id, [str(v) for v in flat]))
             else:
                 assert isinstance(output, AppendOne)
-                written.append(output.stream(KEYS))  # one per batch: counted by stream, compared through products
+                written.append(output.stream(KEYS, 0))  # one per batch: counted by stream, compared through products
         self.rejected.extend((r.entry_id, dict(r.fields), r.reason) for r in effects.rejected)
         for name, product in effects.products.items():
             columns = getattr(product, "columns", None)

@@ -44,7 +44,7 @@ def written(client: redis.Redis, config: WorkerConfig) -> dict[str, list[tuple[b
     """The bar streams (key -> entries) a chain writes for the test tape."""
     state = PartitionState(config)
     pipe = client.pipeline(transaction=True)
-    EffectsWriter(client, Keys()).write(pipe, state.apply(tape(1500, seed=4)))
+    EffectsWriter(client, Keys()).write(pipe, state.apply(tape(1500, seed=4)), partition=0)
     pipe.execute()
     return {key.decode(): client.xrange(key) for key in sorted(client.scan_iter(match="tickerdash:bars:*"))}
 

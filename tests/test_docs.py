@@ -130,22 +130,24 @@ def _key_builders() -> Iterator[tuple[str, str]]:
 
 
 def _internal_keys() -> Iterator[tuple[str, str]]:
-    """(where, key) for every `.internal("name", ...)` call in the production code; arguments that are
-    not literals become placeholders."""
+    """(where, key) for every `.internal("name", ...)` and `._partition_internal(partition, "name", ...)` call in
+    the production code (the latter in its tagged form, `{*}` for the partition); arguments that are not literals
+    become placeholders."""
     for folder in PRODUCTION:
         for path in sorted((ROOT / folder).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text())):
                 if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
                     continue
-                if node.func.attr != "internal" or not node.args:
+                if node.func.attr == "internal":
+                    args, tag = node.args, []
+                elif node.func.attr == "_partition_internal":
+                    args, tag = node.args[1:], ["{*}"]
+                else:
                     continue
-                first = node.args[0]
-                if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
+                if not args or not (isinstance(args[0], ast.Constant) and isinstance(args[0].value, str)):
                     continue
-                parts = [
-                    a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else "*" for a in node.args
-                ]
-                yield f"{path.relative_to(ROOT)}:{node.lineno}", ":".join(("tickerdash", "_", *parts))
+                parts = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else "*" for a in args]
+                yield f"{path.relative_to(ROOT)}:{node.lineno}", ":".join(("tickerdash", "_", *tag, *parts))
 
 
 def _contract_fields() -> Iterator[tuple[str, str]]:

@@ -42,7 +42,7 @@ def test_entries_land_in_their_streams_in_order_with_their_ids(redis_client: red
     batch = entries(np.random.default_rng(5), 200)
     effects = Effects(TickBatch.empty(), outputs=[AppendWithIds("test", lambda keys: batch)])
     pipe = redis_client.pipeline(transaction=True)
-    EffectsWriter(redis_client, Keys()).write(pipe, effects)
+    EffectsWriter(redis_client, Keys()).write(pipe, effects, partition=0)
     pipe.execute()
     for k, stream in enumerate(batch.streams):
         expected = [

@@ -3,10 +3,13 @@
 A worker started without a fixed partition list joins its group's member set (`Keys.members`) and
 renews its entry with every lease check; an entry that is not renewed within `ttl_ms` (the worker was
 killed or cut off) drops out. Every member computes the same assignment from the same member list by
-rendezvous hashing: partition p goes to the member with the highest weight hash(member, p). Adding a
-member moves only the partitions it now wins, about P/N of them, and removing one moves only its own.
-Leases stay the only safety mechanism: an assignment says which partitions a worker should take or
-hand over, never that it may write to one whose lease another holds.
+rendezvous hashing with balanced loads: each member ranks the partitions by a weight hash(member, p),
+and the (member, partition) pairs are granted in falling weight order while the member has fewer than
+its share (P // N, or one more for P % N of them). Every member owns P // N or P // N + 1 partitions
+(plain rendezvous hashing leaves some idle at small P), and a member that joins moves about P/(N+1)
+partitions on average, nearly all of them to itself. Leases stay the only safety mechanism: an
+assignment says which partitions a worker should take or hand over, never that it may write to one
+whose lease another holds.
 """
 
 from __future__ import annotations
@@ -38,10 +41,22 @@ def weight(member: str, partition: int) -> int:
 
 
 def assignment(partitions: Iterable[int], members: Sequence[str]) -> dict[int, str]:
-    """Which member owns each partition (none without members)."""
-    if not members:
+    """Which member owns each partition (none without members): the same for any order of `members`."""
+    parts, names = list(partitions), sorted(set(members))
+    if not names:
         return {}
-    return {p: max(members, key=lambda member: (weight(member, p), member)) for p in partitions}
+    share, extra = divmod(len(parts), len(names))
+    load = dict.fromkeys(names, 0)
+    over = 0  # members holding share + 1 (at most `extra` of them)
+    owner: dict[int, str] = {}
+    for _, name, partition in sorted(((weight(n, p), n, p) for p in parts for n in names), reverse=True):
+        if partition in owner:
+            continue
+        if load[name] < share or (load[name] == share and over < extra):
+            load[name] += 1
+            over += load[name] == share + 1
+            owner[partition] = name
+    return owner
 
 
 class Membership:

@@ -1,4 +1,4 @@
-"""`alerts tail`: fired alerts followed live off the alerts stream, through Redis restarts."""
+"""`alerts tail`: fired alerts followed live off the alerts streams (one per partition), through Redis restarts."""
 
 from __future__ import annotations
 
@@ -54,44 +54,51 @@ def _alert_line(entry_id: str, alert: AlertEntry) -> str:
     )
 
 
-def _last_alert_id(client: redis.Redis, keys: Keys) -> str:
+def _last_alert_id(client: redis.Redis, stream: str) -> str:
     import redis
 
     try:
-        info: Any = client.xinfo_stream(keys.alerts)
+        info: Any = client.xinfo_stream(stream)
     except redis.ResponseError:  # no alerts stream yet: every alert is new
         return "0-0"
     return info["last-generated-id"].decode()
 
 
 def follow_alerts(client: redis.Redis, keys: Keys, after: str, outage: Outage) -> Iterator[tuple[str, AlertEntry]]:
-    """Every alert after stream ID `after` (`$`: after the newest now), as it arrives, with its entry id.
+    """Every alert after stream ID `after` (`$`: after the newest now) on every partition's alerts stream, as it
+    arrives, with its entry id; the alerts of one read in entry-ID order.
 
-    Redis outages are waited out with `outage`'s backoff, and the reads resume after the last alert
-    yielded: across a restart no alert is repeated or skipped. An entry that cannot be decoded is logged
-    and skipped.
+    Redis outages are waited out with `outage`'s backoff, and each stream's reads resume after the last alert
+    yielded from it: across a restart no alert is repeated or skipped. An entry that cannot be decoded is
+    logged and skipped.
     """
     from tickerdash.ingest.contract.alerts import decode_alert
+    from tickerdash.ingest.contract.fields import id_order
     from tickerdash.ingest.reconnect import REDIS_DOWN, through_outages, wait_out
 
+    cursors = dict.fromkeys(keys.alert_streams, after)
     if after == "$":  # resolve now, so alerts between two reads are never skipped
-        after = through_outages(lambda: _last_alert_id(client, keys), outage)
+        for stream in cursors:
+            cursors[stream] = through_outages(lambda s=stream: _last_alert_id(client, s), outage)  # type: ignore[misc]
     while True:
         try:
-            reply: Any = client.xread({keys.alerts: after}, count=TAIL_READ_COUNT, block=TAIL_BLOCK_MS)
-        except REDIS_DOWN as exc:  # the cursor `after` resumes exactly where the outage began
+            streams: Any = cursors
+            reply: Any = client.xread(streams, count=TAIL_READ_COUNT, block=TAIL_BLOCK_MS)
+        except REDIS_DOWN as exc:  # the cursors resume exactly where the outage began
             wait_out(outage, exc)
             continue
         outage.recovered()
-        for _, entries in reply or []:
-            for raw_id, fields in entries:
-                after = raw_id.decode()
-                try:
-                    alert = decode_alert(fields)
-                except (KeyError, ValueError) as exc:
-                    log.warning("skipped alert entry %s of %s: cannot decode it (%s)", after, keys.alerts, exc)
-                    continue
-                yield after, alert
+        read = [
+            (stream.decode(), raw_id.decode(), fields) for stream, entries in reply or [] for raw_id, fields in entries
+        ]
+        for stream, entry_id, fields in sorted(read, key=lambda entry: id_order(entry[1])):
+            cursors[stream] = entry_id
+            try:
+                alert = decode_alert(fields)
+            except (KeyError, ValueError) as exc:
+                log.warning("skipped alert entry %s of %s: cannot decode it (%s)", entry_id, stream, exc)
+                continue
+            yield entry_id, alert
 
 
 def tail(
@@ -115,6 +122,7 @@ def tail(
 
     Examples: `tickerdash alerts tail`; `tickerdash alerts tail --since 10m --rule demo-slump --json`.
     """
+    from tickerdash.ingest.layout import check_layout_if_reachable
     from tickerdash.ingest.reconnect import Outage
     from tickerdash.ingest.redis_server import client_for, redis_url, shown_url
 
@@ -126,6 +134,7 @@ def tail(
     shown = 0
     try:
         with redis_url(settings) as url, contextlib.closing(client_for(url)) as client:
+            check_layout_if_reachable(client, keys)
             outage = Outage(log, what=f"Redis at {shown_url(url)}")
             for entry_id, alert in follow_alerts(client, keys, after, outage):
                 if rule_id is not None and alert.rule_id != rule_id:
