@@ -111,9 +111,10 @@ def _environment(service: dict[str, Any], shell: dict[str, str] | None = None) -
 @pytest.mark.slow
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_each_app_service_command_runs_against_a_test_redis(
-    name: str, redis_server: EmbeddedRedis, tmp_path: Path
+    name: str, redis_server: EmbeddedRedis, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    """The service's command starts here against a test Redis, stays up, and stops cleanly on SIGTERM."""
+    """The service's command starts here against a test Redis (emptied first: `redis_client`), stays up, and stops
+    cleanly on SIGTERM."""
     svc = COMPOSE["services"][name]
     env = {**os.environ, **_environment(svc)}
     env["TICKERDASH_REDIS_URL"] = redis_server.url
