@@ -8,6 +8,7 @@ so that a restart shows as two lines in a log rather than a traceback or a wall 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
@@ -34,7 +35,8 @@ class StopSignal(Protocol):
 
 class Outage:
     """Backoff across one Redis outage: the delay doubles per failed attempt, and the outage is logged
-    once when it starts and once when the first attempt after it succeeds."""
+    once when it starts and once when the first attempt after it succeeds. Threads that share a Redis
+    may share one (an outage is then logged once for all of them)."""
 
     def __init__(
         self,
@@ -51,6 +53,7 @@ class Outage:
         self.delay = first_s
         self.started: float | None = None  # time.monotonic() of the outage's first failure
         self.outages = 0
+        self._lock = threading.Lock()
 
     @property
     def ongoing(self) -> bool:
@@ -59,6 +62,10 @@ class Outage:
 
     def failed(self, exc: BaseException) -> float:
         """Note a failed attempt; returns the seconds to wait before the next one."""
+        with self._lock:
+            return self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> float:
         if self.started is None:
             self.started = time.monotonic()
             self.outages += 1
@@ -71,6 +78,10 @@ class Outage:
 
     def recovered(self) -> None:
         """Note a successful attempt (logs the end of an outage, if one was on)."""
+        with self._lock:
+            self._recovered()
+
+    def _recovered(self) -> None:
         if self.started is not None:
             self.log.warning("%s back after %.1f s", self.what, time.monotonic() - self.started)
             self.started = None

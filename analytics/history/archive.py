@@ -96,6 +96,7 @@ class Archiver:
         root: Path | None = None,
         stop: StopFlag | None = None,
         partition: int = 0,
+        outage: Outage | None = None,
         max_batch_rows: int = MAX_BATCH_ROWS,
     ) -> None:
         self.client = client
@@ -110,7 +111,7 @@ class Archiver:
         self.stats = ArchiveStats()
         self._carry: list[Any] = []  # entries read but not yet in a written batch
         self._cursor = "0-0"  # the last pending entry read back
-        self._outage = Outage(log)
+        self._outage = outage or Outage(log)
 
     def write_batch(self, entries: Sequence[tuple[bytes, dict[bytes, bytes] | list[bytes] | None]]) -> list[Path]:
         """Write the bars of these feed entries (one file per partition), then XACK them; the files written."""
@@ -226,8 +227,12 @@ class Archiver:
 def archive_every_partition(
     client: redis.Redis, settings: Settings, stop: StopFlag, once: bool = False, root: Path | None = None
 ) -> ArchiveStats:
-    """Run an archiver on every partition's feed (each on a thread of its own when P > 1) until stopped."""
-    archivers = [Archiver(client, settings, root=root, stop=stop, partition=p) for p in range(settings.partitions)]
+    """Run an archiver on every partition's feed (each on a thread of its own when P > 1) until stopped; a Redis
+    outage is logged once for all of them."""
+    outage = Outage(log)
+    archivers = [
+        Archiver(client, settings, root=root, stop=stop, partition=p, outage=outage) for p in range(settings.partitions)
+    ]
     if len(archivers) == 1:
         return archivers[0].run(once=once)
     threads = [
