@@ -35,12 +35,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from tickerdash.analytics.engine.segments import Grouping, RaggedScan, SymbolSlots, grow, pack_state, unpack_state
+from tickerdash.analytics.stages.anomaly.account_features import ACCOUNT_FEATURES, Ring, Trades, account_features
 from tickerdash.analytics.stages.anomaly.accounts import NO_ACCOUNT, account_codes
 from tickerdash.analytics.stages.anomaly.feature_config import FeatureConfig, bias_table, config_dict
-from tickerdash.ingest.field_rules import SIDE_SELL
 from tickerdash.ingest.ticks import TickBatch
 
 FEATURES = (
@@ -240,7 +239,13 @@ class Features:
         seller = account_codes(batch.seller, n)[group.order]
         self_trade = (buyer == seller) & (buyer != NO_ACCOUNT)
         if has_accounts:
-            self._account_features(values, batch.side[group.order], buyer, seller, size, ts, slot, group)
+            ring = Ring(self.ring_buyer, self.ring_seller, self.ring_aggressor, self.ring_size, self.ring_ts)
+            trades = Trades(batch.side[group.order], buyer, seller, size, ts)
+            columns, after = account_features(ring, trades, slot, group, self.config.wash_window_ms)
+            for name, column in zip(ACCOUNT_FEATURES, columns.T, strict=True):
+                values[:, F[name]] = column
+            for state, last_trades in zip(ring, after, strict=True):
+                state[slot] = last_trades
 
         warming = count_before < self.config.warmup
         np.copyto(values, 0.0, where=~np.isfinite(values))
@@ -255,75 +260,6 @@ class Features:
         return FeatureFrame(
             values.take(sorted_row, axis=0), warming.take(sorted_row), self_trade.take(sorted_row), has_accounts
         )
-
-    def _account_features(
-        self,
-        values: np.ndarray,
-        side: np.ndarray,
-        buyer: np.ndarray,
-        seller: np.ndarray,
-        size: np.ndarray,
-        ts: np.ndarray,
-        slot: np.ndarray,
-        group: Grouping,
-    ) -> None:
-        """Aggressor/passive shares and pair counts against each symbol's ring of its last trades."""
-        k, n = self.config.ring, len(size)
-        sells = side == SIDE_SELL
-        aggressor = np.where(sells, seller, buyer)
-        passive = np.where(sells, buyer, seller)
-        # lay each symbol's ring in front of its rows, [ring of segment 0 | rows of 0 | ring of 1 | ...],
-        # stored newest first: the k trades before a row are then the k entries just after it, one
-        # contiguous window per row (a row copy), where an (n, k) index matrix would gather element by element
-        n_seg = len(slot)
-        total = n + n_seg * k
-        ring_at = total - 1 - ((np.arange(n_seg) * k + group.starts)[:, None] + np.arange(k)[None, :])
-        row_at = total - 1 - (k * (group.segment + 1) + np.arange(n))
-        window_of_row = row_at + 1
-
-        def extended(ring: np.ndarray, column: np.ndarray) -> np.ndarray:
-            ext = np.empty(total, column.dtype)
-            ext[ring_at] = ring[slot]
-            ext[row_at] = column
-            return ext
-
-        def before(ext: np.ndarray) -> np.ndarray:
-            """(n, k): the extended column at the k trades before each row, newest first."""
-            return sliding_window_view(ext, k)[window_of_row]
-
-        ext = {
-            "buyer": extended(self.ring_buyer, buyer),
-            "seller": extended(self.ring_seller, seller),
-            "aggressor": extended(self.ring_aggressor, aggressor),
-            "size": extended(self.ring_size, size),
-            "ts": extended(self.ring_ts, ts),
-        }
-        w_size = before(ext["size"])
-        w_buyer, w_seller = before(ext["buyer"]), before(ext["seller"])
-        recent_volume = w_size.sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            own = np.where(before(ext["aggressor"]) == aggressor[:, None], w_size, 0.0).sum(axis=1)
-            took_part = (w_buyer == passive[:, None]) | (w_seller == passive[:, None])
-            theirs = np.where(took_part, w_size, 0.0).sum(axis=1)
-            values[:, F["aggressor_share"]] = np.where(aggressor != NO_ACCOUNT, own / recent_volume, 0.0)
-            values[:, F["passive_share"]] = np.where(passive != NO_ACCOUNT, theirs / recent_volume, 0.0)
-        in_window = (ts[:, None] - before(ext["ts"])) <= self.config.wash_window_ms
-        known = (buyer != NO_ACCOUNT)[:, None] & (seller != NO_ACCOUNT)[:, None] & in_window
-        reversed_legs = (w_buyer == seller[:, None]) & (w_seller == buyer[:, None]) & known
-        same_legs = (w_buyer == buyer[:, None]) & (w_seller == seller[:, None]) & known
-        values[:, F["round_trips"]] = (reversed_legs & (w_size == size[:, None])).sum(axis=1)
-        values[:, F["same_pair"]] = (reversed_legs | same_legs).sum(axis=1)
-        # the new ring of each symbol, oldest first: the last k entries of its stretch of the extended columns
-        tail = (
-            total
-            - 1
-            - ((group.starts + group.lengths + np.arange(1, n_seg + 1) * k)[:, None] - np.arange(k, 0, -1)[None, :])
-        )
-        self.ring_buyer[slot] = ext["buyer"][tail]
-        self.ring_seller[slot] = ext["seller"][tail]
-        self.ring_aggressor[slot] = ext["aggressor"][tail]
-        self.ring_size[slot] = ext["size"][tail]
-        self.ring_ts[slot] = ext["ts"][tail]
 
     def to_bytes(self) -> bytes:
         """The whole extractor (config and state) as one checkpoint byte string."""
