@@ -1,9 +1,13 @@
 """Account features of a batch: each trade against its symbol's ring of last trades (meanings in `features`).
 
-The float sums (recent volume, the aggressor's and the passive account's share of it) add each row's k
-ring entries as numpy sums one contiguous (rows, k) row at a time, so they are the same bits however
-the rows are split into blocks. The pair counts are integers: they are counted from the few ring
-entries whose buyer and seller match, so the wash window and the sizes are read only there.
+The float sums (recent volume, the aggressor's and the passive account's part of it) add each row's k
+ring entries as numpy sums over one contiguous (rows, k) row each, so they are the same bits however the
+rows are split into blocks. The pair counts are integers, counted from the few ring entries whose buyer
+and seller match, so the wash window and the sizes are read only there.
+
+Both accounts of a trade are its aggressor and its passive side, so four comparisons of the ring's
+buyers and sellers with the row's aggressor and passive account give the passive share and both pair
+patterns; the aggressor share compares the ring's aggressors.
 """
 
 from __future__ import annotations
@@ -66,17 +70,21 @@ def account_features(
 
     columns = (trades.buyer, trades.seller, aggressor, trades.size, trades.ts)  # in Ring's order
     ext = Ring(*(extended(before, column) for before, column in zip(ring, columns, strict=True)))
+    windows = Ring(*(sliding_window_view(column, k) for column in ext))
     out = np.zeros((n, len(ACCOUNT_FEATURES)), np.float64)
     round_trip_rows, same_pair_rows = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     # a row without accounts has all four at zero, whatever its ring holds
     rows_with_accounts = np.flatnonzero((trades.buyer != NO_ACCOUNT) | (trades.seller != NO_ACCOUNT))
     for start in range(0, len(rows_with_accounts), BLOCK_ROWS):
         rows = rows_with_accounts[start : start + BLOCK_ROWS]
-        block = _Block(ext, rows, row_at[rows] + 1, k)
-        out[rows, :2] = block.shares(aggressor[rows], passive[rows])
-        round_trips, same_pair = block.pair_matches(trades, wash_window_ms)
-        round_trip_rows.append(round_trips)
-        same_pair_rows.append(same_pair)
+        block = _Block(windows, rows, row_at[rows] + 1, aggressor[rows], passive[rows])
+        out[rows, :2] = block.shares()
+        matched_row, entry, reversed_legs = block.pair_matches(sells[rows])
+        known = (trades.buyer[matched_row] != NO_ACCOUNT) & (trades.seller[matched_row] != NO_ACCOUNT)
+        counted = known & (trades.ts[matched_row] - ext.ts[entry] <= wash_window_ms)
+        round_trip = counted & reversed_legs & (ext.size[entry] == trades.size[matched_row])
+        round_trip_rows.append(matched_row[round_trip])
+        same_pair_rows.append(matched_row[counted])
     out[:, 2] = np.bincount(np.concatenate(round_trip_rows), minlength=n)
     out[:, 3] = np.bincount(np.concatenate(same_pair_rows), minlength=n)
     # the new ring of each symbol, oldest first: the last k entries of its stretch of the extended columns
@@ -89,42 +97,48 @@ def account_features(
 
 
 class _Block:
-    """Some rows of the batch beside the k extended entries before each (their windows, newest first)."""
+    """Some rows of the batch beside the k ring entries before each (newest first): (rows, k) comparisons."""
 
-    def __init__(self, ext: Ring, rows: np.ndarray, window_start: np.ndarray, k: int) -> None:
-        self.ext, self.rows, self.window_start = ext, rows, window_start
-        self.size = self.window(ext.size, k)
-        self.buyer = self.window(ext.buyer, k)
-        self.seller = self.window(ext.seller, k)
-        self.aggressor = self.window(ext.aggressor, k)
+    def __init__(
+        self, windows: Ring, rows: np.ndarray, window_start: np.ndarray, aggressor: np.ndarray, passive: np.ndarray
+    ) -> None:
+        self.rows, self.window_start = rows, window_start
+        self.size = windows.size[window_start]
+        buyer, seller = windows.buyer[window_start], windows.seller[window_start]
+        k = self.size.shape[1]
+        # against full (rows, k) matrices: a comparison with a broadcast column runs k elements per inner
+        # loop, several times slower than one long loop, even counting the repeat
+        row_aggressor = np.repeat(aggressor, k).reshape(-1, k)
+        row_passive = np.repeat(passive, k).reshape(-1, k)
+        self.aggressor_known = aggressor != NO_ACCOUNT
+        self.passive_known = passive != NO_ACCOUNT
+        self.own = windows.aggressor[window_start] == row_aggressor
+        self.buyer_passive = buyer == row_passive
+        self.seller_passive = seller == row_passive
+        self.buyer_aggressor = buyer == row_aggressor
+        self.seller_aggressor = seller == row_aggressor
 
-    def window(self, column: np.ndarray, k: int) -> np.ndarray:
-        """(rows, k): the extended column at the k trades before each row, newest first."""
-        return sliding_window_view(column, k)[self.window_start]
-
-    def shares(self, aggressor: np.ndarray, passive: np.ndarray) -> np.ndarray:
+    def shares(self) -> np.ndarray:
         """(rows, 2): the aggressor's and the passive account's shares of the ring's volume."""
         recent_volume = self.size.sum(axis=1)
-        own = np.where(self.aggressor == aggressor[:, None], self.size, 0.0).sum(axis=1)
-        took_part = (self.buyer == passive[:, None]) | (self.seller == passive[:, None])
-        theirs = np.where(took_part, self.size, 0.0).sum(axis=1)
+        masked = np.zeros_like(self.size)
+        np.copyto(masked, self.size, where=self.own)
+        own_volume = masked.sum(axis=1)
+        masked.fill(0.0)
+        np.copyto(masked, self.size, where=self.buyer_passive | self.seller_passive)
+        their_volume = masked.sum(axis=1)
         out = np.zeros((len(self.rows), 2), np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            np.divide(own, recent_volume, out=out[:, 0], where=aggressor != NO_ACCOUNT)
-            np.divide(theirs, recent_volume, out=out[:, 1], where=passive != NO_ACCOUNT)
+            np.divide(own_volume, recent_volume, out=out[:, 0], where=self.aggressor_known)
+            np.divide(their_volume, recent_volume, out=out[:, 1], where=self.passive_known)
         return out
 
-    def pair_matches(self, trades: Trades, wash_window_ms: int) -> tuple[np.ndarray, np.ndarray]:
-        """The row of each ring entry within the wash window that is a round trip, and of each of the same pair."""
-        buyer, seller = trades.buyer[self.rows][:, None], trades.seller[self.rows][:, None]
-        reversed_legs = (self.buyer == seller) & (self.seller == buyer)
-        same_pair = reversed_legs | ((self.buyer == buyer) & (self.seller == seller))
-        if not same_pair.any():
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        row_in_block, lag = np.nonzero(same_pair)
-        row = self.rows[row_in_block]
-        entry = self.window_start[row_in_block] + lag
-        known = (trades.buyer[row] != NO_ACCOUNT) & (trades.seller[row] != NO_ACCOUNT)
-        counted = known & (trades.ts[row] - self.ext.ts[entry] <= wash_window_ms)
-        round_trip = counted & reversed_legs[row_in_block, lag] & (self.ext.size[entry] == trades.size[row])
-        return row[round_trip], row[counted]
+    def pair_matches(self, sells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each ring entry of the rows' own pair: its row, its extended position, and whether the legs are reversed."""
+        # a buy's aggressor is its buyer: its reversed legs have the ring buyer = passive and seller = aggressor
+        passive_buys = (self.buyer_passive & self.seller_aggressor).ravel()
+        aggressor_buys = (self.buyer_aggressor & self.seller_passive).ravel()
+        flat = np.flatnonzero(passive_buys | aggressor_buys)
+        row_in_block, lag = np.divmod(flat, self.size.shape[1])
+        reversed_legs = np.where(sells[row_in_block], aggressor_buys[flat], passive_buys[flat])
+        return self.rows[row_in_block], self.window_start[row_in_block] + lag, reversed_legs
