@@ -115,25 +115,29 @@ class RaggedScan:
             width = int(seg_lengths.max())
             columns = np.arange(width, dtype=np.int64)
             valid = columns[None, :] < seg_lengths[:, None]
-            source = np.where(valid, self.starts[segments][:, None] + columns[None, :], 0)
-            last_column = seg_lengths - 1
-            self._blocks.append((segments, source, valid, source[valid], last_column))
+            # past a row's end the padding reads the 0.0 after the values (`_with_zero`): adding 0.0 leaves
+            # a running sum unchanged
+            source = np.where(valid, self.starts[segments][:, None] + columns[None, :], self.n_rows)
+            # flat positions in the block, so results are read back with `take` rather than a boolean mask
+            valid_at = np.flatnonzero(valid)
+            last_at = np.arange(len(segments)) * width + seg_lengths - 1
+            self._blocks.append((segments, source, valid_at, source.ravel()[valid_at], last_at))
 
-    def _padded(self, values: np.ndarray, source: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        padded = values[source]
-        padded[~valid] = 0.0  # adding 0.0 after a row's end leaves its running sum unchanged
-        return padded
+    @staticmethod
+    def _with_zero(values: np.ndarray) -> np.ndarray:
+        return np.concatenate((values, np.zeros(1, values.dtype)))
 
     def cumsum(self, values: np.ndarray, initial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Running sums `initial + v0 + v1 + ...` (added in order) per segment, and each segment's total."""
         out = np.empty(self.n_rows, np.float64)
         totals = initial.astype(np.float64, copy=True)
-        for segments, source, valid, flat, last_column in self._blocks:
-            padded = self._padded(values, source, valid)
+        padded_values = self._with_zero(values)
+        for segments, source, valid_at, flat, last_at in self._blocks:
+            padded = padded_values[source]
             padded[:, 0] += initial[segments]
             np.cumsum(padded, axis=1, out=padded)
-            out[flat] = padded[valid]
-            totals[segments] = padded[np.arange(len(segments)), last_column]
+            out[flat] = padded.ravel().take(valid_at)
+            totals[segments] = padded.ravel().take(last_at)
         return out, totals
 
     def ema(self, values: np.ndarray, alpha: float, previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,16 +145,18 @@ class RaggedScan:
         decay = 1.0 - alpha
         out = np.empty(self.n_rows, np.float64)
         finals = previous.astype(np.float64, copy=True)
-        for segments, source, valid, flat, last_column in self._blocks:
-            padded = self._padded(values, source, valid)
+        padded_values = self._with_zero(values)
+        for segments, source, valid_at, flat, last_at in self._blocks:
+            padded = padded_values[source]
             if padded.shape[1] <= NARROW_BLOCK:  # a busy worker's small batches: a few trades per symbol
                 smoothed = _ema_columns(padded, alpha, decay, previous[segments])
             else:  # lfilter's delay after y is exactly y*decay, so seeding it so continues a run bit for bit
                 smoothed, _ = _lfilter()(
                     [alpha, 0.0], [1.0, -decay], padded, axis=1, zi=(previous[segments] * decay)[:, None]
                 )
-            out[flat] = smoothed[valid]
-            finals[segments] = smoothed[np.arange(len(segments)), last_column]
+            smoothed = smoothed.ravel()
+            out[flat] = smoothed.take(valid_at)
+            finals[segments] = smoothed.take(last_at)
         return out, finals
 
 
