@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickerdash.analytics.stages.anomaly import feature_config
+from tickerdash.analytics.stages.anomaly import account_features, feature_config
 from tickerdash.analytics.stages.anomaly.feature_config import FeatureConfig, bias_table
 from tickerdash.analytics.stages.anomaly.features import EMAS, F, Features
 from tickerdash.ingest.field_rules import SIDE_BUY, SIDE_SELL
@@ -156,6 +156,25 @@ class TestAccountFeatures:
         """On a public tape (no buyer/seller) the account features are all zero."""
         values = Features().process(tape(300, accounts=False)).values
         assert not values[:, F["aggressor_share"] :].any()
+
+    def test_rows_compared_in_blocks_give_the_bits_of_one_block(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Comparing rows with their rings a few at a time changes no account feature by a bit."""
+        rng = np.random.default_rng(8)
+        n, pool = 3000, ["A", "B", "C", "D", None]  # few accounts: pairs and round trips recur
+        batch = TickBatch.from_columns(
+            [f"S{i}" for i in rng.integers(0, 3, n)],
+            np.full(n, 100.0),
+            rng.choice([100.25, 200.5, 300.125], n) * rng.choice([1.0, 1.1], n),  # fractional: sums keep their order
+            START + np.cumsum(rng.integers(50, 3000, n)),
+            rng.choice([SIDE_BUY, SIDE_SELL], n),
+            buyer=list(rng.choice(pool, n)),
+            seller=list(rng.choice(pool, n)),
+        )
+        one_block = Features().process(batch).values
+        monkeypatch.setattr(account_features, "BLOCK_ROWS", 7)
+        blocks = Features().process(batch).values
+        assert (one_block[:, F["round_trips"]] > 0).any()
+        assert np.array_equal(one_block.view(np.int64), blocks.view(np.int64))
 
 
 class TestCausality:
