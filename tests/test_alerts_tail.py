@@ -41,18 +41,34 @@ class Tail:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.printed: list[dict[str, Any]] = []
+        self.errors: list[str] = []  # stderr, line by line as it comes
         threading.Thread(target=self._collect, daemon=True).start()
+        self._errors_read = threading.Thread(target=self._collect_errors, daemon=True)
+        self._errors_read.start()
 
     def _collect(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.put(line)
 
+    def _collect_errors(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.errors.append(line)
+
+    def wait_for_error(self, text: str) -> None:
+        """Until a stderr line contains `text` (fails after WAIT_S)."""
+        deadline = time.monotonic() + WAIT_S
+        while not any(text in line for line in self.errors):
+            assert self.process.poll() is None, f"tail exited: {''.join(self.errors)[-3000:]}"
+            assert time.monotonic() < deadline, f"no {text!r} on stderr in {WAIT_S:.0f} s: {''.join(self.errors)}"
+            time.sleep(0.05)
+
     def wait_for(self, count: int) -> list[dict[str, Any]]:
         """Every alert printed so far, once there are `count` (fails after WAIT_S)."""
         deadline = time.monotonic() + WAIT_S
         while len(self.printed) < count:
-            assert self.process.poll() is None, f"tail exited: {self.process.communicate()[1][-3000:]}"
+            assert self.process.poll() is None, f"tail exited: {''.join(self.errors)[-3000:]}"
             try:
                 self.printed.append(json.loads(self.lines.get(timeout=max(0.0, deadline - time.monotonic()))))
             except queue.Empty:
@@ -62,14 +78,15 @@ class Tail:
     def stop(self, signum: int) -> tuple[int, str]:
         """Send the signal; the exit code and stderr."""
         self.process.send_signal(signum)
-        _, err = self.process.communicate(timeout=WAIT_S)
-        return self.process.returncode, err
+        self.process.wait(timeout=WAIT_S)
+        self._errors_read.join(WAIT_S)
+        return self.process.returncode, "".join(self.errors)
 
     def kill(self) -> None:
         """End the child if a failed test left it running."""
         if self.process.poll() is None:
             self.process.kill()
-            self.process.communicate()
+            self.process.wait()
 
 
 @pytest.fixture
@@ -139,7 +156,7 @@ def test_tail_started_before_redis_waits_for_it(aof_redis: EmbeddedRedis, start_
     aof_redis.process.kill()
     aof_redis.process.wait()
     tail = start_tail(aof_redis, "--since", "0")
-    time.sleep(2.0)
+    tail.wait_for_error("unavailable")  # it has met the outage (a loaded machine may take seconds to start it)
     aof_redis.start(timeout=30)
     added = retry(lambda: add_alert(redis.Redis(port=aof_redis.port), 1))
     (printed,) = tail.wait_for(1)

@@ -13,8 +13,8 @@ from tickerdash.ingest.stopping import INTERRUPTED, Terminated, sigterm_received
 
 def main() -> None:
     """Entry point of the console script."""
-    sigterm_stops_like_ctrl_c()
     try:
+        sigterm_stops_like_ctrl_c()  # inside: a SIGTERM can land as soon as the handler is set, before it returns
         # Heavy libraries (scipy, scikit-learn, pandas, dash) load inside the commands that use them, so
         # `--help` and short commands start fast; the long-running ones preload theirs and then call
         # `freeze_import_objects` themselves before their loops.
