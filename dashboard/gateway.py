@@ -364,7 +364,7 @@ class Gateway:
             rate = max(trades - before, 0) / max(now - then, 1e-3)
         self._trades_seen = (now, trades)
         group = self.config.analytics_group
-        leases: Any = await self._redis.mget([self.keys.lease(group, p) for p in range(self.keys.partitions)])
+        leases: Any = await self._redis.mget(self.keys.leases(group))
         owners: dict[str, list[int]] = {}
         for partition, owner in enumerate(leases):
             owners.setdefault(as_text(owner) if owner is not None else "", []).append(partition)

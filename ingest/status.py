@@ -79,10 +79,7 @@ def _partitions(client: redis.Redis, keys: Keys, group: str, streams: list[dict[
     from tickerdash.ingest.contract.tick_entries import as_text
 
     by_name = {s["stream"]: s for s in streams}
-    pipe = client.pipeline(transaction=False)
-    for partition in range(keys.partitions):
-        pipe.get(keys.lease(group, partition))
-    owners: list[Any] = pipe.execute()
+    owners: list[Any] = client.mget(keys.leases(group))
     rows = []
     for partition, owner in enumerate(owners):
         stream = keys.ticks(partition)

@@ -43,7 +43,6 @@ from tickerdash.ingest.consumer import OwnershipLost
 from tickerdash.ingest.contract.fields import id_order
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import Rejected
-from tickerdash.ingest.deadletter import add_rejected
 from tickerdash.ingest.group_reads import ensure_groups
 from tickerdash.ingest.layout import check_layout
 from tickerdash.ingest.reconnect import REDIS_DOWN, Outage, wait_out
@@ -169,7 +168,7 @@ class AnalyticsWorker:
         if fresh is not None and not fresh.all():
             unapplied = self._unapplied_rows(stream, ticks, fresh)
             if len(unapplied):
-                add_rejected(pipe, self.keys.deadletter(partition), unapplied, "analytics")
+                self.writer.write_rejected(pipe, unapplied, partition)
             ticks = ticks.take(fresh[ticks.entry_of])
             if not len(ticks):
                 return

@@ -13,6 +13,7 @@ own, the rules key's name.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 ANALYTICS_GROUP = "analytics"  # the analytics workers, on every tick stream (the default of `Settings.group`)
@@ -32,14 +33,12 @@ class Keys:
 
     def ticks(self, partition: int = 0) -> str:
         """Tick stream of one partition (the plain stream when there is one partition)."""
-        if self.partitions == 1:
-            return f"{self.prefix}:ticks"
-        return f"{self.prefix}:ticks:{{{partition}}}"
+        return self._partitioned("ticks", partition)
 
     @property
     def tick_streams(self) -> list[str]:
         """Every tick stream, in partition order."""
-        return [self.ticks(p) for p in range(self.partitions)]
+        return self._each(self.ticks)
 
     def partition_of(self, symbol: str) -> int:
         """Partition that always holds this symbol: crc32(symbol) % P."""
@@ -57,7 +56,7 @@ class Keys:
     @property
     def deadletter_streams(self) -> list[str]:
         """Every dead-letter stream, in partition order."""
-        return [self.deadletter(p) for p in range(self.partitions)]
+        return self._each(self.deadletter)
 
     def alerts(self, partition: int = 0) -> str:
         """Stream of the slump alerts fired on one partition's symbols."""
@@ -66,7 +65,7 @@ class Keys:
     @property
     def alert_streams(self) -> list[str]:
         """Every alerts stream, in partition order (readers merge them)."""
-        return [self.alerts(p) for p in range(self.partitions)]
+        return self._each(self.alerts)
 
     def anomalies(self, partition: int = 0) -> str:
         """Stream of one partition's flagged trades."""
@@ -75,7 +74,7 @@ class Keys:
     @property
     def anomaly_streams(self) -> list[str]:
         """Every anomalies stream, in partition order (readers merge them)."""
-        return [self.anomalies(p) for p in range(self.partitions)]
+        return self._each(self.anomalies)
 
     @property
     def rules(self) -> str:
@@ -97,7 +96,7 @@ class Keys:
 
     def bars_prefixes(self, interval: str) -> list[str]:
         """`bars_prefix` of every partition: a reader scans each for the symbols that have bars."""
-        return [self.bars_prefix(interval, p) for p in range(self.partitions)]
+        return self._each(lambda partition: self.bars_prefix(interval, partition))
 
     @property
     def every_key(self) -> str:
@@ -109,6 +108,10 @@ class Keys:
     def lease(self, group: str, partition: int) -> str:
         """Who owns a partition of a worker group right now (the value is the owner's token)."""
         return self._partition_internal(partition, "lease", group, numbered=True)
+
+    def leases(self, group: str) -> list[str]:
+        """Every partition's lease of a group, in partition order (`status` and the dashboard show the holders)."""
+        return self._each(lambda partition: self.lease(group, partition))
 
     def members(self, group: str) -> str:
         """Sorted set of the workers of a group that share its partitions (score: when the entry expires, ms)."""
@@ -129,7 +132,7 @@ class Keys:
     @property
     def snapshots(self) -> list[str]:
         """Every partition's snapshot hash."""
-        return [self.snapshot(p) for p in range(self.partitions)]
+        return self._each(self.snapshot)
 
     def live(self, partition: int = 0) -> str:
         """Stream of one partition's coalesced live updates, for the dashboard gateway."""
@@ -138,7 +141,7 @@ class Keys:
     @property
     def live_streams(self) -> list[str]:
         """Every partition's live feed."""
-        return [self.live(p) for p in range(self.partitions)]
+        return self._each(self.live)
 
     def closed_bars(self, partition: int = 0) -> str:
         """Stream of one partition's batches of closed bars (one Arrow IPC entry per batch), for the archiver."""
@@ -147,7 +150,7 @@ class Keys:
     @property
     def closed_bars_streams(self) -> list[str]:
         """Every partition's closed-bars feed."""
-        return [self.closed_bars(p) for p in range(self.partitions)]
+        return self._each(self.closed_bars)
 
     @property
     def rules_version(self) -> str:
@@ -158,7 +161,7 @@ class Keys:
         """
         if self.partitions == 1:
             return self.internal("rules_version")
-        return self.internal(f"{{{self.rules}}}", "rules_version")
+        return self.internal(hash_tag(self.rules), "rules_version")
 
     @property
     def layout(self) -> str:
@@ -177,7 +180,7 @@ class Keys:
     @property
     def webhook_failure_streams(self) -> list[str]:
         """Every partition's webhook-failures stream."""
-        return [self.webhook_failures(p) for p in range(self.partitions)]
+        return self._each(self.webhook_failures)
 
     def lost(self, group: str, stream: str) -> str:
         """Hash of the entries of `stream` that were trimmed or deleted before `group` read them (a worker records
@@ -199,17 +202,26 @@ class Keys:
 
     # --- partition tags ------------------------------------------------------------------------
 
+    def _each(self, key_of: Callable[[int], str]) -> list[str]:
+        """`key_of(p)` for every partition, in partition order."""
+        return [key_of(partition) for partition in range(self.partitions)]
+
     def _tag(self, partition: int) -> str:
         """The partition's hash tag and its separator where keys are partitioned (P > 1), else nothing."""
-        return "" if self.partitions == 1 else f"{{{partition}}}:"
+        return "" if self.partitions == 1 else f"{hash_tag(partition)}:"
 
     def _partitioned(self, name: str, partition: int) -> str:
         """A public per-partition stream: `<prefix>:<name>`, or `<prefix>:<name>:{p}` when P > 1."""
-        return f"{self.prefix}:{name}" if self.partitions == 1 else f"{self.prefix}:{name}:{{{partition}}}"
+        return f"{self.prefix}:{name}" if self.partitions == 1 else f"{self.prefix}:{name}:{hash_tag(partition)}"
 
     def _partition_internal(self, partition: int, *parts: str, numbered: bool = False) -> str:
         """A partition's internal key: `<prefix>:_:{p}:<parts>` when P > 1; with one partition, `<prefix>:_:<parts>`,
         followed by the partition number when `numbered` (a key per partition whatever P, such as a lease)."""
         if self.partitions > 1:
-            return self.internal(f"{{{partition}}}", *parts)
+            return self.internal(hash_tag(partition), *parts)
         return self.internal(*parts, str(partition)) if numbered else self.internal(*parts)
+
+
+def hash_tag(name: int | str) -> str:
+    """`{name}`: the part of a key Redis Cluster hashes, so that keys with one tag share a slot."""
+    return f"{{{name}}}"
