@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.redis_server import RedisServerError
 
@@ -22,7 +23,7 @@ class LayoutMismatchError(RedisServerError):
     """The Redis holds data written with another partition count or key layout than this process's."""
 
 
-def check_layout_if_reachable(client: redis.Redis, keys: Keys) -> None:
+def check_layout_if_reachable(client: AnyRedis, keys: Keys) -> None:
     """`check_layout`, unless Redis cannot be reached now (each command waits for Redis its own way)."""
     try:
         check_layout(client, keys)
@@ -30,7 +31,7 @@ def check_layout_if_reachable(client: redis.Redis, keys: Keys) -> None:
         return
 
 
-def check_layout(client: redis.Redis, keys: Keys) -> None:
+def check_layout(client: AnyRedis, keys: Keys) -> None:
     """Record this process's layout if the Redis has none yet; raise LayoutMismatchError if it has another."""
     pipe = client.pipeline(transaction=True)
     pipe.hsetnx(keys.layout, "partitions", keys.partitions)

@@ -21,13 +21,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tickerdash.ingest.cluster import AnyRedis, cluster_enabled
 from tickerdash.ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -288,33 +289,31 @@ def shown_url(url: str) -> str:
 
 
 class ClusterNotSupportedError(RedisServerError):
-    """The URL names a node of a Redis Cluster, which no Tickerdash command runs on yet."""
+    """The URL names a node of a Redis Cluster, and this command does not run on a cluster."""
 
 
-def client_for(url: str) -> redis.Redis:
+@overload
+def client_for(url: str, *, cluster: Literal[False] = ...) -> redis.Redis: ...
+@overload
+def client_for(url: str, *, cluster: bool) -> AnyRedis: ...
+def client_for(url: str, *, cluster: bool = False) -> AnyRedis:
     """A Redis client for a URL (redis://, rediss://, password in the URL), with no silent retries.
 
-    Refuses (ClusterNotSupportedError) a node of a Redis Cluster before anything is read or written: each
-    command would otherwise stop on MOVED or CROSSSLOT part-way through its work (a simulator after
-    writing part of a batch), or, like SCAN for `status`, see one node's keys and report them as all.
+    The URL of any node of a Redis Cluster gives a `redis.RedisCluster` (see `ingest.cluster`) when the
+    caller runs on a cluster (`cluster=True`); otherwise it is refused (ClusterNotSupportedError) before
+    anything is read or written, rather than stopping on MOVED or CROSSSLOT part-way through.
     """
-    client = redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=30, retry=no_silent_retries())
-    refuse_cluster(client, url)
-    return client
-
-
-def refuse_cluster(client: redis.Redis, url: str) -> None:
-    """Raise ClusterNotSupportedError if the client's server is a cluster node (nothing, if it cannot be asked now)."""
-    try:
-        info: Any = client.info("cluster")
-    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-        return  # down (each command waits for Redis its own way) or INFO refused: nothing to tell
-    if int(info.get("cluster_enabled", 0)) == 1:
-        client.close()
+    options: dict[str, Any] = {"socket_keepalive": True, "health_check_interval": 30, "retry": no_silent_retries()}
+    client = redis.Redis.from_url(url, **options)
+    if not cluster_enabled(client):
+        return client
+    client.close()
+    if not cluster:
         raise ClusterNotSupportedError(
-            f"{shown_url(url)} is a node of a Redis Cluster; Tickerdash runs on one Redis server (with replicas "
-            "if you like) and does not run on a cluster yet: set TICKERDASH_REDIS_URL to a standalone server"
+            f"{shown_url(url)} is a node of a Redis Cluster, and this command runs on one Redis server: set "
+            "TICKERDASH_REDIS_URL to a standalone server"
         )
+    return redis.RedisCluster.from_url(url, **options)
 
 
 def running_embedded_url(settings: Settings) -> str | None:
@@ -363,13 +362,23 @@ def redis_url(settings: Settings) -> Iterator[str]:
         yield url
 
 
+@overload
+def redis_connection(
+    settings: Settings, *, cluster: Literal[False] = ...
+) -> contextlib.AbstractContextManager[redis.Redis]: ...
+@overload
+def redis_connection(settings: Settings, *, cluster: bool) -> contextlib.AbstractContextManager[AnyRedis]: ...
+def redis_connection(settings: Settings, *, cluster: bool = False) -> contextlib.AbstractContextManager[AnyRedis]:
+    """A Redis client for the settings (see `redis_url`; a Redis Cluster too, with `cluster`), once the Redis's
+    key layout is the settings' (see `ingest.layout`); closes it, and any server it started, at the end."""
+    return _redis_connection(settings, cluster)
+
+
 @contextlib.contextmanager
-def redis_connection(settings: Settings) -> Iterator[redis.Redis]:
-    """A Redis client for the settings (see `redis_url`), once the Redis's key layout is the settings' (see
-    `ingest.layout`); closes it, and any server it started, at the end."""
+def _redis_connection(settings: Settings, cluster: bool) -> Iterator[AnyRedis]:
     from tickerdash.ingest.contract.keys import Keys
     from tickerdash.ingest.layout import check_layout_if_reachable  # it imports this module's error
 
-    with redis_url(settings) as url, contextlib.closing(client_for(url)) as client:
+    with redis_url(settings) as url, contextlib.closing(client_for(url, cluster=cluster)) as client:
         check_layout_if_reachable(client, Keys(settings.prefix, settings.partitions))
         yield client
