@@ -18,11 +18,19 @@ from typing import Any
 
 import redis
 
+from tickerdash.ingest.cluster import NOT_HERE, AnyRedis, is_cluster, node_client
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import RawEntry, Rejected, as_text
 from tickerdash.ingest.deadletter import add_rejected
 from tickerdash.ingest.group_progress import create_group, record_missed
-from tickerdash.ingest.redis_adapter import read_reply, release_connection, send_command, stream_items, take_connection
+from tickerdash.ingest.redis_adapter import (
+    PerNode,
+    read_reply,
+    release_connection,
+    send_command,
+    stream_items,
+    take_connection,
+)
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.stop_flag import StopFlag
 
@@ -44,10 +52,10 @@ def gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def ensure_groups(client: redis.Redis, streams: Sequence[str], group: str) -> None:
+def ensure_groups(client: AnyRedis, streams: Sequence[str], group: str) -> None:
     """Create the consumer group on every stream (and the stream itself) unless it exists."""
     for stream in streams:
-        create_group(client, stream, group)
+        create_group(node_client(client, stream), stream, group)
 
 
 @dataclass(slots=True)
@@ -69,8 +77,9 @@ class RunnerStats:
 class GroupReads:
     """Reads a consumer group's streams as one consumer; `handle` and `settle` are the runner's."""
 
-    client: redis.Redis
-    raw: redis.Redis
+    client: AnyRedis
+    node: PerNode  # the client of the primary that holds a stream (the runner's own client when standalone)
+    raw_node: PerNode  # its twin whose stream replies are unparsed
     settings: Settings
     keys: Keys
     streams: list[str]
@@ -80,7 +89,9 @@ class GroupReads:
     _last_claim: float
     _last_gap_check: float
     _ahead: redis.connection.Connection | None
+    _ahead_client: redis.Redis | None  # whose pool `_ahead` came from
     _ahead_sent: bool
+    _turn: int  # on a cluster, the stream the next read is for (one XREADGROUP reads one slot)
     stats: RunnerStats
 
     def handle(self, stream: str, entries: Sequence[RawEntry]) -> None:
@@ -95,7 +106,7 @@ class GroupReads:
     def _without_worn_out(self, stream: str, entries: Sequence[RawEntry]) -> Sequence[RawEntry]:
         """Redelivered entries, less those delivered more than max_deliveries times: quarantined instead."""
         limit = self.settings.max_deliveries
-        pending = self.client.xpending_range(
+        pending = self.node(stream).xpending_range(
             stream,
             self.settings.group,
             min=entries[0][0],
@@ -132,7 +143,7 @@ class GroupReads:
         self._last_gap_check = time.monotonic()
         found = 0
         for stream in list(self.streams):
-            missed, total = record_missed(self.client, self.keys, self.settings.group, stream)
+            missed, total = record_missed(self.node(stream), self.keys, self.settings.group, stream)
             if missed:
                 log.warning(
                     "lost %s entries of %s: trimmed or deleted before group %s read them (%s lost in all)",
@@ -150,7 +161,7 @@ class GroupReads:
         for stream in list(self.streams):
             start = "0-0"
             while not self.stop.is_set() and stream in self.streams:
-                response = self.raw.execute_command(
+                response = self.raw_node(stream).execute_command(
                     "XREADGROUP",
                     "GROUP",
                     self.settings.group,
@@ -179,7 +190,7 @@ class GroupReads:
         for stream in list(self.streams if streams is None else streams):
             cursor = "0-0"
             while not self.stop.is_set():
-                next_cursor, entries, *deleted = self.raw.execute_command(
+                next_cursor, entries, *deleted = self.raw_node(stream).execute_command(
                     "XAUTOCLAIM",
                     stream,
                     self.settings.group,
@@ -193,7 +204,7 @@ class GroupReads:
                     lost = [
                         Rejected(d.decode(), {}, "trimmed: entry deleted before it was processed") for d in deleted[0]
                     ]
-                    pipe = self.client.pipeline(transaction=True)
+                    pipe = self.node(stream).pipeline(transaction=True)
                     add_rejected(pipe, self.keys.deadletter_of(stream), lost, f"{self.source}:{stream}")
                     pipe.execute()
                 if entries:
@@ -225,12 +236,33 @@ class GroupReads:
             self.settle()  # nothing to compute meanwhile: confirm the last batch before waiting for entries
             if not self.streams:
                 return 0
-            response = self.raw.execute_command(*self._read_new_command(block=True))
+            response = self._read_round() if is_cluster(self.client) else self._read(self.streams, block=True)
         return self._handle_response(response, read_ahead=True)
 
-    def _read_new_command(self, *, block: bool) -> list[Any]:
-        """XREADGROUP of new entries on every stream (blocking up to block_ms for them, or not at all)."""
-        blocking = ["BLOCK", self.settings.block_ms] if block else []
+    def _read(self, streams: list[str], *, block: bool, block_ms: int | None = None) -> Any:
+        """One XREADGROUP of new entries (on the primary that holds the streams' slot)."""
+        command = self._read_new_command(streams, block=block, block_ms=block_ms)
+        return self.raw_node(streams[0]).execute_command(*command)
+
+    def _read_round(self) -> Any:
+        """On a cluster, where one XREADGROUP reads one partition's slot: read each stream in turn without
+        blocking until one has entries; when none has, block on the next one for a share of block_ms."""
+        for _ in range(len(self.streams)):
+            stream = self._next_stream()
+            response = self._read([stream], block=False)
+            if any(entries for _, entries in stream_items(response)):
+                return response
+        share = max(1, self.settings.block_ms // len(self.streams))
+        return self._read([self._next_stream()], block=True, block_ms=share)
+
+    def _next_stream(self) -> str:
+        """The stream whose turn it is to be read (on a cluster); the turn moves on."""
+        self._turn = (self._turn + 1) % len(self.streams)
+        return self.streams[self._turn]
+
+    def _read_new_command(self, streams: list[str], *, block: bool, block_ms: int | None = None) -> list[Any]:
+        """XREADGROUP of new entries on `streams` (blocking up to block_ms for them, or not at all)."""
+        blocking = ["BLOCK", block_ms or self.settings.block_ms] if block else []
         return [
             "XREADGROUP",
             "GROUP",
@@ -240,8 +272,8 @@ class GroupReads:
             self._count,
             *blocking,
             "STREAMS",
-            *self.streams,
-            *([">"] * len(self.streams)),
+            *streams,
+            *([">"] * len(streams)),
         ]
 
     def _handle_response(self, response: Any, read_ahead: bool = False) -> int:
@@ -256,11 +288,17 @@ class GroupReads:
         return done
 
     def _send_ahead(self) -> None:
-        """Send the next (non-blocking) XREADGROUP of new entries without waiting for its reply."""
+        """Send the next (non-blocking) XREADGROUP of new entries without waiting for its reply (on a cluster,
+        of the next stream's)."""
+        streams = [self._next_stream()] if is_cluster(self.client) else self.streams
+        raw = self.raw_node(streams[0])
+        if self._ahead is not None and self._ahead_client is not raw:  # another primary: its reply was read
+            release_connection(self._ahead_client or raw, self._ahead)
+            self._ahead = None
         if self._ahead is None:
-            self._ahead = take_connection(self.raw)
+            self._ahead, self._ahead_client = take_connection(raw), raw
         try:
-            send_command(self._ahead, self._read_new_command(block=False))
+            send_command(self._ahead, self._read_new_command(streams, block=False))
         except BaseException:
             self._discard_ahead()
             raise
@@ -280,9 +318,9 @@ class GroupReads:
     def _discard_ahead(self) -> None:
         """Drop the read-ahead connection with any unread reply: its entries stay pending for this consumer
         (`read_pending` handles them after a reconnect; another consumer claims them once they are stale)."""
-        if self._ahead is not None:
-            release_connection(self.raw, self._ahead, close=True)
-        self._ahead = None
+        if self._ahead is not None and self._ahead_client is not None:
+            release_connection(self._ahead_client, self._ahead, close=True)
+        self._ahead = self._ahead_client = None
         self._ahead_sent = False
 
     def _finish_ahead(self) -> None:
@@ -291,9 +329,9 @@ class GroupReads:
             if self._ahead_sent:
                 self._handle_response(self._take_ahead())
             self.settle()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, *NOT_HERE) as exc:
             log.warning("redis unavailable (%s): entries read ahead stay pending", exc)
         finally:
-            if self._ahead is not None:
-                release_connection(self.raw, self._ahead)
-                self._ahead = None
+            if self._ahead is not None and self._ahead_client is not None:
+                release_connection(self._ahead_client, self._ahead)
+            self._ahead = self._ahead_client = None

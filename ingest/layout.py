@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from tickerdash.ingest.cluster import AnyRedis
+from tickerdash.ingest.cluster import AnyRedis, is_cluster
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.redis_server import RedisServerError
 
@@ -33,6 +33,11 @@ def check_layout_if_reachable(client: AnyRedis, keys: Keys) -> None:
 
 def check_layout(client: AnyRedis, keys: Keys) -> None:
     """Record this process's layout if the Redis has none yet; raise LayoutMismatchError if it has another."""
+    if is_cluster(client) and keys.partitions < 2:
+        raise LayoutMismatchError(
+            "this Redis is a Redis Cluster, which spreads partitions over its primaries: set TICKERDASH_PARTITIONS "
+            "to 2 or more (a multiple of the number of primaries, e.g. 6 for three)"
+        )
     pipe = client.pipeline(transaction=True)
     pipe.hsetnx(keys.layout, "partitions", keys.partitions)
     pipe.hsetnx(keys.layout, "version", LAYOUT_VERSION)

@@ -18,13 +18,14 @@ later), and sends its next read before handling the entries in hand.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
 from redis.connection import Connection, Encoder, PythonRespSerializer
 from redis.exceptions import ExecAbortError
 
+from tickerdash.ingest.cluster import AnyRedis, node_client
 from tickerdash.ingest.contract.tick_entries import RawEntry
 from tickerdash.ingest.redis_server import no_silent_retries
 
@@ -60,6 +61,24 @@ def raw_client(client: redis.Redis) -> redis.Redis:
     for command in ("XREADGROUP", "XAUTOCLAIM", "XRANGE"):
         raw.set_response_callback(command, _raw)
     return raw
+
+
+class PerNode:
+    """A client derived from the client of the primary that holds a key's slot (`derive(node)`: its raw
+    twin, say), made once per primary; on a standalone server, one client for every key."""
+
+    def __init__(self, client: AnyRedis, derive: Callable[[redis.Redis], redis.Redis]) -> None:
+        self.client = client
+        self.derive = derive
+        self._made: dict[int, tuple[redis.Redis, redis.Redis]] = {}  # id of a node's client: it, and its derived
+
+    def __call__(self, key: str) -> redis.Redis:
+        """The derived client of the key's primary (after a failover, of the new primary)."""
+        node = node_client(self.client, key)
+        made = self._made.get(id(node))
+        if made is None or made[0] is not node:
+            made = self._made[id(node)] = (node, self.derive(node))
+        return made[1]
 
 
 def stream_items(response: Any) -> Iterator[tuple[str, Sequence[RawEntry]]]:

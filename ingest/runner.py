@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import redis
 
+from tickerdash.ingest.cluster import NOT_HERE, AnyRedis, refresh_slot_map
 from tickerdash.ingest.consumer import OWNERSHIP_ONLY, Consumer, FunctionConsumer, OutOfOrder, OwnershipLost, ProcessFn
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import (
@@ -45,6 +46,7 @@ from tickerdash.ingest.deadletter import add_rejected
 from tickerdash.ingest.group_reads import GroupReads, RunnerStats, ensure_groups, gc_paused
 from tickerdash.ingest.reconnect import Outage, wait_out
 from tickerdash.ingest.redis_adapter import (
+    PerNode,
     abandon_transaction,
     client_on_own_pool,
     confirm_transaction,
@@ -119,7 +121,7 @@ class StreamRunner(GroupReads):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: AnyRedis,
         settings: Settings,
         streams: Sequence[str],
         consumer: Consumer | ProcessFn,
@@ -129,9 +131,11 @@ class StreamRunner(GroupReads):
         defer_commit: bool = False,
     ) -> None:
         # reads, claims and transactions on a pool of the runner's own that never re-sends a command (see
-        # `no_silent_retries`): after a failed connection the runner re-reads its pending entries itself
-        self.client = client_on_own_pool(client)
-        self.raw = raw_client(self.client)
+        # `no_silent_retries`): after a failed connection the runner re-reads its pending entries itself. A
+        # cluster's node clients re-send nothing either; a stream's commands go to the primary holding it.
+        self.client = client if isinstance(client, redis.RedisCluster) else client_on_own_pool(client)
+        self.node = PerNode(self.client, lambda node: node)
+        self.raw_node = PerNode(self.client, raw_client)
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
         self.streams = list(streams)
@@ -146,7 +150,9 @@ class StreamRunner(GroupReads):
         # read-ahead: the connection on which the next XREADGROUP was sent while a batch was handled, its
         # reply not read yet (Redis builds it meanwhile: ~1 us per entry of its single thread)
         self._ahead: redis.connection.Connection | None = None
+        self._ahead_client: redis.Redis | None = None
         self._ahead_sent = False
+        self._turn = 0
         self.defer_commit = defer_commit
         self._in_flight: _Transaction | None = None  # sent, its replies not read yet (defer_commit)
 
@@ -188,7 +194,7 @@ class StreamRunner(GroupReads):
             return
         ids = [eid for eid, _ in entries]
         rejected = [Rejected(eid.decode(), entry_fields(flat), reason) for eid, flat in entries]
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.node(stream).pipeline(transaction=True)
         try:
             # ownership only: quarantined entries move no progress, so earlier ones may be pending
             self.consumer.fence(stream, OWNERSHIP_ONLY, pipe)
@@ -219,7 +225,7 @@ class StreamRunner(GroupReads):
             rows_per_entry = max(1, (len(decoded.ticks) + len(rejected)) // len(alive))
             self._count = max(1, min(self.settings.read_count, TARGET_ROWS_PER_READ // rows_per_entry))
         batch = _Transaction(
-            stream, self.client.pipeline(transaction=True), len(entries), len(decoded.ticks), len(rejected)
+            stream, self.node(stream).pipeline(transaction=True), len(entries), len(decoded.ticks), len(rejected)
         )
         pipe = batch.pipe
         try:
@@ -244,7 +250,7 @@ class StreamRunner(GroupReads):
             pipe.reset()
             self._ownership_lost(batch, exc)
             return
-        except (redis.ConnectionError, redis.TimeoutError):
+        except (redis.ConnectionError, redis.TimeoutError, *NOT_HERE):  # (NOT_HERE: redirected, not applied)
             self._abandon(batch)  # a transaction may be half sent on its connection
             self._write_failed(stream)
             raise
@@ -371,10 +377,11 @@ class StreamRunner(GroupReads):
                 idle = 0 if handled else idle + 1
                 if max_idle_reads is not None and idle >= max_idle_reads:
                     break
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, *NOT_HERE) as exc:  # an outage, a failover
                 self._discard_ahead()
-                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, *NOT_HERE):
                     self.settle()  # a batch in flight is confirmed, or its stream rebuilt
+                refresh_slot_map(self.client)  # a partition's slot may be served by a promoted replica now
                 self.stats.reconnects += 1
                 wait_out(outage, exc, self.stop)
                 recovering = True  # whatever was read but not acknowledged is still pending for us

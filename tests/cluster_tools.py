@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +47,11 @@ def wait_until(ready: Callable[[], bool], what: str, timeout: float = 30.0) -> N
         time.sleep(0.1)
 
 
+def in_sync(replica: redis.Redis) -> bool:
+    """Whether a replica's link to its primary is up."""
+    return bool(replica.info("replication").get("master_link_status") == "up")
+
+
 def cluster_ok(nodes: list[EmbeddedRedis]) -> bool:
     """Whether every running node reports the cluster ok."""
     for node in nodes:
@@ -76,13 +82,16 @@ def redis_cluster(primaries: int = 3, replicas: int = 0) -> Iterator[list[Embedd
         for index, client in enumerate(clients[primaries:]):
             primary = index // replicas
             wait_until(
-                lambda: ids[primary] in client.execute_command("CLUSTER", "NODES"),
+                lambda client=client, primary=primary: ids[primary] in client.execute_command("CLUSTER", "NODES"),
                 "the replica did not learn of its primary",
             )
             client.execute_command("CLUSTER", "REPLICATE", ids[primary])
         wait_until(lambda: cluster_ok(nodes), "the cluster did not come up")
         for client in clients[primaries:]:
-            wait_until(lambda: client.info("replication").get("master_link_status") == "up", "a replica did not sync")
+            synced = functools.partial(
+                lambda client: client.info("replication").get("master_link_status") == "up", client
+            )
+            wait_until(synced, "a replica did not sync")
         for client in clients:
             client.close()
         yield nodes

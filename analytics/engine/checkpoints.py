@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Mapping
 
 import numpy as np
-import redis
 
 from tickerdash.analytics.engine.state import PartitionState
+from tickerdash.ingest.cluster import AnyRedis, node_client
 from tickerdash.ingest.redis_adapter import client_on_own_pool
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class BackgroundCheckpoints:
     """The forked checkpoint writer: at most one child at a time."""
 
     def __init__(
-        self, client: redis.Redis, consumer: str, lease_key: Callable[[int], str], checkpoint_key: Callable[[int], str]
+        self, client: AnyRedis, consumer: str, lease_key: Callable[[int], str], checkpoint_key: Callable[[int], str]
     ) -> None:
         self.client = client
         self.consumer = consumer
@@ -79,15 +79,21 @@ class BackgroundCheckpoints:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                client = client_on_own_pool(self.client, socket_timeout=CHECKPOINT_TIMEOUT_S)
-                script = client.register_script(CHECKPOINT_SCRIPT)
-                written = [
-                    script(
-                        keys=[self.lease_key(p), self.checkpoint_key(p)],
-                        args=[self.consumer, states[p].last_id, states[p].to_bytes()],
+                written = []
+                for p in partitions:  # each on a connection of its own (on a cluster, to the partition's primary)
+                    node = node_client(self.client, self.lease_key(p))
+                    client = client_on_own_pool(node, socket_timeout=CHECKPOINT_TIMEOUT_S)
+                    written.append(
+                        client.eval(
+                            CHECKPOINT_SCRIPT,
+                            2,
+                            self.lease_key(p),
+                            self.checkpoint_key(p),
+                            self.consumer,
+                            states[p].last_id,
+                            states[p].to_bytes(),
+                        )
                     )
-                    for p in partitions
-                ]
                 code = 0 if all(written) else 2
             finally:
                 os._exit(code)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import redis
 
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.runner import OutOfOrder, OwnershipLost
 
@@ -41,7 +42,7 @@ return 0
 class Leases:
     """The leases of one consumer (`consumer`) of one group on the partitions of `keys`."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, group: str, consumer: str, lease_ms: int) -> None:
+    def __init__(self, client: AnyRedis, keys: Keys, group: str, consumer: str, lease_ms: int) -> None:
         self.keys = keys
         self.group = group
         self.consumer = consumer

@@ -19,6 +19,7 @@ import redis
 from tickerdash.analytics.engine.config import WorkerConfig
 from tickerdash.analytics.stages.bars import BarTable
 from tickerdash.analytics.stages.indicators import IndicatorFrame, window_name
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.live import LIVE_MAXLEN, UpdateLayout, encode_update_rows, live_entry_fields
 
@@ -58,7 +59,7 @@ def open_bar_columns(
 class LiveView:
     """Publishes the partitions' latest updates: batches are noted as they are applied, and written in rounds."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, config: WorkerConfig) -> None:
+    def __init__(self, client: AnyRedis, keys: Keys, config: WorkerConfig) -> None:
         self.client = client
         self.keys = keys
         self.config = config

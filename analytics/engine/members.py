@@ -18,8 +18,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import redis
-
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 
 # Renew this member's entry (score: when it expires, on the server's clock), drop the expired ones, and
@@ -62,7 +61,7 @@ def assignment(partitions: Iterable[int], members: Sequence[str]) -> dict[int, s
 class Membership:
     """One worker's entry in its group's member set."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, group: str, consumer: str, ttl_ms: int) -> None:
+    def __init__(self, client: AnyRedis, keys: Keys, group: str, consumer: str, ttl_ms: int) -> None:
         self.key = keys.members(group)
         self.consumer = consumer
         self.ttl_ms = ttl_ms

@@ -14,6 +14,7 @@ import redis
 
 from tickerdash.analytics.engine.config import WorkerConfig
 from tickerdash.analytics.engine.state import PartitionState
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.fields import id_order
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import DecodeRules, as_text, decode_entries
@@ -39,7 +40,7 @@ class PartitionKeys:
         )
 
 
-def refresh_stages(state: PartitionState, client: redis.Redis, keys: Keys) -> None:
+def refresh_stages(state: PartitionState, client: AnyRedis, keys: Keys) -> None:
     """Let every stage pick up outside changes (e.g. rules)."""
     for stage in state.stages:
         stage.refresh(client, keys)

@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.tick_entries import Rejected
 from tickerdash.ingest.ticks import TickBatch
 
 if TYPE_CHECKING:
-    import redis
-
     from tickerdash.ingest.contract.keys import Keys
 
 OUTPUT_MAXLEN = 100_000  # default trim of the streams that AppendMany writes (alerts, anomalies)
@@ -148,7 +147,7 @@ class Stage(Protocol):
     def load(self, data: bytes) -> None:
         """Replace the state with one from `to_bytes`."""
 
-    def refresh(self, client: redis.Redis, keys: Keys) -> None:
+    def refresh(self, client: AnyRedis, keys: Keys) -> None:
         """Pick up outside changes (e.g. rules); called often, must be cheap when nothing changed."""
 
 

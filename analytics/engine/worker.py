@@ -39,6 +39,7 @@ from tickerdash.analytics.engine.segments import preload
 from tickerdash.analytics.engine.stage import Effects, Stage, StageFactory
 from tickerdash.analytics.engine.state import PartitionState
 from tickerdash.analytics.engine.writer import EffectsWriter
+from tickerdash.ingest.cluster import AnyRedis, node_client
 from tickerdash.ingest.consumer import OwnershipLost
 from tickerdash.ingest.contract.fields import id_order
 from tickerdash.ingest.contract.keys import Keys
@@ -46,7 +47,7 @@ from tickerdash.ingest.contract.tick_entries import Rejected
 from tickerdash.ingest.group_reads import ensure_groups
 from tickerdash.ingest.layout import check_layout
 from tickerdash.ingest.reconnect import REDIS_DOWN, Outage, wait_out
-from tickerdash.ingest.redis_adapter import raw_client
+from tickerdash.ingest.redis_adapter import PerNode, raw_client
 from tickerdash.ingest.runner import StreamRunner
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.stop_flag import StopFlag
@@ -64,7 +65,7 @@ class AnalyticsWorker:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: AnyRedis,
         settings: Settings,
         partitions: Sequence[int] | None = None,
         config: WorkerConfig | None = None,
@@ -74,7 +75,7 @@ class AnalyticsWorker:
         """Own `partitions` (None: every one; a hot standby where another worker holds them) or, `shared`,
         the partitions the group's live shared workers assign this one."""
         self.client = client
-        self.raw = raw_client(client)
+        self.raw_node = PerNode(client, raw_client)  # (of the primary that holds a partition, on a cluster)
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
         self.config = config or WorkerConfig()
@@ -328,9 +329,10 @@ class AnalyticsWorker:
 
     def restore(self, partition: int) -> PartitionState:
         """Load the partition's checkpoint and replay what was applied after it, effects suppressed."""
+        stream = self.stream_of[partition]
         state, replayed = restore(
-            self.client,
-            self.raw,
+            node_client(self.client, stream),
+            self.raw_node(stream),
             self.keys,
             self.partition_keys(partition),
             self.config,

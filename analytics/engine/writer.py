@@ -14,6 +14,7 @@ import numpy as np
 import redis
 
 from tickerdash.analytics.engine.stage import AppendMany, AppendOne, AppendWithIds, Effects, IdEntries, Output
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import Rejected
 from tickerdash.ingest.deadletter import add_rejected
@@ -36,7 +37,7 @@ return #entries
 class EffectsWriter:
     """Queues one batch's effects on its transaction."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, source: str = "analytics") -> None:
+    def __init__(self, client: AnyRedis, keys: Keys, source: str = "analytics") -> None:
         self.keys = keys
         self.source = source
         self._queue: dict[type, Callable[[redis.client.Pipeline, Any, int], None]] = {

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 
-import redis
-
 from tickerdash.analytics.engine.stage import AppendMany, Effects
 from tickerdash.analytics.stages.alerts.slump import SlumpAlerts
 from tickerdash.analytics.stages.alerts.store import load_if_changed
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.ticks import TickBatch
 
@@ -47,7 +46,7 @@ class SlumpAlertStage:
         self.alerts = SlumpAlerts.from_bytes(data)
         self.rules_version = None
 
-    def refresh(self, client: redis.Redis, keys: Keys) -> None:
+    def refresh(self, client: AnyRedis, keys: Keys) -> None:
         """Take rule changes: cheap when nothing changed."""
         snapshot = load_if_changed(client, self.rules_version, keys)
         if snapshot is None:

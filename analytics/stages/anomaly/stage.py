@@ -15,6 +15,7 @@ from tickerdash.analytics.stages.anomaly.scorer import AnomalyScorer
 from tickerdash.analytics.stages.anomaly.scorer_config import ScorerConfig
 from tickerdash.analytics.stages.anomaly.scores import Scores
 from tickerdash.analytics.stages.anomaly.tails import TAIL_FEATURES
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.anomalies import encode_anomalies
 from tickerdash.ingest.contract.fields import fields_json
 from tickerdash.ingest.contract.keys import Keys
@@ -22,7 +23,7 @@ from tickerdash.ingest.contract.tick_ids import tick_ids
 from tickerdash.ingest.ticks import TickBatch
 
 if TYPE_CHECKING:  # the pure core never imports the worker (and so never Redis) at run time
-    import redis
+    pass
 
 
 def reasons(scores: Scores, frame: FeatureFrame, rows: np.ndarray) -> list[str]:
@@ -146,5 +147,5 @@ class AnomalyStage:
         """Restore a checkpoint."""
         self.detector = AnomalyDetector.from_bytes(data)
 
-    def refresh(self, client: redis.Redis, keys: Keys) -> None:
+    def refresh(self, client: AnyRedis, keys: Keys) -> None:
         """Nothing outside the stream changes the scores."""

@@ -22,11 +22,10 @@ from tickerdash.analytics.engine.segments import pack_state, unpack_state
 from tickerdash.analytics.stages.bars import BarTable
 from tickerdash.analytics.stages.overlays.base import Overlay, SeriesRun
 from tickerdash.analytics.stages.overlays.registry import OVERLAYS, overlay_lines
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.ticks import TickBatch
 
 if TYPE_CHECKING:
-    import redis
-
     from tickerdash.analytics.engine.stage import Effects
     from tickerdash.ingest.contract.keys import Keys
 
@@ -55,7 +54,7 @@ class OverlayStage:
         if closed is not None and len(closed):
             closed.extra.update(self.update(closed.table))
 
-    def refresh(self, client: redis.Redis, keys: Keys) -> None:
+    def refresh(self, client: AnyRedis, keys: Keys) -> None:
         """Nothing outside the stream changes the overlays."""
 
     def update(self, bars: BarTable) -> dict[str, np.ndarray]:
