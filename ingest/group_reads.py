@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from tickerdash.ingest.cluster import NOT_HERE, AnyRedis, is_cluster, node_client
+from tickerdash.ingest.cluster import NOT_HERE, AnyRedis, is_cluster, node_client, node_name
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import RawEntry, Rejected, as_text
 from tickerdash.ingest.deadletter import add_rejected
@@ -92,6 +92,7 @@ class GroupReads:
     _ahead_client: redis.Redis | None  # whose pool `_ahead` came from
     _ahead_sent: bool
     _turn: int  # on a cluster, the stream the next read is for (one XREADGROUP reads one slot)
+    _home: dict[str, str]  # on a cluster, the primary (host:port) each stream was on when it was taken
     stats: RunnerStats
 
     def handle(self, stream: str, entries: Sequence[RawEntry]) -> None:
@@ -136,6 +137,25 @@ class GroupReads:
             "its fields: report it as a bug",
         )
         return [entry for entry in entries if entry[0] not in worn]
+
+    def drop_stream(self, stream: str) -> None:
+        raise NotImplementedError
+
+    def drop_moved_streams(self) -> None:
+        """Drop the streams whose slot another primary serves since they were taken (a failover, a resharding),
+        for their consumer to take them again from what the new primary holds.
+
+        Replication is asynchronous: a promoted replica may lack the last transactions its primary confirmed,
+        so a state in memory may be ahead of what Redis holds. It is rebuilt from the new primary's checkpoint
+        and progress marker, which its effects always match (each batch's transaction replicates whole).
+        """
+        for stream in list(self.streams):
+            now = node_name(self.client, stream)
+            home = self._home.setdefault(stream, now)
+            if now != home:
+                log.warning("%s moved from %s to %s (a failover): its state is rebuilt from there", stream, home, now)
+                del self._home[stream]
+                self.drop_stream(stream)
 
     def check_gaps(self) -> int:
         """Count, record and log the entries of our streams that were trimmed or deleted before our group read

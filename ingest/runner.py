@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import redis
 
-from tickerdash.ingest.cluster import NOT_HERE, AnyRedis, refresh_slot_map
+from tickerdash.ingest.cluster import NOT_HERE, AnyRedis, node_name, refresh_slot_map
 from tickerdash.ingest.consumer import OWNERSHIP_ONLY, Consumer, FunctionConsumer, OutOfOrder, OwnershipLost, ProcessFn
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import (
@@ -130,9 +130,8 @@ class StreamRunner(GroupReads):
         stop: StopFlag | None = None,
         defer_commit: bool = False,
     ) -> None:
-        # reads, claims and transactions on a pool of the runner's own that never re-sends a command (see
-        # `no_silent_retries`): after a failed connection the runner re-reads its pending entries itself. A
-        # cluster's node clients re-send nothing either; a stream's commands go to the primary holding it.
+        # reads, claims and transactions on a pool of the runner's own (a cluster's node clients) that never
+        # re-sends a command (`no_silent_retries`): after a failed connection it re-reads its pending entries
         self.client = client if isinstance(client, redis.RedisCluster) else client_on_own_pool(client)
         self.node = PerNode(self.client, lambda node: node)
         self.raw_node = PerNode(self.client, raw_client)
@@ -153,6 +152,7 @@ class StreamRunner(GroupReads):
         self._ahead_client: redis.Redis | None = None
         self._ahead_sent = False
         self._turn = 0
+        self._home: dict[str, str] = {}
         self.defer_commit = defer_commit
         self._in_flight: _Transaction | None = None  # sent, its replies not read yet (defer_commit)
 
@@ -348,6 +348,7 @@ class StreamRunner(GroupReads):
         """Start reading a stream (after its ownership was acquired and its state restored)."""
         if stream not in self.streams:
             self.streams.append(stream)
+            self._home[stream] = node_name(self.client, stream)
             self._last_gap_check = 0.0  # count what was trimmed before this group read it, before reading it
 
     # --- the loop ---------------------------------------------------------------------------
@@ -361,6 +362,7 @@ class StreamRunner(GroupReads):
             try:
                 with gc_paused():
                     if recovering:
+                        self.drop_moved_streams()
                         ensure_groups(self.client, self.streams, self.settings.group)
                         self.check_gaps()
                         self.read_pending()

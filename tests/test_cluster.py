@@ -48,7 +48,6 @@ def test_a_standalone_server_is_not_taken_for_a_cluster(redis_server: EmbeddedRe
 COMMANDS = {
     "simulate": ["simulate", "--count", "1000", "--quiet"],
     "ingest": ["ingest", "{trades}"],
-    "analytics": ["analytics"],
     "archive": ["archive"],
     "status": ["status"],
     "alerts add": ["alerts", "add", "--symbol", "AAPL", "--drop", "5", "--window", "60s"],

@@ -120,7 +120,7 @@ def analytics(
     except ValueError as exc:
         fail(str(exc))
     stop = StopFlag().install()
-    with redis_connection(settings) as client:
+    with redis_connection(settings, cluster=True) as client:
         log.info("analytics worker %s starting on partitions %s", settings.consumer, "auto" if shared else owned)
         delivery = WebhookDelivery(client, Keys(settings.prefix, settings.partitions), consumer=settings.consumer)
         with delivery if webhooks else contextlib.nullcontext():

@@ -29,6 +29,7 @@ import redis
 
 from tickerdash.analytics.stages.alerts.rules import Rule, now_ms
 from tickerdash.analytics.stages.alerts.store import RuleStore
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.alerts import AlertEntry, decode_alert
 from tickerdash.ingest.contract.fields import as_text, id_order, text_fields
 from tickerdash.ingest.contract.keys import WEBHOOKS_GROUP, Keys
@@ -106,7 +107,7 @@ class WebhookDelivery:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: AnyRedis,
         keys: Keys | None = None,
         *,
         consumer: str = "webhooks",

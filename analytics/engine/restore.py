@@ -47,7 +47,7 @@ def refresh_stages(state: PartitionState, client: AnyRedis, keys: Keys) -> None:
 
 
 def restore(
-    client: redis.Redis,
+    client: AnyRedis,
     raw: redis.Redis,
     keys: Keys,
     where: PartitionKeys,

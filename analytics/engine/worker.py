@@ -39,7 +39,7 @@ from tickerdash.analytics.engine.segments import preload
 from tickerdash.analytics.engine.stage import Effects, Stage, StageFactory
 from tickerdash.analytics.engine.state import PartitionState
 from tickerdash.analytics.engine.writer import EffectsWriter
-from tickerdash.ingest.cluster import AnyRedis, node_client
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.consumer import OwnershipLost
 from tickerdash.ingest.contract.fields import id_order
 from tickerdash.ingest.contract.keys import Keys
@@ -331,7 +331,7 @@ class AnalyticsWorker:
         """Load the partition's checkpoint and replay what was applied after it, effects suppressed."""
         stream = self.stream_of[partition]
         state, replayed = restore(
-            node_client(self.client, stream),
+            self.client,
             self.raw_node(stream),
             self.keys,
             self.partition_keys(partition),

@@ -1,0 +1,180 @@
+"""An analytics worker on a real Redis Cluster (three primaries, a replica each): the same ticks give the same
+bars, alerts and anomalies as on a standalone server, and a primary killed mid-stream (its replica promoted)
+loses and repeats no trade."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from cluster_tools import cluster_ok, redis_cluster, wait_until
+from test_worker import bar_streams, expected_bars, market
+
+from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.analytics.stages.alerts.rules import Rule
+from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
+from tickerdash.analytics.stages.alerts.store import RuleStore
+from tickerdash.analytics.stages.anomaly.scorer_config import ScorerConfig
+from tickerdash.analytics.stages.anomaly.stage import AnomalyStage
+from tickerdash.ingest.cluster import node_name, primary_clients
+from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.producer import Producer
+from tickerdash.ingest.redis_server import EmbeddedRedis, client_for
+from tickerdash.ingest.settings import Settings
+from tickerdash.ingest.ticks import TickBatch
+
+pytestmark = pytest.mark.slow
+
+PARTITIONS = 6
+PREFIX = "td"
+RULES = (
+    Rule(id="any-0.5", symbol="*", drop_pct=0.5, window_s=30),
+    Rule(id="s01", symbol="S01", drop_pct=0.2, window_s=10),
+)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[list[EmbeddedRedis]]:
+    """Three primaries (the first three nodes) with a replica each."""
+    with redis_cluster(3, replicas=1) as nodes:
+        yield nodes
+
+
+@pytest.fixture
+def on_cluster(cluster: list[EmbeddedRedis]) -> Iterator[redis.RedisCluster]:
+    """A cluster client from one seed node, on an empty cluster."""
+    client = client_for(cluster[2].url, cluster=True)
+    assert isinstance(client, redis.RedisCluster)
+    for primary in primary_clients(client):
+        primary.flushall()
+    yield client
+    client.close()
+
+
+def settings_for(url: str, **overrides: Any) -> Settings:
+    """Six partitions under PREFIX, small reads."""
+    return Settings(redis_url=url, prefix=PREFIX, partitions=PARTITIONS, consumer="w", block_ms=20, **overrides)
+
+
+def publish_to_both(
+    standalone: redis.Redis, server: EmbeddedRedis, cluster: redis.RedisCluster, ticks: TickBatch, per_tick: bool
+) -> None:
+    """Publish the ticks on the standalone server and copy its tick streams, byte for byte, to the cluster."""
+    standalone.flushall()
+    Producer(standalone, settings_for(server.url)).publish(ticks, per_tick=per_tick)
+    for stream in Keys(PREFIX, PARTITIONS).tick_streams:
+        dumped = standalone.dump(stream)
+        assert dumped is not None, stream
+        cluster.restore(stream, 0, dumped)
+    for primary in primary_clients(cluster):
+        assert primary.execute_command("WAIT", 1, 5000) == 1  # on the replicas too: the failover loses no tick
+
+
+def outputs(client: redis.Redis | redis.RedisCluster) -> dict[str, Any]:
+    """Every bar stream, and each partition's alerts and anomalies in order (their fields: their IDs are the
+    time they were written)."""
+    keys = Keys(PREFIX, PARTITIONS)
+    return {
+        "bars": bar_streams(client, PREFIX),  # type: ignore[arg-type]
+        "alerts": [[fields for _, fields in client.xrange(keys.alerts(p))] for p in range(PARTITIONS)],
+        "anomalies": [[fields for _, fields in client.xrange(keys.anomalies(p))] for p in range(PARTITIONS)],
+    }
+
+
+def test_a_worker_on_a_cluster_writes_what_it_writes_on_one_server(
+    on_cluster: redis.RedisCluster, redis_client: redis.Redis, redis_server: EmbeddedRedis, cluster: list[EmbeddedRedis]
+) -> None:
+    """Same ticks, same P, same rules: the cluster's bars, alerts and anomalies equal the standalone server's,
+    and each partition's keys are on the primary that holds its slot."""
+    ticks = market(60_000, symbols=30, per_second=2_000, seed=5)
+    publish_to_both(redis_client, redis_server, on_cluster, ticks, per_tick=False)
+    touchy = functools.partial(AnomalyStage, scorer=ScorerConfig(flag_rarity=2.0))  # flags 1 trade in ~100
+    config = WorkerConfig(checkpoint_every_s=0.2, stages=(SlumpAlertStage, touchy))
+    results = []
+    for client, url in ((redis_client, redis_server.url), (on_cluster, cluster[0].url)):
+        store = RuleStore(client, Keys(PREFIX, PARTITIONS))
+        for rule in RULES:
+            store.add(rule)
+        AnalyticsWorker(client, settings_for(url), None, config).run(max_idle_reads=5)
+        results.append(outputs(client))
+    standalone, clustered = results
+    assert sum(len(entries) for entries in standalone["alerts"]) > 0
+    assert sum(len(entries) for entries in standalone["anomalies"]) > 0
+    assert len(standalone["bars"]) > 0
+    assert clustered == standalone
+    keys = Keys(PREFIX, PARTITIONS)
+    homes = {node_name(on_cluster, keys.ticks(p)) for p in range(PARTITIONS)}
+    assert len(homes) == 3  # six partitions over three primaries: each has some
+    for p in range(PARTITIONS):
+        node = node_name(on_cluster, keys.ticks(p))
+        assert (
+            node_name(on_cluster, keys.alerts(p)) == node
+            and node_name(on_cluster, keys.checkpoint("analytics", p)) == node
+        )
+
+
+def test_a_primary_killed_mid_stream_loses_and_repeats_no_trade(
+    on_cluster: redis.RedisCluster,
+    redis_client: redis.Redis,
+    redis_server: EmbeddedRedis,
+    cluster: list[EmbeddedRedis],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SIGKILL of the primary that holds partition 0 while a worker reads it: its replica is promoted, the
+    worker rebuilds the partitions that moved from what the new primary holds, and the bars equal those of
+    an uninterrupted run: no trade lost, none counted twice."""
+    caplog.set_level(logging.WARNING)
+    ticks = market(40_000, symbols=30, per_second=2_000, seed=11)
+    publish_to_both(redis_client, redis_server, on_cluster, ticks, per_tick=True)
+    keys = Keys(PREFIX, PARTITIONS)
+    config = WorkerConfig(checkpoint_every_s=0.1, lease_ms=3_000)
+    worker = AnalyticsWorker(on_cluster, settings_for(cluster[0].url, read_count=40), None, config)
+    runs = threading.Thread(target=worker.run, daemon=True)
+    runs.start()
+    try:
+        victim_name = node_name(on_cluster, keys.ticks(0))
+        victim = next(node for node in cluster if f"127.0.0.1:{node.port}" == victim_name)
+        total = on_cluster.xlen(keys.ticks(0))
+        wait_until(lambda: _read(on_cluster, keys.ticks(0)) >= total // 4, "the worker did not start on partition 0")
+        assert _read(on_cluster, keys.ticks(0)) < total, "partition 0 was done before the kill: not mid-stream"
+        assert victim.process is not None
+        victim.process.kill()
+        victim.process.wait()
+        victim.process = None
+        wait_until(lambda: cluster_ok(cluster), "no replica was promoted", timeout=60)
+        wait_until(lambda: _caught_up(on_cluster, keys), "the worker did not finish after the failover", timeout=120)
+    finally:
+        worker.stop.set()
+        runs.join(timeout=60)
+    assert not runs.is_alive()
+    assert node_name(on_cluster, keys.ticks(0)) != victim_name
+    assert any("a failover" in record.getMessage() for record in caplog.records)
+    assert bar_streams(on_cluster, PREFIX) == expected_bars(ticks, config, PARTITIONS)  # type: ignore[arg-type]
+
+
+def _read(client: redis.RedisCluster, stream: str) -> int:
+    """How many entries of the stream the analytics group has read (0 while it cannot be asked)."""
+    try:
+        groups: Any = client.xinfo_groups(stream)
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+        return 0
+    return int(groups[0]["entries-read"] or 0) if groups else 0
+
+
+def _caught_up(client: redis.RedisCluster, keys: Keys) -> bool:
+    """Whether the analytics group has read and acknowledged every entry of every partition."""
+    time.sleep(0.2)
+    try:
+        for stream in keys.tick_streams:
+            groups: Any = client.xinfo_groups(stream)
+            if not groups or groups[0]["lag"] != 0 or groups[0]["pending"] != 0:
+                return False
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+        return False
+    return True
