@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import redis
 
 from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, now_ms
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import as_text
 
@@ -50,7 +51,7 @@ def parse_rules(raw: dict[bytes, bytes] | dict[str, str]) -> tuple[tuple[Rule, .
 class RuleStore:
     """Add, change, remove and read slump-alert rules; every write bumps the rules version atomically."""
 
-    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+    def __init__(self, client: AnyRedis, keys: Keys | None = None) -> None:
         self.client = client
         self.keys = keys or Keys()
 
