@@ -49,13 +49,10 @@ COMMANDS = {
     "simulate": ["simulate", "--count", "1000", "--quiet"],
     "ingest": ["ingest", "{trades}"],
     "analytics": ["analytics"],
-    "archive": ["archive"],
     "status": ["status"],
     "alerts add": ["alerts", "add", "--symbol", "AAPL", "--drop", "5", "--window", "60s"],
     "alerts list": ["alerts", "list"],
-    "alerts tail": ["alerts", "tail"],
     "export": ["export", "--all", "--out", "{out}"],
-    "dashboard": ["dashboard", "--port", "{port}", "--ws-port", "{ws_port}"],
 }
 
 
