@@ -17,13 +17,13 @@ from urllib.parse import urlencode
 
 import dash
 import flask
-import redis
 
 from tickerdash.dashboard import callbacks, figures, history
 from tickerdash.dashboard.auth import TOKEN_COOKIE, TOKEN_QUERY, allowed_hosts, presented_token, refusal, token_accepted
 from tickerdash.dashboard.compression import compress_responses
 from tickerdash.dashboard.gap_fill import INTERVALS
 from tickerdash.dashboard.layout import build_layout
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.settings import Settings
 
@@ -35,7 +35,7 @@ MAX_SYMBOL_CHARS = 64
 
 
 def create_app(
-    client: redis.Redis,
+    client: AnyRedis,
     keys: Keys,
     settings: Settings,
     *,
@@ -64,7 +64,7 @@ def create_app(
     return app
 
 
-def _chart_routes(server: flask.Flask, client: redis.Redis, keys: Keys) -> None:
+def _chart_routes(server: flask.Flask, client: AnyRedis, keys: Keys) -> None:
     @server.route(PLOTLY_PATH)
     def plotly_js() -> flask.Response:
         response = flask.Response(_plotly_js(), mimetype="text/javascript")

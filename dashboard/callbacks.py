@@ -8,20 +8,20 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-import redis
 from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
 from tickerdash.analytics.history.export import ExportError
 from tickerdash.dashboard import downloads
 from tickerdash.dashboard.layout import RULE_FIELDS
 from tickerdash.dashboard.rules_panel import RuleEditor, RuleFormError
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.settings import Settings
 
 FIELD_NAMES = tuple(f for f, *_ in RULE_FIELDS)
 
 
-def register(app: dash.Dash, client: redis.Redis, keys: Keys, settings: Settings) -> None:
+def register(app: dash.Dash, client: AnyRedis, keys: Keys, settings: Settings) -> None:
     """Attach every callback of the page to the app, reading and writing through this Redis client."""
     editor = RuleEditor(client, keys)
 

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import redis
-
 from tickerdash.analytics.history.export import ExportRequest, export_bars, export_bytes, parse_time
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.settings import Settings
 
 INTERVALS = ("1s", "1m", "1h", "1d")
@@ -51,14 +50,15 @@ def request_from_form(symbols: Any, interval: Any, start: Any, end: Any, fmt: An
     )
 
 
-def export_download(client: redis.Redis, settings: Settings, request: ExportRequest) -> Download:
+def export_download(client: AnyRedis, settings: Settings, request: ExportRequest) -> Download:
     """The requested export as one file (a zip when alerts or anomalies are included); raises ExportError."""
+    # the export functions are annotated for one server; they get the dashboard's client, a cluster's too
     if not request.include:
-        content, filename = export_bytes(client, settings, request)
+        content, filename = export_bytes(client, settings, request)  # type: ignore[arg-type]
         return Download(content, filename)
     with tempfile.TemporaryDirectory(prefix="tickerdash-download-") as folder:
         bars = Path(folder) / f"tickerdash_{request.interval}.{request.format}"
-        result = export_bars(client, settings, request, bars)
+        result = export_bars(client, settings, request, bars)  # type: ignore[arg-type]
         packed = io.BytesIO()
         with zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for path in (result.path, *result.extra.values()):

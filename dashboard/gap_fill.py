@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from tickerdash.dashboard.feed_reads import AsyncRedis
 from tickerdash.ingest.contract.bars import decode_bar_entries
 from tickerdash.ingest.contract.keys import Keys
 
@@ -49,7 +48,7 @@ def parse_bars_request(message: str | bytes) -> BarsRequest | None:
 
 
 async def bars_reply(
-    client: aioredis.Redis, keys: Keys, request: BarsRequest, latest: Mapping[str, dict[str, Any]]
+    client: AsyncRedis, keys: Keys, request: BarsRequest, latest: Mapping[str, dict[str, Any]]
 ) -> dict[str, Any]:
     """The reply to `request`: its closed bars from the bar stream, and the symbol's open bar from `latest`
     (the gateway's latest update per symbol)."""

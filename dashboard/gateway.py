@@ -1,8 +1,9 @@
 """The push server: one Redis reader fans the analytics feeds out to every browser over websockets.
 
-One task reads the live-update stream, the alerts stream and the anomalies stream (XREAD, one
-connection for the whole process, never one per browser). What it reads goes into the gateway's
-state (each symbol's latest update, the recent alerts and anomalies) and into the pending frame.
+One task reads every partition's live-update, alerts and anomalies streams (XREAD on one connection
+for the whole process, never one per browser; on a Redis Cluster one XREAD per partition, see
+`dashboard.feed_reads`). What it reads goes into the gateway's state (each symbol's latest update, the
+recent alerts and anomalies) and into the pending frame.
 A pump sends the pending frame to every client at most `max_fps` times a second, encoded once.
 
 Each client gets the frames at its own pace (`dashboard.push`); every message is strict JSON. A ping
@@ -24,24 +25,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
-import redis.asyncio as aioredis
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tickerdash.dashboard.auth import presented_token, refusal, token_accepted
+from tickerdash.dashboard.feed_reads import AsyncRedis, FeedReads, open_client
 from tickerdash.dashboard.gap_fill import bars_reply, parse_bars_request
+from tickerdash.dashboard.gateway_health import HealthMeter
 from tickerdash.dashboard.push import Frame, GatewayConfig, PushClient, to_json
+from tickerdash.ingest.cluster import UNAVAILABLE
 from tickerdash.ingest.contract.alerts import ALERT_FIELDS, ALERT_NUMBERS, alert_event
 from tickerdash.ingest.contract.anomalies import ANOMALY_FIELDS, ANOMALY_NUMBERS, anomaly_event
-from tickerdash.ingest.contract.fields import as_text, entry_ms, id_order
+from tickerdash.ingest.contract.fields import as_text, id_order
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.live import decode_updates, live_entry_payload
 from tickerdash.ingest.reconnect import Outage
@@ -83,11 +84,15 @@ class Gateway:
         self._cursor: dict[str, str] = {}
         self._pending: Frame | None = None
         self._dirty = asyncio.Event()
-        self._redis: aioredis.Redis | None = None
+        self._redis: AsyncRedis | None = None  # opened by `start`, or by the reader once Redis answers
+        self._reads = FeedReads(
+            [(keys.live(p), keys.alerts(p), keys.anomalies(p)) for p in range(keys.partitions)], self._cursor
+        )
+        self._health = HealthMeter(keys, self.config.analytics_group)
+        self._opening = asyncio.Lock()
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._trades_seen: tuple[float, int] | None = None
         self._loaded = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -106,13 +111,11 @@ class Gateway:
 
     async def start(self) -> None:
         """Bind the websocket server and start the reader, the pump and the health probe."""
-        # named, so that CLIENT LIST tells the gateway's connections from the workers'
-        self._redis = aioredis.Redis.from_url(self.redis_url, socket_keepalive=True, client_name=GATEWAY_CLIENT_NAME)
         try:  # so that the first page already gets a full hello; if Redis is down, the reader retries
             await self._load_initial()
             self._loaded = True
             self.health["redis"] = "ok"
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("gateway starts without Redis (%s); retrying", exc)
         self._server = await serve(
             self._handle,
@@ -150,6 +153,7 @@ class Gateway:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("gateway task %s had failed: %r", task.get_name(), task.exception())
         self._tasks.clear()
+        self._reads.cancel()
         if self._redis is not None:
             await self._redis.aclose()
 
@@ -209,8 +213,12 @@ class Gateway:
         if request is None:
             client.reply(to_json({"type": "error", "error": "bad request"}))
             return
-        assert self._redis is not None
-        client.reply(to_json(await bars_reply(self._redis, self.keys, request, self.symbols)))
+        try:
+            redis_client = await self._client()
+            reply = await bars_reply(redis_client, self.keys, request, self.symbols)
+        except UNAVAILABLE:
+            reply = {"type": "error", "error": "redis unavailable"}
+        client.reply(to_json(reply))
 
     # -- reading Redis ---------------------------------------------------------------------------
 
@@ -220,16 +228,24 @@ class Gateway:
         self._dirty.set()
         return self._pending
 
+    async def _client(self) -> AsyncRedis:
+        """The Redis client, opened on first use (a cluster client for a cluster node's URL)."""
+        async with self._opening:  # the reader, the health probe and a page's request may all ask at once
+            if self._redis is None:
+                # named, so that CLIENT LIST tells the gateway's connections from the workers'
+                self._redis = await open_client(self.redis_url, socket_keepalive=True, client_name=GATEWAY_CLIENT_NAME)
+        return self._redis
+
     async def _load_initial(self) -> None:
         """Start from the snapshot and the recent events, with cursors just past what was loaded."""
-        assert self._redis is not None
+        client = await self._client()
         # The live cursors are taken before the snapshots: updates in between are read twice, which is
         # harmless (an older update never replaces a newer state), whereas the other order loses them.
         for live in self.keys.live_streams:
-            last_live: Any = await self._redis.xrevrange(live, count=1)
+            last_live: Any = await client.xrevrange(live, count=1)
             self._cursor[live] = as_text(last_live[0][0]) if last_live else "0-0"
         for snapshot_key in self.keys.snapshots:
-            snapshot: Any = await self._redis.hgetall(snapshot_key)
+            snapshot: Any = await client.hgetall(snapshot_key)
             for raw in snapshot.values():
                 for update in decode_updates(raw):
                     self.symbols[update.symbol] = update.to_dict()
@@ -239,7 +255,7 @@ class Gateway:
         ):
             events: list[dict[str, Any]] = []
             for stream in streams:  # one per partition: merged by entry ID, the newest kept
-                entries: Any = await self._redis.xrevrange(stream, count=self.config.recent_events)
+                entries: Any = await client.xrevrange(stream, count=self.config.recent_events)
                 events.extend(as_event(as_text(i), f) for i, f in reversed(entries))
                 self._cursor[stream] = as_text(entries[0][0]) if entries else "0-0"
             recent.extend(sorted(events, key=lambda event: id_order(event["id"]))[-self.config.recent_events :])
@@ -274,8 +290,11 @@ class Gateway:
             frame.anomalies.append(anomaly)
 
     async def _read_feeds(self) -> None:
-        """The one Redis reader: XREAD on the live, alerts and anomalies streams, forever."""
-        assert self._redis is not None
+        """The one Redis reader: XREAD on the live, alerts and anomalies streams, forever.
+
+        A server (or a cluster node) that is down, failing over or no longer serving a slot is waited out:
+        the cluster client follows the slot map anew, and the reads resume from the cursors.
+        """
         outage = Outage(log, what="gateway: redis")
         live = set(self.keys.live_streams)
         while not self._stopping:
@@ -284,18 +303,17 @@ class Gateway:
                     await self._load_initial()
                     self._loaded = True
                     self.health["redis"] = "ok"
-                streams: Any = self._cursor
-                reply: Any = await self._redis.xread(
-                    streams, count=self.config.read_count, block=self.config.read_block_ms
+                reply = await self._reads.read(
+                    await self._client(), count=self.config.read_count, block_ms=self.config.read_block_ms
                 )
                 outage.recovered()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except UNAVAILABLE as exc:
                 if self._stopping:
                     return
                 self.health["redis"] = "down"
                 await asyncio.sleep(outage.failed(exc))
                 continue
-            for raw_stream, entries in reply or []:
+            for raw_stream, entries in reply:
                 stream = as_text(raw_stream)
                 for raw_id, fields in entries:
                     entry_id = as_text(raw_id)
@@ -329,57 +347,12 @@ class Gateway:
                 client.offer(frame)
 
     async def _probe_health(self) -> None:
-        """Once a second: ticks/s through the worker, the analytics group's lag, pending and lost entries, a
-        producer waiting for the workers, dead letters."""
-        assert self._redis is not None
+        """Once a second: the health figures (`dashboard.gateway_health`), pushed with the next frame."""
         while not self._stopping:
             await asyncio.sleep(self.config.health_every_s)
             try:
-                health = await self._measure_health()
-            except (redis.ConnectionError, redis.TimeoutError):
+                health = await self._health.measure(await self._client(), self.symbols, self._cursor)
+            except UNAVAILABLE:
                 health = {"redis": "down"}
             self.health.update(health, clients=len(self._clients))
             self._pending_frame().health = dict(self.health)
-
-    async def _measure_health(self) -> dict[str, Any]:
-        assert self._redis is not None
-        lag, pending, consumers, lost, waiting = 0, 0, 0, 0, None
-        for stream in self.keys.tick_streams:
-            lost += int(await self._redis.hget(self.keys.lost(self.config.analytics_group, stream), "entries") or 0)
-            waiting = waiting or await self._redis.hget(self.keys.backpressure(stream), "message")
-            try:
-                groups: Any = await self._redis.xinfo_groups(stream)
-            except redis.ResponseError:  # the stream does not exist yet
-                continue
-            for group in groups:
-                if as_text(group["name"]) == self.config.analytics_group:
-                    lag += int(group.get("lag") or 0)
-                    pending += int(group["pending"])
-                    consumers += int(group["consumers"])
-        now = time.time()
-        trades = sum(int(s.get("trades", 0)) for s in self.symbols.values())
-        rate = 0.0
-        if self._trades_seen is not None:
-            then, before = self._trades_seen
-            rate = max(trades - before, 0) / max(now - then, 1e-3)
-        self._trades_seen = (now, trades)
-        group = self.config.analytics_group
-        leases: Any = await self._redis.mget(self.keys.leases(group))
-        owners: dict[str, list[int]] = {}
-        for partition, owner in enumerate(leases):
-            owners.setdefault(as_text(owner) if owner is not None else "", []).append(partition)
-        live_cursor = max((self._cursor.get(live, "0-0") for live in self.keys.live_streams), key=id_order)
-        age_ms = int(now * 1000) - entry_ms(live_cursor) if live_cursor != "0-0" else None
-        return {
-            "redis": "ok",
-            "ticks_per_s": round(rate, 1),
-            "lag": lag,
-            "pending": pending,
-            "workers": consumers,
-            "deadletters": sum([await self._redis.xlen(stream) for stream in self.keys.deadletter_streams]),
-            "update_age_ms": age_ms,
-            "lost": lost,
-            "producer_waiting": as_text(waiting) if waiting else None,
-            "owners": {owner: partitions for owner, partitions in owners.items() if owner},
-            "unowned": owners.get("", []),
-        }

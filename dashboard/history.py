@@ -1,7 +1,8 @@
 """What a chart needs when it (re)loads, read from Redis: bars, the open bar, the symbol's markers.
 
 The chart route (dashboard.app) calls these when the page picks a symbol or interval; live data
-then arrives over the gateway's websocket, never through here.
+then arrives over the gateway's websocket, never through here. Each read touches one key, or one per
+partition (the snapshots, pipelined per node), so the same calls serve a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -9,10 +10,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import redis
-
 from tickerdash.analytics.stages.overlays.registry import overlay_lines
 from tickerdash.dashboard.figures import BarHistory, Marker
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.bars import BAR_FLOAT_FIELDS, decode_bar_entries
 from tickerdash.ingest.contract.fields import as_text, text_fields
 from tickerdash.ingest.contract.keys import Keys
@@ -22,7 +22,7 @@ BACKFILL_BARS = 600
 EVENTS_SCANNED = 2_000
 
 
-def read_bars(client: redis.Redis, keys: Keys, symbol: str, interval: str, limit: int = BACKFILL_BARS) -> BarHistory:
+def read_bars(client: AnyRedis, keys: Keys, symbol: str, interval: str, limit: int = BACKFILL_BARS) -> BarHistory:
     """The last `limit` closed bars of a symbol at an interval, oldest first, with their overlay values."""
     entries: Any = client.xrevrange(keys.bars(interval, symbol), count=limit) or []
     bars = decode_bar_entries(entries[::-1])
@@ -39,7 +39,7 @@ def read_bars(client: redis.Redis, keys: Keys, symbol: str, interval: str, limit
     return replace(history, closed_until=history.start[-1] if history.start else None)
 
 
-def read_snapshot(client: redis.Redis, keys: Keys) -> dict[str, SymbolUpdate]:
+def read_snapshot(client: AnyRedis, keys: Keys) -> dict[str, SymbolUpdate]:
     """Every symbol's latest update, by symbol (from every partition's snapshot)."""
     pipe = client.pipeline(transaction=False)
     for snapshot in keys.snapshots:
@@ -48,7 +48,7 @@ def read_snapshot(client: redis.Redis, keys: Keys) -> dict[str, SymbolUpdate]:
     return {as_text(symbol): decode_updates(value)[0] for raw in replies for symbol, value in (raw or {}).items()}
 
 
-def read_open_bar(client: redis.Redis, keys: Keys, symbol: str, interval: str) -> list[float] | None:
+def read_open_bar(client: AnyRedis, keys: Keys, symbol: str, interval: str) -> list[float] | None:
     """The symbol's open bar at the interval from the snapshot, if it has one."""
     raw: Any = client.hget(keys.snapshot(keys.partition_of(symbol)), symbol)
     if raw is None:
@@ -56,7 +56,7 @@ def read_open_bar(client: redis.Redis, keys: Keys, symbol: str, interval: str) -
     return decode_updates(raw)[0].bars.get(interval)
 
 
-def _recent_for_symbol(client: redis.Redis, stream: str, symbol: str) -> list[tuple[str, dict[str, str]]]:
+def _recent_for_symbol(client: AnyRedis, stream: str, symbol: str) -> list[tuple[str, dict[str, str]]]:
     entries: Any = client.xrevrange(stream, count=EVENTS_SCANNED) or []
     out = []
     for entry_id, raw in reversed(entries):
@@ -73,7 +73,7 @@ def _float(fields: dict[str, Any], name: str) -> float:
         return float("nan")
 
 
-def read_alert_markers(client: redis.Redis, keys: Keys, symbol: str) -> list[Marker]:
+def read_alert_markers(client: AnyRedis, keys: Keys, symbol: str) -> list[Marker]:
     """Markers for the symbol's recent alerts (from the last EVENTS_SCANNED entries of the stream)."""
     return [
         Marker(int(_float(f, "ts")), _float(f, "price"), f.get("message", "alert"))
@@ -82,7 +82,7 @@ def read_alert_markers(client: redis.Redis, keys: Keys, symbol: str) -> list[Mar
     ]
 
 
-def read_anomaly_markers(client: redis.Redis, keys: Keys, symbol: str) -> list[Marker]:
+def read_anomaly_markers(client: AnyRedis, keys: Keys, symbol: str) -> list[Marker]:
     """Markers for the symbol's recent anomalies, with score and reasons as hover text."""
     return [
         Marker(

@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import redis
-
 from tickerdash.analytics.stages.alerts.rules import MAX_NAME_LEN, Rule, RuleError, format_duration, make_rule
 from tickerdash.analytics.stages.alerts.store import RuleStore
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 
 FORM_FIELDS = ("id", "symbol", "drop_pct", "window_s", "cooldown_s", "name")
@@ -64,7 +63,7 @@ def _blank_to_none(value: Any) -> str | None:
 class RuleEditor:
     """List, save, toggle and remove rules in Redis for the dashboard's editor."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: AnyRedis, keys: Keys) -> None:
         self.store = RuleStore(client, keys)
 
     def list(self) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ import threading
 from dataclasses import replace
 from typing import Any
 
-import redis
 from waitress.server import create_server
 
 from tickerdash.dashboard.app import create_app
@@ -16,6 +15,7 @@ from tickerdash.dashboard.auth import allowed_hosts, required_token
 from tickerdash.dashboard.gateway import Gateway
 from tickerdash.dashboard.gateway_thread import GatewayThread
 from tickerdash.dashboard.push import GatewayConfig
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 from tickerdash.ingest.layout import check_layout_if_reachable
 from tickerdash.ingest.redis_server import client_for
@@ -94,7 +94,7 @@ class DashboardServer:
             host=host, port=ws_port, token=self.token, allowed_hosts=self.hosts, analytics_group=analytics_group
         )
         self.gateway_thread: GatewayThread | None = None
-        self._client: redis.Redis | None = None
+        self._client: AnyRedis | None = None
         self._http: HttpServer | None = None
         self._port = port
         self._ws_url = ws_url
@@ -127,8 +127,8 @@ class DashboardServer:
 
     def start(self, *, background: bool = True) -> DashboardServer:
         """Start the gateway, then the HTTP server (on a thread when `background`; see `serve_forever`)."""
-        self._client = client_for(self.redis_url)  # first: it refuses a cluster before the gateway reads
-        check_layout_if_reachable(self._client, self.keys)  # and data of another partition count
+        self._client = client_for(self.redis_url, cluster=True)  # the URL of any node of a cluster will do
+        check_layout_if_reachable(self._client, self.keys)  # first: it refuses data of another partition count
         self.start_gateway()
         app = create_app(
             self._client,

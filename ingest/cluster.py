@@ -19,12 +19,21 @@ import contextlib
 from typing import Any, TypeAlias
 
 import redis
-from redis.exceptions import AskError, ClusterDownError, ReadOnlyError, TryAgainError
+from redis.exceptions import AskError, ClusterDownError, ReadOnlyError, SlotNotCoveredError, TryAgainError
 
 AnyRedis: TypeAlias = "redis.Redis | redis.RedisCluster"
 
 # replies that say "this node does not (or no longer) serves that slot": nothing was applied
 NOT_HERE = (AskError, ClusterDownError, TryAgainError, ReadOnlyError)  # MovedError is an AskError
+# what a reader rides out with backoff, on a standalone server or a cluster: the server (or the node that
+# holds a slot) is down, failing over, or no longer serves the slot; a cluster client refreshes its slot
+# map on these by itself, so the next attempt goes to the right node
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    *NOT_HERE,
+    SlotNotCoveredError,
+)
 
 
 def cluster_enabled(client: redis.Redis) -> bool:

@@ -48,13 +48,10 @@ def test_a_standalone_server_is_not_taken_for_a_cluster(redis_server: EmbeddedRe
 COMMANDS = {
     "simulate": ["simulate", "--count", "1000", "--quiet"],
     "ingest": ["ingest", "{trades}"],
-    "archive": ["archive"],
     "status": ["status"],
     "alerts add": ["alerts", "add", "--symbol", "AAPL", "--drop", "5", "--window", "60s"],
     "alerts list": ["alerts", "list"],
-    "alerts tail": ["alerts", "tail"],
     "export": ["export", "--all", "--out", "{out}"],
-    "dashboard": ["dashboard", "--port", "{port}", "--ws-port", "{ws_port}"],
 }
 
 

@@ -137,7 +137,7 @@ def archive(
                 if date < today:
                     compact(root, interval, date)
     stop = StopFlag().install()
-    with redis_connection(settings) as client:
+    with redis_connection(settings, cluster=True) as client:
         log.info("archiver %s writing to %s", settings.consumer, root)
         freeze_import_objects()
         stats = archive_every_partition(client, settings, stop, once=once)

@@ -9,6 +9,10 @@ to the partition's `Keys.webhook_failures` stream (shown by `tickerdash status` 
 
 The group is created at the end of the alerts stream the first time (old alerts are not replayed
 to webhooks configured later); after that it resumes where it stood.
+
+On a Redis Cluster each partition's alerts stream is a slot of its own, so each is read by an XREADGROUP of
+its own (pipelined, one round trip per node); a given-up alert's failure record and its XACK share the
+partition's slot, so they stay one transaction. A failover or a slot move is waited out like an outage.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import redis
 
 from tickerdash.analytics.stages.alerts.rules import Rule, now_ms
 from tickerdash.analytics.stages.alerts.store import RuleStore
-from tickerdash.ingest.cluster import AnyRedis
+from tickerdash.ingest.cluster import UNAVAILABLE, AnyRedis, is_cluster, refresh_slot_map
 from tickerdash.ingest.contract.alerts import AlertEntry, decode_alert
 from tickerdash.ingest.contract.fields import as_text, id_order, text_fields
 from tickerdash.ingest.contract.keys import WEBHOOKS_GROUP, Keys
@@ -38,6 +42,7 @@ from tickerdash.ingest.reconnect import Outage, wait_out
 
 log = logging.getLogger(__name__)
 GROUP = WEBHOOKS_GROUP
+READ_COUNT = 200  # alert entries per stream per read
 FAILURES_MAXLEN = 10_000
 
 
@@ -161,14 +166,7 @@ class WebhookDelivery:
         if self._due and not busy:
             wait_ms = max(1, min(wait_ms, int((self._due[0].at - now) * 1000)))
         history = any(start != ">" for start in self._read_from.values())
-        reply: Any = self.client.xreadgroup(
-            GROUP,
-            self.consumer,
-            dict[Any, Any](self._read_from),
-            count=200,
-            block=None if history or wait_ms == 0 else wait_ms,
-        )
-        got = {as_text(stream): batch for stream, batch in (reply or [])}
+        got = self._read_group(None if history or wait_ms == 0 else wait_ms)
         for stream, start in self._read_from.items():
             if start != ">":  # our own unacknowledged entries: go on after the last one, or on to new ones
                 batch = got.get(stream)
@@ -196,6 +194,24 @@ class WebhookDelivery:
             if to_ack:
                 self.client.xack(stream, GROUP, *to_ack)
         return read
+
+    def _read_group(self, block_ms: int | None) -> dict[str, Any]:
+        """Entries of every alerts stream from `_read_from`, by stream: one XREADGROUP on a standalone server;
+        on a cluster one per stream, none blocking (a read over several slots is refused, and one blocking
+        read would hold up the others), so an empty round waits `block_ms` here."""
+        if not is_cluster(self.client):
+            reply: Any = self.client.xreadgroup(
+                GROUP, self.consumer, dict[Any, Any](self._read_from), count=READ_COUNT, block=block_ms
+            )
+            return {as_text(stream): batch for stream, batch in (reply or [])}
+        pipe = self.client.pipeline(transaction=False)
+        for stream, start in self._read_from.items():
+            pipe.xreadgroup(GROUP, self.consumer, {stream: start}, count=READ_COUNT)
+        replies: list[Any] = pipe.execute()
+        got = {as_text(stream): batch for reply in replies for stream, batch in (reply or [])}
+        if block_ms and not any(got.values()):
+            self._stop.wait(block_ms / 1000)
+        return got
 
     def _launch_due(self) -> None:
         now = time.monotonic()
@@ -272,7 +288,8 @@ class WebhookDelivery:
                     group_checked = True
                 self.step()
                 outage.recovered()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except UNAVAILABLE as exc:
+                refresh_slot_map(self.client)
                 wait_out(outage, exc, self._stop)
 
     def start(self) -> WebhookDelivery:
@@ -297,7 +314,7 @@ class WebhookDelivery:
         self.stop()
 
 
-def recent_failures(client: redis.Redis, keys: Keys | None = None, count: int = 50) -> list[dict[str, str]]:
+def recent_failures(client: AnyRedis, keys: Keys | None = None, count: int = 50) -> list[dict[str, str]]:
     """The latest recorded delivery failures, newest first, as text fields plus `id`."""
     keys = keys or Keys()
     rows: list[dict[str, str]] = []

@@ -10,7 +10,9 @@ sorted by symbol and start. A batch of feed entries is
 written to a hidden temporary file, renamed into place, and only then acknowledged. The file name
 comes from the batch's first and last entry IDs: a batch re-read after a crash between the rename
 and the XACK gets the same name and overwrites the file with identical content, so no bar is
-archived twice. `archive_compact.compact` merges a day's part files into one file whose row groups are symbol
+archived twice. On a Redis Cluster each partition's archiver talks to the primary that holds its feed (its
+feed, group and acknowledgements share the partition's slot), and finds that primary anew after a failover
+or a slot move. `archive_compact.compact` merges a day's part files into one file whose row groups are symbol
 ranges (fast symbol-filtered reads), again by temporary file and rename.
 """
 
@@ -38,6 +40,7 @@ from tickerdash.analytics.history.archive_layout import (
     write_atomically,
 )
 from tickerdash.analytics.stages.indicators import window_name
+from tickerdash.ingest.cluster import UNAVAILABLE, AnyRedis, node_client, refresh_slot_map
 from tickerdash.ingest.contract.bars import BAR_FLOAT_FIELDS, feed_entry_rows, feed_entry_table
 from tickerdash.ingest.contract.keys import ARCHIVE_GROUP, Keys
 from tickerdash.ingest.group_reads import ensure_groups
@@ -90,7 +93,7 @@ class Archiver:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: AnyRedis,
         settings: Settings,
         *,
         root: Path | None = None,
@@ -99,10 +102,10 @@ class Archiver:
         outage: Outage | None = None,
         max_batch_rows: int = MAX_BATCH_ROWS,
     ) -> None:
-        self.client = client
-        self.raw = raw_client(client)
+        self.source = client  # on a cluster, what finds the node of the feed's slot
         self.settings = settings
         self.feed = Keys(settings.prefix, settings.partitions).closed_bars(partition)
+        self.client, self.raw = self._node_clients()
         # entry IDs of two partitions' feeds can coincide: with P > 1 a file name says whose entries it holds
         self.file_prefix = "part-" if settings.partitions == 1 else f"part-p{partition}-"
         self.root = root or archive_root(settings)
@@ -112,6 +115,12 @@ class Archiver:
         self._carry: list[Any] = []  # entries read but not yet in a written batch
         self._cursor = "0-0"  # the last pending entry read back
         self._outage = outage or Outage(log)
+
+    def _node_clients(self) -> tuple[redis.Redis, redis.Redis]:
+        """A client on the primary that holds the feed (the given client on a standalone server), and its raw
+        twin (`raw_client`)."""
+        client = node_client(self.source, self.feed)
+        return client, raw_client(client)
 
     def write_batch(self, entries: Sequence[tuple[bytes, dict[bytes, bytes] | list[bytes] | None]]) -> list[Path]:
         """Write the bars of these feed entries (one file per partition), then XACK them; the files written."""
@@ -193,13 +202,16 @@ class Archiver:
 
         First the entries an earlier life of this consumer (or an abandoned one) read but never
         acknowledged, then new ones. A lost Redis connection is retried with backoff: whatever was read
-        and not yet acknowledged is pending and is read again first.
+        and not yet acknowledged is pending and is read again first. On a cluster, a failover or a slot move
+        is waited out the same way, and the archiver goes on with the primary that holds the feed's slot then.
         """
         while not self.stop.is_set():
             try:
+                self.client, self.raw = self._node_clients()
                 self._archive(once)
                 break
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except UNAVAILABLE as exc:
+                refresh_slot_map(self.source)
                 wait_out(self._outage, exc, self.stop)
         log.info(
             "archived %d bars from %d feed entries into %d files", self.stats.bars, self.stats.entries, self.stats.files
@@ -225,7 +237,7 @@ class Archiver:
 
 
 def archive_every_partition(
-    client: redis.Redis, settings: Settings, stop: StopFlag, once: bool = False, root: Path | None = None
+    client: AnyRedis, settings: Settings, stop: StopFlag, once: bool = False, root: Path | None = None
 ) -> ArchiveStats:
     """Run an archiver on every partition's feed (each on a thread of its own when P > 1) until stopped; a Redis
     outage is logged once for all of them."""

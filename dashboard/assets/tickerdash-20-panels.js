@@ -204,6 +204,10 @@
       if (h.unowned && h.unowned.length) owned.push("none: " + h.unowned.join(","));
       items.push(["partitions", owned.join(" · ") || "–"]);
     }
+    if (h.nodes) {  // on a Redis Cluster: which node serves which partitions
+      var served = Object.keys(h.nodes).sort().map(function (name) { return name + ": " + h.nodes[name].join(","); });
+      items.push(["nodes", served.join(" · ") || "–"]);
+    }
     // plain words for what went wrong, first in the strip: ticks lost to trimming, a producer held back
     if (h.lost) items.unshift(["lost", fmt(h.lost, 0) + " entries trimmed before any worker read them"]);
     if (h.producer_waiting) items.unshift(["waiting", h.producer_waiting]);

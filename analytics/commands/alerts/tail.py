@@ -17,8 +17,7 @@ from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.stopping import INTERRUPTED, Terminated
 
 if TYPE_CHECKING:
-    import redis
-
+    from tickerdash.ingest.cluster import AnyRedis
     from tickerdash.ingest.contract.alerts import AlertEntry
     from tickerdash.ingest.reconnect import Outage
 
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
 
 TAIL_READ_COUNT = 100  # alerts per XREAD
 TAIL_BLOCK_MS = 1_000  # how long one XREAD waits for new alerts (Ctrl-C is seen at once regardless)
+TAIL_POLL_S = 0.1  # on a Redis Cluster, the pause after a round of reads that found no alert
 SINCE_HELP = "Start: $ (new alerts only), a stream ID (0: all), or a duration back from now such as 10m."
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _alert_line(entry_id: str, alert: AlertEntry) -> str:
     )
 
 
-def _last_alert_id(client: redis.Redis, stream: str) -> str:
+def _last_alert_id(client: AnyRedis, stream: str) -> str:
     import redis
 
     try:
@@ -64,17 +64,43 @@ def _last_alert_id(client: redis.Redis, stream: str) -> str:
     return info["last-generated-id"].decode()
 
 
-def follow_alerts(client: redis.Redis, keys: Keys, after: str, outage: Outage) -> Iterator[tuple[str, AlertEntry]]:
+def _read_alerts(client: AnyRedis, cursors: dict[str, str]) -> list[tuple[str, str, Any]]:
+    """(stream, entry id, fields) of the alerts after the cursors: one XREAD that waits for them on a standalone
+    server; on a Redis Cluster, where each stream is a slot of its own, one XREAD per stream (pipelined, one
+    round trip per node, none waiting), and a short pause when none brought an alert."""
+    from tickerdash.ingest.cluster import is_cluster
+
+    if not is_cluster(client):
+        streams: Any = cursors
+        replies: list[Any] = [client.xread(streams, count=TAIL_READ_COUNT, block=TAIL_BLOCK_MS)]
+    else:
+        pipe = client.pipeline(transaction=False)
+        for stream, after in cursors.items():
+            pipe.xread({stream: after}, count=TAIL_READ_COUNT)
+        replies = pipe.execute()
+    read = [
+        (stream.decode(), raw_id.decode(), fields)
+        for reply in replies
+        for stream, entries in reply or []
+        for raw_id, fields in entries
+    ]
+    if not read and is_cluster(client):
+        time.sleep(TAIL_POLL_S)
+    return read
+
+
+def follow_alerts(client: AnyRedis, keys: Keys, after: str, outage: Outage) -> Iterator[tuple[str, AlertEntry]]:
     """Every alert after stream ID `after` (`$`: after the newest now) on every partition's alerts stream, as it
     arrives, with its entry id; the alerts of one read in entry-ID order.
 
-    Redis outages are waited out with `outage`'s backoff, and each stream's reads resume after the last alert
-    yielded from it: across a restart no alert is repeated or skipped. An entry that cannot be decoded is
-    logged and skipped.
+    Redis outages (on a cluster, a failover or a slot move too) are waited out with `outage`'s backoff, and each
+    stream's reads resume after the last alert yielded from it: across a restart no alert is repeated or
+    skipped. An entry that cannot be decoded is logged and skipped.
     """
+    from tickerdash.ingest.cluster import UNAVAILABLE, refresh_slot_map
     from tickerdash.ingest.contract.alerts import decode_alert
     from tickerdash.ingest.contract.fields import id_order
-    from tickerdash.ingest.reconnect import REDIS_DOWN, through_outages, wait_out
+    from tickerdash.ingest.reconnect import through_outages, wait_out
 
     cursors = dict.fromkeys(keys.alert_streams, after)
     if after == "$":  # resolve now, so alerts between two reads are never skipped
@@ -82,15 +108,12 @@ def follow_alerts(client: redis.Redis, keys: Keys, after: str, outage: Outage) -
             cursors[stream] = through_outages(lambda s=stream: _last_alert_id(client, s), outage)  # type: ignore[misc]
     while True:
         try:
-            streams: Any = cursors
-            reply: Any = client.xread(streams, count=TAIL_READ_COUNT, block=TAIL_BLOCK_MS)
-        except REDIS_DOWN as exc:  # the cursors resume exactly where the outage began
+            read = _read_alerts(client, cursors)
+        except UNAVAILABLE as exc:  # the cursors resume exactly where the outage began
+            refresh_slot_map(client)
             wait_out(outage, exc)
             continue
         outage.recovered()
-        read = [
-            (stream.decode(), raw_id.decode(), fields) for stream, entries in reply or [] for raw_id, fields in entries
-        ]
         for stream, entry_id, fields in sorted(read, key=lambda entry: id_order(entry[1])):
             cursors[stream] = entry_id
             try:
@@ -133,7 +156,7 @@ def tail(
     after = _start_id(since)
     shown = 0
     try:
-        with redis_url(settings) as url, contextlib.closing(client_for(url)) as client:
+        with redis_url(settings) as url, contextlib.closing(client_for(url, cluster=True)) as client:
             check_layout_if_reachable(client, keys)
             outage = Outage(log, what=f"Redis at {shown_url(url)}")
             for entry_id, alert in follow_alerts(client, keys, after, outage):
