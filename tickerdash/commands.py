@@ -9,6 +9,7 @@ from tickerdash.analytics.commands import history as export_cli
 from tickerdash.analytics.commands import worker as analytics_cli
 from tickerdash.dashboard import cli as dashboard_cli
 from tickerdash.ingest import cli as ingest_cli
+from tickerdash.ingest import cluster_cli
 from tickerdash.ingest.clikit import setup_logging
 from tickerdash.simulator import cli as simulator_cli
 from tickerdash.up import up
@@ -28,5 +29,5 @@ def _common(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug l
 
 
 app.command("up")(up)
-for package_cli in (ingest_cli, simulator_cli, analytics_cli, export_cli, evaluate, dashboard_cli):
+for package_cli in (ingest_cli, cluster_cli, simulator_cli, analytics_cli, export_cli, evaluate, dashboard_cli):
     package_cli.register(app)
