@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import redis
 
 from tickerdash.analytics.stages.alerts.rules import Rule, RuleError, now_ms
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import as_text
 
@@ -50,7 +51,7 @@ def parse_rules(raw: dict[bytes, bytes] | dict[str, str]) -> tuple[tuple[Rule, .
 class RuleStore:
     """Add, change, remove and read slump-alert rules; every write bumps the rules version atomically."""
 
-    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+    def __init__(self, client: AnyRedis, keys: Keys | None = None) -> None:
         self.client = client
         self.keys = keys or Keys()
 
@@ -178,6 +179,6 @@ def _stored(rule_id: str, raw: bytes | str) -> Rule:
         raise RuleError(f"stored rule {rule_id!r} is invalid ({exc}): remove it and add it again") from None
 
 
-def load_if_changed(client: redis.Redis, last_version: int | None, keys: Keys | None = None) -> RuleSnapshot | None:
+def load_if_changed(client: AnyRedis, last_version: int | None, keys: Keys | None = None) -> RuleSnapshot | None:
     """For the worker's poll: the stored rules if they changed since `last_version`, else None."""
     return RuleStore(client, keys).load_if_changed(last_version)
