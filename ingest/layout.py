@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from tickerdash.ingest.cluster import AnyRedis
+from tickerdash.ingest.cluster import AnyRedis, is_cluster
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.redis_server import RedisServerError
 
@@ -32,7 +32,13 @@ def check_layout_if_reachable(client: AnyRedis, keys: Keys) -> None:
 
 
 def check_layout(client: AnyRedis, keys: Keys) -> None:
-    """Record this process's layout if the Redis has none yet; raise LayoutMismatchError if it has another."""
+    """Record this process's layout if the Redis has none yet; raise LayoutMismatchError if it has another (or
+    if the Redis is a cluster and the layout has one partition)."""
+    if is_cluster(client) and keys.partitions == 1:
+        raise LayoutMismatchError(
+            "this Redis is a Redis Cluster, and TICKERDASH_PARTITIONS is 1: on a cluster each partition's keys "
+            "live on one node, so set TICKERDASH_PARTITIONS to 2 or more (at least the number of primaries, e.g. 6)"
+        )
     pipe = client.pipeline(transaction=True)
     pipe.hsetnx(keys.layout, "partitions", keys.partitions)
     pipe.hsetnx(keys.layout, "version", LAYOUT_VERSION)
