@@ -76,13 +76,16 @@ def redis_cluster(primaries: int = 3, replicas: int = 0) -> Iterator[list[Embedd
         for index, client in enumerate(clients[primaries:]):
             primary = index // replicas
             wait_until(
-                lambda: ids[primary] in client.execute_command("CLUSTER", "NODES"),
+                lambda client=client, primary=primary: ids[primary] in client.execute_command("CLUSTER", "NODES"),
                 "the replica did not learn of its primary",
             )
             client.execute_command("CLUSTER", "REPLICATE", ids[primary])
         wait_until(lambda: cluster_ok(nodes), "the cluster did not come up")
         for client in clients[primaries:]:
-            wait_until(lambda: client.info("replication").get("master_link_status") == "up", "a replica did not sync")
+            wait_until(
+                lambda client=client: client.info("replication").get("master_link_status") == "up",
+                "a replica did not sync",
+            )
         for client in clients:
             client.close()
         yield nodes

@@ -1,8 +1,9 @@
-"""A Redis Cluster URL is recognised: every command refuses it at once, in words, before writing anything.
+"""A Redis Cluster URL is recognised: a command that does not run on a cluster refuses it at once, in words,
+before writing anything.
 
-Tickerdash does not run on Redis Cluster yet. Until it does, a command pointed at a cluster node must not
-stop on MOVED part-way through its work (a simulator after writing part of a batch), nor report one
-node's keys as the whole picture (`status`). These tests start a real three-primary cluster.
+Such a command pointed at a cluster node must not stop on MOVED part-way through its work, nor report one
+node's keys as the whole picture. The commands that do run on a cluster are tested there in
+tests/test_cluster_commands.py. These tests start a real three-primary cluster.
 """
 
 from __future__ import annotations
@@ -46,15 +47,9 @@ def test_a_standalone_server_is_not_taken_for_a_cluster(redis_server: EmbeddedRe
 
 
 COMMANDS = {
-    "simulate": ["simulate", "--count", "1000", "--quiet"],
-    "ingest": ["ingest", "{trades}"],
     "analytics": ["analytics"],
     "archive": ["archive"],
-    "status": ["status"],
-    "alerts add": ["alerts", "add", "--symbol", "AAPL", "--drop", "5", "--window", "60s"],
-    "alerts list": ["alerts", "list"],
     "alerts tail": ["alerts", "tail"],
-    "export": ["export", "--all", "--out", "{out}"],
     "dashboard": ["dashboard", "--port", "{port}", "--ws-port", "{ws_port}"],
 }
 
