@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from redis.exceptions import ClusterError, SlotNotCoveredError
 
 from tickerdash.ingest.cluster import AnyRedis, is_cluster
 from tickerdash.ingest.contract.keys import Keys
@@ -24,10 +25,11 @@ class LayoutMismatchError(RedisServerError):
 
 
 def check_layout_if_reachable(client: AnyRedis, keys: Keys) -> None:
-    """`check_layout`, unless Redis cannot be reached now (each command waits for Redis its own way)."""
+    """`check_layout`, unless Redis cannot be reached now, or a cluster cannot serve the layout's slot now (each
+    command waits for Redis its own way)."""
     try:
         check_layout(client, keys)
-    except (redis.ConnectionError, redis.TimeoutError):
+    except (redis.ConnectionError, redis.TimeoutError, ClusterError, SlotNotCoveredError):
         return
 
 
