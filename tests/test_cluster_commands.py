@@ -1,8 +1,9 @@
 """The commands that read and write streams, rules and bars, on a real Redis Cluster.
 
-Three primaries, TICKERDASH_PARTITIONS=6, the URL of one node: `simulate`, `ingest`, `status`, the rules
-CLI and `export --all` each give what the same command gives on a standalone server with the same
-partitions, and a producer whose pipeline meets MOVED or a dropped connection writes every tick once.
+Three primaries with a replica each, TICKERDASH_PARTITIONS=6, the URL of one node: `simulate`, `ingest`,
+`status`, the rules CLI and `export --all` each give what the same command gives on a standalone server
+with the same partitions, and a producer whose pipeline meets MOVED, a dropped connection or the failover
+of a primary writes every tick once. The failover test kills a primary: it comes last.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from cluster_tools import redis_cluster
+from cluster_tools import redis_cluster, wait_until
 from redis.cluster import key_slot
 from typer.testing import CliRunner
 
@@ -36,6 +37,7 @@ from tickerdash.ingest.ticks import TickBatch
 pytestmark = pytest.mark.slow
 
 P = 6
+PRIMARIES = 3
 KEYS = Keys(partitions=P)
 PRODUCER_KEY = PRODUCER_FIELD.encode()
 OUTAGES = 3  # pipelines cut under the producer
@@ -44,8 +46,9 @@ START = "2026-01-02T14:30:00Z"  # the simulator's event clock, written on every 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[list[EmbeddedRedis]]:
-    """Three primaries sharing the slots, for the whole module (flushed before each test)."""
-    with redis_cluster(3) as nodes:
+    """Three primaries sharing the slots, then a replica of each, for the whole module (flushed before each
+    test)."""
+    with redis_cluster(PRIMARIES, replicas=1) as nodes:
         yield nodes
 
 
@@ -72,14 +75,16 @@ def run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Run:
     """`run("cluster" | "standalone", *args)`: a `tickerdash` command with P=6 against the cluster (the URL of
-    its second node) or the test session's standalone server; fails the test unless it exits 0."""
+    its second node, with a 1 s socket timeout) or the test session's standalone server; fails the test
+    unless it exits with `code` (0 by default)."""
 
-    def invoke(where: str, *args: str) -> Any:
-        monkeypatch.setenv("TICKERDASH_REDIS_URL", cluster[1].url if where == "cluster" else redis_server.url)
+    def invoke(where: str, *args: str, code: int = 0) -> Any:
+        url = f"{cluster[1].url}?socket_timeout=1" if where == "cluster" else redis_server.url
+        monkeypatch.setenv("TICKERDASH_REDIS_URL", url)
         monkeypatch.setenv("TICKERDASH_PARTITIONS", str(P))
         monkeypatch.setenv("TICKERDASH_DATA_DIR", str(tmp_path / where))
         result = CliRunner().invoke(app, list(args))
-        assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+        assert result.exit_code == code, f"{result.output}\n{result.exception!r}"
         return result
 
     return invoke
@@ -173,6 +178,22 @@ def test_status_shows_every_partition_with_its_node_and_length(run: Run, cluster
     assert all(node_name(cluster_client, stream) in table for stream in KEYS.tick_streams)
 
 
+def test_status_with_a_node_it_cannot_read_says_so_and_shows_nothing(
+    run: Run, cluster: list[EmbeddedRedis], cluster_client: AnyRedis
+) -> None:
+    """One primary does not answer (paused longer than the socket timeout): `status` exits 1 naming the
+    node, rather than a picture without that node's streams."""
+    run("cluster", "simulate", "--seed", "2", "--count", "2000", "--universe", "30", "--start", START, "--quiet")
+    with redis.Redis(port=cluster[2].port) as paused:
+        paused.execute_command("CLIENT", "PAUSE", 3000, "ALL")
+        try:
+            result = run("cluster", "status", "--json", code=1)
+        finally:
+            paused.execute_command("CLIENT", "UNPAUSE")
+    assert f"cannot read every Redis node: Timeout reading from 127.0.0.1:{cluster[2].port}" in result.output
+    assert '"streams"' not in result.output
+
+
 def test_the_rules_cli_works_on_a_cluster(run: Run, cluster_client: AnyRedis) -> None:
     """add, list, disable, enable and remove: each change and its version bump in one transaction (the rules
     and their version share a slot)."""
@@ -234,7 +255,7 @@ def expected_ids(ticks: TickBatch, keys: Keys) -> list[list[str]]:
 def move_slot(cluster: list[EmbeddedRedis], key: str) -> str:
     """Move the key's slot, with its keys, to another primary (a resharding); returns the new node's host:port."""
     slot = key_slot(key.encode())
-    clients = [redis.Redis(port=node.port, decode_responses=True) for node in cluster]
+    clients = [redis.Redis(port=node.port, decode_responses=True) for node in cluster[:PRIMARIES]]
     try:
         ids = [client.execute_command("CLUSTER", "MYID") for client in clients]
         source = next(i for i, c in enumerate(clients) if c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot))
@@ -243,7 +264,7 @@ def move_slot(cluster: list[EmbeddedRedis], key: str) -> str:
         clients[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
         moving = clients[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
         clients[source].execute_command("MIGRATE", "127.0.0.1", cluster[target].port, "", 0, 5000, "KEYS", *moving)
-        for client in clients:
+        for client in clients:  # the replicas learn it from their primaries
             client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
         return f"127.0.0.1:{cluster[target].port}"
     finally:
@@ -294,7 +315,7 @@ def test_connections_killed_under_a_publish_on_a_cluster_lose_and_repeat_no_trad
 
     writer = threading.Thread(target=publish)
     writer.start()
-    killers = [redis.Redis(port=node.port) for node in cluster]
+    killers = [redis.Redis(port=node.port) for node in cluster[:PRIMARIES]]
     deadline = time.monotonic() + 20
     while writer.is_alive() and producer.outage.outages < OUTAGES and time.monotonic() < deadline:
         time.sleep(0.02)  # most kills find the connections idle (redis-py reconnects those unseen): kill often
@@ -308,3 +329,42 @@ def test_connections_killed_under_a_publish_on_a_cluster_lose_and_repeat_no_trad
     assert not failure, failure
     assert producer.outage.outages >= OUTAGES, "the publish ended before its pipelines were cut often enough"
     assert trade_ids(cluster_client, KEYS) == expected_ids(ticks.slice(0, published), KEYS)
+
+
+def test_a_producer_rides_out_the_failover_of_a_primary(
+    cluster: list[EmbeddedRedis], cluster_client: AnyRedis, tmp_path: Path
+) -> None:
+    """SIGKILL of the primary that holds a partition while a producer writes: its replica takes over, and
+    every partition then holds each published trade once, in order."""
+    settings = Settings(data_dir=tmp_path, partitions=P, batch_rows=50, stream_maxlen=0)
+    most, step = 300_000, 2_000
+    ticks = make_ticks(most)
+    producer = Producer(cluster_client, settings)
+    failure: list[BaseException] = []
+    published = 0
+
+    def publish() -> None:
+        nonlocal published
+        try:
+            for start in range(0, most, step):
+                producer.publish(ticks.slice(start, start + step))
+                published = start + step
+                time.sleep(0.01)  # a steady stream, still going when the replica takes over
+        except BaseException as exc:  # handed to the test's thread
+            failure.append(exc)
+
+    victim_name = node_name(cluster_client, KEYS.ticks(0))
+    victim = next(node for node in cluster if victim_name.endswith(f":{node.port}"))
+    writer = threading.Thread(target=publish)
+    writer.start()
+    wait_until(lambda: published >= 20_000, "the producer did not get going")
+    assert victim.process is not None
+    victim.process.kill()
+    victim.process.wait()
+    victim.process = None  # the fixture's stop: nothing left to stop
+    writer.join(timeout=120)
+    producer.close()
+    assert not failure, failure
+    assert published == most and producer.outage.outages >= 1
+    assert node_name(cluster_client, KEYS.ticks(0)) != victim_name  # its replica holds the slot now
+    assert trade_ids(cluster_client, KEYS) == expected_ids(ticks, KEYS)
