@@ -72,7 +72,9 @@ def fill(client: AnyRedis, standalone: redis.Redis, keys: Keys) -> None:
         client.restore(stream, 0, dumped)
 
 
-def worker_processes(url: str, settings: Settings, owned: list[list[int]], stages: str) -> list[subprocess.Popen[bytes]]:
+def worker_processes(
+    url: str, settings: Settings, owned: list[list[int]], stages: str
+) -> list[subprocess.Popen[bytes]]:
     """`tickerdash analytics` processes, one per partition list, as deployed."""
     env = {
         **os.environ,

@@ -52,13 +52,12 @@ def request_from_form(symbols: Any, interval: Any, start: Any, end: Any, fmt: An
 
 def export_download(client: AnyRedis, settings: Settings, request: ExportRequest) -> Download:
     """The requested export as one file (a zip when alerts or anomalies are included); raises ExportError."""
-    # the export functions are annotated for one server; they get the dashboard's client, a cluster's too
     if not request.include:
-        content, filename = export_bytes(client, settings, request)  # type: ignore[arg-type]
+        content, filename = export_bytes(client, settings, request)
         return Download(content, filename)
     with tempfile.TemporaryDirectory(prefix="tickerdash-download-") as folder:
         bars = Path(folder) / f"tickerdash_{request.interval}.{request.format}"
-        result = export_bars(client, settings, request, bars)  # type: ignore[arg-type]
+        result = export_bars(client, settings, request, bars)
         packed = io.BytesIO()
         with zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for path in (result.path, *result.extra.values()):

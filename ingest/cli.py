@@ -75,11 +75,21 @@ def publish_trades(
 
 
 def _write_rejected(producer: Producer, rejected: list[Rejected], source: str) -> None:
+    import redis
+
+    from tickerdash.ingest.cluster import node_client, not_applied_here, refresh_slot_map
     from tickerdash.ingest.deadletter import add_rejected
 
-    pipe = producer.client.pipeline(transaction=False)
-    add_rejected(pipe, producer.keys.deadletter(), rejected, source)  # a producer's: partition 0's stream
-    pipe.execute()
+    stream = producer.keys.deadletter()  # a producer's: partition 0's stream
+    pipe = node_client(producer.client, stream).pipeline(transaction=False)  # on a cluster, the stream's node
+    add_rejected(pipe, stream, rejected, source)
+    try:
+        pipe.execute()
+    except redis.ResponseError as exc:
+        if not not_applied_here(exc):
+            raise
+        refresh_slot_map(producer.client)  # the slot moved: tried again on its node, like after a dropped connection
+        raise redis.ConnectionError(f"{stream} is served by another node now ({exc})") from exc
 
 
 def _progress_bar(unit: str) -> Progress:
@@ -192,7 +202,7 @@ def ingest(
     source = f"ingest:{reader.name}"
     summary = IngestSummary()
     interrupted = False
-    with reader, redis_connection(settings) as client, Producer(client, settings) as producer:
+    with reader, redis_connection(settings, cluster=True) as client, Producer(client, settings) as producer:
         freeze_import_objects()  # a replay (--speed) or a feed on stdin may run for hours
         _, total, unit = reader.progress
         with _progress_bar(unit) as bar:

@@ -16,6 +16,7 @@ or a dropped connection means the command was not applied: the caller refreshes 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import redis
@@ -86,3 +87,16 @@ def refresh_slot_map(client: AnyRedis) -> None:
 def not_applied_here(error: BaseException) -> bool:
     """Whether an error says the node does not serve the slot (now): the command was not applied."""
     return isinstance(error, NOT_HERE)
+
+
+def by_node(client: AnyRedis, keys: Sequence[str]) -> list[tuple[redis.Redis, list[int]]]:
+    """The positions of `keys` grouped by the primary that holds each one (in order within a group), with a
+    plain client on it: one pipeline per node (one group on a standalone server)."""
+    if not isinstance(client, redis.RedisCluster):
+        return [(client, list(range(len(keys))))] if keys else []
+    groups: dict[str, tuple[redis.Redis, list[int]]] = {}
+    for position, key in enumerate(keys):
+        node = client.get_node_from_key(key)
+        assert node.redis_connection is not None  # every node of the slot map has its client
+        groups.setdefault(node.name, (node.redis_connection, []))[1].append(position)
+    return list(groups.values())

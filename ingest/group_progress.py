@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import as_text
 
@@ -187,13 +188,13 @@ def _parse_progress(reply: Any) -> StreamProgress:
     )
 
 
-def read_progress(client: redis.Redis, stream: str) -> StreamProgress | None:
+def read_progress(client: AnyRedis, stream: str) -> StreamProgress | None:
     """The stream's size, counters and groups in one atomic step (None if the stream does not exist)."""
     reply = client.register_script(_PROGRESS_SCRIPT)(keys=[stream])
     return None if not reply else _parse_progress(reply)
 
 
-def create_group(client: redis.Redis, stream: str, group: str) -> bool:
+def create_group(client: AnyRedis, stream: str, group: str) -> bool:
     """Create `group` at the start of `stream` (and the stream) unless it exists; True if it was created.
 
     On Redis 7 the group starts with ENTRIESREAD 0, so that its entries-read counts exactly what it read
@@ -210,7 +211,7 @@ def create_group(client: redis.Redis, stream: str, group: str) -> bool:
     return False
 
 
-def record_missed(client: redis.Redis, keys: Keys, group: str, stream: str) -> tuple[int, int]:
+def record_missed(client: AnyRedis, keys: Keys, group: str, stream: str) -> tuple[int, int]:
     """Count the entries of `stream` that `group` missed and raise its record to it: (newly missed, in all)."""
     progress = read_progress(client, stream)
     mine = progress.group(group) if progress else None
@@ -228,6 +229,6 @@ def record_missed(client: redis.Redis, keys: Keys, group: str, stream: str) -> t
     return int(rose), lost_entries(client, keys, group, stream)
 
 
-def lost_entries(client: redis.Redis, keys: Keys, group: str, stream: str) -> int:
+def lost_entries(client: AnyRedis, keys: Keys, group: str, stream: str) -> int:
     """The recorded count of entries of `stream` that `group` missed."""
     return int(client.hget(keys.lost(group, stream), "entries") or 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from redis.exceptions import ClusterError, SlotNotCoveredError
 
 from tickerdash.ingest.cluster import AnyRedis, is_cluster
 from tickerdash.ingest.contract.keys import Keys
@@ -24,19 +25,21 @@ class LayoutMismatchError(RedisServerError):
 
 
 def check_layout_if_reachable(client: AnyRedis, keys: Keys) -> None:
-    """`check_layout`, unless Redis cannot be reached now (each command waits for Redis its own way)."""
+    """`check_layout`, unless Redis cannot be reached now, or a cluster cannot serve the layout's slot now (each
+    command waits for Redis its own way)."""
     try:
         check_layout(client, keys)
-    except (redis.ConnectionError, redis.TimeoutError):
+    except (redis.ConnectionError, redis.TimeoutError, ClusterError, SlotNotCoveredError):
         return
 
 
 def check_layout(client: AnyRedis, keys: Keys) -> None:
-    """Record this process's layout if the Redis has none yet; raise LayoutMismatchError if it has another."""
-    if is_cluster(client) and keys.partitions < 2:
+    """Record this process's layout if the Redis has none yet; raise LayoutMismatchError if it has another (or
+    if the Redis is a cluster and the layout has one partition)."""
+    if is_cluster(client) and keys.partitions == 1:
         raise LayoutMismatchError(
-            "this Redis is a Redis Cluster, which spreads partitions over its primaries: set TICKERDASH_PARTITIONS "
-            "to 2 or more (a multiple of the number of primaries, e.g. 6 for three)"
+            "this Redis is a Redis Cluster, and TICKERDASH_PARTITIONS is 1: on a cluster each partition's keys "
+            "live on one node, so set TICKERDASH_PARTITIONS to 2 or more (at least the number of primaries, e.g. 6)"
         )
     pipe = client.pipeline(transaction=True)
     pipe.hsetnx(keys.layout, "partitions", keys.partitions)

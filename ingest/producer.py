@@ -6,6 +6,11 @@ its producer id and a sequence number (`PRODUCER_FIELD`, `SEQ_FIELD`), and when 
 pipeline, the producer waits for Redis, reads back the streams' tails to find which of its entries
 landed, and sends only the rest. Its clients never retry a command on their own (a resent XADD that
 Redis had applied would be a duplicate).
+
+On a Redis Cluster each pipeline goes to one node: the entries are grouped by the primary that holds
+their stream's slot. A redirect (MOVED after a resharding, CLUSTERDOWN or READONLY during a failover) is
+handled like a dropped connection: the slot map is read again and the tails are read back from the
+streams' current nodes, so what landed is never sent twice and what did not is sent there.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from typing import Any
 
 import numpy as np
 import redis
+from redis.exceptions import ClusterError, RedisClusterUnreachableError, SlotNotCoveredError
 
+from tickerdash.ingest.cluster import NOT_HERE, AnyRedis, is_cluster, node_client, refresh_slot_map
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import PRODUCER_FIELD, SEQ_FIELD, encode_batch, encode_ticks, iter_chunks
 from tickerdash.ingest.reconnect import REDIS_DOWN, Outage, wait_out
@@ -34,6 +41,15 @@ PIPELINE_DEPTH = 1_000  # commands per round trip: big enough to hide latency, s
 TAIL_PAGE = 256  # most entries per XREVRANGE when looking for what landed before a connection died
 CLOCK_MARGIN_MS = 1_000
 PRODUCER_KEY, SEQ_KEY = PRODUCER_FIELD.encode(), SEQ_FIELD.encode()  # as they come back from Redis
+# a pipeline that may have been applied in part: Redis down, or (on a cluster) a node that no longer serves a
+# slot, a cluster that cannot serve it now, or a slot map with a hole in it while a failover is under way
+NOT_SURE: tuple[type[Exception], ...] = (
+    *REDIS_DOWN,
+    *NOT_HERE,
+    ClusterError,
+    SlotNotCoveredError,
+    RedisClusterUnreachableError,
+)
 Entry = tuple[str, dict[str, Any]]  # (stream, fields) of one XADD
 Stamped = tuple[str, dict[str, Any], int]  # (stream, fields, sequence number)
 
@@ -54,11 +70,11 @@ class PublishResult:
 class Producer:
     """Writes `TickBatch`es as batch entries (fast) or per-tick entries (interoperable)."""
 
-    def __init__(self, client: redis.Redis, settings: Settings, *, producer_id: str | None = None) -> None:
+    def __init__(self, client: AnyRedis, settings: Settings, *, producer_id: str | None = None) -> None:
         self.client = client
-        # both write on pools of their own that never re-send an XADD (whatever the caller's client does)
-        self.bulk = bulk_client(client)
-        self.plain = client_on_own_pool(client, decode_responses=False)  # hiredis packs faster
+        # writers on pools of their own that never re-send an XADD (whatever the caller's client does), one
+        # pair per node: `bulk` packs large values without copying them, `plain` is hiredis's (faster packing)
+        self._writers: dict[tuple[str, bool], redis.Redis] = {}
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
         self.retention = Retention(client, settings, self.keys)
@@ -67,10 +83,21 @@ class Producer:
         self.last_landed: dict[str, str] = {}  # stream -> ID of this producer's newest entry Redis confirmed
         self.outage = Outage(log)
 
+    def writer(self, stream: str, *, bulk: bool = False) -> redis.Redis:
+        """The producer's own client on the node that holds `stream` (any stream on a standalone server)."""
+        node = node_client(self.client, stream)
+        where = node.connection_pool.connection_kwargs
+        address = f"{where.get('host')}:{where.get('port')}"
+        writer = self._writers.get((address, bulk))
+        if writer is None:
+            writer = bulk_client(node) if bulk else client_on_own_pool(node, decode_responses=False)
+            self._writers[(address, bulk)] = writer
+        return writer
+
     def close(self) -> None:
         """Close the connections of the producer's own pools (the caller's client stays open)."""
-        self.bulk.connection_pool.disconnect()
-        self.plain.connection_pool.disconnect()
+        for writer in self._writers.values():
+            writer.connection_pool.disconnect()
 
     def __enter__(self) -> Producer:
         return self
@@ -99,8 +126,7 @@ class Producer:
         event clock on every entry (a simulator running ahead of the wall clock): readers check the trades'
         `ts` against it instead of the entry IDs' time.
         """
-        client, depth = (self.plain, PIPELINE_DEPTH) if per_tick else (self.bulk, PIPELINE_DEPTH // 10)
-        depth = self.retention.most_per_write(depth)
+        depth = self.retention.most_per_write(PIPELINE_DEPTH if per_tick else PIPELINE_DEPTH // 10)
         entries = 0
         queued: list[Entry] = []
         for partition, part in self.split_by_partition(batch):
@@ -112,17 +138,17 @@ class Producer:
             for fields in pieces:
                 queued.append((stream, fields))
                 if len(queued) >= depth:
-                    entries += self.send(queued, client)
+                    entries += self.send(queued, bulk=not per_tick)
                     queued = []
         if queued:
-            entries += self.send(queued, client)
+            entries += self.send(queued, bulk=not per_tick)
         return PublishResult(ticks=len(batch), entries=entries)
 
-    def send(self, entries: Iterable[Entry], client: redis.Redis | None = None, *, trim: bool = True) -> int:
+    def send(self, entries: Iterable[Entry], *, bulk: bool = False, trim: bool = True) -> int:
         """XADD the entries (their field dicts get this producer's id and next sequence number) in one
-        pipeline, with the tick streams' retention unless not `trim`; through a Redis outage, wait and
-        resend exactly those that did not land. Returns their count."""
-        client = client or self.plain
+        pipeline per node (`bulk`: packed without copying large values), with the tick streams' retention
+        unless not `trim`; through a Redis outage or a redirect, wait and resend exactly those that did not
+        land. Returns their count."""
         stamped: list[Stamped] = []
         for stream, fields in entries:
             self.seq += 1
@@ -131,10 +157,11 @@ class Producer:
             stamped.append((stream, fields, self.seq))
         todo, unsure, sent_at = stamped, False, time.monotonic()
         while todo:
-            pipe = client.pipeline(transaction=False)
+            done: set[int] = set()  # sequence numbers of the entries Redis confirmed in this attempt
             try:
-                if unsure:  # the last pipeline died: some of its entries may be on the streams already
-                    todo, unsure = self._not_landed(todo, client, sent_at), False
+                if unsure:  # the last attempt failed: some of its entries may be on the streams already
+                    refresh_slot_map(self.client)
+                    todo, unsure = self._not_landed(todo, sent_at), False
                     if not todo:
                         break
                 if trim:  # trims what every group has read; waits while the readers are a cap behind
@@ -142,34 +169,57 @@ class Producer:
                     for stream, _, _ in todo:
                         incoming[stream] = incoming.get(stream, 0) + 1
                     self.retention.make_room(incoming)
-                for stream, fields, _ in todo:
-                    pipe.xadd(stream, fields)  # type: ignore[arg-type]
-                ids = pipe.execute()
-            except REDIS_DOWN as exc:
-                pipe.reset()
+                for writer, group in self._by_node(todo, bulk):
+                    for (stream, _, seq), entry_id in zip(group, self._xadd_all(writer, group), strict=True):
+                        self.last_landed[stream] = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                        done.add(seq)
+            except NOT_SURE as exc:
                 wait_out(self.outage, exc)
-                unsure = True
+                todo, unsure = [entry for entry in todo if entry[2] not in done], True
                 continue
-            for (stream, _, _), entry_id in zip(todo, ids, strict=True):
-                self.last_landed[stream] = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
             todo = []
         self.outage.recovered()
         return len(stamped)
 
-    def _not_landed(self, sent: list[Stamped], client: redis.Redis, sent_at: float) -> list[Stamped]:
+    def _by_node(self, entries: list[Stamped], bulk: bool) -> list[tuple[redis.Redis, list[Stamped]]]:
+        """The entries grouped by the node that holds their stream, in order within each node, with the
+        producer's writer on it (one group on a standalone server)."""
+        if not is_cluster(self.client):
+            return [(self.writer("", bulk=bulk), entries)] if entries else []
+        groups: dict[int, tuple[redis.Redis, list[Stamped]]] = {}
+        for entry in entries:
+            writer = self.writer(entry[0], bulk=bulk)
+            groups.setdefault(id(writer), (writer, []))[1].append(entry)
+        return list(groups.values())
+
+    @staticmethod
+    def _xadd_all(writer: redis.Redis, entries: list[Stamped]) -> list[Any]:
+        """XADD every entry in one pipeline; their IDs."""
+        pipe = writer.pipeline(transaction=False)
+        try:
+            for stream, fields, _ in entries:
+                pipe.xadd(stream, fields)  # type: ignore[arg-type]
+            return list(pipe.execute())
+        finally:
+            pipe.reset()
+
+    def _not_landed(self, sent: list[Stamped], sent_at: float) -> list[Stamped]:
         """The entries of `sent` (first sent at `sent_at`, monotonic) that are not on their streams, found by
-        reading the streams back from their tails (each stream's landed entries are a prefix of those sent
-        to it: Redis applies a pipeline in order)."""
-        seconds, micros = client.time()
-        # an entry added with `*` gets an ID no older than the server's clock when it arrived
-        oldest_ms = seconds * 1000 + micros // 1000 - int((time.monotonic() - sent_at) * 1000) - CLOCK_MARGIN_MS
-        landed = {
-            stream: self._last_seq_on(stream, client, max(oldest_ms, 0))
-            for stream in dict.fromkeys(stream for stream, _, _ in sent)
-        }
+        reading the streams back from their tails, each on the node that holds it now (each stream's landed
+        entries are a prefix of those sent to it: Redis applies a pipeline in order)."""
+        landed: dict[str, int] = {}
+        oldest_on: dict[int, int] = {}  # writer -> the oldest ID time an entry of this send can have there
+        for stream in dict.fromkeys(stream for stream, _, _ in sent):
+            reader = self.writer(stream)
+            if id(reader) not in oldest_on:
+                seconds, micros = reader.time()
+                # an entry added with `*` gets an ID no older than the server's clock when it arrived
+                elapsed_ms = int((time.monotonic() - sent_at) * 1000)
+                oldest_on[id(reader)] = max(seconds * 1000 + micros // 1000 - elapsed_ms - CLOCK_MARGIN_MS, 0)
+            landed[stream] = self._last_seq_on(stream, reader, oldest_on[id(reader)])
         rest = [entry for entry in sent if entry[2] > landed[entry[0]]]
         log.info(
-            "%d of %d entries had landed before the connection died; sending the other %d",
+            "%d of %d entries had landed before the write failed; sending the other %d",
             len(sent) - len(rest),
             len(sent),
             len(rest),

@@ -14,8 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import redis
-
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import as_text
 from tickerdash.ingest.group_progress import GroupProgress, create_group, next_id, parse_id, read_progress
@@ -91,7 +90,7 @@ class Room:
 class Retention:
     """A producer's side of retention: trims its tick streams and waits when their readers fall behind."""
 
-    def __init__(self, client: redis.Redis, settings: Settings, keys: Keys) -> None:
+    def __init__(self, client: AnyRedis, settings: Settings, keys: Keys) -> None:
         self.client = client
         self.settings = settings
         self.keys = keys

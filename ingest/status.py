@@ -1,5 +1,9 @@
 """`tickerdash status`: every stream with its length, each group's lag, pending and lost entries, producers
-waiting for the workers, dead letters."""
+waiting for the workers, dead letters.
+
+On a Redis Cluster every primary is scanned (a node that cannot be reached stops the report with an
+error rather than leaving its streams out), and each partition shows the node that holds it.
+"""
 
 from __future__ import annotations
 
@@ -11,25 +15,38 @@ from rich.console import Console
 from rich.table import Table
 
 from tickerdash.ingest.cli_output import output_console, print_json, print_table
-from tickerdash.ingest.clikit import load_settings
+from tickerdash.ingest.clikit import console, load_settings
 from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 
 if TYPE_CHECKING:
-    import redis
+    from tickerdash.ingest.cluster import AnyRedis
 
 # the Redis client and the entry codecs (numpy, pyarrow) load when the report is gathered, not for `--help`
 
 DEADLETTER_SAMPLE = 1_000
 
 
-def gather(client: redis.Redis, keys: Keys, group: str = ANALYTICS_GROUP) -> dict[str, Any]:
-    """A plain-data picture of the pipeline's streams, groups, partitions (who owns each) and dead letters."""
+def stream_names(client: AnyRedis, keys: Keys) -> list[str]:
+    """Every stream under the prefix, sorted: SCAN on every primary of a cluster (an error if one cannot be
+    asked, never a partial list)."""
+    from tickerdash.ingest.cluster import primary_clients
+    from tickerdash.ingest.contract.tick_entries import as_text
+
+    found: set[str] = set()
+    for node in primary_clients(client):
+        found.update(as_text(k) for k in node.scan_iter(match=keys.every_key, _type="stream", count=1000))
+    return sorted(found)
+
+
+def gather(client: AnyRedis, keys: Keys, group: str = ANALYTICS_GROUP) -> dict[str, Any]:
+    """A plain-data picture of the pipeline's streams, groups, partitions (who owns each, on which node) and
+    dead letters."""
     from tickerdash.ingest.contract.dead_letters import dead_letter_reason
     from tickerdash.ingest.contract.tick_entries import as_text
     from tickerdash.ingest.group_progress import lost_entries, missed_entries, read_progress
 
     streams = []
-    for name in sorted(as_text(k) for k in client.scan_iter(match=keys.every_key, _type="stream", count=1000)):
+    for name in stream_names(client, keys):
         info = client.xinfo_stream(name)
         infos = client.xinfo_groups(name)
         progress = read_progress(client, name) if infos else None
@@ -73,13 +90,17 @@ def gather(client: redis.Redis, keys: Keys, group: str = ANALYTICS_GROUP) -> dic
     }
 
 
-def _partitions(client: redis.Redis, keys: Keys, group: str, streams: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each partition's tick stream with the worker that holds its lease (None: nobody), and the group's lag and
-    pending entries on it."""
+def _partitions(client: AnyRedis, keys: Keys, group: str, streams: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each partition's tick stream with its node (None on a standalone server), its length, the worker that
+    holds its lease (None: nobody), and the group's lag and pending entries on it."""
+    from tickerdash.ingest.cluster import node_name
     from tickerdash.ingest.contract.tick_entries import as_text
 
     by_name = {s["stream"]: s for s in streams}
-    owners: list[Any] = client.mget(keys.leases(group))
+    pipe = client.pipeline(transaction=False)  # on a cluster, one round trip per node: the leases are in every slot
+    for lease in keys.leases(group):
+        pipe.get(lease)
+    owners: list[Any] = pipe.execute()
     rows = []
     for partition, owner in enumerate(owners):
         stream = keys.ticks(partition)
@@ -88,6 +109,8 @@ def _partitions(client: redis.Redis, keys: Keys, group: str, streams: list[dict[
             {
                 "partition": partition,
                 "stream": stream,
+                "node": node_name(client, stream) or None,
+                "length": by_name.get(stream, {}).get("length", 0),
                 "owner": as_text(owner) if owner is not None else None,
                 "lag": mine[0]["lag"] if mine else None,
                 "pending": mine[0]["pending"] if mine else None,
@@ -96,11 +119,12 @@ def _partitions(client: redis.Redis, keys: Keys, group: str, streams: list[dict[
     return rows
 
 
-def _shared_workers(client: redis.Redis, keys: Keys, group: str) -> list[str]:
+def _shared_workers(client: AnyRedis, keys: Keys, group: str) -> list[str]:
     """The live workers that share the group's partitions (`--partitions auto`)."""
+    from tickerdash.ingest.cluster import node_client
     from tickerdash.ingest.contract.tick_entries import as_text
 
-    now_ms = int(client.time()[0]) * 1000
+    now_ms = int(node_client(client, keys.members(group)).time()[0]) * 1000
     members: list[bytes] = client.zrangebyscore(keys.members(group), now_ms, "+inf")  # type: ignore[assignment]
     return sorted(as_text(m) for m in members)
 
@@ -125,12 +149,14 @@ def render(report: dict[str, Any], console: Console) -> None:
             )
     print_table(table, console)
     owners = Table(title="Partitions", title_justify="left")
-    for column in ("partition", "stream", "owner", "pending", "lag"):
+    on_nodes = any(p["node"] for p in report["partitions"])  # a cluster: say which node holds each partition
+    for column in ("partition", "stream", *(("node",) if on_nodes else ()), "owner", "pending", "lag"):
         owners.add_column(column, justify="right" if column in ("partition", "pending", "lag") else "left")
     for p in report["partitions"]:
         owners.add_row(
             str(p["partition"]),
             p["stream"],
+            *((p["node"],) if on_nodes else ()),
             p["owner"] or "[bold red]none[/]",
             "-" if p["pending"] is None else f"{p['pending']:,}",
             "?" if p["lag"] is None else f"{p['lag']:,}",
@@ -160,7 +186,8 @@ def status(
         "--json",
         help="Print JSON instead of tables: an object with `streams` (a list: stream, length, last_entry, groups "
         "with name, consumers, pending, lag, last_delivered, lost; producer_waiting), `partitions` (partition, "
-        "stream, owner, pending, lag of the analytics group), `workers` (those sharing the partitions), "
+        "stream, node (host:port on a Redis Cluster, else null), length, owner, pending, lag of the analytics "
+        "group), `workers` (those sharing the partitions), "
         "`deadletter` and `rules`.",
     ),
 ) -> None:
@@ -169,11 +196,18 @@ def status(
 
     Examples: `tickerdash status`; `tickerdash status --json | jq '.streams[].groups[].lag'`.
     """
+    import redis
+
     from tickerdash.ingest.redis_server import redis_connection
 
     settings = load_settings()
-    with redis_connection(settings) as client:
-        report = gather(client, Keys(settings.prefix, settings.partitions), settings.group)
+    with redis_connection(settings, cluster=True) as client:
+        try:
+            report = gather(client, Keys(settings.prefix, settings.partitions), settings.group)
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+            # a node that cannot be asked: no report, rather than one that leaves its streams out
+            console.print(f"[bold red]error:[/] cannot read every Redis node: {exc}", highlight=False)
+            raise typer.Exit(1) from exc
     if as_json:
         print_json(report)
     else:

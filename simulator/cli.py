@@ -223,7 +223,7 @@ def simulate(
             from tickerdash.ingest.redis_server import redis_connection
 
             setup_logging()  # the producer says when it waits for the workers (backpressure)
-            client = stack.enter_context(redis_connection(settings))
+            client = stack.enter_context(redis_connection(settings, cluster=True))
             sink = RedisSink(client, settings, per_tick=per_tick)
             sink.record_run(config, scenario or "flags")
             target = f"{sink.producer.keys.ticks()} ({'per-tick' if per_tick else 'batch'} entries)"

@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import redis
 
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.reconnect import through_outages
@@ -132,7 +132,7 @@ class Sink(Protocol):
 class RedisSink:
     """Ticks onto the tick streams (batch entries, or `per_tick`), labels onto `tickerdash:labels`."""
 
-    def __init__(self, client: redis.Redis, settings: Settings, *, per_tick: bool = False) -> None:
+    def __init__(self, client: AnyRedis, settings: Settings, *, per_tick: bool = False) -> None:
         self.client = client
         self.producer = Producer(client, settings)
         keys = Keys(settings.prefix, settings.partitions)

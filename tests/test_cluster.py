@@ -1,8 +1,8 @@
-"""A Redis Cluster URL is recognised: every command refuses it at once, in words, before writing anything.
+"""A Redis Cluster URL is recognised. A caller that runs on one server only refuses it in words; every command
+runs on one, and refuses in words, before writing anything, a layout a cluster cannot hold (one partition).
 
-Tickerdash does not run on Redis Cluster yet. Until it does, a command pointed at a cluster node must not
-stop on MOVED part-way through its work (a simulator after writing part of a batch), nor report one
-node's keys as the whole picture (`status`). These tests start a real three-primary cluster.
+The commands are tested on a cluster in tests/test_cluster_commands.py, test_cluster_readers.py and
+test_cluster_worker.py. These tests start a real three-primary cluster.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from cluster_tools import keys_on, redis_cluster
 
+from tickerdash.ingest.cluster import primary_clients
 from tickerdash.ingest.redis_server import ClusterNotSupportedError, EmbeddedRedis, client_for, free_port
 
 pytestmark = pytest.mark.slow
@@ -28,7 +30,7 @@ def cluster() -> Iterator[list[EmbeddedRedis]]:
         yield nodes
 
 
-def test_a_client_for_a_cluster_node_is_refused_with_what_to_do(cluster: list[EmbeddedRedis]) -> None:
+def test_a_client_for_one_server_refuses_a_cluster_node_with_what_to_do(cluster: list[EmbeddedRedis]) -> None:
     """Any node's URL is recognised as a cluster; the message names it and the setting to change."""
     for node in cluster:
         with pytest.raises(ClusterNotSupportedError) as refused:
@@ -45,22 +47,36 @@ def test_a_standalone_server_is_not_taken_for_a_cluster(redis_server: EmbeddedRe
         client.close()
 
 
+def test_every_caller_of_a_cluster_client_runs_on_one_too(cluster: list[EmbeddedRedis]) -> None:
+    """A cluster client from any node, a plain one from a standalone server's URL."""
+    for node in cluster:
+        client = client_for(node.url, cluster=True)
+        assert isinstance(client, redis.RedisCluster) and len(primary_clients(client)) == 3
+        client.close()
+
+
 COMMANDS = {
     "simulate": ["simulate", "--count", "1000", "--quiet"],
     "ingest": ["ingest", "{trades}"],
+    "analytics": ["analytics"],
+    "archive": ["archive"],
     "status": ["status"],
     "alerts add": ["alerts", "add", "--symbol", "AAPL", "--drop", "5", "--window", "60s"],
     "alerts list": ["alerts", "list"],
+    "alerts tail": ["alerts", "tail"],
+    "alerts backtest": ["alerts", "backtest", "--symbol", "AAPL", "--drop", "5", "--window", "60s"],
+    "alerts failures": ["alerts", "failures"],
     "export": ["export", "--all", "--out", "{out}"],
+    "dashboard": ["dashboard", "--port", "{port}", "--ws-port", "{ws_port}"],
 }
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
-def test_every_command_refuses_a_cluster_before_writing_anything(
+def test_every_command_refuses_one_partition_on_a_cluster_before_writing_anything(
     name: str, cluster: list[EmbeddedRedis], tmp_path: Path
 ) -> None:
-    """Pointed at a cluster node, each command exits 1 with one line that says what to do, no traceback,
-    and the cluster holds no key afterwards."""
+    """With TICKERDASH_PARTITIONS=1 (the default) on a cluster, each command exits 1 with one line that says
+    what to set, no traceback, and the cluster holds no key afterwards."""
     trades = tmp_path / "trades.csv"
     trades.write_text("symbol,price,size,ts\nAAPL,187.5,100,1767225600000\n")
     places = {"trades": str(trades), "out": str(tmp_path / "bars.parquet"), "port": "0", "ws_port": "0"}
@@ -75,6 +91,6 @@ def test_every_command_refuses_a_cluster_before_writing_anything(
     )
     said = done.stdout + done.stderr
     assert done.returncode == 1, said[-2000:]
-    assert "Redis Cluster" in said and "TICKERDASH_REDIS_URL" in said, said[-2000:]
+    assert "Redis Cluster" in said and "TICKERDASH_PARTITIONS to 2 or more" in said, said[-2000:]
     assert "Traceback" not in said, said[-2000:]
     assert keys_on(cluster) == 0

@@ -124,7 +124,7 @@ def test_after_a_lost_connection_only_the_entries_that_did_not_land_are_sent_aga
     for stream, fields, _ in sorted(landed, key=lambda entry: entry[2]):  # Redis ran these before the cut
         redis_client.xadd(stream, fields)  # type: ignore[arg-type]
         redis_client.xadd(stream, {"n": "another client", "producer": "someone-else", "seq": 99})
-    rest = producer._not_landed(sent, producer.plain, time.monotonic())
+    rest = producer._not_landed(sent, time.monotonic())
     assert [fields["n"] for _, fields, _ in rest] == ["3", "5", "6", "7", "8", "9"]  # landed: 0 2 4 on a, 1 on b
     producer.close()
 

@@ -55,7 +55,7 @@ def seed_demo_rule(url: str, settings: Settings, symbol: str) -> Rule | None:
     from tickerdash.ingest.layout import check_layout
     from tickerdash.ingest.redis_server import client_for
 
-    with contextlib.closing(client_for(url)) as client:
+    with contextlib.closing(client_for(url, cluster=True)) as client:
         keys = Keys(settings.prefix, settings.partitions)
         check_layout(client, keys)  # before anything is started: every process it starts would refuse
         store = RuleStore(client, keys)

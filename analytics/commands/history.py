@@ -88,7 +88,7 @@ def export(
         console=console,
         disable=quiet,
     )
-    with redis_connection(settings) as client, progress:
+    with redis_connection(settings, cluster=True) as client, progress:
         task = progress.add_task("export", total=None, rows="0")
 
         def advance(done: int, total: int, rows: int) -> None:

@@ -25,8 +25,7 @@ from tickerdash.ingest.clikit import fail, load_settings
 from tickerdash.ingest.contract.keys import Keys
 
 if TYPE_CHECKING:
-    import redis
-
+    from tickerdash.ingest.cluster import AnyRedis
     from tickerdash.ingest.importers import TradeReader
     from tickerdash.ingest.ticks import TickBatch
 
@@ -37,14 +36,15 @@ XRANGE_COUNT = 1_000  # stream entries per read while backtesting (a batch entry
 FileOpt = Annotated[str | None, typer.Option(help="Trade file (CSV, NDJSON, Parquet) instead of the tick streams.")]
 
 
-def stream_batches(client: redis.Redis, keys: Keys, symbol: str | None = None) -> Iterator[TickBatch]:
+def stream_batches(client: AnyRedis, keys: Keys, symbol: str | None = None) -> Iterator[TickBatch]:
     """Every trade stored on the tick streams (one partition when a symbol is given), in stream order."""
     from tickerdash.ingest.contract.tick_entries import decode_entries
-    from tickerdash.ingest.redis_adapter import raw_client
+    from tickerdash.ingest.redis_adapter import PerNode, raw_client
 
-    raw = raw_client(client)
+    raw_of = PerNode(client, raw_client)  # each stream read on the primary that holds it (on a cluster)
     streams = [keys.ticks(keys.partition_of(symbol))] if symbol else keys.tick_streams
     for stream in streams:
+        raw = raw_of(stream)
         start = "-"
         while True:
             entries: Any = raw.xrange(stream, min=start, count=XRANGE_COUNT)
@@ -113,8 +113,8 @@ def backtest_command(
             yield batch
 
     need_redis = rule is None or file is None
-    connection: AbstractContextManager[redis.Redis | None] = (
-        redis_connection(settings) if need_redis else contextlib.nullcontext()
+    connection: AbstractContextManager[AnyRedis | None] = (
+        redis_connection(settings, cluster=True) if need_redis else contextlib.nullcontext()
     )
     with connection as client:
         if rule is None:

@@ -30,7 +30,7 @@ def failures(
     from tickerdash.ingest.redis_server import redis_connection
 
     settings = load_settings()
-    with redis_connection(settings) as client:
+    with redis_connection(settings, cluster=True) as client:
         rows = recent_failures(client, Keys(settings.prefix, settings.partitions), count)
     if as_json:
         print_json([_failure_object(row) for row in rows])

@@ -56,7 +56,7 @@ def add(
     from tickerdash.ingest.redis_server import redis_connection
 
     rule = rule_from_flags(symbol, drop, window, cooldown, webhook, name, rule_id, not disabled, include_bad_prints)
-    with redis_connection(load_settings()) as client:
+    with redis_connection(load_settings(), cluster=True) as client:
         try:
             stored = rule_store(client).add(rule)
         except RuleError as exc:
@@ -80,7 +80,7 @@ def list_rules(as_json: Annotated[bool, typer.Option("--json", help=LIST_JSON_HE
     """
     from tickerdash.ingest.redis_server import redis_connection
 
-    with redis_connection(load_settings()) as client:
+    with redis_connection(load_settings(), cluster=True) as client:
         snapshot = rule_store(client).snapshot()
     if as_json:
         print_json([{**r.to_dict(), "include_bad_prints": r.include_bad_prints} for r in snapshot.rules])
@@ -109,7 +109,7 @@ def remove(rule_id: Annotated[str, typer.Argument(help="Id of the rule to delete
     """Delete a rule (its id as `tickerdash alerts list` shows it)."""
     from tickerdash.ingest.redis_server import redis_connection
 
-    with redis_connection(load_settings()) as client:
+    with redis_connection(load_settings(), cluster=True) as client:
         store = rule_store(client)
         if not client.hexists(store.keys.rules, rule_id):
             fail(f"no rule with id {rule_id!r}: see `tickerdash alerts list`")
@@ -121,7 +121,7 @@ def _set_enabled(rule_id: str, enabled: bool) -> None:
     from tickerdash.analytics.stages.alerts.rules import RuleError
     from tickerdash.ingest.redis_server import redis_connection
 
-    with redis_connection(load_settings()) as client:
+    with redis_connection(load_settings(), cluster=True) as client:
         try:
             rule_store(client).set_enabled(rule_id, enabled)
         except RuleError as exc:

@@ -10,10 +10,9 @@ from tickerdash.ingest.clikit import fail, load_settings
 from tickerdash.ingest.contract.keys import Keys
 
 if TYPE_CHECKING:
-    import redis
-
     from tickerdash.analytics.stages.alerts.rules import Rule
     from tickerdash.analytics.stages.alerts.store import RuleStore
+    from tickerdash.ingest.cluster import AnyRedis
 
 # the rules and the store load inside the functions: `--help` needs neither
 
@@ -32,7 +31,7 @@ BadPrintsOpt = Annotated[
 ]
 
 
-def rule_store(client: redis.Redis) -> RuleStore:
+def rule_store(client: AnyRedis) -> RuleStore:
     """The rules stored under the configured key prefix."""
     from tickerdash.analytics.stages.alerts.store import RuleStore
 

@@ -1,4 +1,8 @@
-"""Reading bars for an export: the archive and Redis merged, Redis asked only for what the archive lacks."""
+"""Reading bars for an export: the archive and Redis merged, Redis asked only for what the archive lacks.
+
+On a Redis Cluster each partition's bar streams are found by a SCAN on the node that holds the partition,
+and read with one pipeline per node.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import redis
 
 from tickerdash.analytics.engine.segments import TS_BITS
 from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, archive_root
@@ -17,6 +20,7 @@ from tickerdash.analytics.history.archive_read import archived_span, read_coded,
 from tickerdash.analytics.history.export.request import (
     INTERVAL_MS,
 )
+from tickerdash.ingest.cluster import AnyRedis, by_node, node_client
 from tickerdash.ingest.contract.bars import BAR_FIELDS, decode_bar_entries
 from tickerdash.ingest.contract.fields import entry_ms
 from tickerdash.ingest.contract.keys import Keys
@@ -30,9 +34,8 @@ PROBE_COST_BARS = 4  # a gap probe costs about as much as parsing this many bars
 class BarReader:
     """Bars of one interval from the archive and Redis together, deduplicated by (symbol, start)."""
 
-    def __init__(self, client: redis.Redis | None, settings: Settings, root: Path | None = None) -> None:
+    def __init__(self, client: AnyRedis | None, settings: Settings, root: Path | None = None) -> None:
         self.client = client
-        self.raw = raw_client(client) if client is not None else None
         self.keys = Keys(settings.prefix, settings.partitions)
         self.root = root or archive_root(settings)
 
@@ -41,8 +44,8 @@ class BarReader:
         if self.client is None:
             return set()
         symbols: set[str] = set()
-        for prefix in self.keys.bars_prefixes(interval):
-            found = self.client.scan_iter(match=f"{prefix}*", count=1000, _type="stream")
+        for prefix in self.keys.bars_prefixes(interval):  # a partition's bars are on its node
+            found = node_client(self.client, prefix).scan_iter(match=f"{prefix}*", count=1000, _type="stream")
             symbols.update((k.decode() if isinstance(k, bytes) else k)[len(prefix) :] for k in found)
         return symbols
 
@@ -86,7 +89,7 @@ class BarReader:
         between them that the archive leaves open (further pages only where a range is long).
         """
         empty = ARCHIVE_SCHEMA.empty_table().drop_columns(["symbol"]), np.empty(0, np.int32)
-        if self.raw is None:
+        if self.client is None:
             return empty
         step = INTERVAL_MS[interval]
         heads, tails = self._redis_ends(interval, names, lo_ms, hi_ms)
@@ -109,21 +112,24 @@ class BarReader:
         return pa.concat_tables([table for table, _ in parts]).drop_columns(["symbol"]), codes
 
     def _xrange_all(self, ranges: Sequence[tuple[str, int, int]]) -> list[list[Any]]:
-        """Every entry of each (stream, first ms, last ms): one pipelined round trip, then one per further page."""
-        assert self.raw is not None
+        """Every entry of each (stream, first ms, last ms): one pipelined round trip per node, then one per further
+        page."""
+        assert self.client is not None
         found: list[list[Any]] = [[] for _ in ranges]
-        pending = [(i, f"{first}-0") for i, (_, first, _) in enumerate(ranges)]
-        while pending:
-            pipe = self.raw.pipeline(transaction=False)
-            for i, start in pending:
-                key, _, last = ranges[i]
-                pipe.execute_command("XRANGE", key, start, f"{last}-0", "COUNT", REDIS_PAGE)
-            more = []
-            for (i, _), page in zip(pending, pipe.execute(), strict=True):
-                found[i].extend(page)
-                if len(page) == REDIS_PAGE:
-                    more.append((i, "(" + page[-1][0].decode()))
-            pending = more
+        for node, positions in by_node(self.client, [key for key, _, _ in ranges]):
+            raw = raw_client(node)
+            pending = [(i, f"{ranges[i][1]}-0") for i in positions]
+            while pending:
+                pipe = raw.pipeline(transaction=False)
+                for i, start in pending:
+                    key, _, last = ranges[i]
+                    pipe.execute_command("XRANGE", key, start, f"{last}-0", "COUNT", REDIS_PAGE)
+                more = []
+                for (i, _), page in zip(pending, pipe.execute(), strict=True):
+                    found[i].extend(page)
+                    if len(page) == REDIS_PAGE:
+                        more.append((i, "(" + page[-1][0].decode()))
+                pending = more
         return found
 
     def survey(self, interval: str, symbols: Sequence[str] | None, lo_ms: int, hi_ms: int) -> Survey:
@@ -146,20 +152,22 @@ class BarReader:
     def _redis_ends(
         self, interval: str, symbols: Sequence[str], lo_ms: int, hi_ms: int
     ) -> tuple[dict[str, int], dict[str, int]]:
-        """The first and last Redis bar start in [lo_ms, hi_ms) of each symbol that has one (one round trip)."""
+        """The first and last Redis bar start in [lo_ms, hi_ms) of each symbol that has one (one round trip per
+        node)."""
         if self.client is None or not symbols:
             return {}, {}
-        pipe = self.client.pipeline(transaction=False)
-        for symbol in symbols:
-            key = self.keys.bars(interval, symbol)
-            pipe.xrange(key, f"{lo_ms}-0", f"{hi_ms - 1}-0", count=1)
-            pipe.xrevrange(key, f"{hi_ms - 1}-0", f"{lo_ms}-0", count=1)
-        replies: list[Any] = pipe.execute()
         heads, tails = {}, {}
-        for symbol, head, tail in zip(symbols, replies[0::2], replies[1::2], strict=True):
-            if head and tail:
-                heads[symbol] = entry_ms(head[0][0])
-                tails[symbol] = entry_ms(tail[0][0])
+        for node, positions in by_node(self.client, [self.keys.bars(interval, symbol) for symbol in symbols]):
+            pipe = node.pipeline(transaction=False)
+            for i in positions:
+                key = self.keys.bars(interval, symbols[i])
+                pipe.xrange(key, f"{lo_ms}-0", f"{hi_ms - 1}-0", count=1)
+                pipe.xrevrange(key, f"{hi_ms - 1}-0", f"{lo_ms}-0", count=1)
+            replies: list[Any] = pipe.execute()
+            for i, head, tail in zip(positions, replies[0::2], replies[1::2], strict=True):
+                if head and tail:
+                    heads[symbols[i]] = entry_ms(head[0][0])
+                    tails[symbols[i]] = entry_ms(tail[0][0])
         return heads, tails
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import redis
 
 from tickerdash.analytics.history.export.bar_reader import (
     BarReader,
@@ -44,6 +43,7 @@ from tickerdash.analytics.history.export.table_writer import (
     describe_run,
     output_schema,
 )
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.bars import BAR_FIELDS
 from tickerdash.ingest.settings import Settings
 
@@ -117,7 +117,7 @@ def _with_interval(table: pa.Table, interval: str, schema: pa.Schema) -> pa.Tabl
 
 
 def export_bars(
-    client: redis.Redis | None,
+    client: AnyRedis | None,
     settings: Settings,
     request: ExportRequest,
     out: Path,
@@ -176,7 +176,7 @@ def export_bars(
     return ExportResult(out, writer.rows, source, tuple(symbols), extra, time.perf_counter() - began, watch.seconds)
 
 
-def export_bytes(client: redis.Redis | None, settings: Settings, request: ExportRequest) -> tuple[bytes, str]:
+def export_bytes(client: AnyRedis | None, settings: Settings, request: ExportRequest) -> tuple[bytes, str]:
     """The export as file contents and a file name, for downloads (the dashboard); `include` is ignored."""
     import tempfile
 

@@ -22,6 +22,7 @@ from tickerdash.analytics.history.export.request import (
 from tickerdash.analytics.history.export.table_writer import (
     TableWriter,
 )
+from tickerdash.ingest.cluster import AnyRedis, node_client
 from tickerdash.ingest.contract.alerts import ALERT_TEXT_FIELDS
 from tickerdash.ingest.contract.anomalies import ANOMALY_TEXT_FIELDS
 from tickerdash.ingest.contract.fields import as_text, text_fields
@@ -49,7 +50,7 @@ def _stream_pages(raw: redis.Redis, key: str) -> Iterator[list[Any]]:
 
 
 def export_stream(
-    client: redis.Redis | None,
+    client: AnyRedis | None,
     keys: Keys,
     name: str,
     request: ExportRequest,
@@ -62,12 +63,11 @@ def export_stream(
     path = sibling(out, name)
     if client is None:
         raise ExportError(f"--include {name}: needs Redis (alerts, anomalies and trades are not archived)")
-    raw = raw_client(client)
     wanted = pa.array(sorted(symbols), pa.string())
     streams = {"trades": keys.tick_streams, "alerts": keys.alert_streams}.get(name, keys.anomaly_streams)
     tables = []
     for stream in streams:
-        for entries in _stream_pages(raw, stream):
+        for entries in _stream_pages(raw_client(node_client(client, stream)), stream):  # a cluster: on its node
             table = _trades_table(entries) if name == "trades" else _events_table(entries)
             if table.num_rows:
                 keep = pc.and_(

@@ -12,12 +12,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import redis
 
 from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA
 from tickerdash.analytics.history.export.request import (
     Format,
 )
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 
 PARQUET_COMPRESSION = "snappy"  # pyarrow's default: fast to write and read; the benchmark's reference uses it too
@@ -56,7 +56,7 @@ def output_schema(interval: str, tz: str, meta: dict[str, Any]) -> pa.Schema:
     )
 
 
-def describe_run(client: redis.Redis | None, keys: Keys) -> dict[str, Any]:
+def describe_run(client: AnyRedis | None, keys: Keys) -> dict[str, Any]:
     """Version, rules version and simulator seed (where Redis knows them) for the metadata."""
     try:
         version = importlib_metadata.version("tickerdash")
