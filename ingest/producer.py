@@ -10,7 +10,9 @@ Redis had applied would be a duplicate).
 On a Redis Cluster each pipeline goes to one node: the entries are grouped by the primary that holds
 their stream's slot. A redirect (MOVED after a resharding, CLUSTERDOWN or READONLY during a failover) is
 handled like a dropped connection: the slot map is read again and the tails are read back from the
-streams' current nodes, so what landed is never sent twice and what did not is sent there.
+streams' current nodes, so what landed is never sent twice and what did not is sent there. Where the
+primaries have replicas, a pipeline counts as written only once a replica holds it (WAIT): replication is
+asynchronous, and a primary that dies takes with it what its promoted replica had not received.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 PIPELINE_DEPTH = 1_000  # commands per round trip: big enough to hide latency, small enough for memory
 TAIL_PAGE = 256  # most entries per XREVRANGE when looking for what landed before a connection died
 CLOCK_MARGIN_MS = 1_000
+REPLICA_WAIT_MS = 1_000  # a WAIT for a replica to hold a pipeline's entries, repeated until one does
 PRODUCER_KEY, SEQ_KEY = PRODUCER_FIELD.encode(), SEQ_FIELD.encode()  # as they come back from Redis
 # a pipeline that may have been applied in part: Redis down, or (on a cluster) a node that no longer serves a
 # slot, a cluster that cannot serve it now, or a slot map with a hole in it while a failover is under way
@@ -75,6 +78,7 @@ class Producer:
         # writers on pools of their own that never re-send an XADD (whatever the caller's client does), one
         # pair per node: `bulk` packs large values without copying them, `plain` is hiredis's (faster packing)
         self._writers: dict[tuple[str, bool], redis.Redis] = {}
+        self._replicas: dict[int, int] = {}  # id of a writer -> replicas its node has connected (on a cluster)
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
         self.retention = Retention(client, settings, self.keys)
@@ -170,10 +174,11 @@ class Producer:
                         incoming[stream] = incoming.get(stream, 0) + 1
                     self.retention.make_room(incoming)
                 for writer, group in self._by_node(todo, bulk):
-                    for (stream, _, seq), entry_id in zip(group, self._xadd_all(writer, group), strict=True):
+                    for (stream, _, seq), entry_id in zip(group, self._xadd_replicated(writer, group), strict=True):
                         self.last_landed[stream] = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
                         done.add(seq)
             except NOT_SURE as exc:
+                self._replicas.clear()  # a failover may have changed the nodes and their replicas
                 wait_out(self.outage, exc)
                 todo, unsure = [entry for entry in todo if entry[2] not in done], True
                 continue
@@ -192,16 +197,38 @@ class Producer:
             groups.setdefault(id(writer), (writer, []))[1].append(entry)
         return list(groups.values())
 
-    @staticmethod
-    def _xadd_all(writer: redis.Redis, entries: list[Stamped]) -> list[Any]:
-        """XADD every entry in one pipeline; their IDs."""
+    def _xadd_replicated(self, writer: redis.Redis, entries: list[Stamped]) -> list[Any]:
+        """XADD every entry in one pipeline; their IDs, once a replica holds them where the node has replicas
+        (on a cluster: replication is asynchronous, and a failover loses what no replica has).
+
+        Until a replica has them, they count as not written: if the node dies meanwhile, what its promoted
+        replica lacks is found by reading the tails back, and sent again.
+        """
+        replicas = self._replica_count(writer)
         pipe = writer.pipeline(transaction=False)
         try:
             for stream, fields, _ in entries:
                 pipe.xadd(stream, fields)  # type: ignore[arg-type]
-            return list(pipe.execute())
+            if replicas:
+                pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
+            replies = list(pipe.execute())
         finally:
             pipe.reset()
+        if replicas:
+            acknowledged = int(replies.pop())
+            while not acknowledged and self._replica_count(writer, again=True):
+                log.warning("no replica of %s has the last entries after %d ms: waiting", writer, REPLICA_WAIT_MS)
+                acknowledged = int(writer.execute_command("WAIT", 1, REPLICA_WAIT_MS))
+        return replies
+
+    def _replica_count(self, writer: redis.Redis, *, again: bool = False) -> int:
+        """How many replicas the writer's node has connected (0 on a standalone server: nothing waited for)."""
+        if not is_cluster(self.client):
+            return 0
+        if again or id(writer) not in self._replicas:
+            info: Any = writer.info("replication")
+            self._replicas[id(writer)] = int(info.get("connected_slaves", 0))
+        return self._replicas[id(writer)]
 
     def _not_landed(self, sent: list[Stamped], sent_at: float) -> list[Stamped]:
         """The entries of `sent` (first sent at `sent_at`, monotonic) that are not on their streams, found by
