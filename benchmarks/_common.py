@@ -24,8 +24,11 @@ from tickerdash.ingest.runner import RunnerStats
 from tickerdash.ingest.ticks import TickBatch
 
 
-def redis_benchmark_xadd(server: EmbeddedRedis, requests: int = 300_000, pipeline: int = 256) -> float:
-    """The reference: redis-benchmark's XADD rate (requests/s) against the same server, pipelined."""
+def redis_benchmark_xadd(
+    server: EmbeddedRedis, requests: int = 300_000, pipeline: int = 256, *, cluster: bool = False
+) -> float:
+    """The reference: redis-benchmark's XADD rate (requests/s) against the same server, pipelined (`cluster`:
+    against the whole cluster the server is a node of, a stream per primary)."""
     binary = shutil.which("redis-benchmark") or str(Path(server.binary).with_name("redis-benchmark"))
     out = subprocess.run(
         [
@@ -39,8 +42,9 @@ def redis_benchmark_xadd(server: EmbeddedRedis, requests: int = 300_000, pipelin
             "-P",
             str(pipeline),
             "-q",
+            *(["--cluster"] if cluster else []),
             "XADD",
-            "bench:ref",
+            "bench:{tag}:ref" if cluster else "bench:ref",
             "*",
             "symbol",
             "AAPL",
@@ -58,7 +62,8 @@ def redis_benchmark_xadd(server: EmbeddedRedis, requests: int = 300_000, pipelin
         raise RuntimeError(f"redis-benchmark printed no rate: {out!r}")
     import redis
 
-    redis.Redis(port=server.port).delete("bench:ref")
+    if not cluster:  # (a cluster's streams are on every primary: the cluster benchmark flushes them all)
+        redis.Redis(port=server.port).delete("bench:ref")
     return float(rates[-1])
 
 

@@ -33,9 +33,9 @@ import redis
 
 from benchmarks import tapes
 from benchmarks._common import Figure, redis_benchmark_xadd, row
-from tickerdash.ingest.cluster import AnyRedis, primary_clients
+from tickerdash.ingest.cluster import AnyRedis, node_name, primary_clients
 from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
-from tickerdash.ingest.local_cluster import local_cluster
+from tickerdash.ingest.local_cluster import cluster_ok, local_cluster
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis, client_for
 from tickerdash.ingest.settings import Settings
@@ -55,6 +55,9 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--primaries", type=int, default=3, help="primaries of the local cluster")
     parse.add_argument("--partitions", type=int, default=6, help="TICKERDASH_PARTITIONS")
     parse.add_argument("--rounds", type=int, default=1, help="runs of each case (alternated); the best is printed")
+    parse.add_argument(
+        "--no-failover", dest="failover", action="store_false", help="skip the failover (a cluster with replicas)"
+    )
     return parse
 
 
@@ -148,6 +151,60 @@ def drain_rate(client: AnyRedis, url: str, settings: Settings, workers: int, sta
     return ticks / (done - started)
 
 
+def entries_read(client: AnyRedis, stream: str) -> int:
+    """How many entries of the stream the analytics group has read (-1 while it cannot be asked)."""
+    try:
+        groups: Any = client.xinfo_groups(stream)
+    except (redis.RedisError, redis.exceptions.RedisClusterException):
+        return -1
+    return int(groups[0]["entries-read"] or 0) if groups else -1
+
+
+def promoted_for(client: redis.RedisCluster, key: str, dead_port: int) -> bool:
+    """Whether the slot map read afresh gives the key's slot to a primary other than the dead one."""
+    try:
+        client.nodes_manager.initialize()
+    except (redis.RedisError, redis.exceptions.RedisClusterException):
+        return False
+    return bool(client.get_node_from_key(key).port != dead_port)
+
+
+def failover_seconds(ticks: TickBatch, args: argparse.Namespace) -> tuple[float, float]:
+    """On a cluster with a replica per primary, one worker draining the tape: SIGKILL of the primary that holds
+    partition 0 a quarter of the way through it; seconds until the cluster reports itself ok again, and until
+    the worker reads partition 0 again (rebuilt from what the promoted replica holds)."""
+    with local_cluster(args.primaries, replicas=1) as nodes:
+        url = nodes[0].url
+        settings = Settings(redis_url=url, prefix="bench", partitions=args.partitions)
+        keys = Keys(settings.prefix, settings.partitions)
+        client = client_for(url, cluster=True)
+        Producer(client, settings).publish(ticks)
+        stream = keys.ticks(0)
+        total = client.xlen(stream)
+        processes = worker_processes(url, settings, [list(range(settings.partitions))], STAGE_OPTION[args.stages])
+        try:
+            wait("every lease held", lambda: all_leased(client, keys), processes)
+            wait("a quarter of partition 0 read", lambda: entries_read(client, stream) >= total // 4, processes)
+            victim = next(node for node in nodes if f"127.0.0.1:{node.port}" == node_name(client, stream))
+            assert victim.process is not None
+            victim.process.kill()
+            killed = time.monotonic()
+            victim.process.wait()
+            survivor = redis.RedisCluster(host="127.0.0.1", port=next(n for n in nodes if n is not victim).port)
+            promoted = lambda: promoted_for(survivor, stream, victim.port) and cluster_ok(nodes)  # noqa: E731
+            ok = wait("a replica promoted", promoted, processes)
+            survivor.close()
+            again = entries_read(client, stream)
+            resumed = wait("partition 0 read again", lambda: entries_read(client, stream) > again, processes)
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(60)
+            client.close()
+    return ok - killed, resumed - killed
+
+
 @contextlib.contextmanager
 def servers(primaries: int) -> Iterator[tuple[EmbeddedRedis, list[EmbeddedRedis]]]:
     """A standalone server and a cluster of `primaries` primaries (no replicas: this machine's cores are few)."""
@@ -167,14 +224,14 @@ def run(args: argparse.Namespace) -> list[Figure]:
         Producer(standalone, settings).publish(ticks)
         saved = {stream: standalone.dump(stream) for stream in keys.tick_streams}
         reference = redis_benchmark_xadd(server)
-        node_reference = redis_benchmark_xadd(nodes[0])
+        cluster_reference = redis_benchmark_xadd(nodes[0], cluster=True)
         print(
             f"{len(ticks):,} ticks of the {args.tape} tape, {args.partitions} partitions, {args.stages} stages; "
             f"cluster of {args.primaries} primaries on this machine ({os.cpu_count()} cores)",
             flush=True,
         )
         row("reference: redis-benchmark XADD -P 256, standalone", reference, "req/s")
-        row("reference: redis-benchmark XADD -P 256, one cluster primary", node_reference, "req/s")
+        row("reference: redis-benchmark --cluster XADD -P 256, every primary", cluster_reference, "req/s")
         best: dict[tuple[str, int], float] = {}
         for _ in range(args.rounds):
             for where, client, url in (("standalone", standalone, server.url), ("cluster", cluster, nodes[0].url)):
@@ -192,6 +249,11 @@ def run(args: argparse.Namespace) -> list[Figure]:
             figures.append(Figure(label, rate, "ticks/s", reference))
         standalone.close()
         cluster.close()
+    if args.failover:
+        ok_s, resumed_s = failover_seconds(ticks, args)
+        row("failover: SIGKILL of a primary to its replica promoted", ok_s * 1000, "ms")
+        row("failover: SIGKILL of a primary to the worker reading its partition again", resumed_s * 1000, "ms")
+        figures.append(Figure("failover: SIGKILL of a primary to the worker reading again", resumed_s * 1000, "ms"))
     return figures
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 from cluster_tools import cluster_ok, redis_cluster, wait_until
+from test_shared_partitions import three_workers_then_a_kill
 from test_worker import bar_streams, expected_bars, market
 
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
@@ -117,6 +118,15 @@ def test_a_worker_on_a_cluster_writes_what_it_writes_on_one_server(
             node_name(on_cluster, keys.alerts(p)) == node
             and node_name(on_cluster, keys.checkpoint("analytics", p)) == node
         )
+
+
+def test_three_workers_on_a_cluster_split_the_partitions_and_a_killed_ones_are_taken_within_the_lease(
+    on_cluster: redis.RedisCluster, cluster: list[EmbeddedRedis]
+) -> None:
+    """As on one server (tests/test_shared_partitions.py): three workers started one after another end with
+    disjoint partitions covering all six; a kill -9 of one hands its partitions to the others within the lease
+    time; the bars equal an uninterrupted run's."""
+    three_workers_then_a_kill(on_cluster, cluster[1].url, Settings(redis_url=cluster[1].url, partitions=PARTITIONS))
 
 
 def test_a_primary_killed_mid_stream_loses_and_repeats_no_trade(

@@ -22,6 +22,7 @@ from test_worker import bar_streams, drained, expected_bars, market
 
 from tickerdash.analytics.engine.members import Membership, assignment
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_server import EmbeddedRedis
@@ -74,9 +75,11 @@ def _wait(what: str, done: Callable[[], bool], timeout: float = 60.0) -> float:
     return time.monotonic() - start
 
 
-def _owners(client: redis.Redis, keys: Keys) -> dict[int, str | None]:
-    values = client.mget([keys.lease("analytics", p) for p in range(keys.partitions)])
-    return {p: v.decode() if v is not None else None for p, v in enumerate(values)}
+def _owners(client: AnyRedis, keys: Keys) -> dict[int, str | None]:
+    pipe = client.pipeline(transaction=False)  # one GET per lease: on a cluster they are on several nodes
+    for p in range(keys.partitions):
+        pipe.get(keys.lease("analytics", p))
+    return {p: v.decode() if v is not None else None for p, v in enumerate(pipe.execute())}
 
 
 def test_a_worker_that_joins_is_handed_its_share_with_nothing_to_replay(
@@ -123,8 +126,8 @@ def test_a_worker_that_joins_is_handed_its_share_with_nothing_to_replay(
     assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig(), PARTITIONS)
 
 
-def _spawn(server: EmbeddedRedis, consumer: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "TICKERDASH_REDIS_URL": server.url, "TICKERDASH_PARTITIONS": str(PARTITIONS)}
+def _spawn(url: str, consumer: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "TICKERDASH_REDIS_URL": url, "TICKERDASH_PARTITIONS": str(PARTITIONS)}
     return subprocess.Popen(
         [*TICKERDASH, "analytics", "--consumer", consumer, "--lease", str(LEASE_S), *QUICK_WORKER],
         env=env,
@@ -139,21 +142,25 @@ def test_three_workers_split_the_partitions_and_a_killed_ones_are_taken_within_t
     """Three workers started one after another end with disjoint partitions covering all six; after a kill -9 of
     one, the other two hold its partitions within the lease time (plus a renewal period), and the bars equal
     those of an uninterrupted run."""
-    settings = settings.model_copy(update={"partitions": PARTITIONS})
+    three_workers_then_a_kill(redis_client, redis_server.url, settings.model_copy(update={"partitions": PARTITIONS}))
+
+
+def three_workers_then_a_kill(client: AnyRedis, url: str, settings: Settings) -> None:
+    """Half the ticks; three `tickerdash analytics` processes started one after another (each time the leases
+    follow the assignment); kill -9 of the one with the most partitions; the other half; the survivors take
+    its partitions within the lease time, and the bars equal those of an uninterrupted run."""
     keys = Keys(settings.prefix, PARTITIONS)
     ticks = market(60_000, symbols=36, per_second=500)
-    producer = Producer(redis_client, settings)
+    producer = Producer(client, settings)
     half = len(ticks) // 2
     producer.publish(ticks.take(np.arange(half)))
     workers: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name in ("w0", "w1", "w2"):
-            workers[name] = _spawn(redis_server, name)
+            workers[name] = _spawn(url, name)
             expected = assignment(range(PARTITIONS), sorted(workers))
-            _wait(
-                f"{name} joined: the leases follow the assignment", lambda e=expected: _owners(redis_client, keys) == e
-            )
-        owners = _owners(redis_client, keys)
+            _wait(f"{name} joined: the leases follow the assignment", lambda e=expected: _owners(client, keys) == e)
+        owners = _owners(client, keys)
         assert set(owners.values()) == {"w0", "w1", "w2"} and None not in owners.values()
         victim = max(workers, key=lambda name: list(owners.values()).count(name))
         orphaned = sorted(p for p, owner in owners.items() if owner == victim)
@@ -162,20 +169,19 @@ def test_three_workers_split_the_partitions_and_a_killed_ones_are_taken_within_t
         killed_at = time.monotonic()
         producer.publish(ticks.take(np.arange(half, len(ticks))))
         survivors = assignment(range(PARTITIONS), sorted(set(workers) - {victim}))
-        taken_s = _wait(
-            "the survivors take the dead worker's partitions", lambda: _owners(redis_client, keys) == survivors
-        )
+        taken_s = _wait("the survivors take the dead worker's partitions", lambda: _owners(client, keys) == survivors)
         print(f"partitions {orphaned} of {victim} taken over {time.monotonic() - killed_at:.1f} s after kill -9")
         # its entry and its leases lapse after LEASE_S; the others look every LEASE_S / 3: a loaded machine gets more
         assert taken_s <= 2 * LEASE_S + 4.0
-        _wait("every tick applied", lambda: drained(redis_client, settings), timeout=120)
+        _wait("every tick applied", lambda: drained(client, settings), timeout=120)  # type: ignore[arg-type]
     finally:
         for process in workers.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for process in workers.values():
             process.wait(30)
-    assert bar_streams(redis_client, "tickerdash") == expected_bars(ticks, WorkerConfig(), PARTITIONS)
+    bars = bar_streams(client, settings.prefix)  # type: ignore[arg-type]
+    assert bars == expected_bars(ticks, WorkerConfig(), PARTITIONS)
 
 
 def test_a_shared_worker_takes_no_partition_list(settings: Settings, redis_client: redis.Redis) -> None:
