@@ -35,6 +35,7 @@ from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.stop_flag import StopFlag
 
 log = logging.getLogger(__name__)
+ACTIVE_BLOCK_MS = 10  # on a cluster, the longest a read blocks on one partition while entries keep coming
 
 
 @contextlib.contextmanager
@@ -93,6 +94,7 @@ class GroupReads:
     _ahead_sent: bool
     _turn: int  # on a cluster, the stream the next read is for (one XREADGROUP reads one slot)
     _home: dict[str, str]  # on a cluster, the primary (host:port) each stream was on when it was taken
+    _busy_at: float = 0.0  # time.monotonic() of the last read that brought entries
     stats: RunnerStats
 
     def handle(self, stream: str, entries: Sequence[RawEntry]) -> None:
@@ -266,13 +268,17 @@ class GroupReads:
 
     def _read_round(self) -> Any:
         """On a cluster, where one XREADGROUP reads one partition's slot: read each stream in turn without
-        blocking until one has entries; when none has, block on the next one for a share of block_ms."""
+        blocking until one has entries; when none has, block on the next one for a share of block_ms, at
+        most ACTIVE_BLOCK_MS while entries came within the last second (what arrives meanwhile on another
+        partition waits that long at most)."""
         for _ in range(len(self.streams)):
             stream = self._next_stream()
             response = self._read([stream], block=False)
             if any(entries for _, entries in stream_items(response)):
                 return response
         share = max(1, self.settings.block_ms // len(self.streams))
+        if time.monotonic() - self._busy_at < 1.0:
+            share = min(share, ACTIVE_BLOCK_MS)
         return self._read([self._next_stream()], block=True, block_ms=share)
 
     def _next_stream(self) -> str:
@@ -298,6 +304,8 @@ class GroupReads:
 
     def _handle_response(self, response: Any, read_ahead: bool = False) -> int:
         items = [(stream, entries) for stream, entries in stream_items(response) if entries]
+        if items:
+            self._busy_at = time.monotonic()
         if items and read_ahead and not self.stop.is_set():
             self._send_ahead()
         done = 0
