@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from tickerdash.ingest.cluster import NOT_HERE, AnyRedis, is_cluster, node_client, node_name
+from tickerdash.ingest.cluster import UNAVAILABLE, AnyRedis, is_cluster, node_client, node_name
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import RawEntry, Rejected, as_text
 from tickerdash.ingest.deadletter import add_rejected
@@ -357,7 +357,7 @@ class GroupReads:
             if self._ahead_sent:
                 self._handle_response(self._take_ahead())
             self.settle()
-        except (redis.ConnectionError, redis.TimeoutError, *NOT_HERE) as exc:
+        except UNAVAILABLE as exc:
             log.warning("redis unavailable (%s): entries read ahead stay pending", exc)
         finally:
             if self._ahead is not None and self._ahead_client is not None:

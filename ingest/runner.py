@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import redis
 
-from tickerdash.ingest.cluster import NOT_HERE, AnyRedis, node_name, refresh_slot_map
+from tickerdash.ingest.cluster import UNAVAILABLE, AnyRedis, node_name, refresh_slot_map
 from tickerdash.ingest.consumer import OWNERSHIP_ONLY, Consumer, FunctionConsumer, OutOfOrder, OwnershipLost, ProcessFn
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import (
@@ -250,7 +250,7 @@ class StreamRunner(GroupReads):
             pipe.reset()
             self._ownership_lost(batch, exc)
             return
-        except (redis.ConnectionError, redis.TimeoutError, *NOT_HERE):  # (NOT_HERE: redirected, not applied)
+        except UNAVAILABLE:  # (on a cluster also: redirected, not applied)
             self._abandon(batch)  # a transaction may be half sent on its connection
             self._write_failed(stream)
             raise
@@ -379,9 +379,9 @@ class StreamRunner(GroupReads):
                 idle = 0 if handled else idle + 1
                 if max_idle_reads is not None and idle >= max_idle_reads:
                     break
-            except (redis.ConnectionError, redis.TimeoutError, *NOT_HERE) as exc:  # an outage, a failover
+            except UNAVAILABLE as exc:  # an outage, a failover
                 self._discard_ahead()
-                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, *NOT_HERE):
+                with contextlib.suppress(*UNAVAILABLE):
                     self.settle()  # a batch in flight is confirmed, or its stream rebuilt
                 refresh_slot_map(self.client)  # a partition's slot may be served by a promoted replica now
                 self.stats.reconnects += 1

@@ -39,14 +39,14 @@ from tickerdash.analytics.engine.segments import preload
 from tickerdash.analytics.engine.stage import Effects, Stage, StageFactory
 from tickerdash.analytics.engine.state import PartitionState
 from tickerdash.analytics.engine.writer import EffectsWriter
-from tickerdash.ingest.cluster import AnyRedis
+from tickerdash.ingest.cluster import UNAVAILABLE, AnyRedis
 from tickerdash.ingest.consumer import OwnershipLost
 from tickerdash.ingest.contract.fields import id_order
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import Rejected
 from tickerdash.ingest.group_reads import ensure_groups
 from tickerdash.ingest.layout import check_layout
-from tickerdash.ingest.reconnect import REDIS_DOWN, Outage, wait_out
+from tickerdash.ingest.reconnect import Outage, wait_out
 from tickerdash.ingest.redis_adapter import PerNode, raw_client
 from tickerdash.ingest.runner import StreamRunner
 from tickerdash.ingest.settings import Settings
@@ -278,7 +278,7 @@ class AnalyticsWorker:
                 self.runner.add_stream(stream)
                 try:
                     self.runner.claim_stale([stream], min_idle_ms=0)  # the old owner's pending entries are ours now
-                except (redis.ConnectionError, redis.TimeoutError):
+                except UNAVAILABLE:
                     self.runner.drop_stream(stream)  # taken again whole: restored, then every pending entry claimed
                     self._last_lease_check = 0.0
                     raise
@@ -371,7 +371,7 @@ class AnalyticsWorker:
                 self.acquire()
                 outage.recovered()
                 return
-            except REDIS_DOWN as exc:
+            except UNAVAILABLE as exc:  # (a cluster failing over, too)
                 wait_out(outage, exc, self.stop)
 
     def run(self, max_idle_reads: int | None = None) -> None:
@@ -383,5 +383,5 @@ class AnalyticsWorker:
             try:
                 self.live.publish(self.states, force=True, settle=self.runner.settle)  # whatever the rate limit
                 self.release()
-            except redis.RedisError as exc:  # shutting down with Redis gone: the progress markers suffice
+            except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:  # shutting down, Redis gone
                 log.warning("could not checkpoint at shutdown (%s); a restart will replay from the last one", exc)
