@@ -41,10 +41,11 @@ from benchmarks._common import (
 from tickerdash.analytics.engine.stage import StageFactory
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.analytics.stages.registry import default_stages
+from tickerdash.ingest.cluster import AnyRedis, primary_clients
 from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 from tickerdash.ingest.contract.live import decode_updates
 from tickerdash.ingest.producer import Producer
-from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.redis_server import EmbeddedRedis, client_for
 from tickerdash.ingest.runner import StreamRunner
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import TickBatch, concat
@@ -98,6 +99,7 @@ def worker_process(settings: Settings, consumer: str, stages: str) -> subprocess
         "TICKERDASH_REDIS_URL": settings.redis_url or "",
         "TICKERDASH_BLOCK_MS": "5",
         "TICKERDASH_PREFIX": settings.prefix,
+        "TICKERDASH_PARTITIONS": str(settings.partitions),
     }
     command = [sys.executable, "-m", "tickerdash", "analytics", "--consumer", consumer, "--no-webhooks"]
     return subprocess.Popen(
@@ -105,31 +107,36 @@ def worker_process(settings: Settings, consumer: str, stages: str) -> subprocess
     )
 
 
-def wait_for_lease(client: redis.Redis, settings: Settings, consumer: str) -> None:
-    """Until the worker process holds partition 0 (it is reading)."""
-    lease = Keys(settings.prefix).lease(ANALYTICS_GROUP, 0)
-    while client.get(lease) != consumer.encode():
-        time.sleep(0.05)
+def wait_for_lease(client: AnyRedis, settings: Settings, consumer: str) -> None:
+    """Until the worker process holds every partition (it is reading)."""
+    keys = Keys(settings.prefix, settings.partitions)
+    for partition in range(settings.partitions):
+        while client.get(keys.lease(ANALYTICS_GROUP, partition)) != consumer.encode():
+            time.sleep(0.05)
 
 
 def latency(
-    client: redis.Redis, settings: Settings, tape: TickBatch, seconds: float, stages: str, rate: int = LATENCY_RATE
+    client: AnyRedis, settings: Settings, tape: TickBatch, seconds: float, stages: str, rate: int = LATENCY_RATE
 ) -> np.ndarray:
     """Milliseconds from XADD to the snapshot showing the trade, one per 10 ms probe, with `rate` ticks/s of `tape`.
 
     The tape is fed in its own event time (cycled), so its bars close as often per trade as in the tape.
+    `settings.redis_url` may name a standalone server or any node of a cluster.
     """
-    client.flushall()
+    for primary in primary_clients(client):
+        primary.flushall()
     stop, watching = threading.Event(), threading.Event()
     worker = worker_process(settings, "latency", stages)
     wait_for_lease(client, settings, "latency")
     sent: dict[int, float] = {}
     seen: dict[int, float] = {}
     feed = tapes.Cycled(tape)
-    key = Keys(settings.prefix).snapshot()
+    keys = Keys(settings.prefix, settings.partitions)
+    key = keys.snapshot(keys.partition_of("PROBE"))
+    url = settings.redis_url or ""
 
     def produce() -> None:
-        producer = Producer(redis.Redis(port=client.connection_pool.connection_kwargs["port"]), settings)
+        producer = Producer(client_for(url, cluster=True), settings)
         per_batch = rate // 100
         seq = 0
         start_ms = int(time.time() * 1000)
@@ -146,7 +153,7 @@ def latency(
             time.sleep(max(0.0, next_at - time.perf_counter()))
 
     def watch() -> None:
-        watcher = redis.Redis(port=client.connection_pool.connection_kwargs["port"])
+        watcher = client_for(url, cluster=True)
         while not watching.is_set():
             raw = watcher.hget(key, "PROBE")
             if raw:

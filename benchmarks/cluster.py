@@ -3,13 +3,16 @@ reference of the same run.
 
     python -m benchmarks.cluster [--ticks N] [--tape simulated|synthetic] [--stages core|default]
                                  [--primaries 3] [--partitions 6] [--rounds 1]
+                                 [--latency-seconds 10] [--latency-rate 20000] [--no-failover]
 
 The tape (default: the simulator's default market, 500 symbols) is published once, as batch entries in
 P partitions, on a standalone server; its tick streams are copied byte for byte to the cluster (DUMP and
 RESTORE), so both hold the same entries. Then, on each, `tickerdash analytics` runs as one process owning
 every partition and as three processes owning a third each (fixed lists: no assignment to wait for), and
 each run is timed from the moment every partition's lease is held to the moment every partition is read
-and acknowledged: ticks/s.
+and acknowledged: ticks/s. Then the p50/p99 latency from a trade's XADD to the snapshot showing it, with
+the tape fed at `--latency-rate` to one worker, on each; and, on a cluster with a replica per primary, how
+long a SIGKILL of a primary stops the worker reading that primary's partition.
 
 What one machine can show: that the cluster path works at full speed, what it costs (one XREADGROUP per
 partition instead of one for all, a node lookup per batch) and that work spreads over processes. It cannot
@@ -29,10 +32,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import redis
 
 from benchmarks import tapes
 from benchmarks._common import Figure, redis_benchmark_xadd, row
+from benchmarks.analytics import WARMUP_PROBES, latency
 from tickerdash.ingest.cluster import AnyRedis, node_name, primary_clients
 from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 from tickerdash.ingest.local_cluster import cluster_ok, local_cluster
@@ -55,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--primaries", type=int, default=3, help="primaries of the local cluster")
     parse.add_argument("--partitions", type=int, default=6, help="TICKERDASH_PARTITIONS")
     parse.add_argument("--rounds", type=int, default=1, help="runs of each case (alternated); the best is printed")
+    parse.add_argument("--latency-seconds", type=float, default=10.0, help="0: no latency figures")
+    parse.add_argument("--latency-rate", type=int, default=20_000, help="ticks/s fed while latency is measured")
     parse.add_argument(
         "--no-failover", dest="failover", action="store_false", help="skip the failover (a cluster with replicas)"
     )
@@ -169,6 +176,23 @@ def promoted_for(client: redis.RedisCluster, key: str, dead_port: int) -> bool:
     return bool(client.get_node_from_key(key).port != dead_port)
 
 
+def latency_figures(
+    args: argparse.Namespace, ticks: TickBatch, url: str, cluster_url: str, cluster: AnyRedis
+) -> list[Figure]:
+    """p50/p99 ms from a trade's XADD to the snapshot showing it, at `latency_rate` ticks/s, one worker owning
+    every partition, standalone and on the cluster (`benchmarks.analytics.latency`)."""
+    figures = []
+    for where, client, at in (("standalone", redis.Redis.from_url(url), url), ("cluster", cluster, cluster_url)):
+        settings = Settings(redis_url=at, prefix="bench", partitions=args.partitions)
+        delays = latency(client, settings, ticks, args.latency_seconds, STAGE_OPTION[args.stages], args.latency_rate)
+        p50, p99 = np.percentile(delays[WARMUP_PROBES:], [50, 99])
+        label = f"XADD to snapshot at {args.latency_rate:,} ticks/s, {where}"
+        row(f"{label}: p50", p50, "ms")
+        row(f"{label}: p99", p99, "ms")
+        figures.append(Figure(f"{label}: p99", float(p99), "ms"))
+    return figures
+
+
 def failover_seconds(ticks: TickBatch, args: argparse.Namespace) -> tuple[float, float]:
     """On a cluster with a replica per primary, one worker draining the tape: SIGKILL of the primary that holds
     partition 0 a quarter of the way through it; seconds until the cluster reports itself ok again, and until
@@ -247,6 +271,8 @@ def run(args: argparse.Namespace) -> list[Figure]:
             label = f"{workers} worker{'s' if workers > 1 else ''}, {where}, {args.tape} tape, {args.stages} stages"
             row(label, rate, ref=reference)
             figures.append(Figure(label, rate, "ticks/s", reference))
+        if args.latency_seconds > 0:
+            figures += latency_figures(args, ticks, server.url, nodes[0].url, cluster)
         standalone.close()
         cluster.close()
     if args.failover:
