@@ -7,7 +7,10 @@ test_cluster_worker.py. These tests start a real three-primary cluster.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -94,3 +97,45 @@ def test_every_command_refuses_one_partition_on_a_cluster_before_writing_anythin
     assert "Redis Cluster" in said and "TICKERDASH_PARTITIONS to 2 or more" in said, said[-2000:]
     assert "Traceback" not in said, said[-2000:]
     assert keys_on(cluster) == 0
+
+
+def test_local_cluster_runs_a_cluster_every_command_can_use_until_ctrl_c(tmp_path: Path) -> None:
+    """`tickerdash local-cluster` prints the settings to use; with them `simulate` and `status` run on the
+    cluster it started; Ctrl-C stops every node."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKERDASH_")}
+    runs = subprocess.Popen(
+        [sys.executable, "-m", "tickerdash", "local-cluster", "--primaries", "3", "--replicas", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert runs.stdout is not None
+        said: list[str] = []
+        while not any("TICKERDASH_PARTITIONS" in line for line in said):
+            line = runs.stdout.readline()
+            assert line, "".join(said)
+            said.append(line)
+        settings = dict(re.findall(r"export (TICKERDASH_\w+)=(\S+)", "".join(said)))
+        assert set(settings) == {"TICKERDASH_REDIS_URL", "TICKERDASH_PARTITIONS"}, said
+        ports = [int(port) for port in re.findall(r"ports ([\d, ]+)\)", "".join(said))[0].split(", ")]
+        with_cluster = env | settings | {"TICKERDASH_DATA_DIR": str(tmp_path)}
+        tickerdash = [sys.executable, "-m", "tickerdash"]
+        simulate = [*tickerdash, "simulate", "--count", "2000", "--fast", "--quiet"]
+        subprocess.run(simulate, env=with_cluster, check=True, capture_output=True, timeout=120)
+        status = subprocess.run(
+            [*tickerdash, "status", "--json"], env=with_cluster, capture_output=True, text=True, timeout=120
+        )
+        assert status.returncode == 0, status.stderr[-2000:]
+        partitions = json.loads(status.stdout)["partitions"]
+        assert len(partitions) == int(settings["TICKERDASH_PARTITIONS"]) == 6
+        assert {int(p["node"].rsplit(":", 1)[1]) for p in partitions} <= set(ports)
+        assert sum(p["length"] for p in partitions) > 0
+    finally:
+        runs.send_signal(signal.SIGINT)
+        runs.wait(60)
+    assert runs.returncode == 0
+    for port in ports:
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis(port=port, socket_connect_timeout=1).ping()
