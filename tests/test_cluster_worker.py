@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 from cluster_tools import cluster_ok, redis_cluster, wait_until
+from test_hostile_input import batch_entry
 from test_shared_partitions import three_workers_then_a_kill
 from test_worker import bar_streams, expected_bars, market
 
@@ -118,6 +119,41 @@ def test_a_worker_on_a_cluster_writes_what_it_writes_on_one_server(
             node_name(on_cluster, keys.alerts(p)) == node
             and node_name(on_cluster, keys.checkpoint("analytics", p)) == node
         )
+
+
+def test_hostile_entries_on_a_cluster_go_to_their_partitions_dead_letters_and_cost_no_valid_tick(
+    on_cluster: redis.RedisCluster, cluster: list[EmbeddedRedis]
+) -> None:
+    """Malformed entries written straight into partitions held by different primaries (an unparsable price, a ts
+    beyond int64, a batch whose codes lie outside its dictionary) each land in their own partition's dead-letter
+    stream with a reason; the valid ticks around them give the bars they give alone."""
+    keys = Keys(PREFIX, PARTITIONS)
+    ticks = market(20_000, symbols=30, per_second=2_000, seed=3)
+    settings = settings_for(cluster[0].url)
+    Producer(on_cluster, settings).publish(ticks)
+    now = int(time.time() * 1000)
+    hostile = {
+        0: {"symbol": "S01", "price": "abc", "size": 1, "ts": now},
+        2: {"symbol": "S02", "price": 10, "size": 1, "ts": "99999999999999999999"},
+        4: batch_entry([0, 5], ["S03", "S04"], [10.0, 11.0], [1.0, 1.0], [now, now]),
+    }
+    ids = {p: on_cluster.xadd(keys.ticks(p), fields).decode() for p, fields in hostile.items()}  # type: ignore[arg-type]
+    assert len({node_name(on_cluster, keys.ticks(p)) for p in hostile}) >= 2  # on more than one primary
+    config = WorkerConfig(checkpoint_every_s=0.2)
+    AnalyticsWorker(on_cluster, settings, None, config).run(max_idle_reads=5)
+    for p in range(PARTITIONS):
+        letters = [
+            {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
+            for _, fields in on_cluster.xrange(keys.deadletter(p))
+        ]
+        if p not in hostile:
+            assert letters == []
+            continue
+        (letter,) = letters
+        assert letter["entry_id"] == ids[p] and letter["reason"], letter
+    reasons = [on_cluster.xrange(keys.deadletter(p))[0][1][b"reason"].decode() for p in sorted(hostile)]
+    assert reasons[0].startswith("price") and reasons[1].startswith("ts") and reasons[2].startswith("symbol"), reasons
+    assert bar_streams(on_cluster, PREFIX) == expected_bars(ticks, config, PARTITIONS)  # type: ignore[arg-type]
 
 
 def test_three_workers_on_a_cluster_split_the_partitions_and_a_killed_ones_are_taken_within_the_lease(
