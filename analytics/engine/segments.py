@@ -93,7 +93,8 @@ class RaggedScan:
 
     A sequential scan per segment (running sum, EMA recursion) then costs one numpy/scipy call per
     block instead of a Python loop per symbol. Rows are bucketed by the bit length of their length,
-    so padding never more than doubles the work.
+    so padding never more than doubles the work; segments that fit one block within that bound (a small
+    batch's few trades per symbol) take one block, and skip the bucketing's calls.
     """
 
     __slots__ = ("_blocks", "lengths", "n_rows", "starts")
@@ -106,11 +107,14 @@ class RaggedScan:
         nonempty = np.flatnonzero(self.lengths > 0)
         if len(nonempty) == 0:
             return
-        size_class = np.frexp((self.lengths[nonempty] - 1).astype(np.float64))[1]
-        by_class = np.argsort(size_class, kind="stable")
-        bounds = np.flatnonzero(np.diff(size_class[by_class])) + 1
-        for members in np.split(by_class, bounds):
-            segments = nonempty[members]
+        if int(self.lengths.max()) * len(nonempty) <= 2 * self.n_rows:  # one block pads no more than classes would
+            groups = [nonempty]
+        else:
+            size_class = np.frexp((self.lengths[nonempty] - 1).astype(np.float64))[1]
+            by_class = np.argsort(size_class, kind="stable")
+            bounds = np.flatnonzero(np.diff(size_class[by_class])) + 1
+            groups = [nonempty[members] for members in np.split(by_class, bounds)]
+        for segments in groups:
             seg_lengths = self.lengths[segments]
             width = int(seg_lengths.max())
             columns = np.arange(width, dtype=np.int64)
