@@ -5,9 +5,11 @@ loses and repeats no trade."""
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,11 +21,13 @@ from test_shared_partitions import three_workers_then_a_kill
 from test_worker import bar_streams, expected_bars, market
 
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.analytics.history.export.request import ExportRequest
 from tickerdash.analytics.stages.alerts.rules import Rule
 from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
 from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.analytics.stages.anomaly.scorer_config import ScorerConfig
 from tickerdash.analytics.stages.anomaly.stage import AnomalyStage
+from tickerdash.dashboard.downloads import export_download
 from tickerdash.ingest.cluster import node_name, primary_clients
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.producer import Producer
@@ -89,6 +93,14 @@ def outputs(client: redis.Redis | redis.RedisCluster) -> dict[str, Any]:
     }
 
 
+def download(client: redis.Redis | redis.RedisCluster, settings: Settings) -> dict[str, str]:
+    """The dashboard's download of every symbol's 1m bars with alerts and anomalies (CSV): each file's text."""
+    request = ExportRequest(interval="1m", format="csv", include=("alerts", "anomalies"))
+    packed = export_download(client, settings, request)
+    with zipfile.ZipFile(io.BytesIO(packed.content)) as archive:
+        return {name: archive.read(name).decode() for name in archive.namelist()}
+
+
 def test_a_worker_on_a_cluster_writes_what_it_writes_on_one_server(
     on_cluster: redis.RedisCluster, redis_client: redis.Redis, redis_server: EmbeddedRedis, cluster: list[EmbeddedRedis]
 ) -> None:
@@ -104,8 +116,14 @@ def test_a_worker_on_a_cluster_writes_what_it_writes_on_one_server(
         for rule in RULES:
             store.add(rule)
         AnalyticsWorker(client, settings_for(url), None, config).run(max_idle_reads=5)
-        results.append(outputs(client))
+        results.append(outputs(client) | {"download": download(client, settings_for(url))})
     standalone, clustered = results
+    bars_csv = "tickerdash_1m.csv"  # the dashboard's download, with alerts and anomalies: same files, same rows
+    assert len(standalone["download"]) == 3 and all(len(t.splitlines()) > 1 for t in standalone["download"].values())
+    assert clustered["download"].pop(bars_csv) == standalone["download"].pop(bars_csv)
+    assert {name: len(text.splitlines()) for name, text in clustered.pop("download").items()} == {
+        name: len(text.splitlines()) for name, text in standalone.pop("download").items()
+    }
     assert sum(len(entries) for entries in standalone["alerts"]) > 0
     assert sum(len(entries) for entries in standalone["anomalies"]) > 0
     assert len(standalone["bars"]) > 0
