@@ -155,7 +155,9 @@ class GroupReads:
             now = node_name(self.client, stream)
             home = self._home.setdefault(stream, now)
             if now != home:
-                log.warning("%s moved from %s to %s (a failover): its state is rebuilt from there", stream, home, now)
+                log.warning(
+                    "%s moved from %s to %s (a failover or a slot move): its state is rebuilt there", stream, home, now
+                )
                 del self._home[stream]
                 self.drop_stream(stream)
 

@@ -88,8 +88,14 @@ class Outage:
             self.delay = self.first_s
 
 
+# a cluster's redirects read as bare "slot host:port" once redis-py has parsed them: name them again
+_REDIRECTS = {"MovedError": "MOVED", "AskError": "ASK", "TryAgainError": "TRYAGAIN"}
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
+    if type(exc).__name__ in _REDIRECTS:
+        text = f"{_REDIRECTS[type(exc).__name__]} {text}"
     return text.splitlines()[0][:200]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from cluster_tools import redis_cluster, wait_until
+from cluster_tools import move_slot, redis_cluster, wait_until
 from redis.cluster import key_slot
 from typer.testing import CliRunner
 
@@ -252,26 +252,6 @@ def expected_ids(ticks: TickBatch, keys: Keys) -> list[list[str]]:
     return [[t for t, s in zip(ids, symbols, strict=True) if keys.partition_of(s) == p] for p in range(keys.partitions)]
 
 
-def move_slot(cluster: list[EmbeddedRedis], key: str) -> str:
-    """Move the key's slot, with its keys, to another primary (a resharding); returns the new node's host:port."""
-    slot = key_slot(key.encode())
-    clients = [redis.Redis(port=node.port, decode_responses=True) for node in cluster[:PRIMARIES]]
-    try:
-        ids = [client.execute_command("CLUSTER", "MYID") for client in clients]
-        source = next(i for i, c in enumerate(clients) if c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot))
-        target = (source + 1) % len(clients)
-        clients[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
-        clients[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
-        moving = clients[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
-        clients[source].execute_command("MIGRATE", "127.0.0.1", cluster[target].port, "", 0, 5000, "KEYS", *moving)
-        for client in clients:  # the replicas learn it from their primaries
-            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
-        return f"127.0.0.1:{cluster[target].port}"
-    finally:
-        for client in clients:
-            client.close()
-
-
 def test_a_producer_meeting_moved_mid_batch_writes_every_tick_once(
     cluster: list[EmbeddedRedis], cluster_client: AnyRedis, tmp_path: Path
 ) -> None:
@@ -282,7 +262,7 @@ def test_a_producer_meeting_moved_mid_batch_writes_every_tick_once(
     ticks = make_ticks(6_000)
     with Producer(cluster_client, settings) as producer:
         producer.publish(ticks.slice(0, 3_000))
-        moved_to = move_slot(cluster, KEYS.ticks(2))
+        moved_to = move_slot(cluster[:PRIMARIES], KEYS.ticks(2))
         producer.publish(ticks.slice(3_000, 6_000))
         assert producer.outage.outages == 1  # the MOVED was met, and handled
     assert node_name(cluster_client, KEYS.ticks(2)) == moved_to

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow.dataset as ds
 import pytest
 import redis
-from cluster_tools import redis_cluster, wait_until
+from cluster_tools import move_slot, redis_cluster, wait_until
 from redis.cluster import key_slot
 from test_dashboard_gateway import receive, update
 from websockets.sync.client import connect
@@ -96,41 +96,6 @@ def env_for(node: EmbeddedRedis, data_dir: Path) -> dict[str, str]:
         "TICKERDASH_PARTITIONS": str(P),
         "TICKERDASH_DATA_DIR": str(data_dir),
     }
-
-
-def move_slot(cluster: list[EmbeddedRedis], key: str) -> None:
-    """Move the key's slot, with its keys, to the next primary (clients that cached the slot then get MOVED)."""
-    slot = key_slot(key.encode())
-    nodes = [redis.Redis(port=node.port, decode_responses=True) for node in cluster]
-    try:
-        ids = [node.execute_command("CLUSTER", "MYID") for node in nodes]
-        source = next(i for i, node in enumerate(nodes) if slot in _slots_of(node, ids[i]))
-        target = (source + 1) % len(nodes)
-        nodes[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
-        nodes[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
-        while keys := nodes[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-            nodes[source].execute_command("MIGRATE", "127.0.0.1", cluster[target].port, "", 0, 5_000, "KEYS", *keys)
-        for node in nodes:
-            node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
-        wait_until(lambda: slot in _slots_of(nodes[source], ids[target]), "the source did not learn of the move")
-    finally:
-        for node in nodes:
-            node.close()
-
-
-def _slots_of(node: redis.Redis, node_id: str) -> set[int]:
-    """The slots `node` believes `node_id` serves."""
-    for line in node.execute_command("CLUSTER", "NODES").splitlines():
-        fields = line.split()
-        if fields[0] == node_id:
-            slots: set[int] = set()
-            for part in fields[8:]:
-                if part.startswith("["):
-                    continue  # a slot being imported or migrated
-                low, _, high = part.partition("-")
-                slots.update(range(int(low), int(high or low) + 1))
-            return slots
-    return set()
 
 
 class TestDashboard:
