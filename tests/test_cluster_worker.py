@@ -4,6 +4,7 @@ loses and repeats no trade."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
@@ -183,6 +184,32 @@ def test_three_workers_on_a_cluster_split_the_partitions_and_a_killed_ones_are_t
     three_workers_then_a_kill(on_cluster, cluster[1].url, Settings(redis_url=cluster[1].url, partitions=PARTITIONS))
 
 
+@contextlib.contextmanager
+def worker_mid_stream(
+    on_cluster: redis.RedisCluster, url: str, standalone: redis.Redis, server: EmbeddedRedis, seed: int
+) -> Iterator[tuple[TickBatch, WorkerConfig]]:
+    """A worker in a thread draining 40,000 per-tick entries; yields (the ticks, its config) once it has read a
+    quarter of partition 0, and not all of it; at the end, waits until it has read and acknowledged
+    everything, then stops it."""
+    ticks = market(40_000, symbols=30, per_second=2_000, seed=seed)
+    publish_to_both(standalone, server, on_cluster, ticks, per_tick=True)
+    keys = Keys(PREFIX, PARTITIONS)
+    config = WorkerConfig(checkpoint_every_s=0.1, lease_ms=3_000)
+    worker = AnalyticsWorker(on_cluster, settings_for(url, read_count=40), None, config)
+    runs = threading.Thread(target=worker.run, daemon=True)
+    runs.start()
+    try:
+        total = on_cluster.xlen(keys.ticks(0))
+        wait_until(lambda: _read(on_cluster, keys.ticks(0)) >= total // 4, "the worker did not start on partition 0")
+        assert _read(on_cluster, keys.ticks(0)) < total, "partition 0 was done already: not mid-stream"
+        yield ticks, config
+        wait_until(lambda: _caught_up(on_cluster, keys), "the worker did not finish", timeout=120)
+    finally:
+        worker.stop.set()
+        runs.join(timeout=60)
+    assert not runs.is_alive()
+
+
 def test_a_partition_resharded_mid_stream_loses_and_repeats_no_trade(
     on_cluster: redis.RedisCluster,
     redis_client: redis.Redis,
@@ -194,24 +221,10 @@ def test_a_partition_resharded_mid_stream_loses_and_repeats_no_trade(
     (ASK while it moves, MOVED after): the worker follows it, rebuilds the partition there, and the bars equal
     those of an uninterrupted run."""
     caplog.set_level(logging.WARNING)
-    ticks = market(40_000, symbols=30, per_second=2_000, seed=13)
-    publish_to_both(redis_client, redis_server, on_cluster, ticks, per_tick=True)
     keys = Keys(PREFIX, PARTITIONS)
-    config = WorkerConfig(checkpoint_every_s=0.1, lease_ms=3_000)
-    worker = AnalyticsWorker(on_cluster, settings_for(cluster[0].url, read_count=40), None, config)
-    runs = threading.Thread(target=worker.run, daemon=True)
-    runs.start()
-    try:
-        before = node_name(on_cluster, keys.ticks(0))
-        total = on_cluster.xlen(keys.ticks(0))
-        wait_until(lambda: _read(on_cluster, keys.ticks(0)) >= total // 4, "the worker did not start on partition 0")
-        assert _read(on_cluster, keys.ticks(0)) < total, "partition 0 was done before the move: not mid-stream"
+    before = node_name(on_cluster, keys.ticks(0))
+    with worker_mid_stream(on_cluster, cluster[0].url, redis_client, redis_server, seed=13) as (ticks, config):
         moved_to = move_slot(cluster[:3], keys.ticks(0))
-        wait_until(lambda: _caught_up(on_cluster, keys), "the worker did not finish after the move", timeout=120)
-    finally:
-        worker.stop.set()
-        runs.join(timeout=60)
-    assert not runs.is_alive()
     assert moved_to != before and node_name(on_cluster, keys.ticks(0)) == moved_to
     assert bar_streams(on_cluster, PREFIX) == expected_bars(ticks, config, PARTITIONS)  # type: ignore[arg-type]
     met = [r.getMessage() for r in caplog.records if r.name.startswith("tickerdash")]  # either way, rebuilt
@@ -229,29 +242,15 @@ def test_a_primary_killed_mid_stream_loses_and_repeats_no_trade(
     worker rebuilds the partitions that moved from what the new primary holds, and the bars equal those of
     an uninterrupted run: no trade lost, none counted twice."""
     caplog.set_level(logging.WARNING)
-    ticks = market(40_000, symbols=30, per_second=2_000, seed=11)
-    publish_to_both(redis_client, redis_server, on_cluster, ticks, per_tick=True)
     keys = Keys(PREFIX, PARTITIONS)
-    config = WorkerConfig(checkpoint_every_s=0.1, lease_ms=3_000)
-    worker = AnalyticsWorker(on_cluster, settings_for(cluster[0].url, read_count=40), None, config)
-    runs = threading.Thread(target=worker.run, daemon=True)
-    runs.start()
-    try:
-        victim_name = node_name(on_cluster, keys.ticks(0))
-        victim = next(node for node in cluster if f"127.0.0.1:{node.port}" == victim_name)
-        total = on_cluster.xlen(keys.ticks(0))
-        wait_until(lambda: _read(on_cluster, keys.ticks(0)) >= total // 4, "the worker did not start on partition 0")
-        assert _read(on_cluster, keys.ticks(0)) < total, "partition 0 was done before the kill: not mid-stream"
+    victim_name = node_name(on_cluster, keys.ticks(0))
+    victim = next(node for node in cluster if f"127.0.0.1:{node.port}" == victim_name)
+    with worker_mid_stream(on_cluster, cluster[0].url, redis_client, redis_server, seed=11) as (ticks, config):
         assert victim.process is not None
         victim.process.kill()
         victim.process.wait()
         victim.process = None
         wait_until(lambda: cluster_ok(cluster), "no replica was promoted", timeout=60)
-        wait_until(lambda: _caught_up(on_cluster, keys), "the worker did not finish after the failover", timeout=120)
-    finally:
-        worker.stop.set()
-        runs.join(timeout=60)
-    assert not runs.is_alive()
     assert node_name(on_cluster, keys.ticks(0)) != victim_name
     assert any("moved from" in record.getMessage() for record in caplog.records)
     assert bar_streams(on_cluster, PREFIX) == expected_bars(ticks, config, PARTITIONS)  # type: ignore[arg-type]
