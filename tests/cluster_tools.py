@@ -4,21 +4,35 @@ with replicas where a test asks for them."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import redis
 from redis.crc import key_slot
 
+from tickerdash.ingest.cluster import primary_clients
 from tickerdash.ingest.local_cluster import cluster_ok, local_cluster
 from tickerdash.ingest.local_cluster import wait_until as wait_or_raise
-from tickerdash.ingest.redis_server import EmbeddedRedis
+from tickerdash.ingest.redis_server import EmbeddedRedis, client_for
 
-__all__ = ["cluster_ok", "keys_on", "move_slot", "redis_cluster", "wait_until"]
+__all__ = ["cluster_ok", "emptied_cluster_client", "keys_on", "move_slot", "redis_cluster", "wait_until"]
 
 
 def redis_cluster(primaries: int = 3, replicas: int = 0) -> contextlib.AbstractContextManager[list[EmbeddedRedis]]:
     """`primaries` servers sharing the slots and `replicas` replicas of each (after the primaries in the list)."""
     return local_cluster(primaries, replicas)
+
+
+@contextlib.contextmanager
+def emptied_cluster_client(seed: EmbeddedRedis) -> Iterator[redis.RedisCluster]:
+    """A cluster client from one node's URL (any node will do), on a cluster emptied first; closed at the end."""
+    client = client_for(seed.url, cluster=True)
+    assert isinstance(client, redis.RedisCluster)
+    for primary in primary_clients(client):
+        primary.flushall()
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def wait_until(ready: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

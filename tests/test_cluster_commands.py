@@ -9,7 +9,6 @@ of a primary writes every tick once. The failover test kills a primary: it comes
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,19 +17,20 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from cluster_tools import move_slot, redis_cluster, wait_until
+from cluster_tools import emptied_cluster_client, move_slot, redis_cluster, wait_until
 from redis.cluster import key_slot
+from restart_tools import BackgroundPublish
 from typer.testing import CliRunner
 
 from tickerdash.commands import app
-from tickerdash.ingest.cluster import AnyRedis, node_client, node_name, primary_clients
+from tickerdash.ingest.cluster import AnyRedis, node_client, node_name
 from tickerdash.ingest.contract.bars import bar_entry_id, encode_bar
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import PRODUCER_FIELD, decode_entries
 from tickerdash.ingest.layout import LayoutMismatchError
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.redis_adapter import raw_client
-from tickerdash.ingest.redis_server import EmbeddedRedis, client_for, redis_connection
+from tickerdash.ingest.redis_server import EmbeddedRedis, redis_connection
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import TickBatch
 
@@ -55,11 +55,8 @@ def cluster() -> Iterator[list[EmbeddedRedis]]:
 @pytest.fixture
 def cluster_client(cluster: list[EmbeddedRedis]) -> Iterator[AnyRedis]:
     """A cluster client from one node's URL, on an empty cluster."""
-    client = client_for(cluster[1].url, cluster=True)
-    for node in primary_clients(client):
-        node.flushall()
-    yield client
-    client.close()
+    with emptied_cluster_client(cluster[1]) as client:
+        yield client
 
 
 Run = Callable[..., Any]
@@ -275,39 +272,19 @@ def test_connections_killed_under_a_publish_on_a_cluster_lose_and_repeat_no_trad
     """CLIENT KILL of every connection on every primary, again and again while a producer writes: afterwards
     each partition holds every trade published once, in order."""
     settings = Settings(data_dir=tmp_path, partitions=P, batch_rows=50, stream_maxlen=0)
-    most, step = 1_000_000, 5_000
-    ticks = make_ticks(most)
-    producer = Producer(cluster_client, settings)
-    failure: list[BaseException] = []
-    enough = threading.Event()
-    published = 0
-
-    def publish() -> None:
-        nonlocal published
-        try:
-            for start in range(0, most, step):
-                if enough.is_set():
-                    return
-                producer.publish(ticks.slice(start, start + step))
-                published = start + step
-        except BaseException as exc:  # handed to the test's thread
-            failure.append(exc)
-
-    writer = threading.Thread(target=publish)
-    writer.start()
+    ticks = make_ticks(1_000_000)
+    writer = BackgroundPublish(Producer(cluster_client, settings), ticks, 5_000).start()
     killers = [redis.Redis(port=node.port) for node in cluster[:PRIMARIES]]
     deadline = time.monotonic() + 20
-    while writer.is_alive() and producer.outage.outages < OUTAGES and time.monotonic() < deadline:
+    while writer.is_alive() and writer.producer.outage.outages < OUTAGES and time.monotonic() < deadline:
         time.sleep(0.02)  # most kills find the connections idle (redis-py reconnects those unseen): kill often
         for killer in killers:
             killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
-    enough.set()
-    writer.join(timeout=120)
-    producer.close()
+    writer.stop()
     for killer in killers:
         killer.close()
-    assert not failure, failure
-    assert producer.outage.outages >= OUTAGES, "the publish ended before its pipelines were cut often enough"
+    assert writer.producer.outage.outages >= OUTAGES, "the publish ended before its pipelines were cut often enough"
+    published = writer.published
     assert trade_ids(cluster_client, KEYS) == expected_ids(ticks.slice(0, published), KEYS)
 
 
@@ -317,34 +294,19 @@ def test_a_producer_rides_out_the_failover_of_a_primary(
     """SIGKILL of the primary that holds a partition while a producer writes: its replica takes over, and
     every partition then holds each published trade once, in order."""
     settings = Settings(data_dir=tmp_path, partitions=P, batch_rows=50, stream_maxlen=0)
-    most, step = 300_000, 2_000
-    ticks = make_ticks(most)
-    producer = Producer(cluster_client, settings)
-    failure: list[BaseException] = []
-    published = 0
-
-    def publish() -> None:
-        nonlocal published
-        try:
-            for start in range(0, most, step):
-                producer.publish(ticks.slice(start, start + step))
-                published = start + step
-                time.sleep(0.01)  # a steady stream, still going when the replica takes over
-        except BaseException as exc:  # handed to the test's thread
-            failure.append(exc)
-
+    ticks = make_ticks(300_000)
     victim_name = node_name(cluster_client, KEYS.ticks(0))
     victim = next(node for node in cluster if victim_name.endswith(f":{node.port}"))
-    writer = threading.Thread(target=publish)
-    writer.start()
-    wait_until(lambda: published >= 20_000, "the producer did not get going")
+    # a steady stream, still going when the replica takes over
+    writer = BackgroundPublish(Producer(cluster_client, settings), ticks, 2_000, pause_s=0.01).start()
+    wait_until(lambda: writer.published >= 20_000, "the producer did not get going")
     assert victim.process is not None
     victim.process.kill()
     victim.process.wait()
     victim.process = None  # the fixture's stop: nothing left to stop
-    writer.join(timeout=120)
-    producer.close()
-    assert not failure, failure
-    assert published == most and producer.outage.outages >= 1
+    while writer.is_alive():  # to the end: every slice is to be published
+        time.sleep(0.05)
+    writer.stop()
+    assert writer.published == len(ticks) and writer.producer.outage.outages >= 1
     assert node_name(cluster_client, KEYS.ticks(0)) != victim_name  # its replica holds the slot now
     assert trade_ids(cluster_client, KEYS) == expected_ids(ticks, KEYS)

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow.dataset as ds
 import pytest
 import redis
-from cluster_tools import move_slot, redis_cluster, wait_until
+from cluster_tools import emptied_cluster_client, move_slot, redis_cluster, wait_until
 from redis.cluster import key_slot
 from test_dashboard_gateway import receive, update
 from websockets.sync.client import connect
@@ -34,12 +34,12 @@ from tickerdash.dashboard.gateway import Gateway
 from tickerdash.dashboard.gateway_thread import GatewayThread
 from tickerdash.dashboard.push import GatewayConfig
 from tickerdash.dashboard.server import DashboardServer
-from tickerdash.ingest.cluster import node_name, primary_clients
+from tickerdash.ingest.cluster import node_name
 from tickerdash.ingest.contract.alerts import encode_alert
 from tickerdash.ingest.contract.bars import bar_feed_fields, encode_bar
 from tickerdash.ingest.contract.keys import ARCHIVE_GROUP, Keys
 from tickerdash.ingest.contract.live import encode_updates
-from tickerdash.ingest.redis_server import EmbeddedRedis, client_for
+from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -58,12 +58,8 @@ def cluster() -> Iterator[list[EmbeddedRedis]]:
 @pytest.fixture
 def client(cluster: list[EmbeddedRedis]) -> Iterator[redis.RedisCluster]:
     """A cluster client (from the second node's URL) on an emptied cluster."""
-    cluster_client = client_for(cluster[1].url, cluster=True)
-    assert isinstance(cluster_client, redis.RedisCluster)
-    for primary in primary_clients(cluster_client):
-        primary.flushall()
-    yield cluster_client
-    cluster_client.close()
+    with emptied_cluster_client(cluster[1]) as cluster_client:
+        yield cluster_client
 
 
 def one_partition_per_node(client: redis.RedisCluster) -> list[int]:

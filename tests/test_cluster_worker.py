@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import redis
-from cluster_tools import cluster_ok, move_slot, redis_cluster, wait_until
+from cluster_tools import cluster_ok, emptied_cluster_client, move_slot, redis_cluster, wait_until
 from test_hostile_input import batch_entry
 from test_shared_partitions import three_workers_then_a_kill
 from test_worker import bar_streams, expected_bars, market
@@ -32,7 +32,7 @@ from tickerdash.dashboard.downloads import export_download
 from tickerdash.ingest.cluster import node_name, primary_clients
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.producer import Producer
-from tickerdash.ingest.redis_server import EmbeddedRedis, client_for
+from tickerdash.ingest.redis_server import EmbeddedRedis
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import TickBatch
 
@@ -56,12 +56,8 @@ def cluster() -> Iterator[list[EmbeddedRedis]]:
 @pytest.fixture
 def on_cluster(cluster: list[EmbeddedRedis]) -> Iterator[redis.RedisCluster]:
     """A cluster client from one seed node, on an empty cluster."""
-    client = client_for(cluster[2].url, cluster=True)
-    assert isinstance(client, redis.RedisCluster)
-    for primary in primary_clients(client):
-        primary.flushall()
-    yield client
-    client.close()
+    with emptied_cluster_client(cluster[2]) as client:
+        yield client
 
 
 def settings_for(url: str, **overrides: Any) -> Settings:

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from restart_tools import kill_and_restart, stream_ticks
+from restart_tools import BackgroundPublish, kill_and_restart, stream_ticks
 
 from tickerdash.analytics.stages.alerts.alert import Alert
 from tickerdash.ingest.contract.keys import Keys
@@ -76,33 +75,14 @@ def test_connections_killed_under_a_publish_lose_and_repeat_no_trade(
     settings = settings.model_copy(update={"partitions": 3, "batch_rows": 50, "stream_maxlen": 0})
     most = 300_000 if per_tick else 1_000_000  # ample: the writer stops once the connections were killed enough
     ticks = make_ticks(most)
-    producer = Producer(redis_client, settings)
-    failure: list[BaseException] = []
-    enough = threading.Event()
-    published = 0
-
-    def publish() -> None:
-        nonlocal published
-        try:
-            for start in range(0, most, 5_000):
-                if enough.is_set():
-                    return
-                producer.publish(ticks.slice(start, start + 5_000), per_tick=per_tick)
-                published = start + 5_000
-        except BaseException as exc:  # handed to the test's thread
-            failure.append(exc)
-
-    writer = threading.Thread(target=publish)
-    writer.start()
+    writer = BackgroundPublish(Producer(redis_client, settings), ticks, 5_000, per_tick=per_tick).start()
     kills = 0
     while writer.is_alive() and kills < KILLS:
         time.sleep(0.15)
         kills += int(redis_client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")) > 0
-    enough.set()
-    writer.join(timeout=120)
-    producer.close()
-    assert not failure, failure
+    writer.stop()
     assert kills == KILLS, "the publish ended before its connections were killed enough times: make it longer"
+    published = writer.published
     ids = trade_ids_on_streams(redis_client, Keys(settings.prefix, settings.partitions))
     assert len(ids) == published and sorted(ids) == sorted(f"t{i}" for i in range(published))
 
