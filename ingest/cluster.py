@@ -20,20 +20,31 @@ from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import redis
-from redis.exceptions import AskError, ClusterDownError, ReadOnlyError, SlotNotCoveredError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 AnyRedis: TypeAlias = "redis.Redis | redis.RedisCluster"
 
 # replies that say "this node does not (or no longer) serves that slot": nothing was applied
 NOT_HERE = (AskError, ClusterDownError, TryAgainError, ReadOnlyError)  # MovedError is an AskError
-# what a reader rides out with backoff, on a standalone server or a cluster: the server (or the node that
-# holds a slot) is down, failing over, or no longer serves the slot; a cluster client refreshes its slot
-# map on these by itself, so the next attempt goes to the right node
+# what every loop rides out with backoff, on a standalone server or a cluster: the server (or the node that
+# holds a slot) is down, failing over, or no longer serves the slot; a slot map with a hole in it, or no node
+# answering it, while a failover is under way; redirects that outlasted the cluster client's attempts. A
+# cluster client refreshes its slot map on these by itself, so the next attempt goes to the right node.
 UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     *NOT_HERE,
+    ClusterError,
     SlotNotCoveredError,
+    RedisClusterUnreachableError,
 )
 
 

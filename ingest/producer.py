@@ -26,13 +26,12 @@ from typing import Any
 
 import numpy as np
 import redis
-from redis.exceptions import ClusterError, RedisClusterUnreachableError, SlotNotCoveredError
 
-from tickerdash.ingest.cluster import NOT_HERE, AnyRedis, is_cluster, node_client, refresh_slot_map
+from tickerdash.ingest.cluster import UNAVAILABLE, AnyRedis, by_node, is_cluster, refresh_slot_map
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import PRODUCER_FIELD, SEQ_FIELD, encode_batch, encode_ticks, iter_chunks
-from tickerdash.ingest.reconnect import REDIS_DOWN, Outage, wait_out
-from tickerdash.ingest.redis_adapter import bulk_client, client_on_own_pool
+from tickerdash.ingest.reconnect import Outage, wait_out
+from tickerdash.ingest.redis_adapter import PerNode, bulk_client, client_on_own_pool
 from tickerdash.ingest.retention import Retention
 from tickerdash.ingest.settings import Settings
 from tickerdash.ingest.ticks import TickBatch
@@ -44,15 +43,6 @@ TAIL_PAGE = 256  # most entries per XREVRANGE when looking for what landed befor
 CLOCK_MARGIN_MS = 1_000
 REPLICA_WAIT_MS = 1_000  # a WAIT for a replica to hold a pipeline's entries, repeated until one does
 PRODUCER_KEY, SEQ_KEY = PRODUCER_FIELD.encode(), SEQ_FIELD.encode()  # as they come back from Redis
-# a pipeline that may have been applied in part: Redis down, or (on a cluster) a node that no longer serves a
-# slot, a cluster that cannot serve it now, or a slot map with a hole in it while a failover is under way
-NOT_SURE: tuple[type[Exception], ...] = (
-    *REDIS_DOWN,
-    *NOT_HERE,
-    ClusterError,
-    SlotNotCoveredError,
-    RedisClusterUnreachableError,
-)
 Entry = tuple[str, dict[str, Any]]  # (stream, fields) of one XADD
 Stamped = tuple[str, dict[str, Any], int]  # (stream, fields, sequence number)
 
@@ -77,7 +67,8 @@ class Producer:
         self.client = client
         # writers on pools of their own that never re-send an XADD (whatever the caller's client does), one
         # pair per node: `bulk` packs large values without copying them, `plain` is hiredis's (faster packing)
-        self._writers: dict[tuple[str, bool], redis.Redis] = {}
+        self._bulk = PerNode(client, bulk_client)
+        self._plain = PerNode(client, lambda node: client_on_own_pool(node, decode_responses=False))
         self._replicas: dict[int, int] = {}  # id of a writer -> replicas its node has connected (on a cluster)
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.partitions)
@@ -89,18 +80,11 @@ class Producer:
 
     def writer(self, stream: str, *, bulk: bool = False) -> redis.Redis:
         """The producer's own client on the node that holds `stream` (any stream on a standalone server)."""
-        node = node_client(self.client, stream)
-        where = node.connection_pool.connection_kwargs
-        address = f"{where.get('host')}:{where.get('port')}"
-        writer = self._writers.get((address, bulk))
-        if writer is None:
-            writer = bulk_client(node) if bulk else client_on_own_pool(node, decode_responses=False)
-            self._writers[(address, bulk)] = writer
-        return writer
+        return (self._bulk if bulk else self._plain)(stream)
 
     def close(self) -> None:
         """Close the connections of the producer's own pools (the caller's client stays open)."""
-        for writer in self._writers.values():
+        for writer in [*self._bulk.made(), *self._plain.made()]:
             writer.connection_pool.disconnect()
 
     def __enter__(self) -> Producer:
@@ -177,7 +161,7 @@ class Producer:
                     for (stream, _, seq), entry_id in zip(group, self._xadd_replicated(writer, group), strict=True):
                         self.last_landed[stream] = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
                         done.add(seq)
-            except NOT_SURE as exc:
+            except UNAVAILABLE as exc:  # (the pipeline may have been applied in part)
                 self._replicas.clear()  # a failover may have changed the nodes and their replicas
                 wait_out(self.outage, exc)
                 todo, unsure = [entry for entry in todo if entry[2] not in done], True
@@ -189,13 +173,11 @@ class Producer:
     def _by_node(self, entries: list[Stamped], bulk: bool) -> list[tuple[redis.Redis, list[Stamped]]]:
         """The entries grouped by the node that holds their stream, in order within each node, with the
         producer's writer on it (one group on a standalone server)."""
-        if not is_cluster(self.client):
-            return [(self.writer("", bulk=bulk), entries)] if entries else []
-        groups: dict[int, tuple[redis.Redis, list[Stamped]]] = {}
-        for entry in entries:
-            writer = self.writer(entry[0], bulk=bulk)
-            groups.setdefault(id(writer), (writer, []))[1].append(entry)
-        return list(groups.values())
+        streams = [stream for stream, _, _ in entries]
+        return [
+            (self.writer(streams[at[0]], bulk=bulk), [entries[i] for i in at])
+            for _, at in by_node(self.client, streams)
+        ]
 
     def _xadd_replicated(self, writer: redis.Redis, entries: list[Stamped]) -> list[Any]:
         """XADD every entry in one pipeline; their IDs, once a replica holds them where the node has replicas

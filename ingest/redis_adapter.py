@@ -80,6 +80,10 @@ class PerNode:
             made = self._made[id(node)] = (node, self.derive(node))
         return made[1]
 
+    def made(self) -> list[redis.Redis]:
+        """Every client derived so far (to close their pools)."""
+        return [derived for _, derived in self._made.values()]
+
 
 def stream_items(response: Any) -> Iterator[tuple[str, Sequence[RawEntry]]]:
     """(stream, entries) pairs of a raw XREAD/XREADGROUP reply, RESP2 array or RESP3 map alike."""
