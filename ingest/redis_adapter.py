@@ -13,12 +13,14 @@ What it relies on (redis-py 5.3 to 8.x; `pyproject.toml` bounds the version):
   command whose long values go to the socket uncopied.
 
 With these a runner sends a batch's MULTI ... EXEC without waiting for the replies (reading them a batch
-later), and sends its next read before handling the entries in hand.
+later), with commands it packed itself among redis-py's (`queue_packed`), and sends its next read before
+handling the entries in hand.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -94,14 +96,46 @@ def stream_items(response: Any) -> Iterator[tuple[str, Sequence[RawEntry]]]:
         yield stream.decode() if isinstance(stream, bytes) else stream, entries
 
 
+@dataclass(frozen=True, slots=True)
+class PackedCommands:
+    """Commands already packed as the RESP a client sends (`count` of them, in `data`), queued on a
+    transaction as one item of its command stack (`queue_packed`)."""
+
+    data: bytes
+    count: int
+
+
+def queue_packed(pipe: redis.client.Pipeline, data: bytes, count: int) -> None:
+    """Queue `count` commands packed in `data` on a transaction sent by `send_transaction` (redis-py's own
+    `execute` cannot send them: it refuses the stack)."""
+    if count:
+        pipe.command_stack.append(((PackedCommands(data, count),), {}))
+
+
+def _replies_expected(pipe: redis.client.Pipeline) -> int:
+    return sum(args[0].count if isinstance(args[0], PackedCommands) else 1 for args, _ in pipe.command_stack)
+
+
 def send_transaction(pipe: redis.client.Pipeline) -> None:
-    """Send MULTI, the pipeline's queued commands and EXEC on its connection, without reading the replies."""
+    """Send MULTI, the pipeline's queued commands (packed ones as they are) and EXEC on its connection,
+    without reading the replies."""
     if pipe.scripts:
         pipe.load_scripts()
     if pipe.connection is None:
         pipe.connection = pipe.connection_pool.get_connection()
-    commands = [("MULTI",), *(args for args, _ in pipe.command_stack), ("EXEC",)]
-    pipe.connection.send_packed_command(pipe.connection.pack_commands(commands))
+    connection = pipe.connection
+    chunks: list[bytes | memoryview] = []
+    commands: list[tuple[Any, ...]] = [("MULTI",)]
+    for args, _ in pipe.command_stack:
+        if isinstance(args[0], PackedCommands):
+            chunks += connection.pack_commands(commands)
+            chunks.append(args[0].data)
+            commands = []
+        else:
+            commands.append(args)
+    commands.append(("EXEC",))
+    chunks += connection.pack_commands(commands)
+    connection.send_packed_command(chunks)
 
 
 def confirm_transaction(pipe: redis.client.Pipeline) -> None:
@@ -110,7 +144,7 @@ def confirm_transaction(pipe: redis.client.Pipeline) -> None:
     connection = pipe.connection
     assert connection is not None
     errors: list[redis.ResponseError] = []
-    for _ in range(len(pipe.command_stack) + 1):  # MULTI's OK, then QUEUED for each command
+    for _ in range(_replies_expected(pipe) + 1):  # MULTI's OK, then QUEUED for each command
         try:
             pipe.parse_response(connection, "_")
         except redis.ResponseError as exc:
@@ -125,6 +159,12 @@ def confirm_transaction(pipe: redis.client.Pipeline) -> None:
     failed = [reply for reply in replies if isinstance(reply, redis.ResponseError)]
     if errors or failed:
         raise (errors or failed)[0]
+
+
+def execute_transaction(pipe: redis.client.Pipeline) -> None:
+    """Send a transaction and read its replies (`send_transaction`, then `confirm_transaction`)."""
+    send_transaction(pipe)
+    confirm_transaction(pipe)
 
 
 def abandon_transaction(pipe: redis.client.Pipeline) -> None:

@@ -50,6 +50,7 @@ from tickerdash.ingest.redis_adapter import (
     abandon_transaction,
     client_on_own_pool,
     confirm_transaction,
+    execute_transaction,
     raw_client,
     send_transaction,
     stream_items,
@@ -245,7 +246,7 @@ class StreamRunner(GroupReads):
             pipe.multi()
             self._queue(batch, decoded.ticks, rejected, ids)
             with self._timing_transactions():
-                pipe.execute()
+                execute_transaction(pipe)  # (redis-py's `execute` cannot send commands a consumer packed itself)
         except (redis.WatchError, OwnershipLost) as exc:
             pipe.reset()
             self._ownership_lost(batch, exc)

@@ -14,6 +14,7 @@ from tickerdash.analytics.stages.bars import BarTable
 from tickerdash.analytics.stages.bars_stage import ClosedBars, bar_fields
 from tickerdash.ingest.contract.bars import decode_bar_feed
 from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.redis_adapter import execute_transaction
 from tickerdash.ingest.ticks import TickBatch
 
 CONTRACT_FIELDS = [b"open", b"high", b"low", b"close", b"volume", b"vwap", b"trades"]
@@ -45,7 +46,7 @@ def written(client: redis.Redis, config: WorkerConfig) -> dict[str, list[tuple[b
     state = PartitionState(config)
     pipe = client.pipeline(transaction=True)
     EffectsWriter(client, Keys()).write(pipe, state.apply(tape(1500, seed=4)), partition=0)
-    pipe.execute()
+    execute_transaction(pipe)
     return {key.decode(): client.xrange(key) for key in sorted(client.scan_iter(match="tickerdash:bars:*"))}
 
 

@@ -23,6 +23,33 @@ def test_a_transaction_sent_without_its_replies_is_applied_and_its_replies_read_
     assert redis_client.get("a") == b"1" and redis_client.get("n") == b"5"
 
 
+def test_packed_commands_go_in_their_place_among_the_queued_ones(redis_client: redis.Redis) -> None:
+    """`queue_packed` puts commands packed by the caller between redis-py's, in order, within the one
+    MULTI ... EXEC; their replies are counted and read, and a failing one is raised like any other."""
+    connection = redis_client.connection_pool.get_connection()
+    packed = b"".join(connection.pack_commands([("RPUSH", "order", "b"), ("RPUSH", "order", "c")]))
+    failing = b"".join(connection.pack_commands([("INCR", "order")]))
+    redis_client.connection_pool.release(connection)
+    pipe = redis_client.pipeline(transaction=True)
+    pipe.rpush("order", "a")
+    adapter.queue_packed(pipe, packed, 2)
+    adapter.queue_packed(pipe, b"", 0)  # nothing to send: nothing queued
+    pipe.rpush("order", "d")
+    assert len(pipe.command_stack) == 3
+    adapter.execute_transaction(pipe)
+    pipe.reset()
+    assert redis_client.lrange("order", 0, -1) == [b"a", b"b", b"c", b"d"]
+    adapter.queue_packed(pipe, failing, 1)
+    pipe.rpush("order", "e")
+    try:
+        adapter.execute_transaction(pipe)
+        raise AssertionError("a ResponseError was expected")
+    except redis.ResponseError as exc:
+        assert "WRONGTYPE" in str(exc)
+    pipe.reset()
+    assert redis_client.lrange("order", -1, -1) == [b"e"]  # the others applied, as Redis does
+
+
 def test_a_transaction_whose_watched_key_changed_reports_a_watch_error(redis_client: redis.Redis) -> None:
     """EXEC's nil reply (a WATCHed key changed) surfaces as WatchError, and the WATCH is over."""
     pipe = redis_client.pipeline(transaction=True)

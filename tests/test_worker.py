@@ -24,6 +24,7 @@ from tickerdash.analytics.stages.alerts.store import RuleStore
 from tickerdash.analytics.stages.bars import Bars
 from tickerdash.analytics.stages.indicators import window_name
 from tickerdash.analytics.stages.overlays.stage import OverlayStage
+from tickerdash.ingest import runner as runner_module
 from tickerdash.ingest.contract.bars import BAR_FLOAT_FIELDS, encode_bar, feed_entry_table
 from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 from tickerdash.ingest.contract.live import decode_updates
@@ -463,19 +464,19 @@ def test_a_transaction_that_fails_in_flight_loses_and_repeats_nothing(
         return calls["transactions"] % 7 == 3
 
     if not defer_commit:
-        real_execute = redis.client.Pipeline.execute
+        real_execute = runner_module.execute_transaction
 
-        def flaky_execute(pipe: redis.client.Pipeline, raise_on_error: bool = True) -> list:
+        def flaky_execute(pipe: redis.client.Pipeline) -> None:
             if not fails(pipe):
-                return real_execute(pipe, raise_on_error)
+                return real_execute(pipe)
             calls["failed"] += 1
             if applied:
-                real_execute(pipe, raise_on_error)
+                real_execute(pipe)
             else:
                 pipe.reset()
             raise redis.ConnectionError("connection dropped under EXEC (injected)")
 
-        monkeypatch.setattr(redis.client.Pipeline, "execute", flaky_execute)
+        monkeypatch.setattr(runner_module, "execute_transaction", flaky_execute)
     else:
         real_send, real_confirm = StreamRunner._send, StreamRunner._confirm
 

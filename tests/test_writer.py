@@ -1,19 +1,19 @@
-"""The engine's writer encodes a batch's entries column by column, and dead letters go in one command:
-the same entries as one XADD each."""
+"""The engine's writer packs a batch's entries with IDs column by column as the XADDs a client would send
+one by one, and dead letters go in one command: the same entries as one XADD each."""
 
 from __future__ import annotations
 
-import json
-
+import hiredis
 import numpy as np
 import redis
 
 from tickerdash.analytics.engine.stage import AppendWithIds, Effects, IdEntries
-from tickerdash.analytics.engine.writer import EffectsWriter, id_entries_json
+from tickerdash.analytics.engine.writer import EffectsWriter, xadd_commands
 from tickerdash.ingest.contract.dead_letters import encode_dead_letter
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import Rejected
 from tickerdash.ingest.deadletter import add_rejected
+from tickerdash.ingest.redis_adapter import execute_transaction
 from tickerdash.ingest.ticks import TickBatch
 
 
@@ -27,23 +27,30 @@ def entries(rng: np.random.Generator, n: int) -> IdEntries:
     return IdEntries(streams, [10, 20, 30], rng.integers(0, 3, n), ids, [("x", values), ("y", sometimes)])
 
 
-def test_the_json_is_the_entries_one_by_one() -> None:
-    """`id_entries_json` is what json.dumps makes of the entries taken one by one (absent fields left out)."""
+def test_the_packed_commands_are_the_entries_one_by_one(redis_client: redis.Redis) -> None:
+    """`xadd_commands` is byte for byte what redis-py packs for the entries' XADDs taken one by one (absent
+    fields left out), and reads back as those commands."""
     rng = np.random.default_rng(4)
-    for n in (1, 2, 17, 500):
-        batch = entries(rng, n)
-        rows = [[batch.streams.index(s) + 1, str(maxlen), i, *f] for s, maxlen, i, f in batch]
-        assert json.loads(id_entries_json(batch)) == rows
-        assert id_entries_json(batch) == json.dumps(rows, separators=(",", ":"))
+    connection = redis_client.connection_pool.get_connection()
+    try:
+        for n in (1, 2, 17, 500):
+            batch = entries(rng, n)
+            commands = [("XADD", stream, "MAXLEN", "~", str(maxlen), i, *flat) for stream, maxlen, i, flat in batch]
+            assert xadd_commands(batch) == b"".join(connection.pack_commands(commands))
+            reader = hiredis.Reader(encoding="utf-8")
+            reader.feed(xadd_commands(batch))
+            assert [tuple(reader.gets()) for _ in commands] == commands and reader.gets() is False
+    finally:
+        redis_client.connection_pool.release(connection)
 
 
 def test_entries_land_in_their_streams_in_order_with_their_ids(redis_client: redis.Redis) -> None:
-    """One script call writes every entry to its stream, with its ID and fields, in order."""
+    """The packed XADDs write every entry to its stream, with its ID and fields, in order."""
     batch = entries(np.random.default_rng(5), 200)
     effects = Effects(TickBatch.empty(), outputs=[AppendWithIds("test", lambda keys: batch)])
     pipe = redis_client.pipeline(transaction=True)
     EffectsWriter(redis_client, Keys()).write(pipe, effects, partition=0)
-    pipe.execute()
+    execute_transaction(pipe)
     for k, stream in enumerate(batch.streams):
         expected = [
             (i.encode(), {f.encode(): v.encode() for f, v in zip(flat[::2], flat[1::2], strict=True)})
