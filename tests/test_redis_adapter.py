@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
+from redis._parsers import _RESP2Parser
 
 from tickerdash.ingest import redis_adapter as adapter
 
@@ -23,9 +25,14 @@ def test_a_transaction_sent_without_its_replies_is_applied_and_its_replies_read_
     assert redis_client.get("a") == b"1" and redis_client.get("n") == b"5"
 
 
-def test_packed_commands_go_in_their_place_among_the_queued_ones(redis_client: redis.Redis) -> None:
+@pytest.mark.parametrize("parser", ["hiredis", "python"])
+def test_packed_commands_go_in_their_place_among_the_queued_ones(redis_client: redis.Redis, parser: str) -> None:
     """`queue_packed` puts commands packed by the caller between redis-py's, in order, within the one
-    MULTI ... EXEC; their replies are counted and read, and a failing one is raised like any other."""
+    MULTI ... EXEC; their replies are counted and read (straight off hiredis's reader, or through the
+    connection with redis-py's own parser), and a failing one is raised like any other."""
+    if parser == "python":
+        port = redis_client.connection_pool.connection_kwargs["port"]
+        redis_client = redis.Redis(connection_pool=redis.ConnectionPool(port=port, parser_class=_RESP2Parser))
     connection = redis_client.connection_pool.get_connection()
     packed = b"".join(connection.pack_commands([("RPUSH", "order", "b"), ("RPUSH", "order", "c")]))
     failing = b"".join(connection.pack_commands([("INCR", "order")]))
