@@ -188,28 +188,49 @@ class Features:
                     bias_by_power[key] = table.take(np.minimum(count_before + ahead, len(table) - 1))
             return bias_by_power[key]
 
-        def ema(name: str, x: np.ndarray, *, including_row: bool = False) -> np.ndarray:
-            """Bias-corrected average of one of the EMAS before each row (or after it, `including_row`)."""
-            k = E[name]
-            state = self.ema[slot, k]
-            after, self.ema[slot, k] = scan.ema(x, 1.0 - float(self.decay[k]), state)
-            decay = float(self.decay[k])
+        def emas(inputs: dict[str, np.ndarray], including_row: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+            """Bias-corrected averages of some of the EMAS before each row (or after it, `including_row`),
+            from one scan of them all."""
+            k = [E[name] for name in inputs]
+            state = self.ema[slot][:, k]
+            after, self.ema[slot[:, None], k] = scan.emas(np.stack(list(inputs.values())), 1.0 - self.decay[k], state)
+            out = {}
             with np.errstate(divide="ignore", invalid="ignore"):
-                if including_row:
-                    return after / bias(decay, 1)
-                return previous(after, state) / bias(decay, 0)
+                for j, name in enumerate(inputs):
+                    decay = float(self.decay[k[j]])
+                    if name in including_row:
+                        out[name] = after[j] / bias(decay, 1)
+                    else:
+                        out[name] = previous(after[j], state[:, j]) / bias(decay, 0)
+            return out
 
-        # price against the weighted VWAP, and against the previous trade
-        notional_before = ema("notional", price * size)
-        volume_before = ema("volume", size)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            deviation = np.where(count_before > 0, log_price - np.log(notional_before / volume_before), 0.0)
+        # the EMAs whose inputs need no other EMA, in one scan: then the two that need one of these
         last_log = previous(log_price, self.last_log_price[slot])
         ret = np.where(count_before > 0, log_price - last_log, 0.0)
-        dev_scale = ema("dev_abs", np.abs(deviation))
-        ret_scale = ema("ret_abs", np.abs(ret))
-        moves = ema("moves", (ret != 0.0).astype(np.float64))
-        momentum = ema("momentum", ret, including_row=True)
+        last_ts = previous(ts, self.last_ts[slot])
+        gap = np.where(count_before > 0, np.maximum(ts - last_ts, 0), 0).astype(np.float64)
+        first_pass = emas(
+            {
+                "notional": price * size,
+                "volume": size,
+                "ret_abs": np.abs(ret),
+                "moves": (ret != 0.0).astype(np.float64),
+                "momentum": ret,
+                "size_mean": log_size,
+                "gap_short": gap,
+                "gap_long": gap,
+            },
+            including_row=("momentum", "gap_short"),
+        )
+        # price against the weighted VWAP, and against the previous trade
+        with np.errstate(divide="ignore", invalid="ignore"):
+            deviation = np.where(
+                count_before > 0, log_price - np.log(first_pass["notional"] / first_pass["volume"]), 0.0
+            )
+        size_dev = np.where(count_before > 0, log_size - first_pass["size_mean"], 0.0)
+        second_pass = emas({"dev_abs": np.abs(deviation), "size_abs": np.abs(size_dev)})
+        dev_scale, size_scale = second_pass["dev_abs"], second_pass["size_abs"]
+        ret_scale, moves, momentum = first_pass["ret_abs"], first_pass["moves"], first_pass["momentum"]
         alpha_m = 1.0 - float(self.decay[E["momentum"]])
         with np.errstate(divide="ignore", invalid="ignore"):
             # On a coarse price grid most trades do not move the price, and a long run of them shrinks the
@@ -221,17 +242,11 @@ class Features:
             values[:, F["jump_z"]] = ret / ret_sigma
             values[:, F["momentum_z"]] = momentum / (ret_sigma * np.sqrt(alpha_m / (2.0 - alpha_m)))
         # size against the symbol's own history, on the log scale
-        size_mean = ema("size_mean", log_size)
-        size_dev = np.where(count_before > 0, log_size - size_mean, 0.0)
-        size_scale = ema("size_abs", np.abs(size_dev))
         with np.errstate(divide="ignore", invalid="ignore"):
             values[:, F["size_z"]] = size_dev / (MAD_TO_SIGMA * size_scale + TINY)
         # arrivals: the gap to the previous trade, and recent gaps against the long-run mean gap
-        last_ts = previous(ts, self.last_ts[slot])
-        gap = np.where(count_before > 0, np.maximum(ts - last_ts, 0), 0).astype(np.float64)
         values[:, F["log_gap"]] = np.log1p(gap)
-        gap_short = ema("gap_short", gap, including_row=True)
-        gap_long = ema("gap_long", gap)
+        gap_short, gap_long = first_pass["gap_short"], first_pass["gap_long"]
         with np.errstate(divide="ignore", invalid="ignore"):
             values[:, F["burst"]] = np.log((gap_long + 1.0) / (gap_short + 1.0))
 
