@@ -21,7 +21,10 @@ handling the entries in hand.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,9 +122,22 @@ def _replies_expected(pipe: redis.client.Pipeline) -> int:
     return sum(args[0].count if isinstance(args[0], PackedCommands) else 1 for args, _ in pipe.command_stack)
 
 
-def send_transaction(pipe: redis.client.Pipeline) -> None:
+SENDING = "_tickerdash_sending"  # a pipeline's attribute: the Future of its transaction sent in the background
+
+
+@functools.cache
+def _sender() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="transaction-send")
+
+
+def send_transaction(pipe: redis.client.Pipeline, *, background: bool = False) -> None:
     """Send MULTI, the pipeline's queued commands (packed ones as they are) and EXEC on its connection,
-    without reading the replies."""
+    without reading the replies.
+
+    In the `background`, the bytes go to the socket from a helper thread (the call returns at once), and
+    `confirm_transaction` (or `abandon_transaction`) waits for them: a batch's transaction holds megabytes
+    of closed bars, which Redis takes in as fast as it queues them, while the caller computes the next.
+    """
     if pipe.scripts:
         pipe.load_scripts()
     if pipe.connection is None:
@@ -138,12 +154,24 @@ def send_transaction(pipe: redis.client.Pipeline) -> None:
             commands.append(args)
     commands.append(("EXEC",))
     chunks += connection.pack_commands(commands)
-    connection.send_packed_command(chunks)
+    if background:
+        setattr(pipe, SENDING, _sender().submit(connection.send_packed_command, chunks))
+    else:
+        connection.send_packed_command(chunks)
+
+
+def _sent(pipe: redis.client.Pipeline) -> None:
+    """Wait until the pipeline's transaction sent in the background is on the socket (raise its error)."""
+    sending: Future[None] | None = getattr(pipe, SENDING, None)
+    if sending is not None:
+        setattr(pipe, SENDING, None)
+        sending.result()
 
 
 def confirm_transaction(pipe: redis.client.Pipeline) -> None:
     """Read the replies of a transaction `send_transaction` sent; raise WatchError if it was not applied,
     or its first error."""
+    _sent(pipe)
     connection = pipe.connection
     assert connection is not None
     # MULTI's OK, then QUEUED for each command
@@ -198,6 +226,8 @@ def execute_transaction(pipe: redis.client.Pipeline) -> None:
 def abandon_transaction(pipe: redis.client.Pipeline) -> None:
     """Give back a transaction's connection with its replies unread (closed: they would be read as the next
     command's)."""
+    with contextlib.suppress(Exception):  # (what failed is why it is abandoned)
+        _sent(pipe)  # never close a socket under the thread still writing to it
     if pipe.connection is not None:
         pipe.connection.disconnect()
     pipe.watching = False  # a closed connection watches nothing: no UNWATCH to send

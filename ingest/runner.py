@@ -282,7 +282,7 @@ class StreamRunner(GroupReads):
     def _send(self, batch: _Transaction) -> None:
         """Send the batch's transaction without reading its replies (`settle` reads them)."""
         with self._timing_transactions():
-            send_transaction(batch.pipe)
+            send_transaction(batch.pipe, background=True)  # written to the socket while the next batch computes
 
     def _confirm(self, batch: _Transaction) -> None:
         """Read the replies of a sent transaction; raise WatchError if it was not applied, or its first error."""

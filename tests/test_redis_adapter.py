@@ -57,6 +57,28 @@ def test_packed_commands_go_in_their_place_among_the_queued_ones(redis_client: r
     assert redis_client.lrange("order", -1, -1) == [b"e"]  # the others applied, as Redis does
 
 
+def test_a_transaction_sent_in_the_background_is_confirmed_or_abandoned_once_on_the_socket(
+    redis_client: redis.Redis,
+) -> None:
+    """`send_transaction(background=True)` returns before the bytes are written; confirming waits for them
+    (a large transaction is applied whole), and abandoning one waits for them before closing the socket."""
+    connection = redis_client.connection_pool.get_connection()
+    many = b"".join(connection.pack_commands([("RPUSH", "big", "x" * 100)] * 20_000))  # ~2.5 MB
+    redis_client.connection_pool.release(connection)
+    pipe = redis_client.pipeline(transaction=True)
+    adapter.queue_packed(pipe, many, 20_000)
+    pipe.set("after", "1")
+    adapter.send_transaction(pipe, background=True)
+    adapter.confirm_transaction(pipe)
+    pipe.reset()
+    assert redis_client.llen("big") == 20_000 and redis_client.get("after") == b"1"
+    adapter.queue_packed(pipe, many, 20_000)
+    adapter.send_transaction(pipe, background=True)
+    adapter.abandon_transaction(pipe)
+    assert getattr(pipe, adapter.SENDING) is None and pipe.connection is None
+    assert redis_client.llen("big") in (20_000, 40_000)  # sent whole before the close, or not applied
+
+
 def test_a_transaction_whose_watched_key_changed_reports_a_watch_error(redis_client: redis.Redis) -> None:
     """EXEC's nil reply (a WATCHed key changed) surfaces as WatchError, and the WATCH is over."""
     pipe = redis_client.pipeline(transaction=True)
