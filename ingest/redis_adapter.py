@@ -123,6 +123,9 @@ def _replies_expected(pipe: redis.client.Pipeline) -> int:
 
 
 SENDING = "_tickerdash_sending"  # a pipeline's attribute: the Future of its transaction sent in the background
+# below this many bytes a transaction is sent at once even when the background is asked for: the socket
+# takes it without waiting, and handing it to a thread would cost a GIL switch (up to 5 ms) before it goes
+BACKGROUND_MIN_BYTES = 1 << 20
 
 
 @functools.cache
@@ -134,9 +137,10 @@ def send_transaction(pipe: redis.client.Pipeline, *, background: bool = False) -
     """Send MULTI, the pipeline's queued commands (packed ones as they are) and EXEC on its connection,
     without reading the replies.
 
-    In the `background`, the bytes go to the socket from a helper thread (the call returns at once), and
-    `confirm_transaction` (or `abandon_transaction`) waits for them: a batch's transaction holds megabytes
-    of closed bars, which Redis takes in as fast as it queues them, while the caller computes the next.
+    In the `background`, a transaction of BACKGROUND_MIN_BYTES or more goes to the socket from a helper
+    thread (the call returns at once), and `confirm_transaction` (or `abandon_transaction`) waits for it:
+    a large batch's transaction holds megabytes of closed bars, which Redis takes in only as fast as it
+    queues them, while the caller could compute the next batch.
     """
     if pipe.scripts:
         pipe.load_scripts()
@@ -154,7 +158,7 @@ def send_transaction(pipe: redis.client.Pipeline, *, background: bool = False) -
             commands.append(args)
     commands.append(("EXEC",))
     chunks += connection.pack_commands(commands)
-    if background:
+    if background and sum(len(chunk) for chunk in chunks) >= BACKGROUND_MIN_BYTES:
         setattr(pipe, SENDING, _sender().submit(connection.send_packed_command, chunks))
     else:
         connection.send_packed_command(chunks)

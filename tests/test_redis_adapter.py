@@ -60,8 +60,9 @@ def test_packed_commands_go_in_their_place_among_the_queued_ones(redis_client: r
 def test_a_transaction_sent_in_the_background_is_confirmed_or_abandoned_once_on_the_socket(
     redis_client: redis.Redis,
 ) -> None:
-    """`send_transaction(background=True)` returns before the bytes are written; confirming waits for them
-    (a large transaction is applied whole), and abandoning one waits for them before closing the socket."""
+    """`send_transaction(background=True)` hands a large transaction to a thread; confirming waits for the
+    bytes (it is applied whole), and abandoning one waits for them before closing the socket. A small one
+    is sent at once."""
     connection = redis_client.connection_pool.get_connection()
     many = b"".join(connection.pack_commands([("RPUSH", "big", "x" * 100)] * 20_000))  # ~2.5 MB
     redis_client.connection_pool.release(connection)
@@ -69,9 +70,16 @@ def test_a_transaction_sent_in_the_background_is_confirmed_or_abandoned_once_on_
     adapter.queue_packed(pipe, many, 20_000)
     pipe.set("after", "1")
     adapter.send_transaction(pipe, background=True)
+    assert getattr(pipe, adapter.SENDING) is not None
     adapter.confirm_transaction(pipe)
     pipe.reset()
     assert redis_client.llen("big") == 20_000 and redis_client.get("after") == b"1"
+    pipe.set("small", "1")
+    adapter.send_transaction(pipe, background=True)
+    assert getattr(pipe, adapter.SENDING, None) is None
+    adapter.confirm_transaction(pipe)
+    pipe.reset()
+    assert redis_client.get("small") == b"1"
     adapter.queue_packed(pipe, many, 20_000)
     adapter.send_transaction(pipe, background=True)
     adapter.abandon_transaction(pipe)
