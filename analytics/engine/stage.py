@@ -67,7 +67,8 @@ class IdEntries:
     in order, the field `name` = `values[k]` (left out where `values[k]` is None).
 
     Columns, so that the engine encodes every entry of a batch in a few array operations, not entry by
-    entry. Values are numbers as text (no quote or backslash to escape). Iterating gives `IdEntry` tuples.
+    entry. Values are numbers as ASCII text (a length in characters is one in bytes). Iterating gives `IdEntry`
+    tuples.
     """
 
     streams: Sequence[str]
