@@ -341,9 +341,9 @@ def _crash_run(client: redis.Redis, server: EmbeddedRedis, n: int, kills: int, s
 def test_killed_and_restarted_worker_neither_loses_nor_double_counts(
     redis_client: redis.Redis, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    """SIGKILL at random points of a 1M-tick run, restarting each time: bars byte for byte and indicators equal
+    """SIGKILL at random points of a 500k-tick run, restarting each time: bars byte for byte and indicators equal
     an uninterrupted run's."""
-    _crash_run(redis_client, redis_server, 1_000_000, kills=5, seed=11, tmp=tmp_path)
+    _crash_run(redis_client, redis_server, 500_000, kills=5, seed=11, tmp=tmp_path)
 
 
 @pytest.mark.realdata
