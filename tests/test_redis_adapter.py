@@ -87,6 +87,21 @@ def test_a_transaction_sent_in_the_background_is_confirmed_or_abandoned_once_on_
     assert redis_client.llen("big") in (20_000, 40_000)  # sent whole before the close, or not applied
 
 
+def test_a_packed_command_refused_when_queued_discards_the_whole_transaction(redis_client: redis.Redis) -> None:
+    """A packed command Redis refuses as it queues it (wrong arguments) aborts the transaction: its error is
+    raised and nothing of the transaction is applied."""
+    connection = redis_client.connection_pool.get_connection()
+    refused = b"".join(connection.pack_commands([("XADD", "stream", "MAXLEN")]))
+    redis_client.connection_pool.release(connection)
+    pipe = redis_client.pipeline(transaction=True)
+    pipe.set("before", "1")
+    adapter.queue_packed(pipe, refused, 1)
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        adapter.execute_transaction(pipe)
+    pipe.reset()
+    assert redis_client.get("before") is None and redis_client.ping()
+
+
 def test_a_transaction_whose_watched_key_changed_reports_a_watch_error(redis_client: redis.Redis) -> None:
     """EXEC's nil reply (a WATCHed key changed) surfaces as WatchError, and the WATCH is over."""
     pipe = redis_client.pipeline(transaction=True)
