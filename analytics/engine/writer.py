@@ -91,10 +91,11 @@ def xadd_commands(entries: IdEntries) -> bytes:
     present = np.zeros(count, np.int64)
     for at, (name, values) in enumerate(entries.fields):
         absent = values == None  # noqa: E711 (elementwise on an object array)
-        texts = np.where(absent, "", values) if absent.any() else values
-        pieces[:, 4 + 2 * at] = _length_pieces(f"\r\n${len(name.encode())}\r\n{name}\r\n", texts)
+        some_absent = bool(absent.any())
+        texts = np.where(absent, "", values) if some_absent else values
+        pieces[:, 4 + 2 * at] = _length_pieces("\r\n" + _bulk(name), texts)
         pieces[:, 5 + 2 * at] = texts
-        if absent.any():
+        if some_absent:
             pieces[absent, 4 + 2 * at] = ""
         present += ~absent
     pieces[:, -1] = "\r\n"
