@@ -9,6 +9,15 @@ from redis._parsers import _RESP2Parser
 from tickerdash.ingest import redis_adapter as adapter
 
 
+def packed(client: redis.Redis, commands: list[tuple[str, ...]]) -> bytes:
+    """The commands as a connection of the client's pool packs them (what `queue_packed` takes)."""
+    connection = client.connection_pool.get_connection()
+    try:
+        return b"".join(connection.pack_commands(commands))
+    finally:
+        client.connection_pool.release(connection)
+
+
 def test_a_transaction_sent_without_its_replies_is_applied_and_its_replies_read_later(
     redis_client: redis.Redis,
 ) -> None:
@@ -33,13 +42,11 @@ def test_packed_commands_go_in_their_place_among_the_queued_ones(redis_client: r
     if parser == "python":
         port = redis_client.connection_pool.connection_kwargs["port"]
         redis_client = redis.Redis(connection_pool=redis.ConnectionPool(port=port, parser_class=_RESP2Parser))
-    connection = redis_client.connection_pool.get_connection()
-    packed = b"".join(connection.pack_commands([("RPUSH", "order", "b"), ("RPUSH", "order", "c")]))
-    failing = b"".join(connection.pack_commands([("INCR", "order")]))
-    redis_client.connection_pool.release(connection)
+    two = packed(redis_client, [("RPUSH", "order", "b"), ("RPUSH", "order", "c")])
+    failing = packed(redis_client, [("INCR", "order")])
     pipe = redis_client.pipeline(transaction=True)
     pipe.rpush("order", "a")
-    adapter.queue_packed(pipe, packed, 2)
+    adapter.queue_packed(pipe, two, 2)
     adapter.queue_packed(pipe, b"", 0)  # nothing to send: nothing queued
     pipe.rpush("order", "d")
     assert len(pipe.command_stack) == 3
@@ -48,11 +55,8 @@ def test_packed_commands_go_in_their_place_among_the_queued_ones(redis_client: r
     assert redis_client.lrange("order", 0, -1) == [b"a", b"b", b"c", b"d"]
     adapter.queue_packed(pipe, failing, 1)
     pipe.rpush("order", "e")
-    try:
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         adapter.execute_transaction(pipe)
-        raise AssertionError("a ResponseError was expected")
-    except redis.ResponseError as exc:
-        assert "WRONGTYPE" in str(exc)
     pipe.reset()
     assert redis_client.lrange("order", -1, -1) == [b"e"]  # the others applied, as Redis does
 
@@ -63,9 +67,7 @@ def test_a_transaction_sent_in_the_background_is_confirmed_or_abandoned_once_on_
     """`send_transaction(background=True)` hands a large transaction to a thread; confirming waits for the
     bytes (it is applied whole), and abandoning one waits for them before closing the socket. A small one
     is sent at once."""
-    connection = redis_client.connection_pool.get_connection()
-    many = b"".join(connection.pack_commands([("RPUSH", "big", "x" * 100)] * 20_000))  # ~2.5 MB
-    redis_client.connection_pool.release(connection)
+    many = packed(redis_client, [("RPUSH", "big", "x" * 100)] * 20_000)  # ~2.5 MB
     pipe = redis_client.pipeline(transaction=True)
     adapter.queue_packed(pipe, many, 20_000)
     pipe.set("after", "1")
@@ -90,9 +92,7 @@ def test_a_transaction_sent_in_the_background_is_confirmed_or_abandoned_once_on_
 def test_a_packed_command_refused_when_queued_discards_the_whole_transaction(redis_client: redis.Redis) -> None:
     """A packed command Redis refuses as it queues it (wrong arguments) aborts the transaction: its error is
     raised and nothing of the transaction is applied."""
-    connection = redis_client.connection_pool.get_connection()
-    refused = b"".join(connection.pack_commands([("XADD", "stream", "MAXLEN")]))
-    redis_client.connection_pool.release(connection)
+    refused = packed(redis_client, [("XADD", "stream", "MAXLEN")])
     pipe = redis_client.pipeline(transaction=True)
     pipe.set("before", "1")
     adapter.queue_packed(pipe, refused, 1)
