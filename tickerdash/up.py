@@ -87,7 +87,6 @@ def _tickerdash(*args: str) -> list[str]:
 
 
 def plan(
-    settings: Settings,
     *,
     rate: float,
     symbols: str,
@@ -100,13 +99,8 @@ def plan(
 ) -> list[Service]:
     """The services to start, in start order."""
     services: list[Service] = []
-    partitions = settings.partitions
-    for i in range(workers):
-        mine = [p for p in range(partitions) if p % workers == i] if workers > 1 else None
-        args = ["analytics", "--consumer", f"up-analytics-{i}"]
-        if mine is not None:
-            args += ["--partitions", ",".join(map(str, mine))]
-        services.append(Service(f"analytics-{i}", _tickerdash(*args)))
+    for i in range(workers):  # sharing the partitions (`--partitions auto`), as workers started by hand do
+        services.append(Service(f"analytics-{i}", _tickerdash("analytics", "--consumer", f"up-analytics-{i}")))
     services.append(Service("archive", _tickerdash("archive", "--consumer", "up-archive")))
     if dashboard:
         services.append(Service("dashboard", _tickerdash("dashboard", "--port", str(port), "--ws-port", str(ws_port))))
@@ -145,7 +139,7 @@ def up(
         DEMO_RATE, min=1, help="Simulated trades per second over a session (the open runs ~4x busier)."
     ),
     symbols: str = typer.Option(DEMO_SYMBOLS, help="Tickers the simulator trades."),
-    workers: int = typer.Option(1, min=1, max=64, help="Analytics workers (split the partitions)."),
+    workers: int = typer.Option(1, min=1, max=64, help="Analytics workers: they share the partitions, about P/N each."),
     port: int = typer.Option(8050, help="Dashboard HTTP port."),
     ws_port: int = typer.Option(8051, help="Dashboard websocket port."),
     slump_after: float = typer.Option(
@@ -178,7 +172,6 @@ def up(
                     f"within {demo.window_s:g}s (remove: tickerdash alerts remove {demo.id})"
                 )
         services = plan(
-            settings,
             rate=rate,
             symbols=symbols,
             workers=workers,
