@@ -192,7 +192,7 @@ class Features:
             """Bias-corrected averages of some of the EMAS before each row (or after it, `including_row`),
             from one scan of them all."""
             k = [E[name] for name in inputs]
-            state = self.ema[slot][:, k]
+            state = self.ema[slot[:, None], k]  # (read as written below: one gather of the k columns)
             after, self.ema[slot[:, None], k] = scan.emas(np.stack(list(inputs.values())), 1.0 - self.decay[k], state)
             out = {}
             with np.errstate(divide="ignore", invalid="ignore"):
