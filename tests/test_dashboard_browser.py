@@ -213,6 +213,14 @@ class Page:
             what=f"the {symbol} chart",
         )
 
+    def callback_requests(self) -> list[str]:
+        """The Dash callback requests whose response has been read, each with its HTTP status."""
+        return [
+            f"{r.url.rsplit('/', 1)[-1]} {response.status if (response := r.response()) else '?'}"
+            for r in self.finished
+            if "_dash-update-component" in r.url
+        ]
+
     def close(self) -> None:
         """Close the page's context."""
         self.context.close()
@@ -537,8 +545,15 @@ def test_a_download_is_the_parquet_export_of_the_bars_in_redis(
 
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 600))
     fill_download_form(page, symbols="aapl", interval="1s", start=since)
-    with page.page.expect_download(timeout=20_000) as started:
+    error, status = page.page.locator("#export-error"), page.page.locator("#export-status")
+    with page.page.expect_download(timeout=60_000) as started:
         page.page.click("#export-button")
+        # the callback's answer first: a refusal (or no answer at all) fails here, saying which
+        try:
+            page.wait_for(lambda: error.inner_text() or status.inner_text(), timeout=60, what="the export's answer")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; Dash callbacks answered: {page.callback_requests()}") from None
+        assert error.inner_text() == "", f"the export was refused: {error.inner_text()}"
     saved = tmp_path / started.value.suggested_filename
     started.value.save_as(saved)
     assert saved.suffix == ".parquet"
