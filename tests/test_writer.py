@@ -11,6 +11,7 @@ from tickerdash.analytics.engine.stage import AppendWithIds, Effects, IdEntries
 from tickerdash.analytics.engine.writer import EffectsWriter, xadd_commands
 from tickerdash.ingest.contract.dead_letters import encode_dead_letter
 from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.text_tables import TextTable, hstack
 from tickerdash.ingest.contract.tick_entries import Rejected
 from tickerdash.ingest.deadletter import add_rejected
 from tickerdash.ingest.redis_adapter import execute_transaction
@@ -20,11 +21,11 @@ from tickerdash.ingest.ticks import TickBatch
 def entries(rng: np.random.Generator, n: int) -> IdEntries:
     """n entries over three streams, with a field that some entries leave out."""
     streams = ["td:a", "td:b", "td:c"]
-    values = np.array([repr(float(v)) for v in rng.normal(size=n)], object)
-    sometimes = values.copy()
-    sometimes[rng.random(n) < 0.3] = None
-    ids = np.array([f"{k + 1}-0" for k in range(n)], object)
-    return IdEntries(streams, [10, 20, 30], rng.integers(0, 3, n), ids, [("x", values), ("y", sometimes)])
+    values: list[str | None] = [repr(float(v)) for v in rng.normal(size=n)]
+    sometimes = [None if leave_out else value for value, leave_out in zip(values, rng.random(n) < 0.3, strict=True)]
+    ids = TextTable.of([f"{k + 1}-0" for k in range(n)])
+    table = hstack([TextTable.of(values), TextTable.of(sometimes)])
+    return IdEntries(streams, [10, 20, 30], rng.integers(0, 3, n), ids, ["x", "y"], table)
 
 
 def test_the_packed_commands_are_the_entries_one_by_one(redis_client: redis.Redis) -> None:

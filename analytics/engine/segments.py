@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from tickerdash.ingest.contract.text_tables import exclusive_cumsum as exclusive_cumsum  # one definition, shared
+
 NARROW_BLOCK = 16  # blocks this wide or narrower run the EMA a column at a time (lfilter's call costs more)
 TS_BITS = 42  # event times below 2**42 ms (year 2109) leave room for a group rank in an int64 key
 NO_TIME = -1  # a symbol's clock before its first trade (every real ts is >= 0)
@@ -56,13 +58,6 @@ def ragged_arange(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     out_starts = np.cumsum(lengths) - lengths
     return np.repeat(starts.astype(np.int64) - out_starts, lengths) + np.arange(total, dtype=np.int64)
-
-
-def exclusive_cumsum(lengths: np.ndarray) -> np.ndarray:
-    """Start offset of each run when runs of these lengths are laid end to end."""
-    out = np.zeros(len(lengths), np.int64)
-    np.cumsum(lengths[:-1], out=out[1:])
-    return out
 
 
 def segment_of_row(lengths: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from tickerdash.ingest.cluster import AnyRedis
+from tickerdash.ingest.contract.text_tables import TextTable
 from tickerdash.ingest.contract.tick_entries import Rejected
 from tickerdash.ingest.ticks import TickBatch
 
@@ -63,27 +64,33 @@ IdEntry = tuple[str, int, str, Sequence[Any]]
 @dataclass(frozen=True, slots=True)
 class IdEntries:
     """Entries with explicit IDs as columns, each to one of `streams`: entry k goes to `streams[stream_at[k]]`
-    (trimmed to about `maxlens[stream_at[k]]`) with ID `ids[k]` and, for each `(name, values)` of `fields`
-    in order, the field `name` = `values[k]` (left out where `values[k]` is None).
+    (trimmed to about `maxlens[stream_at[k]]`) with ID `ids` row k and, for each name j of `names` in order,
+    the field `names[j]` = `values` text (k, j) (left out where that text is absent).
 
     Columns, so that the engine encodes every entry of a batch in a few array operations, not entry by
-    entry. Values are numbers as ASCII text (a length in characters is one in bytes). Iterating gives `IdEntry`
-    tuples.
+    entry. IDs and values are ASCII text tables. Iterating gives `IdEntry` tuples.
     """
 
     streams: Sequence[str]
     maxlens: Sequence[int]
     stream_at: np.ndarray  # int, per entry
-    ids: np.ndarray  # object array of str, per entry
-    fields: Sequence[tuple[str, np.ndarray]]  # (field name, object array of str or None per entry)
+    ids: TextTable  # one column
+    names: Sequence[str]  # field names
+    values: TextTable  # a column per name
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __iter__(self) -> Iterator[IdEntry]:
-        for k, (at, entry_id) in enumerate(zip(self.stream_at.tolist(), self.ids.tolist(), strict=True)):
-            flat = [part for name, values in self.fields if values[k] is not None for part in (name, values[k])]
-            yield self.streams[at], self.maxlens[at], entry_id, flat
+        columns = [self.values.column(j) for j in range(len(self.names))]
+        for k, (at, entry_id) in enumerate(zip(self.stream_at.tolist(), self.ids.column(0), strict=True)):
+            flat = [
+                part
+                for name, column in zip(self.names, columns, strict=True)
+                if (value := column[k]) is not None
+                for part in (name, value)
+            ]
+            yield self.streams[at], self.maxlens[at], str(entry_id), flat
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,15 +6,16 @@ one entry to one stream, entries with explicit IDs to the streams they name), no
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import redis
 
 from tickerdash.analytics.engine.stage import AppendMany, AppendOne, AppendWithIds, Effects, IdEntries, Output
 from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
+from tickerdash.ingest.contract.text_tables import TextTable, constant, join_rows, length_prefixes, lookup
 from tickerdash.ingest.contract.tick_entries import Rejected
 from tickerdash.ingest.deadletter import add_rejected
 from tickerdash.ingest.redis_adapter import queue_packed
@@ -68,44 +69,40 @@ def _bulk(text: str) -> str:
     return f"${len(text.encode())}\r\n{text}\r\n"
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a stream per symbol and interval: made once each, not once per batch
+def _xadd_head(stream: str, maxlen: int) -> bytes:
+    return f"$4\r\nXADD\r\n{_bulk(stream)}$6\r\nMAXLEN\r\n$1\r\n~\r\n{_bulk(str(maxlen))}".encode()
+
+
+@functools.lru_cache(maxsize=64)
+def _argument_counts(most: int) -> TextTable:
+    return TextTable.of([f"*{n}\r\n" for n in range(most + 1)])
+
+
 def xadd_commands(entries: IdEntries) -> bytes:
     """Every entry as `XADD <stream> MAXLEN ~ <maxlen> <ID> <field> <value> ...`, packed as the RESP a client
     sends: the same commands, in the same order, as one client-built XADD each.
 
     Redis runs each as a plain XADD (about 2 us with a bar's fields, against 7 us for the same XADD made by
-    a script from a JSON payload), and the client builds none of them one by one: a table of text pieces,
-    a row per entry, is filled column by column and joined once. A row is `*<args>`, the stream's head, the
-    ID's `$<length>` and the ID, then per field the piece that ends the value before it (CRLF) and starts
-    this one (name, `$<length>`), and the value (both empty where the entry leaves the field out), then
-    the last CRLF. Values are ASCII (numbers as text, IDs): a length in characters is a length in bytes.
+    a script from a JSON payload), and the client builds none of them one by one: the rows are joined from
+    text tables in one gather over bytes (`text_tables.join_rows`). A row is `*<args>`, the stream's head,
+    the ID's `$<length>` and the ID, then per field the piece that ends the value before it (CRLF) and
+    starts this one (name, `$<length>`), and the value (both empty where the entry leaves the field out),
+    then the last CRLF.
     """
-    count = len(entries)
-    pieces = np.empty((count, 5 + 2 * len(entries.fields)), object)
-    heads = [
-        f"$4\r\nXADD\r\n{_bulk(stream)}$6\r\nMAXLEN\r\n$1\r\n~\r\n{_bulk(str(maxlen))}"
-        for stream, maxlen in zip(entries.streams, entries.maxlens, strict=True)
+    count, width = len(entries), len(entries.names)
+    heads = lookup(TextTable.of(list(map(_xadd_head, entries.streams, entries.maxlens))), entries.stream_at)
+    field_heads = length_prefixes(["\r\n" + _bulk(name) for name in entries.names], entries.values)
+    arg_counts = 6 + 2 * entries.values.present.sum(axis=1)  # XADD, stream, MAXLEN, ~, maxlen, ID, name and value
+    parts = [
+        lookup(_argument_counts(6 + 2 * width), arg_counts),
+        heads,
+        length_prefixes([""], entries.ids),
+        entries.ids,
+        field_heads,
+        entries.values,
+        constant("\r\n", count),
     ]
-    pieces[:, 1] = np.array(heads, object)[entries.stream_at]
-    pieces[:, 2] = _length_pieces("", entries.ids)
-    pieces[:, 3] = entries.ids
-    present = np.zeros(count, np.int64)
-    for at, (name, values) in enumerate(entries.fields):
-        absent = values == None  # noqa: E711 (elementwise on an object array)
-        some_absent = bool(absent.any())
-        texts = np.where(absent, "", values) if some_absent else values
-        pieces[:, 4 + 2 * at] = _length_pieces("\r\n" + _bulk(name), texts)
-        pieces[:, 5 + 2 * at] = texts
-        if some_absent:
-            pieces[absent, 4 + 2 * at] = ""
-        present += ~absent
-    pieces[:, -1] = "\r\n"
-    arg_counts = 6 + 2 * present  # XADD, stream, MAXLEN, ~, maxlen, ID, then a name and a value per field
-    pieces[:, 0] = np.array([f"*{n}\r\n" for n in range(int(arg_counts.max()) + 1)], object)[arg_counts]
-    return "".join(pieces.ravel().tolist()).encode()
-
-
-def _length_pieces(before: str, texts: np.ndarray) -> np.ndarray:
-    """`before` + `$<length>` + CRLF for each text (lengths looked up, not formatted one by one)."""
-    lengths = np.fromiter(map(len, texts.tolist()), np.int64, len(texts))
-    table = np.array([f"{before}${n}\r\n" for n in range(int(lengths.max(initial=0)) + 1)], object)
-    return table[lengths]
+    # columns: the four of the entry's head, then each field's head and value, then the last CRLF
+    fields = [column for j in range(width) for column in (4 + j, 4 + width + j)]
+    return join_rows(parts, [0, 1, 2, 3, *fields, 4 + 2 * width])

@@ -77,7 +77,7 @@ def bar_entries(closed: ClosedBars, keys: Keys, retention: Mapping[str, int]) ->
         maxlens,
         stream_at.reshape(-1),
         bar_entry_ids(bars.start_ms),
-        encode_bar_columns(columns, tuple(closed.extra)),
+        *encode_bar_columns(columns, tuple(closed.extra)),
     )
 
 

@@ -21,6 +21,7 @@ import orjson
 import pyarrow as pa
 
 from tickerdash.ingest.contract.fields import EntryFields, field_map
+from tickerdash.ingest.contract.text_tables import TextTable, hstack, int_texts
 
 BAR_FLOAT_FIELDS = ("open", "high", "low", "close", "volume", "vwap")
 BAR_FIELDS = (*BAR_FLOAT_FIELDS, "trades")
@@ -34,10 +35,13 @@ def bar_entry_id(start_ms: int) -> str:
     return f"{start_ms}-0"
 
 
-def bar_entry_ids(start_ms: np.ndarray) -> np.ndarray:
-    """`bar_entry_id` of every start, as an object array of str (formatted in one pass)."""
-    starts = np.asarray(start_ms, np.int64).tolist()
-    return np.array(repr(starts)[1:-1].split(", "), object) + "-0" if starts else np.zeros(0, object)
+def bar_entry_ids(start_ms: np.ndarray) -> TextTable:
+    """`bar_entry_id` of every start, as a one-column text table (formatted in one pass)."""
+    starts = np.ascontiguousarray(start_ms, np.int64)
+    if not len(starts):
+        return TextTable.empty()
+    joined = orjson.dumps(starts, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+    return TextTable.from_joined(joined.replace(b",", b"-0,") + b"-0", len(starts))
 
 
 def encode_bar(
@@ -93,30 +97,62 @@ def float_reprs(values: np.ndarray | Sequence[float]) -> list[str]:
     return texts
 
 
-def encode_bar_columns(columns: Mapping[str, np.ndarray], extra: Sequence[str] = ()) -> list[tuple[str, np.ndarray]]:
-    """Every bar's fields as text, column by column: (field name, object array of each bar's value), in the
-    order `encode_bar` writes them (floats as repr, `trades` as an integer, then the `extra` fields, None
+def float_texts(columns: Sequence[np.ndarray], nan_absent: Sequence[bool] = ()) -> TextTable:
+    """`float_reprs` of equal-length columns as a text table, in one orjson call; NaNs of the columns flagged in
+    `nan_absent` are absent texts.
+
+    orjson's output is split where it stands when every value is in the range where it spells floats as
+    `repr` does (the common case); otherwise the values go through `float_reprs`.
+    """
+    values = np.stack([np.asarray(column, np.float64) for column in columns], axis=1)
+    rows, width = values.shape
+    if not rows:
+        return TextTable.empty(width)
+    absent = np.zeros(values.shape, bool)
+    flagged = [j for j, flag in enumerate(nan_absent) if flag]
+    if flagged:
+        absent[:, flagged] = np.isnan(values[:, flagged])
+        values[absent] = 0.0
+    by_column = values.T.ravel()
+    magnitude = np.abs(by_column)
+    if ((magnitude == 0) | ((magnitude >= 1e-4) & (magnitude < 1e16))).all():  # NaN compares False
+        joined = orjson.dumps(by_column, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+    else:
+        joined = ",".join(float_reprs(by_column)).encode()
+    texts = TextTable.from_joined(joined, rows)
+    return texts.without(absent) if flagged else texts
+
+
+def encode_bar_columns(columns: Mapping[str, np.ndarray], extra: Sequence[str] = ()) -> tuple[list[str], TextTable]:
+    """Every bar's fields as text, as a table with a column per field: the field names and the table, in the
+    order `encode_bar` writes them (floats as repr, `trades` as an integer, then the `extra` fields, absent
     where an extra value is undefined (NaN): that bar leaves the field out).
 
-    Numbers are formatted column by column, not bar by bar: on a tape where a bar closes every few trades,
-    formatting each value on its own was most of what encoding bars cost.
+    Numbers are formatted a table at a time into bytes, not bar by bar into str: on a tape where a bar
+    closes every few trades, formatting each value on its own was most of what encoding bars cost.
     """
-    out = [(name, np.array(float_reprs(columns[name]), object)) for name in BAR_FLOAT_FIELDS]
-    counts = np.asarray(columns["trades"], np.int64).tolist()
-    out.append(("trades", np.array(repr(counts)[1:-1].split(", ") if counts else [], object)))
-    for name in extra:
-        values = np.array(float_reprs(columns[name]), object)
-        values[np.isnan(np.asarray(columns[name], np.float64))] = None  # not defined at this bar, left out
-        out.append((name, values))
-    return out
+    floats = float_texts(
+        [columns[name] for name in (*BAR_FLOAT_FIELDS, *extra)],
+        nan_absent=[False] * len(BAR_FLOAT_FIELDS) + [True] * len(extra),
+    )
+    table = hstack([floats, int_texts(columns["trades"])])
+    base = len(BAR_FLOAT_FIELDS)
+    order = [*range(base), table.width - 1, *range(base, base + len(extra))]
+    return [*BAR_FIELDS, *extra], table.take_columns(order)
 
 
 def encode_bars(columns: Mapping[str, np.ndarray], extra: Sequence[str] = ()) -> list[list[str]]:
     """Every bar's fields as text, bar by bar: `encode_bar_columns` as one flat [field, value, ...] list per bar."""
-    encoded = encode_bar_columns(columns, extra)
-    bars = len(encoded[0][1])
+    names, table = encode_bar_columns(columns, extra)
+    values = [table.column(j) for j in range(table.width)]
     return [
-        [part for name, values in encoded if values[k] is not None for part in (name, values[k])] for k in range(bars)
+        [
+            part
+            for name, column in zip(names, values, strict=True)
+            if (value := column[k]) is not None
+            for part in (name, value)
+        ]
+        for k in range(len(table))
     ]
 
 

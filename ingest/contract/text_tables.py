@@ -1,0 +1,173 @@
+"""Tables of short ASCII texts (numbers, entry IDs) as one byte buffer with offsets, and rows joined from them.
+
+A closed bar is about a dozen numbers written as text; on a realistic tape a batch closes a bar every few
+trades. Formatting each number as a Python str and joining them costs more than the bar's arithmetic, so
+numbers are formatted a whole table at a time into bytes (orjson writes a float64 array in one call),
+and rows (e.g. the RESP of one XADD per bar) are joined from such tables with one gather over bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+COMMA = ord(",")
+JOIN_CHUNK_ROWS = 256  # rows joined per gather: its index arrays (~400 kB for XADDs of bars) stay in the cache
+
+
+def exclusive_cumsum(lengths: np.ndarray) -> np.ndarray:
+    """Start offset of each run when runs of these lengths are laid end to end."""
+    out = np.zeros(len(lengths), np.int64)
+    np.cumsum(lengths[:-1], out=out[1:])
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class TextTable:
+    """n rows of m texts; text (k, j) is `data[starts[k, j]:][:lengths[k, j]]`, empty where `present[k, j]` is False."""
+
+    data: np.ndarray  # uint8
+    starts: np.ndarray  # int64 (n, m)
+    lengths: np.ndarray  # int64 (n, m)
+    present: np.ndarray  # bool (n, m)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def width(self) -> int:
+        """Texts per row."""
+        return int(self.starts.shape[1])
+
+    def column(self, j: int) -> list[str | None]:
+        """Every row's text j (None where absent)."""
+        data = self.data.tobytes()
+        return [
+            data[start : start + length].decode() if present else None
+            for start, length, present in zip(
+                self.starts[:, j].tolist(), self.lengths[:, j].tolist(), self.present[:, j].tolist(), strict=True
+            )
+        ]
+
+    def take_columns(self, order: Sequence[int]) -> TextTable:
+        """The columns in this order."""
+        return TextTable(self.data, self.starts[:, order], self.lengths[:, order], self.present[:, order])
+
+    def without(self, absent: np.ndarray) -> TextTable:
+        """The same texts with those where `absent` is True left out."""
+        return TextTable(self.data, self.starts, np.where(absent, 0, self.lengths), self.present & ~absent)
+
+    @classmethod
+    def of(cls, texts: Sequence[str | None] | Sequence[bytes]) -> TextTable:
+        """A one-column table of these texts (None: absent)."""
+        encoded = [t.encode() if isinstance(t, str) else t or b"" for t in texts]
+        lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+        present = np.fromiter((t is not None for t in texts), bool, len(encoded))
+        data = np.frombuffer(b"".join(encoded), np.uint8)
+        return cls(data, exclusive_cumsum(lengths)[:, None], lengths[:, None], present[:, None])
+
+    @classmethod
+    def from_joined(cls, joined: bytes, rows: int) -> TextTable:
+        """The comma-separated texts of `joined` (none holds a comma), column by column, as `rows` rows."""
+        data = np.frombuffer(joined, np.uint8)
+        commas = np.flatnonzero(data == COMMA)
+        starts = np.empty(len(commas) + 1, np.int64)
+        starts[0] = 0
+        starts[1:] = commas + 1
+        lengths = np.empty_like(starts)
+        lengths[:-1] = commas - starts[:-1]
+        lengths[-1] = len(data) - starts[-1]
+        columns = len(starts) // rows
+        return cls(
+            data, starts.reshape(columns, rows).T, lengths.reshape(columns, rows).T, np.ones((rows, columns), bool)
+        )
+
+    @classmethod
+    def empty(cls, width: int = 1) -> TextTable:
+        """No rows."""
+        return cls(
+            np.zeros(0, np.uint8),
+            np.zeros((0, width), np.int64),
+            np.zeros((0, width), np.int64),
+            np.zeros((0, width), bool),
+        )
+
+
+def hstack(tables: Sequence[TextTable]) -> TextTable:
+    """The tables' columns side by side (equal row counts)."""
+    bases = exclusive_cumsum(np.array([len(t.data) for t in tables], np.int64))
+    return TextTable(
+        np.concatenate([t.data for t in tables]),
+        np.concatenate([t.starts + base for t, base in zip(tables, bases, strict=True)], axis=1),
+        np.concatenate([t.lengths for t in tables], axis=1),
+        np.concatenate([t.present for t in tables], axis=1),
+    )
+
+
+def int_texts(values: np.ndarray | Sequence[int]) -> TextTable:
+    """`str(int(v))` of every value as a one-column table, formatted in one pass in C."""
+    ints = np.ascontiguousarray(values, np.int64)
+    if not len(ints):
+        return TextTable.empty()
+    return TextTable.from_joined(orjson.dumps(ints, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1], len(ints))
+
+
+def lookup(table: TextTable, codes: np.ndarray) -> TextTable:
+    """Text `table[codes[k, j]]` (of its one column) for every (k, j): a few distinct texts repeated."""
+    at = np.asarray(codes, np.int64)
+    at = at[:, None] if at.ndim == 1 else at
+    return TextTable(table.data, table.starts[at, 0], table.lengths[at, 0], np.ones(at.shape, bool))
+
+
+def constant(text: str, n: int) -> TextTable:
+    """The same text in n rows."""
+    data = np.frombuffer(text.encode(), np.uint8)
+    return TextTable(data, np.zeros((n, 1), np.int64), np.full((n, 1), len(data), np.int64), np.ones((n, 1), bool))
+
+
+@functools.lru_cache(maxsize=256)
+def _prefix_table(befores: tuple[str, ...], longest: int) -> TextTable:
+    return TextTable.of([f"{before}${n}\r\n" for before in befores for n in range(longest + 1)])
+
+
+def length_prefixes(befores: Sequence[str], texts: TextTable) -> TextTable:
+    """Text (k, j) is `befores[j]` + `$<length>` + CRLF of text (k, j) (RESP's bulk string header), absent where
+    that text is."""
+    # tables up to a power of two long, so that batches share them
+    longest = (1 << int(texts.lengths.max(initial=0)).bit_length()) - 1
+    codes = texts.lengths + (longest + 1) * np.arange(texts.width)
+    return lookup(_prefix_table(tuple(befores), longest), codes).without(~texts.present)
+
+
+def join_rows(parts: Sequence[TextTable], order: Sequence[int] | None = None) -> bytes:
+    """Row k is every part's texts of row k, left to right (or the columns of all parts in `order`); the rows
+    back to back, as bytes (absent texts add nothing).
+
+    A gather over bytes: every text is a run of a buffer holding every part's bytes, and the runs are copied
+    in row-major order, so no Python object is made per text.
+    """
+    if not parts or not len(parts[0]):
+        return b""
+    table = hstack(parts)
+    if order is not None:
+        table = table.take_columns(order)
+    runs = table.lengths.ravel()
+    placed = exclusive_cumsum(runs)  # where each run lands in the output
+    total = int(placed[-1] + runs[-1])
+    index_type = np.int32 if max(len(table.data), total) < 2**31 else np.int64
+    shift = (table.starts.ravel() - placed).astype(index_type)
+    out = np.empty(total, np.uint8)
+    step = JOIN_CHUNK_ROWS * table.width
+    counting = np.arange(min(total, int(runs.max(initial=0)) * step), dtype=index_type)
+    for first in range(0, len(runs), step):
+        lo, last = int(placed[first]), min(first + step, len(runs)) - 1
+        hi = int(placed[last] + runs[last])
+        index = np.repeat(shift[first : last + 1], runs[first : last + 1])
+        index += counting[: hi - lo]
+        index += lo
+        table.data.take(index, out=out[lo:hi])
+    return out.tobytes()
