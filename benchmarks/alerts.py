@@ -190,7 +190,7 @@ def alert_latency(
         Rule(id="probe", symbol="PROBE", drop_pct=5, window_s=1, cooldown_s=0, include_bad_prints=True)
     )
     worker = worker_process(settings, "alert-latency", stages)
-    wait_for_lease(client, settings, "alert-latency")
+    wait_for_lease(client, settings, "alert-latency", worker)
     feed = tapes.Cycled(tape)
     per_batch = rate // 100
     sent: dict[int, float] = {}

@@ -107,11 +107,13 @@ def worker_process(settings: Settings, consumer: str, stages: str) -> subprocess
     )
 
 
-def wait_for_lease(client: AnyRedis, settings: Settings, consumer: str) -> None:
-    """Until the worker process holds every partition (it is reading)."""
+def wait_for_lease(client: AnyRedis, settings: Settings, consumer: str, worker: subprocess.Popen[bytes]) -> None:
+    """Until the worker process holds every partition (it is reading); raises if it exits first."""
     keys = Keys(settings.prefix, settings.partitions)
     for partition in range(settings.partitions):
         while client.get(keys.lease(ANALYTICS_GROUP, partition)) != consumer.encode():
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited ({worker.returncode}) before it held partition {partition}")
             time.sleep(0.05)
 
 
@@ -127,7 +129,7 @@ def latency(
         primary.flushall()
     stop, watching = threading.Event(), threading.Event()
     worker = worker_process(settings, "latency", stages)
-    wait_for_lease(client, settings, "latency")
+    wait_for_lease(client, settings, "latency", worker)
     sent: dict[int, float] = {}
     seen: dict[int, float] = {}
     feed = tapes.Cycled(tape)
