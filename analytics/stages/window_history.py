@@ -12,7 +12,12 @@ import numpy as np
 from tickerdash.analytics.engine.segments import NO_TIME, exclusive_cumsum, ragged_arange, segment_of_row
 
 MIN_RING = 16  # points in a new symbol's window ring: quiet symbols stay small, busy ones grow
-RING_GROWTH = 1.25  # a full ring moves to one this much larger than it needs (amortised O(1) moves)
+# a full ring moves to one this much larger than it needs (amortised O(1) moves): twice as large while it
+# is small, so a symbol filling its 5-minute windows moves ~10 times rather than ~25 on its way to a few
+# thousand points; 1.25x above, where the room a doubling leaves empty would be real memory
+RING_GROWTH = 1.25
+SMALL_RING_GROWTH = 2.0
+SMALL_RING = 4096  # points (96 kB): rings needing fewer grow by SMALL_RING_GROWTH
 POOL_GROWTH = 1.25  # the ring pool grows by this factor when full and holes are under HOLES_TO_COMPACT
 COMPACT_BLOCK = 1 << 20  # pool positions slid per step of a compaction (bounds its temporaries)
 # share of the pool left as holes by moved rings that makes a full pool compact (rather than grow). A
@@ -20,8 +25,14 @@ COMPACT_BLOCK = 1 << 20  # pool positions slid per step of a compaction (bounds 
 # compacted 46 times in 15 s, 10-48 ms each (the latency's worst stalls); at 1/2, 10 times.
 HOLES_TO_COMPACT = 1 / 2
 # a ring left holding under 1/RING_SHRINK of its capacity (a burst that has passed) moves to a smaller one,
-# so a quiet symbol gives its memory back; far from RING_GROWTH, so a steady symbol never moves back and forth
+# so a quiet symbol gives its memory back; far from the growth factors, so a steady symbol never moves back and forth
 RING_SHRINK = 8
+
+
+def ring_capacity(points: np.ndarray) -> np.ndarray:
+    """The capacity of a ring that must hold these many points, with room to grow."""
+    growth = np.where(points < SMALL_RING, SMALL_RING_GROWTH, RING_GROWTH)
+    return np.maximum(np.ceil(points * growth).astype(np.int64), MIN_RING)
 
 
 class WindowHistory:
@@ -116,7 +127,7 @@ class WindowHistory:
         """Move the rings of slots that need more than their capacity to larger ones, points kept."""
         short = needed > self.capacity[slot]
         if short.any():
-            self._move(slot[short], np.maximum(np.ceil(needed[short] * RING_GROWTH).astype(np.int64), MIN_RING))
+            self._move(slot[short], ring_capacity(needed[short]))
 
     def _shrink(self, slot: np.ndarray) -> None:
         """Move mostly empty rings of these slots to smaller ones; once the pool is half holes, close them
@@ -126,7 +137,7 @@ class WindowHistory:
         roomy = (live * RING_SHRINK < capacity) & (capacity >= RING_SHRINK * MIN_RING)
         if not roomy.any():
             return
-        self._move(slot[roomy], np.maximum(np.ceil(live[roomy] * RING_GROWTH).astype(np.int64), MIN_RING))
+        self._move(slot[roomy], ring_capacity(live[roomy]))
         if self.holes >= self.used * HOLES_TO_COMPACT:
             self._compact()
             size = int(self.used * POOL_GROWTH) + 4 * MIN_RING
@@ -225,7 +236,7 @@ class WindowHistory:
         window_start = arrays["history_window_start"]
         history = cls(window_start.shape[1])
         live = np.diff(arrays["history_offsets"])
-        capacity = np.maximum(np.ceil(live * RING_GROWTH).astype(np.int64), MIN_RING)
+        capacity = ring_capacity(live)
         history.base = history._allocate(capacity)
         history.capacity = capacity
         history.head = np.zeros(len(live), np.int64)
