@@ -37,11 +37,7 @@ def bar_entry_id(start_ms: int) -> str:
 
 def bar_entry_ids(start_ms: np.ndarray) -> TextTable:
     """`bar_entry_id` of every start, as a one-column text table (formatted in one pass)."""
-    starts = np.ascontiguousarray(start_ms, np.int64)
-    if not len(starts):
-        return TextTable.empty()
-    joined = orjson.dumps(starts, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
-    return TextTable.from_joined(joined.replace(b",", b"-0,") + b"-0", len(starts))
+    return int_texts(start_ms, suffix=b"-0")
 
 
 def encode_bar(
@@ -90,11 +86,15 @@ def float_reprs(values: np.ndarray | Sequence[float]) -> list[str]:
     if not len(floats):
         return []
     texts = orjson.dumps(floats, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode().split(",")
-    magnitude = np.abs(floats)
-    other = ~((magnitude == 0) | ((magnitude >= 1e-4) & (magnitude < 1e16)))  # NaN compares False: other
-    for at in np.flatnonzero(other).tolist():
+    for at in np.flatnonzero(~spelled_as_repr(floats)).tolist():
         texts[at] = repr(float(floats[at]))
     return texts
+
+
+def spelled_as_repr(floats: np.ndarray) -> np.ndarray:
+    """Whether orjson writes each value as `repr` does: zero and magnitudes in [1e-4, 1e16) (NaN: False)."""
+    magnitude = np.abs(floats)
+    return (magnitude == 0) | ((magnitude >= 1e-4) & (magnitude < 1e16))
 
 
 def float_texts(columns: Sequence[np.ndarray], nan_absent: Sequence[bool] = ()) -> TextTable:
@@ -114,8 +114,7 @@ def float_texts(columns: Sequence[np.ndarray], nan_absent: Sequence[bool] = ()) 
         absent[:, flagged] = np.isnan(values[:, flagged])
         values[absent] = 0.0
     by_column = values.T.ravel()
-    magnitude = np.abs(by_column)
-    if ((magnitude == 0) | ((magnitude >= 1e-4) & (magnitude < 1e16))).all():  # NaN compares False
+    if spelled_as_repr(by_column).all():
         joined = orjson.dumps(by_column, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
     else:
         joined = ",".join(float_reprs(by_column)).encode()

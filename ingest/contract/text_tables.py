@@ -108,12 +108,16 @@ def hstack(tables: Sequence[TextTable]) -> TextTable:
     )
 
 
-def int_texts(values: np.ndarray | Sequence[int]) -> TextTable:
-    """`str(int(v))` of every value as a one-column table, formatted in one pass in C."""
+def int_texts(values: np.ndarray | Sequence[int], suffix: bytes = b"") -> TextTable:
+    """`str(int(v))` of every value, then `suffix` (no comma in it), as a one-column table, formatted in one
+    pass in C."""
     ints = np.ascontiguousarray(values, np.int64)
     if not len(ints):
         return TextTable.empty()
-    return TextTable.from_joined(orjson.dumps(ints, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1], len(ints))
+    joined = orjson.dumps(ints, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+    if suffix:
+        joined = joined.replace(b",", suffix + b",") + suffix
+    return TextTable.from_joined(joined, len(ints))
 
 
 def lookup(table: TextTable, codes: np.ndarray) -> TextTable:
