@@ -82,14 +82,8 @@ class IdEntries:
         return len(self.ids)
 
     def __iter__(self) -> Iterator[IdEntry]:
-        columns = [self.values.column(j) for j in range(len(self.names))]
-        for k, (at, entry_id) in enumerate(zip(self.stream_at.tolist(), self.ids.column(0), strict=True)):
-            flat = [
-                part
-                for name, column in zip(self.names, columns, strict=True)
-                if (value := column[k]) is not None
-                for part in (name, value)
-            ]
+        rows = self.values.flat_rows(self.names)
+        for at, entry_id, flat in zip(self.stream_at.tolist(), self.ids.column(0), rows, strict=True):
             yield self.streams[at], self.maxlens[at], str(entry_id), flat
 
 

@@ -143,16 +143,7 @@ def encode_bar_columns(columns: Mapping[str, np.ndarray], extra: Sequence[str] =
 def encode_bars(columns: Mapping[str, np.ndarray], extra: Sequence[str] = ()) -> list[list[str]]:
     """Every bar's fields as text, bar by bar: `encode_bar_columns` as one flat [field, value, ...] list per bar."""
     names, table = encode_bar_columns(columns, extra)
-    values = [table.column(j) for j in range(table.width)]
-    return [
-        [
-            part
-            for name, column in zip(names, values, strict=True)
-            if (value := column[k]) is not None
-            for part in (name, value)
-        ]
-        for k in range(len(table))
-    ]
+    return table.flat_rows(names)
 
 
 @dataclass(frozen=True, slots=True)

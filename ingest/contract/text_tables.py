@@ -53,6 +53,14 @@ class TextTable:
             )
         ]
 
+    def flat_rows(self, names: Sequence[str]) -> list[list[str]]:
+        """Each row as `[name, text, ...]` for its present texts, column j named `names[j]` (one entry's fields)."""
+        named = list(zip(names, (self.column(j) for j in range(self.width)), strict=True))
+        return [
+            [part for name, column in named if (text := column[k]) is not None for part in (name, text)]
+            for k in range(len(self))
+        ]
+
     def take_columns(self, order: Sequence[int]) -> TextTable:
         """The columns in this order."""
         return TextTable(self.data, self.starts[:, order], self.lengths[:, order], self.present[:, order])
