@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,8 +26,17 @@ import pyarrow.parquet as pq
 import redis
 
 from benchmarks._common import row
-from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, file_metadata, partition_dir, write_atomically
+from tickerdash.analytics.history.archive_layout import (
+    ARCHIVE_SCHEMA,
+    OVERLAY_COLUMNS,
+    file_metadata,
+    partition_dir,
+    write_atomically,
+)
 from tickerdash.analytics.history.export import PARQUET_COMPRESSION
+from tickerdash.analytics.stages.bars import BarTable
+from tickerdash.analytics.stages.overlays.stage import OverlayStage
+from tickerdash.ingest.contract.bars import BAR_FLOAT_FIELDS
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.redis_server import EmbeddedRedis
 
@@ -36,7 +46,8 @@ REDIS_TAIL_S = 3_600  # the last hour is in Redis too (the overlap the export de
 
 
 def day_of_bars(symbols: int, seed: int = 3) -> pa.Table:
-    """One 1s bar per symbol per second of one day, sorted by symbol and start (archive schema)."""
+    """One 1s bar per symbol per second of one day, sorted by symbol and start, with the overlays the worker
+    computes (archive schema)."""
     rng = np.random.default_rng(seed)
     n = symbols * SECONDS
     names = np.array([f"S{i:03d}" for i in range(symbols)])
@@ -57,7 +68,27 @@ def day_of_bars(symbols: int, seed: int = 3) -> pa.Table:
         "vwap": close,
         "trades": rng.integers(1, 20, n),
     }
+    columns.update(overlays_of(columns, symbols))
     return pa.table(columns, schema=ARCHIVE_SCHEMA)
+
+
+def overlays_of(columns: dict[str, Any], symbols: int) -> dict[str, pa.Array]:
+    """Every overlay field of the day's bars (null before it is defined), symbol by symbol (bounded temporaries)."""
+    stage = OverlayStage()
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in OVERLAY_COLUMNS}
+    for k in range(symbols):
+        rows = slice(k * SECONDS, (k + 1) * SECONDS)
+        bars = BarTable(
+            (f"S{k:03d}",),
+            np.zeros(SECONDS, np.int64),
+            np.full(SECONDS, 1000, np.int64),
+            start_ms=DAY_START_MS + np.arange(SECONDS, dtype=np.int64) * 1000,
+            trades=np.asarray(columns["trades"][rows]),
+            **{name: np.asarray(columns[name][rows], np.float64) for name in BAR_FLOAT_FIELDS},
+        )
+        for name, values in stage.update(bars).items():
+            parts[name].append(values)
+    return {name: pa.array(np.concatenate(parts[name]), pa.float64(), from_pandas=True) for name in OVERLAY_COLUMNS}
 
 
 def load_redis_tail(client: redis.Redis, table: pa.Table, symbols: int) -> int:
@@ -88,6 +119,7 @@ def load_redis_tail(client: redis.Redis, table: pa.Table, symbols: int) -> int:
             repr(float(cols["vwap"][k])),
             "trades",
             int(cols["trades"][k]),
+            *(part for name in OVERLAY_COLUMNS if not np.isnan(v := cols[name][k]) for part in (name, repr(float(v)))),
         )
         if len(pipe) >= 5_000:
             pipe.execute()

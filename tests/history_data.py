@@ -10,7 +10,7 @@ import redis
 
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
 from tickerdash.analytics.history.archive import Archiver
-from tickerdash.analytics.history.archive_layout import PARTITIONING, archive_root
+from tickerdash.analytics.history.archive_layout import DATASET_SCHEMA, OVERLAY_COLUMNS, PARTITIONING, archive_root
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.producer import Producer
 from tickerdash.ingest.settings import Settings
@@ -55,11 +55,13 @@ def archive_once(client: redis.Redis, settings: Settings, max_batch_rows: int = 
 
 
 def redis_bars(client: redis.Redis, interval: str, symbols: tuple[str, ...] = SYMBOLS) -> pd.DataFrame:
-    """Every bar of the interval in Redis as a frame (symbol, start, open ... trades; not the overlays after them)."""
+    """Every bar of the interval in Redis as a frame: symbol, start, open ... trades, then the overlay fields (NaN
+    where the entry leaves one out)."""
     rows = []
     for symbol in symbols:
         for entry_id, fields in client.xrange(Keys().bars(interval, symbol)):
             row = {name: float(fields[name.encode()]) for name in BAR_FIELDS}
+            row |= {name: float(fields.get(name.encode(), "nan")) for name in OVERLAY_COLUMNS}
             rows.append({"symbol": symbol, "start": int(entry_id.split(b"-")[0]), **row})
     frame = pd.DataFrame(rows)
     frame["trades"] = frame["trades"].astype("int64")
@@ -69,4 +71,6 @@ def redis_bars(client: redis.Redis, interval: str, symbols: tuple[str, ...] = SY
 
 def archived(settings: Settings) -> pa.Table:
     """The whole archive dataset, with the hive partition columns."""
-    return ds.dataset(archive_root(settings), format="parquet", partitioning=PARTITIONING).to_table()
+    return ds.dataset(
+        archive_root(settings), format="parquet", partitioning=PARTITIONING, schema=DATASET_SCHEMA
+    ).to_table()

@@ -12,7 +12,15 @@ import pyarrow.parquet as pq
 import pytest
 
 import tickerdash.analytics.history.archive_read as archive_module
-from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, file_metadata, partition_dir, write_atomically
+from tickerdash.analytics.history.archive_compact import compact
+from tickerdash.analytics.history.archive_layout import (
+    ARCHIVE_SCHEMA,
+    OVERLAY_COLUMNS,
+    conform,
+    file_metadata,
+    partition_dir,
+    write_atomically,
+)
 from tickerdash.analytics.history.archive_read import archived_span, read_coded, row_groups, symbol_column
 
 DAY_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
@@ -22,10 +30,16 @@ EVERYTHING = (0, 2**42)
 
 
 def day_of_bars(symbols: Sequence[str] = NAMES, seconds: int = SECONDS, seed: int = 5) -> pa.Table:
-    """One 1s bar per symbol per second from DAY_MS, sorted by symbol and start (archive schema)."""
+    """One 1s bar per symbol per second from DAY_MS, sorted by symbol and start (archive schema; each overlay column
+    a function of the close, null at every symbol's first bar)."""
     rng = np.random.default_rng(seed)
     n = len(symbols) * seconds
     close = 100 + np.cumsum(rng.normal(0, 0.01, n))
+    first_bar = np.arange(n) % seconds == 0
+    overlays = {
+        name: pa.array(np.where(first_bar, np.nan, close * (1 + k / 1000)), pa.float64(), from_pandas=True)
+        for k, name in enumerate(OVERLAY_COLUMNS)
+    }
     return pa.table(
         {
             "symbol": pa.array(np.repeat(np.array(symbols, dtype=object), seconds), pa.string()),
@@ -39,6 +53,7 @@ def day_of_bars(symbols: Sequence[str] = NAMES, seconds: int = SECONDS, seed: in
             "volume": rng.integers(1, 9, n) * 10.0,
             "vwap": close,
             "trades": rng.integers(1, 9, n),
+            **overlays,
         },
         schema=ARCHIVE_SCHEMA,
     )
@@ -112,6 +127,26 @@ class TestReadCoded:
         read.clear()
         assert read_coded(root, "1s", DAY_MS + SECONDS * 1000, 2**42, list(NAMES))[0].num_rows == 0
         assert read == []
+
+
+class TestFilesWithoutOverlays:
+    def test_a_file_written_before_the_overlays_reads_as_nulls_there_and_compacts_with_newer_ones(
+        self, tmp_path: Path
+    ) -> None:
+        """An older file has only the bar's contract columns: its rows read with null overlays beside a newer file's
+        values, and compaction merges both into one file of the current schema."""
+        root = tmp_path / "archive"
+        day = day_of_bars()
+        old, new = day.slice(0, SECONDS * 2), day.slice(SECONDS * 2)
+        put(root, old.drop_columns(list(OVERLAY_COLUMNS)), "part-1-0-1-9.parquet", SECONDS)
+        put(root, new, "part-2-0-2-9.parquet", SECONDS)
+        expected = pa.concat_tables([conform(old.drop_columns(list(OVERLAY_COLUMNS)), ARCHIVE_SCHEMA), new])
+        assert expected[OVERLAY_COLUMNS[0]].null_count == SECONDS * 2 + 2  # the old rows, and new's first bars
+        table, codes = read_coded(root, "1s", *EVERYTHING, list(NAMES))
+        assert table.add_column(0, ARCHIVE_SCHEMA.field("symbol"), symbol_column(NAMES, codes)).equals(expected)
+        merged = compact(root, "1s", "2026-01-01")
+        assert merged is not None and pq.read_schema(merged).names == ARCHIVE_SCHEMA.names
+        assert pq.read_table(merged).replace_schema_metadata(None).equals(expected)
 
 
 class TestArchivedSpan:

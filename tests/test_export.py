@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,11 +23,13 @@ import tickerdash.analytics.history.export.bar_reader as reader_module
 import tickerdash.analytics.history.export.plan as plan_module
 from tickerdash.analytics.commands.history import register
 from tickerdash.analytics.engine.worker import AnalyticsWorker, WorkerConfig
+from tickerdash.analytics.history.archive_layout import OVERLAY_COLUMNS, archive_root
 from tickerdash.analytics.history.export import ExportError, ExportRequest, NoDataError, export_bars, export_bytes
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.settings import Settings
 
 BAR_COLUMNS = ["symbol", "start", "open", "high", "low", "close", "volume", "vwap", "trades"]
+STORED_COLUMNS = [*BAR_COLUMNS, *OVERLAY_COLUMNS]  # a stored interval's export: the bars with their overlays
 DAY2_END = "2026-01-02"  # through 2026-01-02: every bar the trades made, none of the flush trades' open ones
 
 
@@ -94,7 +97,8 @@ class TestRoundTrip:
         got = table.to_pandas().drop(columns=["interval"]).sort_values(["symbol", "start"], ignore_index=True)
         pd.testing.assert_frame_equal(got, history, check_dtype=False)
         archive = archived(settings).to_pandas()
-        archive = archive[archive["interval"] == "1s"][BAR_COLUMNS].sort_values(["symbol", "start"], ignore_index=True)
+        archive = archive[archive["interval"] == "1s"][STORED_COLUMNS]
+        archive = archive.sort_values(["symbol", "start"], ignore_index=True)
         pd.testing.assert_frame_equal(got, archive, check_dtype=False)
 
     def test_parquet_metadata_records_the_version_the_query_and_units(
@@ -119,7 +123,7 @@ class TestRoundTrip:
         result = export_bars(redis_client, settings, ExportRequest(interval="1h"), out)
         got = read(out)
         assert result.source_interval == "1m" and (got["start"].dt.minute == 0).all()
-        pd.testing.assert_frame_equal(got, resample(history, "1h"), check_dtype=False, rtol=1e-12)
+        pd.testing.assert_frame_equal(got[BAR_COLUMNS], resample(history, "1h"), check_dtype=False, rtol=1e-12)
         as_written = pd.read_parquet(out)  # documented order: day, then symbol, then start
         day = as_written["start"].dt.floor("D")
         assert as_written.assign(day=day).sort_values(["day", "symbol", "start"]).index.equals(as_written.index)
@@ -151,6 +155,32 @@ class TestRoundTrip:
         assert np.allclose(got["return"], returns, equal_nan=True)
         assert got["return"].isna().sum() == len(SYMBOLS)  # each symbol's first day has no previous close
 
+    def test_stored_bars_carry_their_overlays_and_rolled_up_bars_get_them_computed_across_days(
+        self, history: pd.DataFrame, settings: Settings, redis_client: redis.Redis, tmp_path: Path
+    ) -> None:
+        """A 1m export from the stored 1m bars has the worker's overlays; with the 1m bars gone from Redis and the
+        archive, the export rolls the 1s bars up and computes the overlays itself, over chunks cut at midnight,
+        to the worker's values (both series start at the first bar)."""
+        stored = tmp_path / "stored.parquet"
+        export_bars(redis_client, settings, ExportRequest(interval="1m"), stored)
+        worker = redis_bars(redis_client, "1m")
+        got = read(stored)
+        pd.testing.assert_frame_equal(got[STORED_COLUMNS], worker, check_dtype=False)
+        assert worker["rsi14"].notna().sum() > 100 and worker["sma20"].isna().sum() == 19 * len(SYMBOLS)
+        assert json.loads(pq.read_schema(stored).metadata[b"tickerdash"])["overlays"].startswith("as the worker")
+        for symbol in SYMBOLS:
+            redis_client.delete(Keys().bars("1m", symbol))
+        shutil.rmtree(archive_root(settings) / "interval=1m")
+        rolled = tmp_path / "rolled.parquet"
+        assert export_bars(redis_client, settings, ExportRequest(interval="1m"), rolled).source_interval == "1s"
+        again = read(rolled)
+        assert again["start"].dt.date.nunique() == 2  # the export's chunks are days: the series cross midnight
+        assert json.loads(pq.read_schema(rolled).metadata[b"tickerdash"])["overlays"].startswith("computed over")
+        pd.testing.assert_frame_equal(again[STORED_COLUMNS], worker, check_dtype=False, rtol=1e-9)
+        closes = again.groupby("symbol")["close"]
+        assert np.allclose(again["sma20"], closes.transform(lambda c: c.rolling(20).mean()), equal_nan=True)
+        assert pq.read_schema(rolled).field("rsi14").metadata[b"unit"] == b"index, 0 to 100"
+
     def test_csv_export_reads_back_in_pandas(
         self, history: pd.DataFrame, settings: Settings, redis_client: redis.Redis, tmp_path: Path
     ) -> None:
@@ -160,7 +190,7 @@ class TestRoundTrip:
         got = pd.read_csv(out, parse_dates=["start"])
         expected = redis_bars(redis_client, "1m", ("BBB",))
         assert got["start"].dt.tz is not None
-        pd.testing.assert_frame_equal(got[BAR_COLUMNS], expected, check_dtype=False)
+        pd.testing.assert_frame_equal(got[STORED_COLUMNS], expected, check_dtype=False)
 
     def test_export_bytes_gives_the_dashboard_a_parquet_download(
         self, history: pd.DataFrame, settings: Settings, redis_client: redis.Redis
@@ -407,7 +437,8 @@ class TestFormulaInjection:
                 original = [None if v is None else str(v) for v in table.column(column).to_pylist()]
                 written = [row[column] for row in rows]
                 if pa.types.is_floating(table.schema.field(column).type):
-                    assert [float(v) for v in written] == table.column(column).to_pylist(), (name, column)
+                    as_read = [float(v) if v else None for v in written]  # a null (undefined overlay) is empty
+                    assert as_read == table.column(column).to_pylist(), (name, column)
                 elif column in ("symbol", "trade_id", "message"):
                     assert written == [
                         "" if v is None else "'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v

@@ -15,7 +15,7 @@ import redis
 from test_archive_read import DAY_MS, NAMES, SECONDS, day_of_bars, put
 
 import tickerdash.analytics.history.export.bar_reader as reader_module
-from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, archive_root
+from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, OVERLAY_COLUMNS, archive_root
 from tickerdash.analytics.history.export import ExportRequest, TableWriter, export_bars, first_in_order, missing_ranges
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.settings import Settings
@@ -24,14 +24,16 @@ REDIS_S = 120  # Redis holds the last two minutes of each symbol's bars: the ove
 
 
 def to_redis(client: redis.Redis, table: pa.Table) -> None:
-    """XADD each row to its symbol's 1s bar stream, entry ID = bar start (as the worker writes them)."""
+    """XADD each row to its symbol's 1s bar stream, entry ID = bar start, the overlay fields after `trades` where
+    defined (as the worker writes them)."""
     pipe = client.pipeline(transaction=False)
     rows = table.to_pylist()
     for row in sorted(rows, key=lambda r: (r["symbol"], r["start"])):
         fields = {name: repr(float(row[name])) for name in ("open", "high", "low", "close", "volume", "vwap")}
+        overlays = {name: repr(row[name]) for name in OVERLAY_COLUMNS if row[name] is not None}
         pipe.xadd(
             Keys().bars("1s", row["symbol"]),
-            {**fields, "trades": row["trades"]},  # type: ignore[arg-type]
+            {**fields, "trades": row["trades"], **overlays},  # type: ignore[arg-type]
             id=f"{int(row['start'].timestamp() * 1000)}-0",
         )
     pipe.execute()

@@ -33,7 +33,9 @@ import redis
 from tickerdash.analytics.history.archive_layout import (
     ARCHIVE_SCHEMA,
     DAY_MS,
+    OVERLAY_COLUMNS,
     archive_root,
+    conform,
     file_metadata,
     partition_dir,
     utc_date,
@@ -56,7 +58,8 @@ MAX_BATCH_ROWS = 500_000  # bars gathered (still pending) before they are writte
 
 
 def to_archive_table(feed: pa.Table) -> pa.Table:
-    """Feed columns (symbol, interval_ms, start_ms, open ... trades) as archive rows, sorted by symbol and start."""
+    """Feed columns (symbol, interval_ms, start_ms, open ... trades, overlay fields) as archive rows, sorted by
+    symbol and start; an overlay value the feed has as NaN (not defined yet) is null, as its bar entry omits it."""
     columns: dict[str, Any] = {
         "symbol": feed["symbol"].cast(pa.string()),
         "start": feed["start_ms"].cast(pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
@@ -64,7 +67,10 @@ def to_archive_table(feed: pa.Table) -> pa.Table:
     for name in BAR_FLOAT_FIELDS:
         columns[name] = feed[name].cast(pa.float64())
     columns["trades"] = feed["trades"].cast(pa.int64())
-    table = pa.table(columns).cast(ARCHIVE_SCHEMA)
+    for name in OVERLAY_COLUMNS:
+        if name in feed.column_names:
+            columns[name] = pa.array(feed[name].to_numpy(), pa.float64(), from_pandas=True)
+    table = conform(pa.table(columns), ARCHIVE_SCHEMA)
     return table.sort_by([("symbol", "ascending"), ("start", "ascending")])
 
 

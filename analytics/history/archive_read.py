@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, partition_dir, utc_date
+from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, conform, partition_dir, utc_date
 
 
 def partition_files(root: Path, interval: str, dates: Sequence[str]) -> list[Path]:
@@ -105,14 +105,15 @@ def _ms_range(stats: pq.Statistics | None) -> tuple[int, int] | None:
 def _read_groups(
     groups: Sequence[RowGroup], columns: Sequence[str] | None = None
 ) -> Iterator[tuple[list[RowGroup], pa.Table]]:
-    """The rows of these row groups, file by file in order, cast to the archive's types, `symbol` as a dictionary."""
+    """The rows of these row groups, file by file in order, cast to the archive's types, `symbol` as a dictionary
+    (a column the file lacks, an overlay added since it was written, reads as nulls)."""
+    schema = CODED_SCHEMA if columns is None else pa.schema([CODED_SCHEMA.field(name) for name in columns])
     for path, same_file in itertools.groupby(groups, key=lambda g: g.path):
         chosen = list(same_file)
-        table = pq.ParquetFile(path, read_dictionary=["symbol"]).read_row_groups(
-            [g.index for g in chosen], columns=columns
-        )
-        names = CODED_SCHEMA.names if columns is None else list(columns)
-        yield chosen, table.select(names).cast(pa.schema([CODED_SCHEMA.field(name) for name in names]))
+        file = pq.ParquetFile(path, read_dictionary=["symbol"])
+        present = [name for name in schema.names if name in file.schema_arrow.names]
+        table = file.read_row_groups([g.index for g in chosen], columns=present)
+        yield chosen, conform(table, schema)
 
 
 def symbol_codes(column: pa.ChunkedArray, names: Sequence[str]) -> np.ndarray:

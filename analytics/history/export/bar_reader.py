@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from tickerdash.analytics.engine.segments import TS_BITS
-from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, archive_root
+from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, OVERLAY_COLUMNS, archive_root, conform
 from tickerdash.analytics.history.archive_read import archived_span, read_coded, symbol_column
 from tickerdash.analytics.history.export.request import (
     INTERVAL_MS,
@@ -219,11 +219,14 @@ def missing_ranges(held: np.ndarray, head: int, tail: int, step: int) -> list[tu
 
 
 def parse_bar_entries(symbol: str, entries: Sequence[Any]) -> pa.Table:
-    """Raw XRANGE entries of one bar stream (ID = bar start) as archive-schema rows."""
+    """Raw XRANGE entries of one bar stream (ID = bar start) as archive-schema rows (an overlay field an entry
+    leaves out, not defined yet, is null)."""
     bars = decode_bar_entries(entries)
     columns: dict[str, Any] = {
         "symbol": pa.array(np.full(len(bars), symbol, dtype=object), pa.string()),
         "start": pa.array(bars.start_ms, pa.timestamp("ms", tz="UTC")),
     }
     columns.update({name: pa.array(bars.column(name)) for name in BAR_FIELDS})
-    return pa.table(columns, schema=ARCHIVE_SCHEMA)
+    overlays = [name for name in OVERLAY_COLUMNS if name in bars.extra]
+    columns.update({name: pa.array(bars.extra[name], pa.float64(), from_pandas=True) for name in overlays})
+    return conform(pa.table(columns), ARCHIVE_SCHEMA)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tickerdash.analytics.history.archive_layout import OVERLAY_COLUMNS
 from tickerdash.analytics.history.export.bar_reader import (
     BarReader,
 )
@@ -34,7 +35,7 @@ from tickerdash.analytics.history.export.request import (
     span_text,
     validate,
 )
-from tickerdash.analytics.history.export.rollup import daily_statistics, rollup
+from tickerdash.analytics.history.export.rollup import daily_statistics, rolled_overlays, rollup
 from tickerdash.analytics.history.export.streams import (
     export_stream,
 )
@@ -43,9 +44,13 @@ from tickerdash.analytics.history.export.table_writer import (
     describe_run,
     output_schema,
 )
+from tickerdash.analytics.stages.overlays.stage import OverlayStage
 from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.bars import BAR_FIELDS
 from tickerdash.ingest.settings import Settings
+
+OVERLAYS_STORED = "as the worker stored them with each bar (null: not defined yet at that bar)"
+OVERLAYS_ROLLED = "computed over the exported bars from the first one (null until an overlay has enough bars)"
 
 
 def choose_source(
@@ -82,6 +87,7 @@ def export_chunks(
     """The output rows of every chunk, in order (pure apart from the reads)."""
     step = INTERVAL_MS[request.interval]
     last_close: dict[str, float] = {}
+    overlays = OverlayStage()  # rolled-up bars' overlays: each symbol's series runs on from chunk to chunk
     for chunk in chunks:
         bars = reader.read(source, chunk.symbols, chunk.lo_ms, chunk.hi_ms)
         if bars.num_rows == 0:
@@ -89,7 +95,7 @@ def export_chunks(
             continue
         start = bars["start"].cast(pa.int64()).to_numpy()
         if source == request.interval:
-            table = bars.select(["symbol", "start", *BAR_FIELDS])
+            table = bars.select(["symbol", "start", *BAR_FIELDS, *OVERLAY_COLUMNS])
             yield _with_interval(table, request.interval, schema)
             continue
         # a 1d chunk is exactly one day in the request's zone; other buckets are UTC-aligned
@@ -98,6 +104,8 @@ def export_chunks(
         symbols = bars["symbol"].take(pa.array(rolled["first"]))
         columns: dict[str, Any] = {"symbol": symbols, "start": pa.array(rolled["start"], pa.timestamp("ms", tz="UTC"))}
         columns.update({name: rolled[name] for name in BAR_FIELDS})
+        values = rolled_overlays(overlays, symbols, rolled, step)
+        columns.update({name: pa.array(value, pa.float64(), from_pandas=True) for name, value in values.items()})
         if request.interval == "1d":
             groups = len(rolled["first"])
             realized, drawdown = daily_statistics(bars["close"].to_numpy(), rolled["group"], groups)
@@ -147,6 +155,7 @@ def export_bars(
         **describe_run(client, reader.keys),
         "query": request.describe(),
         "source_interval": source,
+        "overlays": OVERLAYS_STORED if source == request.interval else OVERLAYS_ROLLED,
         "row_order": "day, then symbol, then start",
         "created_at": iso_ms(int(time.time() * 1000)),
     }

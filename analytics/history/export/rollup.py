@@ -1,4 +1,4 @@
-"""Rolling source bars up to a coarser interval, and the daily statistics of `--interval 1d` rows."""
+"""Rolling source bars up to a coarser interval, their overlays, and the daily statistics of `--interval 1d` rows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tickerdash.ingest.contract.bars import BAR_FIELDS
+from tickerdash.analytics.stages.bars import BarTable
+from tickerdash.analytics.stages.overlays.stage import OverlayStage
+from tickerdash.ingest.contract.bars import BAR_FIELDS, BAR_FLOAT_FIELDS
 
 
 def rollup(bars: pa.Table, bucket_ms: np.ndarray) -> dict[str, np.ndarray]:
@@ -48,3 +50,21 @@ def daily_statistics(close: np.ndarray, group: np.ndarray, groups: int) -> tuple
     drawdown = np.zeros(groups)
     np.maximum.at(drawdown, group, 1.0 - close / peak)
     return realized, drawdown
+
+
+def rolled_overlays(
+    overlays: OverlayStage, symbols: pa.Array | pa.ChunkedArray, rolled: dict[str, np.ndarray], interval_ms: int
+) -> dict[str, np.ndarray]:
+    """Every overlay field of rolled-up bars (sorted by symbol and start; NaN: not defined yet), each symbol's
+    series continuing from the bars `overlays` advanced it over before (an earlier chunk's)."""
+    names = pc.unique(symbols)
+    codes = pc.index_in(symbols, value_set=names).to_numpy().astype(np.int64)
+    bars = BarTable(
+        tuple(names.to_pylist()),
+        codes,
+        np.full(len(codes), interval_ms, np.int64),
+        start_ms=rolled["start"],
+        trades=rolled["trades"],
+        **{name: rolled[name] for name in BAR_FLOAT_FIELDS},
+    )
+    return overlays.update(bars)

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA
+from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, OVERLAY_COLUMNS
 from tickerdash.analytics.history.export.request import (
     Format,
 )
@@ -26,7 +26,8 @@ PRICE = {b"unit": b"quote currency per share/unit"}
 
 
 def output_schema(interval: str, tz: str, meta: dict[str, Any]) -> pa.Schema:
-    """Columns of an export (daily trend columns with `1d`), with units, and the export's metadata."""
+    """Columns of an export (the bar, its overlays, daily trend columns with `1d`), with units, and the export's
+    metadata."""
     fields = [
         pa.field("symbol", pa.string(), nullable=False),
         pa.field("interval", pa.dictionary(pa.int8(), pa.string()), nullable=False),
@@ -40,6 +41,7 @@ def output_schema(interval: str, tz: str, meta: dict[str, Any]) -> pa.Schema:
         pa.field("volume", pa.float64(), nullable=False, metadata={b"unit": b"shares/units traded"}),
         pa.field("vwap", pa.float64(), metadata=PRICE),
         pa.field("trades", pa.int64(), nullable=False, metadata={b"unit": b"count of trades"}),
+        *(field for field in ARCHIVE_SCHEMA if field.name in OVERLAY_COLUMNS),
     ]
     if interval == "1d":
         fields += [
