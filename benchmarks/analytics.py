@@ -1,7 +1,7 @@
 """Analytics worker throughput and latency on three tapes, beside redis-benchmark's XADD rate on the same server.
 
     python -m benchmarks.analytics [--tapes synthetic,simulated,lobster] [--batch-ticks N] [--per-tick-ticks N]
-                                   [--latency-seconds S] [--rss-ticks N]
+                                   [--latency-seconds S] [--rss-ticks N] [--batch-sizes 250,1000,4000,16000]
 
 The tapes are `benchmarks.tapes`: the synthetic random walk (a closed 1s bar per ~100 trades), the
 simulator's default market of 500 symbols (one per ~7 trades) and the LOBSTER NASDAQ trades (one per ~4).
@@ -13,7 +13,9 @@ simulator's default market of 500 symbols (one per ~7 trades) and the LOBSTER NA
    entries (every tape), beside a bare runner (decode and XACK only) on the same per-tick entries;
 2. p50/p99 latency from a trade's XADD to the snapshot showing it, with a producer at 100k ticks/s of
    each tape (the worker runs as `tickerdash analytics` in its own process), core and default stages;
-3. the worker's peak RSS (a separate process) after trades of 10,000 symbols.
+3. the worker's peak RSS (a separate process) after trades of 10,000 symbols;
+4. with `--batch-sizes`, the time a batch takes when every batch is one entry of that many trades of the
+   simulator's tape: the cost per batch at the sizes a worker reads live (1,000 trades per 10 ms at 100k/s).
 """
 
 from __future__ import annotations
@@ -71,6 +73,20 @@ def drain_rate(
     processed = worker.runner.stats.ticks
     assert processed == len(ticks), (processed, len(ticks))
     return processed / drain_s, total_s - drain_s
+
+
+def batch_cost(
+    client: redis.Redis, settings: Settings, ticks: TickBatch, rows: int, stages: tuple[StageFactory, ...]
+) -> float:
+    """Seconds a worker takes per batch when every batch is one entry of `rows` trades (one entry a read): what
+    a batch costs at the sizes a live worker reads at 100k ticks/s, where a fixed cost per batch weighs most."""
+    one_entry_per_read = settings.model_copy(update={"batch_rows": rows, "read_count": 1})
+    client.flushall()
+    Producer(client, one_entry_per_read).publish(ticks)
+    worker = AnalyticsWorker(client, one_entry_per_read, None, WorkerConfig(checkpoint_every_s=5.0, stages=stages))
+    drain_s, _ = worker_drain(worker)
+    assert worker.runner.stats.ticks == len(ticks), (worker.runner.stats.ticks, len(ticks))
+    return drain_s / -(-len(ticks) // rows)
 
 
 def runner_rate(client: redis.Redis, settings: Settings, ticks: TickBatch) -> float:
@@ -204,7 +220,7 @@ def parser() -> argparse.ArgumentParser:
     """The command line (also read by `python -m benchmarks` for its smaller sizes)."""
     out = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     out.add_argument("--tapes", type=tapes.tape_names, default=list(tapes.TAPES), help="comma-separated")
-    out.add_argument("--batch-ticks", type=int, default=2_000_000, help="trades drained from batch entries")
+    out.add_argument("--batch-ticks", type=int, default=2_000_000, help="trades drained from batch entries; 0: skip")
     out.add_argument(
         "--per-tick-ticks",
         type=int,
@@ -219,6 +235,12 @@ def parser() -> argparse.ArgumentParser:
     )
     out.add_argument("--latency-seconds", type=float, default=20.0, help="per tape and stage set; 0: skip")
     out.add_argument("--rss-ticks", type=int, default=1_000_000, help="0: skip the 10,000-symbol RSS run")
+    out.add_argument(
+        "--batch-sizes",
+        type=lambda text: [int(size) for size in text.split(",") if size],
+        default=[],
+        help="comma-separated trades per batch (e.g. 250,1000,4000,16000): time per batch, simulated tape",
+    )
     return out
 
 
@@ -232,7 +254,7 @@ def run(args: argparse.Namespace) -> list[Figure]:
         ref = redis_benchmark_xadd(server)
         print(f"Redis {server.binary} (appendonly no); indicators SMA 20,50 EMA 12,26 VWAP 1m,5m; bars 1s,1m; overlays")
         row("reference: redis-benchmark XADD, pipeline 256", ref, "req/s")
-        for name in names:
+        for name in names if args.batch_ticks > 0 else ():
             if name == "lobster":
                 continue  # a per-tick tape: below
             tape = tapes.tape(name, args.batch_ticks)
@@ -290,6 +312,15 @@ def run(args: argparse.Namespace) -> list[Figure]:
                             met=bool(p99 <= 50) if realistic else None,
                         )
                     )
+        if args.batch_sizes:
+            tape = tapes.tape("simulated", 200_000)
+            print(" ", tapes.describe("simulated", tape), "in batches of one entry each")
+            for stages in (CORE, DEFAULT):
+                for rows in args.batch_sizes:
+                    seconds = batch_cost(client, settings, tape, rows, STAGE_SETS[stages])
+                    label = f"worker, {stages} stages, {rows:,} trades a batch"
+                    row(label, rows / seconds, ref=ref)
+                    print(f"  {'':<58} ({seconds * 1000:.2f} ms a batch)")
         if args.rss_ticks:
             rss = peak_rss_10k_symbols(server, settings, args.rss_ticks)
             print(f"  worker peak RSS after {args.rss_ticks:,} ticks of 10,000 symbols: {rss:,.0f} MiB")
