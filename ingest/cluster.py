@@ -16,7 +16,7 @@ or a dropped connection means the command was not applied: the caller refreshes 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import redis
@@ -60,6 +60,44 @@ def cluster_enabled(client: redis.Redis) -> bool:
 def is_cluster(client: AnyRedis) -> bool:
     """Whether the client talks to a Redis Cluster."""
     return isinstance(client, redis.RedisCluster)
+
+
+def read_streams(
+    client: AnyRedis,
+    cursors: Mapping[str, str],
+    *,
+    count: int,
+    block_ms: int | None,
+    group: tuple[str, str] | None = None,
+    idle: Callable[[], object] | None = None,
+) -> list[tuple[Any, Any]]:
+    """New entries of several streams after their cursors, as (stream, entries) pairs: XREAD, or XREADGROUP as
+    (group name, consumer) with `group`.
+
+    On a standalone server one read covers every stream and blocks up to `block_ms` (None: not at all). On a
+    Redis Cluster each stream may be a slot of its own: a read over several slots is refused, and one blocking
+    read would hold up the others, so each stream gets a read that does not block, all pipelined (a round trip
+    per node), and `idle` (the caller's pause, in place of the block) runs when none brought an entry. The
+    dashboard's gateway, which is asynchronous, waits on one blocking read per partition instead
+    (`dashboard/feed_reads.py`).
+    """
+
+    def read(target: Any, streams: Mapping[str, str], block: int | None) -> Any:
+        if group is None:
+            return target.xread(dict(streams), count=count, block=block)
+        return target.xreadgroup(group[0], group[1], dict(streams), count=count, block=block)
+
+    if not is_cluster(client):
+        replies = [read(client, cursors, block_ms)]
+    else:
+        pipe = client.pipeline(transaction=False)
+        for stream, after in cursors.items():
+            read(pipe, {stream: after}, None)
+        replies = pipe.execute()
+    found = [(stream, entries) for reply in replies for stream, entries in (reply or [])]
+    if idle is not None and is_cluster(client) and not any(entries for _, entries in found):
+        idle()
+    return found
 
 
 def node_client(client: AnyRedis, key: str) -> redis.Redis:

@@ -33,7 +33,7 @@ import redis
 
 from tickerdash.analytics.stages.alerts.rules import Rule, now_ms
 from tickerdash.analytics.stages.alerts.store import RuleStore
-from tickerdash.ingest.cluster import UNAVAILABLE, AnyRedis, is_cluster, refresh_slot_map
+from tickerdash.ingest.cluster import UNAVAILABLE, AnyRedis, read_streams, refresh_slot_map
 from tickerdash.ingest.contract.alerts import AlertEntry, decode_alert
 from tickerdash.ingest.contract.fields import as_text, id_order, text_fields
 from tickerdash.ingest.contract.keys import WEBHOOKS_GROUP, Keys
@@ -196,22 +196,17 @@ class WebhookDelivery:
         return read
 
     def _read_group(self, block_ms: int | None) -> dict[str, Any]:
-        """Entries of every alerts stream from `_read_from`, by stream: one XREADGROUP on a standalone server;
-        on a cluster one per stream, none blocking (a read over several slots is refused, and one blocking
-        read would hold up the others), so an empty round waits `block_ms` here."""
-        if not is_cluster(self.client):
-            reply: Any = self.client.xreadgroup(
-                GROUP, self.consumer, dict[Any, Any](self._read_from), count=READ_COUNT, block=block_ms
-            )
-            return {as_text(stream): batch for stream, batch in (reply or [])}
-        pipe = self.client.pipeline(transaction=False)
-        for stream, start in self._read_from.items():
-            pipe.xreadgroup(GROUP, self.consumer, {stream: start}, count=READ_COUNT)
-        replies: list[Any] = pipe.execute()
-        got = {as_text(stream): batch for reply in replies for stream, batch in (reply or [])}
-        if block_ms and not any(got.values()):
-            self._stop.wait(block_ms / 1000)
-        return got
+        """Entries of every alerts stream from `_read_from`, by stream (`read_streams`: one XREADGROUP on a
+        standalone server; on a cluster one per stream, none blocking, so an empty round waits `block_ms` here)."""
+        found = read_streams(
+            self.client,
+            self._read_from,
+            count=READ_COUNT,
+            block_ms=block_ms,
+            group=(GROUP, self.consumer),
+            idle=(lambda: self._stop.wait(block_ms / 1000)) if block_ms else None,
+        )
+        return {as_text(stream): batch for stream, batch in found}
 
     def _launch_due(self) -> None:
         now = time.monotonic()

@@ -65,28 +65,14 @@ def _last_alert_id(client: AnyRedis, stream: str) -> str:
 
 
 def _read_alerts(client: AnyRedis, cursors: dict[str, str]) -> list[tuple[str, str, Any]]:
-    """(stream, entry id, fields) of the alerts after the cursors: one XREAD that waits for them on a standalone
-    server; on a Redis Cluster, where each stream is a slot of its own, one XREAD per stream (pipelined, one
-    round trip per node, none waiting), and a short pause when none brought an alert."""
-    from tickerdash.ingest.cluster import is_cluster
+    """(stream, entry id, fields) of the alerts after the cursors (`read_streams`: one XREAD that waits for them on
+    a standalone server; on a Redis Cluster one per stream, and a short pause when none brought an alert)."""
+    from tickerdash.ingest.cluster import read_streams
 
-    if not is_cluster(client):
-        streams: Any = cursors
-        replies: list[Any] = [client.xread(streams, count=TAIL_READ_COUNT, block=TAIL_BLOCK_MS)]
-    else:
-        pipe = client.pipeline(transaction=False)
-        for stream, after in cursors.items():
-            pipe.xread({stream: after}, count=TAIL_READ_COUNT)
-        replies = pipe.execute()
-    read = [
-        (stream.decode(), raw_id.decode(), fields)
-        for reply in replies
-        for stream, entries in reply or []
-        for raw_id, fields in entries
-    ]
-    if not read and is_cluster(client):
-        time.sleep(TAIL_POLL_S)
-    return read
+    found = read_streams(
+        client, cursors, count=TAIL_READ_COUNT, block_ms=TAIL_BLOCK_MS, idle=lambda: time.sleep(TAIL_POLL_S)
+    )
+    return [(stream.decode(), raw_id.decode(), fields) for stream, entries in found for raw_id, fields in entries]
 
 
 def follow_alerts(client: AnyRedis, keys: Keys, after: str, outage: Outage) -> Iterator[tuple[str, AlertEntry]]:
