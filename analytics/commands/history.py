@@ -56,6 +56,8 @@ def export(
 ) -> None:
     """Export bars for symbols and a time range, from Redis and the archive together, to Parquet or CSV.
 
+    Each row: OHLCV, VWAP, trades, then the chart's overlays (SMA, EMA, VWAP, RSI, Bollinger; empty until defined).
+
     Examples: `tickerdash export --symbols AAPL,MSFT --interval 1m --start 2024-03-01 --out bars.parquet`;
     `tickerdash export --all --interval 1d --out daily.csv --include alerts`.
     """
