@@ -30,6 +30,7 @@ from tickerdash.analytics.history.archive_layout import (
     ARCHIVE_SCHEMA,
     OVERLAY_COLUMNS,
     file_metadata,
+    overlay_values,
     partition_dir,
     write_atomically,
 )
@@ -88,7 +89,7 @@ def overlays_of(columns: dict[str, Any], symbols: int) -> dict[str, pa.Array]:
         )
         for name, values in stage.update(bars).items():
             parts[name].append(values)
-    return {name: pa.array(np.concatenate(parts[name]), pa.float64(), from_pandas=True) for name in OVERLAY_COLUMNS}
+    return {name: overlay_values(np.concatenate(parts[name])) for name in OVERLAY_COLUMNS}
 
 
 def load_redis_tail(client: redis.Redis, table: pa.Table, symbols: int) -> int:

@@ -87,7 +87,8 @@ def read_streams(
             return target.xread(dict(streams), count=count, block=block)
         return target.xreadgroup(group[0], group[1], dict(streams), count=count, block=block)
 
-    if not is_cluster(client):
+    cluster = is_cluster(client)
+    if not cluster:
         replies = [read(client, cursors, block_ms)]
     else:
         pipe = client.pipeline(transaction=False)
@@ -95,7 +96,7 @@ def read_streams(
             read(pipe, {stream: after}, None)
         replies = pipe.execute()
     found = [(stream, entries) for reply in replies for stream, entries in (reply or [])]
-    if idle is not None and is_cluster(client) and not any(entries for _, entries in found):
+    if idle is not None and cluster and not any(entries for _, entries in found):
         idle()
     return found
 

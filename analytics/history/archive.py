@@ -37,6 +37,7 @@ from tickerdash.analytics.history.archive_layout import (
     archive_root,
     conform,
     file_metadata,
+    overlay_values,
     partition_dir,
     utc_date,
     write_atomically,
@@ -69,7 +70,7 @@ def to_archive_table(feed: pa.Table) -> pa.Table:
     columns["trades"] = feed["trades"].cast(pa.int64())
     for name in OVERLAY_COLUMNS:
         if name in feed.column_names:
-            columns[name] = pa.array(feed[name].to_numpy(), pa.float64(), from_pandas=True)
+            columns[name] = overlay_values(feed[name].to_numpy())
     table = conform(pa.table(columns), ARCHIVE_SCHEMA)
     return table.sort_by([("symbol", "ascending"), ("start", "ascending")])
 

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -92,6 +93,11 @@ def write_atomically(table: pa.Table, path: Path, **options: Any) -> None:
 def file_metadata(interval: str) -> dict[bytes, bytes]:
     """Schema metadata of an archive file: the units and the interval (a file read alone still says it)."""
     return {**(ARCHIVE_SCHEMA.metadata or {}), b"tickerdash.interval": interval.encode()}
+
+
+def overlay_values(values: np.ndarray) -> pa.Array:
+    """An overlay column's values as Arrow, NaN (the overlay not defined yet at that bar) as null."""
+    return pa.array(values, pa.float64(), from_pandas=True)
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

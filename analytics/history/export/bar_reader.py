@@ -15,7 +15,13 @@ import numpy as np
 import pyarrow as pa
 
 from tickerdash.analytics.engine.segments import TS_BITS
-from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, OVERLAY_COLUMNS, archive_root, conform
+from tickerdash.analytics.history.archive_layout import (
+    ARCHIVE_SCHEMA,
+    OVERLAY_COLUMNS,
+    archive_root,
+    conform,
+    overlay_values,
+)
 from tickerdash.analytics.history.archive_read import archived_span, read_coded, symbol_column
 from tickerdash.analytics.history.export.request import (
     INTERVAL_MS,
@@ -228,5 +234,5 @@ def parse_bar_entries(symbol: str, entries: Sequence[Any]) -> pa.Table:
     }
     columns.update({name: pa.array(bars.column(name)) for name in BAR_FIELDS})
     overlays = [name for name in OVERLAY_COLUMNS if name in bars.extra]
-    columns.update({name: pa.array(bars.extra[name], pa.float64(), from_pandas=True) for name in overlays})
+    columns.update({name: overlay_values(bars.extra[name]) for name in overlays})
     return conform(pa.table(columns), ARCHIVE_SCHEMA)

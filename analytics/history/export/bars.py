@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tickerdash.analytics.history.archive_layout import OVERLAY_COLUMNS
+from tickerdash.analytics.history.archive_layout import OVERLAY_COLUMNS, overlay_values
 from tickerdash.analytics.history.export.bar_reader import (
     BarReader,
 )
@@ -105,7 +105,7 @@ def export_chunks(
         columns: dict[str, Any] = {"symbol": symbols, "start": pa.array(rolled["start"], pa.timestamp("ms", tz="UTC"))}
         columns.update({name: rolled[name] for name in BAR_FIELDS})
         values = rolled_overlays(overlays, symbols, rolled, step)
-        columns.update({name: pa.array(value, pa.float64(), from_pandas=True) for name, value in values.items()})
+        columns.update({name: overlay_values(value) for name, value in values.items()})
         if request.interval == "1d":
             groups = len(rolled["first"])
             realized, drawdown = daily_statistics(bars["close"].to_numpy(), rolled["group"], groups)

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, OVERLAY_COLUMNS
+from tickerdash.analytics.history.archive_layout import ARCHIVE_SCHEMA, OVERLAY_COLUMNS, PRICE_UNIT
 from tickerdash.analytics.history.export.request import (
     Format,
 )
@@ -21,8 +21,6 @@ from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
 
 PARQUET_COMPRESSION = "snappy"  # pyarrow's default: fast to write and read; the benchmark's reference uses it too
-
-PRICE = {b"unit": b"quote currency per share/unit"}
 
 
 def output_schema(interval: str, tz: str, meta: dict[str, Any]) -> pa.Schema:
@@ -37,9 +35,12 @@ def output_schema(interval: str, tz: str, meta: dict[str, Any]) -> pa.Schema:
             nullable=False,
             metadata={b"description": b"bar covers [start, start + interval)"},
         ),
-        *(pa.field(name, pa.float64(), nullable=False, metadata=PRICE) for name in ("open", "high", "low", "close")),
+        *(
+            pa.field(name, pa.float64(), nullable=False, metadata=PRICE_UNIT)
+            for name in ("open", "high", "low", "close")
+        ),
         pa.field("volume", pa.float64(), nullable=False, metadata={b"unit": b"shares/units traded"}),
-        pa.field("vwap", pa.float64(), metadata=PRICE),
+        pa.field("vwap", pa.float64(), metadata=PRICE_UNIT),
         pa.field("trades", pa.int64(), nullable=False, metadata={b"unit": b"count of trades"}),
         *(field for field in ARCHIVE_SCHEMA if field.name in OVERLAY_COLUMNS),
     ]
