@@ -197,7 +197,7 @@ class TestWindowHistory:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Thousands of batches without restore: rings grow and move, the pool compacts, values stay exact."""
-        calls = {"_compact": 0, "_reserve": 0}
+        calls = {"_compact": 0, "reserve": 0}
         for name in calls:
             original = getattr(WindowHistory, name)
 

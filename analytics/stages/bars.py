@@ -23,7 +23,6 @@ from tickerdash.analytics.engine.segments import (
     NO_TIME,
     TS_BITS,
     Grouping,
-    RaggedScan,
     SymbolSlots,
     grow,
     pack_state,
@@ -121,6 +120,11 @@ class Arrived:
     late_rows: np.ndarray  # int64 batch row indices, ascending
 
 
+def preload() -> None:
+    """Load the compiled fold now (from numba's cache, or compiled once), so a worker's first batch does not pay."""
+    Bars(BarConfig((1,), 0)).process(TickBatch.from_columns(["PRELOAD"], [1.0], [1.0], [0]))
+
+
 # Open bars are kept as parallel arrays under these names.
 _OPEN_INT = ("slot", "interval_at", "start", "trades")
 _OPEN_FLOAT = ("open", "high", "low", "close", "volume", "notional")
@@ -209,26 +213,37 @@ class Bars:
         order = np.argsort(key, kind="stable")
         key = key[order]
         first = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
-        lengths = np.diff(np.append(first, len(key)))
-        last = first + lengths - 1
+        # numba costs ~0.5 s to import: commands that merely import this module (the dashboard, --help) skip it
+        from tickerdash.analytics.stages.bar_kernel import fold_runs
 
-        def column(name: str, trade_values: np.ndarray) -> np.ndarray:
-            return np.concatenate([bars[name][merging], trade_values])[order]
-
-        trade_count = np.ones(len(ts), np.int64)
-        scan = RaggedScan(lengths)
-        zero = np.zeros(len(first))
+        partial = {
+            name: bars[name][merging] for name in ("trades", "open", "high", "low", "close", "volume", "notional")
+        }
+        trades, opens, highs, lows, closes, volumes, notionals = fold_runs(
+            order,
+            first,
+            len(partial["trades"]),
+            partial["trades"],
+            partial["open"],
+            partial["high"],
+            partial["low"],
+            partial["close"],
+            partial["volume"],
+            partial["notional"],
+            price,
+            size,
+        )
         folded = {
             "slot": rec_slot[order][first],
             "interval_at": np.full(len(first), interval_at, np.int64),
             "start": rec_start[order][first],
-            "trades": np.add.reduceat(column("trades", trade_count), first) if len(first) else zero.astype(np.int64),
-            "open": column("open", price)[first],
-            "high": np.maximum.reduceat(column("high", price), first) if len(first) else zero,
-            "low": np.minimum.reduceat(column("low", price), first) if len(first) else zero,
-            "close": column("close", price)[last],
-            "volume": scan.cumsum(column("volume", size), zero)[1],
-            "notional": scan.cumsum(column("notional", price * size), zero)[1],
+            "trades": trades,
+            "open": opens,
+            "high": highs,
+            "low": lows,
+            "close": closes,
+            "volume": volumes,
+            "notional": notionals,
         }
         is_closed = folded["start"] + interval + self.config.grace_ms <= self.watermark[folded["slot"]]
         kept = ~merging

@@ -1,4 +1,4 @@
-"""Per-symbol streaming indicators, updated on every trade and vectorised over a whole batch.
+"""Per-symbol streaming indicators, updated on every trade by one compiled pass over a batch.
 
 For each trade, in each symbol's arrival order: last price, SMA over the last N trades, EMA
 (alpha = 2/(N+1), the value before the first trade taken as the first price), VWAP over rolling
@@ -8,7 +8,8 @@ How it stays O(1) per trade: each symbol carries lifetime running sums (price, s
 added strictly in trade order. A window sum is the difference of two running sums, so the stage
 only keeps, per symbol, the price sums of its last max(N) trades (a ring indexed by trade count)
 and, for the time windows, the size and price*size sums at its last trade of every distinct ms
-inside its longest window (see `window_history.py`). Because additions happen in the same order however
+inside its longest window (see `window_history.py`). The per-trade loop is `indicator_kernel.py`
+(numba); this module keeps the state and the rings' memory. Because additions happen in the same order however
 the trades were batched, results are bit-for-bit independent of batch boundaries and of
 checkpoint/restore.
 
@@ -31,17 +32,13 @@ from tickerdash.analytics.engine.segments import (
     NO_TIME,
     TS_BITS,
     Grouping,
-    RaggedScan,
     SymbolSlots,
     grow,
     pack_state,
-    segmented_cummax,
     unpack_state,
 )
 from tickerdash.analytics.stages.window_history import WindowHistory
 from tickerdash.ingest.ticks import TickBatch
-
-PRICE, VOLUME, NOTIONAL = 0, 1, 2  # columns of the running-sum arrays
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +68,12 @@ class IndicatorConfig:
             "trades",
             "volume",
         )
+
+
+def preload() -> None:
+    """Load the compiled loop now (from numba's cache, or compiled once), so a worker's first batch does not pay."""
+    stage = Indicators(IndicatorConfig(sma_periods=(1,), ema_periods=(1,), vwap_windows_ms=(1,)))
+    stage.process(TickBatch.from_columns(["PRELOAD"], [1.0], [1.0], [0]))
 
 
 @functools.lru_cache(maxsize=256)
@@ -108,7 +111,7 @@ class Indicators:
     def __init__(self, config: IndicatorConfig | None = None) -> None:
         self.config = config or IndicatorConfig()
         self.slots = SymbolSlots()
-        self.sums = np.zeros((0, 3), np.float64)  # lifetime running sums per slot
+        self.sums = np.zeros((0, 3), np.float64)  # lifetime running sums of price, size, price*size per slot
         self.trades = np.zeros(0, np.int64)
         self.clock = np.zeros(0, np.int64)  # largest ts seen per slot
         self.last_price = np.zeros(0, np.float64)
@@ -117,6 +120,10 @@ class Indicators:
         # trades; [s, 0] starts as the sum before any trade (zero)
         self.recent_price_sums = np.zeros((0, self.keep_trades), np.float64)
         self.history = WindowHistory(len(self.config.vwap_windows_ms))
+        # the config as the compiled loop takes it
+        self._sma_periods = np.asarray(self.config.sma_periods, np.int64)
+        self._alphas = 2.0 / (np.asarray(self.config.ema_periods, np.float64) + 1)
+        self._windows_ms = np.asarray(self.config.vwap_windows_ms, np.int64)
 
     @property
     def keep_trades(self) -> int:
@@ -145,71 +152,49 @@ class Indicators:
         if len(self.slots) > len(self.trades):
             self._add_slots(len(self.slots))
         group = Grouping.of(batch.symbol_idx, len(batch.symbols))
-        slot = slot_of_local[group.local_symbol]  # slot of each segment
-        price = batch.price[group.order]
-        size = batch.size[group.order]
-        clock = segmented_cummax(batch.ts[group.order], group.lengths, self.clock[slot])
+        touched = slot_of_local[group.local_symbol]  # the batch's slots, one per symbol
+        slot = slot_of_local[batch.symbol_idx]
+        # numba costs ~0.5 s to import: commands that merely import this module (the dashboard, --help) skip it
+        from tickerdash.analytics.stages import indicator_kernel as kernel
 
-        scan = RaggedScan(group.lengths)
-        price_sums, self.sums[slot, PRICE] = scan.cumsum(price, self.sums[slot, PRICE])
-        volume_sums, self.sums[slot, VOLUME] = scan.cumsum(size, self.sums[slot, VOLUME])
-        notional_sums, self.sums[slot, NOTIONAL] = scan.cumsum(price * size, self.sums[slot, NOTIONAL])
-        rows = np.arange(n)
-        trades_before = self.trades[slot]
-        trades = trades_before[group.segment] + (rows - group.starts[group.segment]) + 1
-        last = group.starts + group.lengths - 1
-
-        columns: dict[str, np.ndarray] = {"price": price}
-        keep = self.keep_trades
-        recent = self.recent_price_sums.reshape(-1)  # a view: slot s, trade c at s * keep + c % keep
-        ring_row = slot[group.segment] * keep
-        for period in config.sma_periods:
-            back = trades - period  # the trade whose running sum is subtracted
-            in_batch = back > trades_before[group.segment]
-            earlier = np.where(
-                in_batch, price_sums[np.maximum(rows - period, 0)], recent[ring_row + np.maximum(back, 0) % keep]
-            )
-            columns[f"sma_{period}"] = np.where(back >= 0, (price_sums - earlier) / period, np.nan)
-        newest = trades > (trades[last] - keep)[group.segment]
-        recent[ring_row[newest] + trades[newest] % keep] = price_sums[newest]
-
-        decay_prev = np.where(np.isnan(self.ema[slot]), price[group.starts][:, None], self.ema[slot])
-        for k, period in enumerate(config.ema_periods):
-            columns[f"ema_{period}"], self.ema[slot, k] = scan.ema(price, 2.0 / (period + 1), decay_prev[:, k])
-
+        history = self.history
         if config.vwap_windows_ms:
-            # the sums at the last trade of each distinct ms of each symbol become history points
-            last_of_ms = np.empty(n, bool)
-            last_of_ms[:-1] = clock[1:] != clock[:-1]
-            last_of_ms[last] = True
-            points = np.flatnonzero(last_of_ms)
-            self.history.append(
-                slot,
-                np.bincount(group.segment[points], minlength=len(slot)),
-                clock[points],
-                volume_sums[points],
-                notional_sums[points],
+            tails = kernel.window_tails(
+                slot, batch.ts, touched, self.clock, history.ts, history.base, history.capacity, history.tail
             )
-            for k, window in enumerate(config.vwap_windows_ms):
-                volume_before, notional_before = self.history.sums_before(
-                    k, slot, group.segment, last, np.maximum(clock - window, NO_TIME)
-                )
-                window_notional = notional_sums - notional_before
-                columns[f"vwap_{window_name(window)}"] = window_notional / (volume_sums - volume_before)
-            self.history.evict(slot, int(np.argmax(config.vwap_windows_ms)))
-        columns["session_vwap"] = notional_sums / volume_sums
-        columns["trades"] = trades
-        columns["volume"] = volume_sums
-
-        self.trades[slot] = trades[last]
-        self.clock[slot] = clock[last]
-        self.last_price[slot] = price[last]
-
-        unsorted = {name: np.empty_like(values) for name, values in columns.items()}
-        for name, values in columns.items():
-            unsorted[name][group.order] = values
+            history.reserve(touched, tails - history.head[touched])
+        sma, ema, vwap, session_vwap, trades, volume = kernel.update(
+            slot,
+            batch.price,
+            batch.size,
+            batch.ts,
+            self._sma_periods,
+            self._alphas,
+            1.0 - self._alphas,
+            self._windows_ms,
+            self.sums,
+            self.trades,
+            self.clock,
+            self.last_price,
+            self.ema,
+            self.recent_price_sums,
+            history.ts,
+            history.volume,
+            history.notional,
+            history.base,
+            history.capacity,
+            history.tail,
+            history.window_start,
+        )
+        if config.vwap_windows_ms:
+            history.evict(touched, int(np.argmax(config.vwap_windows_ms)))
+        columns: dict[str, np.ndarray] = {"price": batch.price.copy()}
+        columns |= {f"sma_{period}": sma[k] for k, period in enumerate(config.sma_periods)}
+        columns |= {f"ema_{period}": ema[k] for k, period in enumerate(config.ema_periods)}
+        columns |= {f"vwap_{window_name(w)}": vwap[k] for k, w in enumerate(config.vwap_windows_ms)}
+        columns |= {"session_vwap": session_vwap, "trades": trades, "volume": volume}
         symbols = tuple(batch.symbols[i] for i in group.local_symbol.tolist())
-        return IndicatorFrame(unsorted, symbols, group.order[last])
+        return IndicatorFrame(columns, symbols, group.order[group.starts + group.lengths - 1])
 
     def kept_points(self) -> int:
         """How many window-history points the stage keeps over all symbols (for memory figures)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tickerdash.analytics.engine.stage import Stage, StageFactory
+from tickerdash.analytics.stages import bars, indicators
 from tickerdash.analytics.stages.alerts.stage import SlumpAlertStage
 from tickerdash.analytics.stages.anomaly.stage import AnomalyStage
 from tickerdash.analytics.stages.bars_stage import BarsStage
@@ -89,6 +90,12 @@ def entry(name: str) -> StageEntry:
         if stage.name == name:
             return stage
     raise KeyError(name)
+
+
+def preload_core() -> None:
+    """Load the core stages' compiled loops (from numba's cache, or compiled once) before the first batch."""
+    indicators.preload()
+    bars.preload()
 
 
 def core_stages() -> tuple[StageEntry, ...]:

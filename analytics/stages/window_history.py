@@ -50,6 +50,9 @@ class WindowHistory:
     `window_start[s, k]` is where window k's last query landed, so the next batch only searches
     from there. A ring that overflows moves to the end of the pool, larger, keeping its logical
     numbers; the holes that moves leave are squeezed out when the pool is full.
+
+    The indicator stage's compiled loop (`indicator_kernel.update`) adds the points and moves the window
+    starts, trade by trade; this class keeps the rings: room before a batch, eviction after it.
     """
 
     def __init__(self, n_windows: int) -> None:
@@ -123,7 +126,7 @@ class WindowHistory:
         self.base[by_base] = new_base
         self.used, self.holes = total, 0
 
-    def _reserve(self, slot: np.ndarray, needed: np.ndarray) -> None:
+    def reserve(self, slot: np.ndarray, needed: np.ndarray) -> None:
         """Move the rings of slots that need more than their capacity to larger ones, points kept."""
         short = needed > self.capacity[slot]
         if short.any():
@@ -157,58 +160,6 @@ class WindowHistory:
             array[target] = array[source]
         self.holes += int(self.capacity[moving].sum())
         self.base[moving], self.capacity[moving] = base, capacity
-
-    def append(
-        self, slot: np.ndarray, lengths: np.ndarray, ts: np.ndarray, volume: np.ndarray, notional: np.ndarray
-    ) -> None:
-        """Add each segment's points (`lengths[k]` of them for `slot[k]`, times strictly increasing)."""
-        first = exclusive_cumsum(lengths)
-        last_ts = self.ts[self._where(slot, self.tail[slot] - 1)]
-        # a batch that goes on in the ms of the symbol's last point updates that point in place
-        start = self.tail[slot] - (ts[first] == last_ts)
-        tail = start + lengths
-        self._reserve(slot, tail - self.head[slot])
-        owner = segment_of_row(lengths)
-        logical = start[owner] + np.arange(len(ts)) - first[owner]
-        at = self._where(slot[owner], logical)
-        self.ts[at], self.volume[at], self.notional[at] = ts, volume, notional
-        self.tail[slot] = tail
-
-    def _last_at_or_before(self, slot: np.ndarray, low: np.ndarray, query: np.ndarray) -> np.ndarray:
-        """Per slot, the last logical point with ts <= query, given that point `low` is one."""
-        # times strictly increase by >= 1 ms per point, so the answer is within query - ts[low] of low
-        high = np.minimum(self.tail[slot], low + (query - self.ts[self._where(slot, low)]) + 1)
-        while True:  # vectorised binary search, answer in [low, high)
-            gap = high - low
-            if not (gap > 1).any():
-                return low
-            middle = low + gap // 2
-            fits = self.ts[self._where(slot, middle)] <= query
-            low = np.where(fits, middle, low)
-            high = np.where(fits, high, middle)
-
-    def sums_before(
-        self, k: int, slot: np.ndarray, row_segment: np.ndarray, last_row: np.ndarray, query: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Running volume and notional at the last point with ts <= query, for window k.
-
-        Rows come as contiguous segments (rows of segment j belong to `slot[j]` and end at
-        `last_row[j]`) whose queries never decrease, nor go below the segment's previous query
-        for this window.
-        """
-        last_query = query[last_row]
-        low = self.window_start[slot, k]
-        high = self._last_at_or_before(slot, low, last_query)
-        # only the points the window's start passes over in this batch can answer its queries
-        count = high - low + 1
-        owner = segment_of_row(count)
-        at = self._where(slot[owner], ragged_arange(low, count))
-        span = int(last_query.max()) + 2  # every candidate and query time + 1 lies in [0, span)
-        key = owner * span + (self.ts[at] + 1)
-        found = np.searchsorted(key, row_segment * span + (query + 1), side="right") - 1
-        self.window_start[slot, k] = high
-        at = at[found]
-        return self.volume[at], self.notional[at]
 
     def evict(self, slot: np.ndarray, k_longest: int) -> None:
         """Drop points before the longest window's start (its floor): no later query reaches them."""
