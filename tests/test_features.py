@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickerdash.analytics.stages.anomaly import account_features, feature_config
+from tickerdash.analytics.stages.anomaly import feature_config
 from tickerdash.analytics.stages.anomaly.feature_config import FeatureConfig, bias_table
 from tickerdash.analytics.stages.anomaly.features import EMAS, F, Features
 from tickerdash.ingest.field_rules import SIDE_BUY, SIDE_SELL
@@ -157,24 +157,47 @@ class TestAccountFeatures:
         values = Features().process(tape(300, accounts=False)).values
         assert not values[:, F["aggressor_share"] :].any()
 
-    def test_rows_compared_in_blocks_give_the_bits_of_one_block(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Comparing rows with their rings a few at a time changes no account feature by a bit."""
+    def test_account_features_equal_a_trade_by_trade_reference(self) -> None:
+        """Shares, round trips and pairs of 3,000 trades of few accounts (some missing) equal a plain loop over
+        each symbol's last `ring` trades, in batches of any size."""
         rng = np.random.default_rng(8)
-        n, pool = 3000, ["A", "B", "C", "D", None]  # few accounts: pairs and round trips recur
+        n, pool, config = 3000, ["A", "B", "C", "D", None], FeatureConfig(ring=8, wash_window_ms=5_000)
         batch = TickBatch.from_columns(
             [f"S{i}" for i in rng.integers(0, 3, n)],
             np.full(n, 100.0),
-            rng.choice([100.25, 200.5, 300.125], n) * rng.choice([1.0, 1.1], n),  # fractional: sums keep their order
+            rng.choice([100.0, 200.0, 300.0], n),
             START + np.cumsum(rng.integers(50, 3000, n)),
             rng.choice([SIDE_BUY, SIDE_SELL], n),
             buyer=list(rng.choice(pool, n)),
             seller=list(rng.choice(pool, n)),
         )
-        one_block = Features().process(batch).values
-        monkeypatch.setattr(account_features, "BLOCK_ROWS", 7)
-        blocks = Features().process(batch).values
-        assert (one_block[:, F["round_trips"]] > 0).any()
-        assert np.array_equal(one_block.view(np.int64), blocks.view(np.int64))
+        want = np.zeros((n, 4))
+        rings: dict[str, list[tuple[object, object, object, float, int]]] = {}
+        assert batch.buyer is not None and batch.seller is not None
+        buyers, sellers = batch.buyer.to_pylist(), batch.seller.to_pylist()
+        for row in range(n):
+            symbol, buyer, seller = batch.symbol[row], buyers[row], sellers[row]
+            size, ts, sells = float(batch.size[row]), int(batch.ts[row]), batch.side[row] == SIDE_SELL
+            aggressor, passive = (seller, buyer) if sells else (buyer, seller)
+            ring = rings.setdefault(symbol, [])
+            if buyer is not None or seller is not None:
+                recent = sum(e[3] for e in ring)
+                if aggressor is not None and recent:
+                    want[row, 0] = sum(e[3] for e in ring if e[2] == aggressor) / recent
+                if passive is not None and recent:
+                    want[row, 1] = sum(e[3] for e in ring if passive in (e[0], e[1])) / recent
+                for e_buyer, e_seller, _, e_size, e_ts in ring:
+                    same_pair = (e_buyer, e_seller) in ((buyer, seller), (seller, buyer))
+                    if same_pair and None not in (buyer, seller) and ts - e_ts <= config.wash_window_ms:
+                        want[row, 3] += 1
+                        want[row, 2] += e_buyer == seller and e_size == size
+            ring.append((buyer, seller, aggressor, size, ts))
+            del ring[: -config.ring]
+        assert want[:, 2].sum() > 20  # the tape has round trips to find
+        for cuts in ([], [1, 17, 900, 2_999]):
+            features = Features(config)
+            got = np.concatenate([features.process(part).values for part in pieces(batch, cuts)])
+            np.testing.assert_allclose(got[:, F["aggressor_share"] :], want, rtol=1e-12)
 
 
 class TestCausality:
@@ -192,6 +215,12 @@ class TestCausality:
         )
         a, b = Features().process(base).values, Features().process(changed).values
         assert np.array_equal(a[:-1], b[:-1]) and not np.array_equal(a[-1], b[-1])
+
+
+def pieces(batch: TickBatch, cuts: list[int]) -> list[TickBatch]:
+    """The batch cut into consecutive pieces at these row positions."""
+    bounds = [0, *cuts, len(batch)]
+    return [batch.take(np.arange(lo, hi)) for lo, hi in itertools.pairwise(bounds)]
 
 
 def split_run(batch: TickBatch, cuts: list[int], restore_at: set[int]) -> tuple[np.ndarray, bytes]:

@@ -18,7 +18,7 @@ from numba import njit
 from tickerdash.analytics.engine.segments import NO_TIME
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def window_tails(
     slot: np.ndarray,
     ts: np.ndarray,
@@ -51,7 +51,7 @@ def window_tails(
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def update(
     slot: np.ndarray,
     price: np.ndarray,
