@@ -30,6 +30,7 @@ from tickerdash.analytics.engine.segments import (
     unpack_state,
 )
 from tickerdash.analytics.stages.indicators import window_name
+from tickerdash.ingest.contract.batch_entries import as_decoded
 from tickerdash.ingest.ticks import TickBatch
 
 NEVER_AGAIN = 2**TS_BITS  # a watermark past every possible trade: flushed bars stay closed
@@ -121,8 +122,11 @@ class Arrived:
 
 
 def preload() -> None:
-    """Load the compiled fold now (from numba's cache, or compiled once), so a worker's first batch does not pay."""
-    Bars(BarConfig((1,), 0)).process(TickBatch.from_columns(["PRELOAD"], [1.0], [1.0], [0]))
+    """Load the compiled fold now (from numba's cache, or compiled once), so a worker's first batch does not pay:
+    for batches built in memory and for batches decoded from an entry (read-only columns, another signature)."""
+    batch = TickBatch.from_columns(["PRELOAD"], [1.0], [1.0], [0])
+    for sample in (batch, as_decoded(batch)):
+        Bars(BarConfig((1,), 0)).process(sample)
 
 
 # Open bars are kept as parallel arrays under these names.

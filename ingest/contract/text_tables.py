@@ -173,3 +173,8 @@ def join_rows(parts: Sequence[TextTable], order: Sequence[int] | None = None) ->
     out = np.empty(int(runs.sum()), np.uint8)
     gather_runs(table.data, table.starts.ravel(), runs, out)
     return out.tobytes()
+
+
+def preload() -> None:
+    """Load `join_rows`' compiled loop now (from numba's cache, or compiled once), not with the first bars."""
+    join_rows([constant("preload", 1)])

@@ -17,6 +17,7 @@ from tickerdash.analytics.stages.anomaly.scores import Scores
 from tickerdash.analytics.stages.anomaly.tails import TAIL_FEATURES
 from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.anomalies import encode_anomalies
+from tickerdash.ingest.contract.batch_entries import as_decoded
 from tickerdash.ingest.contract.fields import fields_json
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_ids import tick_ids
@@ -130,10 +131,12 @@ class AnomalyStage:
     def preload() -> None:
         """Import scikit-learn's forest now: the first fit runs on a thread a few thousand trades in, and
         importing it there (~0.5 s, mostly holding the GIL) would stall the stream; and load the features'
-        compiled loop (from numba's cache, or compiled once)."""
+        compiled loop (from numba's cache, or compiled once) for in-memory and decoded, read-only, batches."""
         import sklearn.ensemble  # noqa: F401
 
-        Features().process(TickBatch.from_columns(["PRELOAD"], [1.0], [1.0], [0], buyer=["A"], seller=["B"]))
+        batch = TickBatch.from_columns(["PRELOAD"], [1.0], [1.0], [0], buyer=["A"], seller=["B"])
+        for sample in (batch, as_decoded(batch)):
+            Features().process(sample)
 
     def process(self, batch: TickBatch, effects: Effects) -> None:
         """Add one `tickerdash:anomalies` entry per flagged trade of the batch."""
