@@ -56,6 +56,7 @@ import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from tickerdash.analytics.engine.restore import PartitionKeys, state_blob
 from tickerdash.analytics.engine.worker import PartitionState, WorkerConfig
 from tickerdash.ingest.contract.keys import ANALYTICS_GROUP, Keys
 from tickerdash.ingest.contract.tick_entries import as_text
@@ -401,7 +402,7 @@ def open_bar_ticks(client: redis.Redis, keys: Keys, interval_ms: int) -> tuple[i
     last applied stream ID."""
     ticks, last_ids = 0, []
     for partition in range(keys.partitions):
-        blob: Any = client.hget(keys.checkpoint(GROUP, partition), "state")
+        blob = state_blob(client, PartitionKeys.of(keys, GROUP, partition))
         if not blob:
             continue
         state = PartitionState.from_bytes(blob, WorkerConfig())

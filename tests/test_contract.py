@@ -158,6 +158,8 @@ class TestKeys:
                 keys.deadletter(partition),
                 keys.lease("analytics", partition),
                 keys.checkpoint("analytics", partition),
+                keys.checkpoint_state("analytics", partition),
+                keys.checkpoint_staging("analytics", partition, "worker-1"),
                 keys.quarantined("analytics", partition),
                 keys.snapshot(partition),
                 keys.live(partition),

@@ -235,7 +235,8 @@ def test_an_entry_a_stage_fails_on_is_quarantined_and_the_rest_counts_exactly_on
     got = {k: v for k, v in bar_streams(redis_client, "tickerdash").items() if k.endswith(":OK")}
     assert got == expected_bars(ticks, WorkerConfig())
     # a worker that restarts without a checkpoint replays every entry up to the progress marker: BOOM is skipped
-    redis_client.hdel(worker.checkpoint_key(0), "state", "state_id")
+    redis_client.delete(worker.partition_keys(0).state)
+    redis_client.hdel(worker.checkpoint_key(0), "state_id")
     later = TickBatch.from_columns(["OK"] * 5, np.full(5, 99.0), np.ones(5), ticks.ts[-1] + 1000 * np.arange(1, 6))
     producer.publish(later, per_tick=True)
     run_inline(redis_client, settings, config)

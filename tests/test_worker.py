@@ -17,6 +17,7 @@ import pytest
 import redis
 from effects_tools import entries, entries_json
 
+from tickerdash.analytics.engine.restore import state_blob
 from tickerdash.analytics.engine.stage import Effects
 from tickerdash.analytics.engine.worker import AnalyticsWorker, PartitionState, WorkerConfig
 from tickerdash.analytics.stages.alerts.rules import Rule
@@ -106,7 +107,7 @@ def assert_checkpoints_hold_every_trade(
     for partition, part in producer.split_by_partition(ticks):
         reference = PartitionState(WorkerConfig())
         reference.apply(part)
-        saved = client.hget(worker.checkpoint_key(partition), "state")
+        saved = state_blob(client, worker.partition_keys(partition))
         assert saved is not None
         restored = PartitionState.from_bytes(saved, WorkerConfig())
         for name in ("sums", "trades", "clock", "last_price", "ema"):
@@ -601,7 +602,7 @@ def test_checkpoints_are_written_in_the_background_after_their_batch_commits(
     worker.checkpoints.reap(wait=True)
     saved = redis_client.hgetall(worker.checkpoint_key(0))
     state_id, marker = saved[b"state_id"].decode(), saved[b"last_id"].decode()
-    written = PartitionState.from_bytes(saved[b"state"], WorkerConfig())
+    written = PartitionState.from_bytes(state_blob(redis_client, worker.partition_keys(0)), WorkerConfig())
     assert written.last_id == state_id and state_id != "0-0" and state_id <= marker == worker.states[0].last_id
     restored = AnalyticsWorker(redis_client, settings, None, WorkerConfig()).restore(0)
     for name in ("sums", "trades", "clock", "last_price", "ema"):
@@ -614,17 +615,56 @@ def test_checkpoints_are_written_in_the_background_after_their_batch_commits(
 
 def test_a_background_checkpoint_is_fenced_by_the_lease_and_never_goes_back(redis_client: redis.Redis) -> None:
     """A child of a worker that lost its lease, or one slower than a newer checkpoint, writes nothing."""
-    from tickerdash.analytics.engine.checkpoints import CHECKPOINT_SCRIPT
+    from tickerdash.analytics.engine.checkpoints import write_checkpoint
+    from tickerdash.analytics.engine.restore import PartitionKeys
 
-    write = redis_client.register_script(CHECKPOINT_SCRIPT)
-    lease, checkpoint = "t:lease", "t:checkpoint"
+    where = PartitionKeys("t:checkpoint", "t:state", "t:quarantined", "t:ticks")
+    lease, staging = "t:lease", "t:staging"
+
+    def write(owner: str, state_id: str, blob: bytes) -> bool:
+        return write_checkpoint(redis_client, lease, where, staging, owner, state_id, blob)
+
     redis_client.set(lease, "me")
-    assert write(keys=[lease, checkpoint], args=["me", "1000-5", b"state@1000-5"]) == 1
-    assert write(keys=[lease, checkpoint], args=["me", "999-9", b"older"]) == 0
-    assert write(keys=[lease, checkpoint], args=["me", "1000-5", b"same"]) == 0
-    assert write(keys=[lease, checkpoint], args=["other", "2000-0", b"not ours"]) == 0
-    assert write(keys=[lease, checkpoint], args=["me", "1000-10", b"newer"]) == 1  # seq compared as a number
-    assert redis_client.hmget(checkpoint, "state", "state_id") == [b"newer", b"1000-10"]
+    assert write("me", "1000-5", b"state@1000-5")
+    assert not write("me", "999-9", b"older")
+    assert not write("me", "1000-5", b"same")
+    assert not write("other", "2000-0", b"not ours")
+    assert write("me", "1000-10", b"newer")  # seq compared as a number
+    assert state_blob(redis_client, where) == b"newer" and redis_client.hget(where.checkpoint, "state_id") == b"1000-10"
+    assert not redis_client.exists(staging)  # renamed into place, or dropped when refused
+
+
+def test_a_checkpoint_blob_goes_in_pieces_and_replaces_an_earlier_layouts_blob(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob of many pieces arrives whole and without an expiry; the hash keeps no blob of its own."""
+    from tickerdash.analytics.engine import checkpoints as checkpoints_module
+    from tickerdash.analytics.engine import restore as restore_module
+    from tickerdash.analytics.engine.restore import PartitionKeys
+
+    monkeypatch.setattr(restore_module, "PIECE_BYTES", 7)
+    where = PartitionKeys("t:checkpoint", "t:state", "t:quarantined", "t:ticks")
+    redis_client.set("t:lease", "me")
+    redis_client.hset(where.checkpoint, mapping={"state": b"blob of an earlier layout", "state_id": "5-0"})
+    blob = np.random.default_rng(1).bytes(1_000)
+    assert checkpoints_module.write_checkpoint(redis_client, "t:lease", where, "t:staging", "me", "6-0", blob)
+    assert redis_client.llen(where.state) == 143 and redis_client.pttl(where.state) == -1  # 1,000 bytes in 7s
+    assert state_blob(redis_client, where) == blob
+    assert redis_client.hgetall(where.checkpoint) == {b"state_id": b"6-0"}
+
+
+def test_a_checkpoint_of_the_earlier_layout_restores(settings: Settings, redis_client: redis.Redis) -> None:
+    """A checkpoint hash that holds its blob as its `state` field (the earlier layout) restores as before."""
+    Producer(redis_client, settings).publish(market(3_000))
+    worker = AnalyticsWorker(redis_client, settings, None, WorkerConfig())
+    worker.run(max_idle_reads=2)  # a clean stop: checkpointed
+    where = worker.partition_keys(0)
+    blob = state_blob(redis_client, where)
+    assert blob is not None
+    redis_client.delete(where.state)
+    redis_client.hset(where.checkpoint, "state", blob)
+    restored = AnalyticsWorker(redis_client, settings, None, WorkerConfig()).restore(0)
+    assert restored.to_bytes() == blob
 
 
 def test_plug_in_stages_beside_the_indicators_give_what_they_give_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -682,7 +722,7 @@ def test_a_checkpoint_child_that_hangs_is_killed_so_shutdown_never_waits_on_it(
     worker.checkpoint_in_background([0])
     worker.checkpoints.reap(wait=True)
     assert worker.checkpoints.child is None and time.monotonic() - started < 10
-    assert redis_client.hget(worker.checkpoint_key(0), "state") is None  # nothing half-written
+    assert state_blob(redis_client, worker.partition_keys(0)) is None  # nothing half-written
 
 
 def test_a_worker_restarted_before_its_first_checkpoint_replays_and_reads_with_the_rules(
@@ -702,7 +742,7 @@ def test_a_worker_restarted_before_its_first_checkpoint_replays_and_reads_with_t
     first = AnalyticsWorker(redis_client, settings, None, config)
     first.acquire()
     first.runner.run(max_idle_reads=2)  # no release: as if killed after its batches committed
-    assert redis_client.hget(first.checkpoint_key(0), "state") is None
+    assert state_blob(redis_client, first.partition_keys(0)) is None
     redis_client.delete(first.lease_key(0))  # as if the lease had expired
     producer.publish(slump)
     AnalyticsWorker(redis_client, settings.model_copy(update={"consumer": "next"}), None, config).run(max_idle_reads=2)
@@ -733,7 +773,7 @@ def test_a_run_of_bad_prints_carried_across_a_restart_confirms_after_it_and_fire
     producer.publish(before)
     first = AnalyticsWorker(redis_client, settings, None, config)
     first.run(max_idle_reads=2)  # a clean stop: the only checkpoint, holding the rejected trade
-    assert redis_client.hget(first.checkpoint_key(0), "state") is not None
+    assert state_blob(redis_client, first.partition_keys(0)) is not None
     producer.publish(after)
     AnalyticsWorker(redis_client, settings.model_copy(update={"consumer": "next"}), None, config).run(max_idle_reads=2)
 

@@ -3,7 +3,8 @@
 The full state of a partition is large (a rolling VWAP window holds every trade of its window), so it
 is not written with every batch: when one is due, the loop forks between batches (when every state in
 memory is what its last committed batch left), and the child writes the frozen states, each fenced by
-its lease and never over a newer checkpoint, then exits. The loop reaps it later.
+its lease and never over a newer checkpoint, then exits. The loop reaps it later. A blob goes to Redis
+in pieces and is then renamed into place, so no single command holds Redis up for long.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from tickerdash.analytics.engine.restore import PartitionKeys, blob_pieces
 from tickerdash.analytics.engine.state import PartitionState
 from tickerdash.ingest.cluster import AnyRedis, node_client
 from tickerdash.ingest.redis_adapter import client_on_own_pool
@@ -25,21 +27,44 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_TIMEOUT_S = 120.0  # a checkpoint child still running after this long is killed (the next one is due)
 
-# A checkpoint written after its batch committed (by a forked child): only while we hold the lease, and
-# never over a newer one. ARGV: owner, state_id ("ms-seq"), state blob.
-CHECKPOINT_SCRIPT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+# A checkpoint whose blob has been written whole to the staging list, made the partition's checkpoint: only while
+# we hold the lease, and never over a newer one. KEYS: lease, checkpoint hash, staging, state; ARGV: owner,
+# state_id ("ms-seq"), the blob's number of pieces. Refused, the staging list goes. O(1): renamed, not copied.
+COMMIT_SCRIPT = """
+local function refuse() redis.call('DEL', KEYS[3]) return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return refuse() end
+if redis.call('LLEN', KEYS[3]) ~= tonumber(ARGV[3]) then return refuse() end
 local current = redis.call('HGET', KEYS[2], 'state_id')
 if current then
   local cms, cseq = string.match(current, '^(%d+)-(%d+)$')
   local nms, nseq = string.match(ARGV[2], '^(%d+)-(%d+)$')
   if tonumber(nms) < tonumber(cms) or (tonumber(nms) == tonumber(cms) and tonumber(nseq) <= tonumber(cseq)) then
-    return 0
+    return refuse()
   end
 end
-redis.call('HSET', KEYS[2], 'state', ARGV[3], 'state_id', ARGV[2])
+redis.call('RENAME', KEYS[3], KEYS[4])
+redis.call('PERSIST', KEYS[4])
+redis.call('HSET', KEYS[2], 'state_id', ARGV[2])
+redis.call('HDEL', KEYS[2], 'state')
 return 1
 """
+STAGING_TTL_MS = 600_000  # a staging list its writer left (killed mid-write) goes by itself
+
+
+def write_checkpoint(
+    client: AnyRedis, lease: str, where: PartitionKeys, staging: str, owner: str, state_id: str, blob: bytes
+) -> bool:
+    """Write a checkpoint blob piece by piece to the `staging` list, then make it the partition's checkpoint if
+    `owner` still holds the lease and no newer checkpoint exists; whether it did."""
+    pieces = blob_pieces(blob)
+    pipe = client.pipeline(transaction=False)
+    pipe.delete(staging)
+    for piece in pieces:
+        pipe.rpush(staging, piece)
+    pipe.pexpire(staging, STAGING_TTL_MS)
+    pipe.execute()
+    keys = (lease, where.checkpoint, staging, where.state)
+    return bool(client.eval(COMMIT_SCRIPT, len(keys), *keys, owner, state_id, len(pieces)))
 
 
 @functools.cache
@@ -61,12 +86,18 @@ class BackgroundCheckpoints:
     """The forked checkpoint writer: at most one child at a time."""
 
     def __init__(
-        self, client: AnyRedis, consumer: str, lease_key: Callable[[int], str], checkpoint_key: Callable[[int], str]
+        self,
+        client: AnyRedis,
+        consumer: str,
+        lease_key: Callable[[int], str],
+        keys_of: Callable[[int], PartitionKeys],
+        staging_key: Callable[[int], str],
     ) -> None:
         self.client = client
         self.consumer = consumer
         self.lease_key = lease_key
-        self.checkpoint_key = checkpoint_key
+        self.keys_of = keys_of
+        self.staging_key = staging_key
         # the running child: pid, the partitions it writes and the last_id of each, when it started
         self.child: tuple[int, dict[int, str], float] | None = None
 
@@ -79,19 +110,21 @@ class BackgroundCheckpoints:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.nice(19)  # behind the loop and Redis on a busy host: the loop waits for nothing of ours
                 written = []
                 for p in partitions:  # each on a connection of its own (on a cluster, to the partition's primary)
                     node = node_client(self.client, self.lease_key(p))
                     client = client_on_own_pool(node, socket_timeout=CHECKPOINT_TIMEOUT_S)
+                    state = states[p]
                     written.append(
-                        client.eval(
-                            CHECKPOINT_SCRIPT,
-                            2,
+                        write_checkpoint(
+                            client,
                             self.lease_key(p),
-                            self.checkpoint_key(p),
+                            self.keys_of(p),
+                            self.staging_key(p),
                             self.consumer,
-                            states[p].last_id,
-                            states[p].to_bytes(),
+                            state.last_id,
+                            state.to_bytes(),
                         )
                     )
                 code = 0 if all(written) else 2

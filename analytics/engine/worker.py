@@ -29,12 +29,12 @@ import numpy as np
 import pyarrow as pa
 import redis
 
-from tickerdash.analytics.engine.checkpoints import BackgroundCheckpoints, small_pages_for_fork
+from tickerdash.analytics.engine.checkpoints import BackgroundCheckpoints, small_pages_for_fork, write_checkpoint
 from tickerdash.analytics.engine.config import WorkerConfig
 from tickerdash.analytics.engine.leases import Leases
 from tickerdash.analytics.engine.live_view import LiveView
 from tickerdash.analytics.engine.members import Membership
-from tickerdash.analytics.engine.restore import PartitionKeys, refresh_stages, restore
+from tickerdash.analytics.engine.restore import PartitionKeys, blob_pieces, refresh_stages, restore
 from tickerdash.analytics.engine.segments import preload
 from tickerdash.analytics.engine.stage import Effects, Stage, StageFactory
 from tickerdash.analytics.engine.state import PartitionState
@@ -106,7 +106,9 @@ class AnalyticsWorker:
         )
         self.writer = EffectsWriter(client, self.keys)
         self.live = LiveView(client, self.keys, self.config)
-        self.checkpoints = BackgroundCheckpoints(client, settings.consumer, self.lease_key, self.checkpoint_key)
+        self.checkpoints = BackgroundCheckpoints(
+            client, settings.consumer, self.lease_key, self.partition_keys, self.staging_key
+        )
         self.runner = StreamRunner(
             client, settings, [], self, source="analytics", stop=self.stop, defer_commit=self.config.defer_commit
         )
@@ -128,8 +130,12 @@ class AnalyticsWorker:
         return PartitionKeys.of(self.keys, self.settings.group, partition)
 
     def checkpoint_key(self, partition: int) -> str:
-        """A partition's checkpoint: `state` (blob), `state_id`, `last_id` (progress marker)."""
+        """A partition's checkpoint hash: `state_id` (the last entry its state has), `last_id` (progress marker)."""
         return self.partition_keys(partition).checkpoint
+
+    def staging_key(self, partition: int) -> str:
+        """Where this worker writes a partition's checkpoint blob in pieces before it replaces the last one."""
+        return self.keys.checkpoint_staging(self.settings.group, partition, self.settings.consumer)
 
     def quarantine_key(self, partition: int) -> str:
         """IDs of the partition's entries that were quarantined unapplied (a replay skips them)."""
@@ -351,11 +357,20 @@ class AnalyticsWorker:
         return state
 
     def checkpoint(self, partition: int, pipe: redis.client.Pipeline | None = None) -> None:
-        """Write the partition's whole state (in `pipe`'s transaction when given)."""
+        """Write the partition's whole state: in `pipe`'s transaction when given, else in pieces, fenced by the
+        lease and never over a newer checkpoint (`checkpoints.write_checkpoint`)."""
         state = self.states[partition]
-        target = pipe if pipe is not None else self.client
-        snapshot = {"state": state.to_bytes(), "state_id": state.last_id, "last_id": state.last_id}
-        target.hset(self.checkpoint_key(partition), mapping=snapshot)  # type: ignore[arg-type]
+        where = self.partition_keys(partition)
+        if pipe is not None:
+            pipe.delete(where.state)
+            pipe.rpush(where.state, *blob_pieces(state.to_bytes()))
+            pipe.hset(where.checkpoint, mapping={"state_id": state.last_id, "last_id": state.last_id})
+            pipe.hdel(where.checkpoint, "state")  # the blob of an earlier layout
+        else:
+            lease, staging = self.lease_key(partition), self.staging_key(partition)
+            write_checkpoint(
+                self.client, lease, where, staging, self.settings.consumer, state.last_id, state.to_bytes()
+            )
         self._last_checkpoint[partition] = (time.monotonic(), 0)
 
     def checkpoint_in_background(self, partitions: list[int]) -> None:

@@ -118,8 +118,16 @@ class Keys:
         return self.internal("members", group)
 
     def checkpoint(self, group: str, partition: int) -> str:
-        """Hash of a partition's last checkpoint (state, progress marker)."""
+        """Hash of a partition's last checkpoint: which entry its state includes, and the progress marker."""
         return self._partition_internal(partition, "checkpoint", group, numbered=True)
+
+    def checkpoint_state(self, group: str, partition: int) -> str:
+        """List: the state blob of a partition's last checkpoint, in pieces."""
+        return self._partition_internal(partition, "checkpoint-state", group, numbered=True)
+
+    def checkpoint_staging(self, group: str, partition: int, consumer: str) -> str:
+        """List: a checkpoint blob one consumer is writing in pieces, renamed to `checkpoint_state` once whole."""
+        return self._partition_internal(partition, "checkpoint-staging", group, consumer, numbered=True)
 
     def quarantined(self, group: str, partition: int) -> str:
         """Entries of a partition set aside after they failed to apply."""
