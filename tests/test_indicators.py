@@ -357,27 +357,6 @@ def test_ragged_ema_is_the_plain_recursion_bit_for_bit(lengths: list[int], seed:
     assert got.tobytes() == want.tobytes() and finals.tobytes() == want_finals.tobytes()
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    lengths=st.lists(st.integers(0, 40), min_size=1, max_size=30),
-    seed=st.integers(0, 2**32 - 1),
-    periods=st.lists(st.integers(1, 500), min_size=1, max_size=6),
-)
-def test_several_ragged_emas_at_once_are_each_one_bit_for_bit(
-    lengths: list[int], seed: int, periods: list[int]
-) -> None:
-    """`emas` gives every series exactly what `ema` gives it alone, narrow blocks and wide ones alike."""
-    rng = np.random.default_rng(seed)
-    scan = RaggedScan(np.array(lengths))
-    values = rng.normal(100, 5, (len(periods), sum(lengths))) * rng.choice([1e-3, 1.0, 1e3])
-    previous = rng.normal(100, 5, (len(lengths), len(periods)))
-    alphas = np.array([2.0 / (period + 1) for period in periods])
-    got, finals = scan.emas(values, alphas, previous)
-    for j, alpha in enumerate(alphas.tolist()):
-        want, want_finals = scan.ema(values[j], alpha, previous[:, j])
-        assert got[j].tobytes() == want.tobytes() and finals[:, j].tobytes() == want_finals.tobytes()
-
-
 def test_a_batch_is_grouped_once_for_every_stage_and_the_grouping_is_read_only() -> None:
     """The same symbol_idx array gets the same grouping back; an equal new array is grouped on its own."""
     from tickerdash.analytics.engine.segments import Grouping

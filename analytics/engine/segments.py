@@ -36,7 +36,7 @@ def _lfilter() -> Callable[..., Any]:
 def _ema_columns(padded: np.ndarray, alpha: Any, decay: Any, previous: np.ndarray) -> np.ndarray:
     """lfilter([alpha, 0], [1, -decay]) along the last axis, one column at a time: the same products and
     sums in the same order (its delay is exactly decay * y), so the same bits, without its per-call
-    overhead. Several series at once: a leading axis, with `alpha` and `decay` broadcast against it."""
+    overhead."""
     out = np.empty_like(padded)
     last = previous
     for column in range(padded.shape[-1]):
@@ -157,38 +157,6 @@ class RaggedScan:
             smoothed = smoothed.ravel()
             out[flat] = smoothed.take(valid_at)
             finals[segments] = smoothed.take(last_at)
-        return out, finals
-
-    def emas(self, values: np.ndarray, alphas: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`ema` of several series at once, bit for bit: row j of `values` with `alphas[j]` from column j of
-        `previous` (segments x series); each series' y per row (series x rows), and its final y per segment.
-
-        On narrow blocks one column loop serves every series (the loop's Python steps, not its arithmetic,
-        were the cost on small batches); wide blocks run lfilter per series, as `ema` does.
-        """
-        alphas = np.asarray(alphas, np.float64)
-        decays = 1.0 - alphas
-        count = len(alphas)
-        out = np.empty((count, self.n_rows), np.float64)
-        finals = previous.astype(np.float64, copy=True)
-        padded_values = np.concatenate((values, np.zeros((count, 1), values.dtype)), axis=1)
-        for segments, source, valid_at, flat, last_at in self._blocks:
-            padded = padded_values[:, source]  # series x segments x width
-            before = previous[segments].T
-            if padded.shape[2] <= NARROW_BLOCK:
-                smoothed = _ema_columns(padded, alphas[:, None], decays[:, None], before)
-            else:
-                smoothed = np.stack(
-                    [
-                        _lfilter()([alpha, 0.0], [1.0, -decay], series, axis=1, zi=(start * decay)[:, None])[0]
-                        for alpha, decay, series, start in zip(
-                            alphas.tolist(), decays.tolist(), padded, before, strict=True
-                        )
-                    ]
-                )
-            smoothed = smoothed.reshape(count, -1)
-            out[:, flat] = smoothed[:, valid_at]
-            finals[segments] = smoothed[:, last_at].T
         return out, finals
 
 

@@ -30,7 +30,7 @@ from tickerdash.analytics.engine.segments import (
     unpack_state,
 )
 from tickerdash.analytics.stages.indicators import window_name
-from tickerdash.ingest.contract.batch_entries import as_decoded
+from tickerdash.ingest.contract.batch_entries import both_forms
 from tickerdash.ingest.ticks import TickBatch
 
 NEVER_AGAIN = 2**TS_BITS  # a watermark past every possible trade: flushed bars stay closed
@@ -124,8 +124,7 @@ class Arrived:
 def preload() -> None:
     """Load the compiled fold now (from numba's cache, or compiled once), so a worker's first batch does not pay:
     for batches built in memory and for batches decoded from an entry (read-only columns, another signature)."""
-    batch = TickBatch.from_columns(["PRELOAD"], [1.0], [1.0], [0])
-    for sample in (batch, as_decoded(batch)):
+    for sample in both_forms(TickBatch.from_columns(["PRELOAD"], [1.0], [1.0], [0])):
         Bars(BarConfig((1,), 0)).process(sample)
 
 

@@ -38,7 +38,7 @@ from tickerdash.analytics.engine.segments import (
     unpack_state,
 )
 from tickerdash.analytics.stages.window_history import WindowHistory
-from tickerdash.ingest.contract.batch_entries import as_decoded
+from tickerdash.ingest.contract.batch_entries import both_forms
 from tickerdash.ingest.ticks import TickBatch
 
 
@@ -75,8 +75,7 @@ def preload() -> None:
     """Load the compiled loop now (from numba's cache, or compiled once), so a worker's first batch does not pay:
     for batches built in memory and for batches decoded from an entry (read-only columns, another signature)."""
     stage = Indicators(IndicatorConfig(sma_periods=(1,), ema_periods=(1,), vwap_windows_ms=(1,)))
-    batch = TickBatch.from_columns(["PRELOAD"], [1.0], [1.0], [0])
-    for sample in (batch, as_decoded(batch)):
+    for sample in both_forms(TickBatch.from_columns(["PRELOAD"], [1.0], [1.0], [0])):
         stage.process(sample)
 
 

@@ -151,9 +151,14 @@ def decode_batch_run(
     return batch
 
 
+def both_forms(batch: TickBatch) -> tuple[TickBatch, TickBatch]:
+    """The batch as built in memory and as a reader decodes it from one batch entry (its columns read-only
+    views of the payload): numba types the two apart, so a compiled loop is warmed on both."""
+    return batch, as_decoded(batch)
+
+
 def as_decoded(batch: TickBatch) -> TickBatch:
-    """The batch as a reader decodes it from one batch entry (its columns are read-only views of the payload):
-    what a compiled loop warmed on in-memory batches would otherwise meet first in the stream."""
+    """The batch as a reader decodes it from one batch entry (its columns are read-only views of the payload)."""
     fields = {
         name.encode(): bytes(value) if isinstance(value, memoryview | bytes) else str(value).encode()
         for name, value in encode_batch(batch).items()

@@ -17,7 +17,7 @@ from tickerdash.analytics.stages.anomaly.scores import Scores
 from tickerdash.analytics.stages.anomaly.tails import TAIL_FEATURES
 from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.anomalies import encode_anomalies
-from tickerdash.ingest.contract.batch_entries import as_decoded
+from tickerdash.ingest.contract.batch_entries import both_forms
 from tickerdash.ingest.contract.fields import fields_json
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_ids import tick_ids
@@ -134,8 +134,7 @@ class AnomalyStage:
         compiled loop (from numba's cache, or compiled once) for in-memory and decoded, read-only, batches."""
         import sklearn.ensemble  # noqa: F401
 
-        batch = TickBatch.from_columns(["PRELOAD"], [1.0], [1.0], [0], buyer=["A"], seller=["B"])
-        for sample in (batch, as_decoded(batch)):
+        for sample in both_forms(TickBatch.from_columns(["PRELOAD"], [1.0], [1.0], [0], buyer=["A"], seller=["B"])):
             Features().process(sample)
 
     def process(self, batch: TickBatch, effects: Effects) -> None:
