@@ -8,7 +8,8 @@ What it relies on (redis-py 5.3 to 8.x; `pyproject.toml` bounds the version):
 - a `Connection` packs commands (`pack_commands`), sends packed bytes (`send_packed_command`), sends a
   command (`send_command`) and reads one reply (`read_response`) apart, and `disconnect()`s; with
   hiredis, its `_parser` holds hiredis's `_reader` (`gets()`: a reply, or `NOT_ENOUGH_DATA` of
-  `redis._parsers.hiredis` until more is fed) and reads more into it with `read_from_socket()`;
+  `redis._parsers.hiredis` until more is fed) and reads more into it with `read_from_socket()` (which
+  lets a reset socket's OSError through: `read_response` would have raised it as ConnectionError);
 - a `ConnectionPool` exposes `connection_kwargs` and `connection_class` (to make a pool like it),
   `get_connection()` and `release(connection)`;
 - `redis.connection.PythonRespSerializer(buffer_cutoff, encode)` and `Encoder(...).encode` pack a
@@ -213,7 +214,11 @@ def _read_replies(connection: Connection, count: int) -> list[Any]:
     while len(replies) < count:
         reply = reader.gets()
         if reply is NOT_ENOUGH_DATA:
-            parser.read_from_socket()
+            try:
+                parser.read_from_socket()
+            except OSError as exc:  # a reset socket: redis-py's own reads raise it as ConnectionError, and so do we
+                connection.disconnect()
+                raise redis.ConnectionError(f"Error while reading from Redis: {exc}") from exc
             continue
         if isinstance(reply, redis.ConnectionError):
             raise reply

@@ -148,6 +148,38 @@ def test_an_abandoned_transaction_closes_its_connection(redis_client: redis.Redi
     assert redis_client.ping()
 
 
+class ResetSocket:
+    """A socket the peer has reset: reads raise ECONNRESET (what a Redis killing the client can cause)."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+
+    def recv_into(self, buffer: object, *args: object) -> int:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_a_connection_reset_while_replies_are_read_is_a_connection_error(redis_client: redis.Redis) -> None:
+    """hiredis's `read_from_socket` lets a reset socket's OSError through; confirmation raises it as the
+    ConnectionError redis-py's own reads raise (what callers treat as Redis down), and closes the connection."""
+    pipe = redis_client.pipeline(transaction=True)
+    pipe.set("r", "1")
+    adapter.send_transaction(pipe)
+    connection = pipe.connection
+    assert connection is not None
+    parser = connection._parser  # type: ignore[union-attr]
+    if not hasattr(parser, "read_from_socket"):
+        pytest.skip("redis-py's own parser reads through read_response, which wraps OSError itself")
+    parser._sock = ResetSocket(parser._sock)
+    with pytest.raises(redis.ConnectionError, match="reset by peer"):
+        adapter.confirm_transaction(pipe)
+    assert connection._sock is None  # type: ignore[union-attr]
+    adapter.abandon_transaction(pipe)
+    assert redis_client.ping()
+
+
 def test_a_command_sent_ahead_is_read_later_on_a_pool_connection(redis_client: redis.Redis) -> None:
     """`take_connection` gives a pool connection on which a command is sent, and its reply read, apart."""
     raw = adapter.raw_client(redis_client)
