@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickerdash.ingest.contract.bars import bar_entry_id, bar_entry_ids, float_reprs, float_texts
-from tickerdash.ingest.contract.text_tables import TextTable, hstack, int_texts, join_rows
+from tickerdash.ingest.contract.text_tables import TextTable, int_texts
 
 
 def columns_of(table: TextTable) -> list[list[str | None]]:
@@ -42,22 +42,3 @@ def test_bar_entry_ids_and_int_texts_are_formatted_as_one_by_one(starts: list[in
     values = np.array(starts, np.int64)
     assert bar_entry_ids(values).column(0) == [bar_entry_id(s) for s in starts]
     assert int_texts(values).column(0) == [str(s) for s in starts]
-
-
-@settings(max_examples=40, deadline=None)
-@given(st.data())
-def test_joined_rows_are_the_texts_joined_one_by_one(data: st.DataObject) -> None:
-    """Rows of several tables (absent texts, empty texts, columns reordered, hundreds of rows) join to what
-    joining each row's texts in Python gives."""
-    rows = data.draw(st.sampled_from([1, 3, 256, 261, 513]))
-    text = st.one_of(st.none(), st.text("0123456789.-$\r\n", max_size=12))
-    tables = [
-        TextTable.of(data.draw(st.lists(text, min_size=rows, max_size=rows)))
-        for _ in range(data.draw(st.integers(1, 4)))
-    ]
-    width = len(tables)
-    order = data.draw(st.permutations(range(width)))
-    columns = columns_of(hstack(tables))
-    expected = "".join(columns[j][k] or "" for k in range(rows) for j in order).encode()
-    assert join_rows(tables, order) == expected
-    assert join_rows(tables) == "".join(columns[j][k] or "" for k in range(rows) for j in range(width)).encode()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hiredis
 import numpy as np
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tickerdash.analytics.engine.stage import AppendWithIds, Effects, IdEntries
 from tickerdash.analytics.engine.writer import EffectsWriter, xadd_commands
@@ -43,6 +45,35 @@ def test_the_packed_commands_are_the_entries_one_by_one(redis_client: redis.Redi
             assert [tuple(reader.gets()) for _ in commands] == commands and reader.gets() is False
     finally:
         redis_client.connection_pool.release(connection)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_any_texts_pack_as_redis_py_packs_them_one_by_one(data: st.DataObject) -> None:
+    """Any field count, absent and empty values, texts of 0 to over 1,000 bytes (lengths of one to four digits),
+    multi-byte characters: the packed rows are the XADDs redis-py packs one by one."""
+    rows = data.draw(st.integers(1, 40))
+    width = data.draw(st.integers(0, 5))
+    text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=14)
+    long_text = st.one_of(text, st.integers(90, 1100).map(lambda n: "9" * n))
+    streams = data.draw(st.lists(st.text(min_size=1, max_size=30), min_size=1, max_size=4))
+    maxlens = data.draw(st.lists(st.integers(0, 10**12), min_size=len(streams), max_size=len(streams)))
+    stream_at = np.array(data.draw(st.lists(st.integers(0, len(streams) - 1), min_size=rows, max_size=rows)))
+    ids = TextTable.of(data.draw(st.lists(text.filter(bool), min_size=rows, max_size=rows)))
+    names = data.draw(st.lists(text.filter(bool), min_size=width, max_size=width))
+    columns = [
+        TextTable.of(data.draw(st.lists(st.one_of(st.none(), long_text), min_size=rows, max_size=rows)))
+        for _ in range(width)
+    ]
+    values = (
+        hstack(columns)
+        if columns
+        else TextTable(np.zeros(0, np.uint8), *np.zeros((2, rows, 0), np.int64), np.zeros((rows, 0), bool))
+    )
+    batch = IdEntries(streams, maxlens, stream_at, ids, names, values)
+    commands = [("XADD", stream, "MAXLEN", "~", str(maxlen), i, *flat) for stream, maxlen, i, flat in batch]
+    packer = redis.connection.Connection()
+    assert xadd_commands(batch) == b"".join(packer.pack_commands(commands))
 
 
 def test_entries_land_in_their_streams_in_order_with_their_ids(redis_client: redis.Redis) -> None:

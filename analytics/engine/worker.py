@@ -38,11 +38,10 @@ from tickerdash.analytics.engine.restore import PartitionKeys, blob_pieces, refr
 from tickerdash.analytics.engine.segments import preload
 from tickerdash.analytics.engine.stage import Effects, Stage, StageFactory
 from tickerdash.analytics.engine.state import PartitionState
-from tickerdash.analytics.engine.writer import EffectsWriter
+from tickerdash.analytics.engine.writer import EffectsWriter, preload_writer
 from tickerdash.analytics.stages.registry import preload_core
 from tickerdash.ingest.cluster import UNAVAILABLE, AnyRedis
 from tickerdash.ingest.consumer import OwnershipLost
-from tickerdash.ingest.contract import text_tables
 from tickerdash.ingest.contract.fields import id_order
 from tickerdash.ingest.contract.keys import Keys
 from tickerdash.ingest.contract.tick_entries import Rejected
@@ -83,7 +82,7 @@ class AnalyticsWorker:
         self.config = config or WorkerConfig()
         preload()  # scipy.signal for the EMA scans: imported now, never in the middle of the stream
         preload_core()  # and the compiled per-trade loops of the bars and indicators
-        text_tables.preload()  # and the writer's compiled byte gather
+        preload_writer()  # and the writer's compiled XADD rows
         pa.array([0.0])  # pyarrow imports pandas on its first array (~0.3 s): now, not in the first closed bars
         for make in self.config.stages:  # and what the optional stages load lazily (a stage's `preload`)
             getattr(make, "preload", lambda: None)()

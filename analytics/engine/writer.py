@@ -10,12 +10,13 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import redis
 
 from tickerdash.analytics.engine.stage import AppendMany, AppendOne, AppendWithIds, Effects, IdEntries, Output
 from tickerdash.ingest.cluster import AnyRedis
 from tickerdash.ingest.contract.keys import Keys
-from tickerdash.ingest.contract.text_tables import TextTable, constant, join_rows, length_prefixes, lookup
+from tickerdash.ingest.contract.text_tables import TextTable
 from tickerdash.ingest.contract.tick_entries import Rejected
 from tickerdash.ingest.deadletter import add_rejected
 from tickerdash.ingest.redis_adapter import queue_packed
@@ -74,9 +75,10 @@ def _xadd_head(stream: str, maxlen: int) -> bytes:
     return f"$4\r\nXADD\r\n{_bulk(stream)}$6\r\nMAXLEN\r\n$1\r\n~\r\n{_bulk(str(maxlen))}".encode()
 
 
-@functools.lru_cache(maxsize=64)
-def _argument_counts(most: int) -> TextTable:
-    return TextTable.of([f"*{n}\r\n" for n in range(most + 1)])
+@functools.lru_cache(maxsize=256)
+def _field_pieces(names: tuple[str, ...]) -> TextTable:
+    """Per field, what comes between the text before it and its value's `$<length>`: CRLF, then its name."""
+    return TextTable.of(["\r\n" + _bulk(name) for name in names])
 
 
 def xadd_commands(entries: IdEntries) -> bytes:
@@ -84,25 +86,43 @@ def xadd_commands(entries: IdEntries) -> bytes:
     sends: the same commands, in the same order, as one client-built XADD each.
 
     Redis runs each as a plain XADD (about 2 us with a bar's fields, against 7 us for the same XADD made by
-    a script from a JSON payload), and the client builds none of them one by one: the rows are joined from
-    text tables in one gather over bytes (`text_tables.join_rows`). A row is `*<args>`, the stream's head,
-    the ID's `$<length>` and the ID, then per field the piece that ends the value before it (CRLF) and
-    starts this one (name, `$<length>`), and the value (both empty where the entry leaves the field out),
-    then the last CRLF.
+    a script from a JSON payload), and the client builds none of them one by one: one compiled loop
+    (`byte_runs.xadd_rows`) writes every row from the entries' text columns. A row is `*<arguments>`, the
+    stream's head (XADD to MAXLEN, packed once per stream), the ID, then each present field's name and value.
     """
-    count, width = len(entries), len(entries.names)
-    heads = lookup(TextTable.of(list(map(_xadd_head, entries.streams, entries.maxlens))), entries.stream_at)
-    field_heads = length_prefixes(["\r\n" + _bulk(name) for name in entries.names], entries.values)
-    arg_counts = 6 + 2 * entries.values.present.sum(axis=1)  # XADD, stream, MAXLEN, ~, maxlen, ID, name and value
-    parts = [
-        lookup(_argument_counts(6 + 2 * width), arg_counts),
-        heads,
-        length_prefixes([""], entries.ids),
-        entries.ids,
-        field_heads,
-        entries.values,
-        constant("\r\n", count),
-    ]
-    # columns: the four of the entry's head, then each field's head and value, then the last CRLF
-    fields = [column for j in range(width) for column in (4 + j, 4 + width + j)]
-    return join_rows(parts, [0, 1, 2, 3, *fields, 4 + 2 * width])
+    if not len(entries):
+        return b""
+    # numba costs ~0.5 s to import: the commands that never write entries (the simulator, --help) skip it
+    from tickerdash.ingest.contract.byte_runs import xadd_rows
+
+    heads = TextTable.of(list(map(_xadd_head, entries.streams, entries.maxlens)))
+    fields = _field_pieces(tuple(entries.names))
+    ids, values = entries.ids, entries.values
+    return xadd_rows(
+        6,  # XADD, stream, MAXLEN, ~, maxlen, ID
+        heads.data,
+        _flat(heads.starts),
+        _flat(heads.lengths),
+        np.ascontiguousarray(entries.stream_at, np.int64),
+        ids.data,
+        _flat(ids.starts),
+        _flat(ids.lengths),
+        fields.data,
+        _flat(fields.starts),
+        _flat(fields.lengths),
+        values.data,
+        np.ascontiguousarray(values.starts),
+        np.ascontiguousarray(values.lengths),
+        np.ascontiguousarray(values.present),
+    ).tobytes()
+
+
+def _flat(column: np.ndarray) -> np.ndarray:
+    """A one-column (n, 1) array as a contiguous (n,) one (the compiled loop takes one layout)."""
+    return np.ascontiguousarray(column[:, 0])
+
+
+def preload_writer() -> None:
+    """Load `xadd_commands`' compiled loop now (from numba's cache, or compiled once), not with the first bars."""
+    one = TextTable.of(["1"])
+    xadd_commands(IdEntries(["preload"], [1], np.zeros(1, np.int64), TextTable.of(["1-1"]), ["f"], one))

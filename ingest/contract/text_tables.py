@@ -3,12 +3,12 @@
 A closed bar is about a dozen numbers written as text; on a realistic tape a batch closes a bar every few
 trades. Formatting each number as a Python str and joining them costs more than the bar's arithmetic, so
 numbers are formatted a whole table at a time into bytes (orjson writes a float64 array in one call),
-and rows (e.g. the RESP of one XADD per bar) are joined from such tables with one gather over bytes.
+and rows (e.g. the RESP of one XADD per bar) are written from such tables by one compiled loop
+(`byte_runs.xadd_rows`).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -125,56 +125,3 @@ def int_texts(values: np.ndarray | Sequence[int], suffix: bytes = b"") -> TextTa
     if suffix:
         joined = joined.replace(b",", suffix + b",") + suffix
     return TextTable.from_joined(joined, len(ints))
-
-
-def lookup(table: TextTable, codes: np.ndarray) -> TextTable:
-    """Text `table[codes[k, j]]` (of its one column) for every (k, j): a few distinct texts repeated."""
-    at = np.asarray(codes, np.int64)
-    at = at[:, None] if at.ndim == 1 else at
-    return TextTable(table.data, table.starts[at, 0], table.lengths[at, 0], np.ones(at.shape, bool))
-
-
-def constant(text: str, n: int) -> TextTable:
-    """The same text in n rows."""
-    data = np.frombuffer(text.encode(), np.uint8)
-    return TextTable(data, np.zeros((n, 1), np.int64), np.full((n, 1), len(data), np.int64), np.ones((n, 1), bool))
-
-
-@functools.lru_cache(maxsize=256)
-def _prefix_table(befores: tuple[str, ...], longest: int) -> TextTable:
-    return TextTable.of([f"{before}${n}\r\n" for before in befores for n in range(longest + 1)])
-
-
-def length_prefixes(befores: Sequence[str], texts: TextTable) -> TextTable:
-    """Text (k, j) is `befores[j]` + `$<length>` + CRLF of text (k, j) (RESP's bulk string header), absent where
-    that text is."""
-    # tables up to a power of two long, so that batches share them
-    longest = (1 << int(texts.lengths.max(initial=0)).bit_length()) - 1
-    codes = texts.lengths + (longest + 1) * np.arange(texts.width)
-    return lookup(_prefix_table(tuple(befores), longest), codes).without(~texts.present)
-
-
-def join_rows(parts: Sequence[TextTable], order: Sequence[int] | None = None) -> bytes:
-    """Row k is every part's texts of row k, left to right (or the columns of all parts in `order`); the rows
-    back to back, as bytes (absent texts add nothing).
-
-    A gather over bytes: every text is a run of a buffer holding every part's bytes, and the runs are copied
-    in row-major order by one compiled loop, so no Python object is made per text.
-    """
-    # numba costs ~0.5 s to import: the commands that never join rows (the simulator, --help) skip it
-    from tickerdash.ingest.contract.byte_runs import gather_runs
-
-    if not parts or not len(parts[0]):
-        return b""
-    table = hstack(parts)
-    if order is not None:
-        table = table.take_columns(order)
-    runs = table.lengths.ravel()
-    out = np.empty(int(runs.sum()), np.uint8)
-    gather_runs(table.data, table.starts.ravel(), runs, out)
-    return out.tobytes()
-
-
-def preload() -> None:
-    """Load `join_rows`' compiled loop now (from numba's cache, or compiled once), not with the first bars."""
-    join_rows([constant("preload", 1)])
