@@ -47,16 +47,19 @@ def bias_table(decay: float) -> np.ndarray | None:
     """1 - decay**c for c = 0, 1, ... up to the first c where it is exactly 1.0, as it is for every larger c
     (None if that table would be longer than BIAS_TABLE_MAX).
 
-    The same `np.power` values as computing it per row, so the bias corrections keep their bits; decay**c
-    falls below 2**-55 after 55 half-lives, where 1 - it rounds to 1.0 (a half-life of 500 trades: 27,500
-    entries).
+    The same powers as the feature loop computes per row (`feature_kernel.powers`), so the bias corrections
+    keep their bits; decay**c falls below 2**-55 after 55 half-lives, where 1 - it rounds to 1.0 (a
+    half-life of 500 trades: 27,500 entries).
     """
     if not 0.0 <= decay < 1.0:
         raise ValueError(f"decay must be in [0, 1), got {decay}")
     length = int(np.ceil(56.0 / -np.log2(decay))) + 2 if decay > 0.0 else 2
     if length > BIAS_TABLE_MAX:
         return None
-    powers = decay ** np.arange(length, dtype=np.int64)
+    # numba costs ~0.5 s to import: commands that merely import this module (the dashboard, --help) skip it
+    from tickerdash.analytics.stages.anomaly.feature_kernel import powers as kernel_powers
+
+    powers = kernel_powers(decay, length)
     table = 1.0 - powers
     done = np.flatnonzero((table == 1.0) & (powers < 2.0**-55))
     return table[: done[0] + 1]

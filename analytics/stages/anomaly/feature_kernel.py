@@ -30,6 +30,16 @@ def _bias(tables: np.ndarray, lengths: np.ndarray, decay: np.ndarray, k: int, co
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def powers(decay: float, length: int) -> np.ndarray:
+    """decay**c for c = 0 .. length - 1, by the pow `_bias` uses per row (C's): numpy's vectorised power may
+    differ from it in the last bit (it does on AVX-512 hosts), and a bias table must hold the same bits."""
+    out = np.empty(length)
+    for c in range(length):
+        out[c] = decay ** np.float64(c)
+    return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _maximum(a: float, b: float) -> float:
     """np.maximum of two floats: NaN if either is."""
     if a != a or b != b:
