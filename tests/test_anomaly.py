@@ -21,6 +21,7 @@ from tickerdash.analytics.stages.anomaly.features import FEATURES, F, FeatureFra
 from tickerdash.analytics.stages.anomaly.forest import ForestArrays, average_path_length
 from tickerdash.analytics.stages.anomaly.scorer_config import ScorerConfig
 from tickerdash.analytics.stages.anomaly.stage import AnomalyDetector, AnomalyStage
+from tickerdash.analytics.stages.anomaly.tail_kernel import surprises
 from tickerdash.analytics.stages.anomaly.tails import top_two_sum
 from tickerdash.ingest.field_rules import SIDE_BUY
 from tickerdash.ingest.ticks import TickBatch
@@ -67,17 +68,21 @@ class TestCalibrator:
         st.lists(st.lists(st.sampled_from([0.0, 0.0, 0.25, 1.0, 3.5]), min_size=8, max_size=8), min_size=1, max_size=3),
         st.lists(st.one_of(st.floats(-0.5, 3.0), st.integers(0, 12).map(lambda k: k * 0.25)), min_size=1, max_size=12),
     )
-    def test_table_surprise_equals_a_value_by_value_computation(
+    def test_table_surprise_and_the_compiled_tails_equal_a_value_by_value_computation(
         self, tables: list[list[float]], values: list[float]
     ) -> None:
         """Every value against every table, as the docstring says, including values past the highest bin in use,
         at bin edges, beyond the histogram and against empty tables."""
         counts, width, bins = np.array(tables), 0.25, 8
         u = np.array(values)[:, None].repeat(len(tables), axis=1)  # each value against each table
-        calibrator = Calibrator(bins, bins * width, 1e9, histograms=len(tables))
-        at, inside = calibrator.locate(u)
-        at += np.arange(len(tables)) * bins
-        got = table_surprise(counts, at, inside, u, width, row_of_table=np.zeros(len(values), np.int64))
+        calibrator = Calibrator(bins, bins * width, 1e9)
+        one_by_one = np.column_stack(
+            [table_surprise(counts[t : t + 1], *calibrator.locate(u[:, t]), u[:, t], width) for t in range(len(tables))]
+        )
+        no_learning = 10**9  # a block the rows do not complete
+        bounds = np.array([0, len(values)])
+        earlier = np.zeros((0, len(tables)))
+        compiled = surprises(u, np.ones(len(values), bool), bounds, 0, no_learning, counts.copy(), 0.5, width, earlier)
         for (r, t), value in np.ndenumerate(u):
             table = counts[t]
             b = min(max(int(value / width), 0), bins - 1)
@@ -90,7 +95,25 @@ class TestCalibrator:
             if above == 0.0 and value > top:
                 expected = np.log10(total / 0.5) + (value - top)
             expected = 0.0 if total == 1.0 else max(expected, 0.0)
-            assert got[r, t] == pytest.approx(expected, rel=1e-9, abs=1e-12), (r, t, value)
+            assert one_by_one[r, t] == pytest.approx(expected, rel=1e-9, abs=1e-12), (r, t, value)
+            assert compiled[r, t] == pytest.approx(expected, rel=1e-9, abs=1e-12), (r, t, value)
+
+    def test_the_compiled_tails_learn_each_completed_block_as_a_calibrator_learns_it(self) -> None:
+        """Each block the batch completes learns its learnt rows (with the first block's rows from earlier
+        batches) as `Calibrator.learn` does, after its rows are scored; an incomplete last block learns nothing."""
+        rng = np.random.default_rng(3)
+        block, seen, rows = 100, 40, 290  # parts of 60 (completing a block begun earlier), 100, 100 and 30 rows
+        u = rng.uniform(-0.5, 8.5, (rows, 3))
+        learnt = rng.random(rows) < 0.8
+        earlier = rng.uniform(0, 8, (25, 3))  # the first block's learnt rows from earlier batches
+        bounds = np.array([0, 60, 160, 260, rows])
+        reference = Calibrator(80, 8.0, 1_000.0, histograms=3)
+        counts = reference.counts.copy()
+        surprises(u, learnt, bounds, seen, block, counts, reference.decay_per_trade, reference.width, earlier)
+        reference.learn(np.concatenate([earlier, u[0:60][learnt[0:60]]]))
+        for lo, hi in ((60, 160), (160, 260)):
+            reference.learn(u[lo:hi][learnt[lo:hi]])
+        assert np.allclose(counts, reference.counts, rtol=1e-12, atol=0) and counts.sum() > 0
 
     def test_quantile_splits_the_learnt_values(self) -> None:
         """The 0.9 quantile of 0..1 uniform values is 0.9 to bin resolution."""

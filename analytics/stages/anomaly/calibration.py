@@ -1,8 +1,8 @@
 """Empirical tail surprise: how rare a value is against a decayed histogram of recent values.
 
 Every statistical scorer reads its evidence this way: the per-feature tails, the forest's anomaly score
-and the fused threshold each keep a `Calibrator`; the tail scorer reads all its histograms at once,
-stacked as tables, through `table_surprise`.
+and the fused threshold each keep a `Calibrator`; the tail scorer reads all its histograms at once, row by
+row, in a compiled loop (`tail_kernel`).
 """
 
 from __future__ import annotations
@@ -77,23 +77,15 @@ class Calibrator:
 NEAR_UPPER_EDGE = 1e-3  # of a bin's width: a value this close to its bin's upper edge may lie past it
 
 
-def table_surprise(
-    tables: np.ndarray,
-    at: np.ndarray,
-    inside: np.ndarray,
-    u: np.ndarray,
-    width: float,
-    row_of_table: np.ndarray | None = None,
-) -> np.ndarray:
+def table_surprise(tables: np.ndarray, at: np.ndarray, inside: np.ndarray, u: np.ndarray, width: float) -> np.ndarray:
     """-log10 of the share of a histogram's weight at or above each value (see `Calibrator`).
 
     `tables` holds histograms as rows; `at` is each value's place in them, flat (its table's row times
-    the bins plus its bin), `inside` its place within the bin. With `row_of_table`, values are (rows,
-    tables per row) and row r uses tables row_of_table[r] * tables-per-row + its column (the tail
-    scorer's calibrations before each block); without, every value uses the one table. The weight at
-    or above a value is linear inside its bin; half a value is added on top and below (a floor), so an
-    unseen value has a finite surprise; past the highest bin in use it goes on rising one decade per
-    unit of u; a table with nothing learnt gives 0 (no evidence either way).
+    the bins plus its bin), `inside` its place within the bin; every value here uses the first table (the
+    tail scorer reads several tables a value in its compiled loop, `tail_kernel`, the same way). The
+    weight at or above a value is linear inside its bin; half a value is added on top and below (a
+    floor), so an unseen value has a finite surprise; past the highest bin in use it goes on rising one
+    decade per unit of u; a table with nothing learnt gives 0 (no evidence either way).
     """
     bins = tables.shape[1]
     above = np.empty_like(tables)  # the weight of the strictly higher bins
@@ -110,9 +102,7 @@ def table_surprise(
     above_at = above.take(at)
     tail += above_at
     tail += floor
-    value_total = (
-        float(total[0]) + 1.0 if row_of_table is None else (total + 1.0).reshape(-1, at.shape[1])[row_of_table]
-    )
+    value_total = float(total[0]) + 1.0
     tail /= value_total
     surprise = np.log(tail, out=tail)  # numpy vectorises log, not log10: -log10 is -log times 1/ln(10)
     surprise *= MINUS_LOG10_E
@@ -135,8 +125,7 @@ def table_surprise(
         beyond = maybe[beyond_in_maybe]
         if len(beyond):
             beyond_top = top_of_maybe[beyond_in_maybe]
-            beyond_total = np.broadcast_to(value_total, surprise.shape).reshape(-1).take(beyond)
-            surprise.reshape(-1)[beyond] = np.log10(beyond_total / floor) + (flat_u.take(beyond) - beyond_top)
+            surprise.reshape(-1)[beyond] = np.log10(value_total / floor) + (flat_u.take(beyond) - beyond_top)
     np.maximum(surprise, 0.0, out=surprise)
     if float(total.min()) <= 0:
         empty = total <= 0

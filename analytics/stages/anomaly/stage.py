@@ -130,12 +130,13 @@ class AnomalyStage:
     @staticmethod
     def preload() -> None:
         """Import scikit-learn's forest now: the first fit runs on a thread a few thousand trades in, and
-        importing it there (~0.5 s, mostly holding the GIL) would stall the stream; and load the features'
-        compiled loop (from numba's cache, or compiled once) for in-memory and decoded, read-only, batches."""
+        importing it there (~0.5 s, mostly holding the GIL) would stall the stream; and load the features' and
+        the tails' compiled loops (from numba's cache, or compiled once) for in-memory and decoded, read-only,
+        batches."""
         import sklearn.ensemble  # noqa: F401
 
         for sample in both_forms(TickBatch.from_columns(["PRELOAD"], [1.0], [1.0], [0], buyer=["A"], seller=["B"])):
-            Features().process(sample)
+            AnomalyDetector().process(sample)
 
     def process(self, batch: TickBatch, effects: Effects) -> None:
         """Add one `tickerdash:anomalies` entry per flagged trade of the batch."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tickerdash.analytics.stages.anomaly.calibration import Calibrator, table_surprise
+from tickerdash.analytics.stages.anomaly.calibration import Calibrator
 from tickerdash.analytics.stages.anomaly.features import F
 
 # how each feature's extremeness is read for its tail probability (one-sided where only one side matters)
@@ -24,6 +24,7 @@ TAIL_COLUMNS = [F[name] for name in TAIL_FEATURES]
 TAIL_TWO_SIDED = [k for k, name in enumerate(TAIL_FEATURES) if name in TWO_SIDED]
 TAIL_SHARE = TAIL_FEATURES.index("aggressor_share")
 TAIL_HIGH = 8.0  # the histograms' range on the log scale of `tail_inputs`
+NO_ROWS = np.zeros((0, len(TAIL_FEATURES)))
 
 
 def tail_inputs(values: np.ndarray) -> np.ndarray:
@@ -84,42 +85,29 @@ class TailScorer:
     def _surprises(self, tail_u: np.ndarray, learnt: np.ndarray, bounds: list[int], seen: int) -> np.ndarray:
         """Each row's per-feature tail surprise against the calibration before its block; learns completed blocks.
 
-        As `Calibrator.surprise`, on the calibrations before each block stacked as tables, with the bins
-        found once for both the lookup and the learning: every learnt row is counted per block with
-        one bincount, and only the decay and the addition of a block's (integer) counts run per block.
+        As `Calibrator.surprise` row by row, in one compiled pass (`tail_kernel.surprises`). The learnt rows of
+        a block the batch leaves incomplete wait in `pending` for the batch that completes it.
         """
-        histograms = len(TAIL_FEATURES)
+        # numba costs ~0.5 s to import: commands that merely import this module (the dashboard, --help) skip it
+        from tickerdash.analytics.stages.anomaly.tail_kernel import surprises
+
         calibrator = self.calibrator
-        bins, width = calibrator.counts.shape[1], calibrator.width
-        blocks = len(bounds) - 1
-        sizes = np.diff(bounds)
-        block_of_row = np.repeat(np.arange(blocks), sizes)
-        at, inside = calibrator.locate(tail_u)  # the bin, then its place in the stack of tables
-        at += np.arange(histograms) * bins
-        at += (block_of_row * (histograms * bins))[:, None]
-        learnt_at = at if learnt.all() else at[learnt]
-        added = np.bincount(learnt_at.reshape(-1), minlength=blocks * histograms * bins)
-        added = added.reshape(blocks, histograms, bins)
-        learnt_per_block = np.add.reduceat(learnt, bounds[:-1], dtype=np.int64)  # the scorer never passes 0 rows
-        counts = np.empty((blocks, histograms, bins))  # the calibrations before each block
-        for k in range(blocks):
-            counts[k] = calibrator.counts
-            seen += int(sizes[k])
-            if seen % self.block == 0:
-                learnt_count = int(learnt_per_block[k])
-                block_counts = added[k]
-                if self.pending:  # the rows of this block taken in earlier batches
-                    earlier = np.concatenate(self.pending)
-                    learnt_count += len(earlier)
-                    earlier_at = calibrator.bin_of(earlier) + np.arange(histograms) * bins
-                    block_counts = block_counts + np.bincount(
-                        earlier_at.reshape(-1), minlength=histograms * bins
-                    ).reshape(histograms, bins)
-                    self.pending = []
-                calibrator.counts *= calibrator.decay_per_trade**learnt_count
-                calibrator.counts += block_counts
-            else:
-                lo, hi = bounds[k], bounds[k + 1]
-                self.pending.append(tail_u[lo:hi][learnt[lo:hi]])
-        tables = counts.reshape(blocks * histograms, bins)
-        return table_surprise(tables, at, inside, tail_u, width, row_of_table=block_of_row)
+        first_completes = (seen + bounds[1]) % self.block == 0
+        earlier = np.concatenate(self.pending) if self.pending and first_completes else NO_ROWS
+        parts = surprises(
+            tail_u,
+            learnt,
+            np.asarray(bounds, np.int64),
+            seen,
+            self.block,
+            calibrator.counts,
+            calibrator.decay_per_trade,
+            calibrator.width,
+            earlier,
+        )
+        if first_completes:
+            self.pending = []
+        if (seen + bounds[-1]) % self.block:
+            lo = bounds[-2]
+            self.pending.append(tail_u[lo:][learnt[lo:]])
+        return parts

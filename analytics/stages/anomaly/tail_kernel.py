@@ -1,0 +1,116 @@
+"""The tail scorer's per-row step, compiled: each row's surprise per feature against the histograms before
+its block, and the learning of every block the batch completes.
+
+One pass in stream order over a batch, where the vectorised form stacked a copy of the histograms per
+block and made a dozen numpy calls per block and per batch; the loop releases the GIL, so it runs beside
+the worker's own loop. The surprise is `calibration.table_surprise`'s, value by value (tests hold the
+two together).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from tickerdash.analytics.stages.anomaly.calibration import MINUS_LOG10_E, NEAR_UPPER_EDGE
+
+FLOOR = 0.5  # half a value on top and below: an unseen value has a finite surprise
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _tables(counts: np.ndarray, width: float, above: np.ndarray, totals: np.ndarray, tops: np.ndarray) -> None:
+    """Per histogram: the weight strictly above each bin, the total, and the upper edge of the highest bin in
+    use (the top edge when none is)."""
+    histograms, bins = counts.shape
+    for h in range(histograms):
+        running = 0.0
+        highest = -1
+        for b in range(bins - 1, -1, -1):
+            above[h, b] = running
+            running += counts[h, b]
+            if highest < 0 and counts[h, b] != 0.0:
+                highest = b
+        totals[h] = running
+        tops[h] = (highest + 1 if highest >= 0 else bins) * width
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _bin(u: float, width: float, bins: int) -> tuple[int, float]:
+    """The value's bin (clipped to the histogram) and its place inside it, in [0, 1] (NaN for NaN).
+
+    As `Calibrator.locate`: a value numpy cannot cast to int64 (NaN, infinite, beyond 2**63) gets bin 0.
+    """
+    scaled = u / width
+    at = int(scaled) if abs(scaled) < 2.0**62 else 0
+    at = min(max(at, 0), bins - 1)
+    place = scaled - at
+    if place != place:
+        return at, place
+    return at, min(max(place, 0.0), 1.0)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def surprises(
+    tail_u: np.ndarray,
+    learnt: np.ndarray,
+    bounds: np.ndarray,
+    seen: int,
+    block: int,
+    counts: np.ndarray,
+    decay_per_trade: float,
+    width: float,
+    earlier: np.ndarray,
+) -> np.ndarray:
+    """Each row's tail surprise per histogram against `counts` as they were before its block.
+
+    Rows bounds[k]:bounds[k + 1] are the batch's part of one block and `seen` the trades taken before the
+    batch. When a part completes its block, the block's learnt rows (with `earlier`, the first block's
+    learnt rows from earlier batches) are learnt into `counts` in place: aged by their number, then counted.
+    """
+    rows, histograms = tail_u.shape
+    bins = counts.shape[1]
+    out = np.zeros((rows, histograms))
+    above = np.empty_like(counts)
+    totals = np.empty(histograms)
+    tops = np.empty(histograms)
+    added = np.zeros((histograms, bins), np.int64)
+    for k in range(len(bounds) - 1):
+        lo, hi = bounds[k], bounds[k + 1]
+        _tables(counts, width, above, totals, tops)
+        for r in range(lo, hi):
+            for h in range(histograms):
+                total = totals[h]
+                if total <= 0.0:
+                    continue  # nothing learnt: no evidence either way
+                u = tail_u[r, h]
+                at, inside = _bin(u, width, bins)
+                in_bin = counts[h, at]
+                rest = 1.0 - inside
+                tail = in_bin * rest + above[h, at] + FLOOR
+                value_total = total + 1.0
+                surprise = math.log(tail / value_total) * MINUS_LOG10_E
+                # past the highest bin in use: one more decade per unit of u
+                if above[h, at] == 0.0 and (in_bin == 0.0 or rest < NEAR_UPPER_EDGE) and u > tops[h]:
+                    surprise = math.log10(value_total / FLOOR) + (u - tops[h])
+                out[r, h] = surprise if not surprise < 0.0 else 0.0  # (NaN stays NaN, as np.maximum keeps it)
+        seen += hi - lo
+        if seen % block == 0:
+            learnt_count = 0
+            added[:] = 0
+            if k == 0:
+                for r in range(len(earlier)):
+                    learnt_count += 1
+                    for h in range(histograms):
+                        added[h, _bin(earlier[r, h], width, bins)[0]] += 1
+            for r in range(lo, hi):
+                if learnt[r]:
+                    learnt_count += 1
+                    for h in range(histograms):
+                        added[h, _bin(tail_u[r, h], width, bins)[0]] += 1
+            decay = math.pow(decay_per_trade, learnt_count)  # C's pow, as Python's float ** int
+            for h in range(histograms):
+                for b in range(bins):
+                    counts[h, b] = counts[h, b] * decay + added[h, b]
+    return out
