@@ -16,12 +16,12 @@ from test_features import START, jitter, single, tape
 from tickerdash.analytics.engine.stage import Effects
 from tickerdash.analytics.stages.anomaly import forest as forest_module
 from tickerdash.analytics.stages.anomaly import scorer as scorer_module
-from tickerdash.analytics.stages.anomaly.calibration import Calibrator, table_surprise
+from tickerdash.analytics.stages.anomaly.calibration import Calibrator
 from tickerdash.analytics.stages.anomaly.features import FEATURES, F, FeatureFrame
 from tickerdash.analytics.stages.anomaly.forest import ForestArrays, average_path_length
 from tickerdash.analytics.stages.anomaly.scorer_config import ScorerConfig
 from tickerdash.analytics.stages.anomaly.stage import AnomalyDetector, AnomalyStage
-from tickerdash.analytics.stages.anomaly.tail_kernel import surprises
+from tickerdash.analytics.stages.anomaly.surprise_kernel import tail_surprises
 from tickerdash.analytics.stages.anomaly.tails import top_two_sum
 from tickerdash.ingest.field_rules import SIDE_BUY
 from tickerdash.ingest.ticks import TickBatch
@@ -68,21 +68,24 @@ class TestCalibrator:
         st.lists(st.lists(st.sampled_from([0.0, 0.0, 0.25, 1.0, 3.5]), min_size=8, max_size=8), min_size=1, max_size=3),
         st.lists(st.one_of(st.floats(-0.5, 3.0), st.integers(0, 12).map(lambda k: k * 0.25)), min_size=1, max_size=12),
     )
-    def test_table_surprise_and_the_compiled_tails_equal_a_value_by_value_computation(
+    def test_calibrators_and_the_tail_scorer_read_surprises_as_a_value_by_value_computation(
         self, tables: list[list[float]], values: list[float]
     ) -> None:
         """Every value against every table, as the docstring says, including values past the highest bin in use,
-        at bin edges, beyond the histogram and against empty tables."""
+        at bin edges, beyond the histogram and against empty tables: through `Calibrator.surprise` (one table)
+        and the tail scorer's pass (every table at once, no block completed)."""
         counts, width, bins = np.array(tables), 0.25, 8
         u = np.array(values)[:, None].repeat(len(tables), axis=1)  # each value against each table
-        calibrator = Calibrator(bins, bins * width, 1e9)
-        one_by_one = np.column_stack(
-            [table_surprise(counts[t : t + 1], *calibrator.locate(u[:, t]), u[:, t], width) for t in range(len(tables))]
-        )
+        one_by_one = []
+        for table in counts:
+            calibrator = Calibrator(bins, bins * width, 1e9)
+            calibrator.counts[0] = table
+            one_by_one.append(calibrator.surprise(u[:, 0]))
         no_learning = 10**9  # a block the rows do not complete
         bounds = np.array([0, len(values)])
         earlier = np.zeros((0, len(tables)))
-        compiled = surprises(u, np.ones(len(values), bool), bounds, 0, no_learning, counts.copy(), 0.5, width, earlier)
+        learnt = np.ones(len(values), bool)
+        compiled = tail_surprises(u, learnt, bounds, 0, no_learning, counts.copy(), 0.5, width, earlier)
         for (r, t), value in np.ndenumerate(u):
             table = counts[t]
             b = min(max(int(value / width), 0), bins - 1)
@@ -95,7 +98,7 @@ class TestCalibrator:
             if above == 0.0 and value > top:
                 expected = np.log10(total / 0.5) + (value - top)
             expected = 0.0 if total == 1.0 else max(expected, 0.0)
-            assert one_by_one[r, t] == pytest.approx(expected, rel=1e-9, abs=1e-12), (r, t, value)
+            assert one_by_one[t][r] == pytest.approx(expected, rel=1e-9, abs=1e-12), (r, t, value)
             assert compiled[r, t] == pytest.approx(expected, rel=1e-9, abs=1e-12), (r, t, value)
 
     def test_the_compiled_tails_learn_each_completed_block_as_a_calibrator_learns_it(self) -> None:
@@ -109,7 +112,7 @@ class TestCalibrator:
         bounds = np.array([0, 60, 160, 260, rows])
         reference = Calibrator(80, 8.0, 1_000.0, histograms=3)
         counts = reference.counts.copy()
-        surprises(u, learnt, bounds, seen, block, counts, reference.decay_per_trade, reference.width, earlier)
+        tail_surprises(u, learnt, bounds, seen, block, counts, reference.decay_per_trade, reference.width, earlier)
         reference.learn(np.concatenate([earlier, u[0:60][learnt[0:60]]]))
         for lo, hi in ((60, 160), (160, 260)):
             reference.learn(u[lo:hi][learnt[lo:hi]])

@@ -9,6 +9,7 @@ import numpy as np
 
 from tickerdash.analytics.engine.segments import pack_state, unpack_state
 from tickerdash.analytics.engine.stage import AppendMany, Effects
+from tickerdash.analytics.stages.anomaly.calibration import Calibrator
 from tickerdash.analytics.stages.anomaly.feature_config import FeatureConfig
 from tickerdash.analytics.stages.anomaly.features import F, FeatureFrame, Features
 from tickerdash.analytics.stages.anomaly.scorer import AnomalyScorer
@@ -130,13 +131,14 @@ class AnomalyStage:
     @staticmethod
     def preload() -> None:
         """Import scikit-learn's forest now: the first fit runs on a thread a few thousand trades in, and
-        importing it there (~0.5 s, mostly holding the GIL) would stall the stream; and load the features' and
-        the tails' compiled loops (from numba's cache, or compiled once) for in-memory and decoded, read-only,
-        batches."""
+        importing it there (~0.5 s, mostly holding the GIL) would stall the stream; and load the compiled loops
+        of the features, the tails (for in-memory and decoded, read-only, batches) and the calibrations'
+        lookups, which the stream first needs thousands of trades in (from numba's cache, or compiled once)."""
         import sklearn.ensemble  # noqa: F401
 
         for sample in both_forms(TickBatch.from_columns(["PRELOAD"], [1.0], [1.0], [0], buyer=["A"], seller=["B"])):
             AnomalyDetector().process(sample)
+        Calibrator(2, 1.0, 1.0).surprise(np.zeros(1))
 
     def process(self, batch: TickBatch, effects: Effects) -> None:
         """Add one `tickerdash:anomalies` entry per flagged trade of the batch."""

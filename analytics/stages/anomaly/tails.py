@@ -85,16 +85,16 @@ class TailScorer:
     def _surprises(self, tail_u: np.ndarray, learnt: np.ndarray, bounds: list[int], seen: int) -> np.ndarray:
         """Each row's per-feature tail surprise against the calibration before its block; learns completed blocks.
 
-        As `Calibrator.surprise` row by row, in one compiled pass (`tail_kernel.surprises`). The learnt rows of
+        As `Calibrator.surprise` row by row, in one compiled pass (`surprise_kernel.tail_surprises`). The learnt rows of
         a block the batch leaves incomplete wait in `pending` for the batch that completes it.
         """
         # numba costs ~0.5 s to import: commands that merely import this module (the dashboard, --help) skip it
-        from tickerdash.analytics.stages.anomaly.tail_kernel import surprises
+        from tickerdash.analytics.stages.anomaly.surprise_kernel import tail_surprises
 
         calibrator = self.calibrator
         first_completes = (seen + bounds[1]) % self.block == 0
         earlier = np.concatenate(self.pending) if self.pending and first_completes else NO_ROWS
-        parts = surprises(
+        parts = tail_surprises(
             tail_u,
             learnt,
             np.asarray(bounds, np.int64),

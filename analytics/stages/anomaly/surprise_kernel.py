@@ -1,10 +1,11 @@
-"""The tail scorer's per-row step, compiled: each row's surprise per feature against the histograms before
-its block, and the learning of every block the batch completes.
+"""Empirical tail surprise, compiled: how rare a value is against a decayed histogram (see
+`calibration.Calibrator`), value by value, for every calibrator; and the tail scorer's pass over a batch.
 
-One pass in stream order over a batch, where the vectorised form stacked a copy of the histograms per
-block and made a dozen numpy calls per block and per batch; the loop releases the GIL, so it runs beside
-the worker's own loop. The surprise is `calibration.table_surprise`'s, value by value (tests hold the
-two together).
+`lookup` reads values against histograms as they are (the forest's and the fused calibrations, a few
+values a block). `tail_surprises` is the tail scorer's step: one pass in stream order over a batch, each
+row against the histograms before its block, learning every block the batch completes, where a
+vectorised form stacked a copy of the histograms per block and made a dozen numpy calls per block. The
+loops release the GIL, so the anomaly stage runs beside the worker's own loop.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import math
 import numpy as np
 from numba import njit
 
-from tickerdash.analytics.stages.anomaly.calibration import MINUS_LOG10_E, NEAR_UPPER_EDGE
-
+MINUS_LOG10_E = -1.0 / math.log(10.0)
+NEAR_UPPER_EDGE = 1e-3  # of a bin's width: a value this close to its bin's upper edge may lie past it
 FLOOR = 0.5  # half a value on top and below: an unseen value has a finite surprise
 
 
@@ -40,7 +41,7 @@ def _tables(counts: np.ndarray, width: float, above: np.ndarray, totals: np.ndar
 def _bin(u: float, width: float, bins: int) -> tuple[int, float]:
     """The value's bin (clipped to the histogram) and its place inside it, in [0, 1] (NaN for NaN).
 
-    As `Calibrator.locate`: a value numpy cannot cast to int64 (NaN, infinite, beyond 2**63) gets bin 0.
+    As `Calibrator.bin_of`: a value numpy cannot cast to int64 (NaN, infinite, beyond 2**63) gets bin 0.
     """
     scaled = u / width
     at = int(scaled) if abs(scaled) < 2.0**62 else 0
@@ -52,7 +53,59 @@ def _bin(u: float, width: float, bins: int) -> tuple[int, float]:
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def surprises(
+def _score_rows(
+    u: np.ndarray,
+    lo: int,
+    hi: int,
+    counts: np.ndarray,
+    above: np.ndarray,
+    totals: np.ndarray,
+    tops: np.ndarray,
+    width: float,
+    out: np.ndarray,
+) -> None:
+    """out[r, h] = -log10 of the share of histogram h's weight at or above u[r, h], for rows lo:hi.
+
+    The weight at or above a value is linear inside its bin; half a value is added on top and below (a
+    floor), so an unseen value has a finite surprise; past the highest bin in use it goes on rising one
+    decade per unit of u; a histogram with nothing learnt gives 0 (no evidence either way).
+    """
+    bins = counts.shape[1]
+    for r in range(lo, hi):
+        for h in range(u.shape[1]):
+            total = totals[h]
+            if total <= 0.0:
+                out[r, h] = 0.0
+                continue
+            value = u[r, h]
+            at, inside = _bin(value, width, bins)
+            in_bin = counts[h, at]
+            rest = 1.0 - inside
+            tail = in_bin * rest + above[h, at] + FLOOR
+            value_total = total + 1.0
+            surprise = math.log(tail / value_total) * MINUS_LOG10_E
+            # past the highest bin in use: no weight above the value's bin, and none in it (the highest bin
+            # in use is lower) or the value at its upper edge (a rounding of u / width)
+            if above[h, at] == 0.0 and (in_bin == 0.0 or rest < NEAR_UPPER_EDGE) and value > tops[h]:
+                surprise = math.log10(value_total / FLOOR) + (value - tops[h])
+            out[r, h] = surprise if not surprise < 0.0 else 0.0  # (NaN stays NaN)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def lookup(u: np.ndarray, counts: np.ndarray, width: float) -> np.ndarray:
+    """Each value's surprise against the histograms as they are: u is (values, histograms)."""
+    histograms = counts.shape[0]
+    above = np.empty_like(counts)
+    totals = np.empty(histograms)
+    tops = np.empty(histograms)
+    _tables(counts, width, above, totals, tops)
+    out = np.empty(u.shape)
+    _score_rows(u, 0, u.shape[0], counts, above, totals, tops, width, out)
+    return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def tail_surprises(
     tail_u: np.ndarray,
     learnt: np.ndarray,
     bounds: np.ndarray,
@@ -79,22 +132,7 @@ def surprises(
     for k in range(len(bounds) - 1):
         lo, hi = bounds[k], bounds[k + 1]
         _tables(counts, width, above, totals, tops)
-        for r in range(lo, hi):
-            for h in range(histograms):
-                total = totals[h]
-                if total <= 0.0:
-                    continue  # nothing learnt: no evidence either way
-                u = tail_u[r, h]
-                at, inside = _bin(u, width, bins)
-                in_bin = counts[h, at]
-                rest = 1.0 - inside
-                tail = in_bin * rest + above[h, at] + FLOOR
-                value_total = total + 1.0
-                surprise = math.log(tail / value_total) * MINUS_LOG10_E
-                # past the highest bin in use: one more decade per unit of u
-                if above[h, at] == 0.0 and (in_bin == 0.0 or rest < NEAR_UPPER_EDGE) and u > tops[h]:
-                    surprise = math.log10(value_total / FLOOR) + (u - tops[h])
-                out[r, h] = surprise if not surprise < 0.0 else 0.0  # (NaN stays NaN, as np.maximum keeps it)
+        _score_rows(tail_u, lo, hi, counts, above, totals, tops, width, out)
         seen += hi - lo
         if seen % block == 0:
             learnt_count = 0
