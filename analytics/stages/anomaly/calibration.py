@@ -1,8 +1,8 @@
 """Empirical tail surprise: how rare a value is against a decayed histogram of recent values.
 
 Every statistical scorer reads its evidence this way: the per-feature tails, the forest's anomaly score
-and the fused threshold each keep a `Calibrator`. The surprise itself is read by a compiled loop
-(`surprise_kernel`), value by value; the tail scorer reads all its histograms there at once, row by row.
+and the fused threshold each keep a `Calibrator`. Values are learnt and their surprise read by compiled
+loops (`surprise_kernel`), value by value; the tail scorer reads all its histograms there at once, row by row.
 """
 
 from __future__ import annotations
@@ -33,23 +33,16 @@ class Calibrator:
         return float(self.counts[0].sum())
 
     def learn(self, u: np.ndarray) -> None:
-        """Age the histograms by len(u) trades, then add the values (u is (m,) or (m, histograms))."""
-        bins = self.counts.shape[1]
-        self.counts *= self.decay_per_trade ** len(u)
-        at = self.bin_of(u.reshape(len(u), len(self.counts)))
-        if len(self.counts) > 1:
-            at += np.arange(len(self.counts)) * bins
-        self.counts += np.bincount(at.reshape(-1), minlength=self.counts.size).reshape(self.counts.shape)
+        """Age the histograms by len(u) trades, then add the values (u is (m,) or (m, histograms)), each in its
+        bin (clipped to the histogram)."""
+        # numba costs ~0.5 s to import: commands that merely import this module (the dashboard, --help) skip it
+        from tickerdash.analytics.stages.anomaly import surprise_kernel
 
-    def bin_of(self, u: np.ndarray) -> np.ndarray:
-        """Each value's bin, clipped to the histogram."""
-        at = (u / self.width).astype(np.int64)
-        np.maximum(at, 0, out=at)  # two ufuncs: np.clip's Python wrapper costs more than both on a block
-        return np.minimum(at, self.counts.shape[1] - 1, out=at)
+        values = np.ascontiguousarray(u, np.float64).reshape(len(u), len(self.counts))
+        surprise_kernel.learn(self.counts, values, self.decay_per_trade, self.width)
 
     def surprise(self, u: np.ndarray) -> np.ndarray:
         """-log10 of the share of learnt values at or above each u (first histogram; 0 before any learning)."""
-        # numba costs ~0.5 s to import: commands that merely import this module (the dashboard, --help) skip it
         from tickerdash.analytics.stages.anomaly.surprise_kernel import lookup
 
         values = np.ascontiguousarray(u, np.float64).reshape(-1, 1)

@@ -133,12 +133,15 @@ class AnomalyStage:
         """Import scikit-learn's forest now: the first fit runs on a thread a few thousand trades in, and
         importing it there (~0.5 s, mostly holding the GIL) would stall the stream; and load the compiled loops
         of the features, the tails (for in-memory and decoded, read-only, batches) and the calibrations'
-        lookups, which the stream first needs thousands of trades in (from numba's cache, or compiled once)."""
+        learning and lookups, which the stream first needs thousands of trades in (from numba's cache, or
+        compiled once)."""
         import sklearn.ensemble  # noqa: F401
 
         for sample in both_forms(TickBatch.from_columns(["PRELOAD"], [1.0], [1.0], [0], buyer=["A"], seller=["B"])):
             AnomalyDetector().process(sample)
-        Calibrator(2, 1.0, 1.0).surprise(np.zeros(1))
+        calibrator = Calibrator(2, 1.0, 1.0)
+        calibrator.learn(np.zeros(1))
+        calibrator.surprise(np.zeros(1))
 
     def process(self, batch: TickBatch, effects: Effects) -> None:
         """Add one `tickerdash:anomalies` entry per flagged trade of the batch."""

@@ -2,10 +2,10 @@
 `calibration.Calibrator`), value by value, for every calibrator; and the tail scorer's pass over a batch.
 
 `lookup` reads values against histograms as they are (the forest's and the fused calibrations, a few
-values a block). `tail_surprises` is the tail scorer's step: one pass in stream order over a batch, each
-row against the histograms before its block, learning every block the batch completes, where a
-vectorised form stacked a copy of the histograms per block and made a dozen numpy calls per block. The
-loops release the GIL, so the anomaly stage runs beside the worker's own loop.
+values a block) and `learn` adds values to them. `tail_surprises` is the tail scorer's step: one pass in
+stream order over a batch, each row against the histograms before its block, learning every block the
+batch completes, where a vectorised form stacked a copy of the histograms per block and made a dozen
+numpy calls per block. The loops release the GIL, so the anomaly stage runs beside the worker's own loop.
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ def _tables(counts: np.ndarray, width: float, above: np.ndarray, totals: np.ndar
 def _bin(u: float, width: float, bins: int) -> tuple[int, float]:
     """The value's bin (clipped to the histogram) and its place inside it, in [0, 1] (NaN for NaN).
 
-    As `Calibrator.bin_of`: a value numpy cannot cast to int64 (NaN, infinite, beyond 2**63) gets bin 0.
+    A value whose bin number does not fit an int64 (NaN, infinite, 2**63 bins away or more) gets bin 0, as
+    numpy's cast to int64 gives it.
     """
     scaled = u / width
-    at = int(scaled) if abs(scaled) < 2.0**62 else 0
+    at = int(scaled) if abs(scaled) < 2.0**63 else 0
     at = min(max(at, 0), bins - 1)
     place = scaled - at
     if place != place:
@@ -140,15 +141,38 @@ def tail_surprises(
             if k == 0:
                 for r in range(len(earlier)):
                     learnt_count += 1
-                    for h in range(histograms):
-                        added[h, _bin(earlier[r, h], width, bins)[0]] += 1
+                    _count_row(added, earlier, r, width)
             for r in range(lo, hi):
                 if learnt[r]:
                     learnt_count += 1
-                    for h in range(histograms):
-                        added[h, _bin(tail_u[r, h], width, bins)[0]] += 1
-            decay = math.pow(decay_per_trade, learnt_count)  # C's pow, as Python's float ** int
-            for h in range(histograms):
-                for b in range(bins):
-                    counts[h, b] = counts[h, b] * decay + added[h, b]
+                    _count_row(added, tail_u, r, width)
+            _age_and_add(counts, added, learnt_count, decay_per_trade)
     return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def learn(counts: np.ndarray, u: np.ndarray, decay_per_trade: float, width: float) -> None:
+    """Learn values into the histograms in place: age them by the number of rows of u (values, histograms),
+    then count each row's value of each histogram in its bin (`Calibrator.learn`)."""
+    added = np.zeros(counts.shape, np.int64)
+    for r in range(len(u)):
+        _count_row(added, u, r, width)
+    _age_and_add(counts, added, len(u), decay_per_trade)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _count_row(added: np.ndarray, u: np.ndarray, r: int, width: float) -> None:
+    """Count row r's value of each histogram in its bin."""
+    bins = added.shape[1]
+    for h in range(added.shape[0]):
+        added[h, _bin(u[r, h], width, bins)[0]] += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _age_and_add(counts: np.ndarray, added: np.ndarray, learnt: int, decay_per_trade: float) -> None:
+    """Age the histograms by `learnt` values (each weighs decay_per_trade of the one after it), then add the
+    counts of those values."""
+    decay = math.pow(decay_per_trade, float(learnt))  # C's pow of two floats, as Python's float ** int
+    for h in range(counts.shape[0]):
+        for b in range(counts.shape[1]):
+            counts[h, b] = counts[h, b] * decay + added[h, b]
